@@ -1,0 +1,39 @@
+"""Kastor: Ray-core-compatible actors and tasks, native to Kubernetes.
+
+`import kastor as ray` runs a program written for Ray core's tasks and actors. With no
+address, `kastor.init()` starts an embedded single-machine cluster of real processes.
+"""
+
+import cloudpickle
+
+from kastor import actor, exceptions, util
+from kastor.actor import ActorClass, ActorHandle, method
+from kastor.api import (
+    ClusterInfo,
+    available_resources,
+    cancel,
+    cluster_resources,
+    get,
+    get_actor,
+    get_gpu_ids,
+    get_runtime_context,
+    init,
+    is_initialized,
+    kill,
+    nodes,
+    put,
+    remote,
+    shutdown,
+    wait,
+)
+from kastor.object_ref import ObjectRef
+from kastor.remote_function import RemoteFunction
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActorClass", "ActorHandle", "ClusterInfo", "ObjectRef", "RemoteFunction", "actor", "available_resources",
+    "cancel", "cloudpickle", "cluster_resources", "exceptions", "get", "get_actor", "get_gpu_ids",
+    "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put", "remote", "shutdown",
+    "util", "wait", "__version__",
+]

@@ -1,0 +1,274 @@
+"""Actors: `@kastor.remote class C`, `C.remote(...)` returns an ActorHandle.
+
+A handle is small and picklable: it names the actor and its methods, and the process
+holding it resolves where the actor lives on first use. Like Ray, an unnamed, non-detached
+actor is killed once every handle to it is gone, and its owner's job ending ends it too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any
+
+import grpc
+
+from kastor import options as opts
+from kastor.object_ref import ObjectRef
+from kastor.runtime import context
+from kastor.runtime.protocol import kastor_pb2 as pb
+
+_ACTOR_DEFAULTS = {"max_restarts": 0, "max_task_retries": 0}
+
+
+class ActorExit(SystemExit):
+    """Raised by exit_actor(); the worker ends the actor on purpose, with no restart."""
+
+
+def exit_actor() -> None:
+    """Ends the current actor for good, after the current call (Ray's exit_actor)."""
+    task = context.current_task.get()
+    if task is None or not task.actor_id:
+        raise TypeError("exit_actor() can only be called inside an actor method.")
+    raise ActorExit(0)
+
+
+def method(*, num_returns: int = 1, concurrency_group: str | None = None, **_: Any):
+    """Per-method options, as `@kastor.method(num_returns=2)` on an actor method."""
+    opts.validate({"num_returns": num_returns}, for_actor=False)
+
+    def decorate(fn):
+        fn.__kastor_num_returns__ = num_returns
+        return fn
+
+    return decorate
+
+
+def _method_table(cls: type) -> tuple[list[pb.MethodMeta], bool]:
+    methods = []
+    is_async = False
+    for name, member in inspect.getmembers(cls, predicate=callable):
+        if name.startswith("__") and name not in ("__call__",):
+            continue
+        fn = inspect.unwrap(member)
+        coroutine = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+        is_async = is_async or coroutine
+        methods.append(pb.MethodMeta(name=name, num_returns=getattr(fn, "__kastor_num_returns__", 1),
+                                     is_async=coroutine))
+    return methods, is_async
+
+
+class ActorClass:
+    def __init__(self, cls: type, options: dict[str, Any]):
+        self._cls = cls
+        self._options = {**_ACTOR_DEFAULTS, **opts.validate(options, for_actor=True)}
+        self._methods, self._is_async = _method_table(cls)
+        self._ids: dict[int, str] = {}
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__doc__ = cls.__doc__
+        self.__module__ = cls.__module__
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"Actors cannot be instantiated directly. Instead of '{self.__name__}()', "
+                        f"use '{self.__name__}.remote()'.")
+
+    def remote(self, *args, **kwargs) -> ActorHandle:
+        return self._remote(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> _BoundActorClass:
+        return _BoundActorClass(self, {**self._options, **opts.validate(options, for_actor=True)})
+
+    def _remote(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> ActorHandle:
+        from kastor.api import _core
+        core = _core(auto_init=True)
+        key = id(core)
+        class_id = self._ids.get(key)
+        if class_id is None:
+            class_id = self._ids[key] = core.register_code(self._cls, "actor class")
+        required, held = opts.actor_resources(options)
+        value, deps = core.pack_args(args, kwargs, f"the constructor of {self.__name__}")
+        detached = options.get("lifetime") == "detached"
+        name = options.get("name") or ""
+        in_worker = core.engine is not None
+        spec = pb.ActorSpec(
+            actor_id=os.urandom(16), job_id=core.current_job_id(), class_id=class_id, class_name=self.__name__,
+            args=value, name=name, namespace=options.get("namespace") or core.namespace, detached=detached,
+            max_restarts=options["max_restarts"], max_task_retries=options["max_task_retries"],
+            max_concurrency=options.get("max_concurrency") or (1000 if self._is_async else 1),
+            is_async=self._is_async, required=required, held=held, methods=self._methods,
+            owner_worker_id=core.worker_id if in_worker else b"", owner_address=core.address)
+        if name:
+            info = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
+            return ActorHandle._from_info(info, collectable=False)
+        handle = ActorHandle(spec.actor_id, self.__name__, self._methods, options["max_task_retries"],
+                             collectable=not detached)
+        core.post(lambda: _create_async(core, spec, deps))
+        return handle
+
+
+class _BoundActorClass:
+    def __init__(self, actor_class: ActorClass, options: dict[str, Any]):
+        self._actor_class = actor_class
+        self._options = options
+
+    def remote(self, *args, **kwargs) -> ActorHandle:
+        return self._actor_class._remote(args, kwargs, self._options)
+
+
+async def _attach_deps(core, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
+    if deps:
+        from kastor.runtime.pending import PendingCall, resolve_deps
+        holder = PendingCall(pb.TaskSpec(), [], deps, 0)
+        await resolve_deps(core, holder)
+        spec.ref_args.extend(holder.spec.ref_args)
+
+
+async def _create_named(core, spec: pb.ActorSpec, deps: list[ObjectRef], get_if_exists: bool) -> pb.ActorInfo:
+    await _attach_deps(core, spec, deps)
+    try:
+        reply = await core.head_stub().CreateActor(
+            pb.CreateActorRequest(spec=spec, get_if_exists=get_if_exists), metadata=core.metadata, timeout=60)
+    except grpc.aio.AioRpcError as e:
+        if e.code() == grpc.StatusCode.ALREADY_EXISTS:
+            raise ValueError(f"The name {spec.name!r} (namespace={spec.namespace!r}) is already taken by "
+                             f"another actor; pick another name, or pass get_if_exists=True to reuse it.") from None
+        raise
+    return reply.info
+
+
+def _create_async(core, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
+    import asyncio
+    created = core.actors.expect_creation(spec.actor_id)
+
+    async def create() -> None:
+        try:
+            await _attach_deps(core, spec, deps)
+            await core.head_stub().CreateActor(pb.CreateActorRequest(spec=spec), metadata=core.metadata, timeout=60)
+            created.set_result(None)
+        except Exception as e:
+            created.set_exception(e)
+
+    asyncio.get_running_loop().create_task(create())
+
+
+class ActorHandle:
+    """A reference to an actor; attribute access gives its methods."""
+
+    def __init__(self, actor_id: bytes, class_name: str, methods: list[pb.MethodMeta],
+                 max_task_retries: int = 0, collectable: bool = False):
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._method_meta = {m.name: m for m in methods}
+        self._max_task_retries = max_task_retries
+        self._methods_cache: dict[str, ActorMethod] = {}
+        core = context.core
+        if core is not None:
+            core.post(lambda: core.actors.add_handle(actor_id, collectable))
+
+    @classmethod
+    def _from_info(cls, info: pb.ActorInfo, collectable: bool = False) -> ActorHandle:
+        spec = info.spec
+        return cls(spec.actor_id, spec.class_name, list(spec.methods), spec.max_task_retries, collectable)
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        if name.startswith("_"):
+            meta = self.__dict__.get("_method_meta", {}).get(name)
+            if meta is None:
+                raise AttributeError(name)
+        cached = self._methods_cache.get(name)
+        if cached is not None:
+            return cached
+        meta = self._method_meta.get(name)
+        if meta is None:
+            raise AttributeError(f"'{self._class_name}' actor has no method '{name}'. Its methods are: "
+                                 f"{', '.join(sorted(self._method_meta)) or '(none)'}.")
+        m = self._methods_cache[name] = ActorMethod(self, name, meta.num_returns)
+        return m
+
+    def __repr__(self) -> str:
+        return f"Actor({self._class_name}, {self._actor_id.hex()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+    def __reduce__(self):
+        core = context.core
+        if core is not None:
+            actor_id = self._actor_id
+            core.post(lambda: core.actors.escape(actor_id))
+        return _rebuild_handle, (self._actor_id, self._class_name,
+                                 [m.SerializeToString() for m in self._method_meta.values()],
+                                 self._max_task_retries)
+
+    def __del__(self):
+        core = context.core
+        if core is not None:
+            actor_id = self._actor_id
+            try:
+                core.post(lambda: core.actors.drop_handle(actor_id))
+            except Exception:
+                pass
+
+    @property
+    def _kastor_actor_id(self) -> bytes:
+        return self._actor_id
+
+
+def _rebuild_handle(actor_id: bytes, class_name: str, methods: list[bytes], max_task_retries: int) -> ActorHandle:
+    return ActorHandle(actor_id, class_name, [pb.MethodMeta.FromString(m) for m in methods], max_task_retries)
+
+
+class ActorMethod:
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int):
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"Actor methods cannot be called directly. Instead of running "
+                        f"'object.{self._name}()', try 'object.{self._name}.remote()'.")
+
+    def remote(self, *args, **kwargs) -> Any:
+        return self._submit(args, kwargs, self._num_returns, None)
+
+    def options(self, **options: Any) -> _BoundMethod:
+        unknown = set(options) - {"num_returns", "name", "concurrency_group", "max_task_retries"}
+        if unknown:
+            raise ValueError(f"Invalid option(s) {sorted(unknown)} for an actor method; valid: num_returns, name.")
+        opts.validate({k: v for k, v in options.items() if k in ("num_returns", "name")}, for_actor=False)
+        return _BoundMethod(self, options)
+
+    def _submit(self, args: tuple, kwargs: dict, num_returns: int, name: str | None) -> Any:
+        from kastor.api import _core
+        from kastor.runtime.core import new_task_id, return_id
+        from kastor.runtime.pending import PendingCall
+
+        core = _core(auto_init=False)
+        handle = self._handle
+        label = name or f"{handle._class_name}.{self._name}"
+        value, deps = core.pack_args(args, kwargs, label)
+        task_id = new_task_id()
+        spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), method=self._name, args=value,
+                           num_returns=num_returns, name=label, actor_id=handle._actor_id,
+                           parent_task_id=core.current_task_id(), owner_address=core.address)
+        return_ids = [return_id(task_id, i) for i in range(num_returns)]
+        refs = [ObjectRef(oid, core.address) for oid in return_ids]
+        call = PendingCall(spec, return_ids, deps, handle._max_task_retries)
+        core.post(lambda: core.actors.submit(call))
+        if num_returns == 1:
+            return refs[0]
+        return refs if num_returns else None
+
+
+class _BoundMethod:
+    def __init__(self, method: ActorMethod, options: dict[str, Any]):
+        self._method = method
+        self._options = options
+
+    def remote(self, *args, **kwargs) -> Any:
+        return self._method._submit(args, kwargs, self._options.get("num_returns", self._method._num_returns),
+                                    self._options.get("name"))

@@ -1,0 +1,286 @@
+"""The module-level API: init, get, wait, put, kill, cancel, get_actor, shutdown, ..."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kastor import exceptions
+from kastor.actor import ActorClass, ActorHandle
+from kastor.object_ref import ObjectRef
+from kastor.remote_function import RemoteFunction
+from kastor.runtime import auth, config, context
+from kastor.runtime.protocol import kastor_pb2 as pb
+
+log = logging.getLogger("kastor")
+
+# Ray keywords that have no meaning on Kastor (or not yet); accepted so Ray programs run.
+_IGNORED_INIT_KWARGS = {
+    "include_dashboard", "dashboard_host", "dashboard_port", "log_to_driver", "runtime_env", "object_store_memory",
+    "_system_config", "configure_logging", "logging_format", "logging_config", "local_mode", "_temp_dir",
+    "job_config", "storage", "_node_ip_address", "labels", "_plasma_directory", "_memory", "_enable_object_reconstruction",
+}
+
+_lock = threading.RLock()
+_local_cluster = None
+
+
+@dataclass
+class ClusterInfo:
+    """What `init()` returns; usable as a context manager that shuts down on exit."""
+
+    address: str
+    namespace: str
+    job_id: str
+    address_info: dict[str, str] = field(default_factory=dict)
+
+    def __enter__(self) -> ClusterInfo:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutdown()
+
+    def disconnect(self) -> None:
+        shutdown()
+
+
+def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus: float | None = None,
+         resources: dict[str, float] | None = None, memory: float | None = None, namespace: str | None = None,
+         token: str | None = None, ignore_reinit_error: bool = False, logging_level: int = logging.INFO,
+         **kwargs: Any) -> ClusterInfo:
+    """Starts an embedded local cluster, or joins one at `address` (or KASTOR_ADDRESS)."""
+    global _local_cluster
+    unknown = set(kwargs) - _IGNORED_INIT_KWARGS
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    with _lock:
+        if context.core is not None:
+            if ignore_reinit_error or context.core.engine is not None:
+                return _info()
+            raise RuntimeError("Maybe you called kastor.init twice by accident? Kastor is already initialized; "
+                               "pass ignore_reinit_error=True, or call kastor.shutdown() first.")
+        from kastor.runtime import driver
+        address = address or os.environ.get(config.ENV_ADDRESS)
+        if address in (None, "", "local"):
+            from kastor.runtime.local_cluster import LocalCluster
+            if num_cpus is not None and num_cpus < 0:
+                raise ValueError(f"num_cpus must be >= 0, got {num_cpus}")
+            _local_cluster = LocalCluster(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory, resources=resources)
+            try:
+                driver.connect(_local_cluster.head_address, _local_cluster.token, namespace,
+                               node_address=_local_cluster.node_address)
+            except BaseException:
+                _local_cluster.stop()
+                _local_cluster = None
+                raise
+        else:
+            if any(v is not None for v in (num_cpus, num_gpus, resources, memory)):
+                raise ValueError("num_cpus/num_gpus/resources/memory describe a new local cluster; when joining "
+                                 "one at an address, give them to `kastor start` on its nodes instead.")
+            address = address.removeprefix("kastor://") if address.startswith("kastor://") else address
+            if address == "auto":
+                address, token = _latest_local_session(token)
+            token = auth.resolve_token(token)
+            if not token:
+                raise ValueError(f"No cluster token to join {address}: pass token=..., or set KASTOR_TOKEN "
+                                 f"or KASTOR_TOKEN_FILE.")
+            driver.connect(address, token, namespace)
+        atexit.register(shutdown)
+        return _info()
+
+
+def _latest_local_session(token: str | None) -> tuple[str, str | None]:
+    from kastor.runtime import sessions
+    record = sessions.latest()
+    if record is None:
+        raise ConnectionError("address='auto' found no cluster started with `kastor start` on this machine.")
+    return record["address"], token or sessions.read_token(record)
+
+
+def _info() -> ClusterInfo:
+    core = context.core
+    return ClusterInfo(address=core.head_address, namespace=core.namespace, job_id=core.job_id.hex(),
+                       address_info={"address": core.head_address, "gcs_address": core.head_address,
+                                     "node_id": core.node_id})
+
+
+def is_initialized() -> bool:
+    return context.core is not None
+
+
+def shutdown() -> None:
+    """Disconnects the driver; an embedded cluster is stopped with it."""
+    global _local_cluster
+    with _lock:
+        core = context.core
+        if core is None or core.engine is not None:
+            return
+        context.core = None
+        core.shutdown()
+        if _local_cluster is not None:
+            _local_cluster.stop()
+            _local_cluster = None
+
+
+def _core(auto_init: bool = False):
+    core = context.core
+    if core is None:
+        if not auto_init:
+            raise RuntimeError("Kastor is not initialized: call kastor.init() first.")
+        init()
+        core = context.core
+    return core
+
+
+def remote(*args: Any, **options: Any):
+    """Makes a function a remote function, or a class an actor class (with or without options)."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("The @kastor.remote decorator must be used either bare ('@kastor.remote') or with "
+                        "keyword options only ('@kastor.remote(num_cpus=1)').")
+    return lambda target: _make_remote(target, options)
+
+
+def _make_remote(target: Any, options: dict[str, Any]):
+    if isinstance(target, type):
+        return ActorClass(target, options)
+    if callable(target):
+        return RemoteFunction(target, options)
+    raise TypeError(f"@kastor.remote applies to functions and classes, not {type(target).__name__}.")
+
+
+def _as_ref_list(object_refs: Any, api: str) -> tuple[list[ObjectRef], bool]:
+    if isinstance(object_refs, ObjectRef):
+        return [object_refs], True
+    if isinstance(object_refs, (list, tuple)) and all(isinstance(r, ObjectRef) for r in object_refs):
+        return list(object_refs), False
+    raise TypeError(f"{api}() expects an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}"
+                    + (" containing non-ObjectRef items" if isinstance(object_refs, (list, tuple)) else "") + ".")
+
+
+def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
+    """The values of the refs, blocking until ready; raises the remote error if any failed."""
+    refs, single = _as_ref_list(object_refs, "get")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
+    values = _core().get(refs, timeout)
+    return values[0] if single else values
+
+
+def wait(object_refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: float | None = None,
+         fetch_local: bool = True) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Splits refs into (ready, not ready), both in input order, once num_returns are ready."""
+    if isinstance(object_refs, ObjectRef):
+        raise TypeError("wait() expects a list of ObjectRefs, not a single ObjectRef.")
+    refs, _ = _as_ref_list(object_refs, "wait")
+    if len(set(refs)) != len(refs):
+        raise ValueError("wait() requires a list of unique ObjectRefs.")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 1:
+        raise ValueError(f"num_returns must be a positive integer, got {num_returns!r}.")
+    if num_returns > len(refs):
+        raise ValueError(f"num_returns ({num_returns}) cannot exceed the number of refs ({len(refs)}).")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
+    return _core().wait(refs, num_returns, timeout, fetch_local)
+
+
+def put(value: Any, *, _owner: Any = None) -> ObjectRef:
+    """Stores a copy of the value in the cluster; returns its ref."""
+    return _core(auto_init=True).put(value)
+
+
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+    """Kills the actor's process at once; with no_restart=False it restarts per max_restarts."""
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"kill() only applies to actor handles, got {type(actor).__name__}; "
+                        f"for tasks use kastor.cancel().")
+    core = _core()
+    core.run(core.actors.kill(actor._actor_id, no_restart, "killed by kastor.kill()"))
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancels the task behind the ref: its `get` raises TaskCancelledError."""
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}.")
+    core = _core()
+    task_id = object_ref.task_id()
+
+    async def do_cancel() -> None:
+        if core.tasks.cancel(task_id, force, recursive):
+            return
+        for actor_id, conn in core.actors.conns.items():
+            if any(c.spec.task_id == task_id for c in conn.queue) or task_id in conn.inflight:
+                if force:
+                    raise ValueError("force=True is not supported for actor tasks; use kastor.kill() "
+                                     "to stop the actor's process.")
+                core.actors.cancel(actor_id, task_id, recursive)
+                return
+
+    core.run(do_cancel())
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    """The handle of a live named actor; ValueError if there is none by that name."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("get_actor() needs a non-empty actor name.")
+    core = _core()
+    ns = namespace if namespace is not None else core.namespace
+    reply = core.head_call("GetActor", pb.GetActorRequest(name=name, namespace=ns))
+    if not reply.found or reply.info.state == pb.DEAD:
+        raise ValueError(f"Failed to look up actor with name '{name}' in namespace '{ns}': no live actor has that "
+                         f"name there. It may have died, or it lives in another namespace (pass namespace=...).")
+    return ActorHandle._from_info(reply.info)
+
+
+def get_runtime_context():
+    from kastor.runtime_context import RuntimeContext
+    return RuntimeContext(_core())
+
+
+def get_gpu_ids() -> list[int]:
+    task = context.current_task.get()
+    return list(task.gpu_ids) if task else []
+
+
+def nodes() -> list[dict[str, Any]]:
+    core = _core()
+    reply = core.head_call("ListNodes", pb.ListRequest())
+    return [{"NodeID": n.node_id, "Alive": n.alive, "NodeManagerAddress": n.ip, "Address": n.address,
+             "Resources": dict(n.total)} for n in reply.nodes]
+
+
+def cluster_resources() -> dict[str, float]:
+    return _sum_resources("Resources")
+
+
+def available_resources() -> dict[str, float]:
+    core = _core()
+    reply = core.head_call("ListNodes", pb.ListRequest())
+    out: dict[str, float] = {}
+    for n in reply.nodes:
+        if n.alive:
+            for k, v in n.available.items():
+                out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def _sum_resources(key: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for n in nodes():
+        if n["Alive"]:
+            for k, v in n[key].items():
+                out[k] = out.get(k, 0.0) + v
+    return out
+
+
+__all__ = [
+    "init", "shutdown", "is_initialized", "remote", "get", "wait", "put", "kill", "cancel", "get_actor",
+    "get_runtime_context", "get_gpu_ids", "nodes", "cluster_resources", "available_resources", "ClusterInfo",
+    "exceptions",
+]

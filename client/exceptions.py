@@ -1,0 +1,129 @@
+"""Typed errors a Kastor program can catch, named and shaped like Ray 2.x's.
+
+`TaskError` is raised by `get` when the remote code raised. Like Ray's RayTaskError, the
+instance `get` raises is also an instance of the original exception's class, so
+`except ZeroDivisionError` works around a remote call exactly as around a local one.
+The Ray names (RayError, RayTaskError, RayActorError, ...) are aliases, so code written
+against `ray.exceptions` keeps working with `import kastor as ray`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+
+class KastorError(Exception):
+    """Base of every error Kastor raises on purpose."""
+
+
+class TaskError(KastorError):
+    """The remote function or actor method raised; carries the remote traceback."""
+
+    def __init__(self, function_name: str, traceback_str: str, cause: BaseException | None,
+                 pid: int = 0, ip: str = ""):
+        self.function_name = function_name
+        self.traceback_str = traceback_str
+        self.cause = cause
+        self.pid = pid
+        self.ip = ip
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        return f"{self.function_name} (pid={self.pid}, ip={self.ip})\n{self.traceback_str.rstrip()}"
+
+    def __str__(self) -> str:
+        return self._message()
+
+    def __reduce__(self):
+        return _rebuild_task_error, (self.function_name, self.traceback_str, self.cause, self.pid, self.ip)
+
+    def as_instanceof_cause(self) -> TaskError:
+        """This error re-typed to also be an instance of the cause's class, when possible."""
+        cause_cls = type(self.cause)
+        if self.cause is None or issubclass(cause_cls, TaskError) or not issubclass(cause_cls, Exception):
+            return self
+        derived = _derived_class(cause_cls)
+        if derived is None:
+            return self
+        err = derived.__new__(derived)
+        err.__dict__.update(self.__dict__)
+        err.args = (self._message(),)
+        return err
+
+
+@functools.lru_cache(maxsize=256)
+def _derived_class(cause_cls: type) -> type | None:
+    try:
+        return type(f"TaskError({cause_cls.__name__})", (TaskError, cause_cls), {
+            "__init__": _derived_init,
+            "__str__": TaskError.__str__,
+            "__reduce__": TaskError.__reduce__,
+            "__module__": __name__,
+        })
+    except TypeError:  # layouts that cannot be combined (some C extension exceptions)
+        return None
+
+
+def _derived_init(self, *args, **kwargs):  # pragma: no cover - instances are built via __new__
+    TaskError.__init__(self, *args, **kwargs)
+
+
+def _rebuild_task_error(function_name, traceback_str, cause, pid, ip) -> TaskError:
+    return TaskError(function_name, traceback_str, cause, pid, ip).as_instanceof_cause()
+
+
+class ActorError(KastorError):
+    """The actor could not run the call (Ray's RayActorError)."""
+
+    def __init__(self, message: str = "The actor died unexpectedly.", actor_id: str | None = None):
+        self.actor_id = actor_id
+        super().__init__(message)
+
+
+class ActorDiedError(ActorError):
+    """The actor is dead for good: killed, out of restarts, or its constructor raised."""
+
+
+class ActorUnavailableError(ActorError):
+    """The actor was unreachable (e.g. restarting); the call may or may not have run."""
+
+
+class GetTimeoutError(KastorError, TimeoutError):
+    """`get` or `wait`-style call ran out of time before the value was ready."""
+
+
+class TaskCancelledError(KastorError):
+    """The task was cancelled with `kastor.cancel` before it finished."""
+
+    def __init__(self, task_id: str | None = None, message: str | None = None):
+        self.task_id = task_id
+        super().__init__(message or f"Task {task_id} was cancelled.")
+
+
+class ObjectLostError(KastorError):
+    """The object's value is gone (its owner or the node storing it died)."""
+
+    def __init__(self, object_id: str = "", message: str | None = None):
+        self.object_id = object_id
+        super().__init__(message or f"Object {object_id} is lost: its owner or the node holding it is gone.")
+
+
+class WorkerCrashedError(KastorError):
+    """The worker process running the task died, and no retries were left."""
+
+
+class KastorSystemError(KastorError):
+    """Kastor itself failed (a runtime fault, not the user's code)."""
+
+
+# Ray's names, for `import kastor as ray` programs.
+RayError = KastorError
+RayTaskError = TaskError
+RayActorError = ActorError
+RaySystemError = KastorSystemError
+
+__all__ = [
+    "KastorError", "TaskError", "ActorError", "ActorDiedError", "ActorUnavailableError",
+    "GetTimeoutError", "TaskCancelledError", "ObjectLostError", "WorkerCrashedError",
+    "KastorSystemError", "RayError", "RayTaskError", "RayActorError", "RaySystemError",
+]

@@ -1,0 +1,110 @@
+"""Validating `@remote(...)` and `.options(...)` keywords, the way Ray names them.
+
+Bad values fail at the call site with the option's name and what it accepts, instead of
+surfacing later as a scheduling mystery on some other process.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from typing import Any
+
+_COMMON = {"num_cpus", "num_gpus", "resources", "memory", "name", "scheduling_strategy", "runtime_env",
+           "accelerator_type", "label_selector", "enable_task_events", "_metadata", "placement_group",
+           "placement_group_bundle_index", "placement_group_capture_child_tasks"}
+TASK_OPTIONS = _COMMON | {"max_retries", "retry_exceptions", "num_returns", "max_calls"}
+ACTOR_OPTIONS = _COMMON | {"namespace", "lifetime", "get_if_exists", "max_restarts", "max_task_retries",
+                           "max_concurrency", "max_pending_calls", "concurrency_groups", "allow_out_of_order_execution"}
+# Accepted for compatibility with Ray programs; they change nothing on Kastor today.
+_IGNORED = {"scheduling_strategy", "runtime_env", "accelerator_type", "label_selector", "enable_task_events",
+            "_metadata", "max_calls", "max_pending_calls", "concurrency_groups", "placement_group",
+            "placement_group_bundle_index", "placement_group_capture_child_tasks", "allow_out_of_order_execution"}
+
+
+def validate(options: dict[str, Any], for_actor: bool) -> dict[str, Any]:
+    valid = ACTOR_OPTIONS if for_actor else TASK_OPTIONS
+    kind = "actors" if for_actor else "remote functions"
+    for key, value in options.items():
+        if key not in valid:
+            raise ValueError(f"Invalid option keyword '{key}' for {kind}. Valid ones are: {', '.join(sorted(valid))}.")
+        if key in _IGNORED and value not in (None, "DEFAULT", {}):
+            warnings.warn(f"Kastor accepts the option '{key}' for Ray compatibility but ignores it.", stacklevel=4)
+    for key in ("num_cpus", "num_gpus", "memory"):
+        if options.get(key) is not None:
+            _non_negative_number(key, options[key])
+    resources = options.get("resources")
+    if resources is not None:
+        if not isinstance(resources, dict):
+            raise TypeError(f"The 'resources' option must be a dict of name -> amount, got {type(resources).__name__}.")
+        for name, amount in resources.items():
+            if name in ("CPU", "GPU", "memory"):
+                raise ValueError(f"Use the '{name.lower() if name != 'CPU' else 'num_cpus'}' option instead of "
+                                 f"resources={{'{name}': ...}}.".replace("'gpu'", "'num_gpus'"))
+            if not isinstance(name, str):
+                raise TypeError(f"Resource names must be strings, got {name!r}.")
+            _non_negative_number(f"resources['{name}']", amount)
+    for key in ("max_retries", "max_restarts", "max_task_retries"):
+        if options.get(key) is not None:
+            _int_at_least(key, options[key], -1, "-1 means retry forever")
+    if options.get("num_returns") is not None:
+        _int_at_least("num_returns", options["num_returns"], 0, "")
+    if options.get("max_concurrency") is not None:
+        _int_at_least("max_concurrency", options["max_concurrency"], 1, "")
+    if options.get("lifetime") not in (None, "detached", "non_detached"):
+        raise ValueError(f"The 'lifetime' option must be None, 'detached' or 'non_detached', got {options['lifetime']!r}.")
+    for key in ("name", "namespace"):
+        if options.get(key) is not None and not isinstance(options[key], str):
+            raise TypeError(f"The '{key}' option must be a string, got {type(options[key]).__name__}.")
+    if options.get("name") == "" and for_actor:
+        raise ValueError("The 'name' option of an actor must be a non-empty string (or None for an unnamed actor).")
+    if options.get("get_if_exists") and not options.get("name"):
+        raise ValueError("The 'get_if_exists' option needs a 'name': only named actors can be looked up.")
+    retry = options.get("retry_exceptions")
+    if retry is not None and not isinstance(retry, bool):
+        if not (isinstance(retry, (list, tuple)) and all(isinstance(t, type) and issubclass(t, BaseException)
+                                                          for t in retry)):
+            raise TypeError("The 'retry_exceptions' option must be a bool or a list of exception classes.")
+    return options
+
+
+def _non_negative_number(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"The '{key}' option must be a number, got {type(value).__name__}.")
+    if value < 0:
+        raise ValueError(f"The '{key}' option must be >= 0, got {value}.")
+
+
+def _int_at_least(key: str, value: Any, low: int, note: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"The '{key}' option must be an integer, got {type(value).__name__}.")
+    if value < low:
+        raise ValueError(f"The '{key}' option must be >= {low}{' (' + note + ')' if note else ''}, got {value}.")
+
+
+def task_resources(options: dict[str, Any]) -> dict[str, float]:
+    """A task holds what it asks for; by default one CPU while it runs (as in Ray)."""
+    num_cpus = options.get("num_cpus")
+    required = {"CPU": float(1 if num_cpus is None else num_cpus)}
+    _add_rest(required, options)
+    return {k: v for k, v in required.items() if v}
+
+
+def actor_resources(options: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """(needed to place, held while alive): by default 1 CPU to place and none held."""
+    num_cpus = options.get("num_cpus")
+    held: dict[str, float] = {} if num_cpus is None else {"CPU": float(num_cpus)}
+    _add_rest(held, options)
+    required = dict(held)
+    if num_cpus is None:
+        required["CPU"] = 1.0
+    return ({k: v for k, v in required.items() if v}, {k: v for k, v in held.items() if v})
+
+
+def _add_rest(out: dict[str, float], options: dict[str, Any]) -> None:
+    if options.get("num_gpus"):
+        out["GPU"] = float(options["num_gpus"])
+    if options.get("memory"):
+        out["memory"] = float(options["memory"])
+    for name, amount in (options.get("resources") or {}).items():
+        out[name] = float(amount)

@@ -1,0 +1,76 @@
+"""Remote functions: `@kastor.remote def f(...)`, then `f.remote(...)` returns ObjectRefs."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from kastor import options as opts
+from kastor.object_ref import ObjectRef
+from kastor.runtime.protocol import kastor_pb2 as pb
+
+_DEFAULTS = {"num_returns": 1, "max_retries": 3, "retry_exceptions": False}
+
+
+class RemoteFunction:
+    def __init__(self, function: Any, options: dict[str, Any]):
+        self._function = function
+        self._options = {**_DEFAULTS, **opts.validate(options, for_actor=False)}
+        self._name = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
+        self._ids: dict[int, str] = {}
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"Remote functions cannot be called directly. Instead of running "
+                        f"'{self._name}()', try '{self._name}.remote()'.")
+
+    def remote(self, *args, **kwargs) -> Any:
+        return self._remote(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> _BoundFunction:
+        merged = {**self._options, **opts.validate(options, for_actor=False)}
+        return _BoundFunction(self, merged)
+
+    def _function_id(self, core) -> str:
+        key = id(core)
+        fid = self._ids.get(key)
+        if fid is None:
+            fid = self._ids[key] = core.register_code(self._function, "remote function")
+        return fid
+
+    def _remote(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
+        from kastor.api import _core
+        from kastor.runtime.core import new_task_id, return_id
+        from kastor.runtime.pending import PendingCall
+
+        core = _core(auto_init=True)
+        fid = self._function_id(core)
+        name = options.get("name") or self._name
+        value, deps = core.pack_args(args, kwargs, f"task {name}")
+        task_id = new_task_id()
+        num_returns = options["num_returns"]
+        spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), function_id=fid, args=value,
+                           num_returns=num_returns, name=name, parent_task_id=core.current_task_id(),
+                           owner_address=core.address)
+        return_ids = [return_id(task_id, i) for i in range(num_returns)]
+        refs = [ObjectRef(oid, core.address) for oid in return_ids]
+        required = opts.task_resources(options)
+        retry = options["retry_exceptions"]
+        call = PendingCall(spec, return_ids, deps, options["max_retries"],
+                           tuple(retry) if isinstance(retry, (list, tuple)) else retry,
+                           key=(fid, tuple(sorted(required.items()))), required=required)
+        core.post(lambda: core.tasks.submit(call))
+        if num_returns == 1:
+            return refs[0]
+        return refs if num_returns else None
+
+
+class _BoundFunction:
+    """`f.options(...)`: the same function with other options, ready for `.remote()`."""
+
+    def __init__(self, function: RemoteFunction, options: dict[str, Any]):
+        self._fn = function
+        self._options = options
+
+    def remote(self, *args, **kwargs) -> Any:
+        return self._fn._remote(args, kwargs, self._options)

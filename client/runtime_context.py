@@ -1,0 +1,63 @@
+"""`kastor.get_runtime_context()`: who and where the calling code is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kastor.runtime import context
+
+
+class RuntimeContext:
+    def __init__(self, core):
+        self._core = core
+
+    def _task(self):
+        return context.current_task.get()
+
+    def get_job_id(self) -> str:
+        return self._core.current_job_id().hex()
+
+    def get_node_id(self) -> str:
+        return self._core.node_id
+
+    def get_worker_id(self) -> str:
+        return self._core.worker_id.hex()
+
+    def get_task_id(self) -> str | None:
+        task = self._task()
+        return task.task_id.hex() if task and task.task_id else None
+
+    def get_actor_id(self) -> str | None:
+        task = self._task()
+        return task.actor_id.hex() if task and task.actor_id else None
+
+    def get_actor_name(self) -> str | None:
+        engine = self._core.engine
+        spec = getattr(engine, "actor_spec", None)
+        return spec.name or None if spec is not None else None
+
+    @property
+    def namespace(self) -> str:
+        engine = self._core.engine
+        spec = getattr(engine, "actor_spec", None)
+        return spec.namespace if spec is not None else self._core.namespace
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        task = self._task()
+        return {"GPU": [str(i) for i in (task.gpu_ids if task else ())]}
+
+    def get_assigned_resources(self) -> dict[str, Any]:
+        task = self._task()
+        return {"GPU": float(len(task.gpu_ids))} if task and task.gpu_ids else {}
+
+    @property
+    def current_actor(self):
+        from kastor.actor import ActorHandle
+        engine = self._core.engine
+        spec = getattr(engine, "actor_spec", None)
+        if spec is None:
+            raise RuntimeError("current_actor is only available inside an actor.")
+        return ActorHandle(spec.actor_id, spec.class_name, list(spec.methods), spec.max_task_retries)
+
+    def was_current_actor_reconstructed(self) -> bool:
+        return bool(getattr(self._core.engine, "restarted", False))

@@ -1,0 +1,284 @@
+"""Submitting actor calls: one ordered stream per (caller, actor), straight to its worker.
+
+The head is asked where the actor lives (a long poll on the actor's version), never to
+carry a call. When the stream breaks, calls in flight are re-sent to the restarted actor
+while `max_task_retries` allows, else fail with ActorUnavailableError (it is coming back)
+or ActorDiedError (it is not). Calls queued meanwhile wait and keep their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+import grpc
+
+from kastor import exceptions
+from kastor.runtime.core import CoreWorker
+from kastor.runtime.exec_stream import ExecStream
+from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
+from kastor.runtime.protocol import kastor_pb2 as pb
+
+log = logging.getLogger("kastor.actors")
+
+RESOLVE_POLL_S = 5.0
+
+
+class ActorConn:
+    __slots__ = ("actor_id", "queue", "inflight", "stream", "version", "death", "resolving",
+                 "handles", "collectable", "class_name", "created", "killed")
+
+    def __init__(self, actor_id: bytes):
+        self.actor_id = actor_id
+        self.queue: deque[PendingCall] = deque()
+        self.inflight: dict[bytes, PendingCall] = {}
+        self.stream: ExecStream | None = None
+        self.version = 0
+        self.death: BaseException | None = None
+        self.resolving = False
+        self.handles = 0
+        self.collectable = False
+        self.class_name = ""
+        self.created: asyncio.Future | None = None
+        self.killed = False
+
+
+class ActorSubmitter:
+    def __init__(self, core: CoreWorker):
+        self.core = core
+        self.conns: dict[bytes, ActorConn] = {}
+        self._closed = False
+
+    def conn(self, actor_id: bytes) -> ActorConn:
+        c = self.conns.get(actor_id)
+        if c is None:
+            c = self.conns[actor_id] = ActorConn(actor_id)
+        return c
+
+    # ---- creation (called on the loop) ----
+
+    def expect_creation(self, actor_id: bytes) -> asyncio.Future:
+        """Calls to a new actor wait until its CreateActor reached the head."""
+        c = self.conn(actor_id)
+        c.created = asyncio.get_running_loop().create_future()
+        return c.created
+
+    # ---- calls ----
+
+    def submit(self, call: PendingCall) -> None:
+        c = self.conn(call.spec.actor_id)
+        if c.death is not None:
+            fail(self.core, call, c.death)
+            return
+        c.queue.append(call)
+        if call.deps:
+            asyncio.get_running_loop().create_task(self._deps_then_flush(c, call))
+        else:
+            self._flush(c)
+
+    async def _deps_then_flush(self, c: ActorConn, call: PendingCall) -> None:
+        await resolve_deps(self.core, call)
+        self._flush(c)
+
+    def _flush(self, c: ActorConn) -> None:
+        if c.stream is None or c.stream.lost:
+            if not c.resolving and c.death is None and not self._closed:
+                c.resolving = True
+                asyncio.get_running_loop().create_task(self._connect(c))
+            return
+        batch = []
+        q = c.queue
+        while q and q[0].ready:
+            call = q.popleft()
+            if call.cancelled:
+                fail(self.core, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
+                continue
+            c.inflight[call.spec.task_id] = call
+            call.stream = c.stream
+            batch.append(call.spec)
+        if batch:
+            c.stream.send(batch)
+        self._maybe_collect(c)
+
+    async def _connect(self, c: ActorConn, lost: list[PendingCall] | None = None) -> None:
+        """Finds the actor's live address (waiting through PENDING/RESTARTING) and connects."""
+        try:
+            if c.created is not None:
+                await c.created
+            after = c.version
+            while not self._closed:
+                info = await self._get_actor(c.actor_id, after)
+                if info is None:
+                    self._kill_conn(c, exceptions.ActorDiedError(
+                        f"Actor {c.actor_id.hex()} does not exist (it may belong to a finished job).",
+                        c.actor_id.hex()), lost)
+                    return
+                c.class_name = info.spec.class_name
+                if info.state == pb.DEAD:
+                    self._kill_conn(c, death_error(self.core, info), lost)
+                    return
+                if lost:
+                    self._fail_all(lost, exceptions.ActorUnavailableError(
+                        f"The actor {info.spec.class_name} ({c.actor_id.hex()}) was unreachable "
+                        f"({pb.ActorState.Name(info.state)} now); the call may or may not have run. "
+                        f"Set max_task_retries to retry such calls.", c.actor_id.hex()))
+                    lost = None
+                if info.state == pb.ALIVE:
+                    c.version = info.version
+                    c.stream = ExecStream(self.core.channel(info.address), self.core.metadata,
+                                          info.address, self._on_results(c), self._on_lost(c))
+                    break
+                after = info.version
+        except Exception as e:  # keep the caller's refs from hanging on an internal fault
+            log.exception("actor connect failed")
+            self._kill_conn(c, exceptions.ActorUnavailableError(f"Could not reach the actor: {e}"), lost)
+            return
+        finally:
+            c.resolving = False
+        self._flush(c)
+
+    async def _get_actor(self, actor_id: bytes, after_version: int) -> pb.ActorInfo | None:
+        while True:
+            try:
+                reply = await self.core.head_stub().GetActor(
+                    pb.GetActorRequest(actor_id=actor_id, after_version=after_version,
+                                       timeout_s=RESOLVE_POLL_S),
+                    metadata=self.core.metadata, timeout=RESOLVE_POLL_S + 30)
+            except grpc.aio.AioRpcError as e:
+                if self._closed:
+                    return None
+                log.warning("head unreachable while resolving an actor (%s); retrying", e.code().name)
+                await asyncio.sleep(0.5)
+                continue
+            return reply.info if reply.found else None
+
+    def _kill_conn(self, c: ActorConn, error: BaseException, lost: list[PendingCall] | None) -> None:
+        c.death = error
+        self._fail_all(list(lost or ()) + list(c.queue), error)
+        c.queue.clear()
+
+    def _fail_all(self, calls: list[PendingCall], error: BaseException) -> None:
+        for call in calls:
+            fail(self.core, call, error)
+
+    def _on_results(self, c: ActorConn):
+        def handle(stream: ExecStream, results: list[pb.TaskResult]) -> None:
+            for result in results:
+                call = c.inflight.pop(result.task_id, None)
+                if call is None:
+                    continue
+                if result.status == pb.TASK_ACTOR_EXITED:
+                    fail(self.core, call, exceptions.ActorDiedError(
+                        f"The actor {c.class_name} ({c.actor_id.hex()}) exited: exit_actor() was called.",
+                        c.actor_id.hex()))
+                elif call.cancelled and result.status != pb.TASK_OK:
+                    fail(self.core, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
+                else:
+                    store_result(self.core, call, result)
+            self._maybe_collect(c)
+        return handle
+
+    def _on_lost(self, c: ActorConn):
+        def handle(stream: ExecStream, error: BaseException | None) -> None:
+            if c.stream is not stream:
+                return
+            retry, lost = [], []
+            for call in c.inflight.values():
+                call.stream = None
+                if call.cancelled:
+                    fail(self.core, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
+                elif call.take_retry():
+                    retry.append(call)
+                else:
+                    lost.append(call)
+            c.inflight.clear()
+            c.queue.extendleft(reversed(retry))
+            if self._closed:
+                return
+            c.resolving = True
+            asyncio.get_running_loop().create_task(self._connect(c, lost))
+        return handle
+
+    # ---- cancellation ----
+
+    def cancel(self, actor_id: bytes, task_id: bytes, recursive: bool) -> bool:
+        c = self.conns.get(actor_id)
+        if c is None:
+            return False
+        for call in c.queue:
+            if call.spec.task_id == task_id:
+                call.cancelled = True
+                if call.ready:
+                    c.queue.remove(call)
+                    fail(self.core, call, exceptions.TaskCancelledError(task_id.hex()))
+                return True
+        call = c.inflight.get(task_id)
+        if call is None or call.stream is None:
+            return False
+        call.cancelled = True
+        asyncio.get_running_loop().create_task(self._cancel_remote(call.stream.address, task_id, recursive))
+        return True
+
+    async def _cancel_remote(self, address: str, task_id: bytes, recursive: bool) -> None:
+        try:
+            await self.core.worker_stub(address).CancelTask(
+                pb.CancelRequest(task_id=task_id, force=False, recursive=recursive),
+                metadata=self.core.metadata, timeout=10)
+        except grpc.aio.AioRpcError:
+            pass
+
+    # ---- handle-based lifetime ----
+
+    def add_handle(self, actor_id: bytes, collectable: bool) -> None:
+        c = self.conn(actor_id)
+        c.handles += 1
+        c.collectable = c.collectable or collectable
+
+    def drop_handle(self, actor_id: bytes) -> None:
+        c = self.conns.get(actor_id)
+        if c is None:
+            return
+        c.handles -= 1
+        self._maybe_collect(c)
+
+    def escape(self, actor_id: bytes) -> None:
+        c = self.conns.get(actor_id)
+        if c is not None:
+            c.collectable = False
+
+    def _maybe_collect(self, c: ActorConn) -> None:
+        """Like Ray: an unnamed actor whose handles are all gone is killed once idle."""
+        if c.handles > 0 or not c.collectable or c.killed or c.queue or c.inflight or self._closed:
+            return
+        c.killed = True
+        asyncio.get_running_loop().create_task(self.kill(c.actor_id, True, "all handles went out of scope"))
+
+    async def kill(self, actor_id: bytes, no_restart: bool, reason: str) -> None:
+        try:
+            await self.core.head_stub().KillActor(
+                pb.KillActorRequest(actor_id=actor_id, no_restart=no_restart, reason=reason),
+                metadata=self.core.metadata, timeout=30)
+        except grpc.aio.AioRpcError as e:
+            log.warning("could not kill actor %s: %s", actor_id.hex(), e.details())
+
+    def close(self) -> None:
+        self._closed = True
+        for c in self.conns.values():
+            if c.stream is not None:
+                c.stream.abort()
+
+
+def death_error(core: CoreWorker, info: pb.ActorInfo) -> exceptions.ActorDiedError:
+    name = f"{info.spec.class_name} ({info.spec.actor_id.hex()})"
+    if info.death_error.data or info.death_error.location.path:
+        try:
+            core.decode(info.spec.actor_id, info.death_error)
+        except BaseException as cause:
+            err = exceptions.ActorDiedError(
+                f"The actor {name} died because of an error raised in its creation task: {cause}",
+                info.spec.actor_id.hex())
+            err.__cause__ = cause
+            return err
+    return exceptions.ActorDiedError(f"The actor {name} is dead: {info.death_cause or 'unknown cause'}",
+                                     info.spec.actor_id.hex())

@@ -1,0 +1,43 @@
+"""Tunables and environment names shared by every Kastor process.
+
+They live in one place so that a pod spec, the CLI and an embedded cluster agree on how
+settings travel (flags first, then these environment variables).
+"""
+
+import os
+
+ENV_ADDRESS = "KASTOR_ADDRESS"          # head address a driver or node agent joins
+ENV_TOKEN = "KASTOR_TOKEN"              # the cluster token itself
+ENV_TOKEN_FILE = "KASTOR_TOKEN_FILE"    # or a file holding it (a mounted Secret)
+ENV_NODE_IP = "KASTOR_NODE_IP"          # the address other processes reach this host on
+ENV_NODE_ADDRESS = "KASTOR_NODE_ADDRESS"
+ENV_NODE_ID = "KASTOR_NODE_ID"
+ENV_WORKER_ID = "KASTOR_WORKER_ID"
+ENV_STORE_DIR = "KASTOR_STORE_DIR"
+ENV_SESSION_DIR = "KASTOR_SESSION_DIR"
+
+TOKEN_METADATA_KEY = "kastor-token"
+
+# Values up to this size travel inline in messages; larger ones go to the node's
+# shared-memory store and are passed by location (Ray's max_direct_call_object_size).
+INLINE_LIMIT = 100 * 1024
+# Largest single gRPC message; big objects never travel inline, so this bounds abuse only.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+FETCH_CHUNK_BYTES = 4 * 1024 * 1024
+
+HEARTBEAT_INTERVAL_S = float(os.environ.get("KASTOR_HEARTBEAT_INTERVAL_S", "0.5"))
+NODE_DEATH_TIMEOUT_S = float(os.environ.get("KASTOR_NODE_DEATH_TIMEOUT_S", "10"))
+# How long an owner keeps an idle task lease before handing the worker back: long enough
+# for a tight `get(f.remote())` loop to reuse it, short enough not to starve others.
+LEASE_LINGER_S = 0.05
+# Idle workers a node agent keeps started ahead, so actor creation skips process start-up.
+PRESTART_WORKERS = int(os.environ.get("KASTOR_PRESTART_WORKERS", "2"))
+STARTUP_TIMEOUT_S = float(os.environ.get("KASTOR_STARTUP_TIMEOUT_S", "30"))
+
+DEFAULT_HEAD_PORT = 6380
+SESSION_ROOT = os.environ.get("KASTOR_SESSION_ROOT", "/tmp/kastor_sessions")
+
+
+def default_store_root() -> str:
+    """Shared memory when the host has it (zero-copy reads), else the temp dir."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else "/tmp"

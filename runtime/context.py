@@ -1,0 +1,29 @@
+"""The process-wide handle on this process's CoreWorker, and the running task's identity.
+
+Kept in a module of its own so that `kastor.ObjectRef` and friends can reach the core
+without importing it (and its gRPC machinery) at import time.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kastor.runtime.core import CoreWorker
+
+core: CoreWorker | None = None
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What is running on this thread (or asyncio task) right now, for nested calls."""
+
+    job_id: bytes
+    task_id: bytes
+    actor_id: bytes = b""
+    gpu_ids: tuple[int, ...] = ()
+
+
+current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("kastor_task", default=None)

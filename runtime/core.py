@@ -1,0 +1,425 @@
+"""CoreWorker: the part of every driver and worker that owns objects and submits work.
+
+Each process runs one, with an asyncio loop on a background thread that holds all gRPC
+channels and the process's own server. User threads hand work to the loop through a
+coalescing inbox, so a burst of `.remote()` calls wakes the loop once. Calls go straight
+from here to the worker that runs them; the head is asked only for placement and names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import itertools
+import logging
+import os
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import cloudpickle
+import grpc
+
+from kastor import exceptions
+from kastor.object_ref import ObjectRef
+from kastor.runtime import args as argpack
+from kastor.runtime import auth, config, context, serialization
+from kastor.runtime.memory_store import MemoryStore
+from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+
+log = logging.getLogger("kastor.core")
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", config.MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", config.MAX_MESSAGE_BYTES),
+    ("grpc.enable_retries", 0),
+]
+
+PUT_INDEX = b"\xff\xff\xff\xff"
+
+
+def new_task_id() -> bytes:
+    return os.urandom(16)
+
+
+def return_id(task_id: bytes, index: int) -> bytes:
+    return task_id + index.to_bytes(4, "big")
+
+
+def error_value(exc: BaseException) -> pb.Value:
+    return pb.Value(data=serialization.dumps(exc, "error"), is_error=True)
+
+
+class CoreWorker:
+    def __init__(self, *, head_address: str, token: str, node_address: str, node_id: str,
+                 store_dir: str, ip: str, job_id: bytes = b"", namespace: str = "",
+                 worker_id: bytes | None = None, is_driver: bool = True):
+        self.head_address = head_address
+        self.token = token
+        self.metadata = auth.metadata(token)
+        self.node_address = node_address
+        self.node_id = node_id
+        self.store_dir = store_dir
+        self.ip = ip
+        self.job_id = job_id
+        self.namespace = namespace
+        self.worker_id = worker_id or os.urandom(16)
+        self.is_driver = is_driver
+        self.store = MemoryStore()
+        self.engine = None  # set by a worker process: runs the tasks sent to it
+        self.address = ""
+
+        self._refcounts: dict[bytes, int] = {}
+        self._owned: set[bytes] = set()
+        self._escaped: set[bytes] = set()
+        self._fetching: set[bytes] = set()
+        self._ref_lock = threading.Lock()
+        self._registered: set[str] = set()
+        self._functions: dict[str, Any] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._inbox: deque[Callable[[], None]] = deque()
+        self._wakeup_pending = False
+        self._closed = False
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="kastor-core", daemon=True)
+        self._thread.start()
+
+        from kastor.runtime.actor_submitter import ActorSubmitter
+        from kastor.runtime.task_submitter import TaskSubmitter
+        self.tasks = TaskSubmitter(self)
+        self.actors = ActorSubmitter(self)
+        self.run(self._start_server())
+
+    # ---- the loop thread ----
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine, timeout: float | None = None) -> Any:
+        """Runs a coroutine on the loop and waits for it: for calls off the hot path."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("CoreWorker.run called from the core loop (would deadlock)")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def spawn(self, coro: Coroutine) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Hands `fn` to the loop; a burst of posts costs one wake-up."""
+        self._inbox.append(fn)
+        if not self._wakeup_pending:
+            self._wakeup_pending = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain_inbox)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
+    def _drain_inbox(self) -> None:
+        self._wakeup_pending = False
+        inbox = self._inbox
+        while inbox:
+            fn = inbox.popleft()
+            try:
+                fn()
+            except Exception:
+                log.exception("kastor core: posted callback failed")
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        ch = self._channels.get(address)
+        if ch is None:
+            ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels[address] = ch
+        return ch
+
+    def head_call(self, method: str, request: Any, timeout: float = 60) -> Any:
+        """A blocking unary call to the head, from a user thread (stubs live on the loop)."""
+        async def call() -> Any:
+            return await getattr(self.head_stub(), method)(request, metadata=self.metadata, timeout=timeout)
+        return self.run(call())
+
+    def node_call(self, method: str, request: Any, timeout: float = 60) -> Any:
+        async def call() -> Any:
+            return await getattr(self.node_stub(), method)(request, metadata=self.metadata, timeout=timeout)
+        return self.run(call())
+
+    def head_stub(self) -> pb_grpc.HeadStub:
+        return pb_grpc.HeadStub(self.channel(self.head_address))
+
+    def node_stub(self, address: str | None = None) -> pb_grpc.NodeAgentStub:
+        return pb_grpc.NodeAgentStub(self.channel(address or self.node_address))
+
+    def worker_stub(self, address: str) -> pb_grpc.CoreWorkerStub:
+        return pb_grpc.CoreWorkerStub(self.channel(address))
+
+    async def _start_server(self) -> None:
+        from kastor.runtime.core_service import CoreWorkerService
+        self._server = grpc.aio.server(options=CHANNEL_OPTIONS,
+                                       interceptors=[auth.TokenInterceptor(self.token)])
+        pb_grpc.add_CoreWorkerServicer_to_server(CoreWorkerService(self), self._server)
+        port = self._server.add_insecure_port(f"{bind_host(self.ip)}:0")
+        await self._server.start()
+        self.address = f"{self.ip}:{port}"
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        async def close():
+            self.tasks.close()
+            self.actors.close()
+            await self._server.stop(grace=0.2)
+            for ch in self._channels.values():
+                await ch.close()
+
+        try:
+            self.run(close(), timeout=5)
+        except Exception:
+            log.debug("core shutdown: close failed", exc_info=True)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
+    # ---- identity of the running task ----
+
+    def current_job_id(self) -> bytes:
+        task = context.current_task.get()
+        return task.job_id if task else self.job_id
+
+    def current_task_id(self) -> bytes:
+        task = context.current_task.get()
+        return task.task_id if task else b""
+
+    # ---- reference counting (owner side, local counts only) ----
+
+    def add_local_ref(self, object_id: bytes, owner: str, borrowed: bool) -> None:
+        with self._ref_lock:
+            self._refcounts[object_id] = self._refcounts.get(object_id, 0) + 1
+
+    def on_ref_escaped(self, object_id: bytes) -> None:
+        # Another process may now hold it; without distributed counting, keep it for good.
+        self._escaped.add(object_id)
+
+    def remove_local_ref(self, object_id: bytes) -> None:
+        with self._ref_lock:
+            n = self._refcounts.get(object_id, 0) - 1
+            if n > 0:
+                self._refcounts[object_id] = n
+                return
+            self._refcounts.pop(object_id, None)
+            if object_id in self._escaped:
+                return
+            owned = object_id in self._owned
+            self._owned.discard(object_id)
+        value = self.store.pop(object_id)
+        if owned and value is not None:
+            self.free_value(value)
+
+    def free_value(self, value: pb.Value) -> None:
+        """Deletes a stored object's file, locally or through the node that holds it."""
+        loc = value.location
+        if not loc.path:
+            return
+        if loc.node_id == self.node_id:
+            try:
+                os.unlink(loc.path)
+            except FileNotFoundError:
+                pass
+        elif not self._closed:
+            self.post(lambda: self.loop.create_task(self._free_remote(loc)))
+
+    async def _free_remote(self, loc: pb.ObjectLocation) -> None:
+        try:
+            await self.node_stub(loc.node_address).FreeObjects(
+                pb.FreeObjectsRequest(paths=[loc.path]), metadata=self.metadata, timeout=10)
+        except grpc.aio.AioRpcError:
+            pass
+
+    def mark_owned(self, object_ids: list[bytes]) -> None:
+        self._owned.update(object_ids)
+
+    # ---- values ----
+
+    def make_value(self, value: Any, what: str, object_id: bytes | None = None) -> pb.Value:
+        """Serializes; large values go to this node's shared-memory store."""
+        ser = serialization.serialize(value, what)
+        return self.store_serialized(ser, object_id)
+
+    def store_serialized(self, ser: serialization.Serialized, object_id: bytes | None = None) -> pb.Value:
+        if ser.size <= config.INLINE_LIMIT:
+            return pb.Value(data=ser.to_bytes())
+        name = (object_id or os.urandom(20)).hex()
+        path = os.path.join(self.store_dir, name)
+        size = ser.write_file(path)
+        return pb.Value(location=pb.ObjectLocation(
+            node_id=self.node_id, node_address=self.node_address, path=path, size=size))
+
+    def decode(self, object_id: bytes, value: pb.Value) -> Any:
+        """The Python value of a stored object; raises the stored error if it is one."""
+        if value.location.path:
+            if value.location.node_id == self.node_id:
+                try:
+                    obj = serialization.load_file(value.location.path)
+                except FileNotFoundError:
+                    raise exceptions.ObjectLostError(object_id.hex()) from None
+            else:
+                data = self.run(self._fetch_remote(value.location))
+                obj = serialization.loads(data)
+        else:
+            obj = serialization.loads(value.data)
+        if value.is_error:
+            if isinstance(obj, BaseException):
+                raise obj
+            raise exceptions.KastorSystemError(f"corrupt error value for {object_id.hex()}")
+        return obj
+
+    async def _fetch_remote(self, loc: pb.ObjectLocation) -> bytes:
+        parts = []
+        try:
+            stream = self.node_stub(loc.node_address).FetchObject(
+                pb.FetchObjectRequest(path=loc.path), metadata=self.metadata)
+            async for chunk in stream:
+                parts.append(chunk.data)
+        except grpc.aio.AioRpcError as e:
+            raise exceptions.ObjectLostError(
+                message=f"Could not fetch an object from node {loc.node_id}: {e.details()}") from None
+        return b"".join(parts)
+
+    # ---- put / get / wait ----
+
+    def put(self, value: Any) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError("Calling put() on an ObjectRef is not allowed: pass the ref itself instead.")
+        object_id = os.urandom(16) + PUT_INDEX
+        stored = self.make_value(value, "the value passed to put()", object_id)
+        self._owned.add(object_id)
+        self.store.put(object_id, stored)
+        return ObjectRef(object_id, self.address)
+
+    def _ensure_available(self, refs: list[ObjectRef]) -> None:
+        """Starts fetching borrowed refs this process does not have yet."""
+        for ref in refs:
+            oid = ref._id
+            if ref._owner != self.address and oid not in self._fetching and not self.store.contains(oid):
+                self._fetching.add(oid)
+                self.post(lambda ref=ref: self.loop.create_task(self._fetch_borrowed(ref)))
+
+    async def _fetch_borrowed(self, ref: ObjectRef) -> None:
+        oid = ref._id
+        try:
+            reply = await self.worker_stub(ref._owner).GetObjects(
+                pb.GetObjectsRequest(object_ids=[oid], timeout_s=0), metadata=self.metadata)
+            value = reply.values[0]
+        except grpc.aio.AioRpcError as e:
+            value = error_value(exceptions.ObjectLostError(
+                oid.hex(), f"Object {oid.hex()} is lost: its owner at {ref._owner} is unreachable "
+                           f"({e.code().name})."))
+        finally:
+            self._fetching.discard(oid)
+        self.store.put(oid, value)
+
+    def value_when_ready(self, ref: ObjectRef, callback: Callable[[pb.Value], None]) -> None:
+        """Calls back with the stored value of a ref (fetching it when borrowed)."""
+        self._ensure_available([ref])
+        self.store.on_ready(ref._id, callback)
+
+    def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
+        self._ensure_available(refs)
+        values = self.store.get_values([r._id for r in refs], timeout, self._blocked_hook())
+        return [self.decode(r._id, v) for r, v in zip(refs, values)]
+
+    def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None,
+             fetch_local: bool) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        self._ensure_available(refs)
+        ready = self.store.wait([r._id for r in refs], num_returns, timeout, self._blocked_hook())
+        ready_refs, rest = [], []
+        for r in refs:
+            (ready_refs if r._id in ready and len(ready_refs) < num_returns else rest).append(r)
+        return ready_refs, rest
+
+    def _blocked_hook(self) -> Callable[[bool], None] | None:
+        if self.engine is None:
+            return None
+        return self.engine.notify_blocked
+
+    def object_future(self, ref: ObjectRef) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+
+        def settle(value: pb.Value) -> None:
+            if value.location.path and value.location.node_id != self.node_id:
+                threading.Thread(target=resolve, args=(value,), daemon=True).start()
+            else:
+                resolve(value)
+
+        def resolve(value: pb.Value) -> None:
+            try:
+                fut.set_result(self.decode(ref._id, value))
+            except BaseException as e:  # the stored error is the future's outcome
+                fut.set_exception(e)
+
+        self.value_when_ready(ref, settle)
+        return fut
+
+    # ---- code registry ----
+
+    def register_code(self, obj: Any, kind: str) -> str:
+        """Exports a function or class to the head's registry once; returns its id."""
+        try:
+            payload = cloudpickle.dumps(obj)
+        except Exception as e:
+            raise serialization.SerializationError(
+                f"Could not serialize {kind} {getattr(obj, '__qualname__', obj)!r}: {e}. Everything "
+                f"it captures (globals, closure variables) must be picklable; create unpicklable "
+                f"resources inside the {kind} instead.") from e
+        function_id = hashlib.sha256(payload).hexdigest()[:32]
+        if function_id not in self._registered:
+            paths = [os.getcwd() if p == "" else p for p in sys.path]
+            entry = pb.FunctionEntry(function_id=function_id, payload=payload, code_paths=paths)
+            self.head_call("PutFunction", entry)
+            self._registered.add(function_id)
+            self._functions[function_id] = obj
+        return function_id
+
+    def load_code(self, function_id: str) -> Any:
+        obj = self._functions.get(function_id)
+        if obj is None:
+            entry = self.head_call("GetFunction", pb.FunctionKey(function_id=function_id))
+            for p in entry.code_paths:
+                if p not in sys.path:
+                    sys.path.append(p)
+            obj = cloudpickle.loads(entry.payload)
+            self._functions[function_id] = obj
+        return obj
+
+    # ---- arguments ----
+
+    def pack_args(self, args: tuple, kwargs: dict, what: str) -> tuple[pb.Value, list[ObjectRef]]:
+        args, kwargs, refs = argpack.split_refs(args, kwargs)
+        try:
+            ser = serialization.serialize((args, kwargs), what)
+        except serialization.SerializationError:
+            raise _name_unpicklable_argument(args, kwargs, what) from None
+        return self.store_serialized(ser), refs
+
+
+def _name_unpicklable_argument(args: tuple, kwargs: dict, what: str) -> serialization.SerializationError:
+    """Finds which argument failed so the error can name it."""
+    for label, value in itertools.chain(((f"argument {i}", a) for i, a in enumerate(args)),
+                                        ((f"keyword argument {k!r}", v) for k, v in kwargs.items())):
+        try:
+            cloudpickle.dumps(value)
+        except Exception as e:
+            return serialization.SerializationError(
+                f"Could not serialize {label} of {what} ({type(value).__name__}): {e}. Arguments "
+                f"travel to another process with cloudpickle; pass picklable values, or create "
+                f"the resource inside the task or actor instead.")
+    return serialization.SerializationError(f"Could not serialize the arguments of {what}.")
+
+
+def bind_host(ip: str) -> str:
+    return "127.0.0.1" if ip.startswith("127.") or ip == "localhost" else "0.0.0.0"

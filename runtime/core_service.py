@@ -1,0 +1,69 @@
+"""The gRPC face of a CoreWorker: objects it owns, and (in workers) the work it runs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from kastor import exceptions
+from kastor.runtime.core import CoreWorker, error_value
+from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+
+
+class CoreWorkerService(pb_grpc.CoreWorkerServicer):
+    def __init__(self, core: CoreWorker):
+        self.core = core
+
+    async def GetObjects(self, request, context):
+        """Serves values this process owns to borrowers, waiting for pending ones."""
+        loop = asyncio.get_running_loop()
+        store = self.core.store
+        values = []
+        for object_id in request.object_ids:
+            if not store.contains(object_id) and object_id not in self.core._refcounts \
+                    and object_id not in self.core._escaped:
+                values.append(error_value(exceptions.ObjectLostError(object_id.hex())))
+                continue
+            fut = loop.create_future()
+            store.on_ready(object_id, lambda v, fut=fut: loop.call_soon_threadsafe(_settle, fut, v))
+            timeout = request.timeout_s or None
+            try:
+                values.append(await asyncio.wait_for(fut, timeout))
+            except asyncio.TimeoutError:
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"object {object_id.hex()} not ready")
+        return pb.GetObjectsReply(object_ids=list(request.object_ids), values=values)
+
+    def _engine(self):
+        return self.core.engine
+
+    async def Execute(self, request_iterator, context):
+        engine = self._engine()
+        if engine is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this process runs no work (a driver)")
+        async for reply in engine.serve_stream(request_iterator, context):
+            yield reply
+
+    async def StartActor(self, request, context):
+        engine = self._engine()
+        if engine is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this process runs no work (a driver)")
+        return await engine.start_actor(request.spec, list(request.gpu_ids))
+
+    async def CancelTask(self, request, context):
+        engine = self._engine()
+        if engine is not None:
+            engine.cancel(request.task_id, request.force, request.recursive)
+        return pb.Empty()
+
+    async def Exit(self, request, context):
+        engine = self._engine()
+        if engine is not None:
+            asyncio.get_running_loop().call_later(0.05, engine.exit, 0)
+        return pb.Empty()
+
+
+def _settle(fut: asyncio.Future, value) -> None:
+    if not fut.done():
+        fut.set_result(value)

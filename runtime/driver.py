@@ -1,0 +1,73 @@
+"""Joining a cluster as a driver: find this host's node, register a job, hold its session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+
+import grpc
+
+from kastor.runtime import context
+from kastor.runtime.core import CoreWorker
+from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+
+log = logging.getLogger("kastor.driver")
+
+
+def connect(head_address: str, token: str, namespace: str | None, node_address: str | None = None,
+            timeout: float = 30.0) -> CoreWorker:
+    """Creates this process's CoreWorker as the driver of a new job."""
+    nodes = asyncio.run(_list_nodes(head_address, token, timeout))
+    node = _pick_local_node(nodes, node_address)
+    if node is None:
+        raise ConnectionError(f"The Kastor cluster at {head_address} has no live node to run work on.")
+    local = node.ip in ("127.0.0.1", "localhost") or node.ip == os.environ.get("KASTOR_NODE_IP")
+    store_dir = node.store_dir if local and os.path.isdir(node.store_dir) else tempfile.mkdtemp(prefix="kastor-driver-")
+    core = CoreWorker(head_address=head_address, token=token, node_address=node.address,
+                      node_id=node.node_id if store_dir == node.store_dir else f"driver-{os.getpid()}",
+                      store_dir=store_dir, ip=node.ip if local else "127.0.0.1")
+    reply = core.head_call("RegisterJob", pb.RegisterJobRequest(
+        namespace=namespace or "", driver_address=core.address, pid=os.getpid()), timeout)
+    core.job_id = reply.job_id
+    core.namespace = reply.namespace
+    core.spawn(_hold_session(core))
+    context.core = core
+    return core
+
+
+async def _list_nodes(head_address: str, token: str, timeout: float) -> list[pb.NodeInfo]:
+    from kastor.runtime import auth
+    async with grpc.aio.insecure_channel(head_address) as channel:
+        stub = pb_grpc.HeadStub(channel)
+        try:
+            reply = await stub.ListNodes(pb.ListRequest(), metadata=auth.metadata(token), timeout=timeout)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise PermissionError(f"The cluster at {head_address} rejected the token: {e.details()}") from None
+            raise ConnectionError(f"Could not reach a Kastor head at {head_address}: "
+                                  f"{e.code().name} {e.details()}") from None
+    return [n for n in reply.nodes if n.alive]
+
+
+def _pick_local_node(nodes: list[pb.NodeInfo], preferred: str | None) -> pb.NodeInfo | None:
+    for n in nodes:
+        if preferred and n.address == preferred:
+            return n
+    local_ips = {"127.0.0.1", "localhost", os.environ.get("KASTOR_NODE_IP", "")}
+    for n in nodes:
+        if n.ip in local_ips:
+            return n
+    return nodes[0] if nodes else None
+
+
+async def _hold_session(core: CoreWorker) -> None:
+    """The head notices the driver is gone when this stream drops."""
+    try:
+        async for _ in core.head_stub().JobSession(pb.JobSessionRequest(job_id=core.job_id), metadata=core.metadata):
+            pass
+    except grpc.aio.AioRpcError as e:
+        if e.code() != grpc.StatusCode.CANCELLED:
+            log.warning("job session with the head ended: %s", e.code().name)

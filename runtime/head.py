@@ -1,0 +1,383 @@
+"""The head: Kastor's control service (Ray's GCS).
+
+It keeps the cluster's tables (nodes, actors, names, jobs, the code registry), places
+actors on nodes by resources, restarts them per max_restarts, and answers where an actor
+lives. It is never on the path of a call: callers ask once, then talk to the worker.
+Every change goes through the Store before it is acknowledged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections import defaultdict
+
+import grpc
+
+from kastor.runtime import auth, config, launcher
+from kastor.runtime.core import CHANNEL_OPTIONS, bind_host
+from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+from kastor.runtime.resources import fits
+from kastor.runtime.store import InMemoryStore, Store
+
+log = logging.getLogger("kastor.head")
+
+ACTORS, NAMES, NODES, JOBS, CODE = "actors", "names", "nodes", "jobs", "code"
+
+
+def _restartable(info: pb.ActorInfo) -> bool:
+    limit = info.spec.max_restarts
+    return not info.killed and (limit == -1 or info.num_restarts < limit)
+
+
+class Head(pb_grpc.HeadServicer):
+    def __init__(self, store: Store, token: str, cluster_id: str):
+        self.store = store
+        self.metadata = auth.metadata(token)
+        self.cluster_id = cluster_id
+        self.nodes: dict[str, pb.NodeInfo] = {}
+        self.node_seen: dict[str, float] = {}
+        self.actors: dict[bytes, pb.ActorInfo] = {}
+        self.names: dict[tuple[str, str], bytes] = {}
+        self.jobs: dict[bytes, pb.RegisterJobRequest] = {}
+        self.code: dict[str, pb.FunctionEntry] = {}
+        self.waiters: dict[bytes, list[asyncio.Future]] = defaultdict(list)
+        self.pending: set[bytes] = set()
+        self.placing: set[bytes] = set()
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._next_job = 1
+
+    def node_stub(self, address: str) -> pb_grpc.NodeAgentStub:
+        ch = self._channels.get(address)
+        if ch is None:
+            ch = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return pb_grpc.NodeAgentStub(ch)
+
+    async def load(self) -> None:
+        """Rebuilds the tables from the store (empty for a fresh in-memory store)."""
+        for raw in (await self.store.get_all(ACTORS)).values():
+            info = pb.ActorInfo.FromString(raw)
+            self.actors[info.spec.actor_id] = info
+            if info.spec.name and info.state != pb.DEAD:
+                self.names[(info.spec.namespace, info.spec.name)] = info.spec.actor_id
+        for raw in (await self.store.get_all(CODE)).values():
+            entry = pb.FunctionEntry.FromString(raw)
+            self.code[entry.function_id] = entry
+        jobs = await self.store.get_all(JOBS)
+        self._next_job = max((int(k) for k in jobs), default=0) + 1
+
+    # ---- persistence and notification ----
+
+    async def _save(self, info: pb.ActorInfo) -> None:
+        info.version += 1
+        await self.store.put(ACTORS, info.spec.actor_id.hex(), info.SerializeToString())
+        for fut in self.waiters.pop(info.spec.actor_id, ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    # ---- nodes ----
+
+    async def RegisterNode(self, request, context):
+        request.alive = True
+        self.nodes[request.node_id] = request
+        self.node_seen[request.node_id] = time.monotonic()
+        await self.store.put(NODES, request.node_id, request.SerializeToString())
+        log.info("node %s joined at %s with %s", request.node_id, request.address, dict(request.total))
+        self._place_pending()
+        return pb.RegisterNodeReply(cluster_id=self.cluster_id)
+
+    async def Heartbeat(self, request, context):
+        node = self.nodes.get(request.node_id)
+        if node is None or not node.alive:
+            return pb.HeartbeatReply(known=False)
+        self.node_seen[request.node_id] = time.monotonic()
+        node.available.clear()
+        node.available.update(request.available)
+        self._place_pending()
+        return pb.HeartbeatReply(known=True)
+
+    async def ListNodes(self, request, context):
+        return pb.NodeList(nodes=list(self.nodes.values()))
+
+    async def PickNode(self, request, context):
+        required = dict(request.required)
+        candidates = [n for n in self.nodes.values() if n.alive and fits(n.total, required)]
+        others = [n for n in candidates if n.node_id != request.exclude_node_id]
+        others.sort(key=lambda n: not fits(n.available, required))
+        if others:
+            return pb.PickNodeReply(found=True, node=others[0], feasible=True)
+        return pb.PickNodeReply(found=False, feasible=bool(candidates))
+
+    async def watch_nodes(self) -> None:
+        """Declares silent nodes dead and fails over their actors."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for node in list(self.nodes.values()):
+                if node.alive and now - self.node_seen.get(node.node_id, now) > config.NODE_DEATH_TIMEOUT_S:
+                    node.alive = False
+                    log.warning("node %s missed heartbeats for %.0fs: marking it dead",
+                                node.node_id, config.NODE_DEATH_TIMEOUT_S)
+                    await self.store.put(NODES, node.node_id, node.SerializeToString())
+                    for info in list(self.actors.values()):
+                        if info.node_id == node.node_id and info.state == pb.ALIVE:
+                            await self._actor_failed(info, f"its node {node.node_id} died")
+
+    # ---- jobs ----
+
+    async def RegisterJob(self, request, context):
+        job_id = self._next_job.to_bytes(4, "big")
+        self._next_job += 1
+        if not request.namespace:
+            request.namespace = f"anonymous-{uuid.uuid4().hex[:12]}"
+        self.jobs[job_id] = request
+        await self.store.put(JOBS, str(int.from_bytes(job_id, "big")), request.SerializeToString())
+        return pb.RegisterJobReply(job_id=job_id, namespace=request.namespace, cluster_id=self.cluster_id)
+
+    async def JobSession(self, request, context):
+        """Lives as long as the driver: when it ends, the job's non-detached actors go."""
+        try:
+            yield pb.JobEvent(kind="registered")
+            await asyncio.Event().wait()
+        finally:
+            asyncio.get_running_loop().create_task(self._job_finished(request.job_id))
+
+    async def _job_finished(self, job_id: bytes) -> None:
+        self.jobs.pop(job_id, None)
+        for info in list(self.actors.values()):
+            if info.spec.job_id == job_id and not info.spec.detached and info.state != pb.DEAD:
+                await self._kill(info, "its job's driver exited")
+
+    # ---- code registry ----
+
+    async def PutFunction(self, request, context):
+        if request.function_id not in self.code:
+            await self.store.put(CODE, request.function_id, request.SerializeToString())
+            self.code[request.function_id] = request
+        return pb.Empty()
+
+    async def GetFunction(self, request, context):
+        entry = self.code.get(request.function_id)
+        if entry is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no function or class {request.function_id} registered")
+        return entry
+
+    # ---- actors ----
+
+    async def CreateActor(self, request, context):
+        spec = request.spec
+        if spec.name:
+            existing = self.names.get((spec.namespace, spec.name))
+            if existing is not None and self.actors[existing].state != pb.DEAD:
+                if request.get_if_exists:
+                    return pb.CreateActorReply(info=self.actors[existing], existed=True)
+                await context.abort(grpc.StatusCode.ALREADY_EXISTS,
+                                    f"an actor named '{spec.name}' already exists in namespace "
+                                    f"'{spec.namespace}'")
+        if spec.actor_id in self.actors:
+            return pb.CreateActorReply(info=self.actors[spec.actor_id], existed=True)
+        info = pb.ActorInfo(spec=spec, state=pb.PENDING)
+        self.actors[spec.actor_id] = info
+        if spec.name:
+            self.names[(spec.namespace, spec.name)] = spec.actor_id
+        await self._save(info)
+        self._place(spec.actor_id)
+        return pb.CreateActorReply(info=info)
+
+    async def GetActor(self, request, context):
+        actor_id = request.actor_id
+        if not actor_id:
+            actor_id = self.names.get((request.namespace, request.name), b"")
+        info = self.actors.get(actor_id)
+        if info is None:
+            return pb.GetActorReply(found=False)
+        if request.after_version and info.version <= request.after_version:
+            fut = asyncio.get_running_loop().create_future()
+            self.waiters[actor_id].append(fut)
+            try:
+                await asyncio.wait_for(fut, request.timeout_s or 30)
+            except asyncio.TimeoutError:
+                pass
+        return pb.GetActorReply(found=True, info=self.actors[actor_id])
+
+    async def ListActors(self, request, context):
+        return pb.ActorList(actors=list(self.actors.values()))
+
+    async def KillActor(self, request, context):
+        info = self.actors.get(request.actor_id)
+        if info is None or info.state == pb.DEAD:
+            return pb.Empty()
+        reason = request.reason or "killed by kastor.kill()"
+        if request.no_restart:
+            await self._kill(info, reason)
+        elif info.state == pb.ALIVE:
+            await self._kill_worker(info, reason)  # its death report restarts it per max_restarts
+        return pb.Empty()
+
+    async def ReportWorkerDeath(self, request, context):
+        info = self.actors.get(request.actor_id) if request.actor_id else None
+        if info is not None and info.worker_id == request.worker_id and info.state == pb.ALIVE:
+            if request.intentional:
+                await self._mark_dead(info, request.cause)
+            else:
+                await self._actor_failed(info, request.cause)
+        await self._kill_owned_by(request.worker_id, "its owner worker died")
+        return pb.Empty()
+
+    async def _actor_failed(self, info: pb.ActorInfo, cause: str) -> None:
+        if not _restartable(info):
+            await self._mark_dead(info, cause if info.spec.max_restarts == 0 else
+                                  f"{cause} (max_restarts={info.spec.max_restarts} used up)")
+            return
+        dead_worker = info.worker_id
+        info.num_restarts += 1
+        info.state = pb.RESTARTING
+        info.death_cause = cause
+        info.address, info.node_id, info.pid, info.worker_id = "", "", 0, b""
+        log.info("actor %s (%s) failed: %s; restarting (%d/%s)", info.spec.class_name,
+                 info.spec.actor_id.hex()[:8], cause, info.num_restarts,
+                 "inf" if info.spec.max_restarts == -1 else info.spec.max_restarts)
+        await self._save(info)
+        await self._kill_owned_by(dead_worker, "its owner actor restarted")
+        self._place(info.spec.actor_id)
+
+    async def _kill(self, info: pb.ActorInfo, reason: str) -> None:
+        info.killed = True
+        was_alive = info.state == pb.ALIVE
+        await self._mark_dead(info, reason)
+        if was_alive:
+            await self._kill_worker(info, reason)
+
+    async def _kill_worker(self, info: pb.ActorInfo, reason: str) -> None:
+        node = self.nodes.get(info.node_id)
+        if node is None:
+            return
+        try:
+            await self.node_stub(node.address).KillWorker(
+                pb.KillWorkerRequest(worker_id=info.worker_id, actor_id=info.spec.actor_id, reason=reason),
+                metadata=self.metadata, timeout=10)
+        except grpc.aio.AioRpcError as e:
+            log.warning("could not reach node %s to kill an actor: %s", info.node_id, e.code().name)
+
+    async def _mark_dead(self, info: pb.ActorInfo, cause: str, error: pb.Value | None = None) -> None:
+        info.state = pb.DEAD
+        info.death_cause = cause
+        if error is not None:
+            info.death_error.CopyFrom(error)
+        self.pending.discard(info.spec.actor_id)
+        key = (info.spec.namespace, info.spec.name)
+        if info.spec.name and self.names.get(key) == info.spec.actor_id:
+            del self.names[key]
+        log.info("actor %s (%s) is dead: %s", info.spec.class_name, info.spec.actor_id.hex()[:8], cause)
+        await self._save(info)
+        if info.worker_id:
+            await self._kill_owned_by(info.worker_id, "its owner actor died")
+
+    async def _kill_owned_by(self, worker_id: bytes, reason: str) -> None:
+        if not worker_id:
+            return
+        for other in list(self.actors.values()):
+            if other.spec.owner_worker_id == worker_id and not other.spec.detached and other.state != pb.DEAD:
+                await self._kill(other, reason)
+
+    # ---- placement ----
+
+    def _place(self, actor_id: bytes) -> None:
+        if actor_id not in self.placing:
+            self.placing.add(actor_id)
+            self.pending.discard(actor_id)
+            asyncio.get_running_loop().create_task(self._try_place(actor_id))
+
+    def _place_pending(self) -> None:
+        for actor_id in list(self.pending):
+            info = self.actors.get(actor_id)
+            required = dict(info.spec.required) if info else {}
+            if info is not None and any(n.alive and fits(n.available, required) for n in self.nodes.values()):
+                self._place(actor_id)
+
+    async def _try_place(self, actor_id: bytes) -> None:
+        try:
+            info = self.actors[actor_id]
+            required = dict(info.spec.required)
+            nodes = [n for n in self.nodes.values() if n.alive and fits(n.total, required)]
+            nodes.sort(key=lambda n: (not fits(n.available, required), -n.available.get("CPU", 0)))
+            for node in nodes:
+                try:
+                    reply = await self.node_stub(node.address).StartActor(info.spec, metadata=self.metadata)
+                except grpc.aio.AioRpcError as e:
+                    log.warning("placing actor on node %s failed: %s", node.node_id, e.code().name)
+                    continue
+                if info.state == pb.DEAD:  # killed while it was starting
+                    if reply.started:
+                        await self.node_stub(node.address).KillWorker(
+                            pb.KillWorkerRequest(worker_id=reply.worker_id), metadata=self.metadata)
+                    return
+                if reply.no_resources:
+                    continue
+                if reply.started:
+                    info.state = pb.ALIVE
+                    info.address, info.node_id, info.pid, info.worker_id = \
+                        reply.address, node.node_id, reply.pid, reply.worker_id
+                    await self._save(info)
+                    return
+                if reply.error.data or reply.error.location.path:
+                    await self._mark_dead(info, f"its constructor raised: {reply.message}", reply.error)
+                    return
+                log.warning("node %s could not start actor %s: %s", node.node_id, actor_id.hex()[:8], reply.message)
+            self.pending.add(actor_id)
+        finally:
+            self.placing.discard(actor_id)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    token = auth.resolve_token(args.token, args.token_file)
+    if not token:
+        raise SystemExit("head: no cluster token (pass --token/--token-file or set KASTOR_TOKEN)")
+    if args.redis_address:
+        raise SystemExit("head: the Redis store is not available in this build; run without --redis-address")
+    head = Head(InMemoryStore(), token, args.cluster_id or uuid.uuid4().hex[:12])
+    await head.load()
+    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[auth.TokenInterceptor(token)])
+    pb_grpc.add_HeadServicer_to_server(head, server)
+    port = server.add_insecure_port(f"{bind_host(args.node_ip)}:{args.port}")
+    await server.start()
+    watcher = asyncio.get_running_loop().create_task(head.watch_nodes())
+    address = f"{args.node_ip}:{port}"
+    launcher.announce_ready(args.ready_fd, address)
+    log.info("head serving on %s (cluster %s)", address, head.cluster_id)
+    try:
+        await launcher.wait_for_stop(args.exit_with_parent)
+    finally:
+        watcher.cancel()
+        await server.stop(grace=0.5)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kastor-head", description="Kastor head (control service)")
+    add_head_arguments(p)
+    p.add_argument("--token", default=None)
+    p.add_argument("--token-file", default=None)
+    p.add_argument("--node-ip", default=os.environ.get(config.ENV_NODE_IP, "127.0.0.1"))
+    p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def add_head_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=int(os.environ.get("KASTOR_HEAD_PORT", config.DEFAULT_HEAD_PORT)))
+    p.add_argument("--cluster-id", default=os.environ.get("KASTOR_CLUSTER_ID"))
+    p.add_argument("--redis-address", default=os.environ.get("KASTOR_REDIS_ADDRESS"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s head %(name)s: %(message)s")
+    asyncio.run(serve(build_parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

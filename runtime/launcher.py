@@ -1,0 +1,109 @@
+"""Starting Kastor's long-running processes and knowing when they are ready or must stop.
+
+A child reports readiness by writing its address to an inherited pipe, so a parent waits
+on an event, not on a sleep; embedded children also watch their stdin and exit when the
+parent that started them goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from kastor.runtime import config
+
+
+def new_session_dir(kind: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(config.SESSION_ROOT, f"session_{stamp}_{os.getpid()}_{kind}")
+    os.makedirs(os.path.join(path, "logs"), exist_ok=True)
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def announce_ready(fd: int | None, address: str) -> None:
+    if fd is None:
+        print(f"KASTOR_READY {address}", flush=True)
+        return
+    os.write(fd, f"{address}\n".encode())
+    os.close(fd)
+
+
+async def wait_for_stop(exit_with_parent: bool) -> None:
+    """Returns on SIGTERM/SIGINT, or (embedded) when the parent closes our stdin."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if exit_with_parent:
+        def watch() -> None:
+            try:
+                while sys.stdin.buffer.read(4096):
+                    pass
+            except Exception:
+                pass
+            loop.call_soon_threadsafe(stop.set)
+
+        threading.Thread(target=watch, name="kastor-parent-watch", daemon=True).start()
+    await stop.wait()
+
+
+class Child:
+    """A started Kastor process whose address arrives on a pipe once it serves."""
+
+    def __init__(self, module: str, args: list[str], env: dict[str, str], log_path: str,
+                 embedded: bool = True):
+        self.module = module
+        self.log_path = log_path
+        read_fd, write_fd = os.pipe()
+        cmd = [sys.executable, "-m", module, *args, "--ready-fd", str(write_fd)]
+        if embedded:
+            cmd.append("--exit-with-parent")
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, env=env, stdin=subprocess.PIPE if embedded else subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=not embedded)
+        os.close(write_fd)
+        self._read_fd = read_fd
+
+    def wait_ready(self, timeout: float = config.STARTUP_TIMEOUT_S) -> str:
+        try:
+            ready, _, _ = select.select([self._read_fd], [], [], timeout)
+            line = os.read(self._read_fd, 4096).decode().strip() if ready else ""
+        finally:
+            os.close(self._read_fd)
+        if not line:
+            self.proc.kill()
+            raise RuntimeError(f"{self.module} did not start within {timeout}s; its log "
+                               f"{self.log_path} ends with:\n{tail(self.log_path)}")
+        return line
+
+    def stop(self, grace: float = 3.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def tail(path: str, lines: int = 20) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,93 @@
+"""The owner's in-process table of object values, and the waiting on them.
+
+Values arrive from the core's event-loop thread (task results, fetched borrowed objects)
+and are waited on from user threads (`get`, `wait`) and from asyncio code (`await ref`).
+One condition variable covers the threads: a batch of results wakes waiters once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from kastor.exceptions import GetTimeoutError
+from kastor.runtime.protocol import kastor_pb2 as pb
+
+Callback = Callable[[pb.Value], None]
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._values: dict[bytes, pb.Value] = {}
+        self._callbacks: dict[bytes, list[Callback]] = {}
+
+    def put(self, object_id: bytes, value: pb.Value) -> None:
+        self.put_many(((object_id, value),))
+
+    def put_many(self, items: Iterable[tuple[bytes, pb.Value]]) -> None:
+        fired: list[tuple[Callback, pb.Value]] = []
+        with self._cond:
+            for object_id, value in items:
+                self._values[object_id] = value
+                for cb in self._callbacks.pop(object_id, ()):
+                    fired.append((cb, value))
+            self._cond.notify_all()
+        for cb, value in fired:
+            cb(value)
+
+    def peek(self, object_id: bytes) -> pb.Value | None:
+        return self._values.get(object_id)
+
+    def contains(self, object_id: bytes) -> bool:
+        return object_id in self._values
+
+    def pop(self, object_id: bytes) -> pb.Value | None:
+        with self._cond:
+            self._callbacks.pop(object_id, None)
+            return self._values.pop(object_id, None)
+
+    def on_ready(self, object_id: bytes, callback: Callback) -> None:
+        """Calls back (possibly right away, on this thread) once the value is present."""
+        with self._cond:
+            value = self._values.get(object_id)
+            if value is None:
+                self._callbacks.setdefault(object_id, []).append(callback)
+                return
+        callback(value)
+
+    def wait(self, object_ids: list[bytes], num_ready: int, timeout: float | None,
+             on_block: Callable[[bool], None] | None = None) -> set[bytes]:
+        """Blocks until `num_ready` of the ids have values or the timeout passes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = self._values
+        blocked = False
+        try:
+            with self._cond:
+                while True:
+                    ready = {i for i in object_ids if i in values}
+                    if len(ready) >= num_ready:
+                        return ready
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return ready
+                    if not blocked and on_block is not None:
+                        blocked = True
+                        on_block(True)
+                    self._cond.wait(remaining)
+        finally:
+            if blocked and on_block is not None:
+                on_block(False)
+
+    def get_values(self, object_ids: list[bytes], timeout: float | None,
+                   on_block: Callable[[bool], None] | None = None) -> list[pb.Value]:
+        unique = list(dict.fromkeys(object_ids))
+        ready = self.wait(unique, len(unique), timeout, on_block)
+        if len(ready) < len(unique):
+            missing = next(i for i in unique if i not in ready)
+            raise GetTimeoutError(
+                f"Get timed out after {timeout}s: object {missing.hex()} is not ready "
+                f"({len(unique) - len(ready)} of {len(unique)} pending).")
+        values = self._values
+        return [values[i] for i in object_ids]

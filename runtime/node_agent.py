@@ -1,0 +1,423 @@
+"""The node agent: one per machine or pod. Owns the node's resources and worker processes.
+
+It grants task leases (the owner then talks to the worker directly), places the actors the
+head assigns to it, watches its workers and reports their deaths, serves its store's
+large objects to other nodes, and heartbeats its free resources to the head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+
+import grpc
+
+from kastor.runtime import auth, config, launcher
+from kastor.runtime.core import CHANNEL_OPTIONS, bind_host
+from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+from kastor.runtime.resources import fits, release, subtract
+
+log = logging.getLogger("kastor.node")
+
+
+@dataclass
+class WorkerProc:
+    worker_id: bytes
+    proc: asyncio.subprocess.Process
+    address: str = ""
+    state: str = "starting"          # starting | idle | leased | actor | dead
+    held: dict[str, float] = field(default_factory=dict)
+    gpu_ids: list[int] = field(default_factory=list)
+    actor_id: bytes = b""
+    blocked: bool = False
+
+
+class NodeAgent(pb_grpc.NodeAgentServicer):
+    def __init__(self, *, head_address: str, token: str, ip: str, total: dict[str, float],
+                 store_dir: str, session_dir: str, node_id: str):
+        self.head_address = head_address
+        self.token = token
+        self.metadata = auth.metadata(token)
+        self.ip = ip
+        self.total = total
+        self.available = dict(total)
+        self.free_gpus = list(range(int(total.get("GPU", 0))))
+        self.store_dir = store_dir
+        self.session_dir = session_dir
+        self.node_id = node_id
+        self.address = ""
+        self.workers: dict[bytes, WorkerProc] = {}
+        self.idle: deque[WorkerProc] = deque()
+        self.lease_queue: deque[tuple[dict, asyncio.Future]] = deque()
+        self.registrations: dict[bytes, asyncio.Future] = {}
+        self.starting = 0
+        self._head_channel: grpc.aio.Channel | None = None
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    # ---- plumbing ----
+
+    def head(self) -> pb_grpc.HeadStub:
+        if self._head_channel is None:
+            self._head_channel = grpc.aio.insecure_channel(self.head_address, options=CHANNEL_OPTIONS)
+        return pb_grpc.HeadStub(self._head_channel)
+
+    def worker_stub(self, address: str) -> pb_grpc.CoreWorkerStub:
+        ch = self._channels.get(address)
+        if ch is None:
+            ch = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return pb_grpc.CoreWorkerStub(ch)
+
+    def node_info(self) -> pb.NodeInfo:
+        return pb.NodeInfo(node_id=self.node_id, address=self.address, ip=self.ip, total=self.total,
+                           available=self.available, alive=True, store_dir=self.store_dir)
+
+    async def register_with_head(self, deadline_s: float) -> None:
+        """Joins the cluster, retrying with backoff while the head comes up."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        delay = 0.05
+        while True:
+            try:
+                await self.head().RegisterNode(self.node_info(), metadata=self.metadata, timeout=5)
+                log.info("node %s registered with head %s", self.node_id, self.head_address)
+                return
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.UNAUTHENTICATED or loop.time() > deadline:
+                    raise SystemExit(f"node agent: cannot join head {self.head_address}: {e.details()}") from e
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(config.HEARTBEAT_INTERVAL_S)
+            try:
+                reply = await self.head().Heartbeat(pb.HeartbeatRequest(
+                    node_id=self.node_id, available=self.available), metadata=self.metadata, timeout=5)
+                if not reply.known:
+                    log.warning("head does not know this node (restarted?); registering again")
+                    await self.register_with_head(config.STARTUP_TIMEOUT_S)
+            except grpc.aio.AioRpcError as e:
+                log.warning("heartbeat to head %s failed: %s", self.head_address, e.code().name)
+
+    # ---- workers ----
+
+    async def _spawn_worker(self) -> WorkerProc:
+        worker_id = os.urandom(16)
+        env = dict(os.environ)
+        env.update({
+            "KASTOR_HEAD_ADDRESS": self.head_address, config.ENV_TOKEN: self.token,
+            config.ENV_NODE_ADDRESS: self.address, config.ENV_NODE_ID: self.node_id,
+            config.ENV_STORE_DIR: self.store_dir, config.ENV_NODE_IP: self.ip,
+            config.ENV_WORKER_ID: worker_id.hex(), config.ENV_SESSION_DIR: self.session_dir,
+        })
+        env.pop(config.ENV_TOKEN_FILE, None)
+        log_path = os.path.join(self.session_dir, "logs", f"worker-{worker_id.hex()[:12]}.log")
+        fut = asyncio.get_running_loop().create_future()
+        self.registrations[worker_id] = fut
+        self.starting += 1
+        try:
+            with open(log_path, "ab") as log_file:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "kastor.runtime.worker", env=env, stdin=asyncio.subprocess.PIPE,
+                    stdout=log_file, stderr=asyncio.subprocess.STDOUT)
+            w = WorkerProc(worker_id, proc)
+            self.workers[worker_id] = w
+            asyncio.get_running_loop().create_task(self._watch(w))
+            w.address = await asyncio.wait_for(asyncio.shield(fut), config.STARTUP_TIMEOUT_S)
+            w.state = "idle"
+            return w
+        finally:
+            self.starting -= 1
+            self.registrations.pop(worker_id, None)
+
+    async def _take_worker(self) -> WorkerProc:
+        while self.idle:
+            w = self.idle.popleft()
+            if w.state == "idle":
+                self._prestart()
+                return w
+        w = await self._spawn_worker()
+        self._prestart()
+        return w
+
+    def _prestart(self) -> None:
+        missing = config.PRESTART_WORKERS - len(self.idle) - self.starting
+        for _ in range(max(0, missing)):
+            asyncio.get_running_loop().create_task(self._prestart_one())
+
+    async def _prestart_one(self) -> None:
+        try:
+            w = await self._spawn_worker()
+        except Exception as e:
+            log.warning("prestarting a worker failed: %s", e)
+            return
+        if w.state == "idle":
+            self.idle.append(w)
+            self._dispatch()
+
+    async def _watch(self, w: WorkerProc) -> None:
+        code = await w.proc.wait()
+        previous = w.state
+        w.state = "dead"
+        self.workers.pop(w.worker_id, None)
+        fut = self.registrations.get(w.worker_id)
+        if fut is not None and not fut.done():
+            fut.set_exception(RuntimeError(f"worker exited with code {code} before registering"))
+        if previous in ("leased", "actor"):
+            self._give_back(w)
+        cause = f"worker process exited with code {code}" if code >= 0 else \
+            f"worker process was killed by signal {signal.Signals(-code).name}"
+        log.info("worker %s (%s%s) died: %s", w.worker_id.hex()[:8], previous,
+                 f", actor {w.actor_id.hex()[:8]}" if w.actor_id else "", cause)
+        try:
+            await self.head().ReportWorkerDeath(pb.WorkerDeath(
+                node_id=self.node_id, worker_id=w.worker_id, actor_id=w.actor_id, cause=cause),
+                metadata=self.metadata, timeout=10)
+        except grpc.aio.AioRpcError as e:
+            log.warning("could not report a worker death to the head: %s", e.code().name)
+        self._dispatch()
+
+    def _give_back(self, w: WorkerProc) -> None:
+        held = dict(w.held)
+        if w.blocked and "CPU" in held:
+            held.pop("CPU")  # already lent back while it was blocked
+        release(self.available, held)
+        self.free_gpus.extend(w.gpu_ids)
+        w.held, w.gpu_ids, w.blocked = {}, [], False
+
+    def _allocate(self, required: dict[str, float]) -> list[int]:
+        subtract(self.available, required)
+        n = int(required.get("GPU", 0))
+        gpus, self.free_gpus = self.free_gpus[:n], self.free_gpus[n:]
+        return gpus
+
+    # ---- leases ----
+
+    async def RequestLease(self, request, context):
+        required = dict(request.required)
+        while not fits(self.total, required):
+            reply = await self.head().PickNode(pb.PickNodeRequest(required=required, exclude_node_id=self.node_id),
+                                               metadata=self.metadata, timeout=10)
+            if reply.found and request.allow_spillback:
+                return pb.LeaseReply(spillback_address=reply.node.address)
+            await asyncio.sleep(1.0)  # infeasible for now: wait for a node that fits to join
+        fut = asyncio.get_running_loop().create_future()
+        entry = (required, fut)
+        self.lease_queue.append(entry)
+        self._dispatch()
+        try:
+            gpu_ids = await fut
+        except asyncio.CancelledError:
+            if entry in self.lease_queue:
+                self.lease_queue.remove(entry)
+            elif fut.done() and not fut.cancelled():
+                release(self.available, required)
+                self.free_gpus.extend(fut.result())
+                self._dispatch()
+            raise
+        try:
+            w = await self._take_worker()
+        except Exception as e:
+            release(self.available, required)
+            self.free_gpus.extend(gpu_ids)
+            self._dispatch()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"could not start a worker: {e}")
+        w.state, w.held, w.gpu_ids = "leased", required, gpu_ids
+        return pb.LeaseReply(granted=True, worker_address=w.address, worker_id=w.worker_id, gpu_ids=gpu_ids)
+
+    def _dispatch(self) -> None:
+        for entry in list(self.lease_queue):
+            required, fut = entry
+            if fut.done():
+                self.lease_queue.remove(entry)
+            elif fits(self.available, required):
+                self.lease_queue.remove(entry)
+                fut.set_result(self._allocate(required))
+
+    async def WorkerIdle(self, request, context):
+        w = self.workers.get(request.worker_id)
+        if w is not None and w.state == "leased":
+            self._give_back(w)
+            w.state = "idle"
+            self.idle.append(w)
+            self._dispatch()
+        return pb.Empty()
+
+    async def NotifyBlocked(self, request, context):
+        w = self.workers.get(request.worker_id)
+        cpu = w.held.get("CPU", 0) if w is not None and w.state == "leased" else 0
+        if cpu and request.blocked != w.blocked:
+            w.blocked = request.blocked
+            if request.blocked:
+                release(self.available, {"CPU": cpu})
+                self._dispatch()
+            else:
+                subtract(self.available, {"CPU": cpu})
+        return pb.Empty()
+
+    async def RegisterWorker(self, request, context):
+        fut = self.registrations.get(request.worker_id)
+        if fut is not None and not fut.done():
+            fut.set_result(request.address)
+        return pb.Empty()
+
+    # ---- actors ----
+
+    async def StartActor(self, request, context):
+        spec = request
+        if not fits(self.available, dict(spec.required)):
+            return pb.StartActorReply(no_resources=True)
+        held = dict(spec.held)
+        gpu_ids = self._allocate(held)
+        try:
+            w = await self._take_worker()
+        except Exception as e:
+            release(self.available, held)
+            self.free_gpus.extend(gpu_ids)
+            return pb.StartActorReply(started=False, message=f"could not start a worker: {e}")
+        w.state, w.held, w.gpu_ids, w.actor_id = "actor", held, gpu_ids, spec.actor_id
+        try:
+            reply = await self.worker_stub(w.address).StartActor(
+                pb.StartActorRequest(spec=spec, gpu_ids=gpu_ids), metadata=self.metadata)
+        except grpc.aio.AioRpcError as e:
+            return pb.StartActorReply(started=False, message=f"the actor's worker died while starting: {e.details()}")
+        if not reply.started:
+            w.proc.kill()  # a failed constructor leaves the process in an unknown state
+            return reply
+        return pb.StartActorReply(started=True, address=w.address, pid=w.proc.pid, worker_id=w.worker_id)
+
+    async def KillWorker(self, request, context):
+        for w in list(self.workers.values()):
+            if w.worker_id == request.worker_id or (request.actor_id and w.actor_id == request.actor_id):
+                log.info("killing worker %s: %s", w.worker_id.hex()[:8], request.reason or "asked to")
+                try:
+                    w.proc.kill()
+                except ProcessLookupError:
+                    pass
+        return pb.Empty()
+
+    # ---- objects ----
+
+    def _store_path(self, path: str) -> str | None:
+        real = os.path.realpath(path)
+        root = os.path.realpath(self.store_dir)
+        return real if os.path.dirname(real) == root else None
+
+    async def FetchObject(self, request, context):
+        path = self._store_path(request.path)
+        if path is None or not os.path.exists(path):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no object at {request.path} in this node's store")
+        total = os.path.getsize(path)
+        with open(path, "rb") as f:
+            while chunk := f.read(config.FETCH_CHUNK_BYTES):
+                yield pb.ObjectChunk(data=chunk, total=total)
+
+    async def FreeObjects(self, request, context):
+        for p in request.paths:
+            path = self._store_path(p)
+            if path is not None:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        return pb.Empty()
+
+    async def shutdown(self) -> None:
+        for w in list(self.workers.values()):
+            try:
+                w.proc.kill()
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.store_dir, ignore_errors=True)
+
+
+def parse_resources(args: argparse.Namespace) -> dict[str, float]:
+    import json
+    total: dict[str, float] = {"CPU": float(args.num_cpus if args.num_cpus is not None else os.cpu_count() or 1)}
+    if args.num_gpus:
+        total["GPU"] = float(args.num_gpus)
+    if args.memory:
+        total["memory"] = float(args.memory)
+    if args.resources:
+        extra = json.loads(args.resources)
+        if not isinstance(extra, dict) or not all(isinstance(v, (int, float)) for v in extra.values()):
+            raise SystemExit("--resources must be a JSON object of name -> number, e.g. '{\"TPU\": 4}'")
+        total.update({k: float(v) for k, v in extra.items()})
+    return total
+
+
+async def serve(args: argparse.Namespace) -> None:
+    token = auth.resolve_token(args.token, args.token_file)
+    if not token:
+        raise SystemExit("node agent: no cluster token (pass --token/--token-file or set KASTOR_TOKEN)")
+    node_id = args.node_id or os.urandom(8).hex()
+    session_dir = args.session_dir or launcher.new_session_dir("node")
+    os.makedirs(os.path.join(session_dir, "logs"), exist_ok=True)
+    store_dir = os.path.join(args.store_root or config.default_store_root(), f"kastor-{node_id}")
+    os.makedirs(store_dir, exist_ok=True)
+    agent = NodeAgent(head_address=args.address, token=token, ip=args.node_ip, total=parse_resources(args),
+                      store_dir=store_dir, session_dir=session_dir, node_id=node_id)
+    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[auth.TokenInterceptor(token)])
+    pb_grpc.add_NodeAgentServicer_to_server(agent, server)
+    port = server.add_insecure_port(f"{bind_host(args.node_ip)}:{args.port}")
+    await server.start()
+    agent.address = f"{args.node_ip}:{port}"
+    await agent.register_with_head(config.STARTUP_TIMEOUT_S)
+    agent._prestart()
+    heartbeat = asyncio.get_running_loop().create_task(agent.heartbeat_forever())
+    launcher.announce_ready(args.ready_fd, agent.address)
+    log.info("node agent %s serving on %s with %s", node_id, agent.address, agent.total)
+    try:
+        await launcher.wait_for_stop(args.exit_with_parent)
+    finally:
+        heartbeat.cancel()
+        await agent.shutdown()
+        await server.stop(grace=0.5)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kastor-node", description="Kastor node agent")
+    p.add_argument("--address", default=os.environ.get(config.ENV_ADDRESS), required=config.ENV_ADDRESS not in os.environ,
+                   help="head address host:port (or KASTOR_ADDRESS)")
+    add_node_arguments(p)
+    return p
+
+
+def add_node_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--node-ip", default=os.environ.get(config.ENV_NODE_IP, "127.0.0.1"))
+    p.add_argument("--node-id", default=None)
+    p.add_argument("--num-cpus", type=float, default=_env_float("KASTOR_NUM_CPUS"))
+    p.add_argument("--num-gpus", type=float, default=_env_float("KASTOR_NUM_GPUS") or 0)
+    p.add_argument("--memory", type=float, default=_env_float("KASTOR_MEMORY") or 0)
+    p.add_argument("--resources", default=os.environ.get("KASTOR_RESOURCES"),
+                   help='custom resources as JSON, e.g. \'{"accelerator": 2}\'')
+    p.add_argument("--token", default=None)
+    p.add_argument("--token-file", default=None)
+    p.add_argument("--store-root", default=None)
+    p.add_argument("--session-dir", default=None)
+    p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+
+
+def _env_float(name: str) -> float | None:
+    value = os.environ.get(name)
+    return float(value) if value else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s node %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

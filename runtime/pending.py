@@ -1,0 +1,89 @@
+"""A submitted call on the owner's side, from `.remote()` until its results are stored.
+
+Shared by normal tasks and actor calls: both wait for their top-level argument refs, then
+travel on an Execute stream, and finish by storing results (or an error) under their ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from kastor import exceptions
+from kastor.object_ref import ObjectRef
+from kastor.runtime.core import CoreWorker, error_value
+from kastor.runtime.protocol import kastor_pb2 as pb
+
+
+class PendingCall:
+    __slots__ = ("spec", "return_ids", "deps", "retries_left", "retry_exceptions", "cancelled",
+                 "key", "required", "stream", "force_cancel")
+
+    def __init__(self, spec: pb.TaskSpec, return_ids: list[bytes], deps: list[ObjectRef],
+                 retries_left: int, retry_exceptions: bool | tuple = False,
+                 key: tuple = (), required: dict | None = None):
+        self.spec = spec
+        self.return_ids = return_ids
+        self.deps = deps
+        self.retries_left = retries_left
+        self.retry_exceptions = retry_exceptions
+        self.cancelled = False
+        self.force_cancel = False
+        self.key = key
+        self.required = required or {}
+        self.stream = None
+
+    @property
+    def ready(self) -> bool:
+        return not self.deps
+
+    def take_retry(self) -> bool:
+        if self.retries_left == 0:
+            return False
+        if self.retries_left > 0:
+            self.retries_left -= 1
+        self.spec.attempt += 1
+        return True
+
+
+async def resolve_deps(core: CoreWorker, call: PendingCall) -> None:
+    """Waits for the call's top-level argument refs and attaches their stored values."""
+    loop = asyncio.get_running_loop()
+    futures = []
+    for ref in call.deps:
+        fut = loop.create_future()
+        core.value_when_ready(ref, lambda v, fut=fut: loop.call_soon_threadsafe(_settle, fut, v))
+        futures.append(fut)
+    values = await asyncio.gather(*futures)
+    call.spec.ref_args.extend(values)
+    call.deps = []
+
+
+def _settle(fut: asyncio.Future, value: pb.Value) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def store_result(core: CoreWorker, call: PendingCall, result: pb.TaskResult) -> None:
+    if result.status == pb.TASK_OK:
+        store_values(core, call, list(result.returns))
+    elif result.status == pb.TASK_CANCELLED:
+        fail(core, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
+    else:
+        store_values(core, call, [result.error] * len(call.return_ids))
+
+
+def fail(core: CoreWorker, call: PendingCall, exc: BaseException) -> None:
+    store_values(core, call, [error_value(exc)] * len(call.return_ids))
+
+
+def store_values(core: CoreWorker, call: PendingCall, values: list[pb.Value]) -> None:
+    core.free_value(call.spec.args)  # a large argument lived in the store for this call only
+    keep = []
+    counts = core._refcounts
+    for oid, value in zip(call.return_ids, values):
+        if oid in counts or oid in core._escaped:
+            keep.append((oid, value))
+        elif not value.is_error:
+            core.free_value(value)  # nobody holds the ref any more
+    core.mark_owned([oid for oid, _ in keep])
+    core.store.put_many(keep)

@@ -1,0 +1,557 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TaskStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_OK: _ClassVar[TaskStatus]
+    TASK_APP_ERROR: _ClassVar[TaskStatus]
+    TASK_CANCELLED: _ClassVar[TaskStatus]
+    TASK_ACTOR_EXITED: _ClassVar[TaskStatus]
+    TASK_SYSTEM_ERROR: _ClassVar[TaskStatus]
+
+class ActorState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PENDING: _ClassVar[ActorState]
+    ALIVE: _ClassVar[ActorState]
+    RESTARTING: _ClassVar[ActorState]
+    DEAD: _ClassVar[ActorState]
+TASK_OK: TaskStatus
+TASK_APP_ERROR: TaskStatus
+TASK_CANCELLED: TaskStatus
+TASK_ACTOR_EXITED: TaskStatus
+TASK_SYSTEM_ERROR: TaskStatus
+PENDING: ActorState
+ALIVE: ActorState
+RESTARTING: ActorState
+DEAD: ActorState
+
+class Empty(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ObjectLocation(_message.Message):
+    __slots__ = ("node_id", "node_address", "path", "size")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    node_address: str
+    path: str
+    size: int
+    def __init__(self, node_id: _Optional[str] = ..., node_address: _Optional[str] = ..., path: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class Value(_message.Message):
+    __slots__ = ("data", "location", "is_error")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    IS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    location: ObjectLocation
+    is_error: bool
+    def __init__(self, data: _Optional[bytes] = ..., location: _Optional[_Union[ObjectLocation, _Mapping]] = ..., is_error: _Optional[bool] = ...) -> None: ...
+
+class TaskSpec(_message.Message):
+    __slots__ = ("task_id", "job_id", "function_id", "method", "args", "ref_args", "num_returns", "name", "parent_task_id", "actor_id", "attempt", "owner_address", "owner_worker_id", "gpu_ids")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    REF_ARGS_FIELD_NUMBER: _ClassVar[int]
+    NUM_RETURNS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARENT_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
+    task_id: bytes
+    job_id: bytes
+    function_id: str
+    method: str
+    args: Value
+    ref_args: _containers.RepeatedCompositeFieldContainer[Value]
+    num_returns: int
+    name: str
+    parent_task_id: bytes
+    actor_id: bytes
+    attempt: int
+    owner_address: str
+    owner_worker_id: bytes
+    gpu_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, task_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., function_id: _Optional[str] = ..., method: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., num_returns: _Optional[int] = ..., name: _Optional[str] = ..., parent_task_id: _Optional[bytes] = ..., actor_id: _Optional[bytes] = ..., attempt: _Optional[int] = ..., owner_address: _Optional[str] = ..., owner_worker_id: _Optional[bytes] = ..., gpu_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class TaskResult(_message.Message):
+    __slots__ = ("task_id", "status", "returns", "error", "attempt")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RETURNS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    task_id: bytes
+    status: TaskStatus
+    returns: _containers.RepeatedCompositeFieldContainer[Value]
+    error: Value
+    attempt: int
+    def __init__(self, task_id: _Optional[bytes] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., returns: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., error: _Optional[_Union[Value, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class ExecuteRequest(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskSpec]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ...) -> None: ...
+
+class ExecuteReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[TaskResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ...) -> None: ...
+
+class MethodMeta(_message.Message):
+    __slots__ = ("name", "num_returns", "is_async")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NUM_RETURNS_FIELD_NUMBER: _ClassVar[int]
+    IS_ASYNC_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    num_returns: int
+    is_async: bool
+    def __init__(self, name: _Optional[str] = ..., num_returns: _Optional[int] = ..., is_async: _Optional[bool] = ...) -> None: ...
+
+class ActorSpec(_message.Message):
+    __slots__ = ("actor_id", "job_id", "class_id", "class_name", "args", "ref_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "is_async", "required", "held", "owner_worker_id", "owner_address", "methods")
+    class RequiredEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class HeldEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    REF_ARGS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    DETACHED_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TASK_RETRIES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    IS_ASYNC_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    OWNER_WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    actor_id: bytes
+    job_id: bytes
+    class_id: str
+    class_name: str
+    args: Value
+    ref_args: _containers.RepeatedCompositeFieldContainer[Value]
+    name: str
+    namespace: str
+    detached: bool
+    max_restarts: int
+    max_task_retries: int
+    max_concurrency: int
+    is_async: bool
+    required: _containers.ScalarMap[str, float]
+    held: _containers.ScalarMap[str, float]
+    owner_worker_id: bytes
+    owner_address: str
+    methods: _containers.RepeatedCompositeFieldContainer[MethodMeta]
+    def __init__(self, actor_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., class_id: _Optional[str] = ..., class_name: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., is_async: _Optional[bool] = ..., required: _Optional[_Mapping[str, float]] = ..., held: _Optional[_Mapping[str, float]] = ..., owner_worker_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ...) -> None: ...
+
+class ActorInfo(_message.Message):
+    __slots__ = ("spec", "state", "address", "node_id", "pid", "num_restarts", "death_cause", "death_error", "version", "worker_id", "killed")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    NUM_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    DEATH_CAUSE_FIELD_NUMBER: _ClassVar[int]
+    DEATH_ERROR_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    KILLED_FIELD_NUMBER: _ClassVar[int]
+    spec: ActorSpec
+    state: ActorState
+    address: str
+    node_id: str
+    pid: int
+    num_restarts: int
+    death_cause: str
+    death_error: Value
+    version: int
+    worker_id: bytes
+    killed: bool
+    def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., state: _Optional[_Union[ActorState, str]] = ..., address: _Optional[str] = ..., node_id: _Optional[str] = ..., pid: _Optional[int] = ..., num_restarts: _Optional[int] = ..., death_cause: _Optional[str] = ..., death_error: _Optional[_Union[Value, _Mapping]] = ..., version: _Optional[int] = ..., worker_id: _Optional[bytes] = ..., killed: _Optional[bool] = ...) -> None: ...
+
+class NodeInfo(_message.Message):
+    __slots__ = ("node_id", "address", "ip", "total", "available", "alive", "last_heartbeat", "store_dir")
+    class TotalEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class AvailableEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    STORE_DIR_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    address: str
+    ip: str
+    total: _containers.ScalarMap[str, float]
+    available: _containers.ScalarMap[str, float]
+    alive: bool
+    last_heartbeat: float
+    store_dir: str
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., ip: _Optional[str] = ..., total: _Optional[_Mapping[str, float]] = ..., available: _Optional[_Mapping[str, float]] = ..., alive: _Optional[bool] = ..., last_heartbeat: _Optional[float] = ..., store_dir: _Optional[str] = ...) -> None: ...
+
+class RegisterNodeReply(_message.Message):
+    __slots__ = ("cluster_id",)
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    def __init__(self, cluster_id: _Optional[str] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("node_id", "available")
+    class AvailableEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    available: _containers.ScalarMap[str, float]
+    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class HeartbeatReply(_message.Message):
+    __slots__ = ("known",)
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    def __init__(self, known: _Optional[bool] = ...) -> None: ...
+
+class RegisterJobRequest(_message.Message):
+    __slots__ = ("namespace", "driver_address", "pid")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    driver_address: str
+    pid: int
+    def __init__(self, namespace: _Optional[str] = ..., driver_address: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+
+class RegisterJobReply(_message.Message):
+    __slots__ = ("job_id", "namespace", "cluster_id")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: bytes
+    namespace: str
+    cluster_id: str
+    def __init__(self, job_id: _Optional[bytes] = ..., namespace: _Optional[str] = ..., cluster_id: _Optional[str] = ...) -> None: ...
+
+class JobSessionRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: bytes
+    def __init__(self, job_id: _Optional[bytes] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("kind",)
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    def __init__(self, kind: _Optional[str] = ...) -> None: ...
+
+class CreateActorRequest(_message.Message):
+    __slots__ = ("spec", "get_if_exists")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    GET_IF_EXISTS_FIELD_NUMBER: _ClassVar[int]
+    spec: ActorSpec
+    get_if_exists: bool
+    def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., get_if_exists: _Optional[bool] = ...) -> None: ...
+
+class CreateActorReply(_message.Message):
+    __slots__ = ("info", "existed")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    EXISTED_FIELD_NUMBER: _ClassVar[int]
+    info: ActorInfo
+    existed: bool
+    def __init__(self, info: _Optional[_Union[ActorInfo, _Mapping]] = ..., existed: _Optional[bool] = ...) -> None: ...
+
+class GetActorRequest(_message.Message):
+    __slots__ = ("actor_id", "name", "namespace", "after_version", "timeout_s")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    actor_id: bytes
+    name: str
+    namespace: str
+    after_version: int
+    timeout_s: float
+    def __init__(self, actor_id: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., after_version: _Optional[int] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class GetActorReply(_message.Message):
+    __slots__ = ("found", "info")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    info: ActorInfo
+    def __init__(self, found: _Optional[bool] = ..., info: _Optional[_Union[ActorInfo, _Mapping]] = ...) -> None: ...
+
+class KillActorRequest(_message.Message):
+    __slots__ = ("actor_id", "no_restart", "reason")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    NO_RESTART_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    actor_id: bytes
+    no_restart: bool
+    reason: str
+    def __init__(self, actor_id: _Optional[bytes] = ..., no_restart: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class WorkerDeath(_message.Message):
+    __slots__ = ("node_id", "worker_id", "actor_id", "intentional", "cause")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    INTENTIONAL_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    worker_id: bytes
+    actor_id: bytes
+    intentional: bool
+    cause: str
+    def __init__(self, node_id: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., actor_id: _Optional[bytes] = ..., intentional: _Optional[bool] = ..., cause: _Optional[str] = ...) -> None: ...
+
+class ListRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ActorList(_message.Message):
+    __slots__ = ("actors",)
+    ACTORS_FIELD_NUMBER: _ClassVar[int]
+    actors: _containers.RepeatedCompositeFieldContainer[ActorInfo]
+    def __init__(self, actors: _Optional[_Iterable[_Union[ActorInfo, _Mapping]]] = ...) -> None: ...
+
+class NodeList(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
+
+class FunctionEntry(_message.Message):
+    __slots__ = ("function_id", "payload", "code_paths")
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CODE_PATHS_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    payload: bytes
+    code_paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, function_id: _Optional[str] = ..., payload: _Optional[bytes] = ..., code_paths: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FunctionKey(_message.Message):
+    __slots__ = ("function_id",)
+    FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
+    function_id: str
+    def __init__(self, function_id: _Optional[str] = ...) -> None: ...
+
+class PickNodeRequest(_message.Message):
+    __slots__ = ("required", "exclude_node_id")
+    class RequiredEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    required: _containers.ScalarMap[str, float]
+    exclude_node_id: str
+    def __init__(self, required: _Optional[_Mapping[str, float]] = ..., exclude_node_id: _Optional[str] = ...) -> None: ...
+
+class PickNodeReply(_message.Message):
+    __slots__ = ("found", "node", "feasible")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    FEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    node: NodeInfo
+    feasible: bool
+    def __init__(self, found: _Optional[bool] = ..., node: _Optional[_Union[NodeInfo, _Mapping]] = ..., feasible: _Optional[bool] = ...) -> None: ...
+
+class LeaseRequest(_message.Message):
+    __slots__ = ("required", "job_id", "allow_spillback")
+    class RequiredEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_SPILLBACK_FIELD_NUMBER: _ClassVar[int]
+    required: _containers.ScalarMap[str, float]
+    job_id: bytes
+    allow_spillback: bool
+    def __init__(self, required: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[bytes] = ..., allow_spillback: _Optional[bool] = ...) -> None: ...
+
+class LeaseReply(_message.Message):
+    __slots__ = ("granted", "worker_address", "worker_id", "spillback_address", "gpu_ids")
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    SPILLBACK_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
+    granted: bool
+    worker_address: str
+    worker_id: bytes
+    spillback_address: str
+    gpu_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, granted: _Optional[bool] = ..., worker_address: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., spillback_address: _Optional[str] = ..., gpu_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class StartActorReply(_message.Message):
+    __slots__ = ("started", "no_resources", "address", "pid", "worker_id", "error", "message")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    NO_RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    started: bool
+    no_resources: bool
+    address: str
+    pid: int
+    worker_id: bytes
+    error: Value
+    message: str
+    def __init__(self, started: _Optional[bool] = ..., no_resources: _Optional[bool] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., worker_id: _Optional[bytes] = ..., error: _Optional[_Union[Value, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class KillWorkerRequest(_message.Message):
+    __slots__ = ("worker_id", "actor_id", "reason", "intentional")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    INTENTIONAL_FIELD_NUMBER: _ClassVar[int]
+    worker_id: bytes
+    actor_id: bytes
+    reason: str
+    intentional: bool
+    def __init__(self, worker_id: _Optional[bytes] = ..., actor_id: _Optional[bytes] = ..., reason: _Optional[str] = ..., intentional: _Optional[bool] = ...) -> None: ...
+
+class RegisterWorkerRequest(_message.Message):
+    __slots__ = ("worker_id", "address", "pid")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: bytes
+    address: str
+    pid: int
+    def __init__(self, worker_id: _Optional[bytes] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+
+class WorkerIdleRequest(_message.Message):
+    __slots__ = ("worker_id",)
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: bytes
+    def __init__(self, worker_id: _Optional[bytes] = ...) -> None: ...
+
+class BlockedRequest(_message.Message):
+    __slots__ = ("worker_id", "blocked")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    worker_id: bytes
+    blocked: bool
+    def __init__(self, worker_id: _Optional[bytes] = ..., blocked: _Optional[bool] = ...) -> None: ...
+
+class FetchObjectRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class ObjectChunk(_message.Message):
+    __slots__ = ("data", "total")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    total: int
+    def __init__(self, data: _Optional[bytes] = ..., total: _Optional[int] = ...) -> None: ...
+
+class FreeObjectsRequest(_message.Message):
+    __slots__ = ("paths",)
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, paths: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetObjectsRequest(_message.Message):
+    __slots__ = ("object_ids", "timeout_s")
+    OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    object_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    timeout_s: float
+    def __init__(self, object_ids: _Optional[_Iterable[bytes]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class GetObjectsReply(_message.Message):
+    __slots__ = ("object_ids", "values")
+    OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    object_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    values: _containers.RepeatedCompositeFieldContainer[Value]
+    def __init__(self, object_ids: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+
+class CancelRequest(_message.Message):
+    __slots__ = ("task_id", "force", "recursive")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    task_id: bytes
+    force: bool
+    recursive: bool
+    def __init__(self, task_id: _Optional[bytes] = ..., force: _Optional[bool] = ..., recursive: _Optional[bool] = ...) -> None: ...
+
+class StartActorRequest(_message.Message):
+    __slots__ = ("spec", "gpu_ids")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    GPU_IDS_FIELD_NUMBER: _ClassVar[int]
+    spec: ActorSpec
+    gpu_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., gpu_ids: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -1,0 +1,145 @@
+"""Turning Python values into bytes and back, with zero-copy reads of large buffers.
+
+Values are pickled with cloudpickle and protocol 5, so numpy arrays and other buffer
+holders travel as out-of-band buffers. A frame keeps those buffers 64-byte aligned; read
+from a memory-mapped file in the node's store, arrays come back as read-only views with no
+copy, which is what makes a 100 MiB `get` cheap.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import struct
+from collections.abc import Sequence
+
+import cloudpickle
+
+_PLAIN = b"\x00"   # frame tag: in-band pickle only
+_OOB = b"\x01"     # frame tag: header + in-band pickle + aligned out-of-band buffers
+_ALIGN = 64
+_HEAD = struct.Struct("<IQ")   # buffer count, in-band length
+
+
+class SerializationError(TypeError):
+    """A value could not be pickled; the message names the value and how to fix it."""
+
+
+class Serialized:
+    """A pickled value not yet laid out: its frame is written inline or into a file."""
+
+    __slots__ = ("inband", "buffers", "size")
+
+    def __init__(self, inband: bytes, buffers: list[pickle.PickleBuffer]):
+        self.inband = inband
+        self.buffers = [b.raw() for b in buffers]
+        self.size = _frame_size(len(inband), [b.nbytes for b in self.buffers])
+
+    def to_bytes(self) -> bytes:
+        if not self.buffers:
+            return _PLAIN + self.inband
+        out = bytearray(self.size)
+        self._write_into(memoryview(out))
+        return bytes(out)
+
+    def write_file(self, path: str) -> int:
+        """Writes the frame to `path` (tmpfs in practice) and returns its size.
+
+        One `writev` lets the kernel copy straight from the value's buffers; it measured
+        several times faster than filling a fresh mapping page by page.
+        """
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for chunk in _chunks(self._segments()):
+                os.writev(fd, chunk)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)  # readers never see a half-written object
+        return self.size
+
+    def _segments(self) -> list:
+        if not self.buffers:
+            return [_PLAIN, self.inband]
+        lengths = [b.nbytes for b in self.buffers]
+        header = _OOB + _HEAD.pack(len(lengths), len(self.inband)) + struct.pack(f"<{len(lengths)}Q", *lengths)
+        segments: list = [header, self.inband]
+        pos = len(header) + len(self.inband)
+        for buf in self.buffers:
+            pad = _aligned(pos) - pos
+            if pad:
+                segments.append(b"\0" * pad)
+            segments.append(buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf)
+            pos += pad + buf.nbytes
+        return segments
+
+    def _write_into(self, out: memoryview) -> None:
+        pos = 0
+        for seg in self._segments():
+            out[pos:pos + len(seg)] = seg
+            pos += len(seg)
+
+
+def _chunks(segments: list, limit: int = 512) -> list[list]:
+    # writev takes at most IOV_MAX buffers per call.
+    return [segments[i:i + limit] for i in range(0, len(segments), limit)]
+
+
+def _aligned(pos: int) -> int:
+    return (pos + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def _frame_size(inband: int, lengths: Sequence[int]) -> int:
+    if not lengths:
+        return 1 + inband
+    pos = 1 + _HEAD.size + 8 * len(lengths) + inband
+    for n in lengths:
+        pos = _aligned(pos) + n
+    return pos
+
+
+def serialize(value: object, what: str = "value") -> Serialized:
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        inband = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    except Exception as e:  # pickling runs arbitrary __reduce__ code, any error can surface
+        raise SerializationError(
+            f"Could not serialize {what}: {type(e).__name__}: {e}. Kastor ships arguments and "
+            f"results with cloudpickle; pass picklable values (e.g. open files, locks and "
+            f"sockets are not), or create the resource inside the task or actor instead."
+        ) from e
+    return Serialized(inband, buffers)
+
+
+def dumps(value: object, what: str = "value") -> bytes:
+    return serialize(value, what).to_bytes()
+
+
+def loads(frame: bytes | memoryview) -> object:
+    view = memoryview(frame)
+    tag = view[0:1].tobytes()
+    if tag == _PLAIN:
+        return pickle.loads(view[1:])
+    if tag != _OOB:
+        raise ValueError("corrupt object frame (unknown tag)")
+    count, inband_len = _HEAD.unpack_from(view, 1)
+    pos = 1 + _HEAD.size
+    lengths = struct.unpack_from(f"<{count}Q", view, pos)
+    pos += 8 * count
+    inband = view[pos:pos + inband_len]
+    pos += inband_len
+    buffers = []
+    for n in lengths:
+        pos = _aligned(pos)
+        buffers.append(view[pos:pos + n])
+        pos += n
+    return pickle.loads(inband, buffers=buffers)
+
+
+def load_file(path: str) -> object:
+    """Maps the file read-only: numpy arrays in it come back as zero-copy, read-only views."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        mm = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+    return loads(memoryview(mm))

@@ -1,0 +1,252 @@
+"""Submitting normal tasks: lease workers from node agents, then push tasks straight to them.
+
+This is Ray's ownership model in small. The owner asks a node agent for a worker that fits
+the task's resources (a lease); the agent answers with a worker address, or with another
+node's address when it can never fit the shape. Tasks then travel on an Execute stream to
+the leased worker, with no agent or head in between. Short tasks are pipelined a few deep
+per lease; a lease lingers briefly when its queue empties so a tight loop keeps its worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict, deque
+
+import grpc
+
+from kastor import exceptions
+from kastor.runtime import config
+from kastor.runtime.core import CoreWorker
+from kastor.runtime.exec_stream import ExecStream
+from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
+from kastor.runtime.protocol import kastor_pb2 as pb
+
+log = logging.getLogger("kastor.tasks")
+
+MAX_LEASE_REQUESTS = 8      # outstanding lease requests per scheduling key
+SHORT_TASK_S = 0.005        # tasks faster than this are pipelined
+PIPELINE_DEPTH = 8
+
+
+class Lease:
+    __slots__ = ("key", "worker_id", "gpu_ids", "stream", "inflight", "closing")
+
+    def __init__(self, key: tuple, worker_id: bytes, gpu_ids: list[int], stream: ExecStream):
+        self.key = key
+        self.worker_id = worker_id
+        self.gpu_ids = gpu_ids
+        self.stream = stream
+        self.inflight: dict[bytes, tuple[PendingCall, float]] = {}
+        self.closing = False
+
+
+class TaskSubmitter:
+    def __init__(self, core: CoreWorker):
+        self.core = core
+        self.queues: dict[tuple, deque[PendingCall]] = defaultdict(deque)
+        self.leases: dict[tuple, list[Lease]] = defaultdict(list)
+        self.requesting: dict[tuple, int] = defaultdict(int)
+        self.runtime_ema: dict[tuple, float] = {}
+        self.calls: dict[bytes, PendingCall] = {}
+        self.children: dict[bytes, list[bytes]] = defaultdict(list)
+        self._closed = False
+
+    # ---- entry points (on the loop) ----
+
+    def submit(self, call: PendingCall) -> None:
+        self.calls[call.spec.task_id] = call
+        if call.spec.parent_task_id:
+            self.children[call.spec.parent_task_id].append(call.spec.task_id)
+        if call.deps:
+            asyncio.get_running_loop().create_task(self._submit_after_deps(call))
+        else:
+            self._enqueue(call)
+
+    async def _submit_after_deps(self, call: PendingCall) -> None:
+        await resolve_deps(self.core, call)
+        if call.cancelled:
+            self._finish(call, exc=exceptions.TaskCancelledError(call.spec.task_id.hex()))
+        else:
+            self._enqueue(call)
+
+    def _enqueue(self, call: PendingCall, front: bool = False) -> None:
+        q = self.queues[call.key]
+        q.appendleft(call) if front else q.append(call)
+        self._pump(call.key)
+
+    def cancel(self, task_id: bytes, force: bool, recursive: bool) -> bool:
+        call = self.calls.get(task_id)
+        if call is None:
+            return False
+        call.cancelled = True
+        call.force_cancel = force
+        q = self.queues.get(call.key)
+        if q is not None and call in q:
+            q.remove(call)
+            self._finish(call, exc=exceptions.TaskCancelledError(task_id.hex()))
+        elif call.stream is not None:
+            asyncio.get_running_loop().create_task(self._cancel_remote(call, force, recursive))
+        return True
+
+    async def _cancel_remote(self, call: PendingCall, force: bool, recursive: bool) -> None:
+        try:
+            await self.core.worker_stub(call.stream.address).CancelTask(
+                pb.CancelRequest(task_id=call.spec.task_id, force=force, recursive=recursive),
+                metadata=self.core.metadata, timeout=10)
+        except grpc.aio.AioRpcError:
+            pass  # the worker is gone: the lost stream settles the call
+
+    def close(self) -> None:
+        self._closed = True
+        for leases in self.leases.values():
+            for lease in leases:
+                lease.stream.abort()
+
+    # ---- leases ----
+
+    def _pump(self, key: tuple) -> None:
+        q = self.queues[key]
+        depth = PIPELINE_DEPTH if self.runtime_ema.get(key, 1.0) < SHORT_TASK_S else 1
+        for lease in self.leases[key]:
+            if not q:
+                break
+            if lease.closing or lease.stream.lost:
+                continue
+            batch = []
+            while q and len(lease.inflight) + len(batch) < depth:
+                call = q.popleft()
+                call.stream = lease.stream
+                if lease.gpu_ids:
+                    call.spec.gpu_ids[:] = lease.gpu_ids
+                batch.append(call)
+            if batch:
+                now = time.monotonic()
+                for call in batch:
+                    lease.inflight[call.spec.task_id] = (call, now)
+                lease.stream.send([c.spec for c in batch])
+        wanted = min(len(q), MAX_LEASE_REQUESTS) - self.requesting[key]
+        for _ in range(max(0, wanted)):
+            self.requesting[key] += 1
+            asyncio.get_running_loop().create_task(self._lease(key, q[0].required, q[0].spec.job_id))
+
+    async def _lease(self, key: tuple, required: dict, job_id: bytes) -> None:
+        address = self.core.node_address
+        try:
+            while True:
+                try:
+                    reply = await self.core.node_stub(address).RequestLease(
+                        pb.LeaseRequest(required=required, job_id=job_id, allow_spillback=True),
+                        metadata=self.core.metadata)
+                except grpc.aio.AioRpcError as e:
+                    if self._closed:
+                        return
+                    log.warning("lease request to %s failed (%s); retrying", address, e.code().name)
+                    await asyncio.sleep(0.5)
+                    address = self.core.node_address
+                    continue
+                if reply.spillback_address:
+                    address = reply.spillback_address
+                    continue
+                break
+        finally:
+            self.requesting[key] -= 1
+        if self._closed:
+            return
+        lease = Lease(key, reply.worker_id, list(reply.gpu_ids), None)  # type: ignore[arg-type]
+        lease.stream = ExecStream(self.core.channel(reply.worker_address), self.core.metadata,
+                                  reply.worker_address, self._on_results(lease), self._on_lost(lease))
+        self.leases[key].append(lease)
+        if self.queues[key]:
+            self._pump(key)
+        else:
+            self._release(lease)
+
+    def _release(self, lease: Lease) -> None:
+        lease.closing = True
+        lease.stream.close()
+        leases = self.leases[lease.key]
+        if lease in leases:
+            leases.remove(lease)
+
+    def _maybe_release(self, lease: Lease) -> None:
+        if not lease.inflight and not lease.closing and not self.queues[lease.key]:
+            self._release(lease)
+
+    # ---- results ----
+
+    def _on_results(self, lease: Lease):
+        def handle(stream: ExecStream, results: list[pb.TaskResult]) -> None:
+            now = time.monotonic()
+            for result in results:
+                entry = lease.inflight.pop(result.task_id, None)
+                if entry is None:
+                    continue
+                call, started = entry
+                ema = self.runtime_ema.get(lease.key)
+                elapsed = now - started
+                self.runtime_ema[lease.key] = elapsed if ema is None else 0.8 * ema + 0.2 * elapsed
+                if result.status == pb.TASK_APP_ERROR and self._retry_app_error(call, result):
+                    call.stream = None
+                    self._enqueue(call, front=True)
+                    continue
+                self._finish(call, result=result)
+            self._pump(lease.key)
+            if not lease.inflight and not self.queues[lease.key]:
+                asyncio.get_running_loop().call_later(config.LEASE_LINGER_S, self._maybe_release, lease)
+        return handle
+
+    def _retry_app_error(self, call: PendingCall, result: pb.TaskResult) -> bool:
+        allowed = call.retry_exceptions
+        if not allowed or call.cancelled:
+            return False
+        if allowed is not True:
+            try:
+                err = self.core.decode(call.spec.task_id, result.error)
+            except BaseException as e:
+                err = getattr(e, "cause", e)
+            else:
+                err = None
+            if not isinstance(err, allowed):
+                return False
+        return call.take_retry()
+
+    def _on_lost(self, lease: Lease):
+        def handle(stream: ExecStream, error: BaseException | None) -> None:
+            leases = self.leases[lease.key]
+            if lease in leases:
+                leases.remove(lease)
+            lost = [call for call, _ in lease.inflight.values()]
+            lease.inflight.clear()
+            for call in reversed(lost):
+                call.stream = None
+                if call.cancelled:
+                    self._finish(call, exc=exceptions.TaskCancelledError(call.spec.task_id.hex()))
+                elif not self._closed and call.take_retry():
+                    self.queues[call.key].appendleft(call)
+                else:
+                    self._finish(call, exc=exceptions.WorkerCrashedError(
+                        f"The worker running {call.spec.name} died (no retries left: set "
+                        f"max_retries to retry). Cause: {_describe(error)}"))
+            if not self._closed and self.queues[lease.key]:
+                self._pump(lease.key)
+        return handle
+
+    def _finish(self, call: PendingCall, result: pb.TaskResult | None = None,
+                exc: BaseException | None = None) -> None:
+        self.calls.pop(call.spec.task_id, None)
+        self.children.pop(call.spec.task_id, None)
+        if exc is not None:
+            fail(self.core, call, exc)
+        elif result is not None:
+            if call.cancelled and result.status != pb.TASK_OK:
+                fail(self.core, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
+            else:
+                store_result(self.core, call, result)
+
+
+def _describe(error: BaseException | None) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return "the connection closed" if error is None else repr(error)

@@ -1,0 +1,425 @@
+"""A worker process: runs leased tasks, or becomes one actor for the rest of its life.
+
+User code runs on the main thread (tasks and default actors, one call at a time, in
+arrival order), on a thread pool (`max_concurrency > 1`), or on an asyncio loop of its own
+(actors with `async def` methods). The core's loop thread only moves bytes, so a method
+that blocks, even in `kastor.get`, never stalls the I/O of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+
+from kastor import exceptions
+from kastor.actor import ActorExit
+from kastor.runtime import args as argpack
+from kastor.runtime import config, context, serialization
+from kastor.runtime.core import CoreWorker, error_value, return_id
+from kastor.runtime.protocol import kastor_pb2 as pb
+
+log = logging.getLogger("kastor.worker")
+
+
+class _Outbox:
+    """Results waiting to go back on one Execute stream; flushed in batches."""
+
+    def __init__(self) -> None:
+        self.results: list[pb.TaskResult] = []
+        self.expected = 0
+        self.delivered = 0
+        self.reader_done = False
+        self.event = asyncio.Event()
+
+    def add(self, result: pb.TaskResult) -> None:
+        self.results.append(result)
+        self.delivered += 1
+        self.event.set()
+
+    @property
+    def drained(self) -> bool:
+        return self.reader_done and self.delivered >= self.expected
+
+    async def next_batch(self) -> list[pb.TaskResult] | None:
+        while not self.results:
+            if self.drained:
+                return None
+            self.event.clear()
+            await self.event.wait()
+        batch, self.results = self.results, []
+        return batch
+
+
+class Engine:
+    def __init__(self, core: CoreWorker):
+        self.core = core
+        self.pid = os.getpid()
+        self.main_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.actor_spec: pb.ActorSpec | None = None
+        self.instance: Any = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.actor_loop: asyncio.AbstractEventLoop | None = None
+        self.semaphore: asyncio.Semaphore | None = None
+        self.async_tasks: dict[bytes, asyncio.Task] = {}
+        self.cancelled: set[bytes] = set()
+        self.current_main_task: bytes | None = None
+        self._interrupt_target: bytes | None = None
+        self._blocked_wanted = False
+        self._blocked_sent = False
+        self._blocked_sending = False
+        self._exiting = False
+        self._main_ident = threading.main_thread().ident
+
+    # ---- streams (on the core loop) ----
+
+    async def serve_stream(self, request_iterator, context_):
+        outbox = _Outbox()
+        loop = asyncio.get_running_loop()
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    for spec in request.tasks:
+                        outbox.expected += 1
+                        self.dispatch(spec, outbox)
+            finally:
+                outbox.reader_done = True
+                outbox.event.set()
+
+        reader = loop.create_task(read())
+        try:
+            while True:
+                batch = await outbox.next_batch()
+                if batch is None:
+                    break
+                yield pb.ExecuteReply(results=batch)
+        finally:
+            reader.cancel()
+            if self.actor_spec is None:
+                loop.create_task(self._release_lease_when_drained(outbox))
+
+    async def _release_lease_when_drained(self, outbox: _Outbox) -> None:
+        while outbox.delivered < outbox.expected:
+            outbox.event.clear()
+            await outbox.event.wait()
+        try:
+            await self.core.node_stub().WorkerIdle(
+                pb.WorkerIdleRequest(worker_id=self.core.worker_id), metadata=self.core.metadata, timeout=30)
+        except grpc.aio.AioRpcError:
+            pass
+
+    def dispatch(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
+        if self._exiting:
+            outbox.add(pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED))
+        elif self.actor_loop is not None:
+            self.actor_loop.call_soon_threadsafe(self._start_async, spec, outbox)
+        elif self.pool is not None:
+            self.pool.submit(self._run_and_post, spec, outbox)
+        else:
+            self.main_queue.put((spec, outbox))
+
+    def _post(self, outbox: _Outbox, result: pb.TaskResult) -> None:
+        self.core.post(lambda: outbox.add(result))
+
+    def _run_and_post(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
+        self._post(outbox, self.execute(spec))
+
+    # ---- becoming an actor ----
+
+    async def start_actor(self, spec: pb.ActorSpec, gpu_ids: list[int]) -> pb.StartActorReply:
+        fut = asyncio.get_running_loop().create_future()
+        self.main_queue.put(("construct", spec, gpu_ids, fut))
+        return await fut
+
+    def _construct(self, spec: pb.ActorSpec, gpu_ids: list[int]) -> pb.StartActorReply:
+        if gpu_ids:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
+        token = context.current_task.set(context.TaskContext(spec.job_id, b"", spec.actor_id, tuple(gpu_ids)))
+        try:
+            cls = self.core.load_code(spec.class_id)
+            args, kwargs = self.load_args(spec.args, list(spec.ref_args))
+            self.instance = cls(*args, **kwargs)
+        except BaseException as e:  # the constructor's failure is the actor's death cause
+            return pb.StartActorReply(started=False, error=self._error_value(f"{spec.class_name}.__init__", e),
+                                      message=f"{type(e).__name__}: {e}")
+        finally:
+            context.current_task.reset(token)
+        self.actor_spec = spec
+        if spec.is_async:
+            self._start_actor_loop(spec.max_concurrency or 1000)
+        elif spec.max_concurrency > 1:
+            self.pool = ThreadPoolExecutor(spec.max_concurrency, thread_name_prefix="kastor-actor")
+        return pb.StartActorReply(started=True, pid=self.pid, address=self.core.address,
+                                  worker_id=self.core.worker_id)
+
+    def _start_actor_loop(self, concurrency: int) -> None:
+        ready = threading.Event()
+
+        def run() -> None:
+            self.actor_loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.actor_loop)
+            self.semaphore = asyncio.Semaphore(concurrency)
+            ready.set()
+            self.actor_loop.run_forever()
+
+        threading.Thread(target=run, name="kastor-actor-loop", daemon=True).start()
+        ready.wait()
+
+    # ---- running calls ----
+
+    def main_loop(self) -> None:
+        signal.signal(signal.SIGINT, self._on_sigint)
+        while True:
+            item = self.main_queue.get()
+            if item is None:
+                return
+            if item[0] == "construct":
+                _, spec, gpu_ids, fut = item
+                reply = self._construct(spec, gpu_ids)
+                self.core.loop.call_soon_threadsafe(fut.set_result, reply)
+                continue
+            spec, outbox = item
+            self._post(outbox, self.execute(spec))
+
+    def _on_sigint(self, signum, frame) -> None:
+        target = self._interrupt_target
+        if target is not None and target == self.current_main_task:
+            self._interrupt_target = None
+            raise KeyboardInterrupt
+
+    def execute(self, spec: pb.TaskSpec) -> pb.TaskResult:
+        """Runs one call to completion on the current thread."""
+        if spec.task_id in self.cancelled:
+            self.cancelled.discard(spec.task_id)
+            return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_CANCELLED)
+        if self._exiting:
+            return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
+        on_main = threading.get_ident() == self._main_ident
+        token = context.current_task.set(context.TaskContext(
+            spec.job_id, spec.task_id, spec.actor_id, tuple(spec.gpu_ids)))
+        if on_main:
+            self.current_main_task = spec.task_id
+        try:
+            if spec.gpu_ids:
+                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpu_ids))
+            fn = self._callable(spec)
+            args, kwargs = self.load_args(spec.args, list(spec.ref_args))
+            value = fn(*args, **kwargs)
+        except ActorExit:
+            self._begin_exit()
+            return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
+        except KeyboardInterrupt as e:
+            if on_main:
+                self.current_main_task = None
+            return self._failed(spec, e, cancelled=True)
+        except BaseException as e:  # user code may raise anything; the call fails, we serve on
+            return self._failed(spec, e)
+        finally:
+            if on_main:
+                self.current_main_task = None
+            context.current_task.reset(token)
+        return self._returns(spec, value)
+
+    def _start_async(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
+        task = self.actor_loop.create_task(self._run_async(spec, outbox))
+        self.async_tasks[spec.task_id] = task
+
+    async def _run_async(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
+        try:
+            async with self.semaphore:
+                result = await self._execute_async(spec)
+        except asyncio.CancelledError:
+            result = pb.TaskResult(task_id=spec.task_id, status=pb.TASK_CANCELLED)
+        finally:
+            self.async_tasks.pop(spec.task_id, None)
+        self._post(outbox, result)
+
+    async def _execute_async(self, spec: pb.TaskSpec) -> pb.TaskResult:
+        if spec.task_id in self.cancelled or self._exiting:
+            self.cancelled.discard(spec.task_id)
+            status = pb.TASK_ACTOR_EXITED if self._exiting else pb.TASK_CANCELLED
+            return pb.TaskResult(task_id=spec.task_id, status=status)
+        context.current_task.set(context.TaskContext(spec.job_id, spec.task_id, spec.actor_id))
+        try:
+            fn = self._callable(spec)
+            args, kwargs = self.load_args(spec.args, list(spec.ref_args))
+            value = fn(*args, **kwargs)
+            if asyncio.iscoroutine(value):
+                value = await value
+        except ActorExit:
+            self._begin_exit()
+            return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            return self._failed(spec, e)
+        return self._returns(spec, value)
+
+    def _callable(self, spec: pb.TaskSpec):
+        if spec.method:
+            if self.instance is None:
+                raise exceptions.KastorSystemError("this worker hosts no actor")
+            try:
+                return getattr(self.instance, spec.method)
+            except AttributeError:
+                raise AttributeError(
+                    f"'{type(self.instance).__name__}' actor has no method '{spec.method}'") from None
+        return self.core.load_code(spec.function_id)
+
+    def load_args(self, packed: pb.Value, ref_args: list[pb.Value]) -> tuple[tuple, dict]:
+        args, kwargs = self.core.decode(b"args", packed)
+        values = [self.core.decode(b"arg", v) for v in ref_args]  # raises a failed dependency's error
+        return argpack.fill_slots(args, kwargs, values)
+
+    def _returns(self, spec: pb.TaskSpec, value: Any) -> pb.TaskResult:
+        n = spec.num_returns
+        if n == 1:
+            values = [value]
+        elif n == 0:
+            values = []
+        else:
+            try:
+                values = list(value)
+            except TypeError:
+                values = None
+            if values is None or len(values) != n:
+                err = ValueError(f"{spec.name} has num_returns={n} but returned {type(value).__name__} "
+                                 f"{'of length ' + str(len(values)) if values is not None else ''}; return a "
+                                 f"sequence of exactly {n} values.")
+                return self._failed(spec, err)
+        try:
+            packed = [self.core.make_value(v, f"the return value of {spec.name}", return_id(spec.task_id, i))
+                      for i, v in enumerate(values)]
+        except serialization.SerializationError as e:
+            return self._failed(spec, e)
+        return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_OK, returns=packed, attempt=spec.attempt)
+
+    def _failed(self, spec: pb.TaskSpec, error: BaseException, cancelled: bool = False) -> pb.TaskResult:
+        if cancelled:
+            return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_CANCELLED)
+        return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_APP_ERROR,
+                             error=self._error_value(spec.name, error), attempt=spec.attempt)
+
+    def _error_value(self, name: str, error: BaseException) -> pb.Value:
+        tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        cause: BaseException | None = error
+        if isinstance(error, exceptions.TaskError):
+            cause = error.cause
+        err = exceptions.TaskError(name, tb, cause, self.pid, self.core.ip)
+        try:
+            return error_value(err)
+        except serialization.SerializationError:
+            return error_value(exceptions.TaskError(name, tb, None, self.pid, self.core.ip))
+
+    # ---- cancellation, blocking, exit ----
+
+    def cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:
+        if recursive:
+            for child in list(self.core.tasks.children.get(task_id, ())):
+                self.core.tasks.cancel(child, force, recursive)
+        if task_id == self.current_main_task:
+            if force:
+                os._exit(1)
+            self._interrupt_target = task_id
+            signal.pthread_kill(self._main_ident, signal.SIGINT)
+        elif task_id in self.async_tasks and self.actor_loop is not None:
+            self.actor_loop.call_soon_threadsafe(self.async_tasks[task_id].cancel)
+        else:
+            self.cancelled.add(task_id)
+
+    def notify_blocked(self, blocked: bool) -> None:
+        """A leased task blocked in get/wait lends its CPU back, so nested tasks can run."""
+        if self.actor_spec is not None:
+            return
+        self._blocked_wanted = blocked
+        self.core.post(self._send_blocked_state)
+
+    def _send_blocked_state(self) -> None:
+        if self._blocked_sending or self._blocked_wanted == self._blocked_sent:
+            return
+        self._blocked_sending = True
+
+        async def send() -> None:
+            try:
+                while self._blocked_wanted != self._blocked_sent:
+                    want = self._blocked_wanted
+                    await self.core.node_stub().NotifyBlocked(
+                        pb.BlockedRequest(worker_id=self.core.worker_id, blocked=want),
+                        metadata=self.core.metadata, timeout=30)
+                    self._blocked_sent = want
+            except grpc.aio.AioRpcError:
+                pass
+            finally:
+                self._blocked_sending = False
+
+        self.core.loop.create_task(send())
+
+    def _begin_exit(self) -> None:
+        """exit_actor(): tell the head it was on purpose, answer what is queued, then exit."""
+        if self._exiting:
+            return
+        self._exiting = True
+        spec = self.actor_spec
+
+        async def leave() -> None:
+            if spec is not None:
+                try:
+                    await self.core.head_stub().ReportWorkerDeath(pb.WorkerDeath(
+                        node_id=self.core.node_id, worker_id=self.core.worker_id, actor_id=spec.actor_id,
+                        intentional=True, cause="exit_actor() was called"), metadata=self.core.metadata, timeout=10)
+                except grpc.aio.AioRpcError:
+                    pass
+            await asyncio.sleep(0.2)  # let the outboxes flush the last results
+            self.exit(0)
+
+        self.core.post(lambda: self.core.loop.create_task(leave()))
+
+    def exit(self, code: int) -> None:
+        logging.shutdown()
+        os._exit(code)
+
+
+def _watch_parent() -> None:
+    """The node agent holds our stdin; when it dies, so do we (no orphans)."""
+    def watch() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except Exception:
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, name="kastor-parent-watch", daemon=True).start()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s worker %(name)s: %(message)s")
+    env = os.environ
+    _watch_parent()
+    core = CoreWorker(
+        head_address=env["KASTOR_HEAD_ADDRESS"], token=env[config.ENV_TOKEN],
+        node_address=env[config.ENV_NODE_ADDRESS], node_id=env[config.ENV_NODE_ID],
+        store_dir=env[config.ENV_STORE_DIR], ip=env.get(config.ENV_NODE_IP, "127.0.0.1"),
+        worker_id=bytes.fromhex(env[config.ENV_WORKER_ID]), is_driver=False)
+    context.core = core
+    engine = Engine(core)
+    core.engine = engine
+    core.node_call("RegisterWorker", pb.RegisterWorkerRequest(
+        worker_id=core.worker_id, address=core.address, pid=os.getpid()), timeout=30)
+    log.info("worker %s serving on %s (host %s)", core.worker_id.hex()[:8], core.address, socket.gethostname())
+    engine.main_loop()
+
+
+if __name__ == "__main__":
+    main()
