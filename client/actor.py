@@ -93,7 +93,8 @@ class ActorClass:
         in_worker = core.engine is not None
         spec = pb.ActorSpec(
             actor_id=os.urandom(16), job_id=core.current_job_id(), class_id=class_id, class_name=self.__name__,
-            args=value, name=name, namespace=options.get("namespace") or core.namespace, detached=detached,
+            args=value, name=name, namespace=options.get("namespace") or core.current_namespace(),
+            job_namespace=core.current_namespace(), detached=detached,
             max_restarts=options["max_restarts"], max_task_retries=options["max_task_retries"],
             max_concurrency=options.get("max_concurrency") or (1000 if self._is_async else 1),
             is_async=self._is_async, required=required, held=held, methods=self._methods,
@@ -254,7 +255,8 @@ class ActorMethod:
         task_id = new_task_id()
         spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), method=self._name, args=value,
                            num_returns=num_returns, name=label, actor_id=handle._actor_id,
-                           parent_task_id=core.current_task_id(), owner_address=core.address)
+                           parent_task_id=core.current_task_id(), owner_address=core.address,
+                           namespace=core.current_namespace())
         return_ids = [return_id(task_id, i) for i in range(num_returns)]
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
         call = PendingCall(spec, return_ids, deps, handle._max_task_retries)

@@ -230,7 +230,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     if not isinstance(name, str) or not name:
         raise ValueError("get_actor() needs a non-empty actor name.")
     core = _core()
-    ns = namespace if namespace is not None else core.namespace
+    ns = namespace if namespace is not None else core.current_namespace()
     reply = core.head_call("GetActor", pb.GetActorRequest(name=name, namespace=ns))
     if not reply.found or reply.info.state == pb.DEAD:
         raise ValueError(f"Failed to look up actor with name '{name}' in namespace '{ns}': no live actor has that "

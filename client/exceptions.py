@@ -34,6 +34,13 @@ class TaskError(KastorError):
     def __str__(self) -> str:
         return self._message()
 
+    def __getattr__(self, name: str):
+        # Fields of the original exception (e.g. `err.amount`) read through, as in Ray.
+        cause = self.__dict__.get("cause")
+        if cause is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(cause, name)
+
     def __reduce__(self):
         return _rebuild_task_error, (self.function_name, self.traceback_str, self.cause, self.pid, self.ip)
 

@@ -51,7 +51,7 @@ class RemoteFunction:
         num_returns = options["num_returns"]
         spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), function_id=fid, args=value,
                            num_returns=num_returns, name=name, parent_task_id=core.current_task_id(),
-                           owner_address=core.address)
+                           owner_address=core.address, namespace=core.current_namespace())
         return_ids = [return_id(task_id, i) for i in range(num_returns)]
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
         required = opts.task_resources(options)

@@ -38,9 +38,7 @@ class RuntimeContext:
 
     @property
     def namespace(self) -> str:
-        engine = self._core.engine
-        spec = getattr(engine, "actor_spec", None)
-        return spec.namespace if spec is not None else self._core.namespace
+        return self._core.current_namespace()
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
         task = self._task()

@@ -24,6 +24,7 @@ class TaskContext:
     task_id: bytes
     actor_id: bytes = b""
     gpu_ids: tuple[int, ...] = ()
+    namespace: str = ""
 
 
 current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("kastor_task", default=None)

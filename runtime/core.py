@@ -191,6 +191,10 @@ class CoreWorker:
         task = context.current_task.get()
         return task.job_id if task else self.job_id
 
+    def current_namespace(self) -> str:
+        task = context.current_task.get()
+        return task.namespace if task and task.namespace else self.namespace
+
     def current_task_id(self) -> bytes:
         task = context.current_task.get()
         return task.task_id if task else b""

@@ -145,7 +145,8 @@ class Engine:
     def _construct(self, spec: pb.ActorSpec, gpu_ids: list[int]) -> pb.StartActorReply:
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
-        token = context.current_task.set(context.TaskContext(spec.job_id, b"", spec.actor_id, tuple(gpu_ids)))
+        token = context.current_task.set(context.TaskContext(
+            spec.job_id, b"", spec.actor_id, tuple(gpu_ids), spec.job_namespace))
         try:
             cls = self.core.load_code(spec.class_id)
             args, kwargs = self.load_args(spec.args, list(spec.ref_args))
@@ -207,7 +208,7 @@ class Engine:
             return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
         on_main = threading.get_ident() == self._main_ident
         token = context.current_task.set(context.TaskContext(
-            spec.job_id, spec.task_id, spec.actor_id, tuple(spec.gpu_ids)))
+            spec.job_id, spec.task_id, spec.actor_id, tuple(spec.gpu_ids), spec.namespace))
         if on_main:
             self.current_main_task = spec.task_id
         try:
@@ -250,7 +251,8 @@ class Engine:
             self.cancelled.discard(spec.task_id)
             status = pb.TASK_ACTOR_EXITED if self._exiting else pb.TASK_CANCELLED
             return pb.TaskResult(task_id=spec.task_id, status=status)
-        context.current_task.set(context.TaskContext(spec.job_id, spec.task_id, spec.actor_id))
+        context.current_task.set(context.TaskContext(
+            spec.job_id, spec.task_id, spec.actor_id, namespace=spec.namespace))
         try:
             fn = self._callable(spec)
             args, kwargs = self.load_args(spec.args, list(spec.ref_args))

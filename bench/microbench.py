@@ -1,0 +1,253 @@
+"""Ray-core microbenchmark, runnable against any Ray-core-compatible module.
+
+    python bench/microbench.py                         # kastor (+ Ray in a subprocess if importable)
+    python bench/microbench.py --ray-python /opt/rayvenv/bin/python   # kastor vs Ray from another venv
+    python bench/microbench.py --backend ray           # Ray only
+    python bench/microbench.py --quick                 # small counts, for smoke tests
+
+Every figure is printed as one greppable line ``<backend> <figure> <value>`` (``nan`` plus a
+``# error`` comment when that figure failed). Each is measured after a warm-up, as wall time over
+a bounded number of iterations (and at most a few seconds). Why each figure exists:
+
+- ``init_s``: seconds for ``init()`` to return with no arguments (an embedded local cluster).
+  It is paid by every script, test and notebook, so it dominates short programs.
+- ``sync_actor_calls_per_s``: ``get(a.f.remote())`` in a loop on one actor: the full round trip
+  (submit, schedule on the actor, execute, return, fetch), i.e. the per-call latency floor.
+- ``async_actor_calls_per_s``: 5,000 calls in flight on one actor, then one ``get``: throughput
+  of the actor's submission and return pipeline when latency is hidden by pipelining.
+- ``sync_tasks_per_s``: ``get(f.remote())`` in a loop: stateless-task round trip, which adds
+  worker leasing/scheduling on top of what the actor path pays.
+- ``batched_tasks_per_s``: 1,000 tasks submitted then fetched: scheduler throughput when every
+  worker is kept busy.
+- ``put_get_small_per_s``: ``get(put(1))``: fixed overhead of the object store for tiny objects.
+- ``put_get_100MiB_GiB_per_s``: ``put`` then ``get`` of a 100 MiB numpy array, in GiB per
+  second (one put+get counts as 100 MiB): bulk-data bandwidth of serialization and the store.
+  Ray's ``get`` of a numpy array is a zero-copy view, so this is mostly the cost of ``put``.
+- ``pass_by_ref_100MiB_GiB_per_s``: one ``put`` of 100 MiB, then the ref passed repeatedly to
+  an actor method returning ``arr.nbytes``: how cheaply a worker can read a large object that
+  already sits in the store (ideally no copy at all).
+- ``actor_creations_per_s``: create N default actors and ``get`` a ping from each: cost of
+  bringing up actor processes, which bounds how fast a job can fan out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+MIB = 1 << 20
+BIG_MIB = 100
+BIG_GIB = BIG_MIB / 1024
+FIGURES = [
+    "init_s",
+    "sync_actor_calls_per_s",
+    "async_actor_calls_per_s",
+    "sync_tasks_per_s",
+    "batched_tasks_per_s",
+    "put_get_small_per_s",
+    "put_get_100MiB_GiB_per_s",
+    "pass_by_ref_100MiB_GiB_per_s",
+    "actor_creations_per_s",
+]
+LINE_RE = re.compile(r"^(\w+)\s+(\w+)\s+(\S+)")
+
+
+def noop() -> int:
+    return 0
+
+
+class Worker:
+    def f(self) -> int:
+        return 0
+
+    def ping(self) -> str:
+        return "pong"
+
+    def nbytes(self, arr: np.ndarray) -> int:
+        return int(arr.nbytes) + int(arr[-1])
+
+
+def emit(backend: str, name: str, value: float, note: str = "") -> None:
+    text = "nan" if value != value else (f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}")
+    print(f"{backend:<7} {name:<30} {text}" + (f"  # {note}" if note else ""), flush=True)
+
+
+def rate(step: Callable[[], float], rounds: int, budget: float, warmup: int = 1) -> float:
+    """Warm up, then run ``step`` (returns units done) up to ``rounds`` times or ``budget`` seconds."""
+    for _ in range(warmup):
+        step()
+    units, done, t0 = 0.0, 0, time.perf_counter()
+    while True:
+        units += step()
+        done += 1
+        elapsed = time.perf_counter() - t0
+        if done >= rounds or elapsed >= budget:
+            return units / elapsed
+
+
+def run_backend(name: str, quick: bool) -> None:
+    rt: ModuleType = importlib.import_module(name)
+    version = getattr(rt, "__version__", "?")
+    print(
+        f"# backend={name} version={version} python={platform.python_version()} nproc={os.cpu_count()}"
+        f" date={time.strftime('%Y-%m-%dT%H:%M:%S%z')} quick={quick}",
+        flush=True,
+    )
+
+    def q(full: int, small: int) -> int:
+        return small if quick else full
+
+    budget = 1.0 if quick else 3.0
+
+    def figure(fig: str, fn: Callable[[], float]) -> None:
+        try:
+            emit(name, fig, fn())
+        except Exception as exc:  # record failures honestly, keep going
+            emit(name, fig, float("nan"), f"error: {type(exc).__name__}: {str(exc)[:200]!r}")
+
+    init_kwargs: dict[str, Any] = {"include_dashboard": False} if name == "ray" else {}
+    t0 = time.perf_counter()
+    try:
+        rt.init(**init_kwargs)
+    except Exception as exc:
+        emit(name, "init_s", float("nan"), f"error: {type(exc).__name__}: {str(exc)[:200]!r}")
+        return
+    emit(name, "init_s", time.perf_counter() - t0)
+
+    f = rt.remote(noop)
+    actor_cls = rt.remote(Worker)
+    holder: dict[str, Any] = {}
+
+    def actor() -> Any:
+        if "a" not in holder:
+            holder["a"] = actor_cls.remote()
+            rt.get(holder["a"].ping.remote())
+        return holder["a"]
+
+    def sync_actor() -> float:
+        a = actor()
+        return rate(lambda: rt.get(a.f.remote()) + 1, q(20_000, 500), budget, warmup=100)
+
+    def async_actor() -> float:
+        a, n = actor(), q(5_000, 500)
+        return rate(lambda: len(rt.get([a.f.remote() for _ in range(n)])), q(5, 1), budget)
+
+    def sync_tasks() -> float:
+        return rate(lambda: rt.get(f.remote()) + 1, q(10_000, 200), budget, warmup=50)
+
+    def batched_tasks() -> float:
+        n = q(1_000, 200)
+        return rate(lambda: len(rt.get([f.remote() for _ in range(n)])), q(10, 1), budget)
+
+    def put_get_small() -> float:
+        return rate(lambda: rt.get(rt.put(1)), q(20_000, 500), budget, warmup=100)
+
+    big = np.ones(BIG_MIB * MIB, dtype=np.uint8)
+
+    def put_get_big() -> float:
+        def step() -> float:
+            out = rt.get(rt.put(big))
+            assert out.nbytes == big.nbytes
+            return BIG_GIB
+
+        return rate(step, q(20, 2), budget)
+
+    def pass_by_ref() -> float:
+        a, ref = actor(), rt.put(big)
+        want = big.nbytes + 1
+        return rate(lambda: BIG_GIB * (rt.get(a.nbytes.remote(ref)) == want), q(50, 3), budget, warmup=2)
+
+    def actor_creations() -> float:
+        def step(n: int) -> float:
+            actors = [actor_cls.remote() for _ in range(n)]
+            rt.get([x.ping.remote() for x in actors])
+            for x in actors:
+                rt.kill(x)
+            return n
+
+        step(2)  # warm-up
+        n, t0 = q(10, 3), time.perf_counter()
+        step(n)
+        return n / (time.perf_counter() - t0)
+
+    figure("sync_actor_calls_per_s", sync_actor)
+    figure("async_actor_calls_per_s", async_actor)
+    figure("sync_tasks_per_s", sync_tasks)
+    figure("batched_tasks_per_s", batched_tasks)
+    figure("put_get_small_per_s", put_get_small)
+    figure("put_get_100MiB_GiB_per_s", put_get_big)
+    figure("pass_by_ref_100MiB_GiB_per_s", pass_by_ref)
+    figure("actor_creations_per_s", actor_creations)
+    if "a" in holder:
+        rt.kill(holder.pop("a"))
+    rt.shutdown()
+
+
+def parse(lines: list[str], backend: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in lines:
+        m = LINE_RE.match(line)
+        if m and m.group(1) == backend:
+            out[m.group(2)] = float(m.group(3))
+    return out
+
+
+def run_subprocess(python: str, backend: str, quick: bool) -> list[str]:
+    cmd = [python, os.path.abspath(__file__), "--backend", backend] + (["--quick"] if quick else [])
+    lines: list[str] = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            lines.append(line)
+    if proc.returncode:
+        print(f"# {backend} subprocess exited with {proc.returncode}", flush=True)
+    return lines
+
+
+def compare(a: dict[str, float], b: dict[str, float]) -> None:
+    print("\n# comparison (speedup = kastor/ray for rates, ray/kastor for init_s; aim >= 2x)")
+    print(f"# {'figure':<30} {'kastor':>12} {'ray':>12} {'kastor/ray':>11} {'speedup':>8}")
+    for fig in FIGURES:
+        k, r = a.get(fig, float("nan")), b.get(fig, float("nan"))
+        ratio = k / r if r else float("nan")
+        speed = 1 / ratio if fig == "init_s" and ratio else ratio
+        print(f"# {fig:<30} {k:>12.4g} {r:>12.4g} {ratio:>11.3f} {speed:>7.2f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", help="benchmark only this module (kastor or ray), in this process")
+    ap.add_argument("--ray-python", help="interpreter with ray installed, to compare against")
+    ap.add_argument("--no-ray", action="store_true", help="do not run the Ray comparison")
+    ap.add_argument("--quick", action="store_true", help="tiny iteration counts (smoke test)")
+    args = ap.parse_args()
+    if args.backend or args.no_ray:
+        run_backend(args.backend or "kastor", args.quick)
+        return
+    ray_python = args.ray_python
+    if ray_python is None:
+        probe = subprocess.run([sys.executable, "-c", "import ray"], capture_output=True)
+        ray_python = sys.executable if probe.returncode == 0 else None
+    # Each backend runs in its own process so neither's leftovers skew the other.
+    kastor_lines = run_subprocess(sys.executable, "kastor", args.quick)
+    if ray_python is None:
+        return
+    kastor, ray = parse(kastor_lines, "kastor"), parse(run_subprocess(ray_python, "ray", args.quick), "ray")
+    if any(v == v for v in kastor.values()) and any(v == v for v in ray.values()):
+        compare(kastor, ray)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""The `kastor` command: start/stop cluster processes, and read the cluster's state.
+
+`kastor start --head` runs the head and a node agent; `kastor start --address HOST:PORT`
+runs a node agent that joins it. With `--block` they stay in the foreground (what a pod
+runs); without, they are detached and `kastor stop` ends them. Settings come from flags or
+the environment (KASTOR_ADDRESS, KASTOR_TOKEN[_FILE], KASTOR_NODE_IP, KASTOR_NUM_CPUS, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+
+import grpc
+
+from kastor.runtime import auth, config, launcher, sessions
+from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kastor", description="Kastor: Ray-style actors, Kubernetes-native.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    start = sub.add_parser("start", help="start a head (--head) or a node agent joining one (--address)")
+    start.add_argument("--head", action="store_true", help="start the head (control service) and a node agent")
+    start.add_argument("--address", default=os.environ.get(config.ENV_ADDRESS), help="head to join (host:port)")
+    start.add_argument("--port", type=int, default=int(os.environ.get("KASTOR_HEAD_PORT", config.DEFAULT_HEAD_PORT)),
+                       help="head port (with --head)")
+    start.add_argument("--node-port", type=int, default=0, help="node agent port (0: any free port)")
+    start.add_argument("--node-ip", default=os.environ.get(config.ENV_NODE_IP, "127.0.0.1"),
+                       help="address other processes reach this host on (a pod IP in Kubernetes)")
+    start.add_argument("--num-cpus", type=float, default=None)
+    start.add_argument("--num-gpus", type=float, default=None)
+    start.add_argument("--memory", type=float, default=None)
+    start.add_argument("--resources", default=None, help='custom resources as JSON, e.g. \'{"TPU": 4}\'')
+    start.add_argument("--no-node", action="store_true", help="with --head: run no node agent beside the head")
+    start.add_argument("--token", default=None)
+    start.add_argument("--token-file", default=None)
+    start.add_argument("--cluster-id", default=os.environ.get("KASTOR_CLUSTER_ID"))
+    start.add_argument("--block", action="store_true", help="stay in the foreground until stopped (for pods)")
+
+    sub.add_parser("stop", help="stop every cluster process `kastor start` started on this machine")
+
+    for name, help_text in (("status", "summarise the cluster's nodes and actors"),):
+        p = sub.add_parser(name, help=help_text)
+        _add_query_args(p)
+    lister = sub.add_parser("list", help="list actors or nodes")
+    lister.add_argument("what", choices=["actors", "nodes"])
+    _add_query_args(lister)
+
+    args = parser.parse_args(argv)
+    if args.command == "start":
+        return _start(args)
+    if args.command == "stop":
+        return _stop()
+    return _query(args)
+
+
+def _add_query_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=os.environ.get(config.ENV_ADDRESS))
+    p.add_argument("--token", default=None)
+    p.add_argument("--token-file", default=None)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+# ---- start / stop ----
+
+def _start(args: argparse.Namespace) -> int:
+    if not args.head and not args.address:
+        print("kastor start: pass --head to start a cluster, or --address HOST:PORT to join one.", file=sys.stderr)
+        return 2
+    session_dir = launcher.new_session_dir("head" if args.head else "node")
+    logs = os.path.join(session_dir, "logs")
+    token = auth.resolve_token(args.token, args.token_file)
+    if not token:
+        if not args.head:
+            print("kastor start: joining a cluster needs its token (--token, --token-file or KASTOR_TOKEN).",
+                  file=sys.stderr)
+            return 2
+        token = auth.generate_token()
+    token_file = sessions.write_token(session_dir, token)
+    env = dict(os.environ)
+    env[config.ENV_TOKEN] = token
+    env.pop(config.ENV_TOKEN_FILE, None)
+    embedded = args.block  # foreground children die with us; detached ones outlive this command
+    children: list[launcher.Child] = []
+    try:
+        address = args.address
+        if args.head:
+            head_args = ["--port", str(args.port), "--node-ip", args.node_ip]
+            if args.cluster_id:
+                head_args += ["--cluster-id", args.cluster_id]
+            head = launcher.Child("kastor.runtime.head", head_args, env, os.path.join(logs, "head.log"), embedded)
+            children.append(head)
+            address = head.wait_ready()
+        if not args.no_node or not args.head:
+            node = launcher.Child("kastor.runtime.node_agent", _node_args(args, address, session_dir), env,
+                                  os.path.join(logs, "node.log"), embedded)
+            children.append(node)
+            node.wait_ready()
+    except RuntimeError as e:
+        for child in children:
+            child.stop()
+        print(f"kastor start: {e}", file=sys.stderr)
+        return 1
+    record = {"kind": "head" if args.head else "node", "address": address, "token_file": token_file,
+              "pids": [c.proc.pid for c in children], "session_dir": session_dir, "started": time.time()}
+    record_path = sessions.save(os.path.basename(session_dir), record)
+    print(f"Kastor {'head' if args.head else 'node'} started; cluster address {address}")
+    print(f"  token file: {token_file}   logs: {logs}")
+    if args.head:
+        print(f"  connect:    KASTOR_TOKEN_FILE={token_file} python -c "
+              f"\"import kastor; kastor.init(address='{address}')\"")
+        print(f"  join:       kastor start --address {address} --token-file {token_file}")
+    if not args.block:
+        return 0
+    return _supervise(children, record_path)
+
+
+def _node_args(args: argparse.Namespace, address: str, session_dir: str) -> list[str]:
+    out = ["--address", address, "--port", str(args.node_port), "--node-ip", args.node_ip, "--session-dir", session_dir]
+    for flag, value in (("--num-cpus", args.num_cpus), ("--num-gpus", args.num_gpus), ("--memory", args.memory),
+                        ("--resources", args.resources)):
+        if value is not None:
+            out += [flag, str(value)]
+    return out
+
+
+def _supervise(children: list[launcher.Child], record_path: str) -> int:
+    """Foreground mode: exit when asked, or as soon as one child dies (so a pod restarts)."""
+    stopping = False
+
+    def on_signal(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    code = 0
+    try:
+        while not stopping:
+            for child in children:
+                if child.proc.poll() is not None:
+                    print(f"kastor: {child.module} exited with code {child.proc.returncode}", file=sys.stderr)
+                    code = child.proc.returncode or 1
+                    stopping = True
+            if not stopping:
+                time.sleep(0.2)  # a supervisor's poll of its children; signals cut it short
+    finally:
+        for child in reversed(children):
+            child.stop()
+        try:
+            os.unlink(record_path)
+        except FileNotFoundError:
+            pass
+    return code
+
+
+def _stop() -> int:
+    records = sessions.all_records()
+    if not records:
+        print("kastor stop: no cluster processes started by `kastor start` on this machine.")
+        return 0
+    for path, record in reversed(records):
+        for pid in record.get("pids", []):
+            _terminate(pid)
+        os.unlink(path)
+        print(f"stopped {record.get('kind')} at {record.get('address')} (pids {record.get('pids')})")
+    return 0
+
+
+def _terminate(pid: int, grace: float = 5.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# ---- status / list ----
+
+def _query(args: argparse.Namespace) -> int:
+    address, token = args.address, auth.resolve_token(args.token, args.token_file)
+    if not address or not token:
+        record = sessions.latest()
+        if record is None and not address:
+            print("kastor: no cluster address (pass --address or set KASTOR_ADDRESS).", file=sys.stderr)
+            return 2
+        if record is not None:
+            address = address or record["address"]
+            token = token or sessions.read_token(record)
+    try:
+        nodes, actors = asyncio.run(_fetch_state(address, token or ""))
+    except grpc.aio.AioRpcError as e:
+        print(f"kastor: cannot query the head at {address}: {e.code().name} {e.details()}", file=sys.stderr)
+        return 1
+    if args.command == "list":
+        rows = [_node_row(n) for n in nodes] if args.what == "nodes" else [_actor_row(a) for a in actors]
+        _print_rows(rows, args.json)
+        return 0
+    summary = {
+        "address": address,
+        "nodes": [_node_row(n) for n in nodes],
+        "actors": {state: sum(1 for a in actors if pb.ActorState.Name(a.state) == state)
+                   for state in ("PENDING", "ALIVE", "RESTARTING", "DEAD")},
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"Kastor cluster at {address}")
+    print(f"  nodes: {sum(1 for n in nodes if n.alive)} alive, {sum(1 for n in nodes if not n.alive)} dead")
+    for n in summary["nodes"]:
+        print(f"    {n['node_id']}  {n['address']:<22} {'ALIVE' if n['alive'] else 'DEAD':<6} "
+              f"CPU {n['available'].get('CPU', 0):g}/{n['total'].get('CPU', 0):g}  "
+              f"GPU {n['available'].get('GPU', 0):g}/{n['total'].get('GPU', 0):g}")
+    print("  actors: " + ", ".join(f"{v} {k.lower()}" for k, v in summary["actors"].items()))
+    return 0
+
+
+async def _fetch_state(address: str, token: str) -> tuple[list[pb.NodeInfo], list[pb.ActorInfo]]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.HeadStub(channel)
+        md = auth.metadata(token)
+        nodes = await stub.ListNodes(pb.ListRequest(), metadata=md, timeout=10)
+        actors = await stub.ListActors(pb.ListRequest(), metadata=md, timeout=10)
+    return list(nodes.nodes), list(actors.actors)
+
+
+def _node_row(n: pb.NodeInfo) -> dict:
+    return {"node_id": n.node_id, "address": n.address, "alive": n.alive,
+            "total": dict(n.total), "available": dict(n.available)}
+
+
+def _actor_row(a: pb.ActorInfo) -> dict:
+    return {"actor_id": a.spec.actor_id.hex(), "class": a.spec.class_name, "name": a.spec.name,
+            "namespace": a.spec.namespace, "state": pb.ActorState.Name(a.state), "restarts": a.num_restarts,
+            "max_restarts": a.spec.max_restarts, "detached": a.spec.detached, "node_id": a.node_id,
+            "pid": a.pid, "death_cause": a.death_cause}
+
+
+def _print_rows(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("(none)")
+        return
+    columns = [c for c in rows[0] if c not in ("total", "available")]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in columns))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
