@@ -5,7 +5,6 @@ address, `kastor.init()` starts an embedded single-machine cluster of real proce
 """
 
 import cloudpickle
-
 from kastor import actor, exceptions, util
 from kastor.actor import ActorClass, ActorHandle, method
 from kastor.api import (

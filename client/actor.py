@@ -12,7 +12,6 @@ import os
 from typing import Any
 
 import grpc
-
 from kastor import options as opts
 from kastor.object_ref import ObjectRef
 from kastor.runtime import context

@@ -23,7 +23,8 @@ log = logging.getLogger("kastor")
 _IGNORED_INIT_KWARGS = {
     "include_dashboard", "dashboard_host", "dashboard_port", "log_to_driver", "runtime_env", "object_store_memory",
     "_system_config", "configure_logging", "logging_format", "logging_config", "local_mode", "_temp_dir",
-    "job_config", "storage", "_node_ip_address", "labels", "_plasma_directory", "_memory", "_enable_object_reconstruction",
+    "job_config", "storage", "_node_ip_address", "labels", "_plasma_directory", "_memory",
+    "_enable_object_reconstruction",
 }
 
 _lock = threading.RLock()

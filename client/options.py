@@ -52,7 +52,8 @@ def validate(options: dict[str, Any], for_actor: bool) -> dict[str, Any]:
     if options.get("max_concurrency") is not None:
         _int_at_least("max_concurrency", options["max_concurrency"], 1, "")
     if options.get("lifetime") not in (None, "detached", "non_detached"):
-        raise ValueError(f"The 'lifetime' option must be None, 'detached' or 'non_detached', got {options['lifetime']!r}.")
+        raise ValueError("The 'lifetime' option must be None, 'detached' or 'non_detached', "
+                         f"got {options['lifetime']!r}.")
     for key in ("name", "namespace"):
         if options.get(key) is not None and not isinstance(options[key], str):
             raise TypeError(f"The '{key}' option must be a string, got {type(options[key]).__name__}.")

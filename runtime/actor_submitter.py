@@ -13,7 +13,6 @@ import logging
 from collections import deque
 
 import grpc
-
 from kastor import exceptions
 from kastor.runtime.core import CoreWorker
 from kastor.runtime.exec_stream import ExecStream

@@ -11,7 +11,6 @@ import os
 import secrets
 
 import grpc
-
 from kastor.runtime import config
 
 

@@ -17,7 +17,6 @@ import sys
 import time
 
 import grpc
-
 from kastor.runtime import auth, config, launcher, sessions
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc

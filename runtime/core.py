@@ -22,7 +22,6 @@ from typing import Any
 
 import cloudpickle
 import grpc
-
 from kastor import exceptions
 from kastor.object_ref import ObjectRef
 from kastor.runtime import args as argpack
@@ -335,7 +334,7 @@ class CoreWorker:
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         self._ensure_available(refs)
         values = self.store.get_values([r._id for r in refs], timeout, self._blocked_hook())
-        return [self.decode(r._id, v) for r, v in zip(refs, values)]
+        return [self.decode(r._id, v) for r, v in zip(refs, values, strict=True)]
 
     def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None,
              fetch_local: bool) -> tuple[list[ObjectRef], list[ObjectRef]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-
 from kastor import exceptions
 from kastor.runtime.core import CoreWorker, error_value
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -31,7 +30,7 @@ class CoreWorkerService(pb_grpc.CoreWorkerServicer):
             timeout = request.timeout_s or None
             try:
                 values.append(await asyncio.wait_for(fut, timeout))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"object {object_id.hex()} not ready")
         return pb.GetObjectsReply(object_ids=list(request.object_ids), values=values)
 

@@ -8,7 +8,6 @@ import os
 import tempfile
 
 import grpc
-
 from kastor.runtime import context
 from kastor.runtime.core import CoreWorker
 from kastor.runtime.protocol import kastor_pb2 as pb

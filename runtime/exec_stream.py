@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import Callable
 
 import grpc
-
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 

@@ -17,7 +17,6 @@ import uuid
 from collections import defaultdict
 
 import grpc
-
 from kastor.runtime import auth, config, launcher
 from kastor.runtime.core import CHANNEL_OPTIONS, bind_host
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -201,7 +200,7 @@ class Head(pb_grpc.HeadServicer):
             self.waiters[actor_id].append(fut)
             try:
                 await asyncio.wait_for(fut, request.timeout_s or 30)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return pb.GetActorReply(found=True, info=self.actors[actor_id])
 

@@ -18,7 +18,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import grpc
-
 from kastor.runtime import auth, config, launcher
 from kastor.runtime.core import CHANNEL_OPTIONS, bind_host
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -385,7 +384,8 @@ async def serve(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kastor-node", description="Kastor node agent")
-    p.add_argument("--address", default=os.environ.get(config.ENV_ADDRESS), required=config.ENV_ADDRESS not in os.environ,
+    p.add_argument("--address", default=os.environ.get(config.ENV_ADDRESS),
+                   required=config.ENV_ADDRESS not in os.environ,
                    help="head address host:port (or KASTOR_ADDRESS)")
     add_node_arguments(p)
     return p

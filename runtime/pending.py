@@ -80,7 +80,7 @@ def store_values(core: CoreWorker, call: PendingCall, values: list[pb.Value]) ->
     core.free_value(call.spec.args)  # a large argument lived in the store for this call only
     keep = []
     counts = core._refcounts
-    for oid, value in zip(call.return_ids, values):
+    for oid, value in zip(call.return_ids, values, strict=True):
         if oid in counts or oid in core._escaped:
             keep.append((oid, value))
         elif not value.is_error:

@@ -15,7 +15,6 @@ import time
 from collections import defaultdict, deque
 
 import grpc
-
 from kastor import exceptions
 from kastor.runtime import config
 from kastor.runtime.core import CoreWorker

@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
-
 from kastor import exceptions
 from kastor.actor import ActorExit
 from kastor.runtime import args as argpack

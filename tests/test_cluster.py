@@ -16,7 +16,6 @@ import time
 
 import grpc
 import pytest
-
 from kastor.runtime import launcher
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
