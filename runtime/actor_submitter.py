@@ -71,7 +71,7 @@ class ActorSubmitter:
             fail(self.core, call, c.death)
             return
         c.queue.append(call)
-        if call.deps:
+        if not call.resolved:
             asyncio.get_running_loop().create_task(self._deps_then_flush(c, call))
         else:
             self._flush(c)

@@ -376,6 +376,8 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s head %(name)s: %(message)s")
     asyncio.run(serve(build_parser().parse_args(argv)))
+    logging.shutdown()
+    os._exit(0)  # a daemon thread may sit in a read of stdin; don't let it block interpreter exit
 
 
 if __name__ == "__main__":

@@ -417,6 +417,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s node %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     asyncio.run(serve(args))
+    logging.shutdown()
+    os._exit(0)  # a daemon thread may sit in a read of stdin; don't let it block interpreter exit
 
 
 if __name__ == "__main__":

@@ -15,15 +15,17 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 
 
 class PendingCall:
-    __slots__ = ("spec", "return_ids", "deps", "retries_left", "retry_exceptions", "cancelled",
-                 "key", "required", "stream", "force_cancel")
+    __slots__ = ("spec", "return_ids", "deps", "resolved", "retries_left", "retry_exceptions", "cancelled",
+                 "key", "required", "stream", "force_cancel", "finished")
 
     def __init__(self, spec: pb.TaskSpec, return_ids: list[bytes], deps: list[ObjectRef],
                  retries_left: int, retry_exceptions: bool | tuple = False,
                  key: tuple = (), required: dict | None = None):
         self.spec = spec
         self.return_ids = return_ids
-        self.deps = deps
+        self.deps = deps          # held until the call finishes, so their values stay stored
+        self.resolved = not deps
+        self.finished = False
         self.retries_left = retries_left
         self.retry_exceptions = retry_exceptions
         self.cancelled = False
@@ -34,7 +36,7 @@ class PendingCall:
 
     @property
     def ready(self) -> bool:
-        return not self.deps
+        return self.resolved
 
     def take_retry(self) -> bool:
         if self.retries_left == 0:
@@ -55,7 +57,7 @@ async def resolve_deps(core: CoreWorker, call: PendingCall) -> None:
         futures.append(fut)
     values = await asyncio.gather(*futures)
     call.spec.ref_args.extend(values)
-    call.deps = []
+    call.resolved = True
 
 
 def _settle(fut: asyncio.Future, value: pb.Value) -> None:
@@ -77,6 +79,8 @@ def fail(core: CoreWorker, call: PendingCall, exc: BaseException) -> None:
 
 
 def store_values(core: CoreWorker, call: PendingCall, values: list[pb.Value]) -> None:
+    call.finished = True
+    call.deps = []  # the argument refs may go now
     core.free_value(call.spec.args)  # a large argument lived in the store for this call only
     keep = []
     counts = core._refcounts

@@ -58,13 +58,15 @@ class TaskSubmitter:
         self.calls[call.spec.task_id] = call
         if call.spec.parent_task_id:
             self.children[call.spec.parent_task_id].append(call.spec.task_id)
-        if call.deps:
+        if not call.resolved:
             asyncio.get_running_loop().create_task(self._submit_after_deps(call))
         else:
             self._enqueue(call)
 
     async def _submit_after_deps(self, call: PendingCall) -> None:
         await resolve_deps(self.core, call)
+        if call.finished:
+            return
         if call.cancelled:
             self._finish(call, exc=exceptions.TaskCancelledError(call.spec.task_id.hex()))
         else:
@@ -82,7 +84,9 @@ class TaskSubmitter:
         call.cancelled = True
         call.force_cancel = force
         q = self.queues.get(call.key)
-        if q is not None and call in q:
+        if not call.resolved:
+            self._finish(call, exc=exceptions.TaskCancelledError(task_id.hex()))
+        elif q is not None and call in q:
             q.remove(call)
             self._finish(call, exc=exceptions.TaskCancelledError(task_id.hex()))
         elif call.stream is not None:

@@ -148,7 +148,7 @@ class Engine:
             spec.job_id, b"", spec.actor_id, tuple(gpu_ids), spec.job_namespace))
         try:
             cls = self.core.load_code(spec.class_id)
-            args, kwargs = self.load_args(spec.args, list(spec.ref_args))
+            args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.actor_id)
             self.instance = cls(*args, **kwargs)
         except BaseException as e:  # the constructor's failure is the actor's death cause
             return pb.StartActorReply(started=False, error=self._error_value(f"{spec.class_name}.__init__", e),
@@ -214,7 +214,7 @@ class Engine:
             if spec.gpu_ids:
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpu_ids))
             fn = self._callable(spec)
-            args, kwargs = self.load_args(spec.args, list(spec.ref_args))
+            args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.task_id)
             value = fn(*args, **kwargs)
         except ActorExit:
             self._begin_exit()
@@ -254,7 +254,7 @@ class Engine:
             spec.job_id, spec.task_id, spec.actor_id, namespace=spec.namespace))
         try:
             fn = self._callable(spec)
-            args, kwargs = self.load_args(spec.args, list(spec.ref_args))
+            args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.task_id)
             value = fn(*args, **kwargs)
             if asyncio.iscoroutine(value):
                 value = await value
@@ -278,9 +278,9 @@ class Engine:
                     f"'{type(self.instance).__name__}' actor has no method '{spec.method}'") from None
         return self.core.load_code(spec.function_id)
 
-    def load_args(self, packed: pb.Value, ref_args: list[pb.Value]) -> tuple[tuple, dict]:
-        args, kwargs = self.core.decode(b"args", packed)
-        values = [self.core.decode(b"arg", v) for v in ref_args]  # raises a failed dependency's error
+    def load_args(self, packed: pb.Value, ref_args: list[pb.Value], task_id: bytes) -> tuple[tuple, dict]:
+        args, kwargs = self.core.decode(task_id, packed)
+        values = [self.core.decode(task_id, v) for v in ref_args]  # raises a failed dependency's error
         return argpack.fill_slots(args, kwargs, values)
 
     def _returns(self, spec: pb.TaskSpec, value: Any) -> pb.TaskResult:
