@@ -127,8 +127,7 @@ async def _attach_deps(core, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
 async def _create_named(core, spec: pb.ActorSpec, deps: list[ObjectRef], get_if_exists: bool) -> pb.ActorInfo:
     await _attach_deps(core, spec, deps)
     try:
-        reply = await core.head_stub().CreateActor(
-            pb.CreateActorRequest(spec=spec, get_if_exists=get_if_exists), metadata=core.metadata, timeout=60)
+        reply = await core.head_rpc("CreateActor", pb.CreateActorRequest(spec=spec, get_if_exists=get_if_exists))
     except grpc.aio.AioRpcError as e:
         if e.code() == grpc.StatusCode.ALREADY_EXISTS:
             raise ValueError(f"The name {spec.name!r} (namespace={spec.namespace!r}) is already taken by "
@@ -144,7 +143,7 @@ def _create_async(core, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
     async def create() -> None:
         try:
             await _attach_deps(core, spec, deps)
-            await core.head_stub().CreateActor(pb.CreateActorRequest(spec=spec), metadata=core.metadata, timeout=60)
+            await core.head_rpc("CreateActor", pb.CreateActorRequest(spec=spec))
             created.set_result(None)
         except Exception as e:
             created.set_exception(e)

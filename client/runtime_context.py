@@ -57,5 +57,6 @@ class RuntimeContext:
             raise RuntimeError("current_actor is only available inside an actor.")
         return ActorHandle(spec.actor_id, spec.class_name, list(spec.methods), spec.max_task_retries)
 
+    @property
     def was_current_actor_reconstructed(self) -> bool:
         return bool(getattr(self._core.engine, "restarted", False))

@@ -140,14 +140,13 @@ class ActorSubmitter:
     async def _get_actor(self, actor_id: bytes, after_version: int) -> pb.ActorInfo | None:
         while True:
             try:
-                reply = await self.core.head_stub().GetActor(
-                    pb.GetActorRequest(actor_id=actor_id, after_version=after_version,
-                                       timeout_s=RESOLVE_POLL_S),
-                    metadata=self.core.metadata, timeout=RESOLVE_POLL_S + 30)
-            except grpc.aio.AioRpcError as e:
+                reply = await self.core.head_rpc("GetActor", pb.GetActorRequest(
+                    actor_id=actor_id, after_version=after_version, timeout_s=RESOLVE_POLL_S),
+                    timeout=RESOLVE_POLL_S + 30)
+            except (grpc.aio.AioRpcError, ConnectionError) as e:
                 if self._closed:
                     return None
-                log.warning("head unreachable while resolving an actor (%s); retrying", e.code().name)
+                log.warning("cannot resolve actor %s yet: %s", actor_id.hex()[:8], e)
                 await asyncio.sleep(0.5)
                 continue
             return reply.info if reply.found else None
@@ -255,11 +254,10 @@ class ActorSubmitter:
 
     async def kill(self, actor_id: bytes, no_restart: bool, reason: str) -> None:
         try:
-            await self.core.head_stub().KillActor(
-                pb.KillActorRequest(actor_id=actor_id, no_restart=no_restart, reason=reason),
-                metadata=self.core.metadata, timeout=30)
-        except grpc.aio.AioRpcError as e:
-            log.warning("could not kill actor %s: %s", actor_id.hex(), e.details())
+            await self.core.head_rpc("KillActor", pb.KillActorRequest(
+                actor_id=actor_id, no_restart=no_restart, reason=reason), timeout=30)
+        except (grpc.aio.AioRpcError, ConnectionError) as e:
+            log.warning("could not kill actor %s: %s", actor_id.hex(), e)
 
     def close(self) -> None:
         self._closed = True

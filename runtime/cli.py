@@ -20,6 +20,7 @@ import grpc
 from kastor.runtime import auth, config, launcher, sessions
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+from kastor.runtime.state_rows import actor_row, node_row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--no-node", action="store_true", help="with --head: run no node agent beside the head")
     start.add_argument("--token", default=None)
     start.add_argument("--token-file", default=None)
-    start.add_argument("--cluster-id", default=os.environ.get("KASTOR_CLUSTER_ID"))
+    start.add_argument("--cluster-id", default=os.environ.get("KASTOR_CLUSTER_ID"),
+                       help="names this cluster's state (required with --redis-address)")
+    start.add_argument("--redis-address", default=os.environ.get("KASTOR_REDIS_ADDRESS"),
+                       help="with --head: keep the head's state in Redis (host:port, redis:// or rediss://) "
+                            "so a head restart loses nothing; password from KASTOR_REDIS_PASSWORD or a file")
+    start.add_argument("--redis-password-file", default=os.environ.get("KASTOR_REDIS_PASSWORD_FILE"))
     start.add_argument("--block", action="store_true", help="stay in the foreground until stopped (for pods)")
 
     sub.add_parser("stop", help="stop every cluster process `kastor start` started on this machine")
@@ -53,11 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     lister.add_argument("what", choices=["actors", "nodes"])
     _add_query_args(lister)
 
+    clean = sub.add_parser("redis-clean", help="delete one cluster's state from Redis (when the cluster is gone)")
+    clean.add_argument("--redis-address", default=os.environ.get("KASTOR_REDIS_ADDRESS"), required=True)
+    clean.add_argument("--redis-password-file", default=os.environ.get("KASTOR_REDIS_PASSWORD_FILE"))
+    clean.add_argument("--cluster-id", default=os.environ.get("KASTOR_CLUSTER_ID"), required=True)
+
     args = parser.parse_args(argv)
     if args.command == "start":
         return _start(args)
     if args.command == "stop":
         return _stop()
+    if args.command == "redis-clean":
+        return _redis_clean(args)
     return _query(args)
 
 
@@ -73,6 +86,10 @@ def _add_query_args(p: argparse.ArgumentParser) -> None:
 def _start(args: argparse.Namespace) -> int:
     if not args.head and not args.address:
         print("kastor start: pass --head to start a cluster, or --address HOST:PORT to join one.", file=sys.stderr)
+        return 2
+    if args.head and args.redis_address and not args.cluster_id:
+        print("kastor start: --redis-address needs --cluster-id (or KASTOR_CLUSTER_ID): it names this cluster's "
+              "keys, and a restarted head finds its state by it.", file=sys.stderr)
         return 2
     session_dir = launcher.new_session_dir("head" if args.head else "node")
     logs = os.path.join(session_dir, "logs")
@@ -95,6 +112,10 @@ def _start(args: argparse.Namespace) -> int:
             head_args = ["--port", str(args.port), "--node-ip", args.node_ip]
             if args.cluster_id:
                 head_args += ["--cluster-id", args.cluster_id]
+            if args.redis_address:
+                head_args += ["--redis-address", args.redis_address]
+            if args.redis_password_file:
+                head_args += ["--redis-password-file", args.redis_password_file]
             head = launcher.Child("kastor.runtime.head", head_args, env, os.path.join(logs, "head.log"), embedded)
             children.append(head)
             address = head.wait_ready()
@@ -161,6 +182,18 @@ def _supervise(children: list[launcher.Child], record_path: str) -> int:
     return code
 
 
+def _redis_clean(args: argparse.Namespace) -> int:
+    from kastor.runtime import redis_store
+    try:
+        password = redis_store.resolve_password(args.redis_password_file)
+        deleted = asyncio.run(redis_store.delete_cluster(args.redis_address, args.cluster_id, password))
+    except (ValueError, OSError, redis_store.RedisError) as e:
+        print(f"kastor redis-clean: {e}", file=sys.stderr)
+        return 1
+    print(f"deleted {deleted} key(s) of cluster {args.cluster_id!r} from {args.redis_address}")
+    return 0
+
+
 def _stop() -> int:
     records = sessions.all_records()
     if not records:
@@ -210,12 +243,12 @@ def _query(args: argparse.Namespace) -> int:
         print(f"kastor: cannot query the head at {address}: {e.code().name} {e.details()}", file=sys.stderr)
         return 1
     if args.command == "list":
-        rows = [_node_row(n) for n in nodes] if args.what == "nodes" else [_actor_row(a) for a in actors]
+        rows = [node_row(n) for n in nodes] if args.what == "nodes" else [actor_row(a) for a in actors]
         _print_rows(rows, args.json)
         return 0
     summary = {
         "address": address,
-        "nodes": [_node_row(n) for n in nodes],
+        "nodes": [node_row(n) for n in nodes],
         "actors": {state: sum(1 for a in actors if pb.ActorState.Name(a.state) == state)
                    for state in ("PENDING", "ALIVE", "RESTARTING", "DEAD")},
     }
@@ -239,18 +272,6 @@ async def _fetch_state(address: str, token: str) -> tuple[list[pb.NodeInfo], lis
         nodes = await stub.ListNodes(pb.ListRequest(), metadata=md, timeout=10)
         actors = await stub.ListActors(pb.ListRequest(), metadata=md, timeout=10)
     return list(nodes.nodes), list(actors.actors)
-
-
-def _node_row(n: pb.NodeInfo) -> dict:
-    return {"node_id": n.node_id, "address": n.address, "alive": n.alive,
-            "total": dict(n.total), "available": dict(n.available)}
-
-
-def _actor_row(a: pb.ActorInfo) -> dict:
-    return {"actor_id": a.spec.actor_id.hex(), "class": a.spec.class_name, "name": a.spec.name,
-            "namespace": a.spec.namespace, "state": pb.ActorState.Name(a.state), "restarts": a.num_restarts,
-            "max_restarts": a.spec.max_restarts, "detached": a.spec.detached, "node_id": a.node_id,
-            "pid": a.pid, "death_cause": a.death_cause}
 
 
 def _print_rows(rows: list[dict], as_json: bool) -> None:

@@ -30,6 +30,8 @@ NODE_DEATH_TIMEOUT_S = float(os.environ.get("KASTOR_NODE_DEATH_TIMEOUT_S", "10")
 # How long an owner keeps an idle task lease before handing the worker back: long enough
 # for a tight `get(f.remote())` loop to reuse it, short enough not to starve others.
 LEASE_LINGER_S = 0.05
+# How often dropped ObjectRefs are swept when no new ref comes along to sweep them sooner.
+REF_SWEEP_INTERVAL_S = 0.05
 # Idle workers a node agent keeps started ahead, so actor creation skips process start-up.
 PRESTART_WORKERS = int(os.environ.get("KASTOR_PRESTART_WORKERS", "2"))
 STARTUP_TIMEOUT_S = float(os.environ.get("KASTOR_STARTUP_TIMEOUT_S", "30"))
@@ -41,3 +43,15 @@ SESSION_ROOT = os.environ.get("KASTOR_SESSION_ROOT", "/tmp/kastor_sessions")
 def default_store_root() -> str:
     """Shared memory when the host has it (zero-copy reads), else the temp dir."""
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else "/tmp"
+
+# How long callers (drivers, workers, node agents' reports) wait for an unreachable head,
+# e.g. through a restart, before giving up with a clear error.
+HEAD_RECONNECT_TIMEOUT_S = float(os.environ.get("KASTOR_HEAD_RECONNECT_TIMEOUT_S", "60"))
+# A node agent that cannot reach the head for this long exits (its pod is then replaced).
+NODE_HEAD_LOSS_TIMEOUT_S = float(os.environ.get("KASTOR_NODE_HEAD_LOSS_TIMEOUT_S", "600"))
+# A restarted head gives drivers this long to reopen their job sessions before it treats
+# their jobs as finished (and kills their non-detached actors).
+JOB_RECONNECT_GRACE_S = float(os.environ.get("KASTOR_JOB_RECONNECT_GRACE_S", str(HEAD_RECONNECT_TIMEOUT_S + 10)))
+# A restarted head waits this long for nodes to report their actors before re-placing
+# actors that were mid-placement when it died (so none is started twice).
+RECONCILE_GRACE_S = float(os.environ.get("KASTOR_RECONCILE_GRACE_S", "3"))

@@ -25,7 +25,7 @@ import grpc
 from kastor import exceptions
 from kastor.object_ref import ObjectRef
 from kastor.runtime import args as argpack
-from kastor.runtime import auth, config, context, serialization
+from kastor.runtime import auth, config, context, head_link, serialization
 from kastor.runtime.memory_store import MemoryStore
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -36,6 +36,10 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", config.MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", config.MAX_MESSAGE_BYTES),
     ("grpc.enable_retries", 0),
+    # Reconnect to a restarted peer (the head) within a second, not gRPC's default two minutes.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
 PUT_INDEX = b"\xff\xff\xff\xff"
@@ -77,6 +81,7 @@ class CoreWorker:
         self._escaped: set[bytes] = set()
         self._fetching: set[bytes] = set()
         self._ref_lock = threading.Lock()
+        self._released: deque[bytes] = deque()
         self._registered: set[str] = set()
         self._functions: dict[str, Any] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -98,7 +103,12 @@ class CoreWorker:
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._sweep_released)
         self.loop.run_forever()
+
+    def _sweep_released(self) -> None:
+        self._drain_released()
+        self.loop.call_later(config.REF_SWEEP_INTERVAL_S, self._sweep_released)
 
     def run(self, coro: Coroutine, timeout: float | None = None) -> Any:
         """Runs a coroutine on the loop and waits for it: for calls off the hot path."""
@@ -138,9 +148,12 @@ class CoreWorker:
 
     def head_call(self, method: str, request: Any, timeout: float = 60) -> Any:
         """A blocking unary call to the head, from a user thread (stubs live on the loop)."""
-        async def call() -> Any:
-            return await getattr(self.head_stub(), method)(request, metadata=self.metadata, timeout=timeout)
-        return self.run(call())
+        return self.run(self.head_rpc(method, request, timeout))
+
+    async def head_rpc(self, method: str, request: Any, timeout: float | None = 60) -> Any:
+        """A call to the head that waits through a head restart (see head_link)."""
+        return await head_link.call(getattr(self.head_stub(), method), request, metadata=self.metadata,
+                                    address=self.head_address, timeout=timeout)
 
     def node_call(self, method: str, request: Any, timeout: float = 60) -> Any:
         async def call() -> Any:
@@ -201,6 +214,8 @@ class CoreWorker:
     # ---- reference counting (owner side, local counts only) ----
 
     def add_local_ref(self, object_id: bytes, owner: str, borrowed: bool) -> None:
+        if self._released:
+            self._drain_released()
         with self._ref_lock:
             self._refcounts[object_id] = self._refcounts.get(object_id, 0) + 1
 
@@ -209,6 +224,22 @@ class CoreWorker:
         self._escaped.add(object_id)
 
     def remove_local_ref(self, object_id: bytes) -> None:
+        """Called from ObjectRef.__del__, which the garbage collector may run inside any lock
+        this thread holds (the store's, the refcount lock): so only queue the release here.
+        The queue is drained where no lock is held: when the next ref is made, and by a
+        periodic sweep on the loop thread (waking the loop per release would halve put/get)."""
+        self._released.append(object_id)
+
+    def _drain_released(self) -> None:
+        released = self._released
+        while released:
+            try:
+                object_id = released.popleft()
+            except IndexError:
+                return
+            self._release(object_id)
+
+    def _release(self, object_id: bytes) -> None:
         with self._ref_lock:
             n = self._refcounts.get(object_id, 0) - 1
             if n > 0:
@@ -425,4 +456,7 @@ def _name_unpicklable_argument(args: tuple, kwargs: dict, what: str) -> serializ
 
 
 def bind_host(ip: str) -> str:
-    return "127.0.0.1" if ip.startswith("127.") or ip == "localhost" else "0.0.0.0"
+    """A loopback node IP is bound exactly (each emulated pod has its own 127.x address)."""
+    if ip == "localhost":
+        return "127.0.0.1"
+    return ip if ip.startswith("127.") else "0.0.0.0"

@@ -48,7 +48,7 @@ class CoreWorkerService(pb_grpc.CoreWorkerServicer):
         engine = self._engine()
         if engine is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this process runs no work (a driver)")
-        return await engine.start_actor(request.spec, list(request.gpu_ids))
+        return await engine.start_actor(request)
 
     async def CancelTask(self, request, context):
         engine = self._engine()

@@ -8,7 +8,7 @@ import os
 import tempfile
 
 import grpc
-from kastor.runtime import context
+from kastor.runtime import config, context
 from kastor.runtime.core import CoreWorker
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -63,10 +63,30 @@ def _pick_local_node(nodes: list[pb.NodeInfo], preferred: str | None) -> pb.Node
 
 
 async def _hold_session(core: CoreWorker) -> None:
-    """The head notices the driver is gone when this stream drops."""
-    try:
-        async for _ in core.head_stub().JobSession(pb.JobSessionRequest(job_id=core.job_id), metadata=core.metadata):
-            pass
-    except grpc.aio.AioRpcError as e:
-        if e.code() != grpc.StatusCode.CANCELLED:
-            log.warning("job session with the head ended: %s", e.code().name)
+    """The head notices the driver is gone when this stream drops.
+
+    If the head restarts, the stream breaks from the head's side: reopen it, so the new head
+    knows this job lives on (it waits JOB_RECONNECT_GRACE_S for that before cleaning up).
+    """
+    loop = asyncio.get_running_loop()
+    lost_at: float | None = None
+    while True:
+        try:
+            async for _ in core.head_stub().JobSession(pb.JobSessionRequest(job_id=core.job_id),
+                                                       metadata=core.metadata):
+                if lost_at is not None:
+                    log.warning("job session with the head restored after %.1fs", loop.time() - lost_at)
+                    lost_at = None
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.UNAVAILABLE:
+                if e.code() != grpc.StatusCode.CANCELLED:
+                    log.warning("job session with the head ended: %s", e.code().name)
+                return
+        if lost_at is None:
+            lost_at = loop.time()
+            log.warning("job session with the head at %s dropped; reconnecting", core.head_address)
+        elif loop.time() - lost_at > config.HEAD_RECONNECT_TIMEOUT_S:
+            log.error("the head at %s has been gone for %.0fs; giving up on the job session",
+                      core.head_address, loop.time() - lost_at)
+            return
+        await asyncio.sleep(0.2)

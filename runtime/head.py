@@ -26,7 +26,7 @@ from kastor.runtime.store import InMemoryStore, Store
 
 log = logging.getLogger("kastor.head")
 
-ACTORS, NAMES, NODES, JOBS, CODE = "actors", "names", "nodes", "jobs", "code"
+ACTORS, NODES, JOBS, CODE, META = "actors", "nodes", "jobs", "code", "meta"
 
 
 def _restartable(info: pb.ActorInfo) -> bool:
@@ -50,6 +50,9 @@ class Head(pb_grpc.HeadServicer):
         self.placing: set[bytes] = set()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._next_job = 1
+        self.unreconciled: set[str] = set()    # nodes whose live actors we have not yet compared
+        self.job_sessions: dict[bytes, int] = defaultdict(int)
+        self.stopping = False  # a head shutting down must not read its own closing streams as drivers leaving
 
     def node_stub(self, address: str) -> pb_grpc.NodeAgentStub:
         ch = self._channels.get(address)
@@ -58,17 +61,53 @@ class Head(pb_grpc.HeadServicer):
         return pb_grpc.NodeAgentStub(ch)
 
     async def load(self) -> None:
-        """Rebuilds the tables from the store (empty for a fresh in-memory store)."""
+        """Rebuilds the tables from the store: empty for a fresh store, everything after a restart.
+
+        A restarted head then reconciles: nodes that heartbeat report their live actors (see
+        `_reconcile`), nodes that stay silent are declared dead by `watch_nodes`, actors caught
+        mid-placement are placed again after RECONCILE_GRACE_S, and jobs whose driver does not
+        reopen its session within JOB_RECONNECT_GRACE_S are finished.
+        """
+        now = time.monotonic()
+        for raw in (await self.store.get_all(NODES)).values():
+            node = pb.NodeInfo.FromString(raw)
+            self.nodes[node.node_id] = node
+            if node.alive:
+                self.node_seen[node.node_id] = now
+                self.unreconciled.add(node.node_id)
+        unplaced = []
         for raw in (await self.store.get_all(ACTORS)).values():
             info = pb.ActorInfo.FromString(raw)
             self.actors[info.spec.actor_id] = info
             if info.spec.name and info.state != pb.DEAD:
                 self.names[(info.spec.namespace, info.spec.name)] = info.spec.actor_id
+            if info.state in (pb.PENDING, pb.RESTARTING):
+                unplaced.append(info.spec.actor_id)
         for raw in (await self.store.get_all(CODE)).values():
             entry = pb.FunctionEntry.FromString(raw)
             self.code[entry.function_id] = entry
-        jobs = await self.store.get_all(JOBS)
-        self._next_job = max((int(k) for k in jobs), default=0) + 1
+        for key, raw in (await self.store.get_all(JOBS)).items():
+            self.jobs[int(key).to_bytes(4, "big")] = pb.RegisterJobRequest.FromString(raw)
+        next_job = await self.store.get(META, "next_job")
+        self._next_job = int(next_job) if next_job else 1
+        if self.actors or self.nodes:
+            log.info("recovered %d actors, %d nodes, %d jobs, %d functions from the store",
+                     len(self.actors), len(self.nodes), len(self.jobs), len(self.code))
+        loop = asyncio.get_running_loop()
+        loop.call_later(config.RECONCILE_GRACE_S, self._place_recovered, unplaced)
+        for job_id in self.jobs:
+            loop.call_later(config.JOB_RECONNECT_GRACE_S, self._expire_job, job_id)
+
+    def _place_recovered(self, actor_ids: list[bytes]) -> None:
+        for actor_id in actor_ids:
+            info = self.actors[actor_id]
+            if info.state in (pb.PENDING, pb.RESTARTING):  # not adopted from a node meanwhile
+                self._place(actor_id)
+
+    def _expire_job(self, job_id: bytes) -> None:
+        if job_id in self.jobs and not self.job_sessions.get(job_id):
+            log.info("job %d did not reconnect after the head restarted; finishing it", int.from_bytes(job_id, "big"))
+            asyncio.get_running_loop().create_task(self._job_finished(job_id))
 
     # ---- persistence and notification ----
 
@@ -83,10 +122,15 @@ class Head(pb_grpc.HeadServicer):
 
     async def RegisterNode(self, request, context):
         request.alive = True
+        rejoined = request.node_id in self.nodes
         self.nodes[request.node_id] = request
         self.node_seen[request.node_id] = time.monotonic()
+        # A rejoining node (declared dead meanwhile, or talking to a head that restarted) may
+        # run actors the table placed elsewhere by now: compare on its next heartbeat.
+        self.unreconciled.add(request.node_id)
         await self.store.put(NODES, request.node_id, request.SerializeToString())
-        log.info("node %s joined at %s with %s", request.node_id, request.address, dict(request.total))
+        log.info("node %s %s at %s with %s", request.node_id, "rejoined" if rejoined else "joined",
+                 request.address, dict(request.total))
         self._place_pending()
         return pb.RegisterNodeReply(cluster_id=self.cluster_id)
 
@@ -97,8 +141,37 @@ class Head(pb_grpc.HeadServicer):
         self.node_seen[request.node_id] = time.monotonic()
         node.available.clear()
         node.available.update(request.available)
+        kill: list[bytes] = []
+        if request.node_id in self.unreconciled:
+            self.unreconciled.discard(request.node_id)
+            kill = await self._reconcile(node, list(request.actors))
         self._place_pending()
-        return pb.HeartbeatReply(known=True)
+        return pb.HeartbeatReply(known=True, kill_worker_ids=kill)
+
+    async def _reconcile(self, node: pb.NodeInfo, live: list[pb.LiveActor]) -> list[bytes]:
+        """Compares what a node runs with the actor table (after a head restart or a rejoin).
+
+        A worker the table does not place there is stopped (its actor died or moved on); an
+        actor the head lost mid-placement is adopted; an actor the table has there but the node
+        no longer runs died while nobody was listening, and is restarted per max_restarts.
+        """
+        kill = []
+        running = {a.actor_id: a for a in live}
+        for a in live:
+            info = self.actors.get(a.actor_id)
+            if info is None or info.state == pb.DEAD or \
+                    (info.state == pb.ALIVE and info.worker_id != a.worker_id):
+                kill.append(a.worker_id)
+            elif info.state in (pb.PENDING, pb.RESTARTING) and a.actor_id not in self.placing:
+                log.info("adopting actor %s found running on node %s", a.actor_id.hex()[:8], node.node_id)
+                info.state = pb.ALIVE
+                info.address, info.node_id, info.pid, info.worker_id = a.address, node.node_id, a.pid, a.worker_id
+                self.pending.discard(a.actor_id)
+                await self._save(info)
+        for info in list(self.actors.values()):
+            if info.state == pb.ALIVE and info.node_id == node.node_id and info.spec.actor_id not in running:
+                await self._actor_failed(info, "its worker died while the head was away")
+        return kill
 
     async def ListNodes(self, request, context):
         return pb.NodeList(nodes=list(self.nodes.values()))
@@ -132,6 +205,7 @@ class Head(pb_grpc.HeadServicer):
     async def RegisterJob(self, request, context):
         job_id = self._next_job.to_bytes(4, "big")
         self._next_job += 1
+        await self.store.put(META, "next_job", str(self._next_job).encode())
         if not request.namespace:
             request.namespace = f"anonymous-{uuid.uuid4().hex[:12]}"
         self.jobs[job_id] = request
@@ -140,14 +214,19 @@ class Head(pb_grpc.HeadServicer):
 
     async def JobSession(self, request, context):
         """Lives as long as the driver: when it ends, the job's non-detached actors go."""
+        self.job_sessions[request.job_id] += 1
         try:
             yield pb.JobEvent(kind="registered")
             await asyncio.Event().wait()
         finally:
-            asyncio.get_running_loop().create_task(self._job_finished(request.job_id))
+            self.job_sessions[request.job_id] -= 1
+            if not self.job_sessions[request.job_id] and not self.stopping:
+                asyncio.get_running_loop().create_task(self._job_finished(request.job_id))
 
     async def _job_finished(self, job_id: bytes) -> None:
-        self.jobs.pop(job_id, None)
+        self.job_sessions.pop(job_id, None)
+        if self.jobs.pop(job_id, None) is not None:
+            await self.store.delete(JOBS, str(int.from_bytes(job_id, "big")))
         for info in list(self.actors.values()):
             if info.spec.job_id == job_id and not info.spec.detached and info.state != pb.DEAD:
                 await self._kill(info, "its job's driver exited")
@@ -170,6 +249,8 @@ class Head(pb_grpc.HeadServicer):
 
     async def CreateActor(self, request, context):
         spec = request.spec
+        if spec.actor_id in self.actors:  # a retry of a creation the head already acknowledged
+            return pb.CreateActorReply(info=self.actors[spec.actor_id], existed=True)
         if spec.name:
             existing = self.names.get((spec.namespace, spec.name))
             if existing is not None and self.actors[existing].state != pb.DEAD:
@@ -178,8 +259,6 @@ class Head(pb_grpc.HeadServicer):
                 await context.abort(grpc.StatusCode.ALREADY_EXISTS,
                                     f"an actor named '{spec.name}' already exists in namespace "
                                     f"'{spec.namespace}'")
-        if spec.actor_id in self.actors:
-            return pb.CreateActorReply(info=self.actors[spec.actor_id], existed=True)
         info = pb.ActorInfo(spec=spec, state=pb.PENDING)
         self.actors[spec.actor_id] = info
         if spec.name:
@@ -307,7 +386,8 @@ class Head(pb_grpc.HeadServicer):
             nodes.sort(key=lambda n: (not fits(n.available, required), -n.available.get("CPU", 0)))
             for node in nodes:
                 try:
-                    reply = await self.node_stub(node.address).StartActor(info.spec, metadata=self.metadata)
+                    reply = await self.node_stub(node.address).StartActor(
+                        pb.StartActorRequest(spec=info.spec, num_restarts=info.num_restarts), metadata=self.metadata)
                 except grpc.aio.AioRpcError as e:
                     log.warning("placing actor on node %s failed: %s", node.node_id, e.code().name)
                     continue
@@ -337,9 +417,7 @@ async def serve(args: argparse.Namespace) -> None:
     token = auth.resolve_token(args.token, args.token_file)
     if not token:
         raise SystemExit("head: no cluster token (pass --token/--token-file or set KASTOR_TOKEN)")
-    if args.redis_address:
-        raise SystemExit("head: the Redis store is not available in this build; run without --redis-address")
-    head = Head(InMemoryStore(), token, args.cluster_id or uuid.uuid4().hex[:12])
+    head = Head(await _open_store(args), token, args.cluster_id or uuid.uuid4().hex[:12])
     await head.load()
     server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[auth.TokenInterceptor(token)])
     pb_grpc.add_HeadServicer_to_server(head, server)
@@ -352,8 +430,21 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         await launcher.wait_for_stop(args.exit_with_parent)
     finally:
+        head.stopping = True
         watcher.cancel()
         await server.stop(grace=0.5)
+        await head.store.close()
+
+
+async def _open_store(args: argparse.Namespace) -> Store:
+    if not args.redis_address:
+        return InMemoryStore()
+    from kastor.runtime import redis_store
+    try:
+        return await redis_store.RedisStore.open(args.redis_address, args.cluster_id,
+                                                 redis_store.resolve_password(args.redis_password_file))
+    except (ValueError, OSError, redis_store.RedisError) as e:
+        raise SystemExit(f"head: {e}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -371,6 +462,7 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=int(os.environ.get("KASTOR_HEAD_PORT", config.DEFAULT_HEAD_PORT)))
     p.add_argument("--cluster-id", default=os.environ.get("KASTOR_CLUSTER_ID"))
     p.add_argument("--redis-address", default=os.environ.get("KASTOR_REDIS_ADDRESS"))
+    p.add_argument("--redis-password-file", default=os.environ.get("KASTOR_REDIS_PASSWORD_FILE"))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import grpc
-from kastor.runtime import auth, config, launcher
+from kastor.runtime import auth, config, head_link, launcher
 from kastor.runtime.core import CHANNEL_OPTIONS, bind_host
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -95,16 +95,46 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
                 delay = min(delay * 2, 2.0)
 
     async def heartbeat_forever(self) -> None:
+        """Reports free resources and live actors; rides out a head restart.
+
+        The workers keep serving while the head is away (calls never go through it). Only if
+        the head stays unreachable for NODE_HEAD_LOSS_TIMEOUT_S does the agent give up and exit,
+        so that its pod is replaced.
+        """
+        loop = asyncio.get_running_loop()
+        lost_at: float | None = None
         while True:
             await asyncio.sleep(config.HEARTBEAT_INTERVAL_S)
             try:
                 reply = await self.head().Heartbeat(pb.HeartbeatRequest(
-                    node_id=self.node_id, available=self.available), metadata=self.metadata, timeout=5)
-                if not reply.known:
-                    log.warning("head does not know this node (restarted?); registering again")
-                    await self.register_with_head(config.STARTUP_TIMEOUT_S)
+                    node_id=self.node_id, available=self.available, actors=self._live_actors()),
+                    metadata=self.metadata, timeout=5)
             except grpc.aio.AioRpcError as e:
-                log.warning("heartbeat to head %s failed: %s", self.head_address, e.code().name)
+                if lost_at is None:
+                    lost_at = loop.time()
+                    log.warning("lost the head at %s (%s); workers keep serving, retrying for up to %.0fs",
+                                self.head_address, e.code().name, config.NODE_HEAD_LOSS_TIMEOUT_S)
+                elif loop.time() - lost_at > config.NODE_HEAD_LOSS_TIMEOUT_S:
+                    log.error("the head at %s has been unreachable for %.0fs; exiting",
+                              self.head_address, loop.time() - lost_at)
+                    return
+                continue
+            if lost_at is not None:
+                log.warning("reconnected to the head at %s after %.1fs", self.head_address, loop.time() - lost_at)
+                lost_at = None
+            if not reply.known:
+                log.warning("head does not know this node (it restarted without its state, or declared "
+                            "this node dead); registering again")
+                await self.register_with_head(config.STARTUP_TIMEOUT_S)
+            for worker_id in reply.kill_worker_ids:
+                w = self.workers.get(worker_id)
+                if w is not None and w.proc.returncode is None:
+                    log.warning("stopping worker %s: the head placed its actor elsewhere", worker_id.hex()[:8])
+                    w.proc.kill()
+
+    def _live_actors(self) -> list[pb.LiveActor]:
+        return [pb.LiveActor(actor_id=w.actor_id, worker_id=w.worker_id, address=w.address, pid=w.proc.pid)
+                for w in self.workers.values() if w.state == "actor" and w.proc.returncode is None]
 
     # ---- workers ----
 
@@ -177,11 +207,13 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         log.info("worker %s (%s%s) died: %s", w.worker_id.hex()[:8], previous,
                  f", actor {w.actor_id.hex()[:8]}" if w.actor_id else "", cause)
         try:
-            await self.head().ReportWorkerDeath(pb.WorkerDeath(
+            await head_link.call(self.head().ReportWorkerDeath, pb.WorkerDeath(
                 node_id=self.node_id, worker_id=w.worker_id, actor_id=w.actor_id, cause=cause),
-                metadata=self.metadata, timeout=10)
-        except grpc.aio.AioRpcError as e:
-            log.warning("could not report a worker death to the head: %s", e.code().name)
+                metadata=self.metadata, address=self.head_address, timeout=10,
+                deadline_s=config.NODE_HEAD_LOSS_TIMEOUT_S)
+        except (grpc.aio.AioRpcError, ConnectionError) as e:
+            # The head's reconciliation will still notice: this worker is missing from heartbeats.
+            log.warning("could not report a worker death to the head: %s", e)
         self._dispatch()
 
     def _give_back(self, w: WorkerProc) -> None:
@@ -271,7 +303,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
     # ---- actors ----
 
     async def StartActor(self, request, context):
-        spec = request
+        spec = request.spec
         if not fits(self.available, dict(spec.required)):
             return pb.StartActorReply(no_resources=True)
         held = dict(spec.held)
@@ -285,7 +317,8 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         w.state, w.held, w.gpu_ids, w.actor_id = "actor", held, gpu_ids, spec.actor_id
         try:
             reply = await self.worker_stub(w.address).StartActor(
-                pb.StartActorRequest(spec=spec, gpu_ids=gpu_ids), metadata=self.metadata)
+                pb.StartActorRequest(spec=spec, gpu_ids=gpu_ids, num_restarts=request.num_restarts),
+                metadata=self.metadata)
         except grpc.aio.AioRpcError as e:
             return pb.StartActorReply(started=False, message=f"the actor's worker died while starting: {e.details()}")
         if not reply.started:
@@ -353,7 +386,7 @@ def parse_resources(args: argparse.Namespace) -> dict[str, float]:
     return total
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(args: argparse.Namespace) -> int:
     token = auth.resolve_token(args.token, args.token_file)
     if not token:
         raise SystemExit("node agent: no cluster token (pass --token/--token-file or set KASTOR_TOKEN)")
@@ -374,12 +407,16 @@ async def serve(args: argparse.Namespace) -> None:
     heartbeat = asyncio.get_running_loop().create_task(agent.heartbeat_forever())
     launcher.announce_ready(args.ready_fd, agent.address)
     log.info("node agent %s serving on %s with %s", node_id, agent.address, agent.total)
+    stop = asyncio.get_running_loop().create_task(launcher.wait_for_stop(args.exit_with_parent))
     try:
-        await launcher.wait_for_stop(args.exit_with_parent)
+        # Ends on a stop request, or when the heartbeat gives up on a head that is gone for good.
+        await asyncio.wait([stop, heartbeat], return_when=asyncio.FIRST_COMPLETED)
     finally:
+        stop.cancel()
         heartbeat.cancel()
         await agent.shutdown()
         await server.stop(grace=0.5)
+    return 0 if stop.done() and not stop.cancelled() else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -416,9 +453,9 @@ def _env_float(name: str) -> float | None:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s node %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    asyncio.run(serve(args))
+    code = asyncio.run(serve(args))
     logging.shutdown()
-    os._exit(0)  # a daemon thread may sit in a read of stdin; don't let it block interpreter exit
+    os._exit(code)  # a daemon thread may sit in a read of stdin; don't let it block interpreter exit
 
 
 if __name__ == "__main__":

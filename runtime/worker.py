@@ -66,6 +66,7 @@ class Engine:
         self.pid = os.getpid()
         self.main_queue: queue.SimpleQueue = queue.SimpleQueue()
         self.actor_spec: pb.ActorSpec | None = None
+        self.restarted = False
         self.instance: Any = None
         self.pool: ThreadPoolExecutor | None = None
         self.actor_loop: asyncio.AbstractEventLoop | None = None
@@ -136,9 +137,10 @@ class Engine:
 
     # ---- becoming an actor ----
 
-    async def start_actor(self, spec: pb.ActorSpec, gpu_ids: list[int]) -> pb.StartActorReply:
+    async def start_actor(self, request: pb.StartActorRequest) -> pb.StartActorReply:
+        self.restarted = request.num_restarts > 0
         fut = asyncio.get_running_loop().create_future()
-        self.main_queue.put(("construct", spec, gpu_ids, fut))
+        self.main_queue.put(("construct", request.spec, list(request.gpu_ids), fut))
         return await fut
 
     def _construct(self, spec: pb.ActorSpec, gpu_ids: list[int]) -> pb.StartActorReply:
@@ -376,10 +378,10 @@ class Engine:
         async def leave() -> None:
             if spec is not None:
                 try:
-                    await self.core.head_stub().ReportWorkerDeath(pb.WorkerDeath(
+                    await self.core.head_rpc("ReportWorkerDeath", pb.WorkerDeath(
                         node_id=self.core.node_id, worker_id=self.core.worker_id, actor_id=spec.actor_id,
-                        intentional=True, cause="exit_actor() was called"), metadata=self.core.metadata, timeout=10)
-                except grpc.aio.AioRpcError:
+                        intentional=True, cause="exit_actor() was called"), timeout=10)
+                except (grpc.aio.AioRpcError, ConnectionError):
                     pass
             await asyncio.sleep(0.2)  # let the outboxes flush the last results
             self.exit(0)

@@ -249,8 +249,20 @@ class RegisterNodeReply(_message.Message):
     cluster_id: str
     def __init__(self, cluster_id: _Optional[str] = ...) -> None: ...
 
+class LiveActor(_message.Message):
+    __slots__ = ("actor_id", "worker_id", "address", "pid")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    actor_id: bytes
+    worker_id: bytes
+    address: str
+    pid: int
+    def __init__(self, actor_id: _Optional[bytes] = ..., worker_id: _Optional[bytes] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "available")
+    __slots__ = ("node_id", "available", "actors")
     class AvailableEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -260,15 +272,19 @@ class HeartbeatRequest(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    ACTORS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     available: _containers.ScalarMap[str, float]
-    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    actors: _containers.RepeatedCompositeFieldContainer[LiveActor]
+    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ..., actors: _Optional[_Iterable[_Union[LiveActor, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("known",)
+    __slots__ = ("known", "kill_worker_ids")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
+    KILL_WORKER_IDS_FIELD_NUMBER: _ClassVar[int]
     known: bool
-    def __init__(self, known: _Optional[bool] = ...) -> None: ...
+    kill_worker_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, known: _Optional[bool] = ..., kill_worker_ids: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class RegisterJobRequest(_message.Message):
     __slots__ = ("namespace", "driver_address", "pid")
@@ -553,9 +569,11 @@ class CancelRequest(_message.Message):
     def __init__(self, task_id: _Optional[bytes] = ..., force: _Optional[bool] = ..., recursive: _Optional[bool] = ...) -> None: ...
 
 class StartActorRequest(_message.Message):
-    __slots__ = ("spec", "gpu_ids")
+    __slots__ = ("spec", "gpu_ids", "num_restarts")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     GPU_IDS_FIELD_NUMBER: _ClassVar[int]
+    NUM_RESTARTS_FIELD_NUMBER: _ClassVar[int]
     spec: ActorSpec
     gpu_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., gpu_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    num_restarts: int
+    def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., num_restarts: _Optional[int] = ...) -> None: ...

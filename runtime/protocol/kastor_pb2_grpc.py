@@ -629,7 +629,7 @@ class NodeAgentStub:
                 _registered_method=True)
         self.StartActor = channel.unary_unary(
                 '/kastor.NodeAgent/StartActor',
-                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ActorSpec.SerializeToString,
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.StartActorRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.StartActorReply.FromString,
                 _registered_method=True)
         self.KillWorker = channel.unary_unary(
@@ -725,7 +725,7 @@ def add_NodeAgentServicer_to_server(servicer, server):
             ),
             'StartActor': grpc.unary_unary_rpc_method_handler(
                     servicer.StartActor,
-                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ActorSpec.FromString,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.StartActorRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.StartActorReply.SerializeToString,
             ),
             'KillWorker': grpc.unary_unary_rpc_method_handler(
@@ -811,7 +811,7 @@ class NodeAgent:
             request,
             target,
             '/kastor.NodeAgent/StartActor',
-            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ActorSpec.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.StartActorRequest.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.StartActorReply.FromString,
             options,
             channel_credentials,

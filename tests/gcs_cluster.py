@@ -1,0 +1,73 @@
+"""A multi-process cluster whose head keeps its state in a real Redis, for fault-injection tests.
+
+The head and each node agent are separate processes the test can SIGKILL and start again,
+exactly as pods would be; the test process itself is the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from kastor.runtime import launcher
+from redis_server import RedisServer
+
+TOKEN = "gcs-test-token-" + os.urandom(8).hex()
+
+# Failure detection tuned for tests; the defaults are for real clusters.
+FAST_FAILOVER = {
+    "KASTOR_NODE_DEATH_TIMEOUT_S": "3",
+    "KASTOR_RECONCILE_GRACE_S": "1",
+    "KASTOR_JOB_RECONNECT_GRACE_S": "4",
+}
+
+
+class GcsCluster:
+    def __init__(self, tmp: Path, redis: RedisServer, cluster_id: str = "ft"):
+        self.tmp = tmp
+        self.redis = redis
+        self.cluster_id = cluster_id
+        self.port = launcher.free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.env = dict(os.environ, KASTOR_TOKEN=TOKEN, KASTOR_SESSION_ROOT=str(tmp / "sessions"), **FAST_FAILOVER)
+        self.env.pop("KASTOR_ADDRESS", None)
+        self.head: launcher.Child | None = None
+        self.nodes: dict[str, launcher.Child] = {}
+        (tmp / "logs").mkdir(exist_ok=True)
+
+    def start_head(self) -> None:
+        self.head = launcher.Child(
+            "kastor.runtime.head",
+            ["--port", str(self.port), "--cluster-id", self.cluster_id, "--redis-address", self.redis.address],
+            self.env, str(self.tmp / "logs" / "head.log"))
+        self.head.wait_ready()
+
+    def kill_head(self) -> None:
+        sigkill(self.head)
+
+    def add_node(self, node_id: str, num_cpus: float = 2, resources: dict | None = None) -> None:
+        session = self.tmp / f"session-{node_id}"
+        (session / "logs").mkdir(parents=True, exist_ok=True)
+        args = ["--address", self.address, "--node-id", node_id, "--num-cpus", str(num_cpus),
+                "--session-dir", str(session)]
+        if resources:
+            args += ["--resources", json.dumps(resources)]
+        child = launcher.Child("kastor.runtime.node_agent", args, self.env, str(self.tmp / "logs" / f"{node_id}.log"))
+        child.wait_ready()
+        self.nodes[node_id] = child
+
+    def kill_node(self, node_id: str) -> None:
+        """SIGKILL the agent; its workers see their stdin close and exit with it."""
+        sigkill(self.nodes.pop(node_id))
+
+    def stop(self) -> None:
+        for child in [*self.nodes.values(), self.head]:
+            if child is not None:
+                child.stop()
+
+
+def sigkill(child: launcher.Child) -> None:
+    os.kill(child.proc.pid, signal.SIGKILL)
+    child.proc.wait(10)

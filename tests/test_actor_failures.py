@@ -1,0 +1,185 @@
+"""Actor fault tolerance against real worker deaths (SIGKILL), with Ray 2.x semantics.
+
+A killed worker restarts its actor (constructor re-run) up to `max_restarts` (-1: forever); a
+call in flight is retried up to `max_task_retries`, otherwise it fails with
+`ActorUnavailableError` (the actor is coming back) or `ActorDiedError` (it is not). Restart
+counts and death causes are visible through `kastor.util.state.list_actors`.
+"""
+
+import os
+import signal
+from pathlib import Path
+
+import kastor
+import pytest
+from kastor.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from kastor.util.state import list_actors
+from support import DEADLINE_S, process_gone, wait_until
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    kastor.init(num_cpus=2)
+    yield
+    kastor.shutdown()
+
+
+@kastor.remote
+class Counter:
+    def __init__(self):
+        self.value = 0
+
+    def incr(self) -> int:
+        self.value += 1
+        return self.value
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def reconstructed(self) -> bool:
+        return kastor.get_runtime_context().was_current_actor_reconstructed
+
+    def slow_once(self, log: str) -> int:
+        """Runs for a long time on its first attempt only, so a test can kill it mid-call."""
+        with open(log, "a") as f:
+            f.write("started\n")
+        attempts = Path(log).read_text().count("started")
+        if attempts == 1:
+            import time
+
+            time.sleep(120)
+        return attempts
+
+    def record(self, log: str, i: int) -> int:
+        with open(log, "a") as f:
+            f.write(f"{i}\n")
+        return i
+
+
+def row(actor) -> dict:
+    [r] = list_actors(filters=[("actor_id", "=", actor._actor_id.hex())])
+    return r
+
+
+def sigkill(actor) -> int:
+    pid = kastor.get(actor.pid.remote(), timeout=DEADLINE_S)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: process_gone(pid), f"worker {pid} to exit")
+    return pid
+
+
+def wait_alive_after_restarts(actor, restarts: int) -> None:
+    wait_until(lambda: (r := row(actor))["state"] == "ALIVE" and r["restarts"] == restarts,
+               f"actor ALIVE after {restarts} restart(s)")
+
+
+def test_sigkill_without_restarts_kills_the_actor():
+    a = Counter.remote()
+    sigkill(a)
+    with pytest.raises(ActorDiedError):
+        kastor.get(a.incr.remote(), timeout=DEADLINE_S)
+    r = row(a)
+    assert r["state"] == "DEAD" and r["restarts"] == 0
+    assert r["death_cause"], "a dead actor reports why it died"
+
+
+def test_restart_reruns_constructor_until_max_restarts():
+    a = Counter.options(max_restarts=2).remote()
+    assert kastor.get([a.incr.remote() for _ in range(3)]) == [1, 2, 3]
+    assert kastor.get(a.reconstructed.remote()) is False
+    for restarts in (1, 2):
+        old_pid = sigkill(a)
+        wait_alive_after_restarts(a, restarts)
+        assert "SIGKILL" in row(a)["death_cause"], "the last death's cause stays visible"
+        assert kastor.get(a.incr.remote(), timeout=DEADLINE_S) == 1, "the constructor ran again"
+        assert kastor.get(a.pid.remote()) != old_pid
+        assert kastor.get(a.reconstructed.remote()) is True
+    sigkill(a)
+    with pytest.raises(ActorDiedError):
+        kastor.get(a.incr.remote(), timeout=DEADLINE_S)
+    assert row(a)["state"] == "DEAD"
+
+
+def test_infinite_restarts():
+    a = Counter.options(max_restarts=-1).remote()
+    for restarts in (1, 2, 3):
+        sigkill(a)
+        wait_alive_after_restarts(a, restarts)
+    assert kastor.get(a.incr.remote(), timeout=DEADLINE_S) == 1
+
+
+def test_in_flight_call_is_retried_with_max_task_retries(tmp_path):
+    log = str(tmp_path / "attempts")
+    a = Counter.options(max_restarts=1, max_task_retries=1).remote()
+    pid = kastor.get(a.pid.remote())
+    ref = a.slow_once.remote(log)
+    wait_until(lambda: os.path.exists(log), "the first attempt to start")
+    os.kill(pid, signal.SIGKILL)
+    assert kastor.get(ref, timeout=DEADLINE_S) == 2, "the call ran again on the restarted actor"
+
+
+def test_in_flight_call_without_retries_fails_but_actor_comes_back(tmp_path):
+    log = str(tmp_path / "attempts")
+    a = Counter.options(max_restarts=1).remote()
+    pid = kastor.get(a.pid.remote())
+    ref = a.slow_once.remote(log)
+    wait_until(lambda: os.path.exists(log), "the call to start")
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ActorUnavailableError) as info:
+        kastor.get(ref, timeout=DEADLINE_S)
+    assert isinstance(info.value, RayActorError)
+    assert Path(log).read_text().count("started") == 1, "a call without retries runs at most once"
+    wait_alive_after_restarts(a, 1)
+    assert kastor.get(a.incr.remote(), timeout=DEADLINE_S) == 1
+
+
+def test_in_flight_call_fails_with_actor_died_when_no_restart_is_left(tmp_path):
+    log = str(tmp_path / "attempts")
+    a = Counter.options(max_task_retries=3).remote()
+    pid = kastor.get(a.pid.remote())
+    ref = a.slow_once.remote(log)
+    wait_until(lambda: os.path.exists(log), "the call to start")
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ActorDiedError):
+        kastor.get(ref, timeout=DEADLINE_S)
+
+
+def test_calls_submitted_around_a_crash_all_run_in_order(tmp_path):
+    log = tmp_path / "calls"
+    a = Counter.options(max_restarts=1, max_task_retries=-1).remote()
+    pid = kastor.get(a.pid.remote())
+    os.kill(pid, signal.SIGKILL)
+    refs = [a.record.remote(str(log), i) for i in range(50)]
+    assert kastor.get(refs, timeout=DEADLINE_S) == list(range(50))
+    ran = [int(x) for x in log.read_text().split()]
+    assert sorted(set(ran)) == list(range(50)), "every acknowledged call ran"
+    assert ran == sorted(ran), "calls from one caller keep their order across the restart"
+
+
+def test_kill_with_no_restart_false_restarts_the_actor():
+    a = Counter.options(max_restarts=1).remote()
+    old_pid = kastor.get(a.pid.remote())
+    kastor.get(a.incr.remote())
+    kastor.kill(a, no_restart=False)
+    wait_alive_after_restarts(a, 1)
+    assert kastor.get(a.incr.remote(), timeout=DEADLINE_S) == 1
+    assert kastor.get(a.pid.remote()) != old_pid
+
+
+def test_kill_ignores_max_restarts():
+    a = Counter.options(max_restarts=-1).remote()
+    pid = kastor.get(a.pid.remote())
+    kastor.kill(a)
+    wait_until(lambda: process_gone(pid), "the killed actor's worker to exit")
+    with pytest.raises(ActorDiedError):
+        kastor.get(a.incr.remote(), timeout=DEADLINE_S)
+    assert row(a)["restarts"] == 0
+
+
+def test_named_actor_keeps_its_name_across_restarts():
+    a = Counter.options(name="phoenix", max_restarts=1).remote()
+    sigkill(a)
+    wait_alive_after_restarts(a, 1)
+    b = kastor.get_actor("phoenix")
+    assert kastor.get(b.incr.remote(), timeout=DEADLINE_S) == 1
+    kastor.kill(a)

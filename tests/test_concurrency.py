@@ -1,0 +1,170 @@
+"""Actor concurrency: one call at a time by default, threads with `max_concurrency`, asyncio actors.
+
+Overlap is proven with barriers and events that only open when enough calls run at once, so a
+test fails (rather than passes slowly) if the runtime serialises calls it should overlap.
+"""
+
+import asyncio
+import threading
+import time
+
+import kastor
+import pytest
+from kastor.exceptions import TaskCancelledError, TaskError
+from support import DEADLINE_S
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    kastor.init(num_cpus=2)
+    yield
+    kastor.shutdown()
+
+
+@kastor.remote
+class Gauge:
+    """Tracks how many calls run at once."""
+
+    def __init__(self, parties: int = 1):
+        self.lock = threading.Lock()
+        self.active = self.peak = 0
+        self.barrier = threading.Barrier(parties, timeout=DEADLINE_S)
+
+    def busy(self, seconds: float) -> int:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(seconds)
+        with self.lock:
+            self.active -= 1
+        return threading.get_ident()
+
+    def meet(self) -> int:
+        return self.barrier.wait()
+
+    def get_peak(self) -> int:
+        return self.peak
+
+
+@kastor.remote
+class AsyncGauge:
+    def __init__(self):
+        self.active = self.peak = 0
+        self.opened = asyncio.Event()
+
+    async def wait_open(self) -> str:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        await self.opened.wait()
+        self.active -= 1
+        return "through"
+
+    async def open_when(self, waiting: int) -> int:
+        while self.active < waiting:
+            await asyncio.sleep(0.01)
+        self.opened.set()
+        return self.active
+
+    async def busy(self, seconds: float) -> None:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        await asyncio.sleep(seconds)
+        self.active -= 1
+
+    async def sleep_forever(self) -> None:
+        await asyncio.sleep(3600)
+
+    async def get_peak(self) -> int:
+        return self.peak
+
+    def sync_method(self) -> str:
+        return "sync methods of an async actor run on its event loop"
+
+
+def test_default_actor_runs_one_call_at_a_time():
+    g = Gauge.remote()
+    kastor.get([g.busy.remote(0.02) for _ in range(10)])
+    assert kastor.get(g.get_peak.remote()) == 1
+
+
+def test_default_actor_serialises_calls_from_several_callers():
+    g = Gauge.remote()
+
+    @kastor.remote
+    def hammer(gauge):
+        return kastor.get([gauge.busy.remote(0.01) for _ in range(5)])
+
+    kastor.get([hammer.remote(g) for _ in range(3)])
+    assert kastor.get(g.get_peak.remote()) == 1
+
+
+def test_threaded_actor_overlaps_up_to_max_concurrency():
+    g = Gauge.options(max_concurrency=4).remote(4)
+    arrivals = kastor.get([g.meet.remote() for _ in range(4)], timeout=DEADLINE_S)
+    assert sorted(arrivals) == [0, 1, 2, 3], "four calls were inside the barrier at once"
+
+
+def test_threaded_actor_never_exceeds_max_concurrency():
+    g = Gauge.options(max_concurrency=2).remote()
+    threads = kastor.get([g.busy.remote(0.05) for _ in range(8)])
+    assert kastor.get(g.get_peak.remote()) == 2
+    assert len(set(threads)) == 2
+
+
+def test_async_actor_runs_a_thousand_calls_concurrently():
+    g = AsyncGauge.remote()
+    refs = [g.wait_open.remote() for _ in range(999)]
+    assert kastor.get(g.open_when.remote(999), timeout=DEADLINE_S) == 999, "the 1000th slot opens the gate"
+    assert kastor.get(refs, timeout=DEADLINE_S) == ["through"] * 999
+
+
+def test_async_actor_respects_max_concurrency():
+    g = AsyncGauge.options(max_concurrency=3).remote()
+    kastor.get([g.busy.remote(0.02) for _ in range(12)])
+    assert kastor.get(g.get_peak.remote()) == 3
+
+
+def test_async_actor_sync_method_still_works():
+    g = AsyncGauge.remote()
+    assert "event loop" in kastor.get(g.sync_method.remote())
+
+
+def test_cancel_an_async_actor_call():
+    g = AsyncGauge.remote()
+    ref = g.sleep_forever.remote()
+    assert kastor.wait([ref], timeout=0.2)[0] == [], "the call is still running"
+    kastor.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        kastor.get(ref, timeout=DEADLINE_S)
+    assert kastor.get(g.get_peak.remote(), timeout=DEADLINE_S) == 0, "the actor keeps serving"
+
+
+def test_actor_calls_from_threads_in_the_driver():
+    g = Gauge.options(max_concurrency=8).remote()
+    results: list[int] = []
+
+    def caller():
+        results.extend(kastor.get([g.busy.remote(0.001) for _ in range(25)]))
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(DEADLINE_S)
+    assert len(results) == 100
+
+
+def test_application_error_in_a_threaded_actor():
+    @kastor.remote(max_concurrency=4)
+    class Fragile:
+        def boom(self):
+            raise KeyError("missing")
+
+        def ok(self):
+            return "still serving"
+
+    f = Fragile.remote()
+    with pytest.raises(TaskError) as info:
+        kastor.get(f.boom.remote())
+    assert isinstance(info.value, KeyError)
+    assert kastor.get(f.ok.remote()) == "still serving"
