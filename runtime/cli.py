@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     lister = sub.add_parser("list", help="list actors or nodes")
     lister.add_argument("what", choices=["actors", "nodes"])
     _add_query_args(lister)
+    from kastor.runtime import actor_pod
+    actor_pod.build_parser(sub.add_parser("actor-pod", help="run a DetachedActor's pod (used by the operator)"))
 
     clean = sub.add_parser("redis-clean", help="delete one cluster's state from Redis (when the cluster is gone)")
     clean.add_argument("--redis-address", default=os.environ.get("KASTOR_REDIS_ADDRESS"), required=True)
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return _start(args)
     if args.command == "stop":
         return _stop()
+    if args.command == "actor-pod":
+        return actor_pod.main(parsed=args)
     if args.command == "redis-clean":
         return _redis_clean(args)
     return _query(args)

@@ -1,0 +1,46 @@
+"""`python -m kastor.operator`: run the operator (kopf) with Kastor's defaults.
+
+Peering (kopf's leader election) is on unless --standalone: of two replicas with the
+same peering name, the one with the lower priority pauses. A liveness endpoint serves
+/healthz for the Deployment's probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import kopf
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m kastor.operator", description="Kastor Kubernetes operator")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (cluster-wide)")
+    p.add_argument("--peering", default="kastor-operator", help="peering object shared by replicas")
+    p.add_argument("--standalone", action="store_true", help="no peering: this is the only replica")
+    p.add_argument("--priority", type=int, default=0, help="of replicas that peer, the highest priority runs")
+    p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' for none)")
+    p.add_argument("--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # kopf logs every successful handler call at INFO
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    from kastor.operator import handlers  # noqa: F401  (registers the handlers)
+    clusterwide = args.all_namespaces or not args.namespace
+    asyncio.run(kopf.operator(
+        clusterwide=clusterwide, namespaces=args.namespace, standalone=args.standalone, priority=args.priority,
+        peering_name=None if args.standalone else args.peering, liveness_endpoint=args.liveness or None))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

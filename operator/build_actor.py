@@ -1,0 +1,65 @@
+"""Pure builder for a DetachedActor's pod: a node agent that only this actor fits on.
+
+The pod runs `kastor actor-pod`, which joins the cluster advertising a resource unique to
+this DetachedActor and (if the GCS has no live actor by that name) creates the actor
+detached, requiring that resource: the head places it on this pod, and after a pod dies,
+re-places the same actor (same id, so existing handles keep working) on its replacement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from kastor.operator import names
+from kastor.operator.build_cluster import head_address, token_secret_name
+from kastor.operator.build_common import (
+    container_security,
+    kastor_env,
+    number_arg,
+    object_meta,
+    pod_security,
+    shm_volume,
+)
+from kastor.operator.spec import ActorSpec, ClusterSpec, canonical_json
+
+
+def spec_hash(actor_spec: dict[str, Any]) -> str:
+    """Identifies what an actor pod was built from; a different hash means roll the actor."""
+    return hashlib.sha256(canonical_json(actor_spec).encode()).hexdigest()[:16]
+
+
+def actor_command(cr: dict[str, Any], actor: ActorSpec, cluster_cr: dict[str, Any], cluster: ClusterSpec) -> list[str]:
+    args = ["actor-pod", "--address", head_address(cluster_cr, cluster), "--class", actor.actor_class,
+            "--name", actor.name, "--namespace", actor.namespace,
+            "--args-json", json.dumps(actor.args), "--kwargs-json", json.dumps(actor.kwargs),
+            "--max-restarts", str(actor.max_restarts), "--max-task-retries", str(actor.max_task_retries),
+            "--max-concurrency", str(actor.max_concurrency), "--num-cpus", number_arg(actor.num_cpus),
+            "--resource", names.actor_resource(cr["metadata"]["namespace"], cr["metadata"]["name"])]
+    if actor.num_gpus:
+        args += ["--num-gpus", number_arg(actor.num_gpus)]
+    return args
+
+
+def actor_pod(cr: dict[str, Any], actor: ActorSpec, cluster_cr: dict[str, Any], cluster: ClusterSpec,
+              attempt: int) -> dict[str, Any]:
+    name, ns = cr["metadata"]["name"], cr["metadata"]["namespace"]
+    labels = {**names.cluster_labels(actor.cluster, "actor"), names.LABEL_ACTOR: name}
+    annotations = {names.ANNOTATION_SPEC_HASH: spec_hash(cr.get("spec") or {}), names.ANNOTATION_ATTEMPT: str(attempt)}
+    volume, mount = shm_volume()
+    env = kastor_env(token_secret_name(cluster_cr, cluster), cluster.token_key,
+                     names.cluster_id(ns, actor.cluster)) + list(actor.env)
+    container: dict[str, Any] = {
+        "name": names.CONTAINER, "image": actor.image or cluster.image, "imagePullPolicy": cluster.image_pull_policy,
+        "command": ["kastor"], "args": actor_command(cr, actor, cluster_cr, cluster), "env": env,
+        "volumeMounts": [mount], "securityContext": container_security(),
+        # The entrypoint's last line says why it exited; the kubelet copies it into the pod status.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if actor.resources:
+        container["resources"] = actor.resources
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": object_meta(names.actor_pod(name, attempt), ns, cr, labels, annotations),
+            "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "volumes": [volume],
+                     "terminationGracePeriodSeconds": 10, "containers": [container]}}

@@ -1,0 +1,167 @@
+"""Pure builders for an ActorCluster's children: token Secret, Redis, head pod and Service, workers.
+
+Each takes the parsed spec and the owning custom resource and returns a plain dict, so
+tests check (and validate against the Kubernetes schemas) exactly what the operator sends.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kastor.operator import names
+from kastor.operator.build_common import (
+    container_security,
+    kastor_env,
+    number_arg,
+    object_meta,
+    pod_security,
+    secret_env,
+    shm_volume,
+    tcp_probe,
+)
+from kastor.operator.overrides import apply_template
+from kastor.operator.spec import ClusterSpec, WorkerGroup
+
+
+def _meta(cr: dict[str, Any]) -> tuple[str, str]:
+    return cr["metadata"]["name"], cr["metadata"]["namespace"]
+
+
+def token_secret_name(cr: dict[str, Any], spec: ClusterSpec) -> str:
+    return spec.token_secret or names.token_secret(cr["metadata"]["name"])
+
+
+def token_secret(cr: dict[str, Any], spec: ClusterSpec, token: str, redis_password: str) -> dict[str, Any]:
+    """The cluster token (and the managed Redis password), generated once by the operator."""
+    name, ns = _meta(cr)
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": object_meta(token_secret_name(cr, spec), ns, cr, names.cluster_labels(name, "auth")),
+            "stringData": {spec.token_key: token, names.REDIS_PASSWORD_KEY: redis_password}}
+
+
+def head_host(cr: dict[str, Any]) -> str:
+    name, ns = _meta(cr)
+    return names.service_host(names.head_service(name), ns)
+
+
+def head_address(cr: dict[str, Any], spec: ClusterSpec) -> str:
+    return f"{head_host(cr)}:{spec.head.ports.control}"
+
+
+def client_address(cr: dict[str, Any], spec: ClusterSpec) -> str:
+    return f"kastor://{head_host(cr)}:{spec.head.ports.client}"
+
+
+def redis_address(cr: dict[str, Any], spec: ClusterSpec) -> str | None:
+    if spec.redis.managed:
+        name, ns = _meta(cr)
+        return f"{names.service_host(names.redis_name(name), ns)}:{names.REDIS_PORT}"
+    return spec.redis.address
+
+
+def redis_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
+    """A managed, memory-only Redis for the cluster's GCS; it lives as long as the cluster."""
+    name, ns = _meta(cr)
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": object_meta(names.redis_name(name), ns, cr, names.cluster_labels(name, "redis")),
+        "spec": {
+            "restartPolicy": "Always",
+            "securityContext": pod_security(999),
+            "containers": [{
+                "name": "redis", "image": spec.redis.image, "imagePullPolicy": "IfNotPresent",
+                "command": ["redis-server"],
+                "args": ["--port", str(names.REDIS_PORT), "--bind", f"$({names.POD_IP_ENV})",
+                         "--requirepass", "$(REDIS_PASSWORD)", "--save", "", "--appendonly", "no"],
+                "env": [{"name": names.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                        secret_env("REDIS_PASSWORD", token_secret_name(cr, spec), names.REDIS_PASSWORD_KEY)],
+                "ports": [{"name": "redis", "containerPort": names.REDIS_PORT}],
+                "readinessProbe": tcp_probe(names.REDIS_PORT),
+                "securityContext": container_security(),
+            }],
+        },
+    }
+
+
+def redis_service(cr: dict[str, Any]) -> dict[str, Any]:
+    name, ns = _meta(cr)
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": object_meta(names.redis_name(name), ns, cr, names.cluster_labels(name, "redis")),
+            "spec": {"selector": {names.LABEL_CLUSTER: name, names.LABEL_ROLE: "redis"},
+                     "ports": [{"name": "redis", "port": names.REDIS_PORT, "targetPort": names.REDIS_PORT}]}}
+
+
+def _redis_env(cr: dict[str, Any], spec: ClusterSpec) -> list[dict[str, Any]]:
+    if spec.redis.managed:
+        return [secret_env("KASTOR_REDIS_PASSWORD", token_secret_name(cr, spec), names.REDIS_PASSWORD_KEY)]
+    if spec.redis.address and spec.redis.password_secret:
+        return [secret_env("KASTOR_REDIS_PASSWORD", spec.redis.password_secret, spec.redis.password_key)]
+    return []
+
+
+def _kastor_pod(cr: dict[str, Any], spec: ClusterSpec, meta: dict[str, Any], args: list[str],
+                extra_env: list[dict[str, Any]], resources: dict[str, Any], ports: list[dict[str, Any]],
+                probe: dict[str, Any] | None, template: dict[str, Any]) -> dict[str, Any]:
+    name, ns = _meta(cr)
+    volume, mount = shm_volume()
+    container: dict[str, Any] = {
+        "name": names.CONTAINER, "image": spec.image, "imagePullPolicy": spec.image_pull_policy,
+        "command": ["kastor"], "args": args,
+        "env": kastor_env(token_secret_name(cr, spec), spec.token_key, names.cluster_id(ns, name)) + extra_env,
+        "volumeMounts": [mount], "securityContext": container_security(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if resources:
+        container["resources"] = resources
+    if ports:
+        container["ports"] = ports
+    if probe:
+        container["readinessProbe"] = probe
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+           "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "volumes": [volume],
+                    "terminationGracePeriodSeconds": 10, "containers": [container]}}
+    return apply_template(pod, template)
+
+
+def head_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
+    """The head (GCS) plus a node agent; ready once its control port accepts connections."""
+    name, ns = _meta(cr)
+    ports = spec.head.ports
+    args = ["start", "--head", "--block", "--port", str(ports.control), "--cluster-id", names.cluster_id(ns, name),
+            "--num-cpus", number_arg(spec.head.num_cpus), "--num-gpus", number_arg(spec.head.num_gpus)]
+    address = redis_address(cr, spec)
+    if address:
+        args += ["--redis-address", address]
+    meta = object_meta(names.head_pod(name), ns, cr, names.cluster_labels(name, "head"))
+    container_ports = [{"name": "control", "containerPort": ports.control},
+                       {"name": "client", "containerPort": ports.client},
+                       {"name": "dashboard", "containerPort": ports.dashboard}]
+    return _kastor_pod(cr, spec, meta, args, _redis_env(cr, spec), spec.head.resources, container_ports,
+                       tcp_probe(ports.control), spec.head.template)
+
+
+def head_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
+    """Control, client and dashboard ports. The client port forwards to the control port:
+    a driver's `kastor.init("kastor://<service>:<client>")` talks to the head directly."""
+    name, ns = _meta(cr)
+    ports = spec.head.ports
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": object_meta(names.head_service(name), ns, cr, names.cluster_labels(name, "head")),
+            "spec": {"type": spec.head.service_type,
+                     "selector": {names.LABEL_CLUSTER: name, names.LABEL_ROLE: "head"},
+                     "ports": [{"name": "control", "port": ports.control, "targetPort": "control"},
+                               {"name": "client", "port": ports.client, "targetPort": "control"},
+                               {"name": "dashboard", "port": ports.dashboard, "targetPort": "dashboard"}]}}
+
+
+def worker_pod(cr: dict[str, Any], spec: ClusterSpec, group: WorkerGroup) -> dict[str, Any]:
+    """A node agent joining the head through its Service; named by the API server (generateName)."""
+    name, ns = _meta(cr)
+    args = ["start", "--address", head_address(cr, spec), "--block",
+            "--num-cpus", number_arg(group.num_cpus), "--num-gpus", number_arg(group.num_gpus)]
+    if group.custom_resources:
+        args += ["--resources", json.dumps(group.custom_resources, sort_keys=True)]
+    labels = {**names.cluster_labels(name, "worker"), names.LABEL_GROUP: group.name}
+    meta = object_meta(names.worker_prefix(name, group.name), ns, cr, labels, generate=True)
+    return _kastor_pod(cr, spec, meta, args, [], group.resources, [], None, group.template)

@@ -1,0 +1,61 @@
+"""Pieces every Kastor pod shares: owner references, env, security context, /dev/shm."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kastor.operator import names
+
+
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+    """Makes the child garbage-collected with its custom resource."""
+    meta = owner["metadata"]
+    return {"apiVersion": owner.get("apiVersion", names.API_VERSION), "kind": owner["kind"], "name": meta["name"],
+            "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def object_meta(name: str, namespace: str, owner: dict[str, Any], labels: dict[str, str],
+                annotations: dict[str, str] | None = None, generate: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"namespace": namespace, "labels": dict(labels), "ownerReferences": [owner_reference(owner)]}
+    meta["generateName" if generate else "name"] = name
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+def secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def kastor_env(token_secret: str, token_key: str, cluster_id: str) -> list[dict[str, Any]]:
+    """The pod IP becomes the node IP other processes reach; the token arrives from its Secret."""
+    return [
+        {"name": names.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "KASTOR_NODE_IP", "value": f"$({names.POD_IP_ENV})"},
+        secret_env("KASTOR_TOKEN", token_secret, token_key),
+        {"name": "KASTOR_CLUSTER_ID", "value": cluster_id},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+
+
+def container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": False}
+
+
+def pod_security(run_as_user: int = 1000) -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": run_as_user, "runAsGroup": run_as_user, "fsGroup": run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def shm_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Kastor's object store lives in /dev/shm; a container's default 64 MiB is too small."""
+    return ({"name": "dshm", "emptyDir": {"medium": "Memory"}}, {"name": "dshm", "mountPath": "/dev/shm"})
+
+
+def tcp_probe(port: int | str, period: int = 2, failures: int = 3) -> dict[str, Any]:
+    return {"tcpSocket": {"port": port}, "periodSeconds": period, "failureThreshold": failures, "timeoutSeconds": 1}
+
+
+def number_arg(value: float) -> str:
+    """1.0 -> '1', 0.5 -> '0.5': what a human would type on the command line."""
+    return f"{value:g}"

@@ -1,0 +1,108 @@
+"""kopf registrations: small functions that hand each event to a reconciler.
+
+Every path into a reconciler is level-triggered (it re-reads the world), so create,
+resume, spec updates, pod events and the periodic resync all call the same function and
+may overlap safely (a per-object lock serialises them). Run with `python -m kastor.operator`
+or `kopf run -m kastor.operator.handlers`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+from kastor.operator import actor_reconciler, cluster_reconciler, kube, names
+from kastor.operator.gcs import Gcs
+
+RESYNC_S = float(os.environ.get("KASTOR_OPERATOR_RESYNC_S", "5"))
+CLUSTERS = dict(group=names.GROUP, version=names.VERSION, plural=names.CLUSTER_PLURAL)
+ACTORS = dict(group=names.GROUP, version=names.VERSION, plural=names.ACTOR_PLURAL)
+OWNED_PODS = dict(labels={names.LABEL_MANAGED_BY: names.MANAGER})
+
+_state: dict[str, Any] = {}
+
+
+def _kube() -> kube.Kube:
+    if "kube" not in _state:
+        kube.load_config()
+        _state["kube"] = kube.Kube()
+    return _state["kube"]
+
+
+def _gcs() -> Gcs:
+    return _state.setdefault("gcs", Gcs())
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Annotations under kastor.dev keep kopf's bookkeeping off our status; events are posted for Warnings."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kastor.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kastor.dev")
+    settings.persistence.finalizer = "kastor.dev/finalizer"
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = int(os.environ.get("KASTOR_OPERATOR_WATCH_TIMEOUT_S", "300"))
+    settings.execution.max_workers = int(os.environ.get("KASTOR_OPERATOR_WORKERS", "8"))
+    _kube()
+
+
+@kopf.on.cleanup()
+def close(**_: Any) -> None:
+    if "gcs" in _state:
+        _state["gcs"].close()
+
+
+@kopf.on.probe(id="api")
+def api_reachable(**_: Any) -> str:
+    """The liveness endpoint answers only while the API server answers us."""
+    _kube().core.get_api_resources()
+    return "ok"
+
+
+# ---- ActorCluster ----
+
+@kopf.on.create(**CLUSTERS)
+@kopf.on.resume(**CLUSTERS)
+@kopf.on.update(**CLUSTERS, field="spec")
+def cluster_changed(body: kopf.Body, **_: Any) -> None:
+    cluster_reconciler.reconcile(_kube(), dict(body))
+
+
+@kopf.timer(**CLUSTERS, interval=RESYNC_S, initial_delay=RESYNC_S)
+def cluster_resync(body: kopf.Body, **_: Any) -> None:
+    cluster_reconciler.reconcile(_kube(), dict(body))
+
+
+# ---- DetachedActor ----
+
+@kopf.on.create(**ACTORS)
+@kopf.on.resume(**ACTORS)
+@kopf.on.update(**ACTORS, field="spec")
+def actor_changed(body: kopf.Body, **_: Any) -> None:
+    actor_reconciler.reconcile(_kube(), _gcs(), dict(body))
+
+
+@kopf.timer(**ACTORS, interval=RESYNC_S, initial_delay=RESYNC_S)
+def actor_resync(body: kopf.Body, **_: Any) -> None:
+    actor_reconciler.reconcile(_kube(), _gcs(), dict(body))
+
+
+@kopf.on.delete(**ACTORS)
+def actor_deleted(body: kopf.Body, **_: Any) -> None:
+    actor_reconciler.delete(_kube(), _gcs(), dict(body))
+
+
+# ---- pods we own: react at once instead of at the next resync ----
+
+@kopf.on.event("", "v1", "pods", **OWNED_PODS)
+def owned_pod_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
+    labels = body.get("metadata", {}).get("labels", {})
+    if names.LABEL_ACTOR in labels:
+        cr = _kube().get_custom(names.ACTOR_PLURAL, namespace, labels[names.LABEL_ACTOR])
+        if cr is not None:
+            actor_reconciler.reconcile(_kube(), _gcs(), cr)
+    elif names.LABEL_CLUSTER in labels:
+        cr = _kube().get_custom(names.CLUSTER_PLURAL, namespace, labels[names.LABEL_CLUSTER])
+        if cr is not None:
+            cluster_reconciler.reconcile(_kube(), cr)

@@ -1,0 +1,110 @@
+"""A thin, dict-in dict-out layer over the `kubernetes` client.
+
+The reconcilers work on plain dicts (what the builders produce and the tests assert), so
+this module only moves them over the wire and turns 404/409 into None/False.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import kubernetes
+from kastor.operator import names
+from kubernetes.client.exceptions import ApiException
+
+
+def load_config() -> None:
+    """In a pod, the service account; elsewhere KUBECONFIG / ~/.kube/config."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+
+
+def selector(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+class Kube:
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None):
+        self.api_client = api_client or kubernetes.client.ApiClient()
+        self.core = kubernetes.client.CoreV1Api(self.api_client)
+        self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
+
+    @staticmethod
+    def _json(response: Any) -> dict[str, Any]:
+        return json.loads(response.data)
+
+    # ---- pods ----
+
+    def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        reply = self.core.list_namespaced_pod(namespace, label_selector=selector(labels), _preload_content=False)
+        return self._json(reply)["items"]
+
+    def create_pod(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return self._json(self.core.create_namespaced_pod(namespace, pod, _preload_content=False))
+        except ApiException as e:
+            if e.status == 409:
+                return None
+            raise
+
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        try:
+            self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+            return True
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    # ---- services and secrets ----
+
+    def ensure_service(self, namespace: str, service: dict[str, Any]) -> None:
+        try:
+            self.core.create_namespaced_service(namespace, service, _preload_content=False)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The Secret's decoded data, or None if it does not exist."""
+        try:
+            secret = self._json(self.core.read_namespaced_secret(name, namespace, _preload_content=False))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+        data.update(secret.get("stringData") or {})
+        return data
+
+    def create_secret(self, namespace: str, secret: dict[str, Any]) -> None:
+        try:
+            self.core.create_namespaced_secret(namespace, secret, _preload_content=False)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    # ---- our custom resources ----
+
+    def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._json(self.custom.get_namespaced_custom_object(
+                names.GROUP, names.VERSION, namespace, plural, name, _preload_content=False))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patches the status subresource; a resource deleted meanwhile is not an error."""
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                names.GROUP, names.VERSION, namespace, plural, name, {"status": status},
+                _content_type="application/merge-patch+json", _preload_content=False)
+        except ApiException as e:
+            if e.status != 404:
+                raise

@@ -1,0 +1,76 @@
+"""Reading pod state, and deciding which worker pods to create or remove (pure functions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kastor.operator import names
+
+
+def phase(pod: dict[str, Any]) -> str:
+    return (pod.get("status") or {}).get("phase") or "Pending"
+
+
+def terminating(pod: dict[str, Any]) -> bool:
+    return bool(pod["metadata"].get("deletionTimestamp"))
+
+
+def finished(pod: dict[str, Any]) -> bool:
+    """The pod will never run again (restartPolicy Never): it must be replaced."""
+    return phase(pod) in ("Failed", "Succeeded")
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    if terminating(pod) or phase(pod) != "Running":
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == names.CONTAINER or len(pod["spec"]["containers"]) == 1:
+            return ((status.get("state") or {}).get("terminated")) or {}
+    return {}
+
+
+def exit_code(pod: dict[str, Any]) -> int | None:
+    return _terminated(pod).get("exitCode")
+
+
+def termination_message(pod: dict[str, Any]) -> str:
+    """The container's last words (its termination message), on one line."""
+    terminated = _terminated(pod)
+    text = (terminated.get("message") or terminated.get("reason") or (pod.get("status") or {}).get("reason")
+            or "").strip()
+    return text.splitlines()[-1].removeprefix("actor-pod: ") if text else ""
+
+
+def attempt(pod: dict[str, Any]) -> int:
+    return int((pod["metadata"].get("annotations") or {}).get(names.ANNOTATION_ATTEMPT, "0"))
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    create: int
+    delete: tuple[str, ...]
+
+
+def plan_workers(pods: list[dict[str, Any]], desired: int) -> WorkerPlan:
+    """How to get from these pods of one group to `desired` running ones.
+
+    Finished pods are removed (and replaced). On scale-down the operator chooses, like
+    KubeRay: pods that are not ready go first, then the newest (least likely to hold work).
+    """
+    live = [p for p in pods if not terminating(p) and not finished(p)]
+    delete = [p["metadata"]["name"] for p in pods if not terminating(p) and finished(p)]
+    if len(live) > desired:
+        not_ready = [p for p in live if not ready(p)]
+        is_ready = sorted((p for p in live if ready(p)), key=lambda p: p["metadata"].get("creationTimestamp", ""),
+                          reverse=True)
+        victims = (sorted(not_ready, key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
+                   + is_ready)[:len(live) - desired]
+        delete += [p["metadata"]["name"] for p in victims]
+        return WorkerPlan(0, tuple(delete))
+    return WorkerPlan(desired - len(live), tuple(delete))

@@ -1,0 +1,210 @@
+"""Typed, defaulted views of the ActorCluster and DetachedActor specs.
+
+The CRD schema rejects what it can at admission; these parsers apply the same defaults
+(so the operator works even where an API server did not default) and check what a schema
+cannot express, raising SpecError with a reason the reconciler puts in a condition.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from kastor.operator import names
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class SpecError(ValueError):
+    """A spec that cannot work; `reason` is the condition/Event reason (CamelCase)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Ports:
+    control: int = 6380
+    client: int = 10001
+    dashboard: int = 8265
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    resources: dict[str, Any] = field(default_factory=dict)
+    service_type: str = "ClusterIP"
+    ports: Ports = Ports()
+    template: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    name: str
+    replicas: int = 1
+    min_replicas: int = 0
+    max_replicas: int = 1000
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    custom_resources: dict[str, float] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+    template: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def desired(self) -> int:
+        """replicas, kept within [minReplicas, maxReplicas] (as an autoscaler would)."""
+        return max(self.min_replicas, min(self.replicas, self.max_replicas))
+
+
+@dataclass(frozen=True)
+class RedisSpec:
+    managed: bool = False
+    image: str = names.DEFAULT_REDIS_IMAGE
+    address: str | None = None
+    password_secret: str | None = None
+    password_key: str = "password"
+
+    @property
+    def enabled(self) -> bool:
+        return self.managed or bool(self.address)
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    image: str
+    image_pull_policy: str = "IfNotPresent"
+    suspend: bool = False
+    head: HeadSpec = HeadSpec()
+    worker_groups: tuple[WorkerGroup, ...] = ()
+    redis: RedisSpec = RedisSpec()
+    token_secret: str | None = None
+    token_key: str = names.TOKEN_KEY
+
+    @property
+    def desired_workers(self) -> int:
+        return sum(g.desired for g in self.worker_groups)
+
+
+def _number(value: Any, what: str, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
+        raise SpecError("InvalidSpec", f"{what} must be a number >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _integer(value: Any, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SpecError("InvalidSpec", f"{what} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
+    image = spec.get("image")
+    if not isinstance(image, str) or not image:
+        raise SpecError("InvalidSpec", "spec.image is required: the Kastor image the head and workers run")
+    head_raw = spec.get("head") or {}
+    ports_raw = head_raw.get("ports") or {}
+    ports = Ports(**{k: _integer(ports_raw.get(k, getattr(Ports, k)), f"spec.head.ports.{k}", 1)
+                     for k in ("control", "client", "dashboard")})
+    head = HeadSpec(num_cpus=_number(head_raw.get("numCpus", 1), "spec.head.numCpus"),
+                    num_gpus=_number(head_raw.get("numGpus", 0), "spec.head.numGpus"),
+                    resources=dict(head_raw.get("resources") or {}),
+                    service_type=head_raw.get("serviceType", "ClusterIP"), ports=ports,
+                    template=dict(head_raw.get("template") or {}))
+    groups: list[WorkerGroup] = []
+    for i, g in enumerate(spec.get("workerGroups") or []):
+        where = f"spec.workerGroups[{i}]"
+        name = g.get("name", "")
+        if not isinstance(name, str) or not _DNS_LABEL.match(name) or len(name) > 30:
+            raise SpecError("InvalidSpec", f"{where}.name must be a DNS label of at most 30 characters, got {name!r}")
+        if any(other.name == name for other in groups):
+            raise SpecError("InvalidSpec", f"{where}.name {name!r} is used by two worker groups")
+        group = WorkerGroup(
+            name=name, replicas=_integer(g.get("replicas", 1), f"{where}.replicas", 0),
+            min_replicas=_integer(g.get("minReplicas", 0), f"{where}.minReplicas", 0),
+            max_replicas=_integer(g.get("maxReplicas", 1000), f"{where}.maxReplicas", 0),
+            num_cpus=_number(g.get("numCpus", 1), f"{where}.numCpus"),
+            num_gpus=_number(g.get("numGpus", 0), f"{where}.numGpus"),
+            custom_resources={k: _number(v, f"{where}.customResources.{k}")
+                              for k, v in (g.get("customResources") or {}).items()},
+            resources=dict(g.get("resources") or {}), template=dict(g.get("template") or {}))
+        if group.min_replicas > group.max_replicas:
+            raise SpecError("InvalidSpec", f"{where}: minReplicas ({group.min_replicas}) exceeds maxReplicas "
+                                           f"({group.max_replicas})")
+        groups.append(group)
+    redis_raw = ((spec.get("gcs") or {}).get("redis")) or {}
+    secret_ref = redis_raw.get("passwordSecret") or {}
+    redis = RedisSpec(managed=bool(redis_raw.get("managed", False)),
+                      image=redis_raw.get("image", names.DEFAULT_REDIS_IMAGE), address=redis_raw.get("address"),
+                      password_secret=secret_ref.get("name"), password_key=secret_ref.get("key", "password"))
+    if redis.managed and redis.address:
+        raise SpecError("InvalidSpec", "spec.gcs.redis: set either managed: true or address, not both")
+    auth = spec.get("auth") or {}
+    return ClusterSpec(image=image, image_pull_policy=spec.get("imagePullPolicy", "IfNotPresent"),
+                       suspend=bool(spec.get("suspend", False)), head=head, worker_groups=tuple(groups),
+                       redis=redis, token_secret=auth.get("secretName"), token_key=auth.get("secretKey", "token"))
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    cluster: str
+    actor_class: str
+    name: str
+    namespace: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    max_restarts: int = 0
+    max_task_retries: int = 0
+    max_concurrency: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    resources: dict[str, Any] = field(default_factory=dict)
+    image: str | None = None
+    env: list[dict[str, Any]] = field(default_factory=list)
+
+
+def parse_actor(spec: dict[str, Any], meta_name: str, meta_namespace: str) -> ActorSpec:
+    cluster = spec.get("clusterRef")
+    if not isinstance(cluster, str) or not cluster:
+        raise SpecError("InvalidSpec", "spec.clusterRef is required: the name of an ActorCluster in this namespace")
+    actor_class = spec.get("actorClass")
+    if not isinstance(actor_class, str) or not _CLASS_PATH.match(actor_class):
+        raise SpecError("InvalidSpec", f"spec.actorClass must be an import path 'module:Class', got {actor_class!r}")
+    args, kwargs = spec.get("args", []), spec.get("kwargs", {})
+    if not isinstance(args, list):
+        raise SpecError("InvalidSpec", "spec.args must be a list of JSON values")
+    if not isinstance(kwargs, dict):
+        raise SpecError("InvalidSpec", "spec.kwargs must be an object of JSON values")
+    resources = dict(spec.get("resources") or {})
+    return ActorSpec(
+        cluster=cluster, actor_class=actor_class, name=spec.get("name") or meta_name,
+        namespace=spec.get("namespace") or meta_namespace, args=args, kwargs=kwargs,
+        max_restarts=_integer(spec.get("maxRestarts", 0), "spec.maxRestarts", -1),
+        max_task_retries=_integer(spec.get("maxTaskRetries", 0), "spec.maxTaskRetries", -1),
+        max_concurrency=_integer(spec.get("maxConcurrency", 1), "spec.maxConcurrency", 1),
+        num_cpus=max(1.0, cpu_quantity((resources.get("requests") or {}).get("cpu", 1))),
+        num_gpus=cpu_quantity((resources.get("limits") or {}).get("nvidia.com/gpu", 0)),
+        resources=resources, image=spec.get("image"), env=list(spec.get("env") or []))
+
+
+def cpu_quantity(value: Any) -> float:
+    """A Kubernetes CPU quantity ('500m', '2', 1.5) as a number of CPUs."""
+    if isinstance(value, bool):
+        raise SpecError("InvalidSpec", f"not a CPU quantity: {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        raise SpecError("InvalidSpec", f"not a CPU quantity: {value!r}") from None
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

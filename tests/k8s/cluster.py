@@ -1,0 +1,152 @@
+"""An emulated Kubernetes cluster for tests: kmock-based API server, kubelet harness, operator.
+
+The API server and the kubelet share one asyncio loop on a background thread; the
+operator runs as its own process (`python -m kastor.operator`) against a kubeconfig, as
+it would in a pod. Tests talk to the API with the `kubernetes` client and `kubectl`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kmock
+import kubernetes
+import yaml
+
+from .apiserver import ApiServer
+from .kubelet import HostsFile, Kubelet
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_IMAGE = "kastor:test"
+
+
+class EmulatedCluster:
+    def __init__(self, workdir: Path, resync_s: float = 1.0):
+        self.workdir = workdir
+        self.resync_s = resync_s
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="k8s-emulator", daemon=True)
+        self.hosts = HostsFile()
+        self.operator: subprocess.Popen | None = None
+        self.operator_log = workdir / "operator.log"
+
+    # ---- start / stop ----
+
+    def _run(self, coro) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
+
+    def start(self) -> EmulatedCluster:
+        self.thread.start()
+        self.hosts.__enter__()
+        self._run(self._start_async())
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.kubeconfig.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "emulated",
+            "clusters": [{"name": "emulated", "cluster": {"server": self.url}}],
+            "users": [{"name": "tester", "user": {"token": "emulated-cluster-token"}}],
+            "contexts": [{"name": "emulated", "context": {"cluster": "emulated", "user": "tester",
+                                                          "namespace": "default"}}]}))
+        config = kubernetes.client.Configuration()
+        config.host = self.url
+        self.api_client = kubernetes.client.ApiClient(config)
+        self.core = kubernetes.client.CoreV1Api(self.api_client)
+        self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
+        self.ext = kubernetes.client.ApiextensionsV1Api(self.api_client)
+        for path in sorted(glob.glob(str(REPO / "crds" / "*.yaml"))):
+            self.ext.create_custom_resource_definition(yaml.safe_load(Path(path).read_text()))
+        return self
+
+    async def _start_async(self) -> None:
+        self.api = ApiServer()
+        await self.api.__aenter__()
+        self.server = kmock.Server(self.api)
+        await self.server.__aenter__()
+        self.url = str(self.server.url).rstrip("/")
+        images = {TEST_IMAGE: {"PYTHONPATH": str(REPO / "tests" / "k8s" / "image")}}
+        self.kubelet = Kubelet(self.url, self.workdir, self.hosts, images)
+        await self.kubelet.start()
+
+    def start_operator(self, *extra: str) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": str(self.resync_s),
+               "PYTHONUNBUFFERED": "1"}
+        with open(self.operator_log, "ab") as log:
+            self.operator = subprocess.Popen(
+                [sys.executable, "-m", "kastor.operator", "--all-namespaces", "--standalone", "--liveness",
+                 "http://127.0.0.1:0/healthz", *extra], env=env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.operator is not None and self.operator.poll() is None:
+            self.operator.terminate()
+            try:
+                self.operator.wait(10)
+            except subprocess.TimeoutExpired:
+                self.operator.kill()
+                self.operator.wait()
+        try:
+            self._run(self._stop_async())
+        finally:
+            self.hosts.__exit__(None, None, None)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+    async def _stop_async(self) -> None:
+        await self.kubelet.stop()
+        await self.server.__aexit__(None, None, None)
+        await self.api.__aexit__(None, None, None)
+
+    # ---- helpers for tests ----
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["kubectl", "--kubeconfig", str(self.kubeconfig), *args], input=input, text=True,
+                              capture_output=True, check=check, timeout=60)
+
+    def get_custom(self, plural: str, name: str, ns: str = "default") -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object("kastor.dev", "v1alpha1", ns, plural, name)
+        except kubernetes.client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def pods(self, selector: str, ns: str = "default") -> list[Any]:
+        return self.core.list_namespaced_pod(ns, label_selector=selector).items
+
+    def events(self, name: str, ns: str = "default") -> list[Any]:
+        return [e for e in self.core.list_namespaced_event(ns).items if e.involved_object.name == name]
+
+    def wait(self, predicate: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+        """Polls until predicate() is truthy; the failure names what, and shows the operator's log tail."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if self.operator is not None and self.operator.poll() is not None:
+                raise AssertionError(f"the operator exited ({self.operator.returncode}) while waiting for {what}:\n"
+                                     f"{self.operator_log_tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}\n--- operator log:\n"
+                                     f"{self.operator_log_tail()}")
+            time.sleep(0.1)
+
+    def operator_log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.operator_log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def pod_process(self, name: str, ns: str = "default") -> subprocess.Popen | None:
+        return self.kubelet.process(ns, name)
+
+    def pod_log(self, name: str, ns: str = "default") -> str:
+        return self.kubelet.log(ns, name)

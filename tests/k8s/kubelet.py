@@ -1,0 +1,371 @@
+"""A kubelet for the emulated API server: each pod becomes local processes.
+
+It watches pods through the API like a kubelet does, and for each new pod starts the
+container's command and args (with `$(VAR)` expansion) and env (values, Secret keys and
+the downward API), in its own process group, with its own loopback address as pod IP
+(127.77.x.y: Linux routes all of 127/8 to lo, so every pod can bind the same port).
+Service names (`svc.ns.svc[.cluster.local]`) resolve to the selected pod through a
+managed block in /etc/hosts, restored on exit. It reports phase, pod IP, readiness (TCP
+readiness probes are run; without a probe a running container is ready), exit codes and
+termination messages (FallbackToLogsOnError: the log's tail) back through the API, and
+kills the pod's process group when the pod is deleted or its main process exits (a
+container's processes die with its PID 1). restartPolicy Always restarts the container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+HOSTS_BEGIN = "# BEGIN kastor kubelet harness (tests/k8s/kubelet.py)"
+HOSTS_END = "# END kastor kubelet harness"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class HostsFile:
+    """Owns one marked block of /etc/hosts for the harness's lifetime; restores the file after."""
+
+    def __init__(self, path: str = "/etc/hosts"):
+        self.path = path
+        self.original: str | None = None
+
+    def writable(self) -> bool:
+        return os.access(self.path, os.W_OK)
+
+    def __enter__(self) -> HostsFile:
+        with open(self.path) as f:
+            self.original = f.read()
+        self.original = self._strip(self.original)
+        return self
+
+    @staticmethod
+    def _strip(text: str) -> str:
+        return re.sub(rf"\n?{re.escape(HOSTS_BEGIN)}.*?{re.escape(HOSTS_END)}\n?", "\n", text, flags=re.S)
+
+    def set(self, entries: dict[str, str]) -> None:
+        block = "\n".join([HOSTS_BEGIN] + [f"{ip} {name}" for name, ip in sorted(entries.items())] + [HOSTS_END])
+        with open(self.path, "w") as f:
+            f.write(self.original.rstrip("\n") + "\n" + block + "\n")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.original is not None:
+            with open(self.path, "w") as f:
+                f.write(self.original.rstrip("\n") + "\n")
+
+
+@dataclass
+class PodProcess:
+    namespace: str
+    name: str
+    uid: str
+    ip: str
+    pod: dict[str, Any]
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+    ready: bool | None = None
+    restarts: int = 0
+    started_at: str = ""
+    done: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    argv: list[str] = field(default_factory=list)
+
+
+class Kubelet:
+    """Runs the emulated cluster's pods. `images` maps an image to extra env (its "contents")."""
+
+    def __init__(self, api_url: str, workdir: Path, hosts: HostsFile, images: dict[str, dict[str, str]] | None = None):
+        self.api = api_url.rstrip("/")
+        self.workdir = workdir
+        self.hosts = hosts
+        self.images = images or {}
+        self.pods: dict[str, PodProcess] = {}   # by uid
+        self.next_ip = 2
+        self.session: aiohttp.ClientSession | None = None
+        self.tasks: list[asyncio.Task] = []
+        self.host_entries: dict[str, str] = {}
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession()
+        self.tasks = [asyncio.create_task(self._watch_pods()), asyncio.create_task(self._sync_loop())]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for pp in list(self.pods.values()):
+            self._kill(pp)
+        if self.session:
+            await self.session.close()
+
+    # ---- API ----
+
+    async def _get(self, path: str) -> dict[str, Any] | None:
+        async with self.session.get(self.api + path) as r:
+            return await r.json() if r.status == 200 else None
+
+    async def _patch_status(self, pp: PodProcess, status: dict[str, Any]) -> None:
+        url = f"{self.api}/api/v1/namespaces/{pp.namespace}/pods/{pp.name}/status"
+        async with self.session.patch(url, data=json.dumps({"status": status}),
+                                      headers={"Content-Type": "application/merge-patch+json"}) as r:
+            await r.read()
+
+    async def _watch_pods(self) -> None:
+        rv = "0"
+        while True:
+            try:
+                async with self.session.get(f"{self.api}/api/v1/pods",
+                                            params={"watch": "true", "resourceVersion": rv, "timeoutSeconds": "60"},
+                                            timeout=aiohttp.ClientTimeout(total=None)) as r:
+                    async for line in r.content:
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        obj = event["object"]
+                        rv = obj["metadata"]["resourceVersion"]
+                        await self._on_pod_event(event["type"], obj)
+            except (TimeoutError, aiohttp.ClientError):
+                await asyncio.sleep(0.1)
+
+    async def _on_pod_event(self, kind: str, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"]["uid"]
+        if kind == "DELETED" or pod["metadata"].get("deletionTimestamp"):
+            pp = self.pods.pop(uid, None)
+            if pp is not None:
+                await asyncio.to_thread(self._kill, pp)
+                await self._sync_hosts()
+            return
+        if uid not in self.pods and (pod.get("status") or {}).get("phase", "Pending") == "Pending":
+            await self._run_pod(pod)
+
+    # ---- running a pod ----
+
+    async def _secret_value(self, ns: str, ref: dict[str, Any]) -> str | None:
+        secret = await self._get(f"/api/v1/namespaces/{ns}/secrets/{ref['name']}")
+        if secret is None or ref["key"] not in (secret.get("data") or {}):
+            return None
+        return base64.b64decode(secret["data"][ref["key"]]).decode()
+
+    async def _resolve_env(self, pp: PodProcess, container: dict[str, Any]) -> dict[str, str] | str:
+        """The container's env in order (later entries may use earlier ones), or an error message."""
+        env: dict[str, str] = {}
+        meta = pp.pod["metadata"]
+        for item in container.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = _expand(item["value"], env)
+                continue
+            source = item.get("valueFrom") or {}
+            if "secretKeyRef" in source:
+                value = await self._secret_value(pp.namespace, source["secretKeyRef"])
+                if value is None:
+                    return f"secret {source['secretKeyRef']['name']!r} or its key {source['secretKeyRef']['key']!r} " \
+                           f"not found"
+                env[item["name"]] = value
+            elif "fieldRef" in source:
+                path = source["fieldRef"]["fieldPath"]
+                env[item["name"]] = {"status.podIP": pp.ip, "metadata.name": meta["name"],
+                                     "metadata.namespace": pp.namespace, "status.hostIP": "127.0.0.1",
+                                     "spec.nodeName": "kubelet-harness"}.get(path, "")
+        return env
+
+    async def _run_pod(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        ip = f"127.77.{self.next_ip // 250}.{self.next_ip % 250 + 2}"
+        self.next_ip += 1
+        pp = PodProcess(meta["namespace"], meta["name"], meta["uid"], ip, pod)
+        self.pods[pp.uid] = pp
+        container = pod["spec"]["containers"][0]
+        env = await self._resolve_env(pp, container)
+        if isinstance(env, str):  # a real kubelet reports CreateContainerConfigError and waits
+            await self._patch_status(pp, {"phase": "Pending", "podIP": ip, "containerStatuses": [{
+                "name": container["name"], "ready": False, "restartCount": 0, "image": container["image"],
+                "imageID": "", "state": {"waiting": {"reason": "CreateContainerConfigError", "message": env}}}]})
+            self.pods.pop(pp.uid, None)  # retried on the next pod event
+            return
+        pp.env = env
+        pp.argv = [_expand(a, env) for a in (container.get("command") or []) + (container.get("args") or [])]
+        pp.log_path = self.workdir / f"{pp.namespace}_{pp.name}_{pp.uid[:8]}.log"
+        await self._start_container(pp, container)
+
+    async def _start_container(self, pp: PodProcess, container: dict[str, Any]) -> None:
+        home = self.workdir / "pods" / pp.uid
+        (home / "tmp").mkdir(parents=True, exist_ok=True)
+        bindir = os.path.dirname(sys.executable)
+        env = {"PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home / "tmp"),
+               "HOSTNAME": pp.name, "LANG": "C.UTF-8", "KASTOR_SESSION_ROOT": str(home / "sessions"),
+               **self.images.get(container["image"], {}), **pp.env}
+        argv = list(pp.argv)
+        argv[0] = shutil.which(argv[0], path=env["PATH"]) or argv[0]
+        pp.started_at = _now()
+        try:
+            with open(pp.log_path, "ab") as log:
+                pp.proc = subprocess.Popen(argv, env=env, cwd=str(home), stdin=subprocess.DEVNULL, stdout=log,
+                                           stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as e:
+            await self._finish(pp, 128, "ContainerCannotRun", str(e))
+            return
+        pp.ready = None
+        await self._patch_status(pp, self._running_status(pp, ready=False))
+
+    def _running_status(self, pp: PodProcess, ready: bool) -> dict[str, Any]:
+        container = pp.pod["spec"]["containers"][0]
+        flag = "True" if ready else "False"
+        return {
+            "phase": "Running", "podIP": pp.ip, "podIPs": [{"ip": pp.ip}], "hostIP": "127.0.0.1",
+            "startTime": pp.started_at,
+            "conditions": [{"type": t, "status": s, "lastTransitionTime": _now()} for t, s in
+                           (("PodScheduled", "True"), ("Initialized", "True"), ("ContainersReady", flag),
+                            ("Ready", flag))],
+            "containerStatuses": [{"name": container["name"], "image": container["image"], "imageID": "",
+                                   "ready": ready, "started": True, "restartCount": pp.restarts,
+                                   "state": {"running": {"startedAt": pp.started_at}}}],
+        }
+
+    async def _finish(self, pp: PodProcess, code: int, reason: str, message: str) -> None:
+        pp.done = True
+        container = pp.pod["spec"]["containers"][0]
+        phase = "Succeeded" if code == 0 else "Failed"
+        await self._patch_status(pp, {
+            "phase": phase,
+            "conditions": [{"type": t, "status": s, "lastTransitionTime": _now()} for t, s in
+                           (("PodScheduled", "True"), ("Initialized", "True"), ("ContainersReady", "False"),
+                            ("Ready", "False"))],
+            "containerStatuses": [{"name": container["name"], "image": container["image"], "imageID": "",
+                                   "ready": False, "started": False, "restartCount": pp.restarts,
+                                   "state": {"terminated": {"exitCode": code, "reason": reason, "message": message,
+                                                            "startedAt": pp.started_at, "finishedAt": _now()}}}]})
+
+    def _termination_message(self, pp: PodProcess, code: int) -> str:
+        container = pp.pod["spec"]["containers"][0]
+        if code == 0 or container.get("terminationMessagePolicy") != "FallbackToLogsOnError" or pp.log_path is None:
+            return ""
+        data = pp.log_path.read_bytes()[-2048:].decode(errors="replace")
+        return "\n".join(data.splitlines()[-80:])
+
+    def _kill(self, pp: PodProcess) -> None:
+        """The container runtime's kill: SIGTERM to the pod's process group, then SIGKILL."""
+        if pp.proc is None:
+            return
+        try:
+            os.killpg(pp.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            pp.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(pp.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        pp.proc.wait()
+
+    # ---- the periodic loop: exits, probes, Service names ----
+
+    async def _sync_loop(self) -> None:
+        while True:
+            try:
+                await self._sync_once()
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.25)
+
+    async def _sync_once(self) -> None:
+        for pp in list(self.pods.values()):
+            if pp.proc is None or pp.done:
+                continue
+            code = pp.proc.poll()
+            if code is not None:
+                try:  # the rest of the container goes with its main process
+                    os.killpg(pp.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                code = code if code >= 0 else 128 - code
+                if pp.pod["spec"].get("restartPolicy", "Always") == "Always" or \
+                        (pp.pod["spec"].get("restartPolicy") == "OnFailure" and code != 0):
+                    pp.restarts += 1
+                    await self._start_container(pp, pp.pod["spec"]["containers"][0])
+                    continue
+                await self._finish(pp, code, "Completed" if code == 0 else "Error",
+                                   self._termination_message(pp, code))
+                continue
+            ready = await self._probe(pp)
+            if ready != pp.ready:
+                pp.ready = ready
+                await self._patch_status(pp, self._running_status(pp, ready))
+        await self._sync_hosts()
+
+    async def _probe(self, pp: PodProcess) -> bool:
+        container = pp.pod["spec"]["containers"][0]
+        probe = container.get("readinessProbe")
+        if not probe:
+            return True
+        if "tcpSocket" not in probe:
+            return True  # exec/http probes are not run by this harness: treated as passing
+        port = probe["tcpSocket"]["port"]
+        if isinstance(port, str):
+            port = next((p["containerPort"] for p in container.get("ports") or [] if p.get("name") == port), 0)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(pp.ip, int(port)), 1.0)
+        except (TimeoutError, OSError):
+            return False
+        writer.close()
+        return True
+
+    async def _sync_hosts(self) -> None:
+        services = await self._get("/api/v1/services")
+        entries: dict[str, str] = {}
+        for svc in (services or {}).get("items", []):
+            selector = (svc.get("spec") or {}).get("selector") or {}
+            ns = svc["metadata"]["namespace"]
+            candidates = [pp for pp in self.pods.values() if pp.namespace == ns and not pp.done and pp.proc
+                          and all((pp.pod["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
+            if not selector or not candidates:
+                continue
+            best = sorted(candidates, key=lambda pp: not pp.ready)[0]
+            for name in (f"{svc['metadata']['name']}.{ns}.svc", f"{svc['metadata']['name']}.{ns}.svc.cluster.local",
+                         f"{svc['metadata']['name']}.{ns}"):
+                entries[name] = best.ip
+        if entries != self.host_entries:
+            self.host_entries = entries
+            self.hosts.set(entries)
+
+    # ---- for tests ----
+
+    def process(self, namespace: str, name: str) -> subprocess.Popen | None:
+        for pp in self.pods.values():
+            if pp.namespace == namespace and pp.name == name and not pp.done:
+                return pp.proc
+        return None
+
+    def log(self, namespace: str, name: str) -> str:
+        for pp in self.pods.values():
+            if pp.namespace == namespace and pp.name == name and pp.log_path and pp.log_path.exists():
+                return pp.log_path.read_text(errors="replace")
+        return ""
+
+
+def _expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion: known variables are replaced, $$ escapes, unknown stay."""
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", sub, text)

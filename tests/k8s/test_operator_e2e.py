@@ -1,0 +1,293 @@
+"""End to end, without Docker: the operator (a real `python -m kastor.operator` process, kopf)
+against the kmock-based API server, with the kubelet harness running every pod it creates
+as real local processes (head, node agents, actor pods, redis-server) talking real gRPC.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import kubernetes
+import pytest
+
+from .cluster import TEST_IMAGE, EmulatedCluster
+
+NS = "default"
+# Pods of these tests start no spare workers (2 cores) and declare dead nodes fast.
+POD_ENV = [{"name": "KASTOR_PRESTART_WORKERS", "value": "0"}, {"name": "KASTOR_NODE_DEATH_TIMEOUT_S", "value": "2"}]
+TEMPLATE = {"spec": {"containers": [{"name": "kastor", "env": POD_ENV}]}}
+
+pytestmark = pytest.mark.skipif(not os.access("/etc/hosts", os.W_OK),
+                                reason="the kubelet harness resolves Service names through /etc/hosts, "
+                                       "which is not writable here (run as root or in a container)")
+
+
+@pytest.fixture(scope="module")
+def k8s(tmp_path_factory):
+    cluster = EmulatedCluster(tmp_path_factory.mktemp("k8s")).start()
+    try:
+        cluster.start_operator()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def cluster_cr(name: str, replicas: int = 2, **spec) -> dict:
+    return {"apiVersion": "kastor.dev/v1alpha1", "kind": "ActorCluster", "metadata": {"name": name},
+            "spec": {"image": TEST_IMAGE, "head": {"template": TEMPLATE},
+                     "workerGroups": [{"name": "cpu", "replicas": replicas, "template": TEMPLATE}], **spec}}
+
+
+def actor_cr(name: str, cluster: str, **spec) -> dict:
+    return {"apiVersion": "kastor.dev/v1alpha1", "kind": "DetachedActor", "metadata": {"name": name},
+            "spec": {"clusterRef": cluster, "actorClass": "sample_actors:Counter", "env": POD_ENV, **spec}}
+
+
+def create(k8s: EmulatedCluster, plural: str, body: dict) -> dict:
+    return k8s.custom.create_namespaced_custom_object("kastor.dev", "v1alpha1", NS, plural, body)
+
+
+def patch_spec(k8s: EmulatedCluster, plural: str, name: str, spec: dict) -> None:
+    k8s.custom.patch_namespaced_custom_object("kastor.dev", "v1alpha1", NS, plural, name, {"spec": spec})
+
+
+def status(k8s: EmulatedCluster, plural: str, name: str) -> dict:
+    return (k8s.get_custom(plural, name) or {}).get("status") or {}
+
+
+def token(k8s: EmulatedCluster, cluster: str) -> str:
+    return base64.b64decode(k8s.core.read_namespaced_secret(f"{cluster}-token", NS).data["token"]).decode()
+
+
+def run_driver(k8s: EmulatedCluster, cluster: str, code: str) -> str:
+    """Runs a Kastor driver program against the cluster's head Service; returns its stdout."""
+    address = status(k8s, "actorclusters", cluster)["headAddress"]
+    program = f"import kastor\nkastor.init(address={address!r})\n" + textwrap.dedent(code)
+    env = {**os.environ, "KASTOR_TOKEN": token(k8s, cluster)}
+    result = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, f"driver failed:\n{result.stdout}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def worker_pods(k8s: EmulatedCluster, cluster: str) -> list:
+    return [p for p in k8s.pods(f"kastor.dev/cluster={cluster},kastor.dev/role=worker")
+            if p.metadata.deletion_timestamp is None]
+
+
+def event_reasons(k8s: EmulatedCluster, name: str) -> set[str]:
+    return {e.reason for e in k8s.events(name)}
+
+
+def test_actor_cluster_starts_and_serves_a_client(k8s):
+    create(k8s, "actorclusters", cluster_cr("demo"))
+    k8s.wait(lambda: status(k8s, "actorclusters", "demo").get("phase") == "Ready", "ActorCluster demo Ready")
+    st = status(k8s, "actorclusters", "demo")
+    assert (st["readyWorkers"], st["desiredWorkers"]) == (2, 2)
+    assert st["headAddress"] == "demo-head.default.svc:6380"
+    assert {c["type"]: c["status"] for c in st["conditions"]} == \
+        {"GcsReady": "True", "HeadReady": "True", "WorkersReady": "True", "Ready": "True"}
+    assert k8s.core.read_namespaced_service("demo-head", NS).spec.selector == \
+        {"kastor.dev/cluster": "demo", "kastor.dev/role": "head"}
+    out = run_driver(k8s, "demo", """
+        import time
+        deadline = time.time() + 30
+        while sum(n["Alive"] for n in kastor.nodes()) < 3 and time.time() < deadline:
+            time.sleep(0.1)
+        print(sum(n["Alive"] for n in kastor.nodes()))
+
+        @kastor.remote
+        def square(x):
+            return x * x
+
+        @kastor.remote
+        class Acc:
+            def __init__(self):
+                self.total = 0
+            def add(self, x):
+                self.total += x
+                return self.total
+
+        print(kastor.get([square.remote(i) for i in range(5)]))
+        acc = Acc.remote()
+        print(kastor.get([acc.add.remote(i) for i in range(4)]))
+    """)
+    assert out.split("\n")[:3] == ["3", "[0, 1, 4, 9, 16]", "[0, 1, 3, 6]"]
+
+
+def test_scaling_replaces_failed_workers_and_suspends(k8s):
+    patch_spec(k8s, "actorclusters", "demo", {"workerGroups": [{"name": "cpu", "replicas": 3, "template": TEMPLATE}]})
+    k8s.wait(lambda: status(k8s, "actorclusters", "demo").get("readyWorkers") == 3 and
+             len(worker_pods(k8s, "demo")) == 3, "3 ready workers")
+    assert status(k8s, "actorclusters", "demo")["desiredWorkers"] == 3
+
+    victim = worker_pods(k8s, "demo")[0].metadata.name
+    k8s.pod_process(victim).kill()  # the container crashes; restartPolicy Never
+    k8s.wait(lambda: victim not in {p.metadata.name for p in worker_pods(k8s, "demo")} and
+             len(worker_pods(k8s, "demo")) == 3 and status(k8s, "actorclusters", "demo").get("readyWorkers") == 3,
+             "the failed worker pod replaced")
+
+    patch_spec(k8s, "actorclusters", "demo", {"workerGroups": [{"name": "cpu", "replicas": 1, "template": TEMPLATE}]})
+    k8s.wait(lambda: len(worker_pods(k8s, "demo")) == 1, "scaled down to 1 worker")
+    k8s.wait(lambda: status(k8s, "actorclusters", "demo").get("desiredWorkers") == 1, "status follows the scale-down")
+
+    patch_spec(k8s, "actorclusters", "demo", {"suspend": True})
+    k8s.wait(lambda: status(k8s, "actorclusters", "demo").get("phase") == "Suspended" and
+             not k8s.pods("kastor.dev/cluster=demo,kastor.dev/role in (head,worker)"), "suspended: no pods")
+    patch_spec(k8s, "actorclusters", "demo", {"suspend": False})
+    k8s.wait(lambda: status(k8s, "actorclusters", "demo").get("phase") == "Ready", "resumed")
+
+
+def test_dead_head_shows_in_status_and_is_replaced(k8s):
+    k8s.pod_process("demo-head").kill()
+    k8s.wait(lambda: status(k8s, "actorclusters", "demo").get("phase") == "Degraded", "a dead head shows")
+    assert "HeadPodFailed" in event_reasons(k8s, "demo")
+    k8s.wait(lambda: status(k8s, "actorclusters", "demo").get("phase") == "Ready", "a new head pod is Ready")
+
+
+def test_detached_actor_restarts_up_to_max_restarts_then_dies(k8s):
+    create(k8s, "detachedactors", actor_cr("counter", "demo", args=[10], kwargs={"step": 5}, maxRestarts=1))
+    k8s.wait(lambda: status(k8s, "detachedactors", "counter").get("state") == "Alive", "DetachedActor Alive")
+    first = status(k8s, "detachedactors", "counter")
+    assert (first["podName"], first["restarts"]) == ("counter-actor-1", 0)
+    assert run_driver(k8s, "demo", """
+        counter = kastor.get_actor("counter", namespace="default")
+        print(kastor.get(counter.incr.remote()))
+    """).strip() == "15"
+
+    k8s.pod_process("counter-actor-1").kill()  # the pod dies; the head restarts the actor on its replacement
+    k8s.wait(lambda: status(k8s, "detachedactors", "counter").get("restarts") == 1 and
+             status(k8s, "detachedactors", "counter").get("state") == "Alive", "restarted once, Alive again")
+    second = status(k8s, "detachedactors", "counter")
+    assert second["podName"] == "counter-actor-2" and second["actorId"] == first["actorId"]  # same actor
+    assert run_driver(k8s, "demo", """
+        counter = kastor.get_actor("counter", namespace="default")
+        print(kastor.get(counter.incr.remote()))
+    """).strip() == "15"  # the constructor ran again on the new pod
+
+    k8s.pod_process("counter-actor-2").kill()  # maxRestarts=1 is used up
+    k8s.wait(lambda: status(k8s, "detachedactors", "counter").get("state") == "Dead", "Dead after maxRestarts")
+    dead = status(k8s, "detachedactors", "counter")
+    assert dead["restarts"] == 1
+    assert next(c for c in dead["conditions"] if c["type"] == "Ready")["reason"] == "MaxRestartsExceeded"
+    assert "ActorDied" in event_reasons(k8s, "counter")
+    assert run_driver(k8s, "demo", """
+        try:
+            kastor.get_actor("counter", namespace="default")
+        except ValueError:
+            print("gone from the GCS")
+    """).strip() == "gone from the GCS"
+    assert not k8s.pods("kastor.dev/detached-actor=counter") or \
+        all(p.status.phase in ("Failed", "Succeeded") for p in k8s.pods("kastor.dev/detached-actor=counter"))
+
+
+def test_deleting_a_detached_actor_kills_it(k8s):
+    create(k8s, "detachedactors", actor_cr("keeper", "demo", maxRestarts=-1))
+    k8s.wait(lambda: status(k8s, "detachedactors", "keeper").get("state") == "Alive", "keeper Alive")
+    k8s.custom.delete_namespaced_custom_object("kastor.dev", "v1alpha1", NS, "detachedactors", "keeper")
+    k8s.wait(lambda: k8s.get_custom("detachedactors", "keeper") is None, "the DetachedActor is gone")
+    k8s.wait(lambda: not k8s.pods("kastor.dev/detached-actor=keeper"), "its pod is gone")
+    assert run_driver(k8s, "demo", """
+        try:
+            kastor.get_actor("keeper", namespace="default")
+        except ValueError:
+            print("killed")
+    """).strip() == "killed"
+
+
+def test_spec_change_rolls_the_actor(k8s):
+    create(k8s, "detachedactors", actor_cr("roller", "demo", args=[1]))
+    k8s.wait(lambda: status(k8s, "detachedactors", "roller").get("state") == "Alive", "roller Alive")
+    old_id = status(k8s, "detachedactors", "roller")["actorId"]
+    patch_spec(k8s, "detachedactors", "roller", {"args": [100]})
+    k8s.wait(lambda: status(k8s, "detachedactors", "roller").get("state") == "Alive" and
+             status(k8s, "detachedactors", "roller").get("actorId") not in (None, old_id), "rolled to a new actor")
+    assert run_driver(k8s, "demo", """
+        print(kastor.get(kastor.get_actor("roller", namespace="default").incr.remote()))
+    """).strip() == "101"
+
+
+@pytest.mark.parametrize("name, spec, state, reason", [
+    ("orphan", {"clusterRef": "no-such-cluster"}, "Pending", "ClusterNotFound"),
+    ("noclass", {"actorClass": "sample_actors:Missing"}, "Dead", "ClassNotImportable"),
+    ("badargs", {"args": [1, 2, 3, 4]}, "Dead", "ArgumentsMismatch"),
+])
+def test_bad_detached_actors_end_in_a_condition_and_an_event(k8s, name, spec, state, reason):
+    create(k8s, "detachedactors", {**actor_cr(name, "demo"), "spec": {**actor_cr(name, "demo")["spec"], **spec}})
+    k8s.wait(lambda: any(c.get("reason") == reason
+                         for c in status(k8s, "detachedactors", name).get("conditions", [])), f"{name}: {reason}")
+    assert status(k8s, "detachedactors", name)["state"] == state
+    k8s.wait(lambda: reason in event_reasons(k8s, name), f"a {reason} Event")
+    assert k8s.operator.poll() is None  # no crash loop
+    if state == "Dead":  # no pod churn: exactly one attempt
+        assert [p.metadata.name for p in k8s.pods(f"kastor.dev/detached-actor={name}")] == [f"{name}-actor-1"]
+
+
+def test_schema_rejects_what_it_can(k8s):
+    with pytest.raises(kubernetes.client.ApiException) as e:
+        create(k8s, "detachedactors", actor_cr("negative", "demo", maxRestarts=-5))
+    assert e.value.status == 422 and "maxRestarts" in e.value.body
+    with pytest.raises(kubernetes.client.ApiException) as e:
+        create(k8s, "actorclusters", {"apiVersion": "kastor.dev/v1alpha1", "kind": "ActorCluster",
+                                      "metadata": {"name": "noimage"}, "spec": {}})
+    assert e.value.status == 422 and "image" in e.value.body
+
+
+def test_invalid_cluster_spec_is_reported_not_crashed_on(k8s):
+    bad = cluster_cr("lopsided")
+    bad["spec"]["workerGroups"] = [{"name": "cpu", "replicas": 2, "minReplicas": 5, "maxReplicas": 1}]
+    create(k8s, "actorclusters", bad)  # CEL would reject this on a real API server; the operator must cope anyway
+    k8s.wait(lambda: status(k8s, "actorclusters", "lopsided").get("phase") == "Failed", "phase Failed")
+    ready = next(c for c in status(k8s, "actorclusters", "lopsided")["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec" and "minReplicas" in ready["message"]
+    k8s.wait(lambda: "InvalidSpec" in event_reasons(k8s, "lopsided"), "an InvalidSpec Event")
+    assert not k8s.pods("kastor.dev/cluster=lopsided")
+    assert k8s.operator.poll() is None
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_shows_printer_columns(k8s):
+    out = k8s.kubectl("get", "actorclusters", "demo").stdout
+    assert out.split()[:6] == ["NAME", "DESIRED", "READY", "STATE", "HEAD", "AGE"], out
+    assert out.split()[6:10] == ["demo", "1", "1", "Ready"], out
+    out = k8s.kubectl("get", "da", "counter").stdout
+    assert out.split()[:6] == ["NAME", "CLUSTER", "STATE", "RESTARTS", "POD", "AGE"], out
+    assert out.split()[6:11] == ["counter", "demo", "Dead", "1", "counter-actor-2"], out
+
+
+def test_managed_redis_cluster(k8s):
+    from kastor.runtime import head
+    if "Redis store is not available" in inspect.getsource(head):
+        pytest.skip("this runtime build refuses --redis-address (the Redis head store has not landed)")
+    create(k8s, "actorclusters", {**cluster_cr("persist", replicas=1), "spec": {
+        **cluster_cr("persist", replicas=1)["spec"], "gcs": {"redis": {"managed": True}}}})
+    k8s.wait(lambda: status(k8s, "actorclusters", "persist").get("phase") == "Ready", "managed-Redis cluster Ready",
+             timeout=90)
+    assert k8s.pods("kastor.dev/cluster=persist,kastor.dev/role=redis")[0].status.phase == "Running"
+    assert run_driver(k8s, "persist", """
+        @kastor.remote
+        def one():
+            return 1
+        print(kastor.get(one.remote()))
+    """).strip() == "1"
+
+
+def test_deleting_the_cluster_collects_everything(k8s):
+    k8s.custom.delete_namespaced_custom_object("kastor.dev", "v1alpha1", NS, "actorclusters", "demo")
+    k8s.wait(lambda: not k8s.pods("kastor.dev/cluster=demo,kastor.dev/role in (head,worker,redis)"),
+             "every pod of the cluster deleted")
+    # DetachedActors outlive their cluster (they are separate resources) and say so
+    k8s.wait(lambda: any(c.get("reason") == "ClusterNotFound"
+                         for c in status(k8s, "detachedactors", "roller").get("conditions", [])),
+             "roller reports its cluster missing")
+    assert not [s for s in k8s.core.list_namespaced_service(NS).items if s.metadata.name.startswith("demo-")]
+    assert not [s for s in k8s.core.list_namespaced_secret(NS).items if s.metadata.name == "demo-token"]
+    if shutil.which("kubectl"):
+        names = [p["metadata"]["name"] for p in json.loads(k8s.kubectl("get", "pods", "-o", "json").stdout)["items"]]
+        assert not [n for n in names if n.startswith("demo-")], names
