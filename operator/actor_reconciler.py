@@ -143,15 +143,18 @@ def _replace_pod(kube: Kube, gcs: Gcs, body: dict[str, Any], actor: ActorSpec, c
                  status: dict[str, Any]) -> tuple[str, bool, str, str] | None:
     """Creates the next pod, or returns the terminal (state, ok, reason, message) if it must not."""
     ns = body["metadata"]["namespace"]
-    if current is not None:
-        last_words = termination_message(current)
-        why = f"exit code {exit_code(current)}" + (f", last log line: {last_words}" if last_words else "")
-        pod_name = current["metadata"]["name"]
-        if exit_code(current) == names.EXIT_BAD_SPEC:
+    lost = current["metadata"]["name"] if current is not None else status.get("podName")
+    if lost:  # a pod ran and is gone: failed (crash, eviction) or deleted
+        last_words = termination_message(current) if current is not None else ""
+        if current is None:
+            why = "it was deleted"
+        else:
+            why = f"exit code {exit_code(current)}" + (f", last log line: {last_words}" if last_words else "")
+        if current is not None and exit_code(current) == names.EXIT_BAD_SPEC:
             reason = last_words.split(":", 1)[0] if ":" in last_words else "BadSpec"
-            events.post(body, "Warning", reason, f"pod {pod_name}: {last_words}")
+            events.post(body, "Warning", reason, f"pod {lost}: {last_words}")
             return "Dead", False, reason, last_words or why
-        events.post(body, "Warning", "PodFailed", f"pod {pod_name} {phase(current).lower()}: {why}")
+        events.post(body, "Warning", "PodFailed", f"pod {lost} {phase(current).lower() if current else 'gone'}: {why}")
         if info is None:
             failures = int(status.get("earlyPodFailures", 0)) + 1
             status["earlyPodFailures"] = failures
@@ -159,7 +162,7 @@ def _replace_pod(kube: Kube, gcs: Gcs, body: dict[str, Any], actor: ActorSpec, c
                 return "Dead", False, "PodFailing", f"{failures} pods failed before the actor registered; " \
                                                     f"last: {why}"
         elif actor.max_restarts != -1 and _restarts_used(info) > actor.max_restarts:
-            cause = f"its pod {pod_name} failed ({why}) and maxRestarts={actor.max_restarts} is used up"
+            cause = f"its pod {lost} failed ({why}) and maxRestarts={actor.max_restarts} is used up"
             try:
                 gcs.kill_actor(cluster.address, cluster.token, info.spec.actor_id, cause)
             except grpc.RpcError as e:

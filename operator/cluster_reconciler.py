@@ -175,3 +175,30 @@ def _write(kube: Kube, body: dict[str, Any], old: dict[str, Any], status: dict[s
     if not same_ignoring_time(old, status):
         kube.patch_status(names.CLUSTER_PLURAL, meta["namespace"], meta["name"], status)
     return status
+
+
+def clean_external_redis(kube: Kube, body: dict[str, Any]) -> str:
+    """Finalizer for a cluster on an external Redis: delete its keys (`kastor redis-clean`).
+
+    A managed Redis goes with its pod; an external one outlives the cluster, and so would
+    its state. Raises RuntimeError (kopf retries) if the Redis cannot be cleaned.
+    """
+    import os
+    import subprocess
+    import sys
+
+    meta = body["metadata"]
+    spec = parse_cluster(body.get("spec") or {})
+    if not spec.redis.address:
+        return "no external Redis"
+    env = dict(os.environ)
+    if spec.redis.password_secret:
+        secret = kube.get_secret(meta["namespace"], spec.redis.password_secret) or {}
+        if spec.redis.password_key in secret:
+            env["KASTOR_REDIS_PASSWORD"] = secret[spec.redis.password_key]
+    result = subprocess.run([sys.executable, "-m", "kastor.runtime.cli", "redis-clean", "--redis-address",
+                             spec.redis.address, "--cluster-id", names.cluster_id(meta["namespace"], meta["name"])],
+                            env=env, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError(f"kastor redis-clean failed: {(result.stderr or result.stdout).strip()}")
+    return result.stdout.strip()

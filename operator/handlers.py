@@ -74,6 +74,16 @@ def cluster_resync(body: kopf.Body, **_: Any) -> None:
     cluster_reconciler.reconcile(_kube(), dict(body))
 
 
+def _external_redis(spec: kopf.Spec, **_: Any) -> bool:
+    return bool(((spec.get("gcs") or {}).get("redis") or {}).get("address"))
+
+
+@kopf.on.delete(**CLUSTERS, when=_external_redis, retries=5, backoff=5)
+def cluster_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    """Only clusters on an external Redis get this finalizer: their GCS keys outlive them."""
+    logger.info(cluster_reconciler.clean_external_redis(_kube(), dict(body)))
+
+
 # ---- DetachedActor ----
 
 @kopf.on.create(**ACTORS)

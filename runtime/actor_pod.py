@@ -68,6 +68,9 @@ def load_class(path: str) -> type:
             obj = getattr(obj, part)
     except Exception as e:  # ImportError, AttributeError, or the module raising on import
         raise BadSpec("ClassNotImportable", f"cannot import {path!r}: {type(e).__name__}: {e}") from None
+    from kastor.actor import ActorClass
+    if isinstance(obj, ActorClass):  # a class already decorated with @kastor.remote
+        obj = obj._cls
     if not isinstance(obj, type):
         raise BadSpec("ClassNotImportable", f"{path!r} is a {type(obj).__name__}, not a class")
     return obj

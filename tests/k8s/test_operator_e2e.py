@@ -6,7 +6,6 @@ as real local processes (head, node agents, actor pods, redis-server) talking re
 from __future__ import annotations
 
 import base64
-import inspect
 import json
 import os
 import shutil
@@ -190,6 +189,10 @@ def test_detached_actor_restarts_up_to_max_restarts_then_dies(k8s):
 def test_deleting_a_detached_actor_kills_it(k8s):
     create(k8s, "detachedactors", actor_cr("keeper", "demo", maxRestarts=-1))
     k8s.wait(lambda: status(k8s, "detachedactors", "keeper").get("state") == "Alive", "keeper Alive")
+    k8s.core.delete_namespaced_pod("keeper-actor-1", NS)  # eviction or `kubectl delete pod`: the pod is replaced
+    k8s.wait(lambda: status(k8s, "detachedactors", "keeper").get("podName") == "keeper-actor-2" and
+             status(k8s, "detachedactors", "keeper").get("state") == "Alive" and
+             status(k8s, "detachedactors", "keeper").get("restarts") == 1, "keeper restarted on a new pod")
     k8s.custom.delete_namespaced_custom_object("kastor.dev", "v1alpha1", NS, "detachedactors", "keeper")
     k8s.wait(lambda: k8s.get_custom("detachedactors", "keeper") is None, "the DetachedActor is gone")
     k8s.wait(lambda: not k8s.pods("kastor.dev/detached-actor=keeper"), "its pod is gone")
@@ -262,9 +265,6 @@ def test_kubectl_shows_printer_columns(k8s):
 
 
 def test_managed_redis_cluster(k8s):
-    from kastor.runtime import head
-    if "Redis store is not available" in inspect.getsource(head):
-        pytest.skip("this runtime build refuses --redis-address (the Redis head store has not landed)")
     create(k8s, "actorclusters", {**cluster_cr("persist", replicas=1), "spec": {
         **cluster_cr("persist", replicas=1)["spec"], "gcs": {"redis": {"managed": True}}}})
     k8s.wait(lambda: status(k8s, "actorclusters", "persist").get("phase") == "Ready", "managed-Redis cluster Ready",
@@ -276,6 +276,35 @@ def test_managed_redis_cluster(k8s):
             return 1
         print(kastor.get(one.remote()))
     """).strip() == "1"
+
+
+def test_external_redis_keys_are_cleaned_when_the_cluster_is_deleted(k8s, tmp_path):
+    import redis
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path, password="s3cret").start()
+    try:
+        k8s.core.create_namespaced_secret(NS, {"metadata": {"name": "ext-redis"}, "stringData": {"password": "s3cret"}})
+        create(k8s, "actorclusters", {**cluster_cr("ext", replicas=1), "spec": {
+            **cluster_cr("ext", replicas=1)["spec"],
+            "gcs": {"redis": {"address": server.address, "passwordSecret": {"name": "ext-redis"}}}}})
+        k8s.wait(lambda: status(k8s, "actorclusters", "ext").get("phase") == "Ready", "external-Redis cluster Ready")
+        assert "kastor.dev/finalizer" in k8s.get_custom("actorclusters", "ext")["metadata"]["finalizers"]
+        run_driver(k8s, "ext", """
+            @kastor.remote
+            class Keep:
+                pass
+            Keep.options(name="kept", lifetime="detached").remote()
+        """)
+        client = redis.Redis(port=server.port, password="s3cret")
+        keys = lambda: client.keys("kastor:default.ext:*")  # noqa: E731
+        assert keys(), "the head keeps its state in the external Redis"
+        k8s.custom.delete_namespaced_custom_object("kastor.dev", "v1alpha1", NS, "actorclusters", "ext")
+        k8s.wait(lambda: k8s.get_custom("actorclusters", "ext") is None, "the ActorCluster is gone")
+        assert keys() == [], "deleting the cluster deletes its keys"
+        client.close()
+    finally:
+        server.stop()
 
 
 def test_deleting_the_cluster_collects_everything(k8s):

