@@ -177,6 +177,10 @@ def _write(kube: Kube, body: dict[str, Any], old: dict[str, Any], status: dict[s
     return status
 
 
+class StillRunning(RuntimeError):
+    """The cluster's pods are still stopping; try again shortly."""
+
+
 def clean_external_redis(kube: Kube, body: dict[str, Any]) -> str:
     """Finalizer for a cluster on an external Redis: delete its keys (`kastor redis-clean`).
 
@@ -191,6 +195,14 @@ def clean_external_redis(kube: Kube, body: dict[str, Any]) -> str:
     spec = parse_cluster(body.get("spec") or {})
     if not spec.redis.address:
         return "no external Redis"
+    # The head must be gone first, or it could write again after the cleanup.
+    running = [p for p in kube.list_pods(meta["namespace"], {names.LABEL_CLUSTER: meta["name"]})
+               if p["metadata"]["labels"].get(names.LABEL_ROLE) in ("head", "worker")]
+    for pod in running:
+        if not terminating(pod):
+            kube.delete_pod(meta["namespace"], pod["metadata"]["name"])
+    if running:
+        raise StillRunning(f"waiting for {len(running)} head/worker pod(s) to stop before cleaning Redis")
     env = dict(os.environ)
     if spec.redis.password_secret:
         secret = kube.get_secret(meta["namespace"], spec.redis.password_secret) or {}

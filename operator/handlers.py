@@ -56,7 +56,8 @@ def close(**_: Any) -> None:
 @kopf.on.probe(id="api")
 def api_reachable(**_: Any) -> str:
     """The liveness endpoint answers only while the API server answers us."""
-    _kube().core.get_api_resources()
+    import kubernetes
+    kubernetes.client.VersionApi(_kube().api_client).get_code()
     return "ok"
 
 
@@ -78,10 +79,13 @@ def _external_redis(spec: kopf.Spec, **_: Any) -> bool:
     return bool(((spec.get("gcs") or {}).get("redis") or {}).get("address"))
 
 
-@kopf.on.delete(**CLUSTERS, when=_external_redis, retries=5, backoff=5)
+@kopf.on.delete(**CLUSTERS, when=_external_redis, retries=60, backoff=2)
 def cluster_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """Only clusters on an external Redis get this finalizer: their GCS keys outlive them."""
-    logger.info(cluster_reconciler.clean_external_redis(_kube(), dict(body)))
+    try:
+        logger.info(cluster_reconciler.clean_external_redis(_kube(), dict(body)))
+    except cluster_reconciler.StillRunning as e:
+        raise kopf.TemporaryError(str(e), delay=1) from None
 
 
 # ---- DetachedActor ----

@@ -13,8 +13,9 @@ timestamps, ownerReference garbage collection, CRD schema validation and default
 CRDs that become served resources as soon as they are created. Namespaces are served at
 /api/v1/namespaces[/NAME], and /api/v1 reports groupVersion "v1".
 
-Deliberate simplifications: pods are deleted at once (no graceful deletion phase: the
-kubelet harness kills the process on the DELETED event); CEL rules
+Running pods are deleted gracefully, as for real: the DELETE marks them (deletionTimestamp),
+the kubelet harness kills the processes and then removes the pod with gracePeriodSeconds=0.
+Deliberate simplifications: CEL rules
 (x-kubernetes-validations) are not evaluated; strategic merge patches merge like JSON
 merge patches.
 """
@@ -280,6 +281,8 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         body = await raw.read()
+        if raw.path != "/" and raw.path.endswith("/"):  # /api/v1/ is /api/v1
+            raw = raw.clone(rel_url=raw.rel_url.with_path(raw.path.rstrip("/")))
         try:
             route = self._route(raw.path)
             if route is None:
@@ -304,7 +307,8 @@ class ApiServer(kmock.KubernetesEmulator):
                 ctype = raw.headers.get("Content-Type", "")
                 return self._json(await self._patch(rdef, ns, name, sub, data, ctype))
             if raw.method == "DELETE" and name:
-                return self._json(await self._delete(rdef, ns, name))
+                grace = q.get("gracePeriodSeconds") or (data or {}).get("gracePeriodSeconds")
+                return self._json(await self._delete(rdef, ns, name, None if grace is None else int(grace)))
             if raw.method == "DELETE":
                 items = self._list(rdef, ns, q.get("labelSelector"), q.get("fieldSelector"))["items"]
                 for item in items:
@@ -486,9 +490,23 @@ class ApiServer(kmock.KubernetesEmulator):
             raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {rdef.plural} "{name}"')
         return await self._write(rdef, old, new, sub)
 
-    async def _delete(self, rdef: ResourceDef, ns: str | None, name: str) -> dict[str, Any]:
+    @staticmethod
+    def _graceful(rdef: ResourceDef, obj: dict[str, Any], grace: int | None) -> bool:
+        """A running pod is deleted gracefully: marked, then removed once its kubelet has killed it."""
+        return rdef.key == ("", "pods") and grace != 0 and \
+            (obj.get("status") or {}).get("phase") not in ("Failed", "Succeeded")
+
+    async def _delete(self, rdef: ResourceDef, ns: str | None, name: str, grace: int | None = None) -> dict[str, Any]:
         obj = self._get(rdef, ns, name)
         key_ns = ns if rdef.namespaced else None
+        if self._graceful(rdef, obj, grace) and not obj["metadata"].get("finalizers"):
+            if not obj["metadata"].get("deletionTimestamp"):
+                obj["metadata"]["deletionTimestamp"] = _now()
+                obj["metadata"]["deletionGracePeriodSeconds"] = grace if grace is not None else \
+                    obj["spec"].get("terminationGracePeriodSeconds", 30)
+                self._put(rdef, key_ns, name, obj, "MODIFIED")
+                await self._notify()
+            return obj
         if obj["metadata"].get("finalizers"):
             if not obj["metadata"].get("deletionTimestamp"):
                 obj["metadata"]["deletionTimestamp"] = _now()
@@ -513,7 +531,7 @@ class ApiServer(kmock.KubernetesEmulator):
                 return
             for rdef_key, (ns, name), o in orphans:
                 rdef = self.defs[rdef_key]
-                if o["metadata"].get("finalizers"):
+                if o["metadata"].get("finalizers") or self._graceful(rdef, o, None):
                     o["metadata"]["deletionTimestamp"] = _now()
                     self._put(rdef, ns, name, o, "MODIFIED")
                 else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +28,8 @@ from .kubelet import HostsFile, Kubelet
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_IMAGE = "kastor:test"
+PEERING = "kastor-operator"
+PEERING_CRDS = REPO / "charts" / "kastor-operator" / "crds" / "kopf.dev_peerings.yaml"
 
 
 class EmulatedCluster:
@@ -61,8 +64,12 @@ class EmulatedCluster:
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
         self.ext = kubernetes.client.ApiextensionsV1Api(self.api_client)
-        for path in sorted(glob.glob(str(REPO / "crds" / "*.yaml"))):
-            self.ext.create_custom_resource_definition(yaml.safe_load(Path(path).read_text()))
+        for path in sorted(glob.glob(str(REPO / "crds" / "*.yaml"))) + [str(PEERING_CRDS)]:
+            for crd in yaml.safe_load_all(Path(path).read_text()):
+                self.ext.create_custom_resource_definition(crd)
+        # what the operator chart installs for kopf's peering (its leader election)
+        self.custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", {
+            "apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}})
         return self
 
     async def _start_async(self) -> None:
@@ -75,14 +82,22 @@ class EmulatedCluster:
         self.kubelet = Kubelet(self.url, self.workdir, self.hosts, images)
         await self.kubelet.start()
 
-    def start_operator(self, *extra: str) -> None:
+    def start_operator(self, priority: int = 100, log: Path | None = None) -> subprocess.Popen:
+        """An operator process peering with any other (kopf's leader election), with a liveness endpoint."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": str(self.resync_s),
                "PYTHONUNBUFFERED": "1"}
-        with open(self.operator_log, "ab") as log:
-            self.operator = subprocess.Popen(
-                [sys.executable, "-m", "kastor.operator", "--all-namespaces", "--standalone", "--liveness",
-                 "http://127.0.0.1:0/healthz", *extra], env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with open(log or self.operator_log, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "kastor.operator", "--all-namespaces", "--peering", PEERING, "--priority",
+                 str(priority), "--liveness", f"http://127.0.0.1:{port}/healthz"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc.liveness_url = f"http://127.0.0.1:{port}/healthz"  # type: ignore[attr-defined]
+        if log is None:
+            self.operator = proc
+        return proc
 
     def stop(self) -> None:
         if self.operator is not None and self.operator.poll() is None:

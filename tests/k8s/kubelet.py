@@ -151,6 +151,10 @@ class Kubelet:
             if pp is not None:
                 await asyncio.to_thread(self._kill, pp)
                 await self._sync_hosts()
+            if kind != "DELETED":  # graceful deletion: the containers are gone, now the pod goes
+                url = f"{self.api}/api/v1/namespaces/{pod['metadata']['namespace']}/pods/{pod['metadata']['name']}"
+                async with self.session.delete(url, params={"gracePeriodSeconds": "0"}) as r:
+                    await r.read()
             return
         if uid not in self.pods and (pod.get("status") or {}).get("phase", "Pending") == "Pending":
             await self._run_pod(pod)

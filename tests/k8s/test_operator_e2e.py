@@ -307,6 +307,46 @@ def test_external_redis_keys_are_cleaned_when_the_cluster_is_deleted(k8s, tmp_pa
         server.stop()
 
 
+def test_liveness_and_leader_election_by_peering(k8s, tmp_path):
+    import urllib.request
+    k8s.wait(lambda: _healthy(k8s.operator.liveness_url), "the liveness endpoint answers")
+    log = tmp_path / "second-operator.log"
+    second = k8s.start_operator(priority=50, log=log)
+
+    def peers() -> int:
+        body = k8s.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", "kastor-operator")
+        return len(body.get("status") or {})
+
+    k8s.wait(lambda: peers() == 2, "both replicas registered in the peering object")
+    # the lower-priority replica stands by: the leader alone reconciles
+    create(k8s, "detachedactors", actor_cr("peered", "demo"))
+    k8s.wait(lambda: status(k8s, "detachedactors", "peered").get("state") == "Alive", "reconciled by the leader")
+    assert "kastor.operator" not in log.read_text(errors="replace")
+    with urllib.request.urlopen(k8s.operator.liveness_url, timeout=5) as reply:
+        assert reply.status == 200
+
+    # the leader goes away: the standby resumes and takes over
+    first = k8s.operator
+    first.terminate()
+    first.wait(30)
+    k8s.operator = second
+    k8s.wait(lambda: "Resuming operations" in log.read_text(errors="replace"), "the standby takes over")
+    k8s.operator_log = log
+    patch_spec(k8s, "detachedactors", "peered", {"args": [7]})
+    k8s.wait(lambda: status(k8s, "detachedactors", "peered").get("observedGeneration") == 2 and
+             status(k8s, "detachedactors", "peered").get("state") == "Alive", "the new leader reconciles")
+
+
+def _healthy(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, ConnectionError):
+        return False
+
+
 def test_deleting_the_cluster_collects_everything(k8s):
     k8s.custom.delete_namespaced_custom_object("kastor.dev", "v1alpha1", NS, "actorclusters", "demo")
     k8s.wait(lambda: not k8s.pods("kastor.dev/cluster=demo,kastor.dev/role in (head,worker,redis)"),
