@@ -61,7 +61,8 @@ def redis_address(cr: dict[str, Any], spec: ClusterSpec) -> str | None:
 
 
 def redis_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
-    """A managed, memory-only Redis for the cluster's GCS; it lives as long as the cluster."""
+    """A managed Redis for the cluster's GCS; it lives as long as the cluster (its data survives
+    container restarts, in an emptyDir, not the pod's deletion)."""
     name, ns = _meta(cr)
     return {
         "apiVersion": "v1", "kind": "Pod",
@@ -69,11 +70,16 @@ def redis_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
         "spec": {
             "restartPolicy": "Always",
             "securityContext": pod_security(999),
+            "volumes": [{"name": "data", "emptyDir": {}}],
             "containers": [{
                 "name": "redis", "image": spec.redis.image, "imagePullPolicy": "IfNotPresent",
                 "command": ["redis-server"],
+                # The image's working directory (/data) holds the append-only file: fsync on every
+                # write, so a Redis container restart loses nothing acknowledged.
                 "args": ["--port", str(names.REDIS_PORT), "--bind", f"$({names.POD_IP_ENV})",
-                         "--requirepass", "$(REDIS_PASSWORD)", "--save", "", "--appendonly", "no"],
+                         "--requirepass", "$(REDIS_PASSWORD)", "--appendonly", "yes", "--appendfsync", "always",
+                         "--save", ""],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
                 "env": [{"name": names.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                         secret_env("REDIS_PASSWORD", token_secret_name(cr, spec), names.REDIS_PASSWORD_KEY)],
                 "ports": [{"name": "redis", "containerPort": names.REDIS_PORT}],

@@ -78,7 +78,8 @@ class EmulatedCluster:
         self.server = kmock.Server(self.api)
         await self.server.__aenter__()
         self.url = str(self.server.url).rstrip("/")
-        images = {TEST_IMAGE: {"PYTHONPATH": str(REPO / "tests" / "k8s" / "image")}}
+        # what the test image "contains": the Dockerfile puts examples/ on PYTHONPATH; tests add their actors
+        images = {TEST_IMAGE: {"PYTHONPATH": f"{REPO / 'tests' / 'k8s' / 'image'}:{REPO / 'examples'}"}}
         self.kubelet = Kubelet(self.url, self.workdir, self.hosts, images)
         await self.kubelet.start()
 

@@ -360,3 +360,20 @@ def test_deleting_the_cluster_collects_everything(k8s):
     if shutil.which("kubectl"):
         names = [p["metadata"]["name"] for p in json.loads(k8s.kubectl("get", "pods", "-o", "json").stdout)["items"]]
         assert not [n for n in names if n.startswith("demo-")], names
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_the_readme_examples_apply_with_kubectl(k8s):
+    """charts/kastor-cluster/examples, as a user applies them (image swapped for the test image)."""
+    examples = os.path.join(os.path.dirname(__file__), "..", "..", "charts", "kastor-cluster", "examples")
+    for name in ("actorcluster.yaml", "detachedactor.yaml"):
+        with open(os.path.join(examples, name)) as f:
+            k8s.kubectl("apply", "--validate=false", "-f", "-", input=f.read().replace("kastor:dev", TEST_IMAGE))
+    k8s.wait(lambda: status(k8s, "actorclusters", "demo").get("phase") == "Ready", "example cluster Ready", 90)
+    k8s.wait(lambda: status(k8s, "detachedactors", "alice").get("state") == "Alive", "example actor Alive", 60)
+    assert run_driver(k8s, "demo", """
+        alice = kastor.get_actor("alice", namespace="default")
+        print(kastor.get(alice.deposit.remote(5)))
+    """).strip() == "105"
+    k8s.kubectl("delete", "detachedactor", "alice")
+    k8s.kubectl("delete", "actorcluster", "demo")
