@@ -54,7 +54,12 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
          resources: dict[str, float] | None = None, memory: float | None = None, namespace: str | None = None,
          token: str | None = None, ignore_reinit_error: bool = False, logging_level: int = logging.INFO,
          **kwargs: Any) -> ClusterInfo:
-    """Starts an embedded local cluster, or joins one at `address` (or KASTOR_ADDRESS)."""
+    """Starts an embedded local cluster, or joins one at `address` (or KASTOR_ADDRESS).
+
+    `address` is the head's `host:port` for a driver inside the cluster network, or
+    `kastor://host:port` (the head's client port, 10001 by default) for one outside it, such
+    as a notebook: every call then travels through that one port.
+    """
     global _local_cluster
     unknown = set(kwargs) - _IGNORED_INIT_KWARGS
     if unknown:
@@ -83,14 +88,18 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
             if any(v is not None for v in (num_cpus, num_gpus, resources, memory)):
                 raise ValueError("num_cpus/num_gpus/resources/memory describe a new local cluster; when joining "
                                  "one at an address, give them to `kastor start` on its nodes instead.")
-            address = address.removeprefix("kastor://") if address.startswith("kastor://") else address
+            remote = address.startswith("kastor://")
+            address = address.removeprefix("kastor://")
             if address == "auto":
                 address, token = _latest_local_session(token)
             token = auth.resolve_token(token)
             if not token:
                 raise ValueError(f"No cluster token to join {address}: pass token=..., or set KASTOR_TOKEN "
                                  f"or KASTOR_TOKEN_FILE.")
-            driver.connect(address, token, namespace)
+            if remote:
+                driver.connect_remote(address, token, namespace)
+            else:
+                driver.connect(address, token, namespace)
         atexit.register(shutdown)
         return _info()
 

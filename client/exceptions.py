@@ -115,6 +115,10 @@ class ObjectLostError(KastorError):
         super().__init__(message or f"Object {object_id} is lost: its owner or the node holding it is gone.")
 
 
+class ObjectStoreFullError(KastorError):
+    """A large object could not be stored (the node's store is full or unreachable)."""
+
+
 class WorkerCrashedError(KastorError):
     """The worker process running the task died, and no retries were left."""
 
@@ -131,6 +135,6 @@ RaySystemError = KastorSystemError
 
 __all__ = [
     "KastorError", "TaskError", "ActorError", "ActorDiedError", "ActorUnavailableError",
-    "GetTimeoutError", "TaskCancelledError", "ObjectLostError", "WorkerCrashedError",
+    "GetTimeoutError", "TaskCancelledError", "ObjectLostError", "ObjectStoreFullError", "WorkerCrashedError",
     "KastorSystemError", "RayError", "RayTaskError", "RayActorError", "RaySystemError",
 ]

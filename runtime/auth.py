@@ -62,9 +62,9 @@ def _unauthenticated_handler(details) -> grpc.RpcMethodHandler:
 
 
 def _is_stream(details) -> bool:
-    # Only Execute/JobSession/FetchObject stream; aborting through the unary shape works for
+    # Only these stream; aborting through the unary shape works for
     # unary-unary calls, the streaming shape for the rest.
-    return details.method.rsplit("/", 1)[-1] in {"Execute", "JobSession", "FetchObject"}
+    return details.method.rsplit("/", 1)[-1] in {"Execute", "JobSession", "FetchObject", "PutObject"}
 
 
 def _reject_stream(message: str):

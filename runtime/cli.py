@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="with --head: keep the head's state in Redis (host:port, redis:// or rediss://) "
                             "so a head restart loses nothing; password from KASTOR_REDIS_PASSWORD or a file")
     start.add_argument("--redis-password-file", default=os.environ.get("KASTOR_REDIS_PASSWORD_FILE"))
+    start.add_argument("--client-port", type=int,
+                       default=int(os.environ.get("KASTOR_CLIENT_PORT", config.DEFAULT_CLIENT_PORT)),
+                       help="with --head: port for kastor:// clients outside the cluster network (0: any free port, "
+                            "-1: none)")
     start.add_argument("--block", action="store_true", help="stay in the foreground until stopped (for pods)")
 
     sub.add_parser("stop", help="stop every cluster process `kastor start` started on this machine")
@@ -120,6 +124,8 @@ def _start(args: argparse.Namespace) -> int:
                 head_args += ["--redis-address", args.redis_address]
             if args.redis_password_file:
                 head_args += ["--redis-password-file", args.redis_password_file]
+            if args.client_port >= 0:
+                head_args += ["--client-port", str(args.client_port)]
             head = launcher.Child("kastor.runtime.head", head_args, env, os.path.join(logs, "head.log"), embedded)
             children.append(head)
             address = head.wait_ready()

@@ -17,6 +17,10 @@ ENV_STORE_DIR = "KASTOR_STORE_DIR"
 ENV_SESSION_DIR = "KASTOR_SESSION_DIR"
 
 TOKEN_METADATA_KEY = "kastor-token"
+# Through the client port, the cluster address a call is for: `kastor-target` metadata, or a
+# channel user agent starting with this prefix (what Kastor's own client uses).
+TARGET_METADATA_KEY = "kastor-target"
+TARGET_USER_AGENT_PREFIX = "kastor-target/"
 
 # Values up to this size travel inline in messages; larger ones go to the node's
 # shared-memory store and are passed by location (Ray's max_direct_call_object_size).
@@ -37,6 +41,10 @@ PRESTART_WORKERS = int(os.environ.get("KASTOR_PRESTART_WORKERS", "2"))
 STARTUP_TIMEOUT_S = float(os.environ.get("KASTOR_STARTUP_TIMEOUT_S", "30"))
 
 DEFAULT_HEAD_PORT = 6380
+DEFAULT_CLIENT_PORT = 10001
+# A remote client (kastor://) whose connection drops keeps its job, refs and non-detached
+# actors this long while it reconnects (laptop sleep, a port-forward restarting).
+CLIENT_RECONNECT_GRACE_S = float(os.environ.get("KASTOR_CLIENT_RECONNECT_GRACE_S", "120"))
 SESSION_ROOT = os.environ.get("KASTOR_SESSION_ROOT", "/tmp/kastor_sessions")
 
 

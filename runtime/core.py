@@ -25,7 +25,7 @@ import grpc
 from kastor import exceptions
 from kastor.object_ref import ObjectRef
 from kastor.runtime import args as argpack
-from kastor.runtime import auth, config, context, head_link, serialization
+from kastor.runtime import auth, config, context, gateway_client, head_link, serialization
 from kastor.runtime.memory_store import MemoryStore
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -60,8 +60,11 @@ def error_value(exc: BaseException) -> pb.Value:
 class CoreWorker:
     def __init__(self, *, head_address: str, token: str, node_address: str, node_id: str,
                  store_dir: str, ip: str, job_id: bytes = b"", namespace: str = "",
-                 worker_id: bytes | None = None, is_driver: bool = True):
+                 worker_id: bytes | None = None, is_driver: bool = True, gateway: str | None = None):
         self.head_address = head_address
+        # Remote client (kastor://): every call goes through the head's client port, and large
+        # objects are uploaded to a node's store instead of written to a local one.
+        self.gateway = gateway
         self.token = token
         self.metadata = auth.metadata(token)
         self.node_address = node_address
@@ -142,7 +145,10 @@ class CoreWorker:
     def channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            if self.gateway:
+                ch = gateway_client.channel(self.gateway, address, CHANNEL_OPTIONS)
+            else:
+                ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
             self._channels[address] = ch
         return ch
 
@@ -288,6 +294,8 @@ class CoreWorker:
         if ser.size <= config.INLINE_LIMIT:
             return pb.Value(data=ser.to_bytes())
         name = (object_id or os.urandom(20)).hex()
+        if self.gateway:
+            return pb.Value(location=self.run(self._upload(ser, name)))
         path = os.path.join(self.store_dir, name)
         size = ser.write_file(path)
         return pb.Value(location=pb.ObjectLocation(
@@ -311,6 +319,18 @@ class CoreWorker:
                 raise obj
             raise exceptions.KastorSystemError(f"corrupt error value for {object_id.hex()}")
         return obj
+
+    async def _upload(self, ser: serialization.Serialized, name: str) -> pb.ObjectLocation:
+        def chunks():
+            first = True
+            for data in ser.iter_chunks(config.FETCH_CHUNK_BYTES):
+                yield pb.ObjectChunk(data=data, total=ser.size, name=name if first else "")
+                first = False
+        try:
+            return await self.node_stub().PutObject(chunks(), metadata=self.metadata)
+        except grpc.aio.AioRpcError as e:
+            raise exceptions.ObjectStoreFullError(
+                f"Could not upload a {ser.size}-byte object to node {self.node_address}: {e.details()}") from None
 
     async def _fetch_remote(self, loc: pb.ObjectLocation) -> bytes:
         parts = []

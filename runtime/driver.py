@@ -37,6 +37,51 @@ def connect(head_address: str, token: str, namespace: str | None, node_address: 
     return core
 
 
+def connect_remote(gateway: str, token: str, namespace: str | None, timeout: float = 30.0) -> CoreWorker:
+    """Creates the driver of a new job that reaches the cluster only through the client port."""
+    hello = asyncio.run(_hello(gateway, token, timeout))
+    core = CoreWorker(head_address=hello.head_address, token=token, node_address="", node_id=f"client-{os.getpid()}",
+                      store_dir=tempfile.mkdtemp(prefix="kastor-client-"), ip="127.0.0.1", gateway=gateway)
+    try:
+        nodes = [n for n in core.head_call("ListNodes", pb.ListRequest(), timeout).nodes if n.alive]
+        if not nodes:
+            raise ConnectionError(f"The Kastor cluster behind {gateway} has no live node to run work on.")
+        core.node_address = nodes[0].address  # leases and large-object uploads go to this node
+        reply = core.head_call("RegisterJob", pb.RegisterJobRequest(
+            namespace=namespace or "", driver_address=core.address, pid=os.getpid()), timeout)
+    except BaseException:
+        core.shutdown()
+        raise
+    core.job_id = reply.job_id
+    core.namespace = reply.namespace
+    core.spawn(_hold_session(core, reconnect_grace_s=config.CLIENT_RECONNECT_GRACE_S))
+    context.core = core
+    log.info("connected to cluster %s through kastor://%s", hello.cluster_id, gateway)
+    return core
+
+
+async def _hello(gateway: str, token: str, timeout: float) -> pb.HelloReply:
+    from kastor import __version__
+    from kastor.runtime import auth, client_gateway
+    async with grpc.aio.insecure_channel(gateway) as channel:
+        try:
+            hello = await pb_grpc.ClientGatewayStub(channel).Hello(
+                pb.HelloRequest(client_version=client_gateway.VERSION), metadata=auth.metadata(token), timeout=timeout)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise PermissionError(f"The cluster at kastor://{gateway} rejected the token: {e.details()}") from None
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise ConnectionError(f"{gateway} is not a Kastor client port (it may be the head's control port; "
+                                      f"use the client port, 10001 by default)") from None
+            raise ConnectionError(f"Could not reach a Kastor client port at {gateway}: "
+                                  f"{e.code().name} {e.details()}") from None
+    if not client_gateway.compatible(client_gateway.VERSION, hello.server_version):
+        raise RuntimeError(f"Version skew: this client speaks Kastor protocol {client_gateway.VERSION} "
+                           f"(kastor {__version__}) but the cluster at {gateway} speaks {hello.server_version}. "
+                           f"Install the cluster's version of kastor in this environment.")
+    return hello
+
+
 async def _list_nodes(head_address: str, token: str, timeout: float) -> list[pb.NodeInfo]:
     from kastor.runtime import auth
     async with grpc.aio.insecure_channel(head_address) as channel:
@@ -62,7 +107,7 @@ def _pick_local_node(nodes: list[pb.NodeInfo], preferred: str | None) -> pb.Node
     return nodes[0] if nodes else None
 
 
-async def _hold_session(core: CoreWorker) -> None:
+async def _hold_session(core: CoreWorker, reconnect_grace_s: float = 0.0) -> None:
     """The head notices the driver is gone when this stream drops.
 
     If the head restarts, the stream breaks from the head's side: reopen it, so the new head
@@ -72,8 +117,9 @@ async def _hold_session(core: CoreWorker) -> None:
     lost_at: float | None = None
     while True:
         try:
-            async for _ in core.head_stub().JobSession(pb.JobSessionRequest(job_id=core.job_id),
-                                                       metadata=core.metadata):
+            async for _ in core.head_stub().JobSession(
+                    pb.JobSessionRequest(job_id=core.job_id, reconnect_grace_s=reconnect_grace_s),
+                    metadata=core.metadata):
                 if lost_at is not None:
                     log.warning("job session with the head restored after %.1fs", loop.time() - lost_at)
                     lost_at = None
@@ -85,7 +131,7 @@ async def _hold_session(core: CoreWorker) -> None:
         if lost_at is None:
             lost_at = loop.time()
             log.warning("job session with the head at %s dropped; reconnecting", core.head_address)
-        elif loop.time() - lost_at > config.HEAD_RECONNECT_TIMEOUT_S:
+        elif loop.time() - lost_at > max(config.HEAD_RECONNECT_TIMEOUT_S, reconnect_grace_s):
             log.error("the head at %s has been gone for %.0fs; giving up on the job session",
                       core.head_address, loop.time() - lost_at)
             return

@@ -54,6 +54,10 @@ class Head(pb_grpc.HeadServicer):
         self.job_sessions: dict[bytes, int] = defaultdict(int)
         self.stopping = False  # a head shutting down must not read its own closing streams as drivers leaving
 
+    def is_node_host(self, host: str) -> bool:
+        """Whether `host` runs a live node agent (and so its workers): the client port forwards there only."""
+        return any(n.alive and n.ip == host for n in self.nodes.values())
+
     def node_stub(self, address: str) -> pb_grpc.NodeAgentStub:
         ch = self._channels.get(address)
         if ch is None:
@@ -106,7 +110,7 @@ class Head(pb_grpc.HeadServicer):
 
     def _expire_job(self, job_id: bytes) -> None:
         if job_id in self.jobs and not self.job_sessions.get(job_id):
-            log.info("job %d did not reconnect after the head restarted; finishing it", int.from_bytes(job_id, "big"))
+            log.info("job %d did not reopen its session in time; finishing it", int.from_bytes(job_id, "big"))
             asyncio.get_running_loop().create_task(self._job_finished(job_id))
 
     # ---- persistence and notification ----
@@ -221,7 +225,10 @@ class Head(pb_grpc.HeadServicer):
         finally:
             self.job_sessions[request.job_id] -= 1
             if not self.job_sessions[request.job_id] and not self.stopping:
-                asyncio.get_running_loop().create_task(self._job_finished(request.job_id))
+                if request.reconnect_grace_s > 0:  # a remote client may be back (laptop sleep, port-forward)
+                    asyncio.get_running_loop().call_later(request.reconnect_grace_s, self._expire_job, request.job_id)
+                else:
+                    asyncio.get_running_loop().create_task(self._job_finished(request.job_id))
 
     async def _job_finished(self, job_id: bytes) -> None:
         self.job_sessions.pop(job_id, None)
@@ -425,6 +432,11 @@ async def serve(args: argparse.Namespace) -> None:
     await server.start()
     watcher = asyncio.get_running_loop().create_task(head.watch_nodes())
     address = f"{args.node_ip}:{port}"
+    gateway = None
+    if args.client_port is not None:
+        from kastor.runtime import client_gateway
+        gateway, forwarder, client_port = await client_gateway.start(
+            args.client_port, bind_host(args.node_ip), token, address, head.cluster_id, head.is_node_host)
     launcher.announce_ready(args.ready_fd, address)
     log.info("head serving on %s (cluster %s)", address, head.cluster_id)
     try:
@@ -432,6 +444,9 @@ async def serve(args: argparse.Namespace) -> None:
     finally:
         head.stopping = True
         watcher.cancel()
+        if gateway is not None:
+            await gateway.stop(grace=0.5)
+            await forwarder.close()
         await server.stop(grace=0.5)
         await head.store.close()
 
@@ -463,6 +478,13 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster-id", default=os.environ.get("KASTOR_CLUSTER_ID"))
     p.add_argument("--redis-address", default=os.environ.get("KASTOR_REDIS_ADDRESS"))
     p.add_argument("--redis-password-file", default=os.environ.get("KASTOR_REDIS_PASSWORD_FILE"))
+    p.add_argument("--client-port", type=int, default=_env_int("KASTOR_CLIENT_PORT"),
+                   help="serve the client port (kastor://) for drivers outside the cluster network")
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -25,6 +26,8 @@ from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.resources import fits, release, subtract
 
 log = logging.getLogger("kastor.node")
+
+_OBJECT_NAME = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass
@@ -351,6 +354,38 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         with open(path, "rb") as f:
             while chunk := f.read(config.FETCH_CHUNK_BYTES):
                 yield pb.ObjectChunk(data=chunk, total=total)
+
+    async def PutObject(self, request_iterator, context):
+        """Receives a large object from a driver that cannot write this node's store itself."""
+        path = tmp = None
+        written = 0
+        try:
+            async for chunk in request_iterator:
+                if path is None:
+                    if not _OBJECT_NAME.fullmatch(chunk.name):
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                            f"bad object name {chunk.name!r}: expected 40 hex digits")
+                    if chunk.total > shutil.disk_usage(self.store_dir).free:
+                        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                            f"an object of {chunk.total} bytes does not fit in this node's "
+                                            f"store ({self.store_dir})")
+                    path = os.path.join(self.store_dir, chunk.name)
+                    tmp = path + ".upload"
+                    f = open(tmp, "wb")
+                written += len(chunk.data)
+                if written > chunk.total:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "object larger than its announced size")
+                f.write(chunk.data)
+            if path is None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "PutObject needs at least one chunk")
+            f.close()
+            os.rename(tmp, path)
+            tmp = None
+        finally:
+            if tmp is not None:
+                f.close()
+                os.unlink(tmp)
+        return pb.ObjectLocation(node_id=self.node_id, node_address=self.address, path=path, size=written)
 
     async def FreeObjects(self, request, context):
         for p in request.paths:

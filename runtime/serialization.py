@@ -59,6 +59,21 @@ class Serialized:
         os.rename(tmp, path)  # readers never see a half-written object
         return self.size
 
+    def iter_chunks(self, size: int):
+        """The frame, in pieces of at most `size` bytes, for streaming it to another node."""
+        pending = bytearray()
+        for seg in self._segments():
+            view = memoryview(seg).cast("B")
+            while view:
+                take = size - len(pending)
+                pending += view[:take]
+                view = view[take:]
+                if len(pending) == size:
+                    yield bytes(pending)
+                    pending.clear()
+        if pending:
+            yield bytes(pending)
+
     def _segments(self) -> list:
         if not self.buffers:
             return [_PLAIN, self.inband]

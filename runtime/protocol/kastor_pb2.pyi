@@ -307,10 +307,12 @@ class RegisterJobReply(_message.Message):
     def __init__(self, job_id: _Optional[bytes] = ..., namespace: _Optional[str] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class JobSessionRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "reconnect_grace_s")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    RECONNECT_GRACE_S_FIELD_NUMBER: _ClassVar[int]
     job_id: bytes
-    def __init__(self, job_id: _Optional[bytes] = ...) -> None: ...
+    reconnect_grace_s: float
+    def __init__(self, job_id: _Optional[bytes] = ..., reconnect_grace_s: _Optional[float] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("kind",)
@@ -529,12 +531,14 @@ class FetchObjectRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ...) -> None: ...
 
 class ObjectChunk(_message.Message):
-    __slots__ = ("data", "total")
+    __slots__ = ("data", "total", "name")
     DATA_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     total: int
-    def __init__(self, data: _Optional[bytes] = ..., total: _Optional[int] = ...) -> None: ...
+    name: str
+    def __init__(self, data: _Optional[bytes] = ..., total: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
 
 class FreeObjectsRequest(_message.Message):
     __slots__ = ("paths",)
@@ -577,3 +581,19 @@ class StartActorRequest(_message.Message):
     gpu_ids: _containers.RepeatedScalarFieldContainer[int]
     num_restarts: int
     def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., num_restarts: _Optional[int] = ...) -> None: ...
+
+class HelloRequest(_message.Message):
+    __slots__ = ("client_version",)
+    CLIENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    client_version: str
+    def __init__(self, client_version: _Optional[str] = ...) -> None: ...
+
+class HelloReply(_message.Message):
+    __slots__ = ("server_version", "cluster_id", "head_address")
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    HEAD_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    server_version: str
+    cluster_id: str
+    head_address: str
+    def __init__(self, server_version: _Optional[str] = ..., cluster_id: _Optional[str] = ..., head_address: _Optional[str] = ...) -> None: ...

@@ -657,6 +657,11 @@ class NodeAgentStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.FetchObjectRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ObjectChunk.FromString,
                 _registered_method=True)
+        self.PutObject = channel.stream_unary(
+                '/kastor.NodeAgent/PutObject',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ObjectChunk.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ObjectLocation.FromString,
+                _registered_method=True)
         self.FreeObjects = channel.unary_unary(
                 '/kastor.NodeAgent/FreeObjects',
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.FreeObjectsRequest.SerializeToString,
@@ -709,6 +714,14 @@ class NodeAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutObject(self, request_iterator, context):
+        """A driver without this node's store on its disk (a notebook, a job pod) uploads large
+        objects here, so workers read them from the node like any other stored object.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FreeObjects(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -752,6 +765,11 @@ def add_NodeAgentServicer_to_server(servicer, server):
                     servicer.FetchObject,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.FetchObjectRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ObjectChunk.SerializeToString,
+            ),
+            'PutObject': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutObject,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ObjectChunk.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ObjectLocation.SerializeToString,
             ),
             'FreeObjects': grpc.unary_unary_rpc_method_handler(
                     servicer.FreeObjects,
@@ -948,6 +966,33 @@ class NodeAgent:
             '/kastor.NodeAgent/FetchObject',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.FetchObjectRequest.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ObjectChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutObject(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/kastor.NodeAgent/PutObject',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ObjectChunk.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ObjectLocation.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1219,6 +1264,78 @@ class CoreWorker:
             '/kastor.CoreWorker/Exit',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ClientGatewayStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Hello = channel.unary_unary(
+                '/kastor.ClientGateway/Hello',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.HelloRequest.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.HelloReply.FromString,
+                _registered_method=True)
+
+
+class ClientGatewayServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Hello(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ClientGatewayServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Hello': grpc.unary_unary_rpc_method_handler(
+                    servicer.Hello,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.HelloRequest.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.HelloReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'kastor.ClientGateway', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('kastor.ClientGateway', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ClientGateway:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Hello(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.ClientGateway/Hello',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.HelloRequest.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.HelloReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,165 @@
+"""The head's client port: one address through which a notebook outside the cluster works.
+
+A driver outside the cluster network cannot reach pod IPs. Rather than re-implement the API
+on the server (Ray Client's way: slow and version-fragile), the gateway forwards the driver's
+ordinary Kastor calls, as opaque bytes, to the cluster address each names (`kastor-target`
+metadata, or the channel's user agent, see gateway_client): the head, a node agent or a
+worker. The client therefore runs the same CoreWorker as an in-cluster driver, with the same
+semantics.
+
+Safety: the token interceptor runs first, so nothing from an unauthenticated peer is parsed or
+forwarded; the gateway never unpickles anything (it does not even parse the forwarded
+protobufs); and it only forwards to the head and to hosts of registered nodes, so it is not an
+open proxy into the cluster network.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import grpc
+from kastor.runtime import auth
+from kastor.runtime.config import TARGET_METADATA_KEY, TARGET_USER_AGENT_PREFIX
+from kastor.runtime.core import CHANNEL_OPTIONS
+from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+
+log = logging.getLogger("kastor.gateway")
+
+VERSION = "0.1"  # wire compatibility: client and cluster must agree on major.minor
+
+
+def _identity(b: bytes) -> bytes:
+    return b
+
+
+def _method_kinds() -> dict[str, tuple[bool, bool]]:
+    """Full method path -> (client streams, server streams), for every forwardable service."""
+    kinds = {}
+    for service in pb.DESCRIPTOR.services_by_name.values():
+        if service.name == "ClientGateway":
+            continue
+        for m in service.methods:
+            kinds[f"/{pb.DESCRIPTOR.package}.{service.name}/{m.name}"] = (m.client_streaming, m.server_streaming)
+    return kinds
+
+
+def _target_from_user_agent(agent: str) -> str:
+    first = agent.split(" ", 1)[0]
+    return first.removeprefix(TARGET_USER_AGENT_PREFIX) if first.startswith(TARGET_USER_AGENT_PREFIX) else ""
+
+
+class Forwarder(grpc.GenericRpcHandler):
+    """Relays any Kastor RPC to the target in its metadata, bytes in and bytes out."""
+
+    def __init__(self, token: str, head_address: str, allowed_host: Callable[[str], bool]):
+        self._metadata = auth.metadata(token)
+        self._head_address = head_address
+        self._allowed_host = allowed_host
+        self._kinds = _method_kinds()
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def service(self, details):
+        kind = self._kinds.get(details.method)
+        if kind is None:
+            return None  # UNIMPLEMENTED
+        client_streams, server_streams = kind
+        method = details.method
+        if client_streams and server_streams:
+            return grpc.stream_stream_rpc_method_handler(self._stream_stream(method), _identity, _identity)
+        if client_streams:
+            return grpc.stream_unary_rpc_method_handler(self._stream_unary(method), _identity, _identity)
+        if server_streams:
+            return grpc.unary_stream_rpc_method_handler(self._unary_stream(method), _identity, _identity)
+        return grpc.unary_unary_rpc_method_handler(self._unary_unary(method), _identity, _identity)
+
+    async def _channel(self, context) -> grpc.aio.Channel:
+        metadata = dict(context.invocation_metadata())
+        target = metadata.get(TARGET_METADATA_KEY) or _target_from_user_agent(metadata.get("user-agent", "")) \
+            or self._head_address
+        if target != self._head_address and not self._allowed_host(target.rsplit(":", 1)[0]):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"{target} is not an address of this cluster's head or nodes")
+        ch = self._channels.get(target)
+        if ch is None:
+            ch = self._channels[target] = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return ch
+
+    def _timeout(self, context) -> float | None:
+        return context.time_remaining()
+
+    def _unary_unary(self, method: str):
+        async def relay(request: bytes, context):
+            ch = await self._channel(context)
+            call = ch.unary_unary(method, request_serializer=_identity, response_deserializer=_identity)
+            try:
+                return await call(request, metadata=self._metadata, timeout=self._timeout(context))
+            except grpc.aio.AioRpcError as e:
+                await context.abort(e.code(), e.details())
+        return relay
+
+    def _unary_stream(self, method: str):
+        async def relay(request: bytes, context):
+            ch = await self._channel(context)
+            call = ch.unary_stream(method, request_serializer=_identity, response_deserializer=_identity)
+            try:
+                async for reply in call(request, metadata=self._metadata, timeout=self._timeout(context)):
+                    yield reply
+            except grpc.aio.AioRpcError as e:
+                await context.abort(e.code(), e.details())
+        return relay
+
+    def _stream_unary(self, method: str):
+        async def relay(requests, context):
+            ch = await self._channel(context)
+            call = ch.stream_unary(method, request_serializer=_identity, response_deserializer=_identity)
+            try:
+                return await call(requests, metadata=self._metadata, timeout=self._timeout(context))
+            except grpc.aio.AioRpcError as e:
+                await context.abort(e.code(), e.details())
+        return relay
+
+    def _stream_stream(self, method: str):
+        async def relay(requests, context):
+            ch = await self._channel(context)
+            call = ch.stream_stream(method, request_serializer=_identity, response_deserializer=_identity)
+            try:
+                async for reply in call(requests, metadata=self._metadata, timeout=self._timeout(context)):
+                    yield reply
+            except grpc.aio.AioRpcError as e:
+                await context.abort(e.code(), e.details())
+        return relay
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close()
+
+
+class Greeter(pb_grpc.ClientGatewayServicer):
+    """Tells a connecting client what it talks to, so version skew fails clearly and early."""
+
+    def __init__(self, cluster_id: str, head_address: str):
+        self._cluster_id = cluster_id
+        self._head_address = head_address
+
+    async def Hello(self, request, context):
+        return pb.HelloReply(server_version=VERSION, cluster_id=self._cluster_id, head_address=self._head_address)
+
+
+def compatible(client: str, server: str) -> bool:
+    return client.split(".")[:2] == server.split(".")[:2]
+
+
+async def start(port: int, host: str, token: str, head_address: str, cluster_id: str,
+                allowed_host: Callable[[str], bool]) -> tuple[grpc.aio.Server, Forwarder, int]:
+    """Serves the client port beside the head; returns (server, forwarder, bound port)."""
+    forwarder = Forwarder(token, head_address, allowed_host)
+    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[auth.TokenInterceptor(token)])
+    pb_grpc.add_ClientGatewayServicer_to_server(Greeter(cluster_id, head_address), server)
+    server.add_generic_rpc_handlers((forwarder,))
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    log.info("client port serving on %s:%d (forwarding to %s and its nodes)", host, bound, head_address)
+    return server, forwarder, bound
+

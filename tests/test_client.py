@@ -1,0 +1,177 @@
+"""A driver outside the cluster network: everything through the head's client port (kastor://).
+
+The cluster is started with the CLI as a pod would run it; this test process connects only to
+the client port. Functions and classes defined here travel by value.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import grpc
+import kastor
+import numpy as np
+import pytest
+from kastor.exceptions import ActorDiedError, GetTimeoutError, TaskCancelledError, TaskError
+from kastor.runtime import auth, launcher
+from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+from kastor.util import ActorPool
+from support import DEADLINE_S
+
+TOKEN = "client-test-" + os.urandom(8).hex()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    port, client_port = launcher.free_port(), launcher.free_port()
+    env = dict(os.environ, KASTOR_TOKEN=TOKEN, KASTOR_SESSION_ROOT=str(tmp_path_factory.mktemp("sessions")))
+    env.pop("KASTOR_ADDRESS", None)
+    head = subprocess.Popen([sys.executable, "-m", "kastor.runtime.cli", "start", "--head", "--block", "--port",
+                             str(port), "--client-port", str(client_port), "--num-cpus", "2"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = head.stdout.readline()
+    assert "started" in line, line
+    yield {"client": f"127.0.0.1:{client_port}", "head": f"127.0.0.1:{port}", "env": env}
+    head.terminate()
+    head.wait(30)
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    kastor.init(f"kastor://{cluster['client']}", token=TOKEN, namespace="notebook")
+    assert kastor.get_runtime_context().namespace == "notebook"
+    yield cluster
+    kastor.shutdown()
+
+
+def double(x):
+    return x * 2
+
+
+@kastor.remote
+class Notebook:
+    """Defined in this module, which the cluster cannot import: shipped by value."""
+
+    def __init__(self, start: int = 0):
+        self.total = start
+
+    def add(self, x: int) -> int:
+        self.total += x
+        return self.total
+
+    def nbytes(self, arr) -> int:
+        return int(arr.nbytes)
+
+    def fail(self):
+        raise ValueError("bad value from the actor")
+
+    def block(self):
+        import time
+        time.sleep(3600)
+
+
+def test_tasks_and_nested_tasks(client):
+    f = kastor.remote(double)
+
+    @kastor.remote
+    def fan_out(n):
+        return sum(kastor.get([f.remote(i) for i in range(n)]))
+
+    assert kastor.get([f.remote(i) for i in range(10)]) == [i * 2 for i in range(10)]
+    assert kastor.get(fan_out.remote(5)) == 20
+
+
+def test_actor_state_order_and_names(client):
+    a = Notebook.options(name="nb", lifetime="detached").remote(10)
+    assert kastor.get([a.add.remote(1) for _ in range(50)]) == list(range(11, 61))
+    same = kastor.get_actor("nb")
+    assert kastor.get(same.add.remote(0)) == 60
+    kastor.kill(same)
+    with pytest.raises(ActorDiedError):
+        kastor.get(a.add.remote(1), timeout=DEADLINE_S)
+
+
+def test_large_objects_both_ways(client):
+    arr = np.arange(5_000_000, dtype=np.int64)  # 40 MB: stored on a node, not inline
+    ref = kastor.put(arr)
+    a = Notebook.remote()
+    assert kastor.get(a.nbytes.remote(ref)) == arr.nbytes
+    assert kastor.get(a.nbytes.remote(arr)) == arr.nbytes
+    back = kastor.get(kastor.remote(double).remote(ref))
+    assert back.nbytes == arr.nbytes and back[-1] == arr[-1] * 2
+    assert np.array_equal(kastor.get(ref), arr)
+
+
+def test_exceptions_carry_the_remote_traceback(client):
+    a = Notebook.remote()
+    with pytest.raises(TaskError) as info:
+        kastor.get(a.fail.remote())
+    assert isinstance(info.value, ValueError)
+    assert "bad value from the actor" in str(info.value) and "Traceback" in str(info.value)
+    assert kastor.get(a.add.remote(1)) == 1, "the actor keeps serving"
+
+
+def test_wait_timeout_and_cancel(client):
+    a = Notebook.options(max_concurrency=2).remote()
+    slow = a.block.remote()
+    ready, not_ready = kastor.wait([slow, a.add.remote(1)], num_returns=1, timeout=DEADLINE_S)
+    assert len(ready) == 1 and not_ready == [slow]
+    with pytest.raises(GetTimeoutError):
+        kastor.get(slow, timeout=0.2)
+
+    @kastor.remote
+    def sleepy():
+        import time
+        time.sleep(3600)
+
+    running = sleepy.remote()
+    kastor.wait([running], timeout=0.5)
+    kastor.cancel(running)
+    with pytest.raises(TaskCancelledError):
+        kastor.get(running, timeout=DEADLINE_S)
+    kastor.kill(a)
+
+
+def test_actor_pool(client):
+    pool = ActorPool([Notebook.remote() for _ in range(2)])
+    sizes = pool.map(lambda actor, n: actor.nbytes.remote(np.zeros(n, dtype=np.uint8)), [3, 1, 2, 5])
+    assert list(sizes) == [3, 1, 2, 5]
+
+
+def test_wrong_token_is_refused(cluster):
+    from kastor.runtime import driver
+    with pytest.raises(PermissionError, match="rejected the token"):
+        driver.connect_remote(cluster["client"], "wrong-token", None)
+
+
+def test_control_port_is_not_a_client_port(cluster):
+    from kastor.runtime import driver
+    with pytest.raises(ConnectionError, match="not a Kastor client port"):
+        driver.connect_remote(cluster["head"], TOKEN, None)
+
+
+def test_version_skew_names_both_versions(cluster, monkeypatch):
+    from kastor.runtime import client_gateway, driver
+    monkeypatch.setattr(client_gateway, "VERSION", "9.9")
+    with pytest.raises(RuntimeError, match=r"9\.9.*speaks 0\.1"):
+        driver.connect_remote(cluster["client"], TOKEN, None)
+
+
+def _raw_list_nodes(address: str, metadata) -> grpc.RpcError | None:
+    with grpc.insecure_channel(address) as ch:
+        try:
+            pb_grpc.HeadStub(ch).ListNodes(pb.ListRequest(), metadata=metadata, timeout=10)
+        except grpc.RpcError as e:
+            return e
+    return None
+
+
+def test_gateway_needs_the_token_and_forwards_only_into_the_cluster(cluster):
+    assert _raw_list_nodes(cluster["client"], ()).code() == grpc.StatusCode.UNAUTHENTICATED
+    md = auth.metadata(TOKEN)
+    assert _raw_list_nodes(cluster["client"], md) is None, "with the token, calls reach the head"
+    outside = _raw_list_nodes(cluster["client"], (*md, ("kastor-target", "192.0.2.1:6379")))
+    assert outside.code() == grpc.StatusCode.PERMISSION_DENIED
