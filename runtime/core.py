@@ -303,6 +303,22 @@ class CoreWorker:
 
     def decode(self, object_id: bytes, value: pb.Value) -> Any:
         """The Python value of a stored object; raises the stored error if it is one."""
+        try:
+            obj = self._load(object_id, value)
+        except exceptions.ObjectLostError:
+            raise
+        except Exception as e:
+            raise exceptions.KastorSystemError(
+                f"Could not unpickle object {object_id.hex()} in this process: {type(e).__name__}: {e}. The code "
+                f"that defines its value may be missing here or differ from where it was made (install the same "
+                f"modules and versions), or its __reduce__/__setstate__ failed.") from e
+        if value.is_error:
+            if isinstance(obj, BaseException):
+                raise obj
+            raise exceptions.KastorSystemError(f"corrupt error value for {object_id.hex()}")
+        return obj
+
+    def _load(self, object_id: bytes, value: pb.Value) -> Any:
         if value.location.path:
             if value.location.node_id == self.node_id:
                 try:
@@ -314,10 +330,6 @@ class CoreWorker:
                 obj = serialization.loads(data)
         else:
             obj = serialization.loads(value.data)
-        if value.is_error:
-            if isinstance(obj, BaseException):
-                raise obj
-            raise exceptions.KastorSystemError(f"corrupt error value for {object_id.hex()}")
         return obj
 
     async def _upload(self, ser: serialization.Serialized, name: str) -> pb.ObjectLocation:
