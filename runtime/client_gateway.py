@@ -102,12 +102,15 @@ class Forwarder(grpc.GenericRpcHandler):
     def _unary_stream(self, method: str):
         async def relay(request: bytes, context):
             ch = await self._channel(context)
-            call = ch.unary_stream(method, request_serializer=_identity, response_deserializer=_identity)
+            call = ch.unary_stream(method, request_serializer=_identity, response_deserializer=_identity)(
+                request, metadata=self._metadata, timeout=self._timeout(context))
             try:
-                async for reply in call(request, metadata=self._metadata, timeout=self._timeout(context)):
+                async for reply in call:
                     yield reply
             except grpc.aio.AioRpcError as e:
                 await context.abort(e.code(), e.details())
+            finally:
+                call.cancel()  # the client went away: so must the call it made (e.g. its job session)
         return relay
 
     def _stream_unary(self, method: str):
@@ -123,12 +126,15 @@ class Forwarder(grpc.GenericRpcHandler):
     def _stream_stream(self, method: str):
         async def relay(requests, context):
             ch = await self._channel(context)
-            call = ch.stream_stream(method, request_serializer=_identity, response_deserializer=_identity)
+            call = ch.stream_stream(method, request_serializer=_identity, response_deserializer=_identity)(
+                requests, metadata=self._metadata, timeout=self._timeout(context))
             try:
-                async for reply in call(requests, metadata=self._metadata, timeout=self._timeout(context)):
+                async for reply in call:
                     yield reply
             except grpc.aio.AioRpcError as e:
                 await context.abort(e.code(), e.details())
+            finally:
+                call.cancel()
         return relay
 
     async def close(self) -> None:

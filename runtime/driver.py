@@ -126,7 +126,7 @@ async def _hold_session(core: CoreWorker, reconnect_grace_s: float = 0.0) -> Non
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.UNAVAILABLE:
                 if e.code() != grpc.StatusCode.CANCELLED:
-                    log.warning("job session with the head ended: %s", e.code().name)
+                    log.error("job session with the head ended: %s %s", e.code().name, e.details())
                 return
         if lost_at is None:
             lost_at = loop.time()

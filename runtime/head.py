@@ -218,6 +218,11 @@ class Head(pb_grpc.HeadServicer):
 
     async def JobSession(self, request, context):
         """Lives as long as the driver: when it ends, the job's non-detached actors go."""
+        if request.job_id not in self.jobs:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"job {int.from_bytes(request.job_id, 'big')} is finished (its driver was away longer "
+                                f"than its grace period); its non-detached actors are gone. Call kastor.shutdown() "
+                                f"and kastor.init() again.")
         self.job_sessions[request.job_id] += 1
         try:
             yield pb.JobEvent(kind="registered")
@@ -226,6 +231,8 @@ class Head(pb_grpc.HeadServicer):
             self.job_sessions[request.job_id] -= 1
             if not self.job_sessions[request.job_id] and not self.stopping:
                 if request.reconnect_grace_s > 0:  # a remote client may be back (laptop sleep, port-forward)
+                    log.info("job %d: its remote driver's session dropped; keeping the job for %.0fs",
+                             int.from_bytes(request.job_id, "big"), request.reconnect_grace_s)
                     asyncio.get_running_loop().call_later(request.reconnect_grace_s, self._expire_job, request.job_id)
                 else:
                     asyncio.get_running_loop().create_task(self._job_finished(request.job_id))
