@@ -17,7 +17,7 @@ import sys
 import time
 
 import grpc
-from kastor.runtime import auth, config, launcher, sessions
+from kastor.runtime import auth, config, launcher, sessions, tls
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.state_rows import actor_row, node_row
@@ -276,7 +276,7 @@ def _query(args: argparse.Namespace) -> int:
 
 
 async def _fetch_state(address: str, token: str) -> tuple[list[pb.NodeInfo], list[pb.ActorInfo]]:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with tls.aio_channel(address) as channel:
         stub = pb_grpc.HeadStub(channel)
         md = auth.metadata(token)
         nodes = await stub.ListNodes(pb.ListRequest(), metadata=md, timeout=10)

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 
 import grpc
-from kastor.runtime import auth
+from kastor.runtime import auth, tls
 from kastor.runtime.config import TARGET_METADATA_KEY, TARGET_USER_AGENT_PREFIX
 from kastor.runtime.core import CHANNEL_OPTIONS
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -83,7 +83,7 @@ class Forwarder(grpc.GenericRpcHandler):
                                 f"{target} is not an address of this cluster's head or nodes")
         ch = self._channels.get(target)
         if ch is None:
-            ch = self._channels[target] = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            ch = self._channels[target] = tls.aio_channel(target, CHANNEL_OPTIONS)
         return ch
 
     def _timeout(self, context) -> float | None:
@@ -164,7 +164,7 @@ async def start(port: int, host: str, token: str, head_address: str, cluster_id:
     server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[auth.TokenInterceptor(token)])
     pb_grpc.add_ClientGatewayServicer_to_server(Greeter(cluster_id, head_address), server)
     server.add_generic_rpc_handlers((forwarder,))
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = tls.add_port(server, f"{host}:{port}")
     await server.start()
     log.info("client port serving on %s:%d (forwarding to %s and its nodes)", host, bound, head_address)
     return server, forwarder, bound

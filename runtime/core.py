@@ -25,7 +25,7 @@ import grpc
 from kastor import exceptions
 from kastor.object_ref import ObjectRef
 from kastor.runtime import args as argpack
-from kastor.runtime import auth, config, context, gateway_client, head_link, serialization
+from kastor.runtime import auth, config, context, gateway_client, head_link, serialization, tls
 from kastor.runtime.memory_store import MemoryStore
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -148,7 +148,7 @@ class CoreWorker:
             if self.gateway:
                 ch = gateway_client.channel(self.gateway, address, CHANNEL_OPTIONS)
             else:
-                ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+                ch = tls.aio_channel(address, CHANNEL_OPTIONS)
             self._channels[address] = ch
         return ch
 
@@ -180,7 +180,7 @@ class CoreWorker:
         self._server = grpc.aio.server(options=CHANNEL_OPTIONS,
                                        interceptors=[auth.TokenInterceptor(self.token)])
         pb_grpc.add_CoreWorkerServicer_to_server(CoreWorkerService(self), self._server)
-        port = self._server.add_insecure_port(f"{bind_host(self.ip)}:0")
+        port = tls.add_port(self._server, f"{bind_host(self.ip)}:0")
         await self._server.start()
         self.address = f"{self.ip}:{port}"
 

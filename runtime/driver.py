@@ -8,7 +8,7 @@ import os
 import tempfile
 
 import grpc
-from kastor.runtime import config, context
+from kastor.runtime import config, context, tls
 from kastor.runtime.core import CoreWorker
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -63,7 +63,7 @@ def connect_remote(gateway: str, token: str, namespace: str | None, timeout: flo
 async def _hello(gateway: str, token: str, timeout: float) -> pb.HelloReply:
     from kastor import __version__
     from kastor.runtime import auth, client_gateway
-    async with grpc.aio.insecure_channel(gateway) as channel:
+    async with tls.aio_channel(gateway) as channel:
         try:
             hello = await pb_grpc.ClientGatewayStub(channel).Hello(
                 pb.HelloRequest(client_version=client_gateway.VERSION), metadata=auth.metadata(token), timeout=timeout)
@@ -84,7 +84,7 @@ async def _hello(gateway: str, token: str, timeout: float) -> pb.HelloReply:
 
 async def _list_nodes(head_address: str, token: str, timeout: float) -> list[pb.NodeInfo]:
     from kastor.runtime import auth
-    async with grpc.aio.insecure_channel(head_address) as channel:
+    async with tls.aio_channel(head_address) as channel:
         stub = pb_grpc.HeadStub(channel)
         try:
             reply = await stub.ListNodes(pb.ListRequest(), metadata=auth.metadata(token), timeout=timeout)

@@ -9,10 +9,11 @@ time on every call and do not support the read/write API of the Execute stream.
 from __future__ import annotations
 
 import grpc
+from kastor.runtime import tls
 from kastor.runtime.config import TARGET_USER_AGENT_PREFIX
 
 
 def channel(gateway: str, target: str, options: list) -> grpc.aio.Channel:
     """A channel to `target` in the cluster, carried through the gateway."""
     tagged = [*options, ("grpc.primary_user_agent", f"{TARGET_USER_AGENT_PREFIX}{target}")]
-    return grpc.aio.insecure_channel(gateway, options=tagged)
+    return tls.aio_channel(gateway, tagged)

@@ -17,7 +17,7 @@ import uuid
 from collections import defaultdict
 
 import grpc
-from kastor.runtime import auth, config, launcher
+from kastor.runtime import auth, config, launcher, tls
 from kastor.runtime.core import CHANNEL_OPTIONS, bind_host
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -61,7 +61,7 @@ class Head(pb_grpc.HeadServicer):
     def node_stub(self, address: str) -> pb_grpc.NodeAgentStub:
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            ch = self._channels[address] = tls.aio_channel(address, CHANNEL_OPTIONS)
         return pb_grpc.NodeAgentStub(ch)
 
     async def load(self) -> None:
@@ -435,7 +435,7 @@ async def serve(args: argparse.Namespace) -> None:
     await head.load()
     server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[auth.TokenInterceptor(token)])
     pb_grpc.add_HeadServicer_to_server(head, server)
-    port = server.add_insecure_port(f"{bind_host(args.node_ip)}:{args.port}")
+    port = tls.add_port(server, f"{bind_host(args.node_ip)}:{args.port}")
     await server.start()
     watcher = asyncio.get_running_loop().create_task(head.watch_nodes())
     address = f"{args.node_ip}:{port}"

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import grpc
-from kastor.runtime import auth, config, head_link, launcher
+from kastor.runtime import auth, config, head_link, launcher, tls
 from kastor.runtime.core import CHANNEL_OPTIONS, bind_host
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -68,13 +68,13 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
 
     def head(self) -> pb_grpc.HeadStub:
         if self._head_channel is None:
-            self._head_channel = grpc.aio.insecure_channel(self.head_address, options=CHANNEL_OPTIONS)
+            self._head_channel = tls.aio_channel(self.head_address, CHANNEL_OPTIONS)
         return pb_grpc.HeadStub(self._head_channel)
 
     def worker_stub(self, address: str) -> pb_grpc.CoreWorkerStub:
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            ch = self._channels[address] = tls.aio_channel(address, CHANNEL_OPTIONS)
         return pb_grpc.CoreWorkerStub(ch)
 
     def node_info(self) -> pb.NodeInfo:
@@ -434,7 +434,7 @@ async def serve(args: argparse.Namespace) -> int:
                       store_dir=store_dir, session_dir=session_dir, node_id=node_id)
     server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[auth.TokenInterceptor(token)])
     pb_grpc.add_NodeAgentServicer_to_server(agent, server)
-    port = server.add_insecure_port(f"{bind_host(args.node_ip)}:{args.port}")
+    port = tls.add_port(server, f"{bind_host(args.node_ip)}:{args.port}")
     await server.start()
     agent.address = f"{args.node_ip}:{port}"
     await agent.register_with_head(config.STARTUP_TIMEOUT_S)

@@ -1,0 +1,66 @@
+"""Optional TLS for every Kastor connection, switched on by environment (a mounted Secret).
+
+The cluster token authenticates peers; TLS keeps it, and everything else on the wire, private.
+Every server and every channel is made here, so one setting covers the head, the client port,
+node agents and workers alike:
+
+- KASTOR_TLS_CERT / KASTOR_TLS_KEY: this process serves TLS with that certificate.
+- KASTOR_TLS_CA: this process connects with TLS, trusting that CA (a notebook needs only this).
+- KASTOR_TLS_SERVER_NAME (default "kastor"): the name checked in the server's certificate.
+  Pod IPs change, so a cluster uses one certificate with this DNS name for all its pods.
+"""
+
+from __future__ import annotations
+
+import os
+
+import grpc
+
+ENV_CERT, ENV_KEY, ENV_CA = "KASTOR_TLS_CERT", "KASTOR_TLS_KEY", "KASTOR_TLS_CA"
+ENV_SERVER_NAME = "KASTOR_TLS_SERVER_NAME"
+
+
+def _read(env: str) -> bytes | None:
+    path = os.environ.get(env)
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"{env}={path} cannot be read: {e}") from None
+
+
+def serving() -> bool:
+    return bool(os.environ.get(ENV_CERT))
+
+
+def add_port(server: grpc.aio.Server, address: str) -> int:
+    """Binds `address` with TLS if this process has a certificate, else in plain text."""
+    cert, key = _read(ENV_CERT), _read(ENV_KEY)
+    if cert is None:
+        return server.add_insecure_port(address)
+    if key is None:
+        raise ValueError(f"{ENV_CERT} is set but {ENV_KEY} is not: TLS needs the private key too.")
+    return server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+
+
+def _secure_options(options: list | tuple) -> list:
+    return [*options, ("grpc.ssl_target_name_override", os.environ.get(ENV_SERVER_NAME, "kastor"))]
+
+
+def aio_channel(target: str, options: list | tuple = ()) -> grpc.aio.Channel:
+    ca = _read(ENV_CA)
+    if ca is None:
+        return grpc.aio.insecure_channel(target, options=list(options))
+    return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca),
+                                   options=_secure_options(options))
+
+
+def channel(target: str, options: list | tuple = ()) -> grpc.Channel:
+    """A blocking-API channel (the operator, tools), with the same TLS rule."""
+    ca = _read(ENV_CA)
+    if ca is None:
+        return grpc.insecure_channel(target, options=list(options))
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca),
+                               options=_secure_options(options))
