@@ -29,6 +29,7 @@ _IGNORED_INIT_KWARGS = {
 
 _lock = threading.RLock()
 _local_cluster = None
+_port_forward = None  # a `kubectl port-forward` that init(cluster=...) opened
 
 
 @dataclass
@@ -53,12 +54,16 @@ class ClusterInfo:
 def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus: float | None = None,
          resources: dict[str, float] | None = None, memory: float | None = None, namespace: str | None = None,
          token: str | None = None, ignore_reinit_error: bool = False, logging_level: int = logging.INFO,
+         cluster: str | None = None, k8s_namespace: str | None = None, kube_context: str | None = None,
          **kwargs: Any) -> ClusterInfo:
     """Starts an embedded local cluster, or joins one at `address` (or KASTOR_ADDRESS).
 
     `address` is the head's `host:port` for a driver inside the cluster network, or
     `kastor://host:port` (the head's client port, 10001 by default) for one outside it, such
-    as a notebook: every call then travels through that one port.
+    as a notebook: every call then travels through that one port. `cluster="name"` (with
+    `k8s_namespace`, `kube_context`) finds an ActorCluster through the Kubernetes API instead:
+    its client address and token, and a `kubectl port-forward` when its Service is not
+    reachable from here.
     """
     global _local_cluster
     unknown = set(kwargs) - _IGNORED_INIT_KWARGS
@@ -71,6 +76,12 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
             raise RuntimeError("Maybe you called kastor.init twice by accident? Kastor is already initialized; "
                                "pass ignore_reinit_error=True, or call kastor.shutdown() first.")
         from kastor.runtime import driver
+        if cluster is not None:
+            if address is not None:
+                raise ValueError("Pass either address= or cluster=, not both.")
+            _connect_to_actor_cluster(cluster, k8s_namespace, kube_context, token, namespace)
+            atexit.register(shutdown)
+            return _info()
         address = address or os.environ.get(config.ENV_ADDRESS)
         if address in (None, "", "local"):
             from kastor.runtime.local_cluster import LocalCluster
@@ -104,6 +115,20 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
         return _info()
 
 
+def _connect_to_actor_cluster(cluster: str, k8s_namespace: str | None, kube_context: str | None,
+                              token: str | None, namespace: str | None) -> None:
+    global _port_forward
+    from kastor.runtime import driver, k8s_discovery
+    found = k8s_discovery.find(cluster, k8s_namespace, kube_context)
+    try:
+        driver.connect_remote(found.address, token or found.token, namespace)
+    except BaseException:
+        if found.port_forward is not None:
+            found.port_forward.kill()
+        raise
+    _port_forward = found.port_forward
+
+
 def _latest_local_session(token: str | None) -> tuple[str, str | None]:
     from kastor.runtime import sessions
     record = sessions.latest()
@@ -125,7 +150,7 @@ def is_initialized() -> bool:
 
 def shutdown() -> None:
     """Disconnects the driver; an embedded cluster is stopped with it."""
-    global _local_cluster
+    global _local_cluster, _port_forward
     with _lock:
         core = context.core
         if core is None or core.engine is not None:
@@ -135,6 +160,10 @@ def shutdown() -> None:
         if _local_cluster is not None:
             _local_cluster.stop()
             _local_cluster = None
+        if _port_forward is not None:
+            _port_forward.terminate()
+            _port_forward.wait(10)
+            _port_forward = None
 
 
 def _core(auto_init: bool = False):

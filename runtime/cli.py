@@ -148,6 +148,8 @@ def _start(args: argparse.Namespace) -> int:
         print(f"  connect:    KASTOR_TOKEN_FILE={token_file} python -c "
               f"\"import kastor; kastor.init(address='{address}')\"")
         print(f"  join:       kastor start --address {address} --token-file {token_file}")
+        if args.client_port > 0:
+            print(f"  notebooks:  kastor.init('kastor://{args.node_ip}:{args.client_port}') with the token")
     if not args.block:
         return 0
     return _supervise(children, record_path)

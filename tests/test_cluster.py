@@ -51,7 +51,7 @@ def cluster(tmp_path_factory):
     env = _env(root)
     port = launcher.free_port()
     head = subprocess.Popen([sys.executable, "-m", "kastor.runtime.cli", "start", "--head", "--block",
-                             "--port", str(port), "--num-cpus", "2", "--token", TOKEN],
+                             "--port", str(port), "--client-port", "0", "--num-cpus", "2", "--token", TOKEN],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     address = f"127.0.0.1:{port}"
     line = head.stdout.readline()
