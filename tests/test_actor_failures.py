@@ -16,12 +16,7 @@ from kastor.exceptions import ActorDiedError, ActorUnavailableError, RayActorErr
 from kastor.util.state import list_actors
 from support import DEADLINE_S, process_gone, wait_until
 
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    kastor.init(num_cpus=2)
-    yield
-    kastor.shutdown()
+pytestmark = pytest.mark.usefixtures("embedded_cluster")
 
 
 @kastor.remote

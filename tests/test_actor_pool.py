@@ -55,11 +55,7 @@ def tag(a, v):
     return a.tag.remote(v)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    kastor.init()
-    yield
-    kastor.shutdown()
+pytestmark = pytest.mark.usefixtures("embedded_cluster")
 
 
 def workers(*names: str) -> list:

@@ -17,12 +17,7 @@ import pytest
 from kastor.exceptions import ActorDiedError, GetTimeoutError, RayActorError, TaskError
 from support import DEADLINE_S, process_gone, wait_until
 
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    kastor.init(num_cpus=2)
-    yield
-    kastor.shutdown()
+pytestmark = pytest.mark.usefixtures("embedded_cluster")
 
 
 def name_is_free(name: str, namespace: str | None = None) -> bool:

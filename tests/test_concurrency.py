@@ -13,12 +13,7 @@ import pytest
 from kastor.exceptions import TaskCancelledError, TaskError
 from support import DEADLINE_S
 
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    kastor.init(num_cpus=2)
-    yield
-    kastor.shutdown()
+pytestmark = pytest.mark.usefixtures("embedded_cluster")
 
 
 @kastor.remote

@@ -18,12 +18,7 @@ from kastor.runtime.serialization import SerializationError
 from kastor.util.state import list_nodes
 from support import DEADLINE_S
 
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    info = kastor.init(num_cpus=2)
-    yield info
-    kastor.shutdown()
+pytestmark = pytest.mark.usefixtures("embedded_cluster")
 
 
 @kastor.remote
@@ -76,8 +71,8 @@ class PickleBomb:
         return (open, (self.path, "w"))
 
 
-def test_garbage_bytes_on_every_port(cluster):
-    for address, _ in ports(cluster).values():
+def test_garbage_bytes_on_every_port(embedded_cluster):
+    for address, _ in ports(embedded_cluster).values():
         host, port = address.rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=10) as s:
             s.sendall(os.urandom(4096))
@@ -90,12 +85,12 @@ def test_garbage_bytes_on_every_port(cluster):
     still_serving()
 
 
-def test_no_token_means_nothing_is_unpickled(cluster, tmp_path):
+def test_no_token_means_nothing_is_unpickled(embedded_cluster, tmp_path):
     marker = tmp_path / "unpickled"
     bomb = pickle.dumps(PickleBomb(str(marker)))
     spec = pb.TaskSpec(task_id=os.urandom(16), args=pb.Value(data=b"\x00" + bomb))
     request = pb.ExecuteRequest(tasks=[spec]).SerializeToString()
-    for service, (address, method) in ports(cluster).items():
+    for service, (address, method) in ports(embedded_cluster).items():
         for metadata in ((), auth.metadata("wrong-token"), (("kastor-token", ""),)):
             error = raw_call(address, service, method, request, metadata)
             assert isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.UNAUTHENTICATED, service
@@ -109,9 +104,9 @@ def test_no_token_means_nothing_is_unpickled(cluster, tmp_path):
     still_serving()
 
 
-def test_a_token_for_another_cluster_is_refused(cluster):
+def test_a_token_for_another_cluster_is_refused(embedded_cluster):
     """A token captured elsewhere (replayed) opens nothing here; a duplicate header doesn't help."""
-    address, method = ports(cluster)["Head"]
+    address, method = ports(embedded_cluster)["Head"]
     other = auth.metadata(auth.generate_token())
     assert raw_call(address, "Head", method, b"", other).code() == grpc.StatusCode.UNAUTHENTICATED
     real = kastor.get(Echo.remote().token.remote())
@@ -119,19 +114,19 @@ def test_a_token_for_another_cluster_is_refused(cluster):
     assert raw_call(address, "Head", method, b"", doubled).code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_truncated_messages_are_rejected_cleanly(cluster):
+def test_truncated_messages_are_rejected_cleanly(embedded_cluster):
     token = kastor.get(Echo.remote().token.remote())
     whole = pb.ListRequest().SerializeToString() + pb.FreeObjectsRequest(paths=["x" * 50]).SerializeToString()
-    for service, (address, method) in ports(cluster).items():
+    for service, (address, method) in ports(embedded_cluster).items():
         error = raw_call(address, service, method, whole[:7] + b"\x0a\xff\xff\xff", auth.metadata(token))
         assert isinstance(error, grpc.RpcError), service
         assert "Error parsing message" in error.details(), (service, error)
     still_serving()
 
 
-def test_oversized_message_is_refused_before_it_is_read(cluster):
+def test_oversized_message_is_refused_before_it_is_read(embedded_cluster):
     token = kastor.get(Echo.remote().token.remote())
-    address, method = ports(cluster)["Head"]
+    address, method = ports(embedded_cluster)["Head"]
     error = raw_call(address, "Head", method, b"\x00" * (config.MAX_MESSAGE_BYTES + 1), auth.metadata(token))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     still_serving()

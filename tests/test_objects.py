@@ -24,11 +24,7 @@ DEADLINE_S = 60
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    kastor.init(num_cpus=2)
-    yield
-    kastor.shutdown()
+pytestmark = pytest.mark.usefixtures("embedded_cluster")
 
 
 def _backing(arr: np.ndarray) -> object:

@@ -27,11 +27,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 DEADLINE_S = 60  # generous bound for any get that should succeed
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    kastor.init(num_cpus=2)
-    yield
-    kastor.shutdown()
+pytestmark = pytest.mark.usefixtures("embedded_cluster")
 
 
 # ---- helpers (run inside workers too) ----
