@@ -67,12 +67,14 @@ class Forwarder(grpc.GenericRpcHandler):
         client_streams, server_streams = kind
         method = details.method
         if client_streams and server_streams:
-            return grpc.stream_stream_rpc_method_handler(self._stream_stream(method), _identity, _identity)
-        if client_streams:
-            return grpc.stream_unary_rpc_method_handler(self._stream_unary(method), _identity, _identity)
-        if server_streams:
-            return grpc.unary_stream_rpc_method_handler(self._unary_stream(method), _identity, _identity)
-        return grpc.unary_unary_rpc_method_handler(self._unary_unary(method), _identity, _identity)
+            relay, make = self._relay_stream(method, "stream_stream"), grpc.stream_stream_rpc_method_handler
+        elif client_streams:
+            relay, make = self._relay_unary(method, "stream_unary"), grpc.stream_unary_rpc_method_handler
+        elif server_streams:
+            relay, make = self._relay_stream(method, "unary_stream"), grpc.unary_stream_rpc_method_handler
+        else:
+            relay, make = self._relay_unary(method, "unary_unary"), grpc.unary_unary_rpc_method_handler
+        return make(relay, _identity, _identity)
 
     async def _channel(self, context) -> grpc.aio.Channel:
         metadata = dict(context.invocation_metadata())
@@ -86,24 +88,23 @@ class Forwarder(grpc.GenericRpcHandler):
             ch = self._channels[target] = tls.aio_channel(target, CHANNEL_OPTIONS)
         return ch
 
-    def _timeout(self, context) -> float | None:
-        return context.time_remaining()
-
-    def _unary_unary(self, method: str):
-        async def relay(request: bytes, context):
+    def _relay_unary(self, method: str, kind: str):
+        """A relay for calls answered by one message (`kind`: unary_unary or stream_unary)."""
+        async def relay(request, context):
             ch = await self._channel(context)
-            call = ch.unary_unary(method, request_serializer=_identity, response_deserializer=_identity)
+            call = getattr(ch, kind)(method, request_serializer=_identity, response_deserializer=_identity)
             try:
-                return await call(request, metadata=self._metadata, timeout=self._timeout(context))
+                return await call(request, metadata=self._metadata, timeout=context.time_remaining())
             except grpc.aio.AioRpcError as e:
                 await context.abort(e.code(), e.details())
         return relay
 
-    def _unary_stream(self, method: str):
-        async def relay(request: bytes, context):
+    def _relay_stream(self, method: str, kind: str):
+        """A relay for calls answered by a stream (`kind`: unary_stream or stream_stream)."""
+        async def relay(request, context):
             ch = await self._channel(context)
-            call = ch.unary_stream(method, request_serializer=_identity, response_deserializer=_identity)(
-                request, metadata=self._metadata, timeout=self._timeout(context))
+            call = getattr(ch, kind)(method, request_serializer=_identity, response_deserializer=_identity)(
+                request, metadata=self._metadata, timeout=context.time_remaining())
             try:
                 async for reply in call:
                     yield reply
@@ -111,30 +112,6 @@ class Forwarder(grpc.GenericRpcHandler):
                 await context.abort(e.code(), e.details())
             finally:
                 call.cancel()  # the client went away: so must the call it made (e.g. its job session)
-        return relay
-
-    def _stream_unary(self, method: str):
-        async def relay(requests, context):
-            ch = await self._channel(context)
-            call = ch.stream_unary(method, request_serializer=_identity, response_deserializer=_identity)
-            try:
-                return await call(requests, metadata=self._metadata, timeout=self._timeout(context))
-            except grpc.aio.AioRpcError as e:
-                await context.abort(e.code(), e.details())
-        return relay
-
-    def _stream_stream(self, method: str):
-        async def relay(requests, context):
-            ch = await self._channel(context)
-            call = ch.stream_stream(method, request_serializer=_identity, response_deserializer=_identity)(
-                requests, metadata=self._metadata, timeout=self._timeout(context))
-            try:
-                async for reply in call:
-                    yield reply
-            except grpc.aio.AioRpcError as e:
-                await context.abort(e.code(), e.details())
-            finally:
-                call.cancel()
         return relay
 
     async def close(self) -> None:
