@@ -134,7 +134,8 @@ def head_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
     """The head (GCS) plus a node agent; ready once its control port accepts connections."""
     name, ns = _meta(cr)
     ports = spec.head.ports
-    args = ["start", "--head", "--block", "--port", str(ports.control), "--cluster-id", names.cluster_id(ns, name),
+    args = ["start", "--head", "--block", "--port", str(ports.control), "--client-port", str(ports.client),
+            "--cluster-id", names.cluster_id(ns, name),
             "--num-cpus", number_arg(spec.head.num_cpus), "--num-gpus", number_arg(spec.head.num_gpus)]
     address = redis_address(cr, spec)
     if address:
@@ -148,8 +149,8 @@ def head_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
 
 
 def head_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
-    """Control, client and dashboard ports. The client port forwards to the control port:
-    a driver's `kastor.init("kastor://<service>:<client>")` talks to the head directly."""
+    """Control (in-cluster drivers and nodes), client (`kastor.init("kastor://<service>:<client>")`
+    from outside the cluster network: the head's gateway) and dashboard ports."""
     name, ns = _meta(cr)
     ports = spec.head.ports
     return {"apiVersion": "v1", "kind": "Service",
@@ -157,7 +158,9 @@ def head_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
             "spec": {"type": spec.head.service_type,
                      "selector": {names.LABEL_CLUSTER: name, names.LABEL_ROLE: "head"},
                      "ports": [{"name": "control", "port": ports.control, "targetPort": "control"},
-                               {"name": "client", "port": ports.client, "targetPort": "control"},
+                               {"name": "client", "port": ports.client, "targetPort": "client",
+                                **({"nodePort": ports.client_node_port}
+                                   if ports.client_node_port and spec.head.service_type != "ClusterIP" else {})},
                                {"name": "dashboard", "port": ports.dashboard, "targetPort": "dashboard"}]}}
 
 

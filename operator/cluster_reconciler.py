@@ -76,10 +76,10 @@ def _reconcile(kube: Kube, body: dict[str, Any]) -> dict[str, Any]:
         phase = "Suspended"
     elif head_ok and workers_ok and gcs_ok:
         phase = "Ready"
-    elif get_condition(old.get("conditions") or [], "HeadReady") is None or old.get("phase") in (None, "Pending"):
-        phase = "Pending" if not head_ok else "Degraded"
+    elif old.get("phase") in (None, "Pending", "Failed", "Suspended"):
+        phase = "Pending"   # still coming up
     else:
-        phase = "Degraded"
+        phase = "Degraded"  # it was Ready: something broke (a dead head shows here)
     all_ok = phase == "Ready"
     conditions = set_condition(conditions, "Ready", all_ok, phase, _summary(phase, head_message, ready_workers,
                                                                             desired), generation)

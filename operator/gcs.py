@@ -30,16 +30,31 @@ class Gcs:
                 channel = self._channels[address] = grpc.insecure_channel(address)
         return pb_grpc.HeadStub(channel)
 
+    def _forget(self, address: str) -> None:
+        """Drops a channel that failed: a recreated Service may resolve elsewhere now, and a
+        fresh channel resolves again instead of backing off against the old address."""
+        with self._lock:
+            channel = self._channels.pop(address, None)
+        if channel is not None:
+            channel.close()
+
+    def _call(self, address: str, method: str, request, token: str):
+        try:
+            return getattr(self._stub(address), method)(request, metadata=auth.metadata(token), timeout=TIMEOUT_S)
+        except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self._forget(address)
+            raise
+
     def get_actor(self, address: str, token: str, *, actor_id: bytes = b"", name: str = "",
                   namespace: str = "") -> pb.ActorInfo | None:
         """The actor's GCS record (by id, or by name among live actors); None if unknown."""
-        reply = self._stub(address).GetActor(pb.GetActorRequest(actor_id=actor_id, name=name, namespace=namespace),
-                                             metadata=auth.metadata(token), timeout=TIMEOUT_S)
+        reply = self._call(address, "GetActor", pb.GetActorRequest(actor_id=actor_id, name=name, namespace=namespace),
+                           token)
         return reply.info if reply.found else None
 
     def kill_actor(self, address: str, token: str, actor_id: bytes, reason: str) -> None:
-        self._stub(address).KillActor(pb.KillActorRequest(actor_id=actor_id, no_restart=True, reason=reason),
-                                      metadata=auth.metadata(token), timeout=TIMEOUT_S)
+        self._call(address, "KillActor", pb.KillActorRequest(actor_id=actor_id, no_restart=True, reason=reason), token)
 
     def close(self) -> None:
         with self._lock:

@@ -33,6 +33,7 @@ class Ports:
     control: int = 6380
     client: int = 10001
     dashboard: int = 8265
+    client_node_port: int | None = None  # with a NodePort Service: where clients outside reach the head
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,8 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
     head_raw = spec.get("head") or {}
     ports_raw = head_raw.get("ports") or {}
     ports = Ports(**{k: _integer(ports_raw.get(k, getattr(Ports, k)), f"spec.head.ports.{k}", 1)
-                     for k in ("control", "client", "dashboard")})
+                     for k in ("control", "client", "dashboard")},
+                  client_node_port=ports_raw.get("clientNodePort"))
     head = HeadSpec(num_cpus=_number(head_raw.get("numCpus", 1), "spec.head.numCpus"),
                     num_gpus=_number(head_raw.get("numGpus", 0), "spec.head.numGpus"),
                     resources=dict(head_raw.get("resources") or {}),

@@ -101,6 +101,14 @@ def test_cluster_actor_and_restart_on_kind(kind_cluster):
     assert "squares [0, 1, 4, 9]" in logs and "balance 105" in logs, logs
     kubectl("delete", "pod", "driver", "--wait=false")
 
+    # from this machine, through kind's port mapping to the head's client port (NodePort 30001)
+    outside = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import kastor
+        kastor.init("kastor://127.0.0.1:10001")
+        print("outside", kastor.get(kastor.get_actor("alice", namespace="default").balance.remote()))
+    """)], env={**os.environ, "KASTOR_TOKEN": token}, capture_output=True, text=True, timeout=120)
+    assert "outside 105" in outside.stdout, outside.stdout + outside.stderr
+
     kubectl("delete", "pod", "alice-actor-1", "--wait=false")  # the actor's pod dies
     wait_jsonpath("detachedactor/alice", ".status.restarts", "1")
     wait_jsonpath("detachedactor/alice", ".status.state", "Alive")

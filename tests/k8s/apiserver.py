@@ -222,6 +222,10 @@ class ApiServer(kmock.KubernetesEmulator):
     history: list[tuple[int, tuple[str, str], dict[str, Any]]] = attrs.field(factory=list, init=False)
     rv: int = attrs.field(default=1, init=False)
     changed: asyncio.Condition = attrs.field(factory=asyncio.Condition, init=False)
+    created: list[dict[str, Any]] = attrs.field(factory=list, init=False)  # create bodies, as clients sent them
+    # The service CIDR: loopback, so the kubelet harness can serve each ClusterIP as kube-proxy does.
+    service_ip_prefix: str = "127.78"
+    services: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -386,6 +390,7 @@ class ApiServer(kmock.KubernetesEmulator):
     async def _create(self, rdef: ResourceDef, ns: str | None, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise ApiError(400, "BadRequest", "the body of a create must be an object")
+        self.created.append(copy.deepcopy(data))
         obj = copy.deepcopy(data)
         meta = obj.setdefault("metadata", {})
         if rdef.namespaced:
@@ -414,8 +419,7 @@ class ApiServer(kmock.KubernetesEmulator):
         await self._notify()
         return copy.deepcopy(obj)
 
-    @staticmethod
-    def _create_defaults(rdef: ResourceDef, obj: dict[str, Any]) -> None:
+    def _create_defaults(self, rdef: ResourceDef, obj: dict[str, Any]) -> None:
         if rdef.key == ("", "pods"):
             obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
         elif rdef.key == ("", "secrets"):
@@ -423,7 +427,11 @@ class ApiServer(kmock.KubernetesEmulator):
             for k, v in (obj.pop("stringData", None) or {}).items():
                 data[k] = base64.b64encode(v.encode()).decode()
         elif rdef.key == ("", "services"):
-            obj["spec"].setdefault("clusterIP", f"10.96.{random.randint(0, 255)}.{random.randint(1, 254)}")
+            if obj["spec"].get("clusterIP") != "None":  # headless Services get none
+                self.services += 1
+                n = self.services
+                obj["spec"]["clusterIP"] = f"{self.service_ip_prefix}.{n // 250}.{n % 250 + 2}"
+                obj["spec"]["clusterIPs"] = [obj["spec"]["clusterIP"]]
         elif rdef.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             obj["status"] = {"conditions": [{"type": "Established", "status": "True", "reason": "InitialNamesAccepted"},
                                             {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts"}],

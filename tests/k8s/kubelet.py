@@ -4,7 +4,10 @@ It watches pods through the API like a kubelet does, and for each new pod starts
 container's command and args (with `$(VAR)` expansion) and env (values, Secret keys and
 the downward API), in its own process group, with its own loopback address as pod IP
 (127.77.x.y: Linux routes all of 127/8 to lo, so every pod can bind the same port).
-Service names (`svc.ns.svc[.cluster.local]`) resolve to the selected pod through a
+Services work as with kube-proxy: the emulated API server assigns each a loopback
+ClusterIP (127.78.x.y), the harness listens on ClusterIP:port and forwards each connection
+to a ready pod the Service selects (targetPort by number or container port name), and
+the Service's DNS names (`svc.ns.svc[.cluster.local]`) resolve to the ClusterIP through a
 managed block in /etc/hosts, restored on exit. It reports phase, pod IP, readiness (TCP
 readiness probes are run; without a probe a running container is ready), exit codes and
 termination messages (FallbackToLogsOnError: the log's tail) back through the API, and
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import functools
 import json
 import os
 import re
@@ -99,6 +103,8 @@ class Kubelet:
         self.session: aiohttp.ClientSession | None = None
         self.tasks: list[asyncio.Task] = []
         self.host_entries: dict[str, str] = {}
+        self.services: dict[tuple[str, str], dict[str, Any]] = {}
+        self.listeners: dict[tuple[str, int], asyncio.Server] = {}
 
     # ---- lifecycle ----
 
@@ -110,8 +116,9 @@ class Kubelet:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        for pp in list(self.pods.values()):
-            self._kill(pp)
+        await asyncio.gather(*(asyncio.to_thread(self._kill, pp) for pp in list(self.pods.values())))
+        for listener in self.listeners.values():
+            listener.close()
         if self.session:
             await self.session.close()
 
@@ -150,7 +157,7 @@ class Kubelet:
             pp = self.pods.pop(uid, None)
             if pp is not None:
                 await asyncio.to_thread(self._kill, pp)
-                await self._sync_hosts()
+                await self._sync_services()
             if kind != "DELETED":  # graceful deletion: the containers are gone, now the pod goes
                 url = f"{self.api}/api/v1/namespaces/{pod['metadata']['namespace']}/pods/{pod['metadata']['name']}"
                 async with self.session.delete(url, params={"gracePeriodSeconds": "0"}) as r:
@@ -314,7 +321,7 @@ class Kubelet:
             if ready != pp.ready:
                 pp.ready = ready
                 await self._patch_status(pp, self._running_status(pp, ready))
-        await self._sync_hosts()
+        await self._sync_services()
 
     async def _probe(self, pp: PodProcess) -> bool:
         container = pp.pod["spec"]["containers"][0]
@@ -333,23 +340,67 @@ class Kubelet:
         writer.close()
         return True
 
-    async def _sync_hosts(self) -> None:
-        services = await self._get("/api/v1/services")
+    async def _sync_services(self) -> None:
+        """kube-proxy and cluster DNS: each Service's ClusterIP:port forwards to a ready pod it
+        selects, and its DNS names resolve to the ClusterIP (stable across pod replacements)."""
+        services = (await self._get("/api/v1/services") or {}).get("items", [])
         entries: dict[str, str] = {}
-        for svc in (services or {}).get("items", []):
-            selector = (svc.get("spec") or {}).get("selector") or {}
-            ns = svc["metadata"]["namespace"]
-            candidates = [pp for pp in self.pods.values() if pp.namespace == ns and not pp.done and pp.proc
-                          and all((pp.pod["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
-            if not selector or not candidates:
+        wanted: set[tuple[str, int]] = set()
+        for svc in services:
+            ip, ns, name = svc["spec"].get("clusterIP"), svc["metadata"]["namespace"], svc["metadata"]["name"]
+            if not ip or ip == "None":
                 continue
-            best = sorted(candidates, key=lambda pp: not pp.ready)[0]
-            for name in (f"{svc['metadata']['name']}.{ns}.svc", f"{svc['metadata']['name']}.{ns}.svc.cluster.local",
-                         f"{svc['metadata']['name']}.{ns}"):
-                entries[name] = best.ip
+            self.services[(ns, name)] = svc
+            for host in (f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local", f"{name}.{ns}"):
+                entries[host] = ip
+            for port in svc["spec"].get("ports") or []:
+                wanted.add((ip, port["port"]))
+                if (ip, port["port"]) not in self.listeners:
+                    handler = functools.partial(self._forward, ns, name, port)
+                    self.listeners[(ip, port["port"])] = await asyncio.start_server(handler, ip, port["port"])
+        for key in set(self.listeners) - wanted:
+            self.listeners.pop(key).close()
         if entries != self.host_entries:
             self.host_entries = entries
             self.hosts.set(entries)
+
+    def _endpoint(self, ns: str, service: str, port: dict[str, Any]) -> tuple[str, int] | None:
+        """A ready pod the Service selects, and its target port (a number or a named container port)."""
+        selector = (self.services.get((ns, service)) or {}).get("spec", {}).get("selector") or {}
+        for pp in self.pods.values():
+            labels = pp.pod["metadata"].get("labels") or {}
+            if pp.namespace == ns and pp.ready and not pp.done and selector and \
+                    all(labels.get(k) == v for k, v in selector.items()):
+                target = port.get("targetPort", port["port"])
+                if isinstance(target, str):
+                    ports = [p for c in pp.pod["spec"]["containers"] for p in c.get("ports") or []]
+                    target = next((p["containerPort"] for p in ports if p.get("name") == target), None)
+                return (pp.ip, int(target)) if target else None
+        return None
+
+    async def _forward(self, ns: str, service: str, port: dict[str, Any], reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        target = self._endpoint(ns, service, port)
+        if target is None:  # no ready endpoint: the connection is refused
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*target)
+        except OSError:
+            writer.close()
+            return
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
 
     # ---- for tests ----
 

@@ -90,9 +90,12 @@ def test_worker_pod_advertises_its_resources_and_joins_through_the_service():
     assert args[args.index("--resources") + 1] == '{"TPU": 2.0}'
 
 
-def test_client_port_forwards_to_the_control_port():
-    ports = {p["name"]: p for p in build_cluster.head_service(CLUSTER, parse_cluster(CLUSTER["spec"]))["spec"]["ports"]}
-    assert (ports["client"]["port"], ports["client"]["targetPort"]) == (10001, "control")
+def test_the_service_client_port_is_the_heads_client_port():
+    spec = parse_cluster(CLUSTER["spec"])
+    ports = {p["name"]: p for p in build_cluster.head_service(CLUSTER, spec)["spec"]["ports"]}
+    assert (ports["client"]["port"], ports["client"]["targetPort"]) == (10001, "client")
+    args = build_cluster.head_pod(CLUSTER, spec)["spec"]["containers"][0]["args"]
+    assert args[args.index("--client-port") + 1] == "10001"
 
 
 def test_actor_pod_creates_the_actor_with_its_own_resource():
@@ -220,3 +223,12 @@ def test_operator_folder_never_shadows_the_stdlib_operator():
                          cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert "site-packages" in out or "lib/python" in out, out
     assert not out.strip().startswith(str(REPO / "operator"))
+
+
+def test_a_node_port_service_exposes_the_client_port():
+    body = copy.deepcopy(CLUSTER)
+    body["spec"]["head"] = {"serviceType": "NodePort", "ports": {"clientNodePort": 30001}}
+    service = build_cluster.head_service(body, parse_cluster(body["spec"]))
+    kubernetes_validate.validate(service, K8S_VERSION, strict=True)
+    client = next(p for p in service["spec"]["ports"] if p["name"] == "client")
+    assert service["spec"]["type"] == "NodePort" and client["nodePort"] == 30001

@@ -65,9 +65,9 @@ def token(k8s: EmulatedCluster, cluster: str) -> str:
     return base64.b64decode(k8s.core.read_namespaced_secret(f"{cluster}-token", NS).data["token"]).decode()
 
 
-def run_driver(k8s: EmulatedCluster, cluster: str, code: str) -> str:
+def run_driver(k8s: EmulatedCluster, cluster: str, code: str, address_field: str = "headAddress") -> str:
     """Runs a Kastor driver program against the cluster's head Service; returns its stdout."""
-    address = status(k8s, "actorclusters", cluster)["headAddress"]
+    address = status(k8s, "actorclusters", cluster)[address_field]
     program = f"import kastor\nkastor.init(address={address!r})\n" + textwrap.dedent(code)
     env = {**os.environ, "KASTOR_TOKEN": token(k8s, cluster)}
     result = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=90)
@@ -118,6 +118,9 @@ def test_actor_cluster_starts_and_serves_a_client(k8s):
         print(kastor.get([acc.add.remote(i) for i in range(4)]))
     """)
     assert out.split("\n")[:3] == ["3", "[0, 1, 4, 9, 16]", "[0, 1, 3, 6]"]
+    # a driver outside the cluster network uses the Service's client port (the head's gateway)
+    assert st["clientAddress"] == "kastor://demo-head.default.svc:10001"
+    assert run_driver(k8s, "demo", "print(len(kastor.nodes()))", address_field="clientAddress").strip() == "3"
 
 
 def test_scaling_replaces_failed_workers_and_suspends(k8s):
@@ -345,6 +348,16 @@ def _healthy(url: str) -> bool:
             return reply.status == 200
     except (urllib.error.URLError, ConnectionError):
         return False
+
+
+def test_every_object_the_operator_created_is_valid_kubernetes(k8s):
+    import kubernetes_validate
+    made = [b for b in k8s.api.created
+            if (b.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/managed-by") == "kastor-operator"]
+    assert {b["kind"] for b in made} >= {"Pod", "Service", "Secret"}
+    for body in made:
+        body = {**body, "metadata": {**body["metadata"], "name": body["metadata"].get("name") or "generated"}}
+        kubernetes_validate.validate(body, "1.32.0", strict=True)
 
 
 def test_deleting_the_cluster_collects_everything(k8s):
