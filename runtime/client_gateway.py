@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import grpc
 from kastor.runtime import auth, tls
+from kastor.runtime.client_objects import ObjectDirectory
 from kastor.runtime.config import TARGET_METADATA_KEY, TARGET_USER_AGENT_PREFIX
 from kastor.runtime.core import CHANNEL_OPTIONS
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -45,15 +46,23 @@ def _method_kinds() -> dict[str, tuple[bool, bool]]:
     return kinds
 
 
-def _target_from_user_agent(agent: str) -> str:
-    first = agent.split(" ", 1)[0]
+_GET_OBJECTS = f"/{pb.DESCRIPTOR.package}.CoreWorker/GetObjects"
+
+
+def _target(metadata: dict) -> str:
+    """The cluster address a relayed call is for; empty for calls addressed to the gateway itself."""
+    if metadata.get(TARGET_METADATA_KEY):
+        return metadata[TARGET_METADATA_KEY]
+    first = metadata.get("user-agent", "").split(" ", 1)[0]
     return first.removeprefix(TARGET_USER_AGENT_PREFIX) if first.startswith(TARGET_USER_AGENT_PREFIX) else ""
 
 
 class Forwarder(grpc.GenericRpcHandler):
     """Relays any Kastor RPC to the target in its metadata, bytes in and bytes out."""
 
-    def __init__(self, token: str, head_address: str, allowed_host: Callable[[str], bool]):
+    def __init__(self, token: str, head_address: str, allowed_host: Callable[[str], bool],
+                 directory: ObjectDirectory):
+        self._directory = directory
         self._metadata = auth.metadata(token)
         self._head_address = head_address
         self._allowed_host = allowed_host
@@ -64,6 +73,10 @@ class Forwarder(grpc.GenericRpcHandler):
         kind = self._kinds.get(details.method)
         if kind is None:
             return None  # UNIMPLEMENTED
+        if details.method == _GET_OBJECTS and not _target(dict(details.invocation_metadata or ())):
+            # From inside the cluster, to the gateway as the owner of a remote client's objects.
+            return grpc.unary_unary_rpc_method_handler(
+                self._directory.get_objects, pb.GetObjectsRequest.FromString, pb.GetObjectsReply.SerializeToString)
         client_streams, server_streams = kind
         method = details.method
         if client_streams and server_streams:
@@ -77,9 +90,7 @@ class Forwarder(grpc.GenericRpcHandler):
         return make(relay, _identity, _identity)
 
     async def _channel(self, context) -> grpc.aio.Channel:
-        metadata = dict(context.invocation_metadata())
-        target = metadata.get(TARGET_METADATA_KEY) or _target_from_user_agent(metadata.get("user-agent", "")) \
-            or self._head_address
+        target = _target(dict(context.invocation_metadata())) or self._head_address
         if target != self._head_address and not self._allowed_host(target.rsplit(":", 1)[0]):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"{target} is not an address of this cluster's head or nodes")
@@ -122,26 +133,35 @@ class Forwarder(grpc.GenericRpcHandler):
 class Greeter(pb_grpc.ClientGatewayServicer):
     """Tells a connecting client what it talks to, so version skew fails clearly and early."""
 
-    def __init__(self, cluster_id: str, head_address: str):
+    def __init__(self, cluster_id: str, head_address: str, owner_address: str, directory: ObjectDirectory):
         self._cluster_id = cluster_id
         self._head_address = head_address
+        self._owner_address = owner_address
+        self._directory = directory
 
     async def Hello(self, request, context):
-        return pb.HelloReply(server_version=VERSION, cluster_id=self._cluster_id, head_address=self._head_address)
+        return pb.HelloReply(server_version=VERSION, cluster_id=self._cluster_id, head_address=self._head_address,
+                             owner_address=self._owner_address)
+
+    async def PublishObjects(self, request, context):
+        self._directory.publish(request.object_ids, request.values)
+        return pb.Empty()
 
 
 def compatible(client: str, server: str) -> bool:
     return client.split(".")[:2] == server.split(".")[:2]
 
 
-async def start(port: int, host: str, token: str, head_address: str, cluster_id: str,
+async def start(port: int, host: str, advertise_ip: str, token: str, head_address: str, cluster_id: str,
                 allowed_host: Callable[[str], bool]) -> tuple[grpc.aio.Server, Forwarder, int]:
     """Serves the client port beside the head; returns (server, forwarder, bound port)."""
-    forwarder = Forwarder(token, head_address, allowed_host)
+    directory = ObjectDirectory()
+    forwarder = Forwarder(token, head_address, allowed_host, directory)
     server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[auth.TokenInterceptor(token)])
-    pb_grpc.add_ClientGatewayServicer_to_server(Greeter(cluster_id, head_address), server)
-    server.add_generic_rpc_handlers((forwarder,))
     bound = tls.add_port(server, f"{host}:{port}")
+    pb_grpc.add_ClientGatewayServicer_to_server(
+        Greeter(cluster_id, head_address, f"{advertise_ip}:{bound}", directory), server)
+    server.add_generic_rpc_handlers((forwarder,))
     await server.start()
     log.info("client port serving on %s:%d (forwarding to %s and its nodes)", host, bound, head_address)
     return server, forwarder, bound

@@ -225,9 +225,30 @@ class CoreWorker:
         with self._ref_lock:
             self._refcounts[object_id] = self._refcounts.get(object_id, 0) + 1
 
-    def on_ref_escaped(self, object_id: bytes) -> None:
+    def on_ref_escaped(self, object_id: bytes, owner: str = "") -> None:
+        """Called while a ref is pickled (no locks may be taken: see remove_local_ref)."""
         # Another process may now hold it; without distributed counting, keep it for good.
+        if object_id in self._escaped:
+            return
         self._escaped.add(object_id)
+        if self.gateway and owner == self.address:
+            # The cluster cannot reach this process: give the value to the gateway to serve.
+            self.post(lambda: self.store.on_ready(
+                object_id, lambda value: self.post(lambda: self.loop.create_task(self._publish(object_id, value)))))
+
+    async def _publish(self, object_id: bytes, value: pb.Value) -> None:
+        try:
+            await pb_grpc.ClientGatewayStub(self._gateway_channel()).PublishObjects(
+                pb.PublishObjectsRequest(object_ids=[object_id], values=[value]), metadata=self.metadata, timeout=60)
+        except grpc.aio.AioRpcError as e:
+            log.warning("could not hand object %s to the client port: %s", object_id.hex(), e.details())
+
+    def _gateway_channel(self) -> grpc.aio.Channel:
+        """The client port itself, not a cluster address relayed through it."""
+        ch = self._channels.get("")
+        if ch is None:
+            ch = self._channels[""] = tls.aio_channel(self.gateway, CHANNEL_OPTIONS)
+        return ch
 
     def remove_local_ref(self, object_id: bytes) -> None:
         """Called from ObjectRef.__del__, which the garbage collector may run inside any lock

@@ -42,6 +42,7 @@ def connect_remote(gateway: str, token: str, namespace: str | None, timeout: flo
     hello = asyncio.run(_hello(gateway, token, timeout))
     core = CoreWorker(head_address=hello.head_address, token=token, node_address="", node_id=f"client-{os.getpid()}",
                       store_dir=tempfile.mkdtemp(prefix="kastor-client-"), ip="127.0.0.1", gateway=gateway)
+    core.address = hello.owner_address  # borrowers in the cluster ask the gateway for this client's objects
     try:
         nodes = [n for n in core.head_call("ListNodes", pb.ListRequest(), timeout).nodes if n.alive]
         if not nodes:

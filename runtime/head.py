@@ -443,7 +443,7 @@ async def serve(args: argparse.Namespace) -> None:
     if args.client_port is not None:
         from kastor.runtime import client_gateway
         gateway, forwarder, client_port = await client_gateway.start(
-            args.client_port, bind_host(args.node_ip), token, address, head.cluster_id, head.is_node_host)
+            args.client_port, bind_host(args.node_ip), args.node_ip, token, address, head.cluster_id, head.is_node_host)
     launcher.announce_ready(args.ready_fd, address)
     log.info("head serving on %s (cluster %s)", address, head.cluster_id)
     try:

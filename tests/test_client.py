@@ -105,6 +105,19 @@ def test_large_objects_both_ways(client):
     assert np.array_equal(kastor.get(ref), arr)
 
 
+def test_refs_the_notebook_owns_nested_in_arguments(client):
+    """Workers cannot reach the notebook: the client port serves its lent-out objects."""
+    @kastor.remote
+    def total(refs):
+        return sum(int(np.sum(v)) for v in kastor.get(refs))
+
+    small = [kastor.put(i) for i in range(5)]
+    large = kastor.put(np.ones(1_000_000, dtype=np.int64))
+    computed = kastor.remote(double).remote(21)
+    assert kastor.get(total.remote({"refs": small}["refs"]), timeout=DEADLINE_S) == 10
+    assert kastor.get(total.remote([large, computed]), timeout=DEADLINE_S) == 1_000_042
+
+
 def test_exceptions_carry_the_remote_traceback(client):
     a = Notebook.remote()
     with pytest.raises(TaskError) as info:

@@ -589,11 +589,21 @@ class HelloRequest(_message.Message):
     def __init__(self, client_version: _Optional[str] = ...) -> None: ...
 
 class HelloReply(_message.Message):
-    __slots__ = ("server_version", "cluster_id", "head_address")
+    __slots__ = ("server_version", "cluster_id", "head_address", "owner_address")
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     HEAD_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     server_version: str
     cluster_id: str
     head_address: str
-    def __init__(self, server_version: _Optional[str] = ..., cluster_id: _Optional[str] = ..., head_address: _Optional[str] = ...) -> None: ...
+    owner_address: str
+    def __init__(self, server_version: _Optional[str] = ..., cluster_id: _Optional[str] = ..., head_address: _Optional[str] = ..., owner_address: _Optional[str] = ...) -> None: ...
+
+class PublishObjectsRequest(_message.Message):
+    __slots__ = ("object_ids", "values")
+    OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    object_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    values: _containers.RepeatedCompositeFieldContainer[Value]
+    def __init__(self, object_ids: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...

@@ -1289,12 +1289,23 @@ class ClientGatewayStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.HelloRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.HelloReply.FromString,
                 _registered_method=True)
+        self.PublishObjects = channel.unary_unary(
+                '/kastor.ClientGateway/PublishObjects',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PublishObjectsRequest.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class ClientGatewayServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Hello(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishObjects(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1307,6 +1318,11 @@ def add_ClientGatewayServicer_to_server(servicer, server):
                     servicer.Hello,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.HelloRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.HelloReply.SerializeToString,
+            ),
+            'PublishObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishObjects,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PublishObjectsRequest.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1336,6 +1352,33 @@ class ClientGateway:
             '/kastor.ClientGateway/Hello',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.HelloRequest.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.HelloReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.ClientGateway/PublishObjects',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PublishObjectsRequest.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
