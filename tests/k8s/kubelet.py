@@ -105,6 +105,7 @@ class Kubelet:
         self.host_entries: dict[str, str] = {}
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
         self.listeners: dict[tuple[str, int], asyncio.Server] = {}
+        self.stopping: set[asyncio.Task] = set()
 
     # ---- lifecycle ----
 
@@ -115,7 +116,7 @@ class Kubelet:
     async def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks, *self.stopping, return_exceptions=True)
         await asyncio.gather(*(asyncio.to_thread(self._kill, pp) for pp in list(self.pods.values())))
         for listener in self.listeners.values():
             listener.close()
@@ -155,16 +156,21 @@ class Kubelet:
         uid = pod["metadata"]["uid"]
         if kind == "DELETED" or pod["metadata"].get("deletionTimestamp"):
             pp = self.pods.pop(uid, None)
-            if pp is not None:
-                await asyncio.to_thread(self._kill, pp)
-                await self._sync_services()
-            if kind != "DELETED":  # graceful deletion: the containers are gone, now the pod goes
-                url = f"{self.api}/api/v1/namespaces/{pod['metadata']['namespace']}/pods/{pod['metadata']['name']}"
-                async with self.session.delete(url, params={"gracePeriodSeconds": "0"}) as r:
-                    await r.read()
+            if pp is not None or kind != "DELETED":  # stop it in the background: other pods don't wait
+                task = asyncio.create_task(self._stop_pod(pp, pod, graceful=kind != "DELETED"))
+                self.stopping.add(task)
+                task.add_done_callback(self.stopping.discard)
             return
         if uid not in self.pods and (pod.get("status") or {}).get("phase", "Pending") == "Pending":
             await self._run_pod(pod)
+
+    async def _stop_pod(self, pp: PodProcess | None, pod: dict[str, Any], graceful: bool) -> None:
+        if pp is not None:
+            await asyncio.to_thread(self._kill, pp)
+        if graceful:  # graceful deletion: the containers are gone, now the pod object goes
+            url = f"{self.api}/api/v1/namespaces/{pod['metadata']['namespace']}/pods/{pod['metadata']['name']}"
+            async with self.session.delete(url, params={"gracePeriodSeconds": "0"}) as r:
+                await r.read()
 
     # ---- running a pod ----
 
