@@ -84,8 +84,12 @@ def _reconcile(kube: Kube, gcs: Gcs, body: dict[str, Any]) -> dict[str, Any]:
         status["actorId"] = info.spec.actor_id.hex()
         status["restarts"] = info.num_restarts
         status["address"] = info.address
-        if info.state == pb.DEAD:
-            return finish("Dead", False, "ActorDied", f"the actor died: {info.death_cause}")
+        if info.state == pb.DEAD:  # the head gave up (or someone killed it): terminal
+            exhausted = actor.max_restarts != -1 and info.num_restarts >= actor.max_restarts and not info.killed
+            message = f"the actor died: {info.death_cause}"
+            events.post(body, "Warning", "ActorDied", message)
+            return finish("Dead", False, "MaxRestartsExceeded" if exhausted and actor.max_restarts else "ActorDied",
+                          message)
 
     live = [p for p in pods if not terminating(p)]
     current = max(live, key=attempt) if live else None
@@ -150,8 +154,8 @@ def _replace_pod(kube: Kube, gcs: Gcs, body: dict[str, Any], actor: ActorSpec, c
             why = "it was deleted"
         else:
             why = f"exit code {exit_code(current)}" + (f", last log line: {last_words}" if last_words else "")
-        if current is not None and exit_code(current) == names.EXIT_BAD_SPEC:
-            reason = last_words.split(":", 1)[0] if ":" in last_words else "BadSpec"
+        if current is not None and exit_code(current) in (names.EXIT_BAD_SPEC, names.EXIT_ACTOR_DEAD):
+            reason = last_words.split(":", 1)[0] if ":" in last_words else "ActorDied"
             events.post(body, "Warning", reason, f"pod {lost}: {last_words}")
             return "Dead", False, reason, last_words or why
         events.post(body, "Warning", "PodFailed", f"pod {lost} {phase(current).lower() if current else 'gone'}: {why}")

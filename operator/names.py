@@ -6,6 +6,10 @@ creates a pod and the reconciler that later lists it by label can never disagree
 
 from __future__ import annotations
 
+# Exit codes of `kastor actor-pod` after which the operator stops replacing the pod: a spec
+# that can never work (bad class, bad args), and an actor the GCS declared dead.
+from kastor.runtime.actor_pod import EXIT_ACTOR_DEAD, EXIT_BAD_SPEC  # noqa: F401  (re-exported)
+
 GROUP = "kastor.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -30,9 +34,6 @@ POD_IP_ENV = "KASTOR_POD_IP"
 REDIS_PORT = 6379
 DEFAULT_REDIS_IMAGE = "redis:7.2-alpine"
 
-# Exit code an actor pod uses for a spec that can never work (bad class, bad args):
-# the operator stops replacing the pod instead of crash-looping it.
-EXIT_BAD_SPEC = 2
 
 
 def token_secret(cluster: str) -> str:

@@ -7,9 +7,10 @@ dies, the head marks the actor RESTARTING (per max_restarts) and re-places the s
 same id, when the operator's replacement pod joins, so existing handles keep working.
 
 The pod then watches the actor in the GCS and exits non-zero, its last line saying why,
-if the actor dies (that line becomes the pod's termination message). A spec that can
-never work (unimportable class, arguments that don't fit the constructor) exits with
-EXIT_BAD_SPEC so the operator stops replacing the pod instead of crash-looping.
+if the actor dies (that line becomes the pod's termination message): EXIT_ACTOR_DEAD once
+the GCS declares it dead. A spec that can never work (unimportable class, arguments that
+don't fit the constructor) exits with EXIT_BAD_SPEC. For both, the operator stops
+replacing the pod instead of crash-looping.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from typing import Any
 
 from kastor.runtime import auth, config, launcher
 
-EXIT_BAD_SPEC = 2
-EXIT_ACTOR_DIED = 1
+EXIT_FAILED = 1      # this pod failed (its node agent died, the head lost the actor): replace the pod
+EXIT_BAD_SPEC = 2    # the spec can never work: do not replace the pod
+EXIT_ACTOR_DEAD = 3  # the GCS declared the actor dead (constructor raised, restarts used up, killed)
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None, parsed: argparse.Namespace | None = None
         signal.signal(sig, lambda *_: stop.set())
     node = _start_node(args, token)
     if node is None:
-        return EXIT_ACTOR_DIED
+        return EXIT_FAILED
     try:
         return _run_actor(args, token, cls, ctor_args, ctor_kwargs, node, stop)
     finally:
@@ -162,7 +164,7 @@ def _run_actor(args: argparse.Namespace, token: str, cls: type, ctor_args: list[
         while not stop.is_set():
             if node.proc.poll() is not None:
                 _say(f"NodeExited: the node agent exited with code {node.proc.returncode}")
-                return EXIT_ACTOR_DIED
+                return EXIT_FAILED
             try:
                 reply = core.head_call("GetActor", pb.GetActorRequest(actor_id=actor_id, after_version=version,
                                                                       timeout_s=1.0), timeout=10)
@@ -171,8 +173,8 @@ def _run_actor(args: argparse.Namespace, token: str, cls: type, ctor_args: list[
                 stop.wait(1.0)
                 continue
             if not reply.found:
-                _say(f"ActorDied: actor {args.name!r} is no longer known to the GCS")
-                return EXIT_ACTOR_DIED
+                _say(f"ActorLost: actor {args.name!r} is no longer known to the GCS")
+                return EXIT_FAILED
             info = reply.info
             version = info.version
             state = pb.ActorState.Name(info.state)
@@ -181,9 +183,10 @@ def _run_actor(args: argparse.Namespace, token: str, cls: type, ctor_args: list[
                      + (f" (restarts {info.num_restarts})" if info.num_restarts else ""))
                 last_state = state
             if info.state == pb.DEAD:
-                _say(f"ActorDied: actor {args.name!r} is dead after {info.num_restarts} restart(s): "
+                reason = "ConstructorFailed" if info.death_error.data or info.death_error.location.path else "ActorDied"
+                _say(f"{reason}: actor {args.name!r} is dead after {info.num_restarts} restart(s): "
                      f"{info.death_cause}")
-                return EXIT_ACTOR_DIED
+                return EXIT_ACTOR_DEAD
         _say("stopping: the pod was asked to terminate")
         return 0
     finally:

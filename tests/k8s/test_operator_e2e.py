@@ -75,6 +75,15 @@ def run_driver(k8s: EmulatedCluster, cluster: str, code: str, address_field: str
     return result.stdout
 
 
+def start_driver(k8s: EmulatedCluster, cluster: str, code: str) -> subprocess.Popen:
+    """A long-lived driver the test talks to over stdin/stdout."""
+    address = status(k8s, "actorclusters", cluster)["headAddress"]
+    program = f"import kastor\nkastor.init(address={address!r})\n" + textwrap.dedent(code)
+    env = {**os.environ, "KASTOR_TOKEN": token(k8s, cluster)}
+    return subprocess.Popen([sys.executable, "-c", program], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
 def worker_pods(k8s: EmulatedCluster, cluster: str) -> list:
     return [p for p in k8s.pods(f"kastor.dev/cluster={cluster},kastor.dev/role=worker")
             if p.metadata.deletion_timestamp is None]
@@ -163,15 +172,25 @@ def test_detached_actor_restarts_up_to_max_restarts_then_dies(k8s):
         print(kastor.get(counter.incr.remote()))
     """).strip() == "15"
 
-    k8s.pod_process("counter-actor-1").kill()  # the pod dies; the head restarts the actor on its replacement
-    k8s.wait(lambda: status(k8s, "detachedactors", "counter").get("restarts") == 1 and
-             status(k8s, "detachedactors", "counter").get("state") == "Alive", "restarted once, Alive again")
-    second = status(k8s, "detachedactors", "counter")
-    assert second["podName"] == "counter-actor-2" and second["actorId"] == first["actorId"]  # same actor
-    assert run_driver(k8s, "demo", """
+    # a driver holds a handle across the pod's death
+    holder = start_driver(k8s, "demo", """
+        import sys
         counter = kastor.get_actor("counter", namespace="default")
-        print(kastor.get(counter.incr.remote()))
-    """).strip() == "15"  # the constructor ran again on the new pod
+        print("ready", flush=True)
+        sys.stdin.readline()
+        print(kastor.get(counter.incr.remote()), flush=True)
+    """)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        k8s.pod_process("counter-actor-1").kill()  # the pod dies; the head restarts the actor on its replacement
+        k8s.wait(lambda: status(k8s, "detachedactors", "counter").get("restarts") == 1 and
+                 status(k8s, "detachedactors", "counter").get("state") == "Alive", "restarted once, Alive again")
+        second = status(k8s, "detachedactors", "counter")
+        assert second["podName"] == "counter-actor-2" and second["actorId"] == first["actorId"]  # same actor
+        out, err = holder.communicate("go\n", timeout=60)
+        assert out.strip() == "15", err[-2000:]  # the old handle works; the constructor ran again on the new pod
+    finally:
+        holder.kill()
 
     k8s.pod_process("counter-actor-2").kill()  # maxRestarts=1 is used up
     k8s.wait(lambda: status(k8s, "detachedactors", "counter").get("state") == "Dead", "Dead after maxRestarts")
@@ -223,6 +242,7 @@ def test_spec_change_rolls_the_actor(k8s):
     ("orphan", {"clusterRef": "no-such-cluster"}, "Pending", "ClusterNotFound"),
     ("noclass", {"actorClass": "sample_actors:Missing"}, "Dead", "ClassNotImportable"),
     ("badargs", {"args": [1, 2, 3, 4]}, "Dead", "ArgumentsMismatch"),
+    ("broken", {"actorClass": "sample_actors:Broken", "maxRestarts": 3}, "Dead", "ConstructorFailed"),
 ])
 def test_bad_detached_actors_end_in_a_condition_and_an_event(k8s, name, spec, state, reason):
     create(k8s, "detachedactors", {**actor_cr(name, "demo"), "spec": {**actor_cr(name, "demo")["spec"], **spec}})
