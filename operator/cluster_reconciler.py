@@ -13,9 +13,11 @@ import threading
 from collections import defaultdict
 from typing import Any
 
+import grpc
 from kastor.operator import build_cluster as build
 from kastor.operator import events, names
 from kastor.operator.conditions import get_condition, same_ignoring_time, set_condition
+from kastor.operator.gcs import Gcs
 from kastor.operator.kube import Kube
 from kastor.operator.pods import finished, plan_workers, ready, terminating, termination_message
 from kastor.operator.spec import ClusterSpec, SpecError, parse_cluster
@@ -25,7 +27,7 @@ log = logging.getLogger("kastor.operator.cluster")
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 
 
-def reconcile(kube: Kube, body: dict[str, Any]) -> dict[str, Any]:
+def reconcile(kube: Kube, body: dict[str, Any], gcs: Gcs | None = None) -> dict[str, Any]:
     """Reconciles one ActorCluster, re-read under its lock (callers may hold a stale copy);
     returns the status it wrote."""
     meta = body["metadata"]
@@ -33,10 +35,10 @@ def reconcile(kube: Kube, body: dict[str, Any]) -> dict[str, Any]:
         fresh = kube.get_custom(names.CLUSTER_PLURAL, meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return (fresh or body).get("status") or {}
-        return _reconcile(kube, fresh)
+        return _reconcile(kube, fresh, gcs)
 
 
-def _reconcile(kube: Kube, body: dict[str, Any]) -> dict[str, Any]:
+def _reconcile(kube: Kube, body: dict[str, Any], gcs: Gcs | None) -> dict[str, Any]:
     meta, old = body["metadata"], dict(body.get("status") or {})
     name, ns, generation = meta["name"], meta["namespace"], meta.get("generation")
     status: dict[str, Any] = {**old, "observedGeneration": generation}
@@ -64,7 +66,15 @@ def _reconcile(kube: Kube, body: dict[str, Any]) -> dict[str, Any]:
         ready_workers = 0
     else:
         head_ok, head_reason, head_message = _ensure_head(kube, body, spec, heads)
-        ready_workers = _ensure_workers(kube, body, spec, workers)
+        registered = _registered_node_ips(kube, gcs, body, spec) if head_ok and gcs is not None else None
+        if head_ok and gcs is not None:
+            head_ip = next((p.get("status", {}).get("podIP") for p in heads if not terminating(p)), None)
+            if registered is None:
+                head_ok, head_reason, head_message = False, "HeadUnreachable", \
+                    f"the head pod runs but does not answer at {build.head_address(body, spec)}"
+            elif head_ip not in registered:
+                head_ok, head_reason, head_message = False, "HeadStarting", "the head answers; its node has not joined"
+        ready_workers = _ensure_workers(kube, body, spec, workers, registered if gcs is not None else None)
 
     desired = 0 if spec.suspend else spec.desired_workers
     workers_ok = ready_workers >= desired
@@ -145,7 +155,21 @@ def _ensure_head(kube: Kube, body: dict[str, Any], spec: ClusterSpec,
     return False, "HeadStarting", "the head pod is not ready yet"
 
 
-def _ensure_workers(kube: Kube, body: dict[str, Any], spec: ClusterSpec, workers: list[dict[str, Any]]) -> int:
+def _registered_node_ips(kube: Kube, gcs: Gcs, body: dict[str, Any], spec: ClusterSpec) -> set[str] | None:
+    """The IPs of the nodes alive in the head (None if it does not answer): a pod is a ready
+    worker only once its node agent has joined, so Ready means a driver can use the cluster."""
+    secret = kube.get_secret(body["metadata"]["namespace"], build.token_secret_name(body, spec)) or {}
+    try:
+        return {n.ip for n in gcs.list_nodes(build.head_address(body, spec), secret.get(spec.token_key, ""))
+                if n.alive}
+    except grpc.RpcError as e:
+        log.info("head of %s unreachable: %s", body["metadata"]["name"], e.code().name)
+        return None
+
+
+def _ensure_workers(kube: Kube, body: dict[str, Any], spec: ClusterSpec, workers: list[dict[str, Any]],
+                    registered: set[str] | None = None) -> int:
+    """Creates and removes worker pods; returns how many are ready (and joined, if `registered` is known)."""
     ns = body["metadata"]["namespace"]
     groups = {g.name: g for g in spec.worker_groups}
     ready_count = 0
@@ -159,7 +183,9 @@ def _ensure_workers(kube: Kube, body: dict[str, Any], spec: ClusterSpec, workers
             kube.delete_pod(ns, pod_name)
         for _ in range(plan.create):
             kube.create_pod(ns, build.worker_pod(body, spec, group))
-        ready_count += min(group.desired, sum(1 for p in mine if ready(p) and p["metadata"]["name"] not in plan.delete))
+        ready_count += min(group.desired, sum(
+            1 for p in mine if ready(p) and p["metadata"]["name"] not in plan.delete
+            and (registered is None or p.get("status", {}).get("podIP") in registered)))
     return ready_count
 
 

@@ -53,6 +53,9 @@ class Gcs:
                            token)
         return reply.info if reply.found else None
 
+    def list_nodes(self, address: str, token: str) -> list[pb.NodeInfo]:
+        return list(self._call(address, "ListNodes", pb.ListRequest(), token).nodes)
+
     def kill_actor(self, address: str, token: str, actor_id: bytes, reason: str) -> None:
         self._call(address, "KillActor", pb.KillActorRequest(actor_id=actor_id, no_restart=True, reason=reason), token)
 

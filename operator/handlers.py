@@ -67,12 +67,12 @@ def api_reachable(**_: Any) -> str:
 @kopf.on.resume(**CLUSTERS)
 @kopf.on.update(**CLUSTERS, field="spec")
 def cluster_changed(body: kopf.Body, **_: Any) -> None:
-    cluster_reconciler.reconcile(_kube(), dict(body))
+    cluster_reconciler.reconcile(_kube(), dict(body), _gcs())
 
 
 @kopf.timer(**CLUSTERS, interval=RESYNC_S, initial_delay=RESYNC_S)
 def cluster_resync(body: kopf.Body, **_: Any) -> None:
-    cluster_reconciler.reconcile(_kube(), dict(body))
+    cluster_reconciler.reconcile(_kube(), dict(body), _gcs())
 
 
 def _external_redis(spec: kopf.Spec, **_: Any) -> bool:
@@ -119,4 +119,4 @@ def owned_pod_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
     elif names.LABEL_CLUSTER in labels:
         cr = _kube().get_custom(names.CLUSTER_PLURAL, namespace, labels[names.LABEL_CLUSTER])
         if cr is not None:
-            cluster_reconciler.reconcile(_kube(), cr)
+            cluster_reconciler.reconcile(_kube(), cr, _gcs())

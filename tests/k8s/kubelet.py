@@ -147,9 +147,13 @@ class Kubelet:
                             continue
                         event = json.loads(line)
                         obj = event["object"]
+                        try:
+                            await self._on_pod_event(event["type"], obj)
+                        except Exception as e:  # a kubelet keeps going; the pod is retried on its next event
+                            self._log(f"pod event {event['type']} {obj['metadata'].get('name')}: {e!r}")
                         rv = obj["metadata"]["resourceVersion"]
-                        await self._on_pod_event(event["type"], obj)
-            except (TimeoutError, aiohttp.ClientError):
+            except (TimeoutError, aiohttp.ClientError) as e:
+                self._log(f"pod watch: {e!r}; re-watching from {rv}")
                 await asyncio.sleep(0.1)
 
     async def _on_pod_event(self, kind: str, pod: dict[str, Any]) -> None:
@@ -167,10 +171,21 @@ class Kubelet:
     async def _stop_pod(self, pp: PodProcess | None, pod: dict[str, Any], graceful: bool) -> None:
         if pp is not None:
             await asyncio.to_thread(self._kill, pp)
-        if graceful:  # graceful deletion: the containers are gone, now the pod object goes
-            url = f"{self.api}/api/v1/namespaces/{pod['metadata']['namespace']}/pods/{pod['metadata']['name']}"
-            async with self.session.delete(url, params={"gracePeriodSeconds": "0"}) as r:
-                await r.read()
+        url = f"{self.api}/api/v1/namespaces/{pod['metadata']['namespace']}/pods/{pod['metadata']['name']}"
+        while graceful:  # graceful deletion: the containers are gone, now the pod object goes (retried)
+            try:
+                async with self.session.delete(url, params={"gracePeriodSeconds": "0"}) as r:
+                    await r.read()
+                    if r.status in (200, 404):
+                        return
+                    self._log(f"final delete of {url}: HTTP {r.status}")
+            except aiohttp.ClientError as e:
+                self._log(f"final delete of {url}: {e!r}")
+            await asyncio.sleep(0.2)
+
+    def _log(self, line: str) -> None:
+        with open(self.workdir / "kubelet.log", "a") as f:
+            f.write(f"{_now()} {line}\n")
 
     # ---- running a pod ----
 
@@ -215,6 +230,8 @@ class Kubelet:
                 "name": container["name"], "ready": False, "restartCount": 0, "image": container["image"],
                 "imageID": "", "state": {"waiting": {"reason": "CreateContainerConfigError", "message": env}}}]})
             self.pods.pop(pp.uid, None)  # retried on the next pod event
+            return
+        if self.pods.get(pp.uid) is not pp:  # deleted while its env was being resolved
             return
         pp.env = env
         pp.argv = [_expand(a, env) for a in (container.get("command") or []) + (container.get("args") or [])]
@@ -300,8 +317,8 @@ class Kubelet:
         while True:
             try:
                 await self._sync_once()
-            except aiohttp.ClientError:
-                pass
+            except Exception as e:  # a kubelet's sync loop survives anything; the log says what
+                self._log(f"sync: {e!r}")
             await asyncio.sleep(0.25)
 
     async def _sync_once(self) -> None:

@@ -382,8 +382,12 @@ def test_every_object_the_operator_created_is_valid_kubernetes(k8s):
 
 def test_deleting_the_cluster_collects_everything(k8s):
     k8s.custom.delete_namespaced_custom_object("kastor.dev", "v1alpha1", NS, "actorclusters", "demo")
-    k8s.wait(lambda: not k8s.pods("kastor.dev/cluster=demo,kastor.dev/role in (head,worker,redis)"),
-             "every pod of the cluster deleted")
+    selector = "kastor.dev/cluster=demo,kastor.dev/role in (head,worker,redis)"
+    try:
+        k8s.wait(lambda: not k8s.pods(selector), "every pod of the cluster deleted")
+    except AssertionError as e:
+        left = [(p.metadata.name, p.status.phase, p.metadata.deletion_timestamp) for p in k8s.pods(selector)]
+        raise AssertionError(f"{e}\npods left: {left}") from None
     # DetachedActors outlive their cluster (they are separate resources) and say so
     k8s.wait(lambda: any(c.get("reason") == "ClusterNotFound"
                          for c in status(k8s, "detachedactors", "roller").get("conditions", [])),
