@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 from kastor.operator import build_actor, build_cluster, events, names
 from kastor.operator.conditions import get_condition, same_ignoring_time, set_condition
-from kastor.operator.gcs import Gcs
+from kastor.operator.gcs import Gcs, head_ca
 from kastor.operator.kube import Kube
 from kastor.operator.pods import attempt, exit_code, finished, phase, terminating, termination_message
 from kastor.operator.spec import ActorSpec, ClusterSpec, SpecError, parse_actor, parse_cluster
@@ -33,8 +33,8 @@ MAX_EARLY_POD_FAILURES = 3
 
 
 class _Cluster:
-    def __init__(self, body: dict[str, Any], spec: ClusterSpec, token: str):
-        self.body, self.spec, self.token = body, spec, token
+    def __init__(self, body: dict[str, Any], spec: ClusterSpec, token: str, ca: str | None):
+        self.body, self.spec, self.token, self.ca = body, spec, token, ca
         self.address = build_cluster.head_address(body, spec)
 
 
@@ -121,17 +121,17 @@ def _cluster(kube: Kube, ns: str, actor: ActorSpec) -> _Cluster | tuple[str, str
     token = secret.get(spec.token_key)
     if not token:
         return "WaitingForCluster", f"ActorCluster {actor.cluster!r} has no token yet"
-    return _Cluster(body, spec, token)
+    return _Cluster(body, spec, token, head_ca(kube, ns, spec))
 
 
 def _lookup(gcs: Gcs, cluster: _Cluster, actor: ActorSpec, old: dict[str, Any]) -> pb.ActorInfo | None:
     """The actor's record: by the id we saw before (it survives death), else by name."""
     try:
         if old.get("actorId"):
-            info = gcs.get_actor(cluster.address, cluster.token, actor_id=bytes.fromhex(old["actorId"]))
+            info = gcs.get_actor(cluster.address, cluster.token, actor_id=bytes.fromhex(old["actorId"]), ca=cluster.ca)
             if info is not None:
                 return info
-        return gcs.get_actor(cluster.address, cluster.token, name=actor.name, namespace=actor.namespace)
+        return gcs.get_actor(cluster.address, cluster.token, name=actor.name, namespace=actor.namespace, ca=cluster.ca)
     except grpc.RpcError as e:
         log.info("head %s unreachable for actor %s: %s", cluster.address, actor.name, e.code().name)
         return None
@@ -168,7 +168,7 @@ def _replace_pod(kube: Kube, gcs: Gcs, body: dict[str, Any], actor: ActorSpec, c
         elif actor.max_restarts != -1 and _restarts_used(info) > actor.max_restarts:
             cause = f"its pod {lost} failed ({why}) and maxRestarts={actor.max_restarts} is used up"
             try:
-                gcs.kill_actor(cluster.address, cluster.token, info.spec.actor_id, cause)
+                gcs.kill_actor(cluster.address, cluster.token, info.spec.actor_id, cause, ca=cluster.ca)
             except grpc.RpcError as e:
                 log.warning("could not mark actor %s dead in the GCS: %s", actor.name, e.code().name)
             status["restarts"] = info.num_restarts
@@ -191,7 +191,8 @@ def _roll(kube: Kube, gcs: Gcs, body: dict[str, Any], actor: ActorSpec, pods: li
     cluster = _cluster(kube, ns, actor)
     if status.get("actorId") and isinstance(cluster, _Cluster):
         try:
-            gcs.kill_actor(cluster.address, cluster.token, bytes.fromhex(status["actorId"]), "its spec changed")
+            gcs.kill_actor(cluster.address, cluster.token, bytes.fromhex(status["actorId"]), "its spec changed",
+                           ca=cluster.ca)
         except grpc.RpcError as e:
             log.warning("could not kill actor %s for a spec change: %s", actor.name, e.code().name)
     for pod in pods:
@@ -218,7 +219,7 @@ def delete(kube: Kube, gcs: Gcs, body: dict[str, Any]) -> None:
             if info is not None and info.state != pb.DEAD:
                 try:
                     gcs.kill_actor(cluster.address, cluster.token, info.spec.actor_id,
-                                   f"DetachedActor {ns}/{name} was deleted")
+                                   f"DetachedActor {ns}/{name} was deleted", ca=cluster.ca)
                 except grpc.RpcError as e:
                     log.warning("could not kill actor %s on deletion: %s", name, e.code().name)
     for pod in kube.list_pods(ns, {names.LABEL_ACTOR: name}):

@@ -15,6 +15,7 @@ from typing import Any
 from kastor.operator import names
 from kastor.operator.build_cluster import head_address, token_secret_name
 from kastor.operator.build_common import (
+    add_tls,
     container_security,
     kastor_env,
     number_arg,
@@ -59,7 +60,9 @@ def actor_pod(cr: dict[str, Any], actor: ActorSpec, cluster_cr: dict[str, Any], 
     }
     if actor.resources:
         container["resources"] = actor.resources
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": object_meta(names.actor_pod(name, attempt), ns, cr, labels, annotations),
-            "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "volumes": [volume],
-                     "terminationGracePeriodSeconds": 10, "containers": [container]}}
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": object_meta(names.actor_pod(name, attempt), ns, cr, labels, annotations),
+           "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "volumes": [volume],
+                    "terminationGracePeriodSeconds": 10, "containers": [container]}}
+    add_tls(pod["spec"], container, cluster.tls_secret)
+    return pod

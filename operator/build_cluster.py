@@ -11,6 +11,7 @@ from typing import Any
 
 from kastor.operator import names
 from kastor.operator.build_common import (
+    add_tls,
     container_security,
     kastor_env,
     number_arg,
@@ -127,6 +128,7 @@ def _kastor_pod(cr: dict[str, Any], spec: ClusterSpec, meta: dict[str, Any], arg
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
            "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "volumes": [volume],
                     "terminationGracePeriodSeconds": 10, "containers": [container]}}
+    add_tls(pod["spec"], container, spec.tls_secret)
     return apply_template(pod, template)
 
 

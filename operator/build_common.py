@@ -38,6 +38,21 @@ def kastor_env(token_secret: str, token_key: str, cluster_id: str) -> list[dict[
     ]
 
 
+TLS_DIR = "/etc/kastor/tls"
+
+
+def add_tls(pod_spec: dict[str, Any], container: dict[str, Any], secret: str | None) -> None:
+    """Mounts the cluster's TLS Secret (tls.crt, tls.key, ca.crt, as cert-manager writes them) and
+    points Kastor at it: every port then serves TLS and every connection checks the CA."""
+    if not secret:
+        return
+    pod_spec["volumes"].append({"name": "tls", "secret": {"secretName": secret, "defaultMode": 0o440}})
+    container["volumeMounts"].append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+    container["env"] += [{"name": "KASTOR_TLS_CERT", "value": f"{TLS_DIR}/tls.crt"},
+                         {"name": "KASTOR_TLS_KEY", "value": f"{TLS_DIR}/tls.key"},
+                         {"name": "KASTOR_TLS_CA", "value": f"{TLS_DIR}/ca.crt"}]
+
+
 def container_security() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": False}
 

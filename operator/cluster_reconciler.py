@@ -17,7 +17,7 @@ import grpc
 from kastor.operator import build_cluster as build
 from kastor.operator import events, names
 from kastor.operator.conditions import get_condition, same_ignoring_time, set_condition
-from kastor.operator.gcs import Gcs
+from kastor.operator.gcs import Gcs, head_ca
 from kastor.operator.kube import Kube
 from kastor.operator.pods import finished, plan_workers, ready, terminating, termination_message
 from kastor.operator.spec import ClusterSpec, SpecError, parse_cluster
@@ -160,7 +160,8 @@ def _registered_node_ips(kube: Kube, gcs: Gcs, body: dict[str, Any], spec: Clust
     worker only once its node agent has joined, so Ready means a driver can use the cluster."""
     secret = kube.get_secret(body["metadata"]["namespace"], build.token_secret_name(body, spec)) or {}
     try:
-        return {n.ip for n in gcs.list_nodes(build.head_address(body, spec), secret.get(spec.token_key, ""))
+        ca = head_ca(kube, body["metadata"]["namespace"], spec)
+        return {n.ip for n in gcs.list_nodes(build.head_address(body, spec), secret.get(spec.token_key, ""), ca)
                 if n.alive}
     except grpc.RpcError as e:
         log.info("head of %s unreachable: %s", body["metadata"]["name"], e.code().name)

@@ -14,53 +14,66 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 
 TIMEOUT_S = 5.0
+TLS_SERVER_NAME = "kastor"  # the name in a TLS cluster's certificate (KASTOR_TLS_SERVER_NAME's default)
 
 
 class Gcs:
     """Blocking calls to heads, one cached channel per address (safe from handler threads)."""
 
     def __init__(self) -> None:
-        self._channels: dict[str, grpc.Channel] = {}
+        self._channels: dict[tuple[str, str | None], grpc.Channel] = {}
         self._lock = threading.Lock()
 
-    def _stub(self, address: str) -> pb_grpc.HeadStub:
+    def _stub(self, key: tuple[str, str | None]) -> pb_grpc.HeadStub:
         with self._lock:
-            channel = self._channels.get(address)
+            channel = self._channels.get(key)
             if channel is None:
-                channel = self._channels[address] = grpc.insecure_channel(address)
+                address, ca = key
+                channel = self._channels[key] = grpc.insecure_channel(address) if ca is None else grpc.secure_channel(
+                    address, grpc.ssl_channel_credentials(root_certificates=ca.encode()),
+                    options=[("grpc.ssl_target_name_override", TLS_SERVER_NAME)])
         return pb_grpc.HeadStub(channel)
 
-    def _forget(self, address: str) -> None:
+    def _forget(self, key: tuple[str, str | None]) -> None:
         """Drops a channel that failed: a recreated Service may resolve elsewhere now, and a
         fresh channel resolves again instead of backing off against the old address."""
         with self._lock:
-            channel = self._channels.pop(address, None)
+            channel = self._channels.pop(key, None)
         if channel is not None:
             channel.close()
 
-    def _call(self, address: str, method: str, request, token: str):
+    def _call(self, address: str, method: str, request, token: str, ca: str | None):
+        key = (address, ca)
         try:
-            return getattr(self._stub(address), method)(request, metadata=auth.metadata(token), timeout=TIMEOUT_S)
+            return getattr(self._stub(key), method)(request, metadata=auth.metadata(token), timeout=TIMEOUT_S)
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                self._forget(address)
+                self._forget(key)
             raise
 
     def get_actor(self, address: str, token: str, *, actor_id: bytes = b"", name: str = "",
-                  namespace: str = "") -> pb.ActorInfo | None:
+                  namespace: str = "", ca: str | None = None) -> pb.ActorInfo | None:
         """The actor's GCS record (by id, or by name among live actors); None if unknown."""
         reply = self._call(address, "GetActor", pb.GetActorRequest(actor_id=actor_id, name=name, namespace=namespace),
-                           token)
+                           token, ca)
         return reply.info if reply.found else None
 
-    def list_nodes(self, address: str, token: str) -> list[pb.NodeInfo]:
-        return list(self._call(address, "ListNodes", pb.ListRequest(), token).nodes)
+    def list_nodes(self, address: str, token: str, ca: str | None = None) -> list[pb.NodeInfo]:
+        return list(self._call(address, "ListNodes", pb.ListRequest(), token, ca).nodes)
 
-    def kill_actor(self, address: str, token: str, actor_id: bytes, reason: str) -> None:
-        self._call(address, "KillActor", pb.KillActorRequest(actor_id=actor_id, no_restart=True, reason=reason), token)
+    def kill_actor(self, address: str, token: str, actor_id: bytes, reason: str, ca: str | None = None) -> None:
+        self._call(address, "KillActor", pb.KillActorRequest(actor_id=actor_id, no_restart=True, reason=reason),
+                   token, ca)
 
     def close(self) -> None:
         with self._lock:
             for channel in self._channels.values():
                 channel.close()
             self._channels.clear()
+
+
+def head_ca(kube, namespace: str, spec) -> str | None:
+    """The CA a TLS cluster's head is checked against (its TLS Secret's ca.crt); None without TLS."""
+    if not spec.tls_secret:
+        return None
+    return (kube.get_secret(namespace, spec.tls_secret) or {}).get("ca.crt")

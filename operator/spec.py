@@ -87,6 +87,7 @@ class ClusterSpec:
     redis: RedisSpec = RedisSpec()
     token_secret: str | None = None
     token_key: str = names.TOKEN_KEY
+    tls_secret: str | None = None  # a kubernetes.io/tls Secret with ca.crt: TLS on every port
 
     @property
     def desired_workers(self) -> int:
@@ -150,7 +151,8 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
     auth = spec.get("auth") or {}
     return ClusterSpec(image=image, image_pull_policy=spec.get("imagePullPolicy", "IfNotPresent"),
                        suspend=bool(spec.get("suspend", False)), head=head, worker_groups=tuple(groups),
-                       redis=redis, token_secret=auth.get("secretName"), token_key=auth.get("secretKey", "token"))
+                       redis=redis, token_secret=auth.get("secretName"), token_key=auth.get("secretKey", "token"),
+                       tls_secret=(spec.get("tls") or {}).get("secretName"))
 
 
 @dataclass(frozen=True)

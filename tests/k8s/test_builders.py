@@ -232,3 +232,19 @@ def test_a_node_port_service_exposes_the_client_port():
     kubernetes_validate.validate(service, K8S_VERSION, strict=True)
     client = next(p for p in service["spec"]["ports"] if p["name"] == "client")
     assert service["spec"]["type"] == "NodePort" and client["nodePort"] == 30001
+
+
+def test_a_tls_cluster_mounts_its_secret_in_every_kastor_pod():
+    tls_cluster = cr("ActorCluster", "demo", {**CLUSTER["spec"], "tls": {"secretName": "demo-tls"}})
+    spec = parse_cluster(tls_cluster["spec"])
+    actor = parse_actor(ACTOR["spec"], "counter", "team")
+    pods_built = [build_cluster.head_pod(tls_cluster, spec),
+                  build_cluster.worker_pod(tls_cluster, spec, spec.worker_groups[0]),
+                  build_actor.actor_pod(ACTOR, actor, tls_cluster, spec, 1)]
+    for pod in pods_built:
+        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+        container = pod["spec"]["containers"][0]
+        assert {"name": "tls", "secret": {"secretName": "demo-tls", "defaultMode": 0o440}} in pod["spec"]["volumes"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["KASTOR_TLS_CA"] == "/etc/kastor/tls/ca.crt" and env["KASTOR_TLS_KEY"] == "/etc/kastor/tls/tls.key"
+    assert "tls" not in str(build_cluster.head_pod(CLUSTER, parse_cluster(CLUSTER["spec"]))["spec"]["volumes"])
