@@ -21,7 +21,7 @@ from kastor.operator.build_common import (
     number_arg,
     object_meta,
     pod_security,
-    shm_volume,
+    scratch_volumes,
 )
 from kastor.operator.spec import ActorSpec, ClusterSpec, canonical_json
 
@@ -48,13 +48,13 @@ def actor_pod(cr: dict[str, Any], actor: ActorSpec, cluster_cr: dict[str, Any], 
     name, ns = cr["metadata"]["name"], cr["metadata"]["namespace"]
     labels = {**names.cluster_labels(actor.cluster, "actor"), names.LABEL_ACTOR: name}
     annotations = {names.ANNOTATION_SPEC_HASH: spec_hash(cr.get("spec") or {}), names.ANNOTATION_ATTEMPT: str(attempt)}
-    volume, mount = shm_volume()
+    volumes, mounts = scratch_volumes()
     env = kastor_env(token_secret_name(cluster_cr, cluster), cluster.token_key,
                      names.cluster_id(ns, actor.cluster)) + list(actor.env)
     container: dict[str, Any] = {
         "name": names.CONTAINER, "image": actor.image or cluster.image, "imagePullPolicy": cluster.image_pull_policy,
         "command": ["kastor"], "args": actor_command(cr, actor, cluster_cr, cluster), "env": env,
-        "volumeMounts": [mount], "securityContext": container_security(),
+        "volumeMounts": mounts, "securityContext": container_security(),
         # The entrypoint's last line says why it exited; the kubelet copies it into the pod status.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -62,7 +62,7 @@ def actor_pod(cr: dict[str, Any], actor: ActorSpec, cluster_cr: dict[str, Any], 
         container["resources"] = actor.resources
     pod = {"apiVersion": "v1", "kind": "Pod",
            "metadata": object_meta(names.actor_pod(name, attempt), ns, cr, labels, annotations),
-           "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "volumes": [volume],
+           "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "volumes": volumes,
                     "terminationGracePeriodSeconds": 10, "containers": [container]}}
     add_tls(pod["spec"], container, cluster.tls_secret)
     return pod

@@ -17,8 +17,8 @@ from kastor.operator.build_common import (
     number_arg,
     object_meta,
     pod_security,
+    scratch_volumes,
     secret_env,
-    shm_volume,
     tcp_probe,
 )
 from kastor.operator.overrides import apply_template
@@ -111,12 +111,12 @@ def _kastor_pod(cr: dict[str, Any], spec: ClusterSpec, meta: dict[str, Any], arg
                 extra_env: list[dict[str, Any]], resources: dict[str, Any], ports: list[dict[str, Any]],
                 probe: dict[str, Any] | None, template: dict[str, Any]) -> dict[str, Any]:
     name, ns = _meta(cr)
-    volume, mount = shm_volume()
+    volumes, mounts = scratch_volumes()
     container: dict[str, Any] = {
         "name": names.CONTAINER, "image": spec.image, "imagePullPolicy": spec.image_pull_policy,
         "command": ["kastor"], "args": args,
         "env": kastor_env(token_secret_name(cr, spec), spec.token_key, names.cluster_id(ns, name)) + extra_env,
-        "volumeMounts": [mount], "securityContext": container_security(),
+        "volumeMounts": mounts, "securityContext": container_security(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if resources:
@@ -126,7 +126,7 @@ def _kastor_pod(cr: dict[str, Any], spec: ClusterSpec, meta: dict[str, Any], arg
     if probe:
         container["readinessProbe"] = probe
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
-           "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "volumes": [volume],
+           "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "volumes": volumes,
                     "terminationGracePeriodSeconds": 10, "containers": [container]}}
     add_tls(pod["spec"], container, spec.tls_secret)
     return apply_template(pod, template)

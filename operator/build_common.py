@@ -54,7 +54,8 @@ def add_tls(pod_spec: dict[str, Any], container: dict[str, Any], secret: str | N
 
 
 def container_security() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": False}
+    """Nothing in the image is written at run time: Kastor writes only to the scratch volumes."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True}
 
 
 def pod_security(run_as_user: int = 1000) -> dict[str, Any]:
@@ -62,9 +63,11 @@ def pod_security(run_as_user: int = 1000) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def shm_volume() -> tuple[dict[str, Any], dict[str, Any]]:
-    """Kastor's object store lives in /dev/shm; a container's default 64 MiB is too small."""
-    return ({"name": "dshm", "emptyDir": {"medium": "Memory"}}, {"name": "dshm", "mountPath": "/dev/shm"})
+def scratch_volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Where a Kastor pod writes, its root filesystem being read-only: the object store in
+    /dev/shm (a container's default 64 MiB is too small) and session files and logs in /tmp."""
+    return ([{"name": "dshm", "emptyDir": {"medium": "Memory"}}, {"name": "tmp", "emptyDir": {}}],
+            [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}])
 
 
 def tcp_probe(port: int | str, period: int = 2, failures: int = 3) -> dict[str, Any]:
