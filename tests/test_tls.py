@@ -3,7 +3,6 @@ and plain-text peers that get nowhere."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import subprocess
 import sys
@@ -15,39 +14,15 @@ from kastor.runtime import auth, launcher, tls
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 
-x509 = pytest.importorskip("cryptography.x509")
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
+pytest.importorskip("cryptography")
+from certs import write_tls_files  # noqa: E402
 
 TOKEN = "tls-test-" + os.urandom(8).hex()
 
 
-def _certificate(subject: str, key, issuer_name, issuer_key, *, ca: bool, dns: str | None = None):
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (x509.CertificateBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-               .issuer_name(issuer_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if dns:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    """A CA and one server certificate for the DNS name `kastor`, as a cluster's Secret holds."""
-    d = tmp_path_factory.mktemp("tls")
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kastor test CA")])
-    ca_cert = _certificate("kastor test CA", ca_key, ca_name, ca_key, ca=True)
-    cert = _certificate("kastor", key, ca_name, ca_key, ca=False, dns="kastor")
-    (d / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    (d / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
-    return {"ca": str(d / "ca.pem"), "cert": str(d / "tls.crt"), "key": str(d / "tls.key")}
+    return write_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="module")

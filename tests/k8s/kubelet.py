@@ -233,10 +233,37 @@ class Kubelet:
             return
         if self.pods.get(pp.uid) is not pp:  # deleted while its env was being resolved
             return
-        pp.env = env
-        pp.argv = [_expand(a, env) for a in (container.get("command") or []) + (container.get("args") or [])]
+        mounts = await self._mount_secrets(pp, container)
+        if isinstance(mounts, str):
+            await self._patch_status(pp, {"phase": "Pending", "podIP": ip, "containerStatuses": [{
+                "name": container["name"], "ready": False, "restartCount": 0, "image": container["image"],
+                "imageID": "", "state": {"waiting": {"reason": "ContainerCreating", "message": mounts}}}]})
+            self.pods.pop(pp.uid, None)
+            return
+        pp.env = {k: _remount(v, mounts) for k, v in env.items()}
+        pp.argv = [_remount(_expand(a, env), mounts)
+                   for a in (container.get("command") or []) + (container.get("args") or [])]
         pp.log_path = self.workdir / f"{pp.namespace}_{pp.name}_{pp.uid[:8]}.log"
         await self._start_container(pp, container)
+
+    async def _mount_secrets(self, pp: PodProcess, container: dict[str, Any]) -> dict[str, str] | str:
+        """Secret volumes become files in the pod's own directory. Processes share this host's
+        filesystem, so a mount path is mapped to that directory wherever env or args name it."""
+        volumes = {v["name"]: v for v in pp.pod["spec"].get("volumes") or []}
+        mounts: dict[str, str] = {}
+        for mount in container.get("volumeMounts") or []:
+            source = volumes.get(mount["name"], {}).get("secret")
+            if source is None:
+                continue  # emptyDir and the like: the pod's own directories serve
+            secret = await self._get(f"/api/v1/namespaces/{pp.namespace}/secrets/{source['secretName']}")
+            if secret is None:
+                return f"secret {source['secretName']!r} not found"
+            target = self.workdir / "pods" / pp.uid / "mounts" / mount["name"]
+            target.mkdir(parents=True, exist_ok=True)
+            for key, value in (secret.get("data") or {}).items():
+                (target / key).write_bytes(base64.b64decode(value))
+            mounts[mount["mountPath"].rstrip("/")] = str(target)
+        return mounts
 
     async def _start_container(self, pp: PodProcess, container: dict[str, Any]) -> None:
         home = self.workdir / "pods" / pp.uid
@@ -447,3 +474,10 @@ def _expand(text: str, env: dict[str, str]) -> str:
             return "$"
         return env.get(m.group(1), m.group(0))
     return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", sub, text)
+
+
+def _remount(value: str, mounts: dict[str, str]) -> str:
+    for mount_path, host_dir in mounts.items():
+        if value == mount_path or value.startswith(mount_path + "/"):
+            return host_dir + value[len(mount_path):]
+    return value
