@@ -16,6 +16,7 @@ from kastor.operator import names
 from kastor.operator.build_cluster import head_address, token_secret_name
 from kastor.operator.build_common import (
     add_tls,
+    add_token,
     container_security,
     kastor_env,
     number_arg,
@@ -49,8 +50,7 @@ def actor_pod(cr: dict[str, Any], actor: ActorSpec, cluster_cr: dict[str, Any], 
     labels = {**names.cluster_labels(actor.cluster, "actor"), names.LABEL_ACTOR: name}
     annotations = {names.ANNOTATION_SPEC_HASH: spec_hash(cr.get("spec") or {}), names.ANNOTATION_ATTEMPT: str(attempt)}
     volumes, mounts = scratch_volumes()
-    env = kastor_env(token_secret_name(cluster_cr, cluster), cluster.token_key,
-                     names.cluster_id(ns, actor.cluster)) + list(actor.env)
+    env = kastor_env(names.cluster_id(ns, actor.cluster)) + list(actor.env)
     container: dict[str, Any] = {
         "name": names.CONTAINER, "image": actor.image or cluster.image, "imagePullPolicy": cluster.image_pull_policy,
         "command": ["kastor"], "args": actor_command(cr, actor, cluster_cr, cluster), "env": env,
@@ -64,5 +64,6 @@ def actor_pod(cr: dict[str, Any], actor: ActorSpec, cluster_cr: dict[str, Any], 
            "metadata": object_meta(names.actor_pod(name, attempt), ns, cr, labels, annotations),
            "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "volumes": volumes,
                     "terminationGracePeriodSeconds": 10, "containers": [container]}}
+    add_token(pod["spec"], container, token_secret_name(cluster_cr, cluster), cluster.token_key)
     add_tls(pod["spec"], container, cluster.tls_secret)
     return pod

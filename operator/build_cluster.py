@@ -12,6 +12,7 @@ from typing import Any
 from kastor.operator import names
 from kastor.operator.build_common import (
     add_tls,
+    add_token,
     container_security,
     kastor_env,
     number_arg,
@@ -115,7 +116,7 @@ def _kastor_pod(cr: dict[str, Any], spec: ClusterSpec, meta: dict[str, Any], arg
     container: dict[str, Any] = {
         "name": names.CONTAINER, "image": spec.image, "imagePullPolicy": spec.image_pull_policy,
         "command": ["kastor"], "args": args,
-        "env": kastor_env(token_secret_name(cr, spec), spec.token_key, names.cluster_id(ns, name)) + extra_env,
+        "env": kastor_env(names.cluster_id(ns, name)) + extra_env,
         "volumeMounts": mounts, "securityContext": container_security(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -128,6 +129,7 @@ def _kastor_pod(cr: dict[str, Any], spec: ClusterSpec, meta: dict[str, Any], arg
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
            "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "volumes": volumes,
                     "terminationGracePeriodSeconds": 10, "containers": [container]}}
+    add_token(pod["spec"], container, token_secret_name(cr, spec), spec.token_key)
     add_tls(pod["spec"], container, spec.tls_secret)
     return apply_template(pod, template)
 

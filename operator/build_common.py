@@ -27,15 +27,26 @@ def secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def kastor_env(token_secret: str, token_key: str, cluster_id: str) -> list[dict[str, Any]]:
-    """The pod IP becomes the node IP other processes reach; the token arrives from its Secret."""
+def kastor_env(cluster_id: str) -> list[dict[str, Any]]:
+    """The pod IP becomes the node IP other processes reach."""
     return [
         {"name": names.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "KASTOR_NODE_IP", "value": f"$({names.POD_IP_ENV})"},
-        secret_env("KASTOR_TOKEN", token_secret, token_key),
         {"name": "KASTOR_CLUSTER_ID", "value": cluster_id},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
+
+
+TOKEN_DIR = "/etc/kastor/token"
+
+
+def add_token(pod_spec: dict[str, Any], container: dict[str, Any], secret: str, key: str) -> None:
+    """The cluster token arrives as a file from its Secret (only that key), not as an environment
+    variable: the environment leaks into crash reports, child processes and `ps e`."""
+    pod_spec["volumes"].append({"name": "token", "secret": {"secretName": secret, "defaultMode": 0o440,
+                                                            "items": [{"key": key, "path": "token"}]}})
+    container["volumeMounts"].append({"name": "token", "mountPath": TOKEN_DIR, "readOnly": True})
+    container["env"].append({"name": "KASTOR_TOKEN_FILE", "value": f"{TOKEN_DIR}/token"})
 
 
 TLS_DIR = "/etc/kastor/tls"

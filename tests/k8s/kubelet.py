@@ -260,8 +260,12 @@ class Kubelet:
                 return f"secret {source['secretName']!r} not found"
             target = self.workdir / "pods" / pp.uid / "mounts" / mount["name"]
             target.mkdir(parents=True, exist_ok=True)
-            for key, value in (secret.get("data") or {}).items():
-                (target / key).write_bytes(base64.b64decode(value))
+            data = secret.get("data") or {}
+            items = source.get("items") or [{"key": k, "path": k} for k in data]
+            for item in items:
+                if item["key"] not in data:
+                    return f"secret {source['secretName']!r} has no key {item['key']!r}"
+                (target / item["path"]).write_bytes(base64.b64decode(data[item["key"]]))
             mounts[mount["mountPath"].rstrip("/")] = str(target)
         return mounts
 

@@ -72,7 +72,10 @@ def test_head_pod_runs_the_head_with_redis_and_the_token_secret():
     assert container["args"][container["args"].index("--redis-address") + 1] == "demo-redis.team.svc:6379"
     assert container["args"][container["args"].index("--cluster-id") + 1] == "team.demo"
     env = {e["name"]: e for e in container["env"]}
-    assert env["KASTOR_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "demo-token", "key": "token"}
+    assert "KASTOR_TOKEN" not in env, "the token travels as a file, not in the environment"
+    assert env["KASTOR_TOKEN_FILE"]["value"] == "/etc/kastor/token/token"
+    assert {"name": "token", "secret": {"secretName": "demo-token", "defaultMode": 0o440,
+                                        "items": [{"key": "token", "path": "token"}]}} in head["spec"]["volumes"]
     assert env["KASTOR_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "demo-token",
                                                                          "key": "redis-password"}
     assert env["EXTRA"]["value"] == "1"  # template override merged by name, built env kept
