@@ -21,6 +21,7 @@ from typing import Any
 
 import kmock
 import kubernetes
+import pytest
 import yaml
 
 from .apiserver import ApiServer
@@ -30,6 +31,12 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_IMAGE = "kastor:test"
 PEERING = "kastor-operator"
 PEERING_CRDS = REPO / "charts" / "kastor-operator" / "crds" / "kopf.dev_peerings.yaml"
+
+
+# The kubelet harness names Services in /etc/hosts: end-to-end modules skip where it is read-only.
+NEEDS_ETC_HOSTS = pytest.mark.skipif(not os.access("/etc/hosts", os.W_OK),
+                                     reason="the kubelet harness resolves Service names through /etc/hosts, "
+                                            "which is not writable here (run as root or in a container)")
 
 
 class EmulatedCluster:

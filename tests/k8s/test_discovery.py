@@ -8,26 +8,12 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
+from .cluster import NEEDS_ETC_HOSTS, TEST_IMAGE, EmulatedCluster
 
-from .cluster import TEST_IMAGE, EmulatedCluster
-
-pytestmark = pytest.mark.skipif(not os.access("/etc/hosts", os.W_OK),
-                                reason="the kubelet harness resolves Service names through /etc/hosts, "
-                                       "which is not writable here (run as root or in a container)")
+pytestmark = NEEDS_ETC_HOSTS
 
 POD_ENV = [{"name": "KASTOR_PRESTART_WORKERS", "value": "0"}]
 TEMPLATE = {"spec": {"containers": [{"name": "kastor", "env": POD_ENV}]}}
-
-
-@pytest.fixture(scope="module")
-def k8s(tmp_path_factory):
-    cluster = EmulatedCluster(tmp_path_factory.mktemp("k8s-discovery")).start()
-    try:
-        cluster.start_operator()
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def notebook(k8s: EmulatedCluster, code: str) -> subprocess.CompletedProcess:

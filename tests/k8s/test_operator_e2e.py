@@ -16,26 +16,14 @@ import textwrap
 import kubernetes
 import pytest
 
-from .cluster import TEST_IMAGE, EmulatedCluster
+from .cluster import NEEDS_ETC_HOSTS, TEST_IMAGE, EmulatedCluster
 
 NS = "default"
 # Pods of these tests start no spare workers (2 cores) and declare dead nodes fast.
 POD_ENV = [{"name": "KASTOR_PRESTART_WORKERS", "value": "0"}, {"name": "KASTOR_NODE_DEATH_TIMEOUT_S", "value": "2"}]
 TEMPLATE = {"spec": {"containers": [{"name": "kastor", "env": POD_ENV}]}}
 
-pytestmark = pytest.mark.skipif(not os.access("/etc/hosts", os.W_OK),
-                                reason="the kubelet harness resolves Service names through /etc/hosts, "
-                                       "which is not writable here (run as root or in a container)")
-
-
-@pytest.fixture(scope="module")
-def k8s(tmp_path_factory):
-    cluster = EmulatedCluster(tmp_path_factory.mktemp("k8s")).start()
-    try:
-        cluster.start_operator()
-        yield cluster
-    finally:
-        cluster.stop()
+pytestmark = NEEDS_ETC_HOSTS
 
 
 def cluster_cr(name: str, replicas: int = 2, **spec) -> dict:

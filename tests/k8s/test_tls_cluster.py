@@ -11,28 +11,16 @@ import textwrap
 
 import pytest
 
-from .cluster import TEST_IMAGE, EmulatedCluster
+from .cluster import NEEDS_ETC_HOSTS, TEST_IMAGE, EmulatedCluster
 
 pytest.importorskip("cryptography")
 from certs import tls_material  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not os.access("/etc/hosts", os.W_OK),
-                                reason="the kubelet harness resolves Service names through /etc/hosts, "
-                                       "which is not writable here (run as root or in a container)")
+pytestmark = NEEDS_ETC_HOSTS
 
 NS = "default"
 POD_ENV = [{"name": "KASTOR_PRESTART_WORKERS", "value": "0"}]
 TEMPLATE = {"spec": {"containers": [{"name": "kastor", "env": POD_ENV}]}}
-
-
-@pytest.fixture(scope="module")
-def k8s(tmp_path_factory):
-    cluster = EmulatedCluster(tmp_path_factory.mktemp("k8s-tls")).start()
-    try:
-        cluster.start_operator()
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def status(k8s: EmulatedCluster, plural: str, name: str) -> dict:

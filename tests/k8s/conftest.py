@@ -1,0 +1,18 @@
+"""The emulated Kubernetes (API server, kubelet harness, a real operator process) that each
+end-to-end module gets for itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from .cluster import EmulatedCluster
+
+
+@pytest.fixture(scope="module")
+def k8s(tmp_path_factory):
+    cluster = EmulatedCluster(tmp_path_factory.mktemp("k8s")).start()
+    try:
+        cluster.start_operator()
+        yield cluster
+    finally:
+        cluster.stop()
