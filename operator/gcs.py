@@ -9,12 +9,11 @@ from __future__ import annotations
 import threading
 
 import grpc
-from kastor.runtime import auth
+from kastor.runtime import auth, tls
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 
 TIMEOUT_S = 5.0
-TLS_SERVER_NAME = "kastor"  # the name in a TLS cluster's certificate (KASTOR_TLS_SERVER_NAME's default)
 
 
 class Gcs:
@@ -29,9 +28,8 @@ class Gcs:
             channel = self._channels.get(key)
             if channel is None:
                 address, ca = key
-                channel = self._channels[key] = grpc.insecure_channel(address) if ca is None else grpc.secure_channel(
-                    address, grpc.ssl_channel_credentials(root_certificates=ca.encode()),
-                    options=[("grpc.ssl_target_name_override", TLS_SERVER_NAME)])
+                channel = self._channels[key] = grpc.insecure_channel(address) if ca is None else \
+                    tls.channel_trusting(address, ca.encode())
         return pb_grpc.HeadStub(channel)
 
     def _forget(self, key: tuple[str, str | None]) -> None:

@@ -66,9 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     actor_pod.build_parser(sub.add_parser("actor-pod", help="run a DetachedActor's pod (used by the operator)"))
 
     clean = sub.add_parser("redis-clean", help="delete one cluster's state from Redis (when the cluster is gone)")
-    clean.add_argument("--redis-address", default=os.environ.get("KASTOR_REDIS_ADDRESS"), required=True)
+    clean.add_argument("--redis-address", default=os.environ.get("KASTOR_REDIS_ADDRESS"),
+                       required="KASTOR_REDIS_ADDRESS" not in os.environ)
     clean.add_argument("--redis-password-file", default=os.environ.get("KASTOR_REDIS_PASSWORD_FILE"))
-    clean.add_argument("--cluster-id", default=os.environ.get("KASTOR_CLUSTER_ID"), required=True)
+    clean.add_argument("--cluster-id", default=os.environ.get("KASTOR_CLUSTER_ID"),
+                       required="KASTOR_CLUSTER_ID" not in os.environ)
 
     args = parser.parse_args(argv)
     if args.command == "start":

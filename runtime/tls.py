@@ -49,6 +49,12 @@ def _secure_options(options: list | tuple) -> list:
     return [*options, ("grpc.ssl_target_name_override", os.environ.get(ENV_SERVER_NAME, "kastor"))]
 
 
+def channel_trusting(target: str, ca: bytes, options: list | tuple = ()) -> grpc.Channel:
+    """A blocking channel that checks the server against `ca` (the operator: one CA per cluster)."""
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca),
+                               options=_secure_options(options))
+
+
 def aio_channel(target: str, options: list | tuple = ()) -> grpc.aio.Channel:
     ca = _read(ENV_CA)
     if ca is None:
@@ -62,5 +68,4 @@ def channel(target: str, options: list | tuple = ()) -> grpc.Channel:
     ca = _read(ENV_CA)
     if ca is None:
         return grpc.insecure_channel(target, options=list(options))
-    return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca),
-                               options=_secure_options(options))
+    return channel_trusting(target, ca, options)

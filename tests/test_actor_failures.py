@@ -103,23 +103,24 @@ def test_infinite_restarts():
     assert kastor.get(a.incr.remote(), timeout=DEADLINE_S) == 1
 
 
-def test_in_flight_call_is_retried_with_max_task_retries(tmp_path):
-    log = str(tmp_path / "attempts")
-    a = Counter.options(max_restarts=1, max_task_retries=1).remote()
-    pid = kastor.get(a.pid.remote())
-    ref = a.slow_once.remote(log)
-    wait_until(lambda: os.path.exists(log), "the first attempt to start")
+def crash_mid_call(actor, log: str):
+    """Starts slow_once on `actor`, SIGKILLs the worker while it runs; returns the call's ref."""
+    pid = kastor.get(actor.pid.remote())
+    ref = actor.slow_once.remote(log)
+    wait_until(lambda: os.path.exists(log), "the call to start")
     os.kill(pid, signal.SIGKILL)
+    return ref
+
+
+def test_in_flight_call_is_retried_with_max_task_retries(tmp_path):
+    ref = crash_mid_call(Counter.options(max_restarts=1, max_task_retries=1).remote(), str(tmp_path / "attempts"))
     assert kastor.get(ref, timeout=DEADLINE_S) == 2, "the call ran again on the restarted actor"
 
 
 def test_in_flight_call_without_retries_fails_but_actor_comes_back(tmp_path):
     log = str(tmp_path / "attempts")
     a = Counter.options(max_restarts=1).remote()
-    pid = kastor.get(a.pid.remote())
-    ref = a.slow_once.remote(log)
-    wait_until(lambda: os.path.exists(log), "the call to start")
-    os.kill(pid, signal.SIGKILL)
+    ref = crash_mid_call(a, log)
     with pytest.raises(ActorUnavailableError) as info:
         kastor.get(ref, timeout=DEADLINE_S)
     assert isinstance(info.value, RayActorError)
@@ -129,12 +130,7 @@ def test_in_flight_call_without_retries_fails_but_actor_comes_back(tmp_path):
 
 
 def test_in_flight_call_fails_with_actor_died_when_no_restart_is_left(tmp_path):
-    log = str(tmp_path / "attempts")
-    a = Counter.options(max_task_retries=3).remote()
-    pid = kastor.get(a.pid.remote())
-    ref = a.slow_once.remote(log)
-    wait_until(lambda: os.path.exists(log), "the call to start")
-    os.kill(pid, signal.SIGKILL)
+    ref = crash_mid_call(Counter.options(max_task_retries=3).remote(), str(tmp_path / "attempts"))
     with pytest.raises(ActorDiedError):
         kastor.get(ref, timeout=DEADLINE_S)
 
