@@ -8,7 +8,6 @@ actor is killed once every handle to it is gone, and its owner's job ending ends
 from __future__ import annotations
 
 import inspect
-import os
 from typing import Any
 
 import grpc
@@ -90,8 +89,10 @@ class ActorClass:
         detached = options.get("lifetime") == "detached"
         name = options.get("name") or ""
         in_worker = core.engine is not None
+        from kastor.runtime.core import new_actor_id
+        job_id = core.current_job_id()
         spec = pb.ActorSpec(
-            actor_id=os.urandom(16), job_id=core.current_job_id(), class_id=class_id, class_name=self.__name__,
+            actor_id=new_actor_id(job_id), job_id=job_id, class_id=class_id, class_name=self.__name__,
             args=value, name=name, namespace=options.get("namespace") or core.current_namespace(),
             job_namespace=core.current_namespace(), detached=detached,
             max_restarts=options["max_restarts"], max_task_retries=options["max_task_retries"],

@@ -149,7 +149,10 @@ class ActorSubmitter:
                 log.warning("cannot resolve actor %s yet: %s", actor_id.hex()[:8], e)
                 await asyncio.sleep(0.5)
                 continue
-            return reply.info if reply.found else None
+            if reply.found:
+                return reply.info
+            if not reply.unregistered or self._closed:
+                return None
 
     def _kill_conn(self, c: ActorConn, error: BaseException, lost: list[PendingCall] | None) -> None:
         c.death = error

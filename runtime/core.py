@@ -49,6 +49,16 @@ def new_task_id() -> bytes:
     return os.urandom(16)
 
 
+def new_actor_id(job_id: bytes) -> bytes:
+    """Random, ending in the creating job's id (as Ray's ActorID does), so the head can tell a
+    handle that outran its actor's registration (job still running: wait) from a stray one."""
+    return os.urandom(12) + job_id
+
+
+def actor_job_id(actor_id: bytes) -> bytes:
+    return actor_id[-4:]
+
+
 def return_id(task_id: bytes, index: int) -> bytes:
     return task_id + index.to_bytes(4, "big")
 

@@ -18,7 +18,7 @@ from collections import defaultdict
 
 import grpc
 from kastor.runtime import auth, config, launcher, tls
-from kastor.runtime.core import CHANNEL_OPTIONS, bind_host
+from kastor.runtime.core import CHANNEL_OPTIONS, actor_job_id, bind_host
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.resources import fits
@@ -287,15 +287,28 @@ class Head(pb_grpc.HeadServicer):
             actor_id = self.names.get((request.namespace, request.name), b"")
         info = self.actors.get(actor_id)
         if info is None:
-            return pb.GetActorReply(found=False)
-        if request.after_version and info.version <= request.after_version:
-            fut = asyncio.get_running_loop().create_future()
-            self.waiters[actor_id].append(fut)
-            try:
-                await asyncio.wait_for(fut, request.timeout_s or 30)
-            except TimeoutError:
-                pass
+            if not (request.actor_id and actor_job_id(actor_id) in self.jobs):
+                return pb.GetActorReply(found=False)
+            # A borrowed handle can outrun its creator's CreateActor: wait for it while the job runs.
+            await self._wait_for_change(actor_id, request.timeout_s)
+            if actor_id not in self.actors:
+                return pb.GetActorReply(found=False, unregistered=actor_job_id(actor_id) in self.jobs)
+        elif request.after_version and info.version <= request.after_version:
+            await self._wait_for_change(actor_id, request.timeout_s)
         return pb.GetActorReply(found=True, info=self.actors[actor_id])
+
+    async def _wait_for_change(self, actor_id: bytes, timeout_s: float) -> None:
+        """Until the actor's next save, or `timeout_s` (a long poll's bound)."""
+        fut = asyncio.get_running_loop().create_future()
+        waiters = self.waiters[actor_id]
+        waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout_s or 30)
+        except TimeoutError:
+            if fut in waiters:
+                waiters.remove(fut)
+            if not waiters and self.waiters.get(actor_id) is waiters:
+                del self.waiters[actor_id]
 
     async def ListActors(self, request, context):
         return pb.ActorList(actors=list(self.actors.values()))

@@ -9,12 +9,14 @@ for every CPU waits) and collection of an actor whose last handle is dropped.
 Nothing here sleeps to synchronise: tests poll with a deadline or use `get(timeout=...)`.
 """
 
+import asyncio
 import gc
 import os
 
 import kastor
 import pytest
 from kastor.exceptions import ActorDiedError, GetTimeoutError, RayActorError, TaskError
+from kastor.util.state import list_actors
 from support import DEADLINE_S, process_gone, wait_until
 
 pytestmark = pytest.mark.usefixtures("embedded_cluster")
@@ -134,7 +136,35 @@ class Broken:
 
 
 @kastor.remote
+class Gate:
+    """Holds values back until opened; counts who reached it."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.arrived = 0
+
+    async def wait_open(self, value):
+        await self.opened.wait()
+        return value
+
+    async def open(self) -> None:
+        self.opened.set()
+
+    async def arrive(self) -> None:
+        self.arrived += 1
+
+    async def arrivals(self) -> int:
+        return self.arrived
+
+
+@kastor.remote
 def bump_in_task(counter, n: int) -> int:
+    return kastor.get([counter.incr.remote() for _ in range(n)])[-1]
+
+
+@kastor.remote
+def arrive_then_bump(gate, counter, n: int) -> int:
+    kastor.get(gate.arrive.remote())
     return kastor.get([counter.incr.remote() for _ in range(n)])[-1]
 
 
@@ -227,6 +257,16 @@ def test_handle_passed_to_actor_constructor_and_method():
     other = Counter.remote(50)
     assert kastor.get(caller.bump_given.remote(other, 2), timeout=60) == 52
     assert kastor.get([c.get.remote(), other.get.remote()]) == [3, 52]
+
+
+def test_handle_can_reach_a_borrower_before_its_actor_is_registered():
+    gate = Gate.remote()
+    late = Counter.remote(gate.wait_open.remote(50))  # its CreateActor waits for this argument
+    bumped = arrive_then_bump.remote(gate, late, 2)
+    wait_until(lambda: kastor.get(gate.arrivals.remote()) == 1, "the task to start calling the handle")
+    assert late._actor_id.hex() not in {a["actor_id"] for a in list_actors()}, "registered too early"
+    gate.open.remote()
+    assert kastor.get(bumped, timeout=60) == 52
 
 
 def test_actor_creates_and_calls_another_actor():

@@ -351,12 +351,14 @@ class GetActorRequest(_message.Message):
     def __init__(self, actor_id: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., after_version: _Optional[int] = ..., timeout_s: _Optional[float] = ...) -> None: ...
 
 class GetActorReply(_message.Message):
-    __slots__ = ("found", "info")
+    __slots__ = ("found", "info", "unregistered")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
+    UNREGISTERED_FIELD_NUMBER: _ClassVar[int]
     found: bool
     info: ActorInfo
-    def __init__(self, found: _Optional[bool] = ..., info: _Optional[_Union[ActorInfo, _Mapping]] = ...) -> None: ...
+    unregistered: bool
+    def __init__(self, found: _Optional[bool] = ..., info: _Optional[_Union[ActorInfo, _Mapping]] = ..., unregistered: _Optional[bool] = ...) -> None: ...
 
 class KillActorRequest(_message.Message):
     __slots__ = ("actor_id", "no_restart", "reason")
