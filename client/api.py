@@ -21,7 +21,7 @@ log = logging.getLogger("kastor")
 
 # Ray keywords that have no meaning on Kastor (or not yet); accepted so Ray programs run.
 _IGNORED_INIT_KWARGS = {
-    "include_dashboard", "dashboard_host", "dashboard_port", "log_to_driver", "runtime_env", "object_store_memory",
+    "include_dashboard", "dashboard_host", "dashboard_port", "runtime_env", "object_store_memory",
     "_system_config", "configure_logging", "logging_format", "logging_config", "local_mode", "_temp_dir",
     "job_config", "storage", "_node_ip_address", "labels", "_plasma_directory", "_memory",
     "_enable_object_reconstruction",
@@ -55,7 +55,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
          resources: dict[str, float] | None = None, memory: float | None = None, namespace: str | None = None,
          token: str | None = None, ignore_reinit_error: bool = False, logging_level: int = logging.INFO,
          cluster: str | None = None, k8s_namespace: str | None = None, kube_context: str | None = None,
-         **kwargs: Any) -> ClusterInfo:
+         log_to_driver: bool = True, **kwargs: Any) -> ClusterInfo:
     """Starts an embedded local cluster, or joins one at `address` (or KASTOR_ADDRESS).
 
     `address` is the head's `host:port` for a driver inside the cluster network, or
@@ -64,6 +64,9 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
     `k8s_namespace`, `kube_context`) finds an ActorCluster through the Kubernetes API instead:
     its client address and token, and a `kubectl port-forward` when its Service is not
     reachable from here.
+
+    With `log_to_driver` (the default, as in Ray) whatever this job's tasks and actors print
+    is printed here too, prefixed `(name pid=N)`.
     """
     global _local_cluster
     unknown = set(kwargs) - _IGNORED_INIT_KWARGS
@@ -79,7 +82,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
         if cluster is not None:
             if address is not None:
                 raise ValueError("Pass either address= or cluster=, not both.")
-            _connect_to_actor_cluster(cluster, k8s_namespace, kube_context, token, namespace)
+            _connect_to_actor_cluster(cluster, k8s_namespace, kube_context, token, namespace, log_to_driver)
             atexit.register(shutdown)
             return _info()
         address = address or os.environ.get(config.ENV_ADDRESS)
@@ -90,7 +93,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
             _local_cluster = LocalCluster(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory, resources=resources)
             try:
                 driver.connect(_local_cluster.head_address, _local_cluster.token, namespace,
-                               node_address=_local_cluster.node_address)
+                               node_address=_local_cluster.node_address, log_to_driver=log_to_driver)
             except BaseException:
                 _local_cluster.stop()
                 _local_cluster = None
@@ -108,20 +111,20 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
                 raise ValueError(f"No cluster token to join {address}: pass token=..., or set KASTOR_TOKEN "
                                  f"or KASTOR_TOKEN_FILE.")
             if remote:
-                driver.connect_remote(address, token, namespace)
+                driver.connect_remote(address, token, namespace, log_to_driver=log_to_driver)
             else:
-                driver.connect(address, token, namespace)
+                driver.connect(address, token, namespace, log_to_driver=log_to_driver)
         atexit.register(shutdown)
         return _info()
 
 
 def _connect_to_actor_cluster(cluster: str, k8s_namespace: str | None, kube_context: str | None,
-                              token: str | None, namespace: str | None) -> None:
+                              token: str | None, namespace: str | None, log_to_driver: bool) -> None:
     global _port_forward
     from kastor.runtime import driver, k8s_discovery
     found = k8s_discovery.find(cluster, k8s_namespace, kube_context)
     try:
-        driver.connect_remote(found.address, token or found.token, namespace)
+        driver.connect_remote(found.address, token or found.token, namespace, log_to_driver=log_to_driver)
     except BaseException:
         if found.port_forward is not None:
             found.port_forward.kill()
@@ -155,6 +158,8 @@ def shutdown() -> None:
         core = context.core
         if core is None or core.engine is not None:
             return
+        if core.output is not None:
+            core.output.wait_for_quiet()
         context.core = None
         core.shutdown()
         if _local_cluster is not None:

@@ -25,6 +25,7 @@ class TaskContext:
     actor_id: bytes = b""
     gpu_ids: tuple[int, ...] = ()
     namespace: str = ""
+    label: str = ""  # the function or actor class, to tag the output it prints
 
 
 current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("kastor_task", default=None)

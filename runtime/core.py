@@ -87,6 +87,7 @@ class CoreWorker:
         self.is_driver = is_driver
         self.store = MemoryStore()
         self.engine = None  # set by a worker process: runs the tasks sent to it
+        self.output = None  # a driver's OutputPrinter, when its workers' output is shown here (log_to_driver)
         self.address = ""
 
         self._refcounts: dict[bytes, int] = {}
@@ -113,6 +114,9 @@ class CoreWorker:
         self.run(self._start_server())
 
     # ---- the loop thread ----
+
+    def on_loop_thread(self) -> bool:
+        return threading.current_thread() is self._thread
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import tempfile
+import threading
+import time
+from collections.abc import Iterable
 
 import grpc
 from kastor.runtime import config, context, tls
@@ -15,9 +19,13 @@ from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 
 log = logging.getLogger("kastor.driver")
 
+# A worker ships what it printed every SHIP_DELAY_S (worker_logs); this covers that and a round trip.
+OUTPUT_QUIET_S = 0.2
+OUTPUT_LINGER_MAX_S = 1.0
+
 
 def connect(head_address: str, token: str, namespace: str | None, node_address: str | None = None,
-            timeout: float = 30.0) -> CoreWorker:
+            timeout: float = 30.0, log_to_driver: bool = True) -> CoreWorker:
     """Creates this process's CoreWorker as the driver of a new job."""
     nodes = asyncio.run(_list_nodes(head_address, token, timeout))
     node = _pick_local_node(nodes, node_address)
@@ -32,12 +40,14 @@ def connect(head_address: str, token: str, namespace: str | None, node_address: 
         namespace=namespace or "", driver_address=core.address, pid=os.getpid()), timeout)
     core.job_id = reply.job_id
     core.namespace = reply.namespace
+    core.output = OutputPrinter(core.ip) if log_to_driver else None
     core.spawn(_hold_session(core))
     context.core = core
     return core
 
 
-def connect_remote(gateway: str, token: str, namespace: str | None, timeout: float = 30.0) -> CoreWorker:
+def connect_remote(gateway: str, token: str, namespace: str | None, timeout: float = 30.0,
+                   log_to_driver: bool = True) -> CoreWorker:
     """Creates the driver of a new job that reaches the cluster only through the client port."""
     hello = asyncio.run(_hello(gateway, token, timeout))
     core = CoreWorker(head_address=hello.head_address, token=token, node_address="", node_id=f"client-{os.getpid()}",
@@ -55,6 +65,7 @@ def connect_remote(gateway: str, token: str, namespace: str | None, timeout: flo
         raise
     core.job_id = reply.job_id
     core.namespace = reply.namespace
+    core.output = OutputPrinter(core.ip) if log_to_driver else None
     core.spawn(_hold_session(core, reconnect_grace_s=config.CLIENT_RECONNECT_GRACE_S))
     context.core = core
     log.info("connected to cluster %s through kastor://%s", hello.cluster_id, gateway)
@@ -109,18 +120,20 @@ def _pick_local_node(nodes: list[pb.NodeInfo], preferred: str | None) -> pb.Node
 
 
 async def _hold_session(core: CoreWorker, reconnect_grace_s: float = 0.0) -> None:
-    """The head notices the driver is gone when this stream drops.
+    """The head notices the driver is gone when this stream drops; the job's worker output arrives on it.
 
     If the head restarts, the stream breaks from the head's side: reopen it, so the new head
     knows this job lives on (it waits JOB_RECONNECT_GRACE_S for that before cleaning up).
     """
     loop = asyncio.get_running_loop()
     lost_at: float | None = None
+    request = pb.JobSessionRequest(job_id=core.job_id, reconnect_grace_s=reconnect_grace_s,
+                                   logs=core.output is not None)
     while True:
         try:
-            async for _ in core.head_stub().JobSession(
-                    pb.JobSessionRequest(job_id=core.job_id, reconnect_grace_s=reconnect_grace_s),
-                    metadata=core.metadata):
+            async for event in core.head_stub().JobSession(request, metadata=core.metadata):
+                if event.logs and core.output is not None:
+                    core.output.print(event.logs)
                 if lost_at is not None:
                     log.warning("job session with the head restored after %.1fs", loop.time() - lost_at)
                     lost_at = None
@@ -137,3 +150,35 @@ async def _hold_session(core: CoreWorker, reconnect_grace_s: float = 0.0) -> Non
                       core.head_address, loop.time() - lost_at)
             return
         await asyncio.sleep(0.2)
+
+
+
+class OutputPrinter:
+    """Prints the job's worker output as Ray does: `(f pid=123) line`, with the ip when it is another host's."""
+
+    def __init__(self, own_ip: str):
+        self._own_ip = own_ip
+        self._arrived = threading.Condition()
+
+    def print(self, logs: Iterable[pb.WorkerLog]) -> None:
+        for record in logs:
+            where = f"pid={record.pid}" if record.ip == self._own_ip else f"pid={record.pid}, ip={record.ip}"
+            prefix = f"({record.label} {where}) " if record.label else f"({where}) "
+            stream = sys.stderr if record.is_err else sys.stdout
+            try:
+                stream.write("".join(f"{prefix}{line}\n" for line in record.lines))
+                stream.flush()
+            except (OSError, ValueError):  # the driver's own stream is closed: nothing to show it on
+                break
+        with self._arrived:
+            self._arrived.notify_all()
+
+    def wait_for_quiet(self) -> None:
+        """Lines printed just before the driver's last `get` may still be on their way: at
+        shutdown, wait until none has come for OUTPUT_QUIET_S (at most OUTPUT_LINGER_MAX_S)."""
+        end = time.monotonic() + OUTPUT_LINGER_MAX_S
+        quiet_at = time.monotonic() + OUTPUT_QUIET_S
+        with self._arrived:
+            while (remaining := min(quiet_at, end) - time.monotonic()) > 0:
+                if self._arrived.wait(remaining):
+                    quiet_at = time.monotonic() + OUTPUT_QUIET_S

@@ -27,6 +27,7 @@ from kastor.runtime.store import InMemoryStore, Store
 log = logging.getLogger("kastor.head")
 
 ACTORS, NODES, JOBS, CODE, META = "actors", "nodes", "jobs", "code", "meta"
+LOG_QUEUE_MAX = 1000  # worker output batches held per driver session before dropping
 
 
 def _restartable(info: pb.ActorInfo) -> bool:
@@ -46,6 +47,7 @@ class Head(pb_grpc.HeadServicer):
         self.jobs: dict[bytes, pb.RegisterJobRequest] = {}
         self.code: dict[str, pb.FunctionEntry] = {}
         self.waiters: dict[bytes, list[asyncio.Future]] = defaultdict(list)
+        self.log_listeners: dict[bytes, set[asyncio.Queue]] = defaultdict(set)
         self.pending: set[bytes] = set()
         self.placing: set[bytes] = set()
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -224,10 +226,20 @@ class Head(pb_grpc.HeadServicer):
                                 f"than its grace period); its non-detached actors are gone. Call kastor.shutdown() "
                                 f"and kastor.init() again.")
         self.job_sessions[request.job_id] += 1
+        logs: asyncio.Queue[pb.WorkerLog] = asyncio.Queue(LOG_QUEUE_MAX)
+        if request.logs:
+            self.log_listeners[request.job_id].add(logs)
         try:
             yield pb.JobEvent(kind="registered")
-            await asyncio.Event().wait()
+            while True:
+                batch = [await logs.get()]
+                while not logs.empty():
+                    batch.append(logs.get_nowait())
+                yield pb.JobEvent(kind="logs", logs=batch)
         finally:
+            self.log_listeners[request.job_id].discard(logs)
+            if not self.log_listeners[request.job_id]:
+                del self.log_listeners[request.job_id]
             self.job_sessions[request.job_id] -= 1
             if not self.job_sessions[request.job_id] and not self.stopping:
                 if request.reconnect_grace_s > 0:  # a remote client may be back (laptop sleep, port-forward)
@@ -236,6 +248,14 @@ class Head(pb_grpc.HeadServicer):
                     asyncio.get_running_loop().call_later(request.reconnect_grace_s, self._expire_job, request.job_id)
                 else:
                     asyncio.get_running_loop().create_task(self._job_finished(request.job_id))
+
+    async def PublishLogs(self, request, context):
+        """Worker output, forwarded to its job's driver; dropped if it is not listening or keeping up."""
+        for record in request.logs:
+            for queue in self.log_listeners.get(record.job_id, ()):
+                if not queue.full():
+                    queue.put_nowait(record)
+        return pb.Empty()
 
     async def _job_finished(self, job_id: bytes) -> None:
         self.job_sessions.pop(job_id, None)

@@ -27,6 +27,7 @@ from kastor.runtime import args as argpack
 from kastor.runtime import config, context, serialization
 from kastor.runtime.core import CoreWorker, error_value, return_id
 from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.worker_logs import LogShipper
 
 log = logging.getLogger("kastor.worker")
 
@@ -147,7 +148,7 @@ class Engine:
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
         token = context.current_task.set(context.TaskContext(
-            spec.job_id, b"", spec.actor_id, tuple(gpu_ids), spec.job_namespace))
+            spec.job_id, b"", spec.actor_id, tuple(gpu_ids), spec.job_namespace, spec.class_name))
         try:
             cls = self.core.load_code(spec.class_id)
             args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.actor_id)
@@ -194,6 +195,18 @@ class Engine:
             spec, outbox = item
             self._post(outbox, self.execute(spec))
 
+    def _label(self, spec: pb.TaskSpec) -> str:
+        """How the driver prefixes this call's output: the actor's class, or the task's function
+        (without the `outer.<locals>.` of one defined inside another function)."""
+        if self.actor_spec is not None:
+            return self.actor_spec.class_name
+        return spec.name.rsplit(".<locals>.", 1)[-1]
+
+    def output_owner(self) -> tuple[bytes, str] | None:
+        """Whose job hears lines printed outside any call: an actor's own threads belong to it."""
+        spec = self.actor_spec
+        return (spec.job_id, spec.class_name) if spec is not None else None
+
     def _on_sigint(self, signum, frame) -> None:
         target = self._interrupt_target
         if target is not None and target == self.current_main_task:
@@ -209,7 +222,7 @@ class Engine:
             return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
         on_main = threading.get_ident() == self._main_ident
         token = context.current_task.set(context.TaskContext(
-            spec.job_id, spec.task_id, spec.actor_id, tuple(spec.gpu_ids), spec.namespace))
+            spec.job_id, spec.task_id, spec.actor_id, tuple(spec.gpu_ids), spec.namespace, self._label(spec)))
         if on_main:
             self.current_main_task = spec.task_id
         try:
@@ -253,7 +266,7 @@ class Engine:
             status = pb.TASK_ACTOR_EXITED if self._exiting else pb.TASK_CANCELLED
             return pb.TaskResult(task_id=spec.task_id, status=status)
         context.current_task.set(context.TaskContext(
-            spec.job_id, spec.task_id, spec.actor_id, namespace=spec.namespace))
+            spec.job_id, spec.task_id, spec.actor_id, namespace=spec.namespace, label=self._label(spec)))
         try:
             fn = self._callable(spec)
             args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.task_id)
@@ -418,6 +431,7 @@ def main() -> None:
     context.core = core
     engine = Engine(core)
     core.engine = engine
+    LogShipper(core, engine.output_owner).install()
     core.node_call("RegisterWorker", pb.RegisterWorkerRequest(
         worker_id=core.worker_id, address=core.address, pid=os.getpid()), timeout=30)
     log.info("worker %s serving on %s (host %s)", core.worker_id.hex()[:8], core.address, socket.gethostname())

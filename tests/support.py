@@ -24,3 +24,29 @@ def process_gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+class Captured:
+    """Everything this process has written to stdout and stderr so far in a test (from capsys)."""
+
+    def __init__(self, capsys):
+        self._capsys = capsys
+        self.out = self.err = ""
+
+    def read(self) -> "Captured":
+        got = self._capsys.readouterr()
+        self.out += got.out
+        self.err += got.err
+        return self
+
+    def wait_out(self, text: str) -> None:
+        self._wait(text, "out")
+
+    def wait_err(self, text: str) -> None:
+        self._wait(text, "err")
+
+    def _wait(self, text: str, stream: str) -> None:
+        try:
+            wait_until(lambda: text in getattr(self.read(), stream), f"{text!r} on std{stream}")
+        except pytest.fail.Exception as e:
+            pytest.fail(f"{e}; it has {getattr(self, stream)[-2000:]!r}")

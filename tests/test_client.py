@@ -19,7 +19,7 @@ from kastor.runtime import auth, launcher
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.util import ActorPool
-from support import DEADLINE_S
+from support import DEADLINE_S, Captured
 
 TOKEN = "client-test-" + os.urandom(8).hex()
 
@@ -152,6 +152,16 @@ def test_actor_pool(client):
     pool = ActorPool([Notebook.remote() for _ in range(2)])
     sizes = pool.map(lambda actor, n: actor.nbytes.remote(np.zeros(n, dtype=np.uint8)), [3, 1, 2, 5])
     assert list(sizes) == [3, 1, 2, 5]
+
+
+def test_worker_output_reaches_the_notebook(client, capsys):
+    @kastor.remote
+    def chatty() -> int:
+        print("from inside the cluster marker-9")
+        return os.getpid()
+
+    pid = kastor.get(chatty.remote())
+    Captured(capsys).wait_out(f"(chatty pid={pid}) from inside the cluster marker-9\n")
 
 
 def test_wrong_token_is_refused(cluster):

@@ -307,18 +307,44 @@ class RegisterJobReply(_message.Message):
     def __init__(self, job_id: _Optional[bytes] = ..., namespace: _Optional[str] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
 class JobSessionRequest(_message.Message):
-    __slots__ = ("job_id", "reconnect_grace_s")
+    __slots__ = ("job_id", "reconnect_grace_s", "logs")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     RECONNECT_GRACE_S_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
     job_id: bytes
     reconnect_grace_s: float
-    def __init__(self, job_id: _Optional[bytes] = ..., reconnect_grace_s: _Optional[float] = ...) -> None: ...
+    logs: bool
+    def __init__(self, job_id: _Optional[bytes] = ..., reconnect_grace_s: _Optional[float] = ..., logs: _Optional[bool] = ...) -> None: ...
+
+class WorkerLog(_message.Message):
+    __slots__ = ("job_id", "label", "pid", "ip", "is_err", "lines")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    IS_ERR_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    job_id: bytes
+    label: str
+    pid: int
+    ip: str
+    is_err: bool
+    lines: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[bytes] = ..., label: _Optional[str] = ..., pid: _Optional[int] = ..., ip: _Optional[str] = ..., is_err: _Optional[bool] = ..., lines: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PublishLogsRequest(_message.Message):
+    __slots__ = ("logs",)
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    logs: _containers.RepeatedCompositeFieldContainer[WorkerLog]
+    def __init__(self, logs: _Optional[_Iterable[_Union[WorkerLog, _Mapping]]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("kind",)
+    __slots__ = ("kind", "logs")
     KIND_FIELD_NUMBER: _ClassVar[int]
+    LOGS_FIELD_NUMBER: _ClassVar[int]
     kind: str
-    def __init__(self, kind: _Optional[str] = ...) -> None: ...
+    logs: _containers.RepeatedCompositeFieldContainer[WorkerLog]
+    def __init__(self, kind: _Optional[str] = ..., logs: _Optional[_Iterable[_Union[WorkerLog, _Mapping]]] = ...) -> None: ...
 
 class CreateActorRequest(_message.Message):
     __slots__ = ("spec", "get_if_exists")

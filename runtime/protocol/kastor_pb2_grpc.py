@@ -54,6 +54,11 @@ class HeadStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.JobSessionRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.PublishLogs = channel.unary_unary(
+                '/kastor.Head/PublishLogs',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PublishLogsRequest.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+                _registered_method=True)
         self.CreateActor = channel.unary_unary(
                 '/kastor.Head/CreateActor',
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.CreateActorRequest.SerializeToString,
@@ -123,6 +128,12 @@ class HeadServicer:
         raise NotImplementedError('Method not implemented!')
 
     def JobSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishLogs(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -204,6 +215,11 @@ def add_HeadServicer_to_server(servicer, server):
                     servicer.JobSession,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.JobSessionRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.JobEvent.SerializeToString,
+            ),
+            'PublishLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishLogs,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PublishLogsRequest.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
             ),
             'CreateActor': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateActor,
@@ -359,6 +375,33 @@ class Head:
             '/kastor.Head/JobSession',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.JobSessionRequest.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.Head/PublishLogs',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PublishLogsRequest.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
