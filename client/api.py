@@ -158,10 +158,9 @@ def shutdown() -> None:
         core = context.core
         if core is None or core.engine is not None:
             return
-        if core.output is not None:
-            core.output.wait_for_quiet()
         context.core = None
-        core.shutdown()
+        from kastor.runtime import driver
+        driver.disconnect(core)
         if _local_cluster is not None:
             _local_cluster.stop()
             _local_cluster = None

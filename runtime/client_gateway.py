@@ -144,7 +144,7 @@ class Greeter(pb_grpc.ClientGatewayServicer):
                              owner_address=self._owner_address)
 
     async def PublishObjects(self, request, context):
-        self._directory.publish(request.object_ids, request.values)
+        self._directory.publish(request.job_id, request.object_ids, request.values)
         return pb.Empty()
 
 
@@ -153,9 +153,9 @@ def compatible(client: str, server: str) -> bool:
 
 
 async def start(port: int, host: str, advertise_ip: str, token: str, head_address: str, cluster_id: str,
-                allowed_host: Callable[[str], bool]) -> tuple[grpc.aio.Server, Forwarder, int]:
+                allowed_host: Callable[[str], bool], directory: ObjectDirectory,
+                ) -> tuple[grpc.aio.Server, Forwarder, int]:
     """Serves the client port beside the head; returns (server, forwarder, bound port)."""
-    directory = ObjectDirectory()
     forwarder = Forwarder(token, head_address, allowed_host, directory)
     server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[auth.TokenInterceptor(token)])
     bound = tls.add_port(server, f"{host}:{port}")

@@ -21,16 +21,28 @@ UNKNOWN_OBJECT_WAIT_S = 60.0
 
 
 class ObjectDirectory:
+    """Kept per job: a client's objects go when its job ends (the refs to them die with it)."""
+
     def __init__(self) -> None:
         self._values: dict[bytes, pb.Value] = {}
+        self._by_job: dict[bytes, set[bytes]] = {}
         self._waiters: dict[bytes, list[asyncio.Future]] = {}
 
-    def publish(self, object_ids, values) -> None:
+    def publish(self, job_id: bytes, object_ids, values) -> None:
+        owned = self._by_job.setdefault(job_id, set())
         for object_id, value in zip(object_ids, values, strict=True):
             self._values[object_id] = value
+            owned.add(object_id)
             for fut in self._waiters.pop(object_id, ()):
                 if not fut.done():
                     fut.set_result(value)
+
+    def forget_job(self, job_id: bytes) -> None:
+        for object_id in self._by_job.pop(job_id, ()):
+            self._values.pop(object_id, None)
+
+    def __len__(self) -> int:
+        return len(self._values)
 
     async def get_objects(self, request: pb.GetObjectsRequest, context) -> pb.GetObjectsReply:
         values = []

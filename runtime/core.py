@@ -253,7 +253,8 @@ class CoreWorker:
     async def _publish(self, object_id: bytes, value: pb.Value) -> None:
         try:
             await pb_grpc.ClientGatewayStub(self._gateway_channel()).PublishObjects(
-                pb.PublishObjectsRequest(object_ids=[object_id], values=[value]), metadata=self.metadata, timeout=60)
+                pb.PublishObjectsRequest(object_ids=[object_id], values=[value], job_id=self.job_id),
+                metadata=self.metadata, timeout=60)
         except grpc.aio.AioRpcError as e:
             log.warning("could not hand object %s to the client port: %s", object_id.hex(), e.details())
 

@@ -153,6 +153,22 @@ async def _hold_session(core: CoreWorker, reconnect_grace_s: float = 0.0) -> Non
 
 
 
+def disconnect(core: CoreWorker) -> None:
+    """A clean shutdown: let the tail of the workers' output in, then end the job at once (a
+    remote client's job would otherwise wait out its reconnect grace with its actors alive)."""
+    if core.output is not None:
+        core.output.wait_for_quiet()
+
+    async def finish() -> None:
+        await core.head_stub().FinishJob(pb.FinishJobRequest(job_id=core.job_id), metadata=core.metadata, timeout=5)
+
+    try:
+        core.run(finish(), timeout=10)
+    except Exception as e:  # the head may be gone already; the dropped session then ends the job
+        log.debug("could not finish job: %s", e)
+    core.shutdown()
+
+
 class OutputPrinter:
     """Prints the job's worker output as Ray does: `(f pid=123) line`, with the ip when it is another host's."""
 

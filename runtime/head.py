@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 
 import grpc
 from kastor.runtime import auth, config, launcher, tls
@@ -48,6 +49,7 @@ class Head(pb_grpc.HeadServicer):
         self.code: dict[str, pb.FunctionEntry] = {}
         self.waiters: dict[bytes, list[asyncio.Future]] = defaultdict(list)
         self.log_listeners: dict[bytes, set[asyncio.Queue]] = defaultdict(set)
+        self.job_end_hooks: list[Callable[[bytes], None]] = []  # e.g. the client port's object table
         self.pending: set[bytes] = set()
         self.placing: set[bytes] = set()
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -240,14 +242,21 @@ class Head(pb_grpc.HeadServicer):
             self.log_listeners[request.job_id].discard(logs)
             if not self.log_listeners[request.job_id]:
                 del self.log_listeners[request.job_id]
-            self.job_sessions[request.job_id] -= 1
-            if not self.job_sessions[request.job_id] and not self.stopping:
-                if request.reconnect_grace_s > 0:  # a remote client may be back (laptop sleep, port-forward)
-                    log.info("job %d: its remote driver's session dropped; keeping the job for %.0fs",
-                             int.from_bytes(request.job_id, "big"), request.reconnect_grace_s)
-                    asyncio.get_running_loop().call_later(request.reconnect_grace_s, self._expire_job, request.job_id)
-                else:
-                    asyncio.get_running_loop().create_task(self._job_finished(request.job_id))
+            if request.job_id not in self.jobs:  # finished meanwhile: FinishJob, or its grace ran out
+                self.job_sessions.pop(request.job_id, None)
+            else:
+                self._session_closed(request)
+
+    def _session_closed(self, request: pb.JobSessionRequest) -> None:
+        self.job_sessions[request.job_id] -= 1
+        if self.job_sessions[request.job_id] or self.stopping:
+            return
+        if request.reconnect_grace_s > 0:  # a remote client may be back (laptop sleep, port-forward)
+            log.info("job %d: its remote driver's session dropped; keeping the job for %.0fs",
+                     int.from_bytes(request.job_id, "big"), request.reconnect_grace_s)
+            asyncio.get_running_loop().call_later(request.reconnect_grace_s, self._expire_job, request.job_id)
+        else:
+            asyncio.get_running_loop().create_task(self._job_finished(request.job_id))
 
     async def PublishLogs(self, request, context):
         """Worker output, forwarded to its job's driver; dropped if it is not listening or keeping up."""
@@ -257,10 +266,17 @@ class Head(pb_grpc.HeadServicer):
                     queue.put_nowait(record)
         return pb.Empty()
 
+    async def FinishJob(self, request, context):
+        if request.job_id in self.jobs:
+            await self._job_finished(request.job_id)
+        return pb.Empty()
+
     async def _job_finished(self, job_id: bytes) -> None:
         self.job_sessions.pop(job_id, None)
         if self.jobs.pop(job_id, None) is not None:
             await self.store.delete(JOBS, str(int.from_bytes(job_id, "big")))
+        for hook in self.job_end_hooks:
+            hook(job_id)
         for info in list(self.actors.values()):
             if info.spec.job_id == job_id and not info.spec.detached and info.state != pb.DEAD:
                 await self._kill(info, "its job's driver exited")
@@ -475,8 +491,12 @@ async def serve(args: argparse.Namespace) -> None:
     gateway = None
     if args.client_port is not None:
         from kastor.runtime import client_gateway
+        from kastor.runtime.client_objects import ObjectDirectory
+        directory = ObjectDirectory()
+        head.job_end_hooks.append(directory.forget_job)
         gateway, forwarder, client_port = await client_gateway.start(
-            args.client_port, bind_host(args.node_ip), args.node_ip, token, address, head.cluster_id, head.is_node_host)
+            args.client_port, bind_host(args.node_ip), args.node_ip, token, address, head.cluster_id, head.is_node_host,
+            directory)
     launcher.announce_ready(args.ready_fd, address)
     log.info("head serving on %s (cluster %s)", address, head.cluster_id)
     try:

@@ -19,7 +19,7 @@ from kastor.runtime import auth, launcher
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.util import ActorPool
-from support import DEADLINE_S, Captured
+from support import DEADLINE_S, Captured, wait_until
 
 TOKEN = "client-test-" + os.urandom(8).hex()
 
@@ -198,3 +198,56 @@ def test_gateway_needs_the_token_and_forwards_only_into_the_cluster(cluster):
     assert _raw_list_nodes(cluster["client"], md) is None, "with the token, calls reach the head"
     outside = _raw_list_nodes(cluster["client"], (*md, ("kastor-target", "192.0.2.1:6379")))
     assert outside.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+SECOND_CLIENT = """
+import sys, kastor
+kastor.init("kastor://" + sys.argv[1], token=sys.argv[2])
+
+@kastor.remote
+class Keeper:
+    def hold(self, refs):
+        self.refs = refs
+        return kastor.get(refs[0])
+
+keeper = Keeper.remote()
+ref = kastor.put("lent-out value")
+assert kastor.get(keeper.hold.remote([ref])) == "lent-out value"  # nested: published to the client port
+print(keeper._actor_id.hex(), ref.hex(), flush=True)
+sys.stdin.read()
+kastor.shutdown()
+"""
+
+
+def _gateway_object(address: str, object_id: bytes) -> grpc.StatusCode | pb.Value:
+    """What the client port answers a borrower asking for a remote client's object."""
+    with grpc.insecure_channel(address) as ch:
+        try:
+            reply = pb_grpc.CoreWorkerStub(ch).GetObjects(pb.GetObjectsRequest(object_ids=[object_id], timeout_s=0.2),
+                                                         metadata=auth.metadata(TOKEN), timeout=10)
+        except grpc.RpcError as e:
+            return e.code()
+    return reply.values[0]
+
+
+def test_a_clients_shutdown_ends_its_job_at_once(client):
+    """Not after the reconnect grace kept for a dropped client: its actors and lent-out objects go now."""
+    from kastor.util.state import list_actors
+
+    other = subprocess.Popen([sys.executable, "-c", SECOND_CLIENT, client["client"], TOKEN],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        actor_hex, object_hex = other.stdout.readline().split()
+    except ValueError:
+        pytest.fail(f"the second client failed: {other.stderr.read()}")
+
+    def state() -> str:
+        return next(a["state"] for a in list_actors() if a["actor_id"] == actor_hex)
+
+    object_id = bytes.fromhex(object_hex)
+    assert state() == "ALIVE"
+    assert isinstance(_gateway_object(client["client"], object_id), pb.Value)
+    other.stdin.close()
+    assert other.wait(DEADLINE_S) == 0, other.stderr.read()
+    wait_until(lambda: state() == "DEAD", "the second client's actor to die with its job")
+    assert _gateway_object(client["client"], object_id) == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -338,6 +338,12 @@ class PublishLogsRequest(_message.Message):
     logs: _containers.RepeatedCompositeFieldContainer[WorkerLog]
     def __init__(self, logs: _Optional[_Iterable[_Union[WorkerLog, _Mapping]]] = ...) -> None: ...
 
+class FinishJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: bytes
+    def __init__(self, job_id: _Optional[bytes] = ...) -> None: ...
+
 class JobEvent(_message.Message):
     __slots__ = ("kind", "logs")
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -629,9 +635,11 @@ class HelloReply(_message.Message):
     def __init__(self, server_version: _Optional[str] = ..., cluster_id: _Optional[str] = ..., head_address: _Optional[str] = ..., owner_address: _Optional[str] = ...) -> None: ...
 
 class PublishObjectsRequest(_message.Message):
-    __slots__ = ("object_ids", "values")
+    __slots__ = ("object_ids", "values", "job_id")
     OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
     object_ids: _containers.RepeatedScalarFieldContainer[bytes]
     values: _containers.RepeatedCompositeFieldContainer[Value]
-    def __init__(self, object_ids: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+    job_id: bytes
+    def __init__(self, object_ids: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., job_id: _Optional[bytes] = ...) -> None: ...

@@ -59,6 +59,11 @@ class HeadStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PublishLogsRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
                 _registered_method=True)
+        self.FinishJob = channel.unary_unary(
+                '/kastor.Head/FinishJob',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.FinishJobRequest.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+                _registered_method=True)
         self.CreateActor = channel.unary_unary(
                 '/kastor.Head/CreateActor',
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.CreateActorRequest.SerializeToString,
@@ -134,6 +139,12 @@ class HeadServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PublishLogs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishJob(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -219,6 +230,11 @@ def add_HeadServicer_to_server(servicer, server):
             'PublishLogs': grpc.unary_unary_rpc_method_handler(
                     servicer.PublishLogs,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PublishLogsRequest.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+            ),
+            'FinishJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishJob,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.FinishJobRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
             ),
             'CreateActor': grpc.unary_unary_rpc_method_handler(
@@ -401,6 +417,33 @@ class Head:
             target,
             '/kastor.Head/PublishLogs',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PublishLogsRequest.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.Head/FinishJob',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.FinishJobRequest.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
             options,
             channel_credentials,
