@@ -53,7 +53,17 @@ def _method_table(cls: type) -> tuple[list[pb.MethodMeta], bool]:
         is_async = is_async or coroutine
         methods.append(pb.MethodMeta(name=name, num_returns=getattr(fn, "__kastor_num_returns__", 1),
                                      is_async=coroutine))
+    methods.extend(pb.MethodMeta(name=name, num_returns=1) for name in BUILTIN_METHODS)
     return methods, is_async
+
+
+def _ready() -> bool:
+    return True
+
+
+# Every actor answers these, as Ray's do: `get(a.__ray_ready__.remote())` waits until it is
+# constructed, and `a.__ray_terminate__.remote()` ends it after the calls queued before.
+BUILTIN_METHODS = {"__ray_ready__": _ready, "__ray_terminate__": exit_actor}
 
 
 class ActorClass:

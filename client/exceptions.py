@@ -115,6 +115,10 @@ class ObjectLostError(KastorError):
         super().__init__(message or f"Object {object_id} is lost: its owner or the node holding it is gone.")
 
 
+class OwnerDiedError(ObjectLostError):
+    """The process that owns the object (the one that created its ref) is gone, and the value with it."""
+
+
 class ObjectStoreFullError(KastorError):
     """A large object could not be stored (the node's store is full or unreachable)."""
 
@@ -135,6 +139,7 @@ RaySystemError = KastorSystemError
 
 __all__ = [
     "KastorError", "TaskError", "ActorError", "ActorDiedError", "ActorUnavailableError",
-    "GetTimeoutError", "TaskCancelledError", "ObjectLostError", "ObjectStoreFullError", "WorkerCrashedError",
+    "GetTimeoutError", "TaskCancelledError", "ObjectLostError", "OwnerDiedError", "ObjectStoreFullError",
+    "WorkerCrashedError",
     "KastorSystemError", "RayError", "RayTaskError", "RayActorError", "RaySystemError",
 ]

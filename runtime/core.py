@@ -418,9 +418,10 @@ class CoreWorker:
                 pb.GetObjectsRequest(object_ids=[oid], timeout_s=0), metadata=self.metadata)
             value = reply.values[0]
         except grpc.aio.AioRpcError as e:
-            value = error_value(exceptions.ObjectLostError(
+            value = error_value(exceptions.OwnerDiedError(
                 oid.hex(), f"Object {oid.hex()} is lost: its owner at {ref._owner} is unreachable "
-                           f"({e.code().name})."))
+                           f"({e.code().name}). The process that created a ref owns its value; keep it "
+                           f"alive while others use the ref."))
         finally:
             self._fetching.discard(oid)
         self.store.put(oid, value)

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 from kastor import exceptions
-from kastor.actor import ActorExit
+from kastor.actor import BUILTIN_METHODS, ActorExit
 from kastor.runtime import args as argpack
 from kastor.runtime import config, context, serialization
 from kastor.runtime.core import CoreWorker, error_value, return_id
@@ -286,6 +286,9 @@ class Engine:
         if spec.method:
             if self.instance is None:
                 raise exceptions.KastorSystemError("this worker hosts no actor")
+            builtin = BUILTIN_METHODS.get(spec.method)
+            if builtin is not None:
+                return builtin
             try:
                 return getattr(self.instance, spec.method)
             except AttributeError:

@@ -370,6 +370,33 @@ def test_exit_actor_ends_actor_without_restart():
         kastor.get(a.pid.remote(), timeout=DEADLINE_S)
 
 
+def test_ray_ready_and_ray_terminate_builtins():
+    a = Counter.options(max_restarts=2).remote()
+    assert kastor.get(a.__ray_ready__.remote(), timeout=DEADLINE_S) is True
+    pid = kastor.get(a.pid.remote())
+    queued = [a.incr.remote() for _ in range(3)]
+    a.__ray_terminate__.remote()
+    assert kastor.get(queued) == [1, 2, 3], "calls queued before __ray_terminate__ still run"
+    wait_until(lambda: process_gone(pid), "the terminated actor's process to end")
+    with pytest.raises(ActorDiedError):
+        kastor.get(a.pid.remote(), timeout=DEADLINE_S)  # not restarted, despite max_restarts=2
+
+
+def test_list_named_actors():
+    here = kastor.get_runtime_context().namespace
+    mine = Counter.options(name="listed-here").remote()
+    other = Counter.options(name="listed-there", namespace="elsewhere").remote()
+    kastor.get([mine.get.remote(), other.get.remote()])
+    assert "listed-here" in kastor.util.list_named_actors()
+    assert "listed-there" not in kastor.util.list_named_actors()
+    everywhere = kastor.util.list_named_actors(all_namespaces=True)
+    assert {"name": "listed-here", "namespace": here} in everywhere
+    assert {"name": "listed-there", "namespace": "elsewhere"} in everywhere
+    kastor.kill(mine)
+    assert "listed-here" not in kastor.util.list_named_actors(), "a killed actor's name is free"
+    kastor.kill(other)
+
+
 def test_constructor_error_kills_actor_with_its_message():
     b = Broken.remote()
     with pytest.raises(ActorDiedError) as info:

@@ -9,6 +9,7 @@ too: they can be passed to tasks, returned inside containers, and awaited from a
 import asyncio
 import concurrent.futures
 import mmap
+import os
 import sys
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ import cloudpickle
 import kastor
 import numpy as np
 import pytest
+from kastor.exceptions import ObjectLostError, OwnerDiedError
+from support import process_gone, wait_until
 
 # The workers cannot import this test module; ship its functions and classes by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -177,6 +180,28 @@ def test_refs_returned_in_a_list_can_be_got():
     refs = kastor.get(make_task_refs.remote(4), timeout=DEADLINE_S)
     assert all(isinstance(r, kastor.ObjectRef) for r in refs)
     assert kastor.get(refs, timeout=DEADLINE_S) == [0, 1, 4, 9]
+
+
+@kastor.remote
+class Lender:
+    """Owns the objects it puts: their values live in its process."""
+
+    def lend(self) -> list:
+        return [kastor.put("lent value")]
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def test_a_ref_whose_owner_died_raises_owner_died_error():
+    lender = Lender.remote()
+    pid = kastor.get(lender.pid.remote())
+    [ref] = kastor.get(lender.lend.remote(), timeout=DEADLINE_S)
+    kastor.kill(lender)
+    wait_until(lambda: process_gone(pid), "the owner's process to end")
+    with pytest.raises(OwnerDiedError, match="owner") as info:
+        kastor.get(ref, timeout=DEADLINE_S)
+    assert isinstance(info.value, ObjectLostError), "Ray's OwnerDiedError is an ObjectLostError"
 
 
 def test_large_object_put_by_a_task_can_be_got():

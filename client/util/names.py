@@ -1,0 +1,28 @@
+"""Named actors and this node's address, as `ray.util` offers them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kastor.runtime.protocol import kastor_pb2 as pb
+
+
+def list_named_actors(all_namespaces: bool = False) -> list[str] | list[dict[str, Any]]:
+    """Names of the live named actors in this job's namespace; with `all_namespaces`,
+    `{"name", "namespace"}` dicts from every namespace (Ray's shapes for both)."""
+    from kastor.api import _core
+
+    core = _core()
+    live = [a.spec for a in core.head_call("ListActors", pb.ListRequest()).actors
+            if a.spec.name and a.state != pb.DEAD]
+    if all_namespaces:
+        return [{"name": spec.name, "namespace": spec.namespace} for spec in live]
+    namespace = core.current_namespace()
+    return [spec.name for spec in live if spec.namespace == namespace]
+
+
+def get_node_ip_address() -> str:
+    """The address other processes of the cluster reach this one's node on."""
+    from kastor.api import _core
+
+    return _core().ip
