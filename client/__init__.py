@@ -26,13 +26,15 @@ from kastor.api import (
     wait,
 )
 from kastor.object_ref import ObjectRef
+from kastor.object_ref_generator import ObjectRefGenerator
 from kastor.remote_function import RemoteFunction
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActorClass", "ActorHandle", "ClusterInfo", "ObjectRef", "RemoteFunction", "actor", "available_resources",
-    "cancel", "cloudpickle", "cluster_resources", "exceptions", "get", "get_actor", "get_gpu_ids",
+    "ActorClass", "ActorHandle", "ClusterInfo", "ObjectRef", "ObjectRefGenerator", "RemoteFunction", "actor",
+    "available_resources", "cancel", "cloudpickle", "cluster_resources", "exceptions", "get", "get_actor",
+    "get_gpu_ids",
     "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put", "remote", "shutdown",
     "util", "wait", "__version__",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 from kastor import options as opts
 from kastor.object_ref import ObjectRef
+from kastor.object_ref_generator import STREAMING, returned, yields
 from kastor.runtime import context
 from kastor.runtime.protocol import kastor_pb2 as pb
 
@@ -31,12 +32,13 @@ def exit_actor() -> None:
     raise ActorExit(0)
 
 
-def method(*, num_returns: int = 1, concurrency_group: str | None = None, **_: Any):
+def method(*, num_returns: int | str | None = None, concurrency_group: str | None = None, **_: Any):
     """Per-method options, as `@kastor.method(num_returns=2)` on an actor method."""
     opts.validate({"num_returns": num_returns}, for_actor=False)
 
     def decorate(fn):
-        fn.__kastor_num_returns__ = num_returns
+        if num_returns is not None:
+            fn.__kastor_num_returns__ = num_returns
         return fn
 
     return decorate
@@ -51,8 +53,10 @@ def _method_table(cls: type) -> tuple[list[pb.MethodMeta], bool]:
         fn = inspect.unwrap(member)
         coroutine = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
         is_async = is_async or coroutine
-        methods.append(pb.MethodMeta(name=name, num_returns=getattr(fn, "__kastor_num_returns__", 1),
-                                     is_async=coroutine))
+        num_returns = getattr(fn, "__kastor_num_returns__", STREAMING if yields(fn) else 1)
+        generator = num_returns == STREAMING
+        methods.append(pb.MethodMeta(name=name, num_returns=1 if generator else num_returns, is_async=coroutine,
+                                     is_generator=generator))
     methods.extend(pb.MethodMeta(name=name, num_returns=1) for name in BUILTIN_METHODS)
     return methods, is_async
 
@@ -193,7 +197,7 @@ class ActorHandle:
         if meta is None:
             raise AttributeError(f"'{self._class_name}' actor has no method '{name}'. Its methods are: "
                                  f"{', '.join(sorted(self._method_meta)) or '(none)'}.")
-        m = self._methods_cache[name] = ActorMethod(self, name, meta.num_returns)
+        m = self._methods_cache[name] = ActorMethod(self, name, STREAMING if meta.is_generator else meta.num_returns)
         return m
 
     def __repr__(self) -> str:
@@ -252,7 +256,7 @@ class ActorMethod:
         opts.validate({k: v for k, v in options.items() if k in ("num_returns", "name")}, for_actor=False)
         return _BoundMethod(self, options)
 
-    def _submit(self, args: tuple, kwargs: dict, num_returns: int, name: str | None) -> Any:
+    def _submit(self, args: tuple, kwargs: dict, num_returns: int | str, name: str | None) -> Any:
         from kastor.api import _core
         from kastor.runtime.core import new_task_id, return_id
         from kastor.runtime.pending import PendingCall
@@ -262,17 +266,17 @@ class ActorMethod:
         label = name or f"{handle._class_name}.{self._name}"
         value, deps = core.pack_args(args, kwargs, label)
         task_id = new_task_id()
+        generator = num_returns == STREAMING
+        num_returns = 1 if generator else num_returns
         spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), method=self._name, args=value,
                            num_returns=num_returns, name=label, actor_id=handle._actor_id,
                            parent_task_id=core.current_task_id(), owner_address=core.address,
-                           namespace=core.current_namespace())
+                           namespace=core.current_namespace(), generator=generator)
         return_ids = [return_id(task_id, i) for i in range(num_returns)]
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
         call = PendingCall(spec, return_ids, deps, handle._max_task_retries)
         core.post(lambda: core.actors.submit(call))
-        if num_returns == 1:
-            return refs[0]
-        return refs if num_returns else None
+        return returned(refs, generator)
 
 
 class _BoundMethod:

@@ -47,7 +47,13 @@ def validate(options: dict[str, Any], for_actor: bool) -> dict[str, Any]:
     for key in ("max_retries", "max_restarts", "max_task_retries"):
         if options.get(key) is not None:
             _int_at_least(key, options[key], -1, "-1 means retry forever")
-    if options.get("num_returns") is not None:
+    if options.get("num_returns") == "dynamic":
+        raise ValueError("num_returns='dynamic' is not supported; use num_returns='streaming' (the default for a "
+                         "function or method that yields), which returns an ObjectRefGenerator.")
+    if isinstance(options.get("num_returns"), str) and options["num_returns"] != "streaming":
+        raise ValueError(f"The 'num_returns' option must be an integer >= 0, or 'streaming' for a generator; "
+                         f"got {options['num_returns']!r}.")
+    if options.get("num_returns") not in (None, "streaming"):
         _int_at_least("num_returns", options["num_returns"], 0, "")
     if options.get("max_concurrency") is not None:
         _int_at_least("max_concurrency", options["max_concurrency"], 1, "")

@@ -7,6 +7,7 @@ from typing import Any
 
 from kastor import options as opts
 from kastor.object_ref import ObjectRef
+from kastor.object_ref_generator import STREAMING, returned, yields
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 _DEFAULTS = {"num_returns": 1, "max_retries": 3, "retry_exceptions": False}
@@ -15,7 +16,8 @@ _DEFAULTS = {"num_returns": 1, "max_retries": 3, "retry_exceptions": False}
 class RemoteFunction:
     def __init__(self, function: Any, options: dict[str, Any]):
         self._function = function
-        self._options = {**_DEFAULTS, **opts.validate(options, for_actor=False)}
+        defaults = {**_DEFAULTS, "num_returns": STREAMING} if yields(function) else _DEFAULTS
+        self._options = {**defaults, **opts.validate(options, for_actor=False)}
         self._name = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
         self._ids: dict[int, str] = {}
         functools.update_wrapper(self, function)
@@ -48,10 +50,11 @@ class RemoteFunction:
         name = options.get("name") or self._name
         value, deps = core.pack_args(args, kwargs, f"task {name}")
         task_id = new_task_id()
-        num_returns = options["num_returns"]
+        generator = options["num_returns"] == STREAMING
+        num_returns = 1 if generator else options["num_returns"]
         spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), function_id=fid, args=value,
                            num_returns=num_returns, name=name, parent_task_id=core.current_task_id(),
-                           owner_address=core.address, namespace=core.current_namespace())
+                           owner_address=core.address, namespace=core.current_namespace(), generator=generator)
         return_ids = [return_id(task_id, i) for i in range(num_returns)]
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
         required = opts.task_resources(options)
@@ -60,9 +63,7 @@ class RemoteFunction:
                            tuple(retry) if isinstance(retry, (list, tuple)) else retry,
                            key=(fid, tuple(sorted(required.items()))), required=required)
         core.post(lambda: core.tasks.submit(call))
-        if num_returns == 1:
-            return refs[0]
-        return refs if num_returns else None
+        return returned(refs, generator)
 
 
 class _BoundFunction:

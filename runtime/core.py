@@ -403,6 +403,12 @@ class CoreWorker:
         self.store.put(object_id, stored)
         return ObjectRef(object_id, self.address)
 
+    def adopt(self, object_id: bytes, value: pb.Value) -> ObjectRef:
+        """Owns a value serialized elsewhere (a generator's items), as `put` owns what it stores."""
+        self._owned.add(object_id)
+        self.store.put(object_id, value)
+        return ObjectRef(object_id, self.address)
+
     def _ensure_available(self, refs: list[ObjectRef]) -> None:
         """Starts fetching borrowed refs this process does not have yet."""
         for ref in refs:

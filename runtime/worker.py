@@ -9,6 +9,7 @@ that blocks, even in `kastor.get`, never stalls the I/O of the process.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import queue
@@ -23,6 +24,7 @@ from typing import Any
 import grpc
 from kastor import exceptions
 from kastor.actor import BUILTIN_METHODS, ActorExit
+from kastor.object_ref_generator import GeneratedItems
 from kastor.runtime import args as argpack
 from kastor.runtime import config, context, serialization
 from kastor.runtime.core import CoreWorker, error_value, return_id
@@ -231,6 +233,8 @@ class Engine:
             fn = self._callable(spec)
             args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.task_id)
             value = fn(*args, **kwargs)
+            if spec.generator:
+                value = self._generated(spec, value)
         except ActorExit:
             self._begin_exit()
             return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
@@ -271,8 +275,10 @@ class Engine:
             fn = self._callable(spec)
             args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.task_id)
             value = fn(*args, **kwargs)
-            if asyncio.iscoroutine(value):
+            if inspect.iscoroutine(value):  # not asyncio.iscoroutine: that takes plain generators too
                 value = await value
+            if spec.generator:
+                value = await self._generated_async(spec, value)
         except ActorExit:
             self._begin_exit()
             return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
@@ -281,6 +287,31 @@ class Engine:
         except BaseException as e:
             return self._failed(spec, e)
         return self._returns(spec, value)
+
+    def _generated(self, spec: pb.TaskSpec, items: Any) -> GeneratedItems:
+        """Runs a generator to its end; an error it raises becomes the item after the last one."""
+        values: list[pb.Value] = []
+        try:
+            for item in items:
+                values.append(self._item_value(spec, len(values), item))
+        except Exception as e:
+            values.append(self._error_value(spec.name, e))
+        return GeneratedItems([v.SerializeToString() for v in values])
+
+    async def _generated_async(self, spec: pb.TaskSpec, items: Any) -> GeneratedItems:
+        if not hasattr(items, "__aiter__"):
+            return self._generated(spec, items)
+        values: list[pb.Value] = []
+        try:
+            async for item in items:
+                values.append(self._item_value(spec, len(values), item))
+        except Exception as e:
+            values.append(self._error_value(spec.name, e))
+        return GeneratedItems([v.SerializeToString() for v in values])
+
+    def _item_value(self, spec: pb.TaskSpec, index: int, item: Any) -> pb.Value:
+        # Item k becomes the caller's object return_id(task, k + 1); index 0 is the call's own return.
+        return self.core.make_value(item, f"item {index} yielded by {spec.name}", return_id(spec.task_id, index + 1))
 
     def _callable(self, spec: pb.TaskSpec):
         if spec.method:
