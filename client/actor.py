@@ -112,7 +112,8 @@ class ActorClass:
             max_restarts=options["max_restarts"], max_task_retries=options["max_task_retries"],
             max_concurrency=options.get("max_concurrency") or (1000 if self._is_async else 1),
             is_async=self._is_async, required=required, held=held, methods=self._methods,
-            owner_worker_id=core.worker_id if in_worker else b"", owner_address=core.address)
+            owner_worker_id=core.worker_id if in_worker else b"", owner_address=core.address,
+            env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))})
         if name:
             info = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
             return ActorHandle._from_info(info, collectable=False)

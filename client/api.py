@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kastor import exceptions
+from kastor import options as opts
 from kastor.actor import ActorClass, ActorHandle
 from kastor.object_ref import ObjectRef
 from kastor.remote_function import RemoteFunction
@@ -21,7 +22,7 @@ log = logging.getLogger("kastor")
 
 # Ray keywords that have no meaning on Kastor (or not yet); accepted so Ray programs run.
 _IGNORED_INIT_KWARGS = {
-    "include_dashboard", "dashboard_host", "dashboard_port", "runtime_env", "object_store_memory",
+    "include_dashboard", "dashboard_host", "dashboard_port", "object_store_memory",
     "_system_config", "configure_logging", "logging_format", "logging_config", "local_mode", "_temp_dir",
     "job_config", "storage", "_node_ip_address", "labels", "_plasma_directory", "_memory",
     "_enable_object_reconstruction",
@@ -55,7 +56,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
          resources: dict[str, float] | None = None, memory: float | None = None, namespace: str | None = None,
          token: str | None = None, ignore_reinit_error: bool = False, logging_level: int = logging.INFO,
          cluster: str | None = None, k8s_namespace: str | None = None, kube_context: str | None = None,
-         log_to_driver: bool = True, **kwargs: Any) -> ClusterInfo:
+         log_to_driver: bool = True, runtime_env: dict[str, Any] | None = None, **kwargs: Any) -> ClusterInfo:
     """Starts an embedded local cluster, or joins one at `address` (or KASTOR_ADDRESS).
 
     `address` is the head's `host:port` for a driver inside the cluster network, or
@@ -66,12 +67,14 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
     reachable from here.
 
     With `log_to_driver` (the default, as in Ray) whatever this job's tasks and actors print
-    is printed here too, prefixed `(name pid=N)`.
+    is printed here too, prefixed `(name pid=N)`. `runtime_env={"env_vars": {...}}` sets
+    environment variables for all of the job's tasks and actors (theirs override it).
     """
     global _local_cluster
     unknown = set(kwargs) - _IGNORED_INIT_KWARGS
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    job_env = opts.env_vars(runtime_env)
     with _lock:
         if context.core is not None:
             if ignore_reinit_error or context.core.engine is not None:
@@ -83,6 +86,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
             if address is not None:
                 raise ValueError("Pass either address= or cluster=, not both.")
             _connect_to_actor_cluster(cluster, k8s_namespace, kube_context, token, namespace, log_to_driver)
+            context.core.env_vars = job_env
             atexit.register(shutdown)
             return _info()
         address = address or os.environ.get(config.ENV_ADDRESS)
@@ -114,6 +118,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
                 driver.connect_remote(address, token, namespace, log_to_driver=log_to_driver)
             else:
                 driver.connect(address, token, namespace, log_to_driver=log_to_driver)
+        context.core.env_vars = job_env
         atexit.register(shutdown)
         return _info()
 

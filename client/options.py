@@ -17,7 +17,7 @@ TASK_OPTIONS = _COMMON | {"max_retries", "retry_exceptions", "num_returns", "max
 ACTOR_OPTIONS = _COMMON | {"namespace", "lifetime", "get_if_exists", "max_restarts", "max_task_retries",
                            "max_concurrency", "max_pending_calls", "concurrency_groups", "allow_out_of_order_execution"}
 # Accepted for compatibility with Ray programs; they change nothing on Kastor today.
-_IGNORED = {"scheduling_strategy", "runtime_env", "accelerator_type", "label_selector", "enable_task_events",
+_IGNORED = {"scheduling_strategy", "accelerator_type", "label_selector", "enable_task_events",
             "_metadata", "max_calls", "max_pending_calls", "concurrency_groups", "placement_group",
             "placement_group_bundle_index", "placement_group_capture_child_tasks", "allow_out_of_order_execution"}
 
@@ -30,6 +30,7 @@ def validate(options: dict[str, Any], for_actor: bool) -> dict[str, Any]:
             raise ValueError(f"Invalid option keyword '{key}' for {kind}. Valid ones are: {', '.join(sorted(valid))}.")
         if key in _IGNORED and value not in (None, "DEFAULT", {}):
             warnings.warn(f"Kastor accepts the option '{key}' for Ray compatibility but ignores it.", stacklevel=4)
+    env_vars(options.get("runtime_env"))
     for key in ("num_cpus", "num_gpus", "memory"):
         if options.get(key) is not None:
             _non_negative_number(key, options[key])
@@ -87,6 +88,23 @@ def _int_at_least(key: str, value: Any, low: int, note: str) -> None:
         raise TypeError(f"The '{key}' option must be an integer, got {type(value).__name__}.")
     if value < low:
         raise ValueError(f"The '{key}' option must be >= {low}{' (' + note + ')' if note else ''}, got {value}.")
+
+
+def env_vars(runtime_env: Any) -> dict[str, str]:
+    """The `env_vars` of a runtime_env, checked; Kastor honours only those (other keys warn)."""
+    if runtime_env is None:
+        return {}
+    if not isinstance(runtime_env, dict):
+        raise TypeError(f"The 'runtime_env' option must be a dict, got {type(runtime_env).__name__}.")
+    unsupported = sorted(set(runtime_env) - {"env_vars"})
+    if unsupported:
+        warnings.warn(f"Kastor honours only 'env_vars' in a runtime_env; it ignores {', '.join(unsupported)} "
+                      f"(install what tasks need in the worker image instead).", stacklevel=5)
+    variables = runtime_env.get("env_vars") or {}
+    if not isinstance(variables, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in variables.items()):
+        raise TypeError("runtime_env['env_vars'] must be a dict of str -> str, e.g. {'OMP_NUM_THREADS': '1'}.")
+    return dict(variables)
 
 
 def task_resources(options: dict[str, Any]) -> dict[str, float]:

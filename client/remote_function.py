@@ -54,7 +54,8 @@ class RemoteFunction:
         num_returns = 1 if generator else options["num_returns"]
         spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), function_id=fid, args=value,
                            num_returns=num_returns, name=name, parent_task_id=core.current_task_id(),
-                           owner_address=core.address, namespace=core.current_namespace(), generator=generator)
+                           owner_address=core.address, namespace=core.current_namespace(), generator=generator,
+                           env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))})
         return_ids = [return_id(task_id, i) for i in range(num_returns)]
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
         required = opts.task_resources(options)

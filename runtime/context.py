@@ -26,6 +26,7 @@ class TaskContext:
     gpu_ids: tuple[int, ...] = ()
     namespace: str = ""
     label: str = ""  # the function or actor class, to tag the output it prints
+    env_vars: tuple[tuple[str, str], ...] = ()  # runtime_env, inherited by the work it submits
 
 
 current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("kastor_task", default=None)

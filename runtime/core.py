@@ -88,6 +88,7 @@ class CoreWorker:
         self.store = MemoryStore()
         self.engine = None  # set by a worker process: runs the tasks sent to it
         self.output = None  # a driver's OutputPrinter, when its workers' output is shown here (log_to_driver)
+        self.env_vars: dict[str, str] = {}  # the job's runtime_env variables (a driver's init(runtime_env=))
         self.address = ""
 
         self._refcounts: dict[bytes, int] = {}
@@ -226,6 +227,11 @@ class CoreWorker:
     def current_namespace(self) -> str:
         task = context.current_task.get()
         return task.namespace if task and task.namespace else self.namespace
+
+    def current_env_vars(self) -> dict[str, str]:
+        """The runtime_env variables new work inherits: the running task's, else the job's."""
+        task = context.current_task.get()
+        return dict(task.env_vars) if task else self.env_vars
 
     def current_task_id(self) -> bytes:
         task = context.current_task.get()

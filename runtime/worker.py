@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -149,8 +150,10 @@ class Engine:
     def _construct(self, spec: pb.ActorSpec, gpu_ids: list[int]) -> pb.StartActorReply:
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
+        os.environ.update(spec.env_vars)  # this process is the actor's alone from now on
         token = context.current_task.set(context.TaskContext(
-            spec.job_id, b"", spec.actor_id, tuple(gpu_ids), spec.job_namespace, spec.class_name))
+            spec.job_id, b"", spec.actor_id, tuple(gpu_ids), spec.job_namespace, spec.class_name,
+            tuple(spec.env_vars.items())))
         try:
             cls = self.core.load_code(spec.class_id)
             args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.actor_id)
@@ -204,6 +207,11 @@ class Engine:
             return self.actor_spec.class_name
         return spec.name.rsplit(".<locals>.", 1)[-1]
 
+    def _env_vars(self, spec: pb.TaskSpec) -> tuple[tuple[str, str], ...]:
+        """The runtime_env variables this call runs with: its own (a task), or its actor's."""
+        env = self.actor_spec.env_vars if self.actor_spec is not None else spec.env_vars
+        return tuple(env.items())
+
     def output_owner(self) -> tuple[bytes, str] | None:
         """Whose job hears lines printed outside any call: an actor's own threads belong to it."""
         spec = self.actor_spec
@@ -224,9 +232,11 @@ class Engine:
             return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
         on_main = threading.get_ident() == self._main_ident
         token = context.current_task.set(context.TaskContext(
-            spec.job_id, spec.task_id, spec.actor_id, tuple(spec.gpu_ids), spec.namespace, self._label(spec)))
+            spec.job_id, spec.task_id, spec.actor_id, tuple(spec.gpu_ids), spec.namespace, self._label(spec),
+            self._env_vars(spec)))
         if on_main:
             self.current_main_task = spec.task_id
+        restore_env = _set_environ(spec.env_vars)
         try:
             if spec.gpu_ids:
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpu_ids))
@@ -248,6 +258,7 @@ class Engine:
             if on_main:
                 self.current_main_task = None
             context.current_task.reset(token)
+            restore_env()
         return self._returns(spec, value)
 
     def _start_async(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
@@ -270,7 +281,8 @@ class Engine:
             status = pb.TASK_ACTOR_EXITED if self._exiting else pb.TASK_CANCELLED
             return pb.TaskResult(task_id=spec.task_id, status=status)
         context.current_task.set(context.TaskContext(
-            spec.job_id, spec.task_id, spec.actor_id, namespace=spec.namespace, label=self._label(spec)))
+            spec.job_id, spec.task_id, spec.actor_id, namespace=spec.namespace, label=self._label(spec),
+            env_vars=self._env_vars(spec)))
         try:
             fn = self._callable(spec)
             args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.task_id)
@@ -438,6 +450,25 @@ class Engine:
     def exit(self, code: int) -> None:
         logging.shutdown()
         os._exit(code)
+
+
+def _set_environ(variables) -> Callable[[], None]:
+    """Sets a task's runtime_env variables in this (reused) worker; returns how to undo it.
+
+    Tasks run one at a time per worker, so the process environment is theirs meanwhile.
+    """
+    if not variables:
+        return lambda: None
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+
+    def restore() -> None:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return restore
 
 
 def _watch_parent() -> None:
