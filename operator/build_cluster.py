@@ -139,7 +139,7 @@ def head_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
     name, ns = _meta(cr)
     ports = spec.head.ports
     args = ["start", "--head", "--block", "--port", str(ports.control), "--client-port", str(ports.client),
-            "--cluster-id", names.cluster_id(ns, name),
+            "--dashboard-port", str(ports.dashboard), "--cluster-id", names.cluster_id(ns, name),
             "--num-cpus", number_arg(spec.head.num_cpus), "--num-gpus", number_arg(spec.head.num_gpus)]
     address = redis_address(cr, spec)
     if address:

@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
                        default=int(os.environ.get("KASTOR_CLIENT_PORT", config.DEFAULT_CLIENT_PORT)),
                        help="with --head: port for kastor:// clients outside the cluster network (0: any free port, "
                             "-1: none)")
+    start.add_argument("--dashboard-port", type=int, default=int(os.environ.get("KASTOR_DASHBOARD_PORT", "-1")),
+                       help="with --head: HTTP port for Prometheus /metrics and /api/actors, /api/nodes "
+                            "(token required; 0: any free port, -1: none, the default; pods use 8265)")
     start.add_argument("--block", action="store_true", help="stay in the foreground until stopped (for pods)")
 
     sub.add_parser("stop", help="stop every cluster process `kastor start` started on this machine")
@@ -128,6 +131,8 @@ def _start(args: argparse.Namespace) -> int:
                 head_args += ["--redis-password-file", args.redis_password_file]
             if args.client_port >= 0:
                 head_args += ["--client-port", str(args.client_port)]
+            if args.dashboard_port >= 0:
+                head_args += ["--dashboard-port", str(args.dashboard_port)]
             head = launcher.Child("kastor.runtime.head", head_args, env, os.path.join(logs, "head.log"), embedded)
             children.append(head)
             address = head.wait_ready()

@@ -497,6 +497,12 @@ async def serve(args: argparse.Namespace) -> None:
         gateway, forwarder, client_port = await client_gateway.start(
             args.client_port, bind_host(args.node_ip), args.node_ip, token, address, head.cluster_id, head.is_node_host,
             directory)
+    dashboard = None
+    if args.dashboard_port is not None and args.dashboard_port >= 0:
+        from kastor.runtime import dashboard as dashboard_http
+        dashboard, bound = await dashboard_http.start(head, token, bind_host(args.node_ip), args.dashboard_port)
+        log.info("metrics and state on http%s://%s:%d (token required)", "s" if tls.serving() else "",
+                 args.node_ip, bound)
     launcher.announce_ready(args.ready_fd, address)
     log.info("head serving on %s (cluster %s)", address, head.cluster_id)
     try:
@@ -504,6 +510,8 @@ async def serve(args: argparse.Namespace) -> None:
     finally:
         head.stopping = True
         watcher.cancel()
+        if dashboard is not None:
+            await dashboard.cleanup()
         if gateway is not None:
             await gateway.stop(grace=0.5)
             await forwarder.close()
@@ -540,6 +548,8 @@ def add_head_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis-password-file", default=os.environ.get("KASTOR_REDIS_PASSWORD_FILE"))
     p.add_argument("--client-port", type=int, default=_env_int("KASTOR_CLIENT_PORT"),
                    help="serve the client port (kastor://) for drivers outside the cluster network")
+    p.add_argument("--dashboard-port", type=int, default=_env_int("KASTOR_DASHBOARD_PORT"),
+                   help="serve Prometheus metrics and the live tables over HTTP (token required)")
 
 
 def _env_int(name: str) -> int | None:

@@ -99,6 +99,7 @@ def test_the_service_client_port_is_the_heads_client_port():
     assert (ports["client"]["port"], ports["client"]["targetPort"]) == (10001, "client")
     args = build_cluster.head_pod(CLUSTER, spec)["spec"]["containers"][0]["args"]
     assert args[args.index("--client-port") + 1] == "10001"
+    assert args[args.index("--dashboard-port") + 1] == str(ports["dashboard"]["port"]) == "8265"
 
 
 def test_actor_pod_creates_the_actor_with_its_own_resource():

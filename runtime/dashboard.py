@@ -1,0 +1,105 @@
+"""The head's HTTP port (8265 in a pod, as Ray's dashboard): Prometheus metrics and the live tables.
+
+- `GET /metrics`: Prometheus text. Nodes, actors by state, restarts and jobs, read from the
+  head's tables when scraped (nothing is counted on the hot path).
+- `GET /api/actors`, `GET /api/nodes`: the same rows as `kastor list ... --json`.
+- `GET /-/healthy`: 200 while the head's loop answers.
+
+Like every Kastor port it wants the cluster token, here as `Authorization: Bearer <token>`,
+and it is checked before anything else is read. It speaks HTTPS when the head has a TLS
+certificate (KASTOR_TLS_CERT / KASTOR_TLS_KEY).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import ssl
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from kastor.runtime import tls
+from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.state_rows import actor_row, node_row
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from kastor.runtime.head import Head
+
+class _HeadCollector:
+    """Turns the head's tables into metrics at scrape time."""
+
+    def __init__(self, head: Head):
+        self._head = head
+
+    def collect(self):
+        head = self._head
+        nodes = GaugeMetricFamily("kastor_nodes", "Nodes the head knows, by liveness", labels=["state"])
+        alive = sum(1 for n in head.nodes.values() if n.alive)
+        nodes.add_metric(["alive"], alive)
+        nodes.add_metric(["dead"], len(head.nodes) - alive)
+        yield nodes
+
+        by_state = Counter(pb.ActorState.Name(a.state) for a in head.actors.values())
+        actors = GaugeMetricFamily("kastor_actors", "Actors in the head's table, by state", labels=["state"])
+        for state in pb.ActorState.keys():
+            actors.add_metric([state], by_state.get(state, 0))
+        yield actors
+
+        yield GaugeMetricFamily("kastor_actor_restarts", "Restarts summed over all actors",
+                                value=sum(a.num_restarts for a in head.actors.values()))
+        yield GaugeMetricFamily("kastor_jobs", "Jobs whose driver is connected or may reconnect",
+                                value=len(head.jobs))
+        yield GaugeMetricFamily("kastor_named_actors", "Names registered, over all namespaces",
+                                value=len(head.names))
+
+
+def build_app(head: Head, token: str) -> web.Application:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_HeadCollector(head))
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def require_token(request: web.Request, handler):
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise web.HTTPUnauthorized(text="this Kastor port needs the cluster token: "
+                                            "send 'Authorization: Bearer <token>'\n",
+                                       headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def actors(request: web.Request) -> web.Response:
+        return web.json_response([actor_row(a) for a in head.actors.values()])
+
+    async def nodes(request: web.Request) -> web.Response:
+        return web.json_response([node_row(n) for n in head.nodes.values()])
+
+    async def healthy(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app = web.Application(middlewares=[require_token], client_max_size=4096)
+    app.add_routes([web.get("/metrics", metrics), web.get("/api/actors", actors), web.get("/api/nodes", nodes),
+                    web.get("/-/healthy", healthy)])
+    return app
+
+
+def _ssl_context() -> ssl.SSLContext | None:
+    if not tls.serving():
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(os.environ[tls.ENV_CERT], os.environ[tls.ENV_KEY])
+    return context
+
+
+async def start(head: Head, token: str, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serves the app; returns its runner (to clean up) and the bound port (`port` 0: any free one)."""
+    runner = web.AppRunner(build_app(head, token), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, ssl_context=_ssl_context()).start()
+    return runner, runner.addresses[0][1]
