@@ -39,6 +39,8 @@ def method(*, num_returns: int | str | None = None, concurrency_group: str | Non
     def decorate(fn):
         if num_returns is not None:
             fn.__kastor_num_returns__ = num_returns
+        if concurrency_group is not None:
+            fn.__kastor_concurrency_group__ = concurrency_group
         return fn
 
     return decorate
@@ -56,7 +58,8 @@ def _method_table(cls: type) -> tuple[list[pb.MethodMeta], bool]:
         num_returns = getattr(fn, "__kastor_num_returns__", STREAMING if yields(fn) else 1)
         generator = num_returns == STREAMING
         methods.append(pb.MethodMeta(name=name, num_returns=1 if generator else num_returns, is_async=coroutine,
-                                     is_generator=generator))
+                                     is_generator=generator,
+                                     concurrency_group=getattr(fn, "__kastor_concurrency_group__", "")))
     methods.extend(pb.MethodMeta(name=name, num_returns=1) for name in BUILTIN_METHODS)
     return methods, is_async
 
@@ -113,7 +116,8 @@ class ActorClass:
             max_concurrency=options.get("max_concurrency") or (1000 if self._is_async else 1),
             is_async=self._is_async, required=required, held=held, methods=self._methods,
             owner_worker_id=core.worker_id if in_worker else b"", owner_address=core.address,
-            env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))})
+            env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))},
+            concurrency_groups=options.get("concurrency_groups") or {})
         if name:
             info = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
             return ActorHandle._from_info(info, collectable=False)
@@ -198,7 +202,8 @@ class ActorHandle:
         if meta is None:
             raise AttributeError(f"'{self._class_name}' actor has no method '{name}'. Its methods are: "
                                  f"{', '.join(sorted(self._method_meta)) or '(none)'}.")
-        m = self._methods_cache[name] = ActorMethod(self, name, STREAMING if meta.is_generator else meta.num_returns)
+        m = self._methods_cache[name] = ActorMethod(self, name, STREAMING if meta.is_generator else meta.num_returns,
+                                                    meta.concurrency_group)
         return m
 
     def __repr__(self) -> str:
@@ -238,26 +243,31 @@ def _rebuild_handle(actor_id: bytes, class_name: str, methods: list[bytes], max_
 
 
 class ActorMethod:
-    def __init__(self, handle: ActorHandle, name: str, num_returns: int):
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int | str, concurrency_group: str = ""):
         self._handle = handle
         self._name = name
         self._num_returns = num_returns
+        self._concurrency_group = concurrency_group
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Actor methods cannot be called directly. Instead of running "
                         f"'object.{self._name}()', try 'object.{self._name}.remote()'.")
 
     def remote(self, *args, **kwargs) -> Any:
-        return self._submit(args, kwargs, self._num_returns, None)
+        return self._submit(args, kwargs, self._num_returns, None, self._concurrency_group)
 
     def options(self, **options: Any) -> _BoundMethod:
         unknown = set(options) - {"num_returns", "name", "concurrency_group", "max_task_retries"}
         if unknown:
             raise ValueError(f"Invalid option(s) {sorted(unknown)} for an actor method; valid: num_returns, name.")
         opts.validate({k: v for k, v in options.items() if k in ("num_returns", "name")}, for_actor=False)
+        if not isinstance(options.get("concurrency_group", ""), str):
+            raise TypeError(f"The 'concurrency_group' option must be a group's name, "
+                            f"got {type(options['concurrency_group']).__name__}.")
         return _BoundMethod(self, options)
 
-    def _submit(self, args: tuple, kwargs: dict, num_returns: int | str, name: str | None) -> Any:
+    def _submit(self, args: tuple, kwargs: dict, num_returns: int | str, name: str | None,
+                concurrency_group: str) -> Any:
         from kastor.api import _core
         from kastor.runtime.core import new_task_id, return_id
         from kastor.runtime.pending import PendingCall
@@ -272,7 +282,8 @@ class ActorMethod:
         spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), method=self._name, args=value,
                            num_returns=num_returns, name=label, actor_id=handle._actor_id,
                            parent_task_id=core.current_task_id(), owner_address=core.address,
-                           namespace=core.current_namespace(), generator=generator)
+                           namespace=core.current_namespace(), generator=generator,
+                           concurrency_group=concurrency_group)
         return_ids = [return_id(task_id, i) for i in range(num_returns)]
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
         call = PendingCall(spec, return_ids, deps, handle._max_task_retries)
@@ -286,5 +297,7 @@ class _BoundMethod:
         self._options = options
 
     def remote(self, *args, **kwargs) -> Any:
-        return self._method._submit(args, kwargs, self._options.get("num_returns", self._method._num_returns),
-                                    self._options.get("name"))
+        method = self._method
+        return method._submit(args, kwargs, self._options.get("num_returns", method._num_returns),
+                              self._options.get("name"), self._options.get("concurrency_group",
+                                                                           method._concurrency_group))

@@ -18,7 +18,7 @@ ACTOR_OPTIONS = _COMMON | {"namespace", "lifetime", "get_if_exists", "max_restar
                            "max_concurrency", "max_pending_calls", "concurrency_groups", "allow_out_of_order_execution"}
 # Accepted for compatibility with Ray programs; they change nothing on Kastor today.
 _IGNORED = {"scheduling_strategy", "accelerator_type", "label_selector", "enable_task_events",
-            "_metadata", "max_calls", "max_pending_calls", "concurrency_groups", "placement_group",
+            "_metadata", "max_calls", "max_pending_calls", "placement_group",
             "placement_group_bundle_index", "placement_group_capture_child_tasks", "allow_out_of_order_execution"}
 
 
@@ -56,6 +56,15 @@ def validate(options: dict[str, Any], for_actor: bool) -> dict[str, Any]:
                          f"got {options['num_returns']!r}.")
     if options.get("num_returns") not in (None, "streaming"):
         _int_at_least("num_returns", options["num_returns"], 0, "")
+    groups = options.get("concurrency_groups")
+    if groups is not None:
+        if not isinstance(groups, dict):
+            raise TypeError(f"The 'concurrency_groups' option must be a dict of name -> max concurrency, "
+                            f"got {type(groups).__name__}.")
+        for name, limit in groups.items():
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"Concurrency group names must be non-empty strings, got {name!r}.")
+            _int_at_least(f"concurrency_groups['{name}']", limit, 1, "")
     if options.get("max_concurrency") is not None:
         _int_at_least("max_concurrency", options["max_concurrency"], 1, "")
     if options.get("lifetime") not in (None, "detached", "non_detached"):

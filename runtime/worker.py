@@ -75,6 +75,8 @@ class Engine:
         self.pool: ThreadPoolExecutor | None = None
         self.actor_loop: asyncio.AbstractEventLoop | None = None
         self.semaphore: asyncio.Semaphore | None = None
+        self.group_limits: dict[str, asyncio.Semaphore] = {}  # async actors: one per concurrency group
+        self.group_pools: dict[str, ThreadPoolExecutor] = {}  # threaded actors: one per concurrency group
         self.async_tasks: dict[bytes, asyncio.Task] = {}
         self.cancelled: set[bytes] = set()
         self.current_main_task: bytes | None = None
@@ -126,12 +128,22 @@ class Engine:
     def dispatch(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
         if self._exiting:
             outbox.add(pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED))
+        elif spec.concurrency_group and not self._knows_group(spec.concurrency_group):
+            outbox.add(self._failed(spec, ValueError(
+                f"{spec.name} asks for concurrency group {spec.concurrency_group!r}, which the actor does not "
+                f"define; its groups are: {', '.join(sorted(self.actor_spec.concurrency_groups)) or '(none)'}. "
+                f"Pass concurrency_groups={{...}} when creating the actor.")))
         elif self.actor_loop is not None:
             self.actor_loop.call_soon_threadsafe(self._start_async, spec, outbox)
+        elif spec.concurrency_group:
+            self.group_pools[spec.concurrency_group].submit(self._run_and_post, spec, outbox)
         elif self.pool is not None:
             self.pool.submit(self._run_and_post, spec, outbox)
         else:
             self.main_queue.put((spec, outbox))
+
+    def _knows_group(self, name: str) -> bool:
+        return self.actor_spec is not None and name in self.actor_spec.concurrency_groups
 
     def _post(self, outbox: _Outbox, result: pb.TaskResult) -> None:
         self.core.post(lambda: outbox.add(result))
@@ -165,19 +177,23 @@ class Engine:
             context.current_task.reset(token)
         self.actor_spec = spec
         if spec.is_async:
-            self._start_actor_loop(spec.max_concurrency or 1000)
-        elif spec.max_concurrency > 1:
-            self.pool = ThreadPoolExecutor(spec.max_concurrency, thread_name_prefix="kastor-actor")
+            self._start_actor_loop(spec.max_concurrency or 1000, dict(spec.concurrency_groups))
+        else:
+            if spec.max_concurrency > 1:
+                self.pool = ThreadPoolExecutor(spec.max_concurrency, thread_name_prefix="kastor-actor")
+            self.group_pools = {name: ThreadPoolExecutor(limit, thread_name_prefix=f"kastor-{name}")
+                                for name, limit in spec.concurrency_groups.items()}
         return pb.StartActorReply(started=True, pid=self.pid, address=self.core.address,
                                   worker_id=self.core.worker_id)
 
-    def _start_actor_loop(self, concurrency: int) -> None:
+    def _start_actor_loop(self, concurrency: int, groups: dict[str, int]) -> None:
         ready = threading.Event()
 
         def run() -> None:
             self.actor_loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self.actor_loop)
             self.semaphore = asyncio.Semaphore(concurrency)
+            self.group_limits = {name: asyncio.Semaphore(limit) for name, limit in groups.items()}
             ready.set()
             self.actor_loop.run_forever()
 
@@ -267,7 +283,7 @@ class Engine:
 
     async def _run_async(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
         try:
-            async with self.semaphore:
+            async with self.group_limits.get(spec.concurrency_group, self.semaphore):
                 result = await self._execute_async(spec)
         except asyncio.CancelledError:
             result = pb.TaskResult(task_id=spec.task_id, status=pb.TASK_CANCELLED)

@@ -163,3 +163,83 @@ def test_application_error_in_a_threaded_actor():
         kastor.get(f.boom.remote())
     assert isinstance(info.value, KeyError)
     assert kastor.get(f.ok.remote()) == "still serving"
+
+
+# ---- concurrency groups ----
+
+
+@kastor.remote(concurrency_groups={"io": 2})
+class ThreadedGroups:
+    """Its "io" group has two threads of its own; other methods run on the default (main) thread."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.active = self.peak = 0
+        self.release = threading.Event()
+
+    @kastor.method(concurrency_group="io")
+    def io(self) -> str:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        self.release.wait(DEADLINE_S)
+        with self.lock:
+            self.active -= 1
+        return "io done"
+
+    def waiting(self) -> int:
+        return self.active
+
+    def open(self) -> int:
+        self.release.set()
+        return self.peak
+
+
+@kastor.remote(concurrency_groups={"io": 2})
+class AsyncGroups:
+    def __init__(self):
+        self.active = self.peak = 0
+        self.release = asyncio.Event()
+
+    @kastor.method(concurrency_group="io")
+    async def io(self) -> str:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        await self.release.wait()
+        self.active -= 1
+        return "io done"
+
+    async def waiting(self) -> int:
+        return self.active
+
+    async def open(self) -> int:
+        self.release.set()
+        return self.peak
+
+
+@pytest.mark.parametrize("actor_class", [ThreadedGroups, AsyncGroups], ids=["threaded", "async"])
+def test_a_concurrency_group_has_its_own_limit_and_does_not_block_the_rest(actor_class):
+    actor = actor_class.remote()
+    io_calls = [actor.io.remote() for _ in range(5)]
+    deadline = time.monotonic() + DEADLINE_S
+    while kastor.get(actor.waiting.remote(), timeout=DEADLINE_S) < 2:  # default group: answered meanwhile
+        assert time.monotonic() < deadline, "two io calls never ran at once"
+    assert kastor.get(actor.waiting.remote(), timeout=DEADLINE_S) == 2, "the io group admits two, no more"
+    assert kastor.get(actor.open.remote(), timeout=DEADLINE_S) == 2
+    assert kastor.get(io_calls, timeout=DEADLINE_S) == ["io done"] * 5
+
+
+def test_a_call_can_pick_its_group_and_an_unknown_group_is_named():
+    actor = ThreadedGroups.remote()
+    # waiting() picked into the io group runs there; the default thread stays free meanwhile
+    assert kastor.get(actor.waiting.options(concurrency_group="io").remote(), timeout=DEADLINE_S) == 0
+    with pytest.raises(ValueError, match="'nope'.*io"):
+        kastor.get(actor.waiting.options(concurrency_group="nope").remote(), timeout=DEADLINE_S)
+    assert kastor.get(actor.waiting.remote(), timeout=DEADLINE_S) == 0, "the actor keeps serving"
+
+
+def test_bad_concurrency_groups_are_named():
+    with pytest.raises(ValueError, match="concurrency_groups\\['io'\\]"):
+        ThreadedGroups.options(concurrency_groups={"io": 0})
+    with pytest.raises(TypeError, match="concurrency_groups"):
+        ThreadedGroups.options(concurrency_groups=["io"])

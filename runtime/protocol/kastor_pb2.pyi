@@ -58,7 +58,7 @@ class Value(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., location: _Optional[_Union[ObjectLocation, _Mapping]] = ..., is_error: _Optional[bool] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("task_id", "job_id", "function_id", "method", "args", "ref_args", "num_returns", "name", "parent_task_id", "actor_id", "attempt", "owner_address", "owner_worker_id", "gpu_ids", "namespace", "generator", "env_vars")
+    __slots__ = ("task_id", "job_id", "function_id", "method", "args", "ref_args", "num_returns", "name", "parent_task_id", "actor_id", "attempt", "owner_address", "owner_worker_id", "gpu_ids", "namespace", "generator", "env_vars", "concurrency_group")
     class EnvVarsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,7 @@ class TaskSpec(_message.Message):
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     GENERATOR_FIELD_NUMBER: _ClassVar[int]
     ENV_VARS_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_GROUP_FIELD_NUMBER: _ClassVar[int]
     task_id: bytes
     job_id: bytes
     function_id: str
@@ -100,7 +101,8 @@ class TaskSpec(_message.Message):
     namespace: str
     generator: bool
     env_vars: _containers.ScalarMap[str, str]
-    def __init__(self, task_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., function_id: _Optional[str] = ..., method: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., num_returns: _Optional[int] = ..., name: _Optional[str] = ..., parent_task_id: _Optional[bytes] = ..., actor_id: _Optional[bytes] = ..., attempt: _Optional[int] = ..., owner_address: _Optional[str] = ..., owner_worker_id: _Optional[bytes] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., namespace: _Optional[str] = ..., generator: _Optional[bool] = ..., env_vars: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    concurrency_group: str
+    def __init__(self, task_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., function_id: _Optional[str] = ..., method: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., num_returns: _Optional[int] = ..., name: _Optional[str] = ..., parent_task_id: _Optional[bytes] = ..., actor_id: _Optional[bytes] = ..., attempt: _Optional[int] = ..., owner_address: _Optional[str] = ..., owner_worker_id: _Optional[bytes] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., namespace: _Optional[str] = ..., generator: _Optional[bool] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_group: _Optional[str] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task_id", "status", "returns", "error", "attempt")
@@ -129,19 +131,21 @@ class ExecuteReply(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ...) -> None: ...
 
 class MethodMeta(_message.Message):
-    __slots__ = ("name", "num_returns", "is_async", "is_generator")
+    __slots__ = ("name", "num_returns", "is_async", "is_generator", "concurrency_group")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NUM_RETURNS_FIELD_NUMBER: _ClassVar[int]
     IS_ASYNC_FIELD_NUMBER: _ClassVar[int]
     IS_GENERATOR_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_GROUP_FIELD_NUMBER: _ClassVar[int]
     name: str
     num_returns: int
     is_async: bool
     is_generator: bool
-    def __init__(self, name: _Optional[str] = ..., num_returns: _Optional[int] = ..., is_async: _Optional[bool] = ..., is_generator: _Optional[bool] = ...) -> None: ...
+    concurrency_group: str
+    def __init__(self, name: _Optional[str] = ..., num_returns: _Optional[int] = ..., is_async: _Optional[bool] = ..., is_generator: _Optional[bool] = ..., concurrency_group: _Optional[str] = ...) -> None: ...
 
 class ActorSpec(_message.Message):
-    __slots__ = ("actor_id", "job_id", "class_id", "class_name", "args", "ref_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "is_async", "required", "held", "owner_worker_id", "owner_address", "methods", "job_namespace", "env_vars")
+    __slots__ = ("actor_id", "job_id", "class_id", "class_name", "args", "ref_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "is_async", "required", "held", "owner_worker_id", "owner_address", "methods", "job_namespace", "env_vars", "concurrency_groups")
     class RequiredEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +167,13 @@ class ActorSpec(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ConcurrencyGroupsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     CLASS_ID_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +194,7 @@ class ActorSpec(_message.Message):
     METHODS_FIELD_NUMBER: _ClassVar[int]
     JOB_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     ENV_VARS_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_GROUPS_FIELD_NUMBER: _ClassVar[int]
     actor_id: bytes
     job_id: bytes
     class_id: str
@@ -203,7 +215,8 @@ class ActorSpec(_message.Message):
     methods: _containers.RepeatedCompositeFieldContainer[MethodMeta]
     job_namespace: str
     env_vars: _containers.ScalarMap[str, str]
-    def __init__(self, actor_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., class_id: _Optional[str] = ..., class_name: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., is_async: _Optional[bool] = ..., required: _Optional[_Mapping[str, float]] = ..., held: _Optional[_Mapping[str, float]] = ..., owner_worker_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., job_namespace: _Optional[str] = ..., env_vars: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    concurrency_groups: _containers.ScalarMap[str, int]
+    def __init__(self, actor_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., class_id: _Optional[str] = ..., class_name: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., is_async: _Optional[bool] = ..., required: _Optional[_Mapping[str, float]] = ..., held: _Optional[_Mapping[str, float]] = ..., owner_worker_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., job_namespace: _Optional[str] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
     __slots__ = ("spec", "state", "address", "node_id", "pid", "num_restarts", "death_cause", "death_error", "version", "worker_id", "killed")
