@@ -107,6 +107,7 @@ class ActorClass:
         name = options.get("name") or ""
         in_worker = core.engine is not None
         from kastor.runtime.core import new_actor_id
+        from kastor.util.scheduling_strategies import placement
         job_id = core.current_job_id()
         spec = pb.ActorSpec(
             actor_id=new_actor_id(job_id), job_id=job_id, class_id=class_id, class_name=self.__name__,
@@ -118,6 +119,9 @@ class ActorClass:
             owner_worker_id=core.worker_id if in_worker else b"", owner_address=core.address,
             env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))},
             concurrency_groups=options.get("concurrency_groups") or {})
+        where = placement(options.get("scheduling_strategy"))
+        if where is not None:
+            spec.placement.CopyFrom(where)
         if name:
             info = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
             return ActorHandle._from_info(info, collectable=False)

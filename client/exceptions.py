@@ -127,6 +127,10 @@ class WorkerCrashedError(KastorError):
     """The worker process running the task died, and no retries were left."""
 
 
+class TaskUnschedulableError(KastorError):
+    """The task can never run where it must (pinned to a node that is not alive)."""
+
+
 class KastorSystemError(KastorError):
     """Kastor itself failed (a runtime fault, not the user's code)."""
 
@@ -140,6 +144,6 @@ RaySystemError = KastorSystemError
 __all__ = [
     "KastorError", "TaskError", "ActorError", "ActorDiedError", "ActorUnavailableError",
     "GetTimeoutError", "TaskCancelledError", "ObjectLostError", "OwnerDiedError", "ObjectStoreFullError",
-    "WorkerCrashedError",
+    "WorkerCrashedError", "TaskUnschedulableError",
     "KastorSystemError", "RayError", "RayTaskError", "RayActorError", "RaySystemError",
 ]

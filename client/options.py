@@ -17,7 +17,7 @@ TASK_OPTIONS = _COMMON | {"max_retries", "retry_exceptions", "num_returns", "max
 ACTOR_OPTIONS = _COMMON | {"namespace", "lifetime", "get_if_exists", "max_restarts", "max_task_retries",
                            "max_concurrency", "max_pending_calls", "concurrency_groups", "allow_out_of_order_execution"}
 # Accepted for compatibility with Ray programs; they change nothing on Kastor today.
-_IGNORED = {"scheduling_strategy", "accelerator_type", "label_selector", "enable_task_events",
+_IGNORED = {"accelerator_type", "label_selector", "enable_task_events",
             "_metadata", "max_calls", "max_pending_calls", "placement_group",
             "placement_group_bundle_index", "placement_group_capture_child_tasks", "allow_out_of_order_execution"}
 
@@ -31,6 +31,13 @@ def validate(options: dict[str, Any], for_actor: bool) -> dict[str, Any]:
         if key in _IGNORED and value not in (None, "DEFAULT", {}):
             warnings.warn(f"Kastor accepts the option '{key}' for Ray compatibility but ignores it.", stacklevel=4)
     env_vars(options.get("runtime_env"))
+    strategy = options.get("scheduling_strategy")
+    if strategy is not None:
+        from kastor.util.scheduling_strategies import PlacementGroupSchedulingStrategy, placement
+        placement(strategy)
+        if isinstance(strategy, PlacementGroupSchedulingStrategy):
+            warnings.warn("Kastor has no placement groups: it ignores PlacementGroupSchedulingStrategy.",
+                          stacklevel=4)
     for key in ("num_cpus", "num_gpus", "memory"):
         if options.get(key) is not None:
             _non_negative_number(key, options[key])

@@ -44,6 +44,7 @@ class RemoteFunction:
         from kastor.api import _core
         from kastor.runtime.core import new_task_id, return_id
         from kastor.runtime.pending import PendingCall
+        from kastor.util.scheduling_strategies import placement
 
         core = _core(auto_init=True)
         fid = self._function_id(core)
@@ -60,9 +61,11 @@ class RemoteFunction:
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
         required = opts.task_resources(options)
         retry = options["retry_exceptions"]
+        where = placement(options.get("scheduling_strategy"))
         call = PendingCall(spec, return_ids, deps, options["max_retries"],
                            tuple(retry) if isinstance(retry, (list, tuple)) else retry,
-                           key=(fid, tuple(sorted(required.items()))), required=required)
+                           key=(fid, tuple(sorted(required.items())), where.SerializeToString() if where else b""),
+                           required=required, placement=where)
         core.post(lambda: core.tasks.submit(call))
         return returned(refs, generator)
 

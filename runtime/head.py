@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import grpc
@@ -49,6 +49,7 @@ class Head(pb_grpc.HeadServicer):
         self.code: dict[str, pb.FunctionEntry] = {}
         self.waiters: dict[bytes, list[asyncio.Future]] = defaultdict(list)
         self.log_listeners: dict[bytes, set[asyncio.Queue]] = defaultdict(set)
+        self.starting_on: Counter[str] = Counter()  # node id -> actors being started there
         self.job_end_hooks: list[Callable[[bytes], None]] = []  # e.g. the client port's object table
         self.pending: set[bytes] = set()
         self.placing: set[bytes] = set()
@@ -441,19 +442,44 @@ class Head(pb_grpc.HeadServicer):
             if info is not None and any(n.alive and fits(n.available, required) for n in self.nodes.values()):
                 self._place(actor_id)
 
+    def _candidates(self, spec: pb.ActorSpec) -> list[pb.NodeInfo]:
+        """Nodes to try, best first, per the actor's resources and scheduling_strategy."""
+        required, where = dict(spec.required), spec.placement
+        nodes = [n for n in self.nodes.values() if n.alive and fits(n.total, required)]
+        if where.spread:
+            load = Counter(a.node_id for a in self.actors.values() if a.state == pb.ALIVE) + self.starting_on
+            nodes.sort(key=lambda n: (not fits(n.available, required), load[n.node_id], -n.available.get("CPU", 0)))
+        else:
+            nodes.sort(key=lambda n: (not fits(n.available, required), -n.available.get("CPU", 0)))
+        if where.node_id:
+            pinned = [n for n in nodes if n.node_id == where.node_id]
+            if not where.soft:
+                return pinned
+            others = [n for n in nodes if n.node_id != where.node_id]
+            if pinned and fits(pinned[0].available, required):
+                return pinned + others
+            return others + pinned  # soft: elsewhere while it is full, gone or too small
+        return nodes
+
     async def _try_place(self, actor_id: bytes) -> None:
         try:
             info = self.actors[actor_id]
-            required = dict(info.spec.required)
-            nodes = [n for n in self.nodes.values() if n.alive and fits(n.total, required)]
-            nodes.sort(key=lambda n: (not fits(n.available, required), -n.available.get("CPU", 0)))
+            nodes = self._candidates(info.spec)
+            where = info.spec.placement
+            if where.node_id and not where.soft and not nodes:
+                await self._mark_dead(info, f"it is pinned to node {where.node_id} (NodeAffinitySchedulingStrategy, "
+                                            f"soft=False), which is not alive or can never fit it")
+                return
             for node in nodes:
+                self.starting_on[node.node_id] += 1  # SPREAD counts actors on their way too
                 try:
                     reply = await self.node_stub(node.address).StartActor(
                         pb.StartActorRequest(spec=info.spec, num_restarts=info.num_restarts), metadata=self.metadata)
                 except grpc.aio.AioRpcError as e:
                     log.warning("placing actor on node %s failed: %s", node.node_id, e.code().name)
                     continue
+                finally:
+                    self.starting_on[node.node_id] -= 1
                 if info.state == pb.DEAD:  # killed while it was starting
                     if reply.started:
                         await self.node_stub(node.address).KillWorker(

@@ -16,11 +16,11 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 
 class PendingCall:
     __slots__ = ("spec", "return_ids", "deps", "resolved", "retries_left", "retry_exceptions", "cancelled",
-                 "key", "required", "stream", "force_cancel", "finished")
+                 "key", "required", "stream", "force_cancel", "finished", "placement")
 
     def __init__(self, spec: pb.TaskSpec, return_ids: list[bytes], deps: list[ObjectRef],
                  retries_left: int, retry_exceptions: bool | tuple = False,
-                 key: tuple = (), required: dict | None = None):
+                 key: tuple = (), required: dict | None = None, placement: pb.Placement | None = None):
         self.spec = spec
         self.return_ids = return_ids
         self.deps = deps          # held until the call finishes, so their values stay stored
@@ -32,6 +32,7 @@ class PendingCall:
         self.force_cancel = False
         self.key = key
         self.required = required or {}
+        self.placement = placement  # a task's scheduling_strategy, when not DEFAULT
         self.stream = None
 
     @property

@@ -50,6 +50,7 @@ class TaskSubmitter:
         self.runtime_ema: dict[tuple, float] = {}
         self.calls: dict[bytes, PendingCall] = {}
         self.children: dict[bytes, list[bytes]] = defaultdict(list)
+        self._spread_turn = 0
         self._closed = False
 
     # ---- entry points (on the loop) ----
@@ -132,22 +133,56 @@ class TaskSubmitter:
         wanted = min(len(q), MAX_LEASE_REQUESTS) - self.requesting[key]
         for _ in range(max(0, wanted)):
             self.requesting[key] += 1
-            asyncio.get_running_loop().create_task(self._lease(key, q[0].required, q[0].spec.job_id))
+            asyncio.get_running_loop().create_task(self._lease(key, q[0].required, q[0].spec.job_id, q[0].placement))
 
-    async def _lease(self, key: tuple, required: dict, job_id: bytes) -> None:
-        address = self.core.node_address
+    async def _first_node(self, where: pb.Placement | None) -> str | None:
+        """The node agent to ask for a lease: this host's, the next one in turn (SPREAD), or the
+        pinned one. None when a task is pinned (not soft) to a node that is not alive."""
+        if where is None:
+            return self.core.node_address
         try:
+            nodes = [n for n in (await self.core.head_rpc("ListNodes", pb.ListRequest())).nodes if n.alive]
+        except (grpc.aio.AioRpcError, ConnectionError) as e:
+            log.warning("cannot list nodes to place a task (%s); asking this host's node", e)
+            return self.core.node_address
+        if where.spread and nodes:
+            nodes.sort(key=lambda n: n.node_id)
+            self._spread_turn += 1
+            return nodes[self._spread_turn % len(nodes)].address
+        pinned = [n.address for n in nodes if n.node_id == where.node_id]
+        if pinned:
+            return pinned[0]
+        return self.core.node_address if where.soft else None
+
+    def _unschedulable(self, key: tuple, where: pb.Placement) -> None:
+        q = self.queues[key]
+        error = exceptions.TaskUnschedulableError(
+            f"The task is pinned to node {where.node_id} (NodeAffinitySchedulingStrategy, soft=False), which is "
+            f"not alive. Pass soft=True to let it run elsewhere.")
+        while q:
+            self._finish(q.popleft(), exc=error)
+
+    async def _lease(self, key: tuple, required: dict, job_id: bytes, where: pb.Placement | None) -> None:
+        try:
+            address = await self._first_node(where)
+            if address is None:
+                self._unschedulable(key, where)
+                return
+            spill = where is None or where.spread or where.soft
             while True:
                 try:
                     reply = await self.core.node_stub(address).RequestLease(
-                        pb.LeaseRequest(required=required, job_id=job_id, allow_spillback=True),
+                        pb.LeaseRequest(required=required, job_id=job_id, allow_spillback=spill),
                         metadata=self.core.metadata)
                 except grpc.aio.AioRpcError as e:
                     if self._closed:
                         return
                     log.warning("lease request to %s failed (%s); retrying", address, e.code().name)
                     await asyncio.sleep(0.5)
-                    address = self.core.node_address
+                    address = await self._first_node(where)
+                    if address is None:
+                        self._unschedulable(key, where)
+                        return
                     continue
                 if reply.spillback_address:
                     address = reply.spillback_address

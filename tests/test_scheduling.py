@@ -1,0 +1,90 @@
+"""scheduling_strategy on a three-node cluster: SPREAD, and NodeAffinitySchedulingStrategy hard and soft."""
+
+import time
+
+import kastor
+import pytest
+from gcs_cluster import TOKEN, GcsCluster
+from kastor.exceptions import ActorDiedError, TaskUnschedulableError
+from kastor.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+from kastor.util.state import list_actors, list_nodes
+from redis_server import RedisServer
+from support import wait_until
+
+DEADLINE_S = 60
+NODES = {"n1", "n2", "n3"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("scheduling")
+    redis = RedisServer(tmp / "redis-data")
+    redis.data_dir.mkdir()
+    redis.start()
+    c = GcsCluster(tmp, redis)
+    c.start_head()
+    for node in sorted(NODES):
+        c.add_node(node)
+    kastor.init(address=c.address, token=TOKEN)
+    yield c
+    kastor.shutdown()
+    c.stop()
+    redis.stop()
+
+
+@kastor.remote
+def node_of_task(hold_s: float = 0.0) -> str:
+    time.sleep(hold_s)  # keeps its lease busy, so that later tasks need other leases
+    return kastor.get_runtime_context().get_node_id()
+
+
+@kastor.remote
+class Placed:
+    def node(self) -> str:
+        return kastor.get_runtime_context().get_node_id()
+
+
+def test_node_affinity_pins_actors_and_tasks(cluster):
+    for node in ("n2", "n3"):
+        pinned = NodeAffinitySchedulingStrategy(node, soft=False)
+        actor = Placed.options(scheduling_strategy=pinned).remote()
+        assert kastor.get(actor.node.remote(), timeout=DEADLINE_S) == node
+        kastor.kill(actor)  # leaves the nodes empty for the SPREAD test
+        tasks = [node_of_task.options(scheduling_strategy=pinned).remote() for _ in range(4)]
+        assert set(kastor.get(tasks, timeout=DEADLINE_S)) == {node}
+
+
+def test_hard_affinity_to_a_missing_node_fails_and_soft_runs_elsewhere(cluster):
+    missing = NodeAffinitySchedulingStrategy("no-such-node", soft=False)
+    with pytest.raises(ActorDiedError, match="pinned to node no-such-node"):
+        kastor.get(Placed.options(scheduling_strategy=missing).remote().node.remote(), timeout=DEADLINE_S)
+    with pytest.raises(TaskUnschedulableError, match="soft=True"):
+        kastor.get(node_of_task.options(scheduling_strategy=missing).remote(), timeout=DEADLINE_S)
+    anywhere = NodeAffinitySchedulingStrategy("no-such-node", soft=True)
+    actor = Placed.options(scheduling_strategy=anywhere).remote()
+    assert kastor.get(actor.node.remote(), timeout=DEADLINE_S) in NODES
+    kastor.kill(actor)
+    assert kastor.get(node_of_task.options(scheduling_strategy=anywhere).remote(), timeout=DEADLINE_S) in NODES
+
+
+def test_spread_uses_every_node(cluster):
+    assert not [a for a in list_actors() if a["state"] == "ALIVE"], "earlier tests left actors behind"
+    # SPREAD weighs the free resources nodes report in heartbeats: wait until the last tests' leases are back.
+    wait_until(lambda: all(n["available"].get("CPU") == 2 for n in list_nodes() if n["alive"]), "idle nodes")
+    actors = [Placed.options(scheduling_strategy="SPREAD").remote() for _ in range(3)]
+    assert sorted(kastor.get([a.node.remote() for a in actors], timeout=DEADLINE_S)) == sorted(NODES)
+    tasks = [node_of_task.options(scheduling_strategy="SPREAD").remote(0.3) for _ in range(12)]
+    assert set(kastor.get(tasks, timeout=DEADLINE_S)) == NODES
+
+
+def test_default_tasks_stay_on_the_drivers_node(cluster):
+    assert set(kastor.get([node_of_task.remote() for _ in range(6)], timeout=DEADLINE_S)) == {"n1"}
+
+
+def test_bad_strategies_are_named(cluster):
+    with pytest.raises(ValueError, match="scheduling_strategy"):
+        node_of_task.options(scheduling_strategy="EVERYWHERE")
+    with pytest.raises(TypeError, match="node id"):
+        Placed.options(scheduling_strategy=NodeAffinitySchedulingStrategy(None, soft=False))
+    with pytest.warns(UserWarning, match="placement groups"):
+        node_of_task.options(scheduling_strategy=PlacementGroupSchedulingStrategy(object()))
