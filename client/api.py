@@ -14,6 +14,7 @@ from kastor import exceptions
 from kastor import options as opts
 from kastor.actor import ActorClass, ActorHandle
 from kastor.object_ref import ObjectRef
+from kastor.object_ref_generator import ObjectRefGenerator
 from kastor.remote_function import RemoteFunction
 from kastor.runtime import auth, config, context
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -252,10 +253,12 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     core.run(core.actors.kill(actor._actor_id, no_restart, "killed by kastor.kill()"))
 
 
-def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancels the task behind the ref: its `get` raises TaskCancelledError."""
+def cancel(object_ref: ObjectRef | ObjectRefGenerator, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancels the task behind the ref (or generator): its `get` raises TaskCancelledError."""
+    if isinstance(object_ref, ObjectRefGenerator):
+        object_ref = object_ref.completed()
     if not isinstance(object_ref, ObjectRef):
-        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}.")
+        raise TypeError(f"cancel() expects an ObjectRef or ObjectRefGenerator, got {type(object_ref).__name__}.")
     core = _core()
     task_id = object_ref.task_id()
 

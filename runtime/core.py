@@ -409,6 +409,12 @@ class CoreWorker:
         self.store.put(object_id, stored)
         return ObjectRef(object_id, self.address)
 
+    def generator_item(self, item: pb.GeneratorItem) -> None:
+        """Stores an item a generator task of ours reported; its ObjectRefGenerator hands out the ref."""
+        object_id = return_id(item.task_id, item.index + 1)
+        self._owned.add(object_id)
+        self.store.put(object_id, item.value)
+
     def adopt(self, object_id: bytes, value: pb.Value) -> ObjectRef:
         """Owns a value serialized elsewhere (a generator's items), as `put` owns what it stores."""
         self._owned.add(object_id)

@@ -34,6 +34,10 @@ class CoreWorkerService(pb_grpc.CoreWorkerServicer):
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"object {object_id.hex()} not ready")
         return pb.GetObjectsReply(object_ids=list(request.object_ids), values=values)
 
+    async def ReportGeneratorItem(self, request, context):
+        self.core.generator_item(request)
+        return pb.Empty()
+
     def _engine(self):
         return self.core.engine
 

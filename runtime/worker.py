@@ -317,25 +317,55 @@ class Engine:
         return self._returns(spec, value)
 
     def _generated(self, spec: pb.TaskSpec, items: Any) -> GeneratedItems:
-        """Runs a generator to its end; an error it raises becomes the item after the last one."""
-        values: list[pb.Value] = []
+        """Runs a generator to its end, reporting each item to the caller as it comes (or
+        collecting them, for a caller behind the client port). An error the generator raises
+        becomes the item after the last one."""
+        collected: list[pb.Value] = []
+        count = 0
         try:
             for item in items:
-                values.append(self._item_value(spec, len(values), item))
+                self._emit(spec, count, self._item_value(spec, count, item), collected)
+                count += 1
         except Exception as e:
-            values.append(self._error_value(spec.name, e))
-        return GeneratedItems([v.SerializeToString() for v in values])
+            self._emit(spec, count, self._error_value(spec.name, e), collected)
+            count += 1
+        return self._items(spec, count, collected)
 
     async def _generated_async(self, spec: pb.TaskSpec, items: Any) -> GeneratedItems:
         if not hasattr(items, "__aiter__"):
-            return self._generated(spec, items)
-        values: list[pb.Value] = []
+            return self._generated(spec, items)  # a sync generator method runs on the actor's loop, as sync methods do
+        collected: list[pb.Value] = []
+        count = 0
         try:
             async for item in items:
-                values.append(self._item_value(spec, len(values), item))
+                await self._emit_async(spec, count, self._item_value(spec, count, item), collected)
+                count += 1
         except Exception as e:
-            values.append(self._error_value(spec.name, e))
-        return GeneratedItems([v.SerializeToString() for v in values])
+            await self._emit_async(spec, count, self._error_value(spec.name, e), collected)
+            count += 1
+        return self._items(spec, count, collected)
+
+    def _emit(self, spec: pb.TaskSpec, index: int, value: pb.Value, collected: list[pb.Value]) -> None:
+        if spec.stream_items:  # waits for the caller's ack: a slow consumer slows the generator
+            self.core.run(self._report_item(spec, index, value))
+        else:
+            collected.append(value)
+
+    async def _emit_async(self, spec: pb.TaskSpec, index: int, value: pb.Value, collected: list[pb.Value]) -> None:
+        if spec.stream_items:
+            await asyncio.wrap_future(self.core.spawn(self._report_item(spec, index, value)))
+        else:
+            collected.append(value)
+
+    async def _report_item(self, spec: pb.TaskSpec, index: int, value: pb.Value) -> None:
+        await self.core.worker_stub(spec.owner_address).ReportGeneratorItem(
+            pb.GeneratorItem(task_id=spec.task_id, index=index, value=value), metadata=self.core.metadata, timeout=60)
+
+    @staticmethod
+    def _items(spec: pb.TaskSpec, count: int, collected: list[pb.Value]) -> GeneratedItems:
+        if spec.stream_items:
+            return GeneratedItems(count)
+        return GeneratedItems(count, [v.SerializeToString() for v in collected])
 
     def _item_value(self, spec: pb.TaskSpec, index: int, item: Any) -> pb.Value:
         # Item k becomes the caller's object return_id(task, k + 1); index 0 is the call's own return.

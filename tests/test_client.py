@@ -164,6 +164,15 @@ def test_worker_output_reaches_the_notebook(client, capsys):
     Captured(capsys).wait_out(f"(chatty pid={pid}) from inside the cluster marker-9\n")
 
 
+def test_generators_through_the_client_port(client):
+    """Workers cannot reach the notebook to stream items: they come together at the end."""
+    @kastor.remote
+    def countdown(n: int):
+        yield from range(n, 0, -1)
+
+    assert [kastor.get(r, timeout=DEADLINE_S) for r in countdown.remote(3)] == [3, 2, 1]
+
+
 def test_wrong_token_is_refused(cluster):
     from kastor.runtime import driver
     with pytest.raises(PermissionError, match="rejected the token"):

@@ -1,10 +1,11 @@
 """Generator tasks and actor methods return an ObjectRefGenerator, as in Ray 2.x.
 
-The items are owned by the caller; an exception raised after k items is the value of
-ref k+1. (Kastor ships the items when the generator finishes, rather than one by one.)
+The items are owned by the caller and stream to it as they are yielded; an exception raised
+after k items is the value of ref k+1.
 """
 
 import asyncio
+import concurrent.futures
 import os
 import sys
 
@@ -12,6 +13,7 @@ import cloudpickle
 import kastor
 import numpy as np
 import pytest
+from kastor.exceptions import TaskCancelledError
 from support import process_gone, wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -36,6 +38,33 @@ def fails_after(n: int):
 def big_arrays(n: int, size: int):
     for i in range(n):
         yield np.full(size, i, dtype=np.int64)
+
+
+@kastor.remote
+class Gate:
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+
+    async def wait_open(self) -> None:
+        await self.opened.wait()
+
+    async def open(self) -> None:
+        self.opened.set()
+
+
+@kastor.remote
+def first_then_wait(gate):
+    yield "first"
+    kastor.get(gate.wait_open.remote())
+    yield "second"
+
+
+@kastor.remote
+def forever():
+    i = 0
+    while True:
+        yield i
+        i += 1
 
 
 @kastor.remote
@@ -105,3 +134,25 @@ def test_dynamic_num_returns_is_refused_with_the_alternative():
         count_to.options(num_returns="dynamic")
     with pytest.raises(ValueError, match="num_returns"):
         count_to.options(num_returns="many")
+
+
+def test_items_stream_while_the_generator_runs():
+    gate = Gate.remote()
+    gen = first_then_wait.remote(gate)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            first = pool.submit(next, gen).result(timeout=DEADLINE_S)  # the generator is still waiting
+            assert kastor.get(first, timeout=DEADLINE_S) == "first"
+        finally:
+            gate.open.remote()
+    assert [kastor.get(r, timeout=DEADLINE_S) for r in gen] == ["second"]
+
+
+def test_an_endless_generator_streams_until_cancelled():
+    gen = forever.remote()
+    assert [kastor.get(next(gen), timeout=DEADLINE_S) for _ in range(5)] == [0, 1, 2, 3, 4]
+    kastor.cancel(gen)
+    *rest, last = list(gen)
+    assert [kastor.get(r) for r in rest] == list(range(5, 5 + len(rest))), "the items before the cancel"
+    with pytest.raises(TaskCancelledError):
+        kastor.get(last, timeout=DEADLINE_S)

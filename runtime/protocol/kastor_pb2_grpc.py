@@ -1146,6 +1146,11 @@ class CoreWorkerStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GetObjectsRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GetObjectsReply.FromString,
                 _registered_method=True)
+        self.ReportGeneratorItem = channel.unary_unary(
+                '/kastor.CoreWorker/ReportGeneratorItem',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GeneratorItem.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+                _registered_method=True)
         self.Exit = channel.unary_unary(
                 '/kastor.CoreWorker/Exit',
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
@@ -1180,6 +1185,12 @@ class CoreWorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportGeneratorItem(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Exit(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -1208,6 +1219,11 @@ def add_CoreWorkerServicer_to_server(servicer, server):
                     servicer.GetObjects,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GetObjectsRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GetObjectsReply.SerializeToString,
+            ),
+            'ReportGeneratorItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportGeneratorItem,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GeneratorItem.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
             ),
             'Exit': grpc.unary_unary_rpc_method_handler(
                     servicer.Exit,
@@ -1323,6 +1339,33 @@ class CoreWorker:
             '/kastor.CoreWorker/GetObjects',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GetObjectsRequest.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GetObjectsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportGeneratorItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.CoreWorker/ReportGeneratorItem',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GeneratorItem.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
