@@ -8,10 +8,12 @@ actor is killed once every handle to it is gone, and its owner's job ending ends
 from __future__ import annotations
 
 import inspect
+import threading
 from typing import Any
 
 import grpc
 from kastor import options as opts
+from kastor.exceptions import PendingCallsLimitExceeded
 from kastor.object_ref import ObjectRef
 from kastor.object_ref_generator import STREAMING, returned, yields
 from kastor.runtime import context
@@ -118,7 +120,8 @@ class ActorClass:
             is_async=self._is_async, required=required, held=held, methods=self._methods,
             owner_worker_id=core.worker_id if in_worker else b"", owner_address=core.address,
             env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))},
-            concurrency_groups=options.get("concurrency_groups") or {})
+            concurrency_groups=options.get("concurrency_groups") or {},
+            max_pending_calls=options.get("max_pending_calls") or -1)
         where = placement(options.get("scheduling_strategy"))
         if where is not None:
             spec.placement.CopyFrom(where)
@@ -126,7 +129,7 @@ class ActorClass:
             info = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
             return ActorHandle._from_info(info, collectable=False)
         handle = ActorHandle(spec.actor_id, self.__name__, self._methods, options["max_task_retries"],
-                             collectable=not detached)
+                             collectable=not detached, max_pending_calls=spec.max_pending_calls)
         core.post(lambda: _create_async(core, spec, deps))
         return handle
 
@@ -179,11 +182,14 @@ class ActorHandle:
     """A reference to an actor; attribute access gives its methods."""
 
     def __init__(self, actor_id: bytes, class_name: str, methods: list[pb.MethodMeta],
-                 max_task_retries: int = 0, collectable: bool = False):
+                 max_task_retries: int = 0, collectable: bool = False, max_pending_calls: int = -1):
         self._actor_id = actor_id
         self._class_name = class_name
         self._method_meta = {m.name: m for m in methods}
         self._max_task_retries = max_task_retries
+        self._max_pending_calls = max_pending_calls if max_pending_calls > 0 else -1
+        self._pending_calls = 0
+        self._pending_lock = threading.Lock()
         self._methods_cache: dict[str, ActorMethod] = {}
         core = context.core
         if core is not None:
@@ -192,7 +198,8 @@ class ActorHandle:
     @classmethod
     def _from_info(cls, info: pb.ActorInfo, collectable: bool = False) -> ActorHandle:
         spec = info.spec
-        return cls(spec.actor_id, spec.class_name, list(spec.methods), spec.max_task_retries, collectable)
+        return cls(spec.actor_id, spec.class_name, list(spec.methods), spec.max_task_retries, collectable,
+                   spec.max_pending_calls)
 
     def __getattr__(self, name: str) -> ActorMethod:
         if name.startswith("_"):
@@ -226,7 +233,7 @@ class ActorHandle:
             core.post(lambda: core.actors.escape(actor_id))
         return _rebuild_handle, (self._actor_id, self._class_name,
                                  [m.SerializeToString() for m in self._method_meta.values()],
-                                 self._max_task_retries)
+                                 self._max_task_retries, self._max_pending_calls)
 
     def __del__(self):
         core = context.core
@@ -237,13 +244,29 @@ class ActorHandle:
             except Exception:
                 pass
 
+    def _take_pending_slot(self, label: str):
+        """Counts a call against max_pending_calls; returns what gives the slot back when it ends."""
+        with self._pending_lock:
+            if self._pending_calls >= self._max_pending_calls:
+                raise PendingCallsLimitExceeded(
+                    f"{label}: this handle already has {self._pending_calls} calls pending, the actor's "
+                    f"max_pending_calls. Wait for some results (kastor.wait) before sending more.")
+            self._pending_calls += 1
+
+        def give_back() -> None:
+            with self._pending_lock:
+                self._pending_calls -= 1
+        return give_back
+
     @property
     def _kastor_actor_id(self) -> bytes:
         return self._actor_id
 
 
-def _rebuild_handle(actor_id: bytes, class_name: str, methods: list[bytes], max_task_retries: int) -> ActorHandle:
-    return ActorHandle(actor_id, class_name, [pb.MethodMeta.FromString(m) for m in methods], max_task_retries)
+def _rebuild_handle(actor_id: bytes, class_name: str, methods: list[bytes], max_task_retries: int,
+                    max_pending_calls: int = -1) -> ActorHandle:
+    return ActorHandle(actor_id, class_name, [pb.MethodMeta.FromString(m) for m in methods], max_task_retries,
+                       max_pending_calls=max_pending_calls)
 
 
 class ActorMethod:
@@ -279,7 +302,13 @@ class ActorMethod:
         core = _core(auto_init=False)
         handle = self._handle
         label = name or f"{handle._class_name}.{self._name}"
-        value, deps = core.pack_args(args, kwargs, label)
+        give_back = handle._take_pending_slot(label) if handle._max_pending_calls > 0 else None
+        try:
+            value, deps = core.pack_args(args, kwargs, label)
+        except BaseException:
+            if give_back is not None:
+                give_back()
+            raise
         task_id = new_task_id()
         generator = num_returns == STREAMING
         num_returns = 1 if generator else num_returns
@@ -291,6 +320,7 @@ class ActorMethod:
         return_ids = [return_id(task_id, i) for i in range(num_returns)]
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
         call = PendingCall(spec, return_ids, deps, handle._max_task_retries)
+        call.on_done = give_back
         core.post(lambda: core.actors.submit(call))
         return returned(refs, generator)
 

@@ -127,6 +127,10 @@ class WorkerCrashedError(KastorError):
     """The worker process running the task died, and no retries were left."""
 
 
+class PendingCallsLimitExceeded(KastorError):
+    """This handle already has the actor's `max_pending_calls` calls waiting for results."""
+
+
 class TaskUnschedulableError(KastorError):
     """The task can never run where it must (pinned to a node that is not alive)."""
 
@@ -144,6 +148,6 @@ RaySystemError = KastorSystemError
 __all__ = [
     "KastorError", "TaskError", "ActorError", "ActorDiedError", "ActorUnavailableError",
     "GetTimeoutError", "TaskCancelledError", "ObjectLostError", "OwnerDiedError", "ObjectStoreFullError",
-    "WorkerCrashedError", "TaskUnschedulableError",
+    "WorkerCrashedError", "TaskUnschedulableError", "PendingCallsLimitExceeded",
     "KastorSystemError", "RayError", "RayTaskError", "RayActorError", "RaySystemError",
 ]

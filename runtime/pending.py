@@ -7,6 +7,7 @@ travel on an Execute stream, and finish by storing results (or an error) under t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from kastor import exceptions
 from kastor.object_ref import ObjectRef
@@ -16,7 +17,7 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 
 class PendingCall:
     __slots__ = ("spec", "return_ids", "deps", "resolved", "retries_left", "retry_exceptions", "cancelled",
-                 "key", "required", "stream", "force_cancel", "finished", "placement")
+                 "key", "required", "stream", "force_cancel", "finished", "placement", "on_done")
 
     def __init__(self, spec: pb.TaskSpec, return_ids: list[bytes], deps: list[ObjectRef],
                  retries_left: int, retry_exceptions: bool | tuple = False,
@@ -33,6 +34,7 @@ class PendingCall:
         self.key = key
         self.required = required or {}
         self.placement = placement  # a task's scheduling_strategy, when not DEFAULT
+        self.on_done: Callable[[], None] | None = None  # e.g. a handle counting its pending calls
         self.stream = None
 
     @property
@@ -81,6 +83,9 @@ def fail(core: CoreWorker, call: PendingCall, exc: BaseException) -> None:
 
 def store_values(core: CoreWorker, call: PendingCall, values: list[pb.Value]) -> None:
     call.finished = True
+    if call.on_done is not None:
+        call.on_done()
+        call.on_done = None
     call.deps = []  # the argument refs may go now
     core.free_value(call.spec.args)  # a large argument lived in the store for this call only
     keep = []

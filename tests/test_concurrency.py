@@ -10,7 +10,7 @@ import time
 
 import kastor
 import pytest
-from kastor.exceptions import TaskCancelledError, TaskError
+from kastor.exceptions import PendingCallsLimitExceeded, TaskCancelledError, TaskError
 from support import DEADLINE_S
 
 pytestmark = pytest.mark.usefixtures("embedded_cluster")
@@ -243,3 +243,20 @@ def test_bad_concurrency_groups_are_named():
         ThreadedGroups.options(concurrency_groups={"io": 0})
     with pytest.raises(TypeError, match="concurrency_groups"):
         ThreadedGroups.options(concurrency_groups=["io"])
+
+
+# ---- max_pending_calls ----
+
+
+def test_max_pending_calls_refuses_more_until_results_come_back():
+    gauge = AsyncGauge.options(name="pending-limit", max_pending_calls=2).remote()
+    waiting = [gauge.wait_open.remote(), gauge.wait_open.remote()]
+    with pytest.raises(PendingCallsLimitExceeded, match="max_pending_calls"):
+        gauge.wait_open.remote()
+    other = kastor.get_actor("pending-limit")  # Ray counts per handle: this one has its own
+    assert kastor.get(other.open_when.remote(2), timeout=DEADLINE_S) == 2
+    assert kastor.get(waiting, timeout=DEADLINE_S) == ["through", "through"]
+    assert kastor.get(gauge.wait_open.remote(), timeout=DEADLINE_S) == "through", "answered calls free their slots"
+    kastor.kill(gauge)
+    with pytest.raises(ValueError, match="max_pending_calls"):
+        AsyncGauge.options(max_pending_calls=0)

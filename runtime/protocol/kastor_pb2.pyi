@@ -167,7 +167,7 @@ class MethodMeta(_message.Message):
     def __init__(self, name: _Optional[str] = ..., num_returns: _Optional[int] = ..., is_async: _Optional[bool] = ..., is_generator: _Optional[bool] = ..., concurrency_group: _Optional[str] = ...) -> None: ...
 
 class ActorSpec(_message.Message):
-    __slots__ = ("actor_id", "job_id", "class_id", "class_name", "args", "ref_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "is_async", "required", "held", "owner_worker_id", "owner_address", "methods", "job_namespace", "env_vars", "concurrency_groups", "placement")
+    __slots__ = ("actor_id", "job_id", "class_id", "class_name", "args", "ref_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "is_async", "required", "held", "owner_worker_id", "owner_address", "methods", "job_namespace", "env_vars", "concurrency_groups", "placement", "max_pending_calls")
     class RequiredEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +218,7 @@ class ActorSpec(_message.Message):
     ENV_VARS_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_GROUPS_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    MAX_PENDING_CALLS_FIELD_NUMBER: _ClassVar[int]
     actor_id: bytes
     job_id: bytes
     class_id: str
@@ -240,7 +241,8 @@ class ActorSpec(_message.Message):
     env_vars: _containers.ScalarMap[str, str]
     concurrency_groups: _containers.ScalarMap[str, int]
     placement: Placement
-    def __init__(self, actor_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., class_id: _Optional[str] = ..., class_name: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., is_async: _Optional[bool] = ..., required: _Optional[_Mapping[str, float]] = ..., held: _Optional[_Mapping[str, float]] = ..., owner_worker_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., job_namespace: _Optional[str] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ...) -> None: ...
+    max_pending_calls: int
+    def __init__(self, actor_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., class_id: _Optional[str] = ..., class_name: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., is_async: _Optional[bool] = ..., required: _Optional[_Mapping[str, float]] = ..., held: _Optional[_Mapping[str, float]] = ..., owner_worker_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., job_namespace: _Optional[str] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., max_pending_calls: _Optional[int] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
     __slots__ = ("spec", "state", "address", "node_id", "pid", "num_restarts", "death_cause", "death_error", "version", "worker_id", "killed")
