@@ -1,7 +1,11 @@
 """Polling helpers shared by the tests: they wait on a condition with a deadline, never a bare sleep."""
 
+import contextlib
 import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -50,3 +54,24 @@ class Captured:
             wait_until(lambda: text in getattr(self.read(), stream), f"{text!r} on std{stream}")
         except pytest.fail.Exception as e:
             pytest.fail(f"{e}; it has {getattr(self, stream)[-2000:]!r}")
+
+
+@contextlib.contextmanager
+def cli_head(session_root, token: str, *args: str, **env_extra: str) -> Iterator[dict]:
+    """`kastor start --head --block` as a pod runs it (a head and a 2-CPU node, on a free port);
+    yields its control address, its process and its environment, and stops it afterwards."""
+    from kastor.runtime import launcher
+
+    port = launcher.free_port()
+    env = dict(os.environ, KASTOR_TOKEN=token, KASTOR_SESSION_ROOT=str(session_root), **env_extra)
+    env.pop("KASTOR_ADDRESS", None)
+    head = subprocess.Popen([sys.executable, "-m", "kastor.runtime.cli", "start", "--head", "--block", "--port",
+                             str(port), "--num-cpus", "2", *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = head.stdout.readline()
+        assert "started" in line, line + head.stdout.read()
+        yield {"head": f"127.0.0.1:{port}", "proc": head, "env": env}
+    finally:
+        head.terminate()
+        head.wait(30)

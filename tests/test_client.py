@@ -19,24 +19,16 @@ from kastor.runtime import auth, launcher
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.util import ActorPool
-from support import DEADLINE_S, Captured, wait_until
+from support import DEADLINE_S, Captured, cli_head, wait_until
 
 TOKEN = "client-test-" + os.urandom(8).hex()
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    port, client_port = launcher.free_port(), launcher.free_port()
-    env = dict(os.environ, KASTOR_TOKEN=TOKEN, KASTOR_SESSION_ROOT=str(tmp_path_factory.mktemp("sessions")))
-    env.pop("KASTOR_ADDRESS", None)
-    head = subprocess.Popen([sys.executable, "-m", "kastor.runtime.cli", "start", "--head", "--block", "--port",
-                             str(port), "--client-port", str(client_port), "--num-cpus", "2"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = head.stdout.readline()
-    assert "started" in line, line
-    yield {"client": f"127.0.0.1:{client_port}", "head": f"127.0.0.1:{port}", "env": env}
-    head.terminate()
-    head.wait(30)
+    client_port = launcher.free_port()
+    with cli_head(tmp_path_factory.mktemp("sessions"), TOKEN, "--client-port", str(client_port)) as head:
+        yield {**head, "client": f"127.0.0.1:{client_port}"}
 
 
 @pytest.fixture(scope="module")

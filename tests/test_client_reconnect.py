@@ -13,7 +13,7 @@ import kastor
 import numpy as np
 import pytest
 from kastor.runtime import config, launcher
-from support import DEADLINE_S, wait_until
+from support import DEADLINE_S, cli_head, wait_until
 from tcp_proxy import TcpProxy
 
 TOKEN = "reconnect-test-" + os.urandom(8).hex()
@@ -22,21 +22,14 @@ GRACE_S = 3.0
 
 @pytest.fixture
 def remote(tmp_path, monkeypatch):
-    port, client_port = launcher.free_port(), launcher.free_port()
-    env = dict(os.environ, KASTOR_TOKEN=TOKEN, KASTOR_SESSION_ROOT=str(tmp_path))
-    env.pop("KASTOR_ADDRESS", None)
-    head = subprocess.Popen([sys.executable, "-m", "kastor.runtime.cli", "start", "--head", "--block", "--port",
-                             str(port), "--client-port", str(client_port), "--num-cpus", "2"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert "started" in head.stdout.readline()
-    proxy = TcpProxy(("127.0.0.1", client_port))
-    monkeypatch.setattr(config, "CLIENT_RECONNECT_GRACE_S", GRACE_S)
-    kastor.init(f"kastor://127.0.0.1:{proxy.port}", token=TOKEN)
-    yield {"proxy": proxy, "head": f"127.0.0.1:{port}", "env": env}
-    kastor.shutdown()
-    proxy.close()
-    head.terminate()
-    head.wait(30)
+    client_port = launcher.free_port()
+    with cli_head(tmp_path, TOKEN, "--client-port", str(client_port)) as head:
+        proxy = TcpProxy(("127.0.0.1", client_port))
+        monkeypatch.setattr(config, "CLIENT_RECONNECT_GRACE_S", GRACE_S)
+        kastor.init(f"kastor://127.0.0.1:{proxy.port}", token=TOKEN)
+        yield {**head, "proxy": proxy}
+        kastor.shutdown()
+        proxy.close()
 
 
 @kastor.remote

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 
 import kastor
 import pytest
 import requests
 from kastor.runtime import launcher
-from support import DEADLINE_S, wait_until
+from support import DEADLINE_S, cli_head, wait_until
 
 TOKEN = "dashboard-test-" + os.urandom(8).hex()
 
@@ -24,19 +22,12 @@ class Named:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    port, http_port = launcher.free_port(), launcher.free_port()
-    env = dict(os.environ, KASTOR_TOKEN=TOKEN, KASTOR_SESSION_ROOT=str(tmp_path_factory.mktemp("sessions")))
-    env.pop("KASTOR_ADDRESS", None)
-    head = subprocess.Popen([sys.executable, "-m", "kastor.runtime.cli", "start", "--head", "--block", "--port",
-                             str(port), "--client-port", "-1", "--dashboard-port", str(http_port), "--num-cpus", "2"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = head.stdout.readline()
-    assert "started" in line, line
-    kastor.init(f"127.0.0.1:{port}", token=TOKEN)
-    yield f"http://127.0.0.1:{http_port}"
-    kastor.shutdown()
-    head.terminate()
-    head.wait(30)
+    http_port = launcher.free_port()
+    with cli_head(tmp_path_factory.mktemp("sessions"), TOKEN, "--client-port", "-1",
+                  "--dashboard-port", str(http_port)) as head:
+        kastor.init(head["head"], token=TOKEN)
+        yield f"http://127.0.0.1:{http_port}"
+        kastor.shutdown()
 
 
 def fetch(url: str, token: str | None = TOKEN) -> requests.Response:

@@ -4,8 +4,6 @@ and plain-text peers that get nowhere."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import grpc
 import kastor
@@ -16,6 +14,7 @@ from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 
 pytest.importorskip("cryptography")
 from certs import write_tls_files  # noqa: E402
+from support import cli_head  # noqa: E402
 
 TOKEN = "tls-test-" + os.urandom(8).hex()
 
@@ -27,17 +26,10 @@ def certs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(certs, tmp_path_factory):
-    port, client_port = launcher.free_port(), launcher.free_port()
-    env = dict(os.environ, KASTOR_TOKEN=TOKEN, KASTOR_SESSION_ROOT=str(tmp_path_factory.mktemp("sessions")),
-               KASTOR_TLS_CERT=certs["cert"], KASTOR_TLS_KEY=certs["key"], KASTOR_TLS_CA=certs["ca"])
-    env.pop("KASTOR_ADDRESS", None)
-    head = subprocess.Popen([sys.executable, "-m", "kastor.runtime.cli", "start", "--head", "--block", "--port",
-                             str(port), "--client-port", str(client_port), "--num-cpus", "2"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert "started" in head.stdout.readline()
-    yield {"head": f"127.0.0.1:{port}", "client": f"127.0.0.1:{client_port}"}
-    head.terminate()
-    head.wait(30)
+    client_port = launcher.free_port()
+    with cli_head(tmp_path_factory.mktemp("sessions"), TOKEN, "--client-port", str(client_port),
+                  KASTOR_TLS_CERT=certs["cert"], KASTOR_TLS_KEY=certs["key"], KASTOR_TLS_CA=certs["ca"]) as head:
+        yield {**head, "client": f"127.0.0.1:{client_port}"}
 
 
 def test_notebook_trusting_the_ca_runs_actors(cluster, certs, monkeypatch):
