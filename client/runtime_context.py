@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kastor.runtime import context
@@ -26,6 +27,15 @@ class RuntimeContext:
     def get_task_id(self) -> str | None:
         task = self._task()
         return task.task_id.hex() if task and task.task_id else None
+
+    def get_task_name(self) -> str | None:
+        task = self._task()
+        return task.name or None if task and task.task_id else None
+
+    def get_runtime_env_string(self) -> str:
+        """The runtime_env in force here, as JSON (only `env_vars` is honoured)."""
+        env_vars = self._core.current_env_vars()
+        return json.dumps({"env_vars": env_vars} if env_vars else {})
 
     def get_actor_id(self) -> str | None:
         task = self._task()

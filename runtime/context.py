@@ -27,6 +27,7 @@ class TaskContext:
     namespace: str = ""
     label: str = ""  # the function or actor class, to tag the output it prints
     env_vars: tuple[tuple[str, str], ...] = ()  # runtime_env, inherited by the work it submits
+    name: str = ""  # the task's name: the function, or Class.method
 
 
 current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("kastor_task", default=None)

@@ -249,7 +249,7 @@ class Engine:
         on_main = threading.get_ident() == self._main_ident
         token = context.current_task.set(context.TaskContext(
             spec.job_id, spec.task_id, spec.actor_id, tuple(spec.gpu_ids), spec.namespace, self._label(spec),
-            self._env_vars(spec)))
+            self._env_vars(spec), spec.name))
         if on_main:
             self.current_main_task = spec.task_id
         restore_env = _set_environ(spec.env_vars)
@@ -298,7 +298,7 @@ class Engine:
             return pb.TaskResult(task_id=spec.task_id, status=status)
         context.current_task.set(context.TaskContext(
             spec.job_id, spec.task_id, spec.actor_id, namespace=spec.namespace, label=self._label(spec),
-            env_vars=self._env_vars(spec)))
+            env_vars=self._env_vars(spec), name=spec.name))
         try:
             fn = self._callable(spec)
             args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.task_id)

@@ -59,6 +59,9 @@ class Counter:
     def actor_id(self) -> str | None:
         return kastor.get_runtime_context().get_actor_id()
 
+    def task_name(self) -> str | None:
+        return kastor.get_runtime_context().get_task_name()
+
     def leave(self) -> None:
         kastor.actor.exit_actor()
 
@@ -414,6 +417,18 @@ def test_runtime_context_actor_id():
     assert id_a != id_b
     assert kastor.get_runtime_context().get_actor_id() is None, "the driver is not an actor"
     assert kastor.get(actor_id_in_task.remote()) is None, "a plain task is not an actor"
+
+
+@kastor.remote
+def task_name() -> str | None:
+    return kastor.get_runtime_context().get_task_name()
+
+
+def test_runtime_context_task_name():
+    assert kastor.get(task_name.remote()) == "task_name"
+    assert kastor.get(task_name.options(name="renamed").remote()) == "renamed"
+    assert kastor.get(Counter.remote().task_name.remote()) == "Counter.task_name"
+    assert kastor.get_runtime_context().get_task_name() is None, "the driver runs no task"
 
 
 # ---- resources ----

@@ -1,5 +1,6 @@
 """runtime_env env_vars, as in Ray: for a task, an actor, or a whole job; inherited by nested work."""
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,11 @@ pytestmark = pytest.mark.usefixtures("embedded_cluster")
 @kastor.remote
 def read_var() -> str | None:
     return os.environ.get(VAR)
+
+
+@kastor.remote
+def runtime_env_string() -> str:
+    return kastor.get_runtime_context().get_runtime_env_string()
 
 
 @kastor.remote
@@ -85,3 +91,9 @@ def test_bad_runtime_env_is_named():
         read_var.options(runtime_env="env")
     with pytest.warns(UserWarning, match="pip"):
         read_var.options(runtime_env={"pip": ["requests"]})
+
+
+def test_the_runtime_context_reports_the_runtime_env():
+    got = kastor.get(runtime_env_string.options(runtime_env=with_var("seen")).remote(), timeout=DEADLINE_S)
+    assert json.loads(got) == {"env_vars": {VAR: "seen"}}
+    assert json.loads(kastor.get(runtime_env_string.remote(), timeout=DEADLINE_S)) == {}
