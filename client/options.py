@@ -18,7 +18,7 @@ ACTOR_OPTIONS = _COMMON | {"namespace", "lifetime", "get_if_exists", "max_restar
                            "max_concurrency", "max_pending_calls", "concurrency_groups", "allow_out_of_order_execution"}
 # Accepted for compatibility with Ray programs; they change nothing on Kastor today.
 _IGNORED = {"accelerator_type", "label_selector", "enable_task_events",
-            "_metadata", "max_calls", "placement_group",
+            "_metadata", "placement_group",
             "placement_group_bundle_index", "placement_group_capture_child_tasks", "allow_out_of_order_execution"}
 
 
@@ -72,6 +72,8 @@ def validate(options: dict[str, Any], for_actor: bool) -> dict[str, Any]:
             if not isinstance(name, str) or not name:
                 raise TypeError(f"Concurrency group names must be non-empty strings, got {name!r}.")
             _int_at_least(f"concurrency_groups['{name}']", limit, 1, "")
+    if options.get("max_calls") is not None:
+        _int_at_least("max_calls", options["max_calls"], 0, "0 means no limit")
     pending = options.get("max_pending_calls")
     if pending is not None and pending != -1:
         _int_at_least("max_pending_calls", pending, 1, "or -1 for no limit")

@@ -56,7 +56,7 @@ class RemoteFunction:
         spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), function_id=fid, args=value,
                            num_returns=num_returns, name=name, parent_task_id=core.current_task_id(),
                            owner_address=core.address, namespace=core.current_namespace(), generator=generator,
-                           stream_items=generator and not core.gateway,
+                           stream_items=generator and not core.gateway, max_calls=_max_calls(options),
                            env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))})
         return_ids = [return_id(task_id, i) for i in range(num_returns)]
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
@@ -65,10 +65,18 @@ class RemoteFunction:
         where = placement(options.get("scheduling_strategy"))
         call = PendingCall(spec, return_ids, deps, options["max_retries"],
                            tuple(retry) if isinstance(retry, (list, tuple)) else retry,
-                           key=(fid, tuple(sorted(required.items())), where.SerializeToString() if where else b""),
+                           key=(fid, tuple(sorted(required.items())), where.SerializeToString() if where else b"",
+                                spec.max_calls),
                            required=required, placement=where)
         core.post(lambda: core.tasks.submit(call))
         return returned(refs, generator)
+
+
+def _max_calls(options: dict[str, Any]) -> int:
+    """As in Ray: no limit, except that a GPU task's worker exits after one call (freeing GPU memory)."""
+    if options.get("max_calls") is not None:
+        return options["max_calls"]
+    return 1 if (options.get("num_gpus") or 0) > 0 else 0
 
 
 class _BoundFunction:

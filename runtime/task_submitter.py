@@ -30,15 +30,16 @@ PIPELINE_DEPTH = 8
 
 
 class Lease:
-    __slots__ = ("key", "worker_id", "gpu_ids", "stream", "inflight", "closing")
+    __slots__ = ("key", "worker_id", "gpu_ids", "stream", "inflight", "closing", "calls_left")
 
-    def __init__(self, key: tuple, worker_id: bytes, gpu_ids: list[int], stream: ExecStream):
+    def __init__(self, key: tuple, worker_id: bytes, gpu_ids: list[int], stream: ExecStream, max_calls: int = 0):
         self.key = key
         self.worker_id = worker_id
         self.gpu_ids = gpu_ids
         self.stream = stream
         self.inflight: dict[bytes, tuple[PendingCall, float]] = {}
         self.closing = False
+        self.calls_left = max_calls or -1  # max_calls: the worker exits after that many; -1: no limit
 
 
 class TaskSubmitter:
@@ -119,7 +120,8 @@ class TaskSubmitter:
             if lease.closing or lease.stream.lost:
                 continue
             batch = []
-            while q and len(lease.inflight) + len(batch) < depth:
+            while q and len(lease.inflight) + len(batch) < depth and lease.calls_left != 0:
+                lease.calls_left -= 1
                 call = q.popleft()
                 call.stream = lease.stream
                 if lease.gpu_ids:
@@ -192,7 +194,7 @@ class TaskSubmitter:
             self.requesting[key] -= 1
         if self._closed:
             return
-        lease = Lease(key, reply.worker_id, list(reply.gpu_ids), None)  # type: ignore[arg-type]
+        lease = Lease(key, reply.worker_id, list(reply.gpu_ids), None, key[-1])  # type: ignore[arg-type]
         lease.stream = ExecStream(self.core.channel(reply.worker_address), self.core.metadata,
                                   reply.worker_address, self._on_results(lease), self._on_lost(lease))
         self.leases[key].append(lease)
@@ -231,7 +233,10 @@ class TaskSubmitter:
                     continue
                 self._finish(call, result=result)
             self._pump(lease.key)
-            if not lease.inflight and not self.queues[lease.key]:
+            if not lease.inflight and lease.calls_left == 0 and not lease.closing:
+                self._release(lease)  # its worker retires (max_calls); the queue gets a new lease
+                self._pump(lease.key)
+            elif not lease.inflight and not self.queues[lease.key]:
                 asyncio.get_running_loop().call_later(config.LEASE_LINGER_S, self._maybe_release, lease)
         return handle
 

@@ -85,6 +85,8 @@ class Engine:
         self._blocked_sent = False
         self._blocked_sending = False
         self._exiting = False
+        self.calls_by_function: dict[str, int] = {}
+        self.retiring = False  # a task's max_calls was reached: exit when this lease ends
         self._main_ident = threading.main_thread().ident
 
     # ---- streams (on the core loop) ----
@@ -119,6 +121,9 @@ class Engine:
         while outbox.delivered < outbox.expected:
             outbox.event.clear()
             await outbox.event.wait()
+        if self.retiring:  # a function's max_calls is used up: leave, and the node starts a fresh worker
+            log.info("worker retiring after reaching a function's max_calls")
+            self.exit(0)
         try:
             await self.core.node_stub().WorkerIdle(
                 pb.WorkerIdleRequest(worker_id=self.core.worker_id), metadata=self.core.metadata, timeout=30)
@@ -275,7 +280,13 @@ class Engine:
                 self.current_main_task = None
             context.current_task.reset(token)
             restore_env()
+            self._count_call(spec)
         return self._returns(spec, value)
+
+    def _count_call(self, spec: pb.TaskSpec) -> None:
+        if spec.max_calls and not spec.actor_id:
+            n = self.calls_by_function[spec.function_id] = self.calls_by_function.get(spec.function_id, 0) + 1
+            self.retiring = self.retiring or n >= spec.max_calls
 
     def _start_async(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
         task = self.actor_loop.create_task(self._run_async(spec, outbox))

@@ -509,3 +509,34 @@ def test_runtime_context_inside_tasks():
     assert task1 and task2 and task1 != task2
     node_ids = {n["NodeID"] for n in kastor.nodes()}
     assert node1 in node_ids and node2 in node_ids
+
+
+# ---- max_calls ----
+
+
+@kastor.remote(max_calls=2)
+def pid_with_max_calls() -> int:
+    return os.getpid()
+
+
+def test_max_calls_retires_a_worker_after_that_many_calls():
+    from collections import Counter
+
+    from support import process_gone, wait_until
+
+    sequential = Counter(kastor.get(pid_with_max_calls.remote(), timeout=60) for _ in range(6))
+    together = Counter(kastor.get([pid_with_max_calls.remote() for _ in range(8)], timeout=60))
+    both = sequential + together
+    assert max(both.values()) <= 2, f"a worker ran the function more than max_calls=2 times: {both}"
+    retired = [pid for pid, n in both.items() if n == 2]
+    assert retired, f"no worker reached max_calls: {both}"
+    for pid in retired:
+        wait_until(lambda pid=pid: process_gone(pid), f"worker {pid} to exit after its second call")
+
+
+def test_max_calls_is_checked():
+    with pytest.raises(ValueError, match="max_calls"):
+        pid_with_max_calls.options(max_calls=-1)
+    from kastor.remote_function import _max_calls
+    assert (_max_calls({}), _max_calls({"num_gpus": 1}), _max_calls({"num_gpus": 1, "max_calls": 0})) == (0, 1, 0), \
+        "as in Ray: no limit, but one call per worker for GPU tasks unless set"
