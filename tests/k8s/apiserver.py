@@ -226,6 +226,7 @@ class ApiServer(kmock.KubernetesEmulator):
     # The service CIDR: loopback, so the kubelet harness can serve each ClusterIP as kube-proxy does.
     service_ip_prefix: str = "127.78"
     services: int = attrs.field(default=0, init=False)
+    closing: bool = attrs.field(default=False, init=False)  # ends open watches, as a stopping apiserver does
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -547,6 +548,12 @@ class ApiServer(kmock.KubernetesEmulator):
 
     # ---- watch ----
 
+    async def close_watches(self) -> None:
+        """Ends every open watch, so that the HTTP server stops at once instead of waiting them out."""
+        self.closing = True
+        async with self.changed:
+            self.changed.notify_all()
+
     async def _watch(self, raw: aiohttp.web.BaseRequest, rdef: ResourceDef,
                      ns: str | None) -> aiohttp.web.StreamResponse:
         q = raw.query
@@ -567,7 +574,7 @@ class ApiServer(kmock.KubernetesEmulator):
                 await response.write(json.dumps({"type": "ADDED", "object": item}).encode() + b"\n")
             since = self.rv
         try:
-            while loop.time() < deadline:
+            while loop.time() < deadline and not self.closing:
                 for rv, key, event in [h for h in self.history if h[0] > since]:
                     since = rv
                     if key == rdef.key and matches(event["object"]):

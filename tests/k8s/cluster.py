@@ -124,6 +124,7 @@ class EmulatedCluster:
 
     async def _stop_async(self) -> None:
         await self.kubelet.stop()
+        await self.api.close_watches()
         await self.server.__aexit__(None, None, None)
         await self.api.__aexit__(None, None, None)
 
