@@ -342,10 +342,18 @@ def test_liveness_and_leader_election_by_peering(k8s, tmp_path):
     first.wait(30)
     k8s.operator = second
     k8s.wait(lambda: "Resuming operations" in log.read_text(errors="replace"), "the standby takes over")
-    k8s.operator_log = log
+    main_log, k8s.operator_log = k8s.operator_log, log
     patch_spec(k8s, "detachedactors", "peered", {"args": [7]})
     k8s.wait(lambda: status(k8s, "detachedactors", "peered").get("observedGeneration") == 2 and
              status(k8s, "detachedactors", "peered").get("state") == "Alive", "the new leader reconciles")
+
+    # Leave the fixture as the other tests expect it: one operator, freshly started, alone.
+    second.terminate()
+    second.wait(30)
+    k8s.operator_log = main_log
+    k8s.wait(lambda: peers() == 0, "both replicas gone from the peering object")
+    k8s.start_operator()
+    k8s.wait(lambda: _healthy(k8s.operator.liveness_url), "the fresh operator is live")
 
 
 def _healthy(url: str) -> bool:
