@@ -87,9 +87,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
             if address is not None:
                 raise ValueError("Pass either address= or cluster=, not both.")
             _connect_to_actor_cluster(cluster, k8s_namespace, kube_context, token, namespace, log_to_driver)
-            context.core.env_vars = job_env
-            atexit.register(shutdown)
-            return _info()
+            return _joined(job_env)
         address = address or os.environ.get(config.ENV_ADDRESS)
         if address in (None, "", "local"):
             from kastor.runtime.local_cluster import LocalCluster
@@ -119,9 +117,14 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
                 driver.connect_remote(address, token, namespace, log_to_driver=log_to_driver)
             else:
                 driver.connect(address, token, namespace, log_to_driver=log_to_driver)
-        context.core.env_vars = job_env
-        atexit.register(shutdown)
-        return _info()
+        return _joined(job_env)
+
+
+def _joined(job_env: dict[str, str]) -> ClusterInfo:
+    """The last step of init(), however the driver connected."""
+    context.core.env_vars = job_env
+    atexit.register(shutdown)
+    return _info()
 
 
 def _connect_to_actor_cluster(cluster: str, k8s_namespace: str | None, kube_context: str | None,

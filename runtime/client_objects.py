@@ -41,9 +41,6 @@ class ObjectDirectory:
         for object_id in self._by_job.pop(job_id, ()):
             self._values.pop(object_id, None)
 
-    def __len__(self) -> int:
-        return len(self._values)
-
     async def get_objects(self, request: pb.GetObjectsRequest, context) -> pb.GetObjectsReply:
         values = []
         for object_id in request.object_ids:
