@@ -318,44 +318,6 @@ def test_external_redis_keys_are_cleaned_when_the_cluster_is_deleted(k8s, tmp_pa
         server.stop()
 
 
-def test_liveness_and_leader_election_by_peering(k8s, tmp_path):
-    import urllib.request
-    k8s.wait(lambda: _healthy(k8s.operator.liveness_url), "the liveness endpoint answers")
-    log = tmp_path / "second-operator.log"
-    second = k8s.start_operator(priority=50, log=log)
-
-    def peers() -> int:
-        body = k8s.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", "kastor-operator")
-        return len(body.get("status") or {})
-
-    k8s.wait(lambda: peers() == 2, "both replicas registered in the peering object")
-    # the lower-priority replica stands by: the leader alone reconciles
-    create(k8s, "detachedactors", actor_cr("peered", "demo"))
-    k8s.wait(lambda: status(k8s, "detachedactors", "peered").get("state") == "Alive", "reconciled by the leader")
-    assert "kastor.operator" not in log.read_text(errors="replace")
-    with urllib.request.urlopen(k8s.operator.liveness_url, timeout=5) as reply:
-        assert reply.status == 200
-
-    # the leader goes away: the standby resumes and takes over
-    first = k8s.operator
-    first.terminate()
-    first.wait(30)
-    k8s.operator = second
-    k8s.wait(lambda: "Resuming operations" in log.read_text(errors="replace"), "the standby takes over")
-    main_log, k8s.operator_log = k8s.operator_log, log
-    patch_spec(k8s, "detachedactors", "peered", {"args": [7]})
-    k8s.wait(lambda: status(k8s, "detachedactors", "peered").get("observedGeneration") == 2 and
-             status(k8s, "detachedactors", "peered").get("state") == "Alive", "the new leader reconciles")
-
-    # Leave the fixture as the other tests expect it: one operator, freshly started, alone.
-    second.terminate()
-    second.wait(30)
-    k8s.operator_log = main_log
-    k8s.wait(lambda: peers() == 0, "both replicas gone from the peering object")
-    k8s.start_operator()
-    k8s.wait(lambda: _healthy(k8s.operator.liveness_url), "the fresh operator is live")
-
-
 def _healthy(url: str) -> bool:
     import urllib.error
     import urllib.request
@@ -410,3 +372,38 @@ def test_the_readme_examples_apply_with_kubectl(k8s):
     """).strip() == "105"
     k8s.kubectl("delete", "detachedactor", "alice")
     k8s.kubectl("delete", "actorcluster", "demo")
+
+
+def test_liveness_and_leader_election_by_peering(k8s, tmp_path):
+    """Last in the module: it replaces the operator, and the tests before it want the original one.
+    Its actor names a cluster that does not exist, so reconciling it needs no pods."""
+    import urllib.request
+    k8s.wait(lambda: _healthy(k8s.operator.liveness_url), "the liveness endpoint answers")
+    log = tmp_path / "second-operator.log"
+    second = k8s.start_operator(priority=50, log=log)
+
+    def peers() -> int:
+        body = k8s.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", "kastor-operator")
+        return len(body.get("status") or {})
+
+    def reconciled(generation: int) -> bool:
+        got = status(k8s, "detachedactors", "peered")
+        return got.get("observedGeneration") == generation and got.get("state") == "Pending"
+
+    k8s.wait(lambda: peers() == 2, "both replicas registered in the peering object")
+    # the lower-priority replica stands by: the leader alone reconciles
+    create(k8s, "detachedactors", actor_cr("peered", "not-created"))
+    k8s.wait(lambda: reconciled(1), "reconciled by the leader")
+    assert "kastor.operator" not in log.read_text(errors="replace")
+    with urllib.request.urlopen(k8s.operator.liveness_url, timeout=5) as reply:
+        assert reply.status == 200
+
+    # the leader goes away: the standby resumes and takes over
+    first = k8s.operator
+    first.terminate()
+    first.wait(30)
+    k8s.operator = second
+    k8s.wait(lambda: "Resuming operations" in log.read_text(errors="replace"), "the standby takes over")
+    k8s.operator_log = log
+    patch_spec(k8s, "detachedactors", "peered", {"args": [7]})
+    k8s.wait(lambda: reconciled(2), "the new leader reconciles")
