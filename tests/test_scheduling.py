@@ -1,5 +1,6 @@
 """scheduling_strategy on a three-node cluster: SPREAD, and NodeAffinitySchedulingStrategy hard and soft."""
 
+import asyncio
 import time
 
 import kastor
@@ -39,6 +40,28 @@ def node_of_task(hold_s: float = 0.0) -> str:
 
 
 @kastor.remote
+class Barrier:
+    """Releases its waiters once `parties` of them wait at once."""
+
+    def __init__(self, parties: int):
+        self.parties = parties
+        self.arrived = 0
+        self.all_here = asyncio.Event()
+
+    async def wait(self) -> None:
+        self.arrived += 1
+        if self.arrived == self.parties:
+            self.all_here.set()
+        await self.all_here.wait()
+
+
+@kastor.remote
+def node_after_barrier(barrier) -> str:
+    kastor.get(barrier.wait.remote())  # every task of the batch runs at once, each on its own lease
+    return kastor.get_runtime_context().get_node_id()
+
+
+@kastor.remote
 class Placed:
     def node(self) -> str:
         return kastor.get_runtime_context().get_node_id()
@@ -73,8 +96,12 @@ def test_spread_uses_every_node(cluster):
     wait_until(lambda: all(n["available"].get("CPU") == 2 for n in list_nodes() if n["alive"]), "idle nodes")
     actors = [Placed.options(scheduling_strategy="SPREAD").remote() for _ in range(3)]
     assert sorted(kastor.get([a.node.remote() for a in actors], timeout=DEADLINE_S)) == sorted(NODES)
-    tasks = [node_of_task.options(scheduling_strategy="SPREAD").remote(0.3) for _ in range(12)]
-    assert set(kastor.get(tasks, timeout=DEADLINE_S)) == NODES
+    # Three tasks that can only finish together need three leases at once, and SPREAD asks the
+    # nodes in turn: one lease each. (Tasks that finish on their own may all reuse the first
+    # leases granted, however busy the machine is, so they would prove nothing.)
+    barrier = Barrier.remote(len(NODES))
+    tasks = [node_after_barrier.options(scheduling_strategy="SPREAD").remote(barrier) for _ in NODES]
+    assert sorted(kastor.get(tasks, timeout=DEADLINE_S)) == sorted(NODES)
 
 
 def test_default_tasks_stay_on_the_drivers_node(cluster):
