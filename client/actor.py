@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 from kastor import options as opts
+from kastor import signature
 from kastor.exceptions import PendingCallsLimitExceeded
 from kastor.object_ref import ObjectRef
 from kastor.object_ref_generator import STREAMING, returned, yields
@@ -59,9 +60,11 @@ def _method_table(cls: type) -> tuple[list[pb.MethodMeta], bool]:
         is_async = is_async or coroutine
         num_returns = getattr(fn, "__kastor_num_returns__", STREAMING if yields(fn) else 1)
         generator = num_returns == STREAMING
+        sig = signature.of_method(cls, name, member)
         methods.append(pb.MethodMeta(name=name, num_returns=1 if generator else num_returns, is_async=coroutine,
                                      is_generator=generator,
-                                     concurrency_group=getattr(fn, "__kastor_concurrency_group__", "")))
+                                     concurrency_group=getattr(fn, "__kastor_concurrency_group__", ""),
+                                     params=signature.to_params(sig), has_signature=sig is not None))
     methods.extend(pb.MethodMeta(name=name, num_returns=1) for name in BUILTIN_METHODS)
     return methods, is_async
 
@@ -80,6 +83,7 @@ class ActorClass:
         self._cls = cls
         self._options = {**_ACTOR_DEFAULTS, **opts.validate(options, for_actor=True)}
         self._methods, self._is_async = _method_table(cls)
+        self._init_signature = signature.of_callable(cls)  # the constructor's, without self
         self._ids: dict[int, str] = {}
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
@@ -98,6 +102,7 @@ class ActorClass:
 
     def _remote(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> ActorHandle:
         from kastor.api import _core
+        signature.check(self._init_signature, args, kwargs, self.__name__)
         core = _core(auto_init=True)
         key = id(core)
         class_id = self._ids.get(key)
@@ -214,7 +219,8 @@ class ActorHandle:
             raise AttributeError(f"'{self._class_name}' actor has no method '{name}'. Its methods are: "
                                  f"{', '.join(sorted(self._method_meta)) or '(none)'}.")
         m = self._methods_cache[name] = ActorMethod(self, name, STREAMING if meta.is_generator else meta.num_returns,
-                                                    meta.concurrency_group)
+                                                    meta.concurrency_group,
+                                                    signature.from_params(meta.params) if meta.has_signature else None)
         return m
 
     def __repr__(self) -> str:
@@ -270,9 +276,11 @@ def _rebuild_handle(actor_id: bytes, class_name: str, methods: list[bytes], max_
 
 
 class ActorMethod:
-    def __init__(self, handle: ActorHandle, name: str, num_returns: int | str, concurrency_group: str = ""):
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int | str, concurrency_group: str = "",
+                 sig: inspect.Signature | None = None):
         self._handle = handle
         self._name = name
+        self._signature = sig
         self._num_returns = num_returns
         self._concurrency_group = concurrency_group
 
@@ -299,8 +307,9 @@ class ActorMethod:
         from kastor.runtime.core import new_task_id, return_id
         from kastor.runtime.pending import PendingCall
 
-        core = _core(auto_init=False)
         handle = self._handle
+        signature.check(self._signature, args, kwargs, f"{handle._class_name}.{self._name}")
+        core = _core(auto_init=False)
         label = name or f"{handle._class_name}.{self._name}"
         give_back = handle._take_pending_slot(label) if handle._max_pending_calls > 0 else None
         try:

@@ -6,6 +6,7 @@ import functools
 from typing import Any
 
 from kastor import options as opts
+from kastor import signature
 from kastor.object_ref import ObjectRef
 from kastor.object_ref_generator import STREAMING, returned, yields
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -19,6 +20,7 @@ class RemoteFunction:
         defaults = {**_DEFAULTS, "num_returns": STREAMING} if yields(function) else _DEFAULTS
         self._options = {**defaults, **opts.validate(options, for_actor=False)}
         self._name = getattr(function, "__qualname__", getattr(function, "__name__", "function"))
+        self._signature = signature.of_callable(function)
         self._ids: dict[int, str] = {}
         functools.update_wrapper(self, function)
 
@@ -46,6 +48,7 @@ class RemoteFunction:
         from kastor.runtime.pending import PendingCall
         from kastor.util.scheduling_strategies import placement
 
+        signature.check(self._signature, args, kwargs, self._name)
         core = _core(auto_init=True)
         fid = self._function_id(core)
         name = options.get("name") or self._name

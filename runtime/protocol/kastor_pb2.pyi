@@ -155,18 +155,32 @@ class ExecuteReply(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ...) -> None: ...
 
 class MethodMeta(_message.Message):
-    __slots__ = ("name", "num_returns", "is_async", "is_generator", "concurrency_group")
+    __slots__ = ("name", "num_returns", "is_async", "is_generator", "concurrency_group", "params", "has_signature")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NUM_RETURNS_FIELD_NUMBER: _ClassVar[int]
     IS_ASYNC_FIELD_NUMBER: _ClassVar[int]
     IS_GENERATOR_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_GROUP_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    HAS_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     name: str
     num_returns: int
     is_async: bool
     is_generator: bool
     concurrency_group: str
-    def __init__(self, name: _Optional[str] = ..., num_returns: _Optional[int] = ..., is_async: _Optional[bool] = ..., is_generator: _Optional[bool] = ..., concurrency_group: _Optional[str] = ...) -> None: ...
+    params: _containers.RepeatedCompositeFieldContainer[MethodParam]
+    has_signature: bool
+    def __init__(self, name: _Optional[str] = ..., num_returns: _Optional[int] = ..., is_async: _Optional[bool] = ..., is_generator: _Optional[bool] = ..., concurrency_group: _Optional[str] = ..., params: _Optional[_Iterable[_Union[MethodParam, _Mapping]]] = ..., has_signature: _Optional[bool] = ...) -> None: ...
+
+class MethodParam(_message.Message):
+    __slots__ = ("name", "kind", "has_default")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    HAS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: int
+    has_default: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[int] = ..., has_default: _Optional[bool] = ...) -> None: ...
 
 class ActorSpec(_message.Message):
     __slots__ = ("actor_id", "job_id", "class_id", "class_name", "args", "ref_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "is_async", "required", "held", "owner_worker_id", "owner_address", "methods", "job_namespace", "env_vars", "concurrency_groups", "placement", "max_pending_calls")
