@@ -4,8 +4,7 @@
 address, `kastor.init()` starts an embedded single-machine cluster of real processes.
 """
 
-import cloudpickle
-from kastor import actor, exceptions, util
+from kastor import actor, cloudpickle, exceptions, util
 from kastor.actor import ActorClass, ActorHandle, method
 from kastor.api import (
     ClusterInfo,
@@ -31,8 +30,11 @@ from kastor.remote_function import RemoteFunction
 
 __version__ = "0.1.0"
 
+ObjectID = ObjectRef  # Ray's older name for an ObjectRef
+
 __all__ = [
-    "ActorClass", "ActorHandle", "ClusterInfo", "ObjectRef", "ObjectRefGenerator", "RemoteFunction", "actor",
+    "ActorClass", "ActorHandle", "ClusterInfo", "ObjectID", "ObjectRef", "ObjectRefGenerator", "RemoteFunction",
+    "actor",
     "available_resources", "cancel", "cloudpickle", "cluster_resources", "exceptions", "get", "get_actor",
     "get_gpu_ids",
     "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put", "remote", "shutdown",

@@ -25,6 +25,7 @@ from kastor.runtime.state_rows import actor_row, node_row
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kastor", description="Kastor: Ray-style actors, Kubernetes-native.")
+    parser.add_argument("--version", action="version", version=f"kastor {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     start = sub.add_parser("start", help="start a head (--head) or a node agent joining one (--address)")
@@ -85,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "redis-clean":
         return _redis_clean(args)
     return _query(args)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("kastor")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _add_query_args(p: argparse.ArgumentParser) -> None:
