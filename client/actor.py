@@ -94,13 +94,36 @@ class ActorClass:
         raise TypeError(f"Actors cannot be instantiated directly. Instead of '{self.__name__}()', "
                         f"use '{self.__name__}.remote()'.")
 
+    def __getattr__(self, name: str) -> Any:
+        """Class attributes, static methods and class methods of the decorated class, as in Ray,
+        where the actor class derives from it: `Counter.LIMIT`, `Counter.helper()` inside a method."""
+        cls = self.__dict__.get("_cls")
+        if cls is None or name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return getattr(cls, name)
+        except AttributeError:
+            raise AttributeError(f"actor class '{cls.__name__}' has no attribute '{name}'") from None
+
+    def __dir__(self) -> list[str]:
+        return sorted({*dir(self._cls), "options", "remote"})
+
+    def __mro_entries__(self, bases: tuple) -> tuple:
+        raise TypeError(f"Inheriting from actor classes is not currently supported (the base {self.__name__} is "
+                        f"one). Inherit from the plain class instead, and decorate the subclass with @kastor.remote.")
+
     def remote(self, *args, **kwargs) -> ActorHandle:
-        return self._remote(args, kwargs, self._options)
+        return self._submit(args, kwargs, self._options)
+
+    def _remote(self, args: Any = None, kwargs: dict | None = None, **options: Any) -> ActorHandle:
+        """Ray's lower-level form: `Cls._remote(args=[...], kwargs={...}, name=..., ...)`."""
+        merged = {**self._options, **opts.validate(options, for_actor=True)} if options else self._options
+        return self._submit(tuple(args or ()), dict(kwargs or {}), merged)
 
     def options(self, **options: Any) -> _BoundActorClass:
         return _BoundActorClass(self, {**self._options, **opts.validate(options, for_actor=True)})
 
-    def _remote(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> ActorHandle:
+    def _submit(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> ActorHandle:
         from kastor.api import _core
         signature.check(self._init_signature, args, kwargs, self.__name__)
         core = _core(auto_init=True)
@@ -145,7 +168,7 @@ class _BoundActorClass:
         self._options = options
 
     def remote(self, *args, **kwargs) -> ActorHandle:
-        return self._actor_class._remote(args, kwargs, self._options)
+        return self._actor_class._submit(args, kwargs, self._options)
 
 
 async def _attach_deps(core, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
@@ -222,6 +245,9 @@ class ActorHandle:
                                                     meta.concurrency_group,
                                                     signature.from_params(meta.params) if meta.has_signature else None)
         return m
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._method_meta)
 
     def __repr__(self) -> str:
         return f"Actor({self._class_name}, {self._actor_id.hex()})"

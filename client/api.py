@@ -193,7 +193,7 @@ def remote(*args: Any, **options: Any):
     """Makes a function a remote function, or a class an actor class (with or without options)."""
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
-    if args:
+    if args or not options:  # Ray refuses `@ray.remote()` too: it is almost always a forgotten option
         raise TypeError("The @kastor.remote decorator must be used either bare ('@kastor.remote') or with "
                         "keyword options only ('@kastor.remote(num_cpus=1)').")
     return lambda target: _make_remote(target, options)

@@ -29,7 +29,12 @@ class RemoteFunction:
                         f"'{self._name}()', try '{self._name}.remote()'.")
 
     def remote(self, *args, **kwargs) -> Any:
-        return self._remote(args, kwargs, self._options)
+        return self._submit(args, kwargs, self._options)
+
+    def _remote(self, args: Any = None, kwargs: dict | None = None, **options: Any) -> Any:
+        """Ray's lower-level form: `f._remote(args=[...], kwargs={...}, num_returns=2, ...)`."""
+        merged = {**self._options, **opts.validate(options, for_actor=False)} if options else self._options
+        return self._submit(tuple(args or ()), dict(kwargs or {}), merged)
 
     def options(self, **options: Any) -> _BoundFunction:
         merged = {**self._options, **opts.validate(options, for_actor=False)}
@@ -42,7 +47,7 @@ class RemoteFunction:
             fid = self._ids[key] = core.register_code(self._function, "remote function")
         return fid
 
-    def _remote(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
+    def _submit(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
         from kastor.api import _core
         from kastor.runtime.core import new_task_id, return_id
         from kastor.runtime.pending import PendingCall
@@ -90,4 +95,4 @@ class _BoundFunction:
         self._options = options
 
     def remote(self, *args, **kwargs) -> Any:
-        return self._fn._remote(args, kwargs, self._options)
+        return self._fn._submit(args, kwargs, self._options)
