@@ -4,7 +4,7 @@
 address, `kastor.init()` starts an embedded single-machine cluster of real processes.
 """
 
-from kastor import actor, cloudpickle, exceptions, util
+from kastor import actor, cloudpickle, exceptions, job_config, util
 from kastor.actor import ActorClass, ActorHandle, method
 from kastor.api import (
     ClusterInfo,
@@ -37,6 +37,7 @@ __all__ = [
     "actor",
     "available_resources", "cancel", "cloudpickle", "cluster_resources", "exceptions", "get", "get_actor",
     "get_gpu_ids",
-    "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put", "remote", "shutdown",
+    "get_runtime_context", "init", "is_initialized", "job_config", "kill", "method", "nodes", "put", "remote",
+    "shutdown",
     "util", "wait", "__version__",
 ]

@@ -6,7 +6,7 @@ import atexit
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ log = logging.getLogger("kastor")
 _IGNORED_INIT_KWARGS = {
     "include_dashboard", "dashboard_host", "dashboard_port", "object_store_memory",
     "_system_config", "configure_logging", "logging_format", "logging_config", "local_mode", "_temp_dir",
-    "job_config", "storage", "_node_ip_address", "labels", "_plasma_directory", "_memory",
+    "storage", "_node_ip_address", "labels", "_plasma_directory", "_memory",
     "_enable_object_reconstruction",
 }
 
@@ -35,13 +35,23 @@ _port_forward = None  # a `kubectl port-forward` that init(cluster=...) opened
 
 
 @dataclass
-class ClusterInfo:
-    """What `init()` returns; usable as a context manager that shuts down on exit."""
+class ClusterInfo(Mapping):
+    """What `init()` returns; usable as a context manager that shuts down on exit, and, as Ray's
+    RayContext, as a read-only mapping of its `address_info` (`info["address"]`)."""
 
     address: str
     namespace: str
     job_id: str
     address_info: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> str:
+        return self.address_info[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.address_info)
+
+    def __len__(self) -> int:
+        return len(self.address_info)
 
     def __enter__(self) -> ClusterInfo:
         return self
@@ -72,9 +82,13 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
     environment variables for all of the job's tasks and actors (theirs override it).
     """
     global _local_cluster
+    job_config = kwargs.pop("job_config", None)
     unknown = set(kwargs) - _IGNORED_INIT_KWARGS
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    if job_config is not None:  # Ray's JobConfig: explicit arguments to init() win over it
+        namespace = namespace or job_config.ray_namespace
+        runtime_env = runtime_env if runtime_env is not None else job_config.runtime_env
     job_env = opts.env_vars(runtime_env)
     with _lock:
         if context.core is not None:
@@ -153,7 +167,8 @@ def _info() -> ClusterInfo:
     core = context.core
     return ClusterInfo(address=core.head_address, namespace=core.namespace, job_id=core.job_id.hex(),
                        address_info={"address": core.head_address, "gcs_address": core.head_address,
-                                     "node_id": core.node_id})
+                                     "node_id": core.node_id, "namespace": core.namespace,
+                                     "job_id": core.job_id.hex()})
 
 
 def is_initialized() -> bool:

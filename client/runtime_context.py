@@ -50,6 +50,17 @@ class RuntimeContext:
     def namespace(self) -> str:
         return self._core.current_namespace()
 
+    def get(self) -> dict[str, Any]:
+        """This context as a dict, as Ray's (deprecated there, kept for old programs): the job,
+        node and namespace, plus the task and actor ids inside a task or actor."""
+        info: dict[str, Any] = {"job_id": self.get_job_id(), "node_id": self.get_node_id(),
+                                "namespace": self.namespace}
+        if self.get_task_id() is not None:
+            info["task_id"] = self.get_task_id()
+        if self.get_actor_id() is not None:
+            info["actor_id"] = self.get_actor_id()
+        return info
+
     def get_accelerator_ids(self) -> dict[str, list[str]]:
         task = self._task()
         return {"GPU": [str(i) for i in (task.gpu_ids if task else ())]}
