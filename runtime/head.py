@@ -508,41 +508,69 @@ async def serve(args: argparse.Namespace) -> None:
         raise SystemExit("head: no cluster token (pass --token/--token-file or set KASTOR_TOKEN)")
     head = Head(await _open_store(args), token, args.cluster_id or uuid.uuid4().hex[:12])
     await head.load()
-    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[auth.TokenInterceptor(token)])
-    pb_grpc.add_HeadServicer_to_server(head, server)
-    port = tls.add_port(server, f"{bind_host(args.node_ip)}:{args.port}")
-    await server.start()
+    try:
+        servers = await _open_ports(head, token, args)
+    except tls.PortInUseError as e:
+        await head.store.close()
+        raise SystemExit(f"head: {e}") from None
     watcher = asyncio.get_running_loop().create_task(head.watch_nodes())
-    address = f"{args.node_ip}:{port}"
-    gateway = None
-    if args.client_port is not None:
-        from kastor.runtime import client_gateway
-        from kastor.runtime.client_objects import ObjectDirectory
-        directory = ObjectDirectory()
-        head.job_end_hooks.append(directory.forget_job)
-        gateway, forwarder, client_port = await client_gateway.start(
-            args.client_port, bind_host(args.node_ip), args.node_ip, token, address, head.cluster_id, head.is_node_host,
-            directory)
-    dashboard = None
-    if args.dashboard_port is not None and args.dashboard_port >= 0:
-        from kastor.runtime import dashboard as dashboard_http
-        dashboard, bound = await dashboard_http.start(head, token, bind_host(args.node_ip), args.dashboard_port)
-        log.info("metrics and state on http%s://%s:%d (token required)", "s" if tls.serving() else "",
-                 args.node_ip, bound)
-    launcher.announce_ready(args.ready_fd, address)
-    log.info("head serving on %s (cluster %s)", address, head.cluster_id)
+    launcher.announce_ready(args.ready_fd, servers.address, dashboard=servers.dashboard_url)
+    log.info("head serving on %s (cluster %s)", servers.address, head.cluster_id)
     try:
         await launcher.wait_for_stop(args.exit_with_parent)
     finally:
         head.stopping = True
         watcher.cancel()
-        if dashboard is not None:
-            await dashboard.cleanup()
-        if gateway is not None:
-            await gateway.stop(grace=0.5)
-            await forwarder.close()
-        await server.stop(grace=0.5)
+        await servers.close()
         await head.store.close()
+
+
+class _Ports:
+    """The head's listening ports: control (gRPC), and optionally the client port and the dashboard."""
+
+    def __init__(self, server: grpc.aio.Server, address: str):
+        self.server, self.address = server, address
+        self.gateway: grpc.aio.Server | None = None
+        self.forwarder = None
+        self.dashboard = None
+        self.dashboard_url = ""
+
+    async def close(self) -> None:
+        if self.dashboard is not None:
+            await self.dashboard.cleanup()
+        if self.gateway is not None:
+            await self.gateway.stop(grace=0.5)
+            await self.forwarder.close()
+        await self.server.stop(grace=0.5)
+
+
+async def _open_ports(head: Head, token: str, args: argparse.Namespace) -> _Ports:
+    """Binds every port the head serves; a busy one raises PortInUseError naming it and the flag to change."""
+    server = tls.server(CHANNEL_OPTIONS, [auth.TokenInterceptor(token)])
+    pb_grpc.add_HeadServicer_to_server(head, server)
+    port = tls.add_port(server, f"{bind_host(args.node_ip)}:{args.port}", "head",
+                        "Choose another with --port / KASTOR_HEAD_PORT.")
+    await server.start()
+    ports = _Ports(server, f"{args.node_ip}:{port}")
+    try:
+        if args.client_port is not None:
+            from kastor.runtime import client_gateway
+            from kastor.runtime.client_objects import ObjectDirectory
+            directory = ObjectDirectory()
+            head.job_end_hooks.append(directory.forget_job)
+            ports.gateway, ports.forwarder, _ = await client_gateway.start(
+                args.client_port, bind_host(args.node_ip), args.node_ip, token, ports.address, head.cluster_id,
+                head.is_node_host, directory)
+        if args.dashboard_port is not None and args.dashboard_port >= 0:
+            from kastor.runtime import dashboard as dashboard_http
+            ports.dashboard, bound = await dashboard_http.start(head, token, bind_host(args.node_ip),
+                                                                args.dashboard_port)
+            ports.dashboard_url = f"http{'s' if tls.serving() else ''}://{args.node_ip}:{bound}"
+            log.info("metrics and state on %s (token required)", ports.dashboard_url)
+    except BaseException:
+        await ports.close()
+        raise
+    return ports
 
 
 async def _open_store(args: argparse.Namespace) -> Store:

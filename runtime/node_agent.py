@@ -432,9 +432,13 @@ async def serve(args: argparse.Namespace) -> int:
     os.makedirs(store_dir, exist_ok=True)
     agent = NodeAgent(head_address=args.address, token=token, ip=args.node_ip, total=parse_resources(args),
                       store_dir=store_dir, session_dir=session_dir, node_id=node_id)
-    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[auth.TokenInterceptor(token)])
+    server = tls.server(CHANNEL_OPTIONS, [auth.TokenInterceptor(token)])
     pb_grpc.add_NodeAgentServicer_to_server(agent, server)
-    port = tls.add_port(server, f"{bind_host(args.node_ip)}:{args.port}")
+    try:
+        port = tls.add_port(server, f"{bind_host(args.node_ip)}:{args.port}", "node agent",
+                            "Choose another with `kastor start --node-port` (0, the default: any free port).")
+    except tls.PortInUseError as e:
+        raise SystemExit(f"node agent: {e}") from None
     await server.start()
     agent.address = f"{args.node_ip}:{port}"
     await agent.register_with_head(config.STARTUP_TIMEOUT_S)

@@ -35,14 +35,46 @@ def serving() -> bool:
     return bool(os.environ.get(ENV_CERT))
 
 
-def add_port(server: grpc.aio.Server, address: str) -> int:
-    """Binds `address` with TLS if this process has a certificate, else in plain text."""
+class PortInUseError(RuntimeError):
+    """A server could not listen on its port: it is taken (or not this host's to bind)."""
+
+
+def server(options: list | tuple, interceptors: list) -> grpc.aio.Server:
+    """A gRPC server that owns its port alone.
+
+    gRPC turns SO_REUSEPORT on by default on Linux, so a second head started on a busy port
+    would start too, and the kernel would split new connections between the two: clients
+    would reach the wrong cluster (and get UNAUTHENTICATED) half of the time. Off, a busy
+    port fails the start (see `add_port`).
+    """
+    return grpc.aio.server(options=[*options, ("grpc.so_reuseport", 0)], interceptors=interceptors)
+
+
+def add_port(server: grpc.aio.Server, address: str, what: str = "server", fix: str = "") -> int:
+    """Binds `address` with TLS if this process has a certificate, else in plain text.
+
+    Raises PortInUseError naming the port, `what` it was for and `fix` (how to pick another)
+    when it cannot be bound: gRPC says so by returning 0 or raising a bare RuntimeError.
+    """
     cert, key = _read(ENV_CERT), _read(ENV_KEY)
-    if cert is None:
-        return server.add_insecure_port(address)
-    if key is None:
+    if cert is not None and key is None:
         raise ValueError(f"{ENV_CERT} is set but {ENV_KEY} is not: TLS needs the private key too.")
-    return server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+    try:
+        if cert is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+    except RuntimeError:  # gRPC's own message only says to turn on its debug log
+        port = 0
+    if not port:
+        raise PortInUseError(port_in_use_message(address, what, fix))
+    return port
+
+
+def port_in_use_message(address: str, what: str, fix: str, detail: str = "") -> str:
+    return (f"cannot listen on {address} for the {what}: the port is already in use (another Kastor "
+            f"cluster started here? `kastor stop` ends those) or cannot be bound on this host"
+            f"{f' ({detail})' if detail else ''}. {fix}").strip()
 
 
 def _secure_options(options: list | tuple) -> list:
