@@ -107,6 +107,7 @@ def _start(args: argparse.Namespace) -> int:
     session_dir = launcher.new_session_dir("head" if args.head else "node")
     logs = os.path.join(session_dir, "logs")
     token = auth.resolve_token(args.token, args.token_file)
+    generated = not token
     if not token:
         if not args.head:
             print("kastor start: joining a cluster needs its token (--token, --token-file or KASTOR_TOKEN).",
@@ -145,6 +146,10 @@ def _start(args: argparse.Namespace) -> int:
         for child in children:
             child.stop()
         print(f"kastor start: {e}", file=sys.stderr)
+        if generated and args.redis_address:
+            print("kastor start: no token was given, so this command generated a new one. A head restarted on "
+                  "a cluster's Redis state needs that cluster's token: pass --token-file PATH or set "
+                  "KASTOR_TOKEN_FILE.", file=sys.stderr)
         return 1
     record = {"kind": "head" if args.head else "node", "address": address, "token_file": token_file,
               "pids": [c.proc.pid for c in children], "session_dir": session_dir, "started": time.time()}

@@ -506,7 +506,14 @@ async def serve(args: argparse.Namespace) -> None:
     token = auth.resolve_token(args.token, args.token_file)
     if not token:
         raise SystemExit("head: no cluster token (pass --token/--token-file or set KASTOR_TOKEN)")
-    head = Head(await _open_store(args), token, args.cluster_id or uuid.uuid4().hex[:12])
+    store = await _open_store(args)
+    cluster_id = args.cluster_id or uuid.uuid4().hex[:12]
+    try:
+        await check_cluster_token(store, token, cluster_id, args.redis_address)
+    except SystemExit:
+        await store.close()
+        raise
+    head = Head(store, token, cluster_id)
     await head.load()
     try:
         servers = await _open_ports(head, token, args)
@@ -571,6 +578,36 @@ async def _open_ports(head: Head, token: str, args: argparse.Namespace) -> _Port
         await ports.close()
         raise
     return ports
+
+
+TOKEN_FINGERPRINT = "token_fingerprint"  # META key: auth.fingerprint() of the cluster's token
+
+
+async def check_cluster_token(store: Store, token: str, cluster_id: str, where: str | None) -> None:
+    """Refuses to serve a stored cluster with a token other than the one it was started with.
+
+    A head restarted on its Redis state with a new token (say, `kastor start --head` without
+    `--token-file`, which generates one) would lock out every node and driver of the cluster;
+    after NODE_DEATH_TIMEOUT_S it would declare the nodes dead and mark every detached actor
+    DEAD in the store for good. So the store keeps a salted hash of the token (never the token),
+    written by the cluster's first head, and a later head must match it or exit.
+    """
+    stored = await store.get(META, TOKEN_FINGERPRINT)
+    if stored is None:
+        if await store.get_all(ACTORS) or await store.get_all(NODES):
+            log.warning("the stored cluster %r has no token fingerprint (written by an older head); "
+                        "recording this head's token as the cluster's", cluster_id)
+        await store.put(META, TOKEN_FINGERPRINT, auth.fingerprint(token).encode())
+        return
+    if not auth.fingerprint_matches(token, stored.decode()):
+        raise SystemExit(
+            f"head: the stored state of cluster {cluster_id!r} (Redis at {where}) belongs to a cluster with a "
+            f"different token than this head was given. Serving it would lock out the cluster's nodes and "
+            f"drivers, and after KASTOR_NODE_DEATH_TIMEOUT_S mark its detached actors dead. Start the head with "
+            f"the cluster's token: --token-file PATH or KASTOR_TOKEN_FILE (the token file `kastor start` printed "
+            f"when the cluster was first started, or the operator's token Secret). To start a new cluster "
+            f"instead, use another --cluster-id, or drop this one's state with "
+            f"`kastor redis-clean --cluster-id {cluster_id}`.")
 
 
 async def _open_store(args: argparse.Namespace) -> Store:
