@@ -124,6 +124,7 @@ def _start(args: argparse.Namespace) -> int:
     env.pop(config.ENV_TOKEN_FILE, None)
     embedded = args.block  # foreground children die with us; detached ones outlive this command
     children: list[launcher.Child] = []
+    dashboard = client = ""
     try:
         address = args.address
         if args.head:
@@ -141,6 +142,7 @@ def _start(args: argparse.Namespace) -> int:
             head = launcher.Child("kastor.runtime.head", head_args, env, os.path.join(logs, "head.log"), embedded)
             children.append(head)
             address = head.wait_ready()
+            dashboard, client = head.ready_info.get("dashboard", ""), head.ready_info.get("client", "")
         if not args.no_node or not args.head:
             node = launcher.Child("kastor.runtime.node_agent", _node_args(args, address, session_dir), env,
                                   os.path.join(logs, "node.log"), embedded)
@@ -165,8 +167,11 @@ def _start(args: argparse.Namespace) -> int:
         print(f"  connect:    KASTOR_TOKEN_FILE={token_file} python -c "
               f"\"import kastor; kastor.init(address='{address}')\"")
         print(f"  join:       kastor start --address {address} --token-file {token_file}")
-        if args.client_port > 0:
-            print(f"  notebooks:  kastor.init('kastor://{args.node_ip}:{args.client_port}') with the token")
+        if client:
+            print(f"  notebooks:  kastor.init('kastor://{client}') with the token")
+        if dashboard:
+            print(f"  dashboard:  {dashboard}/metrics, /api/actors, /api/nodes "
+                  f"(header 'Authorization: Bearer <token>')")
     if not args.block:
         return 0
     return _supervise(children, record_path)

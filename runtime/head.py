@@ -521,7 +521,8 @@ async def serve(args: argparse.Namespace) -> None:
         await head.store.close()
         raise SystemExit(f"head: {e}") from None
     watcher = asyncio.get_running_loop().create_task(head.watch_nodes())
-    launcher.announce_ready(args.ready_fd, servers.address, dashboard=servers.dashboard_url)
+    launcher.announce_ready(args.ready_fd, servers.address, client=servers.client_address,
+                            dashboard=servers.dashboard_url)
     log.info("head serving on %s (cluster %s)", servers.address, head.cluster_id)
     try:
         await launcher.wait_for_stop(args.exit_with_parent)
@@ -541,6 +542,7 @@ class _Ports:
         self.forwarder = None
         self.dashboard = None
         self.dashboard_url = ""
+        self.client_address = ""
 
     async def close(self) -> None:
         if self.dashboard is not None:
@@ -565,9 +567,10 @@ async def _open_ports(head: Head, token: str, args: argparse.Namespace) -> _Port
             from kastor.runtime.client_objects import ObjectDirectory
             directory = ObjectDirectory()
             head.job_end_hooks.append(directory.forget_job)
-            ports.gateway, ports.forwarder, _ = await client_gateway.start(
+            ports.gateway, ports.forwarder, client_port = await client_gateway.start(
                 args.client_port, bind_host(args.node_ip), args.node_ip, token, ports.address, head.cluster_id,
                 head.is_node_host, directory)
+            ports.client_address = f"{args.node_ip}:{client_port}"
         if args.dashboard_port is not None and args.dashboard_port >= 0:
             from kastor.runtime import dashboard as dashboard_http
             ports.dashboard, bound = await dashboard_http.start(head, token, bind_host(args.node_ip),

@@ -15,16 +15,14 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
-from kastor.runtime import config
+from kastor.runtime import config, session_dirs
 
 
 def new_session_dir(kind: str) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(config.SESSION_ROOT, f"session_{stamp}_{os.getpid()}_{kind}")
-    os.makedirs(os.path.join(path, "logs"), exist_ok=True)
-    return path
+    """A new session folder (with `logs/`), kept while this process or any Child it starts runs;
+    dead ones beyond the newest few are pruned (see session_dirs)."""
+    return session_dirs.new(kind)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -77,7 +75,8 @@ class Child:
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd, env=env, stdin=subprocess.PIPE if embedded else subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=not embedded)
+                stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd, *session_dirs.held_fds()),
+                start_new_session=not embedded)
         os.close(write_fd)
         self._read_fd = read_fd
         self.ready_info: dict[str, str] = {}  # what the child announced beside its address
