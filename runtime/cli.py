@@ -288,7 +288,8 @@ def _query(args: argparse.Namespace) -> int:
     try:
         nodes, actors = asyncio.run(_fetch_state(address, token or ""))
     except grpc.aio.AioRpcError as e:
-        print(f"kastor: cannot query the head at {address}: {e.code().name} {e.details()}", file=sys.stderr)
+        hint = tls.unreachable_hint(address) if e.code() == grpc.StatusCode.UNAVAILABLE else ""
+        print(f"kastor: cannot query the head at {address}: {e.code().name} {e.details()}.{hint}", file=sys.stderr)
         return 1
     if args.command == "list":
         rows = [node_row(n) for n in nodes] if args.what == "nodes" else [actor_row(a) for a in actors]

@@ -13,6 +13,8 @@ node agents and workers alike:
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 
 import grpc
 
@@ -101,3 +103,27 @@ def channel(target: str, options: list | tuple = ()) -> grpc.Channel:
     if ca is None:
         return grpc.insecure_channel(target, options=list(options))
     return channel_trusting(target, ca, options)
+
+
+def speaks_tls(address: str, timeout: float = 3.0) -> bool:
+    """Whether the server at `address` completes a TLS handshake. Only asked to explain a failed
+    connection (a plain-text client sees nothing but "Socket closed" from a TLS port)."""
+    host, _, port = address.rpartition(":")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout) as sock:
+            with context.wrap_socket(sock):
+                return True
+    except (OSError, ValueError):  # ssl.SSLError is an OSError
+        return False
+
+
+def unreachable_hint(address: str) -> str:
+    """What to add to "could not reach `address`" when the cause is a missing CA."""
+    if os.environ.get(ENV_CA) or not speaks_tls(address):
+        return ""
+    return (f" The server at {address} speaks TLS, and this process has no CA to check it with: set "
+            f"{ENV_CA} to the cluster's CA certificate file (ca.crt of its TLS Secret).")
