@@ -163,6 +163,9 @@ def _start(args: argparse.Namespace) -> int:
     record_path = sessions.save(os.path.basename(session_dir), record)
     print(f"Kastor {'head' if args.head else 'node'} started; cluster address {address}")
     print(f"  token file: {token_file}   logs: {logs}")
+    if generated and args.redis_address:
+        print("  keep it:    this token was generated, and a head restarted on this Redis state needs it "
+              "(--token-file); copy the file somewhere safe: stopped sessions' folders are pruned")
     if args.head:
         print(f"  connect:    KASTOR_TOKEN_FILE={token_file} python -c "
               f"\"import kastor; kastor.init(address='{address}')\"")

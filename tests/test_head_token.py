@@ -137,3 +137,17 @@ def test_a_token_mismatch_is_logged_on_both_sides(tmp_path):
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_cli_head_that_generates_a_token_for_redis_says_to_keep_it(tmp_path, redis_server):
+    env = dict(os.environ, KASTOR_SESSION_ROOT=str(tmp_path / "sessions"))
+    for name in ("KASTOR_TOKEN", "KASTOR_TOKEN_FILE", "KASTOR_ADDRESS"):
+        env.pop(name, None)
+    out = subprocess.run([sys.executable, "-m", "kastor.runtime.cli", "start", "--head", "--no-node", "--port",
+                          str(launcher.free_port()), "--client-port", "-1", "--redis-address", redis_server.address,
+                          "--cluster-id", "fresh"], env=env, capture_output=True, text=True, timeout=120)
+    try:
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "keep it:" in out.stdout and "--token-file" in out.stdout, out.stdout
+    finally:
+        subprocess.run([sys.executable, "-m", "kastor.runtime.cli", "stop"], env=env, timeout=120)
