@@ -100,6 +100,8 @@ def test_cli_head_without_a_token_on_a_stored_cluster_names_the_flag(cluster, tm
                           "--port", str(cluster.port), "--client-port", "-1", "--redis-address",
                           cluster.redis.address, "--cluster-id", cluster.cluster_id],
                          env=env, capture_output=True, text=True, timeout=120)
+    if out.returncode == 0:  # it must not start; if it did, do not leave it running
+        subprocess.run([sys.executable, "-m", "kastor.runtime.cli", "stop"], env=env, timeout=120)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "different token" in out.stderr and "--token-file" in out.stderr, out.stderr
     assert "no token was given" in out.stderr, out.stderr
