@@ -119,6 +119,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
             if any(v is not None for v in (num_cpus, num_gpus, resources, memory)):
                 raise ValueError("num_cpus/num_gpus/resources/memory describe a new local cluster; when joining "
                                  "one at an address, give them to `kastor start` on its nodes instead.")
+            _check_scheme(address)
             remote = address.startswith("kastor://")
             address = address.removeprefix("kastor://")
             if address == "auto":
@@ -132,6 +133,17 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
             else:
                 driver.connect(address, token, namespace, log_to_driver=log_to_driver)
         return _joined(job_env)
+
+
+def _check_scheme(address: str) -> None:
+    """Only `host:port` and `kastor://host:port` are addresses; name the fix for anything else."""
+    scheme = address.split("://", 1)[0] if "://" in address else None
+    if scheme in (None, "kastor"):
+        return
+    hint = (" Ray Client's ray://host:10001 is Kastor's kastor://host:10001 (the head's client port): "
+            f"kastor.init({'kastor://' + address.split('://', 1)[1]!r})." if scheme == "ray" else "")
+    raise ValueError(f"Unsupported address {address!r}: use 'host:port' (the head, from inside the cluster "
+                     f"network) or 'kastor://host:port' (the head's client port, from anywhere else).{hint}")
 
 
 def _joined(job_env: dict[str, str]) -> ClusterInfo:

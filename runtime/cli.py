@@ -2,7 +2,8 @@
 
 `kastor start --head` runs the head and a node agent; `kastor start --address HOST:PORT`
 runs a node agent that joins it. With `--block` they stay in the foreground (what a pod
-runs); without, they are detached and `kastor stop` ends them. Settings come from flags or
+runs); without, they are detached and `kastor stop` ends them (all of this user's, or one
+cluster with `--address`, or one session with `--session`). Settings come from flags or
 the environment (KASTOR_ADDRESS, KASTOR_TOKEN[_FILE], KASTOR_NODE_IP, KASTOR_NUM_CPUS, ...).
 """
 
@@ -58,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
                             "(token required; 0: any free port, -1: none, the default; pods use 8265)")
     start.add_argument("--block", action="store_true", help="stay in the foreground until stopped (for pods)")
 
-    sub.add_parser("stop", help="stop every cluster process `kastor start` started on this machine")
+    stop = sub.add_parser("stop", help="stop the cluster processes you started here with `kastor start`")
+    stop.add_argument("--address", default=None,
+                      help="stop only the cluster at this head address (its head and the nodes that joined it)")
+    stop.add_argument("--session", default=None, help="stop only this session (its folder or folder name)")
 
     for name, help_text in (("status", "summarise the cluster's nodes and actors"),):
         p = sub.add_parser(name, help=help_text)
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "start":
         return _start(args)
     if args.command == "stop":
-        return _stop()
+        return _stop(args.address, args.session)
     if args.command == "actor-pod":
         return actor_pod.main(parsed=args)
     if args.command == "redis-clean":
@@ -116,6 +120,7 @@ def _start(args: argparse.Namespace) -> int:
     session_dir = launcher.new_session_dir("head" if args.head else "node")
     logs = os.path.join(session_dir, "logs")
     token = auth.resolve_token(args.token, args.token_file)
+    generated = not token
     if not token:
         if not args.head:
             print("kastor start: joining a cluster needs its token (--token, --token-file or KASTOR_TOKEN).",
@@ -128,6 +133,7 @@ def _start(args: argparse.Namespace) -> int:
     env.pop(config.ENV_TOKEN_FILE, None)
     embedded = args.block  # foreground children die with us; detached ones outlive this command
     children: list[launcher.Child] = []
+    dashboard = client = ""
     try:
         address = args.address
         if args.head:
@@ -145,6 +151,7 @@ def _start(args: argparse.Namespace) -> int:
             head = launcher.Child("kastor.runtime.head", head_args, env, os.path.join(logs, "head.log"), embedded)
             children.append(head)
             address = head.wait_ready()
+            dashboard, client = head.ready_info.get("dashboard", ""), head.ready_info.get("client", "")
         if not args.no_node or not args.head:
             node = launcher.Child("kastor.runtime.node_agent", _node_args(args, address, session_dir), env,
                                   os.path.join(logs, "node.log"), embedded)
@@ -154,18 +161,29 @@ def _start(args: argparse.Namespace) -> int:
         for child in children:
             child.stop()
         print(f"kastor start: {e}", file=sys.stderr)
+        if generated and args.redis_address:
+            print("kastor start: no token was given, so this command generated a new one. A head restarted on "
+                  "a cluster's Redis state needs that cluster's token: pass --token-file PATH or set "
+                  "KASTOR_TOKEN_FILE.", file=sys.stderr)
         return 1
     record = {"kind": "head" if args.head else "node", "address": address, "token_file": token_file,
-              "pids": [c.proc.pid for c in children], "session_dir": session_dir, "started": time.time()}
+              "procs": [sessions.describe(c.proc.pid, c.module) for c in children],
+              "session_dir": session_dir, "started": time.time()}
     record_path = sessions.save(os.path.basename(session_dir), record)
     print(f"Kastor {'head' if args.head else 'node'} started; cluster address {address}")
     print(f"  token file: {token_file}   logs: {logs}")
+    if generated and args.redis_address:
+        print("  keep it:    this token was generated, and a head restarted on this Redis state needs it "
+              "(--token-file); copy the file somewhere safe: stopped sessions' folders are pruned")
     if args.head:
         print(f"  connect:    KASTOR_TOKEN_FILE={token_file} python -c "
               f"\"import kastor; kastor.init(address='{address}')\"")
         print(f"  join:       kastor start --address {address} --token-file {token_file}")
-        if args.client_port > 0:
-            print(f"  notebooks:  kastor.init('kastor://{args.node_ip}:{args.client_port}') with the token")
+        if client:
+            print(f"  notebooks:  kastor.init('kastor://{client}') with the token")
+        if dashboard:
+            print(f"  dashboard:  {dashboard}/metrics, /api/actors, /api/nodes "
+                  f"(header 'Authorization: Bearer <token>')")
     if not args.block:
         return 0
     return _supervise(children, record_path)
@@ -222,35 +240,49 @@ def _redis_clean(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop() -> int:
-    records = sessions.all_records()
+def _stop(address: str | None = None, session: str | None = None) -> int:
+    """Stops what this user started here with `kastor start`: all of it, or one cluster or session.
+
+    A PID is signalled only if it is still the process the record names (same start time, a
+    Kastor command line): PIDs are reused, and a record may outlive its processes.
+    """
+    records = sessions.all_records()  # also drops the records of clusters no longer running
+    if address:
+        records = [(p, r) for p, r in records if r.get("address") == address]
+    if session:
+        name = os.path.basename(os.path.normpath(session))
+        records = [(p, r) for p, r in records if os.path.basename(r.get("session_dir", "")) == name]
     if not records:
-        print("kastor stop: no cluster processes started by `kastor start` on this machine.")
-        return 0
+        which = f" at {address}" if address else f" in session {session}" if session else ""
+        print(f"kastor stop: no running cluster process{which} started by you with `kastor start` on this machine.")
+        return 1 if address or session else 0
     for path, record in reversed(records):
-        for pid in record.get("pids", []):
-            _terminate(pid)
-        os.unlink(path)
-        print(f"stopped {record.get('kind')} at {record.get('address')} (pids {record.get('pids')})")
+        stopped = [p["pid"] for p in sessions.processes(record) if _terminate(p)]
+        sessions.remove(path)
+        print(f"stopped {record.get('kind')} of cluster {record.get('address')} "
+              f"(session {os.path.basename(record.get('session_dir', '?'))}, pids {stopped})")
     return 0
 
 
-def _terminate(pid: int, grace: float = 5.0) -> None:
+def _terminate(proc: dict, grace: float = 5.0) -> bool:
+    """SIGTERM, then SIGKILL after `grace`, each only while `proc` is still the recorded process."""
+    if not sessions.is_running(proc):
+        return False
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(proc["pid"], signal.SIGTERM)
     except ProcessLookupError:
-        return
+        return False
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
+        if not sessions.is_running(proc):
+            return True
+        time.sleep(0.05)  # polling a process we do not parent: there is nothing to wait on
+    if sessions.is_running(proc):
         try:
-            os.kill(pid, 0)
+            os.kill(proc["pid"], signal.SIGKILL)
         except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+            pass
+    return True
 
 
 # ---- status / list ----
@@ -268,7 +300,8 @@ def _query(args: argparse.Namespace) -> int:
     try:
         nodes, actors = asyncio.run(_fetch_state(address, token or ""))
     except grpc.aio.AioRpcError as e:
-        print(f"kastor: cannot query the head at {address}: {e.code().name} {e.details()}", file=sys.stderr)
+        hint = tls.unreachable_hint(address) if e.code() == grpc.StatusCode.UNAVAILABLE else ""
+        print(f"kastor: cannot query the head at {address}: {e.code().name} {e.details()}.{hint}", file=sys.stderr)
         return 1
     if args.command == "list":
         rows = [node_row(n) for n in nodes] if args.what == "nodes" else [actor_row(a) for a in actors]

@@ -157,8 +157,9 @@ async def start(port: int, host: str, advertise_ip: str, token: str, head_addres
                 ) -> tuple[grpc.aio.Server, Forwarder, int]:
     """Serves the client port beside the head; returns (server, forwarder, bound port)."""
     forwarder = Forwarder(token, head_address, allowed_host, directory)
-    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[auth.TokenInterceptor(token)])
-    bound = tls.add_port(server, f"{host}:{port}")
+    server = tls.server(CHANNEL_OPTIONS, [auth.TokenInterceptor(token)])
+    bound = tls.add_port(server, f"{host}:{port}", "client port (kastor://)",
+                         "Choose another with --client-port / KASTOR_CLIENT_PORT (0: any free port, -1: none).")
     pb_grpc.add_ClientGatewayServicer_to_server(
         Greeter(cluster_id, head_address, f"{advertise_ip}:{bound}", directory), server)
     server.add_generic_rpc_handlers((forwarder,))

@@ -207,10 +207,9 @@ class CoreWorker:
 
     async def _start_server(self) -> None:
         from kastor.runtime.core_service import CoreWorkerService
-        self._server = grpc.aio.server(options=CHANNEL_OPTIONS,
-                                       interceptors=[auth.TokenInterceptor(self.token)])
+        self._server = tls.server(CHANNEL_OPTIONS, [auth.TokenInterceptor(self.token)])
         pb_grpc.add_CoreWorkerServicer_to_server(CoreWorkerService(self), self._server)
-        port = tls.add_port(self._server, f"{bind_host(self.ip)}:0")
+        port = tls.add_port(self._server, f"{bind_host(self.ip)}:0", "worker's call port")
         await self._server.start()
         self.address = f"{self.ip}:{port}"
 

@@ -101,5 +101,12 @@ async def start(head: Head, token: str, host: str, port: int) -> tuple[web.AppRu
     """Serves the app; returns its runner (to clean up) and the bound port (`port` 0: any free one)."""
     runner = web.AppRunner(build_app(head, token), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port, ssl_context=_ssl_context()).start()
+    try:
+        # reuse_port=False: a second head on a busy port must fail here, not share it.
+        await web.TCPSite(runner, host, port, ssl_context=_ssl_context(), reuse_port=False).start()
+    except OSError as e:
+        await runner.cleanup()
+        raise tls.PortInUseError(tls.port_in_use_message(
+            f"{host}:{port}", "dashboard (HTTP metrics)", "Choose another with --dashboard-port / "
+            "KASTOR_DASHBOARD_PORT (0: any free port, -1: none).", e.strerror or str(e))) from None
     return runner, runner.addresses[0][1]

@@ -85,8 +85,10 @@ async def _hello(gateway: str, token: str, timeout: float) -> pb.HelloReply:
             if e.code() == grpc.StatusCode.UNIMPLEMENTED:
                 raise ConnectionError(f"{gateway} is not a Kastor client port (it may be the head's control port; "
                                       f"use the client port, 10001 by default)") from None
+            hint = await asyncio.to_thread(tls.unreachable_hint, gateway) \
+                if e.code() == grpc.StatusCode.UNAVAILABLE else ""
             raise ConnectionError(f"Could not reach a Kastor client port at {gateway}: "
-                                  f"{e.code().name} {e.details()}") from None
+                                  f"{e.code().name} {e.details()}.{hint}") from None
     if not client_gateway.compatible(client_gateway.VERSION, hello.server_version):
         raise RuntimeError(f"Version skew: this client speaks Kastor protocol {client_gateway.VERSION} "
                            f"(kastor {__version__}) but the cluster at {gateway} speaks {hello.server_version}. "
@@ -103,8 +105,10 @@ async def _list_nodes(head_address: str, token: str, timeout: float) -> list[pb.
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise PermissionError(f"The cluster at {head_address} rejected the token: {e.details()}") from None
+            hint = await asyncio.to_thread(tls.unreachable_hint, head_address) \
+                if e.code() == grpc.StatusCode.UNAVAILABLE else ""
             raise ConnectionError(f"Could not reach a Kastor head at {head_address}: "
-                                  f"{e.code().name} {e.details()}") from None
+                                  f"{e.code().name} {e.details()}.{hint}") from None
     return [n for n in reply.nodes if n.alive]
 
 

@@ -506,43 +506,111 @@ async def serve(args: argparse.Namespace) -> None:
     token = auth.resolve_token(args.token, args.token_file)
     if not token:
         raise SystemExit("head: no cluster token (pass --token/--token-file or set KASTOR_TOKEN)")
-    head = Head(await _open_store(args), token, args.cluster_id or uuid.uuid4().hex[:12])
+    store = await _open_store(args)
+    cluster_id = args.cluster_id or uuid.uuid4().hex[:12]
+    try:
+        await check_cluster_token(store, token, cluster_id, args.redis_address)
+    except SystemExit:
+        await store.close()
+        raise
+    head = Head(store, token, cluster_id)
     await head.load()
-    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[auth.TokenInterceptor(token)])
-    pb_grpc.add_HeadServicer_to_server(head, server)
-    port = tls.add_port(server, f"{bind_host(args.node_ip)}:{args.port}")
-    await server.start()
+    try:
+        servers = await _open_ports(head, token, args)
+    except tls.PortInUseError as e:
+        await head.store.close()
+        raise SystemExit(f"head: {e}") from None
     watcher = asyncio.get_running_loop().create_task(head.watch_nodes())
-    address = f"{args.node_ip}:{port}"
-    gateway = None
-    if args.client_port is not None:
-        from kastor.runtime import client_gateway
-        from kastor.runtime.client_objects import ObjectDirectory
-        directory = ObjectDirectory()
-        head.job_end_hooks.append(directory.forget_job)
-        gateway, forwarder, client_port = await client_gateway.start(
-            args.client_port, bind_host(args.node_ip), args.node_ip, token, address, head.cluster_id, head.is_node_host,
-            directory)
-    dashboard = None
-    if args.dashboard_port is not None and args.dashboard_port >= 0:
-        from kastor.runtime import dashboard as dashboard_http
-        dashboard, bound = await dashboard_http.start(head, token, bind_host(args.node_ip), args.dashboard_port)
-        log.info("metrics and state on http%s://%s:%d (token required)", "s" if tls.serving() else "",
-                 args.node_ip, bound)
-    launcher.announce_ready(args.ready_fd, address)
-    log.info("head serving on %s (cluster %s)", address, head.cluster_id)
+    launcher.announce_ready(args.ready_fd, servers.address, client=servers.client_address,
+                            dashboard=servers.dashboard_url)
+    log.info("head serving on %s (cluster %s)", servers.address, head.cluster_id)
     try:
         await launcher.wait_for_stop(args.exit_with_parent)
     finally:
         head.stopping = True
         watcher.cancel()
-        if dashboard is not None:
-            await dashboard.cleanup()
-        if gateway is not None:
-            await gateway.stop(grace=0.5)
-            await forwarder.close()
-        await server.stop(grace=0.5)
+        await servers.close()
         await head.store.close()
+
+
+class _Ports:
+    """The head's listening ports: control (gRPC), and optionally the client port and the dashboard."""
+
+    def __init__(self, server: grpc.aio.Server, address: str):
+        self.server, self.address = server, address
+        self.gateway: grpc.aio.Server | None = None
+        self.forwarder = None
+        self.dashboard = None
+        self.dashboard_url = ""
+        self.client_address = ""
+
+    async def close(self) -> None:
+        if self.dashboard is not None:
+            await self.dashboard.cleanup()
+        if self.gateway is not None:
+            await self.gateway.stop(grace=0.5)
+            await self.forwarder.close()
+        await self.server.stop(grace=0.5)
+
+
+async def _open_ports(head: Head, token: str, args: argparse.Namespace) -> _Ports:
+    """Binds every port the head serves; a busy one raises PortInUseError naming it and the flag to change."""
+    server = tls.server(CHANNEL_OPTIONS, [auth.TokenInterceptor(token)])
+    pb_grpc.add_HeadServicer_to_server(head, server)
+    port = tls.add_port(server, f"{bind_host(args.node_ip)}:{args.port}", "head",
+                        "Choose another with --port / KASTOR_HEAD_PORT.")
+    await server.start()
+    ports = _Ports(server, f"{args.node_ip}:{port}")
+    try:
+        if args.client_port is not None:
+            from kastor.runtime import client_gateway
+            from kastor.runtime.client_objects import ObjectDirectory
+            directory = ObjectDirectory()
+            head.job_end_hooks.append(directory.forget_job)
+            ports.gateway, ports.forwarder, client_port = await client_gateway.start(
+                args.client_port, bind_host(args.node_ip), args.node_ip, token, ports.address, head.cluster_id,
+                head.is_node_host, directory)
+            ports.client_address = f"{args.node_ip}:{client_port}"
+        if args.dashboard_port is not None and args.dashboard_port >= 0:
+            from kastor.runtime import dashboard as dashboard_http
+            ports.dashboard, bound = await dashboard_http.start(head, token, bind_host(args.node_ip),
+                                                                args.dashboard_port)
+            ports.dashboard_url = f"http{'s' if tls.serving() else ''}://{args.node_ip}:{bound}"
+            log.info("metrics and state on %s (token required)", ports.dashboard_url)
+    except BaseException:
+        await ports.close()
+        raise
+    return ports
+
+
+TOKEN_FINGERPRINT = "token_fingerprint"  # META key: auth.fingerprint() of the cluster's token
+
+
+async def check_cluster_token(store: Store, token: str, cluster_id: str, where: str | None) -> None:
+    """Refuses to serve a stored cluster with a token other than the one it was started with.
+
+    A head restarted on its Redis state with a new token (say, `kastor start --head` without
+    `--token-file`, which generates one) would lock out every node and driver of the cluster;
+    after NODE_DEATH_TIMEOUT_S it would declare the nodes dead and mark every detached actor
+    DEAD in the store for good. So the store keeps a salted hash of the token (never the token),
+    written by the cluster's first head, and a later head must match it or exit.
+    """
+    stored = await store.get(META, TOKEN_FINGERPRINT)
+    if stored is None:
+        if await store.get_all(ACTORS) or await store.get_all(NODES):
+            log.warning("the stored cluster %r has no token fingerprint (written by an older head); "
+                        "recording this head's token as the cluster's", cluster_id)
+        await store.put(META, TOKEN_FINGERPRINT, auth.fingerprint(token).encode())
+        return
+    if not auth.fingerprint_matches(token, stored.decode()):
+        raise SystemExit(
+            f"head: the stored state of cluster {cluster_id!r} (Redis at {where}) belongs to a cluster with a "
+            f"different token than this head was given. Serving it would lock out the cluster's nodes and "
+            f"drivers, and after KASTOR_NODE_DEATH_TIMEOUT_S mark its detached actors dead. Start the head with "
+            f"the cluster's token: --token-file PATH or KASTOR_TOKEN_FILE (the token file `kastor start` printed "
+            f"when the cluster was first started, or the operator's token Secret). To start a new cluster "
+            f"instead, use another --cluster-id, or drop this one's state with "
+            f"`kastor redis-clean --cluster-id {cluster_id}`.")
 
 
 async def _open_store(args: argparse.Namespace) -> Store:

@@ -15,16 +15,14 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
-from kastor.runtime import config
+from kastor.runtime import config, session_dirs
 
 
 def new_session_dir(kind: str) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(config.SESSION_ROOT, f"session_{stamp}_{os.getpid()}_{kind}")
-    os.makedirs(os.path.join(path, "logs"), exist_ok=True)
-    return path
+    """A new session folder (with `logs/`), kept while this process or any Child it starts runs;
+    dead ones beyond the newest few are pruned (see session_dirs)."""
+    return session_dirs.new(kind)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -33,11 +31,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def announce_ready(fd: int | None, address: str) -> None:
+def announce_ready(fd: int | None, address: str, **extra: str) -> None:
+    """Tells the parent this process serves at `address`; `extra` (e.g. dashboard=URL) rides
+    along as key=value words, read back by `Child.wait_ready` into `Child.ready_info`."""
+    words = " ".join([address, *(f"{k}={v}" for k, v in extra.items() if v)])
     if fd is None:
-        print(f"KASTOR_READY {address}", flush=True)
+        print(f"KASTOR_READY {words}", flush=True)
         return
-    os.write(fd, f"{address}\n".encode())
+    os.write(fd, f"{words}\n".encode())
     os.close(fd)
 
 
@@ -74,9 +75,11 @@ class Child:
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 cmd, env=env, stdin=subprocess.PIPE if embedded else subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=not embedded)
+                stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd, *session_dirs.held_fds()),
+                start_new_session=not embedded)
         os.close(write_fd)
         self._read_fd = read_fd
+        self.ready_info: dict[str, str] = {}  # what the child announced beside its address
 
     def wait_ready(self, timeout: float = config.STARTUP_TIMEOUT_S) -> str:
         try:
@@ -85,10 +88,18 @@ class Child:
         finally:
             os.close(self._read_fd)
         if not line:
+            if ready:  # the pipe closed without an address: the child is exiting
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+            exited = self.proc.poll() is not None
             self.proc.kill()
-            raise RuntimeError(f"{self.module} did not start within {timeout}s; its log "
-                               f"{self.log_path} ends with:\n{tail(self.log_path)}")
-        return line
+            how = f"exited with code {self.proc.returncode}" if exited else f"did not start within {timeout}s"
+            raise RuntimeError(f"{self.module} {how}; its log {self.log_path} ends with:\n{tail(self.log_path)}")
+        address, *extra = line.split()
+        self.ready_info = dict(word.split("=", 1) for word in extra)
+        return address
 
     def stop(self, grace: float = 3.0) -> None:
         if self.proc.poll() is not None:

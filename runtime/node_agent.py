@@ -92,7 +92,11 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
                 log.info("node %s registered with head %s", self.node_id, self.head_address)
                 return
             except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.UNAUTHENTICATED or loop.time() > deadline:
+                if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    raise SystemExit(f"node agent: the head at {self.head_address} rejects this node's cluster "
+                                     f"token ({e.details()}); pass the cluster's token with --token-file or "
+                                     f"KASTOR_TOKEN_FILE") from e
+                if loop.time() > deadline:
                     raise SystemExit(f"node agent: cannot join head {self.head_address}: {e.details()}") from e
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -106,6 +110,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         """
         loop = asyncio.get_running_loop()
         lost_at: float | None = None
+        was_refused = False
         while True:
             await asyncio.sleep(config.HEARTBEAT_INTERVAL_S)
             try:
@@ -113,10 +118,11 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
                     node_id=self.node_id, available=self.available, actors=self._live_actors()),
                     metadata=self.metadata, timeout=5)
             except grpc.aio.AioRpcError as e:
-                if lost_at is None:
-                    lost_at = loop.time()
-                    log.warning("lost the head at %s (%s); workers keep serving, retrying for up to %.0fs",
-                                self.head_address, e.code().name, config.NODE_HEAD_LOSS_TIMEOUT_S)
+                refused = e.code() == grpc.StatusCode.UNAUTHENTICATED
+                if lost_at is None or refused != was_refused:  # a new outage, or it turned into a refusal
+                    lost_at = loop.time() if lost_at is None else lost_at
+                    was_refused = refused
+                    self._log_head_lost(e.code())
                 elif loop.time() - lost_at > config.NODE_HEAD_LOSS_TIMEOUT_S:
                     log.error("the head at %s has been unreachable for %.0fs; exiting",
                               self.head_address, loop.time() - lost_at)
@@ -124,7 +130,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
                 continue
             if lost_at is not None:
                 log.warning("reconnected to the head at %s after %.1fs", self.head_address, loop.time() - lost_at)
-                lost_at = None
+                lost_at, was_refused = None, False
             if not reply.known:
                 log.warning("head does not know this node (it restarted without its state, or declared "
                             "this node dead); registering again")
@@ -134,6 +140,16 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
                 if w is not None and w.proc.returncode is None:
                     log.warning("stopping worker %s: the head placed its actor elsewhere", worker_id.hex()[:8])
                     w.proc.kill()
+
+    def _log_head_lost(self, code: grpc.StatusCode) -> None:
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            log.error("the head at %s rejects this node's cluster token: it was restarted with another token (or "
+                      "another cluster's head took its address). Restart the head with the cluster's token "
+                      "(--token-file or KASTOR_TOKEN_FILE); workers keep serving, retrying for up to %.0fs",
+                      self.head_address, config.NODE_HEAD_LOSS_TIMEOUT_S)
+        else:
+            log.warning("lost the head at %s (%s); workers keep serving, retrying for up to %.0fs",
+                        self.head_address, code.name, config.NODE_HEAD_LOSS_TIMEOUT_S)
 
     def _live_actors(self) -> list[pb.LiveActor]:
         return [pb.LiveActor(actor_id=w.actor_id, worker_id=w.worker_id, address=w.address, pid=w.proc.pid)
@@ -432,9 +448,13 @@ async def serve(args: argparse.Namespace) -> int:
     os.makedirs(store_dir, exist_ok=True)
     agent = NodeAgent(head_address=args.address, token=token, ip=args.node_ip, total=parse_resources(args),
                       store_dir=store_dir, session_dir=session_dir, node_id=node_id)
-    server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[auth.TokenInterceptor(token)])
+    server = tls.server(CHANNEL_OPTIONS, [auth.TokenInterceptor(token)])
     pb_grpc.add_NodeAgentServicer_to_server(agent, server)
-    port = tls.add_port(server, f"{bind_host(args.node_ip)}:{args.port}")
+    try:
+        port = tls.add_port(server, f"{bind_host(args.node_ip)}:{args.port}", "node agent",
+                            "Choose another with `kastor start --node-port` (0, the default: any free port).")
+    except tls.PortInUseError as e:
+        raise SystemExit(f"node agent: {e}") from None
     await server.start()
     agent.address = f"{args.node_ip}:{port}"
     await agent.register_with_head(config.STARTUP_TIMEOUT_S)

@@ -13,6 +13,8 @@ node agents and workers alike:
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 
 import grpc
 
@@ -35,14 +37,46 @@ def serving() -> bool:
     return bool(os.environ.get(ENV_CERT))
 
 
-def add_port(server: grpc.aio.Server, address: str) -> int:
-    """Binds `address` with TLS if this process has a certificate, else in plain text."""
+class PortInUseError(RuntimeError):
+    """A server could not listen on its port: it is taken (or not this host's to bind)."""
+
+
+def server(options: list | tuple, interceptors: list) -> grpc.aio.Server:
+    """A gRPC server that owns its port alone.
+
+    gRPC turns SO_REUSEPORT on by default on Linux, so a second head started on a busy port
+    would start too, and the kernel would split new connections between the two: clients
+    would reach the wrong cluster (and get UNAUTHENTICATED) half of the time. Off, a busy
+    port fails the start (see `add_port`).
+    """
+    return grpc.aio.server(options=[*options, ("grpc.so_reuseport", 0)], interceptors=interceptors)
+
+
+def add_port(server: grpc.aio.Server, address: str, what: str = "server", fix: str = "") -> int:
+    """Binds `address` with TLS if this process has a certificate, else in plain text.
+
+    Raises PortInUseError naming the port, `what` it was for and `fix` (how to pick another)
+    when it cannot be bound: gRPC says so by returning 0 or raising a bare RuntimeError.
+    """
     cert, key = _read(ENV_CERT), _read(ENV_KEY)
-    if cert is None:
-        return server.add_insecure_port(address)
-    if key is None:
+    if cert is not None and key is None:
         raise ValueError(f"{ENV_CERT} is set but {ENV_KEY} is not: TLS needs the private key too.")
-    return server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+    try:
+        if cert is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+    except RuntimeError:  # gRPC's own message only says to turn on its debug log
+        port = 0
+    if not port:
+        raise PortInUseError(port_in_use_message(address, what, fix))
+    return port
+
+
+def port_in_use_message(address: str, what: str, fix: str, detail: str = "") -> str:
+    return (f"cannot listen on {address} for the {what}: the port is already in use (another Kastor "
+            f"cluster started here? `kastor stop` ends those) or cannot be bound on this host"
+            f"{f' ({detail})' if detail else ''}. {fix}").strip()
 
 
 def _secure_options(options: list | tuple) -> list:
@@ -69,3 +103,27 @@ def channel(target: str, options: list | tuple = ()) -> grpc.Channel:
     if ca is None:
         return grpc.insecure_channel(target, options=list(options))
     return channel_trusting(target, ca, options)
+
+
+def speaks_tls(address: str, timeout: float = 3.0) -> bool:
+    """Whether the server at `address` completes a TLS handshake. Only asked to explain a failed
+    connection (a plain-text client sees nothing but "Socket closed" from a TLS port)."""
+    host, _, port = address.rpartition(":")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout) as sock:
+            with context.wrap_socket(sock):
+                return True
+    except (OSError, ValueError):  # ssl.SSLError is an OSError
+        return False
+
+
+def unreachable_hint(address: str) -> str:
+    """What to add to "could not reach `address`" when the cause is a missing CA."""
+    if os.environ.get(ENV_CA) or not speaks_tls(address):
+        return ""
+    return (f" The server at {address} speaks TLS, and this process has no CA to check it with: set "
+            f"{ENV_CA} to the cluster's CA certificate file (ca.crt of its TLS Secret).")

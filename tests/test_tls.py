@@ -46,10 +46,12 @@ def test_notebook_trusting_the_ca_runs_actors(cluster, certs, monkeypatch):
         kastor.shutdown()
 
 
-def test_plain_text_client_cannot_connect(cluster, monkeypatch):
+def test_plain_text_client_cannot_connect_and_is_told_to_set_the_ca(cluster, monkeypatch):
     monkeypatch.delenv(tls.ENV_CA, raising=False)
-    with pytest.raises(ConnectionError, match="Could not reach"):
+    with pytest.raises(ConnectionError, match="Could not reach.*speaks TLS.*set KASTOR_TLS_CA"):
         kastor.init(f"kastor://{cluster['client']}", token=TOKEN)
+    with pytest.raises(ConnectionError, match="Could not reach.*speaks TLS.*set KASTOR_TLS_CA"):
+        kastor.init(cluster["head"], token=TOKEN)
 
 
 def test_internal_ports_serve_only_tls(cluster, certs, monkeypatch):
