@@ -14,7 +14,7 @@ import pickle
 import struct
 from collections.abc import Sequence
 
-import cloudpickle
+from kastor.runtime import pickler
 
 _PLAIN = b"\x00"   # frame tag: in-band pickle only
 _OOB = b"\x01"     # frame tag: header + in-band pickle + aligned out-of-band buffers
@@ -117,7 +117,7 @@ def _frame_size(inband: int, lengths: Sequence[int]) -> int:
 def serialize(value: object, what: str = "value") -> Serialized:
     buffers: list[pickle.PickleBuffer] = []
     try:
-        inband = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        inband = pickler.dumps(value, protocol=5, buffer_callback=buffers.append)
     except Exception as e:  # pickling runs arbitrary __reduce__ code, any error can surface
         raise SerializationError(
             f"Could not serialize {what}: {type(e).__name__}: {e}. Kastor ships arguments and "
