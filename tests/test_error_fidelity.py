@@ -4,6 +4,7 @@ every built-in exception type, and messages that say what happened.
 On a real two-CPU local cluster; a `__main__` script runs as its own process and cluster.
 """
 
+import builtins
 import linecache
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import sys
 import cloudpickle
 import kastor
 import pytest
+from kastor import exceptions
 
 # The workers cannot import this test module; ship its functions and classes by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -105,3 +107,81 @@ def test_code_passed_as_an_argument_keeps_its_file():
     assert f'File "{__file__}"' in tb and "in inner" in tb, tb
     assert 'raise RuntimeError("from a function passed as an argument")' in tb
 
+
+
+# ---- every built-in exception comes back as a TaskError that is an instance of it ----
+
+def _builtin_exceptions() -> list[BaseException]:
+    """One instance of every built-in exception class, made with the arguments it needs."""
+    special = {
+        UnicodeDecodeError: ("utf-8", b"\xff", 0, 1, "invalid start byte"),
+        UnicodeEncodeError: ("ascii", "\xe9", 0, 1, "ordinal not in range"),
+        UnicodeTranslateError: ("\xe9", 0, 1, "no mapping"),
+        ExceptionGroup: ("several failed", [ValueError(1), TypeError(2)]),
+        BaseExceptionGroup: ("several failed", [KeyboardInterrupt(), ValueError(3)]),
+    }
+    found = []
+    for name in dir(builtins):
+        cls = getattr(builtins, name)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls(*special.get(cls, (f"a {name}",))))
+    return found
+
+
+@kastor.remote
+def raise_it(error):
+    raise error
+
+
+def test_every_builtin_exception_arrives_as_an_instance_of_its_class():
+    # KeyboardInterrupt is how a cancelled task is interrupted, so in a task it means
+    # TaskCancelledError (as in Ray); every other built-in travels as itself.
+    errors = [e for e in _builtin_exceptions() if type(e) is not KeyboardInterrupt]
+    assert len(errors) > 60
+    refs = [raise_it.remote(e) for e in errors]
+    wrong = []
+    for error, ref in zip(errors, refs, strict=True):
+        try:
+            kastor.get(ref, timeout=DEADLINE_S)
+        except BaseException as got:  # noqa: B036 - SystemExit and GeneratorExit are what is tested
+            cls = type(error)
+            if not (isinstance(got, exceptions.TaskError) and isinstance(got, cls) and type(got.cause) is cls
+                    and "raise_it" in str(got)):
+                wrong.append(f"{cls.__name__} -> {type(got).__name__}: {got}")
+        else:
+            wrong.append(f"{type(error).__name__}: nothing raised")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_builtin_fields_read_as_on_the_original():
+    with pytest.raises(FileNotFoundError) as info:
+        kastor.get(raise_it.remote(FileNotFoundError(2, "No such file", "/nowhere")), timeout=DEADLINE_S)
+    assert (info.value.errno, info.value.strerror, info.value.filename) == (2, "No such file", "/nowhere")
+    with pytest.raises(SystemExit) as exit_info:
+        kastor.get(raise_it.remote(SystemExit(3)), timeout=DEADLINE_S)
+    assert exit_info.value.code == 3
+
+
+def test_memory_error_in_a_task():
+    @kastor.remote
+    def allocate_too_much():
+        raise MemoryError("cannot allocate the buffer")
+
+    with pytest.raises(MemoryError) as info:
+        kastor.get(allocate_too_much.remote(), timeout=DEADLINE_S)
+    assert isinstance(info.value, exceptions.TaskError)
+    assert "cannot allocate the buffer" in info.value.traceback_str
+
+
+def test_base_exception_group_keeps_its_members_for_except_star():
+    group = BaseExceptionGroup("two failed", [KeyboardInterrupt("inner"), ValueError("bad value")])
+    caught = {}
+    try:
+        kastor.get(raise_it.remote(group), timeout=DEADLINE_S)
+    except* KeyboardInterrupt as g:
+        caught["interrupt"] = g.exceptions
+    except* ValueError as g:
+        caught["value"] = g.exceptions
+    assert [str(e) for e in caught["value"]] == ["bad value"]
+    (interrupt,) = caught["interrupt"]
+    assert isinstance(interrupt, KeyboardInterrupt) and interrupt.cause.args == ("inner",)
