@@ -16,6 +16,18 @@ import traceback
 class KastorError(Exception):
     """Base of every error Kastor raises on purpose."""
 
+    def __reduce__(self):
+        # Exception's own reduce calls cls(*args), which re-runs __init__ with the finished
+        # message as its first field: "Task Task 2b6a.. was cancelled. was cancelled."
+        return _rebuild_error, (type(self), self.args, self.__dict__)
+
+
+def _rebuild_error(cls: type, args: tuple, state: dict) -> KastorError:
+    err = cls.__new__(cls, *args)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
 
 class TaskError(KastorError):
     """The remote function or actor method raised; carries the remote traceback."""

@@ -6,13 +6,18 @@ On a real two-CPU local cluster; a `__main__` script runs as its own process and
 
 import builtins
 import linecache
+import os
+import pickle
+import signal
 import subprocess
 import sys
+import time
 
 import cloudpickle
 import kastor
 import pytest
 from kastor import exceptions
+from support import wait_until
 
 # The workers cannot import this test module; ship its functions and classes by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -185,3 +190,74 @@ def test_base_exception_group_keeps_its_members_for_except_star():
     assert [str(e) for e in caught["value"]] == ["bad value"]
     (interrupt,) = caught["interrupt"]
     assert isinstance(interrupt, KeyboardInterrupt) and interrupt.cause.args == ("inner",)
+
+
+# ---- messages say what happened ----
+
+@kastor.remote
+def wait_for_cancel(marker):
+    """Signals it started, then waits to be cancelled (a cancel interrupts the sleep)."""
+    with open(marker, "w"):
+        pass
+    while True:
+        time.sleep(0.05)
+
+
+@kastor.remote
+def interrupt_itself():
+    raise KeyboardInterrupt
+
+
+def _task_id_of(ref) -> str:
+    return ref.task_id().hex()
+
+
+def test_cancel_message_names_the_task_once(tmp_path):
+    marker = tmp_path / "started"
+    ref = wait_for_cancel.remote(str(marker))
+    wait_until(marker.exists, "the task to start")
+    kastor.cancel(ref)
+    with pytest.raises(exceptions.TaskCancelledError) as info:
+        kastor.get(ref, timeout=DEADLINE_S)
+    assert str(info.value) == f"Task {_task_id_of(ref)} was cancelled."
+    assert info.value.task_id == _task_id_of(ref)
+
+
+def test_keyboard_interrupt_in_a_task_reads_as_one_cancellation():
+    ref = interrupt_itself.remote()
+    with pytest.raises(exceptions.TaskCancelledError) as info:
+        kastor.get(ref, timeout=DEADLINE_S)
+    assert str(info.value) == f"Task {_task_id_of(ref)} was cancelled."
+
+
+@kastor.remote
+def crash_worker(path):
+    """Counts its attempts in `path`, then kills its own worker process."""
+    with open(path, "a") as f:
+        f.write("x")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_worker_crash_message_counts_the_attempts(tmp_path):
+    path = tmp_path / "attempts"
+    with pytest.raises(exceptions.WorkerCrashedError) as info:
+        kastor.get(crash_worker.options(max_retries=2).remote(str(path)), timeout=DEADLINE_S)
+    assert path.read_text() == "xxx"
+    message = str(info.value)
+    assert "crash_worker" in message and "3 attempts" in message and "2 retries" in message, message
+    assert "no retries left" not in message and "set max_retries" not in message
+
+
+def test_worker_crash_message_without_retries_says_how_to_retry(tmp_path):
+    path = tmp_path / "attempts"
+    with pytest.raises(exceptions.WorkerCrashedError) as info:
+        kastor.get(crash_worker.options(max_retries=0).remote(str(path)), timeout=DEADLINE_S)
+    assert path.read_text() == "x"
+    assert "max_retries=0: set max_retries to retry it" in str(info.value)
+
+
+def test_kastor_errors_keep_their_fields_through_pickle():
+    for err in [exceptions.TaskCancelledError("ab12"), exceptions.ObjectLostError("cd34"),
+                exceptions.OwnerDiedError("ef56", "owner gone"), exceptions.ActorDiedError("dead", actor_id="a1")]:
+        copy = pickle.loads(pickle.dumps(err))
+        assert type(copy) is type(err) and str(copy) == str(err) and copy.__dict__ == err.__dict__
