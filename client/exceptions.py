@@ -171,7 +171,10 @@ class OwnerDiedError(ObjectLostError):
 
 
 class ObjectStoreFullError(KastorError):
-    """A large object could not be stored (the node's store is full or unreachable)."""
+    """A large object could not be stored (the node's store is full or unreachable).
+
+    Raised by `put()` (and `.remote()` for a large argument); a task whose return value does
+    not fit fails, and its `get()` raises a TaskError that is also an ObjectStoreFullError."""
 
 
 class WorkerCrashedError(KastorError):
