@@ -11,7 +11,7 @@ import os
 import secrets
 
 import grpc
-from kastor.runtime import config
+from kastor.runtime import config, receive_deadline
 
 
 def generate_token() -> str:
@@ -38,25 +38,29 @@ def _reject(message: str):
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls whose `kastor-token` metadata is missing or wrong."""
+    """Rejects calls whose `kastor-token` metadata is missing or wrong, and bounds how long an
+    accepted call's request may take to arrive (see receive_deadline)."""
 
     def __init__(self, token: str):
         self._token = token.encode()
+        self._receive_timeout = receive_deadline.receive_timeout_s()
 
     async def intercept_service(self, continuation, handler_call_details):
         for key, value in handler_call_details.invocation_metadata or ():
             if key == config.TOKEN_METADATA_KEY:
                 given = value.encode() if isinstance(value, str) else value
                 if hmac.compare_digest(given, self._token):
-                    return await continuation(handler_call_details)
+                    return receive_deadline.with_receive_deadline(
+                        await continuation(handler_call_details), handler_call_details.method, self._receive_timeout)
                 break
         return _unauthenticated_handler(handler_call_details)
 
 
 def _unauthenticated_handler(details) -> grpc.RpcMethodHandler:
-    # Identity (de)serializers: the rejected request is never parsed.
+    # Request-streaming shapes with identity (de)serializers: the call is refused before its
+    # request is read (a unary handler would first wait for the whole message), never parsed.
     msg = "missing or wrong cluster token (pass token=... or set KASTOR_TOKEN)"
-    return grpc.unary_unary_rpc_method_handler(_reject(msg), lambda b: b, lambda b: b) \
+    return grpc.stream_unary_rpc_method_handler(_reject(msg), lambda b: b, lambda b: b) \
         if not _is_stream(details) else grpc.stream_stream_rpc_method_handler(
             _reject_stream(msg), lambda b: b, lambda b: b)
 
