@@ -10,10 +10,23 @@ against `ray.exceptions` keeps working with `import kastor as ray`.
 from __future__ import annotations
 
 import functools
+import traceback
 
 
 class KastorError(Exception):
     """Base of every error Kastor raises on purpose."""
+
+    def __reduce__(self):
+        # Exception's own reduce calls cls(*args), which re-runs __init__ with the finished
+        # message as its first field: "Task Task 2b6a.. was cancelled. was cancelled."
+        return _rebuild_error, (type(self), self.args, self.__dict__)
+
+
+def _rebuild_error(cls: type, args: tuple, state: dict) -> KastorError:
+    err = cls.__new__(cls, *args)
+    err.args = args
+    err.__dict__.update(state)
+    return err
 
 
 class TaskError(KastorError):
@@ -45,14 +58,20 @@ class TaskError(KastorError):
         return _rebuild_task_error, (self.function_name, self.traceback_str, self.cause, self.pid, self.ip)
 
     def as_instanceof_cause(self) -> TaskError:
-        """This error re-typed to also be an instance of the cause's class, when possible."""
-        cause_cls = type(self.cause)
-        if self.cause is None or issubclass(cause_cls, TaskError) or not issubclass(cause_cls, Exception):
+        """This error re-typed to also be an instance of the cause's class, when possible.
+
+        Works for every built-in exception, including those whose constructor is special
+        (MemoryError's free list, the argument checks of ExceptionGroup and OSError)."""
+        cause = self.cause
+        if cause is None or isinstance(cause, TaskError):
             return self
-        derived = _derived_class(cause_cls)
+        derived = _derived_class(type(cause))
         if derived is None:
             return self
-        err = derived.__new__(derived)
+        try:
+            err = _instance(derived, cause, self)
+        except Exception:  # a constructor that rejects the cause's own arguments: keep the plain TaskError
+            return self
         err.__dict__.update(self.__dict__)
         err.args = (self._message(),)
         return err
@@ -71,8 +90,40 @@ def _derived_class(cause_cls: type) -> type | None:
         return None
 
 
-def _derived_init(self, *args, **kwargs):  # pragma: no cover - instances are built via __new__
-    TaskError.__init__(self, *args, **kwargs)
+def _derived_init(self, *args, **kwargs) -> None:
+    """Does nothing: `_instance` fills the fields, and user-defined __init__s must not run twice."""
+
+
+def _instance(derived: type, cause: BaseException, error: TaskError) -> BaseException:
+    # Calling the class runs its C-level __new__ (the one of the combined layout, which
+    # `derived.__new__` would not find for MemoryError) with the arguments pickle would use
+    # for the cause, which ExceptionGroup needs. The nearest built-in class's __init__ then
+    # sets the C fields it owns (OSError.errno and .filename, UnicodeError.start,
+    # SystemExit.code, ...); a user class's __init__ is not run again: its attributes read
+    # through to the cause.
+    args = _constructor_args(cause, error)
+    err = derived(*args)
+    builtin = next(c for c in type(cause).__mro__ if c.__module__ == "builtins")
+    try:
+        builtin.__init__(err, *args)
+    except Exception:
+        pass
+    return err
+
+
+def _constructor_args(cause: BaseException, error: TaskError) -> tuple:
+    reduced = cause.__reduce__()
+    args = tuple(reduced[1]) if isinstance(reduced, tuple) and reduced[0] is type(cause) else cause.args
+    if isinstance(cause, BaseExceptionGroup) and not isinstance(cause, Exception):
+        # A group made with TaskError (an Exception) may only hold Exceptions: each member that is
+        # not one (KeyboardInterrupt, ...) is held as a TaskError that is also an instance of it,
+        # so `except* KeyboardInterrupt` still matches it.
+        members = [m if isinstance(m, Exception) else
+                   TaskError(error.function_name, "".join(traceback.format_exception_only(m)), m,
+                             error.pid, error.ip).as_instanceof_cause()
+                   for m in args[1]]
+        args = (args[0], members, *args[2:])
+    return args
 
 
 def _rebuild_task_error(function_name, traceback_str, cause, pid, ip) -> TaskError:
@@ -120,7 +171,10 @@ class OwnerDiedError(ObjectLostError):
 
 
 class ObjectStoreFullError(KastorError):
-    """A large object could not be stored (the node's store is full or unreachable)."""
+    """A large object could not be stored (the node's store is full or unreachable).
+
+    Raised by `put()` (and `.remote()` for a large argument); a task whose return value does
+    not fit fails, and its `get()` raises a TaskError that is also an ObjectStoreFullError."""
 
 
 class WorkerCrashedError(KastorError):

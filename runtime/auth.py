@@ -14,7 +14,7 @@ import secrets
 import time
 
 import grpc
-from kastor.runtime import config
+from kastor.runtime import config, receive_deadline
 
 log = logging.getLogger("kastor.auth")
 
@@ -81,7 +81,7 @@ def _log_refusal(context, method: str, reason: str) -> None:
 
 
 def _reject(message: str, method: str, reason: str):
-    async def abort(request, context):
+    async def abort(request_iterator, context):  # never iterated: nothing the peer sent is read
         _log_refusal(context, method, reason)
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
@@ -89,10 +89,12 @@ def _reject(message: str, method: str, reason: str):
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls whose `kastor-token` metadata is missing or wrong."""
+    """Rejects calls whose `kastor-token` metadata is missing or wrong, and bounds how long an
+    accepted call's request may take to arrive (see receive_deadline)."""
 
     def __init__(self, token: str):
         self._token = token.encode()
+        self._receive_timeout = receive_deadline.receive_timeout_s()
 
     async def intercept_service(self, continuation, handler_call_details):
         reason = "no"
@@ -100,17 +102,19 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
             if key == config.TOKEN_METADATA_KEY:
                 given = value.encode() if isinstance(value, str) else value
                 if hmac.compare_digest(given, self._token):
-                    return await continuation(handler_call_details)
+                    return receive_deadline.with_receive_deadline(
+                        await continuation(handler_call_details), handler_call_details.method, self._receive_timeout)
                 reason = "a wrong"
                 break
         return _unauthenticated_handler(handler_call_details, reason)
 
 
 def _unauthenticated_handler(details, reason: str) -> grpc.RpcMethodHandler:
-    # Identity (de)serializers: the rejected request is never parsed.
+    # Request-streaming shapes with identity (de)serializers: the call is refused before its
+    # request is read (a unary handler would first wait for the whole message), never parsed.
     msg = "missing or wrong cluster token (pass token=... or set KASTOR_TOKEN)"
     method = details.method
-    return grpc.unary_unary_rpc_method_handler(_reject(msg, method, reason), lambda b: b, lambda b: b) \
+    return grpc.stream_unary_rpc_method_handler(_reject(msg, method, reason), lambda b: b, lambda b: b) \
         if not _is_stream(details) else grpc.stream_stream_rpc_method_handler(
             _reject_stream(msg, method, reason), lambda b: b, lambda b: b)
 

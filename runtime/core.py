@@ -25,7 +25,7 @@ import grpc
 from kastor import exceptions
 from kastor.object_ref import ObjectRef
 from kastor.runtime import args as argpack
-from kastor.runtime import auth, config, context, gateway_client, head_link, serialization, tls
+from kastor.runtime import auth, config, context, gateway_client, head_link, pickler, serialization, tls
 from kastor.runtime.memory_store import MemoryStore
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -505,7 +505,7 @@ class CoreWorker:
     def register_code(self, obj: Any, kind: str) -> str:
         """Exports a function or class to the head's registry once; returns its id."""
         try:
-            payload = cloudpickle.dumps(obj)
+            payload = pickler.dumps_code(obj)
         except Exception as e:
             raise serialization.SerializationError(
                 f"Could not serialize {kind} {getattr(obj, '__qualname__', obj)!r}: {e}. Everything "
@@ -547,7 +547,7 @@ def _name_unpicklable_argument(args: tuple, kwargs: dict, what: str) -> serializ
     for label, value in itertools.chain(((f"argument {i}", a) for i, a in enumerate(args)),
                                         ((f"keyword argument {k!r}", v) for k, v in kwargs.items())):
         try:
-            cloudpickle.dumps(value)
+            pickler.dumps(value)
         except Exception as e:
             return serialization.SerializationError(
                 f"Could not serialize {label} of {what} ({type(value).__name__}): {e}. Arguments "

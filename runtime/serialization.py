@@ -8,13 +8,15 @@ copy, which is what makes a 100 MiB `get` cheap.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import pickle
 import struct
 from collections.abc import Sequence
 
-import cloudpickle
+from kastor.exceptions import ObjectStoreFullError
+from kastor.runtime import pickler
 
 _PLAIN = b"\x00"   # frame tag: in-band pickle only
 _OOB = b"\x01"     # frame tag: header + in-band pickle + aligned out-of-band buffers
@@ -47,15 +49,23 @@ class Serialized:
         """Writes the frame to `path` (tmpfs in practice) and returns its size.
 
         One `writev` lets the kernel copy straight from the value's buffers; it measured
-        several times faster than filling a fresh mapping page by page.
+        several times faster than filling a fresh mapping page by page. A store that cannot
+        hold the whole frame raises ObjectStoreFullError and keeps no part of it.
         """
+        store = os.path.dirname(path) or "."
+        _check_room(store, self.size)
         tmp = path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             for chunk in _chunks(self._segments()):
-                os.writev(fd, chunk)
-        finally:
+                _writev_all(fd, chunk)
+        except BaseException as e:
             os.close(fd)
+            os.unlink(tmp)  # no partial object is left behind to fill the store
+            if isinstance(e, OSError) and e.errno in _FULL:
+                raise _store_full(store, self.size, e.strerror) from None
+            raise
+        os.close(fd)
         os.rename(tmp, path)  # readers never see a half-written object
         return self.size
 
@@ -96,6 +106,49 @@ class Serialized:
             pos += len(seg)
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _writev_all(fd: int, buffers: list) -> None:
+    """`os.writev` until every byte is written: a short count (a full tmpfs returns one
+    before it fails with ENOSPC) must never leave a silently truncated object."""
+    views = [memoryview(b).cast("B") for b in buffers]
+    while views:
+        written = os.writev(fd, views)
+        if written == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
+
+
+def _check_room(store: str, size: int) -> None:
+    """Fails before writing anything when the store's file system cannot hold `size` bytes."""
+    try:
+        st = os.statvfs(store)
+    except OSError:
+        return  # the write itself will say what is wrong
+    if size > st.f_bavail * st.f_frsize:
+        raise _store_full(store, size, "it does not fit")
+
+
+def _store_full(store: str, size: int, reason: str) -> ObjectStoreFullError:
+    try:
+        st = os.statvfs(store)
+        free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+        room = f"{free} of its {total} bytes are free" + (", the object is larger than the whole store"
+                                                          if size > total else "")
+    except OSError:
+        room = "its free space is unknown"
+    return ObjectStoreFullError(
+        f"Could not store an object of {size} bytes in the object store at {store}: {reason} ({room}). "
+        f"Drop refs to objects you no longer need so they are freed, store fewer or smaller objects at "
+        f"once, or give the store more room (the size of the node's /dev/shm, e.g. the memory emptyDir's "
+        f"sizeLimit in the pod, or the node's --store-root).")
+
+
 def _chunks(segments: list, limit: int = 512) -> list[list]:
     # writev takes at most IOV_MAX buffers per call.
     return [segments[i:i + limit] for i in range(0, len(segments), limit)]
@@ -117,7 +170,7 @@ def _frame_size(inband: int, lengths: Sequence[int]) -> int:
 def serialize(value: object, what: str = "value") -> Serialized:
     buffers: list[pickle.PickleBuffer] = []
     try:
-        inband = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        inband = pickler.dumps(value, protocol=5, buffer_callback=buffers.append)
     except Exception as e:  # pickling runs arbitrary __reduce__ code, any error can surface
         raise SerializationError(
             f"Could not serialize {what}: {type(e).__name__}: {e}. Kastor ships arguments and "

@@ -269,9 +269,7 @@ class TaskSubmitter:
                 elif not self._closed and call.take_retry():
                     self.queues[call.key].appendleft(call)
                 else:
-                    self._finish(call, exc=exceptions.WorkerCrashedError(
-                        f"The worker running {call.spec.name} died (no retries left: set "
-                        f"max_retries to retry). Cause: {_describe(error)}"))
+                    self._finish(call, exc=_crashed(call, error, self._closed))
             if not self._closed and self.queues[lease.key]:
                 self._pump(lease.key)
         return handle
@@ -287,6 +285,24 @@ class TaskSubmitter:
                 fail(self.core, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
             else:
                 store_result(self.core, call, result)
+
+
+def _crashed(call: PendingCall, error: BaseException | None, closing: bool) -> exceptions.WorkerCrashedError:
+    """Says how often the task ran: `spec.attempt` counts the retries taken (crashes, and
+    application errors under retry_exceptions), so runs = attempt + 1."""
+    name, cause = call.spec.name, _describe(error)
+    if closing:
+        return exceptions.WorkerCrashedError(
+            f"The worker running {name} died while this process was shutting down; it was not retried. "
+            f"Cause: {cause}")
+    runs = call.spec.attempt + 1
+    if runs == 1:
+        return exceptions.WorkerCrashedError(
+            f"The worker running {name} died, and the task has max_retries=0: set max_retries to retry it. "
+            f"Cause: {cause}")
+    return exceptions.WorkerCrashedError(
+        f"The worker running {name} died on the last of its {runs} attempts: its {runs - 1} retries "
+        f"(max_retries) are used up. Cause: {cause}")
 
 
 def _describe(error: BaseException | None) -> str:

@@ -417,11 +417,14 @@ class Engine:
                                  f"{'of length ' + str(len(values)) if values is not None else ''}; return a "
                                  f"sequence of exactly {n} values.")
                 return self._failed(spec, err)
+        packed: list[pb.Value] = []
         try:
-            packed = [self.core.make_value(v, f"the return value of {spec.name}", return_id(spec.task_id, i))
-                      for i, v in enumerate(values)]
-        except serialization.SerializationError as e:
-            return self._failed(spec, e)
+            for i, v in enumerate(values):
+                packed.append(self.core.make_value(v, f"the return value of {spec.name}", return_id(spec.task_id, i)))
+        except (serialization.SerializationError, exceptions.ObjectStoreFullError) as e:
+            for stored in packed:  # the returns stored before this one would never be freed
+                self.core.free_value(stored)
+            return self._failed(spec, e)  # the caller's get raises it (a TaskError that is also this error)
         return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_OK, returns=packed, attempt=spec.attempt)
 
     def _failed(self, spec: pb.TaskSpec, error: BaseException, cancelled: bool = False) -> pb.TaskResult:
