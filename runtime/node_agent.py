@@ -266,8 +266,9 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
     async def RequestLease(self, request, context):
         """Grants a worker for `required`, queueing until it fits here, or points elsewhere.
 
-        It points at another node (spillback) when this one can never fit the shape, or, for a
-        request that was not itself spilled here, when this node is full and another has room.
+        It points at another node (spillback) when this one can never fit the shape, or, unless
+        the owner asks it to queue (a request already spilled here, or SPREAD), when this node is
+        full and another has room.
         A shape no node can fit is answered `infeasible` at once when the owner asked for that
         (it warns and asks again); older owners are held here until a node that fits joins.
         Every path either hands out the resources with the reply or returns them: a request
@@ -282,7 +283,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
             if request.report_infeasible:
                 return self._infeasible(required, request.job_id, pinned=reply.found)
             await asyncio.sleep(1.0)  # infeasible for now: wait for a node that fits to join
-        if request.allow_spillback and not request.spilled and not fits(self.available, required):
+        if request.allow_spillback and not request.queue_if_busy and not fits(self.available, required):
             elsewhere = await self._node_with_room(required)
             if elsewhere:
                 return pb.LeaseReply(spillback_address=elsewhere)

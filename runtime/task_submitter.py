@@ -186,26 +186,26 @@ class TaskSubmitter:
                 self._unschedulable(key, where)
                 return
             spill = where is None or where.spread or where.soft
-            spilled = False
+            queued = where is not None  # SPREAD or node affinity chose this node: no spilling for busyness
             wait = INFEASIBLE_RETRY_S[0]
             while True:
                 try:
                     reply = await self.core.node_stub(address).RequestLease(
                         pb.LeaseRequest(required=required, job_id=job_id, allow_spillback=spill,
-                                        owner_address=self.core.address, spilled=spilled, report_infeasible=True),
+                                        owner_address=self.core.address, queue_if_busy=queued, report_infeasible=True),
                         metadata=self.core.metadata)
                 except grpc.aio.AioRpcError as e:
                     if self._closed:
                         return
                     log.warning("lease request to %s failed (%s); retrying", address, e.code().name)
                     await asyncio.sleep(0.5)
-                    address, spilled = await self._first_node(where), False
+                    address = await self._first_node(where)
                     if address is None:
                         self._unschedulable(key, where)
                         return
                     continue
                 if reply.spillback_address:
-                    address, spilled = reply.spillback_address, True
+                    address, queued = reply.spillback_address, True
                     continue
                 if reply.infeasible:
                     self._warn_infeasible(key, name, reply.message)

@@ -109,3 +109,74 @@ def test_lease_granted_to_an_owner_that_never_uses_it_is_reclaimed(head):
             metadata=auth.metadata(TOKEN), timeout=DEADLINE_S)
     assert reply.granted
     wait_until(lambda: _all_cpus_free(head), "the unused lease's 2 CPUs returned to the node")
+
+
+HOLDS_AND_WAITS = """
+import sys, time, kastor
+kastor.init()
+
+@kastor.remote
+def busy():
+    time.sleep(600)
+
+@kastor.remote(num_gpus=1)
+def needs_a_gpu():
+    return 1
+
+@kastor.remote(num_cpus=0, resources={"TPU": 1})
+class Small:
+    def ping(self):
+        return 1
+
+@kastor.remote(resources={"TPU": 8})
+class Big:
+    def ping(self):
+        return 1
+
+small = Small.remote()
+kastor.get(small.ping.remote())
+running = busy.remote()
+waiting = needs_a_gpu.remote()
+big = Big.remote()
+print("submitted", flush=True)
+sys.stdin.read()  # the test closes stdin when it has seen what it checks
+"""
+
+
+def test_status_shows_every_resource_its_holders_and_infeasible_work(tmp_path):
+    with cli_head(tmp_path, TOKEN, "--client-port", "-1", "--resources", '{"TPU": 4}') as head:
+        env = dict(head["env"], KASTOR_ADDRESS=head["head"])
+        driver = subprocess.Popen([sys.executable, "-c", HOLDS_AND_WAITS], env=env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert driver.stdout.readline().strip() == "submitted", driver.stderr.read()
+
+            def holders_and_demands_shown() -> bool:
+                status = _status(head)
+                node = status["nodes"][0]
+                kinds = {(x["kind"], tuple(sorted(x["resources"].items()))) for x in node["leases"]}
+                shapes = {(d["kind"], tuple(sorted(d["shape"].items()))) for d in status["infeasible"]}
+                return (("task", (("CPU", 1.0),)) in kinds and ("actor", (("TPU", 1.0),)) in kinds
+                        and node["used"] == {"CPU": 1.0, "TPU": 1.0}
+                        and ("task", (("CPU", 1.0), ("GPU", 1.0))) in shapes
+                        and ("actor", (("CPU", 1.0), ("TPU", 8.0))) in shapes)
+
+            wait_until(holders_and_demands_shown, "the task lease, the TPU actor and both infeasible demands in status")
+            lease = [x for x in _node(head)["leases"] if x["kind"] == "task"][0]
+            assert lease["owner"] and lease["job"] >= 1 and lease["pid"] > 0
+            text = subprocess.run([sys.executable, "-m", "kastor.runtime.cli", "status", "--address", head["head"]],
+                                  env=head["env"], capture_output=True, text=True, timeout=60, check=True).stdout
+            assert "used: CPU 1/2, TPU 1/4" in text, text
+            assert f"task lease of {lease['owner']}" in text and "holds {TPU: 1}" in text, text
+            assert "infeasible" in text and "{CPU: 1, GPU: 1}: tasks of job" in text, text
+            assert "{CPU: 1, TPU: 8}: actor Big" in text, text
+            listed = subprocess.run([sys.executable, "-m", "kastor.runtime.cli", "list", "nodes", "--address",
+                                     head["head"]], env=head["env"], capture_output=True, text=True, timeout=60,
+                                    check=True).stdout
+            assert "CPU 1/2, TPU 1/4" in listed, listed
+        finally:
+            _, err = driver.communicate("", timeout=120)
+        # The driver was told, once each, as Ray tells it.
+        assert err.count("the task needs_a_gpu is infeasible") == 1, err
+        assert "requires {CPU: 1, GPU: 1}" in err, err
+        assert err.count("the actor Big is infeasible") == 1 and "requires {CPU: 1, TPU: 8}" in err, err

@@ -589,7 +589,7 @@ class PickNodeReply(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., node: _Optional[_Union[NodeInfo, _Mapping]] = ..., feasible: _Optional[bool] = ...) -> None: ...
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("required", "job_id", "allow_spillback", "owner_address", "spilled", "report_infeasible")
+    __slots__ = ("required", "job_id", "allow_spillback", "owner_address", "queue_if_busy", "report_infeasible")
     class RequiredEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -601,15 +601,15 @@ class LeaseRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ALLOW_SPILLBACK_FIELD_NUMBER: _ClassVar[int]
     OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
-    SPILLED_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_IF_BUSY_FIELD_NUMBER: _ClassVar[int]
     REPORT_INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
     required: _containers.ScalarMap[str, float]
     job_id: bytes
     allow_spillback: bool
     owner_address: str
-    spilled: bool
+    queue_if_busy: bool
     report_infeasible: bool
-    def __init__(self, required: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[bytes] = ..., allow_spillback: _Optional[bool] = ..., owner_address: _Optional[str] = ..., spilled: _Optional[bool] = ..., report_infeasible: _Optional[bool] = ...) -> None: ...
+    def __init__(self, required: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[bytes] = ..., allow_spillback: _Optional[bool] = ..., owner_address: _Optional[str] = ..., queue_if_busy: _Optional[bool] = ..., report_infeasible: _Optional[bool] = ...) -> None: ...
 
 class LeaseReply(_message.Message):
     __slots__ = ("granted", "worker_address", "worker_id", "spillback_address", "gpu_ids", "infeasible", "message")
