@@ -180,3 +180,41 @@ def test_status_shows_every_resource_its_holders_and_infeasible_work(tmp_path):
         assert err.count("the task needs_a_gpu is infeasible") == 1, err
         assert "requires {CPU: 1, GPU: 1}" in err, err
         assert err.count("the actor Big is infeasible") == 1 and "requires {CPU: 1, TPU: 8}" in err, err
+
+
+NESTED_THEN_KILLED = """
+import time, kastor
+kastor.init()
+
+@kastor.remote
+def inner():
+    time.sleep(600)
+
+@kastor.remote
+def outer():
+    ref = inner.remote()  # owned by outer's worker, not by the driver
+    time.sleep(600)
+    return ref
+
+ref = outer.remote()
+print("submitted", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_drivers_tasks_and_their_nested_tasks_end_and_free_their_cpus(head):
+    """Ray's ownership: the driver dies, so the worker running its task does, and with that worker
+    dies the owner of the nested task, whose worker exits too. Both CPUs come back."""
+    env = dict(head["env"], KASTOR_ADDRESS=head["head"])
+    driver = subprocess.Popen([sys.executable, "-c", NESTED_THEN_KILLED], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout.readline().strip() == "submitted", driver.stderr.read()
+        wait_until(lambda: len([x for x in _node(head)["leases"] if x["kind"] == "task"]) == 2,
+                   "outer and its nested inner task both holding a CPU")
+        owners = {x["owner"] for x in _node(head)["leases"]}
+        assert len(owners) == 2, owners  # the driver owns outer's lease, outer's worker owns inner's
+    finally:
+        driver.kill()
+        driver.communicate(timeout=60)
+    wait_until(lambda: _all_cpus_free(head) and not _node(head)["leases"], "both CPUs free after the driver was killed")
