@@ -8,6 +8,7 @@ actor is killed once every handle to it is gone, and its owner's job ending ends
 from __future__ import annotations
 
 import inspect
+import logging
 import threading
 from typing import Any
 
@@ -188,7 +189,16 @@ async def _create_named(core, spec: pb.ActorSpec, deps: list[ObjectRef], get_if_
             raise ValueError(f"The name {spec.name!r} (namespace={spec.namespace!r}) is already taken by "
                              f"another actor; pick another name, or pass get_if_exists=True to reuse it.") from None
         raise
+    _warn_if_infeasible(reply)
     return reply.info
+
+
+def _warn_if_infeasible(reply: pb.CreateActorReply) -> None:
+    """As Ray does: an actor no node can fit waits, but its creator is told why."""
+    info = reply.info
+    if info.pending_reason and not reply.existed:
+        logging.getLogger("kastor").warning("Warning: the actor %s is infeasible and cannot be scheduled right now: %s",
+                                            info.spec.class_name, info.pending_reason)
 
 
 def _create_async(core, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
@@ -198,8 +208,9 @@ def _create_async(core, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
     async def create() -> None:
         try:
             await _attach_deps(core, spec, deps)
-            await core.head_rpc("CreateActor", pb.CreateActorRequest(spec=spec))
+            reply = await core.head_rpc("CreateActor", pb.CreateActorRequest(spec=spec))
             created.set_result(None)
+            _warn_if_infeasible(reply)
         except Exception as e:
             created.set_exception(e)
 

@@ -21,7 +21,7 @@ import grpc
 from kastor.runtime import auth, config, launcher, sessions, tls
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
-from kastor.runtime.state_rows import actor_row, node_row
+from kastor.runtime.state_rows import actor_row, format_resources, format_shape, node_row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,7 +304,13 @@ def _query(args: argparse.Namespace) -> int:
         print(f"kastor: cannot query the head at {address}: {e.code().name} {e.details()}.{hint}", file=sys.stderr)
         return 1
     if args.command == "list":
-        rows = [node_row(n) for n in nodes] if args.what == "nodes" else [actor_row(a) for a in actors]
+        if args.what == "nodes":
+            rows = [node_row(n) for n in nodes]
+            if not args.json:
+                rows = [{**r, "resources (used/total)": format_resources(r["used"], r["total"]),
+                         "holders": len(r["leases"])} for r in rows]
+        else:
+            rows = [actor_row(a) for a in actors]
         _print_rows(rows, args.json)
         return 0
     summary = {
@@ -312,18 +318,51 @@ def _query(args: argparse.Namespace) -> int:
         "nodes": [node_row(n) for n in nodes],
         "actors": {state: sum(1 for a in actors if pb.ActorState.Name(a.state) == state)
                    for state in ("PENDING", "ALIVE", "RESTARTING", "DEAD")},
+        "infeasible": _infeasible(nodes, actors),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"Kastor cluster at {address}")
-    print(f"  nodes: {sum(1 for n in nodes if n.alive)} alive, {sum(1 for n in nodes if not n.alive)} dead")
-    for n in summary["nodes"]:
-        print(f"    {n['node_id']}  {n['address']:<22} {'ALIVE' if n['alive'] else 'DEAD':<6} "
-              f"CPU {n['available'].get('CPU', 0):g}/{n['total'].get('CPU', 0):g}  "
-              f"GPU {n['available'].get('GPU', 0):g}/{n['total'].get('GPU', 0):g}")
-    print("  actors: " + ", ".join(f"{v} {k.lower()}" for k, v in summary["actors"].items()))
+    _print_status(summary)
     return 0
+
+
+def _infeasible(nodes: list[pb.NodeInfo], actors: list[pb.ActorInfo]) -> list[dict]:
+    """Work no node can ever fit, as Ray's status lists it: task shapes (merged over the nodes
+    that were asked) and actors, each with the jobs waiting for it."""
+    by_shape: dict[tuple, dict] = {}
+    for n in nodes:
+        for d in node_row(n)["infeasible"]:
+            row = by_shape.setdefault(tuple(sorted(d["shape"].items())), {**d, "jobs": []})
+            row["jobs"] = sorted(set(row["jobs"]) | set(d["jobs"]))
+    rows = list(by_shape.values())
+    for a in actors:
+        if a.pending_reason and a.state in (pb.PENDING, pb.RESTARTING):
+            rows.append({"shape": {k: v for k, v in a.spec.required.items() if v}, "kind": "actor",
+                         "jobs": [int.from_bytes(a.spec.job_id, "big")], "actor": a.spec.class_name,
+                         "actor_id": a.spec.actor_id.hex(), "reason": a.pending_reason})
+    return rows
+
+
+def _print_status(summary: dict) -> None:
+    nodes = summary["nodes"]
+    print(f"Kastor cluster at {summary['address']}")
+    print(f"  nodes: {sum(1 for n in nodes if n['alive'])} alive, {sum(1 for n in nodes if not n['alive'])} dead")
+    for n in nodes:
+        print(f"    {n['node_id']}  {n['address']:<22} {'ALIVE' if n['alive'] else 'DEAD':<6} "
+              f"used: {format_resources(n['used'], n['total'])}")
+        for lease in n["leases"]:
+            who = f"actor {lease['actor_id'][:8]}" if lease["kind"] == "actor" else f"task lease of {lease['owner']}"
+            blocked = " (blocked in get: CPU lent back)" if lease["blocked"] else ""
+            print(f"      job {lease['job']:<4} {who}  worker {lease['worker_id'][:8]} pid {lease['pid']}  "
+                  f"holds {format_shape(lease['resources'])}{blocked}")
+    print("  actors: " + ", ".join(f"{v} {k.lower()}" for k, v in summary["actors"].items()))
+    if summary["infeasible"]:
+        print("  infeasible (no node can ever fit these; they wait until one joins):")
+        for d in summary["infeasible"]:
+            what = f"actor {d['actor']} {d['actor_id'][:8]}" if d["kind"] == "actor" else "tasks"
+            jobs = ", ".join(str(j) for j in d["jobs"])
+            print(f"    {format_shape(d['shape'])}: {what} of job {jobs}")
 
 
 async def _fetch_state(address: str, token: str) -> tuple[list[pb.NodeInfo], list[pb.ActorInfo]]:
@@ -342,7 +381,7 @@ def _print_rows(rows: list[dict], as_json: bool) -> None:
     if not rows:
         print("(none)")
         return
-    columns = [c for c in rows[0] if c not in ("total", "available")]
+    columns = [c for c in rows[0] if not isinstance(rows[0][c], (dict, list))]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     print("  ".join(c.upper().ljust(widths[c]) for c in columns))
     for r in rows:

@@ -34,6 +34,10 @@ NODE_DEATH_TIMEOUT_S = float(os.environ.get("KASTOR_NODE_DEATH_TIMEOUT_S", "10")
 # How long an owner keeps an idle task lease before handing the worker back: long enough
 # for a tight `get(f.remote())` loop to reuse it, short enough not to starve others.
 LEASE_LINGER_S = 0.05
+# A node agent checks its task leases this often, and takes back one whose worker has had no
+# stream and no call for LEASE_RECLAIM_GRACE_S (a lost WorkerIdle, an owner gone before its first call).
+LEASE_CHECK_INTERVAL_S = float(os.environ.get("KASTOR_LEASE_CHECK_INTERVAL_S", "1"))
+LEASE_RECLAIM_GRACE_S = float(os.environ.get("KASTOR_LEASE_RECLAIM_GRACE_S", "5"))
 # How often dropped ObjectRefs are swept when no new ref comes along to sweep them sooner.
 REF_SWEEP_INTERVAL_S = 0.05
 # Idle workers a node agent keeps started ahead, so actor creation skips process start-up.

@@ -60,6 +60,12 @@ class CoreWorkerService(pb_grpc.CoreWorkerServicer):
             engine.cancel(request.task_id, request.force, request.recursive)
         return pb.Empty()
 
+    async def LeaseState(self, request, context):
+        engine = self._engine()
+        if engine is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this process runs no work (a driver)")
+        return engine.lease_state()
+
     async def Exit(self, request, context):
         engine = self._engine()
         if engine is not None:

@@ -140,6 +140,10 @@ class Head(pb_grpc.HeadServicer):
         await self.store.put(NODES, request.node_id, request.SerializeToString())
         log.info("node %s %s at %s with %s", request.node_id, "rejoined" if rejoined else "joined",
                  request.address, dict(request.total))
+        for info in list(self.actors.values()):  # a node that fits makes waiting actors feasible
+            if info.pending_reason and info.state != pb.DEAD and not self._infeasible_reason(info.spec):
+                info.pending_reason = ""
+                await self._save(info)
         self._place_pending()
         return pb.RegisterNodeReply(cluster_id=self.cluster_id)
 
@@ -150,6 +154,10 @@ class Head(pb_grpc.HeadServicer):
         self.node_seen[request.node_id] = time.monotonic()
         node.available.clear()
         node.available.update(request.available)
+        del node.leases[:]
+        node.leases.extend(request.leases)  # who holds what, for `kastor status`
+        del node.infeasible[:]
+        node.infeasible.extend(request.infeasible)
         kill: list[bytes] = []
         if request.node_id in self.unreconciled:
             self.unreconciled.discard(request.node_id)
@@ -173,7 +181,7 @@ class Head(pb_grpc.HeadServicer):
                 kill.append(a.worker_id)
             elif info.state in (pb.PENDING, pb.RESTARTING) and a.actor_id not in self.placing:
                 log.info("adopting actor %s found running on node %s", a.actor_id.hex()[:8], node.node_id)
-                info.state = pb.ALIVE
+                info.state, info.pending_reason = pb.ALIVE, ""
                 info.address, info.node_id, info.pid, info.worker_id = a.address, node.node_id, a.pid, a.worker_id
                 self.pending.discard(a.actor_id)
                 await self._save(info)
@@ -202,6 +210,8 @@ class Head(pb_grpc.HeadServicer):
             for node in list(self.nodes.values()):
                 if node.alive and now - self.node_seen.get(node.node_id, now) > config.NODE_DEATH_TIMEOUT_S:
                     node.alive = False
+                    del node.leases[:]
+                    del node.infeasible[:]
                     log.warning("node %s missed heartbeats for %.0fs: marking it dead",
                                 node.node_id, config.NODE_DEATH_TIMEOUT_S)
                     await self.store.put(NODES, node.node_id, node.SerializeToString())
@@ -310,7 +320,10 @@ class Head(pb_grpc.HeadServicer):
                 await context.abort(grpc.StatusCode.ALREADY_EXISTS,
                                     f"an actor named '{spec.name}' already exists in namespace "
                                     f"'{spec.namespace}'")
-        info = pb.ActorInfo(spec=spec, state=pb.PENDING)
+        info = pb.ActorInfo(spec=spec, state=pb.PENDING, pending_reason=self._infeasible_reason(spec))
+        if info.pending_reason:
+            log.warning("actor %s (%s) is infeasible: %s", spec.class_name, spec.actor_id.hex()[:8],
+                        info.pending_reason)
         self.actors[spec.actor_id] = info
         if spec.name:
             self.names[(spec.namespace, spec.name)] = spec.actor_id
@@ -442,6 +455,18 @@ class Head(pb_grpc.HeadServicer):
             if info is not None and any(n.alive and fits(n.available, required) for n in self.nodes.values()):
                 self._place(actor_id)
 
+    def _infeasible_reason(self, spec: pb.ActorSpec) -> str:
+        """Why no alive node can ever fit the actor ("" when one can): what its creator is warned."""
+        required = {k: v for k, v in spec.required.items() if v}
+        alive = [n for n in self.nodes.values() if n.alive]
+        if any(fits(n.total, required) for n in alive):
+            return ""
+        wanted = ", ".join(f"{k}: {v:g}" for k, v in sorted(required.items()))
+        have = "; ".join("{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(n.total.items())) + "}" for n in alive)
+        return (f"it requires {{{wanted}}} and no alive node has that much (nodes: {have or 'none yet'}). It stays "
+                f"PENDING until a node that fits joins; otherwise lower its resource request (num_cpus, num_gpus, "
+                f"memory, resources).")
+
     def _candidates(self, spec: pb.ActorSpec) -> list[pb.NodeInfo]:
         """Nodes to try, best first, per the actor's resources and scheduling_strategy."""
         required, where = dict(spec.required), spec.placement
@@ -489,6 +514,7 @@ class Head(pb_grpc.HeadServicer):
                     continue
                 if reply.started:
                     info.state = pb.ALIVE
+                    info.pending_reason = ""
                     info.address, info.node_id, info.pid, info.worker_id = \
                         reply.address, node.node_id, reply.pid, reply.worker_id
                     await self._save(info)
@@ -498,6 +524,10 @@ class Head(pb_grpc.HeadServicer):
                     return
                 log.warning("node %s could not start actor %s: %s", node.node_id, actor_id.hex()[:8], reply.message)
             self.pending.add(actor_id)
+            reason = self._infeasible_reason(info.spec)
+            if reason != info.pending_reason:
+                info.pending_reason = reason
+                await self._save(info)
         finally:
             self.placing.discard(actor_id)
 

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -40,6 +41,13 @@ class WorkerProc:
     gpu_ids: list[int] = field(default_factory=list)
     actor_id: bytes = b""
     blocked: bool = False
+    job_id: bytes = b""
+    owner_address: str = ""          # whose lease (or actor) this is
+    lease_seq: int = 0               # bumped on every grant, so a reconcile never frees a newer lease
+    leased_at: float = 0.0           # time.monotonic() of the grant
+
+
+INFEASIBLE_TTL_S = 5.0  # an infeasible shape stays reported this long after its owner last asked for it
 
 
 class NodeAgent(pb_grpc.NodeAgentServicer):
@@ -61,6 +69,9 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         self.lease_queue: deque[tuple[dict, asyncio.Future]] = deque()
         self.registrations: dict[bytes, asyncio.Future] = {}
         self.starting = 0
+        self.infeasible: dict[tuple, tuple[float, set[bytes]]] = {}  # shape -> (last asked, jobs)
+        self._no_free_elsewhere: dict[tuple, float] = {}  # shape -> until when not to ask the head again
+        self._lease_seq = 0
         self._head_channel: grpc.aio.Channel | None = None
         self._channels: dict[str, grpc.aio.Channel] = {}
 
@@ -115,7 +126,8 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
             await asyncio.sleep(config.HEARTBEAT_INTERVAL_S)
             try:
                 reply = await self.head().Heartbeat(pb.HeartbeatRequest(
-                    node_id=self.node_id, available=self.available, actors=self._live_actors()),
+                    node_id=self.node_id, available=self.available, actors=self._live_actors(),
+                    leases=self.lease_infos(), infeasible=self.infeasible_demands()),
                     metadata=self.metadata, timeout=5)
             except grpc.aio.AioRpcError as e:
                 refused = e.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -150,6 +162,21 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         else:
             log.warning("lost the head at %s (%s); workers keep serving, retrying for up to %.0fs",
                         self.head_address, code.name, config.NODE_HEAD_LOSS_TIMEOUT_S)
+
+    def lease_infos(self) -> list[pb.LeaseInfo]:
+        """Who holds this node's resources: every task lease, and every actor that holds any."""
+        return [pb.LeaseInfo(worker_id=w.worker_id, pid=w.proc.pid or 0, job_id=w.job_id, owner_address=w.owner_address,
+                             resources=w.held, actor_id=w.actor_id, blocked=w.blocked)
+                for w in self.workers.values()
+                if w.proc.returncode is None and (w.state == "leased" or (w.state == "actor" and any(w.held.values())))]
+
+    def infeasible_demands(self) -> list[pb.ResourceDemand]:
+        """Shapes asked for lately that no node can fit (dropped once nobody asks for them)."""
+        now = time.monotonic()
+        for shape in [s for s, (seen, _) in self.infeasible.items() if now - seen > INFEASIBLE_TTL_S]:
+            del self.infeasible[shape]
+        return [pb.ResourceDemand(shape=dict(shape), job_ids=sorted(jobs), kind="task")
+                for shape, (_, jobs) in self.infeasible.items()]
 
     def _live_actors(self) -> list[pb.LiveActor]:
         return [pb.LiveActor(actor_id=w.actor_id, worker_id=w.worker_id, address=w.address, pid=w.proc.pid)
@@ -242,6 +269,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         release(self.available, held)
         self.free_gpus.extend(w.gpu_ids)
         w.held, w.gpu_ids, w.blocked = {}, [], False
+        w.job_id, w.owner_address = b"", ""
 
     def _allocate(self, required: dict[str, float]) -> list[int]:
         subtract(self.available, required)
@@ -252,14 +280,31 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
     # ---- leases ----
 
     async def RequestLease(self, request, context):
+        """Grants a worker for `required`, queueing until it fits here, or points elsewhere.
+
+        It points at another node (spillback) when this one can never fit the shape, or, unless
+        the owner asks it to queue (a request already spilled here, or SPREAD), when this node is
+        full and another has room.
+        A shape no node can fit is answered `infeasible` at once when the owner asked for that
+        (it warns and asks again); older owners are held here until a node that fits joins.
+        Every path either hands out the resources with the reply or returns them: a request
+        cancelled while its worker starts gives the worker back too.
+        """
         required = dict(request.required)
         while not fits(self.total, required):
             reply = await self.head().PickNode(pb.PickNodeRequest(required=required, exclude_node_id=self.node_id),
                                                metadata=self.metadata, timeout=10)
             if reply.found and request.allow_spillback:
                 return pb.LeaseReply(spillback_address=reply.node.address)
+            if request.report_infeasible:
+                return self._infeasible(required, request.job_id, pinned=reply.found)
             await asyncio.sleep(1.0)  # infeasible for now: wait for a node that fits to join
-        fut = asyncio.get_running_loop().create_future()
+        if request.allow_spillback and not request.queue_if_busy and not fits(self.available, required):
+            elsewhere = await self._node_with_room(required)
+            if elsewhere:
+                return pb.LeaseReply(spillback_address=elsewhere)
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         entry = (required, fut)
         self.lease_queue.append(entry)
         self._dispatch()
@@ -269,19 +314,64 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
             if entry in self.lease_queue:
                 self.lease_queue.remove(entry)
             elif fut.done() and not fut.cancelled():
-                release(self.available, required)
-                self.free_gpus.extend(fut.result())
-                self._dispatch()
+                self._unallocate(required, fut.result())
             raise
+        take = loop.create_task(self._take_worker())
         try:
-            w = await self._take_worker()
+            w = await asyncio.shield(take)
+        except asyncio.CancelledError:  # the owner went away while its worker was starting
+            self._unallocate(required, gpu_ids)
+            take.add_done_callback(self._keep_idle)
+            raise
         except Exception as e:
-            release(self.available, required)
-            self.free_gpus.extend(gpu_ids)
-            self._dispatch()
+            self._unallocate(required, gpu_ids)
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"could not start a worker: {e}")
+        self._lease_seq += 1
         w.state, w.held, w.gpu_ids = "leased", required, gpu_ids
+        w.job_id, w.owner_address = request.job_id, request.owner_address
+        w.lease_seq, w.leased_at = self._lease_seq, time.monotonic()
         return pb.LeaseReply(granted=True, worker_address=w.address, worker_id=w.worker_id, gpu_ids=gpu_ids)
+
+    def _unallocate(self, required: dict[str, float], gpu_ids: list[int]) -> None:
+        release(self.available, required)
+        self.free_gpus.extend(gpu_ids)
+        self._dispatch()
+
+    def _keep_idle(self, take: asyncio.Task) -> None:
+        """A worker started for a lease whose owner left: it waits for the next one."""
+        if not take.cancelled() and take.exception() is None:
+            w = take.result()
+            if w.state == "idle":
+                self.idle.append(w)
+
+    def _infeasible(self, required: dict[str, float], job_id: bytes, pinned: bool) -> pb.LeaseReply:
+        shape = tuple(sorted((k, v) for k, v in required.items() if v))
+        _, jobs = self.infeasible.get(shape, (0.0, set()))
+        jobs.add(job_id)
+        self.infeasible[shape] = (time.monotonic(), jobs)
+        wanted = ", ".join(f"{k}: {v:g}" for k, v in shape)
+        has = ", ".join(f"{k}: {v:g}" for k, v in sorted(self.total.items()))
+        where = f"it is pinned to node {self.node_id}, which has only {{{has}}}" if pinned else \
+            f"no alive node in the cluster has that much (this node has {{{has}}})"
+        return pb.LeaseReply(infeasible=True, message=(
+            f"it requires {{{wanted}}} and {where}. It stays pending until a node that fits joins; otherwise "
+            f"lower its resource request (num_cpus, num_gpus, memory, resources)."))
+
+    async def _node_with_room(self, required: dict[str, float]) -> str:
+        """Another alive node that the head last saw with `required` free, or "" (cached briefly)."""
+        shape = tuple(sorted(required.items()))
+        now = time.monotonic()
+        if self._no_free_elsewhere.get(shape, 0.0) > now:
+            return ""
+        try:
+            reply = await self.head().PickNode(pb.PickNodeRequest(required=required, exclude_node_id=self.node_id),
+                                               metadata=self.metadata, timeout=10)
+        except grpc.aio.AioRpcError:
+            reply = pb.PickNodeReply()
+        if reply.found and fits(reply.node.available, required):
+            return reply.node.address
+        self._no_free_elsewhere[shape] = now + config.HEARTBEAT_INTERVAL_S
+        return ""
 
     def _dispatch(self) -> None:
         for entry in list(self.lease_queue):
@@ -295,11 +385,38 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
     async def WorkerIdle(self, request, context):
         w = self.workers.get(request.worker_id)
         if w is not None and w.state == "leased":
-            self._give_back(w)
-            w.state = "idle"
-            self.idle.append(w)
-            self._dispatch()
+            self._free_lease(w)
         return pb.Empty()
+
+    async def reconcile_leases_forever(self) -> None:
+        """Returns leases nobody uses: the worker's WorkerIdle was lost, or the owner never
+        opened its stream (it died between the grant and its first call).
+
+        The worker, not one message, is the judge: a lease older than LEASE_RECLAIM_GRACE_S
+        whose worker has had no stream and no call for that long is taken back.
+        """
+        while True:
+            await asyncio.sleep(config.LEASE_CHECK_INTERVAL_S)
+            grace = config.LEASE_RECLAIM_GRACE_S
+            now = time.monotonic()
+            for w in [w for w in self.workers.values() if w.state == "leased" and now - w.leased_at >= grace]:
+                seq = w.lease_seq
+                try:
+                    state = await self.worker_stub(w.address).LeaseState(pb.Empty(), metadata=self.metadata, timeout=5)
+                except grpc.aio.AioRpcError:
+                    continue  # dying or swamped: a death returns the lease anyway
+                if w.state == "leased" and w.lease_seq == seq and not state.streams and not state.running \
+                        and state.idle_s >= grace:
+                    log.warning("worker %s has been idle for %.1fs on a lease of job %d (owner %s) that was never "
+                                "handed back; returning its %s", w.worker_id.hex()[:8], state.idle_s,
+                                int.from_bytes(w.job_id or b"\0", "big"), w.owner_address or "?", w.held)
+                    self._free_lease(w)
+
+    def _free_lease(self, w: WorkerProc) -> None:
+        self._give_back(w)
+        w.state = "idle"
+        self.idle.append(w)
+        self._dispatch()
 
     async def NotifyBlocked(self, request, context):
         w = self.workers.get(request.worker_id)
@@ -334,6 +451,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
             self.free_gpus.extend(gpu_ids)
             return pb.StartActorReply(started=False, message=f"could not start a worker: {e}")
         w.state, w.held, w.gpu_ids, w.actor_id = "actor", held, gpu_ids, spec.actor_id
+        w.job_id, w.owner_address = spec.job_id, spec.owner_address
         try:
             reply = await self.worker_stub(w.address).StartActor(
                 pb.StartActorRequest(spec=spec, gpu_ids=gpu_ids, num_restarts=request.num_restarts),
@@ -460,6 +578,7 @@ async def serve(args: argparse.Namespace) -> int:
     await agent.register_with_head(config.STARTUP_TIMEOUT_S)
     agent._prestart()
     heartbeat = asyncio.get_running_loop().create_task(agent.heartbeat_forever())
+    reconciler = asyncio.get_running_loop().create_task(agent.reconcile_leases_forever())
     launcher.announce_ready(args.ready_fd, agent.address)
     log.info("node agent %s serving on %s with %s", node_id, agent.address, agent.total)
     stop = asyncio.get_running_loop().create_task(launcher.wait_for_stop(args.exit_with_parent))
@@ -469,6 +588,7 @@ async def serve(args: argparse.Namespace) -> int:
     finally:
         stop.cancel()
         heartbeat.cancel()
+        reconciler.cancel()
         await agent.shutdown()
         await server.stop(grace=0.5)
     return 0 if stop.done() and not stop.cancelled() else 1

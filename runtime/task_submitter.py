@@ -5,6 +5,10 @@ the task's resources (a lease); the agent answers with a worker address, or with
 node's address when it can never fit the shape. Tasks then travel on an Execute stream to
 the leased worker, with no agent or head in between. Short tasks are pipelined a few deep
 per lease; a lease lingers briefly when its queue empties so a tight loop keeps its worker.
+
+A lease belongs to this process (its owner address travels with the request): the worker
+exits if our stream to it breaks mid-call, and its node takes back a lease we were granted
+but never used. A shape no node can fit is reported infeasible: we warn once and ask again.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ log = logging.getLogger("kastor.tasks")
 MAX_LEASE_REQUESTS = 8      # outstanding lease requests per scheduling key
 SHORT_TASK_S = 0.005        # tasks faster than this are pipelined
 PIPELINE_DEPTH = 8
+INFEASIBLE_RETRY_S = (0.5, 2.0)  # first and longest wait before asking again for an infeasible shape
 
 
 class Lease:
@@ -53,6 +58,7 @@ class TaskSubmitter:
         self.children: dict[bytes, list[bytes]] = defaultdict(list)
         self._spread_turn = 0
         self._closed = False
+        self._warned_infeasible: set[tuple] = set()
 
     # ---- entry points (on the loop) ----
 
@@ -135,7 +141,8 @@ class TaskSubmitter:
         wanted = min(len(q), MAX_LEASE_REQUESTS) - self.requesting[key]
         for _ in range(max(0, wanted)):
             self.requesting[key] += 1
-            asyncio.get_running_loop().create_task(self._lease(key, q[0].required, q[0].spec.job_id, q[0].placement))
+            asyncio.get_running_loop().create_task(
+                self._lease(key, q[0].required, q[0].spec.job_id, q[0].placement, q[0].spec.name))
 
     async def _first_node(self, where: pb.Placement | None) -> str | None:
         """The node agent to ask for a lease: this host's, the next one in turn (SPREAD), or the
@@ -164,17 +171,28 @@ class TaskSubmitter:
         while q:
             self._finish(q.popleft(), exc=error)
 
-    async def _lease(self, key: tuple, required: dict, job_id: bytes, where: pb.Placement | None) -> None:
+    def _warn_infeasible(self, key: tuple, name: str, message: str) -> None:
+        """Once per shape of work, as Ray does: the work waits, but the user should know why."""
+        if key in self._warned_infeasible:
+            return
+        self._warned_infeasible.add(key)
+        log.warning("Warning: the task %s is infeasible and cannot be scheduled right now: %s", name, message)
+
+    async def _lease(self, key: tuple, required: dict, job_id: bytes, where: pb.Placement | None,
+                     name: str = "") -> None:
         try:
             address = await self._first_node(where)
             if address is None:
                 self._unschedulable(key, where)
                 return
             spill = where is None or where.spread or where.soft
+            queued = where is not None  # SPREAD or node affinity chose this node: no spilling for busyness
+            wait = INFEASIBLE_RETRY_S[0]
             while True:
                 try:
                     reply = await self.core.node_stub(address).RequestLease(
-                        pb.LeaseRequest(required=required, job_id=job_id, allow_spillback=spill),
+                        pb.LeaseRequest(required=required, job_id=job_id, allow_spillback=spill,
+                                        owner_address=self.core.address, queue_if_busy=queued, report_infeasible=True),
                         metadata=self.core.metadata)
                 except grpc.aio.AioRpcError as e:
                     if self._closed:
@@ -187,12 +205,20 @@ class TaskSubmitter:
                         return
                     continue
                 if reply.spillback_address:
-                    address = reply.spillback_address
+                    address, queued = reply.spillback_address, True
+                    continue
+                if reply.infeasible:
+                    self._warn_infeasible(key, name, reply.message)
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, INFEASIBLE_RETRY_S[1])
+                    if self._closed or not self.queues[key]:
+                        return  # shut down, or the work was cancelled meanwhile
                     continue
                 break
         finally:
             self.requesting[key] -= 1
         if self._closed:
+            await self._hand_back(address, reply.worker_id)
             return
         lease = Lease(key, reply.worker_id, list(reply.gpu_ids), None, key[-1])  # type: ignore[arg-type]
         lease.stream = ExecStream(self.core.channel(reply.worker_address), self.core.metadata,
@@ -202,6 +228,14 @@ class TaskSubmitter:
             self._pump(key)
         else:
             self._release(lease)
+
+    async def _hand_back(self, address: str, worker_id: bytes) -> None:
+        """Returns a lease granted after close(); if this never arrives, the node reclaims it."""
+        try:
+            await self.core.node_stub(address).WorkerIdle(pb.WorkerIdleRequest(worker_id=worker_id),
+                                                          metadata=self.core.metadata, timeout=2)
+        except grpc.aio.AioRpcError:
+            pass
 
     def _release(self, lease: Lease) -> None:
         lease.closing = True

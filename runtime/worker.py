@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -88,12 +89,16 @@ class Engine:
         self.calls_by_function: dict[str, int] = {}
         self.retiring = False  # a task's max_calls was reached: exit when this lease ends
         self._main_ident = threading.main_thread().ident
+        self._outboxes: set[_Outbox] = set()  # streams open, or closed with calls still running
+        self._last_active = time.monotonic()
 
     # ---- streams (on the core loop) ----
 
     async def serve_stream(self, request_iterator, context_):
         outbox = _Outbox()
         loop = asyncio.get_running_loop()
+        self._outboxes.add(outbox)
+        self._last_active = time.monotonic()
 
         async def read() -> None:
             try:
@@ -106,29 +111,63 @@ class Engine:
                 outbox.event.set()
 
         reader = loop.create_task(read())
+        ended = False  # the owner half-closed and every result went out
         try:
             while True:
                 batch = await outbox.next_batch()
                 if batch is None:
+                    ended = True
                     break
                 yield pb.ExecuteReply(results=batch)
         finally:
             reader.cancel()
             if self.actor_spec is None:
+                if not ended and outbox.delivered < outbox.expected:
+                    self._owner_gone(outbox)
                 loop.create_task(self._release_lease_when_drained(outbox))
+            else:
+                self._outboxes.discard(outbox)
+
+    def _owner_gone(self, outbox: _Outbox) -> None:
+        """The lease's stream broke with calls still running: nobody will read their results
+        (the owner died, shut down, or retries them elsewhere). As a raylet does for a dead
+        owner's leased worker, this worker exits, and its node takes the lease back."""
+        log.warning("the owner of this worker's lease went away with %d call(s) running; exiting so that the "
+                    "node reclaims the lease", outbox.expected - outbox.delivered)
+        self.exit(1)
+
+    def lease_state(self) -> pb.LeaseStateReply:
+        """What this worker is doing for its lease (see NodeAgent.reconcile_leases_forever)."""
+        running = sum(o.expected - o.delivered for o in self._outboxes)
+        streams = sum(1 for o in self._outboxes if not o.reader_done)
+        busy = bool(self._outboxes)
+        return pb.LeaseStateReply(streams=streams, running=running,
+                                  idle_s=0.0 if busy else time.monotonic() - self._last_active)
 
     async def _release_lease_when_drained(self, outbox: _Outbox) -> None:
         while outbox.delivered < outbox.expected:
             outbox.event.clear()
             await outbox.event.wait()
+        self._outboxes.discard(outbox)
+        self._last_active = time.monotonic()
         if self.retiring:  # a function's max_calls is used up: leave, and the node starts a fresh worker
             log.info("worker retiring after reaching a function's max_calls")
             self.exit(0)
-        try:
-            await self.core.node_stub().WorkerIdle(
-                pb.WorkerIdleRequest(worker_id=self.core.worker_id), metadata=self.core.metadata, timeout=30)
-        except grpc.aio.AioRpcError:
-            pass
+        if self._outboxes:
+            return  # another stream of this lease is still open; its end hands the lease back
+        delay = 0.2
+        for attempt in range(4):  # the node also reconciles, so a last failure only delays the return
+            try:
+                await self.core.node_stub().WorkerIdle(
+                    pb.WorkerIdleRequest(worker_id=self.core.worker_id), metadata=self.core.metadata, timeout=10)
+                return
+            except grpc.aio.AioRpcError as e:
+                if attempt == 3:
+                    log.warning("could not hand this worker's lease back to its node (%s); the node will take it "
+                                "back when it next reconciles", e.code().name)
+                    return
+            await asyncio.sleep(delay)
+            delay *= 2
 
     def dispatch(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
         if self._exiting:

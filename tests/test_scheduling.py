@@ -62,6 +62,13 @@ def node_after_barrier(barrier) -> str:
 
 
 @kastor.remote
+def slow_node_of_task(hold_s: float) -> str:
+    """node_of_task, but with no history of short runs (those would be pipelined onto one lease)."""
+    time.sleep(hold_s)
+    return kastor.get_runtime_context().get_node_id()
+
+
+@kastor.remote
 class Placed:
     def node(self) -> str:
         return kastor.get_runtime_context().get_node_id()
@@ -104,8 +111,16 @@ def test_spread_uses_every_node(cluster):
     assert sorted(kastor.get(tasks, timeout=DEADLINE_S)) == sorted(NODES)
 
 
-def test_default_tasks_stay_on_the_drivers_node(cluster):
-    assert set(kastor.get([node_of_task.remote() for _ in range(6)], timeout=DEADLINE_S)) == {"n1"}
+def test_default_tasks_stay_on_the_drivers_node_while_it_has_room(cluster):
+    wait_until(lambda: all(n["available"].get("CPU") == 2 for n in list_nodes() if n["alive"]), "idle nodes")
+    assert {kastor.get(node_of_task.remote(), timeout=DEADLINE_S) for _ in range(6)} == {"n1"}
+
+
+def test_a_busy_node_spills_tasks_to_nodes_with_room(cluster):
+    """As in Ray: the driver's node grants what fits, and sends the rest to idle nodes instead of queueing."""
+    wait_until(lambda: all(n["available"].get("CPU") == 2 for n in list_nodes() if n["alive"]), "idle nodes")
+    nodes = kastor.get([slow_node_of_task.remote(3.0) for _ in range(6)], timeout=DEADLINE_S)
+    assert len(set(nodes)) >= 2, f"6 tasks of 3s on a 2-CPU node, and all ran there: {nodes}"
 
 
 def test_bad_strategies_are_named(cluster):

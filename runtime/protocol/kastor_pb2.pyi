@@ -261,7 +261,7 @@ class ActorSpec(_message.Message):
     def __init__(self, actor_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., class_id: _Optional[str] = ..., class_name: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., is_async: _Optional[bool] = ..., required: _Optional[_Mapping[str, float]] = ..., held: _Optional[_Mapping[str, float]] = ..., owner_worker_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., job_namespace: _Optional[str] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., max_pending_calls: _Optional[int] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
-    __slots__ = ("spec", "state", "address", "node_id", "pid", "num_restarts", "death_cause", "death_error", "version", "worker_id", "killed")
+    __slots__ = ("spec", "state", "address", "node_id", "pid", "num_restarts", "death_cause", "death_error", "version", "worker_id", "killed", "pending_reason")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -273,6 +273,7 @@ class ActorInfo(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     KILLED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
     spec: ActorSpec
     state: ActorState
     address: str
@@ -284,10 +285,11 @@ class ActorInfo(_message.Message):
     version: int
     worker_id: bytes
     killed: bool
-    def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., state: _Optional[_Union[ActorState, str]] = ..., address: _Optional[str] = ..., node_id: _Optional[str] = ..., pid: _Optional[int] = ..., num_restarts: _Optional[int] = ..., death_cause: _Optional[str] = ..., death_error: _Optional[_Union[Value, _Mapping]] = ..., version: _Optional[int] = ..., worker_id: _Optional[bytes] = ..., killed: _Optional[bool] = ...) -> None: ...
+    pending_reason: str
+    def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., state: _Optional[_Union[ActorState, str]] = ..., address: _Optional[str] = ..., node_id: _Optional[str] = ..., pid: _Optional[int] = ..., num_restarts: _Optional[int] = ..., death_cause: _Optional[str] = ..., death_error: _Optional[_Union[Value, _Mapping]] = ..., version: _Optional[int] = ..., worker_id: _Optional[bytes] = ..., killed: _Optional[bool] = ..., pending_reason: _Optional[str] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "address", "ip", "total", "available", "alive", "last_heartbeat", "store_dir")
+    __slots__ = ("node_id", "address", "ip", "total", "available", "alive", "last_heartbeat", "store_dir", "leases", "infeasible")
     class TotalEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -310,6 +312,8 @@ class NodeInfo(_message.Message):
     ALIVE_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     STORE_DIR_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     ip: str
@@ -318,7 +322,51 @@ class NodeInfo(_message.Message):
     alive: bool
     last_heartbeat: float
     store_dir: str
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., ip: _Optional[str] = ..., total: _Optional[_Mapping[str, float]] = ..., available: _Optional[_Mapping[str, float]] = ..., alive: _Optional[bool] = ..., last_heartbeat: _Optional[float] = ..., store_dir: _Optional[str] = ...) -> None: ...
+    leases: _containers.RepeatedCompositeFieldContainer[LeaseInfo]
+    infeasible: _containers.RepeatedCompositeFieldContainer[ResourceDemand]
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., ip: _Optional[str] = ..., total: _Optional[_Mapping[str, float]] = ..., available: _Optional[_Mapping[str, float]] = ..., alive: _Optional[bool] = ..., last_heartbeat: _Optional[float] = ..., store_dir: _Optional[str] = ..., leases: _Optional[_Iterable[_Union[LeaseInfo, _Mapping]]] = ..., infeasible: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ...) -> None: ...
+
+class LeaseInfo(_message.Message):
+    __slots__ = ("worker_id", "pid", "job_id", "owner_address", "resources", "actor_id", "blocked")
+    class ResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    worker_id: bytes
+    pid: int
+    job_id: bytes
+    owner_address: str
+    resources: _containers.ScalarMap[str, float]
+    actor_id: bytes
+    blocked: bool
+    def __init__(self, worker_id: _Optional[bytes] = ..., pid: _Optional[int] = ..., job_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., resources: _Optional[_Mapping[str, float]] = ..., actor_id: _Optional[bytes] = ..., blocked: _Optional[bool] = ...) -> None: ...
+
+class ResourceDemand(_message.Message):
+    __slots__ = ("shape", "job_ids", "kind")
+    class ShapeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    shape: _containers.ScalarMap[str, float]
+    job_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    kind: str
+    def __init__(self, shape: _Optional[_Mapping[str, float]] = ..., job_ids: _Optional[_Iterable[bytes]] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class RegisterNodeReply(_message.Message):
     __slots__ = ("cluster_id",)
@@ -339,7 +387,7 @@ class LiveActor(_message.Message):
     def __init__(self, actor_id: _Optional[bytes] = ..., worker_id: _Optional[bytes] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "available", "actors")
+    __slots__ = ("node_id", "available", "actors", "leases", "infeasible")
     class AvailableEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -350,10 +398,14 @@ class HeartbeatRequest(_message.Message):
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     ACTORS_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     available: _containers.ScalarMap[str, float]
     actors: _containers.RepeatedCompositeFieldContainer[LiveActor]
-    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ..., actors: _Optional[_Iterable[_Union[LiveActor, _Mapping]]] = ...) -> None: ...
+    leases: _containers.RepeatedCompositeFieldContainer[LeaseInfo]
+    infeasible: _containers.RepeatedCompositeFieldContainer[ResourceDemand]
+    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ..., actors: _Optional[_Iterable[_Union[LiveActor, _Mapping]]] = ..., leases: _Optional[_Iterable[_Union[LeaseInfo, _Mapping]]] = ..., infeasible: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("known", "kill_worker_ids")
@@ -551,7 +603,7 @@ class PickNodeReply(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., node: _Optional[_Union[NodeInfo, _Mapping]] = ..., feasible: _Optional[bool] = ...) -> None: ...
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("required", "job_id", "allow_spillback")
+    __slots__ = ("required", "job_id", "allow_spillback", "owner_address", "queue_if_busy", "report_infeasible")
     class RequiredEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -562,24 +614,34 @@ class LeaseRequest(_message.Message):
     REQUIRED_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     ALLOW_SPILLBACK_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_IF_BUSY_FIELD_NUMBER: _ClassVar[int]
+    REPORT_INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
     required: _containers.ScalarMap[str, float]
     job_id: bytes
     allow_spillback: bool
-    def __init__(self, required: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[bytes] = ..., allow_spillback: _Optional[bool] = ...) -> None: ...
+    owner_address: str
+    queue_if_busy: bool
+    report_infeasible: bool
+    def __init__(self, required: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[bytes] = ..., allow_spillback: _Optional[bool] = ..., owner_address: _Optional[str] = ..., queue_if_busy: _Optional[bool] = ..., report_infeasible: _Optional[bool] = ...) -> None: ...
 
 class LeaseReply(_message.Message):
-    __slots__ = ("granted", "worker_address", "worker_id", "spillback_address", "gpu_ids")
+    __slots__ = ("granted", "worker_address", "worker_id", "spillback_address", "gpu_ids", "infeasible", "message")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     WORKER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     SPILLBACK_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     GPU_IDS_FIELD_NUMBER: _ClassVar[int]
+    INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
     granted: bool
     worker_address: str
     worker_id: bytes
     spillback_address: str
     gpu_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, granted: _Optional[bool] = ..., worker_address: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., spillback_address: _Optional[str] = ..., gpu_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    infeasible: bool
+    message: str
+    def __init__(self, granted: _Optional[bool] = ..., worker_address: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., spillback_address: _Optional[str] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., infeasible: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class StartActorReply(_message.Message):
     __slots__ = ("started", "no_resources", "address", "pid", "worker_id", "error", "message")
@@ -692,6 +754,16 @@ class StartActorRequest(_message.Message):
     gpu_ids: _containers.RepeatedScalarFieldContainer[int]
     num_restarts: int
     def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., num_restarts: _Optional[int] = ...) -> None: ...
+
+class LeaseStateReply(_message.Message):
+    __slots__ = ("streams", "running", "idle_s")
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    IDLE_S_FIELD_NUMBER: _ClassVar[int]
+    streams: int
+    running: int
+    idle_s: float
+    def __init__(self, streams: _Optional[int] = ..., running: _Optional[int] = ..., idle_s: _Optional[float] = ...) -> None: ...
 
 class HelloRequest(_message.Message):
     __slots__ = ("client_version",)

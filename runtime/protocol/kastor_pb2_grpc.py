@@ -1156,6 +1156,11 @@ class CoreWorkerStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
                 _registered_method=True)
+        self.LeaseState = channel.unary_unary(
+                '/kastor.CoreWorker/LeaseState',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.LeaseStateReply.FromString,
+                _registered_method=True)
 
 
 class CoreWorkerServicer:
@@ -1197,6 +1202,13 @@ class CoreWorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LeaseState(self, request, context):
+        """What a task worker is doing, so its node agent can reconcile leases (a lost WorkerIdle).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoreWorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1229,6 +1241,11 @@ def add_CoreWorkerServicer_to_server(servicer, server):
                     servicer.Exit,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+            ),
+            'LeaseState': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseState,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.LeaseStateReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1393,6 +1410,33 @@ class CoreWorker:
             '/kastor.CoreWorker/Exit',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.CoreWorker/LeaseState',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.LeaseStateReply.FromString,
             options,
             channel_credentials,
             insecure,
