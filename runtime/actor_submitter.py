@@ -126,7 +126,7 @@ class ActorSubmitter:
                 if info.state == pb.ALIVE:
                     c.version = info.version
                     c.stream = ExecStream(self.core.channel(info.address), self.core.metadata,
-                                          info.address, self._on_results(c), self._on_lost(c))
+                                          info.address, self._on_results(c, info.num_restarts), self._on_lost(c))
                     break
                 after = info.version
         except Exception as e:  # keep the caller's refs from hanging on an internal fault
@@ -163,9 +163,18 @@ class ActorSubmitter:
         for call in calls:
             fail(self.core, call, error)
 
-    def _on_results(self, c: ActorConn):
+    def _on_results(self, c: ActorConn, incarnation: int):
+        """Results of the stream to the actor's `incarnation` (its num_restarts when the head
+        named its address). A result another instance made is never acknowledged: a stale
+        instance (one the head already replaced) or a new one at a reused address. The stream is
+        then dropped, and its calls are retried or failed as for a lost stream."""
         def handle(stream: ExecStream, results: list[pb.TaskResult]) -> None:
             for result in results:
+                if result.incarnation != incarnation:
+                    log.warning("discarding a result from incarnation %d of actor %s %s; expected %d: dropping "
+                                "the stream", result.incarnation, c.class_name, c.actor_id.hex()[:8], incarnation)
+                    stream.abort()
+                    return
                 call = c.inflight.pop(result.task_id, None)
                 if call is None:
                     continue

@@ -31,6 +31,10 @@ FETCH_CHUNK_BYTES = 4 * 1024 * 1024
 
 HEARTBEAT_INTERVAL_S = float(os.environ.get("KASTOR_HEARTBEAT_INTERVAL_S", "0.5"))
 NODE_DEATH_TIMEOUT_S = float(os.environ.get("KASTOR_NODE_DEATH_TIMEOUT_S", "10"))
+# Fencing: a worker runs calls only while its node agent renews its lease, which lasts this
+# fraction of the head's node death timeout. A frozen or dead-declared node's workers thus stop
+# before the head restarts their actors elsewhere (see NodeAgent.RenewWorkerLease).
+WORKER_LEASE_FRACTION = 0.5
 # How long an owner keeps an idle task lease before handing the worker back: long enough
 # for a tight `get(f.remote())` loop to reuse it, short enough not to starve others.
 LEASE_LINGER_S = 0.05

@@ -145,7 +145,7 @@ class Head(pb_grpc.HeadServicer):
                 info.pending_reason = ""
                 await self._save(info)
         self._place_pending()
-        return pb.RegisterNodeReply(cluster_id=self.cluster_id)
+        return pb.RegisterNodeReply(cluster_id=self.cluster_id, node_death_timeout_s=config.NODE_DEATH_TIMEOUT_S)
 
     async def Heartbeat(self, request, context):
         node = self.nodes.get(request.node_id)
@@ -168,17 +168,18 @@ class Head(pb_grpc.HeadServicer):
     async def _reconcile(self, node: pb.NodeInfo, live: list[pb.LiveActor]) -> list[bytes]:
         """Compares what a node runs with the actor table (after a head restart or a rejoin).
 
-        A worker the table does not place there is stopped (its actor died or moved on); an
-        actor the head lost mid-placement is adopted; an actor the table has there but the node
-        no longer runs died while nobody was listening, and is restarted per max_restarts.
+        A worker the table does not place there is stopped (its actor died or moved on, or it
+        is another incarnation than the table's); an actor the head lost mid-placement is
+        adopted; an actor the table has there but the node no longer runs died while nobody was
+        listening, and is restarted per max_restarts.
         """
         kill = []
         running = {a.actor_id: a for a in live}
         for a in live:
             info = self.actors.get(a.actor_id)
-            if info is None or info.state == pb.DEAD or \
+            if info is None or info.state == pb.DEAD or a.num_restarts != info.num_restarts or \
                     (info.state == pb.ALIVE and info.worker_id != a.worker_id):
-                kill.append(a.worker_id)
+                kill.append(a.worker_id)  # its actor died, moved on, or was restarted since (a stale incarnation)
             elif info.state in (pb.PENDING, pb.RESTARTING) and a.actor_id not in self.placing:
                 log.info("adopting actor %s found running on node %s", a.actor_id.hex()[:8], node.node_id)
                 info.state, info.pending_reason = pb.ALIVE, ""

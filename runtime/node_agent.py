@@ -40,6 +40,7 @@ class WorkerProc:
     held: dict[str, float] = field(default_factory=dict)
     gpu_ids: list[int] = field(default_factory=list)
     actor_id: bytes = b""
+    incarnation: int = 0             # the actor's num_restarts when this worker became it
     blocked: bool = False
     job_id: bytes = b""
     owner_address: str = ""          # whose lease (or actor) this is
@@ -73,6 +74,12 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         self._no_free_elsewhere: dict[tuple, float] = {}  # shape -> until when not to ask the head again
         self._lease_seq = 0
         self._head_channel: grpc.aio.Channel | None = None
+        # Fencing (see RenewWorkerLease): how long a worker's lease lasts, from the head's node
+        # death timeout once registered; and whether the head declared this node dead.
+        self.death_timeout_s = config.NODE_DEATH_TIMEOUT_S
+        self.worker_lease_s = self.death_timeout_s * config.WORKER_LEASE_FRACTION
+        self.fenced = False
+        self.head_confirmed_at = 0.0  # time.monotonic() when the last heartbeat the head knew was sent
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     # ---- plumbing ----
@@ -99,7 +106,11 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         delay = 0.05
         while True:
             try:
-                await self.head().RegisterNode(self.node_info(), metadata=self.metadata, timeout=5)
+                sent = time.monotonic()
+                reply = await self.head().RegisterNode(self.node_info(), metadata=self.metadata, timeout=5)
+                self.death_timeout_s = reply.node_death_timeout_s or config.NODE_DEATH_TIMEOUT_S
+                self.worker_lease_s = self.death_timeout_s * config.WORKER_LEASE_FRACTION
+                self.head_confirmed_at, self.fenced = sent, False
                 log.info("node %s registered with head %s", self.node_id, self.head_address)
                 return
             except grpc.aio.AioRpcError as e:
@@ -124,6 +135,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         was_refused = False
         while True:
             await asyncio.sleep(config.HEARTBEAT_INTERVAL_S)
+            sent = time.monotonic()
             try:
                 reply = await self.head().Heartbeat(pb.HeartbeatRequest(
                     node_id=self.node_id, available=self.available, actors=self._live_actors(),
@@ -144,14 +156,53 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
                 log.warning("reconnected to the head at %s after %.1fs", self.head_address, loop.time() - lost_at)
                 lost_at, was_refused = None, False
             if not reply.known:
-                log.warning("head does not know this node (it restarted without its state, or declared "
-                            "this node dead); registering again")
+                self.fence_workers()  # first: the head may run this node's actors elsewhere already
                 await self.register_with_head(config.STARTUP_TIMEOUT_S)
+            else:
+                self.head_confirmed_at = max(self.head_confirmed_at, sent)
             for worker_id in reply.kill_worker_ids:
                 w = self.workers.get(worker_id)
                 if w is not None and w.proc.returncode is None:
                     log.warning("stopping worker %s: the head placed its actor elsewhere", worker_id.hex()[:8])
                     w.proc.kill()
+
+    def fence_workers(self) -> None:
+        """The head does not know this node: it declared it dead (and restarted its actors
+        elsewhere), or restarted without its state. Every worker is killed at once, before the
+        node registers again, so that no actor ever has two live instances; until then no
+        worker's lease is renewed."""
+        self.fenced = True
+        live = [w for w in self.workers.values() if w.proc.returncode is None]
+        log.error("the head does not know this node: it declared it dead (missed heartbeats for "
+                  "KASTOR_NODE_DEATH_TIMEOUT_S, e.g. the agent was frozen or cut off) or restarted without its "
+                  "state. Killing its %d worker(s), whose actors may run elsewhere now, and registering again",
+                  len(live))
+        for w in live:
+            try:
+                w.proc.kill()
+            except ProcessLookupError:
+                pass
+
+    async def RenewWorkerLease(self, request, context):
+        """Fencing by lease: a worker runs calls only while this agent keeps renewing its lease.
+
+        The lease lasts WORKER_LEASE_FRACTION (a half) of the head's node death timeout D,
+        counted by the worker from when it *sent* the request. If this agent freezes or dies at
+        time F, no lease is renewed after F, so every worker stops by F + D/2. The head declares
+        the node dead no sooner than D after the last heartbeat it received, which the agent
+        sent at most one heartbeat interval before F, so no sooner than about F + D - 0.5s: the
+        old instance of an actor has stopped before the head restarts it elsewhere. A node the
+        head declared dead renews nothing (`fenced`) and kills its workers (`fence_workers`).
+
+        A worker whose lease ran out (this agent was slow, not frozen) resumes only within
+        `fresh_for_s`: until D after the last heartbeat the head acknowledged was sent, the head
+        cannot have declared this node dead, even if this agent has not heard so yet.
+        """
+        known = request.worker_id in self.workers or request.worker_id in self.registrations
+        if self.fenced or not known:
+            return pb.WorkerLeaseReply(granted=False)
+        fresh = self.head_confirmed_at + self.death_timeout_s - time.monotonic()
+        return pb.WorkerLeaseReply(granted=True, lease_s=self.worker_lease_s, fresh_for_s=fresh)
 
     def _log_head_lost(self, code: grpc.StatusCode) -> None:
         if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -179,7 +230,8 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
                 for shape, (_, jobs) in self.infeasible.items()]
 
     def _live_actors(self) -> list[pb.LiveActor]:
-        return [pb.LiveActor(actor_id=w.actor_id, worker_id=w.worker_id, address=w.address, pid=w.proc.pid)
+        return [pb.LiveActor(actor_id=w.actor_id, worker_id=w.worker_id, address=w.address, pid=w.proc.pid,
+                             num_restarts=w.incarnation)
                 for w in self.workers.values() if w.state == "actor" and w.proc.returncode is None]
 
     # ---- workers ----
@@ -451,6 +503,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
             self.free_gpus.extend(gpu_ids)
             return pb.StartActorReply(started=False, message=f"could not start a worker: {e}")
         w.state, w.held, w.gpu_ids, w.actor_id = "actor", held, gpu_ids, spec.actor_id
+        w.incarnation = request.num_restarts
         w.job_id, w.owner_address = spec.job_id, spec.owner_address
         try:
             reply = await self.worker_stub(w.address).StartActor(

@@ -31,6 +31,7 @@ from kastor.runtime import args as argpack
 from kastor.runtime import config, context, serialization
 from kastor.runtime.core import CoreWorker, error_value, return_id
 from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.worker_lease import WorkerLease
 from kastor.runtime.worker_logs import LogShipper
 
 log = logging.getLogger("kastor.worker")
@@ -39,7 +40,8 @@ log = logging.getLogger("kastor.worker")
 class _Outbox:
     """Results waiting to go back on one Execute stream; flushed in batches."""
 
-    def __init__(self) -> None:
+    def __init__(self, incarnation: Callable[[], int]) -> None:
+        self.incarnation = incarnation  # every result says which instance of the actor made it
         self.results: list[pb.TaskResult] = []
         self.expected = 0
         self.delivered = 0
@@ -47,6 +49,7 @@ class _Outbox:
         self.event = asyncio.Event()
 
     def add(self, result: pb.TaskResult) -> None:
+        result.incarnation = self.incarnation()
         self.results.append(result)
         self.delivered += 1
         self.event.set()
@@ -66,8 +69,10 @@ class _Outbox:
 
 
 class Engine:
-    def __init__(self, core: CoreWorker):
+    def __init__(self, core: CoreWorker, lease: WorkerLease):
         self.core = core
+        self.lease = lease  # checked before every call: fencing (see worker_lease)
+        self.incarnation = 0  # the actor's num_restarts when this instance started
         self.pid = os.getpid()
         self.main_queue: queue.SimpleQueue = queue.SimpleQueue()
         self.actor_spec: pb.ActorSpec | None = None
@@ -95,7 +100,7 @@ class Engine:
     # ---- streams (on the core loop) ----
 
     async def serve_stream(self, request_iterator, context_):
-        outbox = _Outbox()
+        outbox = _Outbox(lambda: self.incarnation)
         loop = asyncio.get_running_loop()
         self._outboxes.add(outbox)
         self._last_active = time.monotonic()
@@ -199,6 +204,7 @@ class Engine:
 
     async def start_actor(self, request: pb.StartActorRequest) -> pb.StartActorReply:
         self.restarted = request.num_restarts > 0
+        self.incarnation = request.num_restarts
         fut = asyncio.get_running_loop().create_future()
         self.main_queue.put(("construct", request.spec, list(request.gpu_ids), fut))
         return await fut
@@ -290,6 +296,7 @@ class Engine:
             return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_CANCELLED)
         if self._exiting:
             return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
+        self.lease.check()
         on_main = threading.get_ident() == self._main_ident
         token = context.current_task.set(context.TaskContext(
             spec.job_id, spec.task_id, spec.actor_id, tuple(spec.gpu_ids), spec.namespace, self._label(spec),
@@ -346,6 +353,7 @@ class Engine:
             self.cancelled.discard(spec.task_id)
             status = pb.TASK_ACTOR_EXITED if self._exiting else pb.TASK_CANCELLED
             return pb.TaskResult(task_id=spec.task_id, status=status)
+        self.lease.check()
         context.current_task.set(context.TaskContext(
             spec.job_id, spec.task_id, spec.actor_id, namespace=spec.namespace, label=self._label(spec),
             env_vars=self._env_vars(spec), name=spec.name))
@@ -593,7 +601,10 @@ def main() -> None:
         store_dir=env[config.ENV_STORE_DIR], ip=env.get(config.ENV_NODE_IP, "127.0.0.1"),
         worker_id=bytes.fromhex(env[config.ENV_WORKER_ID]), is_driver=False)
     context.core = core
-    engine = Engine(core)
+    lease = WorkerLease(core)
+    core.run(lease.renew(), timeout=60)  # before it registers: no call ever runs without a lease
+    core.spawn(lease.renew_forever())
+    engine = Engine(core, lease)
     core.engine = engine
     LogShipper(core, engine.output_owner).install()
     core.node_call("RegisterWorker", pb.RegisterWorkerRequest(

@@ -129,18 +129,20 @@ class GeneratorItem(_message.Message):
     def __init__(self, task_id: _Optional[bytes] = ..., index: _Optional[int] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task_id", "status", "returns", "error", "attempt")
+    __slots__ = ("task_id", "status", "returns", "error", "attempt", "incarnation")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     RETURNS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
     task_id: bytes
     status: TaskStatus
     returns: _containers.RepeatedCompositeFieldContainer[Value]
     error: Value
     attempt: int
-    def __init__(self, task_id: _Optional[bytes] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., returns: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., error: _Optional[_Union[Value, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
+    incarnation: int
+    def __init__(self, task_id: _Optional[bytes] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., returns: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., error: _Optional[_Union[Value, _Mapping]] = ..., attempt: _Optional[int] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
     __slots__ = ("tasks",)
@@ -369,22 +371,26 @@ class ResourceDemand(_message.Message):
     def __init__(self, shape: _Optional[_Mapping[str, float]] = ..., job_ids: _Optional[_Iterable[bytes]] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class RegisterNodeReply(_message.Message):
-    __slots__ = ("cluster_id",)
+    __slots__ = ("cluster_id", "node_death_timeout_s")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_DEATH_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     cluster_id: str
-    def __init__(self, cluster_id: _Optional[str] = ...) -> None: ...
+    node_death_timeout_s: float
+    def __init__(self, cluster_id: _Optional[str] = ..., node_death_timeout_s: _Optional[float] = ...) -> None: ...
 
 class LiveActor(_message.Message):
-    __slots__ = ("actor_id", "worker_id", "address", "pid")
+    __slots__ = ("actor_id", "worker_id", "address", "pid", "num_restarts")
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    NUM_RESTARTS_FIELD_NUMBER: _ClassVar[int]
     actor_id: bytes
     worker_id: bytes
     address: str
     pid: int
-    def __init__(self, actor_id: _Optional[bytes] = ..., worker_id: _Optional[bytes] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+    num_restarts: int
+    def __init__(self, actor_id: _Optional[bytes] = ..., worker_id: _Optional[bytes] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., num_restarts: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("node_id", "available", "actors", "leases", "infeasible")
@@ -696,6 +702,22 @@ class BlockedRequest(_message.Message):
     worker_id: bytes
     blocked: bool
     def __init__(self, worker_id: _Optional[bytes] = ..., blocked: _Optional[bool] = ...) -> None: ...
+
+class WorkerLeaseRequest(_message.Message):
+    __slots__ = ("worker_id",)
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: bytes
+    def __init__(self, worker_id: _Optional[bytes] = ...) -> None: ...
+
+class WorkerLeaseReply(_message.Message):
+    __slots__ = ("granted", "lease_s", "fresh_for_s")
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    LEASE_S_FIELD_NUMBER: _ClassVar[int]
+    FRESH_FOR_S_FIELD_NUMBER: _ClassVar[int]
+    granted: bool
+    lease_s: float
+    fresh_for_s: float
+    def __init__(self, granted: _Optional[bool] = ..., lease_s: _Optional[float] = ..., fresh_for_s: _Optional[float] = ...) -> None: ...
 
 class FetchObjectRequest(_message.Message):
     __slots__ = ("path",)

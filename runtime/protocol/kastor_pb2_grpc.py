@@ -738,6 +738,11 @@ class NodeAgentStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BlockedRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
                 _registered_method=True)
+        self.RenewWorkerLease = channel.unary_unary(
+                '/kastor.NodeAgent/RenewWorkerLease',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseRequest.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseReply.FromString,
+                _registered_method=True)
         self.FetchObject = channel.unary_stream(
                 '/kastor.NodeAgent/FetchObject',
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.FetchObjectRequest.SerializeToString,
@@ -789,6 +794,12 @@ class NodeAgentServicer:
         raise NotImplementedError('Method not implemented!')
 
     def NotifyBlocked(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewWorkerLease(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -846,6 +857,11 @@ def add_NodeAgentServicer_to_server(servicer, server):
                     servicer.NotifyBlocked,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BlockedRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+            ),
+            'RenewWorkerLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewWorkerLease,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseRequest.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseReply.SerializeToString,
             ),
             'FetchObject': grpc.unary_stream_rpc_method_handler(
                     servicer.FetchObject,
@@ -1025,6 +1041,33 @@ class NodeAgent:
             '/kastor.NodeAgent/NotifyBlocked',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BlockedRequest.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewWorkerLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.NodeAgent/RenewWorkerLease',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseRequest.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,164 @@
+"""Fencing: an actor has at most one live instance, even when its node agent freezes.
+
+The node agent of an actor's node is frozen with SIGSTOP (its workers keep running) until
+the head declares the node dead and restarts the actor on the other node. Callers keep
+calling the whole time: the driver, whose stream went to the old instance, and a caller on
+the other node, which finds the new one. The actor keeps its state in memory and persists
+all of it after every call (a checkpoint its constructor reloads), so two live instances
+show up both as overlapping execution windows and as acknowledged calls missing from the
+persisted state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import kastor
+import pytest
+from gcs_cluster import TOKEN, GcsCluster
+from kastor.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from kastor.util.state import list_actors
+from redis_server import RedisServer
+from support import DEADLINE_S, wait_until
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path / "redis-data")
+    server.data_dir.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path, redis_server, monkeypatch):
+    """Head (on Redis, 3 s node death timeout) + nodes n1 and n2; this process is the driver."""
+    monkeypatch.setenv("KASTOR_TOKEN", TOKEN)
+    c = GcsCluster(tmp_path, redis_server)
+    c.start_head()
+    c.add_node("n1")
+    c.add_node("n2")
+    kastor.init(address=c.address)
+    yield c
+    kastor.shutdown()
+    c.stop()
+
+
+@kastor.remote(max_restarts=-1, max_task_retries=-1)
+class Ledger:
+    """Holds the sequence numbers it was given; persists all of them after every call."""
+
+    def __init__(self, state_path: str, windows_path: str):
+        self.state_path, self.windows_path = state_path, windows_path
+        try:
+            with open(state_path) as f:
+                self.seqs = json.load(f)  # restarted: resume from the checkpoint
+        except FileNotFoundError:
+            self.seqs = []
+
+    def record(self, seq: int) -> int:
+        start = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process on the host
+        self.seqs.append(seq)
+        tmp = f"{self.state_path}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(self.seqs, f)
+        os.replace(tmp, self.state_path)
+        end = time.monotonic()
+        with open(self.windows_path, "a") as f:
+            f.write(f"{os.getpid()} {start} {end}\n")
+        return seq
+
+    def node(self) -> str:
+        return kastor.get_runtime_context().get_node_id()
+
+
+@kastor.remote
+class Caller:
+    """A second caller, on the other node: it finds whichever instance the head names."""
+
+    def call(self, ledger, first: int, n: int) -> list[int]:
+        return [kastor.get(ledger.record.remote(first + i), timeout=DEADLINE_S) for i in range(n)]
+
+
+class DriverCalls:
+    """The driver calls the ledger in a loop from a thread, keeping every acknowledged seq."""
+
+    def __init__(self, ledger):
+        self.ledger = ledger
+        self.acked: list[int] = []
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        seq = 0
+        while not self._stop.is_set():
+            seq += 1
+            try:
+                self.acked.append(kastor.get(self.ledger.record.remote(seq), timeout=DEADLINE_S))
+            except Exception as e:  # not acknowledged: allowed, but it must not be the only outcome
+                self.errors.append(e)
+
+    def wait_for_more(self, n: int) -> None:
+        target = len(self.acked) + n
+        wait_until(lambda: len(self.acked) >= target, f"{n} more acknowledged driver calls (errors: {self.errors})",
+                   timeout=2 * DEADLINE_S)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2 * DEADLINE_S)
+
+
+def _ledger_row(ledger) -> dict:
+    [r] = list_actors(filters=[("actor_id", "=", ledger._actor_id.hex())])
+    return r
+
+
+def test_a_frozen_nodes_actor_never_runs_twice_and_loses_no_acknowledged_call(cluster, tmp_path):
+    state, windows = str(tmp_path / "ledger.json"), str(tmp_path / "windows.txt")
+    ledger = Ledger.options(scheduling_strategy=NodeAffinitySchedulingStrategy("n1", soft=True)).remote(
+        state, windows)
+    frozen = kastor.get(ledger.node.remote())  # n1, unless n1 looked full to the head just then
+    other = "n2" if frozen == "n1" else "n1"
+    caller = Caller.options(scheduling_strategy=NodeAffinitySchedulingStrategy(other, soft=False)).remote()
+    driver = DriverCalls(ledger)
+    agent = cluster.nodes[frozen].proc.pid
+    stopped = False
+    try:
+        driver.wait_for_more(20)
+        os.kill(agent, signal.SIGSTOP)
+        stopped = True
+        wait_until(lambda: (r := _ledger_row(ledger))["state"] == "ALIVE" and r["node_id"] == other,
+                   f"the head to restart the ledger on {other} after declaring {frozen} dead")
+        caller_acked = kastor.get(caller.call.remote(ledger, 1_000_000, 30), timeout=2 * DEADLINE_S)
+        driver.wait_for_more(20)  # the driver's calls, too, reach the one live instance
+        os.kill(agent, signal.SIGCONT)
+        stopped = False
+        driver.wait_for_more(10)
+    finally:
+        if stopped:
+            os.kill(agent, signal.SIGCONT)
+        driver.stop()
+
+    with open(windows) as f:
+        rows = [line.split() for line in f if line.strip()]
+    spans: dict[int, tuple[float, float]] = {}
+    for pid, start, end in rows:
+        lo, hi = spans.get(int(pid), (float("inf"), float("-inf")))
+        spans[int(pid)] = (min(lo, float(start)), max(hi, float(end)))
+    assert len(spans) >= 2, f"the ledger was never restarted: {spans}"
+    ordered = sorted(spans.items(), key=lambda item: item[1][0])
+    for (pid_a, (_, end_a)), (pid_b, (start_b, _)) in zip(ordered, ordered[1:], strict=False):
+        assert end_a < start_b, (f"two live instances: pid {pid_a} ran calls until {end_a:.3f}, after pid {pid_b} "
+                                 f"started running them at {start_b:.3f} ({spans})")
+
+    with open(state) as f:
+        persisted = set(json.load(f))
+    lost = [s for s in driver.acked + caller_acked if s not in persisted]
+    assert not lost, f"{len(lost)} acknowledged calls are missing from the persisted state: {lost[:20]}"
