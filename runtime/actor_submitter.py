@@ -127,6 +127,7 @@ class ActorSubmitter:
                     c.version = info.version
                     c.stream = ExecStream(self.core.channel(info.address), self.core.metadata,
                                           info.address, self._on_results(c, info.num_restarts), self._on_lost(c))
+                    asyncio.get_running_loop().create_task(self._watch_incarnation(c, c.stream, info))
                     break
                 after = info.version
         except Exception as e:  # keep the caller's refs from hanging on an internal fault
@@ -136,6 +137,34 @@ class ActorSubmitter:
         finally:
             c.resolving = False
         self._flush(c)
+
+    async def _watch_incarnation(self, c: ActorConn, stream: ExecStream, info: pb.ActorInfo) -> None:
+        """Drops `stream` once the head has restarted its actor: the instance it reaches is stale.
+
+        A worker whose node the head declared dead stops by itself (see worker_lease), except on
+        a node cut off from the head but not from its callers. A caller that hears of the new
+        incarnation from the head moves to it at once: the stream is dropped, and its calls are
+        retried on the new instance or failed, as for any lost stream.
+        """
+        after, delay = info.version, 0.5
+        while c.stream is stream and not stream.lost and not self._closed:
+            try:
+                reply = await self.core.head_rpc("GetActor", pb.GetActorRequest(
+                    actor_id=c.actor_id, after_version=after, timeout_s=RESOLVE_POLL_S), timeout=RESOLVE_POLL_S + 30)
+            except Exception:  # the head is away, or this process is shutting down: calls keep flowing
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESOLVE_POLL_S)
+                continue
+            delay = 0.5
+            if not reply.found:
+                return
+            if reply.info.num_restarts != info.num_restarts and c.stream is stream and not stream.lost:
+                log.warning("actor %s %s was restarted (incarnation %d, this stream reaches %d at %s): moving to "
+                            "the new instance", c.class_name, c.actor_id.hex()[:8], reply.info.num_restarts,
+                            info.num_restarts, stream.address)
+                stream.abort()
+                return
+            after = reply.info.version
 
     async def _get_actor(self, actor_id: bytes, after_version: int) -> pb.ActorInfo | None:
         while True:

@@ -15,6 +15,7 @@ ENV_NODE_ID = "KASTOR_NODE_ID"
 ENV_WORKER_ID = "KASTOR_WORKER_ID"
 ENV_STORE_DIR = "KASTOR_STORE_DIR"
 ENV_SESSION_DIR = "KASTOR_SESSION_DIR"
+ENV_WORKER_LEASE_S = "KASTOR_WORKER_LEASE_S"  # set by a node agent for its workers (fencing)
 
 TOKEN_METADATA_KEY = "kastor-token"
 # Through the client port, the cluster address a call is for: `kastor-target` metadata, or a

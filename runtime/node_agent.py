@@ -244,6 +244,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
             config.ENV_NODE_ADDRESS: self.address, config.ENV_NODE_ID: self.node_id,
             config.ENV_STORE_DIR: self.store_dir, config.ENV_NODE_IP: self.ip,
             config.ENV_WORKER_ID: worker_id.hex(), config.ENV_SESSION_DIR: self.session_dir,
+            config.ENV_WORKER_LEASE_S: str(self.worker_lease_s),
         })
         env.pop(config.ENV_TOKEN_FILE, None)
         log_path = os.path.join(self.session_dir, "logs", f"worker-{worker_id.hex()[:12]}.log")

@@ -601,14 +601,14 @@ def main() -> None:
         store_dir=env[config.ENV_STORE_DIR], ip=env.get(config.ENV_NODE_IP, "127.0.0.1"),
         worker_id=bytes.fromhex(env[config.ENV_WORKER_ID]), is_driver=False)
     context.core = core
-    lease = WorkerLease(core)
-    core.run(lease.renew(), timeout=60)  # before it registers: no call ever runs without a lease
-    core.spawn(lease.renew_forever())
+    lease = WorkerLease(core, float(env[config.ENV_WORKER_LEASE_S]))
     engine = Engine(core, lease)
     core.engine = engine
     LogShipper(core, engine.output_owner).install()
+    registering = time.monotonic()
     core.node_call("RegisterWorker", pb.RegisterWorkerRequest(
         worker_id=core.worker_id, address=core.address, pid=os.getpid()), timeout=30)
+    lease.start(registering)  # no call runs without a lease, and none comes before registration
     log.info("worker %s serving on %s (host %s)", core.worker_id.hex()[:8], core.address, socket.gethostname())
     engine.main_loop()
 

@@ -7,9 +7,10 @@ restarted its actor elsewhere (the argument is in NodeAgent.RenewWorkerLease).
 
 A lease that runs out suspends the worker: no call starts, calls wait. It resumes only on a
 renewal that also proves the head cannot have declared the node dead meanwhile (its agent
-was merely slow, say on an overloaded machine). A worker suspended for D exits, because by
-then the head has most likely restarted its actor elsewhere, and its callers must move on:
-their streams break, and they retry on the new instance (max_task_retries) or see
+was merely slow, say on an overloaded machine). A worker suspended for 2 D exits, because by
+then the head has most likely restarted its actor elsewhere (callers that reach the head
+have moved on already, see ActorSubmitter._watch_incarnation), and those that cannot must
+too: their streams break, and they retry on the new instance (max_task_retries) or see
 ActorUnavailableError. A node the head declared dead refuses renewals: the worker exits.
 """
 
@@ -30,30 +31,39 @@ log = logging.getLogger("kastor.worker")
 
 RENEWALS_PER_LEASE = 5  # renew this often per lease period, so a few slow answers do no harm
 RETRY_S = 0.05          # after a failed renewal, try again this soon
+SUSPENDED_EXIT_FACTOR = 2  # a worker suspended this many node death timeouts exits
 
 
 class WorkerLease:
-    def __init__(self, core: CoreWorker):
+    def __init__(self, core: CoreWorker, period: float):
         self.core = core
         self.expiry = 0.0        # time.monotonic() until which this worker may start calls
-        self.period = 1.0        # the lease's length, as the agent last granted it
+        self.period = period     # the lease's length, as the agent last granted it
         self.suspended_since: float | None = None
         self._renewed = threading.Condition()
 
     def valid(self) -> bool:
         return time.monotonic() < self.expiry
 
+    def start(self, registered_at: float) -> None:
+        """The agent's acceptance of this worker's registration (sent at `registered_at`) is
+        its first grant; from then on the core loop renews it."""
+        with self._renewed:
+            self.expiry = registered_at + self.period
+            self._renewed.notify_all()
+        self.core.spawn(self.renew_forever())
+
     async def renew(self) -> None:
         """One renewal; exits the process if the agent refuses (its node was declared dead)."""
         sent = time.monotonic()
         reply = await self.core.node_stub().RenewWorkerLease(
             pb.WorkerLeaseRequest(worker_id=self.core.worker_id), metadata=self.core.metadata,
-            timeout=max(self.expiry - sent, self.period) if self.expiry else 30)
+            timeout=max(self.expiry - sent, self.period))
         if not reply.granted:
             self.fence("its node agent refused to renew its lease: the head declared the node dead")
         self.period = reply.lease_s
         lease = reply.lease_s
-        if self.expiry and not self.valid():  # resuming: never past when the head may declare the node dead
+        if not self.valid():  # resuming: never past when the head may declare the node dead
             lease = min(lease, reply.fresh_for_s)
             if lease <= 0:
                 return
@@ -73,7 +83,7 @@ class WorkerLease:
                     self.suspended_since = self.expiry
                     log.warning("its node agent did not renew this worker's lease in time (frozen, dead or "
                                 "overloaded): no call starts until it does")
-                if now - self.suspended_since >= self.period / config.WORKER_LEASE_FRACTION:  # D
+                if now - self.suspended_since >= SUSPENDED_EXIT_FACTOR * self.period / config.WORKER_LEASE_FRACTION:
                     self.fence(f"its node agent has not renewed its lease for {now - self.suspended_since:.1f}s "
                                f"(frozen or dead), so the head has most likely declared the node dead")
             try:

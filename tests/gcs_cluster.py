@@ -47,10 +47,12 @@ class GcsCluster:
     def kill_head(self) -> None:
         sigkill(self.head)
 
-    def add_node(self, node_id: str, num_cpus: float = 2, resources: dict | None = None) -> None:
+    def add_node(self, node_id: str, num_cpus: float = 2, resources: dict | None = None,
+                 head_address: str | None = None) -> None:
+        """Starts a node agent; `head_address` lets it reach the head another way (a TcpProxy)."""
         session = self.tmp / f"session-{node_id}"
         (session / "logs").mkdir(parents=True, exist_ok=True)
-        args = ["--address", self.address, "--node-id", node_id, "--num-cpus", str(num_cpus),
+        args = ["--address", head_address or self.address, "--node-id", node_id, "--num-cpus", str(num_cpus),
                 "--session-dir", str(session)]
         if resources:
             args += ["--resources", json.dumps(resources)]

@@ -23,7 +23,8 @@ from gcs_cluster import TOKEN, GcsCluster
 from kastor.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from kastor.util.state import list_actors
 from redis_server import RedisServer
-from support import DEADLINE_S, wait_until
+from support import DEADLINE_S, process_gone, wait_until
+from tcp_proxy import TcpProxy
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ class Ledger:
         except FileNotFoundError:
             self.seqs = []
 
-    def record(self, seq: int) -> int:
+    def record(self, seq: int) -> tuple[int, int]:
         start = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process on the host
         self.seqs.append(seq)
         tmp = f"{self.state_path}.{os.getpid()}"
@@ -71,7 +72,7 @@ class Ledger:
         end = time.monotonic()
         with open(self.windows_path, "a") as f:
             f.write(f"{os.getpid()} {start} {end}\n")
-        return seq
+        return seq, os.getpid()
 
     def node(self) -> str:
         return kastor.get_runtime_context().get_node_id()
@@ -81,7 +82,7 @@ class Ledger:
 class Caller:
     """A second caller, on the other node: it finds whichever instance the head names."""
 
-    def call(self, ledger, first: int, n: int) -> list[int]:
+    def call(self, ledger, first: int, n: int) -> list[tuple[int, int]]:
         return [kastor.get(ledger.record.remote(first + i), timeout=DEADLINE_S) for i in range(n)]
 
 
@@ -90,7 +91,7 @@ class DriverCalls:
 
     def __init__(self, ledger):
         self.ledger = ledger
-        self.acked: list[int] = []
+        self.acked: list[tuple[int, int]] = []  # (seq, pid of the instance that ran it)
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -160,5 +161,40 @@ def test_a_frozen_nodes_actor_never_runs_twice_and_loses_no_acknowledged_call(cl
 
     with open(state) as f:
         persisted = set(json.load(f))
-    lost = [s for s in driver.acked + caller_acked if s not in persisted]
+    lost = [seq for seq, _ in driver.acked + caller_acked if seq not in persisted]
     assert not lost, f"{len(lost)} acknowledged calls are missing from the persisted state: {lost[:20]}"
+
+
+def test_a_caller_moves_to_the_new_instance_when_the_head_restarts_its_actor(tmp_path, redis_server, monkeypatch):
+    """A node cut off from the head, but not from its callers, keeps renewing its workers'
+    leases: the head restarts the actor elsewhere while the old instance still serves. The
+    driver hears of the new incarnation from the head and moves to it, and once the node
+    hears it was declared dead, it kills the old instance."""
+    monkeypatch.setenv("KASTOR_TOKEN", TOKEN)
+    c = GcsCluster(tmp_path, redis_server)
+    c.start_head()
+    proxy = TcpProxy(("127.0.0.1", c.port))
+    driver = None
+    try:
+        c.add_node("n1", head_address=f"127.0.0.1:{proxy.port}")
+        kastor.init(address=c.address)
+        ledger = Ledger.remote(str(tmp_path / "ledger.json"), str(tmp_path / "windows.txt"))
+        old_pid = kastor.get(ledger.record.remote(0))[1]  # on n1: the only node yet
+        c.add_node("n2")
+        driver = DriverCalls(ledger)
+        driver.wait_for_more(10)
+        proxy.cut()
+        wait_until(lambda: (r := _ledger_row(ledger))["state"] == "ALIVE" and r["node_id"] == "n2",
+                   "the head to restart the ledger on n2 after declaring n1 dead")
+        new_pid = _ledger_row(ledger)["pid"]
+        driver.wait_for_more(20)
+        assert {pid for _, pid in driver.acked[-10:]} == {new_pid}, \
+            f"the driver still calls the old instance (pid {old_pid}), not the new one (pid {new_pid})"
+        proxy.restore()
+        wait_until(lambda: process_gone(old_pid), "n1 to kill the old instance once it hears it was declared dead")
+    finally:
+        if driver is not None:
+            driver.stop()
+        kastor.shutdown()
+        proxy.close()
+        c.stop()
