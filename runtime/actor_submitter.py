@@ -4,6 +4,12 @@ The head is asked where the actor lives (a long poll on the actor's version), ne
 carry a call. When the stream breaks, calls in flight are re-sent to the restarted actor
 while `max_task_retries` allows, else fail with ActorUnavailableError (it is coming back)
 or ActorDiedError (it is not). Calls queued meanwhile wait and keep their order.
+
+A broken stream is not proof that the actor moved: when only its node agent died, the head
+keeps reporting the old address until it declares the node dead. So the incarnation whose
+stream broke is reconnected only if its worker still answers a probe (a blip, or a slow
+worker); otherwise the queue waits for the head to report a new incarnation, and calls
+that were never sent are never failed for it.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 log = logging.getLogger("kastor.actors")
 
 RESOLVE_POLL_S = 5.0
+PROBE_TIMEOUT_S = 5.0  # a worker that does not answer this fast is treated as gone until the head says more
 
 
 class ActorConn:
     __slots__ = ("actor_id", "queue", "inflight", "stream", "version", "death", "resolving",
-                 "handles", "collectable", "class_name", "created", "killed")
+                 "handles", "collectable", "class_name", "created", "killed", "broken_address")
 
     def __init__(self, actor_id: bytes):
         self.actor_id = actor_id
@@ -41,6 +48,7 @@ class ActorConn:
         self.class_name = ""
         self.created: asyncio.Future | None = None
         self.killed = False
+        self.broken_address = ""  # the address whose stream last broke: not reused unless it answers
 
 
 class ActorSubmitter:
@@ -123,8 +131,15 @@ class ActorSubmitter:
                         f"({pb.ActorState.Name(info.state)} now); the call may or may not have run. "
                         f"Set max_task_retries to retry such calls.", c.actor_id.hex()))
                     lost = None
+                if info.state == pb.ALIVE and info.address == c.broken_address \
+                        and not await self._answers(info.address):
+                    log.info("actor %s: its worker at %s is unreachable and the head has no newer address yet; "
+                             "queued calls wait", c.actor_id.hex()[:8], info.address)
+                    after = info.version
+                    continue
                 if info.state == pb.ALIVE:
                     c.version = info.version
+                    c.broken_address = ""
                     c.stream = ExecStream(self.core.channel(info.address), self.core.metadata,
                                           info.address, self._on_results(c), self._on_lost(c))
                     break
@@ -136,6 +151,15 @@ class ActorSubmitter:
         finally:
             c.resolving = False
         self._flush(c)
+
+    async def _answers(self, address: str) -> bool:
+        """Whether the worker at `address` still serves (a broken stream alone does not tell)."""
+        try:
+            await self.core.worker_stub(address).LeaseState(pb.Empty(), metadata=self.core.metadata,
+                                                            timeout=PROBE_TIMEOUT_S)
+        except grpc.aio.AioRpcError as e:
+            return e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        return True
 
     async def _get_actor(self, actor_id: bytes, after_version: int) -> pb.ActorInfo | None:
         while True:
@@ -195,6 +219,7 @@ class ActorSubmitter:
                     lost.append(call)
             c.inflight.clear()
             c.queue.extendleft(reversed(retry))
+            c.broken_address = stream.address
             if self._closed:
                 return
             c.resolving = True

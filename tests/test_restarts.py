@@ -1,0 +1,105 @@
+"""Restarts that lose nothing, and a worker pool that stays bounded (issue 15, items 3, 6, 7).
+
+Real head (on Redis), real node agents and workers; failures are inflicted with SIGKILL, and
+slowness with SIGSTOP/SIGCONT, never simulated.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import kastor
+import pytest
+from gcs_cluster import TOKEN, GcsCluster
+from kastor.exceptions import ActorUnavailableError
+from kastor.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from kastor.util.state import list_actors
+from redis_server import RedisServer
+from support import DEADLINE_S, process_gone, wait_until
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path / "redis-data")
+    server.data_dir.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
+@kastor.remote
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def add(self, k: int) -> int:
+        self.n += k
+        return self.n
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def node(self) -> str:
+        return kastor.get_runtime_context().get_node_id()
+
+    def hold(self) -> None:
+        time.sleep(600)  # the workload in flight when the node dies (it dies with its worker)
+
+
+@kastor.remote
+class Gate:
+    """Holds calls back until the test opens it (an asyncio actor: waiters do not block it)."""
+
+    def __init__(self):
+        import asyncio
+        self.opened = asyncio.Event()
+
+    async def wait(self) -> int:
+        await self.opened.wait()
+        return 1
+
+    async def open(self) -> None:
+        self.opened.set()
+
+
+def _row(actor) -> dict:
+    [r] = list_actors(filters=[("actor_id", "=", actor._actor_id.hex())])
+    return r
+
+
+def test_calls_queued_while_only_the_node_agent_died_wait_for_the_restart(tmp_path, redis_server, monkeypatch):
+    """The head reports the dead worker's address until it declares the node dead (after
+    KASTOR_NODE_DEATH_TIMEOUT_S, here longer than one address poll): calls made meanwhile must
+    wait for the restarted actor, not go into a stream to the dead address."""
+    monkeypatch.setenv("KASTOR_TOKEN", TOKEN)
+    c = GcsCluster(tmp_path, redis_server)
+    c.env["KASTOR_NODE_DEATH_TIMEOUT_S"] = "8"
+    c.start_head()
+    c.add_node("n1")
+    c.add_node("n2", resources={"slot": 1})
+    kastor.init(address=c.address)
+    try:
+        actor = Counter.options(resources={"slot": 1}, max_restarts=1, max_task_retries=0).remote()
+        assert kastor.get(actor.node.remote(), timeout=DEADLINE_S) == "n2"
+        pid = kastor.get(actor.pid.remote(), timeout=DEADLINE_S)
+        gate = Gate.options(scheduling_strategy=NodeAffinitySchedulingStrategy("n1", soft=False)).remote()
+        kastor.get(gate.__ray_ready__.remote(), timeout=DEADLINE_S)
+        in_flight = actor.hold.remote()
+        opened = gate.wait.remote()
+        queued = [actor.add.remote(opened) for _ in range(20)]  # held back, unsent, until the gate opens
+
+        c.kill_node("n2")
+        wait_until(lambda: process_gone(pid), "the actor's worker to exit with its node agent")
+        kastor.get(gate.open.remote(), timeout=DEADLINE_S)  # now they are ready, and wait for an address
+        with pytest.raises(ActorUnavailableError):  # the one call in flight at the crash may fail
+            kastor.get(in_flight, timeout=DEADLINE_S)
+        assert _row(actor)["state"] == "ALIVE", "the head has not noticed yet: the case under test"
+
+        c.add_node("n3", resources={"slot": 1})
+        assert kastor.get(queued, timeout=DEADLINE_S) == list(range(1, 21))
+        assert kastor.get(actor.node.remote(), timeout=DEADLINE_S) == "n3"
+        assert _row(actor)["restarts"] == 1
+    finally:
+        kastor.shutdown()
+        c.stop()
