@@ -287,6 +287,10 @@ class ActorSubmitter:
         except (grpc.aio.AioRpcError, ConnectionError) as e:
             log.warning("could not kill actor %s: %s", actor_id.hex(), e)
 
+    def owns_actors(self) -> bool:
+        """Whether this process created an actor that is not known dead (it dies with its owner)."""
+        return any(c.created is not None and c.death is None and not c.killed for c in self.conns.values())
+
     def close(self) -> None:
         self._closed = True
         for c in self.conns.values():

@@ -42,6 +42,12 @@ LEASE_RECLAIM_GRACE_S = float(os.environ.get("KASTOR_LEASE_RECLAIM_GRACE_S", "5"
 REF_SWEEP_INTERVAL_S = 0.05
 # Idle workers a node agent keeps started ahead, so actor creation skips process start-up.
 PRESTART_WORKERS = int(os.environ.get("KASTOR_PRESTART_WORKERS", "2"))
+# Idle workers a node keeps (Ray's num_workers_soft_limit; default: its CPU count, at least
+# PRESTART_WORKERS). More idle ones, idle for IDLE_WORKER_KILL_S (Ray's
+# idle_worker_killing_time_threshold_ms), are asked to exit; one that still serves objects or
+# owns actors declines, as in Ray.
+IDLE_WORKERS_KEPT = int(os.environ["KASTOR_IDLE_WORKERS_KEPT"]) if os.environ.get("KASTOR_IDLE_WORKERS_KEPT") else None
+IDLE_WORKER_KILL_S = float(os.environ.get("KASTOR_IDLE_WORKER_KILL_S", "1"))
 STARTUP_TIMEOUT_S = float(os.environ.get("KASTOR_STARTUP_TIMEOUT_S", "30"))
 
 DEFAULT_HEAD_PORT = 6380

@@ -546,6 +546,21 @@ class Engine:
 
         self.core.post(lambda: self.core.loop.create_task(leave()))
 
+    def exit_if_idle(self) -> str:
+        """Exits soon if this worker is idle and nobody needs it; else says why not (as Ray's
+        Exit does: a worker that owns objects or actors others may still use stays)."""
+        if self.actor_spec is not None:
+            return "it runs an actor"
+        if self._outboxes or self._exiting:
+            return "it is running calls"
+        if self.core.serves_objects():
+            return "it owns objects that may still be used"
+        if self.core.actors.owns_actors():
+            return "it owns actors"
+        self._exiting = True
+        self.core.loop.call_later(0.05, self.exit, 0)
+        return ""
+
     def exit(self, code: int) -> None:
         logging.shutdown()
         os._exit(code)

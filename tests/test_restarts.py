@@ -103,3 +103,50 @@ def test_calls_queued_while_only_the_node_agent_died_wait_for_the_restart(tmp_pa
     finally:
         kastor.shutdown()
         c.stop()
+
+
+@kastor.remote
+def nest(depth: int) -> int:
+    """Blocks in get on a nested task: the node lends the CPU back and starts another worker."""
+    return 0 if depth == 0 else kastor.get(nest.remote(depth - 1)) + 1
+
+
+@kastor.remote
+def make_nested_ref() -> list:
+    return [kastor.put("owned by a task worker")]
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The live child processes of `pid` (a node agent's workers)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                kids.append(int(entry))
+    return kids
+
+
+def test_idle_workers_beyond_the_kept_pool_are_stopped_but_owners_stay(tmp_path, redis_server, monkeypatch):
+    """After nested work, a 2-CPU node keeps 2 idle workers (KASTOR_IDLE_WORKERS_KEPT's default:
+    its CPUs), plus the one that owns a ref the driver still holds."""
+    monkeypatch.setenv("KASTOR_TOKEN", TOKEN)
+    c = GcsCluster(tmp_path, redis_server)
+    c.start_head()
+    c.add_node("n1")
+    kastor.init(address=c.address)
+    try:
+        [inner] = kastor.get(make_nested_ref.remote(), timeout=DEADLINE_S)
+        assert kastor.get([nest.remote(5) for _ in range(2)], timeout=DEADLINE_S) == [5, 5]
+        agent = c.nodes["n1"].proc.pid
+        assert len(_workers_of(agent)) >= 8, "nested work needs a worker per blocked level"
+        wait_until(lambda: len(_workers_of(agent)) <= 3, "idle workers beyond the kept pool to be stopped")
+        assert kastor.get(inner, timeout=DEADLINE_S) == "owned by a task worker"
+        assert kastor.get(nest.remote(2), timeout=DEADLINE_S) == 2, "the node still serves work"
+    finally:
+        kastor.shutdown()
+        c.stop()
