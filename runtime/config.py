@@ -48,6 +48,9 @@ PRESTART_WORKERS = int(os.environ.get("KASTOR_PRESTART_WORKERS", "2"))
 # owns actors declines, as in Ray.
 IDLE_WORKERS_KEPT = int(os.environ["KASTOR_IDLE_WORKERS_KEPT"]) if os.environ.get("KASTOR_IDLE_WORKERS_KEPT") else None
 IDLE_WORKER_KILL_S = float(os.environ.get("KASTOR_IDLE_WORKER_KILL_S", "1"))
+# Workers a node starts at once (Ray's maximum_startup_concurrency; 0: its CPU count). A worker
+# that does not register within STARTUP_TIMEOUT_S is killed.
+MAX_STARTING_WORKERS = int(os.environ.get("KASTOR_MAX_STARTING_WORKERS", "0"))
 STARTUP_TIMEOUT_S = float(os.environ.get("KASTOR_STARTUP_TIMEOUT_S", "30"))
 
 DEFAULT_HEAD_PORT = 6380

@@ -49,6 +49,11 @@ class WorkerProc:
     keep_until: float = 0.0          # it declined to exit: not asked again before then
 
 
+def max_starting(total: dict[str, float]) -> int:
+    """Workers a node starts at once (config.MAX_STARTING_WORKERS; default: its CPUs, at least 1)."""
+    return config.MAX_STARTING_WORKERS or max(1, int(total.get("CPU", 1)))
+
+
 INFEASIBLE_TTL_S = 5.0  # an infeasible shape stays reported this long after its owner last asked for it
 
 
@@ -71,6 +76,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         self.lease_queue: deque[tuple[dict, asyncio.Future]] = deque()
         self.registrations: dict[bytes, asyncio.Future] = {}
         self.starting = 0
+        self._start_slots = asyncio.Semaphore(max_starting(total))
         self.infeasible: dict[tuple, tuple[float, set[bytes]]] = {}  # shape -> (last asked, jobs)
         self._no_free_elsewhere: dict[tuple, float] = {}  # shape -> until when not to ask the head again
         self._lease_seq = 0
@@ -197,9 +203,18 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         })
         env.pop(config.ENV_TOKEN_FILE, None)
         log_path = os.path.join(self.session_dir, "logs", f"worker-{worker_id.hex()[:12]}.log")
+        self.starting += 1
+        try:
+            async with self._start_slots:  # Ray's maximum_startup_concurrency: a loaded node is not made worse
+                return await self._start_process(worker_id, env, log_path)
+        finally:
+            self.starting -= 1
+
+    async def _start_process(self, worker_id: bytes, env: dict[str, str], log_path: str) -> WorkerProc:
+        """Starts one worker and waits for it to register; one that does not in time is killed,
+        so a slow node never piles up processes that nobody will use."""
         fut = asyncio.get_running_loop().create_future()
         self.registrations[worker_id] = fut
-        self.starting += 1
         try:
             with open(log_path, "ab") as log_file:
                 proc = await asyncio.create_subprocess_exec(
@@ -208,11 +223,18 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
             w = WorkerProc(worker_id, proc)
             self.workers[worker_id] = w
             asyncio.get_running_loop().create_task(self._watch(w))
-            w.address = await asyncio.wait_for(asyncio.shield(fut), config.STARTUP_TIMEOUT_S)
+            try:
+                w.address = await asyncio.wait_for(asyncio.shield(fut), config.STARTUP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("worker %s did not register within %.0fs (KASTOR_STARTUP_TIMEOUT_S); killing it (its "
+                            "log: %s)", worker_id.hex()[:8], config.STARTUP_TIMEOUT_S, log_path)
+                w.state = "dead"
+                proc.kill()
+                raise RuntimeError(f"a worker did not start within {config.STARTUP_TIMEOUT_S:.0f}s (the node may be "
+                                   f"overloaded; raise KASTOR_STARTUP_TIMEOUT_S, or see {log_path})") from None
             w.state, w.idle_since = "idle", time.monotonic()
             return w
         finally:
-            self.starting -= 1
             self.registrations.pop(worker_id, None)
 
     async def _take_worker(self) -> WorkerProc:

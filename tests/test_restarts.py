@@ -150,3 +150,35 @@ def test_idle_workers_beyond_the_kept_pool_are_stopped_but_owners_stay(tmp_path,
     finally:
         kastor.shutdown()
         c.stop()
+
+
+STOP_AT_START = '''import os, signal
+if os.environ.get("KASTOR_WORKER_ID") and os.environ.get("KASTOR_TEST_STOP_WORKERS"):
+    os.kill(os.getpid(), signal.SIGSTOP)  # a worker that cannot start: starved, until SIGCONT
+'''
+
+
+def test_workers_that_do_not_start_in_time_are_killed_and_starts_are_bounded(tmp_path, redis_server, monkeypatch):
+    """Every worker stops itself (SIGSTOP) before registering; the head keeps retrying placement.
+    Each start is killed at KASTOR_STARTUP_TIMEOUT_S and at most 2 (the node's CPUs) run at once."""
+    monkeypatch.setenv("KASTOR_TOKEN", TOKEN)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(STOP_AT_START)
+    c = GcsCluster(tmp_path, redis_server)
+    c.start_head()
+    c.env.update(KASTOR_TEST_STOP_WORKERS="1", KASTOR_STARTUP_TIMEOUT_S="2",
+                 PYTHONPATH=os.pathsep.join(p for p in [str(site), os.environ.get("PYTHONPATH")] if p))
+    c.add_node("n1")
+    kastor.init(address=c.address)
+    try:
+        actors = [Counter.remote() for _ in range(4)]
+        logs = tmp_path / "session-n1" / "logs"
+        wait_until(lambda: len(list(logs.glob("worker-*.log"))) >= 10, "the node to try starting 10 workers",
+                   timeout=60)
+        alive = _workers_of(c.nodes["n1"].proc.pid)
+        assert len(alive) <= 2, f"{len(alive)} workers alive: those that timed out must be killed"
+        assert all(_row(a)["state"] == "PENDING" for a in actors)
+    finally:
+        kastor.shutdown()
+        c.stop()
