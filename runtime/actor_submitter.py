@@ -303,6 +303,8 @@ def death_error(core: CoreWorker, info: pb.ActorInfo) -> exceptions.ActorDiedErr
     if info.death_error.data or info.death_error.location.path:
         try:
             core.decode(info.spec.actor_id, info.death_error)
+        except exceptions.ActorDiedError as died:  # the constructor called exit_actor(): no error of its own
+            return died
         except BaseException as cause:
             err = exceptions.ActorDiedError(
                 f"The actor {name} died because of an error raised in its creation task: {cause}",

@@ -76,3 +76,10 @@ JOB_RECONNECT_GRACE_S = float(os.environ.get("KASTOR_JOB_RECONNECT_GRACE_S", str
 # A restarted head waits this long for nodes to report their actors before re-placing
 # actors that were mid-placement when it died (so none is started twice).
 RECONCILE_GRACE_S = float(os.environ.get("KASTOR_RECONCILE_GRACE_S", "3"))
+
+
+def actor_graceful_shutdown_timeout_s() -> float:
+    """How long an actor ended gracefully (exit_actor, __ray_terminate__, out of scope) may run its
+    __ray_shutdown__ and atexit handlers before its process exits anyway (Ray's
+    actor_graceful_shutdown_timeout_ms). Read when used, so an actor's runtime_env can set it."""
+    return float(os.environ.get("KASTOR_ACTOR_GRACEFUL_SHUTDOWN_TIMEOUT_S", "30"))
