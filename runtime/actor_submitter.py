@@ -211,7 +211,9 @@ class ActorSubmitter:
             retry, lost = [], []
             for call in c.inflight.values():
                 call.stream = None
-                if call.cancelled:
+                if not stream.established:  # never written: it did not run, and spends no retry
+                    retry.append(call)
+                elif call.cancelled:
                     fail(self.core, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
                 elif call.take_retry():
                     retry.append(call)

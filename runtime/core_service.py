@@ -45,6 +45,7 @@ class CoreWorkerService(pb_grpc.CoreWorkerServicer):
         engine = self._engine()
         if engine is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this process runs no work (a driver)")
+        await context.send_initial_metadata(())  # accepted: the caller writes its calls only after this
         async for reply in engine.serve_stream(request_iterator, context):
             yield reply
 
