@@ -29,10 +29,27 @@ class ActorExit(SystemExit):
 
 
 def exit_actor() -> None:
-    """Ends the current actor for good, after the current call (Ray's exit_actor)."""
+    """Ends the current actor for good (Ray's exit_actor): no restart, and the calls after it fail.
+
+    The exit is requested before the exception is raised, so code that catches it (SystemExit)
+    still ends the actor, as in Ray. The exit is graceful: the actor's `__ray_shutdown__`, then
+    its atexit handlers, run before the process leaves (`kastor.kill` runs neither)."""
+    _request_exit("exit_actor() was called")
+
+
+def _terminate() -> None:
+    """`actor.__ray_terminate__.remote()`: the graceful exit, after the calls queued before it."""
+    _request_exit("__ray_terminate__ was called")
+
+
+def _request_exit(cause: str) -> None:
     task = context.current_task.get()
-    if task is None or not task.actor_id:
-        raise TypeError("exit_actor() can only be called inside an actor method.")
+    core = context.core
+    if task is None or not task.actor_id or core is None or core.engine is None:
+        raise TypeError("exit_actor API is called on a non-actor worker: exit_actor() ends the actor it runs in, "
+                        "so call it inside an actor's constructor or method (to end an actor from outside, "
+                        "use kastor.kill(actor) or actor.__ray_terminate__.remote()).")
+    core.engine.request_exit(cause)
     raise ActorExit(0)
 
 
@@ -76,7 +93,7 @@ def _ready() -> bool:
 
 # Every actor answers these, as Ray's do: `get(a.__ray_ready__.remote())` waits until it is
 # constructed, and `a.__ray_terminate__.remote()` ends it after the calls queued before.
-BUILTIN_METHODS = {"__ray_ready__": _ready, "__ray_terminate__": exit_actor}
+BUILTIN_METHODS = {"__ray_ready__": _ready, "__ray_terminate__": _terminate}
 
 
 class ActorClass:

@@ -4,6 +4,12 @@ The head is asked where the actor lives (a long poll on the actor's version), ne
 carry a call. When the stream breaks, calls in flight are re-sent to the restarted actor
 while `max_task_retries` allows, else fail with ActorUnavailableError (it is coming back)
 or ActorDiedError (it is not). Calls queued meanwhile wait and keep their order.
+
+A broken stream is not proof that the actor moved: when only its node agent died, the head
+keeps reporting the old address until it declares the node dead. So the incarnation whose
+stream broke is reconnected only if its worker still answers a probe (a blip, or a slow
+worker); otherwise the queue waits for the head to report a new incarnation, and calls
+that were never sent are never failed for it.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 log = logging.getLogger("kastor.actors")
 
 RESOLVE_POLL_S = 5.0
+PROBE_TIMEOUT_S = 5.0  # a worker that does not answer this fast is treated as gone until the head says more
 
 
 class ActorConn:
     __slots__ = ("actor_id", "queue", "inflight", "stream", "version", "death", "resolving",
-                 "handles", "collectable", "class_name", "created", "killed")
+                 "handles", "collectable", "class_name", "created", "killed", "broken_address")
 
     def __init__(self, actor_id: bytes):
         self.actor_id = actor_id
@@ -41,6 +48,7 @@ class ActorConn:
         self.class_name = ""
         self.created: asyncio.Future | None = None
         self.killed = False
+        self.broken_address = ""  # the address whose stream last broke: not reused unless it answers
 
 
 class ActorSubmitter:
@@ -123,8 +131,15 @@ class ActorSubmitter:
                         f"({pb.ActorState.Name(info.state)} now); the call may or may not have run. "
                         f"Set max_task_retries to retry such calls.", c.actor_id.hex()))
                     lost = None
+                if info.state == pb.ALIVE and info.address == c.broken_address \
+                        and not await self._answers(info.address):
+                    log.info("actor %s: its worker at %s is unreachable and the head has no newer address yet; "
+                             "queued calls wait", c.actor_id.hex()[:8], info.address)
+                    after = info.version
+                    continue
                 if info.state == pb.ALIVE:
                     c.version = info.version
+                    c.broken_address = ""
                     c.stream = ExecStream(self.core.channel(info.address), self.core.metadata,
                                           info.address, self._on_results(c, info.num_restarts), self._on_lost(c))
                     asyncio.get_running_loop().create_task(self._watch_incarnation(c, c.stream, info))
@@ -165,6 +180,15 @@ class ActorSubmitter:
                 stream.abort()
                 return
             after = reply.info.version
+
+    async def _answers(self, address: str) -> bool:
+        """Whether the worker at `address` still serves (a broken stream alone does not tell)."""
+        try:
+            await self.core.worker_stub(address).LeaseState(pb.Empty(), metadata=self.core.metadata,
+                                                            timeout=PROBE_TIMEOUT_S)
+        except grpc.aio.AioRpcError as e:
+            return e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        return True
 
     async def _get_actor(self, actor_id: bytes, after_version: int) -> pb.ActorInfo | None:
         while True:
@@ -225,7 +249,9 @@ class ActorSubmitter:
             retry, lost = [], []
             for call in c.inflight.values():
                 call.stream = None
-                if call.cancelled:
+                if not stream.established:  # never written: it did not run, and spends no retry
+                    retry.append(call)
+                elif call.cancelled:
                     fail(self.core, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
                 elif call.take_retry():
                     retry.append(call)
@@ -233,6 +259,7 @@ class ActorSubmitter:
                     lost.append(call)
             c.inflight.clear()
             c.queue.extendleft(reversed(retry))
+            c.broken_address = stream.address
             if self._closed:
                 return
             c.resolving = True
@@ -300,6 +327,10 @@ class ActorSubmitter:
         except (grpc.aio.AioRpcError, ConnectionError) as e:
             log.warning("could not kill actor %s: %s", actor_id.hex(), e)
 
+    def owns_actors(self) -> bool:
+        """Whether this process created an actor that is not known dead (it dies with its owner)."""
+        return any(c.created is not None and c.death is None and not c.killed for c in self.conns.values())
+
     def close(self) -> None:
         self._closed = True
         for c in self.conns.values():
@@ -312,6 +343,8 @@ def death_error(core: CoreWorker, info: pb.ActorInfo) -> exceptions.ActorDiedErr
     if info.death_error.data or info.death_error.location.path:
         try:
             core.decode(info.spec.actor_id, info.death_error)
+        except exceptions.ActorDiedError as died:  # the constructor called exit_actor(): no error of its own
+            return died
         except BaseException as cause:
             err = exceptions.ActorDiedError(
                 f"The actor {name} died because of an error raised in its creation task: {cause}",

@@ -117,6 +117,9 @@ class Forwarder(grpc.GenericRpcHandler):
             call = getattr(ch, kind)(method, request_serializer=_identity, response_deserializer=_identity)(
                 request, metadata=self._metadata, timeout=context.time_remaining())
             try:
+                # Headers are relayed as they come, so a caller waiting for the worker to accept a
+                # stream (exec_stream) sees it accepted only once the worker did.
+                await context.send_initial_metadata(await call.initial_metadata() or ())
                 async for reply in call:
                     yield reply
             except grpc.aio.AioRpcError as e:

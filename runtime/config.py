@@ -47,6 +47,15 @@ LEASE_RECLAIM_GRACE_S = float(os.environ.get("KASTOR_LEASE_RECLAIM_GRACE_S", "5"
 REF_SWEEP_INTERVAL_S = 0.05
 # Idle workers a node agent keeps started ahead, so actor creation skips process start-up.
 PRESTART_WORKERS = int(os.environ.get("KASTOR_PRESTART_WORKERS", "2"))
+# Idle workers a node keeps (Ray's num_workers_soft_limit; default: its CPU count, at least
+# PRESTART_WORKERS). More idle ones, idle for IDLE_WORKER_KILL_S (Ray's
+# idle_worker_killing_time_threshold_ms), are asked to exit; one that still serves objects or
+# owns actors declines, as in Ray.
+IDLE_WORKERS_KEPT = int(os.environ["KASTOR_IDLE_WORKERS_KEPT"]) if os.environ.get("KASTOR_IDLE_WORKERS_KEPT") else None
+IDLE_WORKER_KILL_S = float(os.environ.get("KASTOR_IDLE_WORKER_KILL_S", "1"))
+# Workers a node starts at once (Ray's maximum_startup_concurrency; 0: its CPU count). A worker
+# that does not register within STARTUP_TIMEOUT_S is killed.
+MAX_STARTING_WORKERS = int(os.environ.get("KASTOR_MAX_STARTING_WORKERS", "0"))
 STARTUP_TIMEOUT_S = float(os.environ.get("KASTOR_STARTUP_TIMEOUT_S", "30"))
 
 DEFAULT_HEAD_PORT = 6380
@@ -72,3 +81,10 @@ JOB_RECONNECT_GRACE_S = float(os.environ.get("KASTOR_JOB_RECONNECT_GRACE_S", str
 # A restarted head waits this long for nodes to report their actors before re-placing
 # actors that were mid-placement when it died (so none is started twice).
 RECONCILE_GRACE_S = float(os.environ.get("KASTOR_RECONCILE_GRACE_S", "3"))
+
+
+def actor_graceful_shutdown_timeout_s() -> float:
+    """How long an actor ended gracefully (exit_actor, __ray_terminate__, out of scope) may run its
+    __ray_shutdown__ and atexit handlers before its process exits anyway (Ray's
+    actor_graceful_shutdown_timeout_ms). Read when used, so an actor's runtime_env can set it."""
+    return float(os.environ.get("KASTOR_ACTOR_GRACEFUL_SHUTDOWN_TIMEOUT_S", "30"))

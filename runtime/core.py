@@ -336,6 +336,13 @@ class CoreWorker:
         except grpc.aio.AioRpcError:
             pass
 
+    def serves_objects(self) -> bool:
+        """Whether another process may still fetch a value from this one: a ref made here that
+        escaped (kept for good, without distributed counting) or is still referenced here."""
+        with self._ref_lock:
+            ids = set(self._refcounts) | set(self._escaped)
+        return any(self.store.contains(i) for i in ids)
+
     def mark_owned(self, object_ids: list[bytes]) -> None:
         self._owned.update(object_ids)
 

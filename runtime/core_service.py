@@ -45,6 +45,7 @@ class CoreWorkerService(pb_grpc.CoreWorkerServicer):
         engine = self._engine()
         if engine is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this process runs no work (a driver)")
+        await context.send_initial_metadata(())  # accepted: the caller writes its calls only after this
         async for reply in engine.serve_stream(request_iterator, context):
             yield reply
 
@@ -67,9 +68,13 @@ class CoreWorkerService(pb_grpc.CoreWorkerServicer):
         return engine.lease_state()
 
     async def Exit(self, request, context):
+        """The node reaping an idle worker: it exits unless it is busy or still needed."""
         engine = self._engine()
-        if engine is not None:
-            asyncio.get_running_loop().call_later(0.05, engine.exit, 0)
+        if engine is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this process runs no work (a driver)")
+        refused = engine.exit_if_idle()
+        if refused:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"this worker stays: {refused}")
         return pb.Empty()
 
 

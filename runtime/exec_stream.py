@@ -3,6 +3,11 @@
 Calls queued while a write is in flight go out together in the next message, so a burst
 of `.remote()` calls costs a handful of gRPC messages rather than one each, and a single
 stream keeps one caller's calls in submission order.
+
+Nothing is written before the worker has accepted the stream (it sends its initial metadata
+first): a stream lost before that (a connection that timed out on a loaded machine, say) is
+`established=False`, and its calls certainly never ran, so callers re-send them without
+spending a retry.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class ExecStream:
         self._wake = asyncio.Event()
         self._closing = False
         self._lost = False
+        self.established = False  # the worker accepted the stream: calls written from now on may run
         self._on_results = on_results
         self._on_lost = on_lost
         loop = asyncio.get_running_loop()
@@ -51,6 +57,10 @@ class ExecStream:
 
     async def _write_loop(self) -> None:
         try:
+            await self._call.initial_metadata()  # returns (empty) on a failed call too
+            if self._call.done():
+                return  # failed before the worker accepted it: nothing was written
+            self.established = True
             while True:
                 await self._wake.wait()
                 self._wake.clear()

@@ -46,6 +46,13 @@ class WorkerProc:
     owner_address: str = ""          # whose lease (or actor) this is
     lease_seq: int = 0               # bumped on every grant, so a reconcile never frees a newer lease
     leased_at: float = 0.0           # time.monotonic() of the grant
+    idle_since: float = 0.0          # time.monotonic() when it last became idle
+    keep_until: float = 0.0          # it declined to exit: not asked again before then
+
+
+def max_starting(total: dict[str, float]) -> int:
+    """Workers a node starts at once (config.MAX_STARTING_WORKERS; default: its CPUs, at least 1)."""
+    return config.MAX_STARTING_WORKERS or max(1, int(total.get("CPU", 1)))
 
 
 INFEASIBLE_TTL_S = 5.0  # an infeasible shape stays reported this long after its owner last asked for it
@@ -70,6 +77,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         self.lease_queue: deque[tuple[dict, asyncio.Future]] = deque()
         self.registrations: dict[bytes, asyncio.Future] = {}
         self.starting = 0
+        self._start_slots = asyncio.Semaphore(max_starting(total))
         self.infeasible: dict[tuple, tuple[float, set[bytes]]] = {}  # shape -> (last asked, jobs)
         self._no_free_elsewhere: dict[tuple, float] = {}  # shape -> until when not to ask the head again
         self._lease_seq = 0
@@ -248,9 +256,18 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         })
         env.pop(config.ENV_TOKEN_FILE, None)
         log_path = os.path.join(self.session_dir, "logs", f"worker-{worker_id.hex()[:12]}.log")
+        self.starting += 1
+        try:
+            async with self._start_slots:  # Ray's maximum_startup_concurrency: a loaded node is not made worse
+                return await self._start_process(worker_id, env, log_path)
+        finally:
+            self.starting -= 1
+
+    async def _start_process(self, worker_id: bytes, env: dict[str, str], log_path: str) -> WorkerProc:
+        """Starts one worker and waits for it to register; one that does not in time is killed,
+        so a slow node never piles up processes that nobody will use."""
         fut = asyncio.get_running_loop().create_future()
         self.registrations[worker_id] = fut
-        self.starting += 1
         try:
             with open(log_path, "ab") as log_file:
                 proc = await asyncio.create_subprocess_exec(
@@ -259,11 +276,18 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
             w = WorkerProc(worker_id, proc)
             self.workers[worker_id] = w
             asyncio.get_running_loop().create_task(self._watch(w))
-            w.address = await asyncio.wait_for(asyncio.shield(fut), config.STARTUP_TIMEOUT_S)
-            w.state = "idle"
+            try:
+                w.address = await asyncio.wait_for(asyncio.shield(fut), config.STARTUP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("worker %s did not register within %.0fs (KASTOR_STARTUP_TIMEOUT_S); killing it (its "
+                            "log: %s)", worker_id.hex()[:8], config.STARTUP_TIMEOUT_S, log_path)
+                w.state = "dead"
+                proc.kill()
+                raise RuntimeError(f"a worker did not start within {config.STARTUP_TIMEOUT_S:.0f}s (the node may be "
+                                   f"overloaded; raise KASTOR_STARTUP_TIMEOUT_S, or see {log_path})") from None
+            w.state, w.idle_since = "idle", time.monotonic()
             return w
         finally:
-            self.starting -= 1
             self.registrations.pop(worker_id, None)
 
     async def _take_worker(self) -> WorkerProc:
@@ -467,9 +491,45 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
 
     def _free_lease(self, w: WorkerProc) -> None:
         self._give_back(w)
-        w.state = "idle"
+        w.state, w.idle_since = "idle", time.monotonic()
         self.idle.append(w)
         self._dispatch()
+
+    def idle_kept(self) -> int:
+        """How many idle workers this node keeps (see config.IDLE_WORKERS_KEPT)."""
+        kept = config.IDLE_WORKERS_KEPT
+        if kept is None:
+            kept = int(self.total.get("CPU", 1))
+        return max(kept, config.PRESTART_WORKERS)
+
+    async def reap_idle_forever(self) -> None:
+        """Stops idle workers beyond idle_kept() once idle for IDLE_WORKER_KILL_S, longest idle
+        first, as Ray's raylet does, so a burst of nested work does not leave its pool behind."""
+        while True:
+            await asyncio.sleep(max(0.1, config.IDLE_WORKER_KILL_S / 2))
+            self.reap_idle()
+
+    def reap_idle(self) -> None:
+        now = time.monotonic()
+        idle = sorted((w for w in self.idle if w.state == "idle"), key=lambda w: w.idle_since)
+        for w in idle[:max(0, len(idle) - self.idle_kept())]:
+            if now - w.idle_since >= config.IDLE_WORKER_KILL_S and now >= w.keep_until:
+                self.idle.remove(w)
+                w.state = "exiting"  # no lease takes it meanwhile
+                asyncio.get_running_loop().create_task(self._ask_to_exit(w))
+
+    async def _ask_to_exit(self, w: WorkerProc) -> None:
+        try:
+            await self.worker_stub(w.address).Exit(pb.Empty(), metadata=self.metadata, timeout=10)
+            log.info("stopped idle worker %s (more than %d idle)", w.worker_id.hex()[:8], self.idle_kept())
+        except grpc.aio.AioRpcError as e:
+            if w.state != "exiting":
+                return  # it died meanwhile
+            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:  # slow is not dead: ask again later
+                log.info("idle worker %s did not answer an exit request (%s); keeping it for now",
+                         w.worker_id.hex()[:8], e.code().name)
+            w.state, w.keep_until = "idle", time.monotonic() + 10 * config.IDLE_WORKER_KILL_S
+            self.idle.append(w)
 
     async def NotifyBlocked(self, request, context):
         w = self.workers.get(request.worker_id)
@@ -633,6 +693,7 @@ async def serve(args: argparse.Namespace) -> int:
     agent._prestart()
     heartbeat = asyncio.get_running_loop().create_task(agent.heartbeat_forever())
     reconciler = asyncio.get_running_loop().create_task(agent.reconcile_leases_forever())
+    reaper = asyncio.get_running_loop().create_task(agent.reap_idle_forever())
     launcher.announce_ready(args.ready_fd, agent.address)
     log.info("node agent %s serving on %s with %s", node_id, agent.address, agent.total)
     stop = asyncio.get_running_loop().create_task(launcher.wait_for_stop(args.exit_with_parent))
@@ -643,6 +704,7 @@ async def serve(args: argparse.Namespace) -> int:
         stop.cancel()
         heartbeat.cancel()
         reconciler.cancel()
+        reaper.cancel()
         await agent.shutdown()
         await server.stop(grace=0.5)
     return 0 if stop.done() and not stop.cancelled() else 1

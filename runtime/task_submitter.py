@@ -300,8 +300,8 @@ class TaskSubmitter:
                 call.stream = None
                 if call.cancelled:
                     self._finish(call, exc=exceptions.TaskCancelledError(call.spec.task_id.hex()))
-                elif not self._closed and call.take_retry():
-                    self.queues[call.key].appendleft(call)
+                elif not self._closed and (not stream.established or call.take_retry()):
+                    self.queues[call.key].appendleft(call)  # never written to the worker: no retry spent
                 else:
                     self._finish(call, exc=_crashed(call, error, self._closed))
             if not self._closed and self.queues[lease.key]:

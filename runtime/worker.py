@@ -9,6 +9,7 @@ that blocks, even in `kastor.get`, never stalls the I/O of the process.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import inspect
 import logging
 import os
@@ -79,11 +80,14 @@ class Engine:
         self.restarted = False
         self.instance: Any = None
         self.pool: ThreadPoolExecutor | None = None
-        self.actor_loop: asyncio.AbstractEventLoop | None = None
-        self.semaphore: asyncio.Semaphore | None = None
-        self.group_limits: dict[str, asyncio.Semaphore] = {}  # async actors: one per concurrency group
+        self.actor_loop: asyncio.AbstractEventLoop | None = None  # an async actor's default group's loop
+        # Async actors, as in Ray: each concurrency group ("" the default) has an event loop on a
+        # thread of its own, and a limit, so a group whose calls block does not stall the others.
+        self.group_loops: dict[str, asyncio.AbstractEventLoop] = {}
+        self.group_limits: dict[str, asyncio.Semaphore] = {}
         self.group_pools: dict[str, ThreadPoolExecutor] = {}  # threaded actors: one per concurrency group
-        self.async_tasks: dict[bytes, asyncio.Task] = {}
+        self.async_tasks: dict[bytes, tuple[asyncio.AbstractEventLoop, asyncio.Task]] = {}
+        self._exit_lock = threading.Lock()
         self.cancelled: set[bytes] = set()
         self.current_main_task: bytes | None = None
         self._interrupt_target: bytes | None = None
@@ -183,7 +187,7 @@ class Engine:
                 f"define; its groups are: {', '.join(sorted(self.actor_spec.concurrency_groups)) or '(none)'}. "
                 f"Pass concurrency_groups={{...}} when creating the actor.")))
         elif self.actor_loop is not None:
-            self.actor_loop.call_soon_threadsafe(self._start_async, spec, outbox)
+            self.group_loops[spec.concurrency_group].call_soon_threadsafe(self._start_async, spec, outbox)
         elif spec.concurrency_group:
             self.group_pools[spec.concurrency_group].submit(self._run_and_post, spec, outbox)
         elif self.pool is not None:
@@ -213,22 +217,36 @@ class Engine:
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
         os.environ.update(spec.env_vars)  # this process is the actor's alone from now on
-        token = context.current_task.set(context.TaskContext(
+        task_context = context.TaskContext(
             spec.job_id, b"", spec.actor_id, tuple(gpu_ids), spec.job_namespace, spec.class_name,
-            tuple(spec.env_vars.items())))
+            tuple(spec.env_vars.items()))
+        token = context.current_task.set(task_context)
+        instance = None
         try:
             cls = self.core.load_code(spec.class_id)
             args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.actor_id)
-            self.instance = cls(*args, **kwargs)
+            if spec.is_async:
+                self._start_actor_loops(spec.max_concurrency or 1000, dict(spec.concurrency_groups))
+                instance = self._construct_on_loop(cls, args, kwargs, task_context)
+            else:
+                instance = cls(*args, **kwargs)
+            with self._exit_lock:
+                if self._exiting:  # it called exit_actor() and caught the SystemExit, or a task of it did
+                    raise ActorExit(0)
+                self.instance = instance
+                self.actor_spec = spec  # from here on, request_exit() reports the exit itself
+        except ActorExit:  # exit_actor() in the constructor: a graceful exit, before the actor ever served
+            self.instance = instance  # its __ray_shutdown__ runs if the constructor finished
+            self.run_shutdown_hooks()  # before replying: the node ends this process once it hears
+            message = f"exit_actor() was called in the constructor of {spec.class_name}"
+            return pb.StartActorReply(started=False, message=message, error=error_value(exceptions.ActorDiedError(
+                f"The actor {spec.class_name} ({spec.actor_id.hex()}) exited: {message}.", spec.actor_id.hex())))
         except BaseException as e:  # the constructor's failure is the actor's death cause
             return pb.StartActorReply(started=False, error=self._error_value(f"{spec.class_name}.__init__", e),
                                       message=f"{type(e).__name__}: {e}")
         finally:
             context.current_task.reset(token)
-        self.actor_spec = spec
-        if spec.is_async:
-            self._start_actor_loop(spec.max_concurrency or 1000, dict(spec.concurrency_groups))
-        else:
+        if not spec.is_async:
             if spec.max_concurrency > 1:
                 self.pool = ThreadPoolExecutor(spec.max_concurrency, thread_name_prefix="kastor-actor")
             self.group_pools = {name: ThreadPoolExecutor(limit, thread_name_prefix=f"kastor-{name}")
@@ -236,19 +254,46 @@ class Engine:
         return pb.StartActorReply(started=True, pid=self.pid, address=self.core.address,
                                   worker_id=self.core.worker_id)
 
-    def _start_actor_loop(self, concurrency: int, groups: dict[str, int]) -> None:
+    def _construct_on_loop(self, cls: type, args: tuple, kwargs: dict, task_context: context.TaskContext) -> Any:
+        """An async actor's constructor runs on its default loop, as in Ray: it may create asyncio
+        tasks, and `asyncio.get_event_loop()` there is the loop its default-group methods run on."""
+        async def make() -> tuple[Any, BaseException | None]:
+            context.current_task.set(task_context)
+            try:
+                return cls(*args, **kwargs), None
+            except BaseException as e:  # returned, not raised: a SystemExit would stop the loop
+                return None, e
+
+        instance, error = asyncio.run_coroutine_threadsafe(make(), self.actor_loop).result()
+        if error is not None:
+            raise error
+        return instance
+
+    def _start_actor_loops(self, concurrency: int, groups: dict[str, int]) -> None:
+        for name, limit in {"": concurrency, **groups}.items():
+            self.group_loops[name], self.group_limits[name] = self._start_loop(name, limit)
+        self.actor_loop = self.group_loops[""]
+
+    @staticmethod
+    def _start_loop(name: str, limit: int) -> tuple[asyncio.AbstractEventLoop, asyncio.Semaphore]:
+        loop = asyncio.new_event_loop()
         ready = threading.Event()
 
         def run() -> None:
-            self.actor_loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self.actor_loop)
-            self.semaphore = asyncio.Semaphore(concurrency)
-            self.group_limits = {name: asyncio.Semaphore(limit) for name, limit in groups.items()}
+            asyncio.set_event_loop(loop)
             ready.set()
-            self.actor_loop.run_forever()
+            while True:
+                try:
+                    loop.run_forever()
+                    return
+                except ActorExit:  # exit_actor() in a task nobody awaits: the engine is already exiting
+                    continue
+                except BaseException:  # KeyboardInterrupt and the like, from a task: the loop serves on
+                    log.exception("an asyncio task of the actor raised out of its event loop")
 
-        threading.Thread(target=run, name="kastor-actor-loop", daemon=True).start()
+        threading.Thread(target=run, name=f"kastor-actor-loop-{name or 'default'}", daemon=True).start()
         ready.wait()
+        return loop, asyncio.Semaphore(limit)
 
     # ---- running calls ----
 
@@ -312,14 +357,15 @@ class Engine:
             value = fn(*args, **kwargs)
             if spec.generator:
                 value = self._generated(spec, value)
-        except ActorExit:
-            self._begin_exit()
+        except ActorExit:  # exit_actor() already asked this engine to exit
             return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
         except KeyboardInterrupt as e:
             if on_main:
                 self.current_main_task = None
             return self._failed(spec, e, cancelled=True)
         except BaseException as e:  # user code may raise anything; the call fails, we serve on
+            if self._exiting:  # it caught exit_actor()'s SystemExit and raised something else: still exiting
+                return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
             return self._failed(spec, e)
         finally:
             if on_main:
@@ -327,6 +373,8 @@ class Engine:
             context.current_task.reset(token)
             restore_env()
             self._count_call(spec)
+        if self._exiting and spec.actor_id:  # exit_actor() was called, and caught: the actor ends all the same
+            return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
         return self._returns(spec, value)
 
     def _count_call(self, spec: pb.TaskSpec) -> None:
@@ -335,12 +383,12 @@ class Engine:
             self.retiring = self.retiring or n >= spec.max_calls
 
     def _start_async(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
-        task = self.actor_loop.create_task(self._run_async(spec, outbox))
-        self.async_tasks[spec.task_id] = task
+        loop = asyncio.get_running_loop()
+        self.async_tasks[spec.task_id] = (loop, loop.create_task(self._run_async(spec, outbox)))
 
     async def _run_async(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
         try:
-            async with self.group_limits.get(spec.concurrency_group, self.semaphore):
+            async with self.group_limits[spec.concurrency_group]:
                 result = await self._execute_async(spec)
         except asyncio.CancelledError:
             result = pb.TaskResult(task_id=spec.task_id, status=pb.TASK_CANCELLED)
@@ -366,12 +414,15 @@ class Engine:
             if spec.generator:
                 value = await self._generated_async(spec, value)
         except ActorExit:
-            self._begin_exit()
             return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
         except asyncio.CancelledError:
             raise
         except BaseException as e:
+            if self._exiting:
+                return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
             return self._failed(spec, e)
+        if self._exiting:  # exit_actor() was called, and caught: the actor ends all the same
+            return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
         return self._returns(spec, value)
 
     def _generated(self, spec: pb.TaskSpec, items: Any) -> GeneratedItems:
@@ -502,8 +553,9 @@ class Engine:
                 os._exit(1)
             self._interrupt_target = task_id
             signal.pthread_kill(self._main_ident, signal.SIGINT)
-        elif task_id in self.async_tasks and self.actor_loop is not None:
-            self.actor_loop.call_soon_threadsafe(self.async_tasks[task_id].cancel)
+        elif (running := self.async_tasks.get(task_id)) is not None:
+            loop, task = running
+            loop.call_soon_threadsafe(task.cancel)
         else:
             self.cancelled.add(task_id)
 
@@ -534,25 +586,73 @@ class Engine:
 
         self.core.loop.create_task(send())
 
-    def _begin_exit(self) -> None:
-        """exit_actor(): tell the head it was on purpose, answer what is queued, then exit."""
-        if self._exiting:
-            return
-        self._exiting = True
-        spec = self.actor_spec
+    def request_exit(self, cause: str) -> None:
+        """exit_actor() or __ray_terminate__ (Ray's graceful exit): from now on no call runs and
+        each one queued is answered ACTOR_EXITED; the head hears the exit was on purpose (so no
+        restart), then `__ray_shutdown__` and the atexit handlers run, and the process leaves.
+
+        Safe to call more than once and from any thread; the first cause wins."""
+        with self._exit_lock:
+            if self._exiting:
+                return
+            self._exiting = True
+            spec = self.actor_spec
+        if spec is None:
+            return  # in the constructor: _construct runs the hooks and answers the start request
 
         async def leave() -> None:
-            if spec is not None:
-                try:
-                    await self.core.head_rpc("ReportWorkerDeath", pb.WorkerDeath(
-                        node_id=self.core.node_id, worker_id=self.core.worker_id, actor_id=spec.actor_id,
-                        intentional=True, cause="exit_actor() was called"), timeout=10)
-                except (grpc.aio.AioRpcError, ConnectionError):
-                    pass
+            try:
+                await self.core.head_rpc("ReportWorkerDeath", pb.WorkerDeath(
+                    node_id=self.core.node_id, worker_id=self.core.worker_id, actor_id=spec.actor_id,
+                    intentional=True, cause=cause), timeout=10)
+            except (grpc.aio.AioRpcError, ConnectionError):
+                pass
+            await asyncio.to_thread(self.run_shutdown_hooks)
             await asyncio.sleep(0.2)  # let the outboxes flush the last results
             self.exit(0)
 
         self.core.post(lambda: self.core.loop.create_task(leave()))
+
+    def exit_if_idle(self) -> str:
+        """Exits soon if this worker is idle and nobody needs it; else says why not (as Ray's
+        Exit does: a worker that owns objects or actors others may still use stays)."""
+        if self.actor_spec is not None:
+            return "it runs an actor"
+        if self._outboxes or self._exiting:
+            return "it is running calls"
+        if self.core.serves_objects():
+            return "it owns objects that may still be used"
+        if self.core.actors.owns_actors():
+            return "it owns actors"
+        self._exiting = True
+        self.core.loop.call_later(0.05, self.exit, 0)
+        return ""
+
+    def run_shutdown_hooks(self) -> None:
+        """The actor's `__ray_shutdown__`, then its atexit handlers, within the graceful-shutdown
+        timeout (KASTOR_ACTOR_GRACEFUL_SHUTDOWN_TIMEOUT_S, Ray's actor_graceful_shutdown_timeout_ms):
+        cleanup code that hangs cannot keep a dead actor's process, and its resources, alive."""
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                hook = getattr(self.instance, "__ray_shutdown__", None) if self.instance is not None else None
+                if callable(hook):
+                    try:
+                        result = hook()
+                        if inspect.iscoroutine(result):
+                            asyncio.run(result)
+                    except BaseException:  # user cleanup code; the actor exits regardless
+                        log.exception("the actor's __ray_shutdown__ raised; exiting anyway")
+                atexit._run_exitfuncs()  # prints each handler's error itself, and goes on
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="kastor-actor-shutdown", daemon=True).start()
+        timeout = config.actor_graceful_shutdown_timeout_s()
+        if not done.wait(timeout):
+            log.warning("the actor's __ray_shutdown__ and atexit handlers did not finish within %ss "
+                        "(KASTOR_ACTOR_GRACEFUL_SHUTDOWN_TIMEOUT_S); exiting without them", timeout)
 
     def exit(self, code: int) -> None:
         logging.shutdown()

@@ -174,3 +174,28 @@ def test_named_actor_keeps_its_name_across_restarts():
     b = kastor.get_actor("phoenix")
     assert kastor.get(b.incr.remote(), timeout=DEADLINE_S) == 1
     kastor.kill(a)
+
+
+def test_calls_whose_stream_never_opened_are_resent_without_a_retry():
+    """A call is only written once the worker has accepted its stream. A worker that cannot
+    accept it (frozen, then killed, as a process starved on a loaded machine may time out)
+    has certainly not run the call, so it is re-sent to the restarted actor instead of
+    failing with ActorUnavailableError, even with max_task_retries=0."""
+    actor = Counter.options(max_restarts=1, max_task_retries=0).remote()
+    actor_id = actor._kastor_actor_id.hex()
+
+    def alive_pid():
+        rows = [a for a in list_actors() if a["actor_id"] == actor_id and a["state"] == "ALIVE"]
+        return rows[0]["pid"] if rows else None
+
+    wait_until(lambda: alive_pid(), "the actor is alive (no call has opened a stream to it yet)")
+    pid = alive_pid()
+    os.kill(pid, signal.SIGSTOP)  # it can accept a TCP connection, but never the stream
+    try:
+        first = actor.incr.remote()
+        with pytest.raises(kastor.exceptions.GetTimeoutError):
+            kastor.get(first, timeout=1)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    assert kastor.get(first, timeout=DEADLINE_S) == 1, "the call ran once, on the restarted actor"
+    assert kastor.get(actor.pid.remote(), timeout=DEADLINE_S) != pid

@@ -203,6 +203,7 @@ class AsyncGroups:
 
     @kastor.method(concurrency_group="io")
     async def io(self) -> str:
+        self.io_loop = asyncio.get_running_loop()  # the io group's own loop (Ray's semantics)
         self.active += 1
         self.peak = max(self.peak, self.active)
         await self.release.wait()
@@ -213,7 +214,7 @@ class AsyncGroups:
         return self.active
 
     async def open(self) -> int:
-        self.release.set()
+        self.io_loop.call_soon_threadsafe(self.release.set)  # the event belongs to the io group's loop
         return self.peak
 
 
