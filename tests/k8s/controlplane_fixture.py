@@ -42,6 +42,7 @@ class ControlPlane:
     server: str
     api_client: kubernetes.client.ApiClient
     log: Path
+    pid: int
 
     def client_with_token(self, token: str) -> kubernetes.client.ApiClient:
         """An ApiClient for the same server that authenticates with a bearer token only
@@ -155,7 +156,7 @@ def real_k8s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]
         _stop(proc)
         raise
     try:
-        yield ControlPlane(kubeconfig=kubeconfig, server=server, api_client=api_client, log=log)
+        yield ControlPlane(kubeconfig=kubeconfig, server=server, api_client=api_client, log=log, pid=proc.pid)
     finally:
         api_client.close()
         _stop(proc)

@@ -9,7 +9,9 @@ collector, the Deployment and ReplicaSet controllers and the scheduler do their 
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,41 @@ def api(real_k8s: ControlPlane) -> kubernetes.client.ApiClient:
         if e.status != 409:
             raise
     return client
+
+
+def listening_addresses(pid: int) -> list[str]:
+    """host:port of every TCP socket that process `pid` listens on (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    found = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            address, port = local.split(":")
+            if table == "tcp":
+                host = str(ipaddress.IPv4Address(bytes.fromhex(address)[::-1]))
+            else:
+                words = [bytes.fromhex(address[i : i + 8])[::-1] for i in range(0, 32, 8)]
+                host = f"[{ipaddress.IPv6Address(b''.join(words))}]"
+            found.append(f"{host}:{int(port, 16)}")
+    return found
+
+
+def test_control_plane_listens_on_127_0_0_1_only(real_k8s):
+    addresses = listening_addresses(real_k8s.pid)
+    api_port = int(real_k8s.server.rsplit(":", 1)[1])
+    assert f"127.0.0.1:{api_port}" in addresses, addresses
+    assert len(addresses) >= 3, f"expected the apiserver and etcd's client and peer ports: {addresses}"
+    assert all(a.startswith("127.0.0.1:") for a in addresses), addresses
 
 
 def test_every_cel_rule_in_crds_has_a_case():
