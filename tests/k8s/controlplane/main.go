@@ -152,12 +152,12 @@ func run(ctx context.Context, dataDir, kubeconfigOut string, port int) error {
 		return err
 	}
 	if err := waitReady(ctx, failed, admin); err != nil {
-		return err
+		return startupError(ctx, err)
 	}
 	launch("kube-controller-manager", &ctrlWG, ctrlCtx, runControllerManager)
 	launch("kube-scheduler", &ctrlWG, ctrlCtx, runScheduler)
 	if err := waitDefaultServiceAccount(ctx, failed, admin); err != nil {
-		return err
+		return startupError(ctx, err)
 	}
 	fmt.Printf("kastor-controlplane ready server=%s kubeconfig=%s etcd=%s\n", server, kubeconfigOut, etcdURL)
 
@@ -176,6 +176,14 @@ func run(ctx context.Context, dataDir, kubeconfigOut string, port int) error {
 		return errors.Join(runErr, errors.New("kube-apiserver did not stop within 30s"))
 	}
 	return runErr
+}
+
+// startupError names a stop signal during startup as such, not as a readiness failure.
+func startupError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return errors.New("stopped by a signal before the control plane was ready")
+	}
+	return err
 }
 
 // waitGroup reports whether wg finished before deadline fired.
