@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from .cluster import EmulatedCluster
+from .controlplane_fixture import real_k8s  # noqa: F401 - the session's real control plane
 
 
 @pytest.fixture(scope="module")
