@@ -571,7 +571,10 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
                 pb.StartActorRequest(spec=spec, gpu_ids=gpu_ids, num_restarts=request.num_restarts),
                 metadata=self.metadata)
         except grpc.aio.AioRpcError as e:
-            return pb.StartActorReply(started=False, message=f"the actor's worker died while starting: {e.details()}")
+            # Whether the constructor began is unknown: end the worker (its watcher returns what it
+            # held) rather than leave it marked as the actor's, holding resources, for good.
+            w.proc.kill()
+            return pb.StartActorReply(started=False, message=f"the actor's worker failed while starting: {e.details()}")
         if not reply.started:
             w.proc.kill()  # a failed constructor leaves the process in an unknown state
             return reply
