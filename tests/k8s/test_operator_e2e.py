@@ -16,14 +16,14 @@ import textwrap
 import kubernetes
 import pytest
 
-from .cluster import NEEDS_ETC_HOSTS, TEST_IMAGE, EmulatedCluster
+from .cluster import NEEDS_PRIVATE_HOSTS, TEST_IMAGE, EmulatedCluster
 
 NS = "default"
 # Pods of these tests start no spare workers (2 cores) and declare dead nodes fast.
 POD_ENV = [{"name": "KASTOR_PRESTART_WORKERS", "value": "0"}, {"name": "KASTOR_NODE_DEATH_TIMEOUT_S", "value": "2"}]
 TEMPLATE = {"spec": {"containers": [{"name": "kastor", "env": POD_ENV}]}}
 
-pytestmark = NEEDS_ETC_HOSTS
+pytestmark = NEEDS_PRIVATE_HOSTS
 
 
 def cluster_cr(name: str, replicas: int = 2, **spec) -> dict:
@@ -58,7 +58,8 @@ def run_driver(k8s: EmulatedCluster, cluster: str, code: str, address_field: str
     address = status(k8s, "actorclusters", cluster)[address_field]
     program = f"import kastor\nkastor.init(address={address!r})\n" + textwrap.dedent(code)
     env = {**os.environ, "KASTOR_TOKEN": token(k8s, cluster)}
-    result = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=90)
+    result = subprocess.run(k8s.command([sys.executable, "-c", program]), env=env, capture_output=True, text=True,
+                            timeout=90)
     assert result.returncode == 0, f"driver failed:\n{result.stdout}\n{result.stderr[-3000:]}"
     return result.stdout
 
@@ -68,8 +69,8 @@ def start_driver(k8s: EmulatedCluster, cluster: str, code: str) -> subprocess.Po
     address = status(k8s, "actorclusters", cluster)["headAddress"]
     program = f"import kastor\nkastor.init(address={address!r})\n" + textwrap.dedent(code)
     env = {**os.environ, "KASTOR_TOKEN": token(k8s, cluster)}
-    return subprocess.Popen([sys.executable, "-c", program], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(k8s.command([sys.executable, "-c", program]), env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def worker_pods(k8s: EmulatedCluster, cluster: str) -> list:
