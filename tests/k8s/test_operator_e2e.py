@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -317,6 +318,29 @@ def test_external_redis_keys_are_cleaned_when_the_cluster_is_deleted(k8s, tmp_pa
         client.close()
     finally:
         server.stop()
+
+
+def test_deleting_a_cluster_does_not_wait_for_a_busy_resync(k8s):
+    """A deletion first stops the cluster's resync timer. One caught mid-reconcile (here: waiting
+    on a hung head) cannot be cancelled, and kopf re-checked it only every 60 s by default."""
+    create(k8s, "actorclusters", cluster_cr("stuck", replicas=0))
+    k8s.wait(lambda: status(k8s, "actorclusters", "stuck").get("phase") == "Ready", "ActorCluster stuck Ready")
+    head = k8s.pod_process("stuck-head")
+    os.killpg(head.pid, signal.SIGSTOP)  # the head hangs: a call to it waits for its deadline
+    try:
+        k8s.wait(lambda: any(c["type"] == "HeadReady" and c["reason"] == "HeadUnreachable"
+                             for c in status(k8s, "actorclusters", "stuck").get("conditions", [])),
+                 "the operator finds the head hung")
+        calls = k8s.service_connections("stuck-head")  # a failed call drops its channel: the next one reconnects
+        k8s.wait(lambda: k8s.service_connections("stuck-head") > calls, "a resync calling the hung head again")
+        k8s.custom.delete_namespaced_custom_object("kastor.dev", "v1alpha1", NS, "actorclusters", "stuck")
+        k8s.wait(lambda: k8s.get_custom("actorclusters", "stuck") is None,
+                 "the ActorCluster gone, well before kopf's 60-s re-check", timeout=40)
+    finally:
+        try:
+            os.killpg(head.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 def _healthy(url: str) -> bool:
