@@ -245,6 +245,21 @@ def test_bad_detached_actors_end_in_a_condition_and_an_event(k8s, name, spec, st
         assert [p.metadata.name for p in k8s.pods(f"kastor.dev/detached-actor={name}")] == [f"{name}-actor-1"]
 
 
+def test_a_constructor_failure_reads_the_same_whoever_sees_it_first(k8s, tmp_path):
+    """The operator (from the GCS) and the actor's pod (its exit message) both see a constructor
+    fail; the condition must not depend on which is first. Here the operator sees the actor
+    registered before its constructor fails, so it reads the death from the GCS."""
+    release = tmp_path / "release"
+    create(k8s, "detachedactors", actor_cr("stalled", "demo", actorClass="sample_actors:FailsWhenReleased",
+                                           args=[str(release)], maxRestarts=3))
+    k8s.wait(lambda: status(k8s, "detachedactors", "stalled").get("actorId"), "the operator sees the actor registered")
+    release.touch()
+    k8s.wait(lambda: status(k8s, "detachedactors", "stalled").get("state") == "Dead", "stalled Dead")
+    ready = next(c for c in status(k8s, "detachedactors", "stalled")["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ConstructorFailed", ready
+    k8s.wait(lambda: "ConstructorFailed" in event_reasons(k8s, "stalled"), "a ConstructorFailed Event")
+
+
 def test_schema_rejects_what_it_can(k8s):
     with pytest.raises(kubernetes.client.ApiException) as e:
         create(k8s, "detachedactors", actor_cr("negative", "demo", maxRestarts=-5))
