@@ -40,9 +40,13 @@ class AddressBlock:
     """One run's loopback block, held (by an flock) until `release()` or the process ends."""
 
     def __init__(self) -> None:
-        LOCK_DIR.mkdir(mode=0o777, exist_ok=True)
+        LOCK_DIR.mkdir(exist_ok=True)
+        try:
+            LOCK_DIR.chmod(0o1777)  # any user's runs claim blocks here (umask would narrow mkdir's mode)
+        except PermissionError:
+            pass  # another user made it, and made it shared
         for n in range(BLOCKS):
-            fd = os.open(LOCK_DIR / f"{n}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+            fd = os.open(LOCK_DIR / f"{n}.lock", os.O_CREAT | os.O_RDONLY, 0o644)  # flock needs no write access
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
