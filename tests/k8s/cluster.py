@@ -39,8 +39,6 @@ PEERING = "kastor-operator"
 PEERING_CRDS = REPO / "charts" / "kastor-operator" / "crds" / "kopf.dev_peerings.yaml"
 
 
-
-
 def _private_hosts_problem() -> str | None:
     probe = Path(tempfile.mkdtemp(prefix="kastor-hosts-probe-")) / "hosts"
     try:
