@@ -187,7 +187,7 @@ def _replace_pod(kube: Kube, gcs: Gcs, body: dict[str, Any], actor: ActorSpec, c
             except grpc.RpcError as e:
                 log.warning("could not mark actor %s dead in the GCS: %s", actor.name, e.code().name)
             status["restarts"] = info.num_restarts
-            events.post(body, "Warning", "ActorDied", cause)
+            events.post(body, "Warning", "MaxRestartsExceeded", cause)
             return "Dead", False, "MaxRestartsExceeded", cause
     next_attempt = (attempt(current) if current else int(status.get("attempt", 0))) + 1
     pod = build_actor.actor_pod(body, actor, cluster.body, cluster.spec, next_attempt)
