@@ -432,6 +432,9 @@ def test_liveness_and_leader_election_by_peering(k8s, tmp_path):
         got = status(k8s, "detachedactors", "peered")
         return got.get("observedGeneration") == generation and got.get("state") == "Pending"
 
+    # A new process first imports kopf and kastor: seen taking 80 s at a load average of 170 on
+    # 2 cores. Its liveness endpoint answering means it runs; then it must register at once.
+    k8s.wait(lambda: _healthy(second.liveness_url), "the standby operator's liveness endpoint", timeout=300)
     k8s.wait(lambda: peers() == 2, "both replicas registered in the peering object")
     # the lower-priority replica stands by: the leader alone reconciles
     create(k8s, "detachedactors", actor_cr("peered", "not-created"))
