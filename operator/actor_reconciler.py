@@ -85,11 +85,10 @@ def _reconcile(kube: Kube, gcs: Gcs, body: dict[str, Any]) -> dict[str, Any]:
         status["restarts"] = info.num_restarts
         status["address"] = info.address
         if info.state == pb.DEAD:  # the head gave up (or someone killed it): terminal
-            exhausted = actor.max_restarts != -1 and info.num_restarts >= actor.max_restarts and not info.killed
+            reason = death_reason(info, actor.max_restarts)
             message = f"the actor died: {info.death_cause}"
-            events.post(body, "Warning", "ActorDied", message)
-            return finish("Dead", False, "MaxRestartsExceeded" if exhausted and actor.max_restarts else "ActorDied",
-                          message)
+            events.post(body, "Warning", reason, message)
+            return finish("Dead", False, reason, message)
 
     live = [p for p in pods if not terminating(p)]
     current = max(live, key=attempt) if live else None
@@ -105,6 +104,22 @@ def _reconcile(kube: Kube, gcs: Gcs, body: dict[str, Any]) -> dict[str, Any]:
     message = f"actor {actor.name!r} in namespace {actor.namespace!r} is {state}" + \
         (f" at {info.address}" if info.address else "")
     return finish(state, info.state == pb.ALIVE, state, message)
+
+
+def death_reason(info: pb.ActorInfo, max_restarts: int) -> str:
+    """Why a DEAD actor died, as a condition and Event reason.
+
+    Two observers see the same death: this reconciler (reading the GCS) and the actor's
+    pod (which exits with its own reason as the termination message, see
+    `kastor actor-pod`). Whichever is first writes the condition, so both must classify it
+    alike: a constructor that raised (the GCS keeps its error) is ConstructorFailed, as the
+    pod says; restarts used up is MaxRestartsExceeded; anything else (killed) ActorDied.
+    """
+    if info.death_error.data or info.death_error.location.path:
+        return "ConstructorFailed"
+    if max_restarts > 0 and info.num_restarts >= max_restarts and not info.killed:
+        return "MaxRestartsExceeded"
+    return "ActorDied"
 
 
 def _cluster(kube: Kube, ns: str, actor: ActorSpec) -> _Cluster | tuple[str, str]:
@@ -172,7 +187,7 @@ def _replace_pod(kube: Kube, gcs: Gcs, body: dict[str, Any], actor: ActorSpec, c
             except grpc.RpcError as e:
                 log.warning("could not mark actor %s dead in the GCS: %s", actor.name, e.code().name)
             status["restarts"] = info.num_restarts
-            events.post(body, "Warning", "ActorDied", cause)
+            events.post(body, "Warning", "MaxRestartsExceeded", cause)
             return "Dead", False, "MaxRestartsExceeded", cause
     next_attempt = (attempt(current) if current else int(status.get("attempt", 0))) + 1
     pod = build_actor.actor_pod(body, actor, cluster.body, cluster.spec, next_attempt)

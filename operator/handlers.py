@@ -17,6 +17,7 @@ from kastor.operator import actor_reconciler, cluster_reconciler, kube, names
 from kastor.operator.gcs import Gcs
 
 RESYNC_S = float(os.environ.get("KASTOR_OPERATOR_RESYNC_S", "5"))
+STOP_POLL_S = 1.0  # how often a deletion re-checks that a busy resync timer has returned
 CLUSTERS = dict(group=names.GROUP, version=names.VERSION, plural=names.CLUSTER_PLURAL)
 ACTORS = dict(group=names.GROUP, version=names.VERSION, plural=names.ACTOR_PLURAL)
 OWNED_PODS = dict(labels={names.LABEL_MANAGED_BY: names.MANAGER})
@@ -44,6 +45,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = int(os.environ.get("KASTOR_OPERATOR_WATCH_TIMEOUT_S", "300"))
     settings.execution.max_workers = int(os.environ.get("KASTOR_OPERATOR_WORKERS", "8"))
+    # Deleting a resource first stops its resync timer. A timer is a sync handler in a
+    # thread, so one caught mid-reconcile cannot be cancelled, and kopf re-checks whether it
+    # has exited only every `cancellation_polling` seconds (60 by default): the finalizer,
+    # and so the deletion, waited up to a minute. Re-check each second instead.
+    settings.background.cancellation_polling = STOP_POLL_S
     _kube()
 
 

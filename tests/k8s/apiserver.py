@@ -224,9 +224,12 @@ class ApiServer(kmock.KubernetesEmulator):
     rv: int = attrs.field(default=1, init=False)
     changed: asyncio.Condition = attrs.field(factory=asyncio.Condition, init=False)
     created: list[dict[str, Any]] = attrs.field(factory=list, init=False)  # create bodies, as clients sent them
-    # The service CIDR: loopback, so the kubelet harness can serve each ClusterIP as kube-proxy does.
-    service_ip_prefix: str = "127.78"
-    services: int = attrs.field(default=0, init=False)
+    # The service CIDR ("127.N" for 127.N.x.y): loopback, so the kubelet harness can serve each
+    # ClusterIP as kube-proxy does; each run has its own (isolation.AddressBlock).
+    service_ip_prefix: str = "127.129"
+    # A re-created Service gets its old ClusterIP back, so its name never changes address
+    # (the run's hosts file is append-only). Real clusters may do either.
+    cluster_ips: dict[tuple[str, str], str] = attrs.field(factory=dict, init=False)
     closing: bool = attrs.field(default=False, init=False)  # ends open watches, as a stopping apiserver does
 
     def __attrs_post_init__(self) -> None:
@@ -430,9 +433,11 @@ class ApiServer(kmock.KubernetesEmulator):
                 data[k] = base64.b64encode(v.encode()).decode()
         elif rdef.key == ("", "services"):
             if obj["spec"].get("clusterIP") != "None":  # headless Services get none
-                self.services += 1
-                n = self.services
-                obj["spec"]["clusterIP"] = f"{self.service_ip_prefix}.{n // 250}.{n % 250 + 2}"
+                key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+                if key not in self.cluster_ips:
+                    n = len(self.cluster_ips) + 1
+                    self.cluster_ips[key] = f"{self.service_ip_prefix}.{n // 250}.{n % 250 + 2}"
+                obj["spec"]["clusterIP"] = self.cluster_ips[key]
                 obj["spec"]["clusterIPs"] = [obj["spec"]["clusterIP"]]
         elif rdef.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             obj["status"] = {"conditions": [{"type": "Established", "status": "True", "reason": "InitialNamesAccepted"},

@@ -2,7 +2,10 @@
 
 The API server and the kubelet share one asyncio loop on a background thread; the
 operator runs as its own process (`python -m kastor.operator`) against a kubeconfig, as
-it would in a pod. Tests talk to the API with the `kubernetes` client and `kubectl`.
+it would in a pod. Tests talk to the API with the `kubernetes` client and `kubectl`, and
+start drivers through `command()`, so that they resolve this run's Service names. Each
+cluster has its own loopback addresses and hosts file (isolation.py), so runs in parallel
+on one machine do not meet.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +30,8 @@ import pytest
 import yaml
 
 from .apiserver import ApiServer
-from .kubelet import HostsFile, Kubelet
+from .isolation import AddressBlock, PrivateHosts
+from .kubelet import Kubelet
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_IMAGE = "kastor:test"
@@ -33,10 +39,20 @@ PEERING = "kastor-operator"
 PEERING_CRDS = REPO / "charts" / "kastor-operator" / "crds" / "kopf.dev_peerings.yaml"
 
 
-# The kubelet harness names Services in /etc/hosts: end-to-end modules skip where it is read-only.
-NEEDS_ETC_HOSTS = pytest.mark.skipif(not os.access("/etc/hosts", os.W_OK),
-                                     reason="the kubelet harness resolves Service names through /etc/hosts, "
-                                            "which is not writable here (run as root or in a container)")
+def _private_hosts_problem() -> str | None:
+    probe = Path(tempfile.mkdtemp(prefix="kastor-hosts-probe-")) / "hosts"
+    try:
+        return PrivateHosts(probe).works()
+    finally:
+        shutil.rmtree(probe.parent, ignore_errors=True)
+
+
+# Every process of a run sees the run's hosts file as /etc/hosts: end-to-end modules skip where that cannot be.
+_PRIVATE_HOSTS_PROBLEM = _private_hosts_problem()
+NEEDS_PRIVATE_HOSTS = pytest.mark.skipif(
+    _PRIVATE_HOSTS_PROBLEM is not None,
+    reason=f"the kubelet harness gives each process of a run its own /etc/hosts: {_PRIVATE_HOSTS_PROBLEM} "
+           f"(run as root, or where user namespaces are enabled)")
 
 
 class EmulatedCluster:
@@ -45,9 +61,12 @@ class EmulatedCluster:
         self.resync_s = resync_s
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="k8s-emulator", daemon=True)
-        self.hosts = HostsFile()
+        self.block: AddressBlock | None = None
+        self.hosts = PrivateHosts(workdir / "hosts")
         self.operator: subprocess.Popen | None = None
         self.operator_log = workdir / "operator.log"
+        self.logs: list[Path] = [self.operator_log, workdir / "kubelet.log"]  # shown when a test fails
+        self._marks: dict[Path, int] = {}
 
     # ---- start / stop ----
 
@@ -55,8 +74,8 @@ class EmulatedCluster:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
 
     def start(self) -> EmulatedCluster:
+        self.block = AddressBlock()
         self.thread.start()
-        self.hosts.__enter__()
         self._run(self._start_async())
         self.kubeconfig = self.workdir / "kubeconfig"
         self.kubeconfig.write_text(yaml.safe_dump({
@@ -80,29 +99,33 @@ class EmulatedCluster:
         return self
 
     async def _start_async(self) -> None:
-        self.api = ApiServer()
+        self.api = ApiServer(service_ip_prefix=self.block.service_prefix)
         await self.api.__aenter__()
         self.server = kmock.Server(self.api)
         await self.server.__aenter__()
         self.url = str(self.server.url).rstrip("/")
         # what the test image "contains": the Dockerfile puts examples/ on PYTHONPATH; tests add their actors
         images = {TEST_IMAGE: {"PYTHONPATH": f"{REPO / 'tests' / 'k8s' / 'image'}:{REPO / 'examples'}"}}
-        self.kubelet = Kubelet(self.url, self.workdir, self.hosts, images)
+        self.kubelet = Kubelet(self.url, self.workdir, self.hosts, self.block.pod_prefix, images)
         await self.kubelet.start()
 
     def start_operator(self, priority: int = 100, log: Path | None = None) -> subprocess.Popen:
-        """An operator process peering with any other (kopf's leader election), with a liveness endpoint."""
+        """An operator process peering with any other (kopf's leader election), with a liveness endpoint.
+        KASTOR_TEST_OPERATOR_VERBOSE=1 makes it log at DEBUG, kopf's reasoning included."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": str(self.resync_s),
                "PYTHONUNBUFFERED": "1"}
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         with open(log or self.operator_log, "ab") as out:
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(self.command(
                 [sys.executable, "-m", "kastor.operator", "--all-namespaces", "--peering", PEERING, "--priority",
-                 str(priority), "--liveness", f"http://127.0.0.1:{port}/healthz"],
+                 str(priority), "--liveness", f"http://127.0.0.1:{port}/healthz",
+                 *(["--verbose"] if os.environ.get("KASTOR_TEST_OPERATOR_VERBOSE") else [])]),
                 env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         proc.liveness_url = f"http://127.0.0.1:{port}/healthz"  # type: ignore[attr-defined]
+        if (log or self.operator_log) not in self.logs:
+            self.logs.append(log)
         if log is None:
             self.operator = proc
         return proc
@@ -118,9 +141,10 @@ class EmulatedCluster:
         try:
             self._run(self._stop_async())
         finally:
-            self.hosts.__exit__(None, None, None)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
+            if self.block is not None:
+                self.block.release()
 
     async def _stop_async(self) -> None:
         await self.kubelet.stop()
@@ -129,6 +153,10 @@ class EmulatedCluster:
         await self.api.__aexit__(None, None, None)
 
     # ---- helpers for tests ----
+
+    def command(self, argv: list[str]) -> list[str]:
+        """argv as a process of this cluster's network: it resolves the cluster's Service names."""
+        return self.hosts.wrap(argv)
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(["kubectl", "--kubeconfig", str(self.kubeconfig), *args], input=input, text=True,
@@ -163,6 +191,23 @@ class EmulatedCluster:
                                      f"{self.operator_log_tail()}")
             time.sleep(0.1)
 
+    def mark_logs(self) -> None:
+        """Remembers where each log ends now: `logs_since_mark` shows what a test added."""
+        self._marks = {path: path.stat().st_size if path.exists() else 0 for path in self.logs}
+
+    def logs_since_mark(self, max_lines: int = 300) -> str:
+        """The operator's (and kubelet's) log lines since `mark_logs`, for a failed test's report."""
+        parts = []
+        for path in self.logs:
+            if not path.exists():
+                continue
+            with open(path, "rb") as f:
+                f.seek(self._marks.get(path, 0))
+                lines = f.read().decode(errors="replace").splitlines()
+            cut = f"(first {len(lines) - max_lines} lines left out)\n" if len(lines) > max_lines else ""
+            parts.append(f"--- {path} (kept), during this test:\n{cut}" + "\n".join(lines[-max_lines:]))
+        return "\n".join(parts)
+
     def operator_log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.operator_log.read_text(errors="replace").splitlines()[-lines:])
@@ -171,6 +216,10 @@ class EmulatedCluster:
 
     def pod_process(self, name: str, ns: str = "default") -> subprocess.Popen | None:
         return self.kubelet.process(ns, name)
+
+    def service_connections(self, name: str, ns: str = "default") -> int:
+        """Connections accepted so far on the Service's ClusterIP (each new client connection counts)."""
+        return self.kubelet.service_connections(ns, name)
 
     def pod_log(self, name: str, ns: str = "default") -> str:
         return self.kubelet.log(ns, name)

@@ -3,12 +3,13 @@
 It watches pods through the API like a kubelet does, and for each new pod starts the
 container's command and args (with `$(VAR)` expansion) and env (values, Secret keys and
 the downward API), in its own process group, with its own loopback address as pod IP
-(127.77.x.y: Linux routes all of 127/8 to lo, so every pod can bind the same port).
-Services work as with kube-proxy: the emulated API server assigns each a loopback
-ClusterIP (127.78.x.y), the harness listens on ClusterIP:port and forwards each connection
-to a ready pod the Service selects (targetPort by number or container port name), and
-the Service's DNS names (`svc.ns.svc[.cluster.local]`) resolve to the ClusterIP through a
-managed block in /etc/hosts, restored on exit. It reports phase, pod IP, readiness (TCP
+(in the run's address block, see isolation.py: Linux routes all of 127/8 to lo, so every
+pod can bind the same port). Services work as with kube-proxy: the emulated API server
+assigns each a loopback ClusterIP (the block's other half), the harness listens on
+ClusterIP:port and forwards each connection to a ready pod the Service selects (targetPort
+by number or container port name), and the Service's DNS names (`svc.ns.svc[.cluster.local]`)
+resolve to the ClusterIP through the run's own hosts file, which each pod's processes see
+as their /etc/hosts (the machine's is never written). It reports phase, pod IP, readiness (TCP
 readiness probes are run; without a probe a running container is ready), exit codes and
 termination messages (FallbackToLogsOnError: the log's tail) back through the API, and
 kills the pod's process group when the pod is deleted or its main process exits (a
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import datetime
 import functools
 import json
@@ -34,43 +36,11 @@ from typing import Any
 
 import aiohttp
 
-HOSTS_BEGIN = "# BEGIN kastor kubelet harness (tests/k8s/kubelet.py)"
-HOSTS_END = "# END kastor kubelet harness"
+from .isolation import PrivateHosts
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class HostsFile:
-    """Owns one marked block of /etc/hosts for the harness's lifetime; restores the file after."""
-
-    def __init__(self, path: str = "/etc/hosts"):
-        self.path = path
-        self.original: str | None = None
-
-    def writable(self) -> bool:
-        return os.access(self.path, os.W_OK)
-
-    def __enter__(self) -> HostsFile:
-        with open(self.path) as f:
-            self.original = f.read()
-        self.original = self._strip(self.original)
-        return self
-
-    @staticmethod
-    def _strip(text: str) -> str:
-        return re.sub(rf"\n?{re.escape(HOSTS_BEGIN)}.*?{re.escape(HOSTS_END)}\n?", "\n", text, flags=re.S)
-
-    def set(self, entries: dict[str, str]) -> None:
-        block = "\n".join([HOSTS_BEGIN] + [f"{ip} {name}" for name, ip in sorted(entries.items())] + [HOSTS_END])
-        with open(self.path, "w") as f:
-            f.write(self.original.rstrip("\n") + "\n" + block + "\n")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.original is not None:
-            with open(self.path, "w") as f:
-                f.write(self.original.rstrip("\n") + "\n")
 
 
 @dataclass
@@ -93,10 +63,12 @@ class PodProcess:
 class Kubelet:
     """Runs the emulated cluster's pods. `images` maps an image to extra env (its "contents")."""
 
-    def __init__(self, api_url: str, workdir: Path, hosts: HostsFile, images: dict[str, dict[str, str]] | None = None):
+    def __init__(self, api_url: str, workdir: Path, hosts: PrivateHosts, pod_prefix: str,
+                 images: dict[str, dict[str, str]] | None = None):
         self.api = api_url.rstrip("/")
         self.workdir = workdir
         self.hosts = hosts
+        self.pod_prefix = pod_prefix  # "127.N": pod IPs are 127.N.x.y
         self.images = images or {}
         self.pods: dict[str, PodProcess] = {}   # by uid
         self.next_ip = 2
@@ -106,6 +78,7 @@ class Kubelet:
         self.services: dict[tuple[str, str], dict[str, Any]] = {}
         self.listeners: dict[tuple[str, int], asyncio.Server] = {}
         self.stopping: set[asyncio.Task] = set()
+        self.connections: collections.Counter[tuple[str, str]] = collections.Counter()  # accepted, by Service
 
     # ---- lifecycle ----
 
@@ -219,7 +192,7 @@ class Kubelet:
 
     async def _run_pod(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
-        ip = f"127.77.{self.next_ip // 250}.{self.next_ip % 250 + 2}"
+        ip = f"{self.pod_prefix}.{self.next_ip // 250}.{self.next_ip % 250 + 2}"
         self.next_ip += 1
         pp = PodProcess(meta["namespace"], meta["name"], meta["uid"], ip, pod)
         self.pods[pp.uid] = pp
@@ -278,6 +251,7 @@ class Kubelet:
                **self.images.get(container["image"], {}), **pp.env}
         argv = list(pp.argv)
         argv[0] = shutil.which(argv[0], path=env["PATH"]) or argv[0]
+        argv = self.hosts.wrap(argv)  # the pod's own /etc/hosts: the run's Service names
         pp.started_at = _now()
         try:
             with open(pp.log_path, "ab") as log:
@@ -416,7 +390,7 @@ class Kubelet:
             self.listeners.pop(key).close()
         if entries != self.host_entries:
             self.host_entries = entries
-            self.hosts.set(entries)
+            self.hosts.add(entries)
 
     def _endpoint(self, ns: str, service: str, port: dict[str, Any]) -> tuple[str, int] | None:
         """A ready pod the Service selects, and its target port (a number or a named container port)."""
@@ -434,6 +408,7 @@ class Kubelet:
 
     async def _forward(self, ns: str, service: str, port: dict[str, Any], reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter) -> None:
+        self.connections[(ns, service)] += 1
         target = self._endpoint(ns, service, port)
         if target is None:  # no ready endpoint: the connection is refused
             writer.close()
@@ -463,6 +438,10 @@ class Kubelet:
             if pp.namespace == namespace and pp.name == name and not pp.done:
                 return pp.proc
         return None
+
+    def service_connections(self, namespace: str, name: str) -> int:
+        """How many connections the Service's ClusterIP has accepted so far."""
+        return self.connections[(namespace, name)]
 
     def log(self, namespace: str, name: str) -> str:
         for pp in self.pods.values():

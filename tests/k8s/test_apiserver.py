@@ -164,6 +164,17 @@ def test_created_crds_are_served_validated_and_defaulted(api):
     assert good["spec"]["maxRestarts"] == 0 and good["spec"]["maxConcurrency"] == 1  # schema defaults applied
 
 
+def test_a_recreated_service_keeps_its_cluster_ip(api):
+    """The kubelet harness's hosts file is append-only: a Service name never changes address."""
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "again"},
+           "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}]}}
+    services = api + "/api/v1/namespaces/default/services"
+    first = requests.post(services, json=svc).json()["spec"]["clusterIP"]
+    other = requests.post(services, json={**svc, "metadata": {"name": "other"}}).json()["spec"]["clusterIP"]
+    assert requests.delete(f"{services}/again").status_code == 200
+    assert requests.post(services, json=svc).json()["spec"]["clusterIP"] == first != other
+
+
 def test_core_discovery_and_namespaces(api):
     assert requests.get(api + "/api/v1").json()["groupVersion"] == "v1"
     assert requests.get(api + "/api/v1/").status_code == 200

@@ -8,9 +8,9 @@ import subprocess
 import sys
 import textwrap
 
-from .cluster import NEEDS_ETC_HOSTS, TEST_IMAGE, EmulatedCluster
+from .cluster import NEEDS_PRIVATE_HOSTS, TEST_IMAGE, EmulatedCluster
 
-pytestmark = NEEDS_ETC_HOSTS
+pytestmark = NEEDS_PRIVATE_HOSTS
 
 POD_ENV = [{"name": "KASTOR_PRESTART_WORKERS", "value": "0"}]
 TEMPLATE = {"spec": {"containers": [{"name": "kastor", "env": POD_ENV}]}}
@@ -21,8 +21,8 @@ def notebook(k8s: EmulatedCluster, code: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "KUBECONFIG": str(k8s.kubeconfig)}
     for name in ("KASTOR_TOKEN", "KASTOR_TOKEN_FILE", "KASTOR_ADDRESS"):
         env.pop(name, None)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(k8s.command([sys.executable, "-c", textwrap.dedent(code)]), env=env, capture_output=True,
+                          text=True, timeout=120)
 
 
 def test_init_finds_the_cluster_by_name(k8s):

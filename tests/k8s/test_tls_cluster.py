@@ -11,12 +11,12 @@ import textwrap
 
 import pytest
 
-from .cluster import NEEDS_ETC_HOSTS, TEST_IMAGE, EmulatedCluster
+from .cluster import NEEDS_PRIVATE_HOSTS, TEST_IMAGE, EmulatedCluster
 
 pytest.importorskip("cryptography")
 from certs import tls_material  # noqa: E402
 
-pytestmark = NEEDS_ETC_HOSTS
+pytestmark = NEEDS_PRIVATE_HOSTS
 
 NS = "default"
 POD_ENV = [{"name": "KASTOR_PRESTART_WORKERS", "value": "0"}]
@@ -52,10 +52,10 @@ def test_tls_cluster_end_to_end(k8s, tmp_path):
         kastor.init(address={address!r})
         print(kastor.get(kastor.get_actor("vault", namespace="default").incr.remote()))
     """)
-    trusted = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=90,
+    trusted = subprocess.run(k8s.command([sys.executable, "-c", program]), capture_output=True, text=True, timeout=90,
                              env={**os.environ, "KASTOR_TOKEN": token, "KASTOR_TLS_CA": str(ca)})
     assert trusted.returncode == 0, trusted.stderr[-3000:]
     assert trusted.stdout.strip() == "41"
-    plain = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=90,
+    plain = subprocess.run(k8s.command([sys.executable, "-c", program]), capture_output=True, text=True, timeout=90,
                            env={**{k: v for k, v in os.environ.items() if k != "KASTOR_TLS_CA"}, "KASTOR_TOKEN": token})
     assert plain.returncode != 0, "a plain-text driver must not get through"

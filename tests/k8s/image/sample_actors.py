@@ -20,3 +20,15 @@ class Counter:
 class Broken:
     def __init__(self):
         raise RuntimeError("Broken's constructor always fails")
+
+
+class FailsWhenReleased:
+    """Its constructor raises, but only once the file `release` exists: the test picks the moment."""
+
+    def __init__(self, release: str):
+        import os
+        import time
+        deadline = time.monotonic() + 300
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise RuntimeError("FailsWhenReleased's constructor was released, and fails")
