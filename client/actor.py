@@ -155,8 +155,10 @@ class ActorClass:
         if where is not None:
             spec.placement.CopyFrom(where)
         if name:
-            info = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
-            return ActorHandle._from_info(info, collectable=False)
+            reply = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
+            # As in Ray, a name does not keep a non-detached actor alive: its creator's handles
+            # (and those get_actor() gives back in that process) do. A reused actor is another's.
+            return ActorHandle._from_info(reply.info, collectable=not detached and not reply.existed)
         handle = ActorHandle(spec.actor_id, self.__name__, self._methods, options["max_task_retries"],
                              collectable=not detached, max_pending_calls=spec.max_pending_calls)
         core.post(lambda: _create_async(core, spec, deps))
@@ -180,7 +182,7 @@ async def _attach_deps(core, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
         spec.ref_args.extend(holder.spec.ref_args)
 
 
-async def _create_named(core, spec: pb.ActorSpec, deps: list[ObjectRef], get_if_exists: bool) -> pb.ActorInfo:
+async def _create_named(core, spec: pb.ActorSpec, deps: list[ObjectRef], get_if_exists: bool) -> pb.CreateActorReply:
     await _attach_deps(core, spec, deps)
     try:
         reply = await core.head_rpc("CreateActor", pb.CreateActorRequest(spec=spec, get_if_exists=get_if_exists))
@@ -190,7 +192,7 @@ async def _create_named(core, spec: pb.ActorSpec, deps: list[ObjectRef], get_if_
                              f"another actor; pick another name, or pass get_if_exists=True to reuse it.") from None
         raise
     _warn_if_infeasible(reply)
-    return reply.info
+    return reply
 
 
 def _warn_if_infeasible(reply: pb.CreateActorReply) -> None:
@@ -229,7 +231,7 @@ class ActorHandle:
         self._max_pending_calls = max_pending_calls if max_pending_calls > 0 else -1
         self._pending_calls = 0
         self._pending_lock = threading.Lock()
-        self._methods_cache: dict[str, ActorMethod] = {}
+        self._methods_cache: dict[str, tuple[Any, str, Any]] = {}
         core = context.core
         if core is not None:
             core.post(lambda: core.actors.add_handle(actor_id, collectable))
@@ -245,17 +247,19 @@ class ActorHandle:
             meta = self.__dict__.get("_method_meta", {}).get(name)
             if meta is None:
                 raise AttributeError(name)
+        # The cache keeps what a method needs but not the method itself: a method holds its
+        # handle, and a cycle would keep the handle (and so its actor) alive after `del`.
         cached = self._methods_cache.get(name)
-        if cached is not None:
-            return cached
-        meta = self._method_meta.get(name)
-        if meta is None:
-            raise AttributeError(f"'{self._class_name}' actor has no method '{name}'. Its methods are: "
-                                 f"{', '.join(sorted(self._method_meta)) or '(none)'}.")
-        m = self._methods_cache[name] = ActorMethod(self, name, STREAMING if meta.is_generator else meta.num_returns,
-                                                    meta.concurrency_group,
-                                                    signature.from_params(meta.params) if meta.has_signature else None)
-        return m
+        if cached is None:
+            meta = self._method_meta.get(name)
+            if meta is None:
+                raise AttributeError(f"'{self._class_name}' actor has no method '{name}'. Its methods are: "
+                                     f"{', '.join(sorted(self._method_meta)) or '(none)'}.")
+            cached = self._methods_cache[name] = (
+                STREAMING if meta.is_generator else meta.num_returns, meta.concurrency_group,
+                signature.from_params(meta.params) if meta.has_signature else None)
+        num_returns, group, sig = cached
+        return ActorMethod(self, name, num_returns, group, sig)
 
     def __dir__(self) -> list[str]:
         return sorted(self._method_meta)

@@ -289,21 +289,9 @@ def cancel(object_ref: ObjectRef | ObjectRefGenerator, *, force: bool = False, r
         object_ref = object_ref.completed()
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef or ObjectRefGenerator, got {type(object_ref).__name__}.")
+    from kastor.runtime import cancel as cancelling
     core = _core()
-    task_id = object_ref.task_id()
-
-    async def do_cancel() -> None:
-        if core.tasks.cancel(task_id, force, recursive):
-            return
-        for actor_id, conn in core.actors.conns.items():
-            if any(c.spec.task_id == task_id for c in conn.queue) or task_id in conn.inflight:
-                if force:
-                    raise ValueError("force=True is not supported for actor tasks; use kastor.kill() "
-                                     "to stop the actor's process.")
-                core.actors.cancel(actor_id, task_id, recursive)
-                return
-
-    core.run(do_cancel())
+    core.run(cancelling.cancel(core, object_ref.task_id(), object_ref.owner_address, force, recursive))
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:

@@ -203,6 +203,13 @@ class ActorSubmitter:
 
     # ---- cancellation ----
 
+    def actor_of_task(self, task_id: bytes) -> bytes | None:
+        """The actor a call this process sent (queued or in flight) goes to, if any."""
+        for actor_id, c in self.conns.items():
+            if task_id in c.inflight or any(call.spec.task_id == task_id for call in c.queue):
+                return actor_id
+        return None
+
     def cancel(self, actor_id: bytes, task_id: bytes, recursive: bool) -> bool:
         c = self.conns.get(actor_id)
         if c is None:
