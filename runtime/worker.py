@@ -28,7 +28,7 @@ from kastor import exceptions
 from kastor.actor import BUILTIN_METHODS, ActorExit
 from kastor.object_ref_generator import GeneratedItems
 from kastor.runtime import args as argpack
-from kastor.runtime import config, context, serialization
+from kastor.runtime import config, context, omp, serialization
 from kastor.runtime.core import CoreWorker, error_value, return_id
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.worker_logs import LogShipper
@@ -206,7 +206,8 @@ class Engine:
     def _construct(self, spec: pb.ActorSpec, gpu_ids: list[int]) -> pb.StartActorReply:
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
-        os.environ.update(spec.env_vars)  # this process is the actor's alone from now on
+        # this process is the actor's alone from now on
+        os.environ.update({**omp.variables(spec.held.get("CPU", 0), spec.env_vars), **spec.env_vars})
         token = context.current_task.set(context.TaskContext(
             spec.job_id, b"", spec.actor_id, tuple(gpu_ids), spec.job_namespace, spec.class_name,
             tuple(spec.env_vars.items())))
@@ -296,7 +297,9 @@ class Engine:
             self._env_vars(spec), spec.name))
         if on_main:
             self.current_main_task = spec.task_id
-        restore_env = _set_environ(spec.env_vars)
+        task_env = spec.env_vars if self.actor_spec is not None else \
+            {**omp.variables(spec.num_cpus, spec.env_vars), **spec.env_vars}
+        restore_env = _set_environ(task_env)
         try:
             if spec.gpu_ids:
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpu_ids))

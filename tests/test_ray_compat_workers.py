@@ -1,0 +1,38 @@
+"""What Ray promises about worker processes (issue 13): OMP_NUM_THREADS follows the CPUs a task
+or actor asked for."""
+
+import os
+
+import kastor
+import pytest
+
+
+def _define_omp():
+    @kastor.remote
+    def omp():
+        return os.getpid(), os.environ.get("OMP_NUM_THREADS")
+
+    @kastor.remote
+    class OmpActor:
+        def omp(self):
+            return os.environ.get("OMP_NUM_THREADS")
+
+    return omp, OmpActor
+
+
+omp, OmpActor = _define_omp()
+
+
+@pytest.mark.skipif("OMP_NUM_THREADS" in os.environ, reason="the user's OMP_NUM_THREADS wins in every worker")
+def test_omp_num_threads_follows_num_cpus(embedded_cluster):
+    assert kastor.get(omp.remote())[1] == "1", "a task holds 1 CPU by default"
+    assert kastor.get(omp.options(num_cpus=2).remote())[1] == "2"
+    assert kastor.get(omp.options(num_cpus=0.25).remote())[1] == "1", "a fraction rounds up to 1"
+    assert kastor.get(omp.options(num_cpus=0).remote())[1] == "1"
+    mine = {"env_vars": {"OMP_NUM_THREADS": "7"}}
+    assert kastor.get(omp.options(num_cpus=2, runtime_env=mine).remote())[1] == "7", "the user's value wins"
+    assert kastor.get(omp.remote())[1] == "1", "a task's value does not leak into the next"
+    assert kastor.get(OmpActor.remote().omp.remote()) == "1"
+    assert kastor.get(OmpActor.options(num_cpus=2).remote().omp.remote()) == "2"
+    assert kastor.get(OmpActor.options(num_cpus=0.5).remote().omp.remote()) == "1"
+    assert kastor.get(OmpActor.options(runtime_env=mine).remote().omp.remote()) == "7"
