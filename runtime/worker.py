@@ -573,29 +573,37 @@ def _set_environ(variables) -> Callable[[], None]:
     return restore
 
 
-def _watch_parent() -> None:
-    """The node agent holds our stdin; when it dies, so do we (no orphans)."""
-    def watch() -> None:
-        try:
-            while sys.stdin.buffer.read(4096):
-                pass
-        except Exception:
-            pass
-        os._exit(0)
+def _watch_parent(core: CoreWorker) -> None:
+    """The node agent holds our stdin; when it dies, so do we (no orphans).
 
-    threading.Thread(target=watch, name="kastor-parent-watch", daemon=True).start()
+    Watched from the core's event loop, not from a thread of its own: a worker keeps its
+    threads to the main one, the core loop and gRPC's (tests/test_ray_compat_workers.py).
+    """
+    fd = sys.stdin.fileno()
+
+    def on_readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            os._exit(0)
+
+    core.post(lambda: core.loop.add_reader(fd, on_readable))
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s worker %(name)s: %(message)s")
     env = os.environ
-    _watch_parent()
     core = CoreWorker(
         head_address=env["KASTOR_HEAD_ADDRESS"], token=env[config.ENV_TOKEN],
         node_address=env[config.ENV_NODE_ADDRESS], node_id=env[config.ENV_NODE_ID],
         store_dir=env[config.ENV_STORE_DIR], ip=env.get(config.ENV_NODE_IP, "127.0.0.1"),
         worker_id=bytes.fromhex(env[config.ENV_WORKER_ID]), is_driver=False)
     context.core = core
+    _watch_parent(core)
     engine = Engine(core)
     core.engine = engine
     LogShipper(core, engine.output_owner).install()

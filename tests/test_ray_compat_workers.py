@@ -36,3 +36,37 @@ def test_omp_num_threads_follows_num_cpus(embedded_cluster):
     assert kastor.get(OmpActor.options(num_cpus=2).remote().omp.remote()) == "2"
     assert kastor.get(OmpActor.options(num_cpus=0.5).remote().omp.remote()) == "1"
     assert kastor.get(OmpActor.options(runtime_env=mine).remote().omp.remote()) == "7"
+
+
+def _define_threads():
+    @kastor.remote
+    def thread_names():
+        import threading
+        return sorted(t.name for t in threading.enumerate())
+
+    @kastor.remote
+    class Threads:
+        def names(self):
+            import threading
+            return sorted(t.name for t in threading.enumerate())
+
+        def noisy(self, i):
+            print("line", i)
+            return i
+
+    return thread_names, Threads
+
+
+thread_names, Threads = _define_threads()
+
+
+def test_workers_run_no_threads_of_their_own_beyond_the_core_loop(embedded_cluster):
+    """Ray counts a worker's threads (test_worker_thread_count). Kastor's Python threads in a
+    worker are the main thread, the core's event loop and gRPC's poller; the rest are gRPC's
+    C threads, whose pool grows with the machine's cores."""
+    expected = 3
+    assert len(kastor.get(thread_names.remote())) == expected, kastor.get(thread_names.remote())
+    actor = Threads.remote()
+    kastor.get([actor.noisy.remote(i) for i in range(50)])  # output shipping starts no threads
+    names = kastor.get(actor.names.remote())
+    assert len(names) == expected, names
