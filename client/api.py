@@ -328,6 +328,22 @@ def cluster_resources() -> dict[str, float]:
     return _sum_resources("Resources")
 
 
+def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
+    """Ray's Chrome-trace timeline (open it in chrome://tracing or Perfetto), of the tasks and
+    actor calls this process submitted: one event per call that reached a worker, from when it
+    was sent to it until its result came back (runtime/task_events.py). Ray's covers the whole
+    cluster; Kastor keeps no cluster-wide task table. With `filename`, writes the JSON there."""
+    import json
+
+    from kastor.runtime import task_events
+    events = task_events.chrome_trace()
+    if filename is None:
+        return events
+    with open(filename, "w") as f:
+        json.dump(events, f)
+    return None
+
+
 def available_resources() -> dict[str, float]:
     core = _core()
     reply = core.head_call("ListNodes", pb.ListRequest())

@@ -14,6 +14,7 @@ from collections import deque
 
 import grpc
 from kastor import exceptions
+from kastor.runtime import task_events
 from kastor.runtime.core import CoreWorker
 from kastor.runtime.exec_stream import ExecStream
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
@@ -66,6 +67,7 @@ class ActorSubmitter:
     # ---- calls ----
 
     def submit(self, call: PendingCall) -> None:
+        task_events.submitted(call.spec)
         c = self.conn(call.spec.actor_id)
         if c.death is not None:
             fail(self.core, call, c.death)
@@ -95,6 +97,7 @@ class ActorSubmitter:
                 continue
             c.inflight[call.spec.task_id] = call
             call.stream = c.stream
+            task_events.running(call.spec, c.stream.address)
             batch.append(call.spec)
         if batch:
             c.stream.send(batch)
