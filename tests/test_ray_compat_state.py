@@ -102,3 +102,13 @@ def test_kastor_logs_prints_a_workers_log(embedded_cluster):
     assert f"worker-{worker_id[:12]}.log" in listing and "node.log" in listing
     missing = _kastor_logs("ffffffffffff")
     assert missing.returncode == 1 and "No log file" in missing.stderr
+
+
+def test_list_jobs_shows_this_driver(embedded_cluster):
+    from kastor.util.state import list_jobs
+
+    mine = list_jobs(filters=[("job_id", "=", embedded_cluster.job_id)])
+    assert len(mine) == 1, list_jobs()
+    job = mine[0]
+    assert (job["type"], job["status"], job["connected"]) == ("DRIVER", "RUNNING", True)
+    assert job["namespace"] == embedded_cluster.namespace and job["driver_info"]["pid"] == os.getpid()

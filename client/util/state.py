@@ -33,6 +33,19 @@ def list_nodes(filters: list[Filter] | None = None) -> list[dict[str, Any]]:
     return _filtered([node_row(n) for n in reply.nodes], filters)
 
 
+def list_jobs(filters: list[Filter] | None = None) -> list[dict[str, Any]]:
+    """The running jobs (drivers) the head knows, in Ray's shape: job_id, type "DRIVER", status
+    "RUNNING", namespace, driver_info (address, pid), and whether the driver is connected now.
+    A finished job leaves the head's table, so it is not listed (Ray lists it as SUCCEEDED)."""
+    from kastor.api import _core
+
+    reply = _core().head_call("ListJobs", pb.ListRequest())
+    rows = [{"job_id": j.job_id.hex(), "type": "DRIVER", "status": "RUNNING", "namespace": j.namespace,
+             "driver_info": {"address": j.driver_address, "pid": j.pid}, "connected": j.connected}
+            for j in reply.jobs]
+    return _filtered(rows, filters)
+
+
 def list_tasks(filters: list[Filter] | None = None) -> list[dict[str, Any]]:
     """The tasks and actor calls this process submitted (the newest 10,000), with their state
     (PENDING_NODE_ASSIGNMENT, RUNNING, FINISHED or FAILED), name, type, ids, worker address and

@@ -563,6 +563,26 @@ class NodeList(_message.Message):
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
 
+class JobInfo(_message.Message):
+    __slots__ = ("job_id", "namespace", "driver_address", "pid", "connected")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    job_id: bytes
+    namespace: str
+    driver_address: str
+    pid: int
+    connected: bool
+    def __init__(self, job_id: _Optional[bytes] = ..., namespace: _Optional[str] = ..., driver_address: _Optional[str] = ..., pid: _Optional[int] = ..., connected: _Optional[bool] = ...) -> None: ...
+
+class JobList(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobInfo]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
+
 class FunctionEntry(_message.Message):
     __slots__ = ("function_id", "payload", "code_paths")
     FUNCTION_ID_FIELD_NUMBER: _ClassVar[int]
