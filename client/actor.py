@@ -231,7 +231,7 @@ class ActorHandle:
         self._max_pending_calls = max_pending_calls if max_pending_calls > 0 else -1
         self._pending_calls = 0
         self._pending_lock = threading.Lock()
-        self._methods_cache: dict[str, tuple[Any, str, Any]] = {}
+        self._methods_cache: dict[str, ActorMethod] = {}
         core = context.core
         if core is not None:
             core.post(lambda: core.actors.add_handle(actor_id, collectable))
@@ -247,19 +247,17 @@ class ActorHandle:
             meta = self.__dict__.get("_method_meta", {}).get(name)
             if meta is None:
                 raise AttributeError(name)
-        # The cache keeps what a method needs but not the method itself: a method holds its
-        # handle, and a cycle would keep the handle (and so its actor) alive after `del`.
         cached = self._methods_cache.get(name)
-        if cached is None:
-            meta = self._method_meta.get(name)
-            if meta is None:
-                raise AttributeError(f"'{self._class_name}' actor has no method '{name}'. Its methods are: "
-                                     f"{', '.join(sorted(self._method_meta)) or '(none)'}.")
-            cached = self._methods_cache[name] = (
-                STREAMING if meta.is_generator else meta.num_returns, meta.concurrency_group,
-                signature.from_params(meta.params) if meta.has_signature else None)
-        num_returns, group, sig = cached
-        return ActorMethod(self, name, num_returns, group, sig)
+        if cached is not None:
+            return cached
+        meta = self._method_meta.get(name)
+        if meta is None:
+            raise AttributeError(f"'{self._class_name}' actor has no method '{name}'. Its methods are: "
+                                 f"{', '.join(sorted(self._method_meta)) or '(none)'}.")
+        m = self._methods_cache[name] = ActorMethod(self, name, STREAMING if meta.is_generator else meta.num_returns,
+                                                    meta.concurrency_group,
+                                                    signature.from_params(meta.params) if meta.has_signature else None)
+        return m
 
     def __dir__(self) -> list[str]:
         return sorted(self._method_meta)
