@@ -32,10 +32,11 @@ def test_omp_num_threads_follows_num_cpus(embedded_cluster):
     mine = {"env_vars": {"OMP_NUM_THREADS": "7"}}
     assert kastor.get(omp.options(num_cpus=2, runtime_env=mine).remote())[1] == "7", "the user's value wins"
     assert kastor.get(omp.remote())[1] == "1", "a task's value does not leak into the next"
-    assert kastor.get(OmpActor.remote().omp.remote()) == "1"
-    assert kastor.get(OmpActor.options(num_cpus=2).remote().omp.remote()) == "2"
-    assert kastor.get(OmpActor.options(num_cpus=0.5).remote().omp.remote()) == "1"
-    assert kastor.get(OmpActor.options(runtime_env=mine).remote().omp.remote()) == "7"
+    for options, expected in (({}, "1"), ({"num_cpus": 2}, "2"), ({"num_cpus": 0.5}, "1"),
+                              ({"runtime_env": mine}, "7")):
+        actor = OmpActor.options(**options).remote()
+        assert kastor.get(actor.omp.remote()) == expected, options
+        kastor.kill(actor)  # frees its CPUs now (a 2-CPU actor fills the node)
 
 
 def _define_threads():
@@ -70,3 +71,4 @@ def test_workers_run_no_threads_of_their_own_beyond_the_core_loop(embedded_clust
     kastor.get([actor.noisy.remote(i) for i in range(50)])  # output shipping starts no threads
     names = kastor.get(actor.names.remote())
     assert len(names) == expected, names
+
