@@ -502,12 +502,26 @@ class Engine:
         else:
             self.cancelled.add(task_id)
 
-    def notify_blocked(self, blocked: bool) -> None:
-        """A leased task blocked in get/wait lends its CPU back, so nested tasks can run."""
+    def notify_blocked(self, blocked: bool, waiting_on: list[bytes] = ()) -> None:
+        """A leased task blocked in get/wait lends its CPU back, so nested tasks can run.
+
+        As in Ray, a get of values that are ready (here: that their owners have ready) is not
+        blocked: the CPU is lent only once the owners have answered and a value is still
+        missing. Lending it at once made a node start a worker per task that reads refs.
+        """
         if self.actor_spec is not None:
             return
         self._blocked_wanted = blocked
-        self.core.post(self._send_blocked_state)
+        if not blocked:
+            self.core.post(self._send_blocked_state)
+            return
+        store = self.core.store
+
+        def if_still_waiting() -> None:
+            if not all(store.contains(oid) for oid in waiting_on):
+                self._send_blocked_state()
+
+        self.core.post(lambda: self.core.after_probes(if_still_waiting))
 
     def _send_blocked_state(self) -> None:
         if self._blocked_sending or self._blocked_wanted == self._blocked_sent:

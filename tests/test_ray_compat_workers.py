@@ -72,3 +72,24 @@ def test_workers_run_no_threads_of_their_own_beyond_the_core_loop(embedded_clust
     names = kastor.get(actor.names.remote())
     assert len(names) == expected, names
 
+
+def _define_readers():
+    @kastor.remote
+    def read_all(refs):
+        kastor.get(refs)  # values the driver holds ready: this get does not block
+        return os.getpid()
+
+    return read_all
+
+
+read_all = _define_readers()
+
+
+def test_getting_ready_values_keeps_the_cpu_so_workers_are_reused(embedded_cluster):
+    """Ray's test_release_resources_race: a task that gets values already made keeps its CPU,
+    so a 2-CPU node runs 200 such tasks on its 2 workers instead of starting one per task."""
+    import numpy as np
+
+    refs = [kastor.put(np.zeros(1 << 20, dtype=np.uint8)) for _ in range(10)]  # in the shared store
+    pids = set(kastor.get([read_all.remote(refs) for _ in range(200)], timeout=300))
+    assert len(pids) <= 2, pids
