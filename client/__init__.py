@@ -22,6 +22,7 @@ from kastor.api import (
     put,
     remote,
     shutdown,
+    timeline,
     wait,
 )
 from kastor.object_ref import ObjectRef
@@ -39,5 +40,5 @@ __all__ = [
     "get_gpu_ids",
     "get_runtime_context", "init", "is_initialized", "job_config", "kill", "method", "nodes", "put", "remote",
     "shutdown",
-    "util", "wait", "__version__",
+    "timeline", "util", "wait", "__version__",
 ]

@@ -172,8 +172,10 @@ class ActorClass:
         if where is not None:
             spec.placement.CopyFrom(where)
         if name:
-            info = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
-            return ActorHandle._from_info(info, collectable=False)
+            reply = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
+            # As in Ray, a name does not keep a non-detached actor alive: its creator's handles
+            # (and those get_actor() gives back in that process) do. A reused actor is another's.
+            return ActorHandle._from_info(reply.info, collectable=not detached and not reply.existed)
         handle = ActorHandle(spec.actor_id, self.__name__, self._methods, options["max_task_retries"],
                              collectable=not detached, max_pending_calls=spec.max_pending_calls)
         core.post(lambda: _create_async(core, spec, deps))
@@ -197,7 +199,7 @@ async def _attach_deps(core, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
         spec.ref_args.extend(holder.spec.ref_args)
 
 
-async def _create_named(core, spec: pb.ActorSpec, deps: list[ObjectRef], get_if_exists: bool) -> pb.ActorInfo:
+async def _create_named(core, spec: pb.ActorSpec, deps: list[ObjectRef], get_if_exists: bool) -> pb.CreateActorReply:
     await _attach_deps(core, spec, deps)
     try:
         reply = await core.head_rpc("CreateActor", pb.CreateActorRequest(spec=spec, get_if_exists=get_if_exists))
@@ -207,7 +209,7 @@ async def _create_named(core, spec: pb.ActorSpec, deps: list[ObjectRef], get_if_
                              f"another actor; pick another name, or pass get_if_exists=True to reuse it.") from None
         raise
     _warn_if_infeasible(reply)
-    return reply.info
+    return reply
 
 
 def _warn_if_infeasible(reply: pb.CreateActorReply) -> None:

@@ -289,21 +289,9 @@ def cancel(object_ref: ObjectRef | ObjectRefGenerator, *, force: bool = False, r
         object_ref = object_ref.completed()
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef or ObjectRefGenerator, got {type(object_ref).__name__}.")
+    from kastor.runtime import cancel as cancelling
     core = _core()
-    task_id = object_ref.task_id()
-
-    async def do_cancel() -> None:
-        if core.tasks.cancel(task_id, force, recursive):
-            return
-        for actor_id, conn in core.actors.conns.items():
-            if any(c.spec.task_id == task_id for c in conn.queue) or task_id in conn.inflight:
-                if force:
-                    raise ValueError("force=True is not supported for actor tasks; use kastor.kill() "
-                                     "to stop the actor's process.")
-                core.actors.cancel(actor_id, task_id, recursive)
-                return
-
-    core.run(do_cancel())
+    core.run(cancelling.cancel(core, object_ref.task_id(), object_ref.owner_address, force, recursive))
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
@@ -338,6 +326,22 @@ def nodes() -> list[dict[str, Any]]:
 
 def cluster_resources() -> dict[str, float]:
     return _sum_resources("Resources")
+
+
+def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
+    """Ray's Chrome-trace timeline (open it in chrome://tracing or Perfetto), of the tasks and
+    actor calls this process submitted: one event per call that reached a worker, from when it
+    was sent to it until its result came back (runtime/task_events.py). Ray's covers the whole
+    cluster; Kastor keeps no cluster-wide task table. With `filename`, writes the JSON there."""
+    import json
+
+    from kastor.runtime import task_events
+    events = task_events.chrome_trace()
+    if filename is None:
+        return events
+    with open(filename, "w") as f:
+        json.dump(events, f)
+    return None
 
 
 def available_resources() -> dict[str, float]:

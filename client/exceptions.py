@@ -177,6 +177,15 @@ class ObjectStoreFullError(KastorError):
     not fit fails, and its `get()` raises a TaskError that is also an ObjectStoreFullError."""
 
 
+class OutOfMemoryError(KastorError):
+    """Ray's error for work its memory monitor killed because the node ran low on memory.
+
+    Kastor has no memory monitor, so it raises this nowhere yet: a worker that the kernel's
+    OOM killer ends fails its task with WorkerCrashedError (retried per max_retries). The class
+    is here, with Ray's base, so that `except ray.exceptions.OutOfMemoryError` keeps working.
+    """
+
+
 class WorkerCrashedError(KastorError):
     """The worker process running the task died, and no retries were left."""
 
@@ -202,6 +211,6 @@ RaySystemError = KastorSystemError
 __all__ = [
     "KastorError", "TaskError", "ActorError", "ActorDiedError", "ActorUnavailableError",
     "GetTimeoutError", "TaskCancelledError", "ObjectLostError", "OwnerDiedError", "ObjectStoreFullError",
-    "WorkerCrashedError", "TaskUnschedulableError", "PendingCallsLimitExceeded",
+    "OutOfMemoryError", "WorkerCrashedError", "TaskUnschedulableError", "PendingCallsLimitExceeded",
     "KastorSystemError", "RayError", "RayTaskError", "RayActorError", "RaySystemError",
 ]

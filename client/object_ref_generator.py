@@ -58,7 +58,8 @@ class ObjectRefGenerator:
 
         core = _core()
         if not self._ended:
-            core.store.wait([self._item_id(), self._ref._id], 1, None, core._blocked_hook())
+            ids = [self._item_id(), self._ref._id]
+            core.store.wait(ids, 1, None, core._blocked_hook(ids))
         return self._advance(core, StopIteration)
 
     def __aiter__(self) -> ObjectRefGenerator:

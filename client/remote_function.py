@@ -69,6 +69,7 @@ class RemoteFunction:
         return_ids = [return_id(task_id, i) for i in range(num_returns)]
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
         required = opts.task_resources(options)
+        spec.num_cpus = required.get("CPU", 0)
         retry = options["retry_exceptions"]
         where = placement(options.get("scheduling_strategy"))
         call = PendingCall(spec, return_ids, deps, options["max_retries"],

@@ -20,6 +20,7 @@ from collections import deque
 
 import grpc
 from kastor import exceptions
+from kastor.runtime import task_events
 from kastor.runtime.core import CoreWorker
 from kastor.runtime.exec_stream import ExecStream
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
@@ -74,6 +75,7 @@ class ActorSubmitter:
     # ---- calls ----
 
     def submit(self, call: PendingCall) -> None:
+        task_events.submitted(call.spec)
         c = self.conn(call.spec.actor_id)
         if c.death is not None:
             fail(self.core, call, c.death)
@@ -103,6 +105,7 @@ class ActorSubmitter:
                 continue
             c.inflight[call.spec.task_id] = call
             call.stream = c.stream
+            task_events.running(call.spec, c.stream.address)
             batch.append(call.spec)
         if batch:
             c.stream.send(batch)
@@ -267,6 +270,13 @@ class ActorSubmitter:
         return handle
 
     # ---- cancellation ----
+
+    def actor_of_task(self, task_id: bytes) -> bytes | None:
+        """The actor a call this process sent (queued or in flight) goes to, if any."""
+        for actor_id, c in self.conns.items():
+            if task_id in c.inflight or any(call.spec.task_id == task_id for call in c.queue):
+                return actor_id
+        return None
 
     def cancel(self, actor_id: bytes, task_id: bytes, recursive: bool) -> bool:
         c = self.conns.get(actor_id)

@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     lister = sub.add_parser("list", help="list actors or nodes")
     lister.add_argument("what", choices=["actors", "nodes"])
     _add_query_args(lister)
-    from kastor.runtime import actor_pod
+    from kastor.runtime import actor_pod, cli_logs
+    _add_query_args(cli_logs.add_parser(sub))
     actor_pod.build_parser(sub.add_parser("actor-pod", help="run a DetachedActor's pod (used by the operator)"))
 
     clean = sub.add_parser("redis-clean", help="delete one cluster's state from Redis (when the cluster is gone)")
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return actor_pod.main(parsed=args)
     if args.command == "redis-clean":
         return _redis_clean(args)
+    if args.command == "logs":
+        return cli_logs.run(args, lambda: _fetch_actors(args))
     return _query(args)
 
 
@@ -363,6 +366,20 @@ def _print_status(summary: dict) -> None:
             what = f"actor {d['actor']} {d['actor_id'][:8]}" if d["kind"] == "actor" else "tasks"
             jobs = ", ".join(str(j) for j in d["jobs"])
             print(f"    {format_shape(d['shape'])}: {what} of job {jobs}")
+
+
+def _fetch_actors(args: argparse.Namespace) -> list[pb.ActorInfo]:
+    """The head's actor table, for `kastor logs --actor` (same address and token rules as `list`)."""
+    address, token = args.address, auth.resolve_token(args.token, args.token_file)
+    record = sessions.latest() if not address or not token else None
+    if record is not None:
+        address, token = address or record["address"], token or sessions.read_token(record)
+    if not address:
+        raise LookupError("no cluster address to look the actor up (pass --address or set KASTOR_ADDRESS)")
+    try:
+        return asyncio.run(_fetch_state(address, token or ""))[1]
+    except grpc.aio.AioRpcError as e:
+        raise LookupError(f"cannot query the head at {address}: {e.code().name} {e.details()}") from None
 
 
 async def _fetch_state(address: str, token: str) -> tuple[list[pb.NodeInfo], list[pb.ActorInfo]]:

@@ -73,6 +73,14 @@ def default_store_root() -> str:
 # How long callers (drivers, workers, node agents' reports) wait for an unreachable head,
 # e.g. through a restart, before giving up with a clear error.
 HEAD_RECONNECT_TIMEOUT_S = float(os.environ.get("KASTOR_HEAD_RECONNECT_TIMEOUT_S", "60"))
+
+
+def gcs_request_timeout_s() -> float:
+    """How long a query of the head's tables (list_named_actors) waits for its answer before
+    raising GetTimeoutError: Ray's gcs_server_request_timeout_seconds (60 s). Read per call."""
+    return float(os.environ.get("KASTOR_GCS_REQUEST_TIMEOUT_S", "60"))
+
+
 # A node agent that cannot reach the head for this long exits (its pod is then replaced).
 NODE_HEAD_LOSS_TIMEOUT_S = float(os.environ.get("KASTOR_NODE_HEAD_LOSS_TIMEOUT_S", "600"))
 # A restarted head gives drivers this long to reopen their job sessions before it treats

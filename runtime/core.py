@@ -43,6 +43,8 @@ CHANNEL_OPTIONS = [
 ]
 
 PUT_INDEX = b"\xff\xff\xff\xff"
+# How long a borrower's first ask waits for an owner's value to be ready (see _fetch_borrowed).
+PROBE_S = 0.05
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -110,6 +112,8 @@ class CoreWorker:
         self._owned: set[bytes] = set()
         self._escaped: set[bytes] = set()
         self._fetching: set[bytes] = set()
+        self._probes = 0  # fetches asking an owner whether a value is ready now (see _fetch_borrowed)
+        self._after_probes: list[Callable[[], None]] = []
         self._ref_lock = threading.Lock()
         self._released: deque[bytes] = deque()
         self._registered: set[str] = set()
@@ -448,14 +452,28 @@ class CoreWorker:
             oid = ref._id
             if ref._owner != self.address and oid not in self._fetching and not self.store.contains(oid):
                 self._fetching.add(oid)
-                self.post(lambda ref=ref: self.loop.create_task(self._fetch_borrowed(ref)))
+                self.post(lambda ref=ref: self._start_fetch(ref))
+
+    def _start_fetch(self, ref: ObjectRef) -> None:
+        self._probes += 1  # counted from now, so that after_probes() waits for it
+        self.loop.create_task(self._fetch_borrowed(ref))
 
     async def _fetch_borrowed(self, ref: ObjectRef) -> None:
+        """Fetches a borrowed ref's value from its owner.
+
+        It first asks for a value that is ready now (PROBE_S): until that answer comes, a get
+        waiting on it is not "blocked" (see after_probes), so it keeps its task's CPU, as a
+        Ray get of ready objects does; a node would otherwise start a worker per such task.
+        """
         oid = ref._id
+        probing = True
         try:
-            reply = await self.worker_stub(ref._owner).GetObjects(
-                pb.GetObjectsRequest(object_ids=[oid], timeout_s=0), metadata=self.metadata)
-            value = reply.values[0]
+            stub = self.worker_stub(ref._owner)
+            value = await self._ask_owner(stub, oid, PROBE_S)
+            if value is None:  # not ready: wait for it as a blocked get
+                probing = False
+                self._probe_done()
+                value = await self._ask_owner(stub, oid, 0)
         except grpc.aio.AioRpcError as e:
             value = error_value(exceptions.OwnerDiedError(
                 oid.hex(), f"Object {oid.hex()} is lost: its owner at {ref._owner} is unreachable "
@@ -464,6 +482,33 @@ class CoreWorker:
         finally:
             self._fetching.discard(oid)
         self.store.put(oid, value)
+        if probing:
+            self._probe_done()
+
+    async def _ask_owner(self, stub: pb_grpc.CoreWorkerStub, oid: bytes, wait_s: float) -> pb.Value | None:
+        """The owner's value for oid; with wait_s > 0, None if it is not ready within wait_s."""
+        try:
+            reply = await stub.GetObjects(pb.GetObjectsRequest(object_ids=[oid], timeout_s=wait_s),
+                                          metadata=self.metadata)
+        except grpc.aio.AioRpcError as e:
+            if wait_s and e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return None
+            raise
+        return reply.values[0]
+
+    def after_probes(self, fn: Callable[[], None]) -> None:
+        """Runs fn (on the loop) once no fetch is still asking an owner for a ready value."""
+        if self._probes:
+            self._after_probes.append(fn)
+        else:
+            fn()
+
+    def _probe_done(self) -> None:
+        self._probes -= 1
+        if not self._probes:
+            waiting, self._after_probes = self._after_probes, []
+            for fn in waiting:
+                fn()
 
     def value_when_ready(self, ref: ObjectRef, callback: Callable[[pb.Value], None]) -> None:
         """Calls back with the stored value of a ref (fetching it when borrowed)."""
@@ -472,22 +517,24 @@ class CoreWorker:
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         self._ensure_available(refs)
-        values = self.store.get_values([r._id for r in refs], timeout, self._blocked_hook())
+        ids = [r._id for r in refs]
+        values = self.store.get_values(ids, timeout, self._blocked_hook(ids))
         return [self.decode(r._id, v) for r, v in zip(refs, values, strict=True)]
 
     def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None,
              fetch_local: bool) -> tuple[list[ObjectRef], list[ObjectRef]]:
         self._ensure_available(refs)
-        ready = self.store.wait([r._id for r in refs], num_returns, timeout, self._blocked_hook())
+        ids = [r._id for r in refs]
+        ready = self.store.wait(ids, num_returns, timeout, self._blocked_hook(ids))
         ready_refs, rest = [], []
         for r in refs:
             (ready_refs if r._id in ready and len(ready_refs) < num_returns else rest).append(r)
         return ready_refs, rest
 
-    def _blocked_hook(self) -> Callable[[bool], None] | None:
+    def _blocked_hook(self, ids: list[bytes]) -> Callable[[bool], None] | None:
         if self.engine is None:
             return None
-        return self.engine.notify_blocked
+        return lambda blocked: self.engine.notify_blocked(blocked, ids)
 
     def object_future(self, ref: ObjectRef) -> concurrent.futures.Future:
         fut: concurrent.futures.Future = concurrent.futures.Future()

@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 from kastor import exceptions
+from kastor.runtime.cancel import cancel_owned
 from kastor.runtime.core import CoreWorker, error_value
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -56,6 +57,13 @@ class CoreWorkerService(pb_grpc.CoreWorkerServicer):
         return await engine.start_actor(request)
 
     async def CancelTask(self, request, context):
+        """Cancels a task this process submitted (for a process that holds its ref), or else
+        one it runs (for the task's submitter)."""
+        try:
+            if cancel_owned(self.core, request.task_id, request.force, request.recursive):
+                return pb.Empty()
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         engine = self._engine()
         if engine is not None:
             engine.cancel(request.task_id, request.force, request.recursive)

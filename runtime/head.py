@@ -232,6 +232,12 @@ class Head(pb_grpc.HeadServicer):
         await self.store.put(JOBS, str(int.from_bytes(job_id, "big")), request.SerializeToString())
         return pb.RegisterJobReply(job_id=job_id, namespace=request.namespace, cluster_id=self.cluster_id)
 
+    async def ListJobs(self, request, context):
+        """The running jobs, for util.state.list_jobs(); `connected`: its driver's session is open."""
+        return pb.JobList(jobs=[pb.JobInfo(job_id=job_id, namespace=r.namespace, driver_address=r.driver_address,
+                                           pid=r.pid, connected=bool(self.job_sessions.get(job_id)))
+                                for job_id, r in self.jobs.items()])
+
     async def JobSession(self, request, context):
         """Lives as long as the driver: when it ends, the job's non-detached actors go."""
         if request.job_id not in self.jobs:

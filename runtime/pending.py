@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from kastor import exceptions
 from kastor.object_ref import ObjectRef
+from kastor.runtime import task_events
 from kastor.runtime.core import CoreWorker, error_value
 from kastor.runtime.protocol import kastor_pb2 as pb
 
@@ -83,6 +84,7 @@ def fail(core: CoreWorker, call: PendingCall, exc: BaseException) -> None:
 
 def store_values(core: CoreWorker, call: PendingCall, values: list[pb.Value]) -> None:
     call.finished = True
+    task_events.finished(call.spec, failed=any(v.is_error for v in values))
     if call.on_done is not None:
         call.on_done()
         call.on_done = None

@@ -20,7 +20,7 @@ from collections import defaultdict, deque
 
 import grpc
 from kastor import exceptions
-from kastor.runtime import config
+from kastor.runtime import config, task_events
 from kastor.runtime.core import CoreWorker
 from kastor.runtime.exec_stream import ExecStream
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
@@ -64,6 +64,7 @@ class TaskSubmitter:
 
     def submit(self, call: PendingCall) -> None:
         self.calls[call.spec.task_id] = call
+        task_events.submitted(call.spec)
         if call.spec.parent_task_id:
             self.children[call.spec.parent_task_id].append(call.spec.task_id)
         if not call.resolved:
@@ -137,6 +138,7 @@ class TaskSubmitter:
                 now = time.monotonic()
                 for call in batch:
                     lease.inflight[call.spec.task_id] = (call, now)
+                    task_events.running(call.spec, lease.stream.address)
                 lease.stream.send([c.spec for c in batch])
         wanted = min(len(q), MAX_LEASE_REQUESTS) - self.requesting[key]
         for _ in range(max(0, wanted)):

@@ -29,7 +29,7 @@ from kastor import exceptions
 from kastor.actor import BUILTIN_METHODS, ActorExit
 from kastor.object_ref_generator import GeneratedItems
 from kastor.runtime import args as argpack
-from kastor.runtime import config, context, serialization
+from kastor.runtime import config, context, omp, serialization
 from kastor.runtime.core import CoreWorker, error_value, return_id
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.worker_lease import WorkerLease
@@ -216,7 +216,8 @@ class Engine:
     def _construct(self, spec: pb.ActorSpec, gpu_ids: list[int]) -> pb.StartActorReply:
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
-        os.environ.update(spec.env_vars)  # this process is the actor's alone from now on
+        # this process is the actor's alone from now on
+        os.environ.update({**omp.variables(spec.held.get("CPU", 0), spec.env_vars), **spec.env_vars})
         task_context = context.TaskContext(
             spec.job_id, b"", spec.actor_id, tuple(gpu_ids), spec.job_namespace, spec.class_name,
             tuple(spec.env_vars.items()))
@@ -348,7 +349,9 @@ class Engine:
             self._env_vars(spec), spec.name))
         if on_main:
             self.current_main_task = spec.task_id
-        restore_env = _set_environ(spec.env_vars)
+        task_env = spec.env_vars if self.actor_spec is not None else \
+            {**omp.variables(spec.num_cpus, spec.env_vars), **spec.env_vars}
+        restore_env = _set_environ(task_env)
         try:
             if spec.gpu_ids:
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpu_ids))
@@ -559,12 +562,26 @@ class Engine:
         else:
             self.cancelled.add(task_id)
 
-    def notify_blocked(self, blocked: bool) -> None:
-        """A leased task blocked in get/wait lends its CPU back, so nested tasks can run."""
+    def notify_blocked(self, blocked: bool, waiting_on: list[bytes] = ()) -> None:
+        """A leased task blocked in get/wait lends its CPU back, so nested tasks can run.
+
+        As in Ray, a get of values that are ready (here: that their owners have ready) is not
+        blocked: the CPU is lent only once the owners have answered and a value is still
+        missing. Lending it at once made a node start a worker per task that reads refs.
+        """
         if self.actor_spec is not None:
             return
         self._blocked_wanted = blocked
-        self.core.post(self._send_blocked_state)
+        if not blocked:
+            self.core.post(self._send_blocked_state)
+            return
+        store = self.core.store
+
+        def if_still_waiting() -> None:
+            if not all(store.contains(oid) for oid in waiting_on):
+                self._send_blocked_state()
+
+        self.core.post(lambda: self.core.after_probes(if_still_waiting))
 
     def _send_blocked_state(self) -> None:
         if self._blocked_sending or self._blocked_wanted == self._blocked_sent:
@@ -678,29 +695,37 @@ def _set_environ(variables) -> Callable[[], None]:
     return restore
 
 
-def _watch_parent() -> None:
-    """The node agent holds our stdin; when it dies, so do we (no orphans)."""
-    def watch() -> None:
-        try:
-            while sys.stdin.buffer.read(4096):
-                pass
-        except Exception:
-            pass
-        os._exit(0)
+def _watch_parent(core: CoreWorker) -> None:
+    """The node agent holds our stdin; when it dies, so do we (no orphans).
 
-    threading.Thread(target=watch, name="kastor-parent-watch", daemon=True).start()
+    Watched from the core's event loop, not from a thread of its own: a worker keeps its
+    threads to the main one, the core loop and gRPC's (tests/test_ray_compat_workers.py).
+    """
+    fd = sys.stdin.fileno()
+
+    def on_readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            os._exit(0)
+
+    core.post(lambda: core.loop.add_reader(fd, on_readable))
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s worker %(name)s: %(message)s")
     env = os.environ
-    _watch_parent()
     core = CoreWorker(
         head_address=env["KASTOR_HEAD_ADDRESS"], token=env[config.ENV_TOKEN],
         node_address=env[config.ENV_NODE_ADDRESS], node_id=env[config.ENV_NODE_ID],
         store_dir=env[config.ENV_STORE_DIR], ip=env.get(config.ENV_NODE_IP, "127.0.0.1"),
         worker_id=bytes.fromhex(env[config.ENV_WORKER_ID]), is_driver=False)
     context.core = core
+    _watch_parent(core)
     lease = WorkerLease(core, float(env[config.ENV_WORKER_LEASE_S]))
     engine = Engine(core, lease)
     core.engine = engine

@@ -97,7 +97,7 @@ def test_actor_constructors_and_methods_check_their_signature(embedded_cluster):
 
 
 def test_handles_from_names_and_other_processes_check_too(embedded_cluster):
-    Account.options(name="checked").remote("bob")
+    _keeper = Account.options(name="checked").remote("bob")  # a named actor lives while a handle does
     by_name = kastor.get_actor("checked")
     with pytest.raises(TypeError, match="unexpected keyword argument 'amount_'"):
         by_name.deposit.remote(1, amount_=1)

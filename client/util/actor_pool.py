@@ -27,12 +27,12 @@ class ActorPool:
     """
 
     def __init__(self, actors: Iterable[ActorHandle]) -> None:
-        self._idle: list[ActorHandle] = list(actors)
-        self._queued: deque[tuple[SubmitFn, Any]] = deque()  # submits waiting for an idle actor
-        self._running: dict[Any, tuple[int, ActorHandle]] = {}  # ref -> (submit index, actor)
-        self._refs: dict[int, Any] = {}  # submit index -> ref, so get_next() can keep order
-        self._next_index = 0
-        self._next_return = 0
+        self._idle_actors: list[ActorHandle] = list(actors)
+        self._pending_submits: deque[tuple[SubmitFn, Any]] = deque()  # submits waiting for an idle actor
+        self._future_to_actor: dict[Any, tuple[int, ActorHandle]] = {}  # ref -> (submit index, actor)
+        self._index_to_future: dict[int, Any] = {}  # submit index -> ref, so get_next() can keep order
+        self._next_task_index = 0
+        self._next_return_index = 0
 
     def map(self, fn: SubmitFn, values: Iterable[V]) -> Iterator[Any]:
         """Submits every value now; the iterator yields results in the order of `values`.
@@ -54,22 +54,22 @@ class ActorPool:
 
     def submit(self, fn: SubmitFn, value: V) -> None:
         """Runs fn(actor, value) on an idle actor, or queues it until get_next*() frees one."""
-        if not self._idle:
-            self._queued.append((fn, value))
+        if not self._idle_actors:
+            self._pending_submits.append((fn, value))
             return
-        actor = self._idle.pop()
+        actor = self._idle_actors.pop()
         try:
             ref = fn(actor, value)
         except BaseException:
-            self._idle.append(actor)  # the actor never got the work
+            self._idle_actors.append(actor)  # the actor never got the work
             raise
-        self._running[ref] = (self._next_index, actor)
-        self._refs[self._next_index] = ref
-        self._next_index += 1
+        self._future_to_actor[ref] = (self._next_task_index, actor)
+        self._index_to_future[self._next_task_index] = ref
+        self._next_task_index += 1
 
     def has_next(self) -> bool:
         """Whether a submitted task's result is still to be taken."""
-        return bool(self._running)
+        return bool(self._future_to_actor)
 
     def get_next(self, timeout: float | None = None, ignore_if_timedout: bool = False) -> Any:
         """Returns the next result in submission order.
@@ -79,9 +79,9 @@ class ActorPool:
         """
         if not self.has_next():
             raise StopIteration("No more results to get")
-        if self._next_return >= self._next_index:
+        if self._next_return_index >= self._next_task_index:
             raise ValueError("It is not allowed to call get_next() after get_next_unordered().")
-        ref = self._refs[self._next_return]
+        ref = self._index_to_future[self._next_return_index]
         if timeout is not None and not kastor.wait([ref], timeout=timeout)[0]:
             raise self._timed_out(ref, ignore_if_timedout)
         return self._collect(ref)
@@ -92,30 +92,30 @@ class ActorPool:
         """
         if not self.has_next():
             raise StopIteration("No more results to get")
-        ready, _ = kastor.wait(list(self._running), num_returns=1, timeout=timeout)
+        ready, _ = kastor.wait(list(self._future_to_actor), num_returns=1, timeout=timeout)
         if not ready:
-            raise self._timed_out(next(iter(self._running)), ignore_if_timedout)
+            raise self._timed_out(next(iter(self._future_to_actor)), ignore_if_timedout)
         return self._collect(ready[0])
 
     def has_free(self) -> bool:
         """Whether a submit() would start at once (queued submits claim freed actors first)."""
-        return bool(self._idle) and not self._queued
+        return bool(self._idle_actors) and not self._pending_submits
 
     def push(self, actor: ActorHandle) -> None:
         """Adds an actor; it takes a queued submit at once if there is one."""
-        busy = [a for _, a in self._running.values()]
-        if actor in self._idle or actor in busy:
+        busy = [a for _, a in self._future_to_actor.values()]
+        if actor in self._idle_actors or actor in busy:
             raise ValueError("Actor already belongs to current ActorPool")
         self._return_actor(actor)
 
     def pop_idle(self) -> ActorHandle | None:
         """Removes and returns an idle actor, or None: an actor with work queued for it is not idle."""
-        return self._idle.pop() if self.has_free() else None
+        return self._idle_actors.pop() if self.has_free() else None
 
     def _take(self, ref: Any) -> ActorHandle:
-        index, actor = self._running.pop(ref)
-        del self._refs[index]
-        self._next_return = max(self._next_return, index + 1)
+        index, actor = self._future_to_actor.pop(ref)
+        del self._index_to_future[index]
+        self._next_return_index = max(self._next_return_index, index + 1)
         return actor
 
     def _collect(self, ref: Any) -> Any:
@@ -137,9 +137,9 @@ class ActorPool:
 
     def _return_actor(self, actor: ActorHandle | None) -> None:
         if actor is not None:
-            self._idle.append(actor)
-        while self._queued and self._idle:
-            self.submit(*self._queued.popleft())
+            self._idle_actors.append(actor)
+        while self._pending_submits and self._idle_actors:
+            self.submit(*self._pending_submits.popleft())
 
     def _results(self, get_one: Callable[[], Any]) -> Iterator[Any]:
         while self.has_next():

@@ -68,7 +68,7 @@ class Placement(_message.Message):
     def __init__(self, spread: _Optional[bool] = ..., node_id: _Optional[str] = ..., soft: _Optional[bool] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("task_id", "job_id", "function_id", "method", "args", "ref_args", "num_returns", "name", "parent_task_id", "actor_id", "attempt", "owner_address", "owner_worker_id", "gpu_ids", "namespace", "generator", "env_vars", "concurrency_group", "stream_items", "max_calls")
+    __slots__ = ("task_id", "job_id", "function_id", "method", "args", "ref_args", "num_returns", "name", "parent_task_id", "actor_id", "attempt", "owner_address", "owner_worker_id", "gpu_ids", "namespace", "generator", "env_vars", "concurrency_group", "stream_items", "max_calls", "num_cpus")
     class EnvVarsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +96,7 @@ class TaskSpec(_message.Message):
     CONCURRENCY_GROUP_FIELD_NUMBER: _ClassVar[int]
     STREAM_ITEMS_FIELD_NUMBER: _ClassVar[int]
     MAX_CALLS_FIELD_NUMBER: _ClassVar[int]
+    NUM_CPUS_FIELD_NUMBER: _ClassVar[int]
     task_id: bytes
     job_id: bytes
     function_id: str
@@ -116,7 +117,8 @@ class TaskSpec(_message.Message):
     concurrency_group: str
     stream_items: bool
     max_calls: int
-    def __init__(self, task_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., function_id: _Optional[str] = ..., method: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., num_returns: _Optional[int] = ..., name: _Optional[str] = ..., parent_task_id: _Optional[bytes] = ..., actor_id: _Optional[bytes] = ..., attempt: _Optional[int] = ..., owner_address: _Optional[str] = ..., owner_worker_id: _Optional[bytes] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., namespace: _Optional[str] = ..., generator: _Optional[bool] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_group: _Optional[str] = ..., stream_items: _Optional[bool] = ..., max_calls: _Optional[int] = ...) -> None: ...
+    num_cpus: float
+    def __init__(self, task_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., function_id: _Optional[str] = ..., method: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., num_returns: _Optional[int] = ..., name: _Optional[str] = ..., parent_task_id: _Optional[bytes] = ..., actor_id: _Optional[bytes] = ..., attempt: _Optional[int] = ..., owner_address: _Optional[str] = ..., owner_worker_id: _Optional[bytes] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., namespace: _Optional[str] = ..., generator: _Optional[bool] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_group: _Optional[str] = ..., stream_items: _Optional[bool] = ..., max_calls: _Optional[int] = ..., num_cpus: _Optional[float] = ...) -> None: ...
 
 class GeneratorItem(_message.Message):
     __slots__ = ("task_id", "index", "value")
@@ -566,6 +568,26 @@ class NodeList(_message.Message):
     NODES_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
+
+class JobInfo(_message.Message):
+    __slots__ = ("job_id", "namespace", "driver_address", "pid", "connected")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    job_id: bytes
+    namespace: str
+    driver_address: str
+    pid: int
+    connected: bool
+    def __init__(self, job_id: _Optional[bytes] = ..., namespace: _Optional[str] = ..., driver_address: _Optional[str] = ..., pid: _Optional[int] = ..., connected: _Optional[bool] = ...) -> None: ...
+
+class JobList(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobInfo]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...
 
 class FunctionEntry(_message.Message):
     __slots__ = ("function_id", "payload", "code_paths")

@@ -94,6 +94,11 @@ class HeadStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ListRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.NodeList.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/kastor.Head/ListJobs',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ListRequest.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.JobList.FromString,
+                _registered_method=True)
         self.PutFunction = channel.unary_unary(
                 '/kastor.Head/PutFunction',
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.FunctionEntry.SerializeToString,
@@ -186,6 +191,12 @@ class HeadServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PutFunction(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -266,6 +277,11 @@ def add_HeadServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ListRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.NodeList.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ListRequest.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.JobList.SerializeToString,
             ),
             'PutFunction': grpc.unary_unary_rpc_method_handler(
                     servicer.PutFunction,
@@ -607,6 +623,33 @@ class Head:
             '/kastor.Head/ListNodes',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ListRequest.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.NodeList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.Head/ListJobs',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ListRequest.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.JobList.FromString,
             options,
             channel_credentials,
             insecure,

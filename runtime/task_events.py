@@ -1,0 +1,68 @@
+"""What this process knows of the tasks it submitted: for `util.state.list_tasks()` and
+`timeline()`.
+
+Kastor has no cluster-wide task table (Ray's GCS keeps one, fed by every worker). Each
+submitter (a driver, or a worker whose task submits more) records the life of the calls it
+sent: submitted, dispatched to a worker, finished or failed. So a driver sees its own tasks
+and actor calls, not those its tasks submitted in turn. Times are wall-clock seconds; the
+running time is when the call was sent to its worker, so it includes the trip there. The
+newest MAX_TASKS are kept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from kastor.runtime.protocol import kastor_pb2 as pb
+
+MAX_TASKS = 10_000
+
+_lock = threading.Lock()
+_tasks: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+
+
+def submitted(spec: pb.TaskSpec) -> None:
+    row = {"task_id": spec.task_id.hex(), "name": spec.name, "state": "PENDING_NODE_ASSIGNMENT",
+           "type": "ACTOR_TASK" if spec.actor_id else "NORMAL_TASK", "job_id": spec.job_id.hex(),
+           "actor_id": spec.actor_id.hex() or None, "worker_address": None, "attempt": spec.attempt,
+           "submitted_at": time.time(), "start_time": None, "end_time": None}
+    with _lock:
+        _tasks[spec.task_id] = row
+        while len(_tasks) > MAX_TASKS:
+            _tasks.popitem(last=False)
+
+
+def running(spec: pb.TaskSpec, worker: str) -> None:
+    with _lock:
+        row = _tasks.get(spec.task_id)
+        if row is not None:
+            row.update(state="RUNNING", worker_address=worker, attempt=spec.attempt, start_time=time.time())
+
+
+def finished(spec: pb.TaskSpec, failed: bool) -> None:
+    with _lock:
+        row = _tasks.get(spec.task_id)
+        if row is not None:
+            row.update(state="FAILED" if failed else "FINISHED", end_time=time.time())
+
+
+def rows() -> list[dict[str, Any]]:
+    with _lock:
+        return [dict(r) for r in _tasks.values()]
+
+
+def chrome_trace() -> list[dict[str, Any]]:
+    """Ray's timeline format: one complete ("X") event per task that ran, in microseconds."""
+    events = []
+    for r in rows():
+        if r["start_time"] is None:
+            continue
+        end = r["end_time"] if r["end_time"] is not None else time.time()
+        events.append({"cat": "task", "name": r["name"], "ph": "X", "pid": f"job {r['job_id']}",
+                       "tid": f"worker {r['worker_address']}", "ts": r["start_time"] * 1e6,
+                       "dur": max(0.0, end - r["start_time"]) * 1e6,
+                       "args": {"task_id": r["task_id"], "state": r["state"], "attempt": r["attempt"]}})
+    return events

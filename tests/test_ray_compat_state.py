@@ -1,0 +1,114 @@
+"""Ray's state and debugging promises (issue 13.10): OutOfMemoryError, list_tasks, timeline,
+get_log and `kastor logs`, against a real local cluster."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import kastor
+import pytest
+from kastor.runtime import log_files
+from kastor.util.state import get_log, list_tasks
+from support import DEADLINE_S, wait_until
+
+
+def _define():
+    @kastor.remote
+    def shout(marker):
+        print(marker)
+        return os.getpid(), kastor.get_runtime_context().get_worker_id()
+
+    @kastor.remote(max_retries=0)
+    def broken():
+        raise RuntimeError("broken on purpose")
+
+    @kastor.remote
+    class Speaker:
+        def say(self, marker):
+            print(marker)
+            return kastor.get_runtime_context().get_actor_id()
+
+    return shout, broken, Speaker
+
+
+shout, broken, Speaker = _define()
+
+
+def test_out_of_memory_error_has_rays_base():
+    assert issubclass(kastor.exceptions.OutOfMemoryError, kastor.exceptions.RayError)
+    assert not issubclass(kastor.exceptions.OutOfMemoryError, kastor.exceptions.RayTaskError)
+
+
+def test_list_tasks_shows_what_this_driver_submitted(embedded_cluster):
+    ok = shout.remote("listed")
+    bad = broken.remote()
+    speaker = Speaker.remote()
+    said = speaker.say.remote("hello")
+    kastor.get([ok, said])
+    with pytest.raises(RuntimeError):
+        kastor.get(bad)
+    rows = {r["task_id"]: r for r in list_tasks()}
+    assert rows[ok.task_id().hex()]["state"] == "FINISHED"
+    assert rows[ok.task_id().hex()]["type"] == "NORMAL_TASK"
+    assert rows[bad.task_id().hex()]["state"] == "FAILED"
+    assert rows[said.task_id().hex()]["type"] == "ACTOR_TASK"
+    assert [r["name"] for r in list_tasks(filters=[("name", "=", "Speaker.say")])] == ["Speaker.say"]
+    for r in (rows[ok.task_id().hex()], rows[said.task_id().hex()]):
+        assert r["submitted_at"] <= r["start_time"] <= r["end_time"]
+
+
+def test_timeline_is_a_chrome_trace_of_the_drivers_tasks(embedded_cluster, tmp_path):
+    ref = shout.remote("traced")
+    kastor.get(ref)
+    events = kastor.timeline()
+    mine = [e for e in events if e["args"]["task_id"] == ref.task_id().hex()]
+    assert len(mine) == 1
+    event = mine[0]
+    assert event["ph"] == "X" and event["name"].endswith("shout") and event["dur"] >= 0 and event["ts"] > 0
+    path = tmp_path / "trace.json"
+    assert kastor.timeline(filename=str(path)) is None
+    assert ref.task_id().hex() in {e["args"]["task_id"] for e in json.loads(path.read_text())}
+
+
+def test_get_log_reads_an_actors_and_a_workers_log(embedded_cluster):
+    marker = f"actor-says-{uuid.uuid4().hex}"
+    speaker = Speaker.remote()
+    actor_id = kastor.get(speaker.say.remote(marker))
+    wait_until(lambda: any(marker in line for line in get_log(actor_id=actor_id)), "the actor's line in its log")
+    task_marker = f"task-says-{uuid.uuid4().hex}"
+    pid, worker_id = kastor.get(shout.remote(task_marker))
+    wait_until(lambda: any(task_marker in line for line in get_log(worker_id=worker_id)), "the task's line")
+    assert any(task_marker in line for line in get_log(pid=pid)), "a live worker is found by its pid"
+    assert len(list(get_log(worker_id=worker_id, tail=1))) == 1
+    with pytest.raises(FileNotFoundError, match="No live Kastor worker has pid"):
+        get_log(pid=os.getpid())
+
+
+def _kastor_logs(*args):
+    return subprocess.run([sys.executable, "-m", "kastor.runtime.cli", "logs", *args], capture_output=True,
+                          text=True, timeout=DEADLINE_S)
+
+
+def test_kastor_logs_prints_a_workers_log(embedded_cluster):
+    marker = f"cli-says-{uuid.uuid4().hex}"
+    pid, worker_id = kastor.get(shout.remote(marker))
+    wait_until(lambda: marker in _kastor_logs(worker_id[:8]).stdout, "the line through `kastor logs WORKER`")
+    assert marker in _kastor_logs(str(pid)).stdout, "a live worker's pid finds its log"
+    # This cluster's session: other clusters on the machine have theirs under the same root.
+    session = os.path.dirname(os.path.dirname(log_files.find(worker_id=worker_id)))
+    listing = _kastor_logs("--session", session).stdout
+    assert f"worker-{worker_id[:12]}.log" in listing and "node.log" in listing
+    missing = _kastor_logs("ffffffffffff")
+    assert missing.returncode == 1 and "No log file" in missing.stderr
+
+
+def test_list_jobs_shows_this_driver(embedded_cluster):
+    from kastor.util.state import list_jobs
+
+    mine = list_jobs(filters=[("job_id", "=", embedded_cluster.job_id)])
+    assert len(mine) == 1, list_jobs()
+    job = mine[0]
+    assert (job["type"], job["status"], job["connected"]) == ("DRIVER", "RUNNING", True)
+    assert job["namespace"] == embedded_cluster.namespace and job["driver_info"]["pid"] == os.getpid()
