@@ -589,8 +589,11 @@ class ApiServer(kmock.KubernetesEmulator):
                     if key == rdef.key and matches(event["object"]):
                         await response.write(json.dumps(event).encode() + b"\n")
                 async with self.changed:
+                    # A predicate, not a bare wait: events appended while this watch was writing to a
+                    # slow client were notified before it waited, and must not wait for the next one.
                     try:
-                        await asyncio.wait_for(self.changed.wait(), max(0.01, min(5.0, deadline - loop.time())))
+                        await asyncio.wait_for(self.changed.wait_for(lambda seen=since: self.rv > seen or self.closing),
+                                               max(0.01, min(5.0, deadline - loop.time())))
                     except TimeoutError:
                         pass
         except (ConnectionResetError, asyncio.CancelledError):
