@@ -15,6 +15,17 @@ def embedded_cluster():
     kastor.shutdown()
 
 
+@pytest.fixture
+def redis_server(tmp_path):
+    """A fresh redis-server of this test's own, for Redis-backed heads (GCS fault tolerance)."""
+    from redis_server import RedisServer
+    server = RedisServer(tmp_path / "redis-data")
+    server.data_dir.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """With KASTOR_REQUIRE_TOOLS=1 (set by .ci/run), a test that skips for want of a tool

@@ -8,17 +8,7 @@ import kastor
 import pytest
 from gcs_cluster import TOKEN, GcsCluster
 from kastor.runtime import launcher
-from redis_server import RedisServer
 from support import DEADLINE_S
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis-data")
-    server.data_dir.mkdir()
-    server.start()
-    yield server
-    server.stop()
 
 
 class ClientPortCluster(GcsCluster):

@@ -22,18 +22,8 @@ import pytest
 from gcs_cluster import TOKEN, GcsCluster
 from kastor.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from kastor.util.state import list_actors
-from redis_server import RedisServer
 from support import DEADLINE_S, process_gone, wait_until
 from tcp_proxy import TcpProxy
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis-data")
-    server.data_dir.mkdir()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

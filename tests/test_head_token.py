@@ -20,17 +20,7 @@ import redis
 from gcs_cluster import TOKEN, GcsCluster
 from kastor.runtime import launcher
 from kastor.util.state import list_actors
-from redis_server import RedisServer
 from support import wait_until
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis-data")
-    server.data_dir.mkdir()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
