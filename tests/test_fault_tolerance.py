@@ -132,8 +132,13 @@ def test_detached_actor_keeps_serving_through_a_head_restart(cluster):
 
 def test_actor_creation_waits_for_the_head(cluster):
     cluster.kill_head()
-    create, out = in_thread(lambda: kastor.get(Account.options(name="late").remote(7).deposit.remote(1),
-                                               timeout=DEADLINE_S))
+    handles = []  # a named, non-detached actor lives while a handle does (as in Ray): keep one
+
+    def create_and_call():
+        handles.append(Account.options(name="late").remote(7))
+        return kastor.get(handles[0].deposit.remote(1), timeout=DEADLINE_S)
+
+    create, out = in_thread(create_and_call)
     create.join(0.5)
     assert create.is_alive(), "creation waits for the head"
     cluster.start_head()
