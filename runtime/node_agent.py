@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import grpc
-from kastor.runtime import auth, config, head_link, launcher, tls
+from kastor.runtime import auth, config, flags, head_link, launcher, settings, tls
 from kastor.runtime.core import CHANNEL_OPTIONS, bind_host
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -248,7 +248,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         worker_id = os.urandom(16)
         env = dict(os.environ)
         env.update({
-            "KASTOR_HEAD_ADDRESS": self.head_address, config.ENV_TOKEN: self.token,
+            config.ENV_HEAD_ADDRESS: self.head_address, config.ENV_TOKEN: self.token,
             config.ENV_NODE_ADDRESS: self.address, config.ENV_NODE_ID: self.node_id,
             config.ENV_STORE_DIR: self.store_dir, config.ENV_NODE_IP: self.ip,
             config.ENV_WORKER_ID: worker_id.hex(), config.ENV_SESSION_DIR: self.session_dir,
@@ -715,38 +715,23 @@ async def serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kastor-node", description="Kastor node agent")
-    p.add_argument("--address", default=os.environ.get(config.ENV_ADDRESS),
-                   required=config.ENV_ADDRESS not in os.environ,
-                   help="head address host:port (or KASTOR_ADDRESS)")
-    add_node_arguments(p)
-    return p
-
-
-def add_node_arguments(p: argparse.ArgumentParser) -> None:
+    flags.add_join_flags(p, address_required=True)
     p.add_argument("--port", type=int, default=0)
-    p.add_argument("--node-ip", default=os.environ.get(config.ENV_NODE_IP, "127.0.0.1"))
+    flags.add_node_ip_flag(p)
     p.add_argument("--node-id", default=None)
-    p.add_argument("--num-cpus", type=float, default=_env_float("KASTOR_NUM_CPUS"))
-    p.add_argument("--num-gpus", type=float, default=_env_float("KASTOR_NUM_GPUS") or 0)
-    p.add_argument("--memory", type=float, default=_env_float("KASTOR_MEMORY") or 0)
-    p.add_argument("--resources", default=os.environ.get("KASTOR_RESOURCES"),
-                   help='custom resources as JSON, e.g. \'{"accelerator": 2}\'')
-    p.add_argument("--token", default=None)
-    p.add_argument("--token-file", default=None)
+    flags.add_node_resource_flags(p)
     p.add_argument("--store-root", default=None)
     p.add_argument("--session-dir", default=None)
-    p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
-
-
-def _env_float(name: str) -> float | None:
-    value = os.environ.get(name)
-    return float(value) if value else None
+    flags.add_child_flags(p)
+    return p
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s node %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except settings.SettingError as e:
+        raise SystemExit(f"node agent: {e}") from None
     code = asyncio.run(serve(args))
     logging.shutdown()
     os._exit(code)  # a daemon thread may sit in a read of stdin; don't let it block interpreter exit

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import time
 
 import redis.asyncio as aioredis
+from kastor.runtime import settings
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import AuthenticationError, BusyLoadingError, ConnectionError, RedisError, TimeoutError
@@ -26,8 +26,8 @@ log = logging.getLogger("kastor.redis_store")
 __all__ = ["RedisError", "RedisStore", "delete_cluster", "resolve_password"]
 
 KEY_PREFIX = "kastor"
-ENV_REDIS_PASSWORD = "KASTOR_REDIS_PASSWORD"
-REDIS_RETRY_DEADLINE_S = float(os.environ.get("KASTOR_REDIS_RETRY_DEADLINE_S", "60"))
+ENV_REDIS_PASSWORD = settings.REDIS_PASSWORD.name
+REDIS_RETRY_DEADLINE_S = settings.REDIS_RETRY_DEADLINE_S.get()
 _BACKOFF_CAP_S = 1.0
 
 
@@ -48,7 +48,7 @@ def resolve_password(password_file: str | None) -> str | None:
     if password_file:
         with open(password_file) as f:
             return f.read().strip() or None
-    return os.environ.get(ENV_REDIS_PASSWORD) or None
+    return settings.REDIS_PASSWORD.get()
 
 
 _CLUSTER_ID = re.compile(r"[A-Za-z0-9._/-]{1,200}")
