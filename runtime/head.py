@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import grpc
-from kastor.runtime import auth, config, flags, launcher, settings, tls
+from kastor.runtime import auth, config, flags, launcher, logging_setup, settings, tls
 from kastor.runtime.core import CHANNEL_OPTIONS, actor_job_id, bind_host
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -671,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s head %(name)s: %(message)s")
+    logging_setup.configure("head")
     try:
         args = build_parser().parse_args(argv)
     except settings.SettingError as e:

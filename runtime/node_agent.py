@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import grpc
-from kastor.runtime import auth, config, flags, head_link, launcher, retry, settings, tls
+from kastor.runtime import auth, config, flags, head_link, launcher, logging_setup, retry, settings, tls
 from kastor.runtime.core import CHANNEL_OPTIONS, bind_host
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -727,7 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s node %(name)s: %(message)s")
+    logging_setup.configure("node")
     try:
         args = build_parser().parse_args(argv)
     except settings.SettingError as e:

@@ -29,7 +29,7 @@ from kastor import exceptions
 from kastor.actor import BUILTIN_METHODS, ActorExit
 from kastor.object_ref_generator import GeneratedItems
 from kastor.runtime import args as argpack
-from kastor.runtime import config, context, omp, retry, serialization, settings
+from kastor.runtime import config, context, logging_setup, omp, retry, serialization, settings
 from kastor.runtime.core import CoreWorker, error_value, return_id
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.worker_lease import WorkerLease
@@ -711,7 +711,7 @@ def _watch_parent(core: CoreWorker) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s worker %(name)s: %(message)s")
+    logging_setup.configure("worker")
     core = CoreWorker(
         head_address=settings.HEAD_ADDRESS.require(), token=settings.TOKEN.require(),
         node_address=settings.NODE_ADDRESS.require(), node_id=settings.NODE_ID.require(),
