@@ -129,10 +129,9 @@ def _start(args: argparse.Namespace) -> int:
                 head_args += ["--redis-address", args.redis_address]
             if args.redis_password_file:
                 head_args += ["--redis-password-file", args.redis_password_file]
-            if args.client_port >= 0:
-                head_args += ["--client-port", str(args.client_port)]
-            if args.dashboard_port >= 0:
-                head_args += ["--dashboard-port", str(args.dashboard_port)]
+            # Always passed, -1 too: the head would otherwise fall back to KASTOR_CLIENT_PORT from
+            # the environment it inherits, and a --client-port -1 here would not switch it off.
+            head_args += ["--client-port", str(args.client_port), "--dashboard-port", str(args.dashboard_port)]
             head = launcher.Child("kastor.runtime.head", head_args, env, os.path.join(logs, "head.log"), embedded)
             children.append(head)
             address = head.wait_ready()

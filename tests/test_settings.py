@@ -123,6 +123,21 @@ def test_kastor_start_with_a_bad_value_says_which_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr, result.stderr
 
 
+def test_kastor_start_client_port_flag_wins_over_the_variable(tmp_path):
+    """`--client-port -1` switches the client port off even with KASTOR_CLIENT_PORT set: the head
+    used to pick the variable up from the environment it inherited and serve it anyway."""
+    port = launcher.free_port()
+    env = _clean_env(tmp_path, KASTOR_TOKEN="t-" + os.urandom(8).hex(), KASTOR_CLIENT_PORT=str(launcher.free_port()))
+    cli = [sys.executable, "-m", "kastor.runtime.cli"]
+    out = subprocess.run([*cli, "start", "--head", "--no-node", "--port", str(port), "--client-port", "-1"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    try:
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "started" in out.stdout and "notebooks:" not in out.stdout, out.stdout
+    finally:
+        subprocess.run([*cli, "stop", "--address", f"127.0.0.1:{port}"], env=env, capture_output=True, timeout=120)
+
+
 def test_a_bare_head_treats_client_port_minus_one_as_none(tmp_path):
     """`kastor start --head` always read KASTOR_CLIENT_PORT=-1 as "no client port"; a bare head
     (python -m kastor.runtime.head) served one anyway (gRPC bound "port -1" as 65535)."""
