@@ -91,15 +91,15 @@ class Setting(Generic[T]):
         if raw is None:
             who = ("Kastor sets it for the processes it starts; start this one through a node agent "
                    "(`kastor start`)") if self.internal else f"set {self.name}"
-            raise SettingError(f"{self.name} is not set: {self.description} ({who}).")
+            raise SettingError(f"{self.name} is not set ({self.description.rstrip('.')}): {who}.")
         return self.parse(raw)
 
     def parse(self, raw: str) -> T:
         try:
             return _PARSERS[self.type_name](raw)
         except ValueError:
-            raise SettingError(f"{self.name}={raw!r} is not valid: expected {_EXPECTED[self.type_name]} "
-                               f"({self.description}). Fix or unset it.") from None
+            raise SettingError(f"{self.name}={raw!r} is not valid: expected {_EXPECTED[self.type_name]}. Fix or "
+                               f"unset it ({self.name}: {self.description.rstrip('.')}).") from None
 
 
 _REGISTRY: dict[str, Setting[Any]] = {}
