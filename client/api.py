@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from kastor.actor import ActorClass, ActorHandle
 from kastor.object_ref import ObjectRef
 from kastor.object_ref_generator import ObjectRefGenerator
 from kastor.remote_function import RemoteFunction
-from kastor.runtime import auth, config, context
+from kastor.runtime import auth, context, settings
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor")
@@ -102,7 +101,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
                 raise ValueError("Pass either address= or cluster=, not both.")
             _connect_to_actor_cluster(cluster, k8s_namespace, kube_context, token, namespace, log_to_driver)
             return _joined(job_env)
-        address = address or os.environ.get(config.ENV_ADDRESS)
+        address = address or settings.ADDRESS.get()
         if address in (None, "", "local"):
             from kastor.runtime.local_cluster import LocalCluster
             if num_cpus is not None and num_cpus < 0:
