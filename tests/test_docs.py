@@ -1,0 +1,154 @@
+"""The docs site builds with `mkdocs build --strict`, and its generated pages say what their sources say.
+
+The README's test command runs these, so a broken link, a page left out of the nav, a docstring
+mkdocstrings cannot render or a generated table that lost its source fails the suite, not only CI's
+separate build step. Each build is a real `mkdocs` process on the repository's own mkdocs.yml.
+"""
+
+import html
+import importlib
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "mkdocs.yml"
+BUILD_TIMEOUT_S = 240  # a build takes 3-20 s; the machine may be shared with other suites
+
+
+def _build(config: pathlib.Path, site: pathlib.Path, *, prelude: str = "") -> subprocess.CompletedProcess:
+    """`mkdocs build --strict` in a fresh interpreter; `prelude` runs first (to break something)."""
+    code = f"{prelude}\nimport sys\nfrom mkdocs.__main__ import cli\nsys.exit(cli())"
+    return subprocess.run(
+        [sys.executable, "-c", code, "build", "--strict", "--config-file", str(config), "--site-dir", str(site)],
+        capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, cwd=ROOT)
+
+
+def _text(page: pathlib.Path) -> str:
+    """The visible text of a built page, tags stripped and entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("site")
+    result = _build(CONFIG, out)
+    assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return out
+
+
+def _crd_fields(schema: dict, path: str) -> list[str]:
+    """Every field path of a CRD schema, as the reference page writes them (lists as `[]`)."""
+    paths = [path]
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        for name, sub in schema["items"].get("properties", {}).items():
+            paths += _crd_fields(sub, f"{path}[].{name}")
+    for name, sub in schema.get("properties", {}).items():
+        paths += _crd_fields(sub, f"{path}.{name}")
+    return paths
+
+
+def _rule_messages(schema) -> list[str]:
+    """The messages of every x-kubernetes-validations rule anywhere in a schema."""
+    if isinstance(schema, list):
+        return [m for item in schema for m in _rule_messages(item)]
+    if not isinstance(schema, dict):
+        return []
+    own = [rule["message"] for rule in schema.get("x-kubernetes-validations", [])]
+    return own + [m for key, sub in schema.items() if key != "x-kubernetes-validations" for m in _rule_messages(sub)]
+
+
+def test_every_crd_field_is_in_the_reference(site):
+    page = _text(site / "kubernetes" / "crd-reference" / "index.html")
+    for crd_file in sorted((ROOT / "crds").glob("*.yaml")):
+        crd = yaml.safe_load(crd_file.read_text())
+        assert crd["spec"]["names"]["kind"] in page
+        for version in crd["spec"]["versions"]:
+            root = version["schema"]["openAPIV3Schema"]["properties"]
+            for part in ("spec", "status"):
+                for field in _crd_fields(root.get(part, {}), part)[1:]:
+                    assert field in page, f"{crd_file.name}: {field} is missing from the CRD reference"
+            for message in _rule_messages(version["schema"]["openAPIV3Schema"]):
+                assert message in page, f"{crd_file.name}: the CEL rule message {message!r} is missing"
+
+
+def _leaf_keys(value, path: str = "") -> list[str]:
+    if isinstance(value, dict) and value:
+        return [key for name, sub in value.items() for key in _leaf_keys(sub, f"{path}.{name}" if path else name)]
+    return [path]
+
+
+def test_every_helm_value_is_listed(site):
+    page = _text(site / "kubernetes" / "helm-values" / "index.html")
+    for values in sorted((ROOT / "charts").glob("*/values.yaml")):
+        for key in _leaf_keys(yaml.safe_load(values.read_text())):
+            listed = re.search(rf"(?<![\w.]){re.escape(key)}(?![\w.])", page)
+            assert listed, f"{values}: {key} is missing from the Helm values page"
+        assert f"Generated from {values.relative_to(ROOT)}" in page
+
+
+def test_every_setting_is_in_the_environment_table(site):
+    settings = importlib.import_module("kastor.runtime.settings").all_settings()
+    page = _text(site / "reference" / "environment" / "index.html")
+    assert settings, "kastor.runtime.settings.all_settings() returned nothing"
+    for setting in settings:
+        assert setting.name in page, f"{setting.name} is missing from the environment-variable table"
+
+
+def test_api_reference_renders_the_public_api(site):
+    api = (site / "reference" / "api" / "index.html").read_text()
+    for name in ("init", "shutdown", "remote", "method", "get", "wait", "put", "kill", "cancel", "get_actor",
+                 "get_runtime_context", "ObjectRef", "ObjectRefGenerator", "ActorHandle", "ActorClass"):
+        assert f'id="kastor.{name}"' in api, f"kastor.{name} is missing from the API reference"
+    # The docstring, not only the heading: mkdocstrings found the source.
+    assert "blocking until ready" in _text(site / "reference" / "api" / "index.html")
+    exceptions = (site / "reference" / "exceptions" / "index.html").read_text()
+    for name in ("TaskError", "ActorDiedError", "ActorUnavailableError", "GetTimeoutError", "TaskCancelledError",
+                 "ObjectLostError", "OwnerDiedError", "WorkerCrashedError", "ObjectStoreFullError"):
+        assert f'id="kastor.exceptions.{name}"' in exceptions, f"{name} is missing from the exceptions page"
+    util = (site / "reference" / "util" / "index.html").read_text()
+    for name in ("ActorPool", "list_named_actors", "state.list_actors", "queue.Queue", "multiprocessing.Pool"):
+        assert f'id="kastor.util.{name}"' in util, f"kastor.util.{name} is missing from the utilities page"
+
+
+def _copy_of_site_config(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """mkdocs.yml pointed at a copy of docs/ that a test may break; the hook stays the repository's."""
+    config = yaml.safe_load(CONFIG.read_text())
+    docs = tmp_path / "docs"
+    subprocess.run(["cp", "-r", str(ROOT / "docs"), str(docs)], check=True)
+    config["docs_dir"] = str(docs)
+    config["hooks"] = [str(ROOT / hook) for hook in config["hooks"]]
+    copy = tmp_path / "mkdocs.yml"
+    copy.write_text(yaml.safe_dump(config))
+    return copy, docs
+
+
+def test_a_broken_link_fails_the_build(tmp_path):
+    config, docs = _copy_of_site_config(tmp_path)
+    page = docs / "security.md"
+    page.write_text(page.read_text() + "\nSee [the missing page](no-such-page.md).\n")
+    result = _build(config, tmp_path / "site")
+    assert result.returncode != 0, "a link to a missing page did not fail the strict build"
+    assert "no-such-page.md" in result.stdout + result.stderr
+
+
+def test_an_unknown_generator_fails_the_build(tmp_path):
+    config, docs = _copy_of_site_config(tmp_path)
+    page = docs / "kubernetes" / "crd-reference.md"
+    page.write_text(page.read_text() + "\n<!-- generate: crd crds/no-such-crd.yaml -->\n")
+    result = _build(config, tmp_path / "site")
+    assert result.returncode != 0
+    assert "crds/no-such-crd.yaml does not exist" in result.stdout + result.stderr
+
+
+def test_a_missing_settings_module_fails_the_build_naming_it(tmp_path):
+    # None in sys.modules makes `import kastor.runtime.settings` raise ImportError, as a missing file would.
+    result = _build(CONFIG, tmp_path / "site", prelude="import sys; sys.modules['kastor.runtime.settings'] = None")
+    assert result.returncode != 0, "the environment table was built without the settings module"
+    output = result.stdout + result.stderr
+    assert "cannot import kastor.runtime.settings" in output, output[-3000:]
+    assert "reference/environment.md" in output
