@@ -152,3 +152,12 @@ def test_a_missing_settings_module_fails_the_build_naming_it(tmp_path):
     output = result.stdout + result.stderr
     assert "cannot import kastor.runtime.settings" in output, output[-3000:]
     assert "reference/environment.md" in output
+
+
+def test_readme_links_into_docs_resolve():
+    """The README is not part of the site, so mkdocs cannot check its links: this does."""
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
+    local = [link for link in links if "://" not in link]
+    assert any(link.startswith("docs/") for link in local), "the README links to no docs page"
+    for link in local:
+        assert (ROOT / link).exists(), f"README.md links to {link}, which does not exist"
