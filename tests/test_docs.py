@@ -161,3 +161,25 @@ def test_readme_links_into_docs_resolve():
     assert any(link.startswith("docs/") for link in local), "the README links to no docs page"
     for link in local:
         assert (ROOT / link).exists(), f"README.md links to {link}, which does not exist"
+
+
+def test_the_public_api_has_docstrings():
+    """The API reference is made from docstrings: a public name without one would be an empty entry."""
+    import kastor
+    import kastor.util
+    from kastor import job_config, runtime_context
+    from kastor.util import multiprocessing, queue, scheduling_strategies, state
+
+    objects = {f"kastor.{n}": getattr(kastor, n) for n in kastor.__all__ if callable(getattr(kastor, n))}
+    for module in (kastor.exceptions, kastor.util, multiprocessing, queue, scheduling_strategies, state):
+        exported = getattr(module, "__all__", None)
+        for name in exported or [n for n in vars(module) if not n.startswith("_")]:
+            obj = getattr(module, name)
+            defined_here = getattr(obj, "__module__", None) == module.__name__
+            if callable(obj) and (exported or defined_here) and name != "placement":
+                objects[f"{module.__name__}.{name}"] = obj
+    objects["kastor.job_config.JobConfig"] = job_config.JobConfig
+    objects["kastor.runtime_context.RuntimeContext"] = runtime_context.RuntimeContext
+    missing = [name for name, obj in objects.items()
+               if not (obj.__doc__ or "").strip() or obj.__doc__.startswith(f"{obj.__name__}(")]  # dataclass filler
+    assert not missing, f"public API without a docstring: {missing}"
