@@ -99,6 +99,17 @@ def test_every_setting_is_in_the_environment_table(site):
         assert setting.name in page, f"{setting.name} is missing from the environment-variable table"
 
 
+def test_every_cli_command_has_its_help_in_the_cli_page(site):
+    page = _text(site / "cli" / "index.html")
+    top = subprocess.run([sys.executable, "-c", "import sys; from kastor.runtime.cli import main; sys.exit(main())",
+                          "--help"], capture_output=True, text=True, timeout=120, check=True).stdout
+    commands = re.search(r"\{([\w,-]+)\}", top).group(1).split(",")
+    assert "start" in commands
+    for command in commands:
+        assert f"$ kastor {command} --help" in page, f"`kastor {command}` has no generated help in docs/cli.md"
+    assert "--num-cpus" in page  # the help itself, not only its heading
+
+
 def test_api_reference_renders_the_public_api(site):
     api = (site / "reference" / "api" / "index.html").read_text()
     for name in ("init", "shutdown", "remote", "method", "get", "wait", "put", "kill", "cancel", "get_actor",

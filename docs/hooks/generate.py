@@ -2,8 +2,9 @@
 
 A page asks for a generated section with a marker line of its own, for example
 ``<!-- generate: crd crds/kastor.dev_actorclusters.yaml -->``. Generating at build time (rather
-than checking in rendered tables) means the CRD field reference, the Helm values and the
-environment-variable table cannot drift from ``crds/``, ``charts/`` and the settings module.
+than checking in rendered tables) means the CRD field reference, the Helm values, the
+environment-variable table and the CLI's help cannot drift from ``crds/``, ``charts/``, the
+settings module and the CLI itself.
 
 Every problem fails the build with a ``PluginError`` that names the marker, the file and the
 fix: an unknown generator, a missing file, or a settings module that cannot be imported. The
@@ -13,8 +14,10 @@ build is strict, so a page is never published with a hole where a table should b
 from __future__ import annotations
 
 import importlib
+import os
 import pathlib
 import re
+import subprocess
 import sys
 from typing import Any
 
@@ -188,7 +191,30 @@ def env_table(_arg: str | None, marker: str) -> str:
     return "\n".join(out)
 
 
-GENERATORS = {"crd": crd_reference, "helm-values": helm_values, "env-table": env_table}
+# ---------------------------------------------------------------------------------------------
+# The CLI's help
+
+
+def cli_help(command: str, marker: str) -> str:
+    """``kastor COMMAND --help`` as a real process prints it (``-`` for ``kastor --help``).
+
+    Run, not imported, so the page shows exactly what a user sees, at a fixed width.
+    """
+    argv = [] if command == "-" else [command]
+    code = "import sys; from kastor.runtime.cli import main; sys.exit(main())"
+    env = {**os.environ, "COLUMNS": "100"}
+    try:
+        result = subprocess.run([sys.executable, "-c", code, *argv, "--help"], capture_output=True, text=True,
+                                timeout=120, env=env, cwd=ROOT)
+    except subprocess.TimeoutExpired as err:
+        raise PluginError(f"{marker}: `kastor {' '.join(argv)} --help` did not finish in 120 s") from err
+    if result.returncode != 0:
+        raise PluginError(f"{marker}: `kastor {' '.join(argv)} --help` exited {result.returncode}: "
+                          f"{result.stderr.strip()[-2000:]} (is Kastor installed in mkdocs' environment?)")
+    return f"```text\n$ kastor {' '.join(argv + ['--help'])}\n{result.stdout.rstrip()}\n```\n"
+
+
+GENERATORS = {"crd": crd_reference, "helm-values": helm_values, "env-table": env_table, "cli-help": cli_help}
 
 
 def on_startup(**_: Any) -> None:
