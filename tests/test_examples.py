@@ -38,13 +38,17 @@ def test_readme_keeps_the_test_command():
     assert 'pip install -e ".[test]" && python -m pytest -q' in (ROOT / "README.md").read_text()
 
 
-def test_readme_example_prints_what_its_comments_say(tmp_path):
-    example = _blocks(ROOT / "README.md", "python")[0]
+RUNNABLE = ["README.md", "docs/getting-started.md"]  # their first Python block is a whole program
+
+
+@pytest.mark.parametrize("page", RUNNABLE)
+def test_example_block_prints_what_its_comments_say(page, tmp_path):
+    example = _blocks(ROOT / page, "python")[0]
     expected = [line.split("#", 1)[1].strip() for line in example.splitlines()
                 if line.startswith("print(") and "#" in line]
-    assert expected, "the README's example has no `print(...)  # expected output` lines to check"
+    assert expected, f"{page}'s example has no `print(...)  # expected output` lines to check"
     result = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, timeout=180, cwd=tmp_path)
-    assert result.returncode == 0, f"the README's example failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"{page}'s example failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     printed = [line for line in result.stdout.splitlines() if not line.startswith("(")]  # drop worker output
     assert printed == expected
 
