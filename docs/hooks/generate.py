@@ -164,6 +164,13 @@ def helm_values(relative: str, marker: str) -> str:
 # Environment variables
 
 
+def _env_default(default: object) -> str:
+    """A default as Python reads it back from the environment's string: `60.0`, `kastor`, `""`."""
+    if default is None:
+        return "unset"
+    return "`" + _cell(str(default)) + "`" if str(default) else '`""`'
+
+
 def env_table(_arg: str | None, marker: str) -> str:
     """The ``KASTOR_*`` variables declared in ``kastor.runtime.settings``, public ones first."""
     try:
@@ -185,8 +192,8 @@ def env_table(_arg: str | None, marker: str) -> str:
         if not chosen:
             continue
         rows = ["| variable | type | default | description |", "| --- | --- | --- | --- |"]
-        rows += [f"| `{s.name}` | {_cell(s.type_name)} | {_code(s.default) if s.default is not None else 'unset'} "
-                 f"| {_cell(s.description)} |" for s in chosen]
+        rows += [f"| `{s.name}` | {_cell(s.type_name)} | {_env_default(s.default)} | {_cell(s.description)} |"
+                 for s in chosen]
         out.append((title + "\n" if title else "") + "\n".join(rows) + "\n")
     return "\n".join(out)
 
