@@ -194,3 +194,19 @@ def test_the_public_api_has_docstrings():
     missing = [name for name, obj in objects.items()
                if not (obj.__doc__ or "").strip() or obj.__doc__.startswith(f"{obj.__name__}(")]  # dataclass filler
     assert not missing, f"public API without a docstring: {missing}"
+
+
+def test_generated_descriptions_render_literally():
+    """A description naming `__ray_shutdown__` or `<token>` reads as written, not as bold text or an HTML tag."""
+    import importlib.util
+
+    import markdown
+
+    spec = importlib.util.spec_from_file_location("docs_hook", ROOT / "docs" / "hooks" / "generate.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    description = "runs __ray_shutdown__ and *atexit* handlers; Bearer <token> | in `a_b*c` [x]"
+    table = f"| d |\n| --- |\n| {hook.prose(description)} |\n"
+    rendered = markdown.markdown(table, extensions=["tables"])
+    text = html.unescape(re.sub(r"<[^>]+>", "", rendered)).strip()
+    assert text.splitlines()[-1] == description.replace("`", ""), rendered

@@ -35,6 +35,17 @@ def _cell(value: object) -> str:
     return text
 
 
+def prose(text: object) -> str:
+    """A description as a table cell: Markdown's emphasis and HTML characters outside `code` kept literal.
+
+    Descriptions name identifiers such as ``__ray_shutdown__``, which Markdown would turn bold.
+    """
+    parts = re.split(r"(`[^`]*`)", str(text).replace("\n", " ").strip())
+    escaped = "".join(part if part.startswith("`") else re.sub(r"([*_\[\]])", r"\\\1", part).replace("<", "&lt;")
+                      for part in parts)
+    return escaped.replace("|", "\\|")
+
+
 def _code(value: object) -> str:
     if value is None or value == "":
         return ""
@@ -89,7 +100,7 @@ def _type(schema: dict[str, Any]) -> str:
 def _walk(schema: dict[str, Any], path: str, required: bool, rows: list[str]) -> None:
     description = schema.get("description", "")
     rows.append(f"| `{path}` | {_type(schema)} | {'yes' if required else ''} | {_code(schema.get('default'))} "
-                f"| {_cell(_constraints(schema))} | {_cell(description)} |")
+                f"| {_cell(_constraints(schema))} | {prose(description)} |")
     if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
         item = schema["items"]
         needed = set(item.get("required", []))
@@ -192,7 +203,7 @@ def env_table(_arg: str | None, marker: str) -> str:
         if not chosen:
             continue
         rows = ["| variable | type | default | description |", "| --- | --- | --- | --- |"]
-        rows += [f"| `{s.name}` | {_cell(s.type_name)} | {_env_default(s.default)} | {_cell(s.description)} |"
+        rows += [f"| `{s.name}` | {_cell(s.type_name)} | {_env_default(s.default)} | {prose(s.description)} |"
                  for s in chosen]
         out.append((title + "\n" if title else "") + "\n".join(rows) + "\n")
     return "\n".join(out)
