@@ -183,6 +183,7 @@ def _info() -> ClusterInfo:
 
 
 def is_initialized() -> bool:
+    """Whether this process is connected to a cluster (`init` was called and not yet `shutdown`)."""
     return context.core is not None
 
 
@@ -307,16 +308,19 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
 
 
 def get_runtime_context():
+    """Who and where the calling code is: job, node, worker, task and actor ids, names and namespace."""
     from kastor.runtime_context import RuntimeContext
     return RuntimeContext(_core())
 
 
 def get_gpu_ids() -> list[int]:
+    """The GPUs assigned to the calling task or actor (its `CUDA_VISIBLE_DEVICES`); [] in a driver."""
     task = context.current_task.get()
     return list(task.gpu_ids) if task else []
 
 
 def nodes() -> list[dict[str, Any]]:
+    """The head's node table, one dict per node in Ray's shape (`NodeID`, `Alive`, `Resources`, ...)."""
     core = _core()
     reply = core.head_call("ListNodes", pb.ListRequest())
     return [{"NodeID": n.node_id, "Alive": n.alive, "NodeManagerAddress": n.ip, "Address": n.address,
@@ -324,6 +328,7 @@ def nodes() -> list[dict[str, Any]]:
 
 
 def cluster_resources() -> dict[str, float]:
+    """The total resources of the alive nodes, summed (as `ray.cluster_resources()`)."""
     return _sum_resources("Resources")
 
 
@@ -344,6 +349,7 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
 
 
 def available_resources() -> dict[str, float]:
+    """The resources free right now, summed over the alive nodes (as `ray.available_resources()`)."""
     core = _core()
     reply = core.head_call("ListNodes", pb.ListRequest())
     out: dict[str, float] = {}
