@@ -182,11 +182,11 @@ def _env_default(default: object) -> str:
     return "`" + _cell(str(default)) + "`" if str(default) else '`""`'
 
 
-def env_table(_arg: str | None, marker: str) -> str:
-    """The ``KASTOR_*`` variables declared in ``kastor.runtime.settings``, public ones first."""
+def load_settings(marker: str) -> list[Any]:
+    """``all_settings()`` of the settings module, or a build error that says how to fix it."""
     try:
         module = importlib.import_module(SETTINGS_MODULE)
-        settings = module.all_settings()
+        return list(module.all_settings())
     except ImportError as err:
         raise PluginError(
             f"{marker}: cannot import {SETTINGS_MODULE} ({err}). The environment-variable table is "
@@ -194,6 +194,11 @@ def env_table(_arg: str | None, marker: str) -> str:
             '(pip install -e ".[docs]") and make sure runtime/settings.py exists with all_settings().') from err
     except AttributeError as err:
         raise PluginError(f"{marker}: {SETTINGS_MODULE} has no all_settings() ({err}); the table needs it") from err
+
+
+def env_table(_arg: str | None, marker: str) -> str:
+    """The ``KASTOR_*`` variables declared in ``kastor.runtime.settings``, public ones first."""
+    settings = load_settings(marker)
     if not settings:
         raise PluginError(f"{marker}: {SETTINGS_MODULE}.all_settings() returned no settings")
     out = []
@@ -244,6 +249,16 @@ def on_startup(**_: Any) -> None:
     ``config`` event, which every plugin runs after every ``startup``.
     """
     sys.path[:] = [p for p in sys.path if not (p and pathlib.Path(p, "kastor").is_file())]
+
+
+def on_pre_build(**_: Any) -> None:
+    """Check the settings module before any page is read (MkDocs event).
+
+    The API reference imports ``kastor``, which imports the settings module, and pages are read
+    in nav order: without this check a missing module would surface as mkdocstrings' "could not
+    collect" on the API page instead of the message that says what to fix.
+    """
+    load_settings("reference/environment.md (checked before the build: its env-table needs it)")
 
 
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
