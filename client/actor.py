@@ -154,7 +154,7 @@ class ActorClass:
         detached = options.get("lifetime") == "detached"
         name = options.get("name") or ""
         in_worker = core.engine is not None
-        from kastor.runtime.core import new_actor_id
+        from kastor.runtime.ids import new_actor_id
         from kastor.util.scheduling_strategies import placement
         job_id = core.current_job_id()
         spec = pb.ActorSpec(
@@ -360,7 +360,7 @@ class ActorMethod:
     def _submit(self, args: tuple, kwargs: dict, num_returns: int | str, name: str | None,
                 concurrency_group: str) -> Any:
         from kastor.api import _core
-        from kastor.runtime.core import new_task_id, return_id
+        from kastor.runtime.ids import new_task_id, return_id
         from kastor.runtime.pending import PendingCall
 
         handle = self._handle

@@ -86,14 +86,14 @@ class ObjectRefGenerator:
         return self._ref
 
     def _item_id(self) -> bytes:
-        from kastor.runtime.core import return_id
+        from kastor.runtime.ids import return_id
 
         return return_id(self._task_id, self._next + 1)  # item k is the call's return k + 1
 
     def _advance(self, core, stop: type[Exception]) -> ObjectRef:
         """The next item's ref once it or the end of the call is there; `stop` after the last."""
-        from kastor.runtime.core import error_value
         from kastor.runtime.protocol import kastor_pb2 as pb
+        from kastor.runtime.serialization import error_value
 
         item_id = self._item_id()
         if self._ended:
@@ -130,7 +130,7 @@ class ObjectRefGenerator:
 
 
 def _drop_items(core, task_id: bytes, first: int) -> None:
-    from kastor.runtime.core import return_id
+    from kastor.runtime.ids import return_id
 
     index = first
     while (value := core.store.pop(object_id := return_id(task_id, index))) is not None:

@@ -49,7 +49,7 @@ class RemoteFunction:
 
     def _submit(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
         from kastor.api import _core
-        from kastor.runtime.core import new_task_id, return_id
+        from kastor.runtime.ids import new_task_id, return_id
         from kastor.runtime.pending import PendingCall
         from kastor.util.scheduling_strategies import placement
 

@@ -25,24 +25,20 @@ import grpc
 from kastor import exceptions
 from kastor.object_ref import ObjectRef
 from kastor.runtime import args as argpack
-from kastor.runtime import auth, config, context, gateway_client, head_link, pickler, serialization, tls
+from kastor.runtime import auth, config, context, gateway_client, head_link, pickler, rpc, serialization, tls
+from kastor.runtime.ids import PUT_INDEX, actor_job_id, new_actor_id, new_put_id, new_task_id, return_id
 from kastor.runtime.memory_store import MemoryStore
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+from kastor.runtime.rpc import CHANNEL_OPTIONS, ChannelCache, bind_host, direct_channel
+from kastor.runtime.serialization import error_value
 
 log = logging.getLogger("kastor.core")
 
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", config.MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", config.MAX_MESSAGE_BYTES),
-    ("grpc.enable_retries", 0),
-    # Reconnect to a restarted peer (the head) within a second, not gRPC's default two minutes.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
+# Kept importable from here for code written against the old layout; new code imports ids and rpc.
+__all__ = ["CHANNEL_OPTIONS", "PUT_INDEX", "CoreWorker", "actor_job_id", "bind_host", "error_value",
+           "new_actor_id", "new_task_id", "return_id"]
 
-PUT_INDEX = b"\xff\xff\xff\xff"
 # How long a borrower's first ask waits for an owner's value to be ready (see _fetch_borrowed).
 PROBE_S = 0.05
 
@@ -60,28 +56,6 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         else:
             return uvloop.new_event_loop()
     return asyncio.new_event_loop()
-
-
-def new_task_id() -> bytes:
-    return os.urandom(16)
-
-
-def new_actor_id(job_id: bytes) -> bytes:
-    """Random, ending in the creating job's id (as Ray's ActorID does), so the head can tell a
-    handle that outran its actor's registration (job still running: wait) from a stray one."""
-    return os.urandom(12) + job_id
-
-
-def actor_job_id(actor_id: bytes) -> bytes:
-    return actor_id[-4:]
-
-
-def return_id(task_id: bytes, index: int) -> bytes:
-    return task_id + index.to_bytes(4, "big")
-
-
-def error_value(exc: BaseException) -> pb.Value:
-    return pb.Value(data=serialization.dumps(exc, "error"), is_error=True)
 
 
 class CoreWorker:
@@ -118,7 +92,8 @@ class CoreWorker:
         self._released: deque[bytes] = deque()
         self._registered: set[str] = set()
         self._functions: dict[str, Any] = {}
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels = ChannelCache(self._connect)
+        self._gateway_ch: grpc.aio.Channel | None = None
         self._inbox: deque[Callable[[], None]] = deque()
         self._wakeup_pending = False
         self._closed = False
@@ -176,15 +151,13 @@ class CoreWorker:
             except Exception:
                 log.exception("kastor core: posted callback failed")
 
+    def _connect(self, address: str) -> grpc.aio.Channel:
+        if self.gateway:
+            return gateway_client.channel(self.gateway, address, CHANNEL_OPTIONS)
+        return direct_channel(address)
+
     def channel(self, address: str) -> grpc.aio.Channel:
-        ch = self._channels.get(address)
-        if ch is None:
-            if self.gateway:
-                ch = gateway_client.channel(self.gateway, address, CHANNEL_OPTIONS)
-            else:
-                ch = tls.aio_channel(address, CHANNEL_OPTIONS)
-            self._channels[address] = ch
-        return ch
+        return self._channels.get(address)
 
     def head_call(self, method: str, request: Any, timeout: float = 60) -> Any:
         """A blocking unary call to the head, from a user thread (stubs live on the loop)."""
@@ -211,7 +184,7 @@ class CoreWorker:
 
     async def _start_server(self) -> None:
         from kastor.runtime.core_service import CoreWorkerService
-        self._server = tls.server(CHANNEL_OPTIONS, [auth.TokenInterceptor(self.token)])
+        self._server = rpc.server(self.token)
         pb_grpc.add_CoreWorkerServicer_to_server(CoreWorkerService(self), self._server)
         port = tls.add_port(self._server, f"{bind_host(self.ip)}:0", "worker's call port")
         await self._server.start()
@@ -226,8 +199,9 @@ class CoreWorker:
             self.tasks.close()
             self.actors.close()
             await self._server.stop(grace=0.2)
-            for ch in self._channels.values():
-                await ch.close()
+            await self._channels.close()
+            if self._gateway_ch is not None:
+                await self._gateway_ch.close()
 
         try:
             self.run(close(), timeout=5)
@@ -284,10 +258,9 @@ class CoreWorker:
 
     def _gateway_channel(self) -> grpc.aio.Channel:
         """The client port itself, not a cluster address relayed through it."""
-        ch = self._channels.get("")
-        if ch is None:
-            ch = self._channels[""] = tls.aio_channel(self.gateway, CHANNEL_OPTIONS)
-        return ch
+        if self._gateway_ch is None:
+            self._gateway_ch = direct_channel(self.gateway)
+        return self._gateway_ch
 
     def remove_local_ref(self, object_id: bytes) -> None:
         """Called from ObjectRef.__del__, which the garbage collector may run inside any lock
@@ -428,7 +401,7 @@ class CoreWorker:
     def put(self, value: Any) -> ObjectRef:
         if isinstance(value, ObjectRef):
             raise TypeError("Calling put() on an ObjectRef is not allowed: pass the ref itself instead.")
-        object_id = os.urandom(16) + PUT_INDEX
+        object_id = new_put_id()
         stored = self.make_value(value, "the value passed to put()", object_id)
         self._owned.add(object_id)
         self.store.put(object_id, stored)
@@ -609,9 +582,3 @@ def _name_unpicklable_argument(args: tuple, kwargs: dict, what: str) -> serializ
                 f"the resource inside the task or actor instead.")
     return serialization.SerializationError(f"Could not serialize the arguments of {what}.")
 
-
-def bind_host(ip: str) -> str:
-    """A loopback node IP is bound exactly (each emulated pod has its own 127.x address)."""
-    if ip == "localhost":
-        return "127.0.0.1"
-    return ip if ip.startswith("127.") else "0.0.0.0"

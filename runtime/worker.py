@@ -30,7 +30,8 @@ from kastor.actor import BUILTIN_METHODS, ActorExit
 from kastor.object_ref_generator import GeneratedItems
 from kastor.runtime import args as argpack
 from kastor.runtime import config, context, omp, serialization
-from kastor.runtime.core import CoreWorker, error_value, return_id
+from kastor.runtime.core import CoreWorker, error_value
+from kastor.runtime.ids import return_id
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.worker_lease import WorkerLease
 from kastor.runtime.worker_logs import LogShipper
