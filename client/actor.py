@@ -22,6 +22,8 @@ from kastor.runtime import context
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 _ACTOR_DEFAULTS = {"max_restarts": 0, "max_task_retries": 0}
+# What `actor.method.options(...)` accepts (Ray's ActorMethod.options, less what Kastor lacks).
+METHOD_OPTIONS = ("concurrency_group", "max_task_retries", "name", "num_returns")
 
 
 class ActorExit(SystemExit):
@@ -348,17 +350,22 @@ class ActorMethod:
         return self._submit(args, kwargs, self._num_returns, None, self._concurrency_group)
 
     def options(self, **options: Any) -> _BoundMethod:
-        unknown = set(options) - {"num_returns", "name", "concurrency_group", "max_task_retries"}
+        """This method with per-call options, as Ray's `ActorMethod.options`: `num_returns`, `name`,
+        `concurrency_group`, and `max_task_retries` (overrides the actor's for these calls)."""
+        unknown = set(options) - set(METHOD_OPTIONS)
         if unknown:
-            raise ValueError(f"Invalid option(s) {sorted(unknown)} for an actor method; valid: num_returns, name.")
+            raise ValueError(f"Invalid option(s) {sorted(unknown)} for an actor method; valid ones are: "
+                             f"{', '.join(METHOD_OPTIONS)}.")
         opts.validate({k: v for k, v in options.items() if k in ("num_returns", "name")}, for_actor=False)
+        if "max_task_retries" in options:
+            opts.validate({"max_task_retries": options["max_task_retries"]}, for_actor=True)
         if not isinstance(options.get("concurrency_group", ""), str):
             raise TypeError(f"The 'concurrency_group' option must be a group's name, "
                             f"got {type(options['concurrency_group']).__name__}.")
         return _BoundMethod(self, options)
 
     def _submit(self, args: tuple, kwargs: dict, num_returns: int | str, name: str | None,
-                concurrency_group: str) -> Any:
+                concurrency_group: str, max_task_retries: int | None = None) -> Any:
         from kastor.api import _core
         from kastor.runtime.ids import new_task_id, return_id
         from kastor.runtime.pending import PendingCall
@@ -384,7 +391,8 @@ class ActorMethod:
                            stream_items=generator and not core.gateway, concurrency_group=concurrency_group)
         return_ids = [return_id(task_id, i) for i in range(num_returns)]
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
-        call = PendingCall(spec, return_ids, deps, handle._max_task_retries)
+        retries = handle._max_task_retries if max_task_retries is None else max_task_retries
+        call = PendingCall(spec, return_ids, deps, retries)
         call.on_done = give_back
         core.post(lambda: core.actors.submit(call))
         return returned(refs, generator)
@@ -397,6 +405,7 @@ class _BoundMethod:
 
     def remote(self, *args, **kwargs) -> Any:
         method = self._method
-        return method._submit(args, kwargs, self._options.get("num_returns", method._num_returns),
-                              self._options.get("name"), self._options.get("concurrency_group",
-                                                                           method._concurrency_group))
+        options = self._options
+        return method._submit(args, kwargs, options.get("num_returns", method._num_returns), options.get("name"),
+                              options.get("concurrency_group", method._concurrency_group),
+                              options.get("max_task_retries"))
