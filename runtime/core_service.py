@@ -8,6 +8,7 @@ import grpc
 from kastor import exceptions
 from kastor.runtime.cancel import cancel_owned
 from kastor.runtime.core import CoreWorker, error_value
+from kastor.runtime.memory_store import settling
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 
@@ -27,7 +28,7 @@ class CoreWorkerService(pb_grpc.CoreWorkerServicer):
                 values.append(error_value(exceptions.ObjectLostError(object_id.hex())))
                 continue
             fut = loop.create_future()
-            store.on_ready(object_id, lambda v, fut=fut: loop.call_soon_threadsafe(_settle, fut, v))
+            store.on_ready(object_id, settling(fut))
             timeout = request.timeout_s or None
             try:
                 values.append(await asyncio.wait_for(fut, timeout))
@@ -84,8 +85,3 @@ class CoreWorkerService(pb_grpc.CoreWorkerServicer):
         if refused:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"this worker stays: {refused}")
         return pb.Empty()
-
-
-def _settle(fut: asyncio.Future, value) -> None:
-    if not fut.done():
-        fut.set_result(value)

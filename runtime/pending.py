@@ -13,6 +13,7 @@ from kastor import exceptions
 from kastor.object_ref import ObjectRef
 from kastor.runtime import task_events
 from kastor.runtime.core import CoreWorker, error_value
+from kastor.runtime.memory_store import settling
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 
@@ -57,16 +58,11 @@ async def resolve_deps(core: CoreWorker, call: PendingCall) -> None:
     futures = []
     for ref in call.deps:
         fut = loop.create_future()
-        core.value_when_ready(ref, lambda v, fut=fut: loop.call_soon_threadsafe(_settle, fut, v))
+        core.value_when_ready(ref, settling(fut))
         futures.append(fut)
     values = await asyncio.gather(*futures)
     call.spec.ref_args.extend(values)
     call.resolved = True
-
-
-def _settle(fut: asyncio.Future, value: pb.Value) -> None:
-    if not fut.done():
-        fut.set_result(value)
 
 
 def store_result(core: CoreWorker, call: PendingCall, result: pb.TaskResult) -> None:

@@ -16,7 +16,6 @@ import os
 import queue
 import signal
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -29,7 +28,7 @@ from kastor import exceptions
 from kastor.actor import BUILTIN_METHODS, ActorExit
 from kastor.object_ref_generator import GeneratedItems
 from kastor.runtime import args as argpack
-from kastor.runtime import config, context, omp, serialization
+from kastor.runtime import config, context, launcher, omp, serialization
 from kastor.runtime.core import CoreWorker, error_value
 from kastor.runtime.ids import return_id
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -696,27 +695,6 @@ def _set_environ(variables) -> Callable[[], None]:
     return restore
 
 
-def _watch_parent(core: CoreWorker) -> None:
-    """The node agent holds our stdin; when it dies, so do we (no orphans).
-
-    Watched from the core's event loop, not from a thread of its own: a worker keeps its
-    threads to the main one, the core loop and gRPC's (tests/test_ray_compat_workers.py).
-    """
-    fd = sys.stdin.fileno()
-
-    def on_readable() -> None:
-        try:
-            data = os.read(fd, 4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            os._exit(0)
-
-    core.post(lambda: core.loop.add_reader(fd, on_readable))
-
-
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s worker %(name)s: %(message)s")
     env = os.environ
@@ -726,7 +704,7 @@ def main() -> None:
         store_dir=env[config.ENV_STORE_DIR], ip=env.get(config.ENV_NODE_IP, "127.0.0.1"),
         worker_id=bytes.fromhex(env[config.ENV_WORKER_ID]), is_driver=False)
     context.core = core
-    _watch_parent(core)
+    core.post(lambda: launcher.watch_parent(core.loop, lambda: os._exit(0)))  # the node agent holds our stdin
     lease = WorkerLease(core, float(env[config.ENV_WORKER_LEASE_S]))
     engine = Engine(core, lease)
     core.engine = engine
