@@ -46,7 +46,7 @@ class GeneratedItems:
 class ObjectRefGenerator:
     def __init__(self, ref: ObjectRef):
         self._ref = ref
-        self._task_id = ref._id[:-4]
+        self._task_id = ref.binary()[:-4]
         self._next = 0
         self._ended = False
 
@@ -58,8 +58,8 @@ class ObjectRefGenerator:
 
         core = _core()
         if not self._ended:
-            ids = [self._item_id(), self._ref._id]
-            core.store.wait(ids, 1, None, core._blocked_hook(ids))
+            ids = [self._item_id(), self._ref.binary()]
+            core.store.wait(ids, 1, None, core.blocked_hook(ids))
         return self._advance(core, StopIteration)
 
     def __aiter__(self) -> ObjectRefGenerator:
@@ -77,7 +77,7 @@ class ObjectRefGenerator:
                 loop.call_soon_threadsafe(lambda: arrived.done() or arrived.set_result(None))
 
             core.store.on_ready(self._item_id(), wake)
-            core.store.on_ready(self._ref._id, wake)
+            core.store.on_ready(self._ref.binary(), wake)
             await arrived
         return self._advance(core, StopAsyncIteration)
 
@@ -119,7 +119,7 @@ class ObjectRefGenerator:
         core = context.core
         if core is None or self._ended:
             return
-        task_id, first, done_id = self._task_id, self._next + 1, self._ref._id
+        task_id, first, done_id = self._task_id, self._next + 1, self._ref.binary()
         try:
             core.post(lambda: core.store.on_ready(done_id, lambda _v: _drop_items(core, task_id, first)))
         except Exception:
@@ -133,7 +133,5 @@ def _drop_items(core, task_id: bytes, first: int) -> None:
     from kastor.runtime.ids import return_id
 
     index = first
-    while (value := core.store.pop(object_id := return_id(task_id, index))) is not None:
-        core._owned.discard(object_id)
-        core.free_value(value)
+    while core.objects.drop(return_id(task_id, index)) is not None:
         index += 1

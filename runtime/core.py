@@ -26,12 +26,15 @@ from kastor import exceptions
 from kastor.object_ref import ObjectRef
 from kastor.runtime import args as argpack
 from kastor.runtime import auth, config, context, gateway_client, head_link, pickler, rpc, serialization, tls
+from kastor.runtime.actor_submitter import ActorSubmitter
+from kastor.runtime.core_service import CoreWorkerService
 from kastor.runtime.ids import PUT_INDEX, actor_job_id, new_actor_id, new_put_id, new_task_id, return_id
-from kastor.runtime.memory_store import MemoryStore
+from kastor.runtime.ownership import ObjectTable
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.rpc import CHANNEL_OPTIONS, ChannelCache, bind_host, direct_channel
 from kastor.runtime.serialization import error_value
+from kastor.runtime.task_submitter import TaskSubmitter
 
 log = logging.getLogger("kastor.core")
 
@@ -76,20 +79,16 @@ class CoreWorker:
         self.namespace = namespace
         self.worker_id = worker_id or os.urandom(16)
         self.is_driver = is_driver
-        self.store = MemoryStore()
+        self.objects = ObjectTable(self.free_value)
+        self.store = self.objects.store
         self.engine = None  # set by a worker process: runs the tasks sent to it
         self.output = None  # a driver's OutputPrinter, when its workers' output is shown here (log_to_driver)
         self.env_vars: dict[str, str] = {}  # the job's runtime_env variables (a driver's init(runtime_env=))
         self.address = ""
 
-        self._refcounts: dict[bytes, int] = {}
-        self._owned: set[bytes] = set()
-        self._escaped: set[bytes] = set()
         self._fetching: set[bytes] = set()
         self._probes = 0  # fetches asking an owner whether a value is ready now (see _fetch_borrowed)
         self._after_probes: list[Callable[[], None]] = []
-        self._ref_lock = threading.Lock()
-        self._released: deque[bytes] = deque()
         self._registered: set[str] = set()
         self._functions: dict[str, Any] = {}
         self._channels = ChannelCache(self._connect)
@@ -102,8 +101,6 @@ class CoreWorker:
         self._thread = threading.Thread(target=self._run_loop, name="kastor-core", daemon=True)
         self._thread.start()
 
-        from kastor.runtime.actor_submitter import ActorSubmitter
-        from kastor.runtime.task_submitter import TaskSubmitter
         self.tasks = TaskSubmitter(self)
         self.actors = ActorSubmitter(self)
         self.run(self._start_server())
@@ -119,7 +116,7 @@ class CoreWorker:
         self.loop.run_forever()
 
     def _sweep_released(self) -> None:
-        self._drain_released()
+        self.objects.drain_released()
         self.loop.call_later(config.REF_SWEEP_INTERVAL_S, self._sweep_released)
 
     def run(self, coro: Coroutine, timeout: float | None = None) -> Any:
@@ -183,7 +180,6 @@ class CoreWorker:
         return pb_grpc.CoreWorkerStub(self.channel(address))
 
     async def _start_server(self) -> None:
-        from kastor.runtime.core_service import CoreWorkerService
         self._server = rpc.server(self.token)
         pb_grpc.add_CoreWorkerServicer_to_server(CoreWorkerService(self), self._server)
         port = tls.add_port(self._server, f"{bind_host(self.ip)}:0", "worker's call port")
@@ -232,17 +228,13 @@ class CoreWorker:
     # ---- reference counting (owner side, local counts only) ----
 
     def add_local_ref(self, object_id: bytes, owner: str, borrowed: bool) -> None:
-        if self._released:
-            self._drain_released()
-        with self._ref_lock:
-            self._refcounts[object_id] = self._refcounts.get(object_id, 0) + 1
+        self.objects.add_local_ref(object_id)
 
     def on_ref_escaped(self, object_id: bytes, owner: str = "") -> None:
         """Called while a ref is pickled (no locks may be taken: see remove_local_ref)."""
         # Another process may now hold it; without distributed counting, keep it for good.
-        if object_id in self._escaped:
+        if not self.objects.escape(object_id):
             return
-        self._escaped.add(object_id)
         if self.gateway and owner == self.address:
             # The cluster cannot reach this process: give the value to the gateway to serve.
             self.post(lambda: self.store.on_ready(
@@ -263,35 +255,8 @@ class CoreWorker:
         return self._gateway_ch
 
     def remove_local_ref(self, object_id: bytes) -> None:
-        """Called from ObjectRef.__del__, which the garbage collector may run inside any lock
-        this thread holds (the store's, the refcount lock): so only queue the release here.
-        The queue is drained where no lock is held: when the next ref is made, and by a
-        periodic sweep on the loop thread (waking the loop per release would halve put/get)."""
-        self._released.append(object_id)
-
-    def _drain_released(self) -> None:
-        released = self._released
-        while released:
-            try:
-                object_id = released.popleft()
-            except IndexError:
-                return
-            self._release(object_id)
-
-    def _release(self, object_id: bytes) -> None:
-        with self._ref_lock:
-            n = self._refcounts.get(object_id, 0) - 1
-            if n > 0:
-                self._refcounts[object_id] = n
-                return
-            self._refcounts.pop(object_id, None)
-            if object_id in self._escaped:
-                return
-            owned = object_id in self._owned
-            self._owned.discard(object_id)
-        value = self.store.pop(object_id)
-        if owned and value is not None:
-            self.free_value(value)
+        """From ObjectRef.__del__: queued, never done in place (see ObjectTable.remove_local_ref)."""
+        self.objects.remove_local_ref(object_id)
 
     def free_value(self, value: pb.Value) -> None:
         """Deletes a stored object's file, locally or through the node that holds it."""
@@ -314,14 +279,8 @@ class CoreWorker:
             pass
 
     def serves_objects(self) -> bool:
-        """Whether another process may still fetch a value from this one: a ref made here that
-        escaped (kept for good, without distributed counting) or is still referenced here."""
-        with self._ref_lock:
-            ids = set(self._refcounts) | set(self._escaped)
-        return any(self.store.contains(i) for i in ids)
-
-    def mark_owned(self, object_ids: list[bytes]) -> None:
-        self._owned.update(object_ids)
+        """Whether another process may still fetch a value from this one (see ObjectTable)."""
+        return self.objects.serves_objects()
 
     # ---- values ----
 
@@ -403,27 +362,23 @@ class CoreWorker:
             raise TypeError("Calling put() on an ObjectRef is not allowed: pass the ref itself instead.")
         object_id = new_put_id()
         stored = self.make_value(value, "the value passed to put()", object_id)
-        self._owned.add(object_id)
-        self.store.put(object_id, stored)
+        self.objects.own(object_id, stored)
         return ObjectRef(object_id, self.address)
 
     def generator_item(self, item: pb.GeneratorItem) -> None:
         """Stores an item a generator task of ours reported; its ObjectRefGenerator hands out the ref."""
-        object_id = return_id(item.task_id, item.index + 1)
-        self._owned.add(object_id)
-        self.store.put(object_id, item.value)
+        self.objects.own(return_id(item.task_id, item.index + 1), item.value)
 
     def adopt(self, object_id: bytes, value: pb.Value) -> ObjectRef:
         """Owns a value serialized elsewhere (a generator's items), as `put` owns what it stores."""
-        self._owned.add(object_id)
-        self.store.put(object_id, value)
+        self.objects.own(object_id, value)
         return ObjectRef(object_id, self.address)
 
     def _ensure_available(self, refs: list[ObjectRef]) -> None:
         """Starts fetching borrowed refs this process does not have yet."""
         for ref in refs:
-            oid = ref._id
-            if ref._owner != self.address and oid not in self._fetching and not self.store.contains(oid):
+            oid = ref.binary()
+            if ref.owner_address != self.address and oid not in self._fetching and not self.store.contains(oid):
                 self._fetching.add(oid)
                 self.post(lambda ref=ref: self._start_fetch(ref))
 
@@ -438,10 +393,10 @@ class CoreWorker:
         waiting on it is not "blocked" (see after_probes), so it keeps its task's CPU, as a
         Ray get of ready objects does; a node would otherwise start a worker per such task.
         """
-        oid = ref._id
+        oid = ref.binary()
         probing = True
         try:
-            stub = self.worker_stub(ref._owner)
+            stub = self.worker_stub(ref.owner_address)
             value = await self._ask_owner(stub, oid, PROBE_S)
             if value is None:  # not ready: wait for it as a blocked get
                 probing = False
@@ -449,7 +404,7 @@ class CoreWorker:
                 value = await self._ask_owner(stub, oid, 0)
         except grpc.aio.AioRpcError as e:
             value = error_value(exceptions.OwnerDiedError(
-                oid.hex(), f"Object {oid.hex()} is lost: its owner at {ref._owner} is unreachable "
+                oid.hex(), f"Object {oid.hex()} is lost: its owner at {ref.owner_address} is unreachable "
                            f"({e.code().name}). The process that created a ref owns its value; keep it "
                            f"alive while others use the ref."))
         finally:
@@ -486,25 +441,26 @@ class CoreWorker:
     def value_when_ready(self, ref: ObjectRef, callback: Callable[[pb.Value], None]) -> None:
         """Calls back with the stored value of a ref (fetching it when borrowed)."""
         self._ensure_available([ref])
-        self.store.on_ready(ref._id, callback)
+        self.store.on_ready(ref.binary(), callback)
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         self._ensure_available(refs)
-        ids = [r._id for r in refs]
-        values = self.store.get_values(ids, timeout, self._blocked_hook(ids))
-        return [self.decode(r._id, v) for r, v in zip(refs, values, strict=True)]
+        ids = [r.binary() for r in refs]
+        values = self.store.get_values(ids, timeout, self.blocked_hook(ids))
+        return [self.decode(r.binary(), v) for r, v in zip(refs, values, strict=True)]
 
     def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None,
              fetch_local: bool) -> tuple[list[ObjectRef], list[ObjectRef]]:
         self._ensure_available(refs)
-        ids = [r._id for r in refs]
-        ready = self.store.wait(ids, num_returns, timeout, self._blocked_hook(ids))
+        ids = [r.binary() for r in refs]
+        ready = self.store.wait(ids, num_returns, timeout, self.blocked_hook(ids))
         ready_refs, rest = [], []
         for r in refs:
-            (ready_refs if r._id in ready and len(ready_refs) < num_returns else rest).append(r)
+            (ready_refs if r.binary() in ready and len(ready_refs) < num_returns else rest).append(r)
         return ready_refs, rest
 
-    def _blocked_hook(self, ids: list[bytes]) -> Callable[[bool], None] | None:
+    def blocked_hook(self, ids: list[bytes]) -> Callable[[bool], None] | None:
+        """What a get/wait on `ids` calls as it blocks and unblocks: a worker lends its CPU back."""
         if self.engine is None:
             return None
         return lambda blocked: self.engine.notify_blocked(blocked, ids)
@@ -520,7 +476,7 @@ class CoreWorker:
 
         def resolve(value: pb.Value) -> None:
             try:
-                fut.set_result(self.decode(ref._id, value))
+                fut.set_result(self.decode(ref.binary(), value))
             except BaseException as e:  # the stored error is the future's outcome
                 fut.set_exception(e)
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import grpc
 from kastor import exceptions
 from kastor.runtime.cancel import cancel_owned
-from kastor.runtime.core import CoreWorker, error_value
 from kastor.runtime.memory_store import settling
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+from kastor.runtime.serialization import error_value
+
+if TYPE_CHECKING:  # the core hands itself in: importing it here would be a cycle
+    from kastor.runtime.core import CoreWorker
 
 
 class CoreWorkerService(pb_grpc.CoreWorkerServicer):
@@ -23,8 +27,7 @@ class CoreWorkerService(pb_grpc.CoreWorkerServicer):
         store = self.core.store
         values = []
         for object_id in request.object_ids:
-            if not store.contains(object_id) and object_id not in self.core._refcounts \
-                    and object_id not in self.core._escaped:
+            if not self.core.objects.known(object_id):
                 values.append(error_value(exceptions.ObjectLostError(object_id.hex())))
                 continue
             fut = loop.create_future()

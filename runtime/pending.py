@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from kastor import exceptions
 from kastor.object_ref import ObjectRef
 from kastor.runtime import task_events
-from kastor.runtime.core import CoreWorker, error_value
 from kastor.runtime.memory_store import settling
 from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.serialization import error_value
+
+if TYPE_CHECKING:  # the core hands itself in: importing it here would be a cycle
+    from kastor.runtime.core import CoreWorker
 
 
 class PendingCall:
@@ -86,12 +90,4 @@ def store_values(core: CoreWorker, call: PendingCall, values: list[pb.Value]) ->
         call.on_done = None
     call.deps = []  # the argument refs may go now
     core.free_value(call.spec.args)  # a large argument lived in the store for this call only
-    keep = []
-    counts = core._refcounts
-    for oid, value in zip(call.return_ids, values, strict=True):
-        if oid in counts or oid in core._escaped:
-            keep.append((oid, value))
-        elif not value.is_error:
-            core.free_value(value)  # nobody holds the ref any more
-    core.mark_owned([oid for oid, _ in keep])
-    core.store.put_many(keep)
+    core.objects.store_returns(zip(call.return_ids, values, strict=True))

@@ -549,7 +549,7 @@ class Engine:
 
     def cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:
         if recursive:
-            for child in list(self.core.tasks.children.get(task_id, ())):
+            for child in self.core.tasks.children_of(task_id):
                 self.core.tasks.cancel(child, force, recursive)
         if task_id == self.current_main_task:
             if force:
