@@ -327,6 +327,21 @@ class ActorHandle:
         return self._actor_id
 
 
+def handle_from_info(info: pb.ActorInfo, collectable: bool = False) -> ActorHandle:
+    """A handle to the actor the head describes (get_actor, a named creation)."""
+    return ActorHandle._from_info(info, collectable)
+
+
+def actor_id_of(handle: ActorHandle) -> bytes:
+    """The id of the actor a handle names (for the runtime: users read `handle._actor_id`, as in Ray)."""
+    return handle._actor_id
+
+
+def undecorated(actor_class: ActorClass) -> type:
+    """The plain class behind `@kastor.remote class C`."""
+    return actor_class._cls
+
+
 def _rebuild_handle(actor_id: bytes, class_name: str, methods: list[bytes], max_task_retries: int,
                     max_pending_calls: int = -1) -> ActorHandle:
     return ActorHandle(actor_id, class_name, [pb.MethodMeta.FromString(m) for m in methods], max_task_retries,

@@ -12,7 +12,7 @@ from typing import Any
 
 from kastor import exceptions
 from kastor import options as opts
-from kastor.actor import ActorClass, ActorHandle
+from kastor.actor import ActorClass, ActorHandle, actor_id_of, handle_from_info
 from kastor.object_ref import ObjectRef
 from kastor.object_ref_generator import ObjectRefGenerator
 from kastor.remote_function import RemoteFunction
@@ -280,7 +280,7 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
         raise TypeError(f"kill() only applies to actor handles, got {type(actor).__name__}; "
                         f"for tasks use kastor.cancel().")
     core = _core()
-    core.run(core.actors.kill(actor._actor_id, no_restart, "killed by kastor.kill()"))
+    core.run(core.actors.kill(actor_id_of(actor), no_restart, "killed by kastor.kill()"))
 
 
 def cancel(object_ref: ObjectRef | ObjectRefGenerator, *, force: bool = False, recursive: bool = True) -> None:
@@ -304,7 +304,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     if not reply.found or reply.info.state == pb.DEAD:
         raise ValueError(f"Failed to look up actor with name '{name}' in namespace '{ns}': no live actor has that "
                          f"name there. It may have died, or it lives in another namespace (pass namespace=...).")
-    return ActorHandle._from_info(reply.info)
+    return handle_from_info(reply.info)
 
 
 def get_runtime_context():
