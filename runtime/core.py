@@ -25,9 +25,19 @@ import grpc
 from kastor import exceptions
 from kastor.object_ref import ObjectRef
 from kastor.runtime import args as argpack
-from kastor.runtime import auth, config, context, gateway_client, head_link, pickler, rpc, serialization, tls
+from kastor.runtime import (
+    auth,
+    config,
+    context,
+    core_service,
+    gateway_client,
+    head_link,
+    pickler,
+    rpc,
+    serialization,
+    tls,
+)
 from kastor.runtime.actor_submitter import ActorSubmitter
-from kastor.runtime.core_service import CoreWorkerService
 from kastor.runtime.ids import PUT_INDEX, actor_job_id, new_actor_id, new_put_id, new_task_id, return_id
 from kastor.runtime.ownership import ObjectTable
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -181,7 +191,7 @@ class CoreWorker:
 
     async def _start_server(self) -> None:
         self._server = rpc.server(self.token)
-        pb_grpc.add_CoreWorkerServicer_to_server(CoreWorkerService(self), self._server)
+        core_service.register(self._server, self, executes=not self.is_driver)
         port = tls.add_port(self._server, f"{bind_host(self.ip)}:0", "worker's call port")
         await self._server.start()
         self.address = f"{self.ip}:{port}"
