@@ -403,7 +403,7 @@ class ActorMethod:
                            num_returns=num_returns, name=label, actor_id=handle._actor_id,
                            parent_task_id=core.current_task_id(), owner_address=core.address,
                            namespace=core.current_namespace(), generator=generator,
-                           stream_items=generator and not core.gateway, concurrency_group=concurrency_group)
+                           stream_items=generator and core.transport.reachable, concurrency_group=concurrency_group)
         return_ids = [return_id(task_id, i) for i in range(num_returns)]
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
         retries = handle._max_task_retries if max_task_retries is None else max_task_retries

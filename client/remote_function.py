@@ -64,7 +64,7 @@ class RemoteFunction:
         spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), function_id=fid, args=value,
                            num_returns=num_returns, name=name, parent_task_id=core.current_task_id(),
                            owner_address=core.address, namespace=core.current_namespace(), generator=generator,
-                           stream_items=generator and not core.gateway, max_calls=_max_calls(options),
+                           stream_items=generator and core.transport.reachable, max_calls=_max_calls(options),
                            env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))})
         return_ids = [return_id(task_id, i) for i in range(num_returns)]
         refs = [ObjectRef(oid, core.address) for oid in return_ids]

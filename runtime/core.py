@@ -30,19 +30,19 @@ from kastor.runtime import (
     config,
     context,
     core_service,
-    gateway_client,
     head_link,
     pickler,
     rpc,
     serialization,
     tls,
+    transport,
 )
 from kastor.runtime.actor_submitter import ActorSubmitter
 from kastor.runtime.ids import PUT_INDEX, actor_job_id, new_actor_id, new_put_id, new_task_id, return_id
 from kastor.runtime.ownership import ObjectTable
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
-from kastor.runtime.rpc import CHANNEL_OPTIONS, ChannelCache, bind_host, direct_channel
+from kastor.runtime.rpc import CHANNEL_OPTIONS, ChannelCache, bind_host
 from kastor.runtime.serialization import error_value
 from kastor.runtime.task_submitter import TaskSubmitter
 
@@ -76,9 +76,8 @@ class CoreWorker:
                  store_dir: str, ip: str, job_id: bytes = b"", namespace: str = "",
                  worker_id: bytes | None = None, is_driver: bool = True, gateway: str | None = None):
         self.head_address = head_address
-        # Remote client (kastor://): every call goes through the head's client port, and large
-        # objects are uploaded to a node's store instead of written to a local one.
-        self.gateway = gateway
+        # Remote client (kastor://, `gateway`: the head's client port) or a process in the cluster.
+        self.transport = transport.choose(gateway)
         self.token = token
         self.metadata = auth.metadata(token)
         self.node_address = node_address
@@ -101,8 +100,7 @@ class CoreWorker:
         self._after_probes: list[Callable[[], None]] = []
         self._registered: set[str] = set()
         self._functions: dict[str, Any] = {}
-        self._channels = ChannelCache(self._connect)
-        self._gateway_ch: grpc.aio.Channel | None = None
+        self._channels = ChannelCache(self.transport.connect)
         self._inbox: deque[Callable[[], None]] = deque()
         self._wakeup_pending = False
         self._closed = False
@@ -158,11 +156,6 @@ class CoreWorker:
             except Exception:
                 log.exception("kastor core: posted callback failed")
 
-    def _connect(self, address: str) -> grpc.aio.Channel:
-        if self.gateway:
-            return gateway_client.channel(self.gateway, address, CHANNEL_OPTIONS)
-        return direct_channel(address)
-
     def channel(self, address: str) -> grpc.aio.Channel:
         return self._channels.get(address)
 
@@ -206,8 +199,7 @@ class CoreWorker:
             self.actors.close()
             await self._server.stop(grace=0.2)
             await self._channels.close()
-            if self._gateway_ch is not None:
-                await self._gateway_ch.close()
+            await self.transport.close()
 
         try:
             self.run(close(), timeout=5)
@@ -245,24 +237,8 @@ class CoreWorker:
         # Another process may now hold it; without distributed counting, keep it for good.
         if not self.objects.escape(object_id):
             return
-        if self.gateway and owner == self.address:
-            # The cluster cannot reach this process: give the value to the gateway to serve.
-            self.post(lambda: self.store.on_ready(
-                object_id, lambda value: self.post(lambda: self.loop.create_task(self._publish(object_id, value)))))
-
-    async def _publish(self, object_id: bytes, value: pb.Value) -> None:
-        try:
-            await pb_grpc.ClientGatewayStub(self._gateway_channel()).PublishObjects(
-                pb.PublishObjectsRequest(object_ids=[object_id], values=[value], job_id=self.job_id),
-                metadata=self.metadata, timeout=60)
-        except grpc.aio.AioRpcError as e:
-            log.warning("could not hand object %s to the client port: %s", object_id.hex(), e.details())
-
-    def _gateway_channel(self) -> grpc.aio.Channel:
-        """The client port itself, not a cluster address relayed through it."""
-        if self._gateway_ch is None:
-            self._gateway_ch = direct_channel(self.gateway)
-        return self._gateway_ch
+        if owner == self.address:
+            self.transport.on_escaped(self, object_id)
 
     def remove_local_ref(self, object_id: bytes) -> None:
         """From ObjectRef.__del__: queued, never done in place (see ObjectTable.remove_local_ref)."""
@@ -303,12 +279,7 @@ class CoreWorker:
         if ser.size <= config.INLINE_LIMIT:
             return pb.Value(data=ser.to_bytes())
         name = (object_id or os.urandom(20)).hex()
-        if self.gateway:
-            return pb.Value(location=self.run(self._upload(ser, name)))
-        path = os.path.join(self.store_dir, name)
-        size = ser.write_file(path)
-        return pb.Value(location=pb.ObjectLocation(
-            node_id=self.node_id, node_address=self.node_address, path=path, size=size))
+        return pb.Value(location=self.transport.store_large(self, ser, name))
 
     def decode(self, object_id: bytes, value: pb.Value) -> Any:
         """The Python value of a stored object; raises the stored error if it is one."""
@@ -340,18 +311,6 @@ class CoreWorker:
         else:
             obj = serialization.loads(value.data)
         return obj
-
-    async def _upload(self, ser: serialization.Serialized, name: str) -> pb.ObjectLocation:
-        def chunks():
-            first = True
-            for data in ser.iter_chunks(config.FETCH_CHUNK_BYTES):
-                yield pb.ObjectChunk(data=data, total=ser.size, name=name if first else "")
-                first = False
-        try:
-            return await self.node_stub().PutObject(chunks(), metadata=self.metadata)
-        except grpc.aio.AioRpcError as e:
-            raise exceptions.ObjectStoreFullError(
-                f"Could not upload a {ser.size}-byte object to node {self.node_address}: {e.details()}") from None
 
     async def _fetch_remote(self, loc: pb.ObjectLocation) -> bytes:
         parts = []
