@@ -8,18 +8,16 @@ actor is killed once every handle to it is gone, and its owner's job ending ends
 from __future__ import annotations
 
 import inspect
-import logging
 import threading
 from typing import Any
 
-import grpc
 from kastor import options as opts
 from kastor import signature
 from kastor.exceptions import PendingCallsLimitExceeded
-from kastor.object_ref import ObjectRef
 from kastor.object_ref_generator import STREAMING, returned, yields
-from kastor.runtime import context
+from kastor.runtime import context, submission
 from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.session import current_core
 
 _ACTOR_DEFAULTS = {"max_restarts": 0, "max_task_retries": 0}
 # What `actor.method.options(...)` accepts (Ray's ActorMethod.options, less what Kastor lacks).
@@ -144,44 +142,21 @@ class ActorClass:
         return _BoundActorClass(self, {**self._options, **opts.validate(options, for_actor=True)})
 
     def _submit(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> ActorHandle:
-        from kastor.api import _core
         signature.check(self._init_signature, args, kwargs, self.__name__)
-        core = _core(auto_init=True)
+        core = current_core(auto_init=True)
         key = id(core)
         class_id = self._ids.get(key)
         if class_id is None:
             class_id = self._ids[key] = core.register_code(self._cls, "actor class")
-        required, held = opts.actor_resources(options)
-        value, deps = core.pack_args(args, kwargs, f"the constructor of {self.__name__}")
+        created = submission.create_actor(core, class_id, self.__name__, self._methods, self._is_async, args, kwargs,
+                                          options)
         detached = options.get("lifetime") == "detached"
-        name = options.get("name") or ""
-        in_worker = core.engine is not None
-        from kastor.runtime.ids import new_actor_id
-        from kastor.util.scheduling_strategies import placement
-        job_id = core.current_job_id()
-        spec = pb.ActorSpec(
-            actor_id=new_actor_id(job_id), job_id=job_id, class_id=class_id, class_name=self.__name__,
-            args=value, name=name, namespace=options.get("namespace") or core.current_namespace(),
-            job_namespace=core.current_namespace(), detached=detached,
-            max_restarts=options["max_restarts"], max_task_retries=options["max_task_retries"],
-            max_concurrency=options.get("max_concurrency") or (1000 if self._is_async else 1),
-            is_async=self._is_async, required=required, held=held, methods=self._methods,
-            owner_worker_id=core.worker_id if in_worker else b"", owner_address=core.address,
-            env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))},
-            concurrency_groups=options.get("concurrency_groups") or {},
-            max_pending_calls=options.get("max_pending_calls") or -1)
-        where = placement(options.get("scheduling_strategy"))
-        if where is not None:
-            spec.placement.CopyFrom(where)
-        if name:
-            reply = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
+        if created.info is not None:
             # As in Ray, a name does not keep a non-detached actor alive: its creator's handles
             # (and those get_actor() gives back in that process) do. A reused actor is another's.
-            return ActorHandle._from_info(reply.info, collectable=not detached and not reply.existed)
-        handle = ActorHandle(spec.actor_id, self.__name__, self._methods, options["max_task_retries"],
-                             collectable=not detached, max_pending_calls=spec.max_pending_calls)
-        core.post(lambda: _create_async(core, spec, deps))
-        return handle
+            return ActorHandle._from_info(created.info, collectable=not detached and not created.existed)
+        return ActorHandle(created.actor_id, self.__name__, self._methods, options["max_task_retries"],
+                           collectable=not detached, max_pending_calls=created.max_pending_calls)
 
 
 class _BoundActorClass:
@@ -191,51 +166,6 @@ class _BoundActorClass:
 
     def remote(self, *args, **kwargs) -> ActorHandle:
         return self._actor_class._submit(args, kwargs, self._options)
-
-
-async def _attach_deps(core, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
-    if deps:
-        from kastor.runtime.pending import PendingCall, resolve_deps
-        holder = PendingCall(pb.TaskSpec(), [], deps, 0)
-        await resolve_deps(core, holder)
-        spec.ref_args.extend(holder.spec.ref_args)
-
-
-async def _create_named(core, spec: pb.ActorSpec, deps: list[ObjectRef], get_if_exists: bool) -> pb.CreateActorReply:
-    await _attach_deps(core, spec, deps)
-    try:
-        reply = await core.head_rpc("CreateActor", pb.CreateActorRequest(spec=spec, get_if_exists=get_if_exists))
-    except grpc.aio.AioRpcError as e:
-        if e.code() == grpc.StatusCode.ALREADY_EXISTS:
-            raise ValueError(f"The name {spec.name!r} (namespace={spec.namespace!r}) is already taken by "
-                             f"another actor; pick another name, or pass get_if_exists=True to reuse it.") from None
-        raise
-    _warn_if_infeasible(reply)
-    return reply
-
-
-def _warn_if_infeasible(reply: pb.CreateActorReply) -> None:
-    """As Ray does: an actor no node can fit waits, but its creator is told why."""
-    info = reply.info
-    if info.pending_reason and not reply.existed:
-        logging.getLogger("kastor").warning("Warning: the actor %s is infeasible and cannot be scheduled right now: %s",
-                                            info.spec.class_name, info.pending_reason)
-
-
-def _create_async(core, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
-    import asyncio
-    created = core.actors.expect_creation(spec.actor_id)
-
-    async def create() -> None:
-        try:
-            await _attach_deps(core, spec, deps)
-            reply = await core.head_rpc("CreateActor", pb.CreateActorRequest(spec=spec))
-            created.set_result(None)
-            _warn_if_infeasible(reply)
-        except Exception as e:
-            created.set_exception(e)
-
-    asyncio.get_running_loop().create_task(create())
 
 
 class ActorHandle:
@@ -381,35 +311,21 @@ class ActorMethod:
 
     def _submit(self, args: tuple, kwargs: dict, num_returns: int | str, name: str | None,
                 concurrency_group: str, max_task_retries: int | None = None) -> Any:
-        from kastor.api import _core
-        from kastor.runtime.ids import new_task_id, return_id
-        from kastor.runtime.pending import PendingCall
-
         handle = self._handle
         signature.check(self._signature, args, kwargs, f"{handle._class_name}.{self._name}")
-        core = _core(auto_init=False)
+        core = current_core(auto_init=False)
         label = name or f"{handle._class_name}.{self._name}"
         give_back = handle._take_pending_slot(label) if handle._max_pending_calls > 0 else None
         try:
-            value, deps = core.pack_args(args, kwargs, label)
+            refs, generator = submission.submit_actor_call(
+                core, handle._actor_id, self._name, label, args, kwargs, num_returns=num_returns,
+                concurrency_group=concurrency_group,
+                max_task_retries=handle._max_task_retries if max_task_retries is None else max_task_retries,
+                on_done=give_back)
         except BaseException:
             if give_back is not None:
                 give_back()
             raise
-        task_id = new_task_id()
-        generator = num_returns == STREAMING
-        num_returns = 1 if generator else num_returns
-        spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), method=self._name, args=value,
-                           num_returns=num_returns, name=label, actor_id=handle._actor_id,
-                           parent_task_id=core.current_task_id(), owner_address=core.address,
-                           namespace=core.current_namespace(), generator=generator,
-                           stream_items=generator and core.transport.reachable, concurrency_group=concurrency_group)
-        return_ids = [return_id(task_id, i) for i in range(num_returns)]
-        refs = [ObjectRef(oid, core.address) for oid in return_ids]
-        retries = handle._max_task_retries if max_task_retries is None else max_task_retries
-        call = PendingCall(spec, return_ids, deps, retries)
-        call.on_done = give_back
-        core.post(lambda: core.actors.submit(call))
         return returned(refs, generator)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kastor.object_ref import ObjectRef
+from kastor.session import current_core
 
 STREAMING = "streaming"
 
@@ -54,9 +55,8 @@ class ObjectRefGenerator:
         return self
 
     def __next__(self) -> ObjectRef:
-        from kastor.api import _core
 
-        core = _core()
+        core = current_core()
         if not self._ended:
             ids = [self._item_id(), self._ref.binary()]
             core.store.wait(ids, 1, None, core.blocked_hook(ids))
@@ -66,9 +66,8 @@ class ObjectRefGenerator:
         return self
 
     async def __anext__(self) -> ObjectRef:
-        from kastor.api import _core
 
-        core = _core()
+        core = current_core()
         if not self._ended:
             loop = asyncio.get_running_loop()
             arrived = loop.create_future()
