@@ -16,6 +16,7 @@ from kastor import signature
 from kastor.exceptions import PendingCallsLimitExceeded
 from kastor.object_ref_generator import STREAMING, returned, yields
 from kastor.runtime import context, submission
+from kastor.runtime.actor_builtins import BUILTIN_METHODS, ActorExit, request_exit  # noqa: F401  (re-exported)
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.session import current_core
 
@@ -24,33 +25,13 @@ _ACTOR_DEFAULTS = {"max_restarts": 0, "max_task_retries": 0}
 METHOD_OPTIONS = ("concurrency_group", "max_task_retries", "name", "num_returns")
 
 
-class ActorExit(SystemExit):
-    """Raised by exit_actor(); the worker ends the actor on purpose, with no restart."""
-
-
 def exit_actor() -> None:
     """Ends the current actor for good (Ray's exit_actor): no restart, and the calls after it fail.
 
     The exit is requested before the exception is raised, so code that catches it (SystemExit)
     still ends the actor, as in Ray. The exit is graceful: the actor's `__ray_shutdown__`, then
     its atexit handlers, run before the process leaves (`kastor.kill` runs neither)."""
-    _request_exit("exit_actor() was called")
-
-
-def _terminate() -> None:
-    """`actor.__ray_terminate__.remote()`: the graceful exit, after the calls queued before it."""
-    _request_exit("__ray_terminate__ was called")
-
-
-def _request_exit(cause: str) -> None:
-    task = context.current_task.get()
-    core = context.core
-    if task is None or not task.actor_id or core is None or core.engine is None:
-        raise TypeError("exit_actor API is called on a non-actor worker: exit_actor() ends the actor it runs in, "
-                        "so call it inside an actor's constructor or method (to end an actor from outside, "
-                        "use kastor.kill(actor) or actor.__ray_terminate__.remote()).")
-    core.engine.request_exit(cause)
-    raise ActorExit(0)
+    request_exit("exit_actor() was called")
 
 
 def method(*, num_returns: int | str | None = None, concurrency_group: str | None = None, **_: Any):
@@ -85,15 +66,6 @@ def _method_table(cls: type) -> tuple[list[pb.MethodMeta], bool]:
                                      params=signature.to_params(sig), has_signature=sig is not None))
     methods.extend(pb.MethodMeta(name=name, num_returns=1) for name in BUILTIN_METHODS)
     return methods, is_async
-
-
-def _ready() -> bool:
-    return True
-
-
-# Every actor answers these, as Ray's do: `get(a.__ray_ready__.remote())` waits until it is
-# constructed, and `a.__ray_terminate__.remote()` ends it after the calls queued before.
-BUILTIN_METHODS = {"__ray_ready__": _ready, "__ray_terminate__": _terminate}
 
 
 class ActorClass:

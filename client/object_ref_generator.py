@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from dataclasses import dataclass
 from typing import Any
 
 from kastor.object_ref import ObjectRef
+from kastor.runtime.generated import GeneratedItems
 from kastor.session import current_core
 
 STREAMING = "streaming"
@@ -33,15 +33,6 @@ def returned(refs: list[ObjectRef], generator: bool) -> Any:
     if len(refs) == 1:
         return refs[0]
     return refs or None
-
-
-@dataclass(frozen=True)
-class GeneratedItems:
-    """The one return value of a generator call: how many items it yielded, and the items
-    themselves (serialized by the worker) when they could not be reported one by one."""
-
-    count: int
-    values: list[bytes] | None = None
 
 
 class ObjectRefGenerator:

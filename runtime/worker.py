@@ -25,11 +25,11 @@ from typing import Any
 
 import grpc
 from kastor import exceptions
-from kastor.actor import BUILTIN_METHODS, ActorExit
-from kastor.object_ref_generator import GeneratedItems
 from kastor.runtime import args as argpack
 from kastor.runtime import config, context, launcher, omp, serialization
+from kastor.runtime.actor_builtins import BUILTIN_METHODS, ActorExit
 from kastor.runtime.core import CoreWorker, error_value
+from kastor.runtime.generated import GeneratedItems
 from kastor.runtime.ids import return_id
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.worker_lease import WorkerLease
