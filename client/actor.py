@@ -8,24 +8,21 @@ actor is killed once every handle to it is gone, and its owner's job ending ends
 from __future__ import annotations
 
 import inspect
-import logging
 import threading
 from typing import Any
 
-import grpc
 from kastor import options as opts
 from kastor import signature
 from kastor.exceptions import PendingCallsLimitExceeded
-from kastor.object_ref import ObjectRef
 from kastor.object_ref_generator import STREAMING, returned, yields
-from kastor.runtime import context
+from kastor.runtime import context, submission
+from kastor.runtime.actor_builtins import BUILTIN_METHODS, ActorExit, request_exit  # noqa: F401  (re-exported)
 from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.session import current_core
 
 _ACTOR_DEFAULTS = {"max_restarts": 0, "max_task_retries": 0}
-
-
-class ActorExit(SystemExit):
-    """Raised by exit_actor(); the worker ends the actor on purpose, with no restart."""
+# What `actor.method.options(...)` accepts (Ray's ActorMethod.options, less what Kastor lacks).
+METHOD_OPTIONS = ("concurrency_group", "max_task_retries", "name", "num_returns")
 
 
 def exit_actor() -> None:
@@ -34,23 +31,7 @@ def exit_actor() -> None:
     The exit is requested before the exception is raised, so code that catches it (SystemExit)
     still ends the actor, as in Ray. The exit is graceful: the actor's `__ray_shutdown__`, then
     its atexit handlers, run before the process leaves (`kastor.kill` runs neither)."""
-    _request_exit("exit_actor() was called")
-
-
-def _terminate() -> None:
-    """`actor.__ray_terminate__.remote()`: the graceful exit, after the calls queued before it."""
-    _request_exit("__ray_terminate__ was called")
-
-
-def _request_exit(cause: str) -> None:
-    task = context.current_task.get()
-    core = context.core
-    if task is None or not task.actor_id or core is None or core.engine is None:
-        raise TypeError("exit_actor API is called on a non-actor worker: exit_actor() ends the actor it runs in, "
-                        "so call it inside an actor's constructor or method (to end an actor from outside, "
-                        "use kastor.kill(actor) or actor.__ray_terminate__.remote()).")
-    core.engine.request_exit(cause)
-    raise ActorExit(0)
+    request_exit("exit_actor() was called")
 
 
 def method(*, num_returns: int | str | None = None, concurrency_group: str | None = None, **_: Any):
@@ -85,15 +66,6 @@ def _method_table(cls: type) -> tuple[list[pb.MethodMeta], bool]:
                                      params=signature.to_params(sig), has_signature=sig is not None))
     methods.extend(pb.MethodMeta(name=name, num_returns=1) for name in BUILTIN_METHODS)
     return methods, is_async
-
-
-def _ready() -> bool:
-    return True
-
-
-# Every actor answers these, as Ray's do: `get(a.__ray_ready__.remote())` waits until it is
-# constructed, and `a.__ray_terminate__.remote()` ends it after the calls queued before.
-BUILTIN_METHODS = {"__ray_ready__": _ready, "__ray_terminate__": _terminate}
 
 
 class ActorClass:
@@ -144,44 +116,21 @@ class ActorClass:
         return _BoundActorClass(self, {**self._options, **opts.validate(options, for_actor=True)})
 
     def _submit(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> ActorHandle:
-        from kastor.api import _core
         signature.check(self._init_signature, args, kwargs, self.__name__)
-        core = _core(auto_init=True)
+        core = current_core(auto_init=True)
         key = id(core)
         class_id = self._ids.get(key)
         if class_id is None:
             class_id = self._ids[key] = core.register_code(self._cls, "actor class")
-        required, held = opts.actor_resources(options)
-        value, deps = core.pack_args(args, kwargs, f"the constructor of {self.__name__}")
+        created = submission.create_actor(core, class_id, self.__name__, self._methods, self._is_async, args, kwargs,
+                                          options)
         detached = options.get("lifetime") == "detached"
-        name = options.get("name") or ""
-        in_worker = core.engine is not None
-        from kastor.runtime.core import new_actor_id
-        from kastor.util.scheduling_strategies import placement
-        job_id = core.current_job_id()
-        spec = pb.ActorSpec(
-            actor_id=new_actor_id(job_id), job_id=job_id, class_id=class_id, class_name=self.__name__,
-            args=value, name=name, namespace=options.get("namespace") or core.current_namespace(),
-            job_namespace=core.current_namespace(), detached=detached,
-            max_restarts=options["max_restarts"], max_task_retries=options["max_task_retries"],
-            max_concurrency=options.get("max_concurrency") or (1000 if self._is_async else 1),
-            is_async=self._is_async, required=required, held=held, methods=self._methods,
-            owner_worker_id=core.worker_id if in_worker else b"", owner_address=core.address,
-            env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))},
-            concurrency_groups=options.get("concurrency_groups") or {},
-            max_pending_calls=options.get("max_pending_calls") or -1)
-        where = placement(options.get("scheduling_strategy"))
-        if where is not None:
-            spec.placement.CopyFrom(where)
-        if name:
-            reply = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
+        if created.info is not None:
             # As in Ray, a name does not keep a non-detached actor alive: its creator's handles
             # (and those get_actor() gives back in that process) do. A reused actor is another's.
-            return ActorHandle._from_info(reply.info, collectable=not detached and not reply.existed)
-        handle = ActorHandle(spec.actor_id, self.__name__, self._methods, options["max_task_retries"],
-                             collectable=not detached, max_pending_calls=spec.max_pending_calls)
-        core.post(lambda: _create_async(core, spec, deps))
-        return handle
+            return ActorHandle._from_info(created.info, collectable=not detached and not created.existed)
+        return ActorHandle(created.actor_id, self.__name__, self._methods, options["max_task_retries"],
+                           collectable=not detached, max_pending_calls=created.max_pending_calls)
 
 
 class _BoundActorClass:
@@ -191,51 +140,6 @@ class _BoundActorClass:
 
     def remote(self, *args, **kwargs) -> ActorHandle:
         return self._actor_class._submit(args, kwargs, self._options)
-
-
-async def _attach_deps(core, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
-    if deps:
-        from kastor.runtime.pending import PendingCall, resolve_deps
-        holder = PendingCall(pb.TaskSpec(), [], deps, 0)
-        await resolve_deps(core, holder)
-        spec.ref_args.extend(holder.spec.ref_args)
-
-
-async def _create_named(core, spec: pb.ActorSpec, deps: list[ObjectRef], get_if_exists: bool) -> pb.CreateActorReply:
-    await _attach_deps(core, spec, deps)
-    try:
-        reply = await core.head_rpc("CreateActor", pb.CreateActorRequest(spec=spec, get_if_exists=get_if_exists))
-    except grpc.aio.AioRpcError as e:
-        if e.code() == grpc.StatusCode.ALREADY_EXISTS:
-            raise ValueError(f"The name {spec.name!r} (namespace={spec.namespace!r}) is already taken by "
-                             f"another actor; pick another name, or pass get_if_exists=True to reuse it.") from None
-        raise
-    _warn_if_infeasible(reply)
-    return reply
-
-
-def _warn_if_infeasible(reply: pb.CreateActorReply) -> None:
-    """As Ray does: an actor no node can fit waits, but its creator is told why."""
-    info = reply.info
-    if info.pending_reason and not reply.existed:
-        logging.getLogger("kastor").warning("Warning: the actor %s is infeasible and cannot be scheduled right now: %s",
-                                            info.spec.class_name, info.pending_reason)
-
-
-def _create_async(core, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
-    import asyncio
-    created = core.actors.expect_creation(spec.actor_id)
-
-    async def create() -> None:
-        try:
-            await _attach_deps(core, spec, deps)
-            reply = await core.head_rpc("CreateActor", pb.CreateActorRequest(spec=spec))
-            created.set_result(None)
-            _warn_if_infeasible(reply)
-        except Exception as e:
-            created.set_exception(e)
-
-    asyncio.get_running_loop().create_task(create())
 
 
 class ActorHandle:
@@ -327,6 +231,21 @@ class ActorHandle:
         return self._actor_id
 
 
+def handle_from_info(info: pb.ActorInfo, collectable: bool = False) -> ActorHandle:
+    """A handle to the actor the head describes (get_actor, a named creation)."""
+    return ActorHandle._from_info(info, collectable)
+
+
+def actor_id_of(handle: ActorHandle) -> bytes:
+    """The id of the actor a handle names (for the runtime: users read `handle._actor_id`, as in Ray)."""
+    return handle._actor_id
+
+
+def undecorated(actor_class: ActorClass) -> type:
+    """The plain class behind `@kastor.remote class C`."""
+    return actor_class._cls
+
+
 def _rebuild_handle(actor_id: bytes, class_name: str, methods: list[bytes], max_task_retries: int,
                     max_pending_calls: int = -1) -> ActorHandle:
     return ActorHandle(actor_id, class_name, [pb.MethodMeta.FromString(m) for m in methods], max_task_retries,
@@ -350,45 +269,37 @@ class ActorMethod:
         return self._submit(args, kwargs, self._num_returns, None, self._concurrency_group)
 
     def options(self, **options: Any) -> _BoundMethod:
-        unknown = set(options) - {"num_returns", "name", "concurrency_group", "max_task_retries"}
+        """This method with per-call options, as Ray's `ActorMethod.options`: `num_returns`, `name`,
+        `concurrency_group`, and `max_task_retries` (overrides the actor's for these calls)."""
+        unknown = set(options) - set(METHOD_OPTIONS)
         if unknown:
-            raise ValueError(f"Invalid option(s) {sorted(unknown)} for an actor method; valid: num_returns, name.")
+            raise ValueError(f"Invalid option(s) {sorted(unknown)} for an actor method; valid ones are: "
+                             f"{', '.join(METHOD_OPTIONS)}.")
         opts.validate({k: v for k, v in options.items() if k in ("num_returns", "name")}, for_actor=False)
+        if "max_task_retries" in options:
+            opts.validate({"max_task_retries": options["max_task_retries"]}, for_actor=True)
         if not isinstance(options.get("concurrency_group", ""), str):
             raise TypeError(f"The 'concurrency_group' option must be a group's name, "
                             f"got {type(options['concurrency_group']).__name__}.")
         return _BoundMethod(self, options)
 
     def _submit(self, args: tuple, kwargs: dict, num_returns: int | str, name: str | None,
-                concurrency_group: str) -> Any:
-        from kastor.api import _core
-        from kastor.runtime.core import new_task_id, return_id
-        from kastor.runtime.pending import PendingCall
-
+                concurrency_group: str, max_task_retries: int | None = None) -> Any:
         handle = self._handle
         signature.check(self._signature, args, kwargs, f"{handle._class_name}.{self._name}")
-        core = _core(auto_init=False)
+        core = current_core(auto_init=False)
         label = name or f"{handle._class_name}.{self._name}"
         give_back = handle._take_pending_slot(label) if handle._max_pending_calls > 0 else None
         try:
-            value, deps = core.pack_args(args, kwargs, label)
+            refs, generator = submission.submit_actor_call(
+                core, handle._actor_id, self._name, label, args, kwargs, num_returns=num_returns,
+                concurrency_group=concurrency_group,
+                max_task_retries=handle._max_task_retries if max_task_retries is None else max_task_retries,
+                on_done=give_back)
         except BaseException:
             if give_back is not None:
                 give_back()
             raise
-        task_id = new_task_id()
-        generator = num_returns == STREAMING
-        num_returns = 1 if generator else num_returns
-        spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), method=self._name, args=value,
-                           num_returns=num_returns, name=label, actor_id=handle._actor_id,
-                           parent_task_id=core.current_task_id(), owner_address=core.address,
-                           namespace=core.current_namespace(), generator=generator,
-                           stream_items=generator and not core.gateway, concurrency_group=concurrency_group)
-        return_ids = [return_id(task_id, i) for i in range(num_returns)]
-        refs = [ObjectRef(oid, core.address) for oid in return_ids]
-        call = PendingCall(spec, return_ids, deps, handle._max_task_retries)
-        call.on_done = give_back
-        core.post(lambda: core.actors.submit(call))
         return returned(refs, generator)
 
 
@@ -399,6 +310,7 @@ class _BoundMethod:
 
     def remote(self, *args, **kwargs) -> Any:
         method = self._method
-        return method._submit(args, kwargs, self._options.get("num_returns", method._num_returns),
-                              self._options.get("name"), self._options.get("concurrency_group",
-                                                                           method._concurrency_group))
+        options = self._options
+        return method._submit(args, kwargs, options.get("num_returns", method._num_returns), options.get("name"),
+                              options.get("concurrency_group", method._concurrency_group),
+                              options.get("max_task_retries"))

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from dataclasses import dataclass
 from typing import Any
 
 from kastor.object_ref import ObjectRef
+from kastor.runtime.generated import GeneratedItems
+from kastor.session import current_core
 
 STREAMING = "streaming"
 
@@ -34,21 +35,12 @@ def returned(refs: list[ObjectRef], generator: bool) -> Any:
     return refs or None
 
 
-@dataclass(frozen=True)
-class GeneratedItems:
-    """The one return value of a generator call: how many items it yielded, and the items
-    themselves (serialized by the worker) when they could not be reported one by one."""
-
-    count: int
-    values: list[bytes] | None = None
-
-
 class ObjectRefGenerator:
     """The refs a generator task or method yields, in order, for `for` and `async for`, as they are yielded."""
 
     def __init__(self, ref: ObjectRef):
         self._ref = ref
-        self._task_id = ref._id[:-4]
+        self._task_id = ref.binary()[:-4]
         self._next = 0
         self._ended = False
 
@@ -56,21 +48,19 @@ class ObjectRefGenerator:
         return self
 
     def __next__(self) -> ObjectRef:
-        from kastor.api import _core
 
-        core = _core()
+        core = current_core()
         if not self._ended:
-            ids = [self._item_id(), self._ref._id]
-            core.store.wait(ids, 1, None, core._blocked_hook(ids))
+            ids = [self._item_id(), self._ref.binary()]
+            core.store.wait(ids, 1, None, core.blocked_hook(ids))
         return self._advance(core, StopIteration)
 
     def __aiter__(self) -> ObjectRefGenerator:
         return self
 
     async def __anext__(self) -> ObjectRef:
-        from kastor.api import _core
 
-        core = _core()
+        core = current_core()
         if not self._ended:
             loop = asyncio.get_running_loop()
             arrived = loop.create_future()
@@ -79,7 +69,7 @@ class ObjectRefGenerator:
                 loop.call_soon_threadsafe(lambda: arrived.done() or arrived.set_result(None))
 
             core.store.on_ready(self._item_id(), wake)
-            core.store.on_ready(self._ref._id, wake)
+            core.store.on_ready(self._ref.binary(), wake)
             await arrived
         return self._advance(core, StopAsyncIteration)
 
@@ -88,14 +78,14 @@ class ObjectRefGenerator:
         return self._ref
 
     def _item_id(self) -> bytes:
-        from kastor.runtime.core import return_id
+        from kastor.runtime.ids import return_id
 
         return return_id(self._task_id, self._next + 1)  # item k is the call's return k + 1
 
     def _advance(self, core, stop: type[Exception]) -> ObjectRef:
         """The next item's ref once it or the end of the call is there; `stop` after the last."""
-        from kastor.runtime.core import error_value
         from kastor.runtime.protocol import kastor_pb2 as pb
+        from kastor.runtime.serialization import error_value
 
         item_id = self._item_id()
         if self._ended:
@@ -121,7 +111,7 @@ class ObjectRefGenerator:
         core = context.core
         if core is None or self._ended:
             return
-        task_id, first, done_id = self._task_id, self._next + 1, self._ref._id
+        task_id, first, done_id = self._task_id, self._next + 1, self._ref.binary()
         try:
             core.post(lambda: core.store.on_ready(done_id, lambda _v: _drop_items(core, task_id, first)))
         except Exception:
@@ -132,10 +122,8 @@ class ObjectRefGenerator:
 
 
 def _drop_items(core, task_id: bytes, first: int) -> None:
-    from kastor.runtime.core import return_id
+    from kastor.runtime.ids import return_id
 
     index = first
-    while (value := core.store.pop(object_id := return_id(task_id, index))) is not None:
-        core._owned.discard(object_id)
-        core.free_value(value)
+    while core.objects.drop(return_id(task_id, index)) is not None:
         index += 1

@@ -7,9 +7,9 @@ from typing import Any
 
 from kastor import options as opts
 from kastor import signature
-from kastor.object_ref import ObjectRef
 from kastor.object_ref_generator import STREAMING, returned, yields
-from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime import submission
+from kastor.session import current_core
 
 _DEFAULTS = {"num_returns": 1, "max_retries": 3, "retry_exceptions": False}
 
@@ -50,44 +50,11 @@ class RemoteFunction:
         return fid
 
     def _submit(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
-        from kastor.api import _core
-        from kastor.runtime.core import new_task_id, return_id
-        from kastor.runtime.pending import PendingCall
-        from kastor.util.scheduling_strategies import placement
-
         signature.check(self._signature, args, kwargs, self._name)
-        core = _core(auto_init=True)
-        fid = self._function_id(core)
-        name = options.get("name") or self._name
-        value, deps = core.pack_args(args, kwargs, f"task {name}")
-        task_id = new_task_id()
-        generator = options["num_returns"] == STREAMING
-        num_returns = 1 if generator else options["num_returns"]
-        spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), function_id=fid, args=value,
-                           num_returns=num_returns, name=name, parent_task_id=core.current_task_id(),
-                           owner_address=core.address, namespace=core.current_namespace(), generator=generator,
-                           stream_items=generator and not core.gateway, max_calls=_max_calls(options),
-                           env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))})
-        return_ids = [return_id(task_id, i) for i in range(num_returns)]
-        refs = [ObjectRef(oid, core.address) for oid in return_ids]
-        required = opts.task_resources(options)
-        spec.num_cpus = required.get("CPU", 0)
-        retry = options["retry_exceptions"]
-        where = placement(options.get("scheduling_strategy"))
-        call = PendingCall(spec, return_ids, deps, options["max_retries"],
-                           tuple(retry) if isinstance(retry, (list, tuple)) else retry,
-                           key=(fid, tuple(sorted(required.items())), where.SerializeToString() if where else b"",
-                                spec.max_calls),
-                           required=required, placement=where)
-        core.post(lambda: core.tasks.submit(call))
+        core = current_core(auto_init=True)
+        refs, generator = submission.submit_task(core, self._function_id(core), options.get("name") or self._name,
+                                                 args, kwargs, options)
         return returned(refs, generator)
-
-
-def _max_calls(options: dict[str, Any]) -> int:
-    """As in Ray: no limit, except that a GPU task's worker exits after one call (freeing GPU memory)."""
-    if options.get("max_calls") is not None:
-        return options["max_calls"]
-    return 1 if (options.get("num_gpus") or 0) > 0 else 0
 
 
 class _BoundFunction:

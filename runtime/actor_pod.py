@@ -66,9 +66,9 @@ def load_class(path: str) -> type:
             obj = getattr(obj, part)
     except Exception as e:  # ImportError, AttributeError, or the module raising on import
         raise BadSpec("ClassNotImportable", f"cannot import {path!r}: {type(e).__name__}: {e}") from None
-    from kastor.actor import ActorClass
+    from kastor.actor import ActorClass, undecorated
     if isinstance(obj, ActorClass):  # a class already decorated with @kastor.remote
-        obj = obj._cls
+        obj = undecorated(obj)
     if not isinstance(obj, type):
         raise BadSpec("ClassNotImportable", f"{path!r} is a {type(obj).__name__}, not a class")
     return obj
@@ -153,7 +153,7 @@ def _run_actor(args: argparse.Namespace, token: str, cls: type, ctor_args: list[
             max_restarts=args.max_restarts, max_task_retries=args.max_task_retries,
             max_concurrency=args.max_concurrency, num_cpus=args.num_cpus, num_gpus=args.num_gpus or None,
             resources={args.resource: 1}).remote(*ctor_args, **ctor_kwargs)
-        actor_id = handle._actor_id
+        actor_id = kastor.actor.actor_id_of(handle)
         _say(f"actor {args.name!r} (namespace {args.namespace!r}, id {actor_id.hex()}) registered")
         core = context.core
         version, last_state = 0, None

@@ -17,14 +17,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from typing import TYPE_CHECKING
 
 import grpc
 from kastor import exceptions
 from kastor.runtime import task_events
-from kastor.runtime.core import CoreWorker
 from kastor.runtime.exec_stream import ExecStream
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
 from kastor.runtime.protocol import kastor_pb2 as pb
+
+if TYPE_CHECKING:  # the core hands itself in: importing it here would be a cycle
+    from kastor.runtime.core import CoreWorker
 
 log = logging.getLogger("kastor.actors")
 

@@ -19,12 +19,12 @@ import logging
 from collections.abc import Callable
 
 import grpc
-from kastor.runtime import auth, tls
+from kastor.runtime import auth, rpc, tls
 from kastor.runtime.client_objects import ObjectDirectory
 from kastor.runtime.config import TARGET_METADATA_KEY, TARGET_USER_AGENT_PREFIX
-from kastor.runtime.core import CHANNEL_OPTIONS
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+from kastor.runtime.rpc import ChannelCache
 
 log = logging.getLogger("kastor.gateway")
 
@@ -67,7 +67,7 @@ class Forwarder(grpc.GenericRpcHandler):
         self._head_address = head_address
         self._allowed_host = allowed_host
         self._kinds = _method_kinds()
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels = ChannelCache()
 
     def service(self, details):
         kind = self._kinds.get(details.method)
@@ -94,10 +94,7 @@ class Forwarder(grpc.GenericRpcHandler):
         if target != self._head_address and not self._allowed_host(target.rsplit(":", 1)[0]):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"{target} is not an address of this cluster's head or nodes")
-        ch = self._channels.get(target)
-        if ch is None:
-            ch = self._channels[target] = tls.aio_channel(target, CHANNEL_OPTIONS)
-        return ch
+        return self._channels.get(target)
 
     def _relay_unary(self, method: str, kind: str):
         """A relay for calls answered by one message (`kind`: unary_unary or stream_unary)."""
@@ -129,8 +126,7 @@ class Forwarder(grpc.GenericRpcHandler):
         return relay
 
     async def close(self) -> None:
-        for ch in self._channels.values():
-            await ch.close()
+        await self._channels.close()
 
 
 class Greeter(pb_grpc.ClientGatewayServicer):
@@ -160,7 +156,7 @@ async def start(port: int, host: str, advertise_ip: str, token: str, head_addres
                 ) -> tuple[grpc.aio.Server, Forwarder, int]:
     """Serves the client port beside the head; returns (server, forwarder, bound port)."""
     forwarder = Forwarder(token, head_address, allowed_host, directory)
-    server = tls.server(CHANNEL_OPTIONS, [auth.TokenInterceptor(token)])
+    server = rpc.server(token)
     bound = tls.add_port(server, f"{host}:{port}", "client port (kastor://)",
                          "Choose another with --client-port / KASTOR_CLIENT_PORT (0: any free port, -1: none).")
     pb_grpc.add_ClientGatewayServicer_to_server(

@@ -12,8 +12,8 @@ import asyncio
 
 import grpc
 from kastor import exceptions
-from kastor.runtime.core import error_value
 from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.serialization import error_value
 
 # How long a borrower waits for a value that was never published (a ref that escaped in
 # some way the client did not see) before it is declared lost.

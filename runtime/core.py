@@ -25,24 +25,34 @@ import grpc
 from kastor import exceptions
 from kastor.object_ref import ObjectRef
 from kastor.runtime import args as argpack
-from kastor.runtime import auth, config, context, gateway_client, head_link, pickler, serialization, settings, tls
-from kastor.runtime.memory_store import MemoryStore
+from kastor.runtime import (
+    auth,
+    config,
+    context,
+    core_service,
+    head_link,
+    pickler,
+    rpc,
+    serialization,
+    settings,
+    tls,
+    transport,
+)
+from kastor.runtime.actor_submitter import ActorSubmitter
+from kastor.runtime.ids import PUT_INDEX, actor_job_id, new_actor_id, new_put_id, new_task_id, return_id
+from kastor.runtime.ownership import ObjectTable
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+from kastor.runtime.rpc import CHANNEL_OPTIONS, ChannelCache, bind_host
+from kastor.runtime.serialization import error_value
+from kastor.runtime.task_submitter import TaskSubmitter
 
 log = logging.getLogger("kastor.core")
 
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", config.MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", config.MAX_MESSAGE_BYTES),
-    ("grpc.enable_retries", 0),
-    # Reconnect to a restarted peer (the head) within a second, not gRPC's default two minutes.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
+# Kept importable from here for code written against the old layout; new code imports ids and rpc.
+__all__ = ["CHANNEL_OPTIONS", "PUT_INDEX", "CoreWorker", "actor_job_id", "bind_host", "error_value",
+           "new_actor_id", "new_task_id", "return_id"]
 
-PUT_INDEX = b"\xff\xff\xff\xff"
 # How long a borrower's first ask waits for an owner's value to be ready (see _fetch_borrowed).
 PROBE_S = 0.05
 
@@ -62,36 +72,13 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def new_task_id() -> bytes:
-    return os.urandom(16)
-
-
-def new_actor_id(job_id: bytes) -> bytes:
-    """Random, ending in the creating job's id (as Ray's ActorID does), so the head can tell a
-    handle that outran its actor's registration (job still running: wait) from a stray one."""
-    return os.urandom(12) + job_id
-
-
-def actor_job_id(actor_id: bytes) -> bytes:
-    return actor_id[-4:]
-
-
-def return_id(task_id: bytes, index: int) -> bytes:
-    return task_id + index.to_bytes(4, "big")
-
-
-def error_value(exc: BaseException) -> pb.Value:
-    return pb.Value(data=serialization.dumps(exc, "error"), is_error=True)
-
-
 class CoreWorker:
     def __init__(self, *, head_address: str, token: str, node_address: str, node_id: str,
                  store_dir: str, ip: str, job_id: bytes = b"", namespace: str = "",
                  worker_id: bytes | None = None, is_driver: bool = True, gateway: str | None = None):
         self.head_address = head_address
-        # Remote client (kastor://): every call goes through the head's client port, and large
-        # objects are uploaded to a node's store instead of written to a local one.
-        self.gateway = gateway
+        # Remote client (kastor://, `gateway`: the head's client port) or a process in the cluster.
+        self.transport = transport.choose(gateway)
         self.token = token
         self.metadata = auth.metadata(token)
         self.node_address = node_address
@@ -102,23 +89,19 @@ class CoreWorker:
         self.namespace = namespace
         self.worker_id = worker_id or os.urandom(16)
         self.is_driver = is_driver
-        self.store = MemoryStore()
+        self.objects = ObjectTable(self.free_value)
+        self.store = self.objects.store
         self.engine = None  # set by a worker process: runs the tasks sent to it
         self.output = None  # a driver's OutputPrinter, when its workers' output is shown here (log_to_driver)
         self.env_vars: dict[str, str] = {}  # the job's runtime_env variables (a driver's init(runtime_env=))
         self.address = ""
 
-        self._refcounts: dict[bytes, int] = {}
-        self._owned: set[bytes] = set()
-        self._escaped: set[bytes] = set()
         self._fetching: set[bytes] = set()
         self._probes = 0  # fetches asking an owner whether a value is ready now (see _fetch_borrowed)
         self._after_probes: list[Callable[[], None]] = []
-        self._ref_lock = threading.Lock()
-        self._released: deque[bytes] = deque()
         self._registered: set[str] = set()
         self._functions: dict[str, Any] = {}
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels = ChannelCache(self.transport.connect)
         self._inbox: deque[Callable[[], None]] = deque()
         self._wakeup_pending = False
         self._closed = False
@@ -127,8 +110,6 @@ class CoreWorker:
         self._thread = threading.Thread(target=self._run_loop, name="kastor-core", daemon=True)
         self._thread.start()
 
-        from kastor.runtime.actor_submitter import ActorSubmitter
-        from kastor.runtime.task_submitter import TaskSubmitter
         self.tasks = TaskSubmitter(self)
         self.actors = ActorSubmitter(self)
         self.run(self._start_server())
@@ -144,7 +125,7 @@ class CoreWorker:
         self.loop.run_forever()
 
     def _sweep_released(self) -> None:
-        self._drain_released()
+        self.objects.drain_released()
         self.loop.call_later(config.REF_SWEEP_INTERVAL_S, self._sweep_released)
 
     def run(self, coro: Coroutine, timeout: float | None = None) -> Any:
@@ -177,14 +158,7 @@ class CoreWorker:
                 log.exception("kastor core: posted callback failed")
 
     def channel(self, address: str) -> grpc.aio.Channel:
-        ch = self._channels.get(address)
-        if ch is None:
-            if self.gateway:
-                ch = gateway_client.channel(self.gateway, address, CHANNEL_OPTIONS)
-            else:
-                ch = tls.aio_channel(address, CHANNEL_OPTIONS)
-            self._channels[address] = ch
-        return ch
+        return self._channels.get(address)
 
     def head_call(self, method: str, request: Any, timeout: float = 60) -> Any:
         """A blocking unary call to the head, from a user thread (stubs live on the loop)."""
@@ -210,9 +184,8 @@ class CoreWorker:
         return pb_grpc.CoreWorkerStub(self.channel(address))
 
     async def _start_server(self) -> None:
-        from kastor.runtime.core_service import CoreWorkerService
-        self._server = tls.server(CHANNEL_OPTIONS, [auth.TokenInterceptor(self.token)])
-        pb_grpc.add_CoreWorkerServicer_to_server(CoreWorkerService(self), self._server)
+        self._server = rpc.server(self.token)
+        core_service.register(self._server, self, executes=not self.is_driver)
         port = tls.add_port(self._server, f"{bind_host(self.ip)}:0", "worker's call port")
         await self._server.start()
         self.address = f"{self.ip}:{port}"
@@ -226,8 +199,8 @@ class CoreWorker:
             self.tasks.close()
             self.actors.close()
             await self._server.stop(grace=0.2)
-            for ch in self._channels.values():
-                await ch.close()
+            await self._channels.close()
+            await self.transport.close()
 
         try:
             self.run(close(), timeout=5)
@@ -258,67 +231,19 @@ class CoreWorker:
     # ---- reference counting (owner side, local counts only) ----
 
     def add_local_ref(self, object_id: bytes, owner: str, borrowed: bool) -> None:
-        if self._released:
-            self._drain_released()
-        with self._ref_lock:
-            self._refcounts[object_id] = self._refcounts.get(object_id, 0) + 1
+        self.objects.add_local_ref(object_id)
 
     def on_ref_escaped(self, object_id: bytes, owner: str = "") -> None:
         """Called while a ref is pickled (no locks may be taken: see remove_local_ref)."""
         # Another process may now hold it; without distributed counting, keep it for good.
-        if object_id in self._escaped:
+        if not self.objects.escape(object_id):
             return
-        self._escaped.add(object_id)
-        if self.gateway and owner == self.address:
-            # The cluster cannot reach this process: give the value to the gateway to serve.
-            self.post(lambda: self.store.on_ready(
-                object_id, lambda value: self.post(lambda: self.loop.create_task(self._publish(object_id, value)))))
-
-    async def _publish(self, object_id: bytes, value: pb.Value) -> None:
-        try:
-            await pb_grpc.ClientGatewayStub(self._gateway_channel()).PublishObjects(
-                pb.PublishObjectsRequest(object_ids=[object_id], values=[value], job_id=self.job_id),
-                metadata=self.metadata, timeout=60)
-        except grpc.aio.AioRpcError as e:
-            log.warning("could not hand object %s to the client port: %s", object_id.hex(), e.details())
-
-    def _gateway_channel(self) -> grpc.aio.Channel:
-        """The client port itself, not a cluster address relayed through it."""
-        ch = self._channels.get("")
-        if ch is None:
-            ch = self._channels[""] = tls.aio_channel(self.gateway, CHANNEL_OPTIONS)
-        return ch
+        if owner == self.address:
+            self.transport.on_escaped(self, object_id)
 
     def remove_local_ref(self, object_id: bytes) -> None:
-        """Called from ObjectRef.__del__, which the garbage collector may run inside any lock
-        this thread holds (the store's, the refcount lock): so only queue the release here.
-        The queue is drained where no lock is held: when the next ref is made, and by a
-        periodic sweep on the loop thread (waking the loop per release would halve put/get)."""
-        self._released.append(object_id)
-
-    def _drain_released(self) -> None:
-        released = self._released
-        while released:
-            try:
-                object_id = released.popleft()
-            except IndexError:
-                return
-            self._release(object_id)
-
-    def _release(self, object_id: bytes) -> None:
-        with self._ref_lock:
-            n = self._refcounts.get(object_id, 0) - 1
-            if n > 0:
-                self._refcounts[object_id] = n
-                return
-            self._refcounts.pop(object_id, None)
-            if object_id in self._escaped:
-                return
-            owned = object_id in self._owned
-            self._owned.discard(object_id)
-        value = self.store.pop(object_id)
-        if owned and value is not None:
-            self.free_value(value)
+        """From ObjectRef.__del__: queued, never done in place (see ObjectTable.remove_local_ref)."""
+        self.objects.remove_local_ref(object_id)
 
     def free_value(self, value: pb.Value) -> None:
         """Deletes a stored object's file, locally or through the node that holds it."""
@@ -341,14 +266,8 @@ class CoreWorker:
             pass
 
     def serves_objects(self) -> bool:
-        """Whether another process may still fetch a value from this one: a ref made here that
-        escaped (kept for good, without distributed counting) or is still referenced here."""
-        with self._ref_lock:
-            ids = set(self._refcounts) | set(self._escaped)
-        return any(self.store.contains(i) for i in ids)
-
-    def mark_owned(self, object_ids: list[bytes]) -> None:
-        self._owned.update(object_ids)
+        """Whether another process may still fetch a value from this one (see ObjectTable)."""
+        return self.objects.serves_objects()
 
     # ---- values ----
 
@@ -361,12 +280,7 @@ class CoreWorker:
         if ser.size <= config.INLINE_LIMIT:
             return pb.Value(data=ser.to_bytes())
         name = (object_id or os.urandom(20)).hex()
-        if self.gateway:
-            return pb.Value(location=self.run(self._upload(ser, name)))
-        path = os.path.join(self.store_dir, name)
-        size = ser.write_file(path)
-        return pb.Value(location=pb.ObjectLocation(
-            node_id=self.node_id, node_address=self.node_address, path=path, size=size))
+        return pb.Value(location=self.transport.store_large(self, ser, name))
 
     def decode(self, object_id: bytes, value: pb.Value) -> Any:
         """The Python value of a stored object; raises the stored error if it is one."""
@@ -399,18 +313,6 @@ class CoreWorker:
             obj = serialization.loads(value.data)
         return obj
 
-    async def _upload(self, ser: serialization.Serialized, name: str) -> pb.ObjectLocation:
-        def chunks():
-            first = True
-            for data in ser.iter_chunks(config.FETCH_CHUNK_BYTES):
-                yield pb.ObjectChunk(data=data, total=ser.size, name=name if first else "")
-                first = False
-        try:
-            return await self.node_stub().PutObject(chunks(), metadata=self.metadata)
-        except grpc.aio.AioRpcError as e:
-            raise exceptions.ObjectStoreFullError(
-                f"Could not upload a {ser.size}-byte object to node {self.node_address}: {e.details()}") from None
-
     async def _fetch_remote(self, loc: pb.ObjectLocation) -> bytes:
         parts = []
         try:
@@ -428,29 +330,25 @@ class CoreWorker:
     def put(self, value: Any) -> ObjectRef:
         if isinstance(value, ObjectRef):
             raise TypeError("Calling put() on an ObjectRef is not allowed: pass the ref itself instead.")
-        object_id = os.urandom(16) + PUT_INDEX
+        object_id = new_put_id()
         stored = self.make_value(value, "the value passed to put()", object_id)
-        self._owned.add(object_id)
-        self.store.put(object_id, stored)
+        self.objects.own(object_id, stored)
         return ObjectRef(object_id, self.address)
 
     def generator_item(self, item: pb.GeneratorItem) -> None:
         """Stores an item a generator task of ours reported; its ObjectRefGenerator hands out the ref."""
-        object_id = return_id(item.task_id, item.index + 1)
-        self._owned.add(object_id)
-        self.store.put(object_id, item.value)
+        self.objects.own(return_id(item.task_id, item.index + 1), item.value)
 
     def adopt(self, object_id: bytes, value: pb.Value) -> ObjectRef:
         """Owns a value serialized elsewhere (a generator's items), as `put` owns what it stores."""
-        self._owned.add(object_id)
-        self.store.put(object_id, value)
+        self.objects.own(object_id, value)
         return ObjectRef(object_id, self.address)
 
     def _ensure_available(self, refs: list[ObjectRef]) -> None:
         """Starts fetching borrowed refs this process does not have yet."""
         for ref in refs:
-            oid = ref._id
-            if ref._owner != self.address and oid not in self._fetching and not self.store.contains(oid):
+            oid = ref.binary()
+            if ref.owner_address != self.address and oid not in self._fetching and not self.store.contains(oid):
                 self._fetching.add(oid)
                 self.post(lambda ref=ref: self._start_fetch(ref))
 
@@ -465,10 +363,10 @@ class CoreWorker:
         waiting on it is not "blocked" (see after_probes), so it keeps its task's CPU, as a
         Ray get of ready objects does; a node would otherwise start a worker per such task.
         """
-        oid = ref._id
+        oid = ref.binary()
         probing = True
         try:
-            stub = self.worker_stub(ref._owner)
+            stub = self.worker_stub(ref.owner_address)
             value = await self._ask_owner(stub, oid, PROBE_S)
             if value is None:  # not ready: wait for it as a blocked get
                 probing = False
@@ -476,7 +374,7 @@ class CoreWorker:
                 value = await self._ask_owner(stub, oid, 0)
         except grpc.aio.AioRpcError as e:
             value = error_value(exceptions.OwnerDiedError(
-                oid.hex(), f"Object {oid.hex()} is lost: its owner at {ref._owner} is unreachable "
+                oid.hex(), f"Object {oid.hex()} is lost: its owner at {ref.owner_address} is unreachable "
                            f"({e.code().name}). The process that created a ref owns its value; keep it "
                            f"alive while others use the ref."))
         finally:
@@ -513,25 +411,26 @@ class CoreWorker:
     def value_when_ready(self, ref: ObjectRef, callback: Callable[[pb.Value], None]) -> None:
         """Calls back with the stored value of a ref (fetching it when borrowed)."""
         self._ensure_available([ref])
-        self.store.on_ready(ref._id, callback)
+        self.store.on_ready(ref.binary(), callback)
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         self._ensure_available(refs)
-        ids = [r._id for r in refs]
-        values = self.store.get_values(ids, timeout, self._blocked_hook(ids))
-        return [self.decode(r._id, v) for r, v in zip(refs, values, strict=True)]
+        ids = [r.binary() for r in refs]
+        values = self.store.get_values(ids, timeout, self.blocked_hook(ids))
+        return [self.decode(r.binary(), v) for r, v in zip(refs, values, strict=True)]
 
     def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None,
              fetch_local: bool) -> tuple[list[ObjectRef], list[ObjectRef]]:
         self._ensure_available(refs)
-        ids = [r._id for r in refs]
-        ready = self.store.wait(ids, num_returns, timeout, self._blocked_hook(ids))
+        ids = [r.binary() for r in refs]
+        ready = self.store.wait(ids, num_returns, timeout, self.blocked_hook(ids))
         ready_refs, rest = [], []
         for r in refs:
-            (ready_refs if r._id in ready and len(ready_refs) < num_returns else rest).append(r)
+            (ready_refs if r.binary() in ready and len(ready_refs) < num_returns else rest).append(r)
         return ready_refs, rest
 
-    def _blocked_hook(self, ids: list[bytes]) -> Callable[[bool], None] | None:
+    def blocked_hook(self, ids: list[bytes]) -> Callable[[bool], None] | None:
+        """What a get/wait on `ids` calls as it blocks and unblocks: a worker lends its CPU back."""
         if self.engine is None:
             return None
         return lambda blocked: self.engine.notify_blocked(blocked, ids)
@@ -547,7 +446,7 @@ class CoreWorker:
 
         def resolve(value: pb.Value) -> None:
             try:
-                fut.set_result(self.decode(ref._id, value))
+                fut.set_result(self.decode(ref.binary(), value))
             except BaseException as e:  # the stored error is the future's outcome
                 fut.set_exception(e)
 
@@ -609,9 +508,3 @@ def _name_unpicklable_argument(args: tuple, kwargs: dict, what: str) -> serializ
                 f"the resource inside the task or actor instead.")
     return serialization.SerializationError(f"Could not serialize the arguments of {what}.")
 
-
-def bind_host(ip: str) -> str:
-    """A loopback node IP is bound exactly (each emulated pod has its own 127.x address)."""
-    if ip == "localhost":
-        return "127.0.0.1"
-    return ip if ip.startswith("127.") else "0.0.0.0"

@@ -1,18 +1,34 @@
-"""The gRPC face of a CoreWorker: objects it owns, and (in workers) the work it runs."""
+"""The gRPC face of a CoreWorker, in two parts on one `kastor.CoreWorker` service name.
+
+OwnerService serves what every process owns: its objects (to borrowers), generator items its
+calls yield, and cancellation of the calls it submitted. ExecutorService serves what only a
+worker does: running calls (Execute, StartActor) and answering its node (LeaseState, Exit).
+A driver registers the owner part alone, so a call meant for a worker that reaches a driver
+is UNIMPLEMENTED there instead of being served by code that has nothing to run it with.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from kastor import exceptions
 from kastor.runtime.cancel import cancel_owned
-from kastor.runtime.core import CoreWorker, error_value
+from kastor.runtime.memory_store import settling
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+from kastor.runtime.serialization import error_value
+
+if TYPE_CHECKING:  # the core hands itself in: importing it here would be a cycle
+    from kastor.runtime.core import CoreWorker
+
+SERVICE = "kastor.CoreWorker"
+OWNER_METHODS = ("GetObjects", "ReportGeneratorItem", "CancelTask")
+EXECUTOR_METHODS = ("Execute", "StartActor", "LeaseState", "Exit")
 
 
-class CoreWorkerService(pb_grpc.CoreWorkerServicer):
+class OwnerService(pb_grpc.CoreWorkerServicer):
     def __init__(self, core: CoreWorker):
         self.core = core
 
@@ -22,12 +38,11 @@ class CoreWorkerService(pb_grpc.CoreWorkerServicer):
         store = self.core.store
         values = []
         for object_id in request.object_ids:
-            if not store.contains(object_id) and object_id not in self.core._refcounts \
-                    and object_id not in self.core._escaped:
+            if not self.core.objects.known(object_id):
                 values.append(error_value(exceptions.ObjectLostError(object_id.hex())))
                 continue
             fut = loop.create_future()
-            store.on_ready(object_id, lambda v, fut=fut: loop.call_soon_threadsafe(_settle, fut, v))
+            store.on_ready(object_id, settling(fut))
             timeout = request.timeout_s or None
             try:
                 values.append(await asyncio.wait_for(fut, timeout))
@@ -39,23 +54,6 @@ class CoreWorkerService(pb_grpc.CoreWorkerServicer):
         self.core.generator_item(request)
         return pb.Empty()
 
-    def _engine(self):
-        return self.core.engine
-
-    async def Execute(self, request_iterator, context):
-        engine = self._engine()
-        if engine is None:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this process runs no work (a driver)")
-        await context.send_initial_metadata(())  # accepted: the caller writes its calls only after this
-        async for reply in engine.serve_stream(request_iterator, context):
-            yield reply
-
-    async def StartActor(self, request, context):
-        engine = self._engine()
-        if engine is None:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this process runs no work (a driver)")
-        return await engine.start_actor(request)
-
     async def CancelTask(self, request, context):
         """Cancels a task this process submitted (for a process that holds its ref), or else
         one it runs (for the task's submitter)."""
@@ -64,28 +62,67 @@ class CoreWorkerService(pb_grpc.CoreWorkerServicer):
                 return pb.Empty()
         except ValueError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        engine = self._engine()
+        engine = self.core.engine
         if engine is not None:
             engine.cancel(request.task_id, request.force, request.recursive)
         return pb.Empty()
 
-    async def LeaseState(self, request, context):
-        engine = self._engine()
+
+class ExecutorService(pb_grpc.CoreWorkerServicer):
+    """Runs work through the worker's engine, which the worker attaches once its core serves."""
+
+    def __init__(self, core: CoreWorker):
+        self.core = core
+
+    async def _engine(self, context) -> Any:
+        engine = self.core.engine
         if engine is None:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this process runs no work (a driver)")
-        return engine.lease_state()
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this worker is still starting: no work yet")
+        return engine
+
+    async def Execute(self, request_iterator, context):
+        engine = await self._engine(context)
+        await context.send_initial_metadata(())  # accepted: the caller writes its calls only after this
+        async for reply in engine.serve_stream(request_iterator, context):
+            yield reply
+
+    async def StartActor(self, request, context):
+        return await (await self._engine(context)).start_actor(request)
+
+    async def LeaseState(self, request, context):
+        return (await self._engine(context)).lease_state()
 
     async def Exit(self, request, context):
         """The node reaping an idle worker: it exits unless it is busy or still needed."""
-        engine = self._engine()
-        if engine is None:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this process runs no work (a driver)")
-        refused = engine.exit_if_idle()
+        refused = (await self._engine(context)).exit_if_idle()
         if refused:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"this worker stays: {refused}")
         return pb.Empty()
 
 
-def _settle(fut: asyncio.Future, value) -> None:
-    if not fut.done():
-        fut.set_result(value)
+class _Capture:
+    """Collects the method handlers the generated add_*_to_server builds, without a server."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.handlers = handlers
+
+
+def _handlers(servicer: pb_grpc.CoreWorkerServicer, methods: tuple[str, ...]) -> dict[str, grpc.RpcMethodHandler]:
+    capture = _Capture()
+    pb_grpc.add_CoreWorkerServicer_to_server(servicer, capture)
+    return {name: capture.handlers[name] for name in methods}
+
+
+def register(server: grpc.aio.Server, core: CoreWorker, executes: bool) -> None:
+    """Serves the owner part, and the executor part too when this process runs work."""
+    handlers = _handlers(OwnerService(core), OWNER_METHODS)
+    if executes:
+        handlers.update(_handlers(ExecutorService(core), EXECUTOR_METHODS))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)

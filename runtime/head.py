@@ -18,11 +18,12 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import grpc
-from kastor.runtime import auth, config, flags, launcher, logging_setup, settings, tls
-from kastor.runtime.core import CHANNEL_OPTIONS, actor_job_id, bind_host
+from kastor.runtime import auth, config, flags, launcher, logging_setup, rpc, settings, tls
+from kastor.runtime.ids import actor_job_id
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.resources import fits
+from kastor.runtime.rpc import ChannelCache, bind_host
 from kastor.runtime.store import InMemoryStore, Store
 
 log = logging.getLogger("kastor.head")
@@ -53,7 +54,7 @@ class Head(pb_grpc.HeadServicer):
         self.job_end_hooks: list[Callable[[bytes], None]] = []  # e.g. the client port's object table
         self.pending: set[bytes] = set()
         self.placing: set[bytes] = set()
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels = ChannelCache()
         self._next_job = 1
         self.unreconciled: set[str] = set()    # nodes whose live actors we have not yet compared
         self.job_sessions: dict[bytes, int] = defaultdict(int)
@@ -64,10 +65,7 @@ class Head(pb_grpc.HeadServicer):
         return any(n.alive and n.ip == host for n in self.nodes.values())
 
     def node_stub(self, address: str) -> pb_grpc.NodeAgentStub:
-        ch = self._channels.get(address)
-        if ch is None:
-            ch = self._channels[address] = tls.aio_channel(address, CHANNEL_OPTIONS)
-        return pb_grpc.NodeAgentStub(ch)
+        return pb_grpc.NodeAgentStub(self._channels.get(address))
 
     async def load(self) -> None:
         """Rebuilds the tables from the store: empty for a fresh store, everything after a restart.
@@ -592,7 +590,7 @@ class _Ports:
 
 async def _open_ports(head: Head, token: str, args: argparse.Namespace) -> _Ports:
     """Binds every port the head serves; a busy one raises PortInUseError naming it and the flag to change."""
-    server = tls.server(CHANNEL_OPTIONS, [auth.TokenInterceptor(token)])
+    server = rpc.server(token)
     pb_grpc.add_HeadServicer_to_server(head, server)
     port = tls.add_port(server, f"{bind_host(args.node_ip)}:{args.port}", "head",
                         "Choose another with --port / KASTOR_HEAD_PORT.")

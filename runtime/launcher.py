@@ -8,15 +8,18 @@ parent that started them goes away.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import select
 import signal
 import socket
 import subprocess
 import sys
-import threading
+from collections.abc import Callable
 
 from kastor.runtime import config, session_dirs
+
+log = logging.getLogger("kastor.launcher")
 
 
 def new_session_dir(kind: str) -> str:
@@ -49,16 +52,35 @@ async def wait_for_stop(exit_with_parent: bool) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if exit_with_parent:
-        def watch() -> None:
-            try:
-                while sys.stdin.buffer.read(4096):
-                    pass
-            except Exception:
-                pass
-            loop.call_soon_threadsafe(stop.set)
-
-        threading.Thread(target=watch, name="kastor-parent-watch", daemon=True).start()
+        watch_parent(loop, stop.set)
     await stop.wait()
+
+
+def watch_parent(loop: asyncio.AbstractEventLoop, on_gone: Callable[[], None]) -> None:
+    """Calls `on_gone` (on the loop) once our stdin, a pipe the parent holds, reaches its end:
+    the parent exited or died, and an embedded process must not outlive it (no orphans).
+
+    Watched from the event loop, not from a thread of its own: a worker keeps its threads to
+    the main one, the core loop and gRPC's (tests/test_ray_compat_workers.py). Call it on the
+    loop's thread."""
+    fd = sys.stdin.fileno()
+    os.set_blocking(fd, False)
+
+    def on_readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            on_gone()
+
+    try:
+        loop.add_reader(fd, on_readable)
+    except (PermissionError, OSError) as e:  # stdin is a file or a terminal, not the parent's pipe
+        log.warning("not watching the parent process: stdin is not a pipe (%s)", e)
 
 
 class Child:

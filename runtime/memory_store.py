@@ -7,6 +7,7 @@ One condition variable covers the threads: a batch of results wakes waiters once
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -15,6 +16,20 @@ from kastor.exceptions import GetTimeoutError
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 Callback = Callable[[pb.Value], None]
+
+
+def settling(fut: asyncio.Future) -> Callback:
+    """A store callback that resolves `fut` with the value, on the future's own loop.
+
+    Store callbacks run on whichever thread stored the value (see on_ready); the future may
+    only be touched on its loop's thread, and only the first value counts."""
+    loop = fut.get_loop()
+
+    def settle(value: pb.Value) -> None:
+        if not fut.done():
+            fut.set_result(value)
+
+    return lambda value: loop.call_soon_threadsafe(settle, value)
 
 
 class MemoryStore:

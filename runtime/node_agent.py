@@ -21,11 +21,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import grpc
-from kastor.runtime import auth, config, flags, head_link, launcher, logging_setup, retry, settings, tls
-from kastor.runtime.core import CHANNEL_OPTIONS, bind_host
+from kastor.runtime import auth, config, flags, head_link, launcher, logging_setup, retry, rpc, settings, tls
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.resources import fits, release, subtract
+from kastor.runtime.rpc import ChannelCache, bind_host
 
 log = logging.getLogger("kastor.node")
 
@@ -86,27 +86,21 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         self.infeasible: dict[tuple, tuple[float, set[bytes]]] = {}  # shape -> (last asked, jobs)
         self._no_free_elsewhere: dict[tuple, float] = {}  # shape -> until when not to ask the head again
         self._lease_seq = 0
-        self._head_channel: grpc.aio.Channel | None = None
         # Fencing (see RenewWorkerLease): how long a worker's lease lasts, from the head's node
         # death timeout once registered; and whether the head declared this node dead.
         self.death_timeout_s = config.NODE_DEATH_TIMEOUT_S
         self.worker_lease_s = self.death_timeout_s * config.WORKER_LEASE_FRACTION
         self.fenced = False
         self.head_confirmed_at = 0.0  # time.monotonic() when the last heartbeat the head knew was sent
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels = ChannelCache()
 
     # ---- plumbing ----
 
     def head(self) -> pb_grpc.HeadStub:
-        if self._head_channel is None:
-            self._head_channel = tls.aio_channel(self.head_address, CHANNEL_OPTIONS)
-        return pb_grpc.HeadStub(self._head_channel)
+        return pb_grpc.HeadStub(self._channels.get(self.head_address))
 
     def worker_stub(self, address: str) -> pb_grpc.CoreWorkerStub:
-        ch = self._channels.get(address)
-        if ch is None:
-            ch = self._channels[address] = tls.aio_channel(address, CHANNEL_OPTIONS)
-        return pb_grpc.CoreWorkerStub(ch)
+        return pb_grpc.CoreWorkerStub(self._channels.get(address))
 
     def node_info(self) -> pb.NodeInfo:
         return pb.NodeInfo(node_id=self.node_id, address=self.address, ip=self.ip, total=self.total,
@@ -683,7 +677,7 @@ async def serve(args: argparse.Namespace) -> int:
     os.makedirs(store_dir, exist_ok=True)
     agent = NodeAgent(head_address=args.address, token=token, ip=args.node_ip, total=parse_resources(args),
                       store_dir=store_dir, session_dir=session_dir, node_id=node_id)
-    server = tls.server(CHANNEL_OPTIONS, [auth.TokenInterceptor(token)])
+    server = rpc.server(token)
     pb_grpc.add_NodeAgentServicer_to_server(agent, server)
     try:
         port = tls.add_port(server, f"{bind_host(args.node_ip)}:{args.port}", "node agent",

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from kastor import exceptions
 from kastor.object_ref import ObjectRef
 from kastor.runtime import task_events
-from kastor.runtime.core import CoreWorker, error_value
+from kastor.runtime.memory_store import settling
 from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.serialization import error_value
+
+if TYPE_CHECKING:  # the core hands itself in: importing it here would be a cycle
+    from kastor.runtime.core import CoreWorker
 
 
 class PendingCall:
@@ -57,16 +62,11 @@ async def resolve_deps(core: CoreWorker, call: PendingCall) -> None:
     futures = []
     for ref in call.deps:
         fut = loop.create_future()
-        core.value_when_ready(ref, lambda v, fut=fut: loop.call_soon_threadsafe(_settle, fut, v))
+        core.value_when_ready(ref, settling(fut))
         futures.append(fut)
     values = await asyncio.gather(*futures)
     call.spec.ref_args.extend(values)
     call.resolved = True
-
-
-def _settle(fut: asyncio.Future, value: pb.Value) -> None:
-    if not fut.done():
-        fut.set_result(value)
 
 
 def store_result(core: CoreWorker, call: PendingCall, result: pb.TaskResult) -> None:
@@ -90,12 +90,4 @@ def store_values(core: CoreWorker, call: PendingCall, values: list[pb.Value]) ->
         call.on_done = None
     call.deps = []  # the argument refs may go now
     core.free_value(call.spec.args)  # a large argument lived in the store for this call only
-    keep = []
-    counts = core._refcounts
-    for oid, value in zip(call.return_ids, values, strict=True):
-        if oid in counts or oid in core._escaped:
-            keep.append((oid, value))
-        elif not value.is_error:
-            core.free_value(value)  # nobody holds the ref any more
-    core.mark_owned([oid for oid, _ in keep])
-    core.store.put_many(keep)
+    core.objects.store_returns(zip(call.return_ids, values, strict=True))

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from kastor.exceptions import ObjectStoreFullError
 from kastor.runtime import pickler
+from kastor.runtime.protocol import kastor_pb2 as pb
 
 _PLAIN = b"\x00"   # frame tag: in-band pickle only
 _OOB = b"\x01"     # frame tag: header + in-band pickle + aligned out-of-band buffers
@@ -182,6 +183,11 @@ def serialize(value: object, what: str = "value") -> Serialized:
 
 def dumps(value: object, what: str = "value") -> bytes:
     return serialize(value, what).to_bytes()
+
+
+def error_value(exc: BaseException) -> pb.Value:
+    """A stored value that raises `exc` where it is read (a failed call's returns, a lost object)."""
+    return pb.Value(data=dumps(exc, "error"), is_error=True)
 
 
 def loads(frame: bytes | memoryview) -> object:

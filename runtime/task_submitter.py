@@ -17,14 +17,17 @@ import asyncio
 import logging
 import time
 from collections import defaultdict, deque
+from typing import TYPE_CHECKING
 
 import grpc
 from kastor import exceptions
 from kastor.runtime import config, task_events
-from kastor.runtime.core import CoreWorker
 from kastor.runtime.exec_stream import ExecStream
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
 from kastor.runtime.protocol import kastor_pb2 as pb
+
+if TYPE_CHECKING:  # the core hands itself in: importing it here would be a cycle
+    from kastor.runtime.core import CoreWorker
 
 log = logging.getLogger("kastor.tasks")
 
@@ -109,6 +112,10 @@ class TaskSubmitter:
                 metadata=self.core.metadata, timeout=10)
         except grpc.aio.AioRpcError:
             pass  # the worker is gone: the lost stream settles the call
+
+    def children_of(self, task_id: bytes) -> list[bytes]:
+        """The tasks this process submitted from inside task `task_id` (for a recursive cancel)."""
+        return list(self.children.get(task_id, ()))
 
     def close(self) -> None:
         self._closed = True

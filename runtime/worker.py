@@ -16,21 +16,22 @@ import os
 import queue
 import signal
 import socket
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from kastor import exceptions
-from kastor.actor import BUILTIN_METHODS, ActorExit
-from kastor.object_ref_generator import GeneratedItems
 from kastor.runtime import args as argpack
-from kastor.runtime import config, context, logging_setup, omp, retry, serialization, settings
-from kastor.runtime.core import CoreWorker, error_value, return_id
+from kastor.runtime import config, context, launcher, logging_setup, omp, retry, serialization, settings
+from kastor.runtime.actor_builtins import BUILTIN_METHODS, ActorExit
+from kastor.runtime.core import CoreWorker, error_value
+from kastor.runtime.generated import GeneratedItems
+from kastor.runtime.ids import return_id
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.worker_lease import WorkerLease
 from kastor.runtime.worker_logs import LogShipper
@@ -69,13 +70,34 @@ class _Outbox:
         return batch
 
 
+@dataclass(frozen=True)
+class _Run:
+    """A call for the main thread."""
+
+    spec: pb.TaskSpec
+    outbox: _Outbox
+
+
+@dataclass(frozen=True)
+class _Construct:
+    """Becoming an actor: its constructor runs on the main thread, the reply goes to `reply`
+    (a future of the core's loop)."""
+
+    spec: pb.ActorSpec
+    gpu_ids: list[int]
+    reply: asyncio.Future
+
+
 class Engine:
     def __init__(self, core: CoreWorker, lease: WorkerLease):
         self.core = core
         self.lease = lease  # checked before every call: fencing (see worker_lease)
         self.incarnation = 0  # the actor's num_restarts when this instance started
         self.pid = os.getpid()
-        self.main_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.main_queue: queue.SimpleQueue[_Run | _Construct | None] = queue.SimpleQueue()
+        # Where a call runs, chosen once: the main thread, until this worker becomes a threaded
+        # actor (its thread pools) or an async one (its event loops). See _choose_runner.
+        self._runner: Callable[[pb.TaskSpec, _Outbox], None] = self._run_on_main
         self.actor_spec: pb.ActorSpec | None = None
         self.restarted = False
         self.instance: Any = None
@@ -180,14 +202,31 @@ class Engine:
                 f"{spec.name} asks for concurrency group {spec.concurrency_group!r}, which the actor does not "
                 f"define; its groups are: {', '.join(sorted(self.actor_spec.concurrency_groups)) or '(none)'}. "
                 f"Pass concurrency_groups={{...}} when creating the actor.")))
-        elif self.actor_loop is not None:
-            self.group_loops[spec.concurrency_group].call_soon_threadsafe(self._start_async, spec, outbox)
-        elif spec.concurrency_group:
-            self.group_pools[spec.concurrency_group].submit(self._run_and_post, spec, outbox)
-        elif self.pool is not None:
-            self.pool.submit(self._run_and_post, spec, outbox)
         else:
-            self.main_queue.put((spec, outbox))
+            self._runner(spec, outbox)
+
+    # ---- runners: one per mode ----
+
+    def _choose_runner(self) -> None:
+        """Once the actor is constructed: an async actor runs calls on its groups' event loops,
+        a threaded one (max_concurrency > 1, or concurrency groups) on its groups' thread pools."""
+        if self.actor_loop is not None:
+            self._runner = self._run_on_actor_loop
+        elif self.pool is not None or self.group_pools:
+            self._runner = self._run_on_pool
+
+    def _run_on_main(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
+        self.main_queue.put(_Run(spec, outbox))
+
+    def _run_on_pool(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
+        pool = self.group_pools[spec.concurrency_group] if spec.concurrency_group else self.pool
+        if pool is None:  # a call of the default group of an actor whose only pools are its groups'
+            self._run_on_main(spec, outbox)
+        else:
+            pool.submit(self._run_and_post, spec, outbox)
+
+    def _run_on_actor_loop(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
+        self.group_loops[spec.concurrency_group].call_soon_threadsafe(self._start_async, spec, outbox)
 
     def _knows_group(self, name: str) -> bool:
         return self.actor_spec is not None and name in self.actor_spec.concurrency_groups
@@ -204,7 +243,7 @@ class Engine:
         self.restarted = request.num_restarts > 0
         self.incarnation = request.num_restarts
         fut = asyncio.get_running_loop().create_future()
-        self.main_queue.put(("construct", request.spec, list(request.gpu_ids), fut))
+        self.main_queue.put(_Construct(request.spec, list(request.gpu_ids), fut))
         return await fut
 
     def _construct(self, spec: pb.ActorSpec, gpu_ids: list[int]) -> pb.StartActorReply:
@@ -246,6 +285,7 @@ class Engine:
                 self.pool = ThreadPoolExecutor(spec.max_concurrency, thread_name_prefix="kastor-actor")
             self.group_pools = {name: ThreadPoolExecutor(limit, thread_name_prefix=f"kastor-{name}")
                                 for name, limit in spec.concurrency_groups.items()}
+        self._choose_runner()
         return pb.StartActorReply(started=True, pid=self.pid, address=self.core.address,
                                   worker_id=self.core.worker_id)
 
@@ -298,13 +338,11 @@ class Engine:
             item = self.main_queue.get()
             if item is None:
                 return
-            if item[0] == "construct":
-                _, spec, gpu_ids, fut = item
-                reply = self._construct(spec, gpu_ids)
-                self.core.loop.call_soon_threadsafe(fut.set_result, reply)
-                continue
-            spec, outbox = item
-            self._post(outbox, self.execute(spec))
+            if isinstance(item, _Construct):
+                reply = self._construct(item.spec, item.gpu_ids)
+                self.core.loop.call_soon_threadsafe(item.reply.set_result, reply)
+            else:
+                self._post(item.outbox, self.execute(item.spec))
 
     def _label(self, spec: pb.TaskSpec) -> str:
         """How the driver prefixes this call's output: the actor's class, or the task's function
@@ -329,18 +367,45 @@ class Engine:
             self._interrupt_target = None
             raise KeyboardInterrupt
 
-    def execute(self, spec: pb.TaskSpec) -> pb.TaskResult:
-        """Runs one call to completion on the current thread."""
+    def _refused(self, spec: pb.TaskSpec) -> pb.TaskResult | None:
+        """The result of a call that must not start: cancelled while queued, or its actor exiting."""
         if spec.task_id in self.cancelled:
             self.cancelled.discard(spec.task_id)
             return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_CANCELLED)
         if self._exiting:
             return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
+        return None
+
+    def _task_context(self, spec: pb.TaskSpec) -> context.TaskContext:
+        return context.TaskContext(spec.job_id, spec.task_id, spec.actor_id, tuple(spec.gpu_ids), spec.namespace,
+                                   self._label(spec), self._env_vars(spec), spec.name)
+
+    def _invoke(self, spec: pb.TaskSpec) -> Any:
+        """Loads the call's code and arguments and calls it (a coroutine or generator is returned as is)."""
+        fn = self._callable(spec)
+        args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.task_id)
+        return fn(*args, **kwargs)
+
+    def _raised(self, spec: pb.TaskSpec, error: BaseException) -> pb.TaskResult:
+        """The result of a call that raised: an exit_actor() (even one caught and followed by
+        another error) ends the actor; anything else is the call's error, and we serve on."""
+        if isinstance(error, ActorExit) or self._exiting:
+            return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
+        return self._failed(spec, error)
+
+    def _returned(self, spec: pb.TaskSpec, value: Any) -> pb.TaskResult:
+        if self._exiting and spec.actor_id:  # exit_actor() was called, and caught: the actor ends all the same
+            return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
+        return self._returns(spec, value)
+
+    def execute(self, spec: pb.TaskSpec) -> pb.TaskResult:
+        """Runs one call to completion on the current thread (the main one, or a pool's)."""
+        refused = self._refused(spec)
+        if refused is not None:
+            return refused
         self.lease.check()
         on_main = threading.get_ident() == self._main_ident
-        token = context.current_task.set(context.TaskContext(
-            spec.job_id, spec.task_id, spec.actor_id, tuple(spec.gpu_ids), spec.namespace, self._label(spec),
-            self._env_vars(spec), spec.name))
+        token = context.current_task.set(self._task_context(spec))
         if on_main:
             self.current_main_task = spec.task_id
         task_env = spec.env_vars if self.actor_spec is not None else \
@@ -349,30 +414,22 @@ class Engine:
         try:
             if spec.gpu_ids:
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpu_ids))
-            fn = self._callable(spec)
-            args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.task_id)
-            value = fn(*args, **kwargs)
+            value = self._invoke(spec)
             if spec.generator:
                 value = self._generated(spec, value)
-        except ActorExit:  # exit_actor() already asked this engine to exit
-            return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
-        except KeyboardInterrupt as e:
+        except KeyboardInterrupt as e:  # cancel() interrupting the main thread
             if on_main:
                 self.current_main_task = None
             return self._failed(spec, e, cancelled=True)
-        except BaseException as e:  # user code may raise anything; the call fails, we serve on
-            if self._exiting:  # it caught exit_actor()'s SystemExit and raised something else: still exiting
-                return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
-            return self._failed(spec, e)
+        except BaseException as e:  # user code may raise anything
+            return self._raised(spec, e)
         finally:
             if on_main:
                 self.current_main_task = None
             context.current_task.reset(token)
             restore_env()
             self._count_call(spec)
-        if self._exiting and spec.actor_id:  # exit_actor() was called, and caught: the actor ends all the same
-            return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
-        return self._returns(spec, value)
+        return self._returned(spec, value)
 
     def _count_call(self, spec: pb.TaskSpec) -> None:
         if spec.max_calls and not spec.actor_id:
@@ -394,33 +451,23 @@ class Engine:
         self._post(outbox, result)
 
     async def _execute_async(self, spec: pb.TaskSpec) -> pb.TaskResult:
-        if spec.task_id in self.cancelled or self._exiting:
-            self.cancelled.discard(spec.task_id)
-            status = pb.TASK_ACTOR_EXITED if self._exiting else pb.TASK_CANCELLED
-            return pb.TaskResult(task_id=spec.task_id, status=status)
+        """Runs one call of an async actor on its group's event loop (the context is the asyncio task's)."""
+        refused = self._refused(spec)
+        if refused is not None:
+            return refused
         self.lease.check()
-        context.current_task.set(context.TaskContext(
-            spec.job_id, spec.task_id, spec.actor_id, namespace=spec.namespace, label=self._label(spec),
-            env_vars=self._env_vars(spec), name=spec.name))
+        context.current_task.set(self._task_context(spec))
         try:
-            fn = self._callable(spec)
-            args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.task_id)
-            value = fn(*args, **kwargs)
+            value = self._invoke(spec)
             if inspect.iscoroutine(value):  # not asyncio.iscoroutine: that takes plain generators too
                 value = await value
             if spec.generator:
                 value = await self._generated_async(spec, value)
-        except ActorExit:
-            return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
         except asyncio.CancelledError:
             raise
         except BaseException as e:
-            if self._exiting:
-                return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
-            return self._failed(spec, e)
-        if self._exiting:  # exit_actor() was called, and caught: the actor ends all the same
-            return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
-        return self._returns(spec, value)
+            return self._raised(spec, e)
+        return self._returned(spec, value)
 
     def _generated(self, spec: pb.TaskSpec, items: Any) -> GeneratedItems:
         """Runs a generator to its end, reporting each item to the caller as it comes (or
@@ -543,7 +590,7 @@ class Engine:
 
     def cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:
         if recursive:
-            for child in list(self.core.tasks.children.get(task_id, ())):
+            for child in self.core.tasks.children_of(task_id):
                 self.core.tasks.cancel(child, force, recursive)
         if task_id == self.current_main_task:
             if force:
@@ -689,27 +736,6 @@ def _set_environ(variables) -> Callable[[], None]:
     return restore
 
 
-def _watch_parent(core: CoreWorker) -> None:
-    """The node agent holds our stdin; when it dies, so do we (no orphans).
-
-    Watched from the core's event loop, not from a thread of its own: a worker keeps its
-    threads to the main one, the core loop and gRPC's (tests/test_ray_compat_workers.py).
-    """
-    fd = sys.stdin.fileno()
-
-    def on_readable() -> None:
-        try:
-            data = os.read(fd, 4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            os._exit(0)
-
-    core.post(lambda: core.loop.add_reader(fd, on_readable))
-
-
 def main() -> None:
     logging_setup.configure("worker")
     core = CoreWorker(
@@ -718,7 +744,7 @@ def main() -> None:
         store_dir=settings.STORE_DIR.require(), ip=settings.NODE_IP.get(),
         worker_id=bytes.fromhex(settings.WORKER_ID.require()), is_driver=False)
     context.core = core
-    _watch_parent(core)
+    core.post(lambda: launcher.watch_parent(core.loop, lambda: os._exit(0)))  # the node agent holds our stdin
     lease = WorkerLease(core, settings.WORKER_LEASE_S.require())
     engine = Engine(core, lease)
     core.engine = engine

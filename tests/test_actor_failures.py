@@ -117,6 +117,38 @@ def test_in_flight_call_is_retried_with_max_task_retries(tmp_path):
     assert kastor.get(ref, timeout=DEADLINE_S) == 2, "the call ran again on the restarted actor"
 
 
+def test_method_options_max_task_retries_overrides_the_actors(tmp_path):
+    """As in Ray, `method.options(max_task_retries=n)` sets the retries of those calls: more
+    than the actor's default of 0 here, and none where the actor would retry."""
+    retried = Counter.options(max_restarts=1).remote()
+    pid = kastor.get(retried.pid.remote())
+    log = str(tmp_path / "retried")
+    ref = retried.slow_once.options(max_task_retries=1).remote(log)
+    wait_until(lambda: os.path.exists(log), "the call to start")
+    os.kill(pid, signal.SIGKILL)
+    assert kastor.get(ref, timeout=DEADLINE_S) == 2, "the call ran again on the restarted actor"
+
+    not_retried = Counter.options(max_restarts=1, max_task_retries=3).remote()
+    pid = kastor.get(not_retried.pid.remote())
+    log = str(tmp_path / "not_retried")
+    ref = not_retried.slow_once.options(max_task_retries=0).remote(log)
+    wait_until(lambda: os.path.exists(log), "the call to start")
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ActorUnavailableError):
+        kastor.get(ref, timeout=DEADLINE_S)
+    assert Path(log).read_text().count("started") == 1
+
+
+def test_method_options_name_every_valid_option():
+    a = Counter.remote()
+    with pytest.raises(ValueError) as info:
+        a.incr.options(max_retries=1)
+    for option in ("concurrency_group", "max_task_retries", "name", "num_returns"):
+        assert option in str(info.value)
+    with pytest.raises(ValueError, match="max_task_retries"):
+        a.incr.options(max_task_retries=-2)
+
+
 def test_in_flight_call_without_retries_fails_but_actor_comes_back(tmp_path):
     log = str(tmp_path / "attempts")
     a = Counter.options(max_restarts=1).remote()

@@ -537,6 +537,6 @@ def test_max_calls_retires_a_worker_after_that_many_calls():
 def test_max_calls_is_checked():
     with pytest.raises(ValueError, match="max_calls"):
         pid_with_max_calls.options(max_calls=-1)
-    from kastor.remote_function import _max_calls
+    from kastor.runtime.submission import max_calls as _max_calls
     assert (_max_calls({}), _max_calls({"num_gpus": 1}), _max_calls({"num_gpus": 1, "max_calls": 0})) == (0, 1, 0), \
         "as in Ray: no limit, but one call per worker for GPU tasks unless set"

@@ -8,14 +8,14 @@ import grpc
 from kastor.exceptions import GetTimeoutError
 from kastor.runtime import config
 from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.session import current_core
 
 
 def list_named_actors(all_namespaces: bool = False) -> list[str] | list[dict[str, Any]]:
     """Names of the live named actors in this job's namespace; with `all_namespaces`,
     `{"name", "namespace"}` dicts from every namespace (Ray's shapes for both)."""
-    from kastor.api import _core
 
-    core = _core()
+    core = current_core()
     timeout = config.gcs_request_timeout_s()
     try:
         reply = core.head_call("ListActors", pb.ListRequest(), timeout=timeout)
@@ -33,6 +33,5 @@ def list_named_actors(all_namespaces: bool = False) -> list[str] | list[dict[str
 
 def get_node_ip_address() -> str:
     """The address other processes of the cluster reach this one's node on."""
-    from kastor.api import _core
 
-    return _core().ip
+    return current_core().ip

@@ -13,23 +13,22 @@ from typing import Any
 from kastor.runtime import log_files, task_events
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.state_rows import actor_row, node_row
+from kastor.session import current_core
 
 Filter = tuple[str, str, Any]
 
 
 def list_actors(filters: list[Filter] | None = None) -> list[dict[str, Any]]:
     """Every actor the head knows, dead ones included; `filters` are `(key, "=" | "!=", value)`."""
-    from kastor.api import _core
 
-    reply = _core().head_call("ListActors", pb.ListRequest())
+    reply = current_core().head_call("ListActors", pb.ListRequest())
     return _filtered([actor_row(a) for a in reply.actors], filters)
 
 
 def list_nodes(filters: list[Filter] | None = None) -> list[dict[str, Any]]:
     """Every node that registered, with total and available resources."""
-    from kastor.api import _core
 
-    reply = _core().head_call("ListNodes", pb.ListRequest())
+    reply = current_core().head_call("ListNodes", pb.ListRequest())
     return _filtered([node_row(n) for n in reply.nodes], filters)
 
 
@@ -37,9 +36,8 @@ def list_jobs(filters: list[Filter] | None = None) -> list[dict[str, Any]]:
     """The running jobs (drivers) the head knows, in Ray's shape: job_id, type "DRIVER", status
     "RUNNING", namespace, driver_info (address, pid), and whether the driver is connected now.
     A finished job leaves the head's table, so it is not listed (Ray lists it as SUCCEEDED)."""
-    from kastor.api import _core
 
-    reply = _core().head_call("ListJobs", pb.ListRequest())
+    reply = current_core().head_call("ListJobs", pb.ListRequest())
     rows = [{"job_id": j.job_id.hex(), "type": "DRIVER", "status": "RUNNING", "namespace": j.namespace,
              "driver_info": {"address": j.driver_address, "pid": j.pid}, "connected": j.connected}
             for j in reply.jobs]
@@ -60,9 +58,8 @@ def get_log(filename: str | None = None, *, actor_id: str | None = None, pid: in
     live worker (by pid), a worker id, or a file such as "head.log" or "worker-<id>.log".
     `kastor logs` prints the same files."""
     if actor_id is not None:
-        from kastor.api import _core
 
-        reply = _core().head_call("GetActor", pb.GetActorRequest(actor_id=bytes.fromhex(actor_id)))
+        reply = current_core().head_call("GetActor", pb.GetActorRequest(actor_id=bytes.fromhex(actor_id)))
         if not reply.found or not reply.info.worker_id:
             raise ValueError(f"No actor {actor_id} with a worker is known to the head; it may not have started yet.")
         worker_id = reply.info.worker_id.hex()

@@ -1,0 +1,44 @@
+"""What every actor answers without its class defining it, and the graceful exit.
+
+As in Ray: `get(a.__ray_ready__.remote())` waits until the actor is constructed, and
+`a.__ray_terminate__.remote()` ends it after the calls queued before; `exit_actor()` inside
+a method or constructor ends it at once. The worker runs these, so they live in the runtime;
+`kastor.actor` re-exports them for users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kastor.runtime import context
+
+
+class ActorExit(SystemExit):
+    """Raised by exit_actor(); the worker ends the actor on purpose, with no restart."""
+
+
+ActorExit.__module__ = "kastor.actor"  # where users meet it (and pickles look it up)
+
+
+def request_exit(cause: str) -> None:
+    """Asks this process's actor to exit gracefully, then raises ActorExit; a TypeError outside an actor."""
+    task = context.current_task.get()
+    core = context.core
+    if task is None or not task.actor_id or core is None or core.engine is None:
+        raise TypeError("exit_actor API is called on a non-actor worker: exit_actor() ends the actor it runs in, "
+                        "so call it inside an actor's constructor or method (to end an actor from outside, "
+                        "use kastor.kill(actor) or actor.__ray_terminate__.remote()).")
+    core.engine.request_exit(cause)
+    raise ActorExit(0)
+
+
+def _ready() -> bool:
+    return True
+
+
+def _terminate() -> None:
+    """`actor.__ray_terminate__.remote()`: the graceful exit, after the calls queued before it."""
+    request_exit("__ray_terminate__ was called")
+
+
+BUILTIN_METHODS: dict[str, Callable[[], object]] = {"__ray_ready__": _ready, "__ray_terminate__": _terminate}

@@ -1,0 +1,41 @@
+"""Ids of tasks, actors and objects, and how they relate (as Ray's TaskID/ActorID/ObjectID do).
+
+Kept apart from the core so that the head, the node agent and the public package can derive
+one id from another (an actor's job, a call's return objects) without importing the driver's
+core worker.
+"""
+
+from __future__ import annotations
+
+import os
+
+# The index a put() object carries in place of a return index (it belongs to no task's returns).
+PUT_INDEX = b"\xff\xff\xff\xff"
+
+
+def new_task_id() -> bytes:
+    return os.urandom(16)
+
+
+def new_actor_id(job_id: bytes) -> bytes:
+    """Random, ending in the creating job's id (as Ray's ActorID does), so the head can tell a
+    handle that outran its actor's registration (job still running: wait) from a stray one."""
+    return os.urandom(12) + job_id
+
+
+def actor_job_id(actor_id: bytes) -> bytes:
+    return actor_id[-4:]
+
+
+def return_id(task_id: bytes, index: int) -> bytes:
+    """The object id of a call's return `index` (a generator's item k is return k + 1)."""
+    return task_id + index.to_bytes(4, "big")
+
+
+def task_of(object_id: bytes) -> bytes:
+    """The task an object is a return of (for a put() object: its random prefix)."""
+    return object_id[:-4]
+
+
+def new_put_id() -> bytes:
+    return os.urandom(16) + PUT_INDEX

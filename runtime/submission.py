@@ -1,0 +1,196 @@
+"""The submission API between the public package and the runtime.
+
+`kastor.remote_function`, `kastor.actor` and `kastor.api` describe what the user asked for
+(a function's id, arguments, validated options); this module turns that into task and actor
+specs, hands them to the core's submitters, and returns the refs. The public package builds
+no protobuf specs and no PendingCalls, and reads no submitter's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from kastor import options as opts
+from kastor.object_ref import ObjectRef
+from kastor.runtime import cancel as cancelling
+from kastor.runtime.ids import new_actor_id, new_task_id, return_id
+from kastor.runtime.pending import PendingCall, resolve_deps
+from kastor.runtime.protocol import kastor_pb2 as pb
+
+if TYPE_CHECKING:
+    from kastor.runtime.core import CoreWorker
+
+STREAMING = "streaming"
+
+
+def _placement(strategy: Any) -> pb.Placement | None:
+    from kastor.util.scheduling_strategies import placement
+    return placement(strategy)
+
+
+def max_calls(options: dict[str, Any]) -> int:
+    """As in Ray: no limit, except that a GPU task's worker exits after one call (freeing GPU memory)."""
+    if options.get("max_calls") is not None:
+        return options["max_calls"]
+    return 1 if (options.get("num_gpus") or 0) > 0 else 0
+
+
+def _returns(core: CoreWorker, task_id: bytes, num_returns: int) -> tuple[list[bytes], list[ObjectRef]]:
+    return_ids = [return_id(task_id, i) for i in range(num_returns)]
+    return return_ids, [ObjectRef(oid, core.address) for oid in return_ids]
+
+
+def submit_task(core: CoreWorker, function_id: str, name: str, args: tuple, kwargs: dict,
+                options: dict[str, Any]) -> tuple[list[ObjectRef], bool]:
+    """Submits a call of a registered function; returns its refs and whether it is a generator."""
+    value, deps = core.pack_args(args, kwargs, f"task {name}")
+    task_id = new_task_id()
+    generator = options["num_returns"] == STREAMING
+    num_returns = 1 if generator else options["num_returns"]
+    spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), function_id=function_id, args=value,
+                       num_returns=num_returns, name=name, parent_task_id=core.current_task_id(),
+                       owner_address=core.address, namespace=core.current_namespace(), generator=generator,
+                       stream_items=generator and core.transport.reachable, max_calls=max_calls(options),
+                       env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))})
+    return_ids, refs = _returns(core, task_id, num_returns)
+    required = opts.task_resources(options)
+    spec.num_cpus = required.get("CPU", 0)
+    retry = options["retry_exceptions"]
+    where = _placement(options.get("scheduling_strategy"))
+    call = PendingCall(spec, return_ids, deps, options["max_retries"],
+                       tuple(retry) if isinstance(retry, (list, tuple)) else retry,
+                       key=(function_id, tuple(sorted(required.items())), where.SerializeToString() if where else b"",
+                            spec.max_calls),
+                       required=required, placement=where)
+    core.post(lambda: core.tasks.submit(call))
+    return refs, generator
+
+
+def submit_actor_call(core: CoreWorker, actor_id: bytes, method: str, label: str, args: tuple, kwargs: dict, *,
+                      num_returns: int | str, concurrency_group: str, max_task_retries: int,
+                      on_done: Callable[[], None] | None = None) -> tuple[list[ObjectRef], bool]:
+    """Submits a call of an actor's method; `on_done` runs (on the core's loop) once it finished."""
+    value, deps = core.pack_args(args, kwargs, label)
+    task_id = new_task_id()
+    generator = num_returns == STREAMING
+    count = 1 if generator else int(num_returns)
+    spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), method=method, args=value,
+                       num_returns=count, name=label, actor_id=actor_id,
+                       parent_task_id=core.current_task_id(), owner_address=core.address,
+                       namespace=core.current_namespace(), generator=generator,
+                       stream_items=generator and core.transport.reachable, concurrency_group=concurrency_group)
+    return_ids, refs = _returns(core, task_id, count)
+    call = PendingCall(spec, return_ids, deps, max_task_retries)
+    call.on_done = on_done
+    core.post(lambda: core.actors.submit(call))
+    return refs, generator
+
+
+@dataclass(frozen=True)
+class CreatedActor:
+    """What create_actor tells the handle it makes: the head's record for a named actor (which
+    may be an existing one: `existed`), or just the new id for an unnamed one."""
+
+    actor_id: bytes
+    max_pending_calls: int
+    info: pb.ActorInfo | None = None
+    existed: bool = False
+
+
+def create_actor(core: CoreWorker, class_id: str, class_name: str, methods: list[pb.MethodMeta], is_async: bool,
+                 args: tuple, kwargs: dict, options: dict[str, Any]) -> CreatedActor:
+    """Creates an actor of a registered class. A named one is created before this returns (so
+    a taken name fails here); an unnamed one in the background, its calls waiting for it."""
+    required, held = opts.actor_resources(options)
+    value, deps = core.pack_args(args, kwargs, f"the constructor of {class_name}")
+    name = options.get("name") or ""
+    job_id = core.current_job_id()
+    spec = pb.ActorSpec(
+        actor_id=new_actor_id(job_id), job_id=job_id, class_id=class_id, class_name=class_name,
+        args=value, name=name, namespace=options.get("namespace") or core.current_namespace(),
+        job_namespace=core.current_namespace(), detached=options.get("lifetime") == "detached",
+        max_restarts=options["max_restarts"], max_task_retries=options["max_task_retries"],
+        max_concurrency=options.get("max_concurrency") or (1000 if is_async else 1),
+        is_async=is_async, required=required, held=held, methods=methods,
+        owner_worker_id=core.worker_id if core.engine is not None else b"", owner_address=core.address,
+        env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))},
+        concurrency_groups=options.get("concurrency_groups") or {},
+        max_pending_calls=options.get("max_pending_calls") or -1)
+    where = _placement(options.get("scheduling_strategy"))
+    if where is not None:
+        spec.placement.CopyFrom(where)
+    if name:
+        reply = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
+        return CreatedActor(reply.info.spec.actor_id, reply.info.spec.max_pending_calls, reply.info, reply.existed)
+    core.post(lambda: _create_async(core, spec, deps))
+    return CreatedActor(spec.actor_id, spec.max_pending_calls)
+
+
+async def _attach_deps(core: CoreWorker, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
+    if deps:
+        holder = PendingCall(pb.TaskSpec(), [], deps, 0)
+        await resolve_deps(core, holder)
+        spec.ref_args.extend(holder.spec.ref_args)
+
+
+async def _create_named(core: CoreWorker, spec: pb.ActorSpec, deps: list[ObjectRef],
+                        get_if_exists: bool) -> pb.CreateActorReply:
+    await _attach_deps(core, spec, deps)
+    try:
+        reply = await core.head_rpc("CreateActor", pb.CreateActorRequest(spec=spec, get_if_exists=get_if_exists))
+    except grpc.aio.AioRpcError as e:
+        if e.code() == grpc.StatusCode.ALREADY_EXISTS:
+            raise ValueError(f"The name {spec.name!r} (namespace={spec.namespace!r}) is already taken by "
+                             f"another actor; pick another name, or pass get_if_exists=True to reuse it.") from None
+        raise
+    _warn_if_infeasible(reply)
+    return reply
+
+
+def _warn_if_infeasible(reply: pb.CreateActorReply) -> None:
+    """As Ray does: an actor no node can fit waits, but its creator is told why."""
+    info = reply.info
+    if info.pending_reason and not reply.existed:
+        logging.getLogger("kastor").warning("Warning: the actor %s is infeasible and cannot be scheduled right now: %s",
+                                            info.spec.class_name, info.pending_reason)
+
+
+def _create_async(core: CoreWorker, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
+    created = core.actors.expect_creation(spec.actor_id)
+
+    async def create() -> None:
+        try:
+            await _attach_deps(core, spec, deps)
+            reply = await core.head_rpc("CreateActor", pb.CreateActorRequest(spec=spec))
+            created.set_result(None)
+            _warn_if_infeasible(reply)
+        except Exception as e:
+            created.set_exception(e)
+
+    asyncio.get_running_loop().create_task(create())
+
+
+def kill_actor(core: CoreWorker, actor_id: bytes, no_restart: bool, reason: str) -> None:
+    core.run(core.actors.kill(actor_id, no_restart, reason))
+
+
+def cancel(core: CoreWorker, task_id: bytes, owner: str, force: bool, recursive: bool) -> None:
+    """Cancels the task behind a ref, here or through its owner (see runtime/cancel.py)."""
+    core.run(cancelling.cancel(core, task_id, owner, force, recursive))
+
+
+def lookup_actor(core: CoreWorker, name: str, namespace: str) -> pb.ActorInfo | None:
+    """The head's record of the live actor by that name, or None."""
+    reply = core.head_call("GetActor", pb.GetActorRequest(name=name, namespace=namespace))
+    if not reply.found or reply.info.state == pb.DEAD:
+        return None
+    return reply.info
+
+
+def list_nodes(core: CoreWorker) -> list[pb.NodeInfo]:
+    return list(core.head_call("ListNodes", pb.ListRequest()).nodes)

@@ -1,0 +1,109 @@
+"""How a core worker reaches the cluster, chosen once when it starts.
+
+Inside the cluster network (workers, and drivers there) a process talks to every peer
+directly, peers reach it back, and it writes large values to its node's store. A remote
+client (`kastor://`, e.g. a notebook) reaches the cluster only through the head's client
+port: every channel is carried by it, large values are uploaded to a node's store, and the
+values of refs it hands out are given to the client port to serve, since no worker can reach
+the client itself. The rest of the core does not ask which of the two it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+import grpc
+from kastor import exceptions
+from kastor.runtime import config, gateway_client, serialization
+from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+from kastor.runtime.rpc import CHANNEL_OPTIONS, direct_channel
+
+if TYPE_CHECKING:  # the core hands itself in: importing it here would be a cycle
+    from kastor.runtime.core import CoreWorker
+
+log = logging.getLogger("kastor.transport")
+
+
+class DirectTransport:
+    """A process inside the cluster network."""
+
+    # Whether workers can call this process back (e.g. to report a generator's items one by one).
+    reachable = True
+
+    def connect(self, address: str) -> grpc.aio.Channel:
+        return direct_channel(address)
+
+    def store_large(self, core: CoreWorker, ser: serialization.Serialized, name: str) -> pb.ObjectLocation:
+        """Writes a value too large to inline into this node's store."""
+        path = os.path.join(core.store_dir, name)
+        size = ser.write_file(path)
+        return pb.ObjectLocation(node_id=core.node_id, node_address=core.node_address, path=path, size=size)
+
+    def on_escaped(self, core: CoreWorker, object_id: bytes) -> None:
+        """A ref this process owns was handed to another process; its owner serves it from here."""
+
+    async def close(self) -> None:
+        pass
+
+
+class GatewayTransport:
+    """A remote client, behind the head's client port at `gateway`."""
+
+    reachable = False
+
+    def __init__(self, gateway: str) -> None:
+        self.gateway = gateway
+        self._own_channel: grpc.aio.Channel | None = None
+
+    def connect(self, address: str) -> grpc.aio.Channel:
+        return gateway_client.channel(self.gateway, address, CHANNEL_OPTIONS)
+
+    def store_large(self, core: CoreWorker, ser: serialization.Serialized, name: str) -> pb.ObjectLocation:
+        return core.run(self._upload(core, ser, name))
+
+    async def _upload(self, core: CoreWorker, ser: serialization.Serialized, name: str) -> pb.ObjectLocation:
+        def chunks():
+            first = True
+            for data in ser.iter_chunks(config.FETCH_CHUNK_BYTES):
+                yield pb.ObjectChunk(data=data, total=ser.size, name=name if first else "")
+                first = False
+        try:
+            return await core.node_stub().PutObject(chunks(), metadata=core.metadata)
+        except grpc.aio.AioRpcError as e:
+            raise exceptions.ObjectStoreFullError(
+                f"Could not upload a {ser.size}-byte object to node {core.node_address}: {e.details()}") from None
+
+    def on_escaped(self, core: CoreWorker, object_id: bytes) -> None:
+        """The cluster cannot reach this process: give the value to the client port to serve.
+        Called while pickling (no locks): the work is posted to the core's loop."""
+        def publish(value: pb.Value) -> None:
+            core.post(lambda: core.loop.create_task(self._publish(core, object_id, value)))
+        core.post(lambda: core.store.on_ready(object_id, publish))
+
+    async def _publish(self, core: CoreWorker, object_id: bytes, value: pb.Value) -> None:
+        try:
+            await pb_grpc.ClientGatewayStub(self._channel()).PublishObjects(
+                pb.PublishObjectsRequest(object_ids=[object_id], values=[value], job_id=core.job_id),
+                metadata=core.metadata, timeout=60)
+        except grpc.aio.AioRpcError as e:
+            log.warning("could not hand object %s to the client port: %s", object_id.hex(), e.details())
+
+    def _channel(self) -> grpc.aio.Channel:
+        """The client port itself, not a cluster address relayed through it."""
+        if self._own_channel is None:
+            self._own_channel = direct_channel(self.gateway)
+        return self._own_channel
+
+    async def close(self) -> None:
+        if self._own_channel is not None:
+            await self._own_channel.close()
+
+
+Transport = DirectTransport | GatewayTransport
+
+
+def choose(gateway: str | None) -> Transport:
+    return GatewayTransport(gateway) if gateway else DirectTransport()
