@@ -167,7 +167,7 @@ class ActorClass:
             owner_worker_id=core.worker_id if in_worker else b"", owner_address=core.address,
             env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))},
             concurrency_groups=options.get("concurrency_groups") or {},
-            max_pending_calls=options.get("max_pending_calls") or -1)
+            max_pending_calls=options.get("max_pending_calls") or -1, state=_packed_state(options.get("state")))
         where = placement(options.get("scheduling_strategy"))
         if where is not None:
             spec.placement.CopyFrom(where)
@@ -180,6 +180,14 @@ class ActorClass:
                              collectable=not detached, max_pending_calls=spec.max_pending_calls)
         core.post(lambda: _create_async(core, spec, deps))
         return handle
+
+
+def _packed_state(policy: Any) -> bytes:
+    """The durable-state policy (`state=kastor.state.Checkpoint(...)`) as the spec carries it."""
+    if policy is None:
+        return b""
+    from kastor.runtime.checkpoint import pack_policy
+    return pack_policy(policy)
 
 
 class _BoundActorClass:
