@@ -191,6 +191,8 @@ def _replace_pod(kube: Kube, gcs: Gcs, body: dict[str, Any], actor: ActorSpec, c
             return "Dead", False, "MaxRestartsExceeded", cause
     next_attempt = (attempt(current) if current else int(status.get("attempt", 0))) + 1
     pod = build_actor.actor_pod(body, actor, cluster.body, cluster.spec, next_attempt)
+    if actor.state is not None and actor.state.store == "volume":  # durable state on a volume: its claim first
+        kube.ensure_claim(ns, build_actor.state_claim(body, actor))
     kube.create_pod(ns, pod)
     status["attempt"] = next_attempt
     status["podName"] = pod["metadata"]["name"]
