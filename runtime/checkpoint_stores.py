@@ -16,6 +16,7 @@ before its result is sent, so an acknowledged call's state is durable.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import fcntl
 import logging
 import os
@@ -37,6 +38,14 @@ class CheckpointError(Exception):
 
 class CheckpointFencedError(CheckpointError):
     """A newer instance of the actor claimed its checkpoints: this instance is stale and must stop."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointStat:
+    """When the last checkpoint of a key was saved (seconds since the epoch) and its size."""
+
+    saved_at: float
+    size: int
 
 
 class CheckpointStore(abc.ABC):
@@ -67,6 +76,11 @@ class CheckpointStore(abc.ABC):
     def describe(self) -> str:
         """Where the checkpoints live, for error messages."""
         return type(self).__name__
+
+    def stat(self, key: str) -> CheckpointStat | None:
+        """When the last checkpoint of `key` was saved and its size (for a DetachedActor's
+        status), without reading it; None if there is none or the store cannot tell."""
+        return None
 
 
 def _retrying(what: str, store: str, op: Callable, retry_on: tuple[type[BaseException], ...]):
@@ -168,6 +182,13 @@ class FileStore(CheckpointStore):
         except FileNotFoundError:
             return None
 
+    def stat(self, key: str) -> CheckpointStat | None:
+        try:
+            st = os.stat(self._path(key, ".ckpt"))
+        except FileNotFoundError:
+            return None
+        return CheckpointStat(st.st_mtime, st.st_size)
+
     def delete(self, key: str) -> bool:
         def delete() -> bool:
             existed = os.path.exists(self._path(key, ".ckpt"))
@@ -185,7 +206,7 @@ _SAVE = """
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then
   return redis.call('HGET', KEYS[1], 'epoch') or '0'
 end
-redis.call('HSET', KEYS[1], 'data', ARGV[2])
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'saved_at', ARGV[3], 'size', string.len(ARGV[2]))
 return 'ok'
 """
 
@@ -198,16 +219,19 @@ class RedisStore(CheckpointStore):
     `kastor redis-clean` drops them with the cluster's other keys. That needs a head started
     with `--redis-address` (the operator's clusters are). Otherwise pass `address`
     (`host:port`, `redis://` or `rediss://`), with the password in the file `password_file` or in
-    KASTOR_REDIS_PASSWORD, and optionally a `prefix` (default `kastor:checkpoint`).
+    KASTOR_REDIS_PASSWORD, and optionally a `prefix` (default `kastor:checkpoint`). A `password`
+    given directly serves this process only: it is never pickled into an actor's spec.
 
     A save returns once Redis has acknowledged it; it survives a Redis restart as far as Redis
     persists it (`appendonly yes`, and `appendfsync always` for no loss at all).
     """
 
-    def __init__(self, address: str | None = None, *, password_file: str | None = None, prefix: str | None = None):
+    def __init__(self, address: str | None = None, *, password_file: str | None = None, prefix: str | None = None,
+                 password: str | None = None):
         self.address = address
         self.password_file = password_file
         self.prefix = prefix
+        self._password = password  # for the operator's reads; never pickled into an actor's spec
         self._client = None
         self._save_script = None
         self._where = address or "the cluster's Redis"
@@ -232,7 +256,7 @@ class RedisStore(CheckpointStore):
             from redis.retry import Retry
             address, password, prefix = self.address, None, self.prefix or "kastor:checkpoint"
             if address:
-                password = resolve_password(self.password_file)
+                password = self._password or resolve_password(self.password_file)
             else:
                 address, password, prefix = _cluster_redis()
                 self._where = f"{address} (the cluster's Redis)"
@@ -271,8 +295,9 @@ class RedisStore(CheckpointStore):
         return self._call(f"claim the checkpoint {key!r}", claim)
 
     def save(self, key: str, epoch: int, data: bytes) -> None:
-        reply = self._call(f"save the checkpoint {key!r}",
-                           lambda r: self._save_script(keys=[self._key(key)], args=[str(epoch), data]))
+        def save(r) -> bytes:
+            return self._save_script(keys=[self._key(key)], args=[str(epoch), data, repr(time.time())])
+        reply = self._call(f"save the checkpoint {key!r}", save)
         if reply != b"ok":
             raise CheckpointFencedError(f"the checkpoint {key!r} in {self.describe()} was claimed by a newer "
                                         f"instance of the actor (epoch {reply.decode()}, this one {epoch})")
@@ -280,10 +305,15 @@ class RedisStore(CheckpointStore):
     def load(self, key: str) -> bytes | None:
         return self._call(f"load the checkpoint {key!r}", lambda r: r.hget(self._key(key), "data"))
 
+    def stat(self, key: str) -> CheckpointStat | None:
+        saved_at, size = self._call(f"read the checkpoint {key!r}",
+                                    lambda r: r.hmget(self._key(key), ["saved_at", "size"]))
+        return CheckpointStat(float(saved_at), int(size)) if saved_at and size else None
+
     def delete(self, key: str) -> bool:
         def delete(r) -> bool:
             pipe = r.pipeline(transaction=True)
-            pipe.hdel(self._key(key), "data")
+            pipe.hdel(self._key(key), "data", "saved_at", "size")
             pipe.hincrby(self._key(key), "epoch", 1)  # fences an instance still dying
             pipe.expire(self._key(key), TOMBSTONE_TTL_S)
             return bool(pipe.execute()[0])

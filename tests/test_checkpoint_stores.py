@@ -182,3 +182,14 @@ def test_time_based_policy_saves_the_first_call_after_the_interval(monkeypatch):
     c.n = 2
     d.after_call(ok(), c, fail)
     assert store.saves == 1
+
+
+def test_stat_tells_when_and_how_big_without_reading_the_checkpoint(store):
+    import time
+    assert store.stat("s") is None
+    before = time.time()
+    store.save("s", store.claim("s"), b"y" * 321)
+    stat = store.stat("s")
+    assert stat.size == 321 and before - 1 <= stat.saved_at <= time.time() + 1
+    store.delete("s")
+    assert store.stat("s") is None

@@ -304,3 +304,22 @@ def test_bad_state_options_fail_at_the_call_site():
         Checkpoint(store=FileStore("/tmp/x"), on_corrupt="ignore")
     with pytest.raises(CheckpointCorruptError, match="header"):
         checkpoint.decode(b"not a checkpoint", "k")
+
+
+def test_with_max_task_retries_calls_in_flight_at_a_crash_are_resent_to_the_restored_actor(cluster, tmp_path):
+    """At-least-once: no caller sees an error, no acknowledged deposit is lost, and a deposit saved
+    but not yet acknowledged when its worker died runs again (at most one per crash here, with one
+    caller sending one call at a time)."""
+    cls = kastor.remote(max_restarts=-1, max_task_retries=-1, state=Checkpoint(store=FileStore(tmp_path / "c")))
+    acct = cls(Account).remote(100)
+    stream = Depositor(acct)
+    stream.wait_for_more(20)
+    crashes = 3
+    for _ in range(crashes):
+        sigkill_worker(acct)
+        stream.wait_for_more(20)
+    stream.stop()
+    assert stream.failed == 0, "retried calls never fail"
+    final = kastor.get(acct.read.remote())
+    assert final >= 100 + len(stream.acks), "no acknowledged deposit lost"
+    assert final <= 100 + len(stream.acks) + crashes

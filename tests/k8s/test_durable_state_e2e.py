@@ -1,5 +1,6 @@
-"""DetachedActor.spec.state end to end (emulated API server and kubelet, real processes): after
-`kubectl delete pod` of the actor's pod, the recreated actor continues counting where it was."""
+"""DetachedActor.spec.state end to end (emulated API server and kubelet, real processes): the status
+shows the last checkpoint, and after `kubectl delete pod` of the actor's pod, the recreated actor
+continues counting where it was."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ def test_a_durable_actor_continues_counting_after_its_pod_is_deleted(k8s):
         print(kastor.get([counter.incr.remote() for _ in range(3)])[-1])
     """
     assert run_driver(k8s, "vault", incr).strip() == "103"
+    k8s.wait(lambda: status(k8s, "detachedactors", "ledger").get("lastCheckpointBytes", 0) > 0,
+             "the checkpoint's time and size in the status", timeout=60)
+    assert status(k8s, "detachedactors", "ledger")["lastCheckpointTime"].endswith("Z")
 
     k8s.core.delete_namespaced_pod("ledger-actor-1", NS)  # `kubectl delete pod`: the operator replaces it
     k8s.wait(lambda: status(k8s, "detachedactors", "ledger").get("podName") == "ledger-actor-2" and
