@@ -4,8 +4,8 @@ The worker calls into this module at two points only: `attach()`/`restore()` whe
 starts, and `after_call()` when a call has run, before its result is sent. Everything else
 (framing, versions, change detection, fencing, the policy) lives here.
 
-A checkpoint record is `MAGIC`, a 4-byte header length, a JSON header (format, version,
-class, time, payload size and CRC-32), then the cloudpickled state. The CRC and the class
+A checkpoint record is a fixed binary header (`MAGIC`, format, version, time, state size
+and CRC-32, the class name's length), the class name, then the cloudpickled state. The CRC and the class
 name let a restore tell a damaged or foreign checkpoint from a good one.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
-import json
 import logging
 import struct
 import threading
@@ -51,10 +50,12 @@ def checkpoint_key(spec: pb.ActorSpec) -> str:
     return f"{spec.namespace}/{spec.name}" if spec.name else spec.actor_id.hex()
 
 
+_HEADER = struct.Struct(">4sBQdIIH")  # magic, format, version, time, state size, CRC-32, class name length
+
+
 def encode(state: bytes, version: int, class_name: str) -> bytes:
-    header = json.dumps({"format": FORMAT, "version": version, "class": class_name, "time": time.time(),
-                         "size": len(state), "crc32": zlib.crc32(state)}).encode()
-    return MAGIC + struct.pack(">I", len(header)) + header + state
+    name = class_name.encode()
+    return _HEADER.pack(MAGIC, FORMAT, version, time.time(), len(state), zlib.crc32(state), len(name)) + name + state
 
 
 def decode(record: bytes, where: str) -> tuple[dict, bytes]:
@@ -63,19 +64,20 @@ def decode(record: bytes, where: str) -> tuple[dict, bytes]:
         return CheckpointCorruptError(f"the checkpoint {where} is corrupt ({why}). Delete it (kastor.kill(actor), or "
                                       f"the store's delete(key)) to start from the constructor, or create the actor "
                                       f"with Checkpoint(on_corrupt='construct').")
-    if len(record) < 8 or record[:4] != MAGIC:
+    if len(record) < _HEADER.size or record[:4] != MAGIC:
         raise corrupt("it does not start with a Kastor checkpoint header")
-    (length,) = struct.unpack(">I", record[4:8])
+    _, fmt, version, saved_at, size, crc, name_length = _HEADER.unpack_from(record)
+    if fmt != FORMAT:
+        raise corrupt(f"format {fmt}, this Kastor reads format {FORMAT}")
+    start = _HEADER.size + name_length
     try:
-        header = json.loads(record[8:8 + length])
-    except ValueError:
+        class_name = record[_HEADER.size:start].decode()
+    except UnicodeDecodeError:
         raise corrupt("its header is not readable") from None
-    state = record[8 + length:]
-    if header.get("format") != FORMAT:
-        raise corrupt(f"format {header.get('format')!r}, this Kastor reads format {FORMAT}")
-    if len(state) != header.get("size") or zlib.crc32(state) != header.get("crc32"):
+    state = record[start:]
+    if len(state) != size or zlib.crc32(state) != crc:
         raise corrupt(f"{len(state)} bytes of state whose checksum does not match its header's")
-    return header, state
+    return {"format": fmt, "version": version, "time": saved_at, "size": size, "class": class_name}, state
 
 
 def info(record: bytes) -> dict:
