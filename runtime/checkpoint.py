@@ -250,7 +250,16 @@ def _rebuild(cls: type, state: Any) -> Any:
 
 def delete_for(core: Any, actor_id: bytes) -> None:
     """After `kastor.kill(actor)`: drops the dead actor's checkpoint, if it had durable state.
-    A checkpoint that cannot be deleted from here is named in a warning (it stays until then)."""
+    A checkpoint that cannot be deleted from here is named in a warning (it stays until then):
+    the kill itself has happened, so it does not fail for this."""
+    try:
+        _delete_for(core, actor_id)
+    except Exception as e:  # the head or the store unreachable from this process (a notebook, say)
+        log.warning("could not look up or delete the checkpoint of the killed actor %s (%s: %s); a new actor of "
+                    "its name would resume from it", actor_id.hex(), type(e).__name__, e)
+
+
+def _delete_for(core: Any, actor_id: bytes) -> None:
     reply = core.head_call("GetActor", pb.GetActorRequest(actor_id=actor_id, timeout_s=1))
     if not reply.found or not reply.info.spec.state:
         return
