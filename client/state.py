@@ -55,7 +55,20 @@ to another class fails the actor's start with `CheckpointCorruptError`, unless
 `on_corrupt="construct"`, which logs the error and runs the constructor instead.
 
 **Cost.** One pickling of the state per call, plus one write when it changed: a Redis round
-trip, or a file write with two fsyncs. `bench/microbench.py` measures it.
+trip, or a file write with two fsyncs. `bench/microbench.py` measures it (`durable_cost_x`).
+
+**When to use it.** For actors whose state is worth more than a restart's silence: counters,
+ledgers, sessions, coordinators, small models updated online. Not for large state changed by
+every call (each changed call writes it whole: keep the bulk in a file or object store and its
+reference in the state), nor for caches that the constructor can rebuild.
+
+**Caveats.** Calls of a threaded actor (`max_concurrency > 1`) are saved one at a time, but the
+state is pickled while other calls may be changing it: guard it with the actor's own lock in
+`__getstate__`. A checkpoint stays when the actor ends itself (`exit_actor`,
+`__ray_terminate__`), and when a non-detached actor ends with its job; an unnamed actor's is
+then never used again (delete it with the store's `delete(actor_id_hex)`). `kill` deletes the
+checkpoint from the killing process, so that process must reach the store (a notebook on the
+client port usually cannot reach the cluster's Redis: it logs a warning naming the key).
 """
 
 from __future__ import annotations
