@@ -171,6 +171,9 @@ class ActorClass:
         where = placement(options.get("scheduling_strategy"))
         if where is not None:
             spec.placement.CopyFrom(where)
+        if spec.state:
+            from kastor.runtime import checkpoint
+            checkpoint.created(core, spec, options.get("state"))  # its checkpoint goes when its job ends
         if name:
             reply = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
             # As in Ray, a name does not keep a non-detached actor alive: its creator's handles

@@ -64,9 +64,12 @@ reference in the state), nor for caches that the constructor can rebuild.
 
 **Caveats.** Calls of a threaded actor (`max_concurrency > 1`) are saved one at a time, but the
 state is pickled while other calls may be changing it: guard it with the actor's own lock in
-`__getstate__`. A checkpoint stays when the actor ends itself (`exit_actor`,
-`__ray_terminate__`), and when a non-detached actor ends with its job; an unnamed actor's is
-then never used again (delete it with the store's `delete(actor_id_hex)`). `kill` deletes the
+`__getstate__`. When a job's driver shuts down, the checkpoints of the unnamed
+non-detached durable actors it created are deleted with them; named ones stay, for a later
+actor of that name (say, the next run of the script) to resume. A checkpoint stays when the
+actor ends itself (`exit_actor`, `__ray_terminate__`), when its restarts run out, and when its
+driver crashes; an unnamed actor's is then never used again (delete it with the store's
+`delete(actor_id_hex)`). `kill` deletes the
 checkpoint from the killing process, so that process must reach the store (a notebook on the
 client port usually cannot reach the cluster's Redis: it logs a warning naming the key).
 """

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kastor import cloudpickle
-from kastor.runtime.checkpoint_stores import CheckpointError, CheckpointFencedError
+from kastor.runtime.checkpoint_stores import CheckpointError, CheckpointFencedError, CheckpointStore
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.state import Checkpoint, CheckpointCorruptError, CheckpointTooLargeError
 
@@ -246,6 +246,29 @@ def _rebuild(cls: type, state: Any) -> Any:
     for name, value in (slots or {}).items():
         setattr(instance, name, value)
     return instance
+
+
+_job_owned: dict[int, dict[bytes, CheckpointStore]] = {}  # id(core) -> its unnamed, non-detached durable actors
+
+
+def created(core: Any, spec: pb.ActorSpec, policy: Checkpoint | None) -> None:
+    """Remembers an unnamed, non-detached durable actor this process created: it dies with the
+    job, and its checkpoint (keyed by its id, so never used again) goes with it (`job_ended`)."""
+    if policy is not None and not spec.name and not spec.detached:
+        _job_owned.setdefault(id(core), {})[spec.actor_id] = policy.store
+
+
+def job_ended(core: Any) -> None:
+    """After the job finished (the head has killed its non-detached actors): deletes the
+    checkpoints of the unnamed ones this driver created. Named ones stay, for a later actor of
+    that name to resume; a driver that crashes leaves them all (delete them with the store)."""
+    for actor_id, store in _job_owned.pop(id(core), {}).items():
+        try:
+            store.delete(actor_id.hex())
+        except Exception as e:  # the store unreachable: say which checkpoints stay, and stop trying
+            log.warning("could not delete the checkpoints of this job's unnamed durable actors in %s (%s); "
+                        "they stay until deleted with the store's delete(actor id)", store.describe(), e)
+            return
 
 
 def delete_for(core: Any, actor_id: bytes) -> None:

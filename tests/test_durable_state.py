@@ -323,3 +323,19 @@ def test_with_max_task_retries_calls_in_flight_at_a_crash_are_resent_to_the_rest
     final = kastor.get(acct.read.remote())
     assert final >= 100 + len(stream.acks), "no acknowledged deposit lost"
     assert final <= 100 + len(stream.acks) + crashes
+
+
+def test_the_job_end_deletes_its_unnamed_actors_checkpoints_and_keeps_the_named_ones(cluster, tmp_path):
+    store = FileStore(tmp_path / "ckpt")
+    Durable = durable(store)
+    unnamed = Durable.remote(1)
+    named = Durable.options(name="keeps").remote(1)
+    kastor.get([unnamed.deposit.remote(1), named.deposit.remote(1)])
+    unnamed_key, named_key = unnamed._actor_id.hex(), f"{row(named)['namespace']}/keeps"
+    assert store.load(unnamed_key) is not None and store.load(named_key) is not None
+    kastor.shutdown()  # the job ends: the head kills both (non-detached)
+    try:
+        assert store.load(unnamed_key) is None, "an unnamed actor's checkpoint could never be used again"
+        assert store.load(named_key) is not None, "a later actor of that name may resume it"
+    finally:
+        kastor.init(address=cluster.address)  # for the fixture's own shutdown
