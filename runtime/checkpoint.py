@@ -264,11 +264,36 @@ def job_ended(core: Any) -> None:
     that name to resume; a driver that crashes leaves them all (delete them with the store)."""
     for actor_id, store in _job_owned.pop(id(core), {}).items():
         try:
-            store.delete(actor_id.hex())
+            _bounded(lambda store=store, actor_id=actor_id: store.delete(actor_id.hex()))
         except Exception as e:  # the store unreachable: say which checkpoints stay, and stop trying
             log.warning("could not delete the checkpoints of this job's unnamed durable actors in %s (%s); "
                         "they stay until deleted with the store's delete(actor id)", store.describe(), e)
             return
+
+
+DELETE_WAIT_S = 5.0
+
+
+def _bounded(op: Callable[[], Any]) -> Any:
+    """Runs a store operation for `kill` or `shutdown`, which must not hang on a store this process
+    cannot reach (a notebook outside the cluster): after DELETE_WAIT_S it is given up on (the
+    thread finishes or fails on its own)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = op()
+        except BaseException as e:
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, name="kastor-checkpoint-delete", daemon=True)
+    thread.start()
+    thread.join(DELETE_WAIT_S)
+    if thread.is_alive():
+        raise CheckpointError(f"the store did not answer within {DELETE_WAIT_S:.0f}s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def delete_for(core: Any, actor_id: bytes) -> None:
@@ -294,7 +319,7 @@ def _delete_for(core: Any, actor_id: bytes) -> None:
         return
     store = cloudpickle.loads(spec.state).store
     try:
-        store.delete(key)
+        _bounded(lambda: store.delete(key))
     except CheckpointError as e:
         log.warning("could not delete the checkpoint %r of the killed actor %s in %s (%s); delete it with "
                     "%r.delete(%r) from a process that reaches the store", key, spec.class_name, store.describe(),
