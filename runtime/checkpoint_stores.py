@@ -29,7 +29,6 @@ log = logging.getLogger("kastor.state")
 __all__ = ["CheckpointError", "CheckpointFencedError", "CheckpointStore", "FileStore", "RedisStore"]
 
 TOMBSTONE_TTL_S = 3600  # a deleted Redis checkpoint keeps its epoch this long, to fence an instance still dying
-RETRY_DEADLINE_S = float(os.environ.get("KASTOR_CHECKPOINT_RETRY_S", "30"))
 
 
 class CheckpointError(Exception):
@@ -83,20 +82,20 @@ class CheckpointStore(abc.ABC):
         return None
 
 
-def _retrying(what: str, store: str, op: Callable, retry_on: tuple[type[BaseException], ...]):
-    """Runs `op`, retrying transient errors with backoff for RETRY_DEADLINE_S
-    (KASTOR_CHECKPOINT_RETRY_S): a store restarting delays calls instead of failing them."""
-    started, delay = time.monotonic(), 0.05
-    while True:
-        try:
-            return op()
-        except retry_on as e:
-            if time.monotonic() - started > RETRY_DEADLINE_S:
-                raise CheckpointError(f"could not {what} in {store} for {RETRY_DEADLINE_S:.0f}s "
-                                      f"(KASTOR_CHECKPOINT_RETRY_S): {type(e).__name__}: {e}") from None
-            log.warning("could not %s in %s (%s); retrying", what, store, e)
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+def _retrying(what: str, store: str, op: Callable, retry_on: tuple[type[BaseException], ...],
+              fatal: tuple[type[BaseException], ...] = ()):
+    """Runs `op`, retrying transient errors with backoff for KASTOR_CHECKPOINT_RETRY_S: a store
+    restarting delays calls instead of failing them."""
+    from kastor.runtime import retry, settings
+    deadline = settings.CHECKPOINT_RETRY_S.get()
+    try:
+        return retry.call(op, retry.RetryPolicy(deadline_s=deadline, max_s=1.0, retry_on=retry_on, fatal=fatal),
+                          on_retry=lambda e, n, d: log.warning("could not %s in %s (%s); retrying", what, store, e))
+    except fatal:
+        raise
+    except retry_on as e:
+        raise CheckpointError(f"could not {what} in {store} for {deadline:.0f}s (KASTOR_CHECKPOINT_RETRY_S): "
+                              f"{type(e).__name__}: {e}") from None
 
 
 class FileStore(CheckpointStore):
@@ -275,7 +274,7 @@ class RedisStore(CheckpointStore):
             return op(self._redis())
         try:
             return _retrying(what, self.describe(), attempt, (redis.ConnectionError, redis.TimeoutError,
-                                                              redis.BusyLoadingError))
+                                                              redis.BusyLoadingError), (redis.AuthenticationError,))
         except redis.AuthenticationError as e:
             raise CheckpointError(f"{self.describe()} refused the password ({e}): check password_file or "
                                   f"KASTOR_REDIS_PASSWORD.") from None

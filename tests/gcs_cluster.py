@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import kastor
 from kastor.runtime import launcher
 from redis_server import RedisServer
 
@@ -73,3 +76,24 @@ class GcsCluster:
 def sigkill(child: launcher.Child) -> None:
     os.kill(child.proc.pid, signal.SIGKILL)
     child.proc.wait(10)
+
+
+@contextmanager
+def driven_cluster(tmp: Path, redis: RedisServer, monkeypatch,
+                   nodes: tuple[str, ...] = ("n1",)) -> Iterator[GcsCluster]:
+    """A Redis-backed head plus `nodes`, with this test process connected as their driver.
+
+    The fixture body the fault-injection suites share: the driver takes the cluster's token from
+    the environment, as a pod would from its Secret.
+    """
+    monkeypatch.setenv("KASTOR_TOKEN", TOKEN)
+    c = GcsCluster(tmp, redis)
+    c.start_head()
+    for node_id in nodes:
+        c.add_node(node_id)
+    kastor.init(address=c.address)
+    try:
+        yield c
+    finally:
+        kastor.shutdown()
+        c.stop()

@@ -64,8 +64,7 @@ def test_file_store_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
 
 
 def test_an_unreachable_redis_is_retried_then_named(monkeypatch):
-    from kastor.runtime import checkpoint_stores
-    monkeypatch.setattr(checkpoint_stores, "RETRY_DEADLINE_S", 0.5)
+    monkeypatch.setenv("KASTOR_CHECKPOINT_RETRY_S", "0.5")
     store = RedisStore("127.0.0.1:1")
     with pytest.raises(CheckpointError, match="127.0.0.1:1.*KASTOR_CHECKPOINT_RETRY_S"):
         store.load("k")

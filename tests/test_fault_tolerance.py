@@ -18,7 +18,7 @@ import threading
 import kastor
 import pytest
 import redis
-from gcs_cluster import TOKEN, GcsCluster
+from gcs_cluster import TOKEN, driven_cluster
 from kastor.util.state import list_actors
 from support import DEADLINE_S, process_gone, wait_until
 
@@ -26,14 +26,8 @@ from support import DEADLINE_S, process_gone, wait_until
 @pytest.fixture
 def cluster(tmp_path, redis_server, monkeypatch):
     """Head (on Redis) + node n1, and this test process connected as the driver."""
-    monkeypatch.setenv("KASTOR_TOKEN", TOKEN)
-    c = GcsCluster(tmp_path, redis_server)
-    c.start_head()
-    c.add_node("n1")
-    kastor.init(address=c.address)
-    yield c
-    kastor.shutdown()
-    c.stop()
+    with driven_cluster(tmp_path, redis_server, monkeypatch) as c:
+        yield c
 
 
 @kastor.remote

@@ -19,7 +19,7 @@ import time
 
 import kastor
 import pytest
-from gcs_cluster import TOKEN, GcsCluster
+from gcs_cluster import TOKEN, GcsCluster, driven_cluster
 from kastor.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from kastor.util.state import list_actors
 from support import DEADLINE_S, process_gone, wait_until
@@ -29,15 +29,8 @@ from tcp_proxy import TcpProxy
 @pytest.fixture
 def cluster(tmp_path, redis_server, monkeypatch):
     """Head (on Redis, 3 s node death timeout) + nodes n1 and n2; this process is the driver."""
-    monkeypatch.setenv("KASTOR_TOKEN", TOKEN)
-    c = GcsCluster(tmp_path, redis_server)
-    c.start_head()
-    c.add_node("n1")
-    c.add_node("n2")
-    kastor.init(address=c.address)
-    yield c
-    kastor.shutdown()
-    c.stop()
+    with driven_cluster(tmp_path, redis_server, monkeypatch, nodes=("n1", "n2")) as c:
+        yield c
 
 
 @kastor.remote(max_restarts=-1, max_task_retries=-1)

@@ -17,7 +17,7 @@ from pathlib import Path
 import kastor
 import pytest
 import redis
-from gcs_cluster import TOKEN, GcsCluster
+from gcs_cluster import TOKEN, GcsCluster, driven_cluster
 from kastor.runtime import launcher
 from kastor.util.state import list_actors
 from support import wait_until
@@ -25,14 +25,8 @@ from support import wait_until
 
 @pytest.fixture
 def cluster(tmp_path, redis_server, monkeypatch):
-    monkeypatch.setenv("KASTOR_TOKEN", TOKEN)
-    c = GcsCluster(tmp_path, redis_server)
-    c.start_head()
-    c.add_node("n1")
-    kastor.init(address=c.address)
-    yield c
-    kastor.shutdown()
-    c.stop()
+    with driven_cluster(tmp_path, redis_server, monkeypatch) as c:
+        yield c
 
 
 @kastor.remote
