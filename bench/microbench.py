@@ -28,6 +28,13 @@ a bounded number of iterations (and at most a few seconds). Why each figure exis
   already sits in the store (ideally no copy at all).
 - ``actor_creations_per_s``: create N default actors and ``get`` a ping from each: cost of
   bringing up actor processes, which bounds how fast a job can fan out.
+- ``durable_actor_calls_per_s`` (Kastor only, needs ``redis-server``): the sync round trip of
+  ``counter.inc.remote()`` on an actor with ``state=kastor.state.Checkpoint(every="call")`` on a
+  Redis store (a redis-server this run starts, ``appendonly yes``, ``appendfsync everysec``), and
+  ``durable_cost_x``: the same loop on the same class without state, divided by it (how many
+  times a plain call a durable one costs; the aim is at most 2x). ``durable_fsync_cost_x`` is the
+  same with ``appendfsync always`` (no loss even if Redis is killed): each call then waits for an
+  fsync, so it measures the disk more than Kastor.
 """
 
 from __future__ import annotations
@@ -65,6 +72,18 @@ LINE_RE = re.compile(r"^(\w+)\s+(\w+)\s+(\S+)")
 
 def noop() -> int:
     return 0
+
+
+class Counter:
+    """A small state: what a durable actor saves after every call."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.owner = "bench"
+
+    def inc(self) -> int:
+        self.n += 1
+        return self.n
 
 
 class Worker:
@@ -189,9 +208,64 @@ def run_backend(name: str, quick: bool) -> None:
     figure("put_get_100MiB_GiB_per_s", put_get_big)
     figure("pass_by_ref_100MiB_GiB_per_s", pass_by_ref)
     figure("actor_creations_per_s", actor_creations)
+    if name == "kastor":
+        durable_calls(rt, q(5_000, 300), budget)
     if "a" in holder:
         rt.kill(holder.pop("a"))
     rt.shutdown()
+
+
+def durable_calls(rt: ModuleType, rounds: int, budget: float) -> None:
+    """``durable_actor_calls_per_s``, ``durable_cost_x`` and ``durable_fsync_cost_x``: a checkpoint
+    per call on Redis, against the same actor without state, measured back to back in this run."""
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        emit("kastor", "durable_actor_calls_per_s", float("nan"), "redis-server is not installed")
+        return
+    for fsync, figure in (("everysec", "durable_cost_x"), ("always", "durable_fsync_cost_x")):
+        try:
+            plain, durable = _durable_vs_plain(rt, binary, fsync, rounds, budget)
+        except Exception as exc:
+            emit("kastor", figure, float("nan"), f"error: {type(exc).__name__}: {str(exc)[:200]!r}")
+            continue
+        if fsync == "everysec":
+            emit("kastor", "durable_actor_calls_per_s", durable)
+        emit("kastor", figure, plain / durable, f"appendfsync {fsync}: {durable:.0f} durable vs {plain:.0f} plain "
+                                                f"calls/s; aim <= 2")
+
+
+def _durable_vs_plain(rt: ModuleType, binary: str, fsync: str, rounds: int, budget: float) -> tuple[float, float]:
+    import shutil
+    import socket
+    import tempfile
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = tempfile.mkdtemp(prefix="kastor-bench-redis-")
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", data, "--save", "",
+                               "--appendonly", "yes", "--appendfsync", fsync],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        from kastor.state import Checkpoint, RedisStore
+        plain = rt.remote(Counter).remote()
+        durable = rt.remote(state=Checkpoint(store=RedisStore(f"127.0.0.1:{port}"), every="call"))(Counter).remote()
+        # Interleaved slices, so that a change in the machine's load weighs on both alike.
+        slices = 6
+        rates: dict[str, list[float]] = {"plain": [], "durable": []}
+        for i in range(slices):
+            for label, a in (("plain", plain), ("durable", durable)):
+                rates[label].append(rate(lambda a=a: rt.get(a.inc.remote()) * 0 + 1, max(1, rounds // slices),
+                                         budget / slices, warmup=100 if i == 0 else 10))
+        rt.kill(plain)
+        rt.kill(durable)
+        return sorted(rates["plain"])[slices // 2], sorted(rates["durable"])[slices // 2]  # medians
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def parse(lines: list[str], backend: str) -> dict[str, float]:

@@ -4,7 +4,7 @@
 address, `kastor.init()` starts an embedded single-machine cluster of real processes.
 """
 
-from kastor import actor, cloudpickle, exceptions, job_config, util
+from kastor import actor, cloudpickle, exceptions, job_config, state, util
 from kastor.actor import ActorClass, ActorHandle, method
 from kastor.api import (
     ClusterInfo,
@@ -40,5 +40,5 @@ __all__ = [
     "get_gpu_ids",
     "get_runtime_context", "init", "is_initialized", "job_config", "kill", "method", "nodes", "put", "remote",
     "shutdown",
-    "timeline", "util", "wait", "__version__",
+    "state", "timeline", "util", "wait", "__version__",
 ]

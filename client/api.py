@@ -76,12 +76,16 @@ def put(value: Any, *, _owner: Any = None) -> ObjectRef:
     return _core(auto_init=True).put(value)
 
 
-def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
-    """Kills the actor's process at once; with no_restart=False it restarts per max_restarts."""
+def kill(actor: ActorHandle, *, no_restart: bool = True, keep_state: bool = False) -> None:
+    """Kills the actor's process at once; with no_restart=False it restarts per max_restarts.
+
+    An actor with durable state (`state=kastor.state.Checkpoint(...)`) killed for good also loses
+    its checkpoint, unless `keep_state=True`: then a new actor of the same name resumes from it."""
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() only applies to actor handles, got {type(actor).__name__}; "
                         f"for tasks use kastor.cancel().")
-    submission.kill_actor(_core(), actor_id_of(actor), no_restart, "killed by kastor.kill()")
+    submission.kill_actor(_core(), actor_id_of(actor), no_restart, "killed by kastor.kill()",
+                          delete_state=no_restart and not keep_state)
 
 
 def cancel(object_ref: ObjectRef | ObjectRefGenerator, *, force: bool = False, recursive: bool = True) -> None:

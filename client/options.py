@@ -15,7 +15,8 @@ _COMMON = {"num_cpus", "num_gpus", "resources", "memory", "name", "scheduling_st
            "placement_group_bundle_index", "placement_group_capture_child_tasks"}
 TASK_OPTIONS = _COMMON | {"max_retries", "retry_exceptions", "num_returns", "max_calls"}
 ACTOR_OPTIONS = _COMMON | {"namespace", "lifetime", "get_if_exists", "max_restarts", "max_task_retries",
-                           "max_concurrency", "max_pending_calls", "concurrency_groups", "allow_out_of_order_execution"}
+                           "max_concurrency", "max_pending_calls", "concurrency_groups", "allow_out_of_order_execution",
+                           "state"}
 # Accepted for compatibility with Ray programs; they change nothing on Kastor today.
 _IGNORED = {"accelerator_type", "label_selector", "enable_task_events",
             "_metadata", "placement_group",
@@ -63,6 +64,11 @@ def validate(options: dict[str, Any], for_actor: bool) -> dict[str, Any]:
                          f"got {options['num_returns']!r}.")
     if options.get("num_returns") not in (None, "streaming"):
         _int_at_least("num_returns", options["num_returns"], 0, "")
+    if options.get("state") is not None:
+        from kastor.state import Checkpoint
+        if not isinstance(options["state"], Checkpoint):
+            raise TypeError(f"The 'state' option takes a kastor.state.Checkpoint(...), "
+                            f"got {type(options['state']).__name__}.")
     groups = options.get("concurrency_groups")
     if groups is not None:
         if not isinstance(groups, dict):

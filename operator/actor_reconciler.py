@@ -15,7 +15,7 @@ from collections import defaultdict
 from typing import Any
 
 import grpc
-from kastor.operator import build_actor, build_cluster, events, names
+from kastor.operator import build_actor, build_cluster, events, names, state_status
 from kastor.operator.conditions import get_condition, same_ignoring_time, set_condition
 from kastor.operator.gcs import Gcs, head_ca
 from kastor.operator.kube import Kube
@@ -84,6 +84,7 @@ def _reconcile(kube: Kube, gcs: Gcs, body: dict[str, Any]) -> dict[str, Any]:
         status["actorId"] = info.spec.actor_id.hex()
         status["restarts"] = info.num_restarts
         status["address"] = info.address
+        status.update(state_status.checkpoint_status(gcs, cluster.address, cluster.token, cluster.ca, actor))
         if info.state == pb.DEAD:  # the head gave up (or someone killed it): terminal
             reason = death_reason(info, actor.max_restarts)
             message = f"the actor died: {info.death_cause}"
@@ -191,6 +192,8 @@ def _replace_pod(kube: Kube, gcs: Gcs, body: dict[str, Any], actor: ActorSpec, c
             return "Dead", False, "MaxRestartsExceeded", cause
     next_attempt = (attempt(current) if current else int(status.get("attempt", 0))) + 1
     pod = build_actor.actor_pod(body, actor, cluster.body, cluster.spec, next_attempt)
+    if actor.state is not None and actor.state.store == "volume":  # durable state on a volume: its claim first
+        kube.ensure_claim(ns, build_actor.state_claim(body, actor))
     kube.create_pod(ns, pod)
     status["attempt"] = next_attempt
     status["podName"] = pod["metadata"]["name"]

@@ -24,7 +24,9 @@ from kastor.operator.build_common import (
     pod_security,
     scratch_volumes,
 )
-from kastor.operator.spec import ActorSpec, ClusterSpec, canonical_json
+from kastor.operator.spec import ActorSpec, ClusterSpec, StateSpec, canonical_json
+
+STATE_DIR = "/var/lib/kastor/state"  # where a "volume" state store's claim is mounted in the actor pod
 
 
 def spec_hash(actor_spec: dict[str, Any]) -> str:
@@ -41,7 +43,32 @@ def actor_command(cr: dict[str, Any], actor: ActorSpec, cluster_cr: dict[str, An
             "--resource", names.actor_resource(cr["metadata"]["namespace"], cr["metadata"]["name"])]
     if actor.num_gpus:
         args += ["--num-gpus", number_arg(actor.num_gpus)]
+    if actor.state is not None:
+        args += ["--state-json", state_json(actor.state)]
     return args
+
+
+def state_json(state: StateSpec) -> str:
+    """`spec.state` as `kastor actor-pod --state-json` reads it (runtime/actor_pod.py)."""
+    return json.dumps({"store": state.store, "every": state.every, "maxBytes": state.max_bytes,
+                       "onCorrupt": state.on_corrupt, **({"directory": STATE_DIR} if state.store == "volume" else {})})
+
+
+def state_claim_name(cr: dict[str, Any]) -> str:
+    return f"{cr['metadata']['name']}-state"
+
+
+def state_claim(cr: dict[str, Any], actor: ActorSpec) -> dict[str, Any]:
+    """The PersistentVolumeClaim of a "volume" state store: one per DetachedActor, owned by it
+    (deleted with it), mounted by each of its pods in turn (ReadWriteOnce: one pod at a time)."""
+    state = actor.state
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": state.size}}}
+    if state.storage_class:
+        spec["storageClassName"] = state.storage_class
+    labels = {**names.cluster_labels(actor.cluster, "actor"), names.LABEL_ACTOR: cr["metadata"]["name"]}
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": object_meta(state_claim_name(cr), cr["metadata"]["namespace"], cr, labels, {}),
+            "spec": spec}
 
 
 def actor_pod(cr: dict[str, Any], actor: ActorSpec, cluster_cr: dict[str, Any], cluster: ClusterSpec,
@@ -66,4 +93,7 @@ def actor_pod(cr: dict[str, Any], actor: ActorSpec, cluster_cr: dict[str, Any], 
                     "terminationGracePeriodSeconds": 10, "containers": [container]}}
     add_token(pod["spec"], container, token_secret_name(cluster_cr, cluster), cluster.token_key)
     add_tls(pod["spec"], container, cluster.tls_secret)
+    if actor.state is not None and actor.state.store == "volume":
+        volumes.append({"name": "state", "persistentVolumeClaim": {"claimName": state_claim_name(cr)}})
+        mounts.append({"name": "state", "mountPath": STATE_DIR})
     return pod

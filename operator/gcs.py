@@ -63,6 +63,10 @@ class Gcs:
         self._call(address, "KillActor", pb.KillActorRequest(actor_id=actor_id, no_restart=True, reason=reason),
                    token, ca)
 
+    def checkpoint_store(self, address: str, token: str, ca: str | None = None) -> pb.CheckpointStoreReply:
+        """Where the cluster keeps durable actors' checkpoints (its Redis), for DetachedActor status."""
+        return self._call(address, "GetCheckpointStore", pb.Empty(), token, ca)
+
     def close(self) -> None:
         with self._lock:
             for channel in self._channels.values():

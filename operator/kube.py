@@ -69,6 +69,14 @@ class Kube:
             if e.status != 409:
                 raise
 
+    def ensure_claim(self, namespace: str, claim: dict[str, Any]) -> None:
+        """Creates a PersistentVolumeClaim unless it exists (a DetachedActor's state volume)."""
+        try:
+            self.core.create_namespaced_persistent_volume_claim(namespace, claim, _preload_content=False)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
     def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """The Secret's decoded data, or None if it does not exist."""
         try:

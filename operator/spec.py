@@ -156,6 +156,19 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
 
 
 @dataclass(frozen=True)
+class StateSpec:
+    """`spec.state`: durable actor state (kastor.state). `store` is "redis" (the cluster's GCS
+    Redis) or "volume" (a PersistentVolumeClaim the operator creates and mounts)."""
+
+    store: str = "redis"
+    every: str = "call"
+    max_bytes: int = 64 * 2**20
+    on_corrupt: str = "fail"
+    size: str = "1Gi"
+    storage_class: str | None = None
+
+
+@dataclass(frozen=True)
 class ActorSpec:
     cluster: str
     actor_class: str
@@ -171,6 +184,31 @@ class ActorSpec:
     resources: dict[str, Any] = field(default_factory=dict)
     image: str | None = None
     env: list[dict[str, Any]] = field(default_factory=list)
+    state: StateSpec | None = None
+
+
+def parse_state(raw: Any) -> StateSpec | None:
+    """`spec.state`, checked as the schema does (for API servers that did not validate)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise SpecError("InvalidSpec", "spec.state must be an object, e.g. {store: redis}")
+    store = raw.get("store", "redis")
+    if store not in ("redis", "volume"):
+        raise SpecError("InvalidSpec", f"spec.state.store must be 'redis' (the cluster's Redis) or 'volume' (a "
+                                       f"PersistentVolumeClaim), got {store!r}")
+    every = str(raw.get("every", "call"))
+    from kastor.state import Checkpoint, FileStore
+    try:
+        Checkpoint(store=FileStore("/"), every=int(every) if every.isdigit() else every,
+                   max_bytes=_integer(raw.get("maxBytes", 64 * 2**20), "spec.state.maxBytes", 1),
+                   on_corrupt=raw.get("onCorrupt", "fail"))
+    except ValueError as e:
+        raise SpecError("InvalidSpec", f"spec.state: {e}") from None
+    volume = raw.get("volume") or {}
+    return StateSpec(store=store, every=every, max_bytes=int(raw.get("maxBytes", 64 * 2**20)),
+                     on_corrupt=raw.get("onCorrupt", "fail"), size=str(volume.get("size", "1Gi")),
+                     storage_class=volume.get("storageClassName"))
 
 
 def parse_actor(spec: dict[str, Any], meta_name: str, meta_namespace: str) -> ActorSpec:
@@ -194,7 +232,8 @@ def parse_actor(spec: dict[str, Any], meta_name: str, meta_namespace: str) -> Ac
         max_concurrency=_integer(spec.get("maxConcurrency", 1), "spec.maxConcurrency", 1),
         num_cpus=max(1.0, cpu_quantity((resources.get("requests") or {}).get("cpu", 1))),
         num_gpus=cpu_quantity((resources.get("limits") or {}).get("nvidia.com/gpu", 0)),
-        resources=resources, image=spec.get("image"), env=list(spec.get("env") or []))
+        resources=resources, image=spec.get("image"), env=list(spec.get("env") or []),
+        state=parse_state(spec.get("state")))
 
 
 def cpu_quantity(value: Any) -> float:

@@ -47,7 +47,25 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--num-gpus", type=float, default=0.0)
     p.add_argument("--resource", required=True, help="the custom resource only this pod advertises")
     flags.add_node_ip_flag(p)
+    p.add_argument("--state-json", default=None,
+                   help="durable state (DetachedActor spec.state): {store: redis|volume, every, maxBytes, onCorrupt, "
+                        "directory}")
     return p
+
+
+def parse_state(state_json: str | None) -> Any:
+    """The `state=` option from `--state-json` (None: no durable state, Ray's behaviour)."""
+    if not state_json:
+        return None
+    from kastor.state import Checkpoint, FileStore, RedisStore
+    try:
+        raw = json.loads(state_json)
+        every = raw.get("every", "call")
+        store = FileStore(raw["directory"]) if raw.get("store") == "volume" else RedisStore()
+        return Checkpoint(store=store, every=int(every) if str(every).isdigit() else every,
+                          max_bytes=int(raw.get("maxBytes", 64 * 2**20)), on_corrupt=raw.get("onCorrupt", "fail"))
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise BadSpec("InvalidState", f"--state-json {state_json}: {type(e).__name__}: {e}") from None
 
 
 class BadSpec(Exception):
@@ -101,6 +119,7 @@ def main(argv: list[str] | None = None, parsed: argparse.Namespace | None = None
     try:
         cls = load_class(args.actor_class)
         ctor_args, ctor_kwargs = parse_arguments(cls, args.args_json, args.kwargs_json)
+        args.state = parse_state(args.state_json)
     except BadSpec as e:
         _say(str(e))
         return EXIT_BAD_SPEC
@@ -152,7 +171,7 @@ def _run_actor(args: argparse.Namespace, token: str, cls: type, ctor_args: list[
             name=args.name, namespace=args.namespace, lifetime="detached", get_if_exists=True,
             max_restarts=args.max_restarts, max_task_retries=args.max_task_retries,
             max_concurrency=args.max_concurrency, num_cpus=args.num_cpus, num_gpus=args.num_gpus or None,
-            resources={args.resource: 1}).remote(*ctor_args, **ctor_kwargs)
+            resources={args.resource: 1}, state=args.state).remote(*ctor_args, **ctor_kwargs)
         actor_id = kastor.actor.actor_id_of(handle)
         _say(f"actor {args.name!r} (namespace {args.namespace!r}, id {actor_id.hex()}) registered")
         core = context.core

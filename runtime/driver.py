@@ -170,6 +170,8 @@ def disconnect(core: CoreWorker) -> None:
         core.run(finish(), timeout=10)
     except Exception as e:  # the head may be gone already; the dropped session then ends the job
         log.debug("could not finish job: %s", e)
+    from kastor.runtime import checkpoint
+    checkpoint.job_ended(core)  # the checkpoints of its unnamed durable actors, dead with the job
     core.shutdown()
 
 

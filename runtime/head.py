@@ -59,6 +59,7 @@ class Head(pb_grpc.HeadServicer):
         self.unreconciled: set[str] = set()    # nodes whose live actors we have not yet compared
         self.job_sessions: dict[bytes, int] = defaultdict(int)
         self.stopping = False  # a head shutting down must not read its own closing streams as drivers leaving
+        self.state_redis: tuple[str, str | None] = ("", None)  # its Redis (address, password), for durable actors
 
     def is_node_host(self, host: str) -> bool:
         """Whether `host` runs a live node agent (and so its workers): the client port forwards there only."""
@@ -365,6 +366,13 @@ class Head(pb_grpc.HeadServicer):
             if not waiters and self.waiters.get(actor_id) is waiters:
                 del self.waiters[actor_id]
 
+    async def GetCheckpointStore(self, request, context):
+        """Where `kastor.state.RedisStore()` keeps actor checkpoints: this cluster's Redis, under
+        its key prefix (an empty address: the head keeps its state in memory, so there is none)."""
+        address, password = self.state_redis
+        return pb.CheckpointStoreReply(redis_address=address, redis_password=password or "",
+                                       key_prefix=f"kastor:{self.cluster_id}:checkpoint")
+
     async def ListActors(self, request, context):
         return pb.ActorList(actors=list(self.actors.values()))
 
@@ -549,6 +557,9 @@ async def serve(args: argparse.Namespace) -> None:
         await store.close()
         raise
     head = Head(store, token, cluster_id)
+    if args.redis_address:
+        from kastor.runtime.redis_store import resolve_password
+        head.state_redis = (args.redis_address, resolve_password(args.redis_password_file))
     await head.load()
     try:
         servers = await _open_ports(head, token, args)

@@ -160,6 +160,9 @@ REDIS_PASSWORD_FILE = _declare("KASTOR_REDIS_PASSWORD_FILE", "path", None,
                                "A file holding the Redis password (a mounted Secret).")
 REDIS_RETRY_DEADLINE_S = _declare("KASTOR_REDIS_RETRY_DEADLINE_S", "float", 60.0,
                                   "How long the head retries while Redis is unreachable before failing a write.")
+CHECKPOINT_RETRY_S = _declare("KASTOR_CHECKPOINT_RETRY_S", "float", 30.0,
+                              "How long a durable actor (kastor.state) retries an unreachable checkpoint store "
+                              "before its worker exits (so it restarts from its last durable checkpoint).")
 RECONCILE_GRACE_S = _declare("KASTOR_RECONCILE_GRACE_S", "float", 3.0,
                              "How long a restarted head waits for nodes to report their actors before "
                              "re-placing actors that were mid-placement when it died.")

@@ -18,6 +18,7 @@ import grpc
 from kastor import options as opts
 from kastor.object_ref import ObjectRef
 from kastor.runtime import cancel as cancelling
+from kastor.runtime import checkpoint
 from kastor.runtime.ids import new_actor_id, new_task_id, return_id
 from kastor.runtime.pending import PendingCall, resolve_deps
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -120,10 +121,12 @@ def create_actor(core: CoreWorker, class_id: str, class_name: str, methods: list
         owner_worker_id=core.worker_id if core.engine is not None else b"", owner_address=core.address,
         env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))},
         concurrency_groups=options.get("concurrency_groups") or {},
-        max_pending_calls=options.get("max_pending_calls") or -1)
+        max_pending_calls=options.get("max_pending_calls") or -1, state=_packed_state(options.get("state")))
     where = _placement(options.get("scheduling_strategy"))
     if where is not None:
         spec.placement.CopyFrom(where)
+    if spec.state:
+        checkpoint.created(core, spec, options.get("state"))  # its checkpoint goes when its job ends
     if name:
         reply = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
         return CreatedActor(reply.info.spec.actor_id, reply.info.spec.max_pending_calls, reply.info, reply.existed)
@@ -175,8 +178,16 @@ def _create_async(core: CoreWorker, spec: pb.ActorSpec, deps: list[ObjectRef]) -
     asyncio.get_running_loop().create_task(create())
 
 
-def kill_actor(core: CoreWorker, actor_id: bytes, no_restart: bool, reason: str) -> None:
+def _packed_state(policy: Any) -> bytes:
+    """The durable-state policy (`state=kastor.state.Checkpoint(...)`) as the spec carries it."""
+    return b"" if policy is None else checkpoint.pack_policy(policy)
+
+
+def kill_actor(core: CoreWorker, actor_id: bytes, no_restart: bool, reason: str, delete_state: bool = False) -> None:
+    """Kills an actor; `delete_state` also deletes its durable-state checkpoint (see kastor.state)."""
     core.run(core.actors.kill(actor_id, no_restart, reason))
+    if delete_state:
+        checkpoint.delete_for(core, actor_id)
 
 
 def cancel(core: CoreWorker, task_id: bytes, owner: str, force: bool, recursive: bool) -> None:

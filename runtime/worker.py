@@ -27,7 +27,7 @@ from typing import Any
 import grpc
 from kastor import exceptions
 from kastor.runtime import args as argpack
-from kastor.runtime import config, context, launcher, logging_setup, omp, retry, serialization, settings
+from kastor.runtime import checkpoint, config, context, launcher, logging_setup, omp, retry, serialization, settings
 from kastor.runtime.actor_builtins import BUILTIN_METHODS, ActorExit
 from kastor.runtime.core import CoreWorker, error_value
 from kastor.runtime.generated import GeneratedItems
@@ -101,6 +101,7 @@ class Engine:
         self.actor_spec: pb.ActorSpec | None = None
         self.restarted = False
         self.instance: Any = None
+        self.durable: checkpoint.NoState | checkpoint.Durable = checkpoint.NO_STATE  # state=Checkpoint(...)
         self.pool: ThreadPoolExecutor | None = None
         self.actor_loop: asyncio.AbstractEventLoop | None = None  # an async actor's default group's loop
         # Async actors, as in Ray: each concurrency group ("" the default) has an event loop on a
@@ -232,7 +233,15 @@ class Engine:
         return self.actor_spec is not None and name in self.actor_spec.concurrency_groups
 
     def _post(self, outbox: _Outbox, result: pb.TaskResult) -> None:
+        result = self.durable.after_call(result, self.instance, self._checkpoint_failed)  # durable before sent
         self.core.post(lambda: outbox.add(result))
+
+    def _checkpoint_failed(self, result: pb.TaskResult, error: BaseException) -> pb.TaskResult:
+        """The call ran, but the actor's state could not be checkpointed (kastor.state): it fails."""
+        for value in result.returns:
+            self.core.free_value(value)
+        return pb.TaskResult(task_id=result.task_id, status=pb.TASK_APP_ERROR, attempt=result.attempt,
+                             error=self._error_value(f"the checkpoint of {self.actor_spec.class_name}", error))
 
     def _run_and_post(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
         self._post(outbox, self.execute(spec))
@@ -259,11 +268,13 @@ class Engine:
         try:
             cls = self.core.load_code(spec.class_id)
             args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.actor_id)
+            self.durable = checkpoint.attach(spec, self.exit)  # restores from its checkpoint, if it has one
             if spec.is_async:
                 self._start_actor_loops(spec.max_concurrency or 1000, dict(spec.concurrency_groups))
-                instance = self._construct_on_loop(cls, args, kwargs, task_context)
+                instance = self.durable.restore_or(
+                    cls, lambda: self._construct_on_loop(cls, args, kwargs, task_context), self.actor_loop)
             else:
-                instance = cls(*args, **kwargs)
+                instance = self.durable.restore_or(cls, lambda: cls(*args, **kwargs))
             with self._exit_lock:
                 if self._exiting:  # it called exit_actor() and caught the SystemExit, or a task of it did
                     raise ActorExit(0)

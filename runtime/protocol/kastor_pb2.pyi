@@ -187,7 +187,7 @@ class MethodParam(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[int] = ..., has_default: _Optional[bool] = ...) -> None: ...
 
 class ActorSpec(_message.Message):
-    __slots__ = ("actor_id", "job_id", "class_id", "class_name", "args", "ref_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "is_async", "required", "held", "owner_worker_id", "owner_address", "methods", "job_namespace", "env_vars", "concurrency_groups", "placement", "max_pending_calls")
+    __slots__ = ("actor_id", "job_id", "class_id", "class_name", "args", "ref_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "is_async", "required", "held", "owner_worker_id", "owner_address", "methods", "job_namespace", "env_vars", "concurrency_groups", "placement", "max_pending_calls", "state")
     class RequiredEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -239,6 +239,7 @@ class ActorSpec(_message.Message):
     CONCURRENCY_GROUPS_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     MAX_PENDING_CALLS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     actor_id: bytes
     job_id: bytes
     class_id: str
@@ -262,7 +263,8 @@ class ActorSpec(_message.Message):
     concurrency_groups: _containers.ScalarMap[str, int]
     placement: Placement
     max_pending_calls: int
-    def __init__(self, actor_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., class_id: _Optional[str] = ..., class_name: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., is_async: _Optional[bool] = ..., required: _Optional[_Mapping[str, float]] = ..., held: _Optional[_Mapping[str, float]] = ..., owner_worker_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., job_namespace: _Optional[str] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., max_pending_calls: _Optional[int] = ...) -> None: ...
+    state: bytes
+    def __init__(self, actor_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., class_id: _Optional[str] = ..., class_name: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., is_async: _Optional[bool] = ..., required: _Optional[_Mapping[str, float]] = ..., held: _Optional[_Mapping[str, float]] = ..., owner_worker_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., job_namespace: _Optional[str] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., max_pending_calls: _Optional[int] = ..., state: _Optional[bytes] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
     __slots__ = ("spec", "state", "address", "node_id", "pid", "num_restarts", "death_cause", "death_error", "version", "worker_id", "killed", "pending_reason")
@@ -629,6 +631,16 @@ class PickNodeReply(_message.Message):
     node: NodeInfo
     feasible: bool
     def __init__(self, found: _Optional[bool] = ..., node: _Optional[_Union[NodeInfo, _Mapping]] = ..., feasible: _Optional[bool] = ...) -> None: ...
+
+class CheckpointStoreReply(_message.Message):
+    __slots__ = ("redis_address", "redis_password", "key_prefix")
+    REDIS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REDIS_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    KEY_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    redis_address: str
+    redis_password: str
+    key_prefix: str
+    def __init__(self, redis_address: _Optional[str] = ..., redis_password: _Optional[str] = ..., key_prefix: _Optional[str] = ...) -> None: ...
 
 class LeaseRequest(_message.Message):
     __slots__ = ("required", "job_id", "allow_spillback", "owner_address", "queue_if_busy", "report_infeasible")

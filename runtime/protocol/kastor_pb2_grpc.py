@@ -114,6 +114,11 @@ class HeadStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeReply.FromString,
                 _registered_method=True)
+        self.GetCheckpointStore = channel.unary_unary(
+                '/kastor.Head/GetCheckpointStore',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.CheckpointStoreReply.FromString,
+                _registered_method=True)
 
 
 class HeadServicer:
@@ -215,6 +220,12 @@ class HeadServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCheckpointStore(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HeadServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -297,6 +308,11 @@ def add_HeadServicer_to_server(servicer, server):
                     servicer.PickNode,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeReply.SerializeToString,
+            ),
+            'GetCheckpointStore': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpointStore,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.CheckpointStoreReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -731,6 +747,33 @@ class Head:
             '/kastor.Head/PickNode',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeRequest.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckpointStore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.Head/GetCheckpointStore',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.CheckpointStoreReply.FromString,
             options,
             channel_credentials,
             insecure,
