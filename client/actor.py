@@ -154,6 +154,7 @@ class ActorClass:
         detached = options.get("lifetime") == "detached"
         name = options.get("name") or ""
         in_worker = core.engine is not None
+        from kastor.runtime import runtime_env
         from kastor.runtime.core import new_actor_id
         from kastor.util.scheduling_strategies import placement
         job_id = core.current_job_id()
@@ -167,7 +168,8 @@ class ActorClass:
             owner_worker_id=core.worker_id if in_worker else b"", owner_address=core.address,
             env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))},
             concurrency_groups=options.get("concurrency_groups") or {},
-            max_pending_calls=options.get("max_pending_calls") or -1)
+            max_pending_calls=options.get("max_pending_calls") or -1,
+            runtime_env=runtime_env.for_call(core, options.get("runtime_env")))
         where = placement(options.get("scheduling_strategy"))
         if where is not None:
             spec.placement.CopyFrom(where)

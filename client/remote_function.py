@@ -49,6 +49,7 @@ class RemoteFunction:
 
     def _submit(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
         from kastor.api import _core
+        from kastor.runtime import runtime_env
         from kastor.runtime.core import new_task_id, return_id
         from kastor.runtime.pending import PendingCall
         from kastor.util.scheduling_strategies import placement
@@ -65,7 +66,8 @@ class RemoteFunction:
                            num_returns=num_returns, name=name, parent_task_id=core.current_task_id(),
                            owner_address=core.address, namespace=core.current_namespace(), generator=generator,
                            stream_items=generator and not core.gateway, max_calls=_max_calls(options),
-                           env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))})
+                           env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))},
+                           runtime_env=runtime_env.for_call(core, options.get("runtime_env")))
         return_ids = [return_id(task_id, i) for i in range(num_returns)]
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
         required = opts.task_resources(options)
@@ -75,7 +77,7 @@ class RemoteFunction:
         call = PendingCall(spec, return_ids, deps, options["max_retries"],
                            tuple(retry) if isinstance(retry, (list, tuple)) else retry,
                            key=(fid, tuple(sorted(required.items())), where.SerializeToString() if where else b"",
-                                spec.max_calls),
+                                spec.runtime_env, spec.max_calls),
                            required=required, placement=where)
         core.post(lambda: core.tasks.submit(call))
         return returned(refs, generator)
