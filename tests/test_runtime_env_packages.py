@@ -181,6 +181,16 @@ def test_the_runtime_context_reports_the_shipped_uris(cluster, tmp_path):
     assert len(got["py_modules"]) == 1 and got["py_modules"][0].startswith(packaging.URI_SCHEME)
 
 
+def test_rays_typed_runtime_env_works_as_the_dict(cluster, tmp_path):
+    from kastor.runtime_env import RuntimeEnv, RuntimeEnvConfig
+    module = make_module(tmp_path / "mods", "renv_typed_probe", "typed")
+    env = RuntimeEnv(py_modules=[module], config=RuntimeEnvConfig(setup_timeout_seconds=60))
+    got = kastor.get(import_value.options(runtime_env=env).remote("renv_typed_probe"), timeout=DEADLINE_S)
+    assert got[0] == "typed"
+    with pytest.raises(ValueError, match="Unknown runtime_env field 'wrking_dir'"):
+        RuntimeEnv(wrking_dir=str(tmp_path))
+
+
 def test_bad_runtime_envs_fail_at_the_call_site(cluster, tmp_path):
     with pytest.raises(ValueError, match="working_dir.*does not exist"):
         import_value.options(runtime_env={"working_dir": str(tmp_path / "missing")})
@@ -231,6 +241,13 @@ def test_pip_installs_into_a_per_node_virtualenv(cluster, tmp_path):
     with pytest.raises(TaskError, match="kastor_renv_wheel_probe"):
         kastor.get(import_with_python.options(scheduling_strategy=on("n2")).remote("kastor_renv_wheel_probe"),
                    timeout=DEADLINE_S)
+
+
+def test_a_wheel_in_py_modules_is_importable_without_pip(cluster, tmp_path):
+    wheel = build_wheel(tmp_path / "wheels", "kastor_renv_pymod_wheel", "from-wheel")
+    value, file = kastor.get(import_value.options(runtime_env={"py_modules": [wheel]})
+                             .remote("kastor_renv_pymod_wheel"), timeout=DEADLINE_S)
+    assert value == "from-wheel" and "runtime_resources" in file
 
 
 def test_a_failed_pip_install_is_a_runtime_env_setup_error_naming_the_package(cluster, tmp_path):
