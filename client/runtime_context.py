@@ -40,6 +40,12 @@ class RuntimeContext:
         resolved = runtime_env.current(self._core)
         return json.dumps({**({"env_vars": env_vars} if env_vars else {}), **resolved})
 
+    @property
+    def runtime_env(self):
+        """The runtime_env in force here, as Ray's RuntimeEnv (a dict; packages as their URIs)."""
+        from kastor.runtime_env import RuntimeEnv
+        return RuntimeEnv(**json.loads(self.get_runtime_env_string()))
+
     def get_actor_id(self) -> str | None:
         task = self._task()
         return task.actor_id.hex() if task and task.actor_id else None

@@ -114,7 +114,7 @@ def _requirements(key: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise TypeError(f"runtime_env[{key!r}] must be a list of requirement strings, a requirements file, or "
                         f"{{'packages': [...]}}.")
-    return {"packages": list(value), "install_options": options}
+    return {"packages": list(value), "pip_install_options": options}
 
 
 def resolve(core: Any, runtime_env: dict[str, Any] | None) -> dict[str, Any]:

@@ -116,7 +116,7 @@ class RuntimeEnvAgent:
     # ---- pip ----
 
     async def _virtualenv(self, tool: str, requirements: dict) -> str:
-        packages, options = list(requirements.get("packages", [])), list(requirements.get("install_options", []))
+        packages, options = list(requirements.get("packages", [])), list(requirements.get("pip_install_options", []))
         digest = hashlib.sha1(json.dumps([packages, options, sys.executable]).encode()).hexdigest()
         target = os.path.join(self.root, "pip", digest)
         python = os.path.join(target, "bin", "python")

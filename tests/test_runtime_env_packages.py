@@ -180,6 +180,13 @@ def test_the_runtime_context_reports_the_shipped_uris(cluster, tmp_path):
     assert got["env_vars"] == {"A": "1"}
     assert len(got["py_modules"]) == 1 and got["py_modules"][0].startswith(packaging.URI_SCHEME)
 
+    @kastor.remote
+    def typed_runtime_env() -> dict:
+        return kastor.get_runtime_context().runtime_env.to_dict()
+
+    typed = kastor.get(typed_runtime_env.options(runtime_env={"py_modules": [module]}).remote(), timeout=DEADLINE_S)
+    assert typed == {"py_modules": got["py_modules"]}, "the same package, by the same URI"
+
 
 def test_rays_typed_runtime_env_works_as_the_dict(cluster, tmp_path):
     from kastor.runtime_env import RuntimeEnv, RuntimeEnvConfig
@@ -290,3 +297,27 @@ def test_the_head_refuses_what_is_not_a_package_uri(cluster):
     with pytest.raises(grpc.RpcError, match="not a package URI"):
         _core().head_call("PutPackage", pb.Package(uri="file:///etc/passwd", data=b""))
 
+
+
+LOCAL_DRIVER = """
+import os, sys, kastor
+kastor.init(num_cpus=1, runtime_env={"working_dir": sys.argv[1]})
+
+@kastor.remote
+def read():
+    import renv_local_helper
+    return renv_local_helper.VALUE + ":" + os.path.basename(os.path.dirname(os.getcwd()))
+
+print(kastor.get(read.remote(), timeout=120))
+"""
+
+
+def test_a_notebooks_embedded_cluster_gets_its_working_dir_too(tmp_path):
+    wd = tmp_path / "nb"
+    make_module(wd, "renv_local_helper", "local")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KASTOR_")}
+    env["KASTOR_SESSION_ROOT"] = str(tmp_path / "sessions")
+    out = subprocess.run([sys.executable, "-c", LOCAL_DRIVER, str(wd)], capture_output=True, text=True,
+                         timeout=DEADLINE_S, env=env, cwd="/")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["local:packages"]
