@@ -72,8 +72,13 @@ def validate(runtime_env: Any) -> None:
         if runtime_env.get(key) is not None:
             _requirements(key, runtime_env[key])
     config = runtime_env.get("config")
-    if config is not None and not isinstance(config, dict):
-        raise TypeError("runtime_env['config'] must be a dict, e.g. {'setup_timeout_seconds': 600}.")
+    if config is not None:
+        if not isinstance(config, dict):
+            raise TypeError("runtime_env['config'] must be a dict, e.g. {'setup_timeout_seconds': 600}.")
+        timeout = config.get("setup_timeout_seconds", 600)
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or (timeout <= 0 and timeout != -1):
+            raise ValueError(f"runtime_env['config']['setup_timeout_seconds'] must be a positive int or -1 (no "
+                             f"timeout), got {timeout!r}.")
 
 
 def _module_path(entry: Any) -> str:
@@ -146,6 +151,9 @@ def resolve(core: Any, runtime_env: dict[str, Any] | None) -> dict[str, Any]:
     for key in ("pip", "uv"):
         if runtime_env.get(key) is not None:
             out[key] = _requirements(key, runtime_env[key])
+    timeout = (runtime_env.get("config") or {}).get("setup_timeout_seconds")
+    if timeout is not None:
+        out["config"] = {"setup_timeout_seconds": timeout}
     return out
 
 

@@ -16,11 +16,13 @@ installed again, and what pip installs comes first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
+import signal
 import site
 import sys
 import tempfile
@@ -78,7 +80,14 @@ class RuntimeEnvAgent:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             if key not in self._ready:
-                self._ready[key] = await self._build(key)
+                timeout = renv.decode(key).get("config", {}).get("setup_timeout_seconds", DEFAULT_SETUP_TIMEOUT_S)
+                try:
+                    self._ready[key] = await asyncio.wait_for(self._build(key), None if timeout == -1 else timeout)
+                except TimeoutError:
+                    raise RuntimeEnvSetupFailed(
+                        f"setting it up did not finish within {timeout}s (runtime_env['config']"
+                        f"['setup_timeout_seconds']); raise that, or check that this node can reach the package "
+                        f"index") from None
         return self._ready[key]
 
     async def _build(self, key: str) -> WorkerEnv:
@@ -168,14 +177,16 @@ def _link_parent_site(venv_dir: str) -> None:
 
 async def _run(argv: list[str], what: str, packages: list[str]) -> None:
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    # A session of its own: `pip --python` runs a second pip, which must end with the first.
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT, env=env)
+                                                stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), DEFAULT_SETUP_TIMEOUT_S)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise RuntimeEnvSetupFailed(f"{what} did not finish within {DEFAULT_SETUP_TIMEOUT_S:.0f}s") from None
+        out, _ = await proc.communicate()
+    except BaseException:  # the setup timed out (or the agent stops): the install must not go on
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await asyncio.shield(proc.wait())
+        raise
     if proc.returncode != 0:
         tail = "\n".join(out.decode(errors="replace").rstrip().splitlines()[-_ERROR_TAIL_LINES:])
         raise RuntimeEnvSetupFailed(f"{what} failed (exit code {proc.returncode}) for requirements {packages}. "

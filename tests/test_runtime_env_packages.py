@@ -266,6 +266,20 @@ def test_a_failed_pip_install_is_a_runtime_env_setup_error_naming_the_package(cl
         kastor.get(actor.values.remote("x"), timeout=DEADLINE_S)
 
 
+def test_a_setup_that_outlasts_setup_timeout_seconds_fails_naming_it(cluster, tmp_path):
+    import socket
+    with socket.socket() as silent:  # a package index that accepts connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        index = f"http://127.0.0.1:{silent.getsockname()[1]}/simple"
+        env = {"pip": {"packages": ["kastor-renv-never-served"], "pip_install_options": ["--index-url", index]},
+               "config": {"setup_timeout_seconds": 3}}
+        with pytest.raises(RuntimeEnvSetupError, match=r"did not finish within 3s .*setup_timeout_seconds"):
+            kastor.get(import_value.options(runtime_env=env).remote("x"), timeout=DEADLINE_S)
+    with pytest.raises(ValueError, match="setup_timeout_seconds"):
+        import_value.options(runtime_env={"config": {"setup_timeout_seconds": 0}})
+
+
 JOB_DRIVER = """
 import os, sys, kastor
 kastor.init(sys.argv[1], token=sys.argv[2], runtime_env={"working_dir": sys.argv[3]})
