@@ -40,6 +40,7 @@ def _restartable(info: pb.ActorInfo) -> bool:
 class Head(pb_grpc.HeadServicer):
     def __init__(self, store: Store, token: str, cluster_id: str):
         self.store = store
+        self.package_uris: set[str] = set()  # runtime_env packages known to be in the store
         self.metadata = auth.metadata(token)
         self.cluster_id = cluster_id
         self.nodes: dict[str, pb.NodeInfo] = {}
@@ -322,6 +323,7 @@ class Head(pb_grpc.HeadServicer):
         if not request.uri.startswith("kastor-pkg://"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a package URI: {request.uri!r}")
         await self.store.put(PACKAGES, request.uri, request.data)
+        self.package_uris.add(request.uri)
         return pb.Empty()
 
     async def GetPackage(self, request, context):
@@ -331,7 +333,9 @@ class Head(pb_grpc.HeadServicer):
         return pb.Package(uri=request.uri, data=data)
 
     async def HasPackage(self, request, context):
-        return pb.HasPackageReply(found=await self.store.get(PACKAGES, request.uri) is not None)
+        if request.uri not in self.package_uris and await self.store.get(PACKAGES, request.uri) is not None:
+            self.package_uris.add(request.uri)  # uploaded before this head (re)started
+        return pb.HasPackageReply(found=request.uri in self.package_uris)
 
     # ---- actors ----
 

@@ -98,8 +98,13 @@ def _read_ignore_files(directory: str, rel_dir: str) -> list[_Pattern]:
 def walk(root: str, excludes: list[str]) -> Iterator[tuple[str, str]]:
     """(relative path, absolute path) of every file under `root` a package includes, sorted."""
     rules = _patterns("", excludes)
+    seen: set[str] = set()  # real paths of the directories walked: a symlink loop is walked once
 
     def visit(directory: str, rel_dir: str, inherited: list[_Pattern]) -> Iterator[tuple[str, str]]:
+        real = os.path.realpath(directory)
+        if real in seen:
+            return
+        seen.add(real)
         local = inherited + _read_ignore_files(directory, rel_dir)
         for entry in sorted(os.scandir(directory), key=lambda e: e.name):
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name

@@ -96,6 +96,7 @@ def test_a_package_leaves_out_git_excludes_and_gitignored_files_and_is_keyed_by_
     (wd / "secret.txt").write_text("s")
     (wd / "notes.log").write_text("l")
     (wd / ".gitignore").write_text("*.log\nbuild/\n")
+    (wd / "sub" / "loop").symlink_to(wd / "sub")  # walked once, not for ever
     first = packaging.pack_working_dir(str(wd), ["secret.txt"])
     names = sorted(zipfile.ZipFile(__import__("io").BytesIO(first.data)).namelist())
     assert names == [".gitignore", "sub/keep.py"]
