@@ -99,11 +99,15 @@ class RuntimeEnvAgent:
             paths.append(cwd)
         for uri in spec.get("py_modules", []):
             paths.append(await self._package(uri))
-        python = sys.executable
+        python, env = sys.executable, {}
         for tool in ("pip", "uv"):
             if spec.get(tool):
                 python = await self._virtualenv(tool, spec[tool])
-        return WorkerEnv(key, python=python, cwd=cwd, paths=tuple(paths))
+                # As an activated virtualenv: programs the work starts find its python and scripts.
+                venv_bin = os.path.dirname(python)
+                env = {"VIRTUAL_ENV": os.path.dirname(venv_bin),
+                       "PATH": os.pathsep.join([venv_bin, *([os.environ["PATH"]] if os.environ.get("PATH") else [])])}
+        return WorkerEnv(key, python=python, cwd=cwd, paths=tuple(paths), env=env)
 
     # ---- packages ----
 

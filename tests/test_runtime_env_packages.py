@@ -235,17 +235,19 @@ def build_wheel(directory, name: str, value: str) -> str:
 
 
 @kastor.remote(max_retries=0)
-def import_with_python(name: str) -> tuple[str, str]:
+def import_with_python(name: str) -> tuple[str, str, str | None]:
     import importlib
-    return importlib.import_module(name).VALUE, sys.executable
+    import shutil
+    return importlib.import_module(name).VALUE, sys.executable, shutil.which("python")
 
 
 def test_pip_installs_into_a_per_node_virtualenv(cluster, tmp_path):
     wheel = build_wheel(tmp_path / "wheels", "kastor_renv_wheel_probe", "from-pip")
     env = {"pip": [wheel]}
-    value, python = kastor.get(import_with_python.options(runtime_env=env, scheduling_strategy=on("n2"))
-                               .remote("kastor_renv_wheel_probe"), timeout=DEADLINE_S)
+    value, python, on_path = kastor.get(import_with_python.options(runtime_env=env, scheduling_strategy=on("n2"))
+                                        .remote("kastor_renv_wheel_probe"), timeout=DEADLINE_S)
     assert value == "from-pip" and "runtime_resources" in python and python != sys.executable
+    assert on_path == python, "the virtualenv is first on PATH, as if activated"
     with pytest.raises(TaskError, match="kastor_renv_wheel_probe"):
         kastor.get(import_with_python.options(scheduling_strategy=on("n2")).remote("kastor_renv_wheel_probe"),
                    timeout=DEADLINE_S)
