@@ -292,19 +292,28 @@ def read():
     import renv_job_helper
     return renv_job_helper.VALUE + ":" + open("data.txt").read()
 
+@kastor.remote
+def both():
+    import renv_job_extra
+    return kastor.get(read.remote()) + "+" + renv_job_extra.VALUE
+
 print(kastor.get(read.remote(), timeout=120))
+print(kastor.get(both.options(runtime_env={"py_modules": [sys.argv[4]]}).remote(), timeout=120))
 """
 
 
-def test_a_jobs_working_dir_reaches_all_its_work(cluster, tmp_path):
+def test_a_jobs_working_dir_reaches_all_its_work_and_a_tasks_fields_add_to_it(cluster, tmp_path):
     wd = tmp_path / "job"
     make_module(wd, "renv_job_helper", "job-module")
     (wd / "data.txt").write_text("job-data")
+    extra = make_module(tmp_path / "extra", "renv_job_extra", "extra")
     env = dict(os.environ, KASTOR_TOKEN=TOKEN)
-    out = subprocess.run([sys.executable, "-c", JOB_DRIVER, cluster.address, TOKEN, str(wd)],
+    out = subprocess.run([sys.executable, "-c", JOB_DRIVER, cluster.address, TOKEN, str(wd), extra],
                          capture_output=True, text=True, timeout=DEADLINE_S, env=env, cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["job-module:job-data"]
+    # The task's py_modules replace nothing of the job's working_dir (Ray merges field by field),
+    # and the nested task inherits both.
+    assert out.stdout.split() == ["job-module:job-data", "job-module:job-data+extra"]
 
 
 def test_the_head_refuses_what_is_not_a_package_uri(cluster):
