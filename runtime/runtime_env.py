@@ -12,16 +12,20 @@ by field; `env_vars` are merged (kept apart, in TaskSpec.env_vars, as before). N
 inherits the runtime_env of the worker it is submitted from, which was started for exactly
 that environment (its KASTOR_RUNTIME_ENV variable).
 
-Packing happens once per process for a given runtime_env dict (a task's `.options()` is not
-re-zipped on every call); `init(runtime_env=)` always packs afresh.
+A task's or actor's runtime_env is packed once per process and re-packed only when its local
+files changed (names, sizes, mtimes; checked at most once a second), so a notebook's edited
+module reaches the next call without re-zipping on every call; `init(runtime_env=)` always
+packs afresh.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 import types
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from kastor.runtime import runtime_env_packaging as packaging
@@ -190,7 +194,29 @@ def for_call(core: Any, runtime_env: dict[str, Any] | None) -> str:
         return encode(current(core))
     key = json.dumps(own, sort_keys=True, default=str)
     per_core = _cache.setdefault(core, {})
-    resolved = per_core.get(key)
-    if resolved is None:
-        resolved = per_core[key] = resolve(core, own)
-    return encode(merge(current(core), resolved))
+    entry = per_core.get(key)
+    now = time.monotonic()
+    if entry is None or now - entry.checked_at > RECHECK_S:
+        files = _local_files_signature(own)
+        if entry is None or files != entry.files:
+            entry = per_core[key] = _Packed(resolve(core, own), files, now)
+        entry.checked_at = now
+    return encode(merge(current(core), entry.resolved))
+
+
+RECHECK_S = 1.0  # how stale a packed runtime_env may be: local files edited since are re-packed after this
+
+
+@dataclass
+class _Packed:
+    resolved: dict[str, Any]
+    files: tuple
+    checked_at: float
+
+
+def _local_files_signature(runtime_env: dict[str, Any]) -> tuple:
+    """Names, sizes and mtimes of the local files a runtime_env ships: a cheap test for edits."""
+    excludes = list(runtime_env.get("excludes") or [])
+    roots = [os.fspath(runtime_env["working_dir"])] if runtime_env.get("working_dir") is not None else []
+    roots += [_module_path(m) for m in runtime_env.get("py_modules") or []]
+    return tuple(packaging.signature(root, excludes) for root in roots if not packaging.is_package_uri(root))

@@ -119,6 +119,18 @@ def walk(root: str, excludes: list[str]) -> Iterator[tuple[str, str]]:
     yield from visit(root, "", rules)
 
 
+def signature(path: str, excludes: list[str]) -> tuple:
+    """(name, size, mtime) of each file a package of `path` would hold: changes when they are edited."""
+    if os.path.isfile(path):
+        st = os.stat(path)
+        return ((path, st.st_size, st.st_mtime_ns),)
+    out = []
+    for rel, full in walk(path, excludes):
+        st = os.stat(full)
+        out.append((rel, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
 def _zip(files: list[tuple[str, str]], what: str, limit: int) -> bytes:
     sizes = [(os.path.getsize(path), rel) for rel, path in files]
     total = sum(size for size, _ in sizes)

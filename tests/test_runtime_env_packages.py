@@ -21,6 +21,7 @@ from kastor.exceptions import ActorDiedError, RuntimeEnvSetupError, TaskError
 from kastor.runtime import runtime_env_packaging as packaging
 from kastor.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from redis_server import RedisServer
+from support import wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -147,6 +148,16 @@ def test_py_modules_reach_the_task_and_workers_are_reused_only_in_the_same_env(c
         else:
             with pytest.raises(TaskError, match="renv_pymod_probe"):
                 kastor.get(ref, timeout=DEADLINE_S)
+
+
+def test_an_edited_module_reaches_the_next_calls(cluster, tmp_path):
+    """As a notebook user expects: edit the module, call again, the new code runs."""
+    module = make_module(tmp_path / "mods", "renv_edited_probe", "v1")
+    env = {"py_modules": [module]}
+    assert kastor.get(import_value.options(runtime_env=env).remote("renv_edited_probe"), timeout=DEADLINE_S)[0] == "v1"
+    make_module(tmp_path / "mods", "renv_edited_probe", "v2-longer")
+    wait_until(lambda: kastor.get(import_value.options(runtime_env=env).remote("renv_edited_probe"),
+                                  timeout=DEADLINE_S)[0] == "v2-longer", "the edited module to be shipped")
 
 
 def test_a_package_directory_in_py_modules_keeps_its_name(cluster, tmp_path):
