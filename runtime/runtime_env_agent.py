@@ -58,6 +58,7 @@ class WorkerEnv:
         if self.paths:
             old = base.get("PYTHONPATH", "")
             out["PYTHONPATH"] = os.pathsep.join([*self.paths, *([old] if old else [])])
+        out.pop(renv.ENV_RUNTIME_ENV, None)  # never the agent's own (were it started from inside a worker)
         if self.key:
             out[renv.ENV_RUNTIME_ENV] = self.key
         return out
