@@ -358,3 +358,26 @@ def test_a_notebooks_embedded_cluster_gets_its_working_dir_too(tmp_path):
                          timeout=DEADLINE_S, env=env, cwd="/")
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["local:packages"]
+
+
+CONTEXT_DRIVER = """
+import sys, kastor
+kastor.init(sys.argv[1], token=sys.argv[2])
+
+@kastor.remote
+def env_string():
+    return kastor.get_runtime_context().get_runtime_env_string()
+
+print(kastor.get(env_string.remote(), timeout=120))
+"""
+
+
+def test_a_node_started_from_inside_a_worker_does_not_pass_that_workers_env_on(tmp_path):
+    from support import cli_head
+    inherited = '{"py_modules":["kastor-pkg://0000.zip"]}'
+    with cli_head(tmp_path / "sessions", TOKEN, KASTOR_RUNTIME_ENV=inherited) as head:
+        env = {k: v for k, v in head["env"].items() if k != "KASTOR_RUNTIME_ENV"}
+        out = subprocess.run([sys.executable, "-c", CONTEXT_DRIVER, head["head"], TOKEN], capture_output=True,
+                             text=True, timeout=DEADLINE_S, env=env, cwd="/")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["{}"]
