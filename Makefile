@@ -3,13 +3,17 @@ PYTHON ?= python
 KIND_CLUSTER ?= kastor-e2e
 IMAGE ?= kastor:dev
 
-.PHONY: test lint e2e image kind-up kind-down helm-lint
+.PHONY: test lint docs e2e image kind-up kind-down helm-lint
 
 test:
 	$(PYTHON) -m pytest -q
 
 lint:
 	$(PYTHON) -m ruff check .
+
+# The docs site (docs/, mkdocs.yml) into site/; strict, as CI builds it.
+docs:
+	$(PYTHON) -m mkdocs build --strict
 
 # kind + Docker end to end: creates the kind cluster, builds and loads the image,
 # helm-installs the operator, runs an ActorCluster and a DetachedActor (skips without kind/docker).

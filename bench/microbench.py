@@ -203,8 +203,10 @@ def parse(lines: list[str], backend: str) -> dict[str, float]:
     return out
 
 
-def run_subprocess(python: str, backend: str, quick: bool) -> list[str]:
-    cmd = [python, os.path.abspath(__file__), "--backend", backend] + (["--quick"] if quick else [])
+def run_subprocess(python: str, backend: str, quick: bool, script: str = __file__,
+                   extra: list[str] | None = None) -> list[str]:
+    """Runs `script --backend <backend>` under `python`, echoing and returning its lines."""
+    cmd = [python, os.path.abspath(script), "--backend", backend] + (["--quick"] if quick else []) + (extra or [])
     lines: list[str] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
@@ -214,6 +216,13 @@ def run_subprocess(python: str, backend: str, quick: bool) -> list[str]:
     if proc.returncode:
         print(f"# {backend} subprocess exited with {proc.returncode}", flush=True)
     return lines
+
+
+def side_by_side(kastor: dict[str, float], ray: dict[str, float]) -> None:
+    """Both backends' figures in two columns (for benchmarks whose figures are not rates only)."""
+    print(f"\n# {'figure':<38} {'kastor':>12} {'ray':>12}")
+    for fig, value in kastor.items():
+        print(f"# {fig:<38} {value:>12.4g} {ray.get(fig, float('nan')):>12.4g}")
 
 
 def compare(a: dict[str, float], b: dict[str, float]) -> None:

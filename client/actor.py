@@ -97,6 +97,8 @@ BUILTIN_METHODS = {"__ray_ready__": _ready, "__ray_terminate__": _terminate}
 
 
 class ActorClass:
+    """A class decorated with `@kastor.remote`: `.remote(...)` creates an actor and returns its handle."""
+
     def __init__(self, cls: type, options: dict[str, Any]):
         self._cls = cls
         self._options = {**_ACTOR_DEFAULTS, **opts.validate(options, for_actor=True)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from kastor.actor import ActorClass, ActorHandle
 from kastor.object_ref import ObjectRef
 from kastor.object_ref_generator import ObjectRefGenerator
 from kastor.remote_function import RemoteFunction
-from kastor.runtime import auth, config, context
+from kastor.runtime import auth, context, settings
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor")
@@ -104,7 +103,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
                 raise ValueError("Pass either address= or cluster=, not both.")
             _connect_to_actor_cluster(cluster, k8s_namespace, kube_context, token, namespace, log_to_driver)
             return _joined(job_env, runtime_env)
-        address = address or os.environ.get(config.ENV_ADDRESS)
+        address = address or settings.ADDRESS.get()
         if address in (None, "", "local"):
             from kastor.runtime.local_cluster import LocalCluster
             if num_cpus is not None and num_cpus < 0:
@@ -194,6 +193,7 @@ def _info() -> ClusterInfo:
 
 
 def is_initialized() -> bool:
+    """Whether this process is connected to a cluster (`init` was called and not yet `shutdown`)."""
     return context.core is not None
 
 
@@ -318,16 +318,19 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
 
 
 def get_runtime_context():
+    """Who and where the calling code is: job, node, worker, task and actor ids, names and namespace."""
     from kastor.runtime_context import RuntimeContext
     return RuntimeContext(_core())
 
 
 def get_gpu_ids() -> list[int]:
+    """The GPUs assigned to the calling task or actor (its `CUDA_VISIBLE_DEVICES`); [] in a driver."""
     task = context.current_task.get()
     return list(task.gpu_ids) if task else []
 
 
 def nodes() -> list[dict[str, Any]]:
+    """The head's node table, one dict per node in Ray's shape (`NodeID`, `Alive`, `Resources`, ...)."""
     core = _core()
     reply = core.head_call("ListNodes", pb.ListRequest())
     return [{"NodeID": n.node_id, "Alive": n.alive, "NodeManagerAddress": n.ip, "Address": n.address,
@@ -335,6 +338,7 @@ def nodes() -> list[dict[str, Any]]:
 
 
 def cluster_resources() -> dict[str, float]:
+    """The total resources of the alive nodes, summed (as `ray.cluster_resources()`)."""
     return _sum_resources("Resources")
 
 
@@ -355,6 +359,7 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
 
 
 def available_resources() -> dict[str, float]:
+    """The resources free right now, summed over the alive nodes (as `ray.available_resources()`)."""
     core = _core()
     reply = core.head_call("ListNodes", pb.ListRequest())
     out: dict[str, float] = {}

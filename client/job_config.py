@@ -12,6 +12,8 @@ from typing import Any
 
 @dataclass
 class JobConfig:
+    """Job-wide settings for `init(job_config=...)`; explicit `init` arguments win over them."""
+
     runtime_env: dict[str, Any] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     ray_namespace: str | None = None

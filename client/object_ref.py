@@ -14,6 +14,8 @@ from kastor.runtime import context
 
 
 class ObjectRef:
+    """A future for a value, owned by the process that created it; `kastor.get` reads the value."""
+
     __slots__ = ("_id", "_owner", "__weakref__")
 
     def __init__(self, object_id: bytes, owner: str, *, _borrowed: bool = False):

@@ -44,6 +44,8 @@ class GeneratedItems:
 
 
 class ObjectRefGenerator:
+    """The refs a generator task or method yields, in order, for `for` and `async for`, as they are yielded."""
+
     def __init__(self, ref: ObjectRef):
         self._ref = ref
         self._task_id = ref._id[:-4]

@@ -15,6 +15,8 @@ _DEFAULTS = {"num_returns": 1, "max_retries": 3, "retry_exceptions": False}
 
 
 class RemoteFunction:
+    """A function decorated with `@kastor.remote`: `.remote(...)` runs it as a task and returns its ref(s)."""
+
     def __init__(self, function: Any, options: dict[str, Any]):
         self._function = function
         defaults = {**_DEFAULTS, "num_returns": STREAMING} if yields(function) else _DEFAULTS

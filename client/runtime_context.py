@@ -9,6 +9,8 @@ from kastor.runtime import context
 
 
 class RuntimeContext:
+    """What `get_runtime_context()` returns: the job, node, worker, task and actor of the calling code."""
+
     def __init__(self, core):
         self._core = core
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 import kopf
+from kastor.runtime import logging_setup
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,10 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # kopf logs every successful handler call at INFO
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # kopf logs every successful handler call at INFO, on kopf.objects
+    logging_setup.configure(None, verbose=args.verbose, quiet=["kopf.objects"])
     from kastor.operator import handlers  # noqa: F401  (registers the handlers)
     clusterwide = args.all_namespaces or not args.namespace
     asyncio.run(kopf.operator(

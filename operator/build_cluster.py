@@ -24,6 +24,7 @@ from kastor.operator.build_common import (
 )
 from kastor.operator.overrides import apply_template
 from kastor.operator.spec import ClusterSpec, WorkerGroup
+from kastor.runtime import settings
 
 
 def _meta(cr: dict[str, Any]) -> tuple[str, str]:
@@ -102,9 +103,9 @@ def redis_service(cr: dict[str, Any]) -> dict[str, Any]:
 
 def _redis_env(cr: dict[str, Any], spec: ClusterSpec) -> list[dict[str, Any]]:
     if spec.redis.managed:
-        return [secret_env("KASTOR_REDIS_PASSWORD", token_secret_name(cr, spec), names.REDIS_PASSWORD_KEY)]
+        return [secret_env(settings.REDIS_PASSWORD.name, token_secret_name(cr, spec), names.REDIS_PASSWORD_KEY)]
     if spec.redis.address and spec.redis.password_secret:
-        return [secret_env("KASTOR_REDIS_PASSWORD", spec.redis.password_secret, spec.redis.password_key)]
+        return [secret_env(settings.REDIS_PASSWORD.name, spec.redis.password_secret, spec.redis.password_key)]
     return []
 
 

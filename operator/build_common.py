@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kastor.operator import names
+from kastor.runtime import settings
 
 
 def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
@@ -31,8 +32,8 @@ def kastor_env(cluster_id: str) -> list[dict[str, Any]]:
     """The pod IP becomes the node IP other processes reach."""
     return [
         {"name": names.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "KASTOR_NODE_IP", "value": f"$({names.POD_IP_ENV})"},
-        {"name": "KASTOR_CLUSTER_ID", "value": cluster_id},
+        {"name": settings.NODE_IP.name, "value": f"$({names.POD_IP_ENV})"},
+        {"name": settings.CLUSTER_ID.name, "value": cluster_id},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
 
@@ -46,7 +47,7 @@ def add_token(pod_spec: dict[str, Any], container: dict[str, Any], secret: str, 
     pod_spec["volumes"].append({"name": "token", "secret": {"secretName": secret, "defaultMode": 0o440,
                                                             "items": [{"key": key, "path": "token"}]}})
     container["volumeMounts"].append({"name": "token", "mountPath": TOKEN_DIR, "readOnly": True})
-    container["env"].append({"name": "KASTOR_TOKEN_FILE", "value": f"{TOKEN_DIR}/token"})
+    container["env"].append({"name": settings.TOKEN_FILE.name, "value": f"{TOKEN_DIR}/token"})
 
 
 TLS_DIR = "/etc/kastor/tls"
@@ -59,9 +60,9 @@ def add_tls(pod_spec: dict[str, Any], container: dict[str, Any], secret: str | N
         return
     pod_spec["volumes"].append({"name": "tls", "secret": {"secretName": secret, "defaultMode": 0o440}})
     container["volumeMounts"].append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
-    container["env"] += [{"name": "KASTOR_TLS_CERT", "value": f"{TLS_DIR}/tls.crt"},
-                         {"name": "KASTOR_TLS_KEY", "value": f"{TLS_DIR}/tls.key"},
-                         {"name": "KASTOR_TLS_CA", "value": f"{TLS_DIR}/ca.crt"}]
+    container["env"] += [{"name": settings.TLS_CERT.name, "value": f"{TLS_DIR}/tls.crt"},
+                         {"name": settings.TLS_KEY.name, "value": f"{TLS_DIR}/tls.key"},
+                         {"name": settings.TLS_CA.name, "value": f"{TLS_DIR}/ca.crt"}]
 
 
 def container_security() -> dict[str, Any]:

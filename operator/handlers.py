@@ -9,14 +9,14 @@ or `kopf run -m kastor.operator.handlers`.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import kopf
 from kastor.operator import actor_reconciler, cluster_reconciler, kube, names
 from kastor.operator.gcs import Gcs
+from kastor.runtime import settings
 
-RESYNC_S = float(os.environ.get("KASTOR_OPERATOR_RESYNC_S", "5"))
+RESYNC_S = settings.OPERATOR_RESYNC_S.get()
 STOP_POLL_S = 1.0  # how often a deletion re-checks that a busy resync timer has returned
 CLUSTERS = dict(group=names.GROUP, version=names.VERSION, plural=names.CLUSTER_PLURAL)
 ACTORS = dict(group=names.GROUP, version=names.VERSION, plural=names.ACTOR_PLURAL)
@@ -43,8 +43,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kastor.dev")
     settings.persistence.finalizer = "kastor.dev/finalizer"
     settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = int(os.environ.get("KASTOR_OPERATOR_WATCH_TIMEOUT_S", "300"))
-    settings.execution.max_workers = int(os.environ.get("KASTOR_OPERATOR_WORKERS", "8"))
+    settings.watching.server_timeout = settings.OPERATOR_WATCH_TIMEOUT_S.get()
+    settings.execution.max_workers = settings.OPERATOR_WORKERS.get()
     # Deleting a resource first stops its resync timer. A timer is a sync handler in a
     # thread, so one caught mid-reconcile cannot be cancelled, and kopf re-checks whether it
     # has exited only every `cancellation_polling` seconds (60 by default): the finalizer,

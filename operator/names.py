@@ -6,6 +6,8 @@ creates a pod and the reconciler that later lists it by label can never disagree
 
 from __future__ import annotations
 
+from kastor.runtime import settings
+
 # Exit codes of `kastor actor-pod` after which the operator stops replacing the pod: a spec
 # that can never work (bad class, bad args), and an actor the GCS declared dead.
 from kastor.runtime.actor_pod import EXIT_ACTOR_DEAD, EXIT_BAD_SPEC  # noqa: F401  (re-exported)
@@ -30,7 +32,7 @@ MANAGER = "kastor-operator"
 CONTAINER = "kastor"
 TOKEN_KEY = "token"
 REDIS_PASSWORD_KEY = "redis-password"
-POD_IP_ENV = "KASTOR_POD_IP"
+POD_IP_ENV = settings.POD_IP.name
 REDIS_PORT = 6379
 DEFAULT_REDIS_IMAGE = "redis:7.2-alpine"
 

@@ -25,7 +25,7 @@ import sys
 import threading
 from typing import Any
 
-from kastor.runtime import auth, config, launcher
+from kastor.runtime import auth, config, flags, launcher
 
 EXIT_FAILED = 1      # this pod failed (its node agent died, the head lost the actor): replace the pod
 EXIT_BAD_SPEC = 2    # the spec can never work: do not replace the pod
@@ -34,9 +34,7 @@ EXIT_ACTOR_DEAD = 3  # the GCS declared the actor dead (constructor raised, rest
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(prog="kastor actor-pod", description=__doc__.splitlines()[0])
-    p.add_argument("--address", default=os.environ.get(config.ENV_ADDRESS),
-                   required=config.ENV_ADDRESS not in os.environ,
-                   help="head address host:port")
+    flags.add_join_flags(p, address_required=True)
     p.add_argument("--class", dest="actor_class", required=True, help="import path module:Class")
     p.add_argument("--name", required=True, help="actor name in the GCS")
     p.add_argument("--namespace", required=True, help="Kastor namespace of the actor")
@@ -48,9 +46,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--num-cpus", type=float, default=1.0)
     p.add_argument("--num-gpus", type=float, default=0.0)
     p.add_argument("--resource", required=True, help="the custom resource only this pod advertises")
-    p.add_argument("--node-ip", default=os.environ.get(config.ENV_NODE_IP, "127.0.0.1"))
-    p.add_argument("--token", default=None)
-    p.add_argument("--token-file", default=None)
+    flags.add_node_ip_flag(p)
     return p
 
 

@@ -14,7 +14,7 @@ import secrets
 import time
 
 import grpc
-from kastor.runtime import config, receive_deadline
+from kastor.runtime import config, receive_deadline, settings
 
 log = logging.getLogger("kastor.auth")
 
@@ -54,11 +54,11 @@ def resolve_token(explicit: str | None = None, token_file: str | None = None) ->
     """Flags win over environment; a token file is how a Kubernetes Secret arrives."""
     if explicit:
         return explicit.strip()
-    path = token_file or os.environ.get(config.ENV_TOKEN_FILE)
+    path = token_file or settings.TOKEN_FILE.get()
     if path and os.path.exists(path):
         with open(path) as f:
             return f.read().strip()
-    env = os.environ.get(config.ENV_TOKEN)
+    env = settings.TOKEN.get()
     return env.strip() if env else None
 
 

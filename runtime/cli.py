@@ -18,45 +18,33 @@ import sys
 import time
 
 import grpc
-from kastor.runtime import auth, config, launcher, sessions, tls
+from kastor.runtime import auth, config, flags, launcher, sessions, settings, tls
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.state_rows import actor_row, format_resources, format_shape, node_row
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except settings.SettingError as e:  # a bad KASTOR_* value: say which, without a traceback
+        print(f"kastor: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="kastor", description="Kastor: Ray-style actors, Kubernetes-native.")
     parser.add_argument("--version", action="version", version=f"kastor {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     start = sub.add_parser("start", help="start a head (--head) or a node agent joining one (--address)")
     start.add_argument("--head", action="store_true", help="start the head (control service) and a node agent")
-    start.add_argument("--address", default=os.environ.get(config.ENV_ADDRESS), help="head to join (host:port)")
-    start.add_argument("--port", type=int, default=int(os.environ.get("KASTOR_HEAD_PORT", config.DEFAULT_HEAD_PORT)),
-                       help="head port (with --head)")
+    flags.add_join_flags(start, address_help="head to join (host:port; or KASTOR_ADDRESS)")
+    flags.add_head_flags(start, client_port_by_default=True)  # with --head
     start.add_argument("--node-port", type=int, default=0, help="node agent port (0: any free port)")
-    start.add_argument("--node-ip", default=os.environ.get(config.ENV_NODE_IP, "127.0.0.1"),
-                       help="address other processes reach this host on (a pod IP in Kubernetes)")
-    start.add_argument("--num-cpus", type=float, default=None)
-    start.add_argument("--num-gpus", type=float, default=None)
-    start.add_argument("--memory", type=float, default=None)
-    start.add_argument("--resources", default=None, help='custom resources as JSON, e.g. \'{"TPU": 4}\'')
+    flags.add_node_ip_flag(start)
+    flags.add_node_resource_flags(start)
     start.add_argument("--no-node", action="store_true", help="with --head: run no node agent beside the head")
-    start.add_argument("--token", default=None)
-    start.add_argument("--token-file", default=None)
-    start.add_argument("--cluster-id", default=os.environ.get("KASTOR_CLUSTER_ID"),
-                       help="names this cluster's state (required with --redis-address)")
-    start.add_argument("--redis-address", default=os.environ.get("KASTOR_REDIS_ADDRESS"),
-                       help="with --head: keep the head's state in Redis (host:port, redis:// or rediss://) "
-                            "so a head restart loses nothing; password from KASTOR_REDIS_PASSWORD or a file")
-    start.add_argument("--redis-password-file", default=os.environ.get("KASTOR_REDIS_PASSWORD_FILE"))
-    start.add_argument("--client-port", type=int,
-                       default=int(os.environ.get("KASTOR_CLIENT_PORT", config.DEFAULT_CLIENT_PORT)),
-                       help="with --head: port for kastor:// clients outside the cluster network (0: any free port, "
-                            "-1: none)")
-    start.add_argument("--dashboard-port", type=int, default=int(os.environ.get("KASTOR_DASHBOARD_PORT", "-1")),
-                       help="with --head: HTTP port for Prometheus /metrics and /api/actors, /api/nodes "
-                            "(token required; 0: any free port, -1: none, the default; pods use 8265)")
     start.add_argument("--block", action="store_true", help="stay in the foreground until stopped (for pods)")
 
     stop = sub.add_parser("stop", help="stop the cluster processes you started here with `kastor start`")
@@ -75,11 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     actor_pod.build_parser(sub.add_parser("actor-pod", help="run a DetachedActor's pod (used by the operator)"))
 
     clean = sub.add_parser("redis-clean", help="delete one cluster's state from Redis (when the cluster is gone)")
-    clean.add_argument("--redis-address", default=os.environ.get("KASTOR_REDIS_ADDRESS"),
-                       required="KASTOR_REDIS_ADDRESS" not in os.environ)
-    clean.add_argument("--redis-password-file", default=os.environ.get("KASTOR_REDIS_PASSWORD_FILE"))
-    clean.add_argument("--cluster-id", default=os.environ.get("KASTOR_CLUSTER_ID"),
-                       required="KASTOR_CLUSTER_ID" not in os.environ)
+    flags.add_redis_flags(clean, required=True)
 
     args = parser.parse_args(argv)
     if args.command == "start":
@@ -104,9 +88,7 @@ def _version() -> str:
 
 
 def _add_query_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", default=os.environ.get(config.ENV_ADDRESS))
-    p.add_argument("--token", default=None)
-    p.add_argument("--token-file", default=None)
+    flags.add_join_flags(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -147,10 +129,9 @@ def _start(args: argparse.Namespace) -> int:
                 head_args += ["--redis-address", args.redis_address]
             if args.redis_password_file:
                 head_args += ["--redis-password-file", args.redis_password_file]
-            if args.client_port >= 0:
-                head_args += ["--client-port", str(args.client_port)]
-            if args.dashboard_port >= 0:
-                head_args += ["--dashboard-port", str(args.dashboard_port)]
+            # Always passed, -1 too: the head would otherwise fall back to KASTOR_CLIENT_PORT from
+            # the environment it inherits, and a --client-port -1 here would not switch it off.
+            head_args += ["--client-port", str(args.client_port), "--dashboard-port", str(args.dashboard_port)]
             head = launcher.Child("kastor.runtime.head", head_args, env, os.path.join(logs, "head.log"), embedded)
             children.append(head)
             address = head.wait_ready()

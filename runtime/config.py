@@ -1,21 +1,25 @@
-"""Tunables and environment names shared by every Kastor process.
+"""Tunables shared by every Kastor process.
 
-They live in one place so that a pod spec, the CLI and an embedded cluster agree on how
-settings travel (flags first, then these environment variables).
+The environment variables behind them are declared in `settings` (name, type, default, why);
+the values here are read once, when a process imports this module. The ENV_* names are the
+variables Kastor passes to the processes it starts.
 """
 
 import os
 
-ENV_ADDRESS = "KASTOR_ADDRESS"          # head address a driver or node agent joins
-ENV_TOKEN = "KASTOR_TOKEN"              # the cluster token itself
-ENV_TOKEN_FILE = "KASTOR_TOKEN_FILE"    # or a file holding it (a mounted Secret)
-ENV_NODE_IP = "KASTOR_NODE_IP"          # the address other processes reach this host on
-ENV_NODE_ADDRESS = "KASTOR_NODE_ADDRESS"
-ENV_NODE_ID = "KASTOR_NODE_ID"
-ENV_WORKER_ID = "KASTOR_WORKER_ID"
-ENV_STORE_DIR = "KASTOR_STORE_DIR"
-ENV_SESSION_DIR = "KASTOR_SESSION_DIR"
-ENV_WORKER_LEASE_S = "KASTOR_WORKER_LEASE_S"  # set by a node agent for its workers (fencing)
+from kastor.runtime import settings
+
+ENV_ADDRESS = settings.ADDRESS.name
+ENV_TOKEN = settings.TOKEN.name
+ENV_TOKEN_FILE = settings.TOKEN_FILE.name
+ENV_NODE_IP = settings.NODE_IP.name
+ENV_HEAD_ADDRESS = settings.HEAD_ADDRESS.name
+ENV_NODE_ADDRESS = settings.NODE_ADDRESS.name
+ENV_NODE_ID = settings.NODE_ID.name
+ENV_WORKER_ID = settings.WORKER_ID.name
+ENV_STORE_DIR = settings.STORE_DIR.name
+ENV_SESSION_DIR = settings.SESSION_DIR.name
+ENV_WORKER_LEASE_S = settings.WORKER_LEASE_S.name  # set by a node agent for its workers (fencing)
 
 TOKEN_METADATA_KEY = "kastor-token"
 # Through the client port, the cluster address a call is for: `kastor-target` metadata, or a
@@ -30,8 +34,8 @@ INLINE_LIMIT = 100 * 1024
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 FETCH_CHUNK_BYTES = 4 * 1024 * 1024
 
-HEARTBEAT_INTERVAL_S = float(os.environ.get("KASTOR_HEARTBEAT_INTERVAL_S", "0.5"))
-NODE_DEATH_TIMEOUT_S = float(os.environ.get("KASTOR_NODE_DEATH_TIMEOUT_S", "10"))
+HEARTBEAT_INTERVAL_S = settings.HEARTBEAT_INTERVAL_S.get()
+NODE_DEATH_TIMEOUT_S = settings.NODE_DEATH_TIMEOUT_S.get()
 # Fencing: a worker runs calls only while its node agent renews its lease, which lasts this
 # fraction of the head's node death timeout. A frozen or dead-declared node's workers thus stop
 # before the head restarts their actors elsewhere (see NodeAgent.RenewWorkerLease).
@@ -41,29 +45,29 @@ WORKER_LEASE_FRACTION = 0.5
 LEASE_LINGER_S = 0.05
 # A node agent checks its task leases this often, and takes back one whose worker has had no
 # stream and no call for LEASE_RECLAIM_GRACE_S (a lost WorkerIdle, an owner gone before its first call).
-LEASE_CHECK_INTERVAL_S = float(os.environ.get("KASTOR_LEASE_CHECK_INTERVAL_S", "1"))
-LEASE_RECLAIM_GRACE_S = float(os.environ.get("KASTOR_LEASE_RECLAIM_GRACE_S", "5"))
+LEASE_CHECK_INTERVAL_S = settings.LEASE_CHECK_INTERVAL_S.get()
+LEASE_RECLAIM_GRACE_S = settings.LEASE_RECLAIM_GRACE_S.get()
 # How often dropped ObjectRefs are swept when no new ref comes along to sweep them sooner.
 REF_SWEEP_INTERVAL_S = 0.05
 # Idle workers a node agent keeps started ahead, so actor creation skips process start-up.
-PRESTART_WORKERS = int(os.environ.get("KASTOR_PRESTART_WORKERS", "2"))
+PRESTART_WORKERS = settings.PRESTART_WORKERS.get()
 # Idle workers a node keeps (Ray's num_workers_soft_limit; default: its CPU count, at least
 # PRESTART_WORKERS). More idle ones, idle for IDLE_WORKER_KILL_S (Ray's
 # idle_worker_killing_time_threshold_ms), are asked to exit; one that still serves objects or
 # owns actors declines, as in Ray.
-IDLE_WORKERS_KEPT = int(os.environ["KASTOR_IDLE_WORKERS_KEPT"]) if os.environ.get("KASTOR_IDLE_WORKERS_KEPT") else None
-IDLE_WORKER_KILL_S = float(os.environ.get("KASTOR_IDLE_WORKER_KILL_S", "1"))
+IDLE_WORKERS_KEPT = settings.IDLE_WORKERS_KEPT.get()
+IDLE_WORKER_KILL_S = settings.IDLE_WORKER_KILL_S.get()
 # Workers a node starts at once (Ray's maximum_startup_concurrency; 0: its CPU count). A worker
 # that does not register within STARTUP_TIMEOUT_S is killed.
-MAX_STARTING_WORKERS = int(os.environ.get("KASTOR_MAX_STARTING_WORKERS", "0"))
-STARTUP_TIMEOUT_S = float(os.environ.get("KASTOR_STARTUP_TIMEOUT_S", "30"))
+MAX_STARTING_WORKERS = settings.MAX_STARTING_WORKERS.get()
+STARTUP_TIMEOUT_S = settings.STARTUP_TIMEOUT_S.get()
 
-DEFAULT_HEAD_PORT = 6380
-DEFAULT_CLIENT_PORT = 10001
+DEFAULT_HEAD_PORT: int = settings.HEAD_PORT.default  # type: ignore[assignment]
+DEFAULT_CLIENT_PORT: int = settings.CLIENT_PORT.default  # type: ignore[assignment]
 # A remote client (kastor://) whose connection drops keeps its job, refs and non-detached
 # actors this long while it reconnects (laptop sleep, a port-forward restarting).
-CLIENT_RECONNECT_GRACE_S = float(os.environ.get("KASTOR_CLIENT_RECONNECT_GRACE_S", "120"))
-SESSION_ROOT = os.environ.get("KASTOR_SESSION_ROOT", "/tmp/kastor_sessions")
+CLIENT_RECONNECT_GRACE_S = settings.CLIENT_RECONNECT_GRACE_S.get()
+SESSION_ROOT = settings.SESSION_ROOT.get()
 
 
 def default_store_root() -> str:
@@ -72,27 +76,27 @@ def default_store_root() -> str:
 
 # How long callers (drivers, workers, node agents' reports) wait for an unreachable head,
 # e.g. through a restart, before giving up with a clear error.
-HEAD_RECONNECT_TIMEOUT_S = float(os.environ.get("KASTOR_HEAD_RECONNECT_TIMEOUT_S", "60"))
+HEAD_RECONNECT_TIMEOUT_S = settings.HEAD_RECONNECT_TIMEOUT_S.get()
 
 
 def gcs_request_timeout_s() -> float:
     """How long a query of the head's tables (list_named_actors) waits for its answer before
     raising GetTimeoutError: Ray's gcs_server_request_timeout_seconds (60 s). Read per call."""
-    return float(os.environ.get("KASTOR_GCS_REQUEST_TIMEOUT_S", "60"))
+    return settings.GCS_REQUEST_TIMEOUT_S.get()
 
 
 # A node agent that cannot reach the head for this long exits (its pod is then replaced).
-NODE_HEAD_LOSS_TIMEOUT_S = float(os.environ.get("KASTOR_NODE_HEAD_LOSS_TIMEOUT_S", "600"))
+NODE_HEAD_LOSS_TIMEOUT_S = settings.NODE_HEAD_LOSS_TIMEOUT_S.get()
 # A restarted head gives drivers this long to reopen their job sessions before it treats
 # their jobs as finished (and kills their non-detached actors).
-JOB_RECONNECT_GRACE_S = float(os.environ.get("KASTOR_JOB_RECONNECT_GRACE_S", str(HEAD_RECONNECT_TIMEOUT_S + 10)))
+JOB_RECONNECT_GRACE_S = settings.JOB_RECONNECT_GRACE_S.get()
 # A restarted head waits this long for nodes to report their actors before re-placing
 # actors that were mid-placement when it died (so none is started twice).
-RECONCILE_GRACE_S = float(os.environ.get("KASTOR_RECONCILE_GRACE_S", "3"))
+RECONCILE_GRACE_S = settings.RECONCILE_GRACE_S.get()
 
 
 def actor_graceful_shutdown_timeout_s() -> float:
     """How long an actor ended gracefully (exit_actor, __ray_terminate__, out of scope) may run its
     __ray_shutdown__ and atexit handlers before its process exits anyway (Ray's
     actor_graceful_shutdown_timeout_ms). Read when used, so an actor's runtime_env can set it."""
-    return float(os.environ.get("KASTOR_ACTOR_GRACEFUL_SHUTDOWN_TIMEOUT_S", "30"))
+    return settings.ACTOR_GRACEFUL_SHUTDOWN_TIMEOUT_S.get()

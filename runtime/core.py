@@ -25,7 +25,7 @@ import grpc
 from kastor import exceptions
 from kastor.object_ref import ObjectRef
 from kastor.runtime import args as argpack
-from kastor.runtime import auth, config, context, gateway_client, head_link, pickler, serialization, tls
+from kastor.runtime import auth, config, context, gateway_client, head_link, pickler, serialization, settings, tls
 from kastor.runtime.memory_store import MemoryStore
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -52,7 +52,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     iteration, which every call pays several times: about +40% batched tasks and a few
     percent sync actor calls on the 2-core bench machine. KASTOR_UVLOOP=0 falls back to
     asyncio's loop."""
-    if os.environ.get("KASTOR_UVLOOP", "1") != "0":
+    if settings.UVLOOP.get():
         try:
             import uvloop
         except ImportError:

@@ -13,13 +13,12 @@ certificate (KASTOR_TLS_CERT / KASTOR_TLS_KEY).
 from __future__ import annotations
 
 import hmac
-import os
 import ssl
 from collections import Counter
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from kastor.runtime import tls
+from kastor.runtime import settings, tls
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.state_rows import actor_row, node_row
 from prometheus_client import CollectorRegistry, generate_latest
@@ -93,7 +92,7 @@ def _ssl_context() -> ssl.SSLContext | None:
     if not tls.serving():
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(os.environ[tls.ENV_CERT], os.environ[tls.ENV_KEY])
+    context.load_cert_chain(settings.TLS_CERT.require(), settings.TLS_KEY.require())
     return context
 
 

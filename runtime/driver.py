@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 
 import grpc
-from kastor.runtime import config, context, tls
+from kastor.runtime import config, context, settings, tls
 from kastor.runtime.core import CoreWorker
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -31,7 +31,7 @@ def connect(head_address: str, token: str, namespace: str | None, node_address: 
     node = _pick_local_node(nodes, node_address)
     if node is None:
         raise ConnectionError(f"The Kastor cluster at {head_address} has no live node to run work on.")
-    local = node.ip in ("127.0.0.1", "localhost") or node.ip == os.environ.get("KASTOR_NODE_IP")
+    local = node.ip in ("127.0.0.1", "localhost") or node.ip == settings.NODE_IP.get()
     store_dir = node.store_dir if local and os.path.isdir(node.store_dir) else tempfile.mkdtemp(prefix="kastor-driver-")
     core = CoreWorker(head_address=head_address, token=token, node_address=node.address,
                       node_id=node.node_id if store_dir == node.store_dir else f"driver-{os.getpid()}",
@@ -116,7 +116,7 @@ def _pick_local_node(nodes: list[pb.NodeInfo], preferred: str | None) -> pb.Node
     for n in nodes:
         if preferred and n.address == preferred:
             return n
-    local_ips = {"127.0.0.1", "localhost", os.environ.get("KASTOR_NODE_IP", "")}
+    local_ips = {"127.0.0.1", "localhost", settings.NODE_IP.get()}
     for n in nodes:
         if n.ip in local_ips:
             return n

@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import grpc
-from kastor.runtime import auth, config, launcher, tls
+from kastor.runtime import auth, config, flags, launcher, logging_setup, settings, tls
 from kastor.runtime.core import CHANNEL_OPTIONS, actor_job_id, bind_host
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -625,7 +625,7 @@ async def _open_ports(head: Head, token: str, args: argparse.Namespace) -> _Port
     await server.start()
     ports = _Ports(server, f"{args.node_ip}:{port}")
     try:
-        if args.client_port is not None:
+        if args.client_port is not None and args.client_port >= 0:
             from kastor.runtime import client_gateway
             from kastor.runtime.client_objects import ObjectDirectory
             directory = ObjectDirectory()
@@ -689,34 +689,20 @@ async def _open_store(args: argparse.Namespace) -> Store:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kastor-head", description="Kastor head (control service)")
-    add_head_arguments(p)
-    p.add_argument("--token", default=None)
-    p.add_argument("--token-file", default=None)
-    p.add_argument("--node-ip", default=os.environ.get(config.ENV_NODE_IP, "127.0.0.1"))
-    p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    flags.add_head_flags(p, client_port_by_default=False)
+    flags.add_token_flags(p)
+    flags.add_node_ip_flag(p)
+    flags.add_child_flags(p)
     return p
 
 
-def add_head_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=int, default=int(os.environ.get("KASTOR_HEAD_PORT", config.DEFAULT_HEAD_PORT)))
-    p.add_argument("--cluster-id", default=os.environ.get("KASTOR_CLUSTER_ID"))
-    p.add_argument("--redis-address", default=os.environ.get("KASTOR_REDIS_ADDRESS"))
-    p.add_argument("--redis-password-file", default=os.environ.get("KASTOR_REDIS_PASSWORD_FILE"))
-    p.add_argument("--client-port", type=int, default=_env_int("KASTOR_CLIENT_PORT"),
-                   help="serve the client port (kastor://) for drivers outside the cluster network")
-    p.add_argument("--dashboard-port", type=int, default=_env_int("KASTOR_DASHBOARD_PORT"),
-                   help="serve Prometheus metrics and the live tables over HTTP (token required)")
-
-
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value else None
-
-
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s head %(name)s: %(message)s")
-    asyncio.run(serve(build_parser().parse_args(argv)))
+    logging_setup.configure("head")
+    try:
+        args = build_parser().parse_args(argv)
+    except settings.SettingError as e:
+        raise SystemExit(f"head: {e}") from None
+    asyncio.run(serve(args))
     logging.shutdown()
     os._exit(0)  # a daemon thread may sit in a read of stdin; don't let it block interpreter exit
 

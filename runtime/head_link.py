@@ -8,16 +8,22 @@ so every head method reached through here must be idempotent.
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from kastor.runtime import config
+from kastor.runtime import config, retry
+from kastor.runtime.retry import RetryPolicy
 
 log = logging.getLogger("kastor.head_link")
+
+# While the head is away: only UNAVAILABLE (refused, reset, died mid-call) is waited out, up to a
+# deadline set per call; the jitter spreads the callers that all lost the same head.
+HEAD_OUTAGE = RetryPolicy(initial_s=0.05, max_s=1.0, jitter=0.2, retry_on=(grpc.aio.AioRpcError,),
+                          retry_codes={grpc.StatusCode.UNAVAILABLE})
 
 _outage_since: dict[str, float] = {}  # head address -> when calls to it started failing
 
@@ -30,27 +36,21 @@ async def call(method: Callable[..., Awaitable[Any]], request: Any, *, metadata:
     has been unreachable (UNAVAILABLE: refused, reset, or died mid-call) for `deadline_s`
     (default HEAD_RECONNECT_TIMEOUT_S).
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + (config.HEAD_RECONNECT_TIMEOUT_S if deadline_s is None else deadline_s)
-    backoff = 0.05
-    while True:
-        try:
-            reply = await method(request, metadata=metadata, timeout=timeout)
-        except grpc.aio.AioRpcError as e:
-            if e.code() != grpc.StatusCode.UNAVAILABLE or loop.time() >= deadline:
-                if e.code() == grpc.StatusCode.UNAVAILABLE:
-                    raise ConnectionError(
-                        f"The Kastor head at {address} has been unreachable for "
-                        f"{time.monotonic() - _outage_since.get(address, time.monotonic()):.0f}s "
-                        f"({e.code().name}). Check that the head is running; raise "
-                        f"KASTOR_HEAD_RECONNECT_TIMEOUT_S to wait longer.") from None
-                raise
-            _note_outage(address, e)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
-            continue
-        _note_recovery(address)
-        return reply
+    policy = dataclasses.replace(
+        HEAD_OUTAGE, deadline_s=config.HEAD_RECONNECT_TIMEOUT_S if deadline_s is None else deadline_s)
+    try:
+        reply = await retry.call_async(lambda: method(request, metadata=metadata, timeout=timeout), policy,
+                                       on_retry=lambda e, _n, _d: _note_outage(address, e))
+    except grpc.aio.AioRpcError as e:
+        if e.code() == grpc.StatusCode.UNAVAILABLE:
+            raise ConnectionError(
+                f"The Kastor head at {address} has been unreachable for "
+                f"{time.monotonic() - _outage_since.get(address, time.monotonic()):.0f}s "
+                f"({e.code().name}). Check that the head is running; raise "
+                f"KASTOR_HEAD_RECONNECT_TIMEOUT_S to wait longer.") from None
+        raise
+    _note_recovery(address)
+    return reply
 
 
 def _note_outage(address: str, e: grpc.aio.AioRpcError) -> None:

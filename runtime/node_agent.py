@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from kastor.exceptions import RuntimeEnvSetupError
-from kastor.runtime import auth, config, head_link, launcher, tls
+from kastor.runtime import auth, config, flags, head_link, launcher, logging_setup, retry, settings, tls
 from kastor.runtime.core import CHANNEL_OPTIONS, bind_host, error_value
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -57,6 +58,10 @@ def max_starting(total: dict[str, float]) -> int:
     return config.MAX_STARTING_WORKERS or max(1, int(total.get("CPU", 1)))
 
 
+# Joining a head that is still coming up: any error but a refused token is waited out, up to the
+# deadline of register_with_head.
+JOIN_RETRY = retry.RetryPolicy(initial_s=0.05, max_s=2.0, jitter=0.2, retry_on=(grpc.aio.AioRpcError,),
+                               fatal_codes={grpc.StatusCode.UNAUTHENTICATED})
 INFEASIBLE_TTL_S = 5.0  # an infeasible shape stays reported this long after its owner last asked for it
 
 
@@ -111,28 +116,23 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
                            available=self.available, alive=True, store_dir=self.store_dir)
 
     async def register_with_head(self, deadline_s: float) -> None:
-        """Joins the cluster, retrying with backoff while the head comes up."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + deadline_s
-        delay = 0.05
-        while True:
-            try:
-                sent = time.monotonic()
-                reply = await self.head().RegisterNode(self.node_info(), metadata=self.metadata, timeout=5)
-                self.death_timeout_s = reply.node_death_timeout_s or config.NODE_DEATH_TIMEOUT_S
-                self.worker_lease_s = self.death_timeout_s * config.WORKER_LEASE_FRACTION
-                self.head_confirmed_at, self.fenced = sent, False
-                log.info("node %s registered with head %s", self.node_id, self.head_address)
-                return
-            except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.UNAUTHENTICATED:
-                    raise SystemExit(f"node agent: the head at {self.head_address} rejects this node's cluster "
-                                     f"token ({e.details()}); pass the cluster's token with --token-file or "
-                                     f"KASTOR_TOKEN_FILE") from e
-                if loop.time() > deadline:
-                    raise SystemExit(f"node agent: cannot join head {self.head_address}: {e.details()}") from e
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        """Joins the cluster, retrying with backoff while the head comes up (a wrong token is final)."""
+        async def register() -> tuple[float, pb.RegisterNodeReply]:
+            sent = time.monotonic()
+            return sent, await self.head().RegisterNode(self.node_info(), metadata=self.metadata, timeout=5)
+
+        try:
+            sent, reply = await retry.call_async(register, dataclasses.replace(JOIN_RETRY, deadline_s=deadline_s))
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise SystemExit(f"node agent: the head at {self.head_address} rejects this node's cluster "
+                                 f"token ({e.details()}); pass the cluster's token with --token-file or "
+                                 f"KASTOR_TOKEN_FILE") from e
+            raise SystemExit(f"node agent: cannot join head {self.head_address}: {e.details()}") from e
+        self.death_timeout_s = reply.node_death_timeout_s or config.NODE_DEATH_TIMEOUT_S
+        self.worker_lease_s = self.death_timeout_s * config.WORKER_LEASE_FRACTION
+        self.head_confirmed_at, self.fenced = sent, False
+        log.info("node %s registered with head %s", self.node_id, self.head_address)
 
     async def heartbeat_forever(self) -> None:
         """Reports free resources and live actors; rides out a head restart.
@@ -255,7 +255,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         worker_id = os.urandom(16)
         env = dict(os.environ)
         env.update({
-            "KASTOR_HEAD_ADDRESS": self.head_address, config.ENV_TOKEN: self.token,
+            config.ENV_HEAD_ADDRESS: self.head_address, config.ENV_TOKEN: self.token,
             config.ENV_NODE_ADDRESS: self.address, config.ENV_NODE_ID: self.node_id,
             config.ENV_STORE_DIR: self.store_dir, config.ENV_NODE_IP: self.ip,
             config.ENV_WORKER_ID: worker_id.hex(), config.ENV_SESSION_DIR: self.session_dir,
@@ -738,38 +738,23 @@ async def serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kastor-node", description="Kastor node agent")
-    p.add_argument("--address", default=os.environ.get(config.ENV_ADDRESS),
-                   required=config.ENV_ADDRESS not in os.environ,
-                   help="head address host:port (or KASTOR_ADDRESS)")
-    add_node_arguments(p)
+    flags.add_join_flags(p, address_required=True)
+    p.add_argument("--port", type=int, default=0)
+    flags.add_node_ip_flag(p)
+    p.add_argument("--node-id", default=None)
+    flags.add_node_resource_flags(p)
+    p.add_argument("--store-root", default=None)
+    p.add_argument("--session-dir", default=None)
+    flags.add_child_flags(p)
     return p
 
 
-def add_node_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--node-ip", default=os.environ.get(config.ENV_NODE_IP, "127.0.0.1"))
-    p.add_argument("--node-id", default=None)
-    p.add_argument("--num-cpus", type=float, default=_env_float("KASTOR_NUM_CPUS"))
-    p.add_argument("--num-gpus", type=float, default=_env_float("KASTOR_NUM_GPUS") or 0)
-    p.add_argument("--memory", type=float, default=_env_float("KASTOR_MEMORY") or 0)
-    p.add_argument("--resources", default=os.environ.get("KASTOR_RESOURCES"),
-                   help='custom resources as JSON, e.g. \'{"accelerator": 2}\'')
-    p.add_argument("--token", default=None)
-    p.add_argument("--token-file", default=None)
-    p.add_argument("--store-root", default=None)
-    p.add_argument("--session-dir", default=None)
-    p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
-
-
-def _env_float(name: str) -> float | None:
-    value = os.environ.get(name)
-    return float(value) if value else None
-
-
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s node %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    logging_setup.configure("node")
+    try:
+        args = build_parser().parse_args(argv)
+    except settings.SettingError as e:
+        raise SystemExit(f"node agent: {e}") from None
     code = asyncio.run(serve(args))
     logging.shutdown()
     os._exit(code)  # a daemon thread may sit in a read of stdin; don't let it block interpreter exit

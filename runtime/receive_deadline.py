@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 
 import grpc
+from kastor.runtime import settings
 
-ENV_RECEIVE_TIMEOUT = "KASTOR_RECEIVE_TIMEOUT_S"
-DEFAULT_RECEIVE_TIMEOUT_S = 60.0
+ENV_RECEIVE_TIMEOUT = settings.RECEIVE_TIMEOUT_S.name
+DEFAULT_RECEIVE_TIMEOUT_S: float = settings.RECEIVE_TIMEOUT_S.default  # type: ignore[assignment]
 _UNBOUNDED = {"Execute"}  # request streams that may legitimately idle between messages
 
 
 def receive_timeout_s() -> float:
     """Read at server start, so a test (or an operator) can set it per process."""
-    return float(os.environ.get(ENV_RECEIVE_TIMEOUT, DEFAULT_RECEIVE_TIMEOUT_S))
+    return settings.RECEIVE_TIMEOUT_S.get()
 
 
 def with_receive_deadline(handler: grpc.RpcMethodHandler | None, method: str,

@@ -10,13 +10,12 @@ acknowledgements wait rather than fail.
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import logging
-import os
 import re
-import time
 
 import redis.asyncio as aioredis
+from kastor.runtime import retry, settings
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import AuthenticationError, BusyLoadingError, ConnectionError, RedisError, TimeoutError
@@ -26,9 +25,13 @@ log = logging.getLogger("kastor.redis_store")
 __all__ = ["RedisError", "RedisStore", "delete_cluster", "resolve_password"]
 
 KEY_PREFIX = "kastor"
-ENV_REDIS_PASSWORD = "KASTOR_REDIS_PASSWORD"
-REDIS_RETRY_DEADLINE_S = float(os.environ.get("KASTOR_REDIS_RETRY_DEADLINE_S", "60"))
+ENV_REDIS_PASSWORD = settings.REDIS_PASSWORD.name
+REDIS_RETRY_DEADLINE_S = settings.REDIS_RETRY_DEADLINE_S.get()
 _BACKOFF_CAP_S = 1.0
+# Waiting for Redis to come up (in Kubernetes it may start after the head), every half second up
+# to a deadline set per call; a wrong password (which redis-py files under ConnectionError) is final.
+REDIS_STARTUP = retry.RetryPolicy(initial_s=0.5, max_s=0.5, retry_on=(ConnectionError, TimeoutError, BusyLoadingError),
+                                  fatal=(AuthenticationError,))
 
 
 def redis_url(address: str) -> str:
@@ -48,7 +51,7 @@ def resolve_password(password_file: str | None) -> str | None:
     if password_file:
         with open(password_file) as f:
             return f.read().strip() or None
-    return os.environ.get(ENV_REDIS_PASSWORD) or None
+    return settings.REDIS_PASSWORD.get()
 
 
 _CLUSTER_ID = re.compile(r"[A-Za-z0-9._/-]{1,200}")
@@ -79,21 +82,14 @@ async def wait_until_reachable(address: str, password: str | None, deadline_s: f
     """Waits for Redis to come up (in Kubernetes it may start after the head), but fails at once
     on a wrong password: redis-py files that under ConnectionError, which it would retry."""
     probe = connect(address, password, retries=0)
-    started = time.monotonic()
     try:
-        while True:
-            try:
-                await probe.ping()
-                return
-            except AuthenticationError as e:
-                raise AuthenticationError(f"Redis at {address} refused the password ({e}); check "
-                                          f"{ENV_REDIS_PASSWORD} or --redis-password-file.") from None
-            except (ConnectionError, TimeoutError, BusyLoadingError) as e:
-                if time.monotonic() - started > deadline_s:
-                    raise ConnectionError(f"Cannot reach Redis at {address} (tried for {deadline_s:.0f}s): "
-                                          f"{e}") from None
-                log.warning("waiting for Redis at %s: %s", address, e)
-                await asyncio.sleep(0.5)
+        await retry.call_async(probe.ping, dataclasses.replace(REDIS_STARTUP, deadline_s=deadline_s),
+                               on_retry=lambda e, _n, _d: log.warning("waiting for Redis at %s: %s", address, e))
+    except AuthenticationError as e:
+        raise AuthenticationError(f"Redis at {address} refused the password ({e}); check "
+                                  f"{ENV_REDIS_PASSWORD} or --redis-password-file.") from None
+    except (ConnectionError, TimeoutError, BusyLoadingError) as e:
+        raise ConnectionError(f"Cannot reach Redis at {address} (tried for {deadline_s:.0f}s): {e}") from None
     finally:
         await probe.aclose()
 

@@ -15,9 +15,9 @@ import os
 import shutil
 import time
 
-from kastor.runtime import config
+from kastor.runtime import config, settings
 
-SESSIONS_KEPT = int(os.environ.get("KASTOR_SESSIONS_KEPT", "5"))
+SESSIONS_KEPT = settings.SESSIONS_KEPT.get()
 LOCK_NAME = ".lock"
 PREFIX = "session_"
 

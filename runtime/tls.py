@@ -12,18 +12,18 @@ node agents and workers alike:
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 
 import grpc
+from kastor.runtime import settings
 
-ENV_CERT, ENV_KEY, ENV_CA = "KASTOR_TLS_CERT", "KASTOR_TLS_KEY", "KASTOR_TLS_CA"
-ENV_SERVER_NAME = "KASTOR_TLS_SERVER_NAME"
+ENV_CERT, ENV_KEY, ENV_CA = settings.TLS_CERT.name, settings.TLS_KEY.name, settings.TLS_CA.name
+ENV_SERVER_NAME = settings.TLS_SERVER_NAME.name
 
 
 def _read(env: str) -> bytes | None:
-    path = os.environ.get(env)
+    path = settings.get(env)
     if not path:
         return None
     try:
@@ -34,7 +34,7 @@ def _read(env: str) -> bytes | None:
 
 
 def serving() -> bool:
-    return bool(os.environ.get(ENV_CERT))
+    return settings.TLS_CERT.is_set()
 
 
 class PortInUseError(RuntimeError):
@@ -80,7 +80,7 @@ def port_in_use_message(address: str, what: str, fix: str, detail: str = "") -> 
 
 
 def _secure_options(options: list | tuple) -> list:
-    return [*options, ("grpc.ssl_target_name_override", os.environ.get(ENV_SERVER_NAME, "kastor"))]
+    return [*options, ("grpc.ssl_target_name_override", settings.TLS_SERVER_NAME.get())]
 
 
 def channel_trusting(target: str, ca: bytes, options: list | tuple = ()) -> grpc.Channel:
@@ -123,7 +123,7 @@ def speaks_tls(address: str, timeout: float = 3.0) -> bool:
 
 def unreachable_hint(address: str) -> str:
     """What to add to "could not reach `address`" when the cause is a missing CA."""
-    if os.environ.get(ENV_CA) or not speaks_tls(address):
+    if settings.TLS_CA.is_set() or not speaks_tls(address):
         return ""
     return (f" The server at {address} speaks TLS, and this process has no CA to check it with: set "
             f"{ENV_CA} to the cluster's CA certificate file (ca.crt of its TLS Secret).")

@@ -29,7 +29,7 @@ from kastor import exceptions
 from kastor.actor import BUILTIN_METHODS, ActorExit
 from kastor.object_ref_generator import GeneratedItems
 from kastor.runtime import args as argpack
-from kastor.runtime import config, context, omp, serialization
+from kastor.runtime import config, context, logging_setup, omp, retry, serialization, settings
 from kastor.runtime.core import CoreWorker, error_value, return_id
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.worker_lease import WorkerLease
@@ -164,19 +164,13 @@ class Engine:
             self.exit(0)
         if self._outboxes:
             return  # another stream of this lease is still open; its end hands the lease back
-        delay = 0.2
-        for attempt in range(4):  # the node also reconciles, so a last failure only delays the return
-            try:
-                await self.core.node_stub().WorkerIdle(
-                    pb.WorkerIdleRequest(worker_id=self.core.worker_id), metadata=self.core.metadata, timeout=10)
-                return
-            except grpc.aio.AioRpcError as e:
-                if attempt == 3:
-                    log.warning("could not hand this worker's lease back to its node (%s); the node will take it "
-                                "back when it next reconciles", e.code().name)
-                    return
-            await asyncio.sleep(delay)
-            delay *= 2
+        try:  # the node also reconciles, so a last failure only delays the return
+            await retry.call_async(lambda: self.core.node_stub().WorkerIdle(
+                pb.WorkerIdleRequest(worker_id=self.core.worker_id), metadata=self.core.metadata, timeout=10),
+                retry.RetryPolicy(attempts=4, initial_s=0.2, max_s=0.8, retry_on=(grpc.aio.AioRpcError,)))
+        except grpc.aio.AioRpcError as e:
+            log.warning("could not hand this worker's lease back to its node (%s); the node will take it "
+                        "back when it next reconciles", e.code().name)
 
     def dispatch(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
         if self._exiting:
@@ -717,16 +711,15 @@ def _watch_parent(core: CoreWorker) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s worker %(name)s: %(message)s")
-    env = os.environ
+    logging_setup.configure("worker")
     core = CoreWorker(
-        head_address=env["KASTOR_HEAD_ADDRESS"], token=env[config.ENV_TOKEN],
-        node_address=env[config.ENV_NODE_ADDRESS], node_id=env[config.ENV_NODE_ID],
-        store_dir=env[config.ENV_STORE_DIR], ip=env.get(config.ENV_NODE_IP, "127.0.0.1"),
-        worker_id=bytes.fromhex(env[config.ENV_WORKER_ID]), is_driver=False)
+        head_address=settings.HEAD_ADDRESS.require(), token=settings.TOKEN.require(),
+        node_address=settings.NODE_ADDRESS.require(), node_id=settings.NODE_ID.require(),
+        store_dir=settings.STORE_DIR.require(), ip=settings.NODE_IP.get(),
+        worker_id=bytes.fromhex(settings.WORKER_ID.require()), is_driver=False)
     context.core = core
     _watch_parent(core)
-    lease = WorkerLease(core, float(env[config.ENV_WORKER_LEASE_S]))
+    lease = WorkerLease(core, settings.WORKER_LEASE_S.require())
     engine = Engine(core, lease)
     core.engine = engine
     LogShipper(core, engine.output_owner).install()

@@ -73,6 +73,11 @@ class AsyncResult:
 
 
 class Pool:
+    """The standard library's `multiprocessing.Pool`, its processes being actors on the cluster.
+
+    `processes` defaults to the cluster's CPUs; `ray_remote_args` are the actors' options.
+    """
+
     def __init__(self, processes: int | None = None, initializer: Callable | None = None,
                  initargs: Iterable = (), maxtasksperchild: int | None = None, context: Any = None,
                  ray_address: str | None = None, ray_remote_args: dict[str, Any] | None = None) -> None:

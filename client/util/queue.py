@@ -24,6 +24,11 @@ class Full(queue.Full):
 
 
 class Queue:
+    """A FIFO queue any task or actor can use: blocking, timed, non-blocking, batched and async `put`/`get`.
+
+    `maxsize=0` is unbounded; `actor_options` are the options of the actor that holds the items.
+    """
+
     def __init__(self, maxsize: int = 0, actor_options: dict[str, Any] | None = None) -> None:
         if not isinstance(maxsize, int) or maxsize < 0:
             raise ValueError(f"maxsize must be an int >= 0 (0 means unbounded), got {maxsize!r}")

@@ -18,6 +18,8 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 
 @dataclass(frozen=True)
 class NodeAffinitySchedulingStrategy:
+    """Run on the node `node_id`; with `soft=True`, elsewhere when that node is gone or cannot fit the work."""
+
     node_id: str
     soft: bool
     _spill_on_unavailable: bool = False
@@ -26,6 +28,8 @@ class NodeAffinitySchedulingStrategy:
 
 @dataclass(frozen=True)
 class PlacementGroupSchedulingStrategy:
+    """Accepted for compatibility and ignored, with a warning: Kastor has no placement groups."""
+
     placement_group: Any
     placement_group_bundle_index: int = -1
     placement_group_capture_child_tasks: bool | None = None
