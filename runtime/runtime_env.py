@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kastor.runtime import runtime_env_packaging as packaging
+from kastor.runtime import settings
 from kastor.runtime.protocol import kastor_pb2 as pb
 
-ENV_RUNTIME_ENV = "KASTOR_RUNTIME_ENV"  # a worker's resolved runtime_env (set by its node agent)
+ENV_RUNTIME_ENV = settings.RUNTIME_ENV.name  # a worker's resolved runtime_env (set by its node agent)
 SUPPORTED = ("env_vars", "working_dir", "py_modules", "excludes", "pip", "uv", "config")
 # Ray fields Kastor does not implement: an error rather than a silently different environment.
 NOT_SUPPORTED = ("conda", "container", "image_uri", "java_jars", "nsight", "mpi", "worker_process_setup_hook")
@@ -183,7 +184,7 @@ def decode(text: str) -> dict[str, Any]:
 def current(core: Any) -> dict[str, Any]:
     """The runtime_env new work inherits: the worker's own (it was started in it), or the job's."""
     if core.engine is not None:
-        return decode(os.environ.get(ENV_RUNTIME_ENV, ""))
+        return decode(settings.RUNTIME_ENV.get() or "")
     return dict(core.runtime_env)
 
 

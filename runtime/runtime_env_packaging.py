@@ -28,16 +28,16 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from kastor.runtime import settings
+
 URI_SCHEME = "kastor-pkg://"
-DEFAULT_MAX_PACKAGE_BYTES = 100 * 1024 * 1024
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _IGNORE_FILES = (".gitignore", ".rayignore")
 
 
 def max_package_bytes() -> int:
     """The size limit of one package (KASTOR_RUNTIME_ENV_MAX_PACKAGE_BYTES, default Ray's 100 MiB)."""
-    raw = os.environ.get("KASTOR_RUNTIME_ENV_MAX_PACKAGE_BYTES", "")
-    return int(raw) if raw.strip() else DEFAULT_MAX_PACKAGE_BYTES
+    return settings.RUNTIME_ENV_MAX_PACKAGE_BYTES.get()
 
 
 def is_package_uri(value: str) -> bool:
@@ -84,7 +84,7 @@ def _patterns(base: str, lines: list[str]) -> list[_Pattern]:
 
 
 def _read_ignore_files(directory: str, rel_dir: str) -> list[_Pattern]:
-    if os.environ.get("KASTOR_RUNTIME_ENV_IGNORE_GITIGNORE", "") in ("1", "true", "True"):
+    if settings.RUNTIME_ENV_IGNORE_GITIGNORE.get():
         return []
     out: list[_Pattern] = []
     for name in _IGNORE_FILES:
