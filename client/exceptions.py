@@ -198,6 +198,11 @@ class TaskUnschedulableError(KastorError):
     """The task can never run where it must (pinned to a node that is not alive)."""
 
 
+class RuntimeEnvSetupError(KastorError):
+    """A task's or actor's runtime_env (working_dir, py_modules, pip) could not be set up on a node:
+    the message names the step, the requirements and the tail of pip's output."""
+
+
 class KastorSystemError(KastorError):
     """Kastor itself failed (a runtime fault, not the user's code)."""
 
@@ -212,5 +217,5 @@ __all__ = [
     "KastorError", "TaskError", "ActorError", "ActorDiedError", "ActorUnavailableError",
     "GetTimeoutError", "TaskCancelledError", "ObjectLostError", "OwnerDiedError", "ObjectStoreFullError",
     "OutOfMemoryError", "WorkerCrashedError", "TaskUnschedulableError", "PendingCallsLimitExceeded",
-    "KastorSystemError", "RayError", "RayTaskError", "RayActorError", "RaySystemError",
+    "KastorSystemError", "RuntimeEnvSetupError", "RayError", "RayTaskError", "RayActorError", "RaySystemError",
 ]

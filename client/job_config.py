@@ -1,6 +1,6 @@
 """`JobConfig`, as Ray's `ray.job_config.JobConfig`: job-wide settings passed to `init()`.
 
-Kastor honours the namespace, the runtime_env (its `env_vars`) and the metadata. The Java
+Kastor honours the namespace, the runtime_env (see kastor.runtime.runtime_env) and the metadata. The Java
 options have no meaning here and are refused when set, rather than silently dropped.
 """
 

@@ -118,15 +118,11 @@ def _int_at_least(key: str, value: Any, low: int, note: str) -> None:
 
 
 def env_vars(runtime_env: Any) -> dict[str, str]:
-    """The `env_vars` of a runtime_env, checked; Kastor honours only those (other keys warn)."""
+    """The `env_vars` of a runtime_env; the whole runtime_env is checked (kastor.runtime.runtime_env)."""
     if runtime_env is None:
         return {}
-    if not isinstance(runtime_env, dict):
-        raise TypeError(f"The 'runtime_env' option must be a dict, got {type(runtime_env).__name__}.")
-    unsupported = sorted(set(runtime_env) - {"env_vars"})
-    if unsupported:
-        warnings.warn(f"Kastor honours only 'env_vars' in a runtime_env; it ignores {', '.join(unsupported)} "
-                      f"(install what tasks need in the worker image instead).", stacklevel=5)
+    from kastor.runtime import runtime_env as renv
+    renv.validate(runtime_env)
     variables = runtime_env.get("env_vars") or {}
     if not isinstance(variables, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in variables.items()):

@@ -35,9 +35,18 @@ class RuntimeContext:
         return task.name or None if task and task.task_id else None
 
     def get_runtime_env_string(self) -> str:
-        """The runtime_env in force here, as JSON (only `env_vars` is honoured)."""
+        """The runtime_env in force here, as JSON: its `env_vars`, and its working_dir and py_modules
+        as the URIs of their uploaded packages (as Ray reports them), pip as its requirements."""
+        from kastor.runtime import runtime_env
         env_vars = self._core.current_env_vars()
-        return json.dumps({"env_vars": env_vars} if env_vars else {})
+        resolved = runtime_env.current(self._core)
+        return json.dumps({**({"env_vars": env_vars} if env_vars else {}), **resolved})
+
+    @property
+    def runtime_env(self):
+        """The runtime_env in force here, as Ray's RuntimeEnv (a dict; packages as their URIs)."""
+        from kastor.runtime_env import RuntimeEnv
+        return RuntimeEnv(**json.loads(self.get_runtime_env_string()))
 
     def get_actor_id(self) -> str | None:
         task = self._task()

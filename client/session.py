@@ -80,8 +80,10 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
     reachable from here.
 
     With `log_to_driver` (the default, as in Ray) whatever this job's tasks and actors print
-    is printed here too, prefixed `(name pid=N)`. `runtime_env={"env_vars": {...}}` sets
-    environment variables for all of the job's tasks and actors (theirs override it).
+    is printed here too, prefixed `(name pid=N)`. `runtime_env` applies to all of the job's tasks
+    and actors (theirs override it field by field, env_vars merged): `env_vars`, `working_dir`
+    (a local directory, uploaded; workers start in it), `py_modules` (local packages, .py or
+    .whl files, put on workers' sys.path), `excludes`, and `pip`/`uv` (a per-node virtualenv).
     """
     global _local_cluster
     job_config = kwargs.pop("job_config", None)
@@ -103,7 +105,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
             if address is not None:
                 raise ValueError("Pass either address= or cluster=, not both.")
             _connect_to_actor_cluster(cluster, k8s_namespace, kube_context, token, namespace, log_to_driver)
-            return _joined(job_env)
+            return _joined(job_env, runtime_env)
         address = address or settings.ADDRESS.get()
         if address in (None, "", "local"):
             from kastor.runtime.local_cluster import LocalCluster
@@ -134,7 +136,7 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
                 driver.connect_remote(address, token, namespace, log_to_driver=log_to_driver)
             else:
                 driver.connect(address, token, namespace, log_to_driver=log_to_driver)
-        return _joined(job_env)
+        return _joined(job_env, runtime_env)
 
 
 def _check_scheme(address: str) -> None:
@@ -148,9 +150,17 @@ def _check_scheme(address: str) -> None:
                      f"network) or 'kastor://host:port' (the head's client port, from anywhere else).{hint}")
 
 
-def _joined(job_env: dict[str, str]) -> ClusterInfo:
-    """The last step of init(), however the driver connected."""
+def _joined(job_env: dict[str, str], runtime_env: dict[str, Any] | None) -> ClusterInfo:
+    """The last step of init(), however the driver connected: the job's runtime_env, its
+    working_dir and py_modules packed and uploaded through the head (kastor.runtime.runtime_env)."""
+    from kastor.runtime import runtime_env as renv
     context.core.env_vars = job_env
+    try:
+        context.core.runtime_env = renv.resolve(context.core, {k: v for k, v in (runtime_env or {}).items()
+                                                               if k != "env_vars"})
+    except BaseException:
+        shutdown()
+        raise
     atexit.register(shutdown)
     return _info()
 

@@ -94,6 +94,7 @@ class CoreWorker:
         self.engine = None  # set by a worker process: runs the tasks sent to it
         self.output = None  # a driver's OutputPrinter, when its workers' output is shown here (log_to_driver)
         self.env_vars: dict[str, str] = {}  # the job's runtime_env variables (a driver's init(runtime_env=))
+        self.runtime_env: dict[str, Any] = {}  # the job's other runtime_env fields, resolved (runtime/runtime_env.py)
         self.address = ""
 
         self._fetching: set[bytes] = set()

@@ -29,6 +29,7 @@ from kastor.runtime.store import InMemoryStore, Store
 log = logging.getLogger("kastor.head")
 
 ACTORS, NODES, JOBS, CODE, META = "actors", "nodes", "jobs", "code", "meta"
+PACKAGES = "packages"  # runtime_env packages by URI (not loaded at start: fetched when a node asks)
 LOG_QUEUE_MAX = 1000  # worker output batches held per driver session before dropping
 
 
@@ -40,6 +41,7 @@ def _restartable(info: pb.ActorInfo) -> bool:
 class Head(pb_grpc.HeadServicer):
     def __init__(self, store: Store, token: str, cluster_id: str):
         self.store = store
+        self.package_uris: set[str] = set()  # runtime_env packages known to be in the store
         self.metadata = auth.metadata(token)
         self.cluster_id = cluster_id
         self.nodes: dict[str, pb.NodeInfo] = {}
@@ -312,6 +314,28 @@ class Head(pb_grpc.HeadServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no function or class {request.function_id} registered")
         return entry
 
+    # ---- runtime_env packages ----
+
+    async def PutPackage(self, request, context):
+        """Keeps a driver's working_dir / py_modules zip (its URI is its content hash) in the store,
+        so a restarted head on Redis still serves it to nodes that join later."""
+        if not request.uri.startswith("kastor-pkg://"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a package URI: {request.uri!r}")
+        await self.store.put(PACKAGES, request.uri, request.data)
+        self.package_uris.add(request.uri)
+        return pb.Empty()
+
+    async def GetPackage(self, request, context):
+        data = await self.store.get(PACKAGES, request.uri)
+        if data is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no runtime_env package {request.uri} was uploaded")
+        return pb.Package(uri=request.uri, data=data)
+
+    async def HasPackage(self, request, context):
+        if request.uri not in self.package_uris and await self.store.get(PACKAGES, request.uri) is not None:
+            self.package_uris.add(request.uri)  # uploaded before this head (re)started
+        return pb.HasPackageReply(found=request.uri in self.package_uris)
+
     # ---- actors ----
 
     async def CreateActor(self, request, context):
@@ -533,7 +557,9 @@ class Head(pb_grpc.HeadServicer):
                     await self._save(info)
                     return
                 if reply.error.data or reply.error.location.path:
-                    await self._mark_dead(info, f"its constructor raised: {reply.message}", reply.error)
+                    what = ("its runtime_env could not be set up" if reply.runtime_env_failed
+                            else "its constructor raised")
+                    await self._mark_dead(info, f"{what}: {reply.message}", reply.error)
                     return
                 log.warning("node %s could not start actor %s: %s", node.node_id, actor_id.hex()[:8], reply.message)
             self.pending.add(actor_id)

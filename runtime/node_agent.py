@@ -15,17 +15,19 @@ import os
 import re
 import shutil
 import signal
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import grpc
+from kastor.exceptions import RuntimeEnvSetupError
 from kastor.runtime import auth, config, flags, head_link, launcher, logging_setup, retry, rpc, settings, tls
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.resources import fits, release, subtract
 from kastor.runtime.rpc import ChannelCache, bind_host
+from kastor.runtime.runtime_env_agent import RuntimeEnvAgent, RuntimeEnvSetupFailed, WorkerEnv
+from kastor.runtime.serialization import error_value
 
 log = logging.getLogger("kastor.node")
 
@@ -49,6 +51,7 @@ class WorkerProc:
     leased_at: float = 0.0           # time.monotonic() of the grant
     idle_since: float = 0.0          # time.monotonic() when it last became idle
     keep_until: float = 0.0          # it declined to exit: not asked again before then
+    runtime_env: str = ""            # the resolved runtime_env it was started in: only work in that one reuses it
 
 
 def max_starting(total: dict[str, float]) -> int:
@@ -93,6 +96,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         self.fenced = False
         self.head_confirmed_at = 0.0  # time.monotonic() when the last heartbeat the head knew was sent
         self._channels = ChannelCache()
+        self.runtime_envs = RuntimeEnvAgent(os.path.join(session_dir, "runtime_resources"), self._fetch_package)
 
     # ---- plumbing ----
 
@@ -238,7 +242,11 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
 
     # ---- workers ----
 
-    async def _spawn_worker(self) -> WorkerProc:
+    async def _fetch_package(self, uri: str) -> bytes:
+        reply = await self.head().GetPackage(pb.PackageKey(uri=uri), metadata=self.metadata, timeout=600)
+        return reply.data
+
+    async def _spawn_worker(self, runtime_env: WorkerEnv | None = None) -> WorkerProc:
         worker_id = os.urandom(16)
         env = dict(os.environ)
         env.update({
@@ -249,15 +257,18 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
             config.ENV_WORKER_LEASE_S: str(self.worker_lease_s),
         })
         env.pop(config.ENV_TOKEN_FILE, None)
+        runtime_env = runtime_env or WorkerEnv("")
+        env = runtime_env.process_env(env)
         log_path = os.path.join(self.session_dir, "logs", f"worker-{worker_id.hex()[:12]}.log")
         self.starting += 1
         try:
             async with self._start_slots:  # Ray's maximum_startup_concurrency: a loaded node is not made worse
-                return await self._start_process(worker_id, env, log_path)
+                return await self._start_process(worker_id, env, log_path, runtime_env)
         finally:
             self.starting -= 1
 
-    async def _start_process(self, worker_id: bytes, env: dict[str, str], log_path: str) -> WorkerProc:
+    async def _start_process(self, worker_id: bytes, env: dict[str, str], log_path: str,
+                             runtime_env: WorkerEnv) -> WorkerProc:
         """Starts one worker and waits for it to register; one that does not in time is killed,
         so a slow node never piles up processes that nobody will use."""
         fut = asyncio.get_running_loop().create_future()
@@ -265,9 +276,9 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         try:
             with open(log_path, "ab") as log_file:
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "kastor.runtime.worker", env=env, stdin=asyncio.subprocess.PIPE,
-                    stdout=log_file, stderr=asyncio.subprocess.STDOUT)
-            w = WorkerProc(worker_id, proc)
+                    runtime_env.python, "-m", "kastor.runtime.worker", env=env, stdin=asyncio.subprocess.PIPE,
+                    stdout=log_file, stderr=asyncio.subprocess.STDOUT, cwd=runtime_env.cwd)
+            w = WorkerProc(worker_id, proc, runtime_env=runtime_env.key)
             self.workers[worker_id] = w
             asyncio.get_running_loop().create_task(self._watch(w))
             try:
@@ -284,18 +295,23 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         finally:
             self.registrations.pop(worker_id, None)
 
-    async def _take_worker(self) -> WorkerProc:
-        while self.idle:
-            w = self.idle.popleft()
-            if w.state == "idle":
+    async def _take_worker(self, runtime_env: str = "") -> WorkerProc:
+        """An idle worker started in `runtime_env` (resolved JSON), or a new one; setting the
+        environment up may raise RuntimeEnvSetupFailed."""
+        for w in list(self.idle):
+            if w.state != "idle":
+                self.idle.remove(w)
+            elif w.runtime_env == runtime_env:
+                self.idle.remove(w)
                 self._prestart()
                 return w
-        w = await self._spawn_worker()
+        setup = await self.runtime_envs.setup(runtime_env)
+        w = await self._spawn_worker(setup)
         self._prestart()
         return w
 
     def _prestart(self) -> None:
-        missing = config.PRESTART_WORKERS - len(self.idle) - self.starting
+        missing = config.PRESTART_WORKERS - sum(1 for w in self.idle if not w.runtime_env) - self.starting
         for _ in range(max(0, missing)):
             asyncio.get_running_loop().create_task(self._prestart_one())
 
@@ -387,13 +403,16 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
             elif fut.done() and not fut.cancelled():
                 self._unallocate(required, fut.result())
             raise
-        take = loop.create_task(self._take_worker())
+        take = loop.create_task(self._take_worker(request.runtime_env))
         try:
             w = await asyncio.shield(take)
         except asyncio.CancelledError:  # the owner went away while its worker was starting
             self._unallocate(required, gpu_ids)
             take.add_done_callback(self._keep_idle)
             raise
+        except RuntimeEnvSetupFailed as e:
+            self._unallocate(required, gpu_ids)
+            return pb.LeaseReply(runtime_env_error=f"on node {self.node_id}: {e}")
         except Exception as e:
             self._unallocate(required, gpu_ids)
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"could not start a worker: {e}")
@@ -552,10 +571,15 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         held = dict(spec.held)
         gpu_ids = self._allocate(held)
         try:
-            w = await self._take_worker()
+            w = await self._take_worker(spec.runtime_env)
         except Exception as e:
             release(self.available, held)
             self.free_gpus.extend(gpu_ids)
+            if isinstance(e, RuntimeEnvSetupFailed):
+                error = RuntimeEnvSetupError(f"The runtime_env of actor {spec.class_name} could not be set up on "
+                                             f"node {self.node_id}: {e}")
+                return pb.StartActorReply(started=False, runtime_env_failed=True, message=str(error),
+                                          error=error_value(error))
             return pb.StartActorReply(started=False, message=f"could not start a worker: {e}")
         w.state, w.held, w.gpu_ids, w.actor_id = "actor", held, gpu_ids, spec.actor_id
         w.incarnation = request.num_restarts

@@ -262,3 +262,16 @@ WORKER_LEASE_S = _declare("KASTOR_WORKER_LEASE_S", "float", None,
 POD_IP = _declare("KASTOR_POD_IP", "str", None,
                   "A pod's IP, from the Kubernetes downward API, that the operator passes on as KASTOR_NODE_IP",
                   internal=True)
+
+# ---- runtime_env (runtime/runtime_env*.py) ----
+
+RUNTIME_ENV_MAX_PACKAGE_BYTES = _declare(
+    "KASTOR_RUNTIME_ENV_MAX_PACKAGE_BYTES", "int", 100 * 1024 * 1024,
+    "The largest runtime_env working_dir or py_modules package a driver uploads (Ray's limit: 100 MiB).")
+RUNTIME_ENV_IGNORE_GITIGNORE = _declare(
+    "KASTOR_RUNTIME_ENV_IGNORE_GITIGNORE", "bool", False,
+    "Ship the files .gitignore and .rayignore name in a runtime_env working_dir or py_modules (as Ray's "
+    "RAY_RUNTIME_ENV_IGNORE_GITIGNORE).")
+RUNTIME_ENV = _declare("KASTOR_RUNTIME_ENV", "str", None,
+                       "The resolved runtime_env a worker was started in (JSON), inherited by the work it submits",
+                       internal=True)

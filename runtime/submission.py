@@ -18,7 +18,7 @@ import grpc
 from kastor import options as opts
 from kastor.object_ref import ObjectRef
 from kastor.runtime import cancel as cancelling
-from kastor.runtime import checkpoint
+from kastor.runtime import checkpoint, runtime_env
 from kastor.runtime.ids import new_actor_id, new_task_id, return_id
 from kastor.runtime.pending import PendingCall, resolve_deps
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -57,7 +57,8 @@ def submit_task(core: CoreWorker, function_id: str, name: str, args: tuple, kwar
                        num_returns=num_returns, name=name, parent_task_id=core.current_task_id(),
                        owner_address=core.address, namespace=core.current_namespace(), generator=generator,
                        stream_items=generator and core.transport.reachable, max_calls=max_calls(options),
-                       env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))})
+                       env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))},
+                       runtime_env=runtime_env.for_call(core, options.get("runtime_env")))
     return_ids, refs = _returns(core, task_id, num_returns)
     required = opts.task_resources(options)
     spec.num_cpus = required.get("CPU", 0)
@@ -66,7 +67,7 @@ def submit_task(core: CoreWorker, function_id: str, name: str, args: tuple, kwar
     call = PendingCall(spec, return_ids, deps, options["max_retries"],
                        tuple(retry) if isinstance(retry, (list, tuple)) else retry,
                        key=(function_id, tuple(sorted(required.items())), where.SerializeToString() if where else b"",
-                            spec.max_calls),
+                            spec.runtime_env, spec.max_calls),  # max_calls last: the task submitter reads key[-1]
                        required=required, placement=where)
     core.post(lambda: core.tasks.submit(call))
     return refs, generator
@@ -121,7 +122,8 @@ def create_actor(core: CoreWorker, class_id: str, class_name: str, methods: list
         owner_worker_id=core.worker_id if core.engine is not None else b"", owner_address=core.address,
         env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))},
         concurrency_groups=options.get("concurrency_groups") or {},
-        max_pending_calls=options.get("max_pending_calls") or -1, state=_packed_state(options.get("state")))
+        max_pending_calls=options.get("max_pending_calls") or -1, state=_packed_state(options.get("state")),
+        runtime_env=runtime_env.for_call(core, options.get("runtime_env")))
     where = _placement(options.get("scheduling_strategy"))
     if where is not None:
         spec.placement.CopyFrom(where)

@@ -151,7 +151,8 @@ class TaskSubmitter:
         for _ in range(max(0, wanted)):
             self.requesting[key] += 1
             asyncio.get_running_loop().create_task(
-                self._lease(key, q[0].required, q[0].spec.job_id, q[0].placement, q[0].spec.name))
+                self._lease(key, q[0].required, q[0].spec.job_id, q[0].placement, q[0].spec.name,
+                            q[0].spec.runtime_env))
 
     async def _first_node(self, where: pb.Placement | None) -> str | None:
         """The node agent to ask for a lease: this host's, the next one in turn (SPREAD), or the
@@ -180,6 +181,13 @@ class TaskSubmitter:
         while q:
             self._finish(q.popleft(), exc=error)
 
+    def _runtime_env_failed(self, key: tuple, name: str, message: str) -> None:
+        """As in Ray, work whose runtime_env cannot be set up fails (it is not retried)."""
+        q = self.queues[key]
+        error = exceptions.RuntimeEnvSetupError(f"The runtime_env of task {name} could not be set up {message}")
+        while q:
+            self._finish(q.popleft(), exc=error)
+
     def _warn_infeasible(self, key: tuple, name: str, message: str) -> None:
         """Once per shape of work, as Ray does: the work waits, but the user should know why."""
         if key in self._warned_infeasible:
@@ -188,7 +196,7 @@ class TaskSubmitter:
         log.warning("Warning: the task %s is infeasible and cannot be scheduled right now: %s", name, message)
 
     async def _lease(self, key: tuple, required: dict, job_id: bytes, where: pb.Placement | None,
-                     name: str = "") -> None:
+                     name: str = "", runtime_env: str = "") -> None:
         try:
             address = await self._first_node(where)
             if address is None:
@@ -201,7 +209,8 @@ class TaskSubmitter:
                 try:
                     reply = await self.core.node_stub(address).RequestLease(
                         pb.LeaseRequest(required=required, job_id=job_id, allow_spillback=spill,
-                                        owner_address=self.core.address, queue_if_busy=queued, report_infeasible=True),
+                                        owner_address=self.core.address, queue_if_busy=queued, report_infeasible=True,
+                                        runtime_env=runtime_env),
                         metadata=self.core.metadata)
                 except grpc.aio.AioRpcError as e:
                     if self._closed:
@@ -216,6 +225,9 @@ class TaskSubmitter:
                 if reply.spillback_address:
                     address, queued = reply.spillback_address, True
                     continue
+                if reply.runtime_env_error:
+                    self._runtime_env_failed(key, name, reply.runtime_env_error)
+                    return
                 if reply.infeasible:
                     self._warn_infeasible(key, name, reply.message)
                     await asyncio.sleep(wait)

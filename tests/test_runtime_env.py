@@ -1,4 +1,7 @@
-"""runtime_env env_vars, as in Ray: for a task, an actor, or a whole job; inherited by nested work."""
+"""runtime_env env_vars, as in Ray: for a task, an actor, or a whole job; inherited by nested work.
+
+(working_dir, py_modules and pip: test_runtime_env_packages.py.)
+"""
 
 import json
 import os
@@ -89,8 +92,8 @@ def test_bad_runtime_env_is_named():
         read_var.options(runtime_env={"env_vars": {VAR: 1}})
     with pytest.raises(TypeError, match="runtime_env"):
         read_var.options(runtime_env="env")
-    with pytest.warns(UserWarning, match="pip"):
-        read_var.options(runtime_env={"pip": ["requests"]})
+    with pytest.raises(ValueError, match="Unknown runtime_env field 'pipp'"):
+        read_var.options(runtime_env={"pipp": ["requests"]})
 
 
 def test_the_runtime_context_reports_the_runtime_env():

@@ -68,7 +68,7 @@ class Placement(_message.Message):
     def __init__(self, spread: _Optional[bool] = ..., node_id: _Optional[str] = ..., soft: _Optional[bool] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("task_id", "job_id", "function_id", "method", "args", "ref_args", "num_returns", "name", "parent_task_id", "actor_id", "attempt", "owner_address", "owner_worker_id", "gpu_ids", "namespace", "generator", "env_vars", "concurrency_group", "stream_items", "max_calls", "num_cpus")
+    __slots__ = ("task_id", "job_id", "function_id", "method", "args", "ref_args", "num_returns", "name", "parent_task_id", "actor_id", "attempt", "owner_address", "owner_worker_id", "gpu_ids", "namespace", "generator", "env_vars", "concurrency_group", "stream_items", "max_calls", "num_cpus", "runtime_env")
     class EnvVarsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +97,7 @@ class TaskSpec(_message.Message):
     STREAM_ITEMS_FIELD_NUMBER: _ClassVar[int]
     MAX_CALLS_FIELD_NUMBER: _ClassVar[int]
     NUM_CPUS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_ENV_FIELD_NUMBER: _ClassVar[int]
     task_id: bytes
     job_id: bytes
     function_id: str
@@ -118,7 +119,8 @@ class TaskSpec(_message.Message):
     stream_items: bool
     max_calls: int
     num_cpus: float
-    def __init__(self, task_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., function_id: _Optional[str] = ..., method: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., num_returns: _Optional[int] = ..., name: _Optional[str] = ..., parent_task_id: _Optional[bytes] = ..., actor_id: _Optional[bytes] = ..., attempt: _Optional[int] = ..., owner_address: _Optional[str] = ..., owner_worker_id: _Optional[bytes] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., namespace: _Optional[str] = ..., generator: _Optional[bool] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_group: _Optional[str] = ..., stream_items: _Optional[bool] = ..., max_calls: _Optional[int] = ..., num_cpus: _Optional[float] = ...) -> None: ...
+    runtime_env: str
+    def __init__(self, task_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., function_id: _Optional[str] = ..., method: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., num_returns: _Optional[int] = ..., name: _Optional[str] = ..., parent_task_id: _Optional[bytes] = ..., actor_id: _Optional[bytes] = ..., attempt: _Optional[int] = ..., owner_address: _Optional[str] = ..., owner_worker_id: _Optional[bytes] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., namespace: _Optional[str] = ..., generator: _Optional[bool] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_group: _Optional[str] = ..., stream_items: _Optional[bool] = ..., max_calls: _Optional[int] = ..., num_cpus: _Optional[float] = ..., runtime_env: _Optional[str] = ...) -> None: ...
 
 class GeneratorItem(_message.Message):
     __slots__ = ("task_id", "index", "value")
@@ -187,7 +189,7 @@ class MethodParam(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[int] = ..., has_default: _Optional[bool] = ...) -> None: ...
 
 class ActorSpec(_message.Message):
-    __slots__ = ("actor_id", "job_id", "class_id", "class_name", "args", "ref_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "is_async", "required", "held", "owner_worker_id", "owner_address", "methods", "job_namespace", "env_vars", "concurrency_groups", "placement", "max_pending_calls", "state")
+    __slots__ = ("actor_id", "job_id", "class_id", "class_name", "args", "ref_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "is_async", "required", "held", "owner_worker_id", "owner_address", "methods", "job_namespace", "env_vars", "concurrency_groups", "placement", "max_pending_calls", "state", "runtime_env")
     class RequiredEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -240,6 +242,7 @@ class ActorSpec(_message.Message):
     PLACEMENT_FIELD_NUMBER: _ClassVar[int]
     MAX_PENDING_CALLS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_ENV_FIELD_NUMBER: _ClassVar[int]
     actor_id: bytes
     job_id: bytes
     class_id: str
@@ -264,7 +267,8 @@ class ActorSpec(_message.Message):
     placement: Placement
     max_pending_calls: int
     state: bytes
-    def __init__(self, actor_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., class_id: _Optional[str] = ..., class_name: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., is_async: _Optional[bool] = ..., required: _Optional[_Mapping[str, float]] = ..., held: _Optional[_Mapping[str, float]] = ..., owner_worker_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., job_namespace: _Optional[str] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., max_pending_calls: _Optional[int] = ..., state: _Optional[bytes] = ...) -> None: ...
+    runtime_env: str
+    def __init__(self, actor_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., class_id: _Optional[str] = ..., class_name: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., is_async: _Optional[bool] = ..., required: _Optional[_Mapping[str, float]] = ..., held: _Optional[_Mapping[str, float]] = ..., owner_worker_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., job_namespace: _Optional[str] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., max_pending_calls: _Optional[int] = ..., state: _Optional[bytes] = ..., runtime_env: _Optional[str] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
     __slots__ = ("spec", "state", "address", "node_id", "pid", "num_restarts", "death_cause", "death_error", "version", "worker_id", "killed", "pending_reason")
@@ -643,7 +647,7 @@ class CheckpointStoreReply(_message.Message):
     def __init__(self, redis_address: _Optional[str] = ..., redis_password: _Optional[str] = ..., key_prefix: _Optional[str] = ...) -> None: ...
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("required", "job_id", "allow_spillback", "owner_address", "queue_if_busy", "report_infeasible")
+    __slots__ = ("required", "job_id", "allow_spillback", "owner_address", "queue_if_busy", "report_infeasible", "runtime_env")
     class RequiredEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -657,16 +661,18 @@ class LeaseRequest(_message.Message):
     OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_IF_BUSY_FIELD_NUMBER: _ClassVar[int]
     REPORT_INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_ENV_FIELD_NUMBER: _ClassVar[int]
     required: _containers.ScalarMap[str, float]
     job_id: bytes
     allow_spillback: bool
     owner_address: str
     queue_if_busy: bool
     report_infeasible: bool
-    def __init__(self, required: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[bytes] = ..., allow_spillback: _Optional[bool] = ..., owner_address: _Optional[str] = ..., queue_if_busy: _Optional[bool] = ..., report_infeasible: _Optional[bool] = ...) -> None: ...
+    runtime_env: str
+    def __init__(self, required: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[bytes] = ..., allow_spillback: _Optional[bool] = ..., owner_address: _Optional[str] = ..., queue_if_busy: _Optional[bool] = ..., report_infeasible: _Optional[bool] = ..., runtime_env: _Optional[str] = ...) -> None: ...
 
 class LeaseReply(_message.Message):
-    __slots__ = ("granted", "worker_address", "worker_id", "spillback_address", "gpu_ids", "infeasible", "message")
+    __slots__ = ("granted", "worker_address", "worker_id", "spillback_address", "gpu_ids", "infeasible", "message", "runtime_env_error")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     WORKER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -674,6 +680,7 @@ class LeaseReply(_message.Message):
     GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_ENV_ERROR_FIELD_NUMBER: _ClassVar[int]
     granted: bool
     worker_address: str
     worker_id: bytes
@@ -681,10 +688,11 @@ class LeaseReply(_message.Message):
     gpu_ids: _containers.RepeatedScalarFieldContainer[int]
     infeasible: bool
     message: str
-    def __init__(self, granted: _Optional[bool] = ..., worker_address: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., spillback_address: _Optional[str] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., infeasible: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+    runtime_env_error: str
+    def __init__(self, granted: _Optional[bool] = ..., worker_address: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., spillback_address: _Optional[str] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., infeasible: _Optional[bool] = ..., message: _Optional[str] = ..., runtime_env_error: _Optional[str] = ...) -> None: ...
 
 class StartActorReply(_message.Message):
-    __slots__ = ("started", "no_resources", "address", "pid", "worker_id", "error", "message")
+    __slots__ = ("started", "no_resources", "address", "pid", "worker_id", "error", "message", "runtime_env_failed")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     NO_RESOURCES_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -692,6 +700,7 @@ class StartActorReply(_message.Message):
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_ENV_FAILED_FIELD_NUMBER: _ClassVar[int]
     started: bool
     no_resources: bool
     address: str
@@ -699,7 +708,8 @@ class StartActorReply(_message.Message):
     worker_id: bytes
     error: Value
     message: str
-    def __init__(self, started: _Optional[bool] = ..., no_resources: _Optional[bool] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., worker_id: _Optional[bytes] = ..., error: _Optional[_Union[Value, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+    runtime_env_failed: bool
+    def __init__(self, started: _Optional[bool] = ..., no_resources: _Optional[bool] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., worker_id: _Optional[bytes] = ..., error: _Optional[_Union[Value, _Mapping]] = ..., message: _Optional[str] = ..., runtime_env_failed: _Optional[bool] = ...) -> None: ...
 
 class KillWorkerRequest(_message.Message):
     __slots__ = ("worker_id", "actor_id", "reason", "intentional")
@@ -848,3 +858,23 @@ class PublishObjectsRequest(_message.Message):
     values: _containers.RepeatedCompositeFieldContainer[Value]
     job_id: bytes
     def __init__(self, object_ids: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., job_id: _Optional[bytes] = ...) -> None: ...
+
+class Package(_message.Message):
+    __slots__ = ("uri", "data")
+    URI_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    uri: str
+    data: bytes
+    def __init__(self, uri: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class PackageKey(_message.Message):
+    __slots__ = ("uri",)
+    URI_FIELD_NUMBER: _ClassVar[int]
+    uri: str
+    def __init__(self, uri: _Optional[str] = ...) -> None: ...
+
+class HasPackageReply(_message.Message):
+    __slots__ = ("found",)
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    def __init__(self, found: _Optional[bool] = ...) -> None: ...

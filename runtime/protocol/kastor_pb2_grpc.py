@@ -114,6 +114,21 @@ class HeadStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeReply.FromString,
                 _registered_method=True)
+        self.PutPackage = channel.unary_unary(
+                '/kastor.Head/PutPackage',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Package.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+                _registered_method=True)
+        self.GetPackage = channel.unary_unary(
+                '/kastor.Head/GetPackage',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PackageKey.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Package.FromString,
+                _registered_method=True)
+        self.HasPackage = channel.unary_unary(
+                '/kastor.Head/HasPackage',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PackageKey.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.HasPackageReply.FromString,
+                _registered_method=True)
         self.GetCheckpointStore = channel.unary_unary(
                 '/kastor.Head/GetCheckpointStore',
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
@@ -220,6 +235,25 @@ class HeadServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutPackage(self, request, context):
+        """runtime_env packages (working_dir, py_modules), uploaded once by a driver, keyed by content hash.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPackage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HasPackage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCheckpointStore(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -308,6 +342,21 @@ def add_HeadServicer_to_server(servicer, server):
                     servicer.PickNode,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeReply.SerializeToString,
+            ),
+            'PutPackage': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutPackage,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Package.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+            ),
+            'GetPackage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPackage,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PackageKey.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Package.SerializeToString,
+            ),
+            'HasPackage': grpc.unary_unary_rpc_method_handler(
+                    servicer.HasPackage,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PackageKey.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.HasPackageReply.SerializeToString,
             ),
             'GetCheckpointStore': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCheckpointStore,
@@ -747,6 +796,87 @@ class Head:
             '/kastor.Head/PickNode',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeRequest.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutPackage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.Head/PutPackage',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Package.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPackage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.Head/GetPackage',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PackageKey.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Package.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HasPackage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.Head/HasPackage',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PackageKey.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.HasPackageReply.FromString,
             options,
             channel_credentials,
             insecure,
