@@ -15,12 +15,13 @@ from collections import defaultdict
 from typing import Any
 
 import grpc
-from kastor.operator import build_actor, build_cluster, events, names
+from kastor.operator import build_actor, build_cluster, events
 from kastor.operator.conditions import get_condition, same_ignoring_time, set_condition
-from kastor.operator.gcs import Gcs, head_ca
+from kastor.operator.head_client import HeadClient, head_ca
 from kastor.operator.kube import Kube
 from kastor.operator.pods import attempt, exit_code, finished, phase, terminating, termination_message
 from kastor.operator.spec import ActorSpec, ClusterSpec, SpecError, parse_actor, parse_cluster
+from kastor.runtime import k8s_contract as contract
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.operator.actor")
@@ -38,17 +39,17 @@ class _Cluster:
         self.address = build_cluster.head_address(body, spec)
 
 
-def reconcile(kube: Kube, gcs: Gcs, body: dict[str, Any]) -> dict[str, Any]:
+def reconcile(kube: Kube, gcs: HeadClient, body: dict[str, Any]) -> dict[str, Any]:
     """Reconciles one DetachedActor, re-read under its lock (callers may hold a stale copy)."""
     meta = body["metadata"]
     with _locks[(meta["namespace"], meta["name"])]:
-        fresh = kube.get_custom(names.ACTOR_PLURAL, meta["namespace"], meta["name"])
+        fresh = kube.get_custom(contract.ACTOR_PLURAL, meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return (fresh or body).get("status") or {}
         return _reconcile(kube, gcs, fresh)
 
 
-def _reconcile(kube: Kube, gcs: Gcs, body: dict[str, Any]) -> dict[str, Any]:
+def _reconcile(kube: Kube, gcs: HeadClient, body: dict[str, Any]) -> dict[str, Any]:
     meta, old = body["metadata"], dict(body.get("status") or {})
     name, ns, generation = meta["name"], meta["namespace"], meta.get("generation")
     status: dict[str, Any] = {**old, "observedGeneration": generation}
@@ -66,7 +67,7 @@ def _reconcile(kube: Kube, gcs: Gcs, body: dict[str, Any]) -> dict[str, Any]:
         status["specHash"] = spec_hash
         return finish("Dead", False, e.reason, e.message)
 
-    pods = kube.list_pods(ns, {names.LABEL_ACTOR: name})
+    pods = kube.list_pods(ns, {contract.LABEL_ACTOR: name})
     if old.get("specHash") and old["specHash"] != spec_hash:
         return _roll(kube, gcs, body, actor, pods, status, finish, spec_hash)
     status["specHash"] = spec_hash
@@ -123,7 +124,7 @@ def death_reason(info: pb.ActorInfo, max_restarts: int) -> str:
 
 
 def _cluster(kube: Kube, ns: str, actor: ActorSpec) -> _Cluster | tuple[str, str]:
-    body = kube.get_custom(names.CLUSTER_PLURAL, ns, actor.cluster)
+    body = kube.get_custom(contract.CLUSTER_PLURAL, ns, actor.cluster)
     if body is None:
         return "ClusterNotFound", f"ActorCluster {actor.cluster!r} does not exist in namespace {ns!r}"
     try:
@@ -139,7 +140,7 @@ def _cluster(kube: Kube, ns: str, actor: ActorSpec) -> _Cluster | tuple[str, str
     return _Cluster(body, spec, token, head_ca(kube, ns, spec))
 
 
-def _lookup(gcs: Gcs, cluster: _Cluster, actor: ActorSpec, old: dict[str, Any]) -> pb.ActorInfo | None:
+def _lookup(gcs: HeadClient, cluster: _Cluster, actor: ActorSpec, old: dict[str, Any]) -> pb.ActorInfo | None:
     """The actor's record: by the id we saw before (it survives death), else by name."""
     try:
         if old.get("actorId"):
@@ -157,7 +158,7 @@ def _restarts_used(info: pb.ActorInfo) -> int:
     return info.num_restarts + (1 if info.state == pb.ALIVE else 0)
 
 
-def _replace_pod(kube: Kube, gcs: Gcs, body: dict[str, Any], actor: ActorSpec, cluster: _Cluster,
+def _replace_pod(kube: Kube, gcs: HeadClient, body: dict[str, Any], actor: ActorSpec, cluster: _Cluster,
                  current: dict[str, Any] | None, info: pb.ActorInfo | None,
                  status: dict[str, Any]) -> tuple[str, bool, str, str] | None:
     """Creates the next pod, or returns the terminal (state, ok, reason, message) if it must not."""
@@ -169,7 +170,7 @@ def _replace_pod(kube: Kube, gcs: Gcs, body: dict[str, Any], actor: ActorSpec, c
             why = "it was deleted"
         else:
             why = f"exit code {exit_code(current)}" + (f", last log line: {last_words}" if last_words else "")
-        if current is not None and exit_code(current) in (names.EXIT_BAD_SPEC, names.EXIT_ACTOR_DEAD):
+        if current is not None and exit_code(current) in contract.TERMINAL_EXIT_CODES:
             reason = last_words.split(":", 1)[0] if ":" in last_words else "ActorDied"
             events.post(body, "Warning", reason, f"pod {lost}: {last_words}")
             return "Dead", False, reason, last_words or why
@@ -199,7 +200,7 @@ def _replace_pod(kube: Kube, gcs: Gcs, body: dict[str, Any], actor: ActorSpec, c
     return None
 
 
-def _roll(kube: Kube, gcs: Gcs, body: dict[str, Any], actor: ActorSpec, pods: list[dict[str, Any]],
+def _roll(kube: Kube, gcs: HeadClient, body: dict[str, Any], actor: ActorSpec, pods: list[dict[str, Any]],
           status: dict[str, Any], finish, spec_hash: str) -> dict[str, Any]:
     """A changed spec replaces the actor: kill the old one, remove its pods, start afresh."""
     ns = body["metadata"]["namespace"]
@@ -219,7 +220,7 @@ def _roll(kube: Kube, gcs: Gcs, body: dict[str, Any], actor: ActorSpec, pods: li
     return finish("Pending", False, "Rolling", "spec changed: replacing the actor")
 
 
-def delete(kube: Kube, gcs: Gcs, body: dict[str, Any]) -> None:
+def delete(kube: Kube, gcs: HeadClient, body: dict[str, Any]) -> None:
     """Finalizer: kill the actor in the GCS (if the cluster is still there) and remove its pods."""
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
@@ -237,7 +238,7 @@ def delete(kube: Kube, gcs: Gcs, body: dict[str, Any]) -> None:
                                    f"DetachedActor {ns}/{name} was deleted", ca=cluster.ca)
                 except grpc.RpcError as e:
                     log.warning("could not kill actor %s on deletion: %s", name, e.code().name)
-    for pod in kube.list_pods(ns, {names.LABEL_ACTOR: name}):
+    for pod in kube.list_pods(ns, {contract.LABEL_ACTOR: name}):
         kube.delete_pod(ns, pod["metadata"]["name"])
 
 
@@ -252,5 +253,5 @@ def _write(kube: Kube, body: dict[str, Any], old: dict[str, Any], status: dict[s
         log.info("DetachedActor %s/%s: %s -> %s (%s)", meta["namespace"], meta["name"], old.get("state"),
                  status.get("state"), status.get("message"))
     if not same_ignoring_time(old, status):
-        kube.patch_status(names.ACTOR_PLURAL, meta["namespace"], meta["name"], status)
+        kube.patch_status(contract.ACTOR_PLURAL, meta["namespace"], meta["name"], status)
     return status

@@ -12,7 +12,6 @@ import hashlib
 import json
 from typing import Any
 
-from kastor.operator import names
 from kastor.operator.build_cluster import head_address, token_secret_name
 from kastor.operator.build_common import (
     add_tls,
@@ -25,6 +24,7 @@ from kastor.operator.build_common import (
     scratch_volumes,
 )
 from kastor.operator.spec import ActorSpec, ClusterSpec, canonical_json
+from kastor.runtime import k8s_contract as contract
 
 
 def spec_hash(actor_spec: dict[str, Any]) -> str:
@@ -38,7 +38,7 @@ def actor_command(cr: dict[str, Any], actor: ActorSpec, cluster_cr: dict[str, An
             "--args-json", json.dumps(actor.args), "--kwargs-json", json.dumps(actor.kwargs),
             "--max-restarts", str(actor.max_restarts), "--max-task-retries", str(actor.max_task_retries),
             "--max-concurrency", str(actor.max_concurrency), "--num-cpus", number_arg(actor.num_cpus),
-            "--resource", names.actor_resource(cr["metadata"]["namespace"], cr["metadata"]["name"])]
+            "--resource", contract.actor_resource(cr["metadata"]["namespace"], cr["metadata"]["name"])]
     if actor.num_gpus:
         args += ["--num-gpus", number_arg(actor.num_gpus)]
     return args
@@ -47,12 +47,13 @@ def actor_command(cr: dict[str, Any], actor: ActorSpec, cluster_cr: dict[str, An
 def actor_pod(cr: dict[str, Any], actor: ActorSpec, cluster_cr: dict[str, Any], cluster: ClusterSpec,
               attempt: int) -> dict[str, Any]:
     name, ns = cr["metadata"]["name"], cr["metadata"]["namespace"]
-    labels = {**names.cluster_labels(actor.cluster, "actor"), names.LABEL_ACTOR: name}
-    annotations = {names.ANNOTATION_SPEC_HASH: spec_hash(cr.get("spec") or {}), names.ANNOTATION_ATTEMPT: str(attempt)}
+    labels = {**contract.cluster_labels(actor.cluster, "actor"), contract.LABEL_ACTOR: name}
+    annotations = {contract.ANNOTATION_SPEC_HASH: spec_hash(cr.get("spec") or {}),
+                   contract.ANNOTATION_ATTEMPT: str(attempt)}
     volumes, mounts = scratch_volumes()
-    env = kastor_env(names.cluster_id(ns, actor.cluster)) + list(actor.env)
+    env = kastor_env(contract.cluster_id(ns, actor.cluster)) + list(actor.env)
     container: dict[str, Any] = {
-        "name": names.CONTAINER, "image": actor.image or cluster.image, "imagePullPolicy": cluster.image_pull_policy,
+        "name": contract.CONTAINER, "image": actor.image or cluster.image, "imagePullPolicy": cluster.image_pull_policy,
         "command": ["kastor"], "args": actor_command(cr, actor, cluster_cr, cluster), "env": env,
         "volumeMounts": mounts, "securityContext": container_security(),
         # The entrypoint's last line says why it exited; the kubelet copies it into the pod status.
@@ -61,7 +62,7 @@ def actor_pod(cr: dict[str, Any], actor: ActorSpec, cluster_cr: dict[str, Any], 
     if actor.resources:
         container["resources"] = actor.resources
     pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": object_meta(names.actor_pod(name, attempt), ns, cr, labels, annotations),
+           "metadata": object_meta(contract.actor_pod(name, attempt), ns, cr, labels, annotations),
            "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "volumes": volumes,
                     "terminationGracePeriodSeconds": 10, "containers": [container]}}
     add_token(pod["spec"], container, token_secret_name(cluster_cr, cluster), cluster.token_key)

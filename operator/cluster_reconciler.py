@@ -15,30 +15,32 @@ from typing import Any
 
 import grpc
 from kastor.operator import build_cluster as build
-from kastor.operator import events, names
+from kastor.operator import events
 from kastor.operator.conditions import get_condition, same_ignoring_time, set_condition
-from kastor.operator.gcs import Gcs, head_ca
+from kastor.operator.head_client import HeadClient, head_ca
 from kastor.operator.kube import Kube
 from kastor.operator.pods import finished, plan_workers, ready, terminating, termination_message
 from kastor.operator.spec import ClusterSpec, SpecError, parse_cluster
+from kastor.runtime import k8s_contract as contract
+from kastor.runtime import redis_cleanup
 
 log = logging.getLogger("kastor.operator.cluster")
 
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 
 
-def reconcile(kube: Kube, body: dict[str, Any], gcs: Gcs | None = None) -> dict[str, Any]:
+def reconcile(kube: Kube, body: dict[str, Any], gcs: HeadClient | None = None) -> dict[str, Any]:
     """Reconciles one ActorCluster, re-read under its lock (callers may hold a stale copy);
     returns the status it wrote."""
     meta = body["metadata"]
     with _locks[(meta["namespace"], meta["name"])]:
-        fresh = kube.get_custom(names.CLUSTER_PLURAL, meta["namespace"], meta["name"])
+        fresh = kube.get_custom(contract.CLUSTER_PLURAL, meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return (fresh or body).get("status") or {}
         return _reconcile(kube, fresh, gcs)
 
 
-def _reconcile(kube: Kube, body: dict[str, Any], gcs: Gcs | None) -> dict[str, Any]:
+def _reconcile(kube: Kube, body: dict[str, Any], gcs: HeadClient | None) -> dict[str, Any]:
     meta, old = body["metadata"], dict(body.get("status") or {})
     name, ns, generation = meta["name"], meta["namespace"], meta.get("generation")
     status: dict[str, Any] = {**old, "observedGeneration": generation}
@@ -52,11 +54,11 @@ def _reconcile(kube: Kube, body: dict[str, Any], gcs: Gcs | None) -> dict[str, A
     conditions = [c for c in conditions if not (c["type"] == "Ready" and c["reason"] == "InvalidSpec")]
 
     _ensure_secret(kube, body, spec)
-    gcs_ok, gcs_reason, gcs_message = _ensure_gcs(kube, body, spec)
+    gcs_ok, gcs_reason, gcs_message = ensure_redis(kube, body, spec)
     kube.ensure_service(ns, build.head_service(body, spec))
-    pods = kube.list_pods(ns, {names.LABEL_CLUSTER: name})
-    heads = [p for p in pods if p["metadata"]["labels"].get(names.LABEL_ROLE) == "head"]
-    workers = [p for p in pods if p["metadata"]["labels"].get(names.LABEL_ROLE) == "worker"]
+    pods = kube.list_pods(ns, {contract.LABEL_CLUSTER: name})
+    heads = [p for p in pods if p["metadata"]["labels"].get(contract.LABEL_ROLE) == "head"]
+    workers = [p for p in pods if p["metadata"]["labels"].get(contract.LABEL_ROLE) == "worker"]
 
     if spec.suspend:
         for pod in heads + workers:
@@ -95,7 +97,7 @@ def _reconcile(kube: Kube, body: dict[str, Any], gcs: Gcs | None) -> dict[str, A
                                                                             desired), generation)
     status.update(phase=phase, conditions=conditions, readyWorkers=ready_workers, desiredWorkers=desired,
                   headAddress=build.head_address(body, spec), clientAddress=build.client_address(body, spec),
-                  clusterId=names.cluster_id(ns, name))
+                  clusterId=contract.cluster_id(ns, name))
     return _write(kube, body, old, status)
 
 
@@ -113,11 +115,11 @@ def _ensure_secret(kube: Kube, body: dict[str, Any], spec: ClusterSpec) -> None:
                                                     f"{build.token_secret_name(body, spec)}")
 
 
-def _ensure_gcs(kube: Kube, body: dict[str, Any], spec: ClusterSpec) -> tuple[bool, str, str]:
+def ensure_redis(kube: Kube, body: dict[str, Any], spec: ClusterSpec) -> tuple[bool, str, str]:
     ns = body["metadata"]["namespace"]
     if spec.redis.managed:
         kube.ensure_service(ns, build.redis_service(body))
-        pods = kube.list_pods(ns, {names.LABEL_CLUSTER: body["metadata"]["name"], names.LABEL_ROLE: "redis"})
+        pods = kube.list_pods(ns, {contract.LABEL_CLUSTER: body["metadata"]["name"], contract.LABEL_ROLE: "redis"})
         live = [p for p in pods if not terminating(p)]
         for pod in live:
             if finished(pod):
@@ -155,7 +157,7 @@ def _ensure_head(kube: Kube, body: dict[str, Any], spec: ClusterSpec,
     return False, "HeadStarting", "the head pod is not ready yet"
 
 
-def _registered_node_ips(kube: Kube, gcs: Gcs, body: dict[str, Any], spec: ClusterSpec) -> set[str] | None:
+def _registered_node_ips(kube: Kube, gcs: HeadClient, body: dict[str, Any], spec: ClusterSpec) -> set[str] | None:
     """The IPs of the nodes alive in the head (None if it does not answer): a pod is a ready
     worker only once its node agent has joined, so Ready means a driver can use the cluster."""
     secret = kube.get_secret(body["metadata"]["namespace"], build.token_secret_name(body, spec)) or {}
@@ -175,10 +177,10 @@ def _ensure_workers(kube: Kube, body: dict[str, Any], spec: ClusterSpec, workers
     groups = {g.name: g for g in spec.worker_groups}
     ready_count = 0
     for pod in workers:  # pods of groups that left the spec
-        if pod["metadata"]["labels"].get(names.LABEL_GROUP) not in groups and not terminating(pod):
+        if pod["metadata"]["labels"].get(contract.LABEL_GROUP) not in groups and not terminating(pod):
             kube.delete_pod(ns, pod["metadata"]["name"])
     for group in spec.worker_groups:
-        mine = [p for p in workers if p["metadata"]["labels"].get(names.LABEL_GROUP) == group.name]
+        mine = [p for p in workers if p["metadata"]["labels"].get(contract.LABEL_GROUP) == group.name]
         plan = plan_workers(mine, group.desired)
         for pod_name in plan.delete:
             kube.delete_pod(ns, pod_name)
@@ -200,7 +202,7 @@ def _write(kube: Kube, body: dict[str, Any], old: dict[str, Any], status: dict[s
     if old.get("phase") != status.get("phase"):
         log.info("ActorCluster %s/%s: %s -> %s", meta["namespace"], meta["name"], old.get("phase"), status["phase"])
     if not same_ignoring_time(old, status):
-        kube.patch_status(names.CLUSTER_PLURAL, meta["namespace"], meta["name"], status)
+        kube.patch_status(contract.CLUSTER_PLURAL, meta["namespace"], meta["name"], status)
     return status
 
 
@@ -209,35 +211,27 @@ class StillRunning(RuntimeError):
 
 
 def clean_external_redis(kube: Kube, body: dict[str, Any]) -> str:
-    """Finalizer for a cluster on an external Redis: delete its keys (`kastor redis-clean`).
+    """Finalizer for a cluster on an external Redis: delete its keys (as `kastor redis-clean` does).
 
     A managed Redis goes with its pod; an external one outlives the cluster, and so would
-    its state. Raises RuntimeError (kopf retries) if the Redis cannot be cleaned.
+    its state. Raises StillRunning while the head may still write, CleanupError (kopf retries)
+    if the Redis cannot be cleaned.
     """
-    import os
-    import subprocess
-    import sys
-
     meta = body["metadata"]
     spec = parse_cluster(body.get("spec") or {})
     if not spec.redis.address:
         return "no external Redis"
     # The head must be gone first, or it could write again after the cleanup.
-    running = [p for p in kube.list_pods(meta["namespace"], {names.LABEL_CLUSTER: meta["name"]})
-               if p["metadata"]["labels"].get(names.LABEL_ROLE) in ("head", "worker")]
+    running = [p for p in kube.list_pods(meta["namespace"], {contract.LABEL_CLUSTER: meta["name"]})
+               if p["metadata"]["labels"].get(contract.LABEL_ROLE) in ("head", "worker")]
     for pod in running:
         if not terminating(pod):
             kube.delete_pod(meta["namespace"], pod["metadata"]["name"])
     if running:
         raise StillRunning(f"waiting for {len(running)} head/worker pod(s) to stop before cleaning Redis")
-    env = dict(os.environ)
+    password = None
     if spec.redis.password_secret:
-        secret = kube.get_secret(meta["namespace"], spec.redis.password_secret) or {}
-        if spec.redis.password_key in secret:
-            env["KASTOR_REDIS_PASSWORD"] = secret[spec.redis.password_key]
-    result = subprocess.run([sys.executable, "-m", "kastor.runtime.cli", "redis-clean", "--redis-address",
-                             spec.redis.address, "--cluster-id", names.cluster_id(meta["namespace"], meta["name"])],
-                            env=env, capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        raise RuntimeError(f"kastor redis-clean failed: {(result.stderr or result.stdout).strip()}")
-    return result.stdout.strip()
+        password = (kube.get_secret(meta["namespace"], spec.redis.password_secret) or {}).get(spec.redis.password_key)
+    cluster_id = contract.cluster_id(meta["namespace"], meta["name"])
+    deleted = redis_cleanup.clean(spec.redis.address, cluster_id, password)
+    return f"deleted {deleted} key(s) of cluster {cluster_id!r} from {spec.redis.address}"

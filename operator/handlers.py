@@ -13,14 +13,15 @@ import os
 from typing import Any
 
 import kopf
-from kastor.operator import actor_reconciler, cluster_reconciler, kube, names
-from kastor.operator.gcs import Gcs
+from kastor.operator import actor_reconciler, cluster_reconciler, kube
+from kastor.operator.head_client import HeadClient
+from kastor.runtime import k8s_contract as contract
 
 RESYNC_S = float(os.environ.get("KASTOR_OPERATOR_RESYNC_S", "5"))
 STOP_POLL_S = 1.0  # how often a deletion re-checks that a busy resync timer has returned
-CLUSTERS = dict(group=names.GROUP, version=names.VERSION, plural=names.CLUSTER_PLURAL)
-ACTORS = dict(group=names.GROUP, version=names.VERSION, plural=names.ACTOR_PLURAL)
-OWNED_PODS = dict(labels={names.LABEL_MANAGED_BY: names.MANAGER})
+CLUSTERS = dict(group=contract.GROUP, version=contract.VERSION, plural=contract.CLUSTER_PLURAL)
+ACTORS = dict(group=contract.GROUP, version=contract.VERSION, plural=contract.ACTOR_PLURAL)
+OWNED_PODS = dict(labels={contract.LABEL_MANAGED_BY: contract.MANAGER})
 
 _state: dict[str, Any] = {}
 
@@ -32,8 +33,8 @@ def _kube() -> kube.Kube:
     return _state["kube"]
 
 
-def _gcs() -> Gcs:
-    return _state.setdefault("gcs", Gcs())
+def _gcs() -> HeadClient:
+    return _state.setdefault("gcs", HeadClient())
 
 
 @kopf.on.startup()
@@ -118,11 +119,11 @@ def actor_deleted(body: kopf.Body, **_: Any) -> None:
 @kopf.on.event("", "v1", "pods", **OWNED_PODS)
 def owned_pod_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
     labels = body.get("metadata", {}).get("labels", {})
-    if names.LABEL_ACTOR in labels:
-        cr = _kube().get_custom(names.ACTOR_PLURAL, namespace, labels[names.LABEL_ACTOR])
+    if contract.LABEL_ACTOR in labels:
+        cr = _kube().get_custom(contract.ACTOR_PLURAL, namespace, labels[contract.LABEL_ACTOR])
         if cr is not None:
             actor_reconciler.reconcile(_kube(), _gcs(), cr)
-    elif names.LABEL_CLUSTER in labels:
-        cr = _kube().get_custom(names.CLUSTER_PLURAL, namespace, labels[names.LABEL_CLUSTER])
+    elif contract.LABEL_CLUSTER in labels:
+        cr = _kube().get_custom(contract.CLUSTER_PLURAL, namespace, labels[contract.LABEL_CLUSTER])
         if cr is not None:
             cluster_reconciler.reconcile(_kube(), cr, _gcs())

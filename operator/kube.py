@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import kubernetes
-from kastor.operator import names
+from kastor.runtime import k8s_contract as contract
 from kubernetes.client.exceptions import ApiException
 
 
@@ -93,7 +93,7 @@ class Kube:
     def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self._json(self.custom.get_namespaced_custom_object(
-                names.GROUP, names.VERSION, namespace, plural, name, _preload_content=False))
+                contract.GROUP, contract.VERSION, namespace, plural, name, _preload_content=False))
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -103,7 +103,7 @@ class Kube:
         """Merge-patches the status subresource; a resource deleted meanwhile is not an error."""
         try:
             self.custom.patch_namespaced_custom_object_status(
-                names.GROUP, names.VERSION, namespace, plural, name, {"status": status},
+                contract.GROUP, contract.VERSION, namespace, plural, name, {"status": status},
                 _content_type="application/merge-patch+json", _preload_content=False)
         except ApiException as e:
             if e.status != 404:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kastor.operator import names
+from kastor.runtime import k8s_contract as contract
 
 
 def phase(pod: dict[str, Any]) -> str:
@@ -30,7 +30,7 @@ def ready(pod: dict[str, Any]) -> bool:
 
 def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status.get("name") == names.CONTAINER or len(pod["spec"]["containers"]) == 1:
+        if status.get("name") == contract.CONTAINER or len(pod["spec"]["containers"]) == 1:
             return ((status.get("state") or {}).get("terminated")) or {}
     return {}
 
@@ -48,7 +48,7 @@ def termination_message(pod: dict[str, Any]) -> str:
 
 
 def attempt(pod: dict[str, Any]) -> int:
-    return int((pod["metadata"].get("annotations") or {}).get(names.ANNOTATION_ATTEMPT, "0"))
+    return int((pod["metadata"].get("annotations") or {}).get(contract.ANNOTATION_ATTEMPT, "0"))
 
 
 @dataclass(frozen=True)
