@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 from kastor.operator import actor_reconciler, cluster_reconciler, kube
 from kastor.operator.head_client import HeadClient
+from kastor.operator.reconcile import Locks
 from kastor.runtime import k8s_contract as contract
 
 RESYNC_S = float(os.environ.get("KASTOR_OPERATOR_RESYNC_S", "5"))
@@ -23,23 +24,14 @@ CLUSTERS = dict(group=contract.GROUP, version=contract.VERSION, plural=contract.
 ACTORS = dict(group=contract.GROUP, version=contract.VERSION, plural=contract.ACTOR_PLURAL)
 OWNED_PODS = dict(labels={contract.LABEL_MANAGED_BY: contract.MANAGER})
 
-_state: dict[str, Any] = {}
-
-
-def _kube() -> kube.Kube:
-    if "kube" not in _state:
-        kube.load_config()
-        _state["kube"] = kube.Kube()
-    return _state["kube"]
-
-
-def _gcs() -> HeadClient:
-    return _state.setdefault("gcs", HeadClient())
-
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Annotations under kastor.dev keep kopf's bookkeeping off our status; events are posted for Warnings."""
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Annotations under kastor.dev keep kopf's bookkeeping off our status; events are posted for Warnings.
+
+    The API client, the head client and the per-object locks live in kopf's memo (every
+    handler gets a shallow copy of it, so they are shared), not in module globals.
+    """
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kastor.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kastor.dev")
     settings.persistence.finalizer = "kastor.dev/finalizer"
@@ -51,20 +43,23 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # has exited only every `cancellation_polling` seconds (60 by default): the finalizer,
     # and so the deletion, waited up to a minute. Re-check each second instead.
     settings.background.cancellation_polling = STOP_POLL_S
-    _kube()
+    kube.load_config()
+    memo.kube = kube.Kube()
+    memo.head = HeadClient()
+    memo.locks = Locks()
 
 
 @kopf.on.cleanup()
-def close(**_: Any) -> None:
-    if "gcs" in _state:
-        _state["gcs"].close()
+def close(memo: kopf.Memo, **_: Any) -> None:
+    if "head" in memo:
+        memo.head.close()
 
 
 @kopf.on.probe(id="api")
-def api_reachable(**_: Any) -> str:
+def api_reachable(memo: kopf.Memo, **_: Any) -> str:
     """The liveness endpoint answers only while the API server answers us."""
     import kubernetes
-    kubernetes.client.VersionApi(_kube().api_client).get_code()
+    kubernetes.client.VersionApi(memo.kube.api_client).get_code()
     return "ok"
 
 
@@ -73,13 +68,13 @@ def api_reachable(**_: Any) -> str:
 @kopf.on.create(**CLUSTERS)
 @kopf.on.resume(**CLUSTERS)
 @kopf.on.update(**CLUSTERS, field="spec")
-def cluster_changed(body: kopf.Body, **_: Any) -> None:
-    cluster_reconciler.reconcile(_kube(), dict(body), _gcs())
+def cluster_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    cluster_reconciler.reconcile(memo.kube, dict(body), memo.head, memo.locks)
 
 
 @kopf.timer(**CLUSTERS, interval=RESYNC_S, initial_delay=RESYNC_S)
-def cluster_resync(body: kopf.Body, **_: Any) -> None:
-    cluster_reconciler.reconcile(_kube(), dict(body), _gcs())
+def cluster_resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    cluster_reconciler.reconcile(memo.kube, dict(body), memo.head, memo.locks)
 
 
 def _external_redis(spec: kopf.Spec, **_: Any) -> bool:
@@ -87,10 +82,10 @@ def _external_redis(spec: kopf.Spec, **_: Any) -> bool:
 
 
 @kopf.on.delete(**CLUSTERS, when=_external_redis, retries=60, backoff=2)
-def cluster_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+def cluster_deleted(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
     """Only clusters on an external Redis get this finalizer: their GCS keys outlive them."""
     try:
-        logger.info(cluster_reconciler.clean_external_redis(_kube(), dict(body)))
+        logger.info(cluster_reconciler.clean_external_redis(memo.kube, dict(body)))
     except cluster_reconciler.StillRunning as e:
         raise kopf.TemporaryError(str(e), delay=1) from None
 
@@ -100,30 +95,30 @@ def cluster_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 @kopf.on.create(**ACTORS)
 @kopf.on.resume(**ACTORS)
 @kopf.on.update(**ACTORS, field="spec")
-def actor_changed(body: kopf.Body, **_: Any) -> None:
-    actor_reconciler.reconcile(_kube(), _gcs(), dict(body))
+def actor_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    actor_reconciler.reconcile(memo.kube, memo.head, dict(body), memo.locks)
 
 
 @kopf.timer(**ACTORS, interval=RESYNC_S, initial_delay=RESYNC_S)
-def actor_resync(body: kopf.Body, **_: Any) -> None:
-    actor_reconciler.reconcile(_kube(), _gcs(), dict(body))
+def actor_resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    actor_reconciler.reconcile(memo.kube, memo.head, dict(body), memo.locks)
 
 
 @kopf.on.delete(**ACTORS)
-def actor_deleted(body: kopf.Body, **_: Any) -> None:
-    actor_reconciler.delete(_kube(), _gcs(), dict(body))
+def actor_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    actor_reconciler.delete(memo.kube, memo.head, dict(body))
 
 
 # ---- pods we own: react at once instead of at the next resync ----
 
 @kopf.on.event("", "v1", "pods", **OWNED_PODS)
-def owned_pod_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
+def owned_pod_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     labels = body.get("metadata", {}).get("labels", {})
     if contract.LABEL_ACTOR in labels:
-        cr = _kube().get_custom(contract.ACTOR_PLURAL, namespace, labels[contract.LABEL_ACTOR])
+        cr = memo.kube.get_custom(contract.ACTOR_PLURAL, namespace, labels[contract.LABEL_ACTOR])
         if cr is not None:
-            actor_reconciler.reconcile(_kube(), _gcs(), cr)
+            actor_reconciler.reconcile(memo.kube, memo.head, cr, memo.locks)
     elif contract.LABEL_CLUSTER in labels:
-        cr = _kube().get_custom(contract.CLUSTER_PLURAL, namespace, labels[contract.LABEL_CLUSTER])
+        cr = memo.kube.get_custom(contract.CLUSTER_PLURAL, namespace, labels[contract.LABEL_CLUSTER])
         if cr is not None:
-            cluster_reconciler.reconcile(_kube(), cr, _gcs())
+            cluster_reconciler.reconcile(memo.kube, cr, memo.head, memo.locks)

@@ -1,0 +1,257 @@
+"""The reconcile plans, in-process: plain dicts of what was observed in, actions out.
+
+No API server and no head: each case builds what `observe` would have seen and checks
+the decision (`plan(observed) -> actions, status, events`), as KubeRay tests its
+reconcilers against a fake client. The emulated- and real-cluster suites prove the
+executor and the wiring; these prove the decisions, fast.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from kastor.operator import actor_reconciler as actors
+from kastor.operator import build_actor
+from kastor.operator import cluster_reconciler as clusters
+from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureService, KillActor
+from kastor.operator.conditions import get_condition
+from kastor.operator.spec import parse_cluster
+from kastor.runtime import k8s_contract as contract
+from kastor.runtime.protocol import kastor_pb2 as pb
+
+UID = "0f0e0d0c-0000-4000-8000-000000000001"
+
+
+def cr(kind: str, name: str, spec: dict, status: dict | None = None) -> dict:
+    body = {"apiVersion": contract.API_VERSION, "kind": kind, "spec": spec,
+            "metadata": {"name": name, "namespace": "team", "uid": UID, "generation": 1}}
+    if status is not None:
+        body["status"] = status
+    return body
+
+
+def pod(name: str, role: str, *, phase: str = "Running", ready: bool = True, ip: str = "", group: str = "",
+        actor: str = "", attempt: int = 0, exit_code: int | None = None, message: str = "", created: str = "",
+        deleting: bool = False) -> dict:
+    labels = {**contract.cluster_labels("demo", role)}
+    if group:
+        labels[contract.LABEL_GROUP] = group
+    if actor:
+        labels[contract.LABEL_ACTOR] = actor
+    meta = {"name": name, "labels": labels, "annotations": {contract.ANNOTATION_ATTEMPT: str(attempt)},
+            "creationTimestamp": created or "2026-01-01T00:00:00Z"}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+    status: dict = {"phase": phase, "podIP": ip,
+                    "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    if exit_code is not None:
+        status["containerStatuses"] = [{"name": contract.CONTAINER, "state": {
+            "terminated": {"exitCode": exit_code, "message": message}}}]
+    return {"metadata": meta, "spec": {"containers": [{"name": contract.CONTAINER}]}, "status": status}
+
+
+def kinds(plan) -> list[str]:
+    return [type(a).__name__ for a in plan.actions]
+
+
+def created_pods(plan) -> list[dict]:
+    return [a.pod for a in plan.actions if isinstance(a, CreatePod)]
+
+
+def deleted(plan) -> list[str]:
+    return [a.name for a in plan.actions if isinstance(a, DeletePod)]
+
+
+def reasons(plan) -> list[str]:
+    return [e.reason for e in plan.events]
+
+
+CLUSTER_SPEC = {"image": "kastor:dev", "workerGroups": [{"name": "cpu", "replicas": 2}]}
+
+
+# ---- ActorCluster ----
+
+def test_a_new_cluster_gets_its_secret_service_head_and_workers():
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC)
+    out = clusters.plan(clusters.Observed(body, token_secret_exists=False, new_token="t", new_redis_password="p"))
+    assert kinds(out) == ["CreateSecret", "EnsureService", "CreatePod", "CreatePod", "CreatePod"]
+    secret = next(a.secret for a in out.actions if isinstance(a, CreateSecret))
+    assert secret["stringData"] == {contract.TOKEN_KEY: "t", contract.REDIS_PASSWORD_KEY: "p"}
+    roles = [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(out)]
+    assert roles == ["head", "worker", "worker"]
+    assert reasons(out) == ["TokenCreated"]
+    assert out.status["phase"] == "Pending" and out.status["desiredWorkers"] == 2
+
+
+def test_an_invalid_cluster_spec_fails_with_one_event_per_new_message():
+    body = cr("ActorCluster", "demo", {"workerGroups": []})
+    first = clusters.plan(clusters.Observed(body))
+    assert first.actions == [] and first.status["phase"] == "Failed" and reasons(first) == ["InvalidSpec"]
+    again = clusters.plan(clusters.Observed({**body, "status": first.status}))
+    assert again.events == [] and again.status["phase"] == "Failed"
+
+
+def test_a_ready_cluster_needs_nothing():
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC, {"phase": "Ready"})
+    pods = [pod("demo-head", "head", ip="10.0.0.1"),
+            pod("w1", "worker", group="cpu", ip="10.0.0.2"), pod("w2", "worker", group="cpu", ip="10.0.0.3")]
+    out = clusters.plan(clusters.Observed(body, pods, registered={"10.0.0.1", "10.0.0.2", "10.0.0.3"},
+                                          head_asked=True))
+    assert kinds(out) == ["EnsureService"] and out.events == []
+    assert out.status["phase"] == "Ready" and out.status["readyWorkers"] == 2
+
+
+def test_a_worker_counts_as_ready_only_once_its_node_joined():
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC, {"phase": "Pending"})
+    pods = [pod("demo-head", "head", ip="10.0.0.1"),
+            pod("w1", "worker", group="cpu", ip="10.0.0.2"), pod("w2", "worker", group="cpu", ip="10.0.0.3")]
+    out = clusters.plan(clusters.Observed(body, pods, registered={"10.0.0.1", "10.0.0.2"}, head_asked=True))
+    assert out.status["readyWorkers"] == 1 and out.status["phase"] == "Pending"
+
+
+def test_a_head_that_does_not_answer_degrades_a_ready_cluster():
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC, {"phase": "Ready"})
+    pods = [pod("demo-head", "head", ip="10.0.0.1")]
+    out = clusters.plan(clusters.Observed(body, pods, registered=None, head_asked=True))
+    assert get_condition(out.status["conditions"], "HeadReady")["reason"] == "HeadUnreachable"
+    assert out.status["phase"] == "Degraded"
+
+
+def test_a_failed_head_is_deleted_then_recreated():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev"}, {"phase": "Ready"})
+    failed = pod("demo-head", "head", phase="Failed", ready=False, exit_code=1, message="boom")
+    out = clusters.plan(clusters.Observed(body, [failed]))
+    assert deleted(out) == ["demo-head"] and created_pods(out) == [] and reasons(out) == ["HeadPodFailed"]
+    assert "boom" in out.events[0].message
+    going = clusters.plan(clusters.Observed(body, [pod("demo-head", "head", deleting=True)]))
+    assert created_pods(going) == []  # the fixed name is still taken
+    gone = clusters.plan(clusters.Observed(body, []))
+    assert [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(gone)] == ["head"]
+
+
+def test_suspending_deletes_every_head_and_worker_pod():
+    body = cr("ActorCluster", "demo", {**CLUSTER_SPEC, "suspend": True}, {"phase": "Ready"})
+    pods = [pod("demo-head", "head"), pod("w1", "worker", group="cpu"), pod("w2", "worker", group="cpu", deleting=True)]
+    out = clusters.plan(clusters.Observed(body, pods))
+    assert sorted(deleted(out)) == ["demo-head", "w1"] and created_pods(out) == []
+    assert out.status["phase"] == "Suspended" and out.status["desiredWorkers"] == 0
+
+
+def test_scale_down_removes_not_ready_then_newest_workers():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev", "workerGroups": [{"name": "cpu", "replicas": 1}]})
+    pods = [pod("demo-head", "head"), pod("old", "worker", group="cpu", created="2026-01-01T00:00:00Z"),
+            pod("new", "worker", group="cpu", created="2026-01-02T00:00:00Z"),
+            pod("sick", "worker", group="cpu", ready=False, created="2025-12-01T00:00:00Z"),
+            pod("orphan", "worker", group="gone")]
+    out = clusters.plan(clusters.Observed(body, pods))
+    assert sorted(deleted(out)) == ["new", "orphan", "sick"] and created_pods(out) == []
+
+
+def test_a_managed_redis_is_planned_before_the_head():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev", "gcs": {"redis": {"managed": True}}})
+    out = clusters.plan(clusters.Observed(body))
+    services = [a.service["metadata"]["name"] for a in out.actions if isinstance(a, EnsureService)]
+    assert services == ["demo-redis", "demo-head"]
+    assert [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(out)] == ["redis", "head"]
+    assert get_condition(out.status["conditions"], "GcsReady")["reason"] == "RedisStarting"
+
+
+def test_an_external_redis_without_its_password_secret_is_not_ready():
+    spec = {"image": "kastor:dev", "gcs": {"redis": {"address": "r:6379", "passwordSecret": {"name": "pw"}}}}
+    out = clusters.plan(clusters.Observed(cr("ActorCluster", "demo", spec), redis_password_secret_exists=False))
+    assert get_condition(out.status["conditions"], "GcsReady")["reason"] == "SecretNotFound"
+
+
+# ---- DetachedActor ----
+
+ACTOR_SPEC = {"clusterRef": "demo", "actorClass": "pkg.mod:Counter", "maxRestarts": 1}
+
+
+def cluster_view() -> actors.Cluster:
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev"})
+    return actors.Cluster(body, parse_cluster(body["spec"]), "tok")
+
+
+def actor_body(status: dict | None = None, spec: dict | None = None) -> dict:
+    spec = spec or ACTOR_SPEC
+    status = {"specHash": build_actor.spec_hash(spec), **(status or {})}
+    return cr("DetachedActor", "counter", spec, status)
+
+
+def info(state: int, restarts: int = 0, **fields) -> pb.ActorInfo:
+    return pb.ActorInfo(spec=pb.ActorSpec(actor_id=b"\x01" * 16), state=state, num_restarts=restarts, **fields)
+
+
+def test_a_new_actor_gets_its_first_pod():
+    out = actors.plan(actors.Observed(actor_body(), [], cluster_view()))
+    assert kinds(out) == ["CreatePod"] and created_pods(out)[0]["metadata"]["name"] == "counter-actor-1"
+    assert out.status["state"] == "Pending" and out.status["attempt"] == 1
+
+
+def test_an_alive_actor_mirrors_the_gcs():
+    running = pod("counter-actor-1", "actor", actor="counter", attempt=1)
+    out = actors.plan(actors.Observed(actor_body({"podName": "counter-actor-1"}), [running], cluster_view(),
+                                      info(pb.ALIVE, address="10.0.0.5:1")))
+    assert out.actions == [] and out.status["state"] == "Alive" and out.status["address"] == "10.0.0.5:1"
+    assert out.status["actorId"] == (b"\x01" * 16).hex()
+
+
+def test_a_usage_error_exit_replaces_the_pod_but_a_bad_spec_exit_ends_the_actor():
+    """Exit 2 (argparse) is an ordinary pod failure; only the contract's terminal codes end the actor."""
+    status = {"podName": "counter-actor-1", "attempt": 1}
+    usage = pod("counter-actor-1", "actor", actor="counter", attempt=1, phase="Failed", exit_code=2,
+                message="kastor: error: unrecognized arguments")
+    out = actors.plan(actors.Observed(actor_body(status), [usage], cluster_view()))
+    assert [p["metadata"]["name"] for p in created_pods(out)] == ["counter-actor-2"]
+    assert deleted(out) == ["counter-actor-1"] and reasons(out) == ["PodFailed"]
+    assert out.status["state"] == "Pending" and out.status["earlyPodFailures"] == 1
+
+    bad = pod("counter-actor-1", "actor", actor="counter", attempt=1, phase="Failed",
+              exit_code=contract.EXIT_BAD_SPEC, message="actor-pod: ClassNotImportable: cannot import 'pkg.mod'")
+    out = actors.plan(actors.Observed(actor_body(status), [bad], cluster_view()))
+    assert out.actions == [] and out.status["state"] == "Dead"
+    assert get_condition(out.status["conditions"], "Ready")["reason"] == "ClassNotImportable"
+
+
+def test_early_pod_failures_are_bounded():
+    status = {"podName": "counter-actor-4", "attempt": 4, "earlyPodFailures": actors.MAX_EARLY_POD_FAILURES}
+    failed = pod("counter-actor-4", "actor", actor="counter", attempt=4, phase="Failed", exit_code=1)
+    out = actors.plan(actors.Observed(actor_body(status), [failed], cluster_view()))
+    assert created_pods(out) == [] and out.status["state"] == "Dead"
+    assert get_condition(out.status["conditions"], "Ready")["reason"] == "PodFailing"
+
+
+def test_a_pod_failure_past_max_restarts_kills_the_actor_in_the_gcs():
+    status = {"podName": "counter-actor-2", "attempt": 2}
+    failed = pod("counter-actor-2", "actor", actor="counter", attempt=2, phase="Failed", exit_code=1)
+    out = actors.plan(actors.Observed(actor_body(status), [failed], cluster_view(), info(pb.ALIVE, restarts=1)))
+    assert kinds(out) == ["KillActor"] and out.status["state"] == "Dead"
+    kill = out.actions[0]
+    assert isinstance(kill, KillActor) and kill.actor_id == b"\x01" * 16 and "maxRestarts=1" in kill.reason
+    assert "MaxRestartsExceeded" in reasons(out)
+
+
+def test_a_spec_change_rolls_the_actor():
+    old_spec = dict(ACTOR_SPEC)
+    new_spec = {**ACTOR_SPEC, "args": [5]}
+    body = cr("DetachedActor", "counter", new_spec,
+              {"specHash": build_actor.spec_hash(old_spec), "actorId": "01" * 16, "state": "Alive"})
+    running = pod("counter-actor-1", "actor", actor="counter", attempt=1)
+    out = actors.plan(actors.Observed(body, [running], cluster_view()))
+    assert kinds(out) == ["KillActor", "DeletePod"] and out.status["actorId"] is None
+    assert out.status["specHash"] == build_actor.spec_hash(new_spec) and reasons(out) == ["Rolling"]
+
+
+def test_a_dead_actor_in_the_gcs_is_dead_with_its_reason():
+    running = pod("counter-actor-1", "actor", actor="counter", attempt=1)
+    dead = info(pb.DEAD, death_cause="boom", death_error=pb.Value(data=b"x"))
+    out = actors.plan(actors.Observed(actor_body({"podName": "counter-actor-1"}), [running], cluster_view(), dead))
+    assert out.actions == [] and out.status["state"] == "Dead" and reasons(out) == ["ConstructorFailed"]
+
+
+def test_a_missing_cluster_is_pending_with_one_warning():
+    seen = actors.Observed(actor_body(), [], ("ClusterNotFound", "ActorCluster 'demo' does not exist"))
+    first = actors.plan(seen)
+    assert first.actions == [] and first.status["state"] == "Pending" and reasons(first) == ["ClusterNotFound"]
+    again = actors.plan(actors.Observed(actor_body(copy.deepcopy(first.status)), [], seen.cluster))
+    assert again.events == []
