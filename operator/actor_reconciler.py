@@ -32,7 +32,7 @@ STATES = {pb.PENDING: "Pending", pb.ALIVE: "Alive", pb.RESTARTING: "Restarting",
 # are replaced this many times before the operator gives up: a bounded retry, no crash loop.
 MAX_EARLY_POD_FAILURES = 3
 # Ready-condition reasons that are also posted as a Warning Event when they first appear.
-_WARN_ON = ("InvalidSpec", "ClusterNotFound", "ClusterInvalid")
+_WARN_ON = ("InvalidSpec", "InvalidName", "ClusterNotFound", "ClusterInvalid")
 
 
 @dataclass
@@ -72,6 +72,8 @@ def observe(kube: Kube, head: HeadClient, body: dict[str, Any]) -> Observed:
         actor = parse_actor(body.get("spec") or {}, meta["name"], meta["namespace"])
     except SpecError:
         return seen
+    if len(meta["name"]) > contract.ACTOR_NAME_MAX:
+        return seen
     seen.pods = kube.list_pods(meta["namespace"], {contract.LABEL_ACTOR: meta["name"]})
     rolling = old.get("specHash") and old["specHash"] != build_actor.spec_hash(body.get("spec") or {})
     if old.get("state") == "Dead" and not rolling:
@@ -101,6 +103,9 @@ def plan(seen: Observed) -> Plan:
         return out
 
     try:
+        if len(name) > contract.ACTOR_NAME_MAX:
+            raise SpecError("InvalidName", f"DetachedActor name {name!r} is longer than {contract.ACTOR_NAME_MAX} "
+                                           f"characters: it cannot label the actor's pods")
         actor = parse_actor(body.get("spec") or {}, name, ns)
     except SpecError as e:
         out.status["specHash"] = spec_hash

@@ -59,6 +59,8 @@ def observe(kube: Kube, head: HeadClient | None, body: dict[str, Any]) -> Observ
         spec = parse_cluster(body.get("spec") or {})
     except SpecError:
         return seen
+    if contract.cluster_name_problem(meta["name"]):
+        return seen
     seen.pods = kube.list_pods(ns, {contract.LABEL_CLUSTER: meta["name"]})
     secret = kube.get_secret(ns, build.token_secret_name(body, spec))
     seen.token_secret_exists = secret is not None
@@ -95,6 +97,9 @@ def plan(seen: Observed) -> Plan:
     out = Plan(status={**old, "observedGeneration": generation})
     conditions = list(old.get("conditions") or [])
     try:
+        problem = contract.cluster_name_problem(name)
+        if problem:
+            raise SpecError("InvalidName", problem)
         spec = parse_cluster(body.get("spec") or {})
     except SpecError as e:
         conditions = set_condition(conditions, "Ready", False, e.reason, e.message, generation)

@@ -11,6 +11,7 @@ entry points.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,6 +61,24 @@ def token_secret(cluster: str, auth: Mapping[str, Any] | None = None) -> str:
 def token_key(auth: Mapping[str, Any] | None = None) -> str:
     """The key of the token in that Secret: `spec.auth.secretKey`, else TOKEN_KEY."""
     return (auth or {}).get("secretKey") or TOKEN_KEY
+
+
+# ---- which names a resource may have ----
+# An ActorCluster's name is part of its Service names (<name>-head, <name>-redis) and the
+# value of LABEL_CLUSTER on every child: a DNS-1035 label, with room for the longest
+# suffix. The CRDs reject other names at admission with the same pattern (a CEL rule); the
+# operator checks again for resources admitted before that rule existed.
+CLUSTER_NAME_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+CLUSTER_NAME_MAX = 53
+ACTOR_NAME_MAX = 63  # a DetachedActor's name is the value of LABEL_ACTOR on its pods
+
+
+def cluster_name_problem(name: str) -> str | None:
+    """Why `name` cannot name an ActorCluster (its children could not be created), or None."""
+    if len(name) <= CLUSTER_NAME_MAX and re.match(CLUSTER_NAME_PATTERN, name):
+        return None
+    return (f"ActorCluster name {name!r} cannot name its Services: use at most {CLUSTER_NAME_MAX} lowercase "
+            f"letters, digits or '-', starting with a letter and ending with a letter or digit")
 
 
 # ---- names of the children of an ActorCluster and a DetachedActor ----

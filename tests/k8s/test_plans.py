@@ -255,3 +255,31 @@ def test_a_missing_cluster_is_pending_with_one_warning():
     assert first.actions == [] and first.status["state"] == "Pending" and reasons(first) == ["ClusterNotFound"]
     again = actors.plan(actors.Observed(actor_body(copy.deepcopy(first.status)), [], seen.cluster))
     assert again.events == []
+
+
+def test_a_cluster_name_that_cannot_name_a_service_fails_once_not_for_ever():
+    """Admitted before the CRD's name rule existed (or by a server without CEL): a condition
+    and one Event, no actions (creating its Services would fail on every reconcile)."""
+    body = cr("ActorCluster", "1st.cluster", CLUSTER_SPEC)
+    out = clusters.plan(clusters.Observed(body))
+    assert out.actions == [] and out.status["phase"] == "Failed" and reasons(out) == ["InvalidName"]
+    assert "cannot name its Services" in get_condition(out.status["conditions"], "Ready")["message"]
+    assert clusters.plan(clusters.Observed({**body, "status": out.status})).events == []
+    longest = cr("ActorCluster", "c" + "x" * (contract.CLUSTER_NAME_MAX - 1), CLUSTER_SPEC)
+    assert clusters.plan(clusters.Observed(longest)).actions
+
+
+def test_an_actor_name_that_cannot_label_its_pods_is_dead_at_once():
+    body = cr("DetachedActor", "a" * (contract.ACTOR_NAME_MAX + 1), ACTOR_SPEC)
+    out = actors.plan(actors.Observed(body, [], cluster_view()))
+    assert out.actions == [] and out.status["state"] == "Dead" and reasons(out) == ["InvalidName"]
+
+
+def test_the_crds_name_rules_are_the_contracts():
+    from pathlib import Path
+    crds = Path(__file__).resolve().parents[2] / "crds"
+    clusters_crd = (crds / "kastor.dev_actorclusters.yaml").read_text()
+    assert f"self.metadata.name.matches('{contract.CLUSTER_NAME_PATTERN}')" in clusters_crd
+    assert f"size(self.metadata.name) <= {contract.CLUSTER_NAME_MAX}" in clusters_crd
+    actors_crd = (crds / "kastor.dev_detachedactors.yaml").read_text()
+    assert f"size(self.metadata.name) <= {contract.ACTOR_NAME_MAX}" in actors_crd
