@@ -4,6 +4,12 @@ Every path into a reconciler is level-triggered (it re-reads the world), so crea
 resume, spec updates, pod events and the periodic resync all call the same function and
 may overlap safely (a per-object lock serialises them). Run with `python -m kastor.operator`
 or `kopf run -m kastor.operator.handlers`.
+
+Only resources with something to clean up carry a finalizer: a DetachedActor (its actor
+is killed in the GCS) and an ActorCluster on an external Redis (its keys are deleted).
+Any other ActorCluster is deleted by the API server at once, with the operator down too,
+and garbage collection removes its children; the resync is therefore not a kopf timer
+(timers put a finalizer on every object) but `operator/resync.py`.
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ import kopf
 from kastor.operator import actor_reconciler, cluster_reconciler, kube
 from kastor.operator.head_client import HeadClient
 from kastor.operator.reconcile import Locks
+from kastor.operator.resync import Resync
 from kastor.runtime import k8s_contract as contract
 
 RESYNC_S = float(os.environ.get("KASTOR_OPERATOR_RESYNC_S", "5"))
-STOP_POLL_S = 1.0  # how often a deletion re-checks that a busy resync timer has returned
 CLUSTERS = dict(group=contract.GROUP, version=contract.VERSION, plural=contract.CLUSTER_PLURAL)
 ACTORS = dict(group=contract.GROUP, version=contract.VERSION, plural=contract.ACTOR_PLURAL)
 OWNED_PODS = dict(labels={contract.LABEL_MANAGED_BY: contract.MANAGER})
@@ -38,21 +44,29 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = int(os.environ.get("KASTOR_OPERATOR_WATCH_TIMEOUT_S", "300"))
     settings.execution.max_workers = int(os.environ.get("KASTOR_OPERATOR_WORKERS", "8"))
-    # Deleting a resource first stops its resync timer. A timer is a sync handler in a
-    # thread, so one caught mid-reconcile cannot be cancelled, and kopf re-checks whether it
-    # has exited only every `cancellation_polling` seconds (60 by default): the finalizer,
-    # and so the deletion, waited up to a minute. Re-check each second instead.
-    settings.background.cancellation_polling = STOP_POLL_S
     kube.load_config()
     memo.kube = kube.Kube()
     memo.head = HeadClient()
     memo.locks = Locks()
+    memo.resync = Resync(lambda plural, ns, name: _reconcile(memo, plural, ns, name), RESYNC_S)
+    memo.resync.start()
 
 
 @kopf.on.cleanup()
 def close(memo: kopf.Memo, **_: Any) -> None:
+    if "resync" in memo:
+        memo.resync.stop()
     if "head" in memo:
         memo.head.close()
+
+
+def _reconcile(memo: kopf.Memo, plural: str, namespace: str, name: str) -> None:
+    """Reconciles one resource by name (the reconcilers re-read it under its lock)."""
+    body = {"metadata": {"namespace": namespace, "name": name}}
+    if plural == contract.CLUSTER_PLURAL:
+        cluster_reconciler.reconcile(memo.kube, body, memo.head, memo.locks)
+    else:
+        actor_reconciler.reconcile(memo.kube, memo.head, body, memo.locks)
 
 
 @kopf.on.probe(id="api")
@@ -72,9 +86,15 @@ def cluster_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     cluster_reconciler.reconcile(memo.kube, dict(body), memo.head, memo.locks)
 
 
-@kopf.timer(**CLUSTERS, interval=RESYNC_S, initial_delay=RESYNC_S)
-def cluster_resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    cluster_reconciler.reconcile(memo.kube, dict(body), memo.head, memo.locks)
+@kopf.on.event(**CLUSTERS)
+@kopf.on.event(**ACTORS)
+def track_for_resync(event: dict[str, Any], resource: kopf.Resource, namespace: str, name: str, memo: kopf.Memo,
+                     **_: Any) -> None:
+    """Keeps the resync's set of resources current: watch events cost no finalizer, timers did."""
+    if event.get("type") == "DELETED":
+        memo.resync.forget(resource.plural, namespace, name)
+    else:
+        memo.resync.track(resource.plural, namespace, name)
 
 
 def _external_redis(spec: kopf.Spec, **_: Any) -> bool:
@@ -96,11 +116,6 @@ def cluster_deleted(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: 
 @kopf.on.resume(**ACTORS)
 @kopf.on.update(**ACTORS, field="spec")
 def actor_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    actor_reconciler.reconcile(memo.kube, memo.head, dict(body), memo.locks)
-
-
-@kopf.timer(**ACTORS, interval=RESYNC_S, initial_delay=RESYNC_S)
-def actor_resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     actor_reconciler.reconcile(memo.kube, memo.head, dict(body), memo.locks)
 
 

@@ -1,0 +1,107 @@
+"""The operator against the real control plane (`controlplane_fixture.py`): what only real
+admission, finalizer handling and garbage collection show.
+
+There is no kubelet here, so pods stay Pending: these tests check what the operator does
+to the API objects, not Kastor processes (the emulated cluster covers those).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import kubernetes
+import pytest
+from kubernetes.client.rest import ApiException
+from support import wait_until
+
+from .test_real_apiserver import CONTROLLER_DEADLINE_S, GROUP, VERSION, api, custom_object  # noqa: F401
+
+NAMESPACE = "kastor-real-operator"
+
+
+@pytest.fixture(scope="module")
+def namespace(api) -> str:  # noqa: F811 - the fixture imported above
+    try:
+        kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
+    except ApiException as e:
+        if e.status != 409:
+            raise
+    return NAMESPACE
+
+
+def start_operator(real_k8s, log_path) -> subprocess.Popen:
+    env = {**os.environ, "KUBECONFIG": str(real_k8s.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": "2",
+           "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "kastor.operator", "--namespace", NAMESPACE, "--standalone",
+                                 "--liveness", ""], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=log_path.parent)
+
+
+@pytest.fixture
+def operator(real_k8s, namespace, tmp_path) -> Iterator[subprocess.Popen]:
+    proc = start_operator(real_k8s, tmp_path / "operator.log")
+    proc.log_path = tmp_path / "operator.log"  # type: ignore[attr-defined]
+    yield proc
+    stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def get(api, plural: str, name: str) -> dict | None:  # noqa: F811
+    try:
+        return kubernetes.client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, NAMESPACE,
+                                                                                    plural, name)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def pods_of(api, cluster: str) -> list[str]:  # noqa: F811
+    pods = kubernetes.client.CoreV1Api(api).list_namespaced_pod(NAMESPACE,
+                                                                label_selector=f"kastor.dev/cluster={cluster}")
+    return [p.metadata.name for p in pods.items]
+
+
+def test_a_cluster_carries_no_finalizer_and_is_deleted_with_the_operator_down(api, operator):  # noqa: F811
+    """Issue 12 defect 1: only resources with cleanup to do carry a finalizer, so deleting an
+    in-memory ActorCluster takes no operator at all; garbage collection removes its pods."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    spec = {"image": "kastor:dev", "workerGroups": [{"name": "cpu", "replicas": 1}]}
+    objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                            custom_object("actorclusters", "nofin", spec))
+    log = operator.log_path
+    wait_until(lambda: len(pods_of(api, "nofin")) == 2, "the operator created the head and worker pods",
+               CONTROLLER_DEADLINE_S)
+    wait_until(lambda: (get(api, "actorclusters", "nofin") or {}).get("status", {}).get("phase"),
+               f"the operator wrote status (log: {log})", CONTROLLER_DEADLINE_S)
+    # kopf adds a finalizer before it runs the first handler, so with status written it would be there.
+    assert not (get(api, "actorclusters", "nofin")["metadata"].get("finalizers")), log.read_text()[-3000:]
+
+    stop(operator)
+    objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "nofin")
+    wait_until(lambda: get(api, "actorclusters", "nofin") is None, "the ActorCluster gone without the operator", 10)
+    wait_until(lambda: not pods_of(api, "nofin"), "garbage collection removed its pods", CONTROLLER_DEADLINE_S)
+
+
+def test_clusters_with_cleanup_to_do_carry_the_finalizer(api, operator):  # noqa: F811
+    """An external Redis outlives the cluster, and so would its keys: that cluster keeps the finalizer."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    spec = {"image": "kastor:dev", "gcs": {"redis": {"address": "127.0.0.1:1"}}}
+    objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                            custom_object("actorclusters", "ext", spec))
+    wait_until(lambda: "kastor.dev/finalizer" in ((get(api, "actorclusters", "ext") or {})["metadata"]
+                                                 .get("finalizers") or []),
+               f"the external-Redis cluster's finalizer (log: {operator.log_path})", CONTROLLER_DEADLINE_S)
