@@ -98,4 +98,4 @@ def apply(kube: Kube, head: HeadClient | None, body: dict[str, Any], plan: Plan)
         else:  # pragma: no cover - a new action type without an executor branch
             raise TypeError(f"no executor for action {action!r}")
     for event in plan.events:
-        events.post(body, event.type, event.reason, event.message)
+        events.post(kube, body, event.type, event.reason, event.message)

@@ -88,6 +88,9 @@ class Kube:
             if e.status != 409:
                 raise
 
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        self.core.create_namespaced_event(namespace, event, _preload_content=False)
+
     # ---- our custom resources ----
 
     def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
