@@ -20,7 +20,7 @@ from kastor.operator.actions import CreatePod, DeletePod, Event, KillActor, Plan
 from kastor.operator.conditions import get_condition, set_condition
 from kastor.operator.head_client import HeadClient, head_ca
 from kastor.operator.kube import Kube
-from kastor.operator.pods import attempt, exit_code, finished, phase, terminating, termination_message
+from kastor.operator.pods import attempt, controller_uid, exit_code, finished, phase, terminating, termination_message
 from kastor.operator.spec import ActorSpec, ClusterSpec, SpecError, parse_actor, parse_cluster
 from kastor.runtime import k8s_contract as contract
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -74,7 +74,9 @@ def observe(kube: Kube, head: HeadClient, body: dict[str, Any]) -> Observed:
         return seen
     if len(meta["name"]) > contract.ACTOR_NAME_MAX:
         return seen
-    seen.pods = kube.list_pods(meta["namespace"], {contract.LABEL_ACTOR: meta["name"]})
+    # Only this very DetachedActor's pods, not those of a deleted namesake still terminating.
+    seen.pods = [p for p in kube.list_pods(meta["namespace"], {contract.LABEL_ACTOR: meta["name"]})
+                 if controller_uid(p) == meta.get("uid")]
     rolling = old.get("specHash") and old["specHash"] != build_actor.spec_hash(body.get("spec") or {})
     if old.get("state") == "Dead" and not rolling:
         return seen  # terminal: nothing more to read

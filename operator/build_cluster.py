@@ -68,7 +68,8 @@ def redis_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
     name, ns = _meta(cr)
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": object_meta(contract.redis_name(name), ns, cr, contract.cluster_labels(name, "redis")),
+        "metadata": object_meta(contract.redis_pod_prefix(name), ns, cr, contract.cluster_labels(name, "redis"),
+                                generate=True),
         "spec": {
             "restartPolicy": "Always",
             "securityContext": pod_security(999),
@@ -144,7 +145,7 @@ def head_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
     address = redis_address(cr, spec)
     if address:
         args += ["--redis-address", address]
-    meta = object_meta(contract.head_pod(name), ns, cr, contract.cluster_labels(name, "head"))
+    meta = object_meta(contract.head_pod_prefix(name), ns, cr, contract.cluster_labels(name, "head"), generate=True)
     container_ports = [{"name": "control", "containerPort": ports.control},
                        {"name": "client", "containerPort": ports.client},
                        {"name": "dashboard", "containerPort": ports.dashboard}]

@@ -19,7 +19,7 @@ from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureSe
 from kastor.operator.conditions import get_condition, set_condition
 from kastor.operator.head_client import HeadClient, head_ca
 from kastor.operator.kube import Kube
-from kastor.operator.pods import finished, plan_workers, ready, terminating, termination_message
+from kastor.operator.pods import controller_uid, finished, plan_workers, ready, terminating, termination_message
 from kastor.operator.spec import ClusterSpec, SpecError, parse_cluster
 from kastor.runtime import k8s_contract as contract
 from kastor.runtime import redis_cleanup
@@ -33,6 +33,9 @@ class Observed:
     body: dict[str, Any]
     pods: list[dict[str, Any]] = field(default_factory=list)
     token_secret_exists: bool = True
+    # The uid of the token Secret's controller: ours, None (a Secret the user made), or an
+    # earlier ActorCluster's of the same name, which garbage collection is about to delete.
+    token_secret_controller: str | None = None
     redis_password_secret_exists: bool = True
     # The IPs of the nodes alive in the head; None if it was not asked (no ready head pod, no
     # head client) or did not answer. `head_asked` tells the two apart.
@@ -61,9 +64,11 @@ def observe(kube: Kube, head: HeadClient | None, body: dict[str, Any]) -> Observ
         return seen
     if contract.cluster_name_problem(meta["name"]):
         return seen
-    seen.pods = kube.list_pods(ns, {contract.LABEL_CLUSTER: meta["name"]})
-    secret = kube.get_secret(ns, build.token_secret_name(body, spec))
-    seen.token_secret_exists = secret is not None
+    seen.pods = _ours(kube.list_pods(ns, {contract.LABEL_CLUSTER: meta["name"]}), meta.get("uid"))
+    stored = kube.read_secret(ns, build.token_secret_name(body, spec))
+    seen.token_secret_exists = stored is not None
+    seen.token_secret_controller = controller_uid(stored) if stored is not None else None
+    secret = kube.secret_data(stored) if stored is not None else None
     if spec.redis.address and spec.redis.password_secret:
         seen.redis_password_secret_exists = kube.get_secret(ns, spec.redis.password_secret) is not None
     head_ready = any(ready(p) for p in _role(seen.pods, "head"))
@@ -71,6 +76,11 @@ def observe(kube: Kube, head: HeadClient | None, body: dict[str, Any]) -> Observ
         seen.head_asked = True
         seen.registered = _registered_node_ips(kube, head, body, spec, (secret or {}).get(spec.token_key, ""))
     return seen
+
+
+def _ours(pods: list[dict[str, Any]], uid: str | None) -> list[dict[str, Any]]:
+    """The pods this very ActorCluster controls (not a deleted namesake's, still terminating)."""
+    return [p for p in pods if controller_uid(p) == uid]
 
 
 def _role(pods: list[dict[str, Any]], role: str) -> list[dict[str, Any]]:
@@ -110,13 +120,21 @@ def plan(seen: Observed) -> Plan:
         return out
     conditions = [c for c in conditions if not (c["type"] == "Ready" and c["reason"] == "InvalidSpec")]
 
+    secret_name = build.token_secret_name(body, spec)
+    if seen.token_secret_exists and seen.token_secret_controller not in (None, meta.get("uid")):
+        message = f"Secret {secret_name} belongs to an earlier ActorCluster of this name and is being deleted; " \
+                  f"waiting for it to go before generating this cluster's token"
+        conditions = set_condition(conditions, "Ready", False, "WaitingForOldSecret", message, generation)
+        out.status.update(phase="Pending", conditions=conditions)
+        return out
     if not seen.token_secret_exists:
         out.actions.append(CreateSecret(build.token_secret(body, spec, seen.new_token, seen.new_redis_password)))
         out.events.append(Event("Normal", "TokenCreated", f"generated the cluster token in Secret "
                                                           f"{build.token_secret_name(body, spec)}"))
     gcs_ok, gcs_reason, gcs_message = ensure_redis(seen, spec, out)
     out.actions.append(EnsureService(build.head_service(body, spec)))
-    heads, workers = _role(seen.pods, "head"), _role(seen.pods, "worker")
+    pods = _ours(seen.pods, meta.get("uid"))
+    heads, workers = _role(pods, "head"), _role(pods, "worker")
 
     if spec.suspend:
         out.actions += [DeletePod(p["metadata"]["name"]) for p in heads + workers if not terminating(p)]
@@ -166,7 +184,7 @@ def ensure_redis(seen: Observed, spec: ClusterSpec, out: Plan) -> tuple[bool, st
     body = seen.body
     if spec.redis.managed:
         out.actions.append(EnsureService(build.redis_service(body)))
-        live = [p for p in _role(seen.pods, "redis") if not terminating(p)]
+        live = [p for p in _role(_ours(seen.pods, body["metadata"].get("uid")), "redis") if not terminating(p)]
         out.actions += [DeletePod(p["metadata"]["name"]) for p in live if finished(p)]
         if not [p for p in live if not finished(p)]:
             out.actions.append(CreatePod(build.redis_pod(body, spec)))
@@ -191,9 +209,8 @@ def _ensure_head(body: dict[str, Any], spec: ClusterSpec, heads: list[dict[str, 
             out.events.append(Event("Warning", "HeadPodFailed", message))
             out.actions.append(DeletePod(pod["metadata"]["name"]))
             return False, "HeadPodFailed", message
-    if not live:
-        if not heads:  # the previous one is gone: a new pod may take its name
-            out.actions.append(CreatePod(build.head_pod(body, spec)))
+    if not live:  # a head still terminating (say, on a lost node) does not hold back its replacement
+        out.actions.append(CreatePod(build.head_pod(body, spec)))
         return False, "HeadStarting", "the head pod is starting"
     if ready(live[0]):
         return True, "HeadRunning", f"head serving at {build.head_address(body, spec)}"

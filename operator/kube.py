@@ -69,17 +69,28 @@ class Kube:
             if e.status != 409:
                 raise
 
-    def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        """The Secret's decoded data, or None if it does not exist."""
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret object as stored (metadata included), or None if it does not exist."""
         try:
-            secret = self._json(self.core.read_namespaced_secret(name, namespace, _preload_content=False))
+            return self._json(self.core.read_namespaced_secret(name, namespace, _preload_content=False))
         except ApiException as e:
             if e.status == 404:
                 return None
             raise
+
+    @staticmethod
+    def secret_data(secret: dict[str, Any]) -> dict[str, str]:
+        """A Secret object's data, decoded."""
         data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
         data.update(secret.get("stringData") or {})
         return data
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The Secret's decoded data, or None if it does not exist."""
+        secret = self.read_secret(namespace, name)
+        if secret is None:
+            return None
+        return self.secret_data(secret)
 
     def create_secret(self, namespace: str, secret: dict[str, Any]) -> None:
         try:

@@ -47,6 +47,17 @@ def termination_message(pod: dict[str, Any]) -> str:
     return text.splitlines()[-1].removeprefix("actor-pod: ") if text else ""
 
 
+def controller_uid(obj: dict[str, Any]) -> str | None:
+    """The uid of the object's controller (its controlling ownerReference), or None.
+
+    Children are adopted by this, not by labels alone: a resource deleted and re-created
+    under the same name must not take over its predecessor's dying children."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
 def attempt(pod: dict[str, Any]) -> int:
     return int((pod["metadata"].get("annotations") or {}).get(contract.ANNOTATION_ATTEMPT, "0"))
 

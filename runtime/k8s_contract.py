@@ -83,8 +83,10 @@ def cluster_name_problem(name: str) -> str | None:
 
 # ---- names of the children of an ActorCluster and a DetachedActor ----
 
-def head_pod(cluster: str) -> str:
-    return f"{cluster}-head"
+def head_pod_prefix(cluster: str) -> str:
+    """Head pods get generated names: a head stuck Terminating on a lost node does not block
+    its replacement (pods are adopted by their controller's uid, not by name)."""
+    return f"{cluster}-head-"
 
 
 def head_service(cluster: str) -> str:
@@ -92,7 +94,12 @@ def head_service(cluster: str) -> str:
 
 
 def redis_name(cluster: str) -> str:
+    """The managed Redis Service."""
     return f"{cluster}-redis"
+
+
+def redis_pod_prefix(cluster: str) -> str:
+    return f"{cluster}-redis-"
 
 
 def worker_prefix(cluster: str, group: str) -> str:

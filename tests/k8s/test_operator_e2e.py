@@ -146,8 +146,17 @@ def test_scaling_replaces_failed_workers_and_suspends(k8s):
     k8s.wait(lambda: status(k8s, "actorclusters", "demo").get("phase") == "Ready", "resumed")
 
 
+def head_pod_name(k8s, cluster: str) -> str:
+    """The cluster's live head pod: its name is generated, so that a head stuck Terminating
+    never blocks its replacement."""
+    live = [p for p in k8s.pods(f"kastor.dev/cluster={cluster},kastor.dev/role=head")
+            if p.metadata.deletion_timestamp is None]
+    assert len(live) == 1, [p.metadata.name for p in live]
+    return live[0].metadata.name
+
+
 def test_dead_head_shows_in_status_and_is_replaced(k8s):
-    k8s.pod_process("demo-head").kill()
+    k8s.pod_process(head_pod_name(k8s, "demo")).kill()
     k8s.wait(lambda: status(k8s, "actorclusters", "demo").get("phase") == "Degraded", "a dead head shows")
     # Degraded may come first from the failed call to the head, before the pod shows Failed
     k8s.wait(lambda: "HeadPodFailed" in event_reasons(k8s, "demo"), "a HeadPodFailed Event")
@@ -342,7 +351,7 @@ def test_deleting_a_cluster_does_not_wait_for_a_busy_resync(k8s):
     on a hung head) cannot be cancelled, and kopf re-checked it only every 60 s by default."""
     create(k8s, "actorclusters", cluster_cr("stuck", replicas=0))
     k8s.wait(lambda: status(k8s, "actorclusters", "stuck").get("phase") == "Ready", "ActorCluster stuck Ready")
-    head = k8s.pod_process("stuck-head")
+    head = k8s.pod_process(head_pod_name(k8s, "stuck"))
     os.killpg(head.pid, signal.SIGSTOP)  # the head hangs: a call to it waits for its deadline
     try:
         k8s.wait(lambda: any(c["type"] == "HeadReady" and c["reason"] == "HeadUnreachable"

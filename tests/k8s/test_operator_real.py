@@ -105,3 +105,78 @@ def test_clusters_with_cleanup_to_do_carry_the_finalizer(api, operator):  # noqa
     wait_until(lambda: "kastor.dev/finalizer" in ((get(api, "actorclusters", "ext") or {})["metadata"]
                                                  .get("finalizers") or []),
                f"the external-Redis cluster's finalizer (log: {operator.log_path})", CONTROLLER_DEADLINE_S)
+
+
+HOLD = "kastor.test/hold"  # a finalizer of the test's: keeps a deleted object Terminating, as a lost node does
+
+
+def hold(api, kind: str, name: str, on: bool) -> None:  # noqa: F811
+    core = kubernetes.client.CoreV1Api(api)
+    patch = {"metadata": {"finalizers": [HOLD] if on else None}}
+    try:
+        (core.patch_namespaced_pod if kind == "pod" else core.patch_namespaced_secret)(name, NAMESPACE, patch)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
+def head_pods(api, cluster: str) -> list:  # noqa: F811
+    return kubernetes.client.CoreV1Api(api).list_namespaced_pod(
+        NAMESPACE, label_selector=f"kastor.dev/cluster={cluster},kastor.dev/role=head").items
+
+
+def test_a_head_stuck_terminating_is_replaced_and_a_namesakes_children_are_not_adopted(api, operator):  # noqa: F811
+    """Issue 12 defect 2. A head pod on a lost node stays Terminating: with a fixed name it was
+    never replaced. And a cluster re-created under its name must neither adopt the old head
+    nor mount the old token Secret, which garbage collection is about to delete."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    spec = {"image": "kastor:dev"}
+    held: list[tuple[str, str]] = []
+    try:
+        objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                                custom_object("actorclusters", "lost", spec))
+        wait_until(lambda: len(head_pods(api, "lost")) == 1, "the first head pod", CONTROLLER_DEADLINE_S)
+        first = head_pods(api, "lost")[0].metadata.name
+        hold(api, "pod", first, True)
+        held.append(("pod", first))
+        kubernetes.client.CoreV1Api(api).delete_namespaced_pod(first, NAMESPACE)
+        wait_until(lambda: any(p.metadata.deletion_timestamp is None for p in head_pods(api, "lost")),
+                   f"a new head beside the one stuck Terminating (log: {operator.log_path})", CONTROLLER_DEADLINE_S)
+
+        # Delete the cluster while its Secret and a head are held, and re-create it at once.
+        old_uid = get(api, "actorclusters", "lost")["metadata"]["uid"]
+        hold(api, "secret", "lost-token", True)
+        held.append(("secret", "lost-token"))
+        for pod in head_pods(api, "lost"):
+            hold(api, "pod", pod.metadata.name, True)
+            held.append(("pod", pod.metadata.name))
+        objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "lost")
+        wait_until(lambda: get(api, "actorclusters", "lost") is None, "the first ActorCluster gone", 30)
+        objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                                custom_object("actorclusters", "lost", spec))
+        new_uid = get(api, "actorclusters", "lost")["metadata"]["uid"]
+        assert new_uid != old_uid
+
+        def ready_reason() -> str:
+            conditions = ((get(api, "actorclusters", "lost") or {}).get("status") or {}).get("conditions") or []
+            return next((c["reason"] for c in conditions if c["type"] == "Ready"), "")
+
+        wait_until(lambda: ready_reason() == "WaitingForOldSecret",
+                   f"the new cluster waiting out the old Secret (log: {operator.log_path})", CONTROLLER_DEADLINE_S)
+        owners = {p.metadata.owner_references[0].uid for p in head_pods(api, "lost")}
+        assert owners == {old_uid}, "no head for the new cluster while its token would be the old one"
+
+        hold(api, "secret", "lost-token", False)  # garbage collection may now finish with it
+        held.remove(("secret", "lost-token"))
+
+        def new_head() -> bool:
+            return any(p.metadata.owner_references[0].uid == new_uid for p in head_pods(api, "lost"))
+
+        wait_until(new_head, f"a head pod of the new cluster (log: {operator.log_path})", CONTROLLER_DEADLINE_S)
+        secret = kubernetes.client.CoreV1Api(api).read_namespaced_secret("lost-token", NAMESPACE)
+        assert secret.metadata.owner_references[0].uid == new_uid
+        old_heads = [p for p in head_pods(api, "lost") if p.metadata.owner_references[0].uid == old_uid]
+        assert old_heads and all(p.metadata.deletion_timestamp for p in old_heads), "the old heads left alone"
+    finally:
+        for kind, name in held:
+            hold(api, kind, name, False)

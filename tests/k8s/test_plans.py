@@ -32,14 +32,16 @@ def cr(kind: str, name: str, spec: dict, status: dict | None = None) -> dict:
 
 def pod(name: str, role: str, *, phase: str = "Running", ready: bool = True, ip: str = "", group: str = "",
         actor: str = "", attempt: int = 0, exit_code: int | None = None, message: str = "", created: str = "",
-        deleting: bool = False) -> dict:
+        deleting: bool = False, owner: str = UID) -> dict:
     labels = {**contract.cluster_labels("demo", role)}
     if group:
         labels[contract.LABEL_GROUP] = group
     if actor:
         labels[contract.LABEL_ACTOR] = actor
     meta = {"name": name, "labels": labels, "annotations": {contract.ANNOTATION_ATTEMPT: str(attempt)},
-            "creationTimestamp": created or "2026-01-01T00:00:00Z"}
+            "creationTimestamp": created or "2026-01-01T00:00:00Z",
+            "ownerReferences": [{"apiVersion": contract.API_VERSION, "kind": "ActorCluster", "name": "demo",
+                                 "uid": owner, "controller": True, "blockOwnerDeletion": True}]}
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:01:00Z"
     status: dict = {"phase": phase, "podIP": ip,
@@ -123,8 +125,6 @@ def test_a_failed_head_is_deleted_then_recreated():
     out = clusters.plan(clusters.Observed(body, [failed]))
     assert deleted(out) == ["demo-head"] and created_pods(out) == [] and reasons(out) == ["HeadPodFailed"]
     assert "boom" in out.events[0].message
-    going = clusters.plan(clusters.Observed(body, [pod("demo-head", "head", deleting=True)]))
-    assert created_pods(going) == []  # the fixed name is still taken
     gone = clusters.plan(clusters.Observed(body, []))
     assert [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(gone)] == ["head"]
 
@@ -283,3 +283,50 @@ def test_the_crds_name_rules_are_the_contracts():
     assert f"size(self.metadata.name) <= {contract.CLUSTER_NAME_MAX}" in clusters_crd
     actors_crd = (crds / "kastor.dev_detachedactors.yaml").read_text()
     assert f"size(self.metadata.name) <= {contract.ACTOR_NAME_MAX}" in actors_crd
+
+
+# ---- issue 12 defect 2: generated names, adoption by the controller's uid ----
+
+def roles_created(plan) -> list[str]:
+    return [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(plan)]
+
+
+def test_a_head_stuck_terminating_on_a_lost_node_is_replaced_at_once():
+    """Its name no longer blocks the replacement: head pods get generated names."""
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev"}, {"phase": "Ready"})
+    out = clusters.plan(clusters.Observed(body, [pod("demo-head-x7k2p", "head", deleting=True)]))
+    assert roles_created(out) == ["head"]
+    new = created_pods(out)[0]["metadata"]
+    assert new["generateName"] == "demo-head-" and "name" not in new
+
+
+def test_a_managed_redis_stuck_terminating_is_replaced_at_once():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev", "gcs": {"redis": {"managed": True}}})
+    out = clusters.plan(clusters.Observed(body, [pod("demo-redis-q2b9z", "redis", deleting=True)]))
+    assert roles_created(out) == ["redis", "head"]
+    assert created_pods(out)[0]["metadata"]["generateName"] == "demo-redis-"
+
+
+def test_pods_of_an_earlier_cluster_of_the_same_name_are_not_adopted():
+    """A cluster deleted and re-created under its name: the dying head (another owner uid) is
+    not this cluster's head, and garbage collection, not the operator, removes it."""
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC)
+    old = [pod("demo-head-old", "head", ip="10.0.0.9", owner="an-earlier-uid"),
+           pod("w-old", "worker", group="cpu", owner="an-earlier-uid")]
+    out = clusters.plan(clusters.Observed(body, old, registered={"10.0.0.9"}, head_asked=True))
+    assert roles_created(out) == ["head", "worker", "worker"] and deleted(out) == []
+    assert get_condition(out.status["conditions"], "HeadReady")["status"] == "False"
+
+
+def test_a_token_secret_of_an_earlier_cluster_is_waited_out_not_adopted():
+    """Garbage collection is about to delete it: pods mounting it would get a token that
+    changes under them. Nothing starts until the new cluster's own Secret exists."""
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC)
+    out = clusters.plan(clusters.Observed(body, token_secret_controller="an-earlier-uid"))
+    assert created_pods(out) == [] and not [a for a in out.actions if isinstance(a, CreateSecret)]
+    ready = get_condition(out.status["conditions"], "Ready")
+    assert ready["status"] == "False" and "an earlier ActorCluster" in ready["message"]
+    ours = clusters.plan(clusters.Observed(body, token_secret_controller=UID))
+    assert roles_created(ours) == ["head", "worker", "worker"]
+    users = clusters.plan(clusters.Observed(body, token_secret_controller=None))  # a user's own Secret
+    assert roles_created(users) == ["head", "worker", "worker"]
