@@ -19,7 +19,15 @@ from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureSe
 from kastor.operator.conditions import get_condition, set_condition
 from kastor.operator.head_client import HeadClient, head_ca
 from kastor.operator.kube import Kube
-from kastor.operator.pods import controller_uid, finished, plan_workers, ready, terminating, termination_message
+from kastor.operator.pods import (
+    controller_uid,
+    finished,
+    plan_workers,
+    ready,
+    stuck_reason,
+    terminating,
+    termination_message,
+)
 from kastor.operator.spec import ClusterSpec, SpecError, parse_cluster
 from kastor.runtime import k8s_contract as contract
 from kastor.runtime import redis_cleanup
@@ -214,6 +222,14 @@ def _ensure_head(body: dict[str, Any], spec: ClusterSpec, heads: list[dict[str, 
         return False, "HeadStarting", "the head pod is starting"
     if ready(live[0]):
         return True, "HeadRunning", f"head serving at {build.head_address(body, spec)}"
+    stuck = stuck_reason(live[0])
+    if stuck is not None:  # say why, in the condition and (once per reason) as a Warning Event
+        reason, detail = stuck
+        message = f"head pod {live[0]['metadata']['name']}: {reason}: {detail}"
+        old = get_condition((body.get("status") or {}).get("conditions") or [], "HeadReady")
+        if old is None or old.get("reason") != reason:
+            out.events.append(Event("Warning", reason, message))
+        return False, reason, message
     return False, "HeadStarting", "the head pod is not ready yet"
 
 

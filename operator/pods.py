@@ -58,6 +58,29 @@ def controller_uid(obj: dict[str, Any]) -> str | None:
     return None
 
 
+# Waiting reasons that are the normal way up, not a problem to report.
+_STARTING = frozenset({"ContainerCreating", "PodInitializing"})
+
+
+def stuck_reason(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """Why a pod that is not running is stuck, as (reason, message), or None if it is just starting.
+
+    The scheduler's verdict (PodScheduled False: Unschedulable, with how many nodes fit) or
+    a container's waiting reason (ImagePullBackOff, ErrImagePull, CreateContainerConfigError,
+    CrashLoopBackOff...), as `kubectl describe` would show them.
+    """
+    status = pod.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return condition.get("reason") or "Unschedulable", condition.get("message") or "not scheduled"
+    for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason and reason not in _STARTING:
+            return reason, waiting.get("message") or reason
+    return None
+
+
 def attempt(pod: dict[str, Any]) -> int:
     return int((pod["metadata"].get("annotations") or {}).get(contract.ANNOTATION_ATTEMPT, "0"))
 

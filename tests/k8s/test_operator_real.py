@@ -180,3 +180,28 @@ def test_a_head_stuck_terminating_is_replaced_and_a_namesakes_children_are_not_a
     finally:
         for kind, name in held:
             hold(api, kind, name, False)
+
+
+def test_a_head_that_cannot_be_scheduled_says_why(api, operator):  # noqa: F811
+    """Issue 12 defect 10: this control plane has no node, so the scheduler marks the head
+    Unschedulable; the HeadReady condition and a Warning Event carry its message."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                            custom_object("actorclusters", "nowhere", {"image": "kastor:dev"}))
+
+    def head_condition() -> dict:
+        conditions = ((get(api, "actorclusters", "nowhere") or {}).get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "HeadReady"), {})
+
+    wait_until(lambda: head_condition().get("reason") == "Unschedulable",
+               f"HeadReady Unschedulable (log: {operator.log_path})", CONTROLLER_DEADLINE_S)
+    pod = kubernetes.client.CoreV1Api(api).list_namespaced_pod(
+        NAMESPACE, label_selector="kastor.dev/cluster=nowhere,kastor.dev/role=head").items[0]
+    scheduler_says = next(c.message for c in pod.status.conditions if c.type == "PodScheduled")
+    assert scheduler_says and scheduler_says in head_condition()["message"], head_condition()
+    events = kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
+    wait_until(lambda: any(e.reason == "Unschedulable" and e.involved_object.name == "nowhere" and e.type == "Warning"
+                           for e in kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items),
+               f"a Warning Event on the ActorCluster (events: {[(e.reason, e.involved_object.name) for e in events]})",
+               CONTROLLER_DEADLINE_S)
+    objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "nowhere")

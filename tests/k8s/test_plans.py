@@ -330,3 +330,42 @@ def test_a_token_secret_of_an_earlier_cluster_is_waited_out_not_adopted():
     assert roles_created(ours) == ["head", "worker", "worker"]
     users = clusters.plan(clusters.Observed(body, token_secret_controller=None))  # a user's own Secret
     assert roles_created(users) == ["head", "worker", "worker"]
+
+
+# ---- issue 12 defect 10: why a head is stuck ----
+
+def waiting(pod_: dict, reason: str, message: str) -> dict:
+    pod_["status"]["phase"] = "Pending"
+    pod_["status"]["conditions"] = []
+    pod_["status"]["containerStatuses"] = [{"name": contract.CONTAINER,
+                                            "state": {"waiting": {"reason": reason, "message": message}}}]
+    return pod_
+
+
+def test_a_head_stuck_pulling_its_image_says_so_once():
+    body = cr("ActorCluster", "demo", {"image": "kastor:typo"})
+    stuck = waiting(pod("demo-head-a", "head", ready=False), "ImagePullBackOff",
+                    'Back-off pulling image "kastor:typo"')
+    out = clusters.plan(clusters.Observed(body, [stuck]))
+    head = get_condition(out.status["conditions"], "HeadReady")
+    assert head["reason"] == "ImagePullBackOff" and 'pulling image "kastor:typo"' in head["message"]
+    assert reasons(out) == ["ImagePullBackOff"] and out.events[0].type == "Warning"
+    again = clusters.plan(clusters.Observed({**body, "status": out.status}, [stuck]))
+    assert again.events == []
+
+
+def test_an_unschedulable_head_shows_the_schedulers_message():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev"})
+    pending = pod("demo-head-a", "head", phase="Pending", ready=False)
+    pending["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                        "message": "0/3 nodes are available: 3 Insufficient cpu."}]
+    out = clusters.plan(clusters.Observed(body, [pending]))
+    head = get_condition(out.status["conditions"], "HeadReady")
+    assert head["reason"] == "Unschedulable" and "Insufficient cpu" in head["message"]
+
+
+def test_a_head_that_is_only_starting_is_not_reported_as_stuck():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev"})
+    starting = waiting(pod("demo-head-a", "head", ready=False), "ContainerCreating", "")
+    out = clusters.plan(clusters.Observed(body, [starting]))
+    assert get_condition(out.status["conditions"], "HeadReady")["reason"] == "HeadStarting" and out.events == []
