@@ -77,7 +77,7 @@ def observe(kube: Kube, head: HeadClient, body: dict[str, Any]) -> Observed:
     # Only this very DetachedActor's pods, not those of a deleted namesake still terminating.
     seen.pods = [p for p in kube.list_pods(meta["namespace"], {contract.LABEL_ACTOR: meta["name"]})
                  if controller_uid(p) == meta.get("uid")]
-    rolling = old.get("specHash") and old["specHash"] != build_actor.spec_hash(body.get("spec") or {})
+    rolling = _changed(old, body.get("spec") or {})
     if old.get("state") == "Dead" and not rolling:
         return seen  # terminal: nothing more to read
     seen.cluster = find_cluster(kube, meta["namespace"], actor)
@@ -113,7 +113,7 @@ def plan(seen: Observed) -> Plan:
         out.status["specHash"] = spec_hash
         return finish("Dead", False, e.reason, e.message)
 
-    if old.get("specHash") and old["specHash"] != spec_hash:
+    if _changed(old, body.get("spec") or {}):
         return _roll(seen, out, finish, spec_hash)
     out.status["specHash"] = spec_hash
     if old.get("state") == "Dead":
@@ -149,6 +149,12 @@ def plan(seen: Observed) -> Plan:
     message = f"actor {actor.name!r} in namespace {actor.namespace!r} is {state}" + \
         (f" at {info.address}" if info.address else "")
     return finish(state, info.state == pb.ALIVE, state, message)
+
+
+def _changed(status: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Whether the spec differs from the one the actor runs (status.specHash, either scheme)."""
+    old = status.get("specHash")
+    return bool(old) and old not in (build_actor.spec_hash(spec), build_actor.legacy_spec_hash(spec))
 
 
 def death_reason(info: pb.ActorInfo, max_restarts: int) -> str:

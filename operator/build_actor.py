@@ -26,9 +26,23 @@ from kastor.operator.build_common import (
 from kastor.operator.spec import ActorSpec, ClusterSpec, canonical_json
 from kastor.runtime import k8s_contract as contract
 
+# The defaults crds/kastor.dev_detachedactors.yaml gives spec fields (a test keeps them equal).
+SPEC_DEFAULTS: dict[str, Any] = {"args": [], "kwargs": {}, "maxRestarts": 0, "maxTaskRetries": 0, "maxConcurrency": 1}
+
 
 def spec_hash(actor_spec: dict[str, Any]) -> str:
-    """Identifies what an actor pod was built from; a different hash means roll the actor."""
+    """Identifies what an actor pod was built from; a different hash means roll the actor.
+
+    Fields at their CRD default are left out: the API server writes a new defaulted field
+    into every stored spec, and that must not restart every DetachedActor.
+    """
+    meaningful = {k: v for k, v in actor_spec.items() if k not in SPEC_DEFAULTS or v != SPEC_DEFAULTS[k]}
+    return hashlib.sha256(canonical_json(meaningful).encode()).hexdigest()[:16]
+
+
+def legacy_spec_hash(actor_spec: dict[str, Any]) -> str:
+    """The hash operators before 0.2 wrote (over the whole defaulted spec): an actor whose status
+    still carries it is up to date, not changed, and takes the new hash without a restart."""
     return hashlib.sha256(canonical_json(actor_spec).encode()).hexdigest()[:16]
 
 

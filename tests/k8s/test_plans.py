@@ -369,3 +369,32 @@ def test_a_head_that_is_only_starting_is_not_reported_as_stuck():
     starting = waiting(pod("demo-head-a", "head", ready=False), "ContainerCreating", "")
     out = clusters.plan(clusters.Observed(body, [starting]))
     assert get_condition(out.status["conditions"], "HeadReady")["reason"] == "HeadStarting" and out.events == []
+
+
+# ---- issue 12 defect 16: a new defaulted CRD field restarts nothing ----
+
+def test_fields_at_their_crd_default_do_not_change_the_spec_hash():
+    """The API server writes every default into the stored spec: a new defaulted field appears
+    in every DetachedActor at once, and must not roll them all."""
+    bare = {"clusterRef": "demo", "actorClass": "pkg.mod:Counter"}
+    assert build_actor.spec_hash(bare) == build_actor.spec_hash({**bare, **build_actor.SPEC_DEFAULTS})
+    assert build_actor.spec_hash(bare) != build_actor.spec_hash({**bare, "maxRestarts": 2})
+
+
+def test_an_actor_with_an_old_operators_hash_is_not_rolled():
+    spec = {**ACTOR_SPEC, **build_actor.SPEC_DEFAULTS, "maxRestarts": 1}
+    body = cr("DetachedActor", "counter", spec, {"specHash": build_actor.legacy_spec_hash(spec), "state": "Alive",
+                                                 "podName": "counter-actor-1"})
+    running = pod("counter-actor-1", "actor", actor="counter", attempt=1)
+    out = actors.plan(actors.Observed(body, [running], cluster_view(), info(pb.ALIVE)))
+    assert out.actions == [] and "Rolling" not in reasons(out) and out.status["state"] == "Alive"
+    assert out.status["specHash"] == build_actor.spec_hash(spec)
+
+
+def test_spec_defaults_are_the_crds():
+    from pathlib import Path
+
+    import yaml
+    crd = yaml.safe_load((Path(__file__).resolve().parents[2] / "crds" / "kastor.dev_detachedactors.yaml").read_text())
+    props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert {k: v["default"] for k, v in props.items() if "default" in v} == build_actor.SPEC_DEFAULTS
