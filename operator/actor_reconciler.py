@@ -31,6 +31,8 @@ STATES = {pb.PENDING: "Pending", pb.ALIVE: "Alive", pb.RESTARTING: "Restarting",
 # Pods that fail before their actor ever registered (head unreachable, image broken, ...)
 # are replaced this many times before the operator gives up: a bounded retry, no crash loop.
 MAX_EARLY_POD_FAILURES = 3
+# The actor's cluster is deleted or suspended: its pods are stopped (and started again with it).
+_CLUSTER_GONE = ("ClusterNotFound", "ClusterSuspended")
 # Ready-condition reasons that are also posted as a Warning Event when they first appear.
 _WARN_ON = ("InvalidSpec", "InvalidName", "ClusterNotFound", "ClusterInvalid")
 
@@ -122,7 +124,12 @@ def plan(seen: Observed) -> Plan:
 
     cluster = seen.cluster
     if not isinstance(cluster, Cluster):
-        return finish("Pending", False, *cluster)
+        reason, message = cluster
+        if reason in _CLUSTER_GONE:
+            # Without a head its pod can do nothing: stop it now instead of when its node agent gives up.
+            out.actions += [DeletePod(p["metadata"]["name"]) for p in seen.pods if not terminating(p)]
+            out.status["podName"] = ""  # stopped on purpose: the next pod is no replacement for a failed one
+        return finish("Pending", False, reason, message)
 
     info = seen.info
     if info is not None:

@@ -401,6 +401,8 @@ def test_deleting_the_cluster_collects_everything(k8s):
     k8s.wait(lambda: any(c.get("reason") == "ClusterNotFound"
                          for c in status(k8s, "detachedactors", "roller").get("conditions", [])),
              "roller reports its cluster missing")
+    # ...but their pods, useless without a head, stop at once (issue 12 defect 8)
+    k8s.wait(lambda: not k8s.pods("kastor.dev/detached-actor=roller"), "roller's pod stopped with its cluster", 30)
     assert not [s for s in k8s.core.list_namespaced_service(NS).items if s.metadata.name.startswith("demo-")]
     assert not [s for s in k8s.core.list_namespaced_secret(NS).items if s.metadata.name == "demo-token"]
     if shutil.which("kubectl"):

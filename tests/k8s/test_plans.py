@@ -398,3 +398,21 @@ def test_spec_defaults_are_the_crds():
     crd = yaml.safe_load((Path(__file__).resolve().parents[2] / "crds" / "kastor.dev_detachedactors.yaml").read_text())
     props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert {k: v["default"] for k, v in props.items() if "default" in v} == build_actor.SPEC_DEFAULTS
+
+
+# ---- issue 12 defect 8: an actor's pods stop with its cluster ----
+
+def test_an_actors_pod_stops_when_its_cluster_is_suspended_or_deleted():
+    running = pod("counter-actor-1", "actor", actor="counter", attempt=1)
+    status = {"podName": "counter-actor-1", "attempt": 1, "state": "Alive"}
+    for reason in ("ClusterSuspended", "ClusterNotFound"):
+        out = actors.plan(actors.Observed(actor_body(status), [running], (reason, "the cluster is away")))
+        assert deleted(out) == ["counter-actor-1"] and created_pods(out) == []
+        assert out.status["state"] == "Pending" and out.status["podName"] == ""
+
+
+def test_an_actor_stopped_with_its_cluster_starts_again_without_counting_a_failure():
+    status = {"podName": "", "attempt": 1, "state": "Pending"}
+    out = actors.plan(actors.Observed(actor_body(status), [], cluster_view()))
+    assert [p["metadata"]["name"] for p in created_pods(out)] == ["counter-actor-2"]
+    assert "PodFailed" not in reasons(out) and "earlyPodFailures" not in out.status
