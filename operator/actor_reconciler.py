@@ -57,6 +57,7 @@ class Observed:
     pods: list[dict[str, Any]] = field(default_factory=list)
     cluster: Cluster | tuple[str, str] = ("WaitingForCluster", "not looked up")  # or (reason, message)
     info: pb.ActorInfo | None = None
+    head_reachable: bool = True  # False: the head did not answer (a pod failing now is not the actor's fault)
 
 
 def reconcile(kube: Kube, head: HeadClient, body: dict[str, Any],
@@ -84,7 +85,7 @@ def observe(kube: Kube, head: HeadClient, body: dict[str, Any]) -> Observed:
         return seen  # terminal: nothing more to read
     seen.cluster = find_cluster(kube, meta["namespace"], actor)
     if isinstance(seen.cluster, Cluster) and not rolling:
-        seen.info = _lookup(head, seen.cluster, actor, old)
+        seen.info, seen.head_reachable = _lookup(head, seen.cluster, actor, old)
     return seen
 
 
@@ -145,7 +146,7 @@ def plan(seen: Observed) -> Plan:
     live = [p for p in seen.pods if not terminating(p)]
     current = max(live, key=attempt) if live else None
     if current is None or finished(current):
-        outcome = _replace_pod(body, actor, cluster, current, info, out)
+        outcome = _replace_pod(body, actor, cluster, current, info, out, seen.head_reachable)
         if outcome is not None:
             return finish(*outcome)
     else:
@@ -191,6 +192,9 @@ def find_cluster(kube: Kube, ns: str, actor: ActorSpec) -> Cluster | tuple[str, 
         return "ClusterInvalid", f"ActorCluster {actor.cluster!r} is invalid: {e.message}"
     if spec.suspend:
         return "ClusterSuspended", f"ActorCluster {actor.cluster!r} is suspended"
+    waiting = waiting_for_head(body)
+    if waiting:
+        return "WaitingForHead", waiting
     secret = kube.get_secret(ns, build_cluster.token_secret_name(body, spec)) or {}
     token = secret.get(spec.token_key)
     if not token:
@@ -198,19 +202,33 @@ def find_cluster(kube: Kube, ns: str, actor: ActorSpec) -> Cluster | tuple[str, 
     return Cluster(body, spec, token, head_ca(kube, ns, spec))
 
 
-def _lookup(head: HeadClient, cluster: Cluster, actor: ActorSpec, old: dict[str, Any]) -> pb.ActorInfo | None:
-    """The actor's record: by the id we saw before (it survives death), else by name."""
+def waiting_for_head(cluster_body: dict[str, Any]) -> str | None:
+    """Why an actor pod must not start yet (its cluster's HeadReady is not True), or None.
+
+    A pod started before the head answers has nothing to join: on a real cluster (image
+    pulls, scheduling, node scale-up) it would fail and count against the actor."""
+    head_ready = get_condition((cluster_body.get("status") or {}).get("conditions") or [], "HeadReady")
+    if head_ready and head_ready.get("status") == "True":
+        return None
+    why = head_ready.get("message") if head_ready else "the cluster has no status yet"
+    return f"ActorCluster {cluster_body['metadata']['name']!r}'s head is not ready: {why}"
+
+
+def _lookup(head: HeadClient, cluster: Cluster, actor: ActorSpec,
+            old: dict[str, Any]) -> tuple[pb.ActorInfo | None, bool]:
+    """The actor's record (by the id we saw before, which survives death, else by name) and
+    whether the head answered at all."""
     try:
         if old.get("actorId"):
             info = head.get_actor(cluster.address, cluster.token, actor_id=bytes.fromhex(old["actorId"]),
                                   ca=cluster.ca)
             if info is not None:
-                return info
+                return info, True
         return head.get_actor(cluster.address, cluster.token, name=actor.name, namespace=actor.namespace,
-                              ca=cluster.ca)
+                              ca=cluster.ca), True
     except grpc.RpcError as e:
         log.info("head %s unreachable for actor %s: %s", cluster.address, actor.name, e.code().name)
-        return None
+        return None, False
 
 
 def _restarts_used(info: pb.ActorInfo) -> int:
@@ -219,7 +237,8 @@ def _restarts_used(info: pb.ActorInfo) -> int:
 
 
 def _replace_pod(body: dict[str, Any], actor: ActorSpec, cluster: Cluster, current: dict[str, Any] | None,
-                 info: pb.ActorInfo | None, out: Plan) -> tuple[str, bool, str, str] | None:
+                 info: pb.ActorInfo | None, out: Plan,
+                 head_reachable: bool = True) -> tuple[str, bool, str, str] | None:
     """Plans the next pod, or returns the terminal (state, ok, reason, message) if it must not."""
     status = out.status
     lost = current["metadata"]["name"] if current is not None else status.get("podName")
@@ -235,7 +254,9 @@ def _replace_pod(body: dict[str, Any], actor: ActorSpec, cluster: Cluster, curre
             return "Dead", False, reason, last_words or why
         out.events.append(Event("Warning", "PodFailed",
                                 f"pod {lost} {phase(current).lower() if current else 'gone'}: {why}"))
-        if info is None:
+        if info is None and not head_reachable:
+            pass  # the head did not answer: the pod's failure says nothing about the actor
+        elif info is None:
             failures = int(status.get("earlyPodFailures", 0)) + 1
             status["earlyPodFailures"] = failures
             if failures > MAX_EARLY_POD_FAILURES:
@@ -281,7 +302,7 @@ def delete(kube: Kube, head: HeadClient, body: dict[str, Any]) -> None:
     if actor is not None:
         cluster = find_cluster(kube, ns, actor)
         if isinstance(cluster, Cluster):
-            info = _lookup(head, cluster, actor, body.get("status") or {})
+            info, _ = _lookup(head, cluster, actor, body.get("status") or {})
             if info is not None and info.state != pb.DEAD:
                 try:
                     head.kill_actor(cluster.address, cluster.token, info.spec.actor_id,

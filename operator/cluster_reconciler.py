@@ -157,7 +157,8 @@ def plan(seen: Observed) -> Plan:
                     f"the head pod runs but does not answer at {build.head_address(body, spec)}"
             elif head_ip not in seen.registered:
                 head_ok, head_reason, head_message = False, "HeadStarting", "the head answers; its node has not joined"
-        ready_workers = _ensure_workers(body, spec, workers, seen.registered if seen.head_asked else None, out)
+        ready_workers = _ensure_workers(body, spec, workers, seen.registered if seen.head_asked else None, out,
+                                        create=head_ok)
 
     desired = 0 if spec.suspend else spec.desired_workers
     workers_ok = ready_workers >= desired
@@ -234,8 +235,12 @@ def _ensure_head(body: dict[str, Any], spec: ClusterSpec, heads: list[dict[str, 
 
 
 def _ensure_workers(body: dict[str, Any], spec: ClusterSpec, workers: list[dict[str, Any]],
-                    registered: set[str] | None, out: Plan) -> int:
-    """Plans worker pods per group; returns how many are ready (and joined, if `registered` is known)."""
+                    registered: set[str] | None, out: Plan, create: bool = True) -> int:
+    """Plans worker pods per group; returns how many are ready (and joined, if `registered` is known).
+
+    New workers are created only once the head is ready (`create`): a worker started before
+    has nothing to join, and on a real cluster (image pulls, scheduling, node scale-up) it
+    would give up and fail, to be replaced at once, over and over."""
     groups = {g.name: g for g in spec.worker_groups}
     ready_count = 0
     out.actions += [DeletePod(p["metadata"]["name"]) for p in workers  # pods of groups that left the spec
@@ -244,7 +249,8 @@ def _ensure_workers(body: dict[str, Any], spec: ClusterSpec, workers: list[dict[
         mine = [p for p in workers if p["metadata"]["labels"].get(contract.LABEL_GROUP) == group.name]
         group_plan = plan_workers(mine, group.desired)
         out.actions += [DeletePod(pod_name) for pod_name in group_plan.delete]
-        out.actions += [CreatePod(build.worker_pod(body, spec, group)) for _ in range(group_plan.create)]
+        out.actions += [CreatePod(build.worker_pod(body, spec, group)) for _ in range(group_plan.create if create
+                                                                                     else 0)]
         ready_count += min(group.desired, sum(
             1 for p in mine if ready(p) and p["metadata"]["name"] not in group_plan.delete
             and (registered is None or p.get("status", {}).get("podIP") in registered)))

@@ -107,8 +107,9 @@ def test_the_operator_runs_under_the_charts_service_account(api, chart_account, 
         def roles() -> set[str]:
             return {p.metadata.labels.get("kastor.dev/role") for p in core.list_namespaced_pod(NAMESPACE).items}
 
-        wait_until(lambda: roles() == {"redis", "head", "worker", "actor"},
-                   f"every pod created under the chart's account (log: {log})", CONTROLLER_DEADLINE_S)
+        # No kubelet here: the head never gets ready, so workers and the actor's pod wait for it.
+        wait_until(lambda: roles() == {"redis", "head"},
+                   f"the Redis and head pods created under the chart's account (log: {log})", CONTROLLER_DEADLINE_S)
         objects.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "rbac",
                                                {"spec": {"suspend": True}})
         wait_until(lambda: not roles() & {"head", "worker", "actor"}, f"suspended: pods deleted (log: {log})",

@@ -76,11 +76,11 @@ CLUSTER_SPEC = {"image": "kastor:dev", "workerGroups": [{"name": "cpu", "replica
 def test_a_new_cluster_gets_its_secret_service_head_and_workers():
     body = cr("ActorCluster", "demo", CLUSTER_SPEC)
     out = clusters.plan(clusters.Observed(body, token_secret_exists=False, new_token="t", new_redis_password="p"))
-    assert kinds(out) == ["CreateSecret", "EnsureService", "CreatePod", "CreatePod", "CreatePod"]
+    assert kinds(out) == ["CreateSecret", "EnsureService", "CreatePod"]
     secret = next(a.secret for a in out.actions if isinstance(a, CreateSecret))
     assert secret["stringData"] == {contract.TOKEN_KEY: "t", contract.REDIS_PASSWORD_KEY: "p"}
     roles = [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(out)]
-    assert roles == ["head", "worker", "worker"]
+    assert roles == ["head"]  # workers wait for the head (issue 12 defect 3)
     assert reasons(out) == ["TokenCreated"]
     assert out.status["phase"] == "Pending" and out.status["desiredWorkers"] == 2
 
@@ -314,7 +314,7 @@ def test_pods_of_an_earlier_cluster_of_the_same_name_are_not_adopted():
     old = [pod("demo-head-old", "head", ip="10.0.0.9", owner="an-earlier-uid"),
            pod("w-old", "worker", group="cpu", owner="an-earlier-uid")]
     out = clusters.plan(clusters.Observed(body, old, registered={"10.0.0.9"}, head_asked=True))
-    assert roles_created(out) == ["head", "worker", "worker"] and deleted(out) == []
+    assert roles_created(out) == ["head"] and deleted(out) == []
     assert get_condition(out.status["conditions"], "HeadReady")["status"] == "False"
 
 
@@ -327,9 +327,9 @@ def test_a_token_secret_of_an_earlier_cluster_is_waited_out_not_adopted():
     ready = get_condition(out.status["conditions"], "Ready")
     assert ready["status"] == "False" and "an earlier ActorCluster" in ready["message"]
     ours = clusters.plan(clusters.Observed(body, token_secret_controller=UID))
-    assert roles_created(ours) == ["head", "worker", "worker"]
+    assert roles_created(ours) == ["head"]
     users = clusters.plan(clusters.Observed(body, token_secret_controller=None))  # a user's own Secret
-    assert roles_created(users) == ["head", "worker", "worker"]
+    assert roles_created(users) == ["head"]
 
 
 # ---- issue 12 defect 10: why a head is stuck ----
@@ -416,3 +416,37 @@ def test_an_actor_stopped_with_its_cluster_starts_again_without_counting_a_failu
     out = actors.plan(actors.Observed(actor_body(status), [], cluster_view()))
     assert [p["metadata"]["name"] for p in created_pods(out)] == ["counter-actor-2"]
     assert "PodFailed" not in reasons(out) and "earlyPodFailures" not in out.status
+
+
+# ---- issue 12 defect 3: nothing starts before the head, nothing counts while it is away ----
+
+def test_workers_are_created_only_once_the_head_is_ready():
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC)
+    starting = clusters.plan(clusters.Observed(body, [pod("demo-head-a", "head", ready=False)]))
+    assert created_pods(starting) == []
+    unreachable = clusters.plan(clusters.Observed(body, [pod("demo-head-a", "head", ip="10.0.0.1")],
+                                                  registered=None, head_asked=True))
+    assert created_pods(unreachable) == []
+    up = clusters.plan(clusters.Observed(body, [pod("demo-head-a", "head", ip="10.0.0.1")],
+                                         registered={"10.0.0.1"}, head_asked=True))
+    assert roles_created(up) == ["worker", "worker"]
+
+
+def test_an_actor_pod_waits_for_its_clusters_head():
+    cluster = cr("ActorCluster", "demo", {"image": "kastor:dev"})
+    assert "no status yet" in actors.waiting_for_head(cluster)
+    plan_ = clusters.plan(clusters.Observed(cluster, [pod("demo-head-a", "head", ready=False)]))
+    assert "not ready yet" in actors.waiting_for_head({**cluster, "status": plan_.status})
+    up = clusters.plan(clusters.Observed(cluster, [pod("demo-head-a", "head", ip="10.0.0.1")],
+                                         registered={"10.0.0.1"}, head_asked=True))
+    assert actors.waiting_for_head({**cluster, "status": up.status}) is None
+    out = actors.plan(actors.Observed(actor_body(), [], ("WaitingForHead", "the head is not ready")))
+    assert out.actions == [] and out.status["state"] == "Pending"
+
+
+def test_a_pod_failing_while_the_head_does_not_answer_counts_nothing():
+    status = {"podName": "counter-actor-1", "attempt": 1, "earlyPodFailures": actors.MAX_EARLY_POD_FAILURES}
+    failed = pod("counter-actor-1", "actor", actor="counter", attempt=1, phase="Failed", exit_code=1)
+    out = actors.plan(actors.Observed(actor_body(status), [failed], cluster_view(), None, head_reachable=False))
+    assert [p["metadata"]["name"] for p in created_pods(out)] == ["counter-actor-2"]
+    assert out.status["earlyPodFailures"] == actors.MAX_EARLY_POD_FAILURES and out.status["state"] == "Pending"
