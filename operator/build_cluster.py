@@ -127,8 +127,11 @@ def _kastor_pod(cr: dict[str, Any], spec: ClusterSpec, meta: dict[str, Any], arg
         container["ports"] = ports
     if probe:
         container["readinessProbe"] = probe
+    # Always: a crashed head or node agent is restarted in place by the kubelet (same pod, IP
+    # and volumes), at once and with its back-off, instead of waiting for the operator to
+    # notice and schedule a new pod. (A DetachedActor's pod stays Never: its exit code is a verdict.)
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
-           "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "volumes": volumes,
+           "spec": {"restartPolicy": "Always", "securityContext": pod_security(), "volumes": volumes,
                     "terminationGracePeriodSeconds": 10, "containers": [container]}}
     add_token(pod["spec"], container, token_secret_name(cr, spec), spec.token_key)
     add_tls(pod["spec"], container, spec.tls_secret)

@@ -24,6 +24,7 @@ from kastor.operator.pods import (
     finished,
     plan_workers,
     ready,
+    restart_count,
     stuck_reason,
     terminating,
     termination_message,
@@ -221,6 +222,7 @@ def _ensure_head(body: dict[str, Any], spec: ClusterSpec, heads: list[dict[str, 
     if not live:  # a head still terminating (say, on a lost node) does not hold back its replacement
         out.actions.append(CreatePod(build.head_pod(body, spec)))
         return False, "HeadStarting", "the head pod is starting"
+    _note_head_restarts(body, live[0], out)
     if ready(live[0]):
         return True, "HeadRunning", f"head serving at {build.head_address(body, spec)}"
     stuck = stuck_reason(live[0])
@@ -232,6 +234,18 @@ def _ensure_head(body: dict[str, Any], spec: ClusterSpec, heads: list[dict[str, 
             out.events.append(Event("Warning", reason, message))
         return False, reason, message
     return False, "HeadStarting", "the head pod is not ready yet"
+
+
+def _note_head_restarts(body: dict[str, Any], head: dict[str, Any], out: Plan) -> None:
+    """The kubelet restarts a crashed head in place: say so (a Warning Event per restart seen),
+    and keep the count in status.headRestarts (of the pod in status.headPod)."""
+    old = body.get("status") or {}
+    name, count = head["metadata"]["name"], restart_count(head)
+    seen = int(old.get("headRestarts") or 0) if old.get("headPod") == name else 0
+    if count > seen:
+        out.events.append(Event("Warning", "HeadRestarted", f"head pod {name} restarted in place "
+                                                            f"({count} restart(s) so far)"))
+    out.status.update(headPod=name, headRestarts=count)
 
 
 def _ensure_workers(body: dict[str, Any], spec: ClusterSpec, workers: list[dict[str, Any]],

@@ -17,7 +17,7 @@ def terminating(pod: dict[str, Any]) -> bool:
 
 
 def finished(pod: dict[str, Any]) -> bool:
-    """The pod will never run again (restartPolicy Never): it must be replaced."""
+    """The pod will never run again (restartPolicy Never, or evicted): it must be replaced."""
     return phase(pod) in ("Failed", "Succeeded")
 
 
@@ -33,6 +33,14 @@ def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
         if status.get("name") == contract.CONTAINER or len(pod["spec"]["containers"]) == 1:
             return ((status.get("state") or {}).get("terminated")) or {}
     return {}
+
+
+def restart_count(pod: dict[str, Any]) -> int:
+    """How often the kubelet restarted the Kastor container in place."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == contract.CONTAINER or len(pod["spec"]["containers"]) == 1:
+            return int(status.get("restartCount") or 0)
+    return 0
 
 
 def exit_code(pod: dict[str, Any]) -> int | None:

@@ -130,10 +130,15 @@ def test_scaling_replaces_failed_workers_and_suspends(k8s):
     assert status(k8s, "actorclusters", "demo")["desiredWorkers"] == 3
 
     victim = worker_pods(k8s, "demo")[0].metadata.name
-    k8s.pod_process(victim).kill()  # the container crashes; restartPolicy Never
-    k8s.wait(lambda: victim not in {p.metadata.name for p in worker_pods(k8s, "demo")} and
-             len(worker_pods(k8s, "demo")) == 3 and status(k8s, "actorclusters", "demo").get("readyWorkers") == 3,
-             "the failed worker pod replaced")
+    k8s.pod_process(victim).kill()  # the container crashes; restartPolicy Always: the kubelet restarts it in place
+
+    def restarted(name: str) -> bool:
+        pod = next((p for p in worker_pods(k8s, "demo") if p.metadata.name == name), None)
+        return pod is not None and (pod.status.container_statuses or [None])[0] is not None and \
+            pod.status.container_statuses[0].restart_count >= 1
+    k8s.wait(lambda: restarted(victim) and len(worker_pods(k8s, "demo")) == 3 and
+             status(k8s, "actorclusters", "demo").get("readyWorkers") == 3,
+             "the crashed worker restarted in place and rejoined")
 
     patch_spec(k8s, "actorclusters", "demo", {"workerGroups": [{"name": "cpu", "replicas": 1, "template": TEMPLATE}]})
     k8s.wait(lambda: len(worker_pods(k8s, "demo")) == 1, "scaled down to 1 worker")
@@ -156,11 +161,12 @@ def head_pod_name(k8s, cluster: str) -> str:
 
 
 def test_dead_head_shows_in_status_and_is_replaced(k8s):
-    k8s.pod_process(head_pod_name(k8s, "demo")).kill()
+    head = head_pod_name(k8s, "demo")
+    k8s.pod_process(head).kill()  # restartPolicy Always: the kubelet restarts the head in place
     k8s.wait(lambda: status(k8s, "actorclusters", "demo").get("phase") == "Degraded", "a dead head shows")
-    # Degraded may come first from the failed call to the head, before the pod shows Failed
-    k8s.wait(lambda: "HeadPodFailed" in event_reasons(k8s, "demo"), "a HeadPodFailed Event")
-    k8s.wait(lambda: status(k8s, "actorclusters", "demo").get("phase") == "Ready", "a new head pod is Ready")
+    k8s.wait(lambda: "HeadRestarted" in event_reasons(k8s, "demo"), "a HeadRestarted Event")
+    k8s.wait(lambda: status(k8s, "actorclusters", "demo").get("phase") == "Ready", "the restarted head is Ready")
+    assert head_pod_name(k8s, "demo") == head and status(k8s, "actorclusters", "demo")["headRestarts"] >= 1
 
 
 def test_detached_actor_restarts_up_to_max_restarts_then_dies(k8s):

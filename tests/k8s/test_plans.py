@@ -450,3 +450,26 @@ def test_a_pod_failing_while_the_head_does_not_answer_counts_nothing():
     out = actors.plan(actors.Observed(actor_body(status), [failed], cluster_view(), None, head_reachable=False))
     assert [p["metadata"]["name"] for p in created_pods(out)] == ["counter-actor-2"]
     assert out.status["earlyPodFailures"] == actors.MAX_EARLY_POD_FAILURES and out.status["state"] == "Pending"
+
+
+# ---- issue 12 defect 12: head and workers restart in place ----
+
+def test_head_and_worker_pods_restart_in_place_but_actor_pods_do_not():
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC)
+    spec = parse_cluster(body["spec"])
+    from kastor.operator import build_cluster
+    assert build_cluster.head_pod(body, spec)["spec"]["restartPolicy"] == "Always"
+    assert build_cluster.worker_pod(body, spec, spec.worker_groups[0])["spec"]["restartPolicy"] == "Always"
+    out = actors.plan(actors.Observed(actor_body(), [], cluster_view()))
+    assert created_pods(out)[0]["spec"]["restartPolicy"] == "Never"  # its exit code is the operator's verdict
+
+
+def test_a_head_restarted_in_place_is_reported_once_per_restart():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev"}, {"phase": "Ready"})
+    head = pod("demo-head-a", "head", ip="10.0.0.1")
+    head["status"]["containerStatuses"] = [{"name": contract.CONTAINER, "restartCount": 1, "state": {"running": {}}}]
+    out = clusters.plan(clusters.Observed(body, [head], registered={"10.0.0.1"}, head_asked=True))
+    assert reasons(out) == ["HeadRestarted"] and out.status["headRestarts"] == 1
+    again = clusters.plan(clusters.Observed({**body, "status": out.status}, [head], registered={"10.0.0.1"},
+                                            head_asked=True))
+    assert again.events == []
