@@ -10,6 +10,7 @@ ends in state Dead with a condition and an Event, and no more pods.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,16 @@ STATES = {pb.PENDING: "Pending", pb.ALIVE: "Alive", pb.RESTARTING: "Restarting",
 # Pods that fail before their actor ever registered (head unreachable, image broken, ...)
 # are replaced this many times before the operator gives up: a bounded retry, no crash loop.
 MAX_EARLY_POD_FAILURES = 3
+# A failed pod is replaced at once the first time, then after an exponential back-off
+# (like the kubelet's CrashLoopBackOff) while pods keep failing without the actor coming up.
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 5.0, 300.0
+
+
+def backoff_s(failures_in_a_row: int) -> float:
+    """Seconds to wait before the next pod after this many failures in a row: 0, 5, 10, 20, ... 300."""
+    if failures_in_a_row <= 1:
+        return 0.0
+    return min(BACKOFF_FIRST_S * 2 ** (failures_in_a_row - 2), BACKOFF_MAX_S)
 # The actor's cluster is deleted or suspended: its pods are stopped (and started again with it).
 _CLUSTER_GONE = ("ClusterNotFound", "ClusterSuspended")
 # Ready-condition reasons that are also posted as a Warning Event when they first appear.
@@ -58,6 +69,7 @@ class Observed:
     cluster: Cluster | tuple[str, str] = ("WaitingForCluster", "not looked up")  # or (reason, message)
     info: pb.ActorInfo | None = None
     head_reachable: bool = True  # False: the head did not answer (a pod failing now is not the actor's fault)
+    now: float = 0.0  # when it was observed (epoch seconds): the plan stays a pure function of what it is given
 
 
 def reconcile(kube: Kube, head: HeadClient, body: dict[str, Any],
@@ -70,7 +82,7 @@ def reconcile(kube: Kube, head: HeadClient, body: dict[str, Any],
 def observe(kube: Kube, head: HeadClient, body: dict[str, Any]) -> Observed:
     """Reads the pods, the cluster and (if the cluster is usable) the actor's GCS record."""
     meta, old = body["metadata"], body.get("status") or {}
-    seen = Observed(body)
+    seen = Observed(body, now=time.time())
     try:
         actor = parse_actor(body.get("spec") or {}, meta["name"], meta["namespace"])
     except SpecError:
@@ -146,11 +158,13 @@ def plan(seen: Observed) -> Plan:
     live = [p for p in seen.pods if not terminating(p)]
     current = max(live, key=attempt) if live else None
     if current is None or finished(current):
-        outcome = _replace_pod(body, actor, cluster, current, info, out, seen.head_reachable)
+        outcome = _replace_pod(body, actor, cluster, current, info, out, seen.head_reachable, seen.now)
         if outcome is not None:
             return finish(*outcome)
     else:
         out.status["podName"] = current["metadata"]["name"]
+        if info is not None and info.state == pb.ALIVE and out.status.get("podFailuresInARow"):
+            out.status["podFailuresInARow"] = 0  # it came up: the next failure is replaced at once again
     if info is None:
         return finish("Pending", False, "ActorStarting", f"pod {out.status.get('podName')} is starting the actor")
     state = STATES[info.state]
@@ -237,9 +251,10 @@ def _restarts_used(info: pb.ActorInfo) -> int:
 
 
 def _replace_pod(body: dict[str, Any], actor: ActorSpec, cluster: Cluster, current: dict[str, Any] | None,
-                 info: pb.ActorInfo | None, out: Plan,
-                 head_reachable: bool = True) -> tuple[str, bool, str, str] | None:
-    """Plans the next pod, or returns the terminal (state, ok, reason, message) if it must not."""
+                 info: pb.ActorInfo | None, out: Plan, head_reachable: bool = True,
+                 now: float = 0.0) -> tuple[str, bool, str, str] | None:
+    """Plans the next pod, or returns the (state, ok, reason, message) to finish with instead:
+    terminal (Dead), or Pending in BackOff until status.nextPodAfter."""
     status = out.status
     lost = current["metadata"]["name"] if current is not None else status.get("podName")
     if lost:  # a pod ran and is gone: failed (crash, eviction) or deleted
@@ -268,6 +283,20 @@ def _replace_pod(body: dict[str, Any], actor: ActorSpec, cluster: Cluster, curre
             status["restarts"] = info.num_restarts
             out.events.append(Event("Warning", "MaxRestartsExceeded", cause))
             return "Dead", False, "MaxRestartsExceeded", cause
+        in_a_row = int(status.get("podFailuresInARow", 0)) + 1
+        status["podFailuresInARow"] = in_a_row
+        delay = backoff_s(in_a_row)
+        if delay:
+            status.update(nextPodAfter=int(now + delay), podName="", attempt=attempt(current) if current else
+                          int(status.get("attempt", 0)))
+            if current is not None:
+                out.actions.append(DeletePod(current["metadata"]["name"]))
+            return "Pending", False, "BackOff", f"pod {lost} failed ({why}), {in_a_row} in a row: the next " \
+                                                f"starts in {delay:.0f} s"
+    elif now < float(status.get("nextPodAfter") or 0):
+        wait = float(status["nextPodAfter"]) - now
+        return "Pending", False, "BackOff", f"{status.get('podFailuresInARow', 0)} pods failed in a row: the " \
+                                            f"next starts in {wait:.0f} s"
     next_attempt = (attempt(current) if current else int(status.get("attempt", 0))) + 1
     pod = build_actor.actor_pod(body, actor, cluster.body, cluster.spec, next_attempt)
     out.actions.append(CreatePod(pod))

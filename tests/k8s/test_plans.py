@@ -473,3 +473,33 @@ def test_a_head_restarted_in_place_is_reported_once_per_restart():
     again = clusters.plan(clusters.Observed({**body, "status": out.status}, [head], registered={"10.0.0.1"},
                                             head_asked=True))
     assert again.events == []
+
+
+# ---- issue 12 defect 3: failed actor pods are replaced with an exponential back-off ----
+
+def test_back_off_grows_exponentially_to_a_cap():
+    assert [actors.backoff_s(n) for n in range(1, 6)] == [0.0, 5.0, 10.0, 20.0, 40.0]
+    assert actors.backoff_s(50) == actors.BACKOFF_MAX_S
+
+
+def test_a_second_failure_in_a_row_waits_before_the_next_pod():
+    status = {"podName": "counter-actor-2", "attempt": 2, "podFailuresInARow": 1}
+    failed = pod("counter-actor-2", "actor", actor="counter", attempt=2, phase="Failed", exit_code=1)
+    out = actors.plan(actors.Observed(actor_body(status), [failed], cluster_view(), None, now=1000.0))
+    assert created_pods(out) == [] and deleted(out) == ["counter-actor-2"] and reasons(out) == ["PodFailed"]
+    assert out.status["state"] == "Pending" and out.status["nextPodAfter"] == 1005
+    assert get_condition(out.status["conditions"], "Ready")["reason"] == "BackOff"
+
+    waiting = actors.plan(actors.Observed(actor_body(dict(out.status)), [], cluster_view(), None, now=1002.0))
+    assert waiting.actions == [] and waiting.events == [] and waiting.status["earlyPodFailures"] == 1
+    assert "next starts in 3 s" in waiting.status["message"]
+
+    later = actors.plan(actors.Observed(actor_body(dict(out.status)), [], cluster_view(), None, now=1006.0))
+    assert [p["metadata"]["name"] for p in created_pods(later)] == ["counter-actor-3"] and later.events == []
+
+
+def test_an_actor_that_came_up_is_replaced_at_once_again():
+    running = pod("counter-actor-3", "actor", actor="counter", attempt=3)
+    status = {"podName": "counter-actor-3", "attempt": 3, "podFailuresInARow": 2}
+    out = actors.plan(actors.Observed(actor_body(status), [running], cluster_view(), info(pb.ALIVE)))
+    assert out.status["podFailuresInARow"] == 0
