@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kastor.operator import names
 from kastor.operator.build_common import (
     add_tls,
     add_token,
@@ -24,6 +23,7 @@ from kastor.operator.build_common import (
 )
 from kastor.operator.overrides import apply_template
 from kastor.operator.spec import ClusterSpec, WorkerGroup
+from kastor.runtime import k8s_contract as contract
 from kastor.runtime import settings
 
 
@@ -32,20 +32,20 @@ def _meta(cr: dict[str, Any]) -> tuple[str, str]:
 
 
 def token_secret_name(cr: dict[str, Any], spec: ClusterSpec) -> str:
-    return spec.token_secret or names.token_secret(cr["metadata"]["name"])
+    return contract.token_secret(cr["metadata"]["name"], {"secretName": spec.token_secret})
 
 
 def token_secret(cr: dict[str, Any], spec: ClusterSpec, token: str, redis_password: str) -> dict[str, Any]:
     """The cluster token (and the managed Redis password), generated once by the operator."""
     name, ns = _meta(cr)
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": object_meta(token_secret_name(cr, spec), ns, cr, names.cluster_labels(name, "auth")),
-            "stringData": {spec.token_key: token, names.REDIS_PASSWORD_KEY: redis_password}}
+            "metadata": object_meta(token_secret_name(cr, spec), ns, cr, contract.cluster_labels(name, "auth")),
+            "stringData": {spec.token_key: token, contract.REDIS_PASSWORD_KEY: redis_password}}
 
 
 def head_host(cr: dict[str, Any]) -> str:
     name, ns = _meta(cr)
-    return names.service_host(names.head_service(name), ns)
+    return contract.service_host(contract.head_service(name), ns)
 
 
 def head_address(cr: dict[str, Any], spec: ClusterSpec) -> str:
@@ -59,7 +59,7 @@ def client_address(cr: dict[str, Any], spec: ClusterSpec) -> str:
 def redis_address(cr: dict[str, Any], spec: ClusterSpec) -> str | None:
     if spec.redis.managed:
         name, ns = _meta(cr)
-        return f"{names.service_host(names.redis_name(name), ns)}:{names.REDIS_PORT}"
+        return f"{contract.service_host(contract.redis_name(name), ns)}:{contract.REDIS_PORT}"
     return spec.redis.address
 
 
@@ -69,7 +69,8 @@ def redis_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
     name, ns = _meta(cr)
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": object_meta(names.redis_name(name), ns, cr, names.cluster_labels(name, "redis")),
+        "metadata": object_meta(contract.redis_pod_prefix(name), ns, cr, contract.cluster_labels(name, "redis"),
+                                generate=True),
         "spec": {
             "restartPolicy": "Always",
             "securityContext": pod_security(999),
@@ -79,14 +80,14 @@ def redis_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
                 "command": ["redis-server"],
                 # The image's working directory (/data) holds the append-only file: fsync on every
                 # write, so a Redis container restart loses nothing acknowledged.
-                "args": ["--port", str(names.REDIS_PORT), "--bind", f"$({names.POD_IP_ENV})",
+                "args": ["--port", str(contract.REDIS_PORT), "--bind", f"$({contract.POD_IP_ENV})",
                          "--requirepass", "$(REDIS_PASSWORD)", "--appendonly", "yes", "--appendfsync", "always",
                          "--save", ""],
                 "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                "env": [{"name": names.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                        secret_env("REDIS_PASSWORD", token_secret_name(cr, spec), names.REDIS_PASSWORD_KEY)],
-                "ports": [{"name": "redis", "containerPort": names.REDIS_PORT}],
-                "readinessProbe": tcp_probe(names.REDIS_PORT),
+                "env": [{"name": contract.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                        secret_env("REDIS_PASSWORD", token_secret_name(cr, spec), contract.REDIS_PASSWORD_KEY)],
+                "ports": [{"name": "redis", "containerPort": contract.REDIS_PORT}],
+                "readinessProbe": tcp_probe(contract.REDIS_PORT),
                 "securityContext": container_security(),
             }],
         },
@@ -96,14 +97,14 @@ def redis_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
 def redis_service(cr: dict[str, Any]) -> dict[str, Any]:
     name, ns = _meta(cr)
     return {"apiVersion": "v1", "kind": "Service",
-            "metadata": object_meta(names.redis_name(name), ns, cr, names.cluster_labels(name, "redis")),
-            "spec": {"selector": {names.LABEL_CLUSTER: name, names.LABEL_ROLE: "redis"},
-                     "ports": [{"name": "redis", "port": names.REDIS_PORT, "targetPort": names.REDIS_PORT}]}}
+            "metadata": object_meta(contract.redis_name(name), ns, cr, contract.cluster_labels(name, "redis")),
+            "spec": {"selector": {contract.LABEL_CLUSTER: name, contract.LABEL_ROLE: "redis"},
+                     "ports": [{"name": "redis", "port": contract.REDIS_PORT, "targetPort": contract.REDIS_PORT}]}}
 
 
 def _redis_env(cr: dict[str, Any], spec: ClusterSpec) -> list[dict[str, Any]]:
     if spec.redis.managed:
-        return [secret_env(settings.REDIS_PASSWORD.name, token_secret_name(cr, spec), names.REDIS_PASSWORD_KEY)]
+        return [secret_env(settings.REDIS_PASSWORD.name, token_secret_name(cr, spec), contract.REDIS_PASSWORD_KEY)]
     if spec.redis.address and spec.redis.password_secret:
         return [secret_env(settings.REDIS_PASSWORD.name, spec.redis.password_secret, spec.redis.password_key)]
     return []
@@ -115,9 +116,9 @@ def _kastor_pod(cr: dict[str, Any], spec: ClusterSpec, meta: dict[str, Any], arg
     name, ns = _meta(cr)
     volumes, mounts = scratch_volumes()
     container: dict[str, Any] = {
-        "name": names.CONTAINER, "image": spec.image, "imagePullPolicy": spec.image_pull_policy,
+        "name": contract.CONTAINER, "image": spec.image, "imagePullPolicy": spec.image_pull_policy,
         "command": ["kastor"], "args": args,
-        "env": kastor_env(names.cluster_id(ns, name)) + extra_env,
+        "env": kastor_env(contract.cluster_id(ns, name)) + extra_env,
         "volumeMounts": mounts, "securityContext": container_security(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -127,8 +128,11 @@ def _kastor_pod(cr: dict[str, Any], spec: ClusterSpec, meta: dict[str, Any], arg
         container["ports"] = ports
     if probe:
         container["readinessProbe"] = probe
+    # Always: a crashed head or node agent is restarted in place by the kubelet (same pod, IP
+    # and volumes), at once and with its back-off, instead of waiting for the operator to
+    # notice and schedule a new pod. (A DetachedActor's pod stays Never: its exit code is a verdict.)
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
-           "spec": {"restartPolicy": "Never", "securityContext": pod_security(), "volumes": volumes,
+           "spec": {"restartPolicy": "Always", "securityContext": pod_security(), "volumes": volumes,
                     "terminationGracePeriodSeconds": 10, "containers": [container]}}
     add_token(pod["spec"], container, token_secret_name(cr, spec), spec.token_key)
     add_tls(pod["spec"], container, spec.tls_secret)
@@ -140,12 +144,12 @@ def head_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
     name, ns = _meta(cr)
     ports = spec.head.ports
     args = ["start", "--head", "--block", "--port", str(ports.control), "--client-port", str(ports.client),
-            "--dashboard-port", str(ports.dashboard), "--cluster-id", names.cluster_id(ns, name),
+            "--dashboard-port", str(ports.dashboard), "--cluster-id", contract.cluster_id(ns, name),
             "--num-cpus", number_arg(spec.head.num_cpus), "--num-gpus", number_arg(spec.head.num_gpus)]
     address = redis_address(cr, spec)
     if address:
         args += ["--redis-address", address]
-    meta = object_meta(names.head_pod(name), ns, cr, names.cluster_labels(name, "head"))
+    meta = object_meta(contract.head_pod_prefix(name), ns, cr, contract.cluster_labels(name, "head"), generate=True)
     container_ports = [{"name": "control", "containerPort": ports.control},
                        {"name": "client", "containerPort": ports.client},
                        {"name": "dashboard", "containerPort": ports.dashboard}]
@@ -159,9 +163,9 @@ def head_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
     name, ns = _meta(cr)
     ports = spec.head.ports
     return {"apiVersion": "v1", "kind": "Service",
-            "metadata": object_meta(names.head_service(name), ns, cr, names.cluster_labels(name, "head")),
+            "metadata": object_meta(contract.head_service(name), ns, cr, contract.cluster_labels(name, "head")),
             "spec": {"type": spec.head.service_type,
-                     "selector": {names.LABEL_CLUSTER: name, names.LABEL_ROLE: "head"},
+                     "selector": {contract.LABEL_CLUSTER: name, contract.LABEL_ROLE: "head"},
                      "ports": [{"name": "control", "port": ports.control, "targetPort": "control"},
                                {"name": "client", "port": ports.client, "targetPort": "client",
                                 **({"nodePort": ports.client_node_port}
@@ -176,6 +180,6 @@ def worker_pod(cr: dict[str, Any], spec: ClusterSpec, group: WorkerGroup) -> dic
             "--num-cpus", number_arg(group.num_cpus), "--num-gpus", number_arg(group.num_gpus)]
     if group.custom_resources:
         args += ["--resources", json.dumps(group.custom_resources, sort_keys=True)]
-    labels = {**names.cluster_labels(name, "worker"), names.LABEL_GROUP: group.name}
-    meta = object_meta(names.worker_prefix(name, group.name), ns, cr, labels, generate=True)
+    labels = {**contract.cluster_labels(name, "worker"), contract.LABEL_GROUP: group.name}
+    meta = object_meta(contract.worker_prefix(name, group.name), ns, cr, labels, generate=True)
     return _kastor_pod(cr, spec, meta, args, [], group.resources, [], None, group.template)

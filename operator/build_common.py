@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from kastor.operator import names
+from kastor.runtime import k8s_contract as contract
 from kastor.runtime import settings
 
 
 def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
     """Makes the child garbage-collected with its custom resource."""
     meta = owner["metadata"]
-    return {"apiVersion": owner.get("apiVersion", names.API_VERSION), "kind": owner["kind"], "name": meta["name"],
+    return {"apiVersion": owner.get("apiVersion", contract.API_VERSION), "kind": owner["kind"], "name": meta["name"],
             "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
 
 
@@ -31,8 +31,8 @@ def secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
 def kastor_env(cluster_id: str) -> list[dict[str, Any]]:
     """The pod IP becomes the node IP other processes reach."""
     return [
-        {"name": names.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": settings.NODE_IP.name, "value": f"$({names.POD_IP_ENV})"},
+        {"name": contract.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": settings.NODE_IP.name, "value": f"$({contract.POD_IP_ENV})"},
         {"name": settings.CLUSTER_ID.name, "value": cluster_id},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]

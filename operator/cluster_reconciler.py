@@ -9,72 +9,157 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
-from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from kastor.operator import build_cluster as build
-from kastor.operator import events, names
-from kastor.operator.conditions import get_condition, same_ignoring_time, set_condition
-from kastor.operator.gcs import Gcs, head_ca
+from kastor.operator import reconcile as skeleton
+from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureService, Event, Plan
+from kastor.operator.conditions import get_condition, set_condition
+from kastor.operator.head_client import HeadClient, head_ca
 from kastor.operator.kube import Kube
-from kastor.operator.pods import finished, plan_workers, ready, terminating, termination_message
+from kastor.operator.pods import (
+    controller_uid,
+    finished,
+    plan_workers,
+    ready,
+    restart_count,
+    stuck_reason,
+    terminating,
+    termination_message,
+)
 from kastor.operator.spec import ClusterSpec, SpecError, parse_cluster
+from kastor.runtime import k8s_contract as contract
+from kastor.runtime import redis_cleanup
 
 log = logging.getLogger("kastor.operator.cluster")
 
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+
+@dataclass
+class Observed:
+    """What one reconcile of an ActorCluster saw: its body, its pods, its Secret, its head."""
+    body: dict[str, Any]
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    token_secret_exists: bool = True
+    # The uid of the token Secret's controller: ours, None (a Secret the user made), or an
+    # earlier ActorCluster's of the same name, which garbage collection is about to delete.
+    token_secret_controller: str | None = None
+    redis_password_secret_exists: bool = True
+    # The IPs of the nodes alive in the head; None if it was not asked (no ready head pod, no
+    # head client) or did not answer. `head_asked` tells the two apart.
+    registered: set[str] | None = None
+    head_asked: bool = False
+    # Generated once per reconcile, used only if the token Secret must be created.
+    new_token: str = ""
+    new_redis_password: str = ""
 
 
-def reconcile(kube: Kube, body: dict[str, Any], gcs: Gcs | None = None) -> dict[str, Any]:
-    """Reconciles one ActorCluster, re-read under its lock (callers may hold a stale copy);
-    returns the status it wrote."""
+def reconcile(kube: Kube, body: dict[str, Any], head: HeadClient | None = None,
+              locks: skeleton.Locks | None = None) -> dict[str, Any]:
+    """Reconciles one ActorCluster (observe, plan, act, write status); returns the status it wrote."""
+    return skeleton.run(kube, head, locks or skeleton.Locks(), contract.CLUSTER_PLURAL, body,
+                        lambda fresh: plan(observe(kube, head, fresh)), "phase")
+
+
+def observe(kube: Kube, head: HeadClient | None, body: dict[str, Any]) -> Observed:
+    """Reads what the plan needs; asks the head for its nodes only if a head pod is ready."""
     meta = body["metadata"]
-    with _locks[(meta["namespace"], meta["name"])]:
-        fresh = kube.get_custom(names.CLUSTER_PLURAL, meta["namespace"], meta["name"])
-        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            return (fresh or body).get("status") or {}
-        return _reconcile(kube, fresh, gcs)
-
-
-def _reconcile(kube: Kube, body: dict[str, Any], gcs: Gcs | None) -> dict[str, Any]:
-    meta, old = body["metadata"], dict(body.get("status") or {})
-    name, ns, generation = meta["name"], meta["namespace"], meta.get("generation")
-    status: dict[str, Any] = {**old, "observedGeneration": generation}
-    conditions = list(old.get("conditions") or [])
+    ns = meta["namespace"]
+    seen = Observed(body, new_token=secrets.token_urlsafe(32), new_redis_password=secrets.token_urlsafe(24))
     try:
         spec = parse_cluster(body.get("spec") or {})
+    except SpecError:
+        return seen
+    if contract.cluster_name_problem(meta["name"]):
+        return seen
+    seen.pods = _ours(kube.list_pods(ns, {contract.LABEL_CLUSTER: meta["name"]}), meta.get("uid"))
+    stored = kube.read_secret(ns, build.token_secret_name(body, spec))
+    seen.token_secret_exists = stored is not None
+    seen.token_secret_controller = controller_uid(stored) if stored is not None else None
+    secret = kube.secret_data(stored) if stored is not None else None
+    if spec.redis.address and spec.redis.password_secret:
+        seen.redis_password_secret_exists = kube.get_secret(ns, spec.redis.password_secret) is not None
+    head_ready = any(ready(p) for p in _role(seen.pods, "head"))
+    if head is not None and head_ready and not spec.suspend:
+        seen.head_asked = True
+        seen.registered = _registered_node_ips(kube, head, body, spec, (secret or {}).get(spec.token_key, ""))
+    return seen
+
+
+def _ours(pods: list[dict[str, Any]], uid: str | None) -> list[dict[str, Any]]:
+    """The pods this very ActorCluster controls (not a deleted namesake's, still terminating)."""
+    return [p for p in pods if controller_uid(p) == uid]
+
+
+def _role(pods: list[dict[str, Any]], role: str) -> list[dict[str, Any]]:
+    return [p for p in pods if p["metadata"].get("labels", {}).get(contract.LABEL_ROLE) == role]
+
+
+def _registered_node_ips(kube: Kube, head: HeadClient, body: dict[str, Any], spec: ClusterSpec,
+                         token: str) -> set[str] | None:
+    """The IPs of the nodes alive in the head (None if it does not answer): a pod is a ready
+    worker only once its node agent has joined, so Ready means a driver can use the cluster."""
+    try:
+        ca = head_ca(kube, body["metadata"]["namespace"], spec)
+        return {n.ip for n in head.list_nodes(build.head_address(body, spec), token, ca) if n.alive}
+    except grpc.RpcError as e:
+        log.info("head of %s unreachable: %s", body["metadata"]["name"], e.code().name)
+        return None
+
+
+def plan(seen: Observed) -> Plan:
+    """Pure: the actions, status and Events that bring the cluster in line with its spec."""
+    body = seen.body
+    meta, old = body["metadata"], dict(body.get("status") or {})
+    name, ns, generation = meta["name"], meta["namespace"], meta.get("generation")
+    out = Plan(status={**old, "observedGeneration": generation})
+    conditions = list(old.get("conditions") or [])
+    try:
+        problem = contract.cluster_name_problem(name)
+        if problem:
+            raise SpecError("InvalidName", problem)
+        spec = parse_cluster(body.get("spec") or {})
     except SpecError as e:
-        status.update(phase="Failed", conditions=set_condition(conditions, "Ready", False, e.reason, e.message,
-                                                               generation))
-        return _write(kube, body, old, status)
+        conditions = set_condition(conditions, "Ready", False, e.reason, e.message, generation)
+        out.status.update(phase="Failed", conditions=conditions)
+        old_ready = get_condition(old.get("conditions") or [], "Ready")
+        if old_ready is None or old_ready.get("message") != e.message:
+            out.events.append(Event("Warning", e.reason, e.message))
+        return out
     conditions = [c for c in conditions if not (c["type"] == "Ready" and c["reason"] == "InvalidSpec")]
 
-    _ensure_secret(kube, body, spec)
-    gcs_ok, gcs_reason, gcs_message = _ensure_gcs(kube, body, spec)
-    kube.ensure_service(ns, build.head_service(body, spec))
-    pods = kube.list_pods(ns, {names.LABEL_CLUSTER: name})
-    heads = [p for p in pods if p["metadata"]["labels"].get(names.LABEL_ROLE) == "head"]
-    workers = [p for p in pods if p["metadata"]["labels"].get(names.LABEL_ROLE) == "worker"]
+    secret_name = build.token_secret_name(body, spec)
+    if seen.token_secret_exists and seen.token_secret_controller not in (None, meta.get("uid")):
+        message = f"Secret {secret_name} belongs to an earlier ActorCluster of this name and is being deleted; " \
+                  f"waiting for it to go before generating this cluster's token"
+        conditions = set_condition(conditions, "Ready", False, "WaitingForOldSecret", message, generation)
+        out.status.update(phase="Pending", conditions=conditions)
+        return out
+    if not seen.token_secret_exists:
+        out.actions.append(CreateSecret(build.token_secret(body, spec, seen.new_token, seen.new_redis_password)))
+        out.events.append(Event("Normal", "TokenCreated", f"generated the cluster token in Secret "
+                                                          f"{build.token_secret_name(body, spec)}"))
+    gcs_ok, gcs_reason, gcs_message = ensure_redis(seen, spec, out)
+    out.actions.append(EnsureService(build.head_service(body, spec)))
+    pods = _ours(seen.pods, meta.get("uid"))
+    heads, workers = _role(pods, "head"), _role(pods, "worker")
 
     if spec.suspend:
-        for pod in heads + workers:
-            if not terminating(pod):
-                kube.delete_pod(ns, pod["metadata"]["name"])
+        out.actions += [DeletePod(p["metadata"]["name"]) for p in heads + workers if not terminating(p)]
         head_ok, head_reason, head_message = False, "Suspended", "spec.suspend is true: no pods run"
         ready_workers = 0
     else:
-        head_ok, head_reason, head_message = _ensure_head(kube, body, spec, heads)
-        registered = _registered_node_ips(kube, gcs, body, spec) if head_ok and gcs is not None else None
-        if head_ok and gcs is not None:
+        head_ok, head_reason, head_message = _ensure_head(body, spec, heads, out)
+        if head_ok and seen.head_asked:
             head_ip = next((p.get("status", {}).get("podIP") for p in heads if not terminating(p)), None)
-            if registered is None:
+            if seen.registered is None:
                 head_ok, head_reason, head_message = False, "HeadUnreachable", \
                     f"the head pod runs but does not answer at {build.head_address(body, spec)}"
-            elif head_ip not in registered:
+            elif head_ip not in seen.registered:
                 head_ok, head_reason, head_message = False, "HeadStarting", "the head answers; its node has not joined"
-        ready_workers = _ensure_workers(kube, body, spec, workers, registered if gcs is not None else None)
+        ready_workers = _ensure_workers(body, spec, workers, seen.registered if seen.head_asked else None, out,
+                                        create=head_ok)
 
     desired = 0 if spec.suspend else spec.desired_workers
     workers_ok = ready_workers >= desired
@@ -90,13 +175,12 @@ def _reconcile(kube: Kube, body: dict[str, Any], gcs: Gcs | None) -> dict[str, A
         phase = "Pending"   # still coming up
     else:
         phase = "Degraded"  # it was Ready: something broke (a dead head shows here)
-    all_ok = phase == "Ready"
-    conditions = set_condition(conditions, "Ready", all_ok, phase, _summary(phase, head_message, ready_workers,
-                                                                            desired), generation)
-    status.update(phase=phase, conditions=conditions, readyWorkers=ready_workers, desiredWorkers=desired,
-                  headAddress=build.head_address(body, spec), clientAddress=build.client_address(body, spec),
-                  clusterId=names.cluster_id(ns, name))
-    return _write(kube, body, old, status)
+    conditions = set_condition(conditions, "Ready", phase == "Ready", phase,
+                               _summary(phase, head_message, ready_workers, desired), generation)
+    out.status.update(phase=phase, conditions=conditions, readyWorkers=ready_workers, desiredWorkers=desired,
+                      headAddress=build.head_address(body, spec), clientAddress=build.client_address(body, spec),
+                      clusterId=contract.cluster_id(ns, name))
+    return out
 
 
 def _summary(phase: str, head_message: str, ready_workers: int, desired: int) -> str:
@@ -105,103 +189,86 @@ def _summary(phase: str, head_message: str, ready_workers: int, desired: int) ->
     return f"{head_message}; {ready_workers}/{desired} workers ready"
 
 
-def _ensure_secret(kube: Kube, body: dict[str, Any], spec: ClusterSpec) -> None:
-    ns = body["metadata"]["namespace"]
-    if kube.get_secret(ns, build.token_secret_name(body, spec)) is None:
-        kube.create_secret(ns, build.token_secret(body, spec, secrets.token_urlsafe(32), secrets.token_urlsafe(24)))
-        events.post(body, "Normal", "TokenCreated", f"generated the cluster token in Secret "
-                                                    f"{build.token_secret_name(body, spec)}")
-
-
-def _ensure_gcs(kube: Kube, body: dict[str, Any], spec: ClusterSpec) -> tuple[bool, str, str]:
-    ns = body["metadata"]["namespace"]
+def ensure_redis(seen: Observed, spec: ClusterSpec, out: Plan) -> tuple[bool, str, str]:
+    """Plans the managed Redis (Service and pod) and says whether the GCS store is usable."""
+    body = seen.body
     if spec.redis.managed:
-        kube.ensure_service(ns, build.redis_service(body))
-        pods = kube.list_pods(ns, {names.LABEL_CLUSTER: body["metadata"]["name"], names.LABEL_ROLE: "redis"})
-        live = [p for p in pods if not terminating(p)]
-        for pod in live:
-            if finished(pod):
-                kube.delete_pod(ns, pod["metadata"]["name"])
+        out.actions.append(EnsureService(build.redis_service(body)))
+        live = [p for p in _role(_ours(seen.pods, body["metadata"].get("uid")), "redis") if not terminating(p)]
+        out.actions += [DeletePod(p["metadata"]["name"]) for p in live if finished(p)]
         if not [p for p in live if not finished(p)]:
-            kube.create_pod(ns, build.redis_pod(body, spec))
+            out.actions.append(CreatePod(build.redis_pod(body, spec)))
             return False, "RedisStarting", "the managed Redis pod is starting"
         if any(ready(p) for p in live):
             return True, "ManagedRedisReady", f"managed Redis at {build.redis_address(body, spec)}"
         return False, "RedisStarting", "the managed Redis pod is not ready yet"
     if spec.redis.address:
-        if spec.redis.password_secret and kube.get_secret(ns, spec.redis.password_secret) is None:
+        if spec.redis.password_secret and not seen.redis_password_secret_exists:
             return False, "SecretNotFound", f"Secret {spec.redis.password_secret} (Redis password) does not exist"
         return True, "ExternalRedis", f"external Redis at {spec.redis.address}"
     return True, "InMemory", "no spec.gcs.redis: the head keeps its state in memory (lost if the head restarts)"
 
 
-def _ensure_head(kube: Kube, body: dict[str, Any], spec: ClusterSpec,
-                 heads: list[dict[str, Any]]) -> tuple[bool, str, str]:
-    ns = body["metadata"]["namespace"]
+def _ensure_head(body: dict[str, Any], spec: ClusterSpec, heads: list[dict[str, Any]],
+                 out: Plan) -> tuple[bool, str, str]:
     live = [p for p in heads if not terminating(p)]
     for pod in live:
         if finished(pod):
             message = f"head pod {pod['metadata']['name']} {pod['status'].get('phase', '').lower()}: " \
                       f"{termination_message(pod) or 'no message'}; replacing it"
-            events.post(body, "Warning", "HeadPodFailed", message)
-            kube.delete_pod(ns, pod["metadata"]["name"])
+            out.events.append(Event("Warning", "HeadPodFailed", message))
+            out.actions.append(DeletePod(pod["metadata"]["name"]))
             return False, "HeadPodFailed", message
-    if not live:
-        if not heads:  # the previous one is gone: a new pod may take its name
-            kube.create_pod(ns, build.head_pod(body, spec))
+    if not live:  # a head still terminating (say, on a lost node) does not hold back its replacement
+        out.actions.append(CreatePod(build.head_pod(body, spec)))
         return False, "HeadStarting", "the head pod is starting"
+    _note_head_restarts(body, live[0], out)
     if ready(live[0]):
         return True, "HeadRunning", f"head serving at {build.head_address(body, spec)}"
+    stuck = stuck_reason(live[0])
+    if stuck is not None:  # say why, in the condition and (once per reason) as a Warning Event
+        reason, detail = stuck
+        message = f"head pod {live[0]['metadata']['name']}: {reason}: {detail}"
+        old = get_condition((body.get("status") or {}).get("conditions") or [], "HeadReady")
+        if old is None or old.get("reason") != reason:
+            out.events.append(Event("Warning", reason, message))
+        return False, reason, message
     return False, "HeadStarting", "the head pod is not ready yet"
 
 
-def _registered_node_ips(kube: Kube, gcs: Gcs, body: dict[str, Any], spec: ClusterSpec) -> set[str] | None:
-    """The IPs of the nodes alive in the head (None if it does not answer): a pod is a ready
-    worker only once its node agent has joined, so Ready means a driver can use the cluster."""
-    secret = kube.get_secret(body["metadata"]["namespace"], build.token_secret_name(body, spec)) or {}
-    try:
-        ca = head_ca(kube, body["metadata"]["namespace"], spec)
-        return {n.ip for n in gcs.list_nodes(build.head_address(body, spec), secret.get(spec.token_key, ""), ca)
-                if n.alive}
-    except grpc.RpcError as e:
-        log.info("head of %s unreachable: %s", body["metadata"]["name"], e.code().name)
-        return None
+def _note_head_restarts(body: dict[str, Any], head: dict[str, Any], out: Plan) -> None:
+    """The kubelet restarts a crashed head in place: say so (a Warning Event per restart seen),
+    and keep the count in status.headRestarts (of the pod in status.headPod)."""
+    old = body.get("status") or {}
+    name, count = head["metadata"]["name"], restart_count(head)
+    seen = int(old.get("headRestarts") or 0) if old.get("headPod") == name else 0
+    if count > seen:
+        out.events.append(Event("Warning", "HeadRestarted", f"head pod {name} restarted in place "
+                                                            f"({count} restart(s) so far)"))
+    out.status.update(headPod=name, headRestarts=count)
 
 
-def _ensure_workers(kube: Kube, body: dict[str, Any], spec: ClusterSpec, workers: list[dict[str, Any]],
-                    registered: set[str] | None = None) -> int:
-    """Creates and removes worker pods; returns how many are ready (and joined, if `registered` is known)."""
-    ns = body["metadata"]["namespace"]
+def _ensure_workers(body: dict[str, Any], spec: ClusterSpec, workers: list[dict[str, Any]],
+                    registered: set[str] | None, out: Plan, create: bool = True) -> int:
+    """Plans worker pods per group; returns how many are ready (and joined, if `registered` is known).
+
+    New workers are created only once the head is ready (`create`): a worker started before
+    has nothing to join, and on a real cluster (image pulls, scheduling, node scale-up) it
+    would give up and fail, to be replaced at once, over and over."""
     groups = {g.name: g for g in spec.worker_groups}
     ready_count = 0
-    for pod in workers:  # pods of groups that left the spec
-        if pod["metadata"]["labels"].get(names.LABEL_GROUP) not in groups and not terminating(pod):
-            kube.delete_pod(ns, pod["metadata"]["name"])
+    out.actions += [DeletePod(p["metadata"]["name"]) for p in workers  # pods of groups that left the spec
+                    if p["metadata"]["labels"].get(contract.LABEL_GROUP) not in groups and not terminating(p)]
     for group in spec.worker_groups:
-        mine = [p for p in workers if p["metadata"]["labels"].get(names.LABEL_GROUP) == group.name]
-        plan = plan_workers(mine, group.desired)
-        for pod_name in plan.delete:
-            kube.delete_pod(ns, pod_name)
-        for _ in range(plan.create):
-            kube.create_pod(ns, build.worker_pod(body, spec, group))
+        mine = [p for p in workers if p["metadata"]["labels"].get(contract.LABEL_GROUP) == group.name]
+        group_plan = plan_workers(mine, group.desired)
+        out.actions += [DeletePod(pod_name) for pod_name in group_plan.delete]
+        out.actions += [CreatePod(build.worker_pod(body, spec, group)) for _ in range(group_plan.create if create
+                                                                                     else 0)]
         ready_count += min(group.desired, sum(
-            1 for p in mine if ready(p) and p["metadata"]["name"] not in plan.delete
+            1 for p in mine if ready(p) and p["metadata"]["name"] not in group_plan.delete
             and (registered is None or p.get("status", {}).get("podIP") in registered)))
     return ready_count
-
-
-def _write(kube: Kube, body: dict[str, Any], old: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-    meta = body["metadata"]
-    old_ready, new_ready = get_condition(old.get("conditions") or [], "Ready"), get_condition(status["conditions"],
-                                                                                              "Ready")
-    if new_ready and new_ready["status"] == "False" and new_ready["reason"] == "InvalidSpec" and \
-            (old_ready is None or old_ready.get("message") != new_ready["message"]):
-        events.post(body, "Warning", "InvalidSpec", new_ready["message"])
-    if old.get("phase") != status.get("phase"):
-        log.info("ActorCluster %s/%s: %s -> %s", meta["namespace"], meta["name"], old.get("phase"), status["phase"])
-    if not same_ignoring_time(old, status):
-        kube.patch_status(names.CLUSTER_PLURAL, meta["namespace"], meta["name"], status)
-    return status
 
 
 class StillRunning(RuntimeError):
@@ -209,35 +276,27 @@ class StillRunning(RuntimeError):
 
 
 def clean_external_redis(kube: Kube, body: dict[str, Any]) -> str:
-    """Finalizer for a cluster on an external Redis: delete its keys (`kastor redis-clean`).
+    """Finalizer for a cluster on an external Redis: delete its keys (as `kastor redis-clean` does).
 
     A managed Redis goes with its pod; an external one outlives the cluster, and so would
-    its state. Raises RuntimeError (kopf retries) if the Redis cannot be cleaned.
+    its state. Raises StillRunning while the head may still write, CleanupError (kopf retries)
+    if the Redis cannot be cleaned.
     """
-    import os
-    import subprocess
-    import sys
-
     meta = body["metadata"]
     spec = parse_cluster(body.get("spec") or {})
     if not spec.redis.address:
         return "no external Redis"
     # The head must be gone first, or it could write again after the cleanup.
-    running = [p for p in kube.list_pods(meta["namespace"], {names.LABEL_CLUSTER: meta["name"]})
-               if p["metadata"]["labels"].get(names.LABEL_ROLE) in ("head", "worker")]
+    running = [p for p in kube.list_pods(meta["namespace"], {contract.LABEL_CLUSTER: meta["name"]})
+               if p["metadata"]["labels"].get(contract.LABEL_ROLE) in ("head", "worker")]
     for pod in running:
         if not terminating(pod):
             kube.delete_pod(meta["namespace"], pod["metadata"]["name"])
     if running:
         raise StillRunning(f"waiting for {len(running)} head/worker pod(s) to stop before cleaning Redis")
-    env = dict(os.environ)
+    password = None
     if spec.redis.password_secret:
-        secret = kube.get_secret(meta["namespace"], spec.redis.password_secret) or {}
-        if spec.redis.password_key in secret:
-            env["KASTOR_REDIS_PASSWORD"] = secret[spec.redis.password_key]
-    result = subprocess.run([sys.executable, "-m", "kastor.runtime.cli", "redis-clean", "--redis-address",
-                             spec.redis.address, "--cluster-id", names.cluster_id(meta["namespace"], meta["name"])],
-                            env=env, capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        raise RuntimeError(f"kastor redis-clean failed: {(result.stderr or result.stdout).strip()}")
-    return result.stdout.strip()
+        password = (kube.get_secret(meta["namespace"], spec.redis.password_secret) or {}).get(spec.redis.password_key)
+    cluster_id = contract.cluster_id(meta["namespace"], meta["name"])
+    deleted = redis_cleanup.clean(spec.redis.address, cluster_id, password)
+    return f"deleted {deleted} key(s) of cluster {cluster_id!r} from {spec.redis.address}"

@@ -4,6 +4,12 @@ Every path into a reconciler is level-triggered (it re-reads the world), so crea
 resume, spec updates, pod events and the periodic resync all call the same function and
 may overlap safely (a per-object lock serialises them). Run with `python -m kastor.operator`
 or `kopf run -m kastor.operator.handlers`.
+
+Only resources with something to clean up carry a finalizer: a DetachedActor (its actor
+is killed in the GCS) and an ActorCluster on an external Redis (its keys are deleted).
+Any other ActorCluster is deleted by the API server at once, with the operator down too,
+and garbage collection removes its children; the resync is therefore not a kopf timer
+(timers put a finalizer on every object) but `operator/resync.py`.
 """
 
 from __future__ import annotations
@@ -12,59 +18,63 @@ import logging
 from typing import Any
 
 import kopf
-from kastor.operator import actor_reconciler, cluster_reconciler, kube, names
-from kastor.operator.gcs import Gcs
+from kastor.operator import actor_reconciler, cluster_reconciler, kube
+from kastor.operator.head_client import HeadClient
+from kastor.operator.reconcile import Locks
+from kastor.operator.resync import Resync
+from kastor.runtime import k8s_contract as contract
 from kastor.runtime import settings
 
 RESYNC_S = settings.OPERATOR_RESYNC_S.get()
 kastor_settings = settings  # kopf names its handlers' OperatorSettings argument `settings` too
-STOP_POLL_S = 1.0  # how often a deletion re-checks that a busy resync timer has returned
-CLUSTERS = dict(group=names.GROUP, version=names.VERSION, plural=names.CLUSTER_PLURAL)
-ACTORS = dict(group=names.GROUP, version=names.VERSION, plural=names.ACTOR_PLURAL)
-OWNED_PODS = dict(labels={names.LABEL_MANAGED_BY: names.MANAGER})
-
-_state: dict[str, Any] = {}
-
-
-def _kube() -> kube.Kube:
-    if "kube" not in _state:
-        kube.load_config()
-        _state["kube"] = kube.Kube()
-    return _state["kube"]
-
-
-def _gcs() -> Gcs:
-    return _state.setdefault("gcs", Gcs())
+CLUSTERS = dict(group=contract.GROUP, version=contract.VERSION, plural=contract.CLUSTER_PLURAL)
+ACTORS = dict(group=contract.GROUP, version=contract.VERSION, plural=contract.ACTOR_PLURAL)
+OWNED_PODS = dict(labels={contract.LABEL_MANAGED_BY: contract.MANAGER})
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Annotations under kastor.dev keep kopf's bookkeeping off our status; events are posted for Warnings."""
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Annotations under kastor.dev keep kopf's bookkeeping off our status; events are posted for Warnings.
+
+    The API client, the head client and the per-object locks live in kopf's memo (every
+    handler gets a shallow copy of it, so they are shared), not in module globals.
+    """
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kastor.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kastor.dev")
     settings.persistence.finalizer = "kastor.dev/finalizer"
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = kastor_settings.OPERATOR_WATCH_TIMEOUT_S.get()
     settings.execution.max_workers = kastor_settings.OPERATOR_WORKERS.get()
-    # Deleting a resource first stops its resync timer. A timer is a sync handler in a
-    # thread, so one caught mid-reconcile cannot be cancelled, and kopf re-checks whether it
-    # has exited only every `cancellation_polling` seconds (60 by default): the finalizer,
-    # and so the deletion, waited up to a minute. Re-check each second instead.
-    settings.background.cancellation_polling = STOP_POLL_S
-    _kube()
+    kube.load_config()
+    memo.kube = kube.Kube()
+    memo.head = HeadClient()
+    memo.locks = Locks()
+    memo.resync = Resync(lambda plural, ns, name: _reconcile(memo, plural, ns, name), RESYNC_S)
+    memo.resync.start()
 
 
 @kopf.on.cleanup()
-def close(**_: Any) -> None:
-    if "gcs" in _state:
-        _state["gcs"].close()
+def close(memo: kopf.Memo, **_: Any) -> None:
+    if "resync" in memo:
+        memo.resync.stop()
+    if "head" in memo:
+        memo.head.close()
+
+
+def _reconcile(memo: kopf.Memo, plural: str, namespace: str, name: str) -> None:
+    """Reconciles one resource by name (the reconcilers re-read it under its lock)."""
+    body = {"metadata": {"namespace": namespace, "name": name}}
+    if plural == contract.CLUSTER_PLURAL:
+        cluster_reconciler.reconcile(memo.kube, body, memo.head, memo.locks)
+    else:
+        actor_reconciler.reconcile(memo.kube, memo.head, body, memo.locks)
 
 
 @kopf.on.probe(id="api")
-def api_reachable(**_: Any) -> str:
+def api_reachable(memo: kopf.Memo, **_: Any) -> str:
     """The liveness endpoint answers only while the API server answers us."""
     import kubernetes
-    kubernetes.client.VersionApi(_kube().api_client).get_code()
+    kubernetes.client.VersionApi(memo.kube.api_client).get_code()
     return "ok"
 
 
@@ -73,13 +83,19 @@ def api_reachable(**_: Any) -> str:
 @kopf.on.create(**CLUSTERS)
 @kopf.on.resume(**CLUSTERS)
 @kopf.on.update(**CLUSTERS, field="spec")
-def cluster_changed(body: kopf.Body, **_: Any) -> None:
-    cluster_reconciler.reconcile(_kube(), dict(body), _gcs())
+def cluster_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    cluster_reconciler.reconcile(memo.kube, dict(body), memo.head, memo.locks)
 
 
-@kopf.timer(**CLUSTERS, interval=RESYNC_S, initial_delay=RESYNC_S)
-def cluster_resync(body: kopf.Body, **_: Any) -> None:
-    cluster_reconciler.reconcile(_kube(), dict(body), _gcs())
+@kopf.on.event(**CLUSTERS)
+@kopf.on.event(**ACTORS)
+def track_for_resync(event: dict[str, Any], resource: kopf.Resource, namespace: str, name: str, memo: kopf.Memo,
+                     **_: Any) -> None:
+    """Keeps the resync's set of resources current: watch events cost no finalizer, timers did."""
+    if event.get("type") == "DELETED":
+        memo.resync.forget(resource.plural, namespace, name)
+    else:
+        memo.resync.track(resource.plural, namespace, name)
 
 
 def _external_redis(spec: kopf.Spec, **_: Any) -> bool:
@@ -87,10 +103,10 @@ def _external_redis(spec: kopf.Spec, **_: Any) -> bool:
 
 
 @kopf.on.delete(**CLUSTERS, when=_external_redis, retries=60, backoff=2)
-def cluster_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+def cluster_deleted(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
     """Only clusters on an external Redis get this finalizer: their GCS keys outlive them."""
     try:
-        logger.info(cluster_reconciler.clean_external_redis(_kube(), dict(body)))
+        logger.info(cluster_reconciler.clean_external_redis(memo.kube, dict(body)))
     except cluster_reconciler.StillRunning as e:
         raise kopf.TemporaryError(str(e), delay=1) from None
 
@@ -100,30 +116,25 @@ def cluster_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 @kopf.on.create(**ACTORS)
 @kopf.on.resume(**ACTORS)
 @kopf.on.update(**ACTORS, field="spec")
-def actor_changed(body: kopf.Body, **_: Any) -> None:
-    actor_reconciler.reconcile(_kube(), _gcs(), dict(body))
-
-
-@kopf.timer(**ACTORS, interval=RESYNC_S, initial_delay=RESYNC_S)
-def actor_resync(body: kopf.Body, **_: Any) -> None:
-    actor_reconciler.reconcile(_kube(), _gcs(), dict(body))
+def actor_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    actor_reconciler.reconcile(memo.kube, memo.head, dict(body), memo.locks)
 
 
 @kopf.on.delete(**ACTORS)
-def actor_deleted(body: kopf.Body, **_: Any) -> None:
-    actor_reconciler.delete(_kube(), _gcs(), dict(body))
+def actor_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    actor_reconciler.delete(memo.kube, memo.head, dict(body))
 
 
 # ---- pods we own: react at once instead of at the next resync ----
 
 @kopf.on.event("", "v1", "pods", **OWNED_PODS)
-def owned_pod_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
+def owned_pod_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     labels = body.get("metadata", {}).get("labels", {})
-    if names.LABEL_ACTOR in labels:
-        cr = _kube().get_custom(names.ACTOR_PLURAL, namespace, labels[names.LABEL_ACTOR])
+    if contract.LABEL_ACTOR in labels:
+        cr = memo.kube.get_custom(contract.ACTOR_PLURAL, namespace, labels[contract.LABEL_ACTOR])
         if cr is not None:
-            actor_reconciler.reconcile(_kube(), _gcs(), cr)
-    elif names.LABEL_CLUSTER in labels:
-        cr = _kube().get_custom(names.CLUSTER_PLURAL, namespace, labels[names.LABEL_CLUSTER])
+            actor_reconciler.reconcile(memo.kube, memo.head, cr, memo.locks)
+    elif contract.LABEL_CLUSTER in labels:
+        cr = memo.kube.get_custom(contract.CLUSTER_PLURAL, namespace, labels[contract.LABEL_CLUSTER])
         if cr is not None:
-            cluster_reconciler.reconcile(_kube(), cr, _gcs())
+            cluster_reconciler.reconcile(memo.kube, cr, memo.head, memo.locks)

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import kubernetes
-from kastor.operator import names
+from kastor.runtime import k8s_contract as contract
 from kubernetes.client.exceptions import ApiException
 
 
@@ -77,17 +77,28 @@ class Kube:
             if e.status != 409:
                 raise
 
-    def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
-        """The Secret's decoded data, or None if it does not exist."""
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret object as stored (metadata included), or None if it does not exist."""
         try:
-            secret = self._json(self.core.read_namespaced_secret(name, namespace, _preload_content=False))
+            return self._json(self.core.read_namespaced_secret(name, namespace, _preload_content=False))
         except ApiException as e:
             if e.status == 404:
                 return None
             raise
+
+    @staticmethod
+    def secret_data(secret: dict[str, Any]) -> dict[str, str]:
+        """A Secret object's data, decoded."""
         data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
         data.update(secret.get("stringData") or {})
         return data
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The Secret's decoded data, or None if it does not exist."""
+        secret = self.read_secret(namespace, name)
+        if secret is None:
+            return None
+        return self.secret_data(secret)
 
     def create_secret(self, namespace: str, secret: dict[str, Any]) -> None:
         try:
@@ -96,12 +107,15 @@ class Kube:
             if e.status != 409:
                 raise
 
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        self.core.create_namespaced_event(namespace, event, _preload_content=False)
+
     # ---- our custom resources ----
 
     def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self._json(self.custom.get_namespaced_custom_object(
-                names.GROUP, names.VERSION, namespace, plural, name, _preload_content=False))
+                contract.GROUP, contract.VERSION, namespace, plural, name, _preload_content=False))
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -111,7 +125,7 @@ class Kube:
         """Merge-patches the status subresource; a resource deleted meanwhile is not an error."""
         try:
             self.custom.patch_namespaced_custom_object_status(
-                names.GROUP, names.VERSION, namespace, plural, name, {"status": status},
+                contract.GROUP, contract.VERSION, namespace, plural, name, {"status": status},
                 _content_type="application/merge-patch+json", _preload_content=False)
         except ApiException as e:
             if e.status != 404:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kastor.operator import names
+from kastor.runtime import k8s_contract as contract
 
 
 def phase(pod: dict[str, Any]) -> str:
@@ -17,7 +17,7 @@ def terminating(pod: dict[str, Any]) -> bool:
 
 
 def finished(pod: dict[str, Any]) -> bool:
-    """The pod will never run again (restartPolicy Never): it must be replaced."""
+    """The pod will never run again (restartPolicy Never, or evicted): it must be replaced."""
     return phase(pod) in ("Failed", "Succeeded")
 
 
@@ -30,9 +30,17 @@ def ready(pod: dict[str, Any]) -> bool:
 
 def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
-        if status.get("name") == names.CONTAINER or len(pod["spec"]["containers"]) == 1:
+        if status.get("name") == contract.CONTAINER or len(pod["spec"]["containers"]) == 1:
             return ((status.get("state") or {}).get("terminated")) or {}
     return {}
+
+
+def restart_count(pod: dict[str, Any]) -> int:
+    """How often the kubelet restarted the Kastor container in place."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == contract.CONTAINER or len(pod["spec"]["containers"]) == 1:
+            return int(status.get("restartCount") or 0)
+    return 0
 
 
 def exit_code(pod: dict[str, Any]) -> int | None:
@@ -47,8 +55,42 @@ def termination_message(pod: dict[str, Any]) -> str:
     return text.splitlines()[-1].removeprefix("actor-pod: ") if text else ""
 
 
+def controller_uid(obj: dict[str, Any]) -> str | None:
+    """The uid of the object's controller (its controlling ownerReference), or None.
+
+    Children are adopted by this, not by labels alone: a resource deleted and re-created
+    under the same name must not take over its predecessor's dying children."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+# Waiting reasons that are the normal way up, not a problem to report.
+_STARTING = frozenset({"ContainerCreating", "PodInitializing"})
+
+
+def stuck_reason(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """Why a pod that is not running is stuck, as (reason, message), or None if it is just starting.
+
+    The scheduler's verdict (PodScheduled False: Unschedulable, with how many nodes fit) or
+    a container's waiting reason (ImagePullBackOff, ErrImagePull, CreateContainerConfigError,
+    CrashLoopBackOff...), as `kubectl describe` would show them.
+    """
+    status = pod.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return condition.get("reason") or "Unschedulable", condition.get("message") or "not scheduled"
+    for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason and reason not in _STARTING:
+            return reason, waiting.get("message") or reason
+    return None
+
+
 def attempt(pod: dict[str, Any]) -> int:
-    return int((pod["metadata"].get("annotations") or {}).get(names.ANNOTATION_ATTEMPT, "0"))
+    return int((pod["metadata"].get("annotations") or {}).get(contract.ANNOTATION_ATTEMPT, "0"))
 
 
 @dataclass(frozen=True)

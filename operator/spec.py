@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from kastor.operator import names
+from kastor.runtime import k8s_contract as contract
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -67,7 +67,7 @@ class WorkerGroup:
 @dataclass(frozen=True)
 class RedisSpec:
     managed: bool = False
-    image: str = names.DEFAULT_REDIS_IMAGE
+    image: str = contract.DEFAULT_REDIS_IMAGE
     address: str | None = None
     password_secret: str | None = None
     password_key: str = "password"
@@ -86,7 +86,7 @@ class ClusterSpec:
     worker_groups: tuple[WorkerGroup, ...] = ()
     redis: RedisSpec = RedisSpec()
     token_secret: str | None = None
-    token_key: str = names.TOKEN_KEY
+    token_key: str = contract.TOKEN_KEY
     tls_secret: str | None = None  # a kubernetes.io/tls Secret with ca.crt: TLS on every port
 
     @property
@@ -144,14 +144,14 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
     redis_raw = ((spec.get("gcs") or {}).get("redis")) or {}
     secret_ref = redis_raw.get("passwordSecret") or {}
     redis = RedisSpec(managed=bool(redis_raw.get("managed", False)),
-                      image=redis_raw.get("image", names.DEFAULT_REDIS_IMAGE), address=redis_raw.get("address"),
+                      image=redis_raw.get("image", contract.DEFAULT_REDIS_IMAGE), address=redis_raw.get("address"),
                       password_secret=secret_ref.get("name"), password_key=secret_ref.get("key", "password"))
     if redis.managed and redis.address:
         raise SpecError("InvalidSpec", "spec.gcs.redis: set either managed: true or address, not both")
     auth = spec.get("auth") or {}
     return ClusterSpec(image=image, image_pull_policy=spec.get("imagePullPolicy", "IfNotPresent"),
                        suspend=bool(spec.get("suspend", False)), head=head, worker_groups=tuple(groups),
-                       redis=redis, token_secret=auth.get("secretName"), token_key=auth.get("secretKey", "token"),
+                       redis=redis, token_secret=auth.get("secretName"), token_key=contract.token_key(auth),
                        tls_secret=(spec.get("tls") or {}).get("secretName"))
 
 

@@ -12,7 +12,7 @@ import logging
 import threading
 from typing import Any
 
-from kastor.operator.gcs import Gcs
+from kastor.operator.head_client import HeadClient
 from kastor.operator.spec import ActorSpec
 from kastor.runtime.checkpoint_stores import RedisStore
 
@@ -22,12 +22,12 @@ _stores: dict[tuple[str, str, str], RedisStore] = {}
 _lock = threading.Lock()
 
 
-def checkpoint_status(gcs: Gcs, head: str, token: str, ca: str | None, actor: ActorSpec) -> dict[str, Any]:
+def checkpoint_status(client: HeadClient, head: str, token: str, ca: str | None, actor: ActorSpec) -> dict[str, Any]:
     """`lastCheckpointTime` and `lastCheckpointBytes` for the status, or {} when unknown."""
     if actor.state is None or actor.state.store != "redis":
         return {}
     try:
-        where = gcs.checkpoint_store(head, token, ca)
+        where = client.checkpoint_store(head, token, ca)
         if not where.redis_address:
             return {}
         key = (where.redis_address, where.redis_password, where.key_prefix)

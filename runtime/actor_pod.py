@@ -26,10 +26,7 @@ import threading
 from typing import Any
 
 from kastor.runtime import auth, config, flags, launcher
-
-EXIT_FAILED = 1      # this pod failed (its node agent died, the head lost the actor): replace the pod
-EXIT_BAD_SPEC = 2    # the spec can never work: do not replace the pod
-EXIT_ACTOR_DEAD = 3  # the GCS declared the actor dead (constructor raised, restarts used up, killed)
+from kastor.runtime.k8s_contract import EXIT_ACTOR_DEAD, EXIT_BAD_SPEC, EXIT_FAILED
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

@@ -213,11 +213,11 @@ def _supervise(children: list[launcher.Child], record_path: str) -> int:
 
 
 def _redis_clean(args: argparse.Namespace) -> int:
-    from kastor.runtime import redis_store
+    from kastor.runtime import redis_cleanup, redis_store
     try:
         password = redis_store.resolve_password(args.redis_password_file)
-        deleted = asyncio.run(redis_store.delete_cluster(args.redis_address, args.cluster_id, password))
-    except (ValueError, OSError, redis_store.RedisError) as e:
+        deleted = redis_cleanup.clean(args.redis_address, args.cluster_id, password)
+    except (OSError, redis_cleanup.CleanupError) as e:
         print(f"kastor redis-clean: {e}", file=sys.stderr)
         return 1
     print(f"deleted {deleted} key(s) of cluster {args.cluster_id!r} from {args.redis_address}")

@@ -15,7 +15,7 @@ import socket
 import subprocess
 from dataclasses import dataclass
 
-from kastor.operator import names
+from kastor.runtime import k8s_contract as contract
 
 _FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+)")
 
@@ -51,7 +51,7 @@ def find(cluster: str, namespace: str | None = None, kube_context: str | None = 
     host, port = client_address.removeprefix("kastor://").rsplit(":", 1)
     if _reachable(host, int(port)):
         return Found(f"{host}:{port}", token)
-    forward, local_port = _port_forward(names.head_service(cluster), namespace, int(port), kube_context)
+    forward, local_port = _port_forward(contract.head_service(cluster), namespace, int(port), kube_context)
     return Found(f"127.0.0.1:{local_port}", token, forward)
 
 
@@ -59,7 +59,7 @@ def _get_cluster(client, cluster: str, namespace: str) -> dict:
     from kubernetes.client.rest import ApiException
     try:
         return client.CustomObjectsApi().get_namespaced_custom_object(
-            names.GROUP, names.VERSION, namespace, names.CLUSTER_PLURAL, cluster)
+            contract.GROUP, contract.VERSION, namespace, contract.CLUSTER_PLURAL, cluster)
     except ApiException as e:
         if e.status == 404:
             raise ValueError(f"No ActorCluster {cluster!r} in namespace {namespace!r} "
@@ -69,8 +69,8 @@ def _get_cluster(client, cluster: str, namespace: str) -> dict:
 
 def _read_token(client, cr: dict, namespace: str) -> str:
     auth = (cr.get("spec") or {}).get("auth") or {}
-    secret_name = auth.get("secretName") or names.token_secret(cr["metadata"]["name"])
-    key = auth.get("secretKey", names.TOKEN_KEY)
+    secret_name = contract.token_secret(cr["metadata"]["name"], auth)
+    key = contract.token_key(auth)
     secret = client.CoreV1Api().read_namespaced_secret(secret_name, namespace)
     data = (secret.data or {}).get(key)
     if not data:

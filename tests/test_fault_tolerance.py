@@ -256,3 +256,14 @@ def test_redis_clean_removes_only_that_clusters_keys(cluster, redis_server):
     assert r.hget("kastor:other:actors", "k") == b"v"
     bad = subprocess.run([*cli, "--cluster-id", "bad id"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "cluster id" in bad.stderr
+
+
+def test_redis_cleanup_function_deletes_one_clusters_keys(redis_server):
+    """What the operator's finalizer calls: a function with a count, not a subprocess."""
+    from kastor.runtime import redis_cleanup
+    r = redis.Redis(port=redis_server.port)
+    r.hset("kastor:mine:actors", "a", "1")
+    r.hset("kastor:mine:nodes", "n", "1")
+    r.hset("kastor:other:actors", "k", "v")
+    assert redis_cleanup.clean(redis_server.address, "mine") == 2
+    assert r.keys("kastor:mine:*") == [] and r.hget("kastor:other:actors", "k") == b"v"

@@ -129,6 +129,10 @@ def crd_reference(relative: str, marker: str) -> str:
         out.append(f"### {names['kind']} (`{crd['spec']['group']}/{version['name']}`)\n")
         out.append(f"Plural `{names['plural']}`" + (f", short names {short}" if short else "")
                    + f", {crd['spec']['scope'].lower()}. Generated from `{relative}`.\n")
+        whole = root.get("x-kubernetes-validations", [])
+        if whole:  # rules on the object as a whole (its name, say), checked at admission
+            out.append("Admission rules on the whole object:\n\n"
+                       + "\n".join(f"- {_cell(r.get('message', r['rule']))}" for r in whole) + "\n")
         for part in ("spec", "status"):
             if part not in root.get("properties", {}):
                 continue

@@ -14,17 +14,18 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from kastor.operator import build_actor, build_cluster, names, pods
+from kastor.operator import build_actor, build_cluster, pods
 from kastor.operator.conditions import set_condition
 from kastor.operator.overrides import apply_template
 from kastor.operator.spec import SpecError, cpu_quantity, parse_actor, parse_cluster
+from kastor.runtime import k8s_contract as contract
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.32.0"
 
 
 def cr(kind: str, name: str, spec: dict) -> dict:
-    return {"apiVersion": names.API_VERSION, "kind": kind, "spec": spec,
+    return {"apiVersion": contract.API_VERSION, "kind": kind, "spec": spec,
             "metadata": {"name": name, "namespace": "team", "uid": "0f0e0d0c-0000-4000-8000-000000000001",
                          "generation": 1}}
 
@@ -80,7 +81,7 @@ def test_head_pod_runs_the_head_with_redis_and_the_token_secret():
                                                                          "key": "redis-password"}
     assert env["EXTRA"]["value"] == "1"  # template override merged by name, built env kept
     assert head["spec"]["nodeSelector"] == {"pool": "cpu"}
-    assert head["metadata"]["labels"]["team"] == "ml" and head["metadata"]["labels"][names.LABEL_ROLE] == "head"
+    assert head["metadata"]["labels"]["team"] == "ml" and head["metadata"]["labels"][contract.LABEL_ROLE] == "head"
     assert head["metadata"]["ownerReferences"][0]["uid"] == CLUSTER["metadata"]["uid"]
     assert head["spec"]["securityContext"]["runAsNonRoot"] is True
 
@@ -112,7 +113,7 @@ def test_actor_pod_creates_the_actor_with_its_own_resource():
     assert dict(zip(args[1::2], args[2::2], strict=False))["--resource"] == "detachedactor/team/counter"
     assert args[args.index("--args-json") + 1] == '[1, "x"]'
     assert args[args.index("--num-cpus") + 1] == "1"  # 500m rounds up: an actor needs a whole CPU to be placed
-    assert pod["metadata"]["annotations"][names.ANNOTATION_SPEC_HASH] == build_actor.spec_hash(ACTOR["spec"])
+    assert pod["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH] == build_actor.spec_hash(ACTOR["spec"])
 
 
 def test_spec_defaults_and_the_actor_namespace():
@@ -162,9 +163,9 @@ def test_cpu_quantities():
 
 
 def test_operator_labels_win_over_template_labels():
-    base = {"metadata": {"labels": {names.LABEL_ROLE: "head"}}, "spec": {"containers": [{"name": "kastor"}]}}
-    out = apply_template(base, {"metadata": {"labels": {names.LABEL_ROLE: "evil", "x": "y"}}})
-    assert out["metadata"]["labels"] == {names.LABEL_ROLE: "head", "x": "y"}
+    base = {"metadata": {"labels": {contract.LABEL_ROLE: "head"}}, "spec": {"containers": [{"name": "kastor"}]}}
+    out = apply_template(base, {"metadata": {"labels": {contract.LABEL_ROLE: "evil", "x": "y"}}})
+    assert out["metadata"]["labels"] == {contract.LABEL_ROLE: "head", "x": "y"}
 
 
 def test_condition_time_moves_only_on_a_flip():
@@ -198,13 +199,13 @@ SAMPLES = sorted(glob.glob(str(REPO / "charts" / "kastor-cluster" / "examples" /
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: Path(p).name)
 def test_sample_custom_resources_match_the_crd_schema(path):
     for doc in yaml.safe_load_all(Path(path).read_text()):
-        if doc and doc.get("apiVersion") == names.API_VERSION:
+        if doc and doc.get("apiVersion") == contract.API_VERSION:
             jsonschema.Draft7Validator(cr_schema(doc["kind"])).validate(doc)
 
 
 def test_crd_schemas_reject_bad_resources():
     validator = jsonschema.Draft7Validator(cr_schema("DetachedActor"))
-    good = {"apiVersion": names.API_VERSION, "kind": "DetachedActor", "metadata": {"name": "a"},
+    good = {"apiVersion": contract.API_VERSION, "kind": "DetachedActor", "metadata": {"name": "a"},
             "spec": {"clusterRef": "c", "actorClass": "m:C"}}
     assert not list(validator.iter_errors(good))
     for bad in ({"clusterRef": "c"}, {"clusterRef": "c", "actorClass": "no-colon"},

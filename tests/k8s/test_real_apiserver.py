@@ -70,6 +70,14 @@ CEL_CASES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"image": "kastor:dev", "gcs": {"redis": {"managed": False, "address": "redis.example:6379"}}},
     ),
 }
+# Rules on metadata.name (issue 12 defect 9): the plural, a name the rule must reject and a
+# valid spec, which the server must accept under a good name.
+NAME_CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "an ActorCluster name must be at most 53 lowercase letters, digits or '-', start with a letter and end with a "
+    "letter or digit (it names the cluster's Services)": ("actorclusters", "1st.cluster", {"image": "kastor:dev"}),
+    "a DetachedActor name must be at most 63 characters (it is a label value on its pods)": (
+        "detachedactors", "a" * 64, {"clusterRef": "demo", "actorClass": "m:C"}),
+}
 KINDS = {"actorclusters": "ActorCluster", "detachedactors": "DetachedActor"}
 
 
@@ -146,9 +154,9 @@ def test_control_plane_listens_on_127_0_0_1_only(real_k8s):
 def test_every_cel_rule_in_crds_has_a_case():
     rules = all_cel_rules()
     assert rules, "crds/ has no x-kubernetes-validations rule at all; the cases below would test nothing"
-    missing = sorted(set(rules) - set(CEL_CASES))
+    missing = sorted(set(rules) - set(CEL_CASES) - set(NAME_CASES))
     assert not missing, f"CEL rules without a rejection case in CEL_CASES: {[(m, rules[m]) for m in missing]}"
-    stale = sorted(set(CEL_CASES) - set(rules))
+    stale = sorted((set(CEL_CASES) | set(NAME_CASES)) - set(rules))
     assert not stale, f"CEL_CASES for rules no longer in crds/: {stale}"
 
 
@@ -168,6 +176,25 @@ def test_cel_rule_rejects_with_its_message(api, message):
     )
     assert created["metadata"]["name"] == name
     objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, name)
+
+
+@pytest.mark.parametrize("message", sorted(NAME_CASES))
+def test_names_that_cannot_name_the_children_are_rejected_at_admission(api, message):
+    plural, bad_name, spec = NAME_CASES[message]
+    objects = kubernetes.client.CustomObjectsApi(api)
+    with pytest.raises(ApiException) as rejected:
+        objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural,
+                                                custom_object(plural, bad_name, spec))
+    assert rejected.value.status == 422, rejected.value.body
+    assert message in json.loads(rejected.value.body)["message"]
+    good = "name-" + str(sorted(NAME_CASES).index(message))
+    assert objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural,
+                                                   custom_object(plural, good, spec))["metadata"]["name"] == good
+    objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, good)
+    if plural == "actorclusters":  # the longest name the rule allows still forms every child's name
+        longest = "c" + "x" * 52
+        objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, custom_object(plural, longest, spec))
+        objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, longest)
 
 
 def test_unknown_fields_are_pruned_and_preserved_ones_kept(api):

@@ -31,20 +31,27 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
-{{/* The rules the operator needs in a namespace it manages: least privilege. */}}
+{{/* The rules the operator needs in a namespace it manages: exactly what it calls, nothing more.
+  Custom resources: kopf lists/watches them and patches its annotations and finalizers; the
+  reconcilers get them and merge-patch status. Owner references with blockOwnerDeletion need
+  `update` on <kind>/finalizers where OwnerReferencesPermissionEnforcement is on. Pods: list,
+  watch, create, delete; Services: create; Secrets: get, create (the token); Events: create. */}}
 {{- define "kastor-operator.namespacedRules" -}}
 - apiGroups: ["kastor.dev"]
   resources: ["actorclusters", "detachedactors"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["kastor.dev"]
   resources: ["actorclusters/status", "detachedactors/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
+- apiGroups: ["kastor.dev"]
+  resources: ["actorclusters/finalizers", "detachedactors/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "create"]
+  verbs: ["create"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
@@ -53,7 +60,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: ["get", "create"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
   verbs: ["get", "list", "watch", "patch"]

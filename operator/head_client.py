@@ -1,4 +1,4 @@
-"""What the operator asks a cluster's head (GCS): an actor's live state, and to kill one.
+"""The operator's client of a cluster's head (the GCS server): an actor's live state, nodes, kills.
 
 The operator reads the live GCS state so DetachedActor.status mirrors it, and kills the
 GCS entry when it gives up on an actor, so callers holding handles get ActorDiedError.
@@ -16,7 +16,7 @@ from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 TIMEOUT_S = 5.0
 
 
-class Gcs:
+class HeadClient:
     """Blocking calls to heads, one cached channel per address (safe from handler threads)."""
 
     def __init__(self) -> None:

@@ -1,0 +1,109 @@
+"""What a reconcile plan asks for, and the one executor that does it against the API.
+
+Plans (`cluster_reconciler.plan`, `actor_reconciler.plan`) are pure functions of what was
+observed: they return these plain values, so tests check a decision by comparing lists,
+without an API server or a head. `apply` is the only place that turns them into calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from kastor.operator import events
+from kastor.operator.head_client import HeadClient
+from kastor.operator.kube import Kube
+
+log = logging.getLogger("kastor.operator")
+
+
+@dataclass(frozen=True)
+class CreatePod:
+    pod: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    name: str
+
+
+@dataclass(frozen=True)
+class EnsureService:
+    """Create the Service unless one of that name exists."""
+    service: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CreateSecret:
+    """Create the Secret unless one of that name exists (the token is generated only once)."""
+    secret: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EnsureClaim:
+    """Create the PersistentVolumeClaim unless it exists (a DetachedActor's durable-state volume)."""
+    claim: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class KillActor:
+    """Mark the actor dead in its cluster's GCS (no restart), so callers get ActorDiedError."""
+    address: str
+    token: str = field(repr=False)
+    actor_id: bytes
+    reason: str
+    ca: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event on the reconciled resource: what a user must see."""
+    type: str
+    reason: str
+    message: str
+
+
+Action = CreatePod | DeletePod | EnsureService | CreateSecret | EnsureClaim | KillActor
+
+
+@dataclass
+class Plan:
+    """A plan's whole answer: the actions in order, the status to write, the Events to post."""
+    actions: list[Action] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+
+def apply(kube: Kube, head: HeadClient | None, body: dict[str, Any], plan: Plan) -> None:
+    """Carries out the plan's actions in order and posts its Events on `body`.
+
+    A GCS kill that fails is logged, not raised: the actor's pods go anyway, and the head
+    declares it dead when they do. API errors other than 404/409 propagate (kopf retries).
+    """
+    ns = body["metadata"]["namespace"]
+    for action in plan.actions:
+        if isinstance(action, CreatePod):
+            kube.create_pod(ns, action.pod)
+        elif isinstance(action, DeletePod):
+            kube.delete_pod(ns, action.name)
+        elif isinstance(action, EnsureService):
+            kube.ensure_service(ns, action.service)
+        elif isinstance(action, CreateSecret):
+            kube.create_secret(ns, action.secret)
+        elif isinstance(action, EnsureClaim):
+            kube.ensure_claim(ns, action.claim)
+        elif isinstance(action, KillActor):
+            if head is None:
+                log.warning("no head client: cannot mark actor %s dead", action.actor_id.hex())
+                continue
+            try:
+                head.kill_actor(action.address, action.token, action.actor_id, action.reason, ca=action.ca)
+            except grpc.RpcError as e:
+                log.warning("could not mark actor %s dead in the GCS at %s: %s", action.actor_id.hex(),
+                            action.address, e.code().name)
+        else:  # pragma: no cover - a new action type without an executor branch
+            raise TypeError(f"no executor for action {action!r}")
+    for event in plan.events:
+        events.post(kube, body, event.type, event.reason, event.message)

@@ -1,0 +1,207 @@
+"""The operator against the real control plane (`controlplane_fixture.py`): what only real
+admission, finalizer handling and garbage collection show.
+
+There is no kubelet here, so pods stay Pending: these tests check what the operator does
+to the API objects, not Kastor processes (the emulated cluster covers those).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import kubernetes
+import pytest
+from kubernetes.client.rest import ApiException
+from support import wait_until
+
+from .test_real_apiserver import CONTROLLER_DEADLINE_S, GROUP, VERSION, api, custom_object  # noqa: F401
+
+NAMESPACE = "kastor-real-operator"
+
+
+@pytest.fixture(scope="module")
+def namespace(api) -> str:  # noqa: F811 - the fixture imported above
+    try:
+        kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
+    except ApiException as e:
+        if e.status != 409:
+            raise
+    return NAMESPACE
+
+
+def start_operator(real_k8s, log_path) -> subprocess.Popen:
+    env = {**os.environ, "KUBECONFIG": str(real_k8s.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": "2",
+           "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "kastor.operator", "--namespace", NAMESPACE, "--standalone",
+                                 "--liveness", ""], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=log_path.parent)
+
+
+@pytest.fixture
+def operator(real_k8s, namespace, tmp_path) -> Iterator[subprocess.Popen]:
+    proc = start_operator(real_k8s, tmp_path / "operator.log")
+    proc.log_path = tmp_path / "operator.log"  # type: ignore[attr-defined]
+    yield proc
+    stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def get(api, plural: str, name: str) -> dict | None:  # noqa: F811
+    try:
+        return kubernetes.client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, NAMESPACE,
+                                                                                    plural, name)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def pods_of(api, cluster: str) -> list[str]:  # noqa: F811
+    pods = kubernetes.client.CoreV1Api(api).list_namespaced_pod(NAMESPACE,
+                                                                label_selector=f"kastor.dev/cluster={cluster}")
+    return [p.metadata.name for p in pods.items]
+
+
+def test_a_cluster_carries_no_finalizer_and_is_deleted_with_the_operator_down(api, operator):  # noqa: F811
+    """Issue 12 defect 1: only resources with cleanup to do carry a finalizer, so deleting an
+    in-memory ActorCluster takes no operator at all; garbage collection removes its pods."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    spec = {"image": "kastor:dev", "workerGroups": [{"name": "cpu", "replicas": 1}]}
+    objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                            custom_object("actorclusters", "nofin", spec))
+    log = operator.log_path
+    wait_until(lambda: len(pods_of(api, "nofin")) == 1, "the operator created the head pod (workers wait for it)",
+               CONTROLLER_DEADLINE_S)
+    wait_until(lambda: (get(api, "actorclusters", "nofin") or {}).get("status", {}).get("phase"),
+               f"the operator wrote status (log: {log})", CONTROLLER_DEADLINE_S)
+    # kopf adds a finalizer before it runs the first handler, so with status written it would be there.
+    assert not (get(api, "actorclusters", "nofin")["metadata"].get("finalizers")), log.read_text()[-3000:]
+
+    stop(operator)
+    objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "nofin")
+    wait_until(lambda: get(api, "actorclusters", "nofin") is None, "the ActorCluster gone without the operator", 10)
+    wait_until(lambda: not pods_of(api, "nofin"), "garbage collection removed its pods", CONTROLLER_DEADLINE_S)
+
+
+def test_clusters_with_cleanup_to_do_carry_the_finalizer(api, operator):  # noqa: F811
+    """An external Redis outlives the cluster, and so would its keys: that cluster keeps the finalizer."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    spec = {"image": "kastor:dev", "gcs": {"redis": {"address": "127.0.0.1:1"}}}
+    objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                            custom_object("actorclusters", "ext", spec))
+    wait_until(lambda: "kastor.dev/finalizer" in ((get(api, "actorclusters", "ext") or {})["metadata"]
+                                                 .get("finalizers") or []),
+               f"the external-Redis cluster's finalizer (log: {operator.log_path})", CONTROLLER_DEADLINE_S)
+
+
+HOLD = "kastor.test/hold"  # a finalizer of the test's: keeps a deleted object Terminating, as a lost node does
+
+
+def hold(api, kind: str, name: str, on: bool) -> None:  # noqa: F811
+    core = kubernetes.client.CoreV1Api(api)
+    patch = {"metadata": {"finalizers": [HOLD] if on else None}}
+    try:
+        (core.patch_namespaced_pod if kind == "pod" else core.patch_namespaced_secret)(name, NAMESPACE, patch)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
+def head_pods(api, cluster: str) -> list:  # noqa: F811
+    return kubernetes.client.CoreV1Api(api).list_namespaced_pod(
+        NAMESPACE, label_selector=f"kastor.dev/cluster={cluster},kastor.dev/role=head").items
+
+
+def test_a_head_stuck_terminating_is_replaced_and_a_namesakes_children_are_not_adopted(api, operator):  # noqa: F811
+    """Issue 12 defect 2. A head pod on a lost node stays Terminating: with a fixed name it was
+    never replaced. And a cluster re-created under its name must neither adopt the old head
+    nor mount the old token Secret, which garbage collection is about to delete."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    spec = {"image": "kastor:dev"}
+    held: list[tuple[str, str]] = []
+    try:
+        objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                                custom_object("actorclusters", "lost", spec))
+        wait_until(lambda: len(head_pods(api, "lost")) == 1, "the first head pod", CONTROLLER_DEADLINE_S)
+        first = head_pods(api, "lost")[0].metadata.name
+        hold(api, "pod", first, True)
+        held.append(("pod", first))
+        kubernetes.client.CoreV1Api(api).delete_namespaced_pod(first, NAMESPACE)
+        wait_until(lambda: any(p.metadata.deletion_timestamp is None for p in head_pods(api, "lost")),
+                   f"a new head beside the one stuck Terminating (log: {operator.log_path})", CONTROLLER_DEADLINE_S)
+
+        # Delete the cluster while its Secret and a head are held, and re-create it at once.
+        old_uid = get(api, "actorclusters", "lost")["metadata"]["uid"]
+        hold(api, "secret", "lost-token", True)
+        held.append(("secret", "lost-token"))
+        for pod in head_pods(api, "lost"):
+            hold(api, "pod", pod.metadata.name, True)
+            held.append(("pod", pod.metadata.name))
+        objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "lost")
+        wait_until(lambda: get(api, "actorclusters", "lost") is None, "the first ActorCluster gone", 30)
+        objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                                custom_object("actorclusters", "lost", spec))
+        new_uid = get(api, "actorclusters", "lost")["metadata"]["uid"]
+        assert new_uid != old_uid
+
+        def ready_reason() -> str:
+            conditions = ((get(api, "actorclusters", "lost") or {}).get("status") or {}).get("conditions") or []
+            return next((c["reason"] for c in conditions if c["type"] == "Ready"), "")
+
+        wait_until(lambda: ready_reason() == "WaitingForOldSecret",
+                   f"the new cluster waiting out the old Secret (log: {operator.log_path})", CONTROLLER_DEADLINE_S)
+        owners = {p.metadata.owner_references[0].uid for p in head_pods(api, "lost")}
+        assert owners == {old_uid}, "no head for the new cluster while its token would be the old one"
+
+        hold(api, "secret", "lost-token", False)  # garbage collection may now finish with it
+        held.remove(("secret", "lost-token"))
+
+        def new_head() -> bool:
+            return any(p.metadata.owner_references[0].uid == new_uid for p in head_pods(api, "lost"))
+
+        wait_until(new_head, f"a head pod of the new cluster (log: {operator.log_path})", CONTROLLER_DEADLINE_S)
+        secret = kubernetes.client.CoreV1Api(api).read_namespaced_secret("lost-token", NAMESPACE)
+        assert secret.metadata.owner_references[0].uid == new_uid
+        old_heads = [p for p in head_pods(api, "lost") if p.metadata.owner_references[0].uid == old_uid]
+        assert old_heads and all(p.metadata.deletion_timestamp for p in old_heads), "the old heads left alone"
+    finally:
+        for kind, name in held:
+            hold(api, kind, name, False)
+
+
+def test_a_head_that_cannot_be_scheduled_says_why(api, operator):  # noqa: F811
+    """Issue 12 defect 10: this control plane has no node, so the scheduler marks the head
+    Unschedulable; the HeadReady condition and a Warning Event carry its message."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                            custom_object("actorclusters", "nowhere", {"image": "kastor:dev"}))
+
+    def head_condition() -> dict:
+        conditions = ((get(api, "actorclusters", "nowhere") or {}).get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "HeadReady"), {})
+
+    wait_until(lambda: head_condition().get("reason") == "Unschedulable",
+               f"HeadReady Unschedulable (log: {operator.log_path})", CONTROLLER_DEADLINE_S)
+    pod = kubernetes.client.CoreV1Api(api).list_namespaced_pod(
+        NAMESPACE, label_selector="kastor.dev/cluster=nowhere,kastor.dev/role=head").items[0]
+    scheduler_says = next(c.message for c in pod.status.conditions if c.type == "PodScheduled")
+    assert scheduler_says and scheduler_says in head_condition()["message"], head_condition()
+    events = kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
+    wait_until(lambda: any(e.reason == "Unschedulable" and e.involved_object.name == "nowhere" and e.type == "Warning"
+                           for e in kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items),
+               f"a Warning Event on the ActorCluster (events: {[(e.reason, e.involved_object.name) for e in events]})",
+               CONTROLLER_DEADLINE_S)
+    objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "nowhere")

@@ -1,0 +1,505 @@
+"""The reconcile plans, in-process: plain dicts of what was observed in, actions out.
+
+No API server and no head: each case builds what `observe` would have seen and checks
+the decision (`plan(observed) -> actions, status, events`), as KubeRay tests its
+reconcilers against a fake client. The emulated- and real-cluster suites prove the
+executor and the wiring; these prove the decisions, fast.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from kastor.operator import actor_reconciler as actors
+from kastor.operator import build_actor
+from kastor.operator import cluster_reconciler as clusters
+from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureService, KillActor
+from kastor.operator.conditions import get_condition
+from kastor.operator.spec import parse_cluster
+from kastor.runtime import k8s_contract as contract
+from kastor.runtime.protocol import kastor_pb2 as pb
+
+UID = "0f0e0d0c-0000-4000-8000-000000000001"
+
+
+def cr(kind: str, name: str, spec: dict, status: dict | None = None) -> dict:
+    body = {"apiVersion": contract.API_VERSION, "kind": kind, "spec": spec,
+            "metadata": {"name": name, "namespace": "team", "uid": UID, "generation": 1}}
+    if status is not None:
+        body["status"] = status
+    return body
+
+
+def pod(name: str, role: str, *, phase: str = "Running", ready: bool = True, ip: str = "", group: str = "",
+        actor: str = "", attempt: int = 0, exit_code: int | None = None, message: str = "", created: str = "",
+        deleting: bool = False, owner: str = UID) -> dict:
+    labels = {**contract.cluster_labels("demo", role)}
+    if group:
+        labels[contract.LABEL_GROUP] = group
+    if actor:
+        labels[contract.LABEL_ACTOR] = actor
+    meta = {"name": name, "labels": labels, "annotations": {contract.ANNOTATION_ATTEMPT: str(attempt)},
+            "creationTimestamp": created or "2026-01-01T00:00:00Z",
+            "ownerReferences": [{"apiVersion": contract.API_VERSION, "kind": "ActorCluster", "name": "demo",
+                                 "uid": owner, "controller": True, "blockOwnerDeletion": True}]}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+    status: dict = {"phase": phase, "podIP": ip,
+                    "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    if exit_code is not None:
+        status["containerStatuses"] = [{"name": contract.CONTAINER, "state": {
+            "terminated": {"exitCode": exit_code, "message": message}}}]
+    return {"metadata": meta, "spec": {"containers": [{"name": contract.CONTAINER}]}, "status": status}
+
+
+def kinds(plan) -> list[str]:
+    return [type(a).__name__ for a in plan.actions]
+
+
+def created_pods(plan) -> list[dict]:
+    return [a.pod for a in plan.actions if isinstance(a, CreatePod)]
+
+
+def deleted(plan) -> list[str]:
+    return [a.name for a in plan.actions if isinstance(a, DeletePod)]
+
+
+def reasons(plan) -> list[str]:
+    return [e.reason for e in plan.events]
+
+
+CLUSTER_SPEC = {"image": "kastor:dev", "workerGroups": [{"name": "cpu", "replicas": 2}]}
+
+
+# ---- ActorCluster ----
+
+def test_a_new_cluster_gets_its_secret_service_head_and_workers():
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC)
+    out = clusters.plan(clusters.Observed(body, token_secret_exists=False, new_token="t", new_redis_password="p"))
+    assert kinds(out) == ["CreateSecret", "EnsureService", "CreatePod"]
+    secret = next(a.secret for a in out.actions if isinstance(a, CreateSecret))
+    assert secret["stringData"] == {contract.TOKEN_KEY: "t", contract.REDIS_PASSWORD_KEY: "p"}
+    roles = [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(out)]
+    assert roles == ["head"]  # workers wait for the head (issue 12 defect 3)
+    assert reasons(out) == ["TokenCreated"]
+    assert out.status["phase"] == "Pending" and out.status["desiredWorkers"] == 2
+
+
+def test_an_invalid_cluster_spec_fails_with_one_event_per_new_message():
+    body = cr("ActorCluster", "demo", {"workerGroups": []})
+    first = clusters.plan(clusters.Observed(body))
+    assert first.actions == [] and first.status["phase"] == "Failed" and reasons(first) == ["InvalidSpec"]
+    again = clusters.plan(clusters.Observed({**body, "status": first.status}))
+    assert again.events == [] and again.status["phase"] == "Failed"
+
+
+def test_a_ready_cluster_needs_nothing():
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC, {"phase": "Ready"})
+    pods = [pod("demo-head", "head", ip="10.0.0.1"),
+            pod("w1", "worker", group="cpu", ip="10.0.0.2"), pod("w2", "worker", group="cpu", ip="10.0.0.3")]
+    out = clusters.plan(clusters.Observed(body, pods, registered={"10.0.0.1", "10.0.0.2", "10.0.0.3"},
+                                          head_asked=True))
+    assert kinds(out) == ["EnsureService"] and out.events == []
+    assert out.status["phase"] == "Ready" and out.status["readyWorkers"] == 2
+
+
+def test_a_worker_counts_as_ready_only_once_its_node_joined():
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC, {"phase": "Pending"})
+    pods = [pod("demo-head", "head", ip="10.0.0.1"),
+            pod("w1", "worker", group="cpu", ip="10.0.0.2"), pod("w2", "worker", group="cpu", ip="10.0.0.3")]
+    out = clusters.plan(clusters.Observed(body, pods, registered={"10.0.0.1", "10.0.0.2"}, head_asked=True))
+    assert out.status["readyWorkers"] == 1 and out.status["phase"] == "Pending"
+
+
+def test_a_head_that_does_not_answer_degrades_a_ready_cluster():
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC, {"phase": "Ready"})
+    pods = [pod("demo-head", "head", ip="10.0.0.1")]
+    out = clusters.plan(clusters.Observed(body, pods, registered=None, head_asked=True))
+    assert get_condition(out.status["conditions"], "HeadReady")["reason"] == "HeadUnreachable"
+    assert out.status["phase"] == "Degraded"
+
+
+def test_a_failed_head_is_deleted_then_recreated():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev"}, {"phase": "Ready"})
+    failed = pod("demo-head", "head", phase="Failed", ready=False, exit_code=1, message="boom")
+    out = clusters.plan(clusters.Observed(body, [failed]))
+    assert deleted(out) == ["demo-head"] and created_pods(out) == [] and reasons(out) == ["HeadPodFailed"]
+    assert "boom" in out.events[0].message
+    gone = clusters.plan(clusters.Observed(body, []))
+    assert [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(gone)] == ["head"]
+
+
+def test_suspending_deletes_every_head_and_worker_pod():
+    body = cr("ActorCluster", "demo", {**CLUSTER_SPEC, "suspend": True}, {"phase": "Ready"})
+    pods = [pod("demo-head", "head"), pod("w1", "worker", group="cpu"), pod("w2", "worker", group="cpu", deleting=True)]
+    out = clusters.plan(clusters.Observed(body, pods))
+    assert sorted(deleted(out)) == ["demo-head", "w1"] and created_pods(out) == []
+    assert out.status["phase"] == "Suspended" and out.status["desiredWorkers"] == 0
+
+
+def test_scale_down_removes_not_ready_then_newest_workers():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev", "workerGroups": [{"name": "cpu", "replicas": 1}]})
+    pods = [pod("demo-head", "head"), pod("old", "worker", group="cpu", created="2026-01-01T00:00:00Z"),
+            pod("new", "worker", group="cpu", created="2026-01-02T00:00:00Z"),
+            pod("sick", "worker", group="cpu", ready=False, created="2025-12-01T00:00:00Z"),
+            pod("orphan", "worker", group="gone")]
+    out = clusters.plan(clusters.Observed(body, pods))
+    assert sorted(deleted(out)) == ["new", "orphan", "sick"] and created_pods(out) == []
+
+
+def test_a_managed_redis_is_planned_before_the_head():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev", "gcs": {"redis": {"managed": True}}})
+    out = clusters.plan(clusters.Observed(body))
+    services = [a.service["metadata"]["name"] for a in out.actions if isinstance(a, EnsureService)]
+    assert services == ["demo-redis", "demo-head"]
+    assert [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(out)] == ["redis", "head"]
+    assert get_condition(out.status["conditions"], "GcsReady")["reason"] == "RedisStarting"
+
+
+def test_an_external_redis_without_its_password_secret_is_not_ready():
+    spec = {"image": "kastor:dev", "gcs": {"redis": {"address": "r:6379", "passwordSecret": {"name": "pw"}}}}
+    out = clusters.plan(clusters.Observed(cr("ActorCluster", "demo", spec), redis_password_secret_exists=False))
+    assert get_condition(out.status["conditions"], "GcsReady")["reason"] == "SecretNotFound"
+
+
+# ---- DetachedActor ----
+
+ACTOR_SPEC = {"clusterRef": "demo", "actorClass": "pkg.mod:Counter", "maxRestarts": 1}
+
+
+def cluster_view() -> actors.Cluster:
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev"})
+    return actors.Cluster(body, parse_cluster(body["spec"]), "tok")
+
+
+def actor_body(status: dict | None = None, spec: dict | None = None) -> dict:
+    spec = spec or ACTOR_SPEC
+    status = {"specHash": build_actor.spec_hash(spec), **(status or {})}
+    return cr("DetachedActor", "counter", spec, status)
+
+
+def info(state: int, restarts: int = 0, **fields) -> pb.ActorInfo:
+    return pb.ActorInfo(spec=pb.ActorSpec(actor_id=b"\x01" * 16), state=state, num_restarts=restarts, **fields)
+
+
+def test_a_new_actor_gets_its_first_pod():
+    out = actors.plan(actors.Observed(actor_body(), [], cluster_view()))
+    assert kinds(out) == ["CreatePod"] and created_pods(out)[0]["metadata"]["name"] == "counter-actor-1"
+    assert out.status["state"] == "Pending" and out.status["attempt"] == 1
+
+
+def test_an_alive_actor_mirrors_the_gcs():
+    running = pod("counter-actor-1", "actor", actor="counter", attempt=1)
+    out = actors.plan(actors.Observed(actor_body({"podName": "counter-actor-1"}), [running], cluster_view(),
+                                      info(pb.ALIVE, address="10.0.0.5:1")))
+    assert out.actions == [] and out.status["state"] == "Alive" and out.status["address"] == "10.0.0.5:1"
+    assert out.status["actorId"] == (b"\x01" * 16).hex()
+
+
+def test_a_usage_error_exit_replaces_the_pod_but_a_bad_spec_exit_ends_the_actor():
+    """Exit 2 (argparse) is an ordinary pod failure; only the contract's terminal codes end the actor."""
+    status = {"podName": "counter-actor-1", "attempt": 1}
+    usage = pod("counter-actor-1", "actor", actor="counter", attempt=1, phase="Failed", exit_code=2,
+                message="kastor: error: unrecognized arguments")
+    out = actors.plan(actors.Observed(actor_body(status), [usage], cluster_view()))
+    assert [p["metadata"]["name"] for p in created_pods(out)] == ["counter-actor-2"]
+    assert deleted(out) == ["counter-actor-1"] and reasons(out) == ["PodFailed"]
+    assert out.status["state"] == "Pending" and out.status["earlyPodFailures"] == 1
+
+    bad = pod("counter-actor-1", "actor", actor="counter", attempt=1, phase="Failed",
+              exit_code=contract.EXIT_BAD_SPEC, message="actor-pod: ClassNotImportable: cannot import 'pkg.mod'")
+    out = actors.plan(actors.Observed(actor_body(status), [bad], cluster_view()))
+    assert out.actions == [] and out.status["state"] == "Dead"
+    assert get_condition(out.status["conditions"], "Ready")["reason"] == "ClassNotImportable"
+
+
+def test_early_pod_failures_are_bounded():
+    status = {"podName": "counter-actor-4", "attempt": 4, "earlyPodFailures": actors.MAX_EARLY_POD_FAILURES}
+    failed = pod("counter-actor-4", "actor", actor="counter", attempt=4, phase="Failed", exit_code=1)
+    out = actors.plan(actors.Observed(actor_body(status), [failed], cluster_view()))
+    assert created_pods(out) == [] and out.status["state"] == "Dead"
+    assert get_condition(out.status["conditions"], "Ready")["reason"] == "PodFailing"
+
+
+def test_a_pod_failure_past_max_restarts_kills_the_actor_in_the_gcs():
+    status = {"podName": "counter-actor-2", "attempt": 2}
+    failed = pod("counter-actor-2", "actor", actor="counter", attempt=2, phase="Failed", exit_code=1)
+    out = actors.plan(actors.Observed(actor_body(status), [failed], cluster_view(), info(pb.ALIVE, restarts=1)))
+    assert kinds(out) == ["KillActor"] and out.status["state"] == "Dead"
+    kill = out.actions[0]
+    assert isinstance(kill, KillActor) and kill.actor_id == b"\x01" * 16 and "maxRestarts=1" in kill.reason
+    assert "MaxRestartsExceeded" in reasons(out)
+
+
+def test_a_spec_change_rolls_the_actor():
+    old_spec = dict(ACTOR_SPEC)
+    new_spec = {**ACTOR_SPEC, "args": [5]}
+    body = cr("DetachedActor", "counter", new_spec,
+              {"specHash": build_actor.spec_hash(old_spec), "actorId": "01" * 16, "state": "Alive"})
+    running = pod("counter-actor-1", "actor", actor="counter", attempt=1)
+    out = actors.plan(actors.Observed(body, [running], cluster_view()))
+    assert kinds(out) == ["KillActor", "DeletePod"] and out.status["actorId"] is None
+    assert out.status["specHash"] == build_actor.spec_hash(new_spec) and reasons(out) == ["Rolling"]
+
+
+def test_a_dead_actor_in_the_gcs_is_dead_with_its_reason():
+    running = pod("counter-actor-1", "actor", actor="counter", attempt=1)
+    dead = info(pb.DEAD, death_cause="boom", death_error=pb.Value(data=b"x"))
+    out = actors.plan(actors.Observed(actor_body({"podName": "counter-actor-1"}), [running], cluster_view(), dead))
+    assert out.actions == [] and out.status["state"] == "Dead" and reasons(out) == ["ConstructorFailed"]
+
+
+def test_a_missing_cluster_is_pending_with_one_warning():
+    seen = actors.Observed(actor_body(), [], ("ClusterNotFound", "ActorCluster 'demo' does not exist"))
+    first = actors.plan(seen)
+    assert first.actions == [] and first.status["state"] == "Pending" and reasons(first) == ["ClusterNotFound"]
+    again = actors.plan(actors.Observed(actor_body(copy.deepcopy(first.status)), [], seen.cluster))
+    assert again.events == []
+
+
+def test_a_cluster_name_that_cannot_name_a_service_fails_once_not_for_ever():
+    """Admitted before the CRD's name rule existed (or by a server without CEL): a condition
+    and one Event, no actions (creating its Services would fail on every reconcile)."""
+    body = cr("ActorCluster", "1st.cluster", CLUSTER_SPEC)
+    out = clusters.plan(clusters.Observed(body))
+    assert out.actions == [] and out.status["phase"] == "Failed" and reasons(out) == ["InvalidName"]
+    assert "cannot name its Services" in get_condition(out.status["conditions"], "Ready")["message"]
+    assert clusters.plan(clusters.Observed({**body, "status": out.status})).events == []
+    longest = cr("ActorCluster", "c" + "x" * (contract.CLUSTER_NAME_MAX - 1), CLUSTER_SPEC)
+    assert clusters.plan(clusters.Observed(longest)).actions
+
+
+def test_an_actor_name_that_cannot_label_its_pods_is_dead_at_once():
+    body = cr("DetachedActor", "a" * (contract.ACTOR_NAME_MAX + 1), ACTOR_SPEC)
+    out = actors.plan(actors.Observed(body, [], cluster_view()))
+    assert out.actions == [] and out.status["state"] == "Dead" and reasons(out) == ["InvalidName"]
+
+
+def test_the_crds_name_rules_are_the_contracts():
+    from pathlib import Path
+    crds = Path(__file__).resolve().parents[2] / "crds"
+    clusters_crd = (crds / "kastor.dev_actorclusters.yaml").read_text()
+    assert f"self.metadata.name.matches('{contract.CLUSTER_NAME_PATTERN}')" in clusters_crd
+    assert f"size(self.metadata.name) <= {contract.CLUSTER_NAME_MAX}" in clusters_crd
+    actors_crd = (crds / "kastor.dev_detachedactors.yaml").read_text()
+    assert f"size(self.metadata.name) <= {contract.ACTOR_NAME_MAX}" in actors_crd
+
+
+# ---- issue 12 defect 2: generated names, adoption by the controller's uid ----
+
+def roles_created(plan) -> list[str]:
+    return [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(plan)]
+
+
+def test_a_head_stuck_terminating_on_a_lost_node_is_replaced_at_once():
+    """Its name no longer blocks the replacement: head pods get generated names."""
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev"}, {"phase": "Ready"})
+    out = clusters.plan(clusters.Observed(body, [pod("demo-head-x7k2p", "head", deleting=True)]))
+    assert roles_created(out) == ["head"]
+    new = created_pods(out)[0]["metadata"]
+    assert new["generateName"] == "demo-head-" and "name" not in new
+
+
+def test_a_managed_redis_stuck_terminating_is_replaced_at_once():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev", "gcs": {"redis": {"managed": True}}})
+    out = clusters.plan(clusters.Observed(body, [pod("demo-redis-q2b9z", "redis", deleting=True)]))
+    assert roles_created(out) == ["redis", "head"]
+    assert created_pods(out)[0]["metadata"]["generateName"] == "demo-redis-"
+
+
+def test_pods_of_an_earlier_cluster_of_the_same_name_are_not_adopted():
+    """A cluster deleted and re-created under its name: the dying head (another owner uid) is
+    not this cluster's head, and garbage collection, not the operator, removes it."""
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC)
+    old = [pod("demo-head-old", "head", ip="10.0.0.9", owner="an-earlier-uid"),
+           pod("w-old", "worker", group="cpu", owner="an-earlier-uid")]
+    out = clusters.plan(clusters.Observed(body, old, registered={"10.0.0.9"}, head_asked=True))
+    assert roles_created(out) == ["head"] and deleted(out) == []
+    assert get_condition(out.status["conditions"], "HeadReady")["status"] == "False"
+
+
+def test_a_token_secret_of_an_earlier_cluster_is_waited_out_not_adopted():
+    """Garbage collection is about to delete it: pods mounting it would get a token that
+    changes under them. Nothing starts until the new cluster's own Secret exists."""
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC)
+    out = clusters.plan(clusters.Observed(body, token_secret_controller="an-earlier-uid"))
+    assert created_pods(out) == [] and not [a for a in out.actions if isinstance(a, CreateSecret)]
+    ready = get_condition(out.status["conditions"], "Ready")
+    assert ready["status"] == "False" and "an earlier ActorCluster" in ready["message"]
+    ours = clusters.plan(clusters.Observed(body, token_secret_controller=UID))
+    assert roles_created(ours) == ["head"]
+    users = clusters.plan(clusters.Observed(body, token_secret_controller=None))  # a user's own Secret
+    assert roles_created(users) == ["head"]
+
+
+# ---- issue 12 defect 10: why a head is stuck ----
+
+def waiting(pod_: dict, reason: str, message: str) -> dict:
+    pod_["status"]["phase"] = "Pending"
+    pod_["status"]["conditions"] = []
+    pod_["status"]["containerStatuses"] = [{"name": contract.CONTAINER,
+                                            "state": {"waiting": {"reason": reason, "message": message}}}]
+    return pod_
+
+
+def test_a_head_stuck_pulling_its_image_says_so_once():
+    body = cr("ActorCluster", "demo", {"image": "kastor:typo"})
+    stuck = waiting(pod("demo-head-a", "head", ready=False), "ImagePullBackOff",
+                    'Back-off pulling image "kastor:typo"')
+    out = clusters.plan(clusters.Observed(body, [stuck]))
+    head = get_condition(out.status["conditions"], "HeadReady")
+    assert head["reason"] == "ImagePullBackOff" and 'pulling image "kastor:typo"' in head["message"]
+    assert reasons(out) == ["ImagePullBackOff"] and out.events[0].type == "Warning"
+    again = clusters.plan(clusters.Observed({**body, "status": out.status}, [stuck]))
+    assert again.events == []
+
+
+def test_an_unschedulable_head_shows_the_schedulers_message():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev"})
+    pending = pod("demo-head-a", "head", phase="Pending", ready=False)
+    pending["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                        "message": "0/3 nodes are available: 3 Insufficient cpu."}]
+    out = clusters.plan(clusters.Observed(body, [pending]))
+    head = get_condition(out.status["conditions"], "HeadReady")
+    assert head["reason"] == "Unschedulable" and "Insufficient cpu" in head["message"]
+
+
+def test_a_head_that_is_only_starting_is_not_reported_as_stuck():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev"})
+    starting = waiting(pod("demo-head-a", "head", ready=False), "ContainerCreating", "")
+    out = clusters.plan(clusters.Observed(body, [starting]))
+    assert get_condition(out.status["conditions"], "HeadReady")["reason"] == "HeadStarting" and out.events == []
+
+
+# ---- issue 12 defect 16: a new defaulted CRD field restarts nothing ----
+
+def test_fields_at_their_crd_default_do_not_change_the_spec_hash():
+    """The API server writes every default into the stored spec: a new defaulted field appears
+    in every DetachedActor at once, and must not roll them all."""
+    bare = {"clusterRef": "demo", "actorClass": "pkg.mod:Counter"}
+    assert build_actor.spec_hash(bare) == build_actor.spec_hash({**bare, **build_actor.SPEC_DEFAULTS})
+    assert build_actor.spec_hash(bare) != build_actor.spec_hash({**bare, "maxRestarts": 2})
+
+
+def test_an_actor_with_an_old_operators_hash_is_not_rolled():
+    spec = {**ACTOR_SPEC, **build_actor.SPEC_DEFAULTS, "maxRestarts": 1}
+    body = cr("DetachedActor", "counter", spec, {"specHash": build_actor.legacy_spec_hash(spec), "state": "Alive",
+                                                 "podName": "counter-actor-1"})
+    running = pod("counter-actor-1", "actor", actor="counter", attempt=1)
+    out = actors.plan(actors.Observed(body, [running], cluster_view(), info(pb.ALIVE)))
+    assert out.actions == [] and "Rolling" not in reasons(out) and out.status["state"] == "Alive"
+    assert out.status["specHash"] == build_actor.spec_hash(spec)
+
+
+def test_spec_defaults_are_the_crds():
+    from pathlib import Path
+
+    import yaml
+    crd = yaml.safe_load((Path(__file__).resolve().parents[2] / "crds" / "kastor.dev_detachedactors.yaml").read_text())
+    props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert {k: v["default"] for k, v in props.items() if "default" in v} == build_actor.SPEC_DEFAULTS
+
+
+# ---- issue 12 defect 8: an actor's pods stop with its cluster ----
+
+def test_an_actors_pod_stops_when_its_cluster_is_suspended_or_deleted():
+    running = pod("counter-actor-1", "actor", actor="counter", attempt=1)
+    status = {"podName": "counter-actor-1", "attempt": 1, "state": "Alive"}
+    for reason in ("ClusterSuspended", "ClusterNotFound"):
+        out = actors.plan(actors.Observed(actor_body(status), [running], (reason, "the cluster is away")))
+        assert deleted(out) == ["counter-actor-1"] and created_pods(out) == []
+        assert out.status["state"] == "Pending" and out.status["podName"] == ""
+
+
+def test_an_actor_stopped_with_its_cluster_starts_again_without_counting_a_failure():
+    status = {"podName": "", "attempt": 1, "state": "Pending"}
+    out = actors.plan(actors.Observed(actor_body(status), [], cluster_view()))
+    assert [p["metadata"]["name"] for p in created_pods(out)] == ["counter-actor-2"]
+    assert "PodFailed" not in reasons(out) and "earlyPodFailures" not in out.status
+
+
+# ---- issue 12 defect 3: nothing starts before the head, nothing counts while it is away ----
+
+def test_workers_are_created_only_once_the_head_is_ready():
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC)
+    starting = clusters.plan(clusters.Observed(body, [pod("demo-head-a", "head", ready=False)]))
+    assert created_pods(starting) == []
+    unreachable = clusters.plan(clusters.Observed(body, [pod("demo-head-a", "head", ip="10.0.0.1")],
+                                                  registered=None, head_asked=True))
+    assert created_pods(unreachable) == []
+    up = clusters.plan(clusters.Observed(body, [pod("demo-head-a", "head", ip="10.0.0.1")],
+                                         registered={"10.0.0.1"}, head_asked=True))
+    assert roles_created(up) == ["worker", "worker"]
+
+
+def test_an_actor_pod_waits_for_its_clusters_head():
+    cluster = cr("ActorCluster", "demo", {"image": "kastor:dev"})
+    assert "no status yet" in actors.waiting_for_head(cluster)
+    plan_ = clusters.plan(clusters.Observed(cluster, [pod("demo-head-a", "head", ready=False)]))
+    assert "not ready yet" in actors.waiting_for_head({**cluster, "status": plan_.status})
+    up = clusters.plan(clusters.Observed(cluster, [pod("demo-head-a", "head", ip="10.0.0.1")],
+                                         registered={"10.0.0.1"}, head_asked=True))
+    assert actors.waiting_for_head({**cluster, "status": up.status}) is None
+    out = actors.plan(actors.Observed(actor_body(), [], ("WaitingForHead", "the head is not ready")))
+    assert out.actions == [] and out.status["state"] == "Pending"
+
+
+def test_a_pod_failing_while_the_head_does_not_answer_counts_nothing():
+    status = {"podName": "counter-actor-1", "attempt": 1, "earlyPodFailures": actors.MAX_EARLY_POD_FAILURES}
+    failed = pod("counter-actor-1", "actor", actor="counter", attempt=1, phase="Failed", exit_code=1)
+    out = actors.plan(actors.Observed(actor_body(status), [failed], cluster_view(), None, head_reachable=False))
+    assert [p["metadata"]["name"] for p in created_pods(out)] == ["counter-actor-2"]
+    assert out.status["earlyPodFailures"] == actors.MAX_EARLY_POD_FAILURES and out.status["state"] == "Pending"
+
+
+# ---- issue 12 defect 12: head and workers restart in place ----
+
+def test_head_and_worker_pods_restart_in_place_but_actor_pods_do_not():
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC)
+    spec = parse_cluster(body["spec"])
+    from kastor.operator import build_cluster
+    assert build_cluster.head_pod(body, spec)["spec"]["restartPolicy"] == "Always"
+    assert build_cluster.worker_pod(body, spec, spec.worker_groups[0])["spec"]["restartPolicy"] == "Always"
+    out = actors.plan(actors.Observed(actor_body(), [], cluster_view()))
+    assert created_pods(out)[0]["spec"]["restartPolicy"] == "Never"  # its exit code is the operator's verdict
+
+
+def test_a_head_restarted_in_place_is_reported_once_per_restart():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev"}, {"phase": "Ready"})
+    head = pod("demo-head-a", "head", ip="10.0.0.1")
+    head["status"]["containerStatuses"] = [{"name": contract.CONTAINER, "restartCount": 1, "state": {"running": {}}}]
+    out = clusters.plan(clusters.Observed(body, [head], registered={"10.0.0.1"}, head_asked=True))
+    assert reasons(out) == ["HeadRestarted"] and out.status["headRestarts"] == 1
+    again = clusters.plan(clusters.Observed({**body, "status": out.status}, [head], registered={"10.0.0.1"},
+                                            head_asked=True))
+    assert again.events == []
+
+
+# ---- issue 12 defect 3: failed actor pods are replaced with an exponential back-off ----
+
+def test_back_off_grows_exponentially_to_a_cap():
+    assert [actors.backoff_s(n) for n in range(1, 6)] == [0.0, 5.0, 10.0, 20.0, 40.0]
+    assert actors.backoff_s(50) == actors.BACKOFF_MAX_S
+
+
+def test_a_second_failure_in_a_row_waits_before_the_next_pod():
+    status = {"podName": "counter-actor-2", "attempt": 2, "podFailuresInARow": 1}
+    failed = pod("counter-actor-2", "actor", actor="counter", attempt=2, phase="Failed", exit_code=1)
+    out = actors.plan(actors.Observed(actor_body(status), [failed], cluster_view(), None, now=1000.0))
+    assert created_pods(out) == [] and deleted(out) == ["counter-actor-2"] and reasons(out) == ["PodFailed"]
+    assert out.status["state"] == "Pending" and out.status["nextPodAfter"] == 1005
+    assert get_condition(out.status["conditions"], "Ready")["reason"] == "BackOff"
+
+    waiting = actors.plan(actors.Observed(actor_body(dict(out.status)), [], cluster_view(), None, now=1002.0))
+    assert waiting.actions == [] and waiting.events == [] and waiting.status["earlyPodFailures"] == 1
+    assert "next starts in 3 s" in waiting.status["message"]
+
+    later = actors.plan(actors.Observed(actor_body(dict(out.status)), [], cluster_view(), None, now=1006.0))
+    assert [p["metadata"]["name"] for p in created_pods(later)] == ["counter-actor-3"] and later.events == []
+
+
+def test_an_actor_that_came_up_is_replaced_at_once_again():
+    running = pod("counter-actor-3", "actor", actor="counter", attempt=3)
+    status = {"podName": "counter-actor-3", "attempt": 3, "podFailuresInARow": 2}
+    out = actors.plan(actors.Observed(actor_body(status), [running], cluster_view(), info(pb.ALIVE)))
+    assert out.status["podFailuresInARow"] == 0
