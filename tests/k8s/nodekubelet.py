@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import functools
 import json
 import os
 import re
@@ -201,6 +202,11 @@ class Kubelet:
                 run.task.cancel()
             await asyncio.to_thread(self._kill_all, run, 0.0)
 
+    def _task_done(self, run: PodRun, task: asyncio.Task[None]) -> None:
+        """A pod's task that failed says why in the kubelet's log (the pod then stays as it was)."""
+        if not task.cancelled() and task.exception() is not None:
+            self._log(f"pod {run.namespace}/{run.name}: {task.exception()!r}")
+
     def _log(self, line: str) -> None:
         with open(self.log_path, "a") as f:
             f.write(f"{_now()} {line}\n")
@@ -277,6 +283,7 @@ class Kubelet:
                 asyncio.create_task(self._terminate(run, 0.0, delete=True))
                 return
             run.task = asyncio.create_task(self._run(run))
+            run.task.add_done_callback(functools.partial(self._task_done, run))
             return
         run.pod = pod
         if pod["metadata"].get("deletionTimestamp") and not run.stopping:
@@ -478,7 +485,10 @@ class Kubelet:
         mounts = [(run.mounts[m["name"]], m["mountPath"], bool(m.get("readOnly")))
                   for m in c.spec.get("volumeMounts") or [] if m["name"] in run.mounts and not m.get("subPath")]
         try:
-            wrapped = self.network.exec_argv(run.netns, run.name, argv, mounts, run.home / "scratch" / c.name)
+            keep = (sys.prefix, os.path.realpath(sys.executable), str(run.home),
+                    *full_env.get("PYTHONPATH", "").split(":"))
+            wrapped = self.network.exec_argv(run.netns, run.name, argv, mounts, run.home / "scratch" / c.name,
+                                             tuple(k for k in keep if k))
         except ValueError as e:
             c.state = {"waiting": {"reason": "CreateContainerError", "message": str(e)}}
             c.next_start = time.monotonic() + self.backoff_s
@@ -717,7 +727,7 @@ class Kubelet:
                 condition["message"] = f"containers with unready status: [{' '.join(waiting)}]"
             conditions.append(condition)
         status = {"phase": run.phase, "conditions": conditions, "hostIP": self.network.gateway,
-                  "hostIPs": [{"ip": self.network.gateway}], "startTime": run.started_at, "qosClass": "BestEffort",
+                  "hostIPs": [{"ip": self.network.gateway}], "startTime": run.started_at,
                   "containerStatuses": [c.status() for c in run.containers]}
         if run.ip:
             status["podIP"], status["podIPs"] = run.ip, [{"ip": run.ip}]

@@ -223,7 +223,7 @@ class PodNetwork:
             os.close(fd)
 
     def exec_argv(self, netns: str, hostname: str, argv: list[str], mounts: list[tuple[str, str, bool]],
-                  scratch: Path) -> list[str]:
+                  scratch: Path, keep: tuple[str, ...] = ()) -> list[str]:
         """argv as a pod's process: in the pod's network namespace, a UTS namespace with the
         pod's hostname, and a mount namespace of its own (`ip netns exec` makes one, with the
         pod's hosts and resolv.conf), with each (host dir, mountPath, readOnly) bind-mounted.
@@ -231,9 +231,23 @@ class PodNetwork:
         A mount point the host lacks is made inside the pod only: the nearest existing
         directory above it gets a private overlay (upper layer in `scratch`), so the host's
         filesystem is never written. A new top-level directory (e.g. /data) cannot be made
-        that way (an overlay over / would hide /proc and the rest); the harness refuses it
-        with a message rather than write to the host's /."""
+        that way (an overlay over / would hide /proc and the rest), and the host's / is not
+        written either: such a mount is left out, and the process's working directory (the
+        pod's own directory, kept across container restarts) serves instead, which is what an
+        image whose WORKDIR is that volume (e.g. Redis's /data) needs.
+
+        `keep` are the host paths that make up the "image" (the virtual environment, the
+        PYTHONPATH entries, the pod's own directory). A volume mounted over a directory that
+        holds one of them (an emptyDir on /tmp, where the test's venv lives) becomes an
+        overlay with the volume as its upper layer: the pod writes into the volume and still
+        sees its image. That is the one place a pod sees more than its volume's contents."""
         overlays: list[str] = []
+        mounts = [m for m in mounts if os.path.dirname(os.path.normpath(m[1])) != "/" or os.path.isdir(m[1])]
+        # A mount over a directory that holds the volumes' host directories (the pod's /tmp over
+        # the test's tmp, say) would hide them from the mounts after it: such mounts go last.
+        sources = [os.path.realpath(src) for src, _, _ in mounts] + [str(scratch)]
+        mounts = sorted(mounts, key=lambda m: any(s.startswith(os.path.realpath(m[1]).rstrip("/") + "/")
+                                                  for s in sources))
         for _, dst, _ in mounts:
             if os.path.isdir(dst):
                 continue
@@ -241,7 +255,7 @@ class PodNetwork:
             while not os.path.isdir(parent):
                 parent = os.path.dirname(parent)
             parent = os.path.realpath(parent)
-            if parent == "/":
+            if parent == "/":  # a deeper path under a missing top-level directory
                 raise ValueError(f"mountPath {dst} needs a new directory in /, which the process kubelet cannot make "
                                  f"without writing to the host's root: mount it under an existing directory")
             if not any(parent == o or parent.startswith(o + "/") for o in overlays):
@@ -255,8 +269,15 @@ class PodNetwork:
         if any(o == "/etc" or o.startswith("/etc/") for o in overlays):  # the overlay hid ip's binds: again
             script.append(f"mount --bind {ETC_NETNS / netns / 'hosts'} /etc/hosts; "
                           f"mount --bind {ETC_NETNS / netns / 'resolv.conf'} /etc/resolv.conf")
-        for i, (_, _, read_only) in enumerate(mounts):
+        kept = [os.path.realpath(k) for k in keep]
+        for i, (_, target, read_only) in enumerate(mounts):
             src, dst = f'"${{{2 * i + 1}}}"', f'"${{{2 * i + 2}}}"'
+            prefix = os.path.realpath(target).rstrip("/") + "/"
+            if any(k.startswith(prefix) for k in kept):
+                work = scratch / f"volume{i}-work"
+                work.mkdir(parents=True, exist_ok=True)
+                script.append(f"mount -t overlay pod-volume -o lowerdir={dst},upperdir={src},workdir={work} {dst}")
+                continue
             script.append(f"mkdir -p {dst}; mount --bind {src} {dst}")
             if read_only:
                 script.append(f"mount -o remount,bind,ro {dst}")
