@@ -18,7 +18,8 @@ import aiohttp
 
 class ApiError(RuntimeError):
     def __init__(self, method: str, path: str, status: int, body: str):
-        super().__init__(f"{method} {path}: HTTP {status}: {body[:500]}")
+        shown = body if len(body) < 900 else body[:300] + " ... " + body[-500:]  # the cause is at the end
+        super().__init__(f"{method} {path}: HTTP {status}: {shown}")
         self.status = status
 
 

@@ -58,6 +58,7 @@ class KubeProxy:
         self._rr: Counter[tuple[str, str, int]] = Counter()
         self.connections: Counter[Key] = Counter()
         self.tasks: list[asyncio.Task[None]] = []
+        self._forwarding: set[asyncio.Task[Any]] = set()  # open connections, cancelled at stop()
         self._synced = asyncio.Event()
 
     async def start(self) -> None:
@@ -65,12 +66,12 @@ class KubeProxy:
         await self._synced.wait()
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
         for servers in self.listeners.values():
             for server in servers:
                 server.close()
+        for task in [*self.tasks, *self._forwarding]:
+            task.cancel()
+        await asyncio.gather(*self.tasks, *self._forwarding, return_exceptions=True)
 
     # ---- watches ----
 
@@ -171,6 +172,10 @@ class KubeProxy:
     async def _forward(self, key: Key, port: dict[str, Any], reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter) -> None:
         self.connections[key] += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._forwarding.add(task)
+            task.add_done_callback(self._forwarding.discard)
         if key == ("default", "kubernetes"):
             targets = [("127.0.0.1", self.api_port)]
         else:

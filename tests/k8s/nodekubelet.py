@@ -300,19 +300,26 @@ class Kubelet:
         codes = await asyncio.to_thread(self._kill_all, run, grace)
         if run.netns:
             await asyncio.to_thread(self.network.remove_pod, run.netns)
-        self.pods.pop(run.uid, None)
-        if not delete or self.lost:
-            return
+        try:
+            if delete and not self.lost:
+                await self._finish_deletion(run, codes)
+        finally:  # only now: events until here find the pod already stopping
+            self.pods.pop(run.uid, None)
+
+    async def _finish_deletion(self, run: PodRun, codes: dict[str, int]) -> None:
+        """The kubelet's part of graceful deletion: the containers' final states, then the
+        object's removal with grace 0 (the pod's uid as precondition)."""
         for c in run.containers:
             if "running" in c.state:
                 code = codes.get(c.name, 137)
                 c.state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
                                           "startedAt": c.state["running"]["startedAt"], "finishedAt": _now()}}
             c.ready = False
-        try:
-            await self._report(run)
-        except (ApiError, aiohttp.ClientError) as e:
-            self._log(f"final status of {run.name}: {e!r}")
+        if run.started_at:  # a pod deleted before it ever ran has no status to finish
+            try:
+                await self._report(run)
+            except (ApiError, aiohttp.ClientError) as e:
+                self._log(f"final status of {run.name}: {e!r}")
         path = f"/api/v1/namespaces/{run.namespace}/pods/{run.name}"
         while not self.lost:
             try:
@@ -727,7 +734,7 @@ class Kubelet:
                 condition["message"] = f"containers with unready status: [{' '.join(waiting)}]"
             conditions.append(condition)
         status = {"phase": run.phase, "conditions": conditions, "hostIP": self.network.gateway,
-                  "hostIPs": [{"ip": self.network.gateway}], "startTime": run.started_at,
+                  "hostIPs": [{"ip": self.network.gateway}], "startTime": run.started_at or None,
                   "containerStatuses": [c.status() for c in run.containers]}
         if run.ip:
             status["podIP"], status["podIPs"] = run.ip, [{"ip": run.ip}]

@@ -131,9 +131,19 @@ class RealCluster:
 
     # ---- for tests ----
 
+    def add_node(self, name: str) -> Kubelet:
+        """Another Node (a kubelet of its own) on the same pod network."""
+        return self._run(self.add_node_async(name))
+
+    def cordon(self, name: str, unschedulable: bool = True) -> None:
+        self.core.patch_node(name, {"spec": {"unschedulable": unschedulable}})
+
     def lose_node(self, name: str) -> None:
         """The node is lost: NotReady, its processes gone, its pods stuck Terminating once deleted."""
         self._run(self.kubelets[name].lose())
+
+    def lost_nodes(self) -> set[str]:
+        return {name for name, kubelet in self.kubelets.items() if kubelet.lost}
 
     def command(self, argv: list[str]) -> list[str]:
         """argv as a process on the host, outside the pod network, resolving the Services' names

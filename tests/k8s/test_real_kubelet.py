@@ -297,8 +297,8 @@ def test_stop_removes_every_namespace_link_and_node(real_k8s, tmp_path):
     c = RealCluster(real_k8s, tmp_path, nodes=("kubelet-tmp",)).start()
     try:
         c.make_namespace("kubelet-tmp")
-        c.core.create_namespaced_pod("kubelet-tmp", {**pod("sleeper", [py("c", "import time; time.sleep(3600)")]),
-                                                     "metadata": {"name": "sleeper"}})
+        c.core.create_namespaced_pod("kubelet-tmp", pod("sleeper", [py("c", "import time; time.sleep(3600)")],
+                                                        nodeName="kubelet-tmp"))
         c.wait(lambda: (p := c.pod("sleeper", "kubelet-tmp")) and p.status.phase == "Running", "sleeper Running")
         proc = c.kubelets["kubelet-tmp"].find("kubelet-tmp", "sleeper").containers[0].proc
         prefix = c.network.prefix
