@@ -51,6 +51,13 @@ import (
 
 const host = "127.0.0.1"
 
+// serviceCIDR is --service-cluster-ip-range; kubernetesServiceIP is its first address,
+// the ClusterIP the apiserver gives the `kubernetes` Service.
+const (
+	serviceCIDR         = "10.96.0.0/16"
+	kubernetesServiceIP = "10.96.0.1"
+)
+
 func main() {
 	dataDir := flag.String("data-dir", "", "directory for etcd data, certificates and kubeconfigs (required)")
 	kubeconfigOut := flag.String("kubeconfig-out", "", "where to write the admin kubeconfig (default <data-dir>/admin.kubeconfig)")
@@ -272,7 +279,7 @@ func prepareAPIServer(l net.Listener, port int, etcdURL string, p *pki) (func(co
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + p.file("sa.pub"),
 		"--service-account-signing-key-file=" + p.file("sa.key"),
-		"--service-cluster-ip-range=10.96.0.0/16",
+		"--service-cluster-ip-range=" + serviceCIDR,
 		"--authorization-mode=Node,RBAC",
 		"--allow-privileged=true",
 		// The kubernetes Service's endpoint would be 127.0.0.1, which Endpoints

@@ -94,7 +94,9 @@ func writePKI(dir string) (*pki, error) {
 	servingCert, servingKey, err := issue(&x509.Certificate{
 		Subject:     pkix.Name{CommonName: "kube-apiserver"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.ParseIP(host)},
+		// The first address of --service-cluster-ip-range: the `kubernetes` Service's ClusterIP,
+		// which in-cluster clients (KUBERNETES_SERVICE_HOST) connect to through the test's kube-proxy.
+		IPAddresses: []net.IP{net.ParseIP(host), net.ParseIP(kubernetesServiceIP)},
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
 			"kubernetes.default.svc.cluster.local"},
 	})

@@ -32,3 +32,18 @@ class FailsWhenReleased:
         while not os.path.exists(release) and time.monotonic() < deadline:
             time.sleep(0.05)
         raise RuntimeError("FailsWhenReleased's constructor was released, and fails")
+
+
+class Echo:
+    """Hands back what it is given (objects of any size, both ways) and streams a generator:
+    what a driver pod checks on a real cluster."""
+
+    def echo(self, value):
+        return value
+
+    def blob(self, size: int) -> bytes:
+        return bytes(range(256)) * (size // 256)
+
+    def count(self, n: int):
+        for i in range(n):
+            yield i * 10
