@@ -150,6 +150,11 @@ class ActorClass:
         if class_id is None:
             class_id = self._ids[key] = core.register_code(self._cls, "actor class")
         required, held = opts.actor_resources(options)
+        from kastor.runtime import placement_context
+        from kastor.util.placement_group import demand, resolve
+        group = resolve(options, placement_context.current())
+        if group is not None:  # it draws on its bundle's resources instead of the node's
+            required, held = demand(required, group), demand(held, group)
         value, deps = core.pack_args(args, kwargs, f"the constructor of {self.__name__}")
         detached = options.get("lifetime") == "detached"
         name = options.get("name") or ""
@@ -171,6 +176,8 @@ class ActorClass:
         where = placement(options.get("scheduling_strategy"))
         if where is not None:
             spec.placement.CopyFrom(where)
+        if group is not None:
+            spec.placement_group.CopyFrom(group)
         if name:
             reply = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
             # As in Ray, a name does not keep a non-detached actor alive: its creator's handles

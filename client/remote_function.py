@@ -49,8 +49,10 @@ class RemoteFunction:
 
     def _submit(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
         from kastor.api import _core
+        from kastor.runtime import placement_context
         from kastor.runtime.core import new_task_id, return_id
         from kastor.runtime.pending import PendingCall
+        from kastor.util.placement_group import demand, resolve
         from kastor.util.scheduling_strategies import placement
 
         signature.check(self._signature, args, kwargs, self._name)
@@ -70,6 +72,10 @@ class RemoteFunction:
         refs = [ObjectRef(oid, core.address) for oid in return_ids]
         required = opts.task_resources(options)
         spec.num_cpus = required.get("CPU", 0)
+        group = resolve(options, placement_context.current())
+        if group is not None:  # it draws on its bundle's resources instead of the node's
+            spec.placement_group.CopyFrom(group)
+            required = demand(required, group)
         retry = options["retry_exceptions"]
         where = placement(options.get("scheduling_strategy"))
         call = PendingCall(spec, return_ids, deps, options["max_retries"],

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import grpc
 from kastor.runtime import auth, config, head_link, launcher, tls
 from kastor.runtime.core import CHANNEL_OPTIONS, bind_host
+from kastor.runtime.node_bundles import BundleMixin
+from kastor.runtime.placement import gpu_count, in_group
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.resources import fits, release, subtract
@@ -58,7 +60,7 @@ def max_starting(total: dict[str, float]) -> int:
 INFEASIBLE_TTL_S = 5.0  # an infeasible shape stays reported this long after its owner last asked for it
 
 
-class NodeAgent(pb_grpc.NodeAgentServicer):
+class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
     def __init__(self, *, head_address: str, token: str, ip: str, total: dict[str, float],
                  store_dir: str, session_dir: str, node_id: str):
         self.head_address = head_address
@@ -343,14 +345,14 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         held = dict(w.held)
         if w.blocked and "CPU" in held:
             held.pop("CPU")  # already lent back while it was blocked
-        release(self.available, held)
+        self.release_held(held)
         self.free_gpus.extend(w.gpu_ids)
         w.held, w.gpu_ids, w.blocked = {}, [], False
         w.job_id, w.owner_address = b"", ""
 
     def _allocate(self, required: dict[str, float]) -> list[int]:
         subtract(self.available, required)
-        n = int(required.get("GPU", 0))
+        n = gpu_count(required)  # its own GPUs, or its placement group bundle's
         gpus, self.free_gpus = self.free_gpus[:n], self.free_gpus[n:]
         return gpus
 
@@ -374,6 +376,8 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
             if reply.found and request.allow_spillback:
                 return pb.LeaseReply(spillback_address=reply.node.address)
             if request.report_infeasible:
+                if in_group(required):  # its placement group is not (or no longer) reserved: it waits, unlisted
+                    return pb.LeaseReply(infeasible=True, message="its placement group is not created yet")
                 return self._infeasible(required, request.job_id, pinned=reply.found)
             await asyncio.sleep(1.0)  # infeasible for now: wait for a node that fits to join
         if request.allow_spillback and not request.queue_if_busy and not fits(self.available, required):
@@ -410,7 +414,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         return pb.LeaseReply(granted=True, worker_address=w.address, worker_id=w.worker_id, gpu_ids=gpu_ids)
 
     def _unallocate(self, required: dict[str, float], gpu_ids: list[int]) -> None:
-        release(self.available, required)
+        self.release_held(required)
         self.free_gpus.extend(gpu_ids)
         self._dispatch()
 
@@ -560,7 +564,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         try:
             w = await self._take_worker()
         except Exception as e:
-            release(self.available, held)
+            self.release_held(held)
             self.free_gpus.extend(gpu_ids)
             return pb.StartActorReply(started=False, message=f"could not start a worker: {e}")
         w.state, w.held, w.gpu_ids, w.actor_id = "actor", held, gpu_ids, spec.actor_id

@@ -1,4 +1,4 @@
-"""Flat, JSON-ready rows of the head's node and actor tables.
+"""Flat, JSON-ready rows of the head's node, actor and placement group tables.
 
 One shape shared by `kastor list` / `kastor status` and `kastor.util.state`, so what a person
 reads in the terminal and what a program reads from Python never drift apart.
@@ -52,3 +52,22 @@ def _amount(name: str, value: float) -> str:
     if name == "memory" and value >= 1 << 20:
         return f"{value / (1 << 30):.3g}GiB"
     return f"{value:g}"
+
+
+GROUP_STATES = {pb.PG_PENDING: "PENDING", pb.PG_CREATED: "CREATED", pb.PG_REMOVED: "REMOVED",
+                pb.PG_RESCHEDULING: "RESCHEDULING"}
+
+
+def group_row(info: pb.PlacementGroupInfo) -> dict:
+    """One group as Ray's placement_group_table() shows it (and `kastor list` / the state API)."""
+    return {
+        "placement_group_id": info.spec.placement_group_id.hex(),
+        "name": info.spec.name,
+        "namespace": info.spec.namespace,
+        "bundles": {i: dict(b.resources) for i, b in enumerate(info.spec.bundles)},
+        "bundles_to_node_id": {i: node for i, node in enumerate(info.bundle_nodes) if node},
+        "strategy": info.spec.strategy,
+        "state": GROUP_STATES.get(info.state, "UNKNOWN"),
+        "is_detached": info.spec.detached,
+        "stats": {"scheduling_state": info.pending_reason or GROUP_STATES.get(info.state, "")},
+    }

@@ -24,6 +24,7 @@ from kastor.runtime import config, task_events
 from kastor.runtime.core import CoreWorker
 from kastor.runtime.exec_stream import ExecStream
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
+from kastor.runtime.placement import in_group
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.tasks")
@@ -210,7 +211,8 @@ class TaskSubmitter:
                     address, queued = reply.spillback_address, True
                     continue
                 if reply.infeasible:
-                    self._warn_infeasible(key, name, reply.message)
+                    if not in_group(required):  # a placement group's work waits for its group quietly, as in Ray
+                        self._warn_infeasible(key, name, reply.message)
                     await asyncio.sleep(wait)
                     wait = min(wait * 2, INFEASIBLE_RETRY_S[1])
                     if self._closed or not self.queues[key]:

@@ -29,7 +29,7 @@ from kastor import exceptions
 from kastor.actor import BUILTIN_METHODS, ActorExit
 from kastor.object_ref_generator import GeneratedItems
 from kastor.runtime import args as argpack
-from kastor.runtime import config, context, omp, serialization
+from kastor.runtime import config, context, omp, placement_context, serialization
 from kastor.runtime.core import CoreWorker, error_value, return_id
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.worker_lease import WorkerLease
@@ -222,6 +222,7 @@ class Engine:
             spec.job_id, b"", spec.actor_id, tuple(gpu_ids), spec.job_namespace, spec.class_name,
             tuple(spec.env_vars.items()))
         token = context.current_task.set(task_context)
+        placement_context.enter_actor(spec.placement_group)
         instance = None
         try:
             cls = self.core.load_code(spec.class_id)
@@ -347,6 +348,7 @@ class Engine:
         token = context.current_task.set(context.TaskContext(
             spec.job_id, spec.task_id, spec.actor_id, tuple(spec.gpu_ids), spec.namespace, self._label(spec),
             self._env_vars(spec), spec.name))
+        placement_context.enter_task(spec.placement_group)  # reset by the next task this thread runs
         if on_main:
             self.current_main_task = spec.task_id
         task_env = spec.env_vars if self.actor_spec is not None else \
