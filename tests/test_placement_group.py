@@ -286,3 +286,18 @@ def test_groups_survive_a_head_restart(cluster, idle):
     remove_placement_group(pg)
     wait_until(lambda: all(n["available"].get("CPU") == 2 for n in list_nodes() if n["alive"]),
                "the group's CPUs back after the restart", timeout=DEADLINE_S)
+
+
+def test_bundles_on_a_dead_node_are_rescheduled_and_their_actors_follow(cluster, idle):
+    """Two extra nodes with a resource no other node has, so the test knows where the bundle must go."""
+    cluster.add_node("spare-a", resources={"pgtest": 1})
+    pg = make(idle, [{"pgtest": 1}], "PACK")
+    assert pg.wait(DEADLINE_S) and bundle_nodes(pg) == ["spare-a"]
+    actor = Placed.options(scheduling_strategy=in_bundle(pg, 0), max_restarts=1, num_cpus=0).remote()
+    assert kastor.get(actor.node.remote(), timeout=DEADLINE_S) == "spare-a"
+    cluster.add_node("spare-b", resources={"pgtest": 1})
+    cluster.kill_node("spare-a")
+    wait_until(lambda: placement_group_table(pg)["bundles_to_node_id"] == {0: "spare-b"},
+               "the bundle reserved again on the other node", timeout=DEADLINE_S)
+    assert placement_group_table(pg)["state"] == "CREATED"
+    assert kastor.get(actor.node.remote(), timeout=DEADLINE_S) == "spare-b"
