@@ -151,10 +151,13 @@ class ActorClass:
             class_id = self._ids[key] = core.register_code(self._cls, "actor class")
         required, held = opts.actor_resources(options)
         from kastor.runtime import placement_context
-        from kastor.util.placement_group import demand, resolve
+        from kastor.util.placement_group import bundles_of, demand, resolve
         group = resolve(options, placement_context.current())
         if group is not None:  # it draws on its bundle's resources instead of the node's
-            required, held = demand(required, group), demand(held, group)
+            # The default actor's 1 CPU to be placed is not asked of a bundle: it runs on what it holds.
+            required = held if options.get("num_cpus") is None else required
+            bundles = bundles_of(options)
+            required, held = demand(required, group, f"actor {self.__name__}", bundles), demand(held, group)
         value, deps = core.pack_args(args, kwargs, f"the constructor of {self.__name__}")
         detached = options.get("lifetime") == "detached"
         name = options.get("name") or ""

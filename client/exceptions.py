@@ -198,6 +198,10 @@ class TaskUnschedulableError(KastorError):
     """The task can never run where it must (pinned to a node that is not alive)."""
 
 
+class TaskPlacementGroupRemoved(KastorError):
+    """The task's placement group was removed before the task could run (Ray's name)."""
+
+
 class KastorSystemError(KastorError):
     """Kastor itself failed (a runtime fault, not the user's code)."""
 
@@ -212,5 +216,6 @@ __all__ = [
     "KastorError", "TaskError", "ActorError", "ActorDiedError", "ActorUnavailableError",
     "GetTimeoutError", "TaskCancelledError", "ObjectLostError", "OwnerDiedError", "ObjectStoreFullError",
     "OutOfMemoryError", "WorkerCrashedError", "TaskUnschedulableError", "PendingCallsLimitExceeded",
+    "TaskPlacementGroupRemoved",
     "KastorSystemError", "RayError", "RayTaskError", "RayActorError", "RaySystemError",
 ]

@@ -52,7 +52,7 @@ class RemoteFunction:
         from kastor.runtime import placement_context
         from kastor.runtime.core import new_task_id, return_id
         from kastor.runtime.pending import PendingCall
-        from kastor.util.placement_group import demand, resolve
+        from kastor.util.placement_group import bundles_of, demand, resolve
         from kastor.util.scheduling_strategies import placement
 
         signature.check(self._signature, args, kwargs, self._name)
@@ -75,7 +75,7 @@ class RemoteFunction:
         group = resolve(options, placement_context.current())
         if group is not None:  # it draws on its bundle's resources instead of the node's
             spec.placement_group.CopyFrom(group)
-            required = demand(required, group)
+            required = demand(required, group, f"task {name}", bundles_of(options))
         retry = options["retry_exceptions"]
         where = placement(options.get("scheduling_strategy"))
         call = PendingCall(spec, return_ids, deps, options["max_retries"],

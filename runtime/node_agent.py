@@ -377,7 +377,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
                 return pb.LeaseReply(spillback_address=reply.node.address)
             if request.report_infeasible:
                 if in_group(required):  # its placement group is not (or no longer) reserved: it waits, unlisted
-                    return pb.LeaseReply(infeasible=True, message="its placement group is not created yet")
+                    return await self.group_not_reserved(required)
                 return self._infeasible(required, request.job_id, pinned=reply.found)
             await asyncio.sleep(1.0)  # infeasible for now: wait for a node that fits to join
         if request.allow_spillback and not request.queue_if_busy and not fits(self.available, required):

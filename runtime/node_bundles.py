@@ -78,6 +78,16 @@ class BundleMixin:
         self._dispatch()
         return pb.Empty()
 
+    async def group_not_reserved(self, required: dict[str, float]) -> pb.LeaseReply:
+        """The answer to a lease for a placement group no node holds: wait (pending), or fail (removed)."""
+        pg_id = next(bytes.fromhex(g) for g in map(placement.group_of, required) if g)
+        reply = await self.head().GetPlacementGroup(pb.PlacementGroupRequest(placement_group_id=pg_id),
+                                                    metadata=self.metadata, timeout=10)
+        if not reply.found or reply.info.state == pb.PG_REMOVED:
+            return pb.LeaseReply(infeasible=True, placement_group_removed=True,
+                                 message=f"its placement group {pg_id.hex()} was removed")
+        return pb.LeaseReply(infeasible=True, message=f"its placement group {pg_id.hex()} is not created yet")
+
     def release_held(self, amounts: dict[str, float]) -> None:
         """Returns what a worker held, except resources of a group whose bundles are gone meanwhile."""
         release(self.available, {k: v for k, v in amounts.items() if k in self.total})

@@ -174,6 +174,12 @@ class TaskSubmitter:
         while q:
             self._finish(q.popleft(), exc=error)
 
+    def _group_removed(self, key: tuple, message: str) -> None:
+        q = self.queues[key]
+        error = exceptions.TaskPlacementGroupRemoved(f"The task cannot run: {message}.")
+        while q:
+            self._finish(q.popleft(), exc=error)
+
     def _warn_infeasible(self, key: tuple, name: str, message: str) -> None:
         """Once per shape of work, as Ray does: the work waits, but the user should know why."""
         if key in self._warned_infeasible:
@@ -210,6 +216,9 @@ class TaskSubmitter:
                 if reply.spillback_address:
                     address, queued = reply.spillback_address, True
                     continue
+                if reply.placement_group_removed:
+                    self._group_removed(key, reply.message)
+                    return
                 if reply.infeasible:
                     if not in_group(required):  # a placement group's work waits for its group quietly, as in Ray
                         self._warn_infeasible(key, name, reply.message)

@@ -17,7 +17,7 @@ import time
 import kastor
 import pytest
 from gcs_cluster import TOKEN, GcsCluster
-from kastor.exceptions import ActorDiedError, GetTimeoutError, WorkerCrashedError
+from kastor.exceptions import ActorDiedError, GetTimeoutError, TaskPlacementGroupRemoved, WorkerCrashedError
 from kastor.util import (
     get_current_placement_group,
     get_placement_group,
@@ -148,6 +148,20 @@ def test_a_pending_group_is_placed_when_resources_free_up(idle):
     assert placement_group_table(everything)["state"] == "REMOVED"
 
 
+def test_work_waiting_for_a_group_fails_when_the_group_is_removed(idle):
+    never = make(idle, [{"CPU": 3}], "PACK")  # no node has 3 CPUs
+    ready = never.ready()
+    task = node_of_task.options(scheduling_strategy=in_bundle(never), num_cpus=0).remote()
+    actor = Placed.options(scheduling_strategy=in_bundle(never), num_cpus=0).remote()
+    assert kastor.wait([ready, task], timeout=1)[0] == []
+    remove_placement_group(never)
+    for ref in (ready, task):
+        with pytest.raises(TaskPlacementGroupRemoved, match=never.id.hex()):
+            kastor.get(ref, timeout=DEADLINE_S)
+    with pytest.raises(ActorDiedError, match="placement group"):
+        kastor.get(actor.node.remote(), timeout=DEADLINE_S)
+
+
 def test_bundles_are_reserved_for_the_groups_work_only(idle):
     pg = make(idle, [{"CPU": 2}] * 3, "SPREAD")  # every CPU of the cluster
     assert pg.wait(DEADLINE_S)
@@ -155,9 +169,11 @@ def test_bundles_are_reserved_for_the_groups_work_only(idle):
     assert kastor.wait([outside], timeout=1)[0] == [], "a task outside the group took a reserved CPU"
     inside = [node_of_task.options(scheduling_strategy=in_bundle(pg)).remote() for _ in range(6)]
     assert set(kastor.get(inside, timeout=DEADLINE_S)) <= NODES
-    # Work larger than its bundle cannot run in it, whatever the node has.
-    too_big = node_of_task.options(num_cpus=3, scheduling_strategy=in_bundle(pg, 0)).remote()
-    assert kastor.wait([too_big], timeout=1)[0] == []
+    # Work larger than its bundle cannot run in it, whatever the node has: refused at once, as in Ray.
+    with pytest.raises(ValueError, match="cannot fit into bundle 0"):
+        node_of_task.options(num_cpus=3, scheduling_strategy=in_bundle(pg, 0)).remote()
+    with pytest.raises(ValueError, match="cannot fit into any of its bundles"):
+        Placed.options(num_cpus=3, scheduling_strategy=in_bundle(pg)).remote()
     remove_placement_group(pg)
     assert kastor.get(outside, timeout=DEADLINE_S) in NODES
 
@@ -168,14 +184,17 @@ def test_removing_a_group_kills_its_actors_and_tasks(idle):
     actor = Placed.options(scheduling_strategy=in_bundle(pg, 0)).remote()
     assert kastor.get(actor.node.remote(), timeout=DEADLINE_S) in NODES
     running = node_of_task.options(scheduling_strategy=in_bundle(pg, 1), max_retries=0).remote(600)
-    wait_until(lambda: any(lease["resources"] for n in list_nodes() for lease in n["leases"]
-                           if any(pg.id.hex() in name for name in lease["resources"]) and lease["kind"] == "task"),
-               "the task running in bundle 1", timeout=DEADLINE_S)
+    retried = node_of_task.options(scheduling_strategy=in_bundle(pg, 1), num_cpus=0).remote(600)
+    wait_until(lambda: sum(1 for n in list_nodes() for lease in n["leases"] if lease["kind"] == "task" and
+                           any(pg.id.hex() in name for name in lease["resources"])) == 2,
+               "both tasks running in bundle 1", timeout=DEADLINE_S)
     remove_placement_group(pg)
     with pytest.raises(ActorDiedError, match="placement group"):
         kastor.get(actor.node.remote(), timeout=DEADLINE_S)
     with pytest.raises(WorkerCrashedError):
         kastor.get(running, timeout=DEADLINE_S)
+    with pytest.raises(TaskPlacementGroupRemoved, match="was removed"):  # its retry can never run
+        kastor.get(retried, timeout=DEADLINE_S)
     wait_until(lambda: all(n["available"].get("CPU") == 2 and not any(pg.id.hex() in k for k in n["total"])
                            for n in list_nodes() if n["alive"]), "the group's resources returned", timeout=DEADLINE_S)
     with pytest.raises(ActorDiedError, match="placement group"):  # a removed group takes no new actors

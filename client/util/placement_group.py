@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 from kastor.runtime import placement
 from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.resources import fits
 from kastor.runtime.state_rows import group_row
 
 __all__ = ["PlacementGroup", "PlacementGroupID", "get_current_placement_group", "get_placement_group",
@@ -272,8 +273,29 @@ def resolve(options: Mapping[str, Any], inherited: pb.PlacementGroupRef | None) 
     return pb.PlacementGroupRef(placement_group_id=pg.id.binary(), bundle_index=index, capture_child_tasks=capture)
 
 
-def demand(resources: Mapping[str, float], ref: pb.PlacementGroupRef | None) -> dict[str, float]:
-    """`resources` as work in the group needs them (see runtime/placement.py), or unchanged."""
+def demand(resources: Mapping[str, float], ref: pb.PlacementGroupRef | None, what: str = "",
+           bundles: list[dict[str, float]] | None = None) -> dict[str, float]:
+    """`resources` as work in the group needs them (see runtime/placement.py), or unchanged.
+
+    With the group's `bundles` known, work that no bundle (or not its bundle) can hold is refused
+    at once, as Ray does, rather than left waiting for ever."""
     if ref is None:
         return dict(resources)
+    if bundles:
+        fitting = bundles if ref.bundle_index < 0 else [bundles[ref.bundle_index]]
+        if not any(fits(b, resources) for b in fitting):
+            where = "any of its bundles" if ref.bundle_index < 0 else f"bundle {ref.bundle_index}"
+            raise ValueError(f"Cannot schedule {what or 'this work'} with the placement group because the resource "
+                             f"request {dict(resources)} cannot fit into {where} of the placement group: "
+                             f"{bundles}. Ask for less, or create the group with larger bundles.")
     return placement.group_demand(resources, ref.placement_group_id.hex(), ref.bundle_index)
+
+
+def bundles_of(options: Mapping[str, Any]) -> list[dict[str, float]] | None:
+    """The bundles of the group the options name, when the handle knows them (no call to the head)."""
+    from kastor.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    strategy = options.get("scheduling_strategy")
+    pg = strategy.placement_group if isinstance(strategy, PlacementGroupSchedulingStrategy) else \
+        options.get("placement_group")
+    return pg._bundles if isinstance(pg, PlacementGroup) else None

@@ -669,7 +669,7 @@ class LeaseRequest(_message.Message):
     def __init__(self, required: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[bytes] = ..., allow_spillback: _Optional[bool] = ..., owner_address: _Optional[str] = ..., queue_if_busy: _Optional[bool] = ..., report_infeasible: _Optional[bool] = ...) -> None: ...
 
 class LeaseReply(_message.Message):
-    __slots__ = ("granted", "worker_address", "worker_id", "spillback_address", "gpu_ids", "infeasible", "message")
+    __slots__ = ("granted", "worker_address", "worker_id", "spillback_address", "gpu_ids", "infeasible", "message", "placement_group_removed")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     WORKER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -677,6 +677,7 @@ class LeaseReply(_message.Message):
     GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_GROUP_REMOVED_FIELD_NUMBER: _ClassVar[int]
     granted: bool
     worker_address: str
     worker_id: bytes
@@ -684,7 +685,8 @@ class LeaseReply(_message.Message):
     gpu_ids: _containers.RepeatedScalarFieldContainer[int]
     infeasible: bool
     message: str
-    def __init__(self, granted: _Optional[bool] = ..., worker_address: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., spillback_address: _Optional[str] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., infeasible: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
+    placement_group_removed: bool
+    def __init__(self, granted: _Optional[bool] = ..., worker_address: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., spillback_address: _Optional[str] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., infeasible: _Optional[bool] = ..., message: _Optional[str] = ..., placement_group_removed: _Optional[bool] = ...) -> None: ...
 
 class StartActorReply(_message.Message):
     __slots__ = ("started", "no_resources", "address", "pid", "worker_id", "error", "message")
