@@ -23,10 +23,10 @@ import grpc
 from kastor.runtime import auth, config, head_link, launcher, tls
 from kastor.runtime.core import CHANNEL_OPTIONS, bind_host
 from kastor.runtime.node_bundles import BundleMixin
-from kastor.runtime.placement import gpu_count, in_group
+from kastor.runtime.placement import cpus, gpu_count, in_group
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
-from kastor.runtime.resources import fits, release, subtract
+from kastor.runtime.resources import fits, subtract
 
 log = logging.getLogger("kastor.node")
 
@@ -343,8 +343,9 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
 
     def _give_back(self, w: WorkerProc) -> None:
         held = dict(w.held)
-        if w.blocked and "CPU" in held:
-            held.pop("CPU")  # already lent back while it was blocked
+        if w.blocked:
+            for name in cpus(held):
+                held.pop(name)  # already lent back while it was blocked
         self.release_held(held)
         self.free_gpus.extend(w.gpu_ids)
         w.held, w.gpu_ids, w.blocked = {}, [], False
@@ -537,14 +538,15 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
 
     async def NotifyBlocked(self, request, context):
         w = self.workers.get(request.worker_id)
-        cpu = w.held.get("CPU", 0) if w is not None and w.state == "leased" else 0
+        # its CPUs: the node's, or its placement group bundle's (nested work in the bundle needs them)
+        cpu = cpus(w.held) if w is not None and w.state == "leased" else {}
         if cpu and request.blocked != w.blocked:
             w.blocked = request.blocked
             if request.blocked:
-                release(self.available, {"CPU": cpu})
+                self.release_held(cpu)
                 self._dispatch()
             else:
-                subtract(self.available, {"CPU": cpu})
+                subtract(self.available, {k: v for k, v in cpu.items() if k in self.total})
         return pb.Empty()
 
     async def RegisterWorker(self, request, context):

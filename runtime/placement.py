@@ -80,6 +80,16 @@ def gpu_count(required: Mapping[str, float]) -> int:
     return int(n)
 
 
+def cpus(held: Mapping[str, float]) -> dict[str, float]:
+    """The CPUs among what work holds (its node's, or its group's): what it lends back while blocked."""
+    out = {}
+    for name, amount in held.items():
+        m = _GROUP_NAME.match(name)
+        if name == "CPU" or (m and m.group("name") == "CPU"):
+            out[name] = amount
+    return out
+
+
 def plan(bundles: Sequence[Mapping[str, float]], strategy: str,
          nodes: Sequence[tuple[str, Mapping[str, float]]]) -> list[str] | None:
     """A node id per bundle, or None when the strategy cannot place every bundle now.

@@ -320,3 +320,16 @@ def test_bundles_on_a_dead_node_are_rescheduled_and_their_actors_follow(cluster,
                "the bundle reserved again on the other node", timeout=DEADLINE_S)
     assert placement_group_table(pg)["state"] == "CREATED"
     assert kastor.get(actor.node.remote(), timeout=DEADLINE_S) == "spare-b"
+
+
+@kastor.remote(num_cpus=1)
+def parent_in_full_bundle() -> str:
+    """Holds its bundle's one CPU and waits for a child that needs that CPU (captured into the bundle)."""
+    return kastor.get(node_of_task.remote(), timeout=DEADLINE_S)
+
+
+def test_a_blocked_task_lends_its_bundles_cpu_to_the_work_it_waits_for(idle):
+    pg = make(idle, [{"CPU": 1}], "PACK")
+    assert pg.wait(DEADLINE_S)
+    parent = parent_in_full_bundle.options(scheduling_strategy=in_bundle(pg, 0, capture=True)).remote()
+    assert kastor.get(parent, timeout=DEADLINE_S) == bundle_nodes(pg)[0]
