@@ -144,6 +144,7 @@ class Head(PlacementGroupsMixin, pb_grpc.HeadServicer):
         await self.store.put(NODES, request.node_id, request.SerializeToString())
         log.info("node %s %s at %s with %s", request.node_id, "rejoined" if rejoined else "joined",
                  request.address, dict(request.total))
+        await self.groups_node_registered(request)
         for info in list(self.actors.values()):  # a node that fits makes waiting actors feasible
             if info.pending_reason and info.state != pb.DEAD and not self._infeasible_reason(info.spec):
                 info.pending_reason = ""

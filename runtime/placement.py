@@ -66,6 +66,12 @@ def group_of(resource: str) -> str:
     return m.group("pg") if m else ""
 
 
+def bundle_index(resource: str) -> int | None:
+    """The bundle a node's `bundle_group_<i>_<pg>` resource stands for (None for any other name)."""
+    m = _GROUP_NAME.match(resource)
+    return int(m.group("index")) if m and m.group("name") == "bundle" and m.group("index") is not None else None
+
+
 def in_group(required: Mapping[str, float]) -> bool:
     return any(group_of(name) for name in required)
 

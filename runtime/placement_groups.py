@@ -168,6 +168,46 @@ class PlacementGroupsMixin:
                 await self._save_group(info)
         self.place_groups()
 
+    async def groups_node_registered(self, node: pb.NodeInfo) -> None:
+        """Compares the bundles a (re)registering node holds with the table.
+
+        A node agent that restarted holds none: the table's bundles there are reserved again
+        (RESCHEDULING). A node that was declared dead and comes back may hold bundles that were
+        moved elsewhere or whose group was removed meanwhile: it gives those back.
+        """
+        held: dict[bytes, list[int]] = defaultdict(list)
+        for name in node.total:
+            index = placement.bundle_index(name)
+            if index is not None:
+                held[bytes.fromhex(placement.group_of(name))].append(index)
+        for info in self.groups.values():
+            pg_id = info.spec.placement_group_id
+            lost = [i for i, where in enumerate(info.bundle_nodes)
+                    if where == node.node_id and i not in held.get(pg_id, ())]
+            if lost and info.state != pb.PG_REMOVED:
+                for i in lost:
+                    info.bundle_nodes[i] = ""
+                info.state = pb.PG_RESCHEDULING
+                log.info("node %s no longer holds bundles %s of placement group %s; rescheduling them",
+                         node.node_id, lost, pg_id.hex()[:8])
+                await self._save_group(info)
+        for pg_id, indexes in held.items():
+            info = self.groups.get(pg_id)
+            stale = [i for i in indexes if info is None or info.state == pb.PG_REMOVED or
+                     i >= len(info.bundle_nodes) or info.bundle_nodes[i] != node.node_id]
+            if stale:
+                asyncio.get_running_loop().create_task(self._return_stale(node, pg_id, stale))
+        self.place_groups()
+
+    async def _return_stale(self, node: pb.NodeInfo, pg_id: bytes, indexes: list[int]) -> None:
+        log.info("node %s gives back bundles %s of placement group %s, no longer placed there",
+                 node.node_id, indexes, pg_id.hex()[:8])
+        try:
+            await self.node_stub(node.address).ReturnBundles(
+                pb.BundleReservation(placement_group_id=pg_id, indexes=indexes), metadata=self.metadata, timeout=10)
+        except grpc.aio.AioRpcError as e:
+            log.warning("could not return stale bundles on node %s: %s", node.node_id, e.code().name)
+
     # ---- placement ----
 
     def place_groups(self) -> None:

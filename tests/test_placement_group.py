@@ -333,3 +333,17 @@ def test_a_blocked_task_lends_its_bundles_cpu_to_the_work_it_waits_for(idle):
     assert pg.wait(DEADLINE_S)
     parent = parent_in_full_bundle.options(scheduling_strategy=in_bundle(pg, 0, capture=True)).remote()
     assert kastor.get(parent, timeout=DEADLINE_S) == bundle_nodes(pg)[0]
+
+
+def test_a_restarted_node_agent_gets_its_lost_bundles_back(cluster, idle):
+    """The agent comes back (same node id) without the reservations it held: the head reserves them again."""
+    cluster.add_node("restarting", resources={"pgrestart": 1})
+    pg = make(idle, [{"pgrestart": 1}], "PACK")
+    assert pg.wait(DEADLINE_S) and bundle_nodes(pg) == ["restarting"]
+    cluster.kill_node("restarting")
+    cluster.add_node("restarting", resources={"pgrestart": 1})
+    wait_until(lambda: any("pgrestart_group_0_" + pg.id.hex() in n["total"] for n in list_nodes()
+                           if n["node_id"] == "restarting" and n["alive"]),
+               "the bundle reserved again on the restarted agent", timeout=DEADLINE_S)
+    assert kastor.get(node_of_task.options(scheduling_strategy=in_bundle(pg, 0), num_cpus=0).remote(),
+                      timeout=DEADLINE_S) == "restarting"
