@@ -96,6 +96,13 @@ def cpus(held: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
+def own_cpus(held: Mapping[str, float]) -> float:
+    """The CPUs work asked for (its OMP_NUM_THREADS), whether on the node or in a group's bundle."""
+    group = [amount for name, amount in held.items()
+             if (m := _GROUP_NAME.match(name)) and m.group("name") == "CPU" and m.group("index") is None]
+    return held.get("CPU", 0.0) + sum(group)
+
+
 def plan(bundles: Sequence[Mapping[str, float]], strategy: str,
          nodes: Sequence[tuple[str, Mapping[str, float]]]) -> list[str] | None:
     """A node id per bundle, or None when the strategy cannot place every bundle now.

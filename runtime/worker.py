@@ -31,6 +31,7 @@ from kastor.object_ref_generator import GeneratedItems
 from kastor.runtime import args as argpack
 from kastor.runtime import config, context, omp, placement_context, serialization
 from kastor.runtime.core import CoreWorker, error_value, return_id
+from kastor.runtime.placement import own_cpus
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.worker_lease import WorkerLease
 from kastor.runtime.worker_logs import LogShipper
@@ -217,7 +218,7 @@ class Engine:
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
         # this process is the actor's alone from now on
-        os.environ.update({**omp.variables(spec.held.get("CPU", 0), spec.env_vars), **spec.env_vars})
+        os.environ.update({**omp.variables(own_cpus(spec.held), spec.env_vars), **spec.env_vars})
         task_context = context.TaskContext(
             spec.job_id, b"", spec.actor_id, tuple(gpu_ids), spec.job_namespace, spec.class_name,
             tuple(spec.env_vars.items()))

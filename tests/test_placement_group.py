@@ -347,3 +347,23 @@ def test_a_restarted_node_agent_gets_its_lost_bundles_back(cluster, idle):
                "the bundle reserved again on the restarted agent", timeout=DEADLINE_S)
     assert kastor.get(node_of_task.options(scheduling_strategy=in_bundle(pg, 0), num_cpus=0).remote(),
                       timeout=DEADLINE_S) == "restarting"
+
+
+@kastor.remote(num_cpus=2)
+def omp_threads() -> str | None:
+    return os.environ.get("OMP_NUM_THREADS")
+
+
+@kastor.remote(num_cpus=2)
+class OmpActor:
+    def threads(self) -> str | None:
+        return os.environ.get("OMP_NUM_THREADS")
+
+
+@pytest.mark.skipif("OMP_NUM_THREADS" in os.environ, reason="the user's OMP_NUM_THREADS wins in every worker")
+def test_omp_threads_follow_the_cpus_asked_of_a_bundle(idle):
+    pg = make(idle, [{"CPU": 2}, {"CPU": 2}], "STRICT_SPREAD")
+    assert pg.wait(DEADLINE_S)
+    assert kastor.get(omp_threads.options(scheduling_strategy=in_bundle(pg, 0)).remote(), timeout=DEADLINE_S) == "2"
+    actor = OmpActor.options(scheduling_strategy=in_bundle(pg, 1)).remote()
+    assert kastor.get(actor.threads.remote(), timeout=DEADLINE_S) == "2"
