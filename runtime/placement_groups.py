@@ -157,7 +157,7 @@ class PlacementGroupsMixin:
 
     async def groups_node_died(self, node_id: str) -> None:
         """Bundles on a dead node are reserved again elsewhere (the group is RESCHEDULING until then)."""
-        for info in self.groups.values():
+        for info in list(self.groups.values()):  # awaits below: creations may land meanwhile
             if info.state != pb.PG_REMOVED and node_id in info.bundle_nodes:
                 for i, where in enumerate(info.bundle_nodes):
                     if where == node_id:
@@ -180,7 +180,7 @@ class PlacementGroupsMixin:
             index = placement.bundle_index(name)
             if index is not None:
                 held[bytes.fromhex(placement.group_of(name))].append(index)
-        for info in self.groups.values():
+        for info in list(self.groups.values()):
             pg_id = info.spec.placement_group_id
             lost = [i for i, where in enumerate(info.bundle_nodes)
                     if where == node.node_id and i not in held.get(pg_id, ())]

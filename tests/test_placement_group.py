@@ -244,6 +244,8 @@ def test_bad_arguments_are_named(cluster):
         placement_group([{"CPU": 0}])
     with pytest.raises(ValueError, match="lifetime"):
         placement_group([{"CPU": 1}], lifetime="forever")
+    with pytest.warns(UserWarning, match="bundle_label_selector"):
+        remove_placement_group(placement_group([{"CPU": 0.1}], bundle_label_selector=[{"zone": "a"}]))
     pg = placement_group([{"CPU": 0.1}])
     try:
         with pytest.raises(ValueError, match="placement_group_bundle_index"):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -149,6 +150,12 @@ def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", nam
         raise ValueError(f"Placement group `lifetime` must be None or 'detached', got {lifetime!r}.")
     if not isinstance(name, str):
         raise TypeError(f"Placement group `name` must be a string, got {type(name).__name__}.")
+    for option, value, default in (("_max_cpu_fraction_per_node", _max_cpu_fraction_per_node, 1.0),
+                                   ("_soft_target_node_id", _soft_target_node_id, None),
+                                   ("bundle_label_selector", bundle_label_selector, None)):
+        if value != default:
+            warnings.warn(f"Kastor accepts placement_group()'s {option} for Ray compatibility but ignores it: nodes "
+                          f"are chosen by resources and the strategy only.", stacklevel=2)
     from kastor.api import _core
 
     core = _core(auto_init=True)
