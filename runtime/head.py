@@ -452,6 +452,7 @@ class Head(PlacementGroupsMixin, pb_grpc.HeadServicer):
             del self.names[key]
         log.info("actor %s (%s) is dead: %s", info.spec.class_name, info.spec.actor_id.hex()[:8], cause)
         await self._save(info)
+        await self.groups_of_actor_dead(info.spec.actor_id)
         if info.worker_id:
             await self._kill_owned_by(info.worker_id, "its owner actor died")
 

@@ -155,6 +155,12 @@ class PlacementGroupsMixin:
             if info.spec.job_id == job_id and not info.spec.detached and info.state != pb.PG_REMOVED:
                 await self.remove_group(info, "its job finished")
 
+    async def groups_of_actor_dead(self, actor_id: bytes) -> None:
+        """As in Ray, a group an actor created (not detached) goes when that actor is dead for good."""
+        for info in list(self.groups.values()):
+            if info.spec.creator_actor_id == actor_id and not info.spec.detached and info.state != pb.PG_REMOVED:
+                await self.remove_group(info, "the actor that created it died")
+
     async def groups_node_died(self, node_id: str) -> None:
         """Bundles on a dead node are reserved again elsewhere (the group is RESCHEDULING until then)."""
         for info in list(self.groups.values()):  # awaits below: creations may land meanwhile

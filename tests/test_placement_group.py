@@ -369,3 +369,21 @@ def test_omp_threads_follow_the_cpus_asked_of_a_bundle(idle):
     assert kastor.get(omp_threads.options(scheduling_strategy=in_bundle(pg, 0)).remote(), timeout=DEADLINE_S) == "2"
     actor = OmpActor.options(scheduling_strategy=in_bundle(pg, 1)).remote()
     assert kastor.get(actor.threads.remote(), timeout=DEADLINE_S) == "2"
+
+
+@kastor.remote(num_cpus=0)
+class GroupMaker:
+    def make(self, detached: bool) -> str:
+        return placement_group([{"CPU": 0.5}], lifetime="detached" if detached else None).id.hex()
+
+
+def test_a_group_an_actor_created_goes_with_the_actor_unless_detached(idle):
+    maker = GroupMaker.remote()
+    owned, detached = (kastor.get(maker.make.remote(d), timeout=DEADLINE_S) for d in (False, True))
+    idle.append(PlacementGroup(PlacementGroupID(bytes.fromhex(detached))))
+    wait_until(lambda: placement_group_table()[owned]["state"] == "CREATED", "the actor's group created",
+               timeout=DEADLINE_S)
+    kastor.kill(maker)
+    wait_until(lambda: placement_group_table()[owned]["state"] == "REMOVED", "the actor's group removed",
+               timeout=DEADLINE_S)
+    assert placement_group_table()[detached]["state"] == "CREATED"

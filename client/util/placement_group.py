@@ -14,7 +14,8 @@ is placed as soon as resources free up or nodes join. Work is scheduled into a g
 (or the older ``.options(placement_group=pg, placement_group_bundle_index=i)``); it then uses
 the bundle's reserved resources, never the node's free pool, so its ``num_cpus`` etc. must fit
 in the bundle. ``remove_placement_group(pg)`` kills the group's actors and tasks and frees its
-resources. A group not created with ``lifetime="detached"`` is removed when its job ends.
+resources. A group not created with ``lifetime="detached"`` is removed when its creator ends: the job, or
+the actor that created it once that actor is dead for good (as in Ray).
 Everything here works through the client port (``kastor://``) as well.
 """
 
@@ -157,13 +158,16 @@ def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", nam
             warnings.warn(f"Kastor accepts placement_group()'s {option} for Ray compatibility but ignores it: nodes "
                           f"are chosen by resources and the strategy only.", stacklevel=2)
     from kastor.api import _core
+    from kastor.runtime import context
 
     core = _core(auto_init=True)
     job_id = core.current_job_id()
+    task = context.current_task.get()
     pg_id = os.urandom(14) + job_id  # as Ray's: unique bytes, then the job's id
     spec = pb.PlacementGroupSpec(placement_group_id=pg_id, name=name, namespace=core.current_namespace(),
                                  bundles=[pb.Bundle(resources=b) for b in checked], strategy=strategy,
-                                 detached=lifetime == "detached", job_id=job_id)
+                                 detached=lifetime == "detached", job_id=job_id,
+                                 creator_actor_id=task.actor_id if task else b"")
     try:
         core.head_call("CreatePlacementGroup", spec)
     except grpc.RpcError as e:
