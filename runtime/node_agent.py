@@ -70,6 +70,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         self.total = total
         self.available = dict(total)
         self.free_gpus = list(range(int(total.get("GPU", 0))))
+        self.init_bundles()
         self.store_dir = store_dir
         self.session_dir = session_dir
         self.node_id = node_id

@@ -28,10 +28,11 @@ class BundleMixin:
     workers: dict
     _dispatch: Callable[[], None]
 
+    def init_bundles(self) -> None:
+        self.reserved_bundles: dict[bytes, dict[int, dict[str, float]]] = {}  # group -> index -> bundle
+
     def _bundles(self) -> dict[bytes, dict[int, dict[str, float]]]:
-        if not hasattr(self, "_reserved_bundles"):
-            self._reserved_bundles: dict[bytes, dict[int, dict[str, float]]] = {}
-        return self._reserved_bundles
+        return self.reserved_bundles
 
     async def ReserveBundles(self, request, context):
         """All the given bundles here, or none (the head then tries other nodes or waits)."""
