@@ -4,6 +4,7 @@ One shape shared by `kastor list` / `kastor status` and `kastor.util.state`, so 
 reads in the terminal and what a program reads from Python never drift apart.
 """
 
+from kastor.runtime.placement import group_of
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 
@@ -39,8 +40,11 @@ def actor_row(a: pb.ActorInfo) -> dict:
 
 
 def format_resources(used: dict[str, float], total: dict[str, float]) -> str:
-    """`CPU 1/2, GPU 0/1, accelerator 0/4`: every resource, used/total, CPU and GPU first."""
-    names = sorted(total, key=lambda k: ({"CPU": 0, "GPU": 1}.get(k, 2), k))
+    """`CPU 1/2, GPU 0/1, accelerator 0/4`: every resource, used/total, CPU and GPU first.
+
+    A placement group's resources (CPU_group_..., see runtime/placement.py) are left out: the
+    node's own CPU count already shows them as used, and the group has its own status line."""
+    names = sorted((k for k in total if not group_of(k)), key=lambda k: ({"CPU": 0, "GPU": 1}.get(k, 2), k))
     return ", ".join(f"{name} {_amount(name, used.get(name, 0.0))}/{_amount(name, total[name])}" for name in names)
 
 

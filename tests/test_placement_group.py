@@ -268,6 +268,7 @@ def test_kastor_status_and_list_show_groups(cluster, idle):
     status = subprocess.run([sys.executable, "-m", "kastor.runtime.cli", "status", "--address", cluster.address],
                             env=env, capture_output=True, text=True, timeout=60)
     assert f"placement group {pg.id.hex()[:12]} shown STRICT_SPREAD CREATED" in status.stdout, status.stdout
+    assert "_group_" not in status.stdout, "the nodes' lines list the group's own resource names"
 
 
 def test_a_groups_job_ending_removes_it_unless_detached(cluster, idle):
