@@ -159,6 +159,9 @@ class Head(PlacementGroupsMixin, pb_grpc.HeadServicer):
         self.node_seen[request.node_id] = time.monotonic()
         node.available.clear()
         node.available.update(request.available)
+        if request.total:  # it changes as placement group bundles are reserved and returned
+            node.total.clear()
+            node.total.update(request.total)
         del node.leases[:]
         node.leases.extend(request.leases)  # who holds what, for `kastor status`
         del node.infeasible[:]
@@ -167,6 +170,8 @@ class Head(PlacementGroupsMixin, pb_grpc.HeadServicer):
         if request.node_id in self.unreconciled:
             self.unreconciled.discard(request.node_id)
             kill = await self._reconcile(node, list(request.actors))
+            if request.total:  # the bundles it really holds, after a head restart that may have lost track
+                await self.groups_node_registered(node)
         self._place_pending()
         return pb.HeartbeatReply(known=True, kill_worker_ids=kill)
 

@@ -150,7 +150,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             try:
                 reply = await self.head().Heartbeat(pb.HeartbeatRequest(
                     node_id=self.node_id, available=self.available, actors=self._live_actors(),
-                    leases=self.lease_infos(), infeasible=self.infeasible_demands()),
+                    leases=self.lease_infos(), infeasible=self.infeasible_demands(), total=self.total),
                     metadata=self.metadata, timeout=5)
             except grpc.aio.AioRpcError as e:
                 refused = e.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -175,7 +175,8 @@ class PlacementGroupsMixin:
         self.place_groups()
 
     async def groups_node_registered(self, node: pb.NodeInfo) -> None:
-        """Compares the bundles a (re)registering node holds with the table.
+        """Compares the bundles a (re)registering node holds with the table (also on the first
+        heartbeat a restarted head hears from each node).
 
         A node agent that restarted holds none: the table's bundles there are reserved again
         (RESCHEDULING). A node that was declared dead and comes back may hold bundles that were
@@ -198,6 +199,8 @@ class PlacementGroupsMixin:
                          node.node_id, lost, pg_id.hex()[:8])
                 await self._save_group(info)
         for pg_id, indexes in held.items():
+            if pg_id in self.groups_placing:
+                continue  # reserved a moment ago: the table records it when every node has answered
             info = self.groups.get(pg_id)
             stale = [i for i in indexes if info is None or info.state == pb.PG_REMOVED or
                      i >= len(info.bundle_nodes) or info.bundle_nodes[i] != node.node_id]

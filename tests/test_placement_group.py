@@ -18,6 +18,7 @@ import kastor
 import pytest
 from gcs_cluster import TOKEN, GcsCluster
 from kastor.exceptions import ActorDiedError, GetTimeoutError, TaskPlacementGroupRemoved, WorkerCrashedError
+from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.util import (
     get_current_placement_group,
     get_placement_group,
@@ -388,3 +389,22 @@ def test_a_group_an_actor_created_goes_with_the_actor_unless_detached(idle):
     wait_until(lambda: placement_group_table()[owned]["state"] == "REMOVED", "the actor's group removed",
                timeout=DEADLINE_S)
     assert placement_group_table()[detached]["state"] == "CREATED"
+
+
+def test_a_restarted_head_takes_back_bundles_it_lost_track_of(cluster, idle):
+    """The head crashed after saving a removal and before telling the node: the bundle must not leak."""
+    import redis
+
+    cluster.add_node("leaky", resources={"pgleak": 1})
+    pg = make(idle, [{"pgleak": 1}], "PACK")
+    assert pg.wait(DEADLINE_S) and bundle_nodes(pg) == ["leaky"]
+    cluster.kill_head()
+    store = redis.Redis(port=cluster.redis.port)
+    key = f"kastor:{cluster.cluster_id}:placement_groups"
+    info = pb.PlacementGroupInfo.FromString(store.hget(key, pg.id.hex()))
+    info.state = pb.PG_REMOVED
+    store.hset(key, pg.id.hex(), info.SerializeToString())
+    cluster.start_head()
+    wait_until(lambda: [n["available"].get("pgleak") for n in list_nodes() if n["node_id"] == "leaky"] == [1.0]
+               and not any(pg.id.hex() in k for n in list_nodes() for k in n["total"]),
+               "the node's bundle returned", timeout=DEADLINE_S)

@@ -410,8 +410,15 @@ class LiveActor(_message.Message):
     def __init__(self, actor_id: _Optional[bytes] = ..., worker_id: _Optional[bytes] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., num_restarts: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "available", "actors", "leases", "infeasible")
+    __slots__ = ("node_id", "available", "actors", "leases", "infeasible", "total")
     class AvailableEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class TotalEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -423,12 +430,14 @@ class HeartbeatRequest(_message.Message):
     ACTORS_FIELD_NUMBER: _ClassVar[int]
     LEASES_FIELD_NUMBER: _ClassVar[int]
     INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     available: _containers.ScalarMap[str, float]
     actors: _containers.RepeatedCompositeFieldContainer[LiveActor]
     leases: _containers.RepeatedCompositeFieldContainer[LeaseInfo]
     infeasible: _containers.RepeatedCompositeFieldContainer[ResourceDemand]
-    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ..., actors: _Optional[_Iterable[_Union[LiveActor, _Mapping]]] = ..., leases: _Optional[_Iterable[_Union[LeaseInfo, _Mapping]]] = ..., infeasible: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ...) -> None: ...
+    total: _containers.ScalarMap[str, float]
+    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ..., actors: _Optional[_Iterable[_Union[LiveActor, _Mapping]]] = ..., leases: _Optional[_Iterable[_Union[LeaseInfo, _Mapping]]] = ..., infeasible: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ..., total: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("known", "kill_worker_ids")
