@@ -162,6 +162,7 @@ class Head(PlacementGroupsMixin, pb_grpc.HeadServicer):
         if request.total:  # it changes as placement group bundles are reserved and returned
             node.total.clear()
             node.total.update(request.total)
+            self.return_stale_bundles(node)
         del node.leases[:]
         node.leases.extend(request.leases)  # who holds what, for `kastor status`
         del node.infeasible[:]

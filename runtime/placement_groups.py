@@ -45,6 +45,7 @@ class PlacementGroupsMixin:
         self.groups: dict[bytes, pb.PlacementGroupInfo] = {}
         self.group_names: dict[tuple[str, str], bytes] = {}
         self.groups_placing: set[bytes] = set()
+        self.groups_returning: set[tuple[str, bytes]] = set()  # (node, group): stale bundles being returned
         self.group_waiters: dict[bytes, list[asyncio.Future]] = defaultdict(list)
 
     async def load_groups(self) -> None:
@@ -198,15 +199,31 @@ class PlacementGroupsMixin:
                 log.info("node %s no longer holds bundles %s of placement group %s; rescheduling them",
                          node.node_id, lost, pg_id.hex()[:8])
                 await self._save_group(info)
+        self.return_stale_bundles(node)
+        self.place_groups()
+
+    def return_stale_bundles(self, node: pb.NodeInfo) -> None:
+        """Has the node give back bundles the table does not place there (on every heartbeat).
+
+        They are left by a removal or a failed placement whose ReturnBundles was lost, by a
+        head that crashed halfway, or by a node that was declared dead and came back. Groups
+        being placed right now are skipped: the table records their bundles once every node
+        has answered.
+        """
+        held: dict[bytes, list[int]] = defaultdict(list)
+        for name in node.total:
+            index = placement.bundle_index(name)
+            if index is not None:
+                held[bytes.fromhex(placement.group_of(name))].append(index)
         for pg_id, indexes in held.items():
-            if pg_id in self.groups_placing:
-                continue  # reserved a moment ago: the table records it when every node has answered
+            if pg_id in self.groups_placing or (node.node_id, pg_id) in self.groups_returning:
+                continue
             info = self.groups.get(pg_id)
             stale = [i for i in indexes if info is None or info.state == pb.PG_REMOVED or
                      i >= len(info.bundle_nodes) or info.bundle_nodes[i] != node.node_id]
             if stale:
+                self.groups_returning.add((node.node_id, pg_id))
                 asyncio.get_running_loop().create_task(self._return_stale(node, pg_id, stale))
-        self.place_groups()
 
     async def _return_stale(self, node: pb.NodeInfo, pg_id: bytes, indexes: list[int]) -> None:
         log.info("node %s gives back bundles %s of placement group %s, no longer placed there",
@@ -216,6 +233,8 @@ class PlacementGroupsMixin:
                 pb.BundleReservation(placement_group_id=pg_id, indexes=indexes), metadata=self.metadata, timeout=10)
         except grpc.aio.AioRpcError as e:
             log.warning("could not return stale bundles on node %s: %s", node.node_id, e.code().name)
+        finally:
+            self.groups_returning.discard((node.node_id, pg_id))
 
     # ---- placement ----
 
@@ -251,30 +270,34 @@ class PlacementGroupsMixin:
             by_node: dict[str, list[int]] = defaultdict(list)
             for i, node_id in zip(missing, chosen, strict=True):
                 by_node[node_id].append(i)
-            reserved: list[str] = []
+            asked: list[str] = []  # nodes asked to reserve (a timed-out request may have been applied too)
+            granted: list[str] = []
             for node_id, idxs in by_node.items():
-                if await self._reserve(info, self.nodes[node_id], idxs):
-                    reserved.append(node_id)
-                else:
+                asked.append(node_id)
+                if not await self._reserve(info, self.nodes[node_id], idxs):
                     break
-            if len(reserved) < len(by_node) or info.state == pb.PG_REMOVED:
-                for node_id in reserved:  # all or nothing: give back what the others reserved
+                granted.append(node_id)
+            if len(granted) < len(by_node) or info.state == pb.PG_REMOVED:
+                for node_id in asked:  # all or nothing: give back what the others reserved
                     node = self.nodes[node_id]
                     try:
                         await self.node_stub(node.address).ReturnBundles(
                             _reservation(info, by_node[node_id]), metadata=self.metadata, timeout=10)
                     except grpc.aio.AioRpcError as e:
                         log.warning("could not return bundles on node %s: %s", node_id, e.code().name)
-                    self._account(node, info, by_node[node_id], reserve=False)
+                    if node_id in granted:
+                        self._account(node, info, by_node[node_id], reserve=False)
                 return
+            # No await from the REMOVED check above to here: a removal cannot slip in between.
             for node_id, idxs in by_node.items():
                 for i in idxs:
                     info.bundle_nodes[i] = node_id
-                await self.store.put(NODES, node_id, self.nodes[node_id].SerializeToString())
             info.state, info.pending_reason = pb.PG_CREATED, ""
             log.info("placement group %s (%s) created on %s", pg_id.hex()[:8], info.spec.strategy,
                      list(info.bundle_nodes))
             await self._save_group(info)
+            for node_id in by_node:
+                await self.store.put(NODES, node_id, self.nodes[node_id].SerializeToString())
             self.place_pending_actors()  # actors that wait for the group's resources
         finally:
             self.groups_placing.discard(pg_id)

@@ -57,8 +57,12 @@ def cluster(tmp_path_factory):
 def idle(cluster):
     """Every node's CPUs free (earlier tests' groups and leases returned), and groups removed after."""
     created = []
-    wait_until(lambda: all(n["available"].get("CPU") == 2 for n in list_nodes() if n["alive"]), "idle nodes",
-               timeout=DEADLINE_S)
+    try:
+        wait_until(lambda: all(n["available"].get("CPU") == 2 for n in list_nodes() if n["alive"]), "idle nodes",
+                   timeout=DEADLINE_S)
+    except BaseException:
+        print("NODES", [(n["node_id"], n["available"], n["leases"]) for n in list_nodes() if n["alive"]])
+        raise
     yield created
     for pg in created:
         remove_placement_group(pg)
