@@ -203,6 +203,10 @@ class RuntimeEnvSetupError(KastorError):
     the message names the step, the requirements and the tail of pip's output."""
 
 
+class TaskPlacementGroupRemoved(KastorError):
+    """The task's placement group was removed before the task could run (Ray's name)."""
+
+
 class KastorSystemError(KastorError):
     """Kastor itself failed (a runtime fault, not the user's code)."""
 
@@ -217,5 +221,6 @@ __all__ = [
     "KastorError", "TaskError", "ActorError", "ActorDiedError", "ActorUnavailableError",
     "GetTimeoutError", "TaskCancelledError", "ObjectLostError", "OwnerDiedError", "ObjectStoreFullError",
     "OutOfMemoryError", "WorkerCrashedError", "TaskUnschedulableError", "PendingCallsLimitExceeded",
+    "TaskPlacementGroupRemoved",
     "KastorSystemError", "RuntimeEnvSetupError", "RayError", "RayTaskError", "RayActorError", "RaySystemError",
 ]

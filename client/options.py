@@ -18,9 +18,7 @@ ACTOR_OPTIONS = _COMMON | {"namespace", "lifetime", "get_if_exists", "max_restar
                            "max_concurrency", "max_pending_calls", "concurrency_groups", "allow_out_of_order_execution",
                            "state"}
 # Accepted for compatibility with Ray programs; they change nothing on Kastor today.
-_IGNORED = {"accelerator_type", "label_selector", "enable_task_events",
-            "_metadata", "placement_group",
-            "placement_group_bundle_index", "placement_group_capture_child_tasks", "allow_out_of_order_execution"}
+_IGNORED = {"accelerator_type", "label_selector", "enable_task_events", "_metadata", "allow_out_of_order_execution"}
 
 
 def validate(options: dict[str, Any], for_actor: bool) -> dict[str, Any]:
@@ -34,11 +32,10 @@ def validate(options: dict[str, Any], for_actor: bool) -> dict[str, Any]:
     env_vars(options.get("runtime_env"))
     strategy = options.get("scheduling_strategy")
     if strategy is not None:
-        from kastor.util.scheduling_strategies import PlacementGroupSchedulingStrategy, placement
+        from kastor.util.scheduling_strategies import placement
         placement(strategy)
-        if isinstance(strategy, PlacementGroupSchedulingStrategy):
-            warnings.warn("Kastor has no placement groups: it ignores PlacementGroupSchedulingStrategy.",
-                          stacklevel=4)
+    from kastor.util.placement_group import resolve
+    resolve(options, None)  # a placement group of the wrong type, or a bundle index it does not have
     for key in ("num_cpus", "num_gpus", "memory"):
         if options.get(key) is not None:
             _non_negative_number(key, options[key])

@@ -21,7 +21,7 @@ import grpc
 from kastor.runtime import auth, config, flags, launcher, sessions, settings, tls
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
-from kastor.runtime.state_rows import actor_row, format_resources, format_shape, node_row
+from kastor.runtime.state_rows import actor_row, format_resources, format_shape, group_row, node_row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,8 +55,8 @@ def _main(argv: list[str] | None) -> int:
     for name, help_text in (("status", "summarise the cluster's nodes and actors"),):
         p = sub.add_parser(name, help=help_text)
         _add_query_args(p)
-    lister = sub.add_parser("list", help="list actors or nodes")
-    lister.add_argument("what", choices=["actors", "nodes"])
+    lister = sub.add_parser("list", help="list actors, nodes or placement groups")
+    lister.add_argument("what", choices=["actors", "nodes", "placement-groups"])
     _add_query_args(lister)
     from kastor.runtime import actor_pod, cli_logs
     _add_query_args(cli_logs.add_parser(sub))
@@ -283,6 +283,7 @@ def _query(args: argparse.Namespace) -> int:
             token = token or sessions.read_token(record)
     try:
         nodes, actors = asyncio.run(_fetch_state(address, token or ""))
+        groups = asyncio.run(_fetch_groups(address, token or ""))
     except grpc.aio.AioRpcError as e:
         hint = tls.unreachable_hint(address) if e.code() == grpc.StatusCode.UNAVAILABLE else ""
         print(f"kastor: cannot query the head at {address}: {e.code().name} {e.details()}.{hint}", file=sys.stderr)
@@ -293,6 +294,8 @@ def _query(args: argparse.Namespace) -> int:
             if not args.json:
                 rows = [{**r, "resources (used/total)": format_resources(r["used"], r["total"]),
                          "holders": len(r["leases"])} for r in rows]
+        elif args.what == "placement-groups":
+            rows = [group_row(g) for g in groups]
         else:
             rows = [actor_row(a) for a in actors]
         _print_rows(rows, args.json)
@@ -303,6 +306,7 @@ def _query(args: argparse.Namespace) -> int:
         "actors": {state: sum(1 for a in actors if pb.ActorState.Name(a.state) == state)
                    for state in ("PENDING", "ALIVE", "RESTARTING", "DEAD")},
         "infeasible": _infeasible(nodes, actors),
+        "placement_groups": [group_row(g) for g in groups if g.state != pb.PG_REMOVED],
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -341,6 +345,9 @@ def _print_status(summary: dict) -> None:
             print(f"      job {lease['job']:<4} {who}  worker {lease['worker_id'][:8]} pid {lease['pid']}  "
                   f"holds {format_shape(lease['resources'])}{blocked}")
     print("  actors: " + ", ".join(f"{v} {k.lower()}" for k, v in summary["actors"].items()))
+    for g in summary["placement_groups"]:
+        print(f"  placement group {g['placement_group_id'][:12]} {g['name'] or '-'} {g['strategy']} {g['state']}: "
+              f"{len(g['bundles'])} bundles, reserved on {sorted(set(g['bundles_to_node_id'].values())) or 'none yet'}")
     if summary["infeasible"]:
         print("  infeasible (no node can ever fit these; they wait until one joins):")
         for d in summary["infeasible"]:
@@ -370,6 +377,13 @@ async def _fetch_state(address: str, token: str) -> tuple[list[pb.NodeInfo], lis
         nodes = await stub.ListNodes(pb.ListRequest(), metadata=md, timeout=10)
         actors = await stub.ListActors(pb.ListRequest(), metadata=md, timeout=10)
     return list(nodes.nodes), list(actors.actors)
+
+
+async def _fetch_groups(address: str, token: str) -> list[pb.PlacementGroupInfo]:
+    async with tls.aio_channel(address) as channel:
+        reply = await pb_grpc.HeadStub(channel).ListPlacementGroups(pb.ListRequest(), metadata=auth.metadata(token),
+                                                                    timeout=10)
+    return list(reply.groups)
 
 
 def _print_rows(rows: list[dict], as_json: bool) -> None:

@@ -2,7 +2,7 @@
 
 - `GET /metrics`: Prometheus text. Nodes, actors by state, restarts and jobs, read from the
   head's tables when scraped (nothing is counted on the hot path).
-- `GET /api/actors`, `GET /api/nodes`: the same rows as `kastor list ... --json`.
+- `GET /api/actors`, `GET /api/nodes`, `GET /api/placement_groups`: the same rows as `kastor list ... --json`.
 - `GET /-/healthy`: 200 while the head's loop answers.
 
 Like every Kastor port it wants the cluster token, here as `Authorization: Bearer <token>`,
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from kastor.runtime import settings, tls
 from kastor.runtime.protocol import kastor_pb2 as pb
-from kastor.runtime.state_rows import actor_row, node_row
+from kastor.runtime.state_rows import actor_row, group_row, node_row
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -79,12 +79,15 @@ def build_app(head: Head, token: str) -> web.Application:
     async def nodes(request: web.Request) -> web.Response:
         return web.json_response([node_row(n) for n in head.nodes.values()])
 
+    async def placement_groups(request: web.Request) -> web.Response:
+        return web.json_response([group_row(g) for g in head.groups.values()])
+
     async def healthy(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     app = web.Application(middlewares=[require_token], client_max_size=4096)
     app.add_routes([web.get("/metrics", metrics), web.get("/api/actors", actors), web.get("/api/nodes", nodes),
-                    web.get("/-/healthy", healthy)])
+                    web.get("/api/placement_groups", placement_groups), web.get("/-/healthy", healthy)])
     return app
 
 

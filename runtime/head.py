@@ -20,6 +20,8 @@ from collections.abc import Callable
 import grpc
 from kastor.runtime import auth, config, flags, launcher, logging_setup, rpc, settings, tls
 from kastor.runtime.ids import actor_job_id
+from kastor.runtime.placement import in_group
+from kastor.runtime.placement_groups import PlacementGroupsMixin
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.resources import fits
@@ -38,7 +40,7 @@ def _restartable(info: pb.ActorInfo) -> bool:
     return not info.killed and (limit == -1 or info.num_restarts < limit)
 
 
-class Head(pb_grpc.HeadServicer):
+class Head(PlacementGroupsMixin, pb_grpc.HeadServicer):
     def __init__(self, store: Store, token: str, cluster_id: str):
         self.store = store
         self.package_uris: set[str] = set()  # runtime_env packages known to be in the store
@@ -62,6 +64,7 @@ class Head(pb_grpc.HeadServicer):
         self.job_sessions: dict[bytes, int] = defaultdict(int)
         self.stopping = False  # a head shutting down must not read its own closing streams as drivers leaving
         self.state_redis: tuple[str, str | None] = ("", None)  # its Redis (address, password), for durable actors
+        self.init_groups()
 
     def is_node_host(self, host: str) -> bool:
         """Whether `host` runs a live node agent (and so its workers): the client port forwards there only."""
@@ -98,6 +101,7 @@ class Head(pb_grpc.HeadServicer):
             self.code[entry.function_id] = entry
         for key, raw in (await self.store.get_all(JOBS)).items():
             self.jobs[int(key).to_bytes(4, "big")] = pb.RegisterJobRequest.FromString(raw)
+        await self.load_groups()
         next_job = await self.store.get(META, "next_job")
         self._next_job = int(next_job) if next_job else 1
         if self.actors or self.nodes:
@@ -141,6 +145,7 @@ class Head(pb_grpc.HeadServicer):
         await self.store.put(NODES, request.node_id, request.SerializeToString())
         log.info("node %s %s at %s with %s", request.node_id, "rejoined" if rejoined else "joined",
                  request.address, dict(request.total))
+        await self.groups_node_registered(request)
         for info in list(self.actors.values()):  # a node that fits makes waiting actors feasible
             if info.pending_reason and info.state != pb.DEAD and not self._infeasible_reason(info.spec):
                 info.pending_reason = ""
@@ -155,6 +160,10 @@ class Head(pb_grpc.HeadServicer):
         self.node_seen[request.node_id] = time.monotonic()
         node.available.clear()
         node.available.update(request.available)
+        if request.total:  # it changes as placement group bundles are reserved and returned
+            node.total.clear()
+            node.total.update(request.total)
+            self.return_stale_bundles(node)
         del node.leases[:]
         node.leases.extend(request.leases)  # who holds what, for `kastor status`
         del node.infeasible[:]
@@ -163,6 +172,8 @@ class Head(pb_grpc.HeadServicer):
         if request.node_id in self.unreconciled:
             self.unreconciled.discard(request.node_id)
             kill = await self._reconcile(node, list(request.actors))
+            if request.total:  # the bundles it really holds, after a head restart that may have lost track
+                await self.groups_node_registered(node)
         self._place_pending()
         return pb.HeartbeatReply(known=True, kill_worker_ids=kill)
 
@@ -220,6 +231,7 @@ class Head(pb_grpc.HeadServicer):
                     for info in list(self.actors.values()):
                         if info.node_id == node.node_id and info.state == pb.ALIVE:
                             await self._actor_failed(info, f"its node {node.node_id} died")
+                    await self.groups_node_died(node.node_id)
 
     # ---- jobs ----
 
@@ -299,6 +311,7 @@ class Head(pb_grpc.HeadServicer):
         for info in list(self.actors.values()):
             if info.spec.job_id == job_id and not info.spec.detached and info.state != pb.DEAD:
                 await self._kill(info, "its job's driver exited")
+        await self.groups_of_job_finished(job_id)
 
     # ---- code registry ----
 
@@ -358,6 +371,10 @@ class Head(pb_grpc.HeadServicer):
         if spec.name:
             self.names[(spec.namespace, spec.name)] = spec.actor_id
         await self._save(info)
+        if self.group_removed(spec.placement_group.placement_group_id):
+            await self._mark_dead(info, f"its placement group {spec.placement_group.placement_group_id.hex()} "
+                                        f"was removed before the actor could be placed")
+            return pb.CreateActorReply(info=info)
         self._place(spec.actor_id)
         return pb.CreateActorReply(info=info)
 
@@ -438,6 +455,10 @@ class Head(pb_grpc.HeadServicer):
         await self._kill_owned_by(dead_worker, "its owner actor restarted")
         self._place(info.spec.actor_id)
 
+    async def kill_actor(self, info: pb.ActorInfo, reason: str) -> None:
+        """Ends an actor for good (no restart), e.g. when its placement group is removed."""
+        await self._kill(info, reason)
+
     async def _kill(self, info: pb.ActorInfo, reason: str) -> None:
         info.killed = True
         was_alive = info.state == pb.ALIVE
@@ -467,6 +488,7 @@ class Head(pb_grpc.HeadServicer):
             del self.names[key]
         log.info("actor %s (%s) is dead: %s", info.spec.class_name, info.spec.actor_id.hex()[:8], cause)
         await self._save(info)
+        await self.groups_of_actor_dead(info.spec.actor_id)
         if info.worker_id:
             await self._kill_owned_by(info.worker_id, "its owner actor died")
 
@@ -485,7 +507,12 @@ class Head(pb_grpc.HeadServicer):
             self.pending.discard(actor_id)
             asyncio.get_running_loop().create_task(self._try_place(actor_id))
 
+    def place_pending_actors(self) -> None:
+        """Tries the waiting actors again (a placement group they wait for was just created)."""
+        self._place_pending()
+
     def _place_pending(self) -> None:
+        self.place_groups()
         for actor_id in list(self.pending):
             info = self.actors.get(actor_id)
             required = dict(info.spec.required) if info else {}
@@ -495,6 +522,8 @@ class Head(pb_grpc.HeadServicer):
     def _infeasible_reason(self, spec: pb.ActorSpec) -> str:
         """Why no alive node can ever fit the actor ("" when one can): what its creator is warned."""
         required = {k: v for k, v in spec.required.items() if v}
+        if in_group(required):
+            return ""  # it waits for its placement group, which stays pending as long as it must
         alive = [n for n in self.nodes.values() if n.alive]
         if any(fits(n.total, required) for n in alive):
             return ""

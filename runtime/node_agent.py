@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 import grpc
 from kastor.exceptions import RuntimeEnvSetupError
 from kastor.runtime import auth, config, flags, head_link, launcher, logging_setup, retry, rpc, settings, tls
+from kastor.runtime.node_bundles import BundleMixin
+from kastor.runtime.placement import cpus, gpu_count, in_group
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
-from kastor.runtime.resources import fits, release, subtract
+from kastor.runtime.resources import fits, subtract
 from kastor.runtime.rpc import ChannelCache, bind_host
 from kastor.runtime.runtime_env_agent import RuntimeEnvAgent, RuntimeEnvSetupFailed, WorkerEnv
 from kastor.runtime.serialization import error_value
@@ -66,7 +68,7 @@ JOIN_RETRY = retry.RetryPolicy(initial_s=0.05, max_s=2.0, jitter=0.2, retry_on=(
 INFEASIBLE_TTL_S = 5.0  # an infeasible shape stays reported this long after its owner last asked for it
 
 
-class NodeAgent(pb_grpc.NodeAgentServicer):
+class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
     def __init__(self, *, head_address: str, token: str, ip: str, total: dict[str, float],
                  store_dir: str, session_dir: str, node_id: str):
         self.head_address = head_address
@@ -76,6 +78,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         self.total = total
         self.available = dict(total)
         self.free_gpus = list(range(int(total.get("GPU", 0))))
+        self.init_bundles()
         self.store_dir = store_dir
         self.session_dir = session_dir
         self.node_id = node_id
@@ -145,7 +148,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
             try:
                 reply = await self.head().Heartbeat(pb.HeartbeatRequest(
                     node_id=self.node_id, available=self.available, actors=self._live_actors(),
-                    leases=self.lease_infos(), infeasible=self.infeasible_demands()),
+                    leases=self.lease_infos(), infeasible=self.infeasible_demands(), total=self.total),
                     metadata=self.metadata, timeout=5)
             except grpc.aio.AioRpcError as e:
                 refused = e.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -351,16 +354,17 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
 
     def _give_back(self, w: WorkerProc) -> None:
         held = dict(w.held)
-        if w.blocked and "CPU" in held:
-            held.pop("CPU")  # already lent back while it was blocked
-        release(self.available, held)
+        if w.blocked:
+            for name in cpus(held):
+                held.pop(name)  # already lent back while it was blocked
+        self.release_held(held)
         self.free_gpus.extend(w.gpu_ids)
         w.held, w.gpu_ids, w.blocked = {}, [], False
         w.job_id, w.owner_address = b"", ""
 
     def _allocate(self, required: dict[str, float]) -> list[int]:
         subtract(self.available, required)
-        n = int(required.get("GPU", 0))
+        n = gpu_count(required)  # its own GPUs, or its placement group bundle's
         gpus, self.free_gpus = self.free_gpus[:n], self.free_gpus[n:]
         return gpus
 
@@ -384,6 +388,8 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
             if reply.found and request.allow_spillback:
                 return pb.LeaseReply(spillback_address=reply.node.address)
             if request.report_infeasible:
+                if in_group(required):  # its placement group is not (or no longer) reserved: it waits, unlisted
+                    return await self.group_not_reserved(required)
                 return self._infeasible(required, request.job_id, pinned=reply.found)
             await asyncio.sleep(1.0)  # infeasible for now: wait for a node that fits to join
         if request.allow_spillback and not request.queue_if_busy and not fits(self.available, required):
@@ -423,7 +429,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         return pb.LeaseReply(granted=True, worker_address=w.address, worker_id=w.worker_id, gpu_ids=gpu_ids)
 
     def _unallocate(self, required: dict[str, float], gpu_ids: list[int]) -> None:
-        release(self.available, required)
+        self.release_held(required)
         self.free_gpus.extend(gpu_ids)
         self._dispatch()
 
@@ -546,14 +552,15 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
 
     async def NotifyBlocked(self, request, context):
         w = self.workers.get(request.worker_id)
-        cpu = w.held.get("CPU", 0) if w is not None and w.state == "leased" else 0
+        # its CPUs: the node's, or its placement group bundle's (nested work in the bundle needs them)
+        cpu = cpus(w.held) if w is not None and w.state == "leased" else {}
         if cpu and request.blocked != w.blocked:
             w.blocked = request.blocked
             if request.blocked:
-                release(self.available, {"CPU": cpu})
+                self.release_held(cpu)
                 self._dispatch()
             else:
-                subtract(self.available, {"CPU": cpu})
+                subtract(self.available, {k: v for k, v in cpu.items() if k in self.total})
         return pb.Empty()
 
     async def RegisterWorker(self, request, context):
@@ -573,7 +580,7 @@ class NodeAgent(pb_grpc.NodeAgentServicer):
         try:
             w = await self._take_worker(spec.runtime_env)
         except Exception as e:
-            release(self.available, held)
+            self.release_held(held)
             self.free_gpus.extend(gpu_ids)
             if isinstance(e, RuntimeEnvSetupFailed):
                 error = RuntimeEnvSetupError(f"The runtime_env of actor {spec.class_name} could not be set up on "

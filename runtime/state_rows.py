@@ -1,9 +1,10 @@
-"""Flat, JSON-ready rows of the head's node and actor tables.
+"""Flat, JSON-ready rows of the head's node, actor and placement group tables.
 
 One shape shared by `kastor list` / `kastor status` and `kastor.util.state`, so what a person
 reads in the terminal and what a program reads from Python never drift apart.
 """
 
+from kastor.runtime.placement import group_of
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 
@@ -39,8 +40,11 @@ def actor_row(a: pb.ActorInfo) -> dict:
 
 
 def format_resources(used: dict[str, float], total: dict[str, float]) -> str:
-    """`CPU 1/2, GPU 0/1, accelerator 0/4`: every resource, used/total, CPU and GPU first."""
-    names = sorted(total, key=lambda k: ({"CPU": 0, "GPU": 1}.get(k, 2), k))
+    """`CPU 1/2, GPU 0/1, accelerator 0/4`: every resource, used/total, CPU and GPU first.
+
+    A placement group's resources (CPU_group_..., see runtime/placement.py) are left out: the
+    node's own CPU count already shows them as used, and the group has its own status line."""
+    names = sorted((k for k in total if not group_of(k)), key=lambda k: ({"CPU": 0, "GPU": 1}.get(k, 2), k))
     return ", ".join(f"{name} {_amount(name, used.get(name, 0.0))}/{_amount(name, total[name])}" for name in names)
 
 
@@ -52,3 +56,22 @@ def _amount(name: str, value: float) -> str:
     if name == "memory" and value >= 1 << 20:
         return f"{value / (1 << 30):.3g}GiB"
     return f"{value:g}"
+
+
+GROUP_STATES = {pb.PG_PENDING: "PENDING", pb.PG_CREATED: "CREATED", pb.PG_REMOVED: "REMOVED",
+                pb.PG_RESCHEDULING: "RESCHEDULING"}
+
+
+def group_row(info: pb.PlacementGroupInfo) -> dict:
+    """One group as Ray's placement_group_table() shows it (and `kastor list` / the state API)."""
+    return {
+        "placement_group_id": info.spec.placement_group_id.hex(),
+        "name": info.spec.name,
+        "namespace": info.spec.namespace,
+        "bundles": {i: dict(b.resources) for i, b in enumerate(info.spec.bundles)},
+        "bundles_to_node_id": {i: node for i, node in enumerate(info.bundle_nodes) if node},
+        "strategy": info.spec.strategy,
+        "state": GROUP_STATES.get(info.state, "UNKNOWN"),
+        "is_detached": info.spec.detached,
+        "stats": {"scheduling_state": info.pending_reason or GROUP_STATES.get(info.state, "")},
+    }

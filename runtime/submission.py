@@ -18,10 +18,11 @@ import grpc
 from kastor import options as opts
 from kastor.object_ref import ObjectRef
 from kastor.runtime import cancel as cancelling
-from kastor.runtime import checkpoint, runtime_env
+from kastor.runtime import checkpoint, placement_context, runtime_env
 from kastor.runtime.ids import new_actor_id, new_task_id, return_id
 from kastor.runtime.pending import PendingCall, resolve_deps
 from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.util.placement_group import bundles_of, demand, resolve
 
 if TYPE_CHECKING:
     from kastor.runtime.core import CoreWorker
@@ -62,6 +63,10 @@ def submit_task(core: CoreWorker, function_id: str, name: str, args: tuple, kwar
     return_ids, refs = _returns(core, task_id, num_returns)
     required = opts.task_resources(options)
     spec.num_cpus = required.get("CPU", 0)
+    group = resolve(options, placement_context.current())
+    if group is not None:  # it draws on its bundle's resources instead of the node's
+        spec.placement_group.CopyFrom(group)
+        required = demand(required, group, f"task {name}", bundles_of(options))
     retry = options["retry_exceptions"]
     where = _placement(options.get("scheduling_strategy"))
     call = PendingCall(spec, return_ids, deps, options["max_retries"],
@@ -109,6 +114,12 @@ def create_actor(core: CoreWorker, class_id: str, class_name: str, methods: list
     """Creates an actor of a registered class. A named one is created before this returns (so
     a taken name fails here); an unnamed one in the background, its calls waiting for it."""
     required, held = opts.actor_resources(options)
+    group = resolve(options, placement_context.current())
+    if group is not None:  # it draws on its bundle's resources instead of the node's
+        # The default actor's 1 CPU to be placed is not asked of a bundle: it runs on what it holds.
+        required = held if options.get("num_cpus") is None else required
+        required, held = demand(required, group, f"actor {class_name}", bundles_of(options)), \
+            demand(held, group)
     value, deps = core.pack_args(args, kwargs, f"the constructor of {class_name}")
     name = options.get("name") or ""
     job_id = core.current_job_id()
@@ -127,6 +138,8 @@ def create_actor(core: CoreWorker, class_id: str, class_name: str, methods: list
     where = _placement(options.get("scheduling_strategy"))
     if where is not None:
         spec.placement.CopyFrom(where)
+    if group is not None:
+        spec.placement_group.CopyFrom(group)
     if spec.state:
         checkpoint.created(core, spec, options.get("state"))  # its checkpoint goes when its job ends
     if name:

@@ -24,6 +24,7 @@ from kastor import exceptions
 from kastor.runtime import config, task_events
 from kastor.runtime.exec_stream import ExecStream
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
+from kastor.runtime.placement import in_group
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 if TYPE_CHECKING:  # the core hands itself in: importing it here would be a cycle
@@ -188,6 +189,12 @@ class TaskSubmitter:
         while q:
             self._finish(q.popleft(), exc=error)
 
+    def _group_removed(self, key: tuple, message: str) -> None:
+        q = self.queues[key]
+        error = exceptions.TaskPlacementGroupRemoved(f"The task cannot run: {message}.")
+        while q:
+            self._finish(q.popleft(), exc=error)
+
     def _warn_infeasible(self, key: tuple, name: str, message: str) -> None:
         """Once per shape of work, as Ray does: the work waits, but the user should know why."""
         if key in self._warned_infeasible:
@@ -228,8 +235,12 @@ class TaskSubmitter:
                 if reply.runtime_env_error:
                     self._runtime_env_failed(key, name, reply.runtime_env_error)
                     return
+                if reply.placement_group_removed:
+                    self._group_removed(key, reply.message)
+                    return
                 if reply.infeasible:
-                    self._warn_infeasible(key, name, reply.message)
+                    if not in_group(required):  # a placement group's work waits for its group quietly, as in Ray
+                        self._warn_infeasible(key, name, reply.message)
                     await asyncio.sleep(wait)
                     wait = min(wait * 2, INFEASIBLE_RETRY_S[1])
                     if self._closed or not self.queues[key]:

@@ -27,11 +27,23 @@ from typing import Any
 import grpc
 from kastor import exceptions
 from kastor.runtime import args as argpack
-from kastor.runtime import checkpoint, config, context, launcher, logging_setup, omp, retry, serialization, settings
+from kastor.runtime import (
+    checkpoint,
+    config,
+    context,
+    launcher,
+    logging_setup,
+    omp,
+    placement_context,
+    retry,
+    serialization,
+    settings,
+)
 from kastor.runtime.actor_builtins import BUILTIN_METHODS, ActorExit
 from kastor.runtime.core import CoreWorker, error_value
 from kastor.runtime.generated import GeneratedItems
 from kastor.runtime.ids import return_id
+from kastor.runtime.placement import own_cpus
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.worker_lease import WorkerLease
 from kastor.runtime.worker_logs import LogShipper
@@ -259,11 +271,12 @@ class Engine:
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
         # this process is the actor's alone from now on
-        os.environ.update({**omp.variables(spec.held.get("CPU", 0), spec.env_vars), **spec.env_vars})
+        os.environ.update({**omp.variables(own_cpus(spec.held), spec.env_vars), **spec.env_vars})
         task_context = context.TaskContext(
             spec.job_id, b"", spec.actor_id, tuple(gpu_ids), spec.job_namespace, spec.class_name,
             tuple(spec.env_vars.items()))
         token = context.current_task.set(task_context)
+        placement_context.enter_actor(spec.placement_group)
         instance = None
         try:
             cls = self.core.load_code(spec.class_id)
@@ -417,6 +430,7 @@ class Engine:
         self.lease.check()
         on_main = threading.get_ident() == self._main_ident
         token = context.current_task.set(self._task_context(spec))
+        placement_context.enter_task(spec.placement_group)  # reset by the next task this thread runs
         if on_main:
             self.current_main_task = spec.task_id
         task_env = spec.env_vars if self.actor_spec is not None else \

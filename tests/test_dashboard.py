@@ -42,7 +42,7 @@ def metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in the metrics:\n{text}")
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/api/actors", "/api/nodes", "/-/healthy"])
+@pytest.mark.parametrize("path", ["/metrics", "/api/actors", "/api/nodes", "/api/placement_groups", "/-/healthy"])
 def test_every_path_wants_the_token(cluster, path):
     for token in (None, "wrong-token", TOKEN[:-1]):
         reply = fetch(cluster + path, token)
@@ -66,6 +66,16 @@ def test_metrics_follow_the_actor_table(cluster):
     wait_until(lambda: metric(fetch(cluster + "/metrics").text, 'kastor_actors{state="ALIVE"}') == before,
                "the killed actor to leave the ALIVE gauge")
     assert [n["alive"] for n in fetch(cluster + "/api/nodes").json()] == [True]
+
+
+def test_placement_groups_are_listed(cluster):
+    from kastor.util import placement_group, remove_placement_group
+
+    pg = placement_group([{"CPU": 1}], name="on-the-dashboard")
+    assert pg.wait(DEADLINE_S)
+    rows = {row["placement_group_id"]: row for row in fetch(cluster + "/api/placement_groups").json()}
+    assert rows[pg.id.hex()]["state"] == "CREATED" and rows[pg.id.hex()]["name"] == "on-the-dashboard"
+    remove_placement_group(pg)
 
 
 def test_garbage_bytes_do_not_stop_it(cluster):

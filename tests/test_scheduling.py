@@ -128,5 +128,5 @@ def test_bad_strategies_are_named(cluster):
         node_of_task.options(scheduling_strategy="EVERYWHERE")
     with pytest.raises(TypeError, match="node id"):
         Placed.options(scheduling_strategy=NodeAffinitySchedulingStrategy(None, soft=False))
-    with pytest.warns(UserWarning, match="placement groups"):
+    with pytest.raises(TypeError, match="PlacementGroup"):
         node_of_task.options(scheduling_strategy=PlacementGroupSchedulingStrategy(object()))

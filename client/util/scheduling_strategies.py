@@ -5,7 +5,9 @@ sends task leases to the nodes in turn. `NodeAffinitySchedulingStrategy(node_id,
 work to one node (`kastor.get_runtime_context().get_node_id()`, or `NodeID` in
 `kastor.nodes()`); with `soft=True` it may run elsewhere when that node is gone or cannot fit
 it, and without, an actor pinned to a node that is not alive dies and a task fails.
-Placement groups are not supported: PlacementGroupSchedulingStrategy is accepted and ignored.
+`PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=-1,
+placement_group_capture_child_tasks=False)` runs work in a placement group's bundle (see
+kastor.util.placement_group).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 
 from kastor.runtime import log_files, task_events
 from kastor.runtime.protocol import kastor_pb2 as pb
-from kastor.runtime.state_rows import actor_row, node_row
+from kastor.runtime.state_rows import actor_row, group_row, node_row
 from kastor.session import current_core
 
 Filter = tuple[str, str, Any]
@@ -30,6 +30,15 @@ def list_nodes(filters: list[Filter] | None = None) -> list[dict[str, Any]]:
 
     reply = current_core().head_call("ListNodes", pb.ListRequest())
     return _filtered([node_row(n) for n in reply.nodes], filters)
+
+
+def list_placement_groups(filters: list[Filter] | None = None) -> list[dict[str, Any]]:
+    """Every placement group the head knows (removed ones included), with its state, strategy,
+    bundles and the node each bundle is reserved on."""
+    from kastor.api import _core
+
+    reply = _core().head_call("ListPlacementGroups", pb.ListRequest())
+    return _filtered([group_row(g) for g in reply.groups], filters)
 
 
 def list_jobs(filters: list[Filter] | None = None) -> list[dict[str, Any]]:

@@ -21,6 +21,13 @@ class ActorState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALIVE: _ClassVar[ActorState]
     RESTARTING: _ClassVar[ActorState]
     DEAD: _ClassVar[ActorState]
+
+class PlacementGroupState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PG_PENDING: _ClassVar[PlacementGroupState]
+    PG_CREATED: _ClassVar[PlacementGroupState]
+    PG_REMOVED: _ClassVar[PlacementGroupState]
+    PG_RESCHEDULING: _ClassVar[PlacementGroupState]
 TASK_OK: TaskStatus
 TASK_APP_ERROR: TaskStatus
 TASK_CANCELLED: TaskStatus
@@ -30,6 +37,10 @@ PENDING: ActorState
 ALIVE: ActorState
 RESTARTING: ActorState
 DEAD: ActorState
+PG_PENDING: PlacementGroupState
+PG_CREATED: PlacementGroupState
+PG_REMOVED: PlacementGroupState
+PG_RESCHEDULING: PlacementGroupState
 
 class Empty(_message.Message):
     __slots__ = ()
@@ -68,7 +79,7 @@ class Placement(_message.Message):
     def __init__(self, spread: _Optional[bool] = ..., node_id: _Optional[str] = ..., soft: _Optional[bool] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("task_id", "job_id", "function_id", "method", "args", "ref_args", "num_returns", "name", "parent_task_id", "actor_id", "attempt", "owner_address", "owner_worker_id", "gpu_ids", "namespace", "generator", "env_vars", "concurrency_group", "stream_items", "max_calls", "num_cpus", "runtime_env")
+    __slots__ = ("task_id", "job_id", "function_id", "method", "args", "ref_args", "num_returns", "name", "parent_task_id", "actor_id", "attempt", "owner_address", "owner_worker_id", "gpu_ids", "namespace", "generator", "env_vars", "concurrency_group", "stream_items", "max_calls", "num_cpus", "runtime_env", "placement_group")
     class EnvVarsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +109,7 @@ class TaskSpec(_message.Message):
     MAX_CALLS_FIELD_NUMBER: _ClassVar[int]
     NUM_CPUS_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_ENV_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_GROUP_FIELD_NUMBER: _ClassVar[int]
     task_id: bytes
     job_id: bytes
     function_id: str
@@ -120,7 +132,8 @@ class TaskSpec(_message.Message):
     max_calls: int
     num_cpus: float
     runtime_env: str
-    def __init__(self, task_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., function_id: _Optional[str] = ..., method: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., num_returns: _Optional[int] = ..., name: _Optional[str] = ..., parent_task_id: _Optional[bytes] = ..., actor_id: _Optional[bytes] = ..., attempt: _Optional[int] = ..., owner_address: _Optional[str] = ..., owner_worker_id: _Optional[bytes] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., namespace: _Optional[str] = ..., generator: _Optional[bool] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_group: _Optional[str] = ..., stream_items: _Optional[bool] = ..., max_calls: _Optional[int] = ..., num_cpus: _Optional[float] = ..., runtime_env: _Optional[str] = ...) -> None: ...
+    placement_group: PlacementGroupRef
+    def __init__(self, task_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., function_id: _Optional[str] = ..., method: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., num_returns: _Optional[int] = ..., name: _Optional[str] = ..., parent_task_id: _Optional[bytes] = ..., actor_id: _Optional[bytes] = ..., attempt: _Optional[int] = ..., owner_address: _Optional[str] = ..., owner_worker_id: _Optional[bytes] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., namespace: _Optional[str] = ..., generator: _Optional[bool] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_group: _Optional[str] = ..., stream_items: _Optional[bool] = ..., max_calls: _Optional[int] = ..., num_cpus: _Optional[float] = ..., runtime_env: _Optional[str] = ..., placement_group: _Optional[_Union[PlacementGroupRef, _Mapping]] = ...) -> None: ...
 
 class GeneratorItem(_message.Message):
     __slots__ = ("task_id", "index", "value")
@@ -189,7 +202,7 @@ class MethodParam(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[int] = ..., has_default: _Optional[bool] = ...) -> None: ...
 
 class ActorSpec(_message.Message):
-    __slots__ = ("actor_id", "job_id", "class_id", "class_name", "args", "ref_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "is_async", "required", "held", "owner_worker_id", "owner_address", "methods", "job_namespace", "env_vars", "concurrency_groups", "placement", "max_pending_calls", "state", "runtime_env")
+    __slots__ = ("actor_id", "job_id", "class_id", "class_name", "args", "ref_args", "name", "namespace", "detached", "max_restarts", "max_task_retries", "max_concurrency", "is_async", "required", "held", "owner_worker_id", "owner_address", "methods", "job_namespace", "env_vars", "concurrency_groups", "placement", "max_pending_calls", "state", "runtime_env", "placement_group")
     class RequiredEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -243,6 +256,7 @@ class ActorSpec(_message.Message):
     MAX_PENDING_CALLS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_ENV_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_GROUP_FIELD_NUMBER: _ClassVar[int]
     actor_id: bytes
     job_id: bytes
     class_id: str
@@ -268,7 +282,8 @@ class ActorSpec(_message.Message):
     max_pending_calls: int
     state: bytes
     runtime_env: str
-    def __init__(self, actor_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., class_id: _Optional[str] = ..., class_name: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., is_async: _Optional[bool] = ..., required: _Optional[_Mapping[str, float]] = ..., held: _Optional[_Mapping[str, float]] = ..., owner_worker_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., job_namespace: _Optional[str] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., max_pending_calls: _Optional[int] = ..., state: _Optional[bytes] = ..., runtime_env: _Optional[str] = ...) -> None: ...
+    placement_group: PlacementGroupRef
+    def __init__(self, actor_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., class_id: _Optional[str] = ..., class_name: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., is_async: _Optional[bool] = ..., required: _Optional[_Mapping[str, float]] = ..., held: _Optional[_Mapping[str, float]] = ..., owner_worker_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., job_namespace: _Optional[str] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., max_pending_calls: _Optional[int] = ..., state: _Optional[bytes] = ..., runtime_env: _Optional[str] = ..., placement_group: _Optional[_Union[PlacementGroupRef, _Mapping]] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
     __slots__ = ("spec", "state", "address", "node_id", "pid", "num_restarts", "death_cause", "death_error", "version", "worker_id", "killed", "pending_reason")
@@ -401,8 +416,15 @@ class LiveActor(_message.Message):
     def __init__(self, actor_id: _Optional[bytes] = ..., worker_id: _Optional[bytes] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., num_restarts: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "available", "actors", "leases", "infeasible")
+    __slots__ = ("node_id", "available", "actors", "leases", "infeasible", "total")
     class AvailableEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class TotalEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -414,12 +436,14 @@ class HeartbeatRequest(_message.Message):
     ACTORS_FIELD_NUMBER: _ClassVar[int]
     LEASES_FIELD_NUMBER: _ClassVar[int]
     INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     available: _containers.ScalarMap[str, float]
     actors: _containers.RepeatedCompositeFieldContainer[LiveActor]
     leases: _containers.RepeatedCompositeFieldContainer[LeaseInfo]
     infeasible: _containers.RepeatedCompositeFieldContainer[ResourceDemand]
-    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ..., actors: _Optional[_Iterable[_Union[LiveActor, _Mapping]]] = ..., leases: _Optional[_Iterable[_Union[LeaseInfo, _Mapping]]] = ..., infeasible: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ...) -> None: ...
+    total: _containers.ScalarMap[str, float]
+    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ..., actors: _Optional[_Iterable[_Union[LiveActor, _Mapping]]] = ..., leases: _Optional[_Iterable[_Union[LeaseInfo, _Mapping]]] = ..., infeasible: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ..., total: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("known", "kill_worker_ids")
@@ -672,7 +696,7 @@ class LeaseRequest(_message.Message):
     def __init__(self, required: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[bytes] = ..., allow_spillback: _Optional[bool] = ..., owner_address: _Optional[str] = ..., queue_if_busy: _Optional[bool] = ..., report_infeasible: _Optional[bool] = ..., runtime_env: _Optional[str] = ...) -> None: ...
 
 class LeaseReply(_message.Message):
-    __slots__ = ("granted", "worker_address", "worker_id", "spillback_address", "gpu_ids", "infeasible", "message", "runtime_env_error")
+    __slots__ = ("granted", "worker_address", "worker_id", "spillback_address", "gpu_ids", "infeasible", "message", "runtime_env_error", "placement_group_removed")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     WORKER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -681,6 +705,7 @@ class LeaseReply(_message.Message):
     INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_ENV_ERROR_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_GROUP_REMOVED_FIELD_NUMBER: _ClassVar[int]
     granted: bool
     worker_address: str
     worker_id: bytes
@@ -689,7 +714,8 @@ class LeaseReply(_message.Message):
     infeasible: bool
     message: str
     runtime_env_error: str
-    def __init__(self, granted: _Optional[bool] = ..., worker_address: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., spillback_address: _Optional[str] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., infeasible: _Optional[bool] = ..., message: _Optional[str] = ..., runtime_env_error: _Optional[str] = ...) -> None: ...
+    placement_group_removed: bool
+    def __init__(self, granted: _Optional[bool] = ..., worker_address: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., spillback_address: _Optional[str] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., infeasible: _Optional[bool] = ..., message: _Optional[str] = ..., runtime_env_error: _Optional[str] = ..., placement_group_removed: _Optional[bool] = ...) -> None: ...
 
 class StartActorReply(_message.Message):
     __slots__ = ("started", "no_resources", "address", "pid", "worker_id", "error", "message", "runtime_env_failed")
@@ -878,3 +904,108 @@ class HasPackageReply(_message.Message):
     FOUND_FIELD_NUMBER: _ClassVar[int]
     found: bool
     def __init__(self, found: _Optional[bool] = ...) -> None: ...
+
+class PlacementGroupRef(_message.Message):
+    __slots__ = ("placement_group_id", "bundle_index", "capture_child_tasks")
+    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_CHILD_TASKS_FIELD_NUMBER: _ClassVar[int]
+    placement_group_id: bytes
+    bundle_index: int
+    capture_child_tasks: bool
+    def __init__(self, placement_group_id: _Optional[bytes] = ..., bundle_index: _Optional[int] = ..., capture_child_tasks: _Optional[bool] = ...) -> None: ...
+
+class Bundle(_message.Message):
+    __slots__ = ("resources",)
+    class ResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    resources: _containers.ScalarMap[str, float]
+    def __init__(self, resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class PlacementGroupSpec(_message.Message):
+    __slots__ = ("placement_group_id", "name", "namespace", "bundles", "strategy", "detached", "job_id", "creator_actor_id")
+    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    DETACHED_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    placement_group_id: bytes
+    name: str
+    namespace: str
+    bundles: _containers.RepeatedCompositeFieldContainer[Bundle]
+    strategy: str
+    detached: bool
+    job_id: bytes
+    creator_actor_id: bytes
+    def __init__(self, placement_group_id: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[Bundle, _Mapping]]] = ..., strategy: _Optional[str] = ..., detached: _Optional[bool] = ..., job_id: _Optional[bytes] = ..., creator_actor_id: _Optional[bytes] = ...) -> None: ...
+
+class PlacementGroupInfo(_message.Message):
+    __slots__ = ("spec", "state", "bundle_nodes", "version", "pending_reason", "created_at")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_NODES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    spec: PlacementGroupSpec
+    state: PlacementGroupState
+    bundle_nodes: _containers.RepeatedScalarFieldContainer[str]
+    version: int
+    pending_reason: str
+    created_at: float
+    def __init__(self, spec: _Optional[_Union[PlacementGroupSpec, _Mapping]] = ..., state: _Optional[_Union[PlacementGroupState, str]] = ..., bundle_nodes: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., pending_reason: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class PlacementGroupRequest(_message.Message):
+    __slots__ = ("placement_group_id", "name", "namespace", "after_version", "timeout_s")
+    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    placement_group_id: bytes
+    name: str
+    namespace: str
+    after_version: int
+    timeout_s: float
+    def __init__(self, placement_group_id: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., after_version: _Optional[int] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class PlacementGroupReply(_message.Message):
+    __slots__ = ("found", "info")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    info: PlacementGroupInfo
+    def __init__(self, found: _Optional[bool] = ..., info: _Optional[_Union[PlacementGroupInfo, _Mapping]] = ...) -> None: ...
+
+class PlacementGroupList(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[PlacementGroupInfo]
+    def __init__(self, groups: _Optional[_Iterable[_Union[PlacementGroupInfo, _Mapping]]] = ...) -> None: ...
+
+class BundleReservation(_message.Message):
+    __slots__ = ("placement_group_id", "indexes", "bundles")
+    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEXES_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    placement_group_id: bytes
+    indexes: _containers.RepeatedScalarFieldContainer[int]
+    bundles: _containers.RepeatedCompositeFieldContainer[Bundle]
+    def __init__(self, placement_group_id: _Optional[bytes] = ..., indexes: _Optional[_Iterable[int]] = ..., bundles: _Optional[_Iterable[_Union[Bundle, _Mapping]]] = ...) -> None: ...
+
+class ReserveBundlesReply(_message.Message):
+    __slots__ = ("reserved", "message")
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    reserved: bool
+    message: str
+    def __init__(self, reserved: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...

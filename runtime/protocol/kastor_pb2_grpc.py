@@ -114,6 +114,26 @@ class HeadStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeReply.FromString,
                 _registered_method=True)
+        self.CreatePlacementGroup = channel.unary_unary(
+                '/kastor.Head/CreatePlacementGroup',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupSpec.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupInfo.FromString,
+                _registered_method=True)
+        self.RemovePlacementGroup = channel.unary_unary(
+                '/kastor.Head/RemovePlacementGroup',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupRequest.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+                _registered_method=True)
+        self.GetPlacementGroup = channel.unary_unary(
+                '/kastor.Head/GetPlacementGroup',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupRequest.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupReply.FromString,
+                _registered_method=True)
+        self.ListPlacementGroups = channel.unary_unary(
+                '/kastor.Head/ListPlacementGroups',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ListRequest.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupList.FromString,
+                _registered_method=True)
         self.PutPackage = channel.unary_unary(
                 '/kastor.Head/PutPackage',
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Package.SerializeToString,
@@ -235,6 +255,30 @@ class HeadServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreatePlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemovePlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPlacementGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PutPackage(self, request, context):
         """runtime_env packages (working_dir, py_modules), uploaded once by a driver, keyed by content hash.
         """
@@ -342,6 +386,26 @@ def add_HeadServicer_to_server(servicer, server):
                     servicer.PickNode,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PickNodeReply.SerializeToString,
+            ),
+            'CreatePlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePlacementGroup,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupSpec.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupInfo.SerializeToString,
+            ),
+            'RemovePlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemovePlacementGroup,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupRequest.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+            ),
+            'GetPlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlacementGroup,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupRequest.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupReply.SerializeToString,
+            ),
+            'ListPlacementGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlacementGroups,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ListRequest.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupList.SerializeToString,
             ),
             'PutPackage': grpc.unary_unary_rpc_method_handler(
                     servicer.PutPackage,
@@ -807,6 +871,114 @@ class Head:
             _registered_method=True)
 
     @staticmethod
+    def CreatePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.Head/CreatePlacementGroup',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupSpec.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemovePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.Head/RemovePlacementGroup',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupRequest.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.Head/GetPlacementGroup',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupRequest.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlacementGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.Head/ListPlacementGroups',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ListRequest.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.PlacementGroupList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def PutPackage(request,
             target,
             options=(),
@@ -974,6 +1146,16 @@ class NodeAgentStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.FreeObjectsRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
                 _registered_method=True)
+        self.ReserveBundles = channel.unary_unary(
+                '/kastor.NodeAgent/ReserveBundles',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BundleReservation.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ReserveBundlesReply.FromString,
+                _registered_method=True)
+        self.ReturnBundles = channel.unary_unary(
+                '/kastor.NodeAgent/ReturnBundles',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BundleReservation.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class NodeAgentServicer:
@@ -1041,6 +1223,19 @@ class NodeAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReserveBundles(self, request, context):
+        """The head reserves a placement group's bundles here (all of a node's at once) and returns them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReturnBundles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1092,6 +1287,16 @@ def add_NodeAgentServicer_to_server(servicer, server):
             'FreeObjects': grpc.unary_unary_rpc_method_handler(
                     servicer.FreeObjects,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.FreeObjectsRequest.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+            ),
+            'ReserveBundles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveBundles,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BundleReservation.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ReserveBundlesReply.SerializeToString,
+            ),
+            'ReturnBundles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReturnBundles,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BundleReservation.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
             ),
     }
@@ -1364,6 +1569,60 @@ class NodeAgent:
             target,
             '/kastor.NodeAgent/FreeObjects',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.FreeObjectsRequest.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveBundles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.NodeAgent/ReserveBundles',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BundleReservation.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ReserveBundlesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReturnBundles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.NodeAgent/ReturnBundles',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BundleReservation.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
             options,
             channel_credentials,

@@ -193,19 +193,26 @@ class EmulatedCluster:
 
     def mark_logs(self) -> None:
         """Remembers where each log ends now: `logs_since_mark` shows what a test added."""
-        self._marks = {path: path.stat().st_size if path.exists() else 0 for path in self.logs}
+        self._marks = {path: path.stat().st_size for path in self._all_logs()}
 
-    def logs_since_mark(self, max_lines: int = 300) -> str:
-        """The operator's (and kubelet's) log lines since `mark_logs`, for a failed test's report."""
+    def _all_logs(self) -> list[Path]:
+        """The operator's and kubelet's logs, then every pod's (head, workers, actors, drivers)."""
+        pods = sorted(p for p in self.workdir.glob("*.log") if p not in self.logs)
+        return [p for p in self.logs if p.exists()] + pods
+
+    def logs_since_mark(self, max_lines: int = 300, max_pod_lines: int = 80) -> str:
+        """What the operator, the kubelet and each pod logged since `mark_logs`, for a failed
+        test's report: a pod that crashed or hung says so in its own log."""
         parts = []
-        for path in self.logs:
-            if not path.exists():
-                continue
+        for path in self._all_logs():
             with open(path, "rb") as f:
                 f.seek(self._marks.get(path, 0))
                 lines = f.read().decode(errors="replace").splitlines()
-            cut = f"(first {len(lines) - max_lines} lines left out)\n" if len(lines) > max_lines else ""
-            parts.append(f"--- {path} (kept), during this test:\n{cut}" + "\n".join(lines[-max_lines:]))
+            if not lines:
+                continue
+            keep = max_lines if path in self.logs else max_pod_lines
+            cut = f"(first {len(lines) - keep} lines left out)\n" if len(lines) > keep else ""
+            parts.append(f"--- {path} (kept), during this test:\n{cut}" + "\n".join(lines[-keep:]))
         return "\n".join(parts)
 
     def operator_log_tail(self, lines: int = 40) -> str:
