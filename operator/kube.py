@@ -14,6 +14,12 @@ import kubernetes
 from kastor.runtime import k8s_contract as contract
 from kubernetes.client.exceptions import ApiException
 
+# (connect, read) seconds for every API call. The client's default is no timeout at all, and one
+# call stuck on a half-open connection would hold its resource's lock for ever: its resync (which
+# never runs twice at once) and its pod events would then wait behind it, and the resource would
+# stop being reconciled. A call that times out fails the reconcile, which the next resync retries.
+REQUEST_TIMEOUT = (5.0, 30.0)
+
 
 def load_config() -> None:
     """In a pod, the service account; elsewhere KUBECONFIG / ~/.kube/config."""
@@ -28,8 +34,10 @@ def selector(labels: dict[str, str]) -> str:
 
 
 class Kube:
-    def __init__(self, api_client: kubernetes.client.ApiClient | None = None):
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None,
+                 request_timeout: tuple[float, float] = REQUEST_TIMEOUT):
         self.api_client = api_client or kubernetes.client.ApiClient()
+        self._call: dict[str, Any] = {"_preload_content": False, "_request_timeout": request_timeout}
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
 
@@ -40,12 +48,12 @@ class Kube:
     # ---- pods ----
 
     def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
-        reply = self.core.list_namespaced_pod(namespace, label_selector=selector(labels), _preload_content=False)
+        reply = self.core.list_namespaced_pod(namespace, label_selector=selector(labels), **self._call)
         return self._json(reply)["items"]
 
     def create_pod(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            return self._json(self.core.create_namespaced_pod(namespace, pod, _preload_content=False))
+            return self._json(self.core.create_namespaced_pod(namespace, pod, **self._call))
         except ApiException as e:
             if e.status == 409:
                 return None
@@ -53,7 +61,7 @@ class Kube:
 
     def delete_pod(self, namespace: str, name: str) -> bool:
         try:
-            self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+            self.core.delete_namespaced_pod(name, namespace, **self._call)
             return True
         except ApiException as e:
             if e.status == 404:
@@ -64,7 +72,7 @@ class Kube:
 
     def ensure_service(self, namespace: str, service: dict[str, Any]) -> None:
         try:
-            self.core.create_namespaced_service(namespace, service, _preload_content=False)
+            self.core.create_namespaced_service(namespace, service, **self._call)
         except ApiException as e:
             if e.status != 409:
                 raise
@@ -72,7 +80,7 @@ class Kube:
     def ensure_claim(self, namespace: str, claim: dict[str, Any]) -> None:
         """Creates a PersistentVolumeClaim unless it exists (a DetachedActor's state volume)."""
         try:
-            self.core.create_namespaced_persistent_volume_claim(namespace, claim, _preload_content=False)
+            self.core.create_namespaced_persistent_volume_claim(namespace, claim, **self._call)
         except ApiException as e:
             if e.status != 409:
                 raise
@@ -80,7 +88,7 @@ class Kube:
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Secret object as stored (metadata included), or None if it does not exist."""
         try:
-            return self._json(self.core.read_namespaced_secret(name, namespace, _preload_content=False))
+            return self._json(self.core.read_namespaced_secret(name, namespace, **self._call))
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -102,20 +110,20 @@ class Kube:
 
     def create_secret(self, namespace: str, secret: dict[str, Any]) -> None:
         try:
-            self.core.create_namespaced_secret(namespace, secret, _preload_content=False)
+            self.core.create_namespaced_secret(namespace, secret, **self._call)
         except ApiException as e:
             if e.status != 409:
                 raise
 
     def create_event(self, namespace: str, event: dict[str, Any]) -> None:
-        self.core.create_namespaced_event(namespace, event, _preload_content=False)
+        self.core.create_namespaced_event(namespace, event, **self._call)
 
     # ---- our custom resources ----
 
     def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self._json(self.custom.get_namespaced_custom_object(
-                contract.GROUP, contract.VERSION, namespace, plural, name, _preload_content=False))
+                contract.GROUP, contract.VERSION, namespace, plural, name, **self._call))
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -126,7 +134,7 @@ class Kube:
         try:
             self.custom.patch_namespaced_custom_object_status(
                 contract.GROUP, contract.VERSION, namespace, plural, name, {"status": status},
-                _content_type="application/merge-patch+json", _preload_content=False)
+                _content_type="application/merge-patch+json", **self._call)
         except ApiException as e:
             if e.status != 404:
                 raise
