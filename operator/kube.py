@@ -71,6 +71,14 @@ class Kube:
     # ---- services and secrets ----
 
     def ensure_service(self, namespace: str, service: dict[str, Any]) -> None:
+        """Creates the Service unless one of that name exists: read first, because a create of a
+        Service that exists is not always a 409 (a fixed nodePort is "already allocated": 422)."""
+        try:
+            self.core.read_namespaced_service(service["metadata"]["name"], namespace, **self._call)
+            return
+        except ApiException as e:
+            if e.status != 404:
+                raise
         try:
             self.core.create_namespaced_service(namespace, service, **self._call)
         except ApiException as e:

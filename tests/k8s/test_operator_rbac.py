@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import kubernetes
@@ -30,19 +31,22 @@ NEEDED = [("get", "actorclusters", ""), ("list", "actorclusters", ""), ("watch",
           ("patch", "actorclusters", ""), ("patch", "actorclusters", "status"),
           ("update", "actorclusters", "finalizers"), ("update", "detachedactors", "finalizers"),
           ("patch", "detachedactors", "status"), ("list", "pods", ""), ("watch", "pods", ""), ("create", "pods", ""),
-          ("delete", "pods", ""), ("create", "services", ""), ("get", "secrets", ""), ("create", "secrets", ""),
-          ("create", "events", "")]
+          ("delete", "pods", ""), ("get", "services", ""), ("create", "services", ""), ("get", "secrets", ""),
+          ("create", "secrets", ""), ("create", "events", "")]
 NOT_NEEDED = [("update", "actorclusters", ""), ("delete", "actorclusters", ""), ("get", "actorclusters", "status"),
               ("update", "actorclusters", "status"), ("list", "secrets", ""), ("watch", "secrets", ""),
               ("update", "secrets", ""), ("delete", "secrets", ""), ("get", "pods", ""), ("update", "pods", ""),
-              ("patch", "pods", ""), ("get", "services", ""), ("delete", "services", ""), ("patch", "events", ""),
+              ("patch", "pods", ""), ("delete", "services", ""), ("patch", "events", ""),
               ("create", "pods", "exec")]
 API_GROUP = {"actorclusters": GROUP, "detachedactors": GROUP}
 
 
 @pytest.fixture(scope="module")
-def chart_account(api) -> str:  # noqa: F811 - the fixture imported above
-    """Applies the operator chart's RBAC and ServiceAccount (namespaced mode); returns the account's name."""
+def chart_account(api) -> Iterator[str]:  # noqa: F811 - the fixture imported above
+    """Applies the operator chart's RBAC and ServiceAccount (namespaced mode); yields the account's name.
+
+    The cluster-scoped objects go again afterwards: the control plane is the session's, and a later
+    `helm install` of the chart cannot adopt ClusterRoles it did not create."""
     args = ["template", "rel", str(REPO / "charts" / "kastor-operator"), "--namespace", NAMESPACE,
             "--set", f"watchNamespaces={{{NAMESPACE}}}", "--set", "peering.enabled=false"]
     rendered = subprocess.run([HELM, *args], capture_output=True, text=True, timeout=60, check=True).stdout
@@ -59,7 +63,17 @@ def chart_account(api) -> str:  # noqa: F811 - the fixture imported above
             except kubernetes.utils.FailToCreateError as e:
                 if not all(getattr(x, "status", None) == 409 for x in e.api_exceptions):
                     raise
-    return next(d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount")
+    yield next(d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount")
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+    for doc in docs:
+        delete = {"ClusterRole": rbac.delete_cluster_role, "ClusterRoleBinding": rbac.delete_cluster_role_binding}
+        if doc["kind"] in delete:
+            try:
+                delete[doc["kind"]](doc["metadata"]["name"])
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+    kubernetes.client.CoreV1Api(api).delete_namespace(NAMESPACE)
 
 
 def allowed(api, account: str, verb: str, resource: str, subresource: str) -> bool:  # noqa: F811

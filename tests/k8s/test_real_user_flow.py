@@ -135,10 +135,6 @@ def events_about(flow: RealCluster, name: str, ns: str) -> str:
                      if e.involved_object.name == name)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 defect: operator/kube.py ensure_service re-creates the head Service "
-                   "on every reconcile and takes only 409 as 'exists'; for the README's NodePort Service the real "
-                   "apiserver answers 422 'spec.ports[1].nodePort: Invalid value: 30001: provided port is already "
-                   "allocated', so the reconcile fails before any status is written and the cluster never gets Ready")
 def test_kubectl_apply_of_the_readme_examples(flow):
     """The README's two `kubectl apply` commands, verbatim, in a namespace of their own."""
     flow.make_namespace("readme")
@@ -161,7 +157,7 @@ def test_kubectl_apply_of_the_readme_examples(flow):
 
 def clusterip_examples() -> list[dict[str, Any]]:
     """The README's ActorCluster and DetachedActor, with the head Service a ClusterIP (not the
-    NodePort kind maps to the host; see the xfail above): the flow goes on with this."""
+    NodePort kind maps to the host, which this harness does not emulate): the flow goes on with this."""
     cluster = yaml.safe_load((EXAMPLES / "actorcluster.yaml").read_text())
     cluster["spec"]["head"] = {"numCpus": 1}
     actor = yaml.safe_load((EXAMPLES / "detachedactor.yaml").read_text())

@@ -35,7 +35,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   Custom resources: kopf lists/watches them and patches its annotations and finalizers; the
   reconcilers get them and merge-patch status. Owner references with blockOwnerDeletion need
   `update` on <kind>/finalizers where OwnerReferencesPermissionEnforcement is on. Pods: list,
-  watch, create, delete; Services: create; Secrets: get, create (the token); Events: create. */}}
+  watch, create, delete; Services: get (read before create: re-creating a NodePort Service is a
+  422, not a 409), create; Secrets: get, create (the token); Events: create. */}}
 {{- define "kastor-operator.namespacedRules" -}}
 - apiGroups: ["kastor.dev"]
   resources: ["actorclusters", "detachedactors"]
@@ -51,7 +52,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: ["list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["create"]
+  verbs: ["get", "create"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
