@@ -41,8 +41,10 @@ def test_a_driver_serves_its_objects_but_runs_no_work():
 
 
 def test_a_worker_serves_both_parts():
-    address = kastor.get(Probe.remote().address.remote())
+    probe = Probe.remote()  # held for the whole test: an actor whose last handle goes is killed (as in Ray)
+    address = kastor.get(probe.address.remote())
     reply = _call(address, "LeaseState", pb.Empty())
     assert isinstance(reply, pb.LeaseStateReply)
     reply = _call(address, "GetObjects", pb.GetObjectsRequest(object_ids=[b"\0" * 20]))
     assert reply.values[0].is_error, "an object the worker never owned is reported lost"
+    kastor.kill(probe)
