@@ -97,3 +97,23 @@ def driven_cluster(tmp: Path, redis: RedisServer, monkeypatch,
     finally:
         kastor.shutdown()
         c.stop()
+
+
+@contextmanager
+def own_redis_cluster(tmp: Path, nodes: set[str]) -> Iterator[GcsCluster]:
+    """A Redis of its own, a head on it and `nodes`, with this process as the driver: for
+    module-scoped fixtures, which cannot use the function-scoped `redis_server`."""
+    redis = RedisServer(tmp / "redis-data")
+    redis.data_dir.mkdir()
+    redis.start()
+    c = GcsCluster(tmp, redis)
+    try:
+        c.start_head()
+        for node_id in sorted(nodes):
+            c.add_node(node_id)
+        kastor.init(address=c.address, token=TOKEN)
+        yield c
+    finally:
+        kastor.shutdown()
+        c.stop()
+        redis.stop()

@@ -16,7 +16,7 @@ import time
 
 import kastor
 import pytest
-from gcs_cluster import TOKEN, GcsCluster
+from gcs_cluster import TOKEN, own_redis_cluster
 from kastor.exceptions import ActorDiedError, GetTimeoutError, TaskPlacementGroupRemoved, WorkerCrashedError
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.util import (
@@ -29,7 +29,6 @@ from kastor.util import (
 from kastor.util.placement_group import PlacementGroup, PlacementGroupID
 from kastor.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from kastor.util.state import list_nodes, list_placement_groups
-from redis_server import RedisServer
 from support import wait_until
 
 DEADLINE_S = 60
@@ -38,19 +37,8 @@ NODES = {"n1", "n2", "n3"}
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("placement")
-    redis = RedisServer(tmp / "redis-data")
-    redis.data_dir.mkdir()
-    redis.start()
-    c = GcsCluster(tmp, redis)
-    c.start_head()
-    for node in sorted(NODES):
-        c.add_node(node)
-    kastor.init(address=c.address, token=TOKEN)
-    yield c
-    kastor.shutdown()
-    c.stop()
-    redis.stop()
+    with own_redis_cluster(tmp_path_factory.mktemp("placement"), NODES) as c:
+        yield c
 
 
 @pytest.fixture

@@ -5,11 +5,10 @@ import time
 
 import kastor
 import pytest
-from gcs_cluster import TOKEN, GcsCluster
+from gcs_cluster import own_redis_cluster
 from kastor.exceptions import ActorDiedError, TaskUnschedulableError
 from kastor.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 from kastor.util.state import list_actors, list_nodes
-from redis_server import RedisServer
 from support import wait_until
 
 DEADLINE_S = 60
@@ -18,19 +17,8 @@ NODES = {"n1", "n2", "n3"}
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("scheduling")
-    redis = RedisServer(tmp / "redis-data")
-    redis.data_dir.mkdir()
-    redis.start()
-    c = GcsCluster(tmp, redis)
-    c.start_head()
-    for node in sorted(NODES):
-        c.add_node(node)
-    kastor.init(address=c.address, token=TOKEN)
-    yield c
-    kastor.shutdown()
-    c.stop()
-    redis.stop()
+    with own_redis_cluster(tmp_path_factory.mktemp("scheduling"), NODES) as c:
+        yield c
 
 
 @kastor.remote
