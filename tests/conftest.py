@@ -1,9 +1,37 @@
 """Fixtures shared by the test modules."""
 
+import ast
+import functools
 import os
+import sys
+import threading
 
 import kastor
 import pytest
+
+
+def _serialize_ast_parse() -> None:
+    """Makes `ast.parse` one thread at a time in the test process, on Pythons with CPython
+    gh-106905 (fixed in 3.11.8 and 3.12.1): the AST constructor's recursion counter is shared by
+    all threads, so two threads parsing at once (pytest building a failure's report while a
+    harness thread formats a traceback, which 3.11 does with `ast.parse` for its ^^^ markers)
+    can make pytest crash with "INTERNALERROR ... SystemError: AST constructor recursion depth
+    mismatch", ending the whole run instead of reporting one failed test. An RLock, because a
+    finalizer run inside a parse may parse again on the same thread."""
+    if sys.version_info >= (3, 12, 1) or (3, 11, 8) <= sys.version_info < (3, 12):
+        return
+    lock = threading.RLock()
+    unlocked_parse = ast.parse
+
+    @functools.wraps(unlocked_parse)
+    def parse(*args, **kwargs):
+        with lock:
+            return unlocked_parse(*args, **kwargs)
+
+    ast.parse = parse
+
+
+_serialize_ast_parse()
 
 
 @pytest.fixture(scope="module")

@@ -60,10 +60,19 @@ class KubeProxy:
         self.tasks: list[asyncio.Task[None]] = []
         self._forwarding: set[asyncio.Task[Any]] = set()  # open connections, cancelled at stop()
         self._synced = asyncio.Event()
+        self.problems: list[str] = []  # Service ports it could not serve, and why (shown by failed tests)
 
     async def start(self) -> None:
+        """Returns once every Service that exists is served; a watch that dies before that
+        raises its error here instead of leaving the caller waiting for a sync that never comes."""
         self.tasks = [asyncio.create_task(self._watch_services()), asyncio.create_task(self._watch_slices())]
-        await self._synced.wait()
+        synced = asyncio.create_task(self._synced.wait())
+        await asyncio.wait([synced, *self.tasks], return_when=asyncio.FIRST_COMPLETED)
+        if not synced.done():
+            synced.cancel()
+            failed = next(t for t in self.tasks if t.done())
+            error = None if failed.cancelled() else failed.exception()
+            raise RuntimeError(f"kube-proxy: a watch ended before the first sync of Services: {error!r}")
 
     async def stop(self) -> None:
         for servers in self.listeners.values():
@@ -121,12 +130,23 @@ class KubeProxy:
         for (ip, port), (key, spec) in wanted.items():
             if (ip, port) in self.listeners:
                 continue
-            await asyncio.to_thread(self.network.add_cluster_ip, ip)
-            sock = await asyncio.to_thread(in_netns, self.network.proxy_netns, functools.partial(_listen, ip, port))
-            handler = functools.partial(self._forward, key, spec)
-            self.listeners[(ip, port)] = (await asyncio.start_server(handler, sock=sock),
-                                          await asyncio.start_server(handler, self.host_ips[key], port))
+            try:
+                self.listeners[(ip, port)] = await self._serve(ip, port, key, spec)
+            except Exception as e:  # one Service port that cannot be served must not stop the others
+                self.problems.append(f"Service {key[0]}/{key[1]} {ip}:{port}: {e!r}")
         self._write_names()
+
+    async def _serve(self, ip: str, port: int, key: Key, spec: dict[str, Any]) -> tuple[asyncio.Server, asyncio.Server]:
+        """Listeners for one ClusterIP:port, in the proxy namespace and on the Service's host address."""
+        await asyncio.to_thread(self.network.add_cluster_ip, ip)
+        sock = await asyncio.to_thread(in_netns, self.network.proxy_netns, functools.partial(_listen, ip, port))
+        handler = functools.partial(self._forward, key, spec)
+        inside = await asyncio.start_server(handler, sock=sock)
+        try:
+            return inside, await asyncio.start_server(handler, self.host_ips[key], port)
+        except OSError:
+            inside.close()
+            raise
 
     def _endpoints(self, key: Key, port_name: str | None) -> list[tuple[str, int]]:
         """Ready (address, port) of the Service's EndpointSlices for the Service port `port_name`."""

@@ -44,6 +44,14 @@ def netns_problem() -> str | None:
     return None
 
 
+async def _step(what: str, step: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+    try:
+        async with asyncio.timeout(timeout):
+            return await step
+    except TimeoutError:
+        raise TimeoutError(f"the harness's start: {what} took over {timeout:.0f}s") from None
+
+
 class RealCluster:
     """Nodes, pod network and Services of one test module on the session's control plane."""
 
@@ -85,14 +93,15 @@ class RealCluster:
         return self
 
     async def _start_async(self) -> None:
+        """Each step has a deadline of its own, so a start that hangs says which step hung."""
         config = self.api_client.configuration
         self.api = KubeApi(self.cp.server, config.ssl_ca_cert, config.cert_file, config.key_file)
         await self.api.open()
         assert self.block is not None and self.network is not None
         self.proxy = KubeProxy(self.api, self.network, self.hosts, self.block.service_prefix, self.api_port)
-        await self.proxy.start()
+        await _step("kube-proxy's first sync of the Services", self.proxy.start())
         for name in self.node_names:
-            await self.add_node_async(name)
+            await _step(f"registering node {name}", self.add_node_async(name))
 
     async def add_node_async(self, name: str) -> Kubelet:
         assert self.network is not None
@@ -209,6 +218,8 @@ class RealCluster:
 
     def log_tails(self, lines: int = 20) -> str:
         parts = []
+        if hasattr(self, "proxy") and self.proxy.problems:
+            parts.append("--- kube-proxy could not serve:\n" + "\n".join(self.proxy.problems[-lines:]))
         for path in sorted(self.workdir.glob("kubelet-*.log")):
             parts.append(f"--- {path}:\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
         return "\n".join(parts)
