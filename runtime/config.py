@@ -57,6 +57,8 @@ PRESTART_WORKERS = settings.PRESTART_WORKERS.get()
 # owns actors declines, as in Ray.
 IDLE_WORKERS_KEPT = settings.IDLE_WORKERS_KEPT.get()
 IDLE_WORKER_KILL_S = settings.IDLE_WORKER_KILL_S.get()
+# How often a node agent frees the store files of owners that died (store_owners).
+DEAD_OWNER_SWEEP_S = settings.DEAD_OWNER_SWEEP_S.get()
 # Workers a node starts at once (Ray's maximum_startup_concurrency; 0: its CPU count). A worker
 # that does not register within STARTUP_TIMEOUT_S is killed.
 MAX_STARTING_WORKERS = settings.MAX_STARTING_WORKERS.get()

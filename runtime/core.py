@@ -272,16 +272,20 @@ class CoreWorker:
 
     # ---- values ----
 
-    def make_value(self, value: Any, what: str, object_id: bytes | None = None) -> pb.Value:
-        """Serializes; large values go to this node's shared-memory store."""
+    def make_value(self, value: Any, what: str, object_id: bytes | None = None, owner: str | None = None) -> pb.Value:
+        """Serializes; large values go to this node's shared-memory store. `owner`: the address
+        of the process that owns the object (a task's caller for its returns), if not this one."""
         ser = serialization.serialize(value, what)
-        return self.store_serialized(ser, object_id)
+        return self.store_serialized(ser, object_id, owner)
 
-    def store_serialized(self, ser: serialization.Serialized, object_id: bytes | None = None) -> pb.Value:
+    def store_serialized(self, ser: serialization.Serialized, object_id: bytes | None = None,
+                         owner: str | None = None) -> pb.Value:
         if ser.size <= config.INLINE_LIMIT:
             return pb.Value(data=ser.to_bytes())
         name = (object_id or os.urandom(20)).hex()
-        return pb.Value(location=self.transport.store_large(self, ser, name))
+        # A return whose spec names no owner goes to the store's root, never under this worker,
+        # which may exit while the caller still holds the ref.
+        return pb.Value(location=self.transport.store_large(self, ser, name, self.address if owner is None else owner))
 
     def decode(self, object_id: bytes, value: pb.Value) -> Any:
         """The Python value of a stored object; raises the stored error if it is one."""

@@ -21,7 +21,19 @@ from dataclasses import dataclass, field
 
 import grpc
 from kastor.exceptions import RuntimeEnvSetupError
-from kastor.runtime import auth, config, flags, head_link, launcher, logging_setup, retry, rpc, settings, tls
+from kastor.runtime import (
+    auth,
+    config,
+    flags,
+    head_link,
+    launcher,
+    logging_setup,
+    retry,
+    rpc,
+    settings,
+    store_owners,
+    tls,
+)
 from kastor.runtime.node_bundles import BundleMixin
 from kastor.runtime.placement import cpus, gpu_count, in_group
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -618,9 +630,28 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
     # ---- objects ----
 
     def _store_path(self, path: str) -> str | None:
-        real = os.path.realpath(path)
-        root = os.path.realpath(self.store_dir)
-        return real if os.path.dirname(real) == root else None
+        return store_owners.in_store(self.store_dir, path)
+
+    async def owner_answers(self, address: str) -> bool | None:
+        """Whether the owner at `address` still serves its objects: True if it answered, False
+        if the connection failed (nothing listens there), None if it could not tell (slow)."""
+        try:
+            await self.worker_stub(address).GetObjects(pb.GetObjectsRequest(), metadata=self.metadata, timeout=5)
+            return True
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.UNAVAILABLE:
+                return False
+            return None if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED else True
+
+    async def sweep_dead_owners_forever(self) -> None:
+        """Frees the store files of owners that died without freeing them (store_owners)."""
+        sweep = store_owners.DeadOwnerSweep(self.store_dir, self.owner_answers)
+        while True:
+            await asyncio.sleep(config.DEAD_OWNER_SWEEP_S)
+            try:
+                await sweep.sweep()
+            except OSError as e:  # e.g. the store directory is being removed at shutdown
+                log.warning("sweeping dead owners' objects failed: %s", e)
 
     async def FetchObject(self, request, context):
         path = self._store_path(request.path)
@@ -722,6 +753,7 @@ async def serve(args: argparse.Namespace) -> int:
     heartbeat = asyncio.get_running_loop().create_task(agent.heartbeat_forever())
     reconciler = asyncio.get_running_loop().create_task(agent.reconcile_leases_forever())
     reaper = asyncio.get_running_loop().create_task(agent.reap_idle_forever())
+    sweeper = asyncio.get_running_loop().create_task(agent.sweep_dead_owners_forever())
     launcher.announce_ready(args.ready_fd, agent.address)
     log.info("node agent %s serving on %s with %s", node_id, agent.address, agent.total)
     stop = asyncio.get_running_loop().create_task(launcher.wait_for_stop(args.exit_with_parent))
@@ -733,6 +765,7 @@ async def serve(args: argparse.Namespace) -> int:
         heartbeat.cancel()
         reconciler.cancel()
         reaper.cancel()
+        sweeper.cancel()
         await agent.shutdown()
         await server.stop(grace=0.5)
     return 0 if stop.done() and not stop.cancelled() else 1

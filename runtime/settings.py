@@ -197,6 +197,10 @@ IDLE_WORKERS_KEPT = _declare("KASTOR_IDLE_WORKERS_KEPT", "int", None,
 IDLE_WORKER_KILL_S = _declare("KASTOR_IDLE_WORKER_KILL_S", "float", 1.0,
                               "Idle workers beyond those kept are asked to exit after this long (Ray's "
                               "idle_worker_killing_time_threshold_ms).")
+DEAD_OWNER_SWEEP_S = _declare("KASTOR_DEAD_OWNER_SWEEP_S", "float", 30.0,
+                              "How often a node agent checks that the owners of the objects in its store still "
+                              "answer; an owner refused twice in a row (it died without freeing them) has its "
+                              "objects deleted.")
 MAX_STARTING_WORKERS = _declare("KASTOR_MAX_STARTING_WORKERS", "int", 0,
                                 "Workers a node starts at once (Ray's maximum_startup_concurrency; 0: its CPU "
                                 "count).")

@@ -11,12 +11,11 @@ the client itself. The rest of the core does not ask which of the two it is.
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING
 
 import grpc
 from kastor import exceptions
-from kastor.runtime import config, gateway_client, serialization
+from kastor.runtime import config, gateway_client, serialization, store_owners
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.rpc import CHANNEL_OPTIONS, direct_channel
@@ -36,9 +35,11 @@ class DirectTransport:
     def connect(self, address: str) -> grpc.aio.Channel:
         return direct_channel(address)
 
-    def store_large(self, core: CoreWorker, ser: serialization.Serialized, name: str) -> pb.ObjectLocation:
-        """Writes a value too large to inline into this node's store."""
-        path = os.path.join(core.store_dir, name)
+    def store_large(self, core: CoreWorker, ser: serialization.Serialized, name: str,
+                    owner: str) -> pb.ObjectLocation:
+        """Writes a value too large to inline into this node's store, under its owner's
+        directory there (freed by the node if the owner dies without freeing it)."""
+        path = store_owners.object_path(core.store_dir, owner, name)
         size = ser.write_file(path)
         return pb.ObjectLocation(node_id=core.node_id, node_address=core.node_address, path=path, size=size)
 
@@ -61,7 +62,10 @@ class GatewayTransport:
     def connect(self, address: str) -> grpc.aio.Channel:
         return gateway_client.channel(self.gateway, address, CHANNEL_OPTIONS)
 
-    def store_large(self, core: CoreWorker, ser: serialization.Serialized, name: str) -> pb.ObjectLocation:
+    def store_large(self, core: CoreWorker, ser: serialization.Serialized, name: str,
+                    owner: str) -> pb.ObjectLocation:
+        """Uploads through the node agent (the client cannot write the node's store); the
+        client port's job ending frees what the client owns."""
         return core.run(self._upload(core, ser, name))
 
     async def _upload(self, core: CoreWorker, ser: serialization.Serialized, name: str) -> pb.ObjectLocation:

@@ -547,7 +547,8 @@ class Engine:
 
     def _item_value(self, spec: pb.TaskSpec, index: int, item: Any) -> pb.Value:
         # Item k becomes the caller's object return_id(task, k + 1); index 0 is the call's own return.
-        return self.core.make_value(item, f"item {index} yielded by {spec.name}", return_id(spec.task_id, index + 1))
+        return self.core.make_value(item, f"item {index} yielded by {spec.name}", return_id(spec.task_id, index + 1),
+                                    owner=spec.owner_address)
 
     def _callable(self, spec: pb.TaskSpec):
         if spec.method:
@@ -587,7 +588,8 @@ class Engine:
         packed: list[pb.Value] = []
         try:
             for i, v in enumerate(values):
-                packed.append(self.core.make_value(v, f"the return value of {spec.name}", return_id(spec.task_id, i)))
+                packed.append(self.core.make_value(v, f"the return value of {spec.name}", return_id(spec.task_id, i),
+                                                   owner=spec.owner_address))
         except (serialization.SerializationError, exceptions.ObjectStoreFullError) as e:
             for stored in packed:  # the returns stored before this one would never be freed
                 self.core.free_value(stored)
