@@ -4,7 +4,7 @@
 address, `kastor.init()` starts an embedded single-machine cluster of real processes.
 """
 
-from kastor import actor, cloudpickle, exceptions, job_config, state, util
+from kastor import actor, cloudpickle, dag, exceptions, job_config, state, util
 from kastor.actor import ActorClass, ActorHandle, method
 from kastor.api import (
     ClusterInfo,
@@ -35,7 +35,7 @@ ObjectID = ObjectRef  # Ray's older name for an ObjectRef
 
 __all__ = [
     "ActorClass", "ActorHandle", "ClusterInfo", "ObjectID", "ObjectRef", "ObjectRefGenerator", "RemoteFunction",
-    "actor",
+    "actor", "dag",
     "available_resources", "cancel", "cloudpickle", "cluster_resources", "exceptions", "get", "get_actor",
     "get_gpu_ids",
     "get_runtime_context", "init", "is_initialized", "job_config", "kill", "method", "nodes", "put", "remote",

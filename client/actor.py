@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import inspect
 import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from kastor import options as opts
 from kastor import signature
+from kastor.dag import ClassMethodNode, ClassNode
 from kastor.exceptions import PendingCallsLimitExceeded
 from kastor.object_ref_generator import STREAMING, returned, yields
 from kastor.runtime import context, submission
@@ -68,6 +70,30 @@ def _method_table(cls: type) -> tuple[list[pb.MethodMeta], bool]:
     return methods, is_async
 
 
+@dataclass(frozen=True)
+class ActorClassMetadata:
+    """`Cls.__ray_metadata__`, as Ray's: above all `modified_class`, a plain (local) subclass of
+    the decorated class, which unit tests instantiate to run an actor's code without a cluster."""
+
+    modified_class: type
+    class_name: str
+    is_async: bool
+    method_num_returns: dict[str, int | str] = field(default_factory=dict)
+    method_concurrency_groups: dict[str, str] = field(default_factory=dict)
+    concurrency_groups: dict[str, int] = field(default_factory=dict)
+
+
+def _metadata(cls: type, methods: list[pb.MethodMeta], is_async: bool, options: dict[str, Any]) -> ActorClassMetadata:
+    modified = type(cls.__name__, (cls,), {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
+                                           "__doc__": cls.__doc__})
+    user = [m for m in methods if m.name not in BUILTIN_METHODS]
+    return ActorClassMetadata(
+        modified_class=modified, class_name=cls.__name__, is_async=is_async,
+        method_num_returns={m.name: STREAMING if m.is_generator else m.num_returns for m in user},
+        method_concurrency_groups={m.name: m.concurrency_group for m in user if m.concurrency_group},
+        concurrency_groups=dict(options.get("concurrency_groups") or {}))
+
+
 class ActorClass:
     """A class decorated with `@kastor.remote`: `.remote(...)` creates an actor and returns its handle."""
 
@@ -77,6 +103,7 @@ class ActorClass:
         self._methods, self._is_async = _method_table(cls)
         self._init_signature = signature.of_callable(cls)  # the constructor's, without self
         self._ids: dict[int, str] = {}
+        self.__ray_metadata__ = _metadata(cls, self._methods, self._is_async, self._options)
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__doc__ = cls.__doc__
@@ -98,7 +125,7 @@ class ActorClass:
             raise AttributeError(f"actor class '{cls.__name__}' has no attribute '{name}'") from None
 
     def __dir__(self) -> list[str]:
-        return sorted({*dir(self._cls), "options", "remote"})
+        return sorted({*dir(self._cls), "bind", "options", "remote"})
 
     def __mro_entries__(self, bases: tuple) -> tuple:
         raise TypeError(f"Inheriting from actor classes is not currently supported (the base {self.__name__} is "
@@ -114,6 +141,11 @@ class ActorClass:
 
     def options(self, **options: Any) -> _BoundActorClass:
         return _BoundActorClass(self, {**self._options, **opts.validate(options, for_actor=True)})
+
+    def bind(self, *args: Any, **kwargs: Any) -> ClassNode:
+        """This actor's creation, recorded for a graph (`kastor.dag`): `.execute()` creates it."""
+        signature.check(self._init_signature, args, kwargs, self.__name__)
+        return ClassNode(lambda a, kw: self._submit(a, kw, self._options), args, kwargs)
 
     def _submit(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> ActorHandle:
         signature.check(self._init_signature, args, kwargs, self.__name__)
@@ -140,6 +172,9 @@ class _BoundActorClass:
 
     def remote(self, *args, **kwargs) -> ActorHandle:
         return self._actor_class._submit(args, kwargs, self._options)
+
+    def bind(self, *args: Any, **kwargs: Any) -> ClassNode:
+        return ClassNode(lambda a, kw: self._actor_class._submit(a, kw, self._options), args, kwargs)
 
 
 class ActorHandle:
@@ -183,7 +218,7 @@ class ActorHandle:
         return m
 
     def __dir__(self) -> list[str]:
-        return sorted(self._method_meta)
+        return sorted({*self._method_meta, "__init__"})  # as Ray's handles list their constructor
 
     def __repr__(self) -> str:
         return f"Actor({self._class_name}, {self._actor_id.hex()})"
@@ -267,6 +302,18 @@ class ActorMethod:
 
     def remote(self, *args, **kwargs) -> Any:
         return self._submit(args, kwargs, self._num_returns, None, self._concurrency_group)
+
+    def _remote(self, args: Any = None, kwargs: dict | None = None, **options: Any) -> Any:
+        """Ray's lower-level form: `handle.m._remote(args=[...], kwargs={...}, num_returns=2, ...)`."""
+        bound = self.options(**options) if options else None
+        if bound is None:
+            return self.remote(*(args or ()), **(kwargs or {}))
+        return bound.remote(*(args or ()), **(kwargs or {}))
+
+    def bind(self, *args: Any, **kwargs: Any) -> ClassMethodNode:
+        """This call, recorded for a graph (`kastor.dag`): `.execute()` makes it."""
+        signature.check(self._signature, args, kwargs, f"{self._handle._class_name}.{self._name}")
+        return ClassMethodNode(self._handle, self, args, kwargs)
 
     def options(self, **options: Any) -> _BoundMethod:
         """This method with per-call options, as Ray's `ActorMethod.options`: `num_returns`, `name`,

@@ -7,6 +7,7 @@ from typing import Any
 
 from kastor import options as opts
 from kastor import signature
+from kastor.dag import FunctionNode
 from kastor.object_ref_generator import STREAMING, returned, yields
 from kastor.runtime import submission
 from kastor.session import current_core
@@ -42,6 +43,11 @@ class RemoteFunction:
         merged = {**self._options, **opts.validate(options, for_actor=False)}
         return _BoundFunction(self, merged)
 
+    def bind(self, *args: Any, **kwargs: Any) -> FunctionNode:
+        """This call, recorded for a graph (`kastor.dag`): `.execute()` submits it."""
+        signature.check(self._signature, args, kwargs, self._name)
+        return FunctionNode(lambda a, kw: self._submit(a, kw, self._options), args, kwargs)
+
     def _function_id(self, core) -> str:
         key = id(core)
         fid = self._ids.get(key)
@@ -66,3 +72,6 @@ class _BoundFunction:
 
     def remote(self, *args, **kwargs) -> Any:
         return self._fn._submit(args, kwargs, self._options)
+
+    def bind(self, *args: Any, **kwargs: Any) -> FunctionNode:
+        return FunctionNode(lambda a, kw: self._fn._submit(a, kw, self._options), args, kwargs)

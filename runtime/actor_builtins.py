@@ -1,6 +1,7 @@
 """What every actor answers without its class defining it, and the graceful exit.
 
-As in Ray: `get(a.__ray_ready__.remote())` waits until the actor is constructed, and
+As in Ray: `get(a.__ray_ready__.remote())` waits until the actor is constructed,
+`a.__ray_call__.remote(fn, *args)` runs `fn(actor, *args)` in it, and
 `a.__ray_terminate__.remote()` ends it after the calls queued before; `exit_actor()` inside
 a method or constructor ends it at once. The worker runs these, so they live in the runtime;
 `kastor.actor` re-exports them for users.
@@ -32,13 +33,24 @@ def request_exit(cause: str) -> None:
     raise ActorExit(0)
 
 
-def _ready() -> bool:
+def _ready(instance: object) -> bool:
     return True
 
 
-def _terminate() -> None:
+def _terminate(instance: object) -> None:
     """`actor.__ray_terminate__.remote()`: the graceful exit, after the calls queued before it."""
     request_exit("__ray_terminate__ was called")
 
 
-BUILTIN_METHODS: dict[str, Callable[[], object]] = {"__ray_ready__": _ready, "__ray_terminate__": _terminate}
+def _call(instance: object, fn: Callable[..., object], *args: object, **kwargs: object) -> object:
+    """`actor.__ray_call__.remote(fn, *args)`: runs `fn(actor, *args)` in the actor, in call order
+    with its methods (Ray's generic call, e.g. to read state no method exposes)."""
+    if not callable(fn):
+        raise TypeError(f"__ray_call__ runs fn(actor, *args, **kwargs): its first argument must be callable, "
+                        f"got {type(fn).__name__}")
+    return fn(instance, *args, **kwargs)
+
+
+# Each takes the actor instance first; the worker binds it.
+BUILTIN_METHODS: dict[str, Callable[..., object]] = {"__ray_ready__": _ready, "__ray_terminate__": _terminate,
+                                                     "__ray_call__": _call}

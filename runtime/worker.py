@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import inspect
 import logging
 import os
@@ -556,7 +557,7 @@ class Engine:
                 raise exceptions.KastorSystemError("this worker hosts no actor")
             builtin = BUILTIN_METHODS.get(spec.method)
             if builtin is not None:
-                return builtin
+                return functools.partial(builtin, self.instance)
             try:
                 return getattr(self.instance, spec.method)
             except AttributeError:

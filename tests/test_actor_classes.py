@@ -68,7 +68,7 @@ def test_dir_lists_what_completes(embedded_cluster):
     handle = Child.remote(1)
     assert [name for name in dir(handle) if not name.startswith("_")] == [
         "build", "get_x", "grandparent_static", "static_four", "uses_class_attributes"]
-    assert {name for name in dir(handle.get_x) if not name.startswith("_")} == {"options", "remote"}
+    assert {name for name in dir(handle.get_x) if not name.startswith("_")} == {"bind", "options", "remote"}
 
 
 @kastor.remote
