@@ -27,7 +27,8 @@ _tasks: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
 def submitted(spec: pb.TaskSpec) -> None:
     row = {"task_id": spec.task_id.hex(), "name": spec.name, "state": "PENDING_NODE_ASSIGNMENT",
            "type": "ACTOR_TASK" if spec.actor_id else "NORMAL_TASK", "job_id": spec.job_id.hex(),
-           "actor_id": spec.actor_id.hex() or None, "worker_address": None, "attempt": spec.attempt,
+           "actor_id": spec.actor_id.hex() or None, "parent_task_id": spec.parent_task_id.hex() or None,
+           "worker_address": None, "attempt": spec.attempt,
            "submitted_at": time.time(), "start_time": None, "end_time": None}
     with _lock:
         _tasks[spec.task_id] = row

@@ -30,6 +30,11 @@ def _define():
             print(marker)
             return kastor.get_runtime_context().get_actor_id()
 
+        def shout(self, marker):
+            """The pid of a worker that stays (a task's idle worker may be reaped at any moment)."""
+            print(marker)
+            return os.getpid(), kastor.get_runtime_context().get_worker_id()
+
     return shout, broken, Speaker
 
 
@@ -80,8 +85,10 @@ def test_get_log_reads_an_actors_and_a_workers_log(embedded_cluster):
     task_marker = f"task-says-{uuid.uuid4().hex}"
     pid, worker_id = kastor.get(shout.remote(task_marker))
     wait_until(lambda: any(task_marker in line for line in get_log(worker_id=worker_id)), "the task's line")
-    assert any(task_marker in line for line in get_log(pid=pid)), "a live worker is found by its pid"
     assert len(list(get_log(worker_id=worker_id, tail=1))) == 1
+    pid_marker = f"pid-says-{uuid.uuid4().hex}"
+    pid, _ = kastor.get(speaker.shout.remote(pid_marker))
+    wait_until(lambda: any(pid_marker in line for line in get_log(pid=pid)), "a live worker's log found by its pid")
     with pytest.raises(FileNotFoundError, match="No live Kastor worker has pid"):
         get_log(pid=os.getpid())
 
@@ -93,7 +100,8 @@ def _kastor_logs(*args):
 
 def test_kastor_logs_prints_a_workers_log(embedded_cluster):
     marker = f"cli-says-{uuid.uuid4().hex}"
-    pid, worker_id = kastor.get(shout.remote(marker))
+    speaker = Speaker.remote()
+    pid, worker_id = kastor.get(speaker.shout.remote(marker))
     wait_until(lambda: marker in _kastor_logs(worker_id[:8]).stdout, "the line through `kastor logs WORKER`")
     assert marker in _kastor_logs(str(pid)).stdout, "a live worker's pid finds its log"
     # This cluster's session: other clusters on the machine have theirs under the same root.
@@ -112,3 +120,57 @@ def test_list_jobs_shows_this_driver(embedded_cluster):
     job = mine[0]
     assert (job["type"], job["status"], job["connected"]) == ("DRIVER", "RUNNING", True)
     assert job["namespace"] == embedded_cluster.namespace and job["driver_info"]["pid"] == os.getpid()
+
+
+def _parent_of_children():
+    """An actor class of each kind whose method submits a task and an actor call and reports
+    their ids and what list_tasks() in its process says their parent is (Ray's
+    test_actor_parent_task_correct, through the public state API)."""
+
+    @kastor.remote
+    def child():
+        return None
+
+    @kastor.remote
+    class ChildActor:
+        def child(self):
+            return None
+
+    def parent(child_actor):
+        from kastor.util.state import list_tasks
+        refs = [child_actor.child.remote(), child.remote()]
+        kastor.get(refs)
+        me = kastor.get_runtime_context().get_task_id()
+        listed = {r["task_id"] for r in list_tasks(filters=[("parent_task_id", "=", me)])}
+        return {ref.task_id().hex() for ref in refs}, listed
+
+    @kastor.remote
+    class Plain:
+        def run(self, child_actor):
+            return parent(child_actor)
+
+    @kastor.remote(max_concurrency=4)
+    class Threaded:
+        def run(self, child_actor):
+            return parent(child_actor)
+
+    @kastor.remote
+    class Async:
+        async def run(self, child_actor):
+            from kastor.util.state import list_tasks
+            refs = [child_actor.child.remote(), child.remote()]
+            for ref in refs:
+                await ref
+            me = kastor.get_runtime_context().get_task_id()
+            listed = {r["task_id"] for r in list_tasks(filters=[("parent_task_id", "=", me)])}
+            return {ref.task_id().hex() for ref in refs}, listed
+
+    return ChildActor, (Plain, Threaded, Async)
+
+
+@pytest.mark.parametrize("kind", ["actor", "threaded_actor", "async_actor"])
+def test_a_methods_children_name_its_task_as_their_parent(embedded_cluster, kind):
+    child_actor_class, kinds = _parent_of_children()
+    actor = dict(zip(["actor", "threaded_actor", "async_actor"], kinds, strict=True))[kind].remote()
+    expected, listed = kastor.get(actor.run.remote(child_actor_class.remote()), timeout=DEADLINE_S)
+    assert len(expected) == 2 and listed == expected

@@ -55,7 +55,7 @@ def list_jobs(filters: list[Filter] | None = None) -> list[dict[str, Any]]:
 
 def list_tasks(filters: list[Filter] | None = None) -> list[dict[str, Any]]:
     """The tasks and actor calls this process submitted (the newest 10,000), with their state
-    (PENDING_NODE_ASSIGNMENT, RUNNING, FINISHED or FAILED), name, type, ids, worker address and
+    (PENDING_NODE_ASSIGNMENT, RUNNING, FINISHED or FAILED), name, type, ids (the parent task's too), worker address and
     times. Unlike Ray's, it does not list what other processes submitted: Kastor keeps no
     cluster-wide task table (runtime/task_events.py)."""
     return _filtered(task_events.rows(), filters)
