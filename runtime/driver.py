@@ -80,7 +80,10 @@ def advertised_ip(head_address: str) -> tuple[str, str | None]:
     host, _, port = head_address.rpartition(":")
     host = host.strip("[]")
     try:
-        family, _, _, _, sockaddr = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)[0]
+        # IPv4 first, as node addresses are (a name such as localhost may list ::1 first).
+        found = sorted(socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM),
+                       key=lambda info: info[0] != socket.AF_INET)
+        family, _, _, _, sockaddr = found[0]
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
             probe.connect(sockaddr)  # a route lookup: UDP sends nothing until written to
             ip = probe.getsockname()[0]

@@ -4,18 +4,23 @@ The cluster's head and node run at 127.0.0.2, as another pod would; the drivers 
 with `kastor.init(address=...)` from 127.0.0.1, where no node agent runs, so they have no
 node store to write to. Their values over 100 KiB must still reach the actors and come back,
 generator items must reach them, and the address they advertise must be the one they are
-told to use (KASTOR_NODE_IP, as a pod's Downward API sets it) and are listening on. On a
-real pod network the same driver is tested by
+told to use (KASTOR_NODE_IP, as a pod's Downward API sets it) and are listening on. In
+network namespaces of its own (a head "pod" and a driver "pod" on a bridge, as
+tests/k8s/podnet.py makes them), a driver that sets nothing advertises the address it
+reaches the head from, its pod IP, not 127.0.0.1. On a real control plane the same
+driver is tested by
 tests/k8s/test_real_user_flow.py::test_a_driver_pod_passes_objects_over_100_kib_both_ways_and_uses_a_generator.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -32,15 +37,24 @@ def cluster(tmp_path_factory):
     """`kastor start --head` with its node at 127.0.0.2: no node runs at this host's 127.0.0.1."""
     port = launcher.free_port(CLUSTER_IP)
     env = dict(os.environ, KASTOR_TOKEN=TOKEN, KASTOR_SESSION_ROOT=str(tmp_path_factory.mktemp("sessions")))
+    env.pop("KASTOR_NODE_IP", None)  # the drivers' too: one test sets it, the others find their address
+    with started_head(CLUSTER_IP, port, env) as address:
+        yield {"address": address, "env": env}
+
+
+@contextlib.contextmanager
+def started_head(ip: str, port: int, env: dict[str, str], *prefix: str) -> Iterator[str]:
+    """`kastor start --head --block` with its node at `ip` (`prefix`: e.g. `ip netns exec <ns>`)."""
+    env = dict(env)
     for name in ("KASTOR_ADDRESS", "KASTOR_NODE_IP"):
         env.pop(name, None)
-    head = subprocess.Popen([sys.executable, "-m", "kastor.runtime.cli", "start", "--head", "--block", "--port",
-                             str(port), "--num-cpus", "2", "--node-ip", CLUSTER_IP, "--client-port", "-1"],
+    head = subprocess.Popen([*prefix, sys.executable, "-m", "kastor.runtime.cli", "start", "--head", "--block",
+                             "--port", str(port), "--num-cpus", "2", "--node-ip", ip, "--client-port", "-1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = head.stdout.readline()
         assert "started" in line, line + head.stdout.read()
-        yield {"address": f"{CLUSTER_IP}:{port}", "env": env}
+        yield f"{ip}:{port}"
     finally:
         head.terminate()
         head.wait(30)
@@ -78,9 +92,10 @@ DRIVER = """
 """
 
 
-def run_driver(cluster, **env_extra: str):
+def run_driver(cluster, *prefix: str, **env_extra: str):
+    """The driver as a process of its own (`prefix`: e.g. `ip netns exec <ns>`); its report, once its work is done."""
     env = dict(cluster["env"], KASTOR_ADDRESS=cluster["address"], **env_extra)
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(DRIVER)], env=env, stdin=subprocess.PIPE,
+    proc = subprocess.Popen([*prefix, sys.executable, "-c", textwrap.dedent(DRIVER)], env=env, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()  # the driver's own kastor.get calls have deadlines: this returns
     if not line:
@@ -133,3 +148,43 @@ def test_the_driver_store_port_checks_the_token_and_serves_only_its_store(cluste
             assert not_a_node.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         finish(proc)
+
+
+def netns_problem() -> str | None:
+    """None if this machine lets the test make network namespaces (as the k8s harness does)."""
+    if os.geteuid() != 0:
+        return "network namespaces, veth pairs and a bridge need root"
+    done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    return None if done.returncode == 0 else f"`ip netns list` failed: {done.stderr.strip()}"
+
+
+@pytest.fixture
+def pod_network():
+    """Two-pod room: a bridge and pod namespaces on 10.244.<n>.0/24, n claimed by an flock
+    (tests/k8s/isolation.py), so concurrent runs never share a name or an address."""
+    from k8s.isolation import AddressBlock
+    from k8s.podnet import PodNetwork
+
+    block = AddressBlock()
+    network = PodNetwork(block.number)
+    try:
+        yield network.create()
+    finally:
+        network.destroy()
+        block.release()
+
+
+@pytest.mark.skipif(netns_problem() is not None, reason=f"{netns_problem()}")
+def test_a_driver_in_a_pod_of_its_own_advertises_its_pod_ip(pod_network, tmp_path):
+    head_netns, head_ip = pod_network.add_pod("head", "default")
+    driver_netns, driver_ip = pod_network.add_pod("driver", "default")
+    env = dict(os.environ, KASTOR_TOKEN=TOKEN, KASTOR_SESSION_ROOT=str(tmp_path))
+    # Each pod has its own ports: the head's default port is free in its namespace.
+    with started_head(head_ip, 6380, env, "ip", "netns", "exec", head_netns) as address:
+        env.pop("KASTOR_NODE_IP", None)
+        proc, seen = run_driver({"address": address, "env": env}, "ip", "netns", "exec", driver_netns)
+        try:
+            assert seen["advertised"].startswith(f"{driver_ip}:"), seen
+            assert seen["seen_by_actor"] == seen["advertised"] and seen["gen"] == [0, 10, 20, 30], seen
+        finally:
+            finish(proc)
