@@ -30,6 +30,7 @@ from kastor.runtime import (
     config,
     context,
     core_service,
+    driver_store,
     head_link,
     pickler,
     rpc,
@@ -75,10 +76,15 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 class CoreWorker:
     def __init__(self, *, head_address: str, token: str, node_address: str, node_id: str,
                  store_dir: str, ip: str, job_id: bytes = b"", namespace: str = "",
-                 worker_id: bytes | None = None, is_driver: bool = True, gateway: str | None = None):
+                 worker_id: bytes | None = None, is_driver: bool = True, gateway: str | None = None,
+                 serves_store: bool = False, bind_ip: str | None = None):
+        """`serves_store`: this process serves `store_dir` to the cluster itself (a driver with no
+        node of its own, see driver_store); `bind_ip`: the address to listen on, when not the
+        one bind_host derives from `ip`."""
         self.head_address = head_address
         # Remote client (kastor://, `gateway`: the head's client port) or a process in the cluster.
-        self.transport = transport.choose(gateway)
+        self.transport = transport.choose(gateway, serves_own_store=serves_store)
+        self._bind_ip = bind_ip
         self.token = token
         self.metadata = auth.metadata(token)
         self.node_address = node_address
@@ -187,9 +193,15 @@ class CoreWorker:
     async def _start_server(self) -> None:
         self._server = rpc.server(self.token)
         core_service.register(self._server, self, executes=not self.is_driver)
-        port = tls.add_port(self._server, f"{bind_host(self.ip)}:0", "worker's call port")
+        if self.serves_own_store():
+            driver_store.register(self._server, self.store_dir)
+        port = tls.add_port(self._server, f"{self._bind_ip or bind_host(self.ip)}:0", "worker's call port")
         await self._server.start()
         self.address = f"{self.ip}:{port}"
+
+    def serves_own_store(self) -> bool:
+        """Whether this process serves its store folder itself (no node agent does)."""
+        return self.transport.serves_own_store
 
     def shutdown(self) -> None:
         if self._closed:

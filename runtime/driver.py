@@ -1,14 +1,17 @@
-"""Joining a cluster as a driver: find this host's node, register a job, hold its session."""
+"""Joining a cluster as a driver: find this host's node (or serve as one), register a job, hold its session."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import shutil
+import socket
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 
 import grpc
@@ -26,24 +29,78 @@ OUTPUT_LINGER_MAX_S = 1.0
 
 def connect(head_address: str, token: str, namespace: str | None, node_address: str | None = None,
             timeout: float = 30.0, log_to_driver: bool = True) -> CoreWorker:
-    """Creates this process's CoreWorker as the driver of a new job."""
+    """Creates this process's CoreWorker as the driver of a new job.
+
+    On a host that runs a node of the cluster the driver shares that node's store and address.
+    Elsewhere (an ordinary pod, a machine that joins with `kastor.init(address=...)`) it has no
+    node of its own: it advertises an address the cluster's workers can reach (see
+    advertised_ip), listens on it, and serves its own values over the inline limit from there
+    (driver_store), since no node agent holds them; its leases still go to a node of the cluster.
+    """
     nodes = asyncio.run(_list_nodes(head_address, token, timeout))
     node = _pick_local_node(nodes, node_address)
     if node is None:
         raise ConnectionError(f"The Kastor cluster at {head_address} has no live node to run work on.")
     local = node.ip in ("127.0.0.1", "localhost") or node.ip == settings.NODE_IP.get()
-    store_dir = node.store_dir if local and os.path.isdir(node.store_dir) else tempfile.mkdtemp(prefix="kastor-driver-")
-    core = CoreWorker(head_address=head_address, token=token, node_address=node.address,
-                      node_id=node.node_id if store_dir == node.store_dir else f"driver-{os.getpid()}",
-                      store_dir=store_dir, ip=node.ip if local else "127.0.0.1")
-    reply = core.head_call("RegisterJob", pb.RegisterJobRequest(
-        namespace=namespace or "", driver_address=core.address, pid=os.getpid()), timeout)
+    if local and os.path.isdir(node.store_dir):
+        core = CoreWorker(head_address=head_address, token=token, node_address=node.address, node_id=node.node_id,
+                          store_dir=node.store_dir, ip=node.ip)
+    else:
+        ip, bind_ip = advertised_ip(head_address)
+        # A pid is no identity across pods (a driver is often pid 1): a node id must not collide,
+        # or one driver would read another's object paths as its own files.
+        core = CoreWorker(head_address=head_address, token=token, node_address=node.address,
+                          node_id=f"driver-{uuid.uuid4().hex[:12]}", ip=ip, serves_store=True, bind_ip=bind_ip,
+                          store_dir=tempfile.mkdtemp(prefix="kastor-driver-"))
+        log.info("no node of this cluster on this host: serving this driver's objects at %s", core.address)
+    try:
+        reply = core.head_call("RegisterJob", pb.RegisterJobRequest(
+            namespace=namespace or "", driver_address=core.address, pid=os.getpid()), timeout)
+    except BaseException:
+        _close(core)
+        raise
     core.job_id = reply.job_id
     core.namespace = reply.namespace
     core.output = OutputPrinter(core.ip) if log_to_driver else None
     core.spawn(_hold_session(core))
     context.core = core
     return core
+
+
+def advertised_ip(head_address: str) -> tuple[str, str | None]:
+    """The address a driver without a node advertises to the cluster, and the one it binds.
+
+    KASTOR_NODE_IP when set (e.g. a pod's `status.podIP` through the Downward API; bound as a
+    node agent binds it). Otherwise the source address of this host's route to the head: the
+    interface the head is reached on is the one the head's other pods reach back (a pod's IP,
+    never 127.0.0.1 unless the head is on this host's loopback); it is bound exactly.
+    """
+    if settings.NODE_IP.is_set():
+        return settings.NODE_IP.get(), None
+    host, _, port = head_address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        # IPv4 first, as node addresses are (a name such as localhost may list ::1 first).
+        found = sorted(socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM),
+                       key=lambda info: info[0] != socket.AF_INET)
+        family, _, _, _, sockaddr = found[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(sockaddr)  # a route lookup: UDP sends nothing until written to
+            ip = probe.getsockname()[0]
+    except (OSError, ValueError) as e:
+        raise ConnectionError(f"Could not find the address of this host that the head at {head_address} is reached "
+                              f"from ({e}); set KASTOR_NODE_IP to an address the cluster's pods can reach this "
+                              f"driver on (in a pod: its status.podIP, through the Downward API).") from None
+    if ":" in ip:  # an IPv6 source: bracketed, as in host:port addresses
+        ip = f"[{ip}]"
+    return ip, ip
+
+
+def _close(core: CoreWorker) -> None:
+    """Shuts a driver's core down; a driver's own store folder goes with it (its values are its own)."""
+    core.shutdown()
+    if core.serves_own_store():
+        shutil.rmtree(core.store_dir, ignore_errors=True)
 
 
 def connect_remote(gateway: str, token: str, namespace: str | None, timeout: float = 30.0,
@@ -172,7 +229,7 @@ def disconnect(core: CoreWorker) -> None:
         log.debug("could not finish job: %s", e)
     from kastor.runtime import checkpoint
     checkpoint.job_ended(core)  # the checkpoints of its unnamed durable actors, dead with the job
-    core.shutdown()
+    _close(core)
 
 
 class OutputPrinter:

@@ -1,7 +1,9 @@
 """How a core worker reaches the cluster, chosen once when it starts.
 
 Inside the cluster network (workers, and drivers there) a process talks to every peer
-directly, peers reach it back, and it writes large values to its node's store. A remote
+directly, peers reach it back, and it writes large values to its node's store; a driver with
+no node of its own (a driver pod) writes them to its own folder and serves them itself
+(driver_store.py). A remote
 client (`kastor://`, e.g. a notebook) reaches the cluster only through the head's client
 port: every channel is carried by it, large values are uploaded to a node's store, and the
 values of refs it hands out are given to the client port to serve, since no worker can reach
@@ -32,16 +34,22 @@ class DirectTransport:
     # Whether workers can call this process back (e.g. to report a generator's items one by one).
     reachable = True
 
+    def __init__(self, serves_own_store: bool = False) -> None:
+        # True for a driver without a node of its own: its store is served on its own address.
+        self.serves_own_store = serves_own_store
+
     def connect(self, address: str) -> grpc.aio.Channel:
         return direct_channel(address)
 
     def store_large(self, core: CoreWorker, ser: serialization.Serialized, name: str,
                     owner: str) -> pb.ObjectLocation:
-        """Writes a value too large to inline into this node's store, under its owner's
-        directory there (freed by the node if the owner dies without freeing it)."""
+        """Writes a value too large to inline into this node's store (or the driver's own, which
+        readers then fetch from the driver's address), under its owner's directory there
+        (freed by the node if the owner dies without freeing it)."""
         path = store_owners.object_path(core.store_dir, owner, name)
         size = ser.write_file(path)
-        return pb.ObjectLocation(node_id=core.node_id, node_address=core.node_address, path=path, size=size)
+        served_by = core.address if self.serves_own_store else core.node_address
+        return pb.ObjectLocation(node_id=core.node_id, node_address=served_by, path=path, size=size)
 
     def on_escaped(self, core: CoreWorker, object_id: bytes) -> None:
         """A ref this process owns was handed to another process; its owner serves it from here."""
@@ -54,6 +62,7 @@ class GatewayTransport:
     """A remote client, behind the head's client port at `gateway`."""
 
     reachable = False
+    serves_own_store = False  # its large values are uploaded to a node (store_large)
 
     def __init__(self, gateway: str) -> None:
         self.gateway = gateway
@@ -109,5 +118,5 @@ class GatewayTransport:
 Transport = DirectTransport | GatewayTransport
 
 
-def choose(gateway: str | None) -> Transport:
-    return GatewayTransport(gateway) if gateway else DirectTransport()
+def choose(gateway: str | None, serves_own_store: bool = False) -> Transport:
+    return GatewayTransport(gateway) if gateway else DirectTransport(serves_own_store)

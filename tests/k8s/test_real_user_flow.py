@@ -228,12 +228,6 @@ def test_a_driver_pod_uses_the_detached_actor_by_name(flow):
     assert "BALANCE 100" in log and "DONE" in log, log[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 defect (a driver advertising 127.0.0.1; runtime/driver.py connect): "
-                   "a driver pod has no node agent of its own, so it registers as node driver-<pid> with "
-                   "ip 127.0.0.1 and a temp store; actors in other pods then reach 127.0.0.1 (their own pod): a "
-                   "generator's ReportGeneratorItem fails 'ipv4:127.0.0.1:<port>: Connection refused', and an "
-                   "object over 100 KiB echoed back fails with ObjectLostError 'Could not fetch an object from node "
-                   "driver-<pid>: no object at <driver temp store>/<id> in this node's store'")
 def test_a_driver_pod_passes_objects_over_100_kib_both_ways_and_uses_a_generator(flow):
     log = run_driver_pod(flow, "driver-more", "more")
     assert "FROM ACTOR" in log and "BOTH WAYS" in log and "GEN [0, 10, 20, 30]" in log, log[-3000:]
