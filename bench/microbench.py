@@ -28,6 +28,9 @@ a bounded number of iterations (and at most a few seconds). Why each figure exis
   already sits in the store (ideally no copy at all).
 - ``actor_creations_per_s``: create N default actors and ``get`` a ping from each: cost of
   bringing up actor processes, which bounds how fast a job can fan out.
+- ``pss_per_idle_actor_mib``: the PSS of the driver's whole process tree (``bench/proctree.py``:
+  shared pages counted once) after 10 more idle actors answered a ping, minus before, per actor.
+  Lower is better: the comparison prints ray/kastor as its speedup.
 - ``durable_actor_calls_per_s`` (Kastor only, needs ``redis-server``): the sync round trip of
   ``counter.inc.remote()`` on an actor with ``state=kastor.state.Checkpoint(every="call")`` on a
   Redis store (a redis-server this run starts, ``appendonly yes``, ``appendfsync everysec``), and
@@ -66,7 +69,9 @@ FIGURES = [
     "put_get_100MiB_GiB_per_s",
     "pass_by_ref_100MiB_GiB_per_s",
     "actor_creations_per_s",
+    "pss_per_idle_actor_mib",
 ]
+LOWER_IS_BETTER = {"init_s", "pss_per_idle_actor_mib"}
 LINE_RE = re.compile(r"^(\w+)\s+(\w+)\s+(\S+)")
 
 
@@ -207,7 +212,20 @@ def run_backend(name: str, quick: bool) -> None:
     figure("put_get_small_per_s", put_get_small)
     figure("put_get_100MiB_GiB_per_s", put_get_big)
     figure("pass_by_ref_100MiB_GiB_per_s", pass_by_ref)
+    def pss_per_idle_actor() -> float:
+        from proctree import sample
+
+        n = q(10, 3)
+        before = sample().pss_mib
+        actors = [actor_cls.remote() for _ in range(n)]
+        rt.get([x.ping.remote() for x in actors])
+        per_actor = (sample().pss_mib - before) / n
+        for x in actors:
+            rt.kill(x)
+        return per_actor
+
     figure("actor_creations_per_s", actor_creations)
+    figure("pss_per_idle_actor_mib", pss_per_idle_actor)
     if name == "kastor":
         durable_calls(rt, q(5_000, 300), budget)
     if "a" in holder:
@@ -300,12 +318,12 @@ def side_by_side(kastor: dict[str, float], ray: dict[str, float]) -> None:
 
 
 def compare(a: dict[str, float], b: dict[str, float]) -> None:
-    print("\n# comparison (speedup = kastor/ray for rates, ray/kastor for init_s; aim >= 2x)")
+    print("\n# comparison (speedup = kastor/ray for rates, ray/kastor for init_s and memory; aim >= 2x)")
     print(f"# {'figure':<30} {'kastor':>12} {'ray':>12} {'kastor/ray':>11} {'speedup':>8}")
     for fig in FIGURES:
         k, r = a.get(fig, float("nan")), b.get(fig, float("nan"))
         ratio = k / r if r else float("nan")
-        speed = 1 / ratio if fig == "init_s" and ratio else ratio
+        speed = 1 / ratio if fig in LOWER_IS_BETTER and ratio else ratio
         print(f"# {fig:<30} {k:>12.4g} {r:>12.4g} {ratio:>11.3f} {speed:>7.2f}x")
 
 

@@ -51,6 +51,8 @@ LEASE_RECLAIM_GRACE_S = settings.LEASE_RECLAIM_GRACE_S.get()
 REF_SWEEP_INTERVAL_S = 0.05
 # Idle workers a node agent keeps started ahead, so actor creation skips process start-up.
 PRESTART_WORKERS = settings.PRESTART_WORKERS.get()
+# Workers in the node's own environment are forked from a pre-imported fork server (see forkserver).
+FORK_SERVER = settings.FORK_SERVER.get()
 # Idle workers a node keeps (Ray's num_workers_soft_limit; default: its CPU count, at least
 # PRESTART_WORKERS). More idle ones, idle for IDLE_WORKER_KILL_S (Ray's
 # idle_worker_killing_time_threshold_ms), are asked to exit; one that still serves objects or

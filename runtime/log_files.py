@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections import deque
 from collections.abc import Iterator
 
 from kastor.runtime import config
+
+_WORKER_LOG = re.compile(r"worker-([0-9a-f]{12})\.log")
 
 
 def session_dirs() -> list[str]:
@@ -30,14 +33,24 @@ def list_files(session: str | None = None) -> list[str]:
 
 
 def worker_id_of_pid(pid: int) -> str | None:
-    """The worker id of a live worker process on this machine, from its environment."""
+    """The worker id (or its first 12 hex digits) of a live worker process on this machine: from
+    the environment it was started with, or else from the log file its stdout is (a worker forked
+    by the fork server shows the server's starting environment in /proc, not its own)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             variables = f.read().split(b"\0")
     except OSError:
         return None
     prefix = config.ENV_WORKER_ID.encode() + b"="
-    return next((v[len(prefix):].decode() for v in variables if v.startswith(prefix)), None)
+    found = next((v[len(prefix):].decode() for v in variables if v.startswith(prefix)), None)
+    if found is not None:
+        return found
+    try:
+        stdout = os.readlink(f"/proc/{pid}/fd/1")
+    except OSError:
+        return None
+    match = _WORKER_LOG.fullmatch(os.path.basename(stdout))
+    return match.group(1) if match else None
 
 
 def find(*, filename: str | None = None, worker_id: str | None = None, pid: int | None = None,

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import shutil
-import signal
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,6 +34,7 @@ from kastor.runtime import (
     store_owners,
     tls,
 )
+from kastor.runtime.fork_client import ForkedProcess, ForkServer, ForkServerUnavailable, describe_exit
 from kastor.runtime.node_bundles import BundleMixin
 from kastor.runtime.placement import cpus, gpu_count, in_group
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -51,7 +52,7 @@ _OBJECT_NAME = re.compile(r"[0-9a-f]{40}")
 @dataclass
 class WorkerProc:
     worker_id: bytes
-    proc: asyncio.subprocess.Process
+    proc: asyncio.subprocess.Process | ForkedProcess
     address: str = ""
     state: str = "starting"          # starting | idle | leased | actor | dead
     held: dict[str, float] = field(default_factory=dict)
@@ -112,6 +113,13 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         self.head_confirmed_at = 0.0  # time.monotonic() when the last heartbeat the head knew was sent
         self._channels = ChannelCache()
         self.runtime_envs = RuntimeEnvAgent(os.path.join(session_dir, "runtime_resources"), self._fetch_package)
+        self.fork_server: ForkServer | None = None
+        if config.FORK_SERVER:
+            # Its environment is the workers' own but for what differs per worker (their requests
+            # carry that), so the settings it read at import are the ones a fresh worker would read.
+            server_env = WorkerEnv("").process_env(dict(os.environ))
+            server_env.pop(config.ENV_TOKEN_FILE, None)
+            self.fork_server = ForkServer(server_env, os.path.join(session_dir, "logs", "forkserver.log"))
 
     # ---- plumbing ----
 
@@ -289,10 +297,12 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         fut = asyncio.get_running_loop().create_future()
         self.registrations[worker_id] = fut
         try:
-            with open(log_path, "ab") as log_file:
-                proc = await asyncio.create_subprocess_exec(
-                    runtime_env.python, "-m", "kastor.runtime.worker", env=env, stdin=asyncio.subprocess.PIPE,
-                    stdout=log_file, stderr=asyncio.subprocess.STDOUT, cwd=runtime_env.cwd)
+            proc = await self._fork(env, log_path, runtime_env)
+            if proc is None:
+                with open(log_path, "ab") as log_file:
+                    proc = await asyncio.create_subprocess_exec(
+                        runtime_env.python, "-m", "kastor.runtime.worker", env=env, stdin=asyncio.subprocess.PIPE,
+                        stdout=log_file, stderr=asyncio.subprocess.STDOUT, cwd=runtime_env.cwd)
             w = WorkerProc(worker_id, proc, runtime_env=runtime_env.key)
             self.workers[worker_id] = w
             asyncio.get_running_loop().create_task(self._watch(w))
@@ -309,6 +319,19 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             return w
         finally:
             self.registrations.pop(worker_id, None)
+
+    async def _fork(self, env: dict[str, str], log_path: str, runtime_env: WorkerEnv) -> ForkedProcess | None:
+        """A worker forked from the fork server, or None: it is off, or cannot start one (then the
+        worker starts fresh). Only workers in the node's own environment fork: a runtime_env may
+        change the interpreter, the import path or the settings read at import, which a process
+        that imported everything already cannot take back."""
+        if self.fork_server is None or runtime_env.key or runtime_env.python != sys.executable or runtime_env.cwd:
+            return None
+        try:
+            return await self.fork_server.spawn(env, log_path)
+        except ForkServerUnavailable as e:
+            log.warning("starting a worker fresh: %s", e)
+            return None
 
     async def _take_worker(self, runtime_env: str = "") -> WorkerProc:
         """An idle worker started in `runtime_env` (resolved JSON), or a new one; setting the
@@ -350,8 +373,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             fut.set_exception(RuntimeError(f"worker exited with code {code} before registering"))
         if previous in ("leased", "actor"):
             self._give_back(w)
-        cause = f"worker process exited with code {code}" if code >= 0 else \
-            f"worker process was killed by signal {signal.Signals(-code).name}"
+        cause = describe_exit(w.proc, code)
         log.info("worker %s (%s%s) died: %s", w.worker_id.hex()[:8], previous,
                  f", actor {w.actor_id.hex()[:8]}" if w.actor_id else "", cause)
         try:
@@ -710,6 +732,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
                 w.proc.kill()
             except ProcessLookupError:
                 pass
+        if self.fork_server is not None:
+            self.fork_server.close()
         shutil.rmtree(self.store_dir, ignore_errors=True)
 
 

@@ -191,6 +191,9 @@ LEASE_RECLAIM_GRACE_S = _declare("KASTOR_LEASE_RECLAIM_GRACE_S", "float", 5.0,
 PRESTART_WORKERS = _declare("KASTOR_PRESTART_WORKERS", "int", 2,
                             "Idle workers a node agent keeps started ahead, so actor creation skips process "
                             "start-up.")
+FORK_SERVER = _declare("KASTOR_FORK_SERVER", "bool", True,
+                       "Node agents fork workers from a pre-imported fork server (an actor start costs a "
+                       "fork, and workers share the runtime's pages); 0: every worker is a fresh interpreter.")
 IDLE_WORKERS_KEPT = _declare("KASTOR_IDLE_WORKERS_KEPT", "int", None,
                              "Idle workers a node keeps (Ray's num_workers_soft_limit; unset: its CPU count, "
                              "at least KASTOR_PRESTART_WORKERS).")
