@@ -3,12 +3,16 @@ request_resources(), node idleness, and drains that refuse busy nodes (tests/k8s
 test_autoscaling_plans.py has the operator's decision, tests/k8s/test_real_autoscaling.py the
 whole loop on the real control plane)."""
 
+import grpc
 import kastor
 import pytest
 from gcs_cluster import TOKEN, own_redis_cluster
 from kastor.autoscaler import request_resources
 from kastor.autoscaler.sdk import request_resources as sdk_request_resources
 from kastor.operator.head_client import HeadClient
+from kastor.runtime import auth
+from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.util.placement_group import placement_group, remove_placement_group
 from support import wait_until
 
@@ -105,5 +109,19 @@ def test_a_drain_is_refused_while_the_node_runs_anything_and_then_takes_no_new_w
     late = Holder.options(resources={"special": 1}).remote()  # fits only the drained node
     wait_until(lambda: any(dict(s).get("special") == 1.0 for s in shapes(demand(cluster, head).pending, "actor")),
                "the actor that fits only the drained node pending, as demand", DEADLINE_S)
+    task = needs_tpu.options(resources={"special": 1}).remote()  # nor does a task go there
+    wait_until(lambda: any(dict(s).get("special") == 1.0 for s in shapes(demand(cluster, head).pending, "task")),
+               "the task that fits only the drained node pending, as demand", DEADLINE_S)
     assert node(cluster, head, "special").idle_s > 0.0  # nothing started there
     kastor.kill(late)
+    kastor.cancel(task, force=True)
+
+
+def test_a_drained_node_agent_itself_refuses_an_actor_start(cluster, head):
+    """The head places nothing on a draining node; the agent refuses too, for a start already on its way."""
+    address = next(n.address for n in head.list_nodes(cluster.address, TOKEN) if n.node_id == "special")
+    with grpc.insecure_channel(address) as channel:
+        reply = pb_grpc.NodeAgentStub(channel).StartActor(
+            pb.StartActorRequest(spec=pb.ActorSpec(actor_id=b"x" * 16, required={"special": 1.0})),
+            metadata=auth.metadata(TOKEN), timeout=30)
+    assert reply.no_resources and not reply.started
