@@ -58,6 +58,18 @@ class KillActor:
 
 
 @dataclass(frozen=True)
+class DrainWorker:
+    """Scale-down of one idle worker: drain its node through the head, then delete its pod. The head
+    refuses a node that runs anything; the pod then stays (the next reconcile decides again)."""
+    address: str
+    token: str = field(repr=False)
+    node_id: str
+    pod: str
+    reason: str
+    ca: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class Event:
     """A Kubernetes Event on the reconciled resource: what a user must see."""
     type: str
@@ -65,7 +77,7 @@ class Event:
     message: str
 
 
-Action = CreatePod | DeletePod | EnsureService | CreateSecret | EnsureClaim | KillActor
+Action = CreatePod | DeletePod | EnsureService | CreateSecret | EnsureClaim | KillActor | DrainWorker
 
 
 @dataclass
@@ -103,7 +115,27 @@ def apply(kube: Kube, head: HeadClient | None, body: dict[str, Any], plan: Plan)
             except grpc.RpcError as e:
                 log.warning("could not mark actor %s dead in the GCS at %s: %s", action.actor_id.hex(),
                             action.address, e.code().name)
+        elif isinstance(action, DrainWorker):
+            _drain_worker(kube, head, ns, action)
         else:  # pragma: no cover - a new action type without an executor branch
             raise TypeError(f"no executor for action {action!r}")
     for event in plan.events:
         events.post(kube, body, event.type, event.reason, event.message)
+
+
+def _drain_worker(kube: Kube, head: HeadClient | None, ns: str, action: DrainWorker) -> None:
+    """Deletes the worker's pod only once the head accepted the drain (it ran nothing, and takes nothing new)."""
+    if head is None:
+        log.warning("no head client: not removing worker %s", action.pod)
+        return
+    try:
+        reply = head.drain_node(action.address, action.token, action.node_id, action.reason, ca=action.ca)
+    except grpc.RpcError as e:
+        log.warning("could not drain worker %s through the head at %s: %s; keeping it", action.pod,
+                    action.address, e.code().name)
+        return
+    if not reply.accepted:
+        log.info("not removing worker %s: %s", action.pod, reply.message)
+        return
+    log.info("removing drained worker %s (%s)", action.pod, action.reason)
+    kube.delete_pod(ns, action.pod)

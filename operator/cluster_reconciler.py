@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -29,6 +30,7 @@ from kastor.operator.pods import (
     terminating,
     termination_message,
 )
+from kastor.operator.scaling import HeadAccess, group_status, plan_scaling
 from kastor.operator.spec import ClusterSpec, SpecError, parse_cluster
 from kastor.runtime import k8s_contract as contract
 from kastor.runtime import redis_cleanup
@@ -53,6 +55,11 @@ class Observed:
     # Generated once per reconcile, used only if the token Secret must be created.
     new_token: str = ""
     new_redis_password: str = ""
+    # spec.autoscaling: the head's ClusterDemand (None: not asked or no answer), how to reach
+    # the head for drains, and the time of this reconcile (status.lastScaling.time).
+    demand: Any = None
+    head_access: HeadAccess | None = None
+    now: str = ""
 
 
 def reconcile(kube: Kube, body: dict[str, Any], head: HeadClient | None = None,
@@ -84,7 +91,21 @@ def observe(kube: Kube, head: HeadClient | None, body: dict[str, Any]) -> Observ
     if head is not None and head_ready and not spec.suspend:
         seen.head_asked = True
         seen.registered = _registered_node_ips(kube, head, body, spec, (secret or {}).get(spec.token_key, ""))
+        if spec.autoscaling.enabled and seen.registered is not None:
+            seen.demand, seen.head_access = _demand(kube, head, body, spec, (secret or {}).get(spec.token_key, ""))
+    seen.now = datetime.now(UTC).isoformat(timespec="seconds")
     return seen
+
+
+def _demand(kube: Kube, head: HeadClient, body: dict[str, Any], spec: ClusterSpec,
+            token: str) -> tuple[Any, HeadAccess | None]:
+    """The head's ClusterDemand for the autoscaler, and how to reach it for drains (None if it does not answer)."""
+    access = HeadAccess(build.head_address(body, spec), token, head_ca(kube, body["metadata"]["namespace"], spec))
+    try:
+        return head.cluster_demand(access.address, token, access.ca), access
+    except grpc.RpcError as e:
+        log.info("head of %s did not report its demand: %s", body["metadata"]["name"], e.code().name)
+        return None, None
 
 
 def _ours(pods: list[dict[str, Any]], uid: str | None) -> list[dict[str, Any]]:
@@ -145,6 +166,8 @@ def plan(seen: Observed) -> Plan:
     pods = _ours(seen.pods, meta.get("uid"))
     heads, workers = _role(pods, "head"), _role(pods, "worker")
 
+    group_desired, drained = plan_scaling(body, spec, workers, seen.demand if seen.head_asked else None,
+                                          seen.head_access, seen.now, out) if not spec.suspend else ({}, set())
     if spec.suspend:
         out.actions += [DeletePod(p["metadata"]["name"]) for p in heads + workers if not terminating(p)]
         head_ok, head_reason, head_message = False, "Suspended", "spec.suspend is true: no pods run"
@@ -158,10 +181,11 @@ def plan(seen: Observed) -> Plan:
                     f"the head pod runs but does not answer at {build.head_address(body, spec)}"
             elif head_ip not in seen.registered:
                 head_ok, head_reason, head_message = False, "HeadStarting", "the head answers; its node has not joined"
-        ready_workers = _ensure_workers(body, spec, workers, seen.registered if seen.head_asked else None, out,
-                                        create=head_ok)
+        ready_workers = _ensure_workers(body, spec, [p for p in workers if p["metadata"]["name"] not in drained],
+                                        seen.registered if seen.head_asked else None, out, create=head_ok,
+                                        desired=group_desired)
 
-    desired = 0 if spec.suspend else spec.desired_workers
+    desired = 0 if spec.suspend else sum(group_desired.values())
     workers_ok = ready_workers >= desired
     conditions = set_condition(conditions, "GcsReady", gcs_ok, gcs_reason, gcs_message, generation)
     conditions = set_condition(conditions, "HeadReady", head_ok, head_reason, head_message, generation)
@@ -177,6 +201,8 @@ def plan(seen: Observed) -> Plan:
         phase = "Degraded"  # it was Ready: something broke (a dead head shows here)
     conditions = set_condition(conditions, "Ready", phase == "Ready", phase,
                                _summary(phase, head_message, ready_workers, desired), generation)
+    out.status.update(workerGroups=group_status(spec, group_desired, workers,
+                                                seen.registered if seen.head_asked else None))
     out.status.update(phase=phase, conditions=conditions, readyWorkers=ready_workers, desiredWorkers=desired,
                       headAddress=build.head_address(body, spec), clientAddress=build.client_address(body, spec),
                       clusterId=contract.cluster_id(ns, name))
@@ -249,7 +275,8 @@ def _note_head_restarts(body: dict[str, Any], head: dict[str, Any], out: Plan) -
 
 
 def _ensure_workers(body: dict[str, Any], spec: ClusterSpec, workers: list[dict[str, Any]],
-                    registered: set[str] | None, out: Plan, create: bool = True) -> int:
+                    registered: set[str] | None, out: Plan, create: bool = True,
+                    desired: dict[str, int] | None = None) -> int:
     """Plans worker pods per group; returns how many are ready (and joined, if `registered` is known).
 
     New workers are created only once the head is ready (`create`): a worker started before
@@ -261,11 +288,12 @@ def _ensure_workers(body: dict[str, Any], spec: ClusterSpec, workers: list[dict[
                     if p["metadata"]["labels"].get(contract.LABEL_GROUP) not in groups and not terminating(p)]
     for group in spec.worker_groups:
         mine = [p for p in workers if p["metadata"]["labels"].get(contract.LABEL_GROUP) == group.name]
-        group_plan = plan_workers(mine, group.desired)
+        wanted = group.desired if desired is None else desired[group.name]
+        group_plan = plan_workers(mine, wanted)
         out.actions += [DeletePod(pod_name) for pod_name in group_plan.delete]
         out.actions += [CreatePod(build.worker_pod(body, spec, group)) for _ in range(group_plan.create if create
                                                                                      else 0)]
-        ready_count += min(group.desired, sum(
+        ready_count += min(wanted, sum(
             1 for p in mine if ready(p) and p["metadata"]["name"] not in group_plan.delete
             and (registered is None or p.get("status", {}).get("podIP") in registered)))
     return ready_count

@@ -63,6 +63,15 @@ class HeadClient:
         self._call(address, "KillActor", pb.KillActorRequest(actor_id=actor_id, no_restart=True, reason=reason),
                    token, ca)
 
+    def cluster_demand(self, address: str, token: str, ca: str | None = None) -> pb.ClusterDemand:
+        """The work that does not fit, the standing request_resources() and the nodes' idleness (autoscaling)."""
+        return self._call(address, "GetClusterDemand", pb.Empty(), token, ca)
+
+    def drain_node(self, address: str, token: str, node_id: str, reason: str,
+                   ca: str | None = None) -> pb.DrainNodeReply:
+        """Asks the head to drain an idle node before its pod is deleted; refused while it runs anything."""
+        return self._call(address, "DrainNode", pb.DrainNodeRequest(node_id=node_id, reason=reason), token, ca)
+
     def checkpoint_store(self, address: str, token: str, ca: str | None = None) -> pb.CheckpointStoreReply:
         """Where the cluster keeps durable actors' checkpoints (its Redis), for DetachedActor status."""
         return self._call(address, "GetCheckpointStore", pb.Empty(), token, ca)

@@ -63,6 +63,20 @@ class WorkerGroup:
         """replicas, kept within [minReplicas, maxReplicas] (as an autoscaler would)."""
         return max(self.min_replicas, min(self.replicas, self.max_replicas))
 
+    @property
+    def shape(self) -> dict[str, float]:
+        """The resources each worker of the group advertises to the head (what the autoscaler fits work on)."""
+        return {k: v for k, v in {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.custom_resources}.items() if v}
+
+
+@dataclass(frozen=True)
+class AutoscalingSpec:
+    """`spec.autoscaling`: the operator sizes each worker group between minReplicas and maxReplicas
+    from the head's demand, and removes workers idle for idle_timeout_s (spec.replicas is then only
+    the initial size)."""
+    enabled: bool = False
+    idle_timeout_s: float = 60.0
+
 
 @dataclass(frozen=True)
 class RedisSpec:
@@ -88,6 +102,7 @@ class ClusterSpec:
     token_secret: str | None = None
     token_key: str = contract.TOKEN_KEY
     tls_secret: str | None = None  # a kubernetes.io/tls Secret with ca.crt: TLS on every port
+    autoscaling: AutoscalingSpec = AutoscalingSpec()
 
     @property
     def desired_workers(self) -> int:
@@ -149,10 +164,14 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
     if redis.managed and redis.address:
         raise SpecError("InvalidSpec", "spec.gcs.redis: set either managed: true or address, not both")
     auth = spec.get("auth") or {}
+    scaling_raw = spec.get("autoscaling") or {}
+    scaling = AutoscalingSpec(enabled=bool(scaling_raw.get("enabled", False)),
+                              idle_timeout_s=_number(scaling_raw.get("idleTimeoutSeconds", 60),
+                                                     "spec.autoscaling.idleTimeoutSeconds"))
     return ClusterSpec(image=image, image_pull_policy=spec.get("imagePullPolicy", "IfNotPresent"),
                        suspend=bool(spec.get("suspend", False)), head=head, worker_groups=tuple(groups),
                        redis=redis, token_secret=auth.get("secretName"), token_key=contract.token_key(auth),
-                       tls_secret=(spec.get("tls") or {}).get("secretName"))
+                       tls_secret=(spec.get("tls") or {}).get("secretName"), autoscaling=scaling)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import grpc
 from kastor.runtime import auth, config, flags, launcher, logging_setup, rpc, settings, tls
+from kastor.runtime.cluster_demand import DemandMixin
 from kastor.runtime.ids import actor_job_id
 from kastor.runtime.placement import in_group
 from kastor.runtime.placement_groups import PlacementGroupsMixin
@@ -40,7 +41,7 @@ def _restartable(info: pb.ActorInfo) -> bool:
     return not info.killed and (limit == -1 or info.num_restarts < limit)
 
 
-class Head(PlacementGroupsMixin, pb_grpc.HeadServicer):
+class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
     def __init__(self, store: Store, token: str, cluster_id: str):
         self.store = store
         self.package_uris: set[str] = set()  # runtime_env packages known to be in the store
@@ -65,6 +66,7 @@ class Head(PlacementGroupsMixin, pb_grpc.HeadServicer):
         self.stopping = False  # a head shutting down must not read its own closing streams as drivers leaving
         self.state_redis: tuple[str, str | None] = ("", None)  # its Redis (address, password), for durable actors
         self.init_groups()
+        self.init_demand()
 
     def is_node_host(self, host: str) -> bool:
         """Whether `host` runs a live node agent (and so its workers): the client port forwards there only."""
@@ -102,6 +104,7 @@ class Head(PlacementGroupsMixin, pb_grpc.HeadServicer):
         for key, raw in (await self.store.get_all(JOBS)).items():
             self.jobs[int(key).to_bytes(4, "big")] = pb.RegisterJobRequest.FromString(raw)
         await self.load_groups()
+        await self.load_demand()
         next_job = await self.store.get(META, "next_job")
         self._next_job = int(next_job) if next_job else 1
         if self.actors or self.nodes:
@@ -168,6 +171,7 @@ class Head(PlacementGroupsMixin, pb_grpc.HeadServicer):
         node.leases.extend(request.leases)  # who holds what, for `kastor status`
         del node.infeasible[:]
         node.infeasible.extend(request.infeasible)
+        self.note_usage(node, request)
         kill: list[bytes] = []
         if request.node_id in self.unreconciled:
             self.unreconciled.discard(request.node_id)
@@ -208,7 +212,7 @@ class Head(PlacementGroupsMixin, pb_grpc.HeadServicer):
 
     async def PickNode(self, request, context):
         required = dict(request.required)
-        candidates = [n for n in self.nodes.values() if n.alive and fits(n.total, required)]
+        candidates = [n for n in self.nodes.values() if self.schedulable(n) and fits(n.total, required)]
         others = [n for n in candidates if n.node_id != request.exclude_node_id]
         others.sort(key=lambda n: not fits(n.available, required))
         if others:
@@ -225,6 +229,7 @@ class Head(PlacementGroupsMixin, pb_grpc.HeadServicer):
                     node.alive = False
                     del node.leases[:]
                     del node.infeasible[:]
+                    self.forget_node_usage(node.node_id)
                     log.warning("node %s missed heartbeats for %.0fs: marking it dead",
                                 node.node_id, config.NODE_DEATH_TIMEOUT_S)
                     await self.store.put(NODES, node.node_id, node.SerializeToString())
@@ -516,7 +521,8 @@ class Head(PlacementGroupsMixin, pb_grpc.HeadServicer):
         for actor_id in list(self.pending):
             info = self.actors.get(actor_id)
             required = dict(info.spec.required) if info else {}
-            if info is not None and any(n.alive and fits(n.available, required) for n in self.nodes.values()):
+            if info is not None and any(self.schedulable(n) and fits(n.available, required)
+                                        for n in self.nodes.values()):
                 self._place(actor_id)
 
     def _infeasible_reason(self, spec: pb.ActorSpec) -> str:
@@ -536,7 +542,7 @@ class Head(PlacementGroupsMixin, pb_grpc.HeadServicer):
     def _candidates(self, spec: pb.ActorSpec) -> list[pb.NodeInfo]:
         """Nodes to try, best first, per the actor's resources and scheduling_strategy."""
         required, where = dict(spec.required), spec.placement
-        nodes = [n for n in self.nodes.values() if n.alive and fits(n.total, required)]
+        nodes = [n for n in self.nodes.values() if self.schedulable(n) and fits(n.total, required)]
         if where.spread:
             load = Counter(a.node_id for a in self.actors.values() if a.state == pb.ALIVE) + self.starting_on
             nodes.sort(key=lambda n: (not fits(n.available, required), load[n.node_id], -n.available.get("CPU", 0)))

@@ -105,6 +105,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         self.infeasible: dict[tuple, tuple[float, set[bytes]]] = {}  # shape -> (last asked, jobs)
         self._no_free_elsewhere: dict[tuple, float] = {}  # shape -> until when not to ask the head again
         self._lease_seq = 0
+        self.in_flight = 0       # lease requests and actor starts being answered (busy: no drain)
+        self.draining = False    # it accepted a drain (scale-down): it takes no new work
         # Fencing (see RenewWorkerLease): how long a worker's lease lasts, from the head's node
         # death timeout once registered; and whether the head declared this node dead.
         self.death_timeout_s = config.NODE_DEATH_TIMEOUT_S
@@ -168,7 +170,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             try:
                 reply = await self.head().Heartbeat(pb.HeartbeatRequest(
                     node_id=self.node_id, available=self.available, actors=self._live_actors(),
-                    leases=self.lease_infos(), infeasible=self.infeasible_demands(), total=self.total),
+                    leases=self.lease_infos(), infeasible=self.infeasible_demands(), total=self.total,
+                    queued=self.queued_demands(), draining=self.draining),
                     metadata=self.metadata, timeout=5)
             except grpc.aio.AioRpcError as e:
                 refused = e.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -257,6 +260,40 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             del self.infeasible[shape]
         return [pb.ResourceDemand(shape=dict(shape), job_ids=sorted(jobs), kind="task")
                 for shape, (_, jobs) in self.infeasible.items()]
+
+    def queued_demands(self) -> list[pb.ResourceDemand]:
+        """The shapes of lease requests waiting here for resources (demand an autoscaler may add nodes for)."""
+        counts: dict[tuple, int] = {}
+        for required, fut in self.lease_queue:
+            if not fut.done():
+                shape = tuple(sorted((k, v) for k, v in required.items() if v))
+                counts[shape] = counts.get(shape, 0) + 1
+        return [pb.ResourceDemand(shape=dict(shape), kind="task", count=n) for shape, n in counts.items()]
+
+    def busy_reason(self) -> str:
+        """What this node runs or is about to run ("" when nothing): a drain is refused while it runs anything."""
+        leased = sum(1 for w in self.workers.values() if w.state == "leased" and w.proc.returncode is None)
+        actors = sum(1 for w in self.workers.values() if w.state == "actor" and w.proc.returncode is None)
+        parts = [f"{n} {what}" for n, what in ((leased, "task lease(s)"), (actors, "actor(s)"),
+                                               (len(self.lease_queue), "queued lease request(s)"),
+                                               (self.in_flight, "lease request(s) or actor start(s) in flight"),
+                                               (len(self.reserved_bundles), "placement group(s) with bundles here"))
+                 if n]
+        return ", ".join(parts)
+
+    async def Drain(self, request, context):
+        """Accepts a drain only while nothing runs here; from then on this node takes no new work.
+
+        The check and the flag happen without an await in between, and every way work arrives
+        (RequestLease, StartActor, ReserveBundles) checks the flag, so nothing starts on a node
+        the autoscaler is about to remove.
+        """
+        busy = self.busy_reason()
+        if busy:
+            return pb.DrainNodeReply(accepted=False, message=f"node {self.node_id} is busy ({busy}): not drained")
+        self.draining = True
+        log.info("node %s drained (%s): it takes no new work", self.node_id, request.reason or "no reason given")
+        return pb.DrainNodeReply(accepted=True)
 
     def _live_actors(self) -> list[pb.LiveActor]:
         return [pb.LiveActor(actor_id=w.actor_id, worker_id=w.worker_id, address=w.address, pid=w.proc.pid,
@@ -405,6 +442,13 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
     # ---- leases ----
 
     async def RequestLease(self, request, context):
+        self.in_flight += 1
+        try:
+            return await self._request_lease(request, context)
+        finally:
+            self.in_flight -= 1
+
+    async def _request_lease(self, request, context):
         """Grants a worker for `required`, queueing until it fits here, or points elsewhere.
 
         It points at another node (spillback) when this one can never fit the shape, or, unless
@@ -416,12 +460,12 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         cancelled while its worker starts gives the worker back too.
         """
         required = dict(request.required)
-        while not fits(self.total, required):
+        while self.draining or not fits(self.total, required):  # a draining node takes nothing new
             reply = await self.head().PickNode(pb.PickNodeRequest(required=required, exclude_node_id=self.node_id),
                                                metadata=self.metadata, timeout=10)
             if reply.found and request.allow_spillback:
                 return pb.LeaseReply(spillback_address=reply.node.address)
-            if request.report_infeasible:
+            if request.report_infeasible and not self.draining:
                 if in_group(required):  # its placement group is not (or no longer) reserved: it waits, unlisted
                     return await self.group_not_reserved(required)
                 return self._infeasible(required, request.job_id, pinned=reply.found)
@@ -606,6 +650,15 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
     # ---- actors ----
 
     async def StartActor(self, request, context):
+        if self.draining:  # the head tries another node
+            return pb.StartActorReply(no_resources=True)
+        self.in_flight += 1
+        try:
+            return await self._start_actor(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _start_actor(self, request):
         spec = request.spec
         if not fits(self.available, dict(spec.required)):
             return pb.StartActorReply(no_resources=True)

@@ -26,6 +26,7 @@ class BundleMixin:
     total: dict[str, float]
     available: dict[str, float]
     workers: dict
+    draining: bool  # it accepted a drain: it reserves nothing new
     _dispatch: Callable[[], None]
 
     def init_bundles(self) -> None:
@@ -36,6 +37,8 @@ class BundleMixin:
 
     async def ReserveBundles(self, request, context):
         """All the given bundles here, or none (the head then tries other nodes or waits)."""
+        if self.draining:
+            return pb.ReserveBundlesReply(reserved=False, message="this node is draining (being removed)")
         held = self._bundles().setdefault(request.placement_group_id, {})
         new = {i: dict(b.resources) for i, b in zip(request.indexes, request.bundles, strict=True) if i not in held}
         needed = placement.base_total(list(new.values()))

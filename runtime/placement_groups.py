@@ -40,6 +40,7 @@ class PlacementGroupsMixin:
     node_stub: Callable[[str], pb_grpc.NodeAgentStub]
     kill_actor: Callable[[pb.ActorInfo, str], Awaitable[None]]
     place_pending_actors: Callable[[], None]
+    schedulable: Callable[[pb.NodeInfo], bool]  # alive and not draining (DemandMixin)
 
     def init_groups(self) -> None:
         self.groups: dict[bytes, pb.PlacementGroupInfo] = {}
@@ -245,7 +246,7 @@ class PlacementGroupsMixin:
                 asyncio.get_running_loop().create_task(self._try_place_group(pg_id))
 
     def _group_candidates(self, info: pb.PlacementGroupInfo) -> list[pb.NodeInfo]:
-        nodes = [n for n in self.nodes.values() if n.alive]
+        nodes = [n for n in self.nodes.values() if self.schedulable(n)]
         used = {n for n in info.bundle_nodes if n}
         if info.spec.strategy == "STRICT_PACK" and used:
             nodes = [n for n in nodes if n.node_id in used]

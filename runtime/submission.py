@@ -220,3 +220,13 @@ def lookup_actor(core: CoreWorker, name: str, namespace: str) -> pb.ActorInfo | 
 
 def list_nodes(core: CoreWorker) -> list[pb.NodeInfo]:
     return list(core.head_call("ListNodes", pb.ListRequest()).nodes)
+
+
+def request_resources(core: CoreWorker, shapes: list[dict[str, float]]) -> None:
+    """Replaces the cluster's standing request_resources() with `shapes` (see kastor.autoscaler)."""
+    counts: dict[tuple, int] = {}
+    for shape in shapes:
+        key = tuple(sorted((k, v) for k, v in shape.items() if v))
+        counts[key] = counts.get(key, 0) + 1
+    core.head_call("RequestResources", pb.ResourceRequest(bundles=[
+        pb.ResourceDemand(shape=dict(key), kind="request", count=n) for key, n in counts.items()]))

@@ -377,7 +377,7 @@ class LeaseInfo(_message.Message):
     def __init__(self, worker_id: _Optional[bytes] = ..., pid: _Optional[int] = ..., job_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., resources: _Optional[_Mapping[str, float]] = ..., actor_id: _Optional[bytes] = ..., blocked: _Optional[bool] = ...) -> None: ...
 
 class ResourceDemand(_message.Message):
-    __slots__ = ("shape", "job_ids", "kind")
+    __slots__ = ("shape", "job_ids", "kind", "count")
     class ShapeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -388,10 +388,12 @@ class ResourceDemand(_message.Message):
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     JOB_IDS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     shape: _containers.ScalarMap[str, float]
     job_ids: _containers.RepeatedScalarFieldContainer[bytes]
     kind: str
-    def __init__(self, shape: _Optional[_Mapping[str, float]] = ..., job_ids: _Optional[_Iterable[bytes]] = ..., kind: _Optional[str] = ...) -> None: ...
+    count: int
+    def __init__(self, shape: _Optional[_Mapping[str, float]] = ..., job_ids: _Optional[_Iterable[bytes]] = ..., kind: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class RegisterNodeReply(_message.Message):
     __slots__ = ("cluster_id", "node_death_timeout_s")
@@ -416,7 +418,7 @@ class LiveActor(_message.Message):
     def __init__(self, actor_id: _Optional[bytes] = ..., worker_id: _Optional[bytes] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., num_restarts: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "available", "actors", "leases", "infeasible", "total")
+    __slots__ = ("node_id", "available", "actors", "leases", "infeasible", "total", "queued", "draining")
     class AvailableEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -437,13 +439,17 @@ class HeartbeatRequest(_message.Message):
     LEASES_FIELD_NUMBER: _ClassVar[int]
     INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     available: _containers.ScalarMap[str, float]
     actors: _containers.RepeatedCompositeFieldContainer[LiveActor]
     leases: _containers.RepeatedCompositeFieldContainer[LeaseInfo]
     infeasible: _containers.RepeatedCompositeFieldContainer[ResourceDemand]
     total: _containers.ScalarMap[str, float]
-    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ..., actors: _Optional[_Iterable[_Union[LiveActor, _Mapping]]] = ..., leases: _Optional[_Iterable[_Union[LeaseInfo, _Mapping]]] = ..., infeasible: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ..., total: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    queued: _containers.RepeatedCompositeFieldContainer[ResourceDemand]
+    draining: bool
+    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ..., actors: _Optional[_Iterable[_Union[LiveActor, _Mapping]]] = ..., leases: _Optional[_Iterable[_Union[LeaseInfo, _Mapping]]] = ..., infeasible: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ..., total: _Optional[_Mapping[str, float]] = ..., queued: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("known", "kill_worker_ids")
@@ -659,6 +665,80 @@ class PickNodeReply(_message.Message):
     node: NodeInfo
     feasible: bool
     def __init__(self, found: _Optional[bool] = ..., node: _Optional[_Union[NodeInfo, _Mapping]] = ..., feasible: _Optional[bool] = ...) -> None: ...
+
+class ClusterDemand(_message.Message):
+    __slots__ = ("pending", "placement_groups", "requested", "nodes")
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    pending: _containers.RepeatedCompositeFieldContainer[ResourceDemand]
+    placement_groups: _containers.RepeatedCompositeFieldContainer[PlacementGroupDemand]
+    requested: _containers.RepeatedCompositeFieldContainer[ResourceDemand]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeUsage]
+    def __init__(self, pending: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ..., placement_groups: _Optional[_Iterable[_Union[PlacementGroupDemand, _Mapping]]] = ..., requested: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ..., nodes: _Optional[_Iterable[_Union[NodeUsage, _Mapping]]] = ...) -> None: ...
+
+class PlacementGroupDemand(_message.Message):
+    __slots__ = ("placement_group_id", "strategy", "bundles")
+    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    placement_group_id: bytes
+    strategy: str
+    bundles: _containers.RepeatedCompositeFieldContainer[Bundle]
+    def __init__(self, placement_group_id: _Optional[bytes] = ..., strategy: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[Bundle, _Mapping]]] = ...) -> None: ...
+
+class NodeUsage(_message.Message):
+    __slots__ = ("node_id", "ip", "total", "available", "idle_s", "draining")
+    class TotalEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class AvailableEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    IDLE_S_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    ip: str
+    total: _containers.ScalarMap[str, float]
+    available: _containers.ScalarMap[str, float]
+    idle_s: float
+    draining: bool
+    def __init__(self, node_id: _Optional[str] = ..., ip: _Optional[str] = ..., total: _Optional[_Mapping[str, float]] = ..., available: _Optional[_Mapping[str, float]] = ..., idle_s: _Optional[float] = ..., draining: _Optional[bool] = ...) -> None: ...
+
+class ResourceRequest(_message.Message):
+    __slots__ = ("bundles",)
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    bundles: _containers.RepeatedCompositeFieldContainer[ResourceDemand]
+    def __init__(self, bundles: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ...) -> None: ...
+
+class DrainNodeRequest(_message.Message):
+    __slots__ = ("node_id", "reason")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    reason: str
+    def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DrainNodeReply(_message.Message):
+    __slots__ = ("accepted", "message")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    message: str
+    def __init__(self, accepted: _Optional[bool] = ..., message: _Optional[str] = ...) -> None: ...
 
 class CheckpointStoreReply(_message.Message):
     __slots__ = ("redis_address", "redis_password", "key_prefix")

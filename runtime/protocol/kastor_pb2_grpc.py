@@ -154,6 +154,21 @@ class HeadStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.CheckpointStoreReply.FromString,
                 _registered_method=True)
+        self.GetClusterDemand = channel.unary_unary(
+                '/kastor.Head/GetClusterDemand',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ClusterDemand.FromString,
+                _registered_method=True)
+        self.RequestResources = channel.unary_unary(
+                '/kastor.Head/RequestResources',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ResourceRequest.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+                _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/kastor.Head/DrainNode',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeReply.FromString,
+                _registered_method=True)
 
 
 class HeadServicer:
@@ -304,6 +319,25 @@ class HeadServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetClusterDemand(self, request, context):
+        """Autoscaling (Ray's autoscaler v2 GetClusterResourceState / request_resources / DrainNode).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestResources(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HeadServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -426,6 +460,21 @@ def add_HeadServicer_to_server(servicer, server):
                     servicer.GetCheckpointStore,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.CheckpointStoreReply.SerializeToString,
+            ),
+            'GetClusterDemand': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterDemand,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ClusterDemand.SerializeToString,
+            ),
+            'RequestResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestResources,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ResourceRequest.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeRequest.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1086,6 +1135,87 @@ class Head:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def GetClusterDemand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.Head/GetClusterDemand',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ClusterDemand.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.Head/RequestResources',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ResourceRequest.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.Head/DrainNode',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeRequest.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class NodeAgentStub:
     """Missing associated documentation comment in .proto file."""
@@ -1155,6 +1285,11 @@ class NodeAgentStub:
                 '/kastor.NodeAgent/ReturnBundles',
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BundleReservation.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+                _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/kastor.NodeAgent/Drain',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeReply.FromString,
                 _registered_method=True)
 
 
@@ -1236,6 +1371,13 @@ class NodeAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Drain(self, request, context):
+        """Accepted only while the node runs nothing; from then on it takes no new work (scale-down).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1298,6 +1440,11 @@ def add_NodeAgentServicer_to_server(servicer, server):
                     servicer.ReturnBundles,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BundleReservation.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeRequest.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1624,6 +1771,33 @@ class NodeAgent:
             '/kastor.NodeAgent/ReturnBundles',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BundleReservation.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.NodeAgent/Drain',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeRequest.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeReply.FromString,
             options,
             channel_credentials,
             insecure,
