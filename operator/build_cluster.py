@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kastor.operator import rollout
 from kastor.operator.build_common import (
     add_tls,
     add_token,
@@ -140,7 +141,8 @@ def _kastor_pod(cr: dict[str, Any], spec: ClusterSpec, meta: dict[str, Any], arg
 
 
 def head_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
-    """The head (GCS) plus a node agent; ready once its control port accepts connections."""
+    """The head (GCS) plus a node agent; ready once its control port accepts connections.
+    Annotated with its template hash (`rollout.head_hash`): a spec change replaces it."""
     name, ns = _meta(cr)
     ports = spec.head.ports
     args = ["start", "--head", "--block", "--port", str(ports.control), "--client-port", str(ports.client),
@@ -149,7 +151,8 @@ def head_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
     address = redis_address(cr, spec)
     if address:
         args += ["--redis-address", address]
-    meta = object_meta(contract.head_pod_prefix(name), ns, cr, contract.cluster_labels(name, "head"), generate=True)
+    meta = object_meta(contract.head_pod_prefix(name), ns, cr, contract.cluster_labels(name, "head"),
+                       {contract.ANNOTATION_SPEC_HASH: rollout.head_hash(cr.get("spec") or {})}, generate=True)
     container_ports = [{"name": "control", "containerPort": ports.control},
                        {"name": "client", "containerPort": ports.client},
                        {"name": "dashboard", "containerPort": ports.dashboard}]
@@ -174,12 +177,15 @@ def head_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
 
 
 def worker_pod(cr: dict[str, Any], spec: ClusterSpec, group: WorkerGroup) -> dict[str, Any]:
-    """A node agent joining the head through its Service; named by the API server (generateName)."""
+    """A node agent joining the head through its Service; named by the API server (generateName).
+    Annotated with its template hash (`rollout.worker_hash`): a spec change replaces it."""
     name, ns = _meta(cr)
     args = ["start", "--address", head_address(cr, spec), "--block",
             "--num-cpus", number_arg(group.num_cpus), "--num-gpus", number_arg(group.num_gpus)]
     if group.custom_resources:
         args += ["--resources", json.dumps(group.custom_resources, sort_keys=True)]
     labels = {**contract.cluster_labels(name, "worker"), contract.LABEL_GROUP: group.name}
-    meta = object_meta(contract.worker_prefix(name, group.name), ns, cr, labels, generate=True)
+    meta = object_meta(contract.worker_prefix(name, group.name), ns, cr, labels,
+                       {contract.ANNOTATION_SPEC_HASH: rollout.worker_hash(cr.get("spec") or {}, spec, group.name)},
+                       generate=True)
     return _kastor_pod(cr, spec, meta, args, [], group.resources, [], None, group.template)

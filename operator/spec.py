@@ -77,6 +77,9 @@ class RedisSpec:
         return self.managed or bool(self.address)
 
 
+UPGRADE_STRATEGIES = ("RollingUpdate", "Recreate", "None")
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     image: str
@@ -88,6 +91,7 @@ class ClusterSpec:
     token_secret: str | None = None
     token_key: str = contract.TOKEN_KEY
     tls_secret: str | None = None  # a kubernetes.io/tls Secret with ca.crt: TLS on every port
+    upgrade_strategy: str = "RollingUpdate"  # how a spec change reaches running pods (see operator/rollout.py)
 
     @property
     def desired_workers(self) -> int:
@@ -148,11 +152,15 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
                       password_secret=secret_ref.get("name"), password_key=secret_ref.get("key", "password"))
     if redis.managed and redis.address:
         raise SpecError("InvalidSpec", "spec.gcs.redis: set either managed: true or address, not both")
+    upgrade = ((spec.get("upgradeStrategy") or {}).get("type")) or "RollingUpdate"
+    if upgrade not in UPGRADE_STRATEGIES:
+        raise SpecError("InvalidSpec", f"spec.upgradeStrategy.type must be one of {', '.join(UPGRADE_STRATEGIES)}, "
+                                       f"got {upgrade!r}")
     auth = spec.get("auth") or {}
     return ClusterSpec(image=image, image_pull_policy=spec.get("imagePullPolicy", "IfNotPresent"),
                        suspend=bool(spec.get("suspend", False)), head=head, worker_groups=tuple(groups),
                        redis=redis, token_secret=auth.get("secretName"), token_key=contract.token_key(auth),
-                       tls_secret=(spec.get("tls") or {}).get("secretName"))
+                       tls_secret=(spec.get("tls") or {}).get("secretName"), upgrade_strategy=upgrade)
 
 
 @dataclass(frozen=True)

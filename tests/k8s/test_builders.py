@@ -253,3 +253,62 @@ def test_a_tls_cluster_mounts_its_secret_in_every_kastor_pod():
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["KASTOR_TLS_CA"] == "/etc/kastor/tls/ca.crt" and env["KASTOR_TLS_KEY"] == "/etc/kastor/tls/tls.key"
     assert "tls" not in str(build_cluster.head_pod(CLUSTER, parse_cluster(CLUSTER["spec"]))["spec"]["volumes"])
+
+
+def _as_stored(service: dict, node_ports: dict[str, int] | None = None) -> dict:
+    """A built Service as the API server returns it: protocol defaulted, node ports allocated."""
+    stored = copy.deepcopy(service)
+    for port in stored["spec"]["ports"]:
+        port["protocol"] = "TCP"
+        if stored["spec"]["type"] != "ClusterIP":
+            port.setdefault("nodePort", (node_ports or {}).get(port["name"], 31000))
+    return stored
+
+
+def test_a_service_is_patched_only_when_its_type_or_ports_changed():
+    """Issue 12 defect 4: a spec change reaches the Service, server-filled fields are no change,
+    and a node port the server allocated is kept (clients outside use it)."""
+    from kastor.operator.services import service_patch
+
+    spec = parse_cluster(CLUSTER["spec"])
+    service = build_cluster.head_service(CLUSTER, spec)
+    assert service_patch(service, _as_stored(service)) is None
+
+    node_port = copy.deepcopy(CLUSTER)
+    node_port["spec"]["head"]["serviceType"] = "NodePort"
+    wanted = build_cluster.head_service(node_port, parse_cluster(node_port["spec"]))
+    patch = service_patch(wanted, _as_stored(service))
+    assert patch["spec"]["type"] == "NodePort" and patch["spec"]["ports"] == wanted["spec"]["ports"]
+    stored = _as_stored(wanted, {"client": 31234})
+    assert service_patch(wanted, stored) is None
+
+    moved = copy.deepcopy(node_port)
+    moved["spec"]["head"]["ports"] = {"control": 7000}
+    patch = service_patch(build_cluster.head_service(moved, parse_cluster(moved["spec"])), stored)
+    ports = {p["name"]: p for p in patch["spec"]["ports"]}
+    assert ports["control"]["port"] == 7000 and ports["client"]["nodePort"] == 31234
+
+
+def test_pods_carry_the_hash_of_the_spec_they_were_built_from():
+    """Issue 12 defect 4: what shapes a pod changes its hash; the Service type and the group's size do not."""
+    def hashes(spec: dict) -> tuple[str, str]:
+        body = cr("ActorCluster", "demo", spec)
+        parsed = parse_cluster(spec)
+        return tuple(p["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH]
+                     for p in (build_cluster.head_pod(body, parsed),
+                               build_cluster.worker_pod(body, parsed, parsed.worker_groups[0])))
+
+    base = copy.deepcopy(CLUSTER["spec"])
+    head, worker = hashes(base)
+    image = hashes({**base, "image": "ghcr.io/kastor/kastor:0.2.0"})
+    assert image[0] != head and image[1] != worker
+    resized = copy.deepcopy(base)
+    resized["workerGroups"][0].update(replicas=7, maxReplicas=9)
+    resized["head"]["serviceType"] = "NodePort"
+    assert hashes(resized) == (head, worker)
+    worker_resources = copy.deepcopy(base)
+    worker_resources["workerGroups"][0]["resources"] = {"limits": {"cpu": "8"}}
+    assert hashes(worker_resources) == (head, hashes(worker_resources)[1]) != (head, worker)
+    control = copy.deepcopy(base)
+    control["head"]["ports"] = {"control": 7000}
+    assert hashes(control)[0] != head and hashes(control)[1] != worker, "workers join through the control port"
