@@ -113,9 +113,10 @@ def _redis_env(cr: dict[str, Any], spec: ClusterSpec) -> list[dict[str, Any]]:
 
 def _kastor_pod(cr: dict[str, Any], spec: ClusterSpec, meta: dict[str, Any], args: list[str],
                 extra_env: list[dict[str, Any]], resources: dict[str, Any], ports: list[dict[str, Any]],
-                probe: dict[str, Any] | None, template: dict[str, Any]) -> dict[str, Any]:
+                probe: dict[str, Any] | None, template: dict[str, Any],
+                object_store_bytes: int | None) -> dict[str, Any]:
     name, ns = _meta(cr)
-    volumes, mounts = scratch_volumes()
+    volumes, mounts = scratch_volumes(object_store_bytes)
     container: dict[str, Any] = {
         "name": contract.CONTAINER, "image": spec.image, "imagePullPolicy": spec.image_pull_policy,
         "command": ["kastor"], "args": args,
@@ -141,13 +142,16 @@ def _kastor_pod(cr: dict[str, Any], spec: ClusterSpec, meta: dict[str, Any], arg
 
 
 def head_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
-    """The head (GCS) plus a node agent; ready once its control port accepts connections.
+    """The head (GCS) plus a node agent; ready once its control port accepts connections. It
+    advertises the CPUs, GPUs and memory of `spec.advertised` (from its container's resources).
     Annotated with its template hash (`rollout.head_hash`): a spec change replaces it."""
     name, ns = _meta(cr)
     ports = spec.head.ports
     args = ["start", "--head", "--block", "--port", str(ports.control), "--client-port", str(ports.client),
             "--dashboard-port", str(ports.dashboard), "--cluster-id", contract.cluster_id(ns, name),
             "--num-cpus", number_arg(spec.head.num_cpus), "--num-gpus", number_arg(spec.head.num_gpus)]
+    if spec.head.memory:
+        args += ["--memory", str(spec.head.memory)]
     address = redis_address(cr, spec)
     if address:
         args += ["--redis-address", address]
@@ -157,7 +161,7 @@ def head_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
                        {"name": "client", "containerPort": ports.client},
                        {"name": "dashboard", "containerPort": ports.dashboard}]
     return _kastor_pod(cr, spec, meta, args, _redis_env(cr, spec), spec.head.resources, container_ports,
-                       tcp_probe(ports.control), spec.head.template)
+                       tcp_probe(ports.control), spec.head.template, spec.head.object_store_bytes)
 
 
 def head_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
@@ -178,14 +182,17 @@ def head_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
 
 def worker_pod(cr: dict[str, Any], spec: ClusterSpec, group: WorkerGroup) -> dict[str, Any]:
     """A node agent joining the head through its Service; named by the API server (generateName).
+    It advertises the CPUs, GPUs and memory of `spec.advertised` (from its container's resources).
     Annotated with its template hash (`rollout.worker_hash`): a spec change replaces it."""
     name, ns = _meta(cr)
     args = ["start", "--address", head_address(cr, spec), "--block",
             "--num-cpus", number_arg(group.num_cpus), "--num-gpus", number_arg(group.num_gpus)]
+    if group.memory:
+        args += ["--memory", str(group.memory)]
     if group.custom_resources:
         args += ["--resources", json.dumps(group.custom_resources, sort_keys=True)]
     labels = {**contract.cluster_labels(name, "worker"), contract.LABEL_GROUP: group.name}
     meta = object_meta(contract.worker_prefix(name, group.name), ns, cr, labels,
                        {contract.ANNOTATION_SPEC_HASH: rollout.worker_hash(cr.get("spec") or {}, spec, group.name)},
                        generate=True)
-    return _kastor_pod(cr, spec, meta, args, [], group.resources, [], None, group.template)
+    return _kastor_pod(cr, spec, meta, args, [], group.resources, [], None, group.template, group.object_store_bytes)

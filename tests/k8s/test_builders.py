@@ -312,3 +312,61 @@ def test_pods_carry_the_hash_of_the_spec_they_were_built_from():
     control = copy.deepcopy(base)
     control["head"]["ports"] = {"control": 7000}
     assert hashes(control)[0] != head and hashes(control)[1] != worker, "workers join through the control port"
+
+
+def _node(raw_group: dict) -> tuple[list[str], dict]:
+    """A worker's args and its /dev/shm volume, built from one worker group entry."""
+    body = cr("ActorCluster", "demo", {"image": "i", "workerGroups": [{"name": "g", **raw_group}]})
+    spec = parse_cluster(body["spec"])
+    pod = build_cluster.worker_pod(body, spec, spec.worker_groups[0])
+    shm = next(v for v in pod["spec"]["volumes"] if v["name"] == "dshm")
+    return pod["spec"]["containers"][0]["args"], shm["emptyDir"]
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def test_a_node_advertises_what_its_container_gets():
+    """Issue 12 defect 14, as KubeRay: CPUs from the cpu limit (else request) rounded up, GPUs
+    from nvidia.com/gpu, memory from the memory limit; /dev/shm sized to the object store,
+    30% of that memory unless objectStoreMemory says otherwise; explicit numCpus/numGpus win."""
+    args, shm = _node({"resources": {"limits": {"cpu": "1500m", "memory": "2Gi", "nvidia.com/gpu": 1},
+                                     "requests": {"cpu": "1", "memory": "1Gi"}}})
+    assert (_flag(args, "--num-cpus"), _flag(args, "--num-gpus"), _flag(args, "--memory")) == ("2", "1", str(2**31))
+    assert shm == {"medium": "Memory", "sizeLimit": str(int(2**31 * 0.3))}
+
+    args, shm = _node({"resources": {"requests": {"cpu": "250m", "memory": "512Mi"}}})
+    assert (_flag(args, "--num-cpus"), _flag(args, "--num-gpus"), _flag(args, "--memory")) == ("1", "0", str(2**29))
+
+    args, shm = _node({"numCpus": 8, "numGpus": 0, "objectStoreMemory": "1Gi",
+                       "resources": {"limits": {"cpu": "2", "memory": "4G", "nvidia.com/gpu": "2"}}})
+    assert (_flag(args, "--num-cpus"), _flag(args, "--num-gpus"), _flag(args, "--memory")) == ("8", "0", "4000000000")
+    assert shm["sizeLimit"] == str(2**30)
+
+    args, shm = _node({})  # nothing said: 1 CPU, no GPU, no memory, /dev/shm unbounded (as before)
+    assert (_flag(args, "--num-cpus"), _flag(args, "--num-gpus"), _flag(args, "--memory")) == ("1", "0", None)
+    assert shm == {"medium": "Memory"}
+
+    head = build_cluster.head_pod(CLUSTER, parse_cluster(CLUSTER["spec"]))
+    head_args = head["spec"]["containers"][0]["args"]
+    assert _flag(head_args, "--num-cpus") == "2" and _flag(head_args, "--memory") == str(2**30), "explicit numCpus"
+    assert next(v for v in head["spec"]["volumes"] if v["name"] == "dshm")["emptyDir"]["sizeLimit"] == \
+        str(int(2**30 * 0.3))
+
+
+@pytest.mark.parametrize("value, expected", [("512Mi", 2**29), ("2Gi", 2**31), ("1G", 10**9), ("129e6", 129e6),
+                                             (1024, 1024), ("1.5Ki", 1536), ("100m", 0.1)])
+def test_memory_quantities(value, expected):
+    from kastor.operator.spec import memory_quantity
+    assert memory_quantity(value) == expected
+
+
+@pytest.mark.parametrize("group, fragment", [
+    ({"objectStoreMemory": "4Gi", "resources": {"limits": {"memory": "2Gi"}}}, "exceeds the container's memory"),
+    ({"objectStoreMemory": "lots"}, "not a memory quantity"),
+])
+def test_an_object_store_that_cannot_fit_is_refused(group, fragment):
+    with pytest.raises(SpecError) as e:
+        parse_cluster({"image": "i", "workerGroups": [{"name": "g", **group}]})
+    assert fragment in e.value.message

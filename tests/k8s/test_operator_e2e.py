@@ -323,6 +323,28 @@ def test_managed_redis_cluster(k8s):
     """).strip() == "1"
 
 
+def test_a_worker_advertises_its_containers_resources(k8s):
+    """Issue 12 defect 14: CPUs, GPUs and memory a worker advertises come from its container's
+    resources (as KubeRay derives them), not from a numCpus set by hand; /dev/shm is sized
+    to the object store."""
+    body = cluster_cr("sized", replicas=1)
+    body["spec"]["workerGroups"][0]["resources"] = {"limits": {"cpu": "2500m", "memory": "1Gi"}}
+    create(k8s, "actorclusters", body)
+    k8s.wait(lambda: status(k8s, "actorclusters", "sized").get("phase") == "Ready", "ActorCluster sized Ready")
+    worker = worker_pods(k8s, "sized")[0]
+    shm = next(v for v in worker.spec.volumes if v.name == "dshm")
+    assert shm.empty_dir.size_limit == str(int(2**30 * 0.3))
+    out = run_driver(k8s, "sized", """
+        import time
+        deadline = time.time() + 30
+        while sum(n["Alive"] for n in kastor.nodes()) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        print(sorted((n["Resources"].get("CPU"), n["Resources"].get("memory", 0)) for n in kastor.nodes()))
+    """)
+    assert out.strip() == f"[(1.0, 0), (3.0, {float(2**30)})]", out
+    k8s.custom.delete_namespaced_custom_object("kastor.dev", "v1alpha1", NS, "actorclusters", "sized")
+
+
 def test_external_redis_keys_are_cleaned_when_the_cluster_is_deleted(k8s, tmp_path):
     import redis
     from redis_server import RedisServer

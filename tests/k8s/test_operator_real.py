@@ -269,3 +269,26 @@ def test_a_spec_change_rolls_the_head_and_patches_the_service(api, operator):  #
     wait_until(lambda: observed() == 4, f"observedGeneration 4 (log: {log})", CONTROLLER_DEADLINE_S)
     assert [p.metadata.name for p in live_heads()] == [head], "Service fields are not in the head's hash"
     objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "roll")
+
+
+def test_dev_shm_and_advertised_resources_follow_the_containers_resources(api, operator):  # noqa: F811
+    """Issue 12 defect 14 on real admission: objectStoreMemory is a quantity (a bad one is
+    refused by the CRD schema), it becomes /dev/shm's sizeLimit, which the API server's pod
+    validation accepts, and the head advertises CPUs and memory from its resources."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    bad = {"image": "kastor:dev", "head": {"objectStoreMemory": "lots"}}
+    with pytest.raises(ApiException) as refused:
+        objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                                custom_object("actorclusters", "shm", bad))
+    assert refused.value.status == 422 and "objectStoreMemory" in refused.value.body
+    spec = {"image": "kastor:dev", "head": {"objectStoreMemory": "256Mi",
+                                           "resources": {"limits": {"cpu": "1200m", "memory": "1Gi"}}}}
+    objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                            custom_object("actorclusters", "shm", spec))
+    wait_until(lambda: len(head_pods(api, "shm")) == 1, f"the head pod (log: {operator.log_path})",
+               CONTROLLER_DEADLINE_S)
+    head = head_pods(api, "shm")[0]
+    assert next(v for v in head.spec.volumes if v.name == "dshm").empty_dir.size_limit == str(256 * 2**20)
+    args = head.spec.containers[0].args
+    assert args[args.index("--num-cpus") + 1] == "2" and args[args.index("--memory") + 1] == str(2**30)
+    objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "shm")
