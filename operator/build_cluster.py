@@ -64,10 +64,37 @@ def redis_address(cr: dict[str, Any], spec: ClusterSpec) -> str | None:
     return spec.redis.address
 
 
+# The managed Redis's start: the password reaches redis-server as configuration on its stdin
+# (`redis-server -`), from the Secret through the environment, never on a command line, where
+# `ps` and /proc/<pid>/cmdline show it to every process on the node. The shell writes the
+# here-document itself (no helper process sees the password); `exec` keeps redis-server the
+# container's main process, so it gets SIGTERM and shuts down cleanly.
+REDIS_START = (f'exec redis-server - --port {contract.REDIS_PORT} --bind "${contract.POD_IP_ENV}" '
+               f"--appendonly yes --appendfsync always --save '' <<EOF\n"
+               f"requirepass $REDIS_PASSWORD\n"
+               f"EOF\n")
+
+
 def redis_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
     """A managed Redis for the cluster's GCS; it lives as long as the cluster (its data survives
-    container restarts, in an emptyDir, not the pod's deletion)."""
+    container restarts, in an emptyDir, not the pod's deletion). Its password comes from the
+    token Secret through the environment (see REDIS_START); its resources from
+    spec.gcs.redis.resources."""
     name, ns = _meta(cr)
+    container: dict[str, Any] = {
+        "name": "redis", "image": spec.redis.image, "imagePullPolicy": "IfNotPresent",
+        # The image's working directory (/data) holds the append-only file: fsync on every
+        # write, so a Redis container restart loses nothing acknowledged.
+        "command": ["sh", "-c", REDIS_START],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        "env": [{"name": contract.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                secret_env("REDIS_PASSWORD", token_secret_name(cr, spec), contract.REDIS_PASSWORD_KEY)],
+        "ports": [{"name": "redis", "containerPort": contract.REDIS_PORT}],
+        "readinessProbe": tcp_probe(contract.REDIS_PORT),
+        "securityContext": container_security(),
+    }
+    if spec.redis.resources:
+        container["resources"] = spec.redis.resources
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": object_meta(contract.redis_pod_prefix(name), ns, cr, contract.cluster_labels(name, "redis"),
@@ -76,21 +103,7 @@ def redis_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
             "restartPolicy": "Always",
             "securityContext": pod_security(999),
             "volumes": [{"name": "data", "emptyDir": {}}],
-            "containers": [{
-                "name": "redis", "image": spec.redis.image, "imagePullPolicy": "IfNotPresent",
-                "command": ["redis-server"],
-                # The image's working directory (/data) holds the append-only file: fsync on every
-                # write, so a Redis container restart loses nothing acknowledged.
-                "args": ["--port", str(contract.REDIS_PORT), "--bind", f"$({contract.POD_IP_ENV})",
-                         "--requirepass", "$(REDIS_PASSWORD)", "--appendonly", "yes", "--appendfsync", "always",
-                         "--save", ""],
-                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                "env": [{"name": contract.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                        secret_env("REDIS_PASSWORD", token_secret_name(cr, spec), contract.REDIS_PASSWORD_KEY)],
-                "ports": [{"name": "redis", "containerPort": contract.REDIS_PORT}],
-                "readinessProbe": tcp_probe(contract.REDIS_PORT),
-                "securityContext": container_security(),
-            }],
+            "containers": [container],
         },
     }
 

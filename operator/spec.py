@@ -75,6 +75,7 @@ class RedisSpec:
     address: str | None = None
     password_secret: str | None = None
     password_key: str = "password"
+    resources: dict[str, Any] = field(default_factory=dict)  # the managed Redis container's
 
     @property
     def enabled(self) -> bool:
@@ -150,7 +151,8 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
     secret_ref = redis_raw.get("passwordSecret") or {}
     redis = RedisSpec(managed=bool(redis_raw.get("managed", False)),
                       image=redis_raw.get("image", contract.DEFAULT_REDIS_IMAGE), address=redis_raw.get("address"),
-                      password_secret=secret_ref.get("name"), password_key=secret_ref.get("key", "password"))
+                      password_secret=secret_ref.get("name"), password_key=secret_ref.get("key", "password"),
+                      resources=dict(redis_raw.get("resources") or {}))
     if redis.managed and redis.address:
         raise SpecError("InvalidSpec", "spec.gcs.redis: set either managed: true or address, not both")
     upgrade = ((spec.get("upgradeStrategy") or {}).get("type")) or "RollingUpdate"

@@ -370,3 +370,18 @@ def test_an_object_store_that_cannot_fit_is_refused(group, fragment):
     with pytest.raises(SpecError) as e:
         parse_cluster({"image": "i", "workerGroups": [{"name": "g", **group}]})
     assert fragment in e.value.message
+
+
+def test_the_managed_redis_password_is_on_no_command_line():
+    """Issue 12 defect 13: `--requirepass $(REDIS_PASSWORD)` put the password in the container's
+    argv (ps, /proc/<pid>/cmdline). It now comes from the Secret through the environment, as
+    configuration on redis-server's stdin; spec.gcs.redis.resources sizes the container."""
+    body = cr("ActorCluster", "demo", {"image": "i", "gcs": {"redis": {
+        "managed": True, "resources": {"limits": {"memory": "256Mi"}}}}})
+    container = build_cluster.redis_pod(body, parse_cluster(body["spec"]))["spec"]["containers"][0]
+    argv = container["command"] + container.get("args", [])
+    assert not any("$(REDIS_PASSWORD)" in a or "--requirepass" in a for a in argv), argv
+    assert "redis-server -" in argv[-1] and "requirepass $REDIS_PASSWORD" in argv[-1]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "demo-token", "key": "redis-password"}
+    assert container["resources"] == {"limits": {"memory": "256Mi"}}

@@ -314,7 +314,15 @@ def test_managed_redis_cluster(k8s):
         **cluster_cr("persist", replicas=1)["spec"], "gcs": {"redis": {"managed": True}}}})
     k8s.wait(lambda: status(k8s, "actorclusters", "persist").get("phase") == "Ready", "managed-Redis cluster Ready",
              timeout=90)
-    assert k8s.pods("kastor.dev/cluster=persist,kastor.dev/role=redis")[0].status.phase == "Running"
+    redis_pod = k8s.pods("kastor.dev/cluster=persist,kastor.dev/role=redis")[0]
+    assert redis_pod.status.phase == "Running"
+    # Issue 12 defect 13: the password is on no command line: not in the argv the container was
+    # started with (what `docker inspect`, `crictl inspect` and ps at start-up show), nor now.
+    password = base64.b64decode(k8s.core.read_namespaced_secret("persist-token", NS).data["redis-password"]).decode()
+    process = k8s.pod_process(redis_pod.metadata.name)
+    assert password not in " ".join(map(str, process.args)), process.args
+    with open(f"/proc/{process.pid}/cmdline", "rb") as f:
+        assert password.encode() not in f.read()
     assert run_driver(k8s, "persist", """
         @kastor.remote
         def one():
