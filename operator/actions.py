@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from kastor.operator import events
+from kastor.operator import events, services
 from kastor.operator.head_client import HeadClient
 from kastor.operator.kube import Kube
 
@@ -31,7 +31,7 @@ class DeletePod:
 
 @dataclass(frozen=True)
 class EnsureService:
-    """Create the Service unless one of that name exists."""
+    """Create the Service, or patch the one of that name if its type or ports differ."""
     service: dict[str, Any]
 
 
@@ -101,7 +101,11 @@ def apply(kube: Kube, head: HeadClient | None, body: dict[str, Any], plan: Plan)
         elif isinstance(action, DeletePod):
             kube.delete_pod(ns, action.name)
         elif isinstance(action, EnsureService):
-            kube.ensure_service(ns, action.service)
+            existing = kube.ensure_service(ns, action.service)
+            patch = services.service_patch(action.service, existing) if existing is not None else None
+            if patch is not None:
+                log.info("patching Service %s/%s to %s", ns, action.service["metadata"]["name"], patch["spec"])
+                kube.patch_service(ns, action.service["metadata"]["name"], patch)
         elif isinstance(action, CreateSecret):
             kube.create_secret(ns, action.secret)
         elif isinstance(action, EnsureClaim):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kastor.operator import rollout
 from kastor.operator.build_common import (
     add_tls,
     add_token,
@@ -63,10 +64,37 @@ def redis_address(cr: dict[str, Any], spec: ClusterSpec) -> str | None:
     return spec.redis.address
 
 
+# The managed Redis's start: the password reaches redis-server as configuration on its stdin
+# (`redis-server -`), from the Secret through the environment, never on a command line, where
+# `ps` and /proc/<pid>/cmdline show it to every process on the node. The shell writes the
+# here-document itself (no helper process sees the password); `exec` keeps redis-server the
+# container's main process, so it gets SIGTERM and shuts down cleanly.
+REDIS_START = (f'exec redis-server - --port {contract.REDIS_PORT} --bind "${contract.POD_IP_ENV}" '
+               f"--appendonly yes --appendfsync always --save '' <<EOF\n"
+               f"requirepass $REDIS_PASSWORD\n"
+               f"EOF\n")
+
+
 def redis_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
     """A managed Redis for the cluster's GCS; it lives as long as the cluster (its data survives
-    container restarts, in an emptyDir, not the pod's deletion)."""
+    container restarts, in an emptyDir, not the pod's deletion). Its password comes from the
+    token Secret through the environment (see REDIS_START); its resources from
+    spec.gcs.redis.resources."""
     name, ns = _meta(cr)
+    container: dict[str, Any] = {
+        "name": "redis", "image": spec.redis.image, "imagePullPolicy": "IfNotPresent",
+        # The image's working directory (/data) holds the append-only file: fsync on every
+        # write, so a Redis container restart loses nothing acknowledged.
+        "command": ["sh", "-c", REDIS_START],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        "env": [{"name": contract.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                secret_env("REDIS_PASSWORD", token_secret_name(cr, spec), contract.REDIS_PASSWORD_KEY)],
+        "ports": [{"name": "redis", "containerPort": contract.REDIS_PORT}],
+        "readinessProbe": tcp_probe(contract.REDIS_PORT),
+        "securityContext": container_security(),
+    }
+    if spec.redis.resources:
+        container["resources"] = spec.redis.resources
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": object_meta(contract.redis_pod_prefix(name), ns, cr, contract.cluster_labels(name, "redis"),
@@ -75,21 +103,7 @@ def redis_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
             "restartPolicy": "Always",
             "securityContext": pod_security(999),
             "volumes": [{"name": "data", "emptyDir": {}}],
-            "containers": [{
-                "name": "redis", "image": spec.redis.image, "imagePullPolicy": "IfNotPresent",
-                "command": ["redis-server"],
-                # The image's working directory (/data) holds the append-only file: fsync on every
-                # write, so a Redis container restart loses nothing acknowledged.
-                "args": ["--port", str(contract.REDIS_PORT), "--bind", f"$({contract.POD_IP_ENV})",
-                         "--requirepass", "$(REDIS_PASSWORD)", "--appendonly", "yes", "--appendfsync", "always",
-                         "--save", ""],
-                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                "env": [{"name": contract.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                        secret_env("REDIS_PASSWORD", token_secret_name(cr, spec), contract.REDIS_PASSWORD_KEY)],
-                "ports": [{"name": "redis", "containerPort": contract.REDIS_PORT}],
-                "readinessProbe": tcp_probe(contract.REDIS_PORT),
-                "securityContext": container_security(),
-            }],
+            "containers": [container],
         },
     }
 
@@ -112,9 +126,10 @@ def _redis_env(cr: dict[str, Any], spec: ClusterSpec) -> list[dict[str, Any]]:
 
 def _kastor_pod(cr: dict[str, Any], spec: ClusterSpec, meta: dict[str, Any], args: list[str],
                 extra_env: list[dict[str, Any]], resources: dict[str, Any], ports: list[dict[str, Any]],
-                probe: dict[str, Any] | None, template: dict[str, Any]) -> dict[str, Any]:
+                probe: dict[str, Any] | None, template: dict[str, Any],
+                object_store_bytes: int | None) -> dict[str, Any]:
     name, ns = _meta(cr)
-    volumes, mounts = scratch_volumes()
+    volumes, mounts = scratch_volumes(object_store_bytes)
     container: dict[str, Any] = {
         "name": contract.CONTAINER, "image": spec.image, "imagePullPolicy": spec.image_pull_policy,
         "command": ["kastor"], "args": args,
@@ -140,21 +155,26 @@ def _kastor_pod(cr: dict[str, Any], spec: ClusterSpec, meta: dict[str, Any], arg
 
 
 def head_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
-    """The head (GCS) plus a node agent; ready once its control port accepts connections."""
+    """The head (GCS) plus a node agent; ready once its control port accepts connections. It
+    advertises the CPUs, GPUs and memory of `spec.advertised` (from its container's resources).
+    Annotated with its template hash (`rollout.head_hash`): a spec change replaces it."""
     name, ns = _meta(cr)
     ports = spec.head.ports
     args = ["start", "--head", "--block", "--port", str(ports.control), "--client-port", str(ports.client),
             "--dashboard-port", str(ports.dashboard), "--cluster-id", contract.cluster_id(ns, name),
             "--num-cpus", number_arg(spec.head.num_cpus), "--num-gpus", number_arg(spec.head.num_gpus)]
+    if spec.head.memory:
+        args += ["--memory", str(spec.head.memory)]
     address = redis_address(cr, spec)
     if address:
         args += ["--redis-address", address]
-    meta = object_meta(contract.head_pod_prefix(name), ns, cr, contract.cluster_labels(name, "head"), generate=True)
+    meta = object_meta(contract.head_pod_prefix(name), ns, cr, contract.cluster_labels(name, "head"),
+                       {contract.ANNOTATION_SPEC_HASH: rollout.head_hash(cr.get("spec") or {})}, generate=True)
     container_ports = [{"name": "control", "containerPort": ports.control},
                        {"name": "client", "containerPort": ports.client},
                        {"name": "dashboard", "containerPort": ports.dashboard}]
     return _kastor_pod(cr, spec, meta, args, _redis_env(cr, spec), spec.head.resources, container_ports,
-                       tcp_probe(ports.control), spec.head.template)
+                       tcp_probe(ports.control), spec.head.template, spec.head.object_store_bytes)
 
 
 def head_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
@@ -174,12 +194,18 @@ def head_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
 
 
 def worker_pod(cr: dict[str, Any], spec: ClusterSpec, group: WorkerGroup) -> dict[str, Any]:
-    """A node agent joining the head through its Service; named by the API server (generateName)."""
+    """A node agent joining the head through its Service; named by the API server (generateName).
+    It advertises the CPUs, GPUs and memory of `spec.advertised` (from its container's resources).
+    Annotated with its template hash (`rollout.worker_hash`): a spec change replaces it."""
     name, ns = _meta(cr)
     args = ["start", "--address", head_address(cr, spec), "--block",
             "--num-cpus", number_arg(group.num_cpus), "--num-gpus", number_arg(group.num_gpus)]
+    if group.memory:
+        args += ["--memory", str(group.memory)]
     if group.custom_resources:
         args += ["--resources", json.dumps(group.custom_resources, sort_keys=True)]
     labels = {**contract.cluster_labels(name, "worker"), contract.LABEL_GROUP: group.name}
-    meta = object_meta(contract.worker_prefix(name, group.name), ns, cr, labels, generate=True)
-    return _kastor_pod(cr, spec, meta, args, [], group.resources, [], None, group.template)
+    meta = object_meta(contract.worker_prefix(name, group.name), ns, cr, labels,
+                       {contract.ANNOTATION_SPEC_HASH: rollout.worker_hash(cr.get("spec") or {}, spec, group.name)},
+                       generate=True)
+    return _kastor_pod(cr, spec, meta, args, [], group.resources, [], None, group.template, group.object_store_bytes)

@@ -75,10 +75,17 @@ def pod_security(run_as_user: int = 1000) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def scratch_volumes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def scratch_volumes(object_store_bytes: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Where a Kastor pod writes, its root filesystem being read-only: the object store in
-    /dev/shm (a container's default 64 MiB is too small) and session files and logs in /tmp."""
-    return ([{"name": "dshm", "emptyDir": {"medium": "Memory"}}, {"name": "tmp", "emptyDir": {}}],
+    /dev/shm (a container's default 64 MiB is too small) and session files and logs in /tmp.
+
+    The object store is as large as its filesystem, so `object_store_bytes` becomes the
+    /dev/shm emptyDir's sizeLimit: the kubelet sizes the tmpfs to it, and what is written
+    there counts against the container's memory, which must leave room for it."""
+    shm: dict[str, Any] = {"medium": "Memory"}
+    if object_store_bytes:
+        shm["sizeLimit"] = str(int(object_store_bytes))
+    return ([{"name": "dshm", "emptyDir": shm}, {"name": "tmp", "emptyDir": {}}],
             [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}])
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from kastor.operator import build_cluster as build
 from kastor.operator import reconcile as skeleton
+from kastor.operator import rollout
 from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureService, Event, Plan
 from kastor.operator.conditions import get_condition, set_condition
 from kastor.operator.head_client import HeadClient, head_ca
@@ -165,6 +166,8 @@ def plan(seen: Observed) -> Plan:
     out.actions.append(EnsureService(build.head_service(body, spec)))
     pods = _ours(seen.pods, meta.get("uid"))
     heads, workers = _role(pods, "head"), _role(pods, "worker")
+    observed = old.get("observedGeneration")
+    roll = _Roll(spec.upgrade_strategy, observed is not None and generation != observed)
 
     group_desired, drained = plan_scaling(body, spec, workers, seen.demand if seen.head_asked else None,
                                           seen.head_access, seen.now, out) if not spec.suspend else ({}, set())
@@ -173,7 +176,7 @@ def plan(seen: Observed) -> Plan:
         head_ok, head_reason, head_message = False, "Suspended", "spec.suspend is true: no pods run"
         ready_workers = 0
     else:
-        head_ok, head_reason, head_message = _ensure_head(body, spec, heads, out)
+        head_ok, head_reason, head_message = _ensure_head(body, spec, heads, out, roll)
         if head_ok and seen.head_asked:
             head_ip = next((p.get("status", {}).get("podIP") for p in heads if not terminating(p)), None)
             if seen.registered is None:
@@ -183,7 +186,10 @@ def plan(seen: Observed) -> Plan:
                 head_ok, head_reason, head_message = False, "HeadStarting", "the head answers; its node has not joined"
         ready_workers = _ensure_workers(body, spec, [p for p in workers if p["metadata"]["name"] not in drained],
                                         seen.registered if seen.head_asked else None, out, create=head_ok,
-                                        desired=group_desired)
+                                        roll=roll, desired=group_desired)
+    if roll.how != "None" and _runs_an_older_spec(body, spec, heads + workers, roll):
+        # Not applied yet: observedGeneration says which spec every running pod was built from.
+        out.status["observedGeneration"] = old.get("observedGeneration")
 
     desired = 0 if spec.suspend else sum(group_desired.values())
     workers_ok = ready_workers >= desired
@@ -235,8 +241,29 @@ def ensure_redis(seen: Observed, spec: ClusterSpec, out: Plan) -> tuple[bool, st
     return True, "InMemory", "no spec.gcs.redis: the head keeps its state in memory (lost if the head restarts)"
 
 
+@dataclass(frozen=True)
+class _Roll:
+    """How spec changes reach running pods: the upgrade strategy, and whether the spec changed
+    since the status last said every pod was built from it (for pods made before hashes)."""
+    how: str
+    spec_changed: bool
+
+
+def _runs_an_older_spec(body: dict[str, Any], spec: ClusterSpec, pods: list[dict[str, Any]], roll: _Roll) -> bool:
+    raw = body.get("spec") or {}
+    head_hash = rollout.head_hash(raw)
+
+    def want(pod: dict[str, Any]) -> str:
+        labels = pod["metadata"].get("labels") or {}
+        if labels.get(contract.LABEL_ROLE) == "head":
+            return head_hash
+        return rollout.worker_hash(raw, spec, labels.get(contract.LABEL_GROUP, ""))
+
+    return rollout.any_outdated(((p, want(p)) for p in pods if not terminating(p)), roll.spec_changed)
+
+
 def _ensure_head(body: dict[str, Any], spec: ClusterSpec, heads: list[dict[str, Any]],
-                 out: Plan) -> tuple[bool, str, str]:
+                 out: Plan, roll: _Roll) -> tuple[bool, str, str]:
     live = [p for p in heads if not terminating(p)]
     for pod in live:
         if finished(pod):
@@ -245,6 +272,13 @@ def _ensure_head(body: dict[str, Any], spec: ClusterSpec, heads: list[dict[str, 
             out.events.append(Event("Warning", "HeadPodFailed", message))
             out.actions.append(DeletePod(pod["metadata"]["name"]))
             return False, "HeadPodFailed", message
+    if live and roll.how != "None" and rollout.outdated(live[0], rollout.head_hash(body.get("spec") or {}),
+                                                      roll.spec_changed):
+        # One head per cluster: delete it, and the next reconcile creates it from the new spec.
+        message = f"head pod {live[0]['metadata']['name']} was built from an older spec; recreating it"
+        out.events.append(Event("Normal", "RollingUpdate", message))
+        out.actions.append(DeletePod(live[0]["metadata"]["name"]))
+        return False, "HeadUpdating", message
     if not live:  # a head still terminating (say, on a lost node) does not hold back its replacement
         out.actions.append(CreatePod(build.head_pod(body, spec)))
         return False, "HeadStarting", "the head pod is starting"
@@ -275,7 +309,7 @@ def _note_head_restarts(body: dict[str, Any], head: dict[str, Any], out: Plan) -
 
 
 def _ensure_workers(body: dict[str, Any], spec: ClusterSpec, workers: list[dict[str, Any]],
-                    registered: set[str] | None, out: Plan, create: bool = True,
+                    registered: set[str] | None, out: Plan, create: bool, roll: _Roll,
                     desired: dict[str, int] | None = None) -> int:
     """Plans worker pods per group; returns how many are ready (and joined, if `registered` is known).
 
@@ -291,6 +325,15 @@ def _ensure_workers(body: dict[str, Any], spec: ClusterSpec, workers: list[dict[
         wanted = group.desired if desired is None else desired[group.name]
         group_plan = plan_workers(mine, wanted)
         out.actions += [DeletePod(pod_name) for pod_name in group_plan.delete]
+        live = [p for p in mine if not terminating(p) and not finished(p)
+                and p["metadata"]["name"] not in group_plan.delete]
+        stale = rollout.workers_to_replace(live, rollout.worker_hash(body.get("spec") or {}, spec, group.name),
+                                           roll.spec_changed, roll.how, can_roll=create and not group_plan.create)
+        for pod_name in stale:  # their replacements are created by the next reconcile's plan_workers
+            out.events.append(Event("Normal", "RollingUpdate", f"worker pod {pod_name} (group {group.name}) was "
+                                                               f"built from an older spec; replacing it"))
+            out.actions.append(DeletePod(pod_name))
+        group_plan = replace(group_plan, delete=group_plan.delete + tuple(stale))
         out.actions += [CreatePod(build.worker_pod(body, spec, group)) for _ in range(group_plan.create if create
                                                                                      else 0)]
         ready_count += min(wanted, sum(

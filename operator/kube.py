@@ -70,12 +70,13 @@ class Kube:
 
     # ---- services and secrets ----
 
-    def ensure_service(self, namespace: str, service: dict[str, Any]) -> None:
-        """Creates the Service unless one of that name exists: read first, because a create of a
-        Service that exists is not always a 409 (a fixed nodePort is "already allocated": 422)."""
+    def ensure_service(self, namespace: str, service: dict[str, Any]) -> dict[str, Any] | None:
+        """Creates the Service unless one of that name exists (then returns that one): read first,
+        because a create of a Service that exists is not always a 409 (a fixed nodePort is
+        "already allocated": 422)."""
         try:
-            self.core.read_namespaced_service(service["metadata"]["name"], namespace, **self._call)
-            return
+            return self._json(self.core.read_namespaced_service(service["metadata"]["name"], namespace,
+                                                                **self._call))
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -84,6 +85,12 @@ class Kube:
         except ApiException as e:
             if e.status != 409:
                 raise
+        return None
+
+    def patch_service(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """Merge-patches a Service (its type and ports after a spec change)."""
+        self.core.patch_namespaced_service(name, namespace, patch, _content_type="application/merge-patch+json",
+                                           **self._call)
 
     def ensure_claim(self, namespace: str, claim: dict[str, Any]) -> None:
         """Creates a PersistentVolumeClaim unless it exists (a DetachedActor's state volume)."""

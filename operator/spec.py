@@ -41,6 +41,8 @@ class HeadSpec:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     resources: dict[str, Any] = field(default_factory=dict)
+    memory: int = 0  # bytes the node advertises for memory= requests (0: none)
+    object_store_bytes: int | None = None  # the /dev/shm sizeLimit (None: unbounded)
     service_type: str = "ClusterIP"
     ports: Ports = Ports()
     template: dict[str, Any] = field(default_factory=dict)
@@ -57,6 +59,8 @@ class WorkerGroup:
     custom_resources: dict[str, float] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     template: dict[str, Any] = field(default_factory=dict)
+    memory: int = 0
+    object_store_bytes: int | None = None
 
     @property
     def desired(self) -> int:
@@ -85,10 +89,14 @@ class RedisSpec:
     address: str | None = None
     password_secret: str | None = None
     password_key: str = "password"
+    resources: dict[str, Any] = field(default_factory=dict)  # the managed Redis container's
 
     @property
     def enabled(self) -> bool:
         return self.managed or bool(self.address)
+
+
+UPGRADE_STRATEGIES = ("RollingUpdate", "Recreate", "None")
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,7 @@ class ClusterSpec:
     token_key: str = contract.TOKEN_KEY
     tls_secret: str | None = None  # a kubernetes.io/tls Secret with ca.crt: TLS on every port
     autoscaling: AutoscalingSpec = AutoscalingSpec()
+    upgrade_strategy: str = "RollingUpdate"  # how a spec change reaches running pods (see operator/rollout.py)
 
     @property
     def desired_workers(self) -> int:
@@ -130,9 +139,7 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
     ports = Ports(**{k: _integer(ports_raw.get(k, getattr(Ports, k)), f"spec.head.ports.{k}", 1)
                      for k in ("control", "client", "dashboard")},
                   client_node_port=ports_raw.get("clientNodePort"))
-    head = HeadSpec(num_cpus=_number(head_raw.get("numCpus", 1), "spec.head.numCpus"),
-                    num_gpus=_number(head_raw.get("numGpus", 0), "spec.head.numGpus"),
-                    resources=dict(head_raw.get("resources") or {}),
+    head = HeadSpec(**advertised(head_raw, "spec.head"), resources=dict(head_raw.get("resources") or {}),
                     service_type=head_raw.get("serviceType", "ClusterIP"), ports=ports,
                     template=dict(head_raw.get("template") or {}))
     groups: list[WorkerGroup] = []
@@ -147,8 +154,7 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
             name=name, replicas=_integer(g.get("replicas", 1), f"{where}.replicas", 0),
             min_replicas=_integer(g.get("minReplicas", 0), f"{where}.minReplicas", 0),
             max_replicas=_integer(g.get("maxReplicas", 1000), f"{where}.maxReplicas", 0),
-            num_cpus=_number(g.get("numCpus", 1), f"{where}.numCpus"),
-            num_gpus=_number(g.get("numGpus", 0), f"{where}.numGpus"),
+            **advertised(g, where),
             custom_resources={k: _number(v, f"{where}.customResources.{k}")
                               for k, v in (g.get("customResources") or {}).items()},
             resources=dict(g.get("resources") or {}), template=dict(g.get("template") or {}))
@@ -160,9 +166,14 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
     secret_ref = redis_raw.get("passwordSecret") or {}
     redis = RedisSpec(managed=bool(redis_raw.get("managed", False)),
                       image=redis_raw.get("image", contract.DEFAULT_REDIS_IMAGE), address=redis_raw.get("address"),
-                      password_secret=secret_ref.get("name"), password_key=secret_ref.get("key", "password"))
+                      password_secret=secret_ref.get("name"), password_key=secret_ref.get("key", "password"),
+                      resources=dict(redis_raw.get("resources") or {}))
     if redis.managed and redis.address:
         raise SpecError("InvalidSpec", "spec.gcs.redis: set either managed: true or address, not both")
+    upgrade = ((spec.get("upgradeStrategy") or {}).get("type")) or "RollingUpdate"
+    if upgrade not in UPGRADE_STRATEGIES:
+        raise SpecError("InvalidSpec", f"spec.upgradeStrategy.type must be one of {', '.join(UPGRADE_STRATEGIES)}, "
+                                       f"got {upgrade!r}")
     auth = spec.get("auth") or {}
     scaling_raw = spec.get("autoscaling") or {}
     scaling = AutoscalingSpec(enabled=bool(scaling_raw.get("enabled", False)),
@@ -171,7 +182,8 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
     return ClusterSpec(image=image, image_pull_policy=spec.get("imagePullPolicy", "IfNotPresent"),
                        suspend=bool(spec.get("suspend", False)), head=head, worker_groups=tuple(groups),
                        redis=redis, token_secret=auth.get("secretName"), token_key=contract.token_key(auth),
-                       tls_secret=(spec.get("tls") or {}).get("secretName"), autoscaling=scaling)
+                       tls_secret=(spec.get("tls") or {}).get("secretName"), autoscaling=scaling,
+                       upgrade_strategy=upgrade)
 
 
 @dataclass(frozen=True)
@@ -253,6 +265,66 @@ def parse_actor(spec: dict[str, Any], meta_name: str, meta_namespace: str) -> Ac
         num_gpus=cpu_quantity((resources.get("limits") or {}).get("nvidia.com/gpu", 0)),
         resources=resources, image=spec.get("image"), env=list(spec.get("env") or []),
         state=parse_state(spec.get("state")))
+
+
+# Ray's default object store: 30% of the node's memory.
+OBJECT_STORE_SHARE = 0.3
+
+
+def _container_resource(resources: dict[str, Any], name: str) -> Any:
+    """A container's `name` resource as KubeRay reads it: the limit, else the request, else None."""
+    for kind in ("limits", "requests"):
+        value = (resources.get(kind) or {}).get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def advertised(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """What a head or worker node advertises, from its spec entry: numCpus and numGpus if set,
+    else derived from the container's resources as KubeRay does (cpu rounded up, nvidia.com/gpu,
+    limits before requests; 1 CPU and 0 GPUs without either); its memory (the container's
+    memory); and its object store size, the /dev/shm sizeLimit (`objectStoreMemory`, else 30%
+    of that memory as Ray's default, else unbounded)."""
+    resources = raw.get("resources") or {}
+    if not isinstance(resources, dict):
+        raise SpecError("InvalidSpec", f"{where}.resources must be an object with limits and/or requests")
+    cpu, gpu = _container_resource(resources, "cpu"), _container_resource(resources, "nvidia.com/gpu")
+    num_cpus = _number(raw["numCpus"], f"{where}.numCpus") if raw.get("numCpus") is not None else \
+        float(math.ceil(cpu_quantity(cpu))) if cpu is not None else 1.0
+    num_gpus = _number(raw["numGpus"], f"{where}.numGpus") if raw.get("numGpus") is not None else \
+        cpu_quantity(gpu) if gpu is not None else 0.0
+    memory_raw = _container_resource(resources, "memory")
+    memory = int(memory_quantity(memory_raw)) if memory_raw is not None else 0
+    if raw.get("objectStoreMemory") is not None:
+        store: int | None = int(memory_quantity(raw["objectStoreMemory"]))
+        if store < 1:
+            raise SpecError("InvalidSpec", f"{where}.objectStoreMemory must be a positive quantity, e.g. 2Gi")
+        if memory and store > memory:
+            raise SpecError("InvalidSpec", f"{where}.objectStoreMemory ({raw['objectStoreMemory']}) exceeds the "
+                                           f"container's memory ({memory_raw}): /dev/shm is memory, and would get "
+                                           f"the container OOM-killed; lower it or raise the memory")
+    else:
+        store = int(memory * OBJECT_STORE_SHARE) or None
+    return {"num_cpus": num_cpus, "num_gpus": num_gpus, "memory": memory, "object_store_bytes": store}
+
+
+_MEMORY_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+                  "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "m": 10**-3, "": 1}
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([-+]?[0-9]+))?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$")
+
+
+def memory_quantity(value: Any) -> float:
+    """A Kubernetes quantity ('512Mi', '2Gi', '1G', '129e6', 1024) as a number of bytes."""
+    if isinstance(value, bool):
+        raise SpecError("InvalidSpec", f"not a memory quantity: {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = _QUANTITY.match(str(value).strip())
+    if not match:
+        raise SpecError("InvalidSpec", f"not a memory quantity: {value!r} (e.g. 512Mi, 2Gi, 1G)")
+    number, exponent, suffix = match.groups()
+    return float(number) * 10 ** int(exponent or 0) * _MEMORY_SUFFIX[suffix or ""]
 
 
 def cpu_quantity(value: Any) -> float:

@@ -253,3 +253,135 @@ def test_a_tls_cluster_mounts_its_secret_in_every_kastor_pod():
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["KASTOR_TLS_CA"] == "/etc/kastor/tls/ca.crt" and env["KASTOR_TLS_KEY"] == "/etc/kastor/tls/tls.key"
     assert "tls" not in str(build_cluster.head_pod(CLUSTER, parse_cluster(CLUSTER["spec"]))["spec"]["volumes"])
+
+
+def _as_stored(service: dict, node_ports: dict[str, int] | None = None) -> dict:
+    """A built Service as the API server returns it: protocol defaulted, node ports allocated."""
+    stored = copy.deepcopy(service)
+    for port in stored["spec"]["ports"]:
+        port["protocol"] = "TCP"
+        if stored["spec"]["type"] != "ClusterIP":
+            port.setdefault("nodePort", (node_ports or {}).get(port["name"], 31000))
+    return stored
+
+
+def test_a_service_is_patched_only_when_its_type_or_ports_changed():
+    """Issue 12 defect 4: a spec change reaches the Service, server-filled fields are no change,
+    and a node port the server allocated is kept (clients outside use it)."""
+    from kastor.operator.services import service_patch
+
+    spec = parse_cluster(CLUSTER["spec"])
+    service = build_cluster.head_service(CLUSTER, spec)
+    assert service_patch(service, _as_stored(service)) is None
+
+    node_port = copy.deepcopy(CLUSTER)
+    node_port["spec"]["head"]["serviceType"] = "NodePort"
+    wanted = build_cluster.head_service(node_port, parse_cluster(node_port["spec"]))
+    patch = service_patch(wanted, _as_stored(service))
+    assert patch["spec"]["type"] == "NodePort" and patch["spec"]["ports"] == wanted["spec"]["ports"]
+    stored = _as_stored(wanted, {"client": 31234})
+    assert service_patch(wanted, stored) is None
+
+    moved = copy.deepcopy(node_port)
+    moved["spec"]["head"]["ports"] = {"control": 7000}
+    patch = service_patch(build_cluster.head_service(moved, parse_cluster(moved["spec"])), stored)
+    ports = {p["name"]: p for p in patch["spec"]["ports"]}
+    assert ports["control"]["port"] == 7000 and ports["client"]["nodePort"] == 31234
+
+
+def test_pods_carry_the_hash_of_the_spec_they_were_built_from():
+    """Issue 12 defect 4: what shapes a pod changes its hash; the Service type and the group's size do not."""
+    def hashes(spec: dict) -> tuple[str, str]:
+        body = cr("ActorCluster", "demo", spec)
+        parsed = parse_cluster(spec)
+        return tuple(p["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH]
+                     for p in (build_cluster.head_pod(body, parsed),
+                               build_cluster.worker_pod(body, parsed, parsed.worker_groups[0])))
+
+    base = copy.deepcopy(CLUSTER["spec"])
+    head, worker = hashes(base)
+    image = hashes({**base, "image": "ghcr.io/kastor/kastor:0.2.0"})
+    assert image[0] != head and image[1] != worker
+    resized = copy.deepcopy(base)
+    resized["workerGroups"][0].update(replicas=7, maxReplicas=9)
+    resized["head"]["serviceType"] = "NodePort"
+    assert hashes(resized) == (head, worker)
+    worker_resources = copy.deepcopy(base)
+    worker_resources["workerGroups"][0]["resources"] = {"limits": {"cpu": "8"}}
+    assert hashes(worker_resources) == (head, hashes(worker_resources)[1]) != (head, worker)
+    control = copy.deepcopy(base)
+    control["head"]["ports"] = {"control": 7000}
+    assert hashes(control)[0] != head and hashes(control)[1] != worker, "workers join through the control port"
+
+
+def _node(raw_group: dict) -> tuple[list[str], dict]:
+    """A worker's args and its /dev/shm volume, built from one worker group entry."""
+    body = cr("ActorCluster", "demo", {"image": "i", "workerGroups": [{"name": "g", **raw_group}]})
+    spec = parse_cluster(body["spec"])
+    pod = build_cluster.worker_pod(body, spec, spec.worker_groups[0])
+    shm = next(v for v in pod["spec"]["volumes"] if v["name"] == "dshm")
+    return pod["spec"]["containers"][0]["args"], shm["emptyDir"]
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def test_a_node_advertises_what_its_container_gets():
+    """Issue 12 defect 14, as KubeRay: CPUs from the cpu limit (else request) rounded up, GPUs
+    from nvidia.com/gpu, memory from the memory limit; /dev/shm sized to the object store,
+    30% of that memory unless objectStoreMemory says otherwise; explicit numCpus/numGpus win."""
+    args, shm = _node({"resources": {"limits": {"cpu": "1500m", "memory": "2Gi", "nvidia.com/gpu": 1},
+                                     "requests": {"cpu": "1", "memory": "1Gi"}}})
+    assert (_flag(args, "--num-cpus"), _flag(args, "--num-gpus"), _flag(args, "--memory")) == ("2", "1", str(2**31))
+    assert shm == {"medium": "Memory", "sizeLimit": str(int(2**31 * 0.3))}
+
+    args, shm = _node({"resources": {"requests": {"cpu": "250m", "memory": "512Mi"}}})
+    assert (_flag(args, "--num-cpus"), _flag(args, "--num-gpus"), _flag(args, "--memory")) == ("1", "0", str(2**29))
+
+    args, shm = _node({"numCpus": 8, "numGpus": 0, "objectStoreMemory": "1Gi",
+                       "resources": {"limits": {"cpu": "2", "memory": "4G", "nvidia.com/gpu": "2"}}})
+    assert (_flag(args, "--num-cpus"), _flag(args, "--num-gpus"), _flag(args, "--memory")) == ("8", "0", "4000000000")
+    assert shm["sizeLimit"] == str(2**30)
+
+    args, shm = _node({})  # nothing said: 1 CPU, no GPU, no memory, /dev/shm unbounded (as before)
+    assert (_flag(args, "--num-cpus"), _flag(args, "--num-gpus"), _flag(args, "--memory")) == ("1", "0", None)
+    assert shm == {"medium": "Memory"}
+
+    head = build_cluster.head_pod(CLUSTER, parse_cluster(CLUSTER["spec"]))
+    head_args = head["spec"]["containers"][0]["args"]
+    assert _flag(head_args, "--num-cpus") == "2" and _flag(head_args, "--memory") == str(2**30), "explicit numCpus"
+    assert next(v for v in head["spec"]["volumes"] if v["name"] == "dshm")["emptyDir"]["sizeLimit"] == \
+        str(int(2**30 * 0.3))
+
+
+@pytest.mark.parametrize("value, expected", [("512Mi", 2**29), ("2Gi", 2**31), ("1G", 10**9), ("129e6", 129e6),
+                                             (1024, 1024), ("1.5Ki", 1536), ("100m", 0.1)])
+def test_memory_quantities(value, expected):
+    from kastor.operator.spec import memory_quantity
+    assert memory_quantity(value) == expected
+
+
+@pytest.mark.parametrize("group, fragment", [
+    ({"objectStoreMemory": "4Gi", "resources": {"limits": {"memory": "2Gi"}}}, "exceeds the container's memory"),
+    ({"objectStoreMemory": "lots"}, "not a memory quantity"),
+])
+def test_an_object_store_that_cannot_fit_is_refused(group, fragment):
+    with pytest.raises(SpecError) as e:
+        parse_cluster({"image": "i", "workerGroups": [{"name": "g", **group}]})
+    assert fragment in e.value.message
+
+
+def test_the_managed_redis_password_is_on_no_command_line():
+    """Issue 12 defect 13: `--requirepass $(REDIS_PASSWORD)` put the password in the container's
+    argv (ps, /proc/<pid>/cmdline). It now comes from the Secret through the environment, as
+    configuration on redis-server's stdin; spec.gcs.redis.resources sizes the container."""
+    body = cr("ActorCluster", "demo", {"image": "i", "gcs": {"redis": {
+        "managed": True, "resources": {"limits": {"memory": "256Mi"}}}}})
+    container = build_cluster.redis_pod(body, parse_cluster(body["spec"]))["spec"]["containers"][0]
+    argv = container["command"] + container.get("args", [])
+    assert not any("$(REDIS_PASSWORD)" in a or "--requirepass" in a for a in argv), argv
+    assert "redis-server -" in argv[-1] and "requirepass $REDIS_PASSWORD" in argv[-1]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "demo-token", "key": "redis-password"}
+    assert container["resources"] == {"limits": {"memory": "256Mi"}}

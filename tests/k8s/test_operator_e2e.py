@@ -314,13 +314,43 @@ def test_managed_redis_cluster(k8s):
         **cluster_cr("persist", replicas=1)["spec"], "gcs": {"redis": {"managed": True}}}})
     k8s.wait(lambda: status(k8s, "actorclusters", "persist").get("phase") == "Ready", "managed-Redis cluster Ready",
              timeout=90)
-    assert k8s.pods("kastor.dev/cluster=persist,kastor.dev/role=redis")[0].status.phase == "Running"
+    redis_pod = k8s.pods("kastor.dev/cluster=persist,kastor.dev/role=redis")[0]
+    assert redis_pod.status.phase == "Running"
+    # Issue 12 defect 13: the password is on no command line: not in the argv the container was
+    # started with (what `docker inspect`, `crictl inspect` and ps at start-up show), nor now.
+    password = base64.b64decode(k8s.core.read_namespaced_secret("persist-token", NS).data["redis-password"]).decode()
+    process = k8s.pod_process(redis_pod.metadata.name)
+    assert password not in " ".join(map(str, process.args)), process.args
+    with open(f"/proc/{process.pid}/cmdline", "rb") as f:
+        assert password.encode() not in f.read()
     assert run_driver(k8s, "persist", """
         @kastor.remote
         def one():
             return 1
         print(kastor.get(one.remote()))
     """).strip() == "1"
+
+
+def test_a_worker_advertises_its_containers_resources(k8s):
+    """Issue 12 defect 14: CPUs, GPUs and memory a worker advertises come from its container's
+    resources (as KubeRay derives them), not from a numCpus set by hand; /dev/shm is sized
+    to the object store."""
+    body = cluster_cr("sized", replicas=1)
+    body["spec"]["workerGroups"][0]["resources"] = {"limits": {"cpu": "2500m", "memory": "1Gi"}}
+    create(k8s, "actorclusters", body)
+    k8s.wait(lambda: status(k8s, "actorclusters", "sized").get("phase") == "Ready", "ActorCluster sized Ready")
+    worker = worker_pods(k8s, "sized")[0]
+    shm = next(v for v in worker.spec.volumes if v.name == "dshm")
+    assert shm.empty_dir.size_limit == str(int(2**30 * 0.3))
+    out = run_driver(k8s, "sized", """
+        import time
+        deadline = time.time() + 30
+        while sum(n["Alive"] for n in kastor.nodes()) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        print(sorted((n["Resources"].get("CPU"), n["Resources"].get("memory", 0)) for n in kastor.nodes()))
+    """)
+    assert out.strip() == f"[(1.0, 0), (3.0, {float(2**30)})]", out
+    k8s.custom.delete_namespaced_custom_object("kastor.dev", "v1alpha1", NS, "actorclusters", "sized")
 
 
 def test_external_redis_keys_are_cleaned_when_the_cluster_is_deleted(k8s, tmp_path):

@@ -205,3 +205,90 @@ def test_a_head_that_cannot_be_scheduled_says_why(api, operator):  # noqa: F811
                f"a Warning Event on the ActorCluster (events: {[(e.reason, e.involved_object.name) for e in events]})",
                CONTROLLER_DEADLINE_S)
     objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "nowhere")
+
+
+def test_a_spec_change_rolls_the_head_and_patches_the_service(api, operator):  # noqa: F811
+    """Issue 12 defect 4: a new image reached no running pod, and a new Service type or port
+    never reached the Service, while status claimed the new generation. Now the head is
+    recreated from the new spec, the Service is patched in place (same cluster IP, node ports
+    kept), and observedGeneration says the generation every running pod was built from."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    core = kubernetes.client.CoreV1Api(api)
+    log = operator.log_path
+    objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                            custom_object("actorclusters", "roll", {"image": "kastor:1"}))
+
+    def live_heads() -> list:
+        return [p for p in head_pods(api, "roll") if p.metadata.deletion_timestamp is None]
+
+    def observed() -> int | None:
+        return ((get(api, "actorclusters", "roll") or {}).get("status") or {}).get("observedGeneration")
+
+    wait_until(lambda: len(live_heads()) == 1 and observed() == 1, f"the first head (log: {log})",
+               CONTROLLER_DEADLINE_S)
+    first = live_heads()[0].metadata.name
+    cluster_ip = core.read_namespaced_service("roll-head", NAMESPACE).spec.cluster_ip
+
+    objects.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "roll", {"spec": {
+        "image": "kastor:2", "head": {"serviceType": "NodePort", "ports": {"control": 7000}}}})
+
+    def rolled() -> bool:
+        heads = live_heads()
+        return len(heads) == 1 and heads[0].metadata.name != first and heads[0].spec.containers[0].image == "kastor:2"
+
+    wait_until(rolled, f"a head built from the new spec (log: {log})", CONTROLLER_DEADLINE_S)
+    assert "--port" in (args := live_heads()[0].spec.containers[0].args) and args[args.index("--port") + 1] == "7000"
+
+    def service() -> tuple[str, dict[str, int]]:
+        spec = core.read_namespaced_service("roll-head", NAMESPACE).spec
+        return spec.type, {p.name: p.port for p in spec.ports}
+
+    wait_until(lambda: service() == ("NodePort", {"control": 7000, "client": 10001, "dashboard": 8265}),
+               f"the Service patched (log: {log})", CONTROLLER_DEADLINE_S)
+    patched = core.read_namespaced_service("roll-head", NAMESPACE).spec
+    assert patched.cluster_ip == cluster_ip, "patched in place, not re-created"
+    node_ports = {p.name: p.node_port for p in patched.ports}
+    wait_until(lambda: observed() == 2, f"observedGeneration 2 once the head runs it (log: {log})",
+               CONTROLLER_DEADLINE_S)
+    assert get(api, "actorclusters", "roll")["metadata"]["generation"] == 2
+
+    # A change that shapes only the Service restarts nothing, and the allocated node ports stay.
+    head = live_heads()[0].metadata.name
+    objects.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "roll",
+                                           {"spec": {"head": {"ports": {"clientNodePort": 30123}}}})
+
+    def node_ports_now() -> dict[str, int]:
+        return {p.name: p.node_port for p in core.read_namespaced_service("roll-head", NAMESPACE).spec.ports}
+
+    wait_until(lambda: node_ports_now()["client"] == 30123, f"the client node port patched (log: {log})",
+               CONTROLLER_DEADLINE_S)
+    assert node_ports_now()["control"] == node_ports["control"], "an allocated node port is kept"
+    objects.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "roll",
+                                           {"spec": {"head": {"serviceType": "ClusterIP"}}})
+    wait_until(lambda: service()[0] == "ClusterIP", f"back to ClusterIP (log: {log})", CONTROLLER_DEADLINE_S)
+    wait_until(lambda: observed() == 4, f"observedGeneration 4 (log: {log})", CONTROLLER_DEADLINE_S)
+    assert [p.metadata.name for p in live_heads()] == [head], "Service fields are not in the head's hash"
+    objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "roll")
+
+
+def test_dev_shm_and_advertised_resources_follow_the_containers_resources(api, operator):  # noqa: F811
+    """Issue 12 defect 14 on real admission: objectStoreMemory is a quantity (a bad one is
+    refused by the CRD schema), it becomes /dev/shm's sizeLimit, which the API server's pod
+    validation accepts, and the head advertises CPUs and memory from its resources."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    bad = {"image": "kastor:dev", "head": {"objectStoreMemory": "lots"}}
+    with pytest.raises(ApiException) as refused:
+        objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                                custom_object("actorclusters", "shm", bad))
+    assert refused.value.status == 422 and "objectStoreMemory" in refused.value.body
+    spec = {"image": "kastor:dev", "head": {"objectStoreMemory": "256Mi",
+                                           "resources": {"limits": {"cpu": "1200m", "memory": "1Gi"}}}}
+    objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                            custom_object("actorclusters", "shm", spec))
+    wait_until(lambda: len(head_pods(api, "shm")) == 1, f"the head pod (log: {operator.log_path})",
+               CONTROLLER_DEADLINE_S)
+    head = head_pods(api, "shm")[0]
+    assert next(v for v in head.spec.volumes if v.name == "dshm").empty_dir.size_limit == str(256 * 2**20)
+    args = head.spec.containers[0].args
+    assert args[args.index("--num-cpus") + 1] == "2" and args[args.index("--memory") + 1] == str(2**30)
+    objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "shm")

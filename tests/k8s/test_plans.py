@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 
 from kastor.operator import actor_reconciler as actors
-from kastor.operator import build_actor
+from kastor.operator import build_actor, build_cluster
 from kastor.operator import cluster_reconciler as clusters
 from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureService, KillActor
 from kastor.operator.conditions import get_condition
@@ -160,6 +160,102 @@ def test_an_external_redis_without_its_password_secret_is_not_ready():
     spec = {"image": "kastor:dev", "gcs": {"redis": {"address": "r:6379", "passwordSecret": {"name": "pw"}}}}
     out = clusters.plan(clusters.Observed(cr("ActorCluster", "demo", spec), redis_password_secret_exists=False))
     assert get_condition(out.status["conditions"], "GcsReady")["reason"] == "SecretNotFound"
+
+
+# ---- spec changes roll pods (issue 12 defect 4) ----
+
+ROLL_SPEC = {"image": "kastor:1", "workerGroups": [{"name": "cpu", "replicas": 2}]}
+
+
+def built_from(spec: dict, p: dict) -> dict:
+    """`p` stamped with the template hash the operator would have given it for `spec`."""
+    body = cr("ActorCluster", "demo", spec)
+    role = p["metadata"]["labels"][contract.LABEL_ROLE]
+    fresh = build_cluster.head_pod(body, parse_cluster(spec)) if role == "head" else \
+        build_cluster.worker_pod(body, parse_cluster(spec), parse_cluster(spec).worker_groups[0])
+    p["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH] = \
+        fresh["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH]
+    return p
+
+
+def changed(spec: dict, observed: int = 1) -> dict:
+    body = cr("ActorCluster", "demo", spec, {"phase": "Ready", "observedGeneration": observed})
+    body["metadata"]["generation"] = 2
+    return body
+
+
+def running_cluster(spec: dict, **worker_kw) -> list[dict]:
+    return [built_from(spec, pod("demo-head", "head")),
+            built_from(spec, pod("w1", "worker", group="cpu", created="2026-01-01T00:00:00Z", **worker_kw)),
+            built_from(spec, pod("w2", "worker", group="cpu", created="2026-01-02T00:00:00Z", **worker_kw))]
+
+
+def test_a_new_image_recreates_the_head_and_observed_generation_waits_for_it():
+    new = {**ROLL_SPEC, "image": "kastor:2"}
+    out = clusters.plan(clusters.Observed(changed(new), running_cluster(ROLL_SPEC)))
+    assert deleted(out) == ["demo-head"] and created_pods(out) == [] and "RollingUpdate" in reasons(out)
+    assert out.status["observedGeneration"] == 1, "the running pods still run generation 1"
+    assert get_condition(out.status["conditions"], "HeadReady")["reason"] == "HeadUpdating"
+    # The old head terminating: its replacement is built from the new spec.
+    pods = [pod("demo-head", "head", deleting=True)] + running_cluster(ROLL_SPEC)[1:]
+    out = clusters.plan(clusters.Observed(changed(new), pods))
+    head = created_pods(out)[0]
+    assert head["spec"]["containers"][0]["image"] == "kastor:2"
+    assert head["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH] == \
+        built_from(new, pod("x", "head"))["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH]
+
+
+def test_workers_roll_one_at_a_time_each_once_the_rest_of_their_group_is_ready():
+    new = {**ROLL_SPEC, "image": "kastor:2"}
+    head = built_from(new, pod("demo-head", "head"))
+    old_workers = running_cluster(ROLL_SPEC)[1:]
+    out = clusters.plan(clusters.Observed(changed(new), [head, *old_workers]))
+    assert deleted(out) == ["w1"], "the oldest outdated worker first, and only one"
+    assert out.status["observedGeneration"] == 1
+    # w1 going, its replacement not ready yet: w2 waits.
+    replacement = built_from(new, pod("w3", "worker", group="cpu", ready=False))
+    pods = [head, {**old_workers[0], "metadata": {**old_workers[0]["metadata"], "deletionTimestamp": "t"}},
+            old_workers[1], replacement]
+    out = clusters.plan(clusters.Observed(changed(new), pods))
+    assert deleted(out) == [] and created_pods(out) == []
+    # The replacement ready: now w2.
+    pods[3] = built_from(new, pod("w3", "worker", group="cpu"))
+    out = clusters.plan(clusters.Observed(changed(new), pods))
+    assert deleted(out) == ["w2"]
+    # Every running pod from the new spec: the generation is applied.
+    done = [head, pods[3], built_from(new, pod("w4", "worker", group="cpu"))]
+    out = clusters.plan(clusters.Observed(changed(new), done))
+    assert deleted(out) == [] and out.status["observedGeneration"] == 2
+
+
+def test_recreate_replaces_every_outdated_worker_at_once_and_none_replaces_nothing():
+    spec = {**ROLL_SPEC, "workerGroups": [{"name": "cpu", "replicas": 2, "numCpus": 4}]}
+    head = built_from(spec, pod("demo-head", "head"))
+    recreate = {**spec, "upgradeStrategy": {"type": "Recreate"}}
+    out = clusters.plan(clusters.Observed(changed(recreate), [head, *running_cluster(ROLL_SPEC)[1:]]))
+    assert sorted(deleted(out)) == ["w1", "w2"]
+    untouched = {**spec, "upgradeStrategy": {"type": "None"}}
+    out = clusters.plan(clusters.Observed(changed(untouched), running_cluster(ROLL_SPEC)))
+    assert deleted(out) == [] and out.status["observedGeneration"] == 2
+    bad = clusters.plan(clusters.Observed(changed({**spec, "upgradeStrategy": {"type": "Sometimes"}})))
+    assert bad.status["phase"] == "Failed" and "upgradeStrategy" in bad.events[0].message
+
+
+def test_changes_that_do_not_shape_the_pods_restart_nothing():
+    """The Service type, a client node port and the group's size are not in the pods' hashes."""
+    spec = {**ROLL_SPEC, "head": {"serviceType": "NodePort", "ports": {"clientNodePort": 30001}},
+            "workerGroups": [{"name": "cpu", "replicas": 2, "maxReplicas": 5}]}
+    out = clusters.plan(clusters.Observed(changed(spec), running_cluster(ROLL_SPEC)))
+    assert deleted(out) == [] and created_pods(out) == [] and out.status["observedGeneration"] == 2
+    service = next(a.service for a in out.actions if isinstance(a, EnsureService))
+    assert service["spec"]["type"] == "NodePort"
+
+
+def test_pods_from_before_hashes_roll_only_once_the_spec_changes():
+    legacy = [pod("demo-head", "head"), pod("w1", "worker", group="cpu"), pod("w2", "worker", group="cpu")]
+    same = cr("ActorCluster", "demo", ROLL_SPEC, {"phase": "Ready", "observedGeneration": 1})
+    assert deleted(clusters.plan(clusters.Observed(same, legacy))) == []
+    assert deleted(clusters.plan(clusters.Observed(changed(ROLL_SPEC), legacy))) == ["demo-head"]
 
 
 # ---- DetachedActor ----

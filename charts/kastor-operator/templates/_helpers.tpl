@@ -52,7 +52,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: ["list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "create"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
