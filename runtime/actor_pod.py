@@ -54,7 +54,8 @@ def parse_state(state_json: str | None) -> Any:
     """The `state=` option from `--state-json` (None: no durable state, Ray's behaviour)."""
     if not state_json:
         return None
-    from kastor.state import Checkpoint, FileStore, RedisStore
+    from kastor.runtime.checkpoint_policy import Checkpoint
+    from kastor.runtime.checkpoint_stores import FileStore, RedisStore
     try:
         raw = json.loads(state_json)
         every = raw.get("every", "call")

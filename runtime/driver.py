@@ -73,8 +73,7 @@ def connect_remote(gateway: str, token: str, namespace: str | None, timeout: flo
 
 
 async def _hello(gateway: str, token: str, timeout: float) -> pb.HelloReply:
-    from kastor import __version__
-    from kastor.runtime import auth, client_gateway
+    from kastor.runtime import __version__, auth, client_gateway
     async with tls.aio_channel(gateway) as channel:
         try:
             hello = await pb_grpc.ClientGatewayStub(channel).Hello(

@@ -20,8 +20,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import grpc
-from kastor.exceptions import RuntimeEnvSetupError
 from kastor.runtime import auth, config, flags, head_link, launcher, logging_setup, retry, rpc, settings, tls
+from kastor.runtime.exceptions import RuntimeEnvSetupError
 from kastor.runtime.node_bundles import BundleMixin
 from kastor.runtime.placement import cpus, gpu_count, in_group
 from kastor.runtime.protocol import kastor_pb2 as pb

@@ -10,10 +10,9 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from kastor import exceptions
-from kastor.object_ref import ObjectRef
-from kastor.runtime import task_events
+from kastor.runtime import exceptions, task_events
 from kastor.runtime.memory_store import settling
+from kastor.runtime.object_ref import ObjectRef
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.serialization import error_value
 

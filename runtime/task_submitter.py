@@ -20,8 +20,7 @@ from collections import defaultdict, deque
 from typing import TYPE_CHECKING
 
 import grpc
-from kastor import exceptions
-from kastor.runtime import config, task_events
+from kastor.runtime import config, exceptions, task_events
 from kastor.runtime.exec_stream import ExecStream
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
 from kastor.runtime.placement import in_group
