@@ -17,16 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
 
 import grpc
 from kastor.runtime import exceptions, retry, task_events
 from kastor.runtime.exec_stream import ExecStream
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
 from kastor.runtime.protocol import kastor_pb2 as pb
-
-if TYPE_CHECKING:  # the core hands itself in: importing it here would be a cycle
-    from kastor.runtime.core import CoreWorker
+from kastor.runtime.submitter_core import SubmitterCore
 
 log = logging.getLogger("kastor.actors")
 
@@ -68,7 +65,7 @@ class ActorConn:
 
 
 class ActorSubmitter:
-    def __init__(self, core: CoreWorker):
+    def __init__(self, core: SubmitterCore):
         self.core = core
         self.conns: dict[bytes, ActorConn] = {}
         self._closed = False
@@ -372,7 +369,7 @@ class ActorSubmitter:
                 c.stream.abort()
 
 
-def death_error(core: CoreWorker, info: pb.ActorInfo) -> exceptions.ActorDiedError:
+def death_error(core: SubmitterCore, info: pb.ActorInfo) -> exceptions.ActorDiedError:
     name = f"{info.spec.class_name} ({info.spec.actor_id.hex()})"
     if info.death_error.data or info.death_error.location.path:
         try:
