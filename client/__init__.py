@@ -28,8 +28,7 @@ from kastor.api import (
 from kastor.object_ref import ObjectRef
 from kastor.object_ref_generator import ObjectRefGenerator
 from kastor.remote_function import RemoteFunction
-
-__version__ = "0.1.0"
+from kastor.runtime import __version__  # defined once, in the runtime
 
 ObjectID = ObjectRef  # Ray's older name for an ObjectRef
 

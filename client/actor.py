@@ -155,7 +155,7 @@ class ActorClass:
         if class_id is None:
             class_id = self._ids[key] = core.register_code(self._cls, "actor class")
         created = submission.create_actor(core, class_id, self.__name__, self._methods, self._is_async, args, kwargs,
-                                          options)
+                                          options, opts.actor_scheduling(options, self.__name__))
         detached = options.get("lifetime") == "detached"
         if created.info is not None:
             # As in Ray, a name does not keep a non-detached actor alive: its creator's handles

@@ -10,6 +10,9 @@ import numbers
 import warnings
 from typing import Any
 
+from kastor.runtime import placement_context
+from kastor.runtime.submission import Scheduling
+
 _COMMON = {"num_cpus", "num_gpus", "resources", "memory", "name", "scheduling_strategy", "runtime_env",
            "accelerator_type", "label_selector", "enable_task_events", "_metadata", "placement_group",
            "placement_group_bundle_index", "placement_group_capture_child_tasks"}
@@ -153,3 +156,32 @@ def _add_rest(out: dict[str, float], options: dict[str, Any]) -> None:
         out["memory"] = float(options["memory"])
     for name, amount in (options.get("resources") or {}).items():
         out[name] = float(amount)
+
+
+def task_scheduling(options: dict[str, Any], name: str) -> Scheduling:
+    """What validated task options mean for placing the task, as the runtime takes it (plain data)."""
+    from kastor.util.placement_group import bundles_of, demand, resolve
+    from kastor.util.scheduling_strategies import placement
+
+    asked = task_resources(options)
+    required = asked
+    group = resolve(options, placement_context.current())
+    if group is not None:  # it draws on its bundle's resources instead of the node's
+        required = demand(asked, group, f"task {name}", bundles_of(options))
+    return Scheduling(required=required, held=asked, placement=placement(options.get("scheduling_strategy")),
+                      group=group, env_vars=env_vars(options.get("runtime_env")))
+
+
+def actor_scheduling(options: dict[str, Any], class_name: str) -> Scheduling:
+    """What validated actor options mean for placing the actor, as the runtime takes it (plain data)."""
+    from kastor.util.placement_group import bundles_of, demand, resolve
+    from kastor.util.scheduling_strategies import placement
+
+    required, held = actor_resources(options)
+    group = resolve(options, placement_context.current())
+    if group is not None:  # it draws on its bundle's resources instead of the node's
+        # The default actor's 1 CPU to be placed is not asked of a bundle: it runs on what it holds.
+        required = held if options.get("num_cpus") is None else required
+        required, held = demand(required, group, f"actor {class_name}", bundles_of(options)), demand(held, group)
+    return Scheduling(required=required, held=held, placement=placement(options.get("scheduling_strategy")),
+                      group=group, env_vars=env_vars(options.get("runtime_env")))

@@ -58,8 +58,9 @@ class RemoteFunction:
     def _submit(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> Any:
         signature.check(self._signature, args, kwargs, self._name)
         core = current_core(auto_init=True)
-        refs, generator = submission.submit_task(core, self._function_id(core), options.get("name") or self._name,
-                                                 args, kwargs, options)
+        name = options.get("name") or self._name
+        refs, generator = submission.submit_task(core, self._function_id(core), name, args, kwargs, options,
+                                                 opts.task_scheduling(options, name))
         return returned(refs, generator)
 
 

@@ -25,7 +25,7 @@ import sys
 import threading
 from typing import Any
 
-from kastor.runtime import auth, config, flags, launcher
+from kastor.runtime import auth, config, flags, launcher, retry
 from kastor.runtime.k8s_contract import EXIT_ACTOR_DEAD, EXIT_BAD_SPEC, EXIT_FAILED
 
 
@@ -54,7 +54,8 @@ def parse_state(state_json: str | None) -> Any:
     """The `state=` option from `--state-json` (None: no durable state, Ray's behaviour)."""
     if not state_json:
         return None
-    from kastor.state import Checkpoint, FileStore, RedisStore
+    from kastor.runtime.checkpoint_policy import Checkpoint
+    from kastor.runtime.checkpoint_stores import FileStore, RedisStore
     try:
         raw = json.loads(state_json)
         every = raw.get("every", "call")
@@ -63,6 +64,23 @@ def parse_state(state_json: str | None) -> Any:
                           max_bytes=int(raw.get("maxBytes", 64 * 2**20)), on_corrupt=raw.get("onCorrupt", "fail"))
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise BadSpec("InvalidState", f"--state-json {state_json}: {type(e).__name__}: {e}") from None
+
+
+class PodStopping(Exception):
+    """The pod was asked to terminate: the watch ends (exit 0)."""
+
+
+class NodeExited(Exception):
+    """The pod's node agent exited: the actor cannot run here any more."""
+
+    def __init__(self, code: int | None):
+        super().__init__(f"the node agent exited with code {code}")
+        self.code = code
+
+
+# Watching the actor through a head that is restarting: ask again every second (the node agent
+# reconnects meanwhile), until the pod stops or its node agent exits.
+WATCH_RETRY = retry.RetryPolicy(initial_s=1.0, max_s=1.0, retry_on=(Exception,), fatal=(PodStopping, NodeExited))
 
 
 class BadSpec(Exception):
@@ -173,17 +191,26 @@ def _run_actor(args: argparse.Namespace, token: str, cls: type, ctor_args: list[
         _say(f"actor {args.name!r} (namespace {args.namespace!r}, id {actor_id.hex()}) registered")
         core = context.core
         version, last_state = 0, None
-        while not stop.is_set():
+
+        def poll() -> pb.GetActorReply:
+            if stop.is_set():
+                raise PodStopping
             if node.proc.poll() is not None:
-                _say(f"NodeExited: the node agent exited with code {node.proc.returncode}")
-                return EXIT_FAILED
+                raise NodeExited(node.proc.returncode)
+            return core.head_call("GetActor", pb.GetActorRequest(actor_id=actor_id, after_version=version,
+                                                                 timeout_s=1.0), timeout=10)
+
+        def on_retry(error: BaseException, attempt: int, delay: float) -> None:
+            _say(f"cannot reach the head ({type(error).__name__}); retrying")
+
+        while True:
             try:
-                reply = core.head_call("GetActor", pb.GetActorRequest(actor_id=actor_id, after_version=version,
-                                                                      timeout_s=1.0), timeout=10)
-            except Exception as e:  # the head restarting: keep watching, the node agent reconnects
-                _say(f"cannot reach the head ({type(e).__name__}); retrying")
-                stop.wait(1.0)
-                continue
+                reply = retry.call(poll, WATCH_RETRY, on_retry=on_retry, sleep=stop.wait)
+            except PodStopping:
+                break
+            except NodeExited as e:
+                _say(f"NodeExited: the node agent exited with code {e.code}")
+                return EXIT_FAILED
             if not reply.found:
                 _say(f"ActorLost: actor {args.name!r} is no longer known to the GCS")
                 return EXIT_FAILED

@@ -17,22 +17,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
 
 import grpc
-from kastor import exceptions
-from kastor.runtime import task_events
+from kastor.runtime import exceptions, retry, task_events
 from kastor.runtime.exec_stream import ExecStream
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
 from kastor.runtime.protocol import kastor_pb2 as pb
-
-if TYPE_CHECKING:  # the core hands itself in: importing it here would be a cycle
-    from kastor.runtime.core import CoreWorker
+from kastor.runtime.submitter_core import SubmitterCore
 
 log = logging.getLogger("kastor.actors")
 
 RESOLVE_POLL_S = 5.0
 PROBE_TIMEOUT_S = 5.0  # a worker that does not answer this fast is treated as gone until the head says more
+
+
+class StopPolling(Exception):
+    """Ends a retried long poll of the head: what it watched for no longer matters (the
+    submitter closed, or the stream it guarded was replaced)."""
+
+
+# Resolving where an actor lives: a head that is away (restarting) is asked again every 0.5 s, for ever.
+RESOLVE_RETRY = retry.RetryPolicy(initial_s=0.5, max_s=0.5, retry_on=(grpc.aio.AioRpcError, ConnectionError),
+                                  fatal=(StopPolling,))
+# Watching a live stream's incarnation: any error (the head away, this process shutting down)
+# is waited out, 0.5 s doubling up to a poll's length; calls keep flowing meanwhile.
+WATCH_RETRY = retry.RetryPolicy(initial_s=0.5, max_s=RESOLVE_POLL_S, retry_on=(Exception,), fatal=(StopPolling,))
 
 
 class ActorConn:
@@ -56,7 +65,7 @@ class ActorConn:
 
 
 class ActorSubmitter:
-    def __init__(self, core: CoreWorker):
+    def __init__(self, core: SubmitterCore):
         self.core = core
         self.conns: dict[bytes, ActorConn] = {}
         self._closed = False
@@ -167,16 +176,19 @@ class ActorSubmitter:
         incarnation from the head moves to it at once: the stream is dropped, and its calls are
         retried on the new instance or failed, as for any lost stream.
         """
-        after, delay = info.version, 0.5
-        while c.stream is stream and not stream.lost and not self._closed:
+        after = info.version
+
+        async def poll() -> pb.GetActorReply:
+            if c.stream is not stream or stream.lost or self._closed:
+                raise StopPolling
+            return await self.core.head_rpc("GetActor", pb.GetActorRequest(
+                actor_id=c.actor_id, after_version=after, timeout_s=RESOLVE_POLL_S), timeout=RESOLVE_POLL_S + 30)
+
+        while True:
             try:
-                reply = await self.core.head_rpc("GetActor", pb.GetActorRequest(
-                    actor_id=c.actor_id, after_version=after, timeout_s=RESOLVE_POLL_S), timeout=RESOLVE_POLL_S + 30)
-            except Exception:  # the head is away, or this process is shutting down: calls keep flowing
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RESOLVE_POLL_S)
-                continue
-            delay = 0.5
+                reply = await retry.call_async(poll, WATCH_RETRY)
+            except StopPolling:
+                return
             if not reply.found:
                 return
             if reply.info.num_restarts != info.num_restarts and c.stream is stream and not stream.lost:
@@ -197,17 +209,23 @@ class ActorSubmitter:
         return True
 
     async def _get_actor(self, actor_id: bytes, after_version: int) -> pb.ActorInfo | None:
+        """The head's record of the actor once it is newer than `after_version` (a long poll), or
+        None if the actor is unknown or this submitter closed."""
+
+        def on_retry(error: BaseException, attempt: int, delay: float) -> None:
+            if self._closed:
+                raise StopPolling from error
+            log.warning("cannot resolve actor %s yet: %s", actor_id.hex()[:8], error)
+
+        async def poll() -> pb.GetActorReply:
+            return await self.core.head_rpc("GetActor", pb.GetActorRequest(
+                actor_id=actor_id, after_version=after_version, timeout_s=RESOLVE_POLL_S), timeout=RESOLVE_POLL_S + 30)
+
         while True:
             try:
-                reply = await self.core.head_rpc("GetActor", pb.GetActorRequest(
-                    actor_id=actor_id, after_version=after_version, timeout_s=RESOLVE_POLL_S),
-                    timeout=RESOLVE_POLL_S + 30)
-            except (grpc.aio.AioRpcError, ConnectionError) as e:
-                if self._closed:
-                    return None
-                log.warning("cannot resolve actor %s yet: %s", actor_id.hex()[:8], e)
-                await asyncio.sleep(0.5)
-                continue
+                reply = await retry.call_async(poll, RESOLVE_RETRY, on_retry=on_retry)
+            except StopPolling:
+                return None
             if reply.found:
                 return reply.info
             if not reply.unregistered or self._closed:
@@ -351,7 +369,7 @@ class ActorSubmitter:
                 c.stream.abort()
 
 
-def death_error(core: CoreWorker, info: pb.ActorInfo) -> exceptions.ActorDiedError:
+def death_error(core: SubmitterCore, info: pb.ActorInfo) -> exceptions.ActorDiedError:
     name = f"{info.spec.class_name} ({info.spec.actor_id.hex()})"
     if info.death_error.data or info.death_error.location.path:
         try:

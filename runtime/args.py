@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kastor.object_ref import ObjectRef
+from kastor.runtime.object_ref import ObjectRef
 
 
 class _Slot:

@@ -22,10 +22,10 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from kastor import cloudpickle
+import cloudpickle
+from kastor.runtime.checkpoint_policy import Checkpoint, CheckpointCorruptError, CheckpointTooLargeError
 from kastor.runtime.checkpoint_stores import CheckpointError, CheckpointFencedError, CheckpointStore
 from kastor.runtime.protocol import kastor_pb2 as pb
-from kastor.state import Checkpoint, CheckpointCorruptError, CheckpointTooLargeError
 
 log = logging.getLogger("kastor.state")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from kastor import exceptions
+from kastor.runtime import exceptions
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.serialization import error_value
 

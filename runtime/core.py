@@ -22,8 +22,6 @@ from typing import Any
 
 import cloudpickle
 import grpc
-from kastor import exceptions
-from kastor.object_ref import ObjectRef
 from kastor.runtime import args as argpack
 from kastor.runtime import (
     auth,
@@ -31,6 +29,7 @@ from kastor.runtime import (
     context,
     core_service,
     driver_store,
+    exceptions,
     head_link,
     pickler,
     rpc,
@@ -41,6 +40,7 @@ from kastor.runtime import (
 )
 from kastor.runtime.actor_submitter import ActorSubmitter
 from kastor.runtime.ids import PUT_INDEX, actor_job_id, new_actor_id, new_put_id, new_task_id, return_id
+from kastor.runtime.object_ref import ObjectRef
 from kastor.runtime.ownership import ObjectTable
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc

@@ -13,7 +13,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from kastor import exceptions
+from kastor.runtime import exceptions
 from kastor.runtime.cancel import cancel_owned
 from kastor.runtime.memory_store import settling
 from kastor.runtime.protocol import kastor_pb2 as pb

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import shutil
@@ -15,7 +16,7 @@ import uuid
 from collections.abc import Iterable
 
 import grpc
-from kastor.runtime import config, context, settings, tls
+from kastor.runtime import config, context, retry, settings, tls
 from kastor.runtime.core import CoreWorker
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -130,8 +131,7 @@ def connect_remote(gateway: str, token: str, namespace: str | None, timeout: flo
 
 
 async def _hello(gateway: str, token: str, timeout: float) -> pb.HelloReply:
-    from kastor import __version__
-    from kastor.runtime import auth, client_gateway
+    from kastor.runtime import __version__, auth, client_gateway
     async with tls.aio_channel(gateway) as channel:
         try:
             hello = await pb_grpc.ClientGatewayStub(channel).Hello(
@@ -180,21 +180,40 @@ def _pick_local_node(nodes: list[pb.NodeInfo], preferred: str | None) -> pb.Node
     return nodes[0] if nodes else None
 
 
+class SessionDropped(Exception):
+    """The job session's stream dropped before the head sent anything: the head is still away."""
+
+
+# Reopening a dropped job session: every 0.2 s, until the head is back or has been gone for
+# max(KASTOR_HEAD_RECONNECT_TIMEOUT_S, the job's reconnect grace) (the deadline is set per outage).
+SESSION_RETRY = retry.RetryPolicy(initial_s=0.2, max_s=0.2, retry_on=(SessionDropped,))
+
+
 async def _hold_session(core: CoreWorker, reconnect_grace_s: float = 0.0) -> None:
     """The head notices the driver is gone when this stream drops; the job's worker output arrives on it.
 
     If the head restarts, the stream breaks from the head's side: reopen it, so the new head
-    knows this job lives on (it waits JOB_RECONNECT_GRACE_S for that before cleaning up).
+    knows this job lives on (it waits JOB_RECONNECT_GRACE_S for that before cleaning up). An
+    outage ends when the reopened stream delivers an event; the next drop starts a new one.
     """
     loop = asyncio.get_running_loop()
     lost_at: float | None = None
     request = pb.JobSessionRequest(job_id=core.job_id, reconnect_grace_s=reconnect_grace_s,
                                    logs=core.output is not None)
-    while True:
+    outage = dataclasses.replace(SESSION_RETRY,
+                                 deadline_s=max(config.HEAD_RECONNECT_TIMEOUT_S, reconnect_grace_s))
+
+    async def follow() -> bool:
+        """Follows the session until it ends: True if for good (the job finished, this process
+        stops, or an error that reopening cannot fix), False if it dropped after events came;
+        raises SessionDropped if it dropped before any came."""
+        nonlocal lost_at
+        restored = False
         try:
             async for event in core.head_stub().JobSession(request, metadata=core.metadata):
                 if event.logs and core.output is not None:
                     core.output.print(event.logs)
+                restored = True
                 if lost_at is not None:
                     log.warning("job session with the head restored after %.1fs", loop.time() - lost_at)
                     lost_at = None
@@ -202,16 +221,25 @@ async def _hold_session(core: CoreWorker, reconnect_grace_s: float = 0.0) -> Non
             if e.code() != grpc.StatusCode.UNAVAILABLE:
                 if e.code() != grpc.StatusCode.CANCELLED:
                     log.error("job session with the head ended: %s %s", e.code().name, e.details())
-                return
-        if lost_at is None:
-            lost_at = loop.time()
-            log.warning("job session with the head at %s dropped; reconnecting", core.head_address)
-        elif loop.time() - lost_at > max(config.HEAD_RECONNECT_TIMEOUT_S, reconnect_grace_s):
+                return True
+        if not restored:
+            raise SessionDropped
+        return False
+
+    try:
+        ended = await follow()
+    except SessionDropped:
+        ended = False
+    while not ended:
+        lost_at = loop.time()
+        log.warning("job session with the head at %s dropped; reconnecting", core.head_address)
+        await asyncio.sleep(SESSION_RETRY.initial_s)
+        try:
+            ended = await retry.call_async(follow, outage)
+        except SessionDropped:
             log.error("the head at %s has been gone for %.0fs; giving up on the job session",
                       core.head_address, loop.time() - lost_at)
             return
-        await asyncio.sleep(0.2)
-
 
 
 def disconnect(core: CoreWorker) -> None:

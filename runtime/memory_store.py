@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from kastor.exceptions import GetTimeoutError
+from kastor.runtime.exceptions import GetTimeoutError
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 Callback = Callable[[pb.Value], None]

@@ -20,7 +20,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import grpc
-from kastor.exceptions import RuntimeEnvSetupError
 from kastor.runtime import (
     auth,
     config,
@@ -34,6 +33,7 @@ from kastor.runtime import (
     store_owners,
     tls,
 )
+from kastor.runtime.exceptions import RuntimeEnvSetupError
 from kastor.runtime.fork_client import ForkedProcess, ForkServer, ForkServerUnavailable, describe_exit
 from kastor.runtime.node_bundles import BundleMixin
 from kastor.runtime.placement import cpus, gpu_count, in_group
@@ -78,6 +78,7 @@ def max_starting(total: dict[str, float]) -> int:
 # deadline of register_with_head.
 JOIN_RETRY = retry.RetryPolicy(initial_s=0.05, max_s=2.0, jitter=0.2, retry_on=(grpc.aio.AioRpcError,),
                                fatal_codes={grpc.StatusCode.UNAUTHENTICATED})
+SHUTDOWN_REAP_S = 10.0  # how long shutdown() waits for the SIGKILLed workers to be gone
 INFEASIBLE_TTL_S = 5.0  # an infeasible shape stays reported this long after its owner last asked for it
 
 
@@ -101,6 +102,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         self.lease_queue: deque[tuple[dict, asyncio.Future]] = deque()
         self.registrations: dict[bytes, asyncio.Future] = {}
         self.starting = 0
+        self.closing = False  # set by shutdown(): no worker is started after it
         self._start_slots = asyncio.Semaphore(max_starting(total))
         self.infeasible: dict[tuple, tuple[float, set[bytes]]] = {}  # shape -> (last asked, jobs)
         self._no_free_elsewhere: dict[tuple, float] = {}  # shape -> until when not to ask the head again
@@ -331,6 +333,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
                              runtime_env: WorkerEnv) -> WorkerProc:
         """Starts one worker and waits for it to register; one that does not in time is killed,
         so a slow node never piles up processes that nobody will use."""
+        if self.closing:  # a start queued behind others (for its slot) when the agent began to stop
+            raise RuntimeError("the node agent is shutting down; it starts no more workers")
         fut = asyncio.get_running_loop().create_future()
         self.registrations[worker_id] = fut
         try:
@@ -344,14 +348,22 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             self.workers[worker_id] = w
             asyncio.get_running_loop().create_task(self._watch(w))
             try:
+                if self.closing:  # shutdown() ran while the process was being spawned: it missed this one
+                    raise RuntimeError("the node agent is shutting down; it starts no more workers")
                 w.address = await asyncio.wait_for(asyncio.shield(fut), config.STARTUP_TIMEOUT_S)
             except TimeoutError:
                 log.warning("worker %s did not register within %.0fs (KASTOR_STARTUP_TIMEOUT_S); killing it (its "
                             "log: %s)", worker_id.hex()[:8], config.STARTUP_TIMEOUT_S, log_path)
                 w.state = "dead"
-                proc.kill()
+                _kill(proc)
                 raise RuntimeError(f"a worker did not start within {config.STARTUP_TIMEOUT_S:.0f}s (the node may be "
                                    f"overloaded; raise KASTOR_STARTUP_TIMEOUT_S, or see {log_path})") from None
+            except BaseException:
+                # It exited first, the agent is stopping, or this start was cancelled: a worker hung
+                # before registering never sees its stdin end, so no half-started one may stay.
+                w.state = "dead"
+                _kill(proc)
+                raise
             w.state, w.idle_since = "idle", time.monotonic()
             return w
         finally:
@@ -780,14 +792,31 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         return pb.Empty()
 
     async def shutdown(self) -> None:
-        for w in list(self.workers.values()):
-            try:
-                w.proc.kill()
-            except ProcessLookupError:
-                pass
-        if self.fork_server is not None:
+        """SIGKILLs every worker, those still starting included, starts no more, and waits (up to
+        SHUTDOWN_REAP_S) until they are gone. A worker hung before it registered (stopped, or
+        starved) never notices its stdin end, so nothing but this kill would end it: without it,
+        the starts queued behind it took the freed slots while the server drained, and their
+        processes outlived the agent."""
+        self.closing = True
+        procs = [w.proc for w in self.workers.values()]
+        for proc in procs:
+            _kill(proc)
+        if procs:
+            done, _ = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in procs], timeout=SHUTDOWN_REAP_S)
+            if len(done) < len(procs):
+                log.warning("%d worker(s) had not exited %.0fs after SIGKILL", len(procs) - len(done),
+                            SHUTDOWN_REAP_S)
+        if self.fork_server is not None:  # after the waits: the fork server reports its children's exits
             self.fork_server.close()
         shutil.rmtree(self.store_dir, ignore_errors=True)
+
+
+def _kill(proc: asyncio.subprocess.Process | ForkedProcess) -> None:
+    """SIGKILL, which also ends a stopped process; one already gone is fine."""
+    try:
+        proc.kill()
+    except ProcessLookupError:
+        pass
 
 
 def parse_resources(args: argparse.Namespace) -> dict[str, float]:

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from kastor import exceptions
-from kastor.object_ref import ObjectRef
-from kastor.runtime import task_events
+from kastor.runtime import exceptions, task_events
 from kastor.runtime.memory_store import settling
+from kastor.runtime.object_ref import ObjectRef
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.serialization import error_value
-
-if TYPE_CHECKING:  # the core hands itself in: importing it here would be a cycle
-    from kastor.runtime.core import CoreWorker
+from kastor.runtime.submitter_core import SubmitterCore
 
 
 class PendingCall:
@@ -56,7 +52,7 @@ class PendingCall:
         return True
 
 
-async def resolve_deps(core: CoreWorker, call: PendingCall) -> None:
+async def resolve_deps(core: SubmitterCore, call: PendingCall) -> None:
     """Waits for the call's top-level argument refs and attaches their stored values."""
     loop = asyncio.get_running_loop()
     futures = []
@@ -69,7 +65,7 @@ async def resolve_deps(core: CoreWorker, call: PendingCall) -> None:
     call.resolved = True
 
 
-def store_result(core: CoreWorker, call: PendingCall, result: pb.TaskResult) -> None:
+def store_result(core: SubmitterCore, call: PendingCall, result: pb.TaskResult) -> None:
     if result.status == pb.TASK_OK:
         store_values(core, call, list(result.returns))
     elif result.status == pb.TASK_CANCELLED:
@@ -78,11 +74,11 @@ def store_result(core: CoreWorker, call: PendingCall, result: pb.TaskResult) -> 
         store_values(core, call, [result.error] * len(call.return_ids))
 
 
-def fail(core: CoreWorker, call: PendingCall, exc: BaseException) -> None:
+def fail(core: SubmitterCore, call: PendingCall, exc: BaseException) -> None:
     store_values(core, call, [error_value(exc)] * len(call.return_ids))
 
 
-def store_values(core: CoreWorker, call: PendingCall, values: list[pb.Value]) -> None:
+def store_values(core: SubmitterCore, call: PendingCall, values: list[pb.Value]) -> None:
     call.finished = True
     task_events.finished(call.spec, failed=any(v.is_error for v in values))
     if call.on_done is not None:

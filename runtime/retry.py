@@ -24,7 +24,9 @@ from typing import TypeVar
 import grpc
 
 T = TypeVar("T")
-OnRetry = Callable[[BaseException, int, float], None]  # (error, attempt number from 1, delay before the next)
+# Called with (error, attempt number from 1, delay before the next) before each wait; it may raise
+# to stop retrying at once (its caller shut down, say): that error then leaves the runner.
+OnRetry = Callable[[BaseException, int, float], None]
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import pickle
 import struct
 from collections.abc import Sequence
 
-from kastor.exceptions import ObjectStoreFullError
 from kastor.runtime import pickler
+from kastor.runtime.exceptions import ObjectStoreFullError
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 _PLAIN = b"\x00"   # frame tag: in-band pickle only

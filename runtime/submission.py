@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from kastor import options as opts
-from kastor.object_ref import ObjectRef
 from kastor.runtime import cancel as cancelling
-from kastor.runtime import checkpoint, placement_context, runtime_env
+from kastor.runtime import checkpoint, runtime_env
 from kastor.runtime.ids import new_actor_id, new_task_id, return_id
+from kastor.runtime.object_ref import ObjectRef
 from kastor.runtime.pending import PendingCall, resolve_deps
 from kastor.runtime.protocol import kastor_pb2 as pb
-from kastor.util.placement_group import bundles_of, demand, resolve
 
 if TYPE_CHECKING:
     from kastor.runtime.core import CoreWorker
@@ -30,9 +28,22 @@ if TYPE_CHECKING:
 STREAMING = "streaming"
 
 
-def _placement(strategy: Any) -> pb.Placement | None:
-    from kastor.util.scheduling_strategies import placement
-    return placement(strategy)
+@dataclass(frozen=True)
+class Scheduling:
+    """Where new work runs and what it needs, worked out by the public package from the user's
+    options (`kastor.options.scheduling`): plain data and wire messages, so the runtime needs
+    none of the public option types (strategies, PlacementGroup handles, runtime_env checks).
+
+    `required` is what placing it takes (a placement group's bundle resources when it runs in
+    one, see runtime/placement.py); `held` what an actor holds while alive, and for a task what
+    it asked for (its CPUs size its thread pools).
+    """
+
+    required: dict[str, float]
+    held: dict[str, float]
+    placement: pb.Placement | None = None
+    group: pb.PlacementGroupRef | None = None
+    env_vars: dict[str, str] = field(default_factory=dict)
 
 
 def max_calls(options: dict[str, Any]) -> int:
@@ -48,8 +59,11 @@ def _returns(core: CoreWorker, task_id: bytes, num_returns: int) -> tuple[list[b
 
 
 def submit_task(core: CoreWorker, function_id: str, name: str, args: tuple, kwargs: dict,
-                options: dict[str, Any]) -> tuple[list[ObjectRef], bool]:
-    """Submits a call of a registered function; returns its refs and whether it is a generator."""
+                options: dict[str, Any], where: Scheduling) -> tuple[list[ObjectRef], bool]:
+    """Submits a call of a registered function; returns its refs and whether it is a generator.
+
+    `options` are the validated task options (num_returns, max_retries, retry_exceptions,
+    runtime_env, max_calls), `where` what they mean for placing it."""
     value, deps = core.pack_args(args, kwargs, f"task {name}")
     task_id = new_task_id()
     generator = options["num_returns"] == STREAMING
@@ -58,22 +72,20 @@ def submit_task(core: CoreWorker, function_id: str, name: str, args: tuple, kwar
                        num_returns=num_returns, name=name, parent_task_id=core.current_task_id(),
                        owner_address=core.address, namespace=core.current_namespace(), generator=generator,
                        stream_items=generator and core.transport.reachable, max_calls=max_calls(options),
-                       env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))},
+                       env_vars={**core.current_env_vars(), **where.env_vars},
                        runtime_env=runtime_env.for_call(core, options.get("runtime_env")))
     return_ids, refs = _returns(core, task_id, num_returns)
-    required = opts.task_resources(options)
-    spec.num_cpus = required.get("CPU", 0)
-    group = resolve(options, placement_context.current())
-    if group is not None:  # it draws on its bundle's resources instead of the node's
-        spec.placement_group.CopyFrom(group)
-        required = demand(required, group, f"task {name}", bundles_of(options))
+    spec.num_cpus = where.held.get("CPU", 0)
+    if where.group is not None:  # it draws on its bundle's resources instead of the node's
+        spec.placement_group.CopyFrom(where.group)
     retry = options["retry_exceptions"]
-    where = _placement(options.get("scheduling_strategy"))
+    required, placement = where.required, where.placement
     call = PendingCall(spec, return_ids, deps, options["max_retries"],
                        tuple(retry) if isinstance(retry, (list, tuple)) else retry,
-                       key=(function_id, tuple(sorted(required.items())), where.SerializeToString() if where else b"",
+                       key=(function_id, tuple(sorted(required.items())),
+                            placement.SerializeToString() if placement else b"",
                             spec.runtime_env, spec.max_calls),  # max_calls last: the task submitter reads key[-1]
-                       required=required, placement=where)
+                       required=required, placement=placement)
     core.post(lambda: core.tasks.submit(call))
     return refs, generator
 
@@ -110,16 +122,12 @@ class CreatedActor:
 
 
 def create_actor(core: CoreWorker, class_id: str, class_name: str, methods: list[pb.MethodMeta], is_async: bool,
-                 args: tuple, kwargs: dict, options: dict[str, Any]) -> CreatedActor:
+                 args: tuple, kwargs: dict, options: dict[str, Any], where: Scheduling) -> CreatedActor:
     """Creates an actor of a registered class. A named one is created before this returns (so
-    a taken name fails here); an unnamed one in the background, its calls waiting for it."""
-    required, held = opts.actor_resources(options)
-    group = resolve(options, placement_context.current())
-    if group is not None:  # it draws on its bundle's resources instead of the node's
-        # The default actor's 1 CPU to be placed is not asked of a bundle: it runs on what it holds.
-        required = held if options.get("num_cpus") is None else required
-        required, held = demand(required, group, f"actor {class_name}", bundles_of(options)), \
-            demand(held, group)
+    a taken name fails here); an unnamed one in the background, its calls waiting for it.
+
+    `options` are the validated actor options (name, namespace, lifetime, restarts, concurrency,
+    state, runtime_env...), `where` what they mean for placing it."""
     value, deps = core.pack_args(args, kwargs, f"the constructor of {class_name}")
     name = options.get("name") or ""
     job_id = core.current_job_id()
@@ -129,17 +137,16 @@ def create_actor(core: CoreWorker, class_id: str, class_name: str, methods: list
         job_namespace=core.current_namespace(), detached=options.get("lifetime") == "detached",
         max_restarts=options["max_restarts"], max_task_retries=options["max_task_retries"],
         max_concurrency=options.get("max_concurrency") or (1000 if is_async else 1),
-        is_async=is_async, required=required, held=held, methods=methods,
+        is_async=is_async, required=where.required, held=where.held, methods=methods,
         owner_worker_id=core.worker_id if core.engine is not None else b"", owner_address=core.address,
-        env_vars={**core.current_env_vars(), **opts.env_vars(options.get("runtime_env"))},
+        env_vars={**core.current_env_vars(), **where.env_vars},
         concurrency_groups=options.get("concurrency_groups") or {},
         max_pending_calls=options.get("max_pending_calls") or -1, state=_packed_state(options.get("state")),
         runtime_env=runtime_env.for_call(core, options.get("runtime_env")))
-    where = _placement(options.get("scheduling_strategy"))
-    if where is not None:
-        spec.placement.CopyFrom(where)
-    if group is not None:
-        spec.placement_group.CopyFrom(group)
+    if where.placement is not None:
+        spec.placement.CopyFrom(where.placement)
+    if where.group is not None:
+        spec.placement_group.CopyFrom(where.group)
     if spec.state:
         checkpoint.created(core, spec, options.get("state"))  # its checkpoint goes when its job ends
     if name:

@@ -17,18 +17,14 @@ import asyncio
 import logging
 import time
 from collections import defaultdict, deque
-from typing import TYPE_CHECKING
 
 import grpc
-from kastor import exceptions
-from kastor.runtime import config, task_events
+from kastor.runtime import config, exceptions, task_events
 from kastor.runtime.exec_stream import ExecStream
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
 from kastor.runtime.placement import in_group
 from kastor.runtime.protocol import kastor_pb2 as pb
-
-if TYPE_CHECKING:  # the core hands itself in: importing it here would be a cycle
-    from kastor.runtime.core import CoreWorker
+from kastor.runtime.submitter_core import SubmitterCore
 
 log = logging.getLogger("kastor.tasks")
 
@@ -52,7 +48,7 @@ class Lease:
 
 
 class TaskSubmitter:
-    def __init__(self, core: CoreWorker):
+    def __init__(self, core: SubmitterCore):
         self.core = core
         self.queues: dict[tuple, deque[PendingCall]] = defaultdict(deque)
         self.leases: dict[tuple, list[Lease]] = defaultdict(list)

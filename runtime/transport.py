@@ -16,8 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import grpc
-from kastor import exceptions
-from kastor.runtime import config, gateway_client, serialization, store_owners
+from kastor.runtime import config, exceptions, gateway_client, serialization, store_owners
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.rpc import CHANNEL_OPTIONS, direct_channel

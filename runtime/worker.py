@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from kastor import exceptions
 from kastor.runtime import args as argpack
 from kastor.runtime import (
     checkpoint,
     config,
     context,
+    exceptions,
     launcher,
     logging_setup,
     omp,

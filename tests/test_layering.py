@@ -71,3 +71,33 @@ def test_no_module_reads_another_objects_private_attributes():
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {text}")
     assert not offenders, ("these read another module's private attribute; add a public method or function "
                            "to the module that owns it instead:\n" + "\n".join(offenders))
+
+
+SUBMITTERS = ("runtime/task_submitter.py", "runtime/actor_submitter.py", "runtime/pending.py")
+
+
+def _core_attributes_used(tree: ast.Module) -> set[str]:
+    """The attributes read off the core: `self.core.x`, or `core.x` where a function got it as `core`."""
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            base = node.value
+            if (isinstance(base, ast.Attribute) and base.attr == "core" and isinstance(base.value, ast.Name)
+                    and base.value.id == "self") or (isinstance(base, ast.Name) and base.id == "core"):
+                used.add(node.attr)
+    return used
+
+
+def test_the_submitters_use_only_the_named_interface_of_the_core():
+    """The submitters receive the core but are typed against runtime/submitter_core.py's
+    SubmitterCore: anything else they read of the core must be added there first."""
+    from kastor.runtime.submitter_core import SubmitterCore
+
+    named = set()
+    for cls in SubmitterCore.__mro__:
+        named |= set(vars(cls)) | set(vars(cls).get("__annotations__", {}))
+    for path in SUBMITTERS:
+        used = _core_attributes_used(ast.parse((REPO / path).read_text()))
+        assert used, f"{path} no longer reads the core: drop it from SUBMITTERS"
+        assert used <= named, (f"{path} uses {sorted(used - named)} of the core, which SubmitterCore "
+                               f"(runtime/submitter_core.py) does not name: add them there, or pass them in")

@@ -7,6 +7,7 @@ slowness with SIGSTOP/SIGCONT, never simulated.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import kastor
@@ -154,6 +155,32 @@ def test_idle_workers_beyond_the_kept_pool_are_stopped_but_owners_stay(tmp_path,
         c.stop()
 
 
+def _state(pid: int) -> str:
+    """A process's state letter (R, S, T for stopped, Z...), or "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""
+
+
+def _processes_marked(marker: str) -> list[int]:
+    """Live processes whose environment holds KASTOR_TEST_STOP_WORKERS=`marker`: one test's
+    workers, wherever they were reparented once their node agent exited."""
+    wanted = f"KASTOR_TEST_STOP_WORKERS={marker}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    environ = f.read().split(b"\0")
+            except OSError:
+                continue
+            if wanted in environ and _state(int(entry)) not in ("", "Z"):
+                found.append(int(entry))
+    return found
+
+
 STOP_AT_START = '''import os, signal
 if os.environ.get("KASTOR_WORKER_ID") and os.environ.get("KASTOR_TEST_STOP_WORKERS"):
     os.kill(os.getpid(), signal.SIGSTOP)  # a worker that cannot start: starved, until SIGCONT
@@ -184,4 +211,41 @@ def test_workers_that_do_not_start_in_time_are_killed_and_starts_are_bounded(tmp
         assert all(_row(a)["state"] == "PENDING" for a in actors)
     finally:
         kastor.shutdown()
+        c.stop()
+
+
+def test_a_node_agent_that_shuts_down_leaves_no_starting_worker_behind(tmp_path, redis_server, monkeypatch):
+    """A worker that hangs before registering (here: SIGSTOP) never sees its stdin end, so only
+    its node agent can end it. On shutdown the agent SIGKILLs every worker still starting and
+    starts none of those queued behind them: no process it spawned outlives it."""
+    monkeypatch.setenv("KASTOR_TOKEN", TOKEN)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(STOP_AT_START)
+    marker = f"shutdown-{os.getpid()}-{time.monotonic_ns()}"
+    c = GcsCluster(tmp_path, redis_server)
+    c.start_head()
+    # One start at a time: a prestarted worker hangs starting, and the other starts (the second
+    # prestart, the tasks' leases) wait behind it. Killing it at shutdown frees the start slot,
+    # which none of them may take; the tasks' lease requests, in flight, keep the agent's server
+    # draining (and its loop running) for a moment after that.
+    c.env.update(KASTOR_TEST_STOP_WORKERS=marker, KASTOR_STARTUP_TIMEOUT_S="300", KASTOR_MAX_STARTING_WORKERS="1",
+                 KASTOR_PRESTART_WORKERS="2",
+                 PYTHONPATH=os.pathsep.join(p for p in [str(site), os.environ.get("PYTHONPATH")] if p))
+    try:
+        c.add_node("n1")
+        agent = c.nodes["n1"]
+        kastor.init(address=c.address)
+        held = [nest.remote(0) for _ in range(4)]  # held, so their leases stay wanted
+        wait_until(lambda: any(_state(pid) == "T" for pid in _workers_of(agent.proc.pid)),
+                   "a worker to hang while starting")
+        agent.stop(grace=DEADLINE_S)
+        del held
+        assert agent.proc.returncode == 0, f"the node agent did not shut down cleanly (exit {agent.proc.returncode})"
+        left = _processes_marked(marker)
+        assert not left, f"worker processes {left} outlived their node agent (states {[_state(p) for p in left]})"
+    finally:
+        kastor.shutdown()
+        for pid in _processes_marked(marker):  # leave nothing behind, whatever the outcome
+            os.kill(pid, signal.SIGKILL)
         c.stop()

@@ -154,3 +154,48 @@ def test_cancellation_is_not_retried():
 def test_a_nonsense_policy_is_refused(kwargs):
     with pytest.raises(ValueError, match="RetryPolicy"):
         RetryPolicy(**kwargs)
+
+
+def test_on_retry_may_stop_the_retries_at_once():
+    """A caller that shut down stops its retries from on_retry: its error leaves, without another wait."""
+    t = FakeTime()
+
+    def stop(error: BaseException, attempt: int, delay: float) -> None:
+        raise LookupError("closed") from error
+
+    with pytest.raises(LookupError):
+        run(Flaky(OSError("a"), OSError("b")), RetryPolicy(initial_s=0.5), t, on_retry=stop)
+    assert t.slept == []
+
+
+def _schedule(policy: RetryPolicy, tries: int, error: type[Exception] = ConnectionError) -> list[float]:
+    t = FakeTime()
+    run(Flaky(*[error(str(i)) for i in range(tries - 1)]), policy, t)
+    return t.slept
+
+
+def test_the_former_hand_written_loops_keep_their_schedules():
+    """The long polls moved onto the helper wait as they did: resolving an actor every 0.5 s,
+    watching a live stream's incarnation 0.5 s doubling up to a poll (5 s), reopening a job
+    session every 0.2 s, and the actor pod's watch every second."""
+    from kastor.runtime import actor_pod, actor_submitter, driver
+
+    assert _schedule(actor_submitter.RESOLVE_RETRY, 4) == [0.5, 0.5, 0.5]
+    assert _schedule(actor_submitter.WATCH_RETRY, 7) == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    assert _schedule(driver.SESSION_RETRY, 4, driver.SessionDropped) == pytest.approx([0.2, 0.2, 0.2])
+    assert _schedule(actor_pod.WATCH_RETRY, 4) == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("stop", ["actor_pod.PodStopping", "actor_pod.NodeExited", "actor_submitter.StopPolling"])
+def test_the_polls_stop_at_once_when_their_reason_is_gone(stop):
+    """Their stop signals are Exceptions, which the policies otherwise retry: they must not be."""
+    from kastor.runtime import actor_pod, actor_submitter
+
+    module, name = stop.split(".")
+    error_type = getattr({"actor_pod": actor_pod, "actor_submitter": actor_submitter}[module], name)
+    error = error_type(0) if name == "NodeExited" else error_type()
+    policy = actor_pod.WATCH_RETRY if module == "actor_pod" else actor_submitter.WATCH_RETRY
+    t = FakeTime()
+    with pytest.raises(error_type):
+        run(Flaky(error), policy, t)
+    assert t.slept == []
