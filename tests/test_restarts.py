@@ -229,8 +229,9 @@ def test_a_node_agent_that_shuts_down_leaves_no_starting_worker_behind(tmp_path,
     # prestart, the tasks' leases) wait behind it. Killing it at shutdown frees the start slot,
     # which none of them may take; the tasks' lease requests, in flight, keep the agent's server
     # draining (and its loop running) for a moment after that.
+    # sitecustomize runs at interpreter start, which a worker forked from the fork server skips.
     c.env.update(KASTOR_TEST_STOP_WORKERS=marker, KASTOR_STARTUP_TIMEOUT_S="300", KASTOR_MAX_STARTING_WORKERS="1",
-                 KASTOR_PRESTART_WORKERS="2",
+                 KASTOR_PRESTART_WORKERS="2", KASTOR_FORK_SERVER="0",
                  PYTHONPATH=os.pathsep.join(p for p in [str(site), os.environ.get("PYTHONPATH")] if p))
     try:
         c.add_node("n1")
