@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the core hands itself in: importing it here would be a cycl
 
 class PendingCall:
     __slots__ = ("spec", "return_ids", "deps", "resolved", "retries_left", "retry_exceptions", "cancelled",
-                 "key", "required", "stream", "force_cancel", "finished", "placement", "on_done")
+                 "key", "required", "stream", "force_cancel", "finished", "placement", "on_done", "pins")
 
     def __init__(self, spec: pb.TaskSpec, return_ids: list[bytes], deps: list[ObjectRef],
                  retries_left: int, retry_exceptions: bool | tuple = False,
@@ -42,6 +42,7 @@ class PendingCall:
         self.placement = placement  # a task's scheduling_strategy, when not DEFAULT
         self.on_done: Callable[[], None] | None = None  # e.g. a handle counting its pending calls
         self.stream = None
+        self.pins: list[ObjectRef] = []  # refs nested in the arguments, held until the call's results are back
 
     @property
     def ready(self) -> bool:
@@ -89,5 +90,6 @@ def store_values(core: CoreWorker, call: PendingCall, values: list[pb.Value]) ->
         call.on_done()
         call.on_done = None
     call.deps = []  # the argument refs may go now
+    call.pins = []  # the worker registered its borrows of the nested ones before it replied
     core.free_value(call.spec.args)  # a large argument lived in the store for this call only
     core.objects.store_returns(zip(call.return_ids, values, strict=True))

@@ -50,7 +50,8 @@ def _returns(core: CoreWorker, task_id: bytes, num_returns: int) -> tuple[list[b
 def submit_task(core: CoreWorker, function_id: str, name: str, args: tuple, kwargs: dict,
                 options: dict[str, Any]) -> tuple[list[ObjectRef], bool]:
     """Submits a call of a registered function; returns its refs and whether it is a generator."""
-    value, deps = core.pack_args(args, kwargs, f"task {name}")
+    pins: list[ObjectRef] = []
+    value, deps = core.pack_args(args, kwargs, f"task {name}", pins)
     task_id = new_task_id()
     generator = options["num_returns"] == STREAMING
     num_returns = 1 if generator else options["num_returns"]
@@ -74,6 +75,7 @@ def submit_task(core: CoreWorker, function_id: str, name: str, args: tuple, kwar
                        key=(function_id, tuple(sorted(required.items())), where.SerializeToString() if where else b"",
                             spec.runtime_env, spec.max_calls),  # max_calls last: the task submitter reads key[-1]
                        required=required, placement=where)
+    call.pins = pins
     core.post(lambda: core.tasks.submit(call))
     return refs, generator
 
@@ -82,7 +84,8 @@ def submit_actor_call(core: CoreWorker, actor_id: bytes, method: str, label: str
                       num_returns: int | str, concurrency_group: str, max_task_retries: int,
                       on_done: Callable[[], None] | None = None) -> tuple[list[ObjectRef], bool]:
     """Submits a call of an actor's method; `on_done` runs (on the core's loop) once it finished."""
-    value, deps = core.pack_args(args, kwargs, label)
+    pins: list[ObjectRef] = []
+    value, deps = core.pack_args(args, kwargs, label, pins)
     task_id = new_task_id()
     generator = num_returns == STREAMING
     count = 1 if generator else int(num_returns)
@@ -94,6 +97,7 @@ def submit_actor_call(core: CoreWorker, actor_id: bytes, method: str, label: str
     return_ids, refs = _returns(core, task_id, count)
     call = PendingCall(spec, return_ids, deps, max_task_retries)
     call.on_done = on_done
+    call.pins = pins
     core.post(lambda: core.actors.submit(call))
     return refs, generator
 
