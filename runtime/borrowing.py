@@ -191,9 +191,10 @@ class Links:
             return sum(link.queued - link.acked for link in self._links.values() if not link.broken)
 
     async def _run(self, link: _Link) -> None:
+        writer = None
         try:
-            call = link.call = self.core.worker_stub(link.address).Borrow(self._updates(link),
-                                                                           metadata=self.core.metadata)
+            call = link.call = self.core.worker_stub(link.address).Borrow(metadata=self.core.metadata)
+            writer = asyncio.get_running_loop().create_task(self._write(link, call))
             async for ack in call:
                 link.acked = max(link.acked, ack.seq)
                 self._settle(link)
@@ -206,6 +207,9 @@ class Links:
         except asyncio.CancelledError:
             pass
         finally:
+            if writer is not None:
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
             with self._lock:
                 link.broken = True
                 if self._links.get(link.address) is link:
@@ -216,12 +220,14 @@ class Links:
             for _, kind, key in requeue:  # never sent: a new stream carries them (the owner may be back)
                 self._queue(link.address, kind, key)
 
-    async def _updates(self, link: _Link):
+    async def _write(self, link: _Link, call: Any) -> None:
+        """Sends the queued updates as they come (writes, not a request iterator: nothing is
+        left suspended inside gRPC when the stream ends)."""
         while True:
             while not link.updates:
                 link.wake.clear()
                 await link.wake.wait()
-            yield self._batch(link)
+            await call.write(self._batch(link))
 
     def _batch(self, link: _Link) -> pb.BorrowUpdate:
         update = pb.BorrowUpdate()
