@@ -6,7 +6,8 @@ it, and frees it once the last borrower, its own local refs and the calls that c
 gone:
 
 * The sender pins the nested refs it serialized until they are safe: a caller keeps the refs
-  of a call's arguments until the call's results come back (PendingCall.pins); a worker keeps
+  of a call's arguments until the call's results come back (PendingCall.pins), and those of an
+  actor's constructor until it started (or, if it may restart, until it is dead); a worker keeps
   the refs inside a value it returned (Pins, under the value's object id) until the value's
   owner holds them itself and sends `unpin`.
 * A process that comes to hold a ref owned elsewhere (count 0 -> 1) tells the owner `add`,
@@ -18,8 +19,8 @@ gone:
 * The owner counts each stream's borrows and drops them when the stream ends: a borrower that
   died lets go of everything it held.
 
-Where a ref is pickled outside these paths (a user's own pickle.dumps, a remote client whose
-cluster cannot call it back), it "escapes" as before: its owner keeps it for good.
+Where a ref is pickled outside these paths (a user's own pickle.dumps, a remote client that
+the cluster cannot call back), it "escapes" as before: its owner keeps it for good.
 """
 
 from __future__ import annotations

@@ -124,7 +124,8 @@ def create_actor(core: CoreWorker, class_id: str, class_name: str, methods: list
         required = held if options.get("num_cpus") is None else required
         required, held = demand(required, group, f"actor {class_name}", bundles_of(options)), \
             demand(held, group)
-    value, deps = core.pack_args(args, kwargs, f"the constructor of {class_name}")
+    pins: list[ObjectRef] = []
+    value, deps = core.pack_args(args, kwargs, f"the constructor of {class_name}", pins)
     name = options.get("name") or ""
     job_id = core.current_job_id()
     spec = pb.ActorSpec(
@@ -148,9 +149,24 @@ def create_actor(core: CoreWorker, class_id: str, class_name: str, methods: list
         checkpoint.created(core, spec, options.get("state"))  # its checkpoint goes when its job ends
     if name:
         reply = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
+        if pins and not reply.existed:
+            core.post(lambda: core.loop.create_task(_hold_constructor_pins(core, spec, pins)))
         return CreatedActor(reply.info.spec.actor_id, reply.info.spec.max_pending_calls, reply.info, reply.existed)
-    core.post(lambda: _create_async(core, spec, deps))
+    core.post(lambda: _create_async(core, spec, deps, pins))
     return CreatedActor(spec.actor_id, spec.max_pending_calls)
+
+
+async def _hold_constructor_pins(core: CoreWorker, spec: pb.ActorSpec, pins: list[ObjectRef]) -> None:
+    """Keeps the refs nested in an actor's constructor arguments until its constructor ran (its
+    worker registers its borrows before it says it started), or, for an actor that may restart
+    and run its constructor again, until it is dead (see runtime/borrowing.py)."""
+    after = 0
+    while True:
+        info = await core.actors.actor_info(spec.actor_id, after)
+        if info is None or info.state == pb.DEAD or (info.state == pb.ALIVE and spec.max_restarts == 0):
+            pins.clear()
+            return
+        after = info.version
 
 
 async def _attach_deps(core: CoreWorker, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
@@ -182,7 +198,7 @@ def _warn_if_infeasible(reply: pb.CreateActorReply) -> None:
                                             info.spec.class_name, info.pending_reason)
 
 
-def _create_async(core: CoreWorker, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
+def _create_async(core: CoreWorker, spec: pb.ActorSpec, deps: list[ObjectRef], pins: list[ObjectRef]) -> None:
     created = core.actors.expect_creation(spec.actor_id)
 
     async def create() -> None:
@@ -193,6 +209,9 @@ def _create_async(core: CoreWorker, spec: pb.ActorSpec, deps: list[ObjectRef]) -
             _warn_if_infeasible(reply)
         except Exception as e:
             created.set_exception(e)
+            return
+        if pins:
+            await _hold_constructor_pins(core, spec, pins)
 
     asyncio.get_running_loop().create_task(create())
 

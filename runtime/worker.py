@@ -268,7 +268,13 @@ class Engine:
         self.incarnation = request.num_restarts
         fut = asyncio.get_running_loop().create_future()
         self.main_queue.put(_Construct(request.spec, list(request.gpu_ids), fut))
-        return await fut
+        reply = await fut
+        # Started only once the owners acknowledged the borrows the constructor's arguments made:
+        # the creator keeps those refs until then (see runtime/borrowing.py).
+        flushed = asyncio.get_running_loop().create_future()
+        self.core.borrows.after_flush(lambda: flushed.done() or flushed.set_result(None))
+        await flushed
+        return reply
 
     def _construct(self, spec: pb.ActorSpec, gpu_ids: list[int]) -> pb.StartActorReply:
         if gpu_ids:

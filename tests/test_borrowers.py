@@ -152,3 +152,29 @@ def test_a_task_reads_a_borrowed_ref_after_the_caller_dropped_its_own():
     assert kastor.get(pending) == 3 * BIG
     wait_until(lambda: not any(_table().known(i) for i in ids),
                "the objects to go once the call that borrowed them finished")
+
+
+@kastor.remote(max_restarts=0)
+class Holder:
+    """Keeps what its constructor was given."""
+
+    def __init__(self, box):
+        self.held = box
+
+    def read(self):
+        return len(kastor.get(self.held[0]))
+
+    def drop(self):
+        self.held = None
+        return True
+
+
+def test_a_ref_nested_in_an_actors_constructor_arguments_is_borrowed_by_the_actor():
+    ref = kastor.put(b"k" * BIG)
+    object_id, path = ref.binary(), _stored_path(ref)
+    holder = Holder.remote([ref])
+    del ref
+    assert kastor.get(holder.read.remote()) == BIG, "the constructor's nested ref outlives the driver's"
+    wait_until(lambda: _table().counts(object_id) == (0, 1), "only the actor's borrow to be left")
+    assert kastor.get(holder.drop.remote())
+    wait_until(lambda: _gone(object_id, path), "the owner to free the object once the actor dropped it")
