@@ -104,6 +104,7 @@ class _Link:
         self.address = address
         self.updates: deque[tuple[int, str, bytes]] = deque()  # (seq, "add"|"remove"|"unpin", id)
         self.queued = 0      # seq of the last update queued
+        self.last_add = 0    # seq of the last `add` or `unpin` queued: what after_flush waits for
         self.acked = 0       # seq of the last update the owner applied
         self.broken = False  # the owner is gone: nothing it holds needs protecting any more
         self.waiters: list[tuple[int, Callable[[], None]]] = []
@@ -151,6 +152,8 @@ class Links:
                 link = self._links[address] = _Link(address)
             link.queued += 1
             link.updates.append((link.queued, kind, key))
+            if kind != "remove":
+                link.last_add = link.queued
             kick = address not in self._kicked
             self._kicked.add(address)
         if kick:
@@ -168,9 +171,10 @@ class Links:
         link.wake.set()
 
     def after_flush(self, fn: Callable[[], None]) -> None:
-        """Runs fn (on the loop) once every owner acknowledged the updates queued so far."""
+        """Runs fn (on the loop) once every owner acknowledged the borrows (and unpins) queued so
+        far; a release needs no wait, so one slow owner does not hold replies that only let go."""
         with self._lock:
-            pending = [(link, link.queued) for link in self._links.values() if not link.settled(link.queued)]
+            pending = [(link, link.last_add) for link in self._links.values() if not link.settled(link.last_add)]
         if not pending:
             fn()
             return
