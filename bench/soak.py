@@ -7,7 +7,9 @@ recorded every 10,000 operations, on any Ray-core-compatible module.
 
 A runtime can be fast for a minute and still leak: a worker that keeps every result it returned,
 an owner that never frees a nested ref, an idle pool that only grows. The microbenchmark cannot
-see that; this one runs 100k tasks, 50k actor calls and 20k nested refs and prints, after every
+see that; this one runs 100k tasks, 50k actor calls, 20k nested refs returned by tasks and 20k
+nested refs lent to an actor that keeps each batch until the next (`borrowed`: each batch must be
+freed once the actor drops it, see runtime/borrowing.py), and prints, after every
 10k operations of a phase, the PSS of the driver's whole process tree and how many processes it
 has (`bench/proctree.py`). At the end of each phase it prints the largest growth of any single
 process that lived through the phase (``*_max_proc_growth_mib``): after warm-up that should stay
@@ -41,6 +43,17 @@ def make_nested(n: int, backend: str) -> list[Any]:
     """Returns refs to objects it put, through `backend`'s own API, as a nested-ref workload does."""
     rt = importlib.import_module(backend)
     return [rt.put(np.full(1024, i, dtype=np.uint8)) for i in range(n)]
+
+
+class Keeper:
+    """Keeps the last batch of refs it was lent (a borrower), dropping the batch before."""
+
+    def __init__(self) -> None:
+        self.held: list[Any] = []
+
+    def keep(self, refs: list[Any]) -> int:
+        self.held = refs
+        return len(refs)
 
 
 class Counter:
@@ -77,7 +90,10 @@ def phase(backend: str, name: str, total: int, batch: int, every: int, step: Cal
     emit(backend, f"soak_{name}_max_proc_growth_mib", max_growth(warm, end))
 
 
-def run_backend(name: str, quick: bool) -> None:
+PHASES = ("tasks", "calls", "nested", "borrowed")
+
+
+def run_backend(name: str, quick: bool, phases: tuple[str, ...] = PHASES) -> None:
     rt: ModuleType = importlib.import_module(name)
     print(f"# backend={name} version={getattr(rt, '__version__', '?')} python={platform.python_version()}"
           f" nproc={os.cpu_count()} date={time.strftime('%Y-%m-%dT%H:%M:%S%z')} quick={quick}", flush=True)
@@ -89,6 +105,7 @@ def run_backend(name: str, quick: bool) -> None:
     nested = rt.remote(make_nested)
     counters = [rt.remote(Counter).remote() for _ in range(4)]
     rt.get([c.add.remote(0) for c in counters])
+    keeper = rt.remote(Keeper).remote()
 
     def tasks(n: int) -> int:
         return len(rt.get([f.remote() for _ in range(n)]))
@@ -104,8 +121,13 @@ def run_backend(name: str, quick: bool) -> None:
         assert all(v.nbytes == 1024 for v in values)
         return len(values)
 
+    def borrowed(n: int) -> int:
+        return rt.get(keeper.keep.remote([rt.put(np.full(1024, i % 256, dtype=np.uint8)) for i in range(n)]))
+
     for label, total, batch, step in [("tasks", 100_000, 1_000, tasks), ("calls", 50_000, 1_000, calls),
-                                      ("nested", 20_000, 500, nested_refs)]:
+                                      ("nested", 20_000, 500, nested_refs), ("borrowed", 20_000, 500, borrowed)]:
+        if label not in phases:
+            continue
         try:
             phase(name, label, total // scale, batch // scale, SAMPLE_EVERY // scale, step)
         except Exception as exc:  # record the failure, go on with the next phase
@@ -119,9 +141,11 @@ def main() -> None:
     ap.add_argument("--backend", help="run only this module (kastor or ray), in this process")
     ap.add_argument("--ray-python", help="interpreter with ray installed, to compare against")
     ap.add_argument("--quick", action="store_true", help="1/100 of the counts (smoke test)")
+    ap.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)} "
+                    "(with --backend)")
     args = ap.parse_args()
     if args.backend:
-        run_backend(args.backend, args.quick)
+        run_backend(args.backend, args.quick, tuple(args.phases.split(",")))
         return
     # Each backend in its own process, one after the other, so neither's leftovers skew the other.
     here = os.path.abspath(__file__)

@@ -208,6 +208,11 @@ class ActorSubmitter:
             return e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         return True
 
+    async def actor_info(self, actor_id: bytes, after_version: int = 0) -> pb.ActorInfo | None:
+        """The head's record of an actor once it is newer than `after_version` (a long poll),
+        or None when it does not exist or this process is closing."""
+        return await self._get_actor(actor_id, after_version)
+
     async def _get_actor(self, actor_id: bytes, after_version: int) -> pb.ActorInfo | None:
         """The head's record of the actor once it is newer than `after_version` (a long poll), or
         None if the actor is unknown or this submitter closed."""

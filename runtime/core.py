@@ -25,6 +25,7 @@ import grpc
 from kastor.runtime import args as argpack
 from kastor.runtime import (
     auth,
+    borrowing,
     config,
     context,
     core_service,
@@ -95,7 +96,10 @@ class CoreWorker:
         self.namespace = namespace
         self.worker_id = worker_id or os.urandom(16)
         self.is_driver = is_driver
-        self.objects = ObjectTable(self.free_value)
+        self.borrows = borrowing.Links(self)  # refs owned elsewhere that this process holds
+        self.pins = borrowing.Pins()  # refs inside values this worker returned, until their owner holds them
+        self.objects = ObjectTable(self.free_value, self.borrows.add, self.borrows.remove,
+                                   self._hold_nested, self._release_nested)
         self.store = self.objects.store
         self.engine = None  # set by a worker process: runs the tasks sent to it
         self.output = None  # a driver's OutputPrinter, when its workers' output is shown here (log_to_driver)
@@ -209,6 +213,7 @@ class CoreWorker:
         self._closed = True
 
         async def close():
+            await self.borrows.close()
             self.tasks.close()
             self.actors.close()
             await self._server.stop(grace=0.2)
@@ -221,6 +226,10 @@ class CoreWorker:
             log.debug("core shutdown: close failed", exc_info=True)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     # ---- identity of the running task ----
 
@@ -241,14 +250,27 @@ class CoreWorker:
         task = context.current_task.get()
         return task.task_id if task else b""
 
-    # ---- reference counting (owner side, local counts only) ----
+    # ---- reference counting (local counts, and borrowers: see runtime/borrowing.py) ----
+
+    @property
+    def tracks_borrows(self) -> bool:
+        """Whether this process takes part in the borrower protocol: a remote client, which the
+        cluster cannot call back, does not (the refs it hands out escape and are kept for good)."""
+        return self.transport.reachable
 
     def add_local_ref(self, object_id: bytes, owner: str, borrowed: bool) -> None:
-        self.objects.add_local_ref(object_id)
+        self.objects.add_local_ref(object_id, owner if owner != self.address and self.tracks_borrows else None)
+
+    def on_ref_pickled(self, ref: ObjectRef) -> None:
+        """Called while a ref is pickled (no locks): a serialization that tracks borrowers
+        collects it; any other pickling lets it escape."""
+        if self.tracks_borrows and borrowing.collect(ref):
+            return
+        self.on_ref_escaped(ref.binary(), ref.owner_address)
 
     def on_ref_escaped(self, object_id: bytes, owner: str = "") -> None:
         """Called while a ref is pickled (no locks may be taken: see remove_local_ref)."""
-        # Another process may now hold it; without distributed counting, keep it for good.
+        # Pickled where no borrower will register (see runtime/borrowing.py): keep it for good.
         if not self.objects.escape(object_id):
             return
         if owner == self.address:
@@ -257,6 +279,24 @@ class CoreWorker:
     def remove_local_ref(self, object_id: bytes) -> None:
         """From ObjectRef.__del__: queued, never done in place (see ObjectTable.remove_local_ref)."""
         self.objects.remove_local_ref(object_id)
+
+    def _hold_nested(self, object_id: bytes, value: pb.Value, kept: bool) -> None:
+        """An owned value that holds refs is stored: it holds them while it is kept; the worker
+        that pinned them for it lets go once the owners acknowledged this process's holds."""
+        if kept:
+            for nested in value.nested:
+                self.add_local_ref(nested.object_id, nested.owner, True)
+        pinned_at = value.pinned_at
+        if not pinned_at or not self.tracks_borrows:
+            return
+        if pinned_at == self.address:
+            self.pins.release(object_id)
+        else:
+            self.post(lambda: self.borrows.after_flush(lambda: self.borrows.unpin(object_id, pinned_at)))
+
+    def _release_nested(self, value: pb.Value) -> None:
+        for nested in value.nested:
+            self.objects.remove_local_ref(nested.object_id)
 
     def free_value(self, value: pb.Value) -> None:
         """Deletes a stored object's file, locally or through the node that holds it."""
@@ -284,11 +324,24 @@ class CoreWorker:
 
     # ---- values ----
 
-    def make_value(self, value: Any, what: str, object_id: bytes | None = None, owner: str | None = None) -> pb.Value:
-        """Serializes; large values go to this node's shared-memory store. `owner`: the address
-        of the process that owns the object (a task's caller for its returns), if not this one."""
-        ser = serialization.serialize(value, what)
-        return self.store_serialized(ser, object_id, owner)
+    def make_value(self, value: Any, what: str, object_id: bytes | None = None, pin: bool = False,
+                   owner: str | None = None) -> pb.Value:
+        """Serializes; large values go to this node's shared-memory store. The refs inside are
+        recorded in the value (Value.nested); with `pin` (a value this worker returns to its
+        owner), they are also kept here under `object_id` until the owner holds them. `owner`:
+        the address of the process that owns the object (a task's caller for its returns), if
+        not this one (its store file goes under that owner's directory)."""
+        if not self.tracks_borrows or object_id is None:
+            return self.store_serialized(serialization.serialize(value, what), object_id, owner)
+        with borrowing.Collector() as collected:
+            ser = serialization.serialize(value, what)
+        stored = self.store_serialized(ser, object_id, owner)
+        if collected.refs:
+            stored.nested.extend(borrowing.nested_of(collected.refs))
+            if pin:
+                self.pins.pin(object_id, collected.refs)
+                stored.pinned_at = self.address
+        return stored
 
     def store_serialized(self, ser: serialization.Serialized, object_id: bytes | None = None,
                          owner: str | None = None) -> pb.Value:
@@ -503,10 +556,19 @@ class CoreWorker:
 
     # ---- arguments ----
 
-    def pack_args(self, args: tuple, kwargs: dict, what: str) -> tuple[pb.Value, list[ObjectRef]]:
+    def pack_args(self, args: tuple, kwargs: dict, what: str,
+                  pins: list[ObjectRef] | None = None) -> tuple[pb.Value, list[ObjectRef]]:
+        """The call's packed arguments and its top-level refs. Refs nested inside the arguments
+        go to `pins`, which the caller keeps until the call's results are back (by then the
+        worker has registered its borrows); without `pins` they escape (kept for good)."""
         args, kwargs, refs = argpack.split_refs(args, kwargs)
         try:
-            ser = serialization.serialize((args, kwargs), what)
+            if pins is not None and self.tracks_borrows:
+                with borrowing.Collector() as collected:
+                    ser = serialization.serialize((args, kwargs), what)
+                pins.extend(collected.refs)
+            else:
+                ser = serialization.serialize((args, kwargs), what)
         except serialization.SerializationError:
             raise _name_unpicklable_argument(args, kwargs, what) from None
         return self.store_serialized(ser), refs

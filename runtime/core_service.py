@@ -13,7 +13,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from kastor.runtime import exceptions
+from kastor.runtime import borrowing, exceptions
 from kastor.runtime.cancel import cancel_owned
 from kastor.runtime.memory_store import settling
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the core hands itself in: importing it here would be a cycl
     from kastor.runtime.core import CoreWorker
 
 SERVICE = "kastor.CoreWorker"
-OWNER_METHODS = ("GetObjects", "ReportGeneratorItem", "CancelTask")
+OWNER_METHODS = ("GetObjects", "Borrow", "ReportGeneratorItem", "CancelTask")
 EXECUTOR_METHODS = ("Execute", "StartActor", "LeaseState", "Exit")
 
 
@@ -49,6 +49,10 @@ class OwnerService(pb_grpc.CoreWorkerServicer):
             except TimeoutError:
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"object {object_id.hex()} not ready")
         return pb.GetObjectsReply(object_ids=list(request.object_ids), values=values)
+
+    def Borrow(self, request_iterator, context):
+        """A borrower's stream: what it holds of this process's objects (see runtime/borrowing.py)."""
+        return borrowing.serve(self.core, request_iterator)
 
     async def ReportGeneratorItem(self, request, context):
         self.core.generator_item(request)

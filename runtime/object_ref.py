@@ -54,7 +54,7 @@ class ObjectRef:
     def __reduce__(self):
         core = context.core
         if core is not None:
-            core.on_ref_escaped(self._id, self._owner)
+            core.on_ref_pickled(self)
         return _rebuild, (self._id, self._owner)
 
     def __del__(self):

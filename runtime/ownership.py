@@ -1,10 +1,14 @@
 """The owner's object table: which objects this process owns, who still refers to them, and
 their values (the memory store).
 
-Counting is local, as in Kastor's simplified take on Ray's ownership: each live ObjectRef in
-this process counts once; a ref pickled to another process "escapes", and its value is then
-kept for good (there is no distributed counting). A value is dropped, and its file freed when
-this process made it, once its last local ref is gone and it never escaped.
+Each live ObjectRef in this process counts once, and so does each value kept here that holds
+the ref inside it (Value.nested). Other processes that hold a ref this process owns count
+through their Borrow streams (`add_borrow`, see runtime/borrowing.py). A value is dropped, and
+its file freed when this process made it, once its last local ref and its last borrow are gone.
+A ref pickled outside the paths that track borrowers "escapes", and its value is kept for good.
+
+For a ref owned elsewhere, the table remembers the owner while this process holds it, and calls
+`borrow`/`unborrow` as the count leaves and returns to zero.
 
 The table is shared by the core (refs come and go on any thread), the submitters (storing
 results), and the worker's gRPC face (serving values to borrowers); each uses the methods
@@ -22,11 +26,24 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 
 
 class ObjectTable:
-    def __init__(self, free_value: Callable[[pb.Value], None]) -> None:
-        """`free_value` deletes a stored value's file (locally or through its node)."""
+    def __init__(self, free_value: Callable[[pb.Value], None],
+                 borrow: Callable[[bytes, str], None] | None = None,
+                 unborrow: Callable[[bytes, str], None] | None = None,
+                 hold_nested: Callable[[bytes, pb.Value, bool], None] | None = None,
+                 release_nested: Callable[[pb.Value], None] | None = None) -> None:
+        """`free_value` deletes a stored value's file (locally or through its node); `borrow` and
+        `unborrow` tell a ref's owner that this process holds it / let go; `hold_nested` and
+        `release_nested` take and drop the refs inside an owned value while it is kept (hold_nested
+        is called for every value that holds refs or has them pinned, with whether it is kept)."""
         self.store = MemoryStore()
         self.free_value = free_value
+        self._borrow = borrow or _nothing
+        self._unborrow = unborrow or _nothing
+        self._hold_nested = hold_nested or _nothing
+        self._release_nested = release_nested or _nothing
         self._refcounts: dict[bytes, int] = {}
+        self._borrows: dict[bytes, int] = {}  # owned here: borrowers' counts (all streams)
+        self._borrowed_from: dict[bytes, str] = {}  # owned elsewhere and held here: the owner
         self._owned: set[bytes] = set()
         self._escaped: set[bytes] = set()
         self._lock = threading.Lock()
@@ -34,11 +51,16 @@ class ObjectTable:
 
     # ---- local references ----
 
-    def add_local_ref(self, object_id: bytes) -> None:
+    def add_local_ref(self, object_id: bytes, owner: str | None = None) -> None:
+        """Counts a ref; `owner` is given for a ref another process owns (this one borrows it)."""
         if self._released:
             self.drain_released()
         with self._lock:
-            self._refcounts[object_id] = self._refcounts.get(object_id, 0) + 1
+            n = self._refcounts.get(object_id, 0)
+            self._refcounts[object_id] = n + 1
+            if owner is not None and object_id not in self._borrowed_from:
+                self._borrowed_from[object_id] = owner
+                self._borrow(object_id, owner)  # under the lock: adds and removes queue in order
 
     def remove_local_ref(self, object_id: bytes) -> None:
         """Called from ObjectRef.__del__, which the garbage collector may run inside any lock
@@ -71,19 +93,56 @@ class ObjectTable:
                 self._refcounts[object_id] = n
                 return
             self._refcounts.pop(object_id, None)
-            if object_id in self._escaped:
+            owner = self._borrowed_from.pop(object_id, None)
+            if owner is not None:
+                self._unborrow(object_id, owner)
+            if object_id in self._escaped or self._borrows.get(object_id):
                 return
             owned = object_id in self._owned
             self._owned.discard(object_id)
+        self._forget(object_id, owned)
+
+    def _forget(self, object_id: bytes, owned: bool) -> None:
         value = self.store.pop(object_id)
         if owned and value is not None:
             self.free_value(value)
+            if value.nested:
+                self._release_nested(value)
+
+    # ---- borrowers (owner side) ----
+
+    def add_borrow(self, object_id: bytes) -> None:
+        """Another process holds a ref this one owns (a Borrow stream's `add`)."""
+        with self._lock:
+            self._borrows[object_id] = self._borrows.get(object_id, 0) + 1
+
+    def remove_borrow(self, object_id: bytes, n: int = 1) -> None:
+        """A borrower let go (or died); the value goes if nothing else here holds it."""
+        with self._lock:
+            left = self._borrows.get(object_id, 0) - n
+            if left > 0:
+                self._borrows[object_id] = left
+                return
+            self._borrows.pop(object_id, None)
+            if object_id in self._refcounts or object_id in self._escaped:
+                return
+            owned = object_id in self._owned
+            self._owned.discard(object_id)
+        self._forget(object_id, owned)
+
+    def borrowers(self, object_id: bytes) -> int:
+        """How many borrows other processes hold on this object (0 when none, or not owned here)."""
+        return self._borrows.get(object_id, 0)
+
+    def counts(self, object_id: bytes) -> tuple[int, int]:
+        """(local refs, borrows) of an object: what keeps it here."""
+        return self._refcounts.get(object_id, 0), self._borrows.get(object_id, 0)
 
     # ---- what is still needed ----
 
     def referenced(self, object_id: bytes) -> bool:
-        """Whether a ref to it exists here, or did escape to another process."""
-        return object_id in self._refcounts or object_id in self._escaped
+        """Whether a ref to it exists here, is borrowed, or did escape to another process."""
+        return object_id in self._refcounts or object_id in self._borrows or object_id in self._escaped
 
     def known(self, object_id: bytes) -> bool:
         """Whether a borrower asking for it may still get a value (stored, or referenced)."""
@@ -91,15 +150,17 @@ class ObjectTable:
 
     def serves_objects(self) -> bool:
         """Whether another process may still fetch a value from this one: a ref made here that
-        escaped (kept for good, without distributed counting) or is still referenced here."""
+        is borrowed, escaped (kept for good), or is still referenced here."""
         with self._lock:
-            ids = set(self._refcounts) | set(self._escaped)
+            ids = set(self._refcounts) | set(self._escaped) | set(self._borrows)
         return any(self.store.contains(i) for i in ids)
 
     # ---- owned values ----
 
     def own(self, object_id: bytes, value: pb.Value) -> None:
         """Stores a value this process owns (put(), a generator's item)."""
+        if value.nested or value.pinned_at:
+            self._hold_nested(object_id, value, True)
         self._owned.add(object_id)
         self.store.put(object_id, value)
 
@@ -107,7 +168,10 @@ class ObjectTable:
         """Stores a finished call's returns; those nobody refers to any more are freed at once."""
         keep = []
         for object_id, value in items:
-            if self.referenced(object_id):
+            kept = self.referenced(object_id)
+            if value.nested or value.pinned_at:
+                self._hold_nested(object_id, value, kept)
+            if kept:
                 keep.append((object_id, value))
             elif not value.is_error:
                 self.free_value(value)
@@ -120,4 +184,10 @@ class ObjectTable:
         if value is not None:
             self._owned.discard(object_id)
             self.free_value(value)
+            if value.nested:
+                self._release_nested(value)
         return value
+
+
+def _nothing(*_: object) -> None:
+    pass

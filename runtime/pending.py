@@ -19,7 +19,7 @@ from kastor.runtime.submitter_core import SubmitterCore
 
 class PendingCall:
     __slots__ = ("spec", "return_ids", "deps", "resolved", "retries_left", "retry_exceptions", "cancelled",
-                 "key", "required", "stream", "force_cancel", "finished", "placement", "on_done")
+                 "key", "required", "stream", "force_cancel", "finished", "placement", "on_done", "pins")
 
     def __init__(self, spec: pb.TaskSpec, return_ids: list[bytes], deps: list[ObjectRef],
                  retries_left: int, retry_exceptions: bool | tuple = False,
@@ -38,6 +38,7 @@ class PendingCall:
         self.placement = placement  # a task's scheduling_strategy, when not DEFAULT
         self.on_done: Callable[[], None] | None = None  # e.g. a handle counting its pending calls
         self.stream = None
+        self.pins: list[ObjectRef] = []  # refs nested in the arguments, held until the call's results are back
 
     @property
     def ready(self) -> bool:
@@ -85,5 +86,6 @@ def store_values(core: SubmitterCore, call: PendingCall, values: list[pb.Value])
         call.on_done()
         call.on_done = None
     call.deps = []  # the argument refs may go now
+    call.pins = []  # the worker registered its borrows of the nested ones before it replied
     core.free_value(call.spec.args)  # a large argument lived in the store for this call only
     core.objects.store_returns(zip(call.return_ids, values, strict=True))

@@ -64,7 +64,8 @@ def submit_task(core: CoreWorker, function_id: str, name: str, args: tuple, kwar
 
     `options` are the validated task options (num_returns, max_retries, retry_exceptions,
     runtime_env, max_calls), `where` what they mean for placing it."""
-    value, deps = core.pack_args(args, kwargs, f"task {name}")
+    pins: list[ObjectRef] = []
+    value, deps = core.pack_args(args, kwargs, f"task {name}", pins)
     task_id = new_task_id()
     generator = options["num_returns"] == STREAMING
     num_returns = 1 if generator else options["num_returns"]
@@ -86,6 +87,7 @@ def submit_task(core: CoreWorker, function_id: str, name: str, args: tuple, kwar
                             placement.SerializeToString() if placement else b"",
                             spec.runtime_env, spec.max_calls),  # max_calls last: the task submitter reads key[-1]
                        required=required, placement=placement)
+    call.pins = pins
     core.post(lambda: core.tasks.submit(call))
     return refs, generator
 
@@ -94,7 +96,8 @@ def submit_actor_call(core: CoreWorker, actor_id: bytes, method: str, label: str
                       num_returns: int | str, concurrency_group: str, max_task_retries: int,
                       on_done: Callable[[], None] | None = None) -> tuple[list[ObjectRef], bool]:
     """Submits a call of an actor's method; `on_done` runs (on the core's loop) once it finished."""
-    value, deps = core.pack_args(args, kwargs, label)
+    pins: list[ObjectRef] = []
+    value, deps = core.pack_args(args, kwargs, label, pins)
     task_id = new_task_id()
     generator = num_returns == STREAMING
     count = 1 if generator else int(num_returns)
@@ -106,6 +109,7 @@ def submit_actor_call(core: CoreWorker, actor_id: bytes, method: str, label: str
     return_ids, refs = _returns(core, task_id, count)
     call = PendingCall(spec, return_ids, deps, max_task_retries)
     call.on_done = on_done
+    call.pins = pins
     core.post(lambda: core.actors.submit(call))
     return refs, generator
 
@@ -128,7 +132,8 @@ def create_actor(core: CoreWorker, class_id: str, class_name: str, methods: list
 
     `options` are the validated actor options (name, namespace, lifetime, restarts, concurrency,
     state, runtime_env...), `where` what they mean for placing it."""
-    value, deps = core.pack_args(args, kwargs, f"the constructor of {class_name}")
+    pins: list[ObjectRef] = []
+    value, deps = core.pack_args(args, kwargs, f"the constructor of {class_name}", pins)
     name = options.get("name") or ""
     job_id = core.current_job_id()
     spec = pb.ActorSpec(
@@ -151,9 +156,24 @@ def create_actor(core: CoreWorker, class_id: str, class_name: str, methods: list
         checkpoint.created(core, spec, options.get("state"))  # its checkpoint goes when its job ends
     if name:
         reply = core.run(_create_named(core, spec, deps, bool(options.get("get_if_exists"))))
+        if pins and not reply.existed:
+            core.post(lambda: core.loop.create_task(_hold_constructor_pins(core, spec, pins)))
         return CreatedActor(reply.info.spec.actor_id, reply.info.spec.max_pending_calls, reply.info, reply.existed)
-    core.post(lambda: _create_async(core, spec, deps))
+    core.post(lambda: _create_async(core, spec, deps, pins))
     return CreatedActor(spec.actor_id, spec.max_pending_calls)
+
+
+async def _hold_constructor_pins(core: CoreWorker, spec: pb.ActorSpec, pins: list[ObjectRef]) -> None:
+    """Keeps the refs nested in an actor's constructor arguments until its constructor ran (its
+    worker registers its borrows before it says it started), or, for an actor that may restart
+    and run its constructor again, until it is dead (see runtime/borrowing.py)."""
+    after = 0
+    while True:
+        info = await core.actors.actor_info(spec.actor_id, after)
+        if info is None or info.state == pb.DEAD or (info.state == pb.ALIVE and spec.max_restarts == 0):
+            pins.clear()
+            return
+        after = info.version
 
 
 async def _attach_deps(core: CoreWorker, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
@@ -185,7 +205,7 @@ def _warn_if_infeasible(reply: pb.CreateActorReply) -> None:
                                             info.spec.class_name, info.pending_reason)
 
 
-def _create_async(core: CoreWorker, spec: pb.ActorSpec, deps: list[ObjectRef]) -> None:
+def _create_async(core: CoreWorker, spec: pb.ActorSpec, deps: list[ObjectRef], pins: list[ObjectRef]) -> None:
     created = core.actors.expect_creation(spec.actor_id)
 
     async def create() -> None:
@@ -196,6 +216,9 @@ def _create_async(core: CoreWorker, spec: pb.ActorSpec, deps: list[ObjectRef]) -
             _warn_if_infeasible(reply)
         except Exception as e:
             created.set_exception(e)
+            return
+        if pins:
+            await _hold_constructor_pins(core, spec, pins)
 
     asyncio.get_running_loop().create_task(create())
 

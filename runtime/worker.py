@@ -247,12 +247,15 @@ class Engine:
 
     def _post(self, outbox: _Outbox, result: pb.TaskResult) -> None:
         result = self.durable.after_call(result, self.instance, self._checkpoint_failed)  # durable before sent
-        self.core.post(lambda: outbox.add(result))
+        # Sent once the owners acknowledged the borrows this call's arguments made here: until
+        # the result is back, the caller's pins keep those objects (see runtime/borrowing.py).
+        self.core.post(lambda: self.core.borrows.after_flush(lambda: outbox.add(result)))
 
     def _checkpoint_failed(self, result: pb.TaskResult, error: BaseException) -> pb.TaskResult:
         """The call ran, but the actor's state could not be checkpointed (kastor.state): it fails."""
-        for value in result.returns:
+        for i, value in enumerate(result.returns):
             self.core.free_value(value)
+            self.core.pins.release(return_id(result.task_id, i))
         return pb.TaskResult(task_id=result.task_id, status=pb.TASK_APP_ERROR, attempt=result.attempt,
                              error=self._error_value(f"the checkpoint of {self.actor_spec.class_name}", error))
 
@@ -266,7 +269,13 @@ class Engine:
         self.incarnation = request.num_restarts
         fut = asyncio.get_running_loop().create_future()
         self.main_queue.put(_Construct(request.spec, list(request.gpu_ids), fut))
-        return await fut
+        reply = await fut
+        # Started only once the owners acknowledged the borrows the constructor's arguments made:
+        # the creator keeps those refs until then (see runtime/borrowing.py).
+        flushed = asyncio.get_running_loop().create_future()
+        self.core.borrows.after_flush(lambda: flushed.done() or flushed.set_result(None))
+        await flushed
+        return reply
 
     def _construct(self, spec: pb.ActorSpec, gpu_ids: list[int]) -> pb.StartActorReply:
         if gpu_ids:
@@ -549,7 +558,7 @@ class Engine:
     def _item_value(self, spec: pb.TaskSpec, index: int, item: Any) -> pb.Value:
         # Item k becomes the caller's object return_id(task, k + 1); index 0 is the call's own return.
         return self.core.make_value(item, f"item {index} yielded by {spec.name}", return_id(spec.task_id, index + 1),
-                                    owner=spec.owner_address)
+                                    pin=True, owner=spec.owner_address)
 
     def _callable(self, spec: pb.TaskSpec):
         if spec.method:
@@ -590,10 +599,11 @@ class Engine:
         try:
             for i, v in enumerate(values):
                 packed.append(self.core.make_value(v, f"the return value of {spec.name}", return_id(spec.task_id, i),
-                                                   owner=spec.owner_address))
+                                                   pin=True, owner=spec.owner_address))
         except (serialization.SerializationError, exceptions.ObjectStoreFullError) as e:
-            for stored in packed:  # the returns stored before this one would never be freed
+            for i, stored in enumerate(packed):  # the returns stored before this one would never be freed
                 self.core.free_value(stored)
+                self.core.pins.release(return_id(spec.task_id, i))
             return self._failed(spec, e)  # the caller's get raises it (a TaskError that is also this error)
         return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_OK, returns=packed, attempt=spec.attempt)
 

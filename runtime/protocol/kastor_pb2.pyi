@@ -59,14 +59,26 @@ class ObjectLocation(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., node_address: _Optional[str] = ..., path: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
 
 class Value(_message.Message):
-    __slots__ = ("data", "location", "is_error")
+    __slots__ = ("data", "location", "is_error", "nested", "pinned_at")
     DATA_FIELD_NUMBER: _ClassVar[int]
     LOCATION_FIELD_NUMBER: _ClassVar[int]
     IS_ERROR_FIELD_NUMBER: _ClassVar[int]
+    NESTED_FIELD_NUMBER: _ClassVar[int]
+    PINNED_AT_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     location: ObjectLocation
     is_error: bool
-    def __init__(self, data: _Optional[bytes] = ..., location: _Optional[_Union[ObjectLocation, _Mapping]] = ..., is_error: _Optional[bool] = ...) -> None: ...
+    nested: _containers.RepeatedCompositeFieldContainer[NestedRef]
+    pinned_at: str
+    def __init__(self, data: _Optional[bytes] = ..., location: _Optional[_Union[ObjectLocation, _Mapping]] = ..., is_error: _Optional[bool] = ..., nested: _Optional[_Iterable[_Union[NestedRef, _Mapping]]] = ..., pinned_at: _Optional[str] = ...) -> None: ...
+
+class NestedRef(_message.Message):
+    __slots__ = ("object_id", "owner")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    object_id: bytes
+    owner: str
+    def __init__(self, object_id: _Optional[bytes] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class Placement(_message.Message):
     __slots__ = ("spread", "node_id", "soft")
@@ -906,6 +918,24 @@ class GetObjectsReply(_message.Message):
     object_ids: _containers.RepeatedScalarFieldContainer[bytes]
     values: _containers.RepeatedCompositeFieldContainer[Value]
     def __init__(self, object_ids: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+
+class BorrowUpdate(_message.Message):
+    __slots__ = ("seq", "add", "remove", "unpin")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ADD_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    UNPIN_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    add: _containers.RepeatedScalarFieldContainer[bytes]
+    remove: _containers.RepeatedScalarFieldContainer[bytes]
+    unpin: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, seq: _Optional[int] = ..., add: _Optional[_Iterable[bytes]] = ..., remove: _Optional[_Iterable[bytes]] = ..., unpin: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class BorrowAck(_message.Message):
+    __slots__ = ("seq",)
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("task_id", "force", "recursive")

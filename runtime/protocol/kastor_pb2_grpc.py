@@ -1838,6 +1838,11 @@ class CoreWorkerStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GetObjectsRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GetObjectsReply.FromString,
                 _registered_method=True)
+        self.Borrow = channel.stream_stream(
+                '/kastor.CoreWorker/Borrow',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BorrowUpdate.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BorrowAck.FromString,
+                _registered_method=True)
         self.ReportGeneratorItem = channel.unary_unary(
                 '/kastor.CoreWorker/ReportGeneratorItem',
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GeneratorItem.SerializeToString,
@@ -1878,6 +1883,13 @@ class CoreWorkerServicer:
 
     def GetObjects(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Borrow(self, request_iterator, context):
+        """A borrower's stream to an owner: its borrows end with the stream (a dead borrower lets go).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -1923,6 +1935,11 @@ def add_CoreWorkerServicer_to_server(servicer, server):
                     servicer.GetObjects,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GetObjectsRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GetObjectsReply.SerializeToString,
+            ),
+            'Borrow': grpc.stream_stream_rpc_method_handler(
+                    servicer.Borrow,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BorrowUpdate.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BorrowAck.SerializeToString,
             ),
             'ReportGeneratorItem': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportGeneratorItem,
@@ -2048,6 +2065,33 @@ class CoreWorker:
             '/kastor.CoreWorker/GetObjects',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GetObjectsRequest.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.GetObjectsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Borrow(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/kastor.CoreWorker/Borrow',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BorrowUpdate.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BorrowAck.FromString,
             options,
             channel_credentials,
             insecure,
