@@ -7,13 +7,17 @@ cannot run ends in status (phase Failed, a condition with the reason) and one Ev
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from kastor.operator import build_cluster as build
+from kastor.operator import lost_nodes
 from kastor.operator import reconcile as skeleton
 from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureService, Event, Plan
 from kastor.operator.conditions import get_condition, set_condition
@@ -31,7 +35,7 @@ from kastor.operator.pods import (
 )
 from kastor.operator.spec import ClusterSpec, SpecError, parse_cluster
 from kastor.runtime import k8s_contract as contract
-from kastor.runtime import redis_cleanup
+from kastor.runtime import redis_cleanup, settings
 
 log = logging.getLogger("kastor.operator.cluster")
 
@@ -53,6 +57,11 @@ class Observed:
     # Generated once per reconcile, used only if the token Secret must be created.
     new_token: str = ""
     new_redis_password: str = ""
+    # The health of the nodes of pods that are not Ready or are Terminating (`lost_nodes`),
+    # when it was looked at, and how long a node may be NotReady before its pods are replaced.
+    nodes: dict[str, lost_nodes.NodeHealth] = field(default_factory=dict)
+    now: float = field(default_factory=time.time)
+    lost_node_grace_s: float = 60.0
 
 
 def reconcile(kube: Kube, body: dict[str, Any], head: HeadClient | None = None,
@@ -74,6 +83,9 @@ def observe(kube: Kube, head: HeadClient | None, body: dict[str, Any]) -> Observ
     if contract.cluster_name_problem(meta["name"]):
         return seen
     seen.pods = _ours(kube.list_pods(ns, {contract.LABEL_CLUSTER: meta["name"]}), meta.get("uid"))
+    seen.nodes = lost_nodes.observe(kube, seen.pods)
+    seen.lost_node_grace_s = settings.OPERATOR_LOST_NODE_GRACE_S.get()
+    seen.now = time.time()
     stored = kube.read_secret(ns, build.token_secret_name(body, spec))
     seen.token_secret_exists = stored is not None
     seen.token_secret_controller = controller_uid(stored) if stored is not None else None
@@ -140,6 +152,7 @@ def plan(seen: Observed) -> Plan:
         out.actions.append(CreateSecret(build.token_secret(body, spec, seen.new_token, seen.new_redis_password)))
         out.events.append(Event("Normal", "TokenCreated", f"generated the cluster token in Secret "
                                                           f"{build.token_secret_name(body, spec)}"))
+    seen = _settle_lost_pods(seen, out)
     gcs_ok, gcs_reason, gcs_message = ensure_redis(seen, spec, out)
     out.actions.append(EnsureService(build.head_service(body, spec)))
     pods = _ours(seen.pods, meta.get("uid"))
@@ -181,6 +194,37 @@ def plan(seen: Observed) -> Plan:
                       headAddress=build.head_address(body, spec), clientAddress=build.client_address(body, spec),
                       clusterId=contract.cluster_id(ns, name))
     return out
+
+
+def _settle_lost_pods(seen: Observed, out: Plan) -> Observed:
+    """Plans what `lost_nodes.verdict` says of each pod; returns what the rest of the plan sees.
+
+    A lost pod is deleted gracefully and counts as Terminating from here on, so the head,
+    worker and Redis plans create its replacement in this same reconcile; a pod nothing can
+    still run is force-deleted and left out. Each decision is a Warning Event (it happens once:
+    the next reconcile sees the pod Terminating, or gone)."""
+    kept: list[dict[str, Any]] = []
+    deleting = datetime.datetime.fromtimestamp(seen.now, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for pod in seen.pods:
+        fate = lost_nodes.verdict(pod, seen.nodes, seen.now, seen.lost_node_grace_s)
+        name, node = pod["metadata"]["name"], pod["spec"].get("nodeName")
+        if fate == lost_nodes.FORCE:
+            why = "is gone" if not seen.nodes[node].exists else \
+                "is NotReady and the pod is Terminating past its grace period"
+            out.actions.append(DeletePod(name, force=True))
+            out.events.append(Event("Warning", "PodForceDeleted", f"pod {name}: its node {node} {why}; "
+                                                                  f"force-deleted (gracePeriodSeconds=0)"))
+            continue
+        if fate == lost_nodes.LOST:
+            since = seen.nodes[node].not_ready_since or seen.now
+            out.actions.append(DeletePod(name))
+            out.events.append(Event("Warning", "NodeLost", f"pod {name}: its node {node} has been NotReady for "
+                                                           f"{seen.now - since:.0f} s (grace "
+                                                           f"{seen.lost_node_grace_s:g} s); deleting and "
+                                                           f"replacing it"))
+            pod = {**pod, "metadata": {**pod["metadata"], "deletionTimestamp": deleting}}
+        kept.append(pod)
+    return dataclasses.replace(seen, pods=kept)
 
 
 def _summary(phase: str, head_message: str, ready_workers: int, desired: int) -> str:

@@ -1,0 +1,112 @@
+"""Pods on lost nodes: when the operator stops waiting for them (pure functions).
+
+A node that stops reporting goes NotReady (or Unknown) and the node lifecycle controller
+marks its pods Ready=False, but their phase stays Running and nothing deletes them until
+taint-based eviction (after a 300 s toleration by default); even then they stay
+Terminating for ever, since no kubelet is left to finish them. Counting such a pod as
+one of a group's replicas leaves the cluster short (or headless) indefinitely.
+
+The policy, as a ReplicaSet under the node lifecycle controller and KubeRay behave, with
+a shorter, configurable wait (`KASTOR_OPERATOR_LOST_NODE_GRACE_S`, chart value
+`lostNodeGraceSeconds`):
+
+- a pod whose node has been NotReady/Unknown for longer than the grace, and which is not
+  Ready itself, is *lost*: it is deleted gracefully (so a kubelet that comes back after a
+  partition stops it) and, being Terminating, no longer counts, so a replacement (pods
+  have generated names) is created in the same reconcile;
+- a pod is force-deleted (gracePeriodSeconds=0) only when nothing can still run it: its
+  Node object is gone, or it is Terminating past its grace period on a node NotReady for
+  longer than the grace. A NotReady node may only be partitioned, with the pod still
+  running, so a pod is never force-deleted merely for being on a NotReady node.
+
+Times are compared with the operator's clock against the API server's timestamps: a skew
+between the two shifts the wait by that much.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kastor.operator.kube import Kube
+from kastor.operator.pods import ready, terminating
+
+log = logging.getLogger("kastor.operator.lost_nodes")
+
+# The verdicts of `verdict`.
+KEEP, LOST, FORCE = "keep", "lost", "force"
+
+
+@dataclass(frozen=True)
+class NodeHealth:
+    """What a pod's fate needs to know of its node."""
+    exists: bool
+    ready: bool = True
+    # When the node's Ready condition left True (epoch seconds); None if it is Ready or unknown.
+    not_ready_since: float | None = None
+
+
+def timestamp(text: str | None) -> float | None:
+    """An API server timestamp (RFC 3339, as in metadata and conditions) in epoch seconds."""
+    if not text:
+        return None
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def node_health(node: dict[str, Any] | None) -> NodeHealth:
+    """A Node object (None: it does not exist) as the lost-node policy sees it.
+
+    Ready is the node's Ready condition; a node without one (just registered) counts as Ready,
+    so that nothing is replaced on a guess."""
+    if node is None:
+        return NodeHealth(exists=False, ready=False)
+    for condition in (node.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            if condition.get("status") == "True":
+                return NodeHealth(exists=True)
+            return NodeHealth(exists=True, ready=False,
+                              not_ready_since=timestamp(condition.get("lastTransitionTime")))
+    return NodeHealth(exists=True)
+
+
+def nodes_to_check(pods: list[dict[str, Any]]) -> set[str]:
+    """The nodes whose health matters: those of pods that are not Ready or are Terminating.
+
+    A Ready pod's node is healthy enough (the node lifecycle controller marks every pod of a
+    node that went NotReady as not Ready), so a healthy cluster costs no Node reads."""
+    return {p["spec"]["nodeName"] for p in pods
+            if (p.get("spec") or {}).get("nodeName") and (terminating(p) or not ready(p))}
+
+
+def observe(kube: Kube, pods: list[dict[str, Any]]) -> dict[str, NodeHealth]:
+    """Reads the nodes `nodes_to_check` names (the one impure function here). Without the right
+    to read Nodes, it says so in the log and returns nothing: lost nodes then go unnoticed, as
+    before, rather than failing every reconcile."""
+    health: dict[str, NodeHealth] = {}
+    for name in sorted(nodes_to_check(pods)):
+        try:
+            health[name] = node_health(kube.read_node(name))
+        except PermissionError as e:
+            log.warning("%s", e)
+            return {}
+    return health
+
+
+def verdict(pod: dict[str, Any], nodes: dict[str, NodeHealth], now: float, grace_s: float) -> str:
+    """KEEP the pod, LOST (delete it gracefully and replace it) or FORCE (delete it with
+    gracePeriodSeconds=0: nothing can still be running it). See the module's docstring."""
+    node_name = (pod.get("spec") or {}).get("nodeName")
+    health = nodes.get(node_name) if node_name else None
+    if health is None or health.ready:
+        return KEEP
+    if not health.exists:
+        return FORCE
+    since = health.not_ready_since
+    if since is None or now - since < grace_s:
+        return KEEP
+    if terminating(pod):
+        deadline = timestamp(pod["metadata"].get("deletionTimestamp"))  # the delete's time + its grace period
+        return FORCE if deadline is not None and now >= deadline else KEEP
+    return KEEP if ready(pod) else LOST
