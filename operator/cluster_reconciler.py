@@ -8,7 +8,6 @@ cannot run ends in status (phase Failed, a condition with the reason) and one Ev
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 import secrets
 import time
@@ -197,33 +196,9 @@ def plan(seen: Observed) -> Plan:
 
 
 def _settle_lost_pods(seen: Observed, out: Plan) -> Observed:
-    """Plans what `lost_nodes.verdict` says of each pod; returns what the rest of the plan sees.
-
-    A lost pod is deleted gracefully and counts as Terminating from here on, so the head,
-    worker and Redis plans create its replacement in this same reconcile; a pod nothing can
-    still run is force-deleted and left out. Each decision is a Warning Event (it happens once:
-    the next reconcile sees the pod Terminating, or gone)."""
-    kept: list[dict[str, Any]] = []
-    deleting = datetime.datetime.fromtimestamp(seen.now, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    for pod in seen.pods:
-        fate = lost_nodes.verdict(pod, seen.nodes, seen.now, seen.lost_node_grace_s)
-        name, node = pod["metadata"]["name"], pod["spec"].get("nodeName")
-        if fate == lost_nodes.FORCE:
-            why = "is gone" if not seen.nodes[node].exists else \
-                "is NotReady and the pod is Terminating past its grace period"
-            out.actions.append(DeletePod(name, force=True))
-            out.events.append(Event("Warning", "PodForceDeleted", f"pod {name}: its node {node} {why}; "
-                                                                  f"force-deleted (gracePeriodSeconds=0)"))
-            continue
-        if fate == lost_nodes.LOST:
-            since = seen.nodes[node].not_ready_since or seen.now
-            out.actions.append(DeletePod(name))
-            out.events.append(Event("Warning", "NodeLost", f"pod {name}: its node {node} has been NotReady for "
-                                                           f"{seen.now - since:.0f} s (grace "
-                                                           f"{seen.lost_node_grace_s:g} s); deleting and "
-                                                           f"replacing it"))
-            pod = {**pod, "metadata": {**pod["metadata"], "deletionTimestamp": deleting}}
-        kept.append(pod)
+    """Plans what `lost_nodes.settle` decides for the pods; returns what the rest of the plan sees
+    (a lost pod Terminating, so the head, worker and Redis plans replace it in this reconcile)."""
+    kept = lost_nodes.settle(seen.pods, seen.nodes, seen.now, seen.lost_node_grace_s, out)
     return dataclasses.replace(seen, pods=kept)
 
 

@@ -30,6 +30,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from kastor.operator.actions import DeletePod, Event, Plan
 from kastor.operator.kube import Kube
 from kastor.operator.pods import ready, terminating
 
@@ -110,3 +111,35 @@ def verdict(pod: dict[str, Any], nodes: dict[str, NodeHealth], now: float, grace
         deadline = timestamp(pod["metadata"].get("deletionTimestamp"))  # the delete's time + its grace period
         return FORCE if deadline is not None and now >= deadline else KEEP
     return KEEP if ready(pod) else LOST
+
+
+def settle(pods: list[dict[str, Any]], nodes: dict[str, NodeHealth], now: float, grace_s: float,
+           out: Plan) -> list[dict[str, Any]]:
+    """Pure: adds to `out` what `verdict` decides for each pod; returns the pods the rest of a
+    plan must see.
+
+    A LOST pod is deleted gracefully and returned as Terminating (deletionTimestamp: now), so
+    the caller's plan replaces it in this same reconcile; a FORCE pod is force-deleted and left
+    out. Each decision is a Warning Event, posted once: the next reconcile sees the pod
+    Terminating (not LOST again), or gone."""
+    kept: list[dict[str, Any]] = []
+    deleting = datetime.datetime.fromtimestamp(now, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for pod in pods:
+        fate = verdict(pod, nodes, now, grace_s)
+        name, node = pod["metadata"]["name"], (pod.get("spec") or {}).get("nodeName")
+        if fate == FORCE:
+            why = "is gone" if not nodes[node].exists else \
+                "is NotReady and the pod is Terminating past its grace period"
+            out.actions.append(DeletePod(name, force=True))
+            out.events.append(Event("Warning", "PodForceDeleted", f"pod {name}: its node {node} {why}; "
+                                                                  f"force-deleted (gracePeriodSeconds=0)"))
+            continue
+        if fate == LOST:
+            since = nodes[node].not_ready_since or now
+            out.actions.append(DeletePod(name))
+            out.events.append(Event("Warning", "NodeLost", f"pod {name}: its node {node} has been NotReady for "
+                                                           f"{now - since:.0f} s (grace {grace_s:g} s); "
+                                                           f"deleting and replacing it"))
+            pod = {**pod, "metadata": {**pod["metadata"], "deletionTimestamp": deleting}}
+        kept.append(pod)
+    return kept

@@ -600,3 +600,16 @@ def test_node_health_reads_the_ready_condition():
     assert lost_nodes.node_health(node("False")) == lost_nodes.NodeHealth(True, False, T0)
     assert lost_nodes.node_health({"status": {}}) == lost_nodes.NodeHealth(exists=True)  # not reported yet
     assert lost_nodes.node_health(None) == lost_nodes.NodeHealth(exists=False, ready=False)
+
+
+def test_a_detached_actors_pod_on_a_lost_node_is_replaced_and_counts_as_a_restart():
+    lost = on("n-lost", pod("counter-actor-1", "actor", actor="counter", attempt=1, ready=False))
+    seen = actors.Observed(actor_body({"podName": "counter-actor-1", "attempt": 1}), [lost], cluster_view(),
+                           info(pb.ALIVE), now=T0 + GRACE + 1, nodes=NOT_READY, lost_node_grace_s=GRACE)
+    out = actors.plan(seen)
+    assert [a for a in out.actions if isinstance(a, DeletePod)] == [DeletePod("counter-actor-1")]
+    assert [p["metadata"]["name"] for p in created_pods(out)] == ["counter-actor-2"]
+    assert reasons(out)[0] == "NodeLost"
+    early = actors.plan(actors.Observed(seen.body, [lost], cluster_view(), info(pb.ALIVE), now=T0 + 1,
+                                        nodes=NOT_READY, lost_node_grace_s=GRACE))
+    assert early.actions == []
