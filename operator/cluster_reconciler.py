@@ -82,9 +82,6 @@ def observe(kube: Kube, head: HeadClient | None, body: dict[str, Any]) -> Observ
     if contract.cluster_name_problem(meta["name"]):
         return seen
     seen.pods = _ours(kube.list_pods(ns, {contract.LABEL_CLUSTER: meta["name"]}), meta.get("uid"))
-    seen.nodes = lost_nodes.observe(kube, seen.pods)
-    seen.lost_node_grace_s = settings.OPERATOR_LOST_NODE_GRACE_S.get()
-    seen.now = time.time()
     stored = kube.read_secret(ns, build.token_secret_name(body, spec))
     seen.token_secret_exists = stored is not None
     seen.token_secret_controller = controller_uid(stored) if stored is not None else None
@@ -95,7 +92,18 @@ def observe(kube: Kube, head: HeadClient | None, body: dict[str, Any]) -> Observ
     if head is not None and head_ready and not spec.suspend:
         seen.head_asked = True
         seen.registered = _registered_node_ips(kube, head, body, spec, (secret or {}).get(spec.token_key, ""))
+    seen.nodes = lost_nodes.observe(kube, seen.pods, _vouched(seen))
+    seen.lost_node_grace_s = settings.OPERATOR_LOST_NODE_GRACE_S.get()
+    seen.now = time.time()
     return seen
+
+
+def _vouched(seen: Observed) -> set[str]:
+    """The pods Kastor itself sees working: Ready, and their node alive in the head. A pod's
+    Ready in the API goes stale when its node is lost; the head's view does not."""
+    registered = seen.registered if seen.head_asked else None
+    return {p["metadata"]["name"] for p in seen.pods
+            if ready(p) and registered is not None and p.get("status", {}).get("podIP") in registered}
 
 
 def _ours(pods: list[dict[str, Any]], uid: str | None) -> list[dict[str, Any]]:
@@ -198,7 +206,7 @@ def plan(seen: Observed) -> Plan:
 def _settle_lost_pods(seen: Observed, out: Plan) -> Observed:
     """Plans what `lost_nodes.settle` decides for the pods; returns what the rest of the plan sees
     (a lost pod Terminating, so the head, worker and Redis plans replace it in this reconcile)."""
-    kept = lost_nodes.settle(seen.pods, seen.nodes, seen.now, seen.lost_node_grace_s, out)
+    kept = lost_nodes.settle(seen.pods, seen.nodes, seen.now, seen.lost_node_grace_s, out, _vouched(seen))
     return dataclasses.replace(seen, pods=kept)
 
 

@@ -528,11 +528,11 @@ NOT_READY = {"n-lost": lost_nodes.NodeHealth(exists=True, ready=False, not_ready
 GONE = {"n-lost": lost_nodes.NodeHealth(exists=False, ready=False)}
 
 
-def lost_cluster(pods: list[dict], nodes: dict, now: float):
+def lost_cluster(pods: list[dict], nodes: dict, now: float, registered: frozenset = frozenset()):
     body = cr("ActorCluster", "demo", CLUSTER_SPEC, {"phase": "Ready"})
     head = on("n-1", pod("demo-head-a", "head", ip="10.0.0.1"))
     ok = on("n-1", pod("w-ok", "worker", group="cpu", ip="10.0.0.2"))
-    return clusters.plan(clusters.Observed(body, [head, ok, *pods], registered={"10.0.0.1", "10.0.0.2"},
+    return clusters.plan(clusters.Observed(body, [head, ok, *pods], registered={"10.0.0.1", "10.0.0.2", *registered},
                                            head_asked=True, nodes=nodes, now=now, lost_node_grace_s=GRACE))
 
 
@@ -545,14 +545,22 @@ def test_a_worker_on_a_node_not_ready_past_the_grace_is_deleted_and_replaced():
     assert out.status["readyWorkers"] == 1
 
 
-def test_a_pod_on_a_node_not_ready_within_the_grace_or_still_ready_is_kept():
-    """NotReady may be a passing kubelet problem or a partition: nothing happens before the
-    grace, and a pod still Ready (the node lifecycle controller has not marked it) is kept."""
+def test_a_worker_still_ready_in_the_api_but_gone_from_the_head_is_lost_too():
+    """A lost node's pods often stay Ready=True in the API (nobody is left to update them): the
+    head's view of its nodes, not the stale condition, says whether the pod still works."""
+    stale = on("n-lost", pod("w-lost", "worker", group="cpu", ip="10.0.0.3"))
+    out = lost_cluster([stale], NOT_READY, T0 + GRACE + 1)
+    assert deleted(out) == ["w-lost"] and roles_created(out) == ["worker"]
+
+
+def test_a_pod_on_a_node_not_ready_within_the_grace_or_still_working_is_kept():
+    """NotReady may be a passing kubelet problem or a partition from the control plane only:
+    nothing happens before the grace, nor to a Ready pod whose node the head still sees alive."""
     lost = on("n-lost", pod("w-lost", "worker", group="cpu", ip="10.0.0.3", ready=False))
     early = lost_cluster([lost], NOT_READY, T0 + GRACE - 1)
     assert deleted(early) == [] and created_pods(early) == [] and early.events == []
-    still = on("n-lost", pod("w-lost", "worker", group="cpu", ip="10.0.0.3"))
-    late = lost_cluster([still], NOT_READY, T0 + 10 * GRACE)
+    working = on("n-lost", pod("w-lost", "worker", group="cpu", ip="10.0.0.3"))
+    late = lost_cluster([working], NOT_READY, T0 + 10 * GRACE, registered=frozenset({"10.0.0.3"}))
     assert deleted(late) == [] and created_pods(late) == []
 
 
@@ -584,10 +592,10 @@ def test_a_pod_whose_node_object_is_gone_is_force_deleted_at_once():
     assert roles_created(out) == ["worker"] and "is gone" in out.events[0].message
 
 
-def test_only_nodes_of_pods_not_ready_or_terminating_are_read():
-    pods = [on("n-1", pod("a", "worker")), on("n-2", pod("b", "worker", ready=False)),
+def test_only_nodes_of_pods_not_vouched_for_or_terminating_are_read():
+    pods = [on("n-1", pod("a", "worker")), on("n-2", pod("b", "worker")),
             on("n-3", pod("c", "worker"), deleting_at=T0), pod("d", "worker", phase="Pending", ready=False)]
-    assert lost_nodes.nodes_to_check(pods) == {"n-2", "n-3"}
+    assert lost_nodes.nodes_to_check(pods, vouched={"a", "c"}) == {"n-2", "n-3"}
 
 
 def test_node_health_reads_the_ready_condition():
@@ -613,3 +621,15 @@ def test_a_detached_actors_pod_on_a_lost_node_is_replaced_and_counts_as_a_restar
     early = actors.plan(actors.Observed(seen.body, [lost], cluster_view(), info(pb.ALIVE), now=T0 + 1,
                                         nodes=NOT_READY, lost_node_grace_s=GRACE))
     assert early.actions == []
+
+
+def test_a_detached_actors_pod_is_kept_while_the_gcs_has_its_actor_alive():
+    """Its Ready may be stale, but an actor ALIVE in the GCS means its node agent still beats."""
+    body = actor_body({"podName": "counter-actor-1", "attempt": 1})
+    stale = on("n-lost", pod("counter-actor-1", "actor", actor="counter", attempt=1))
+    kept = actors.plan(actors.Observed(body, [stale], cluster_view(), info(pb.ALIVE), now=T0 + GRACE + 1,
+                                       nodes=NOT_READY, lost_node_grace_s=GRACE))
+    assert kept.actions == []
+    restarting = actors.plan(actors.Observed(body, [stale], cluster_view(), info(pb.RESTARTING),
+                                             now=T0 + GRACE + 1, nodes=NOT_READY, lost_node_grace_s=GRACE))
+    assert deleted(restarting) == ["counter-actor-1"] and reasons(restarting)[0] == "NodeLost"
