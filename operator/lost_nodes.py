@@ -1,9 +1,9 @@
 """Pods on lost nodes: when the operator stops waiting for them (pure functions).
 
 A node that stops reporting goes NotReady (or Unknown), but its pods stay phase Running
-in the API, often still Ready=True (the node lifecycle controller marks them NotReady only
-when it is the one that moves the node off Ready, not when the kubelet reported NotReady
-first), and nothing deletes them until taint-based eviction (after a 300 s toleration by
+in the API, often still Ready=True (the node lifecycle controller marks them NotReady when
+it is the one that moves the node off Ready, or when a pod is updated later, not when the
+kubelet reported NotReady first), and nothing deletes them until taint-based eviction (after a 300 s toleration by
 default); even then they stay Terminating for ever, since no kubelet is left to finish
 them. Counting such a pod as one of a group's replicas leaves the cluster short (or
 headless) indefinitely.
