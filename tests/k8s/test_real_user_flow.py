@@ -368,10 +368,11 @@ def test_a_lost_worker_node_is_replaced(flow):
 
     # the wait, then a worker pod's start and join on a loaded machine
     wait(flow, replaced, "the worker of lost node flow-4 replaced on a live node", timeout=LOST_NODE_WAIT_S + 120)
-    assert "NodeLost" in events_about(flow, "demo", NS)
+    # The operator posts its Events after its actions: wait for them too, do not just look.
+    wait(flow, lambda: "NodeLost" in events_about(flow, "demo", NS), "the NodeLost Event", timeout=30)
     # Terminating on a NotReady node past its 10 s grace period: nothing can still run it.
-    wait(flow, lambda: flow.pod(lost, NS) is None, f"the lost worker {lost} force-deleted", timeout=60)
-    assert "PodForceDeleted" in events_about(flow, "demo", NS)
+    wait(flow, lambda: flow.pod(lost, NS) is None and "PodForceDeleted" in events_about(flow, "demo", NS),
+         f"the lost worker {lost} force-deleted, with its PodForceDeleted Event", timeout=60)
 
 
 def test_a_lost_head_node_is_replaced_and_the_redis_backed_head_keeps_the_actor(flow):
