@@ -26,7 +26,10 @@ class CreatePod:
 
 @dataclass(frozen=True)
 class DeletePod:
+    """Delete the pod gracefully; `force` deletes it with gracePeriodSeconds=0, which only a pod
+    nothing can still be running may get (its node is gone: see `lost_nodes`)."""
     name: str
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ def apply(kube: Kube, head: HeadClient | None, body: dict[str, Any], plan: Plan)
         if isinstance(action, CreatePod):
             kube.create_pod(ns, action.pod)
         elif isinstance(action, DeletePod):
-            kube.delete_pod(ns, action.name)
+            kube.delete_pod(ns, action.name, 0 if action.force else None)
         elif isinstance(action, EnsureService):
             existing = kube.ensure_service(ns, action.service)
             patch = services.service_patch(action.service, existing) if existing is not None else None

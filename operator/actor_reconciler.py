@@ -15,15 +15,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from kastor.operator import build_actor, build_cluster, state_status
+from kastor.operator import build_actor, build_cluster, lost_nodes, state_status
 from kastor.operator import reconcile as skeleton
 from kastor.operator.actions import CreatePod, DeletePod, EnsureClaim, Event, KillActor, Plan
 from kastor.operator.conditions import get_condition, set_condition
 from kastor.operator.head_client import HeadClient, head_ca
 from kastor.operator.kube import Kube
-from kastor.operator.pods import attempt, controller_uid, exit_code, finished, phase, terminating, termination_message
+from kastor.operator.pods import (
+    attempt,
+    controller_uid,
+    exit_code,
+    finished,
+    phase,
+    ready,
+    terminating,
+    termination_message,
+)
 from kastor.operator.spec import ActorSpec, ClusterSpec, SpecError, parse_actor, parse_cluster
 from kastor.runtime import k8s_contract as contract
+from kastor.runtime import settings
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.operator.actor")
@@ -71,6 +81,9 @@ class Observed:
     head_reachable: bool = True  # False: the head did not answer (a pod failing now is not the actor's fault)
     now: float = 0.0  # when it was observed (epoch seconds): the plan stays a pure function of what it is given
     checkpoint: dict[str, Any] = field(default_factory=dict)  # spec.state on Redis: last checkpoint's time, size
+    # The health of the nodes of its pods that are not Ready or are Terminating (`lost_nodes`).
+    nodes: dict[str, lost_nodes.NodeHealth] = field(default_factory=dict)
+    lost_node_grace_s: float = 60.0
 
 
 def reconcile(kube: Kube, head: HeadClient, body: dict[str, Any],
@@ -93,6 +106,7 @@ def observe(kube: Kube, head: HeadClient, body: dict[str, Any]) -> Observed:
     # Only this very DetachedActor's pods, not those of a deleted namesake still terminating.
     seen.pods = [p for p in kube.list_pods(meta["namespace"], {contract.LABEL_ACTOR: meta["name"]})
                  if controller_uid(p) == meta.get("uid")]
+    seen.lost_node_grace_s = settings.OPERATOR_LOST_NODE_GRACE_S.get()
     rolling = _changed(old, body.get("spec") or {})
     if old.get("state") == "Dead" and not rolling:
         return seen  # terminal: nothing more to read
@@ -102,7 +116,16 @@ def observe(kube: Kube, head: HeadClient, body: dict[str, Any]) -> Observed:
         if seen.info is not None:
             c = seen.cluster
             seen.checkpoint = state_status.checkpoint_status(head, c.address, c.token, c.ca, actor)
+    seen.nodes = lost_nodes.observe(kube, seen.pods, _vouched(seen))
     return seen
+
+
+def _vouched(seen: Observed) -> set[str]:
+    """The pods Kastor itself sees working: Ready while the GCS has the actor ALIVE (a pod's
+    Ready in the API goes stale when its node is lost; the head notices the node's death)."""
+    if seen.info is None or seen.info.state != pb.ALIVE:
+        return set()
+    return {p["metadata"]["name"] for p in seen.pods if ready(p)}
 
 
 def plan(seen: Observed) -> Plan:
@@ -160,7 +183,9 @@ def plan(seen: Observed) -> Plan:
             out.events.append(Event("Warning", reason, message))
             return finish("Dead", False, reason, message)
 
-    live = [p for p in seen.pods if not terminating(p)]
+    # A pod on a lost node is deleted (or force-deleted) and counts as gone: it is replaced below.
+    pods = lost_nodes.settle(seen.pods, seen.nodes, seen.now, seen.lost_node_grace_s, out, _vouched(seen))
+    live = [p for p in pods if not terminating(p)]
     current = max(live, key=attempt) if live else None
     if current is None or finished(current):
         outcome = _replace_pod(body, actor, cluster, current, info, out, seen.head_reachable, seen.now)

@@ -7,16 +7,18 @@ cannot run ends in status (phase Failed, a condition with the reason) and one Ev
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from kastor.operator import build_cluster as build
+from kastor.operator import lost_nodes, rollout
 from kastor.operator import reconcile as skeleton
-from kastor.operator import rollout
 from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureService, Event, Plan
 from kastor.operator.conditions import get_condition, set_condition
 from kastor.operator.head_client import HeadClient, head_ca
@@ -34,7 +36,7 @@ from kastor.operator.pods import (
 from kastor.operator.scaling import HeadAccess, group_status, plan_scaling
 from kastor.operator.spec import ClusterSpec, SpecError, parse_cluster
 from kastor.runtime import k8s_contract as contract
-from kastor.runtime import redis_cleanup
+from kastor.runtime import redis_cleanup, settings
 
 log = logging.getLogger("kastor.operator.cluster")
 
@@ -60,7 +62,12 @@ class Observed:
     # the head for drains, and the time of this reconcile (status.lastScaling.time).
     demand: Any = None
     head_access: HeadAccess | None = None
-    now: str = ""
+    scaled_at: str = ""
+    # The health of the nodes of pods that are not Ready or are Terminating (`lost_nodes`),
+    # when it was looked at, and how long a node may be NotReady before its pods are replaced.
+    nodes: dict[str, lost_nodes.NodeHealth] = field(default_factory=dict)
+    now: float = field(default_factory=time.time)
+    lost_node_grace_s: float = 60.0
 
 
 def reconcile(kube: Kube, body: dict[str, Any], head: HeadClient | None = None,
@@ -94,7 +101,10 @@ def observe(kube: Kube, head: HeadClient | None, body: dict[str, Any]) -> Observ
         seen.registered = _registered_node_ips(kube, head, body, spec, (secret or {}).get(spec.token_key, ""))
         if spec.autoscaling.enabled and seen.registered is not None:
             seen.demand, seen.head_access = _demand(kube, head, body, spec, (secret or {}).get(spec.token_key, ""))
-    seen.now = datetime.now(UTC).isoformat(timespec="seconds")
+    seen.scaled_at = datetime.now(UTC).isoformat(timespec="seconds")
+    seen.nodes = lost_nodes.observe(kube, seen.pods, _vouched(seen))
+    seen.lost_node_grace_s = settings.OPERATOR_LOST_NODE_GRACE_S.get()
+    seen.now = time.time()
     return seen
 
 
@@ -107,6 +117,14 @@ def _demand(kube: Kube, head: HeadClient, body: dict[str, Any], spec: ClusterSpe
     except grpc.RpcError as e:
         log.info("head of %s did not report its demand: %s", body["metadata"]["name"], e.code().name)
         return None, None
+
+
+def _vouched(seen: Observed) -> set[str]:
+    """The pods Kastor itself sees working: Ready, and their node alive in the head. A pod's
+    Ready in the API goes stale when its node is lost; the head's view does not."""
+    registered = seen.registered if seen.head_asked else None
+    return {p["metadata"]["name"] for p in seen.pods
+            if ready(p) and registered is not None and p.get("status", {}).get("podIP") in registered}
 
 
 def _ours(pods: list[dict[str, Any]], uid: str | None) -> list[dict[str, Any]]:
@@ -162,6 +180,7 @@ def plan(seen: Observed) -> Plan:
         out.actions.append(CreateSecret(build.token_secret(body, spec, seen.new_token, seen.new_redis_password)))
         out.events.append(Event("Normal", "TokenCreated", f"generated the cluster token in Secret "
                                                           f"{build.token_secret_name(body, spec)}"))
+    seen = _settle_lost_pods(seen, out)
     gcs_ok, gcs_reason, gcs_message = ensure_redis(seen, spec, out)
     out.actions.append(EnsureService(build.head_service(body, spec)))
     pods = _ours(seen.pods, meta.get("uid"))
@@ -170,7 +189,7 @@ def plan(seen: Observed) -> Plan:
     roll = _Roll(spec.upgrade_strategy, observed is not None and generation != observed)
 
     group_desired, drained = plan_scaling(body, spec, workers, seen.demand if seen.head_asked else None,
-                                          seen.head_access, seen.now, out) if not spec.suspend else ({}, set())
+                                          seen.head_access, seen.scaled_at, out) if not spec.suspend else ({}, set())
     if spec.suspend:
         out.actions += [DeletePod(p["metadata"]["name"]) for p in heads + workers if not terminating(p)]
         head_ok, head_reason, head_message = False, "Suspended", "spec.suspend is true: no pods run"
@@ -213,6 +232,13 @@ def plan(seen: Observed) -> Plan:
                       headAddress=build.head_address(body, spec), clientAddress=build.client_address(body, spec),
                       clusterId=contract.cluster_id(ns, name))
     return out
+
+
+def _settle_lost_pods(seen: Observed, out: Plan) -> Observed:
+    """Plans what `lost_nodes.settle` decides for the pods; returns what the rest of the plan sees
+    (a lost pod Terminating, so the head, worker and Redis plans replace it in this reconcile)."""
+    kept = lost_nodes.settle(seen.pods, seen.nodes, seen.now, seen.lost_node_grace_s, out, _vouched(seen))
+    return dataclasses.replace(seen, pods=kept)
 
 
 def _summary(phase: str, head_message: str, ready_workers: int, desired: int) -> str:

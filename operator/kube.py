@@ -59,13 +59,32 @@ class Kube:
                 return None
             raise
 
-    def delete_pod(self, namespace: str, name: str) -> bool:
+    def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> bool:
+        """Deletes the pod (with its own grace period unless `grace_seconds` says otherwise: 0 is a
+        force delete, for a pod nothing can still be running); False if it was gone already."""
         try:
-            self.core.delete_namespaced_pod(name, namespace, **self._call)
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds, **self._call)
             return True
         except ApiException as e:
             if e.status == 404:
                 return False
+            raise
+
+    # ---- nodes ----
+
+    def read_node(self, name: str) -> dict[str, Any] | None:
+        """The Node object, or None if it does not exist (a deleted, lost node).
+
+        Raises PermissionError if the operator may not read Nodes (its ClusterRole lacks `get`)."""
+        try:
+            return self._json(self.core.read_node(name, **self._call))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            if e.status == 403:
+                raise PermissionError(f"the operator may not get Node {name}: grant `get` on `nodes` in its "
+                                      f"ClusterRole (the kastor-operator chart does) so it can replace pods on "
+                                      f"lost nodes") from None
             raise
 
     # ---- services and secrets ----

@@ -250,6 +250,10 @@ OPERATOR_RESYNC_S = _declare("KASTOR_OPERATOR_RESYNC_S", "float", 5.0,
 OPERATOR_WATCH_TIMEOUT_S = _declare("KASTOR_OPERATOR_WATCH_TIMEOUT_S", "int", 300,
                                     "How long one Kubernetes watch request of the operator lasts before it is "
                                     "reopened.")
+OPERATOR_LOST_NODE_GRACE_S = _declare(
+    "KASTOR_OPERATOR_LOST_NODE_GRACE_S", "float", 60.0,
+    "How long a node must be NotReady/Unknown before the operator replaces its not-Ready pods (and, past "
+    "their grace period, force-deletes them once Terminating); see docs/kubernetes/operator.md.")
 OPERATOR_WORKERS = _declare("KASTOR_OPERATOR_WORKERS", "int", 8,
                             "Threads the operator runs its (blocking) reconcilers on.")
 

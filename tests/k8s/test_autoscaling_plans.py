@@ -132,7 +132,7 @@ def scaling_plan(demand: pb.ClusterDemand, status: dict | None = None, extra_pod
     pods = [pod("demo-head", "head", ip="10.0.0.1"), pod("w1", "worker", group="cpu", ip="10.0.0.2"), *extra_pods]
     registered = {"10.0.0.1", "10.0.0.2"} | {p["status"]["podIP"] for p in extra_pods}
     return clusters.plan(clusters.Observed(body, pods, registered=registered, head_asked=True, demand=demand,
-                                           head_access=ACCESS, now="2026-11-30T00:00:00+00:00"))
+                                           head_access=ACCESS, scaled_at="2026-11-30T00:00:00+00:00"))
 
 
 def usage(node_id: str, ip: str, total: dict, idle_s: float = 0.0, free: dict | None = None) -> pb.NodeUsage:

@@ -33,12 +33,13 @@ NEEDED = [("get", "actorclusters", ""), ("list", "actorclusters", ""), ("watch",
           ("patch", "detachedactors", "status"), ("list", "pods", ""), ("watch", "pods", ""), ("create", "pods", ""),
           ("delete", "pods", ""), ("get", "services", ""), ("create", "services", ""),
           ("patch", "services", ""), ("get", "secrets", ""),
-          ("create", "secrets", ""), ("create", "events", "")]
+          ("create", "secrets", ""), ("create", "events", ""),
+          ("get", "nodes", "")]
 NOT_NEEDED = [("update", "actorclusters", ""), ("delete", "actorclusters", ""), ("get", "actorclusters", "status"),
               ("update", "actorclusters", "status"), ("list", "secrets", ""), ("watch", "secrets", ""),
               ("update", "secrets", ""), ("delete", "secrets", ""), ("get", "pods", ""), ("update", "pods", ""),
               ("patch", "pods", ""), ("delete", "services", ""), ("patch", "events", ""),
-              ("create", "pods", "exec")]
+              ("create", "pods", "exec"), ("list", "nodes", ""), ("patch", "nodes", ""), ("delete", "nodes", "")]
 API_GROUP = {"actorclusters": GROUP, "detachedactors": GROUP}
 
 

@@ -9,9 +9,10 @@ executor and the wiring; these prove the decisions, fast.
 from __future__ import annotations
 
 import copy
+import datetime
 
 from kastor.operator import actor_reconciler as actors
-from kastor.operator import build_actor, build_cluster
+from kastor.operator import build_actor, build_cluster, lost_nodes
 from kastor.operator import cluster_reconciler as clusters
 from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureService, KillActor
 from kastor.operator.conditions import get_condition
@@ -599,3 +600,132 @@ def test_an_actor_that_came_up_is_replaced_at_once_again():
     status = {"podName": "counter-actor-3", "attempt": 3, "podFailuresInARow": 2}
     out = actors.plan(actors.Observed(actor_body(status), [running], cluster_view(), info(pb.ALIVE)))
     assert out.status["podFailuresInARow"] == 0
+
+
+# ---- issue 12 defect 2: pods on a lost node ----
+
+T0 = 1_800_000_000.0  # when the node went NotReady (epoch seconds)
+GRACE = 60.0
+
+
+def iso(t: float) -> str:
+    return datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def on(node: str, p: dict, deleting_at: float | None = None) -> dict:
+    """The pod bound to `node` (and Terminating until `deleting_at`, its deletionTimestamp)."""
+    p["spec"]["nodeName"] = node
+    if deleting_at is not None:
+        p["metadata"]["deletionTimestamp"] = iso(deleting_at)
+    return p
+
+
+NOT_READY = {"n-lost": lost_nodes.NodeHealth(exists=True, ready=False, not_ready_since=T0)}
+GONE = {"n-lost": lost_nodes.NodeHealth(exists=False, ready=False)}
+
+
+def lost_cluster(pods: list[dict], nodes: dict, now: float, registered: frozenset = frozenset()):
+    body = cr("ActorCluster", "demo", CLUSTER_SPEC, {"phase": "Ready"})
+    head = on("n-1", pod("demo-head-a", "head", ip="10.0.0.1"))
+    ok = on("n-1", pod("w-ok", "worker", group="cpu", ip="10.0.0.2"))
+    return clusters.plan(clusters.Observed(body, [head, ok, *pods], registered={"10.0.0.1", "10.0.0.2", *registered},
+                                           head_asked=True, nodes=nodes, now=now, lost_node_grace_s=GRACE))
+
+
+def test_a_worker_on_a_node_not_ready_past_the_grace_is_deleted_and_replaced():
+    lost = on("n-lost", pod("w-lost", "worker", group="cpu", ip="10.0.0.3", ready=False))
+    out = lost_cluster([lost], NOT_READY, T0 + GRACE + 1)
+    assert [a for a in out.actions if isinstance(a, DeletePod)] == [DeletePod("w-lost")]  # graceful, not forced
+    assert roles_created(out) == ["worker"]
+    assert reasons(out) == ["NodeLost"] and "n-lost" in out.events[0].message
+    assert out.status["readyWorkers"] == 1
+
+
+def test_a_worker_still_ready_in_the_api_but_gone_from_the_head_is_lost_too():
+    """A lost node's pods often stay Ready=True in the API (nobody is left to update them): the
+    head's view of its nodes, not the stale condition, says whether the pod still works."""
+    stale = on("n-lost", pod("w-lost", "worker", group="cpu", ip="10.0.0.3"))
+    out = lost_cluster([stale], NOT_READY, T0 + GRACE + 1)
+    assert deleted(out) == ["w-lost"] and roles_created(out) == ["worker"]
+
+
+def test_a_pod_on_a_node_not_ready_within_the_grace_or_still_working_is_kept():
+    """NotReady may be a passing kubelet problem or a partition from the control plane only:
+    nothing happens before the grace, nor to a Ready pod whose node the head still sees alive."""
+    lost = on("n-lost", pod("w-lost", "worker", group="cpu", ip="10.0.0.3", ready=False))
+    early = lost_cluster([lost], NOT_READY, T0 + GRACE - 1)
+    assert deleted(early) == [] and created_pods(early) == [] and early.events == []
+    working = on("n-lost", pod("w-lost", "worker", group="cpu", ip="10.0.0.3"))
+    late = lost_cluster([working], NOT_READY, T0 + 10 * GRACE, registered=frozenset({"10.0.0.3"}))
+    assert deleted(late) == [] and created_pods(late) == []
+
+
+def test_a_head_on_a_lost_node_is_deleted_and_replaced():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev"}, {"phase": "Ready"})
+    head = on("n-lost", pod("demo-head-a", "head", ip="10.0.0.1", ready=False))
+    out = clusters.plan(clusters.Observed(body, [head], nodes=NOT_READY, now=T0 + GRACE + 1,
+                                          lost_node_grace_s=GRACE))
+    assert [a for a in out.actions if isinstance(a, DeletePod)] == [DeletePod("demo-head-a")]
+    assert roles_created(out) == ["head"] and reasons(out) == ["NodeLost"]
+    assert get_condition(out.status["conditions"], "HeadReady")["reason"] == "HeadStarting"
+
+
+def test_a_pod_terminating_on_a_lost_node_is_force_deleted_only_past_its_grace_period():
+    now = T0 + GRACE + 1
+    stuck = on("n-lost", pod("w-stuck", "worker", group="cpu", ready=False), deleting_at=now - 1)
+    out = lost_cluster([stuck], NOT_READY, now)
+    assert [a for a in out.actions if isinstance(a, DeletePod)] == [DeletePod("w-stuck", force=True)]
+    assert reasons(out) == ["PodForceDeleted"] and "Terminating past its grace period" in out.events[0].message
+    assert roles_created(out) == ["worker"]  # a Terminating pod never counted
+    waiting = on("n-lost", pod("w-stuck", "worker", group="cpu", ready=False), deleting_at=now + 5)
+    assert deleted(lost_cluster([waiting], NOT_READY, now)) == []  # its kubelet may still be stopping it
+
+
+def test_a_pod_whose_node_object_is_gone_is_force_deleted_at_once():
+    gone = on("n-lost", pod("w-gone", "worker", group="cpu", ip="10.0.0.3"))
+    out = lost_cluster([gone], GONE, T0)
+    assert [a for a in out.actions if isinstance(a, DeletePod)] == [DeletePod("w-gone", force=True)]
+    assert roles_created(out) == ["worker"] and "is gone" in out.events[0].message
+
+
+def test_only_nodes_of_pods_not_vouched_for_or_terminating_are_read():
+    pods = [on("n-1", pod("a", "worker")), on("n-2", pod("b", "worker")),
+            on("n-3", pod("c", "worker"), deleting_at=T0), pod("d", "worker", phase="Pending", ready=False)]
+    assert lost_nodes.nodes_to_check(pods, vouched={"a", "c"}) == {"n-2", "n-3"}
+
+
+def test_node_health_reads_the_ready_condition():
+    def node(status: str) -> dict:
+        return {"status": {"conditions": [{"type": "MemoryPressure", "status": "False"},
+                                          {"type": "Ready", "status": status, "lastTransitionTime": iso(T0)}]}}
+
+    assert lost_nodes.node_health(node("True")) == lost_nodes.NodeHealth(exists=True)
+    assert lost_nodes.node_health(node("Unknown")) == lost_nodes.NodeHealth(True, False, T0)
+    assert lost_nodes.node_health(node("False")) == lost_nodes.NodeHealth(True, False, T0)
+    assert lost_nodes.node_health({"status": {}}) == lost_nodes.NodeHealth(exists=True)  # not reported yet
+    assert lost_nodes.node_health(None) == lost_nodes.NodeHealth(exists=False, ready=False)
+
+
+def test_a_detached_actors_pod_on_a_lost_node_is_replaced_and_counts_as_a_restart():
+    lost = on("n-lost", pod("counter-actor-1", "actor", actor="counter", attempt=1, ready=False))
+    seen = actors.Observed(actor_body({"podName": "counter-actor-1", "attempt": 1}), [lost], cluster_view(),
+                           info(pb.ALIVE), now=T0 + GRACE + 1, nodes=NOT_READY, lost_node_grace_s=GRACE)
+    out = actors.plan(seen)
+    assert [a for a in out.actions if isinstance(a, DeletePod)] == [DeletePod("counter-actor-1")]
+    assert [p["metadata"]["name"] for p in created_pods(out)] == ["counter-actor-2"]
+    assert reasons(out)[0] == "NodeLost"
+    early = actors.plan(actors.Observed(seen.body, [lost], cluster_view(), info(pb.ALIVE), now=T0 + 1,
+                                        nodes=NOT_READY, lost_node_grace_s=GRACE))
+    assert early.actions == []
+
+
+def test_a_detached_actors_pod_is_kept_while_the_gcs_has_its_actor_alive():
+    """Its Ready may be stale, but an actor ALIVE in the GCS means its node agent still beats."""
+    body = actor_body({"podName": "counter-actor-1", "attempt": 1})
+    stale = on("n-lost", pod("counter-actor-1", "actor", actor="counter", attempt=1))
+    kept = actors.plan(actors.Observed(body, [stale], cluster_view(), info(pb.ALIVE), now=T0 + GRACE + 1,
+                                       nodes=NOT_READY, lost_node_grace_s=GRACE))
+    assert kept.actions == []
+    restarting = actors.plan(actors.Observed(body, [stale], cluster_view(), info(pb.RESTARTING),
+                                             now=T0 + GRACE + 1, nodes=NOT_READY, lost_node_grace_s=GRACE))
+    assert deleted(restarting) == ["counter-actor-1"] and reasons(restarting)[0] == "NodeLost"
