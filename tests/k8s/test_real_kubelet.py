@@ -87,7 +87,7 @@ def test_each_pod_has_its_own_ip_and_loopback(cluster):
     """Two pods bind 127.0.0.1:7000 at once (a shared loopback would refuse the second), an
     exec readiness probe run inside each reaches its own, and each pod IP is in the run's CIDR."""
     probe = {"exec": {"command": [PY, "-c", "import socket; socket.create_connection(('127.0.0.1', 7000), 2)"]},
-             "periodSeconds": 1}
+             "periodSeconds": 1, "timeoutSeconds": 30}  # a Python start: over the default 1 s on a loaded machine
     for name in ("loop-a", "loop-b"):
         cluster.core.create_namespaced_pod(NS, pod(name, [py("srv", SERVE_7000, args=["127.0.0.1"],
                                                               readinessProbe=probe)]))
