@@ -637,7 +637,7 @@ class Kubelet:
             if pv["spec"].get("hostPath", {}).get("type") != "DirectoryOrCreate":
                 raise ConfigError(f"MountVolume.SetUp failed: {path} of persistentvolume \"{volume_name}\" "
                                   f"is not a directory")
-            path.mkdir(parents=True)
+            path.mkdir(parents=True, exist_ok=True)
         return str(path)
 
     async def _source_files(self, run: PodRun, kind: str, name: str, source: dict[str, Any]) -> dict[str, bytes]:

@@ -43,7 +43,6 @@ def cluster(real_k8s, api, tmp_path_factory) -> Iterator[RealCluster]:  # noqa: 
             operator = subprocess.Popen(c.command([sys.executable, "-m", "kastor.operator", "--namespace", NS,
                                                    "--standalone", "--liveness", ""]),
                                         env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        c.operator = operator  # type: ignore[attr-defined]
         yield c
     finally:
         if operator is not None and operator.poll() is None:
