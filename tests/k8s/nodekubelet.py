@@ -9,7 +9,8 @@ It does what a kubelet does, with processes instead of containers:
 - gives each pod a network namespace (`podnet.PodNetwork`) and runs its init containers
   in order, then every container, each as a process group started through
   `ip netns exec` with the pod's volumes bind-mounted at their mountPaths: Secret,
-  ConfigMap, emptyDir, downwardAPI and projected volumes, including the ServiceAccount
+  ConfigMap, emptyDir, downwardAPI, projected and persistentVolumeClaim volumes (the bound
+  PersistentVolume's hostPath or local directory), including the ServiceAccount
   token volume the apiserver's admission adds (a token from the TokenRequest API, bound
   to the pod), so in-pod clients authenticate to the real API server with in-cluster
   config (KUBERNETES_SERVICE_HOST/PORT point at the `kubernetes` Service's ClusterIP);
@@ -62,6 +63,9 @@ from .podnet import PodNetwork
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 RESET_BACKOFF_AFTER_S = 600.0
+# A PersistentVolume's spec fields that are not its volume source.
+PV_COMMON_FIELDS = {"capacity", "accessModes", "claimRef", "persistentVolumeReclaimPolicy", "storageClassName",
+                    "volumeMode", "nodeAffinity", "mountOptions", "volumeAttributesClassName"}
 
 
 def _now() -> str:
@@ -599,13 +603,42 @@ class Kubelet:
             elif "downwardAPI" in volume:
                 files = {item["path"]: self._field(run, item["fieldRef"]["fieldPath"]).encode()
                          for item in volume["downwardAPI"].get("items") or [] if "fieldRef" in item}
+            elif "persistentVolumeClaim" in volume:
+                run.mounts[volume["name"]] = await self._claim_dir(run, volume["persistentVolumeClaim"]["claimName"])
+                continue
             elif "emptyDir" not in volume:
-                continue  # hostPath, persistentVolumeClaim and the like: not this harness's
+                continue  # hostPath and the like: not this harness's
             target.mkdir(parents=True, exist_ok=True)
             for rel, data in files.items():
                 (target / rel).parent.mkdir(parents=True, exist_ok=True)
                 (target / rel).write_bytes(data)
             run.mounts[volume["name"]] = str(target)
+
+    async def _claim_dir(self, run: PodRun, claim_name: str) -> str:
+        """The host directory of the PersistentVolume bound to the pod's claim (a hostPath or
+        local volume, as `provisioner.py` makes). An unbound claim waits, as a real kubelet's
+        volume manager does (the scheduler does not bind such a pod to a node at all)."""
+        claim = await self._object(run, "persistentvolumeclaims", claim_name)
+        if claim is None:
+            raise ConfigError(f"MountVolume.SetUp failed: persistentvolumeclaim \"{claim_name}\" not found")
+        volume_name = claim["spec"].get("volumeName")
+        if not volume_name or (claim.get("status") or {}).get("phase") != "Bound":
+            raise ConfigError(f"persistentvolumeclaim \"{claim_name}\" is not bound")
+        pv = await self.api.get(f"/api/v1/persistentvolumes/{volume_name}")
+        if pv is None:
+            raise ConfigError(f"MountVolume.SetUp failed: persistentvolume \"{volume_name}\" not found")
+        source = pv["spec"].get("hostPath") or pv["spec"].get("local")
+        if source is None:
+            kinds = sorted(set(pv["spec"]) - PV_COMMON_FIELDS)
+            raise ConfigError(f"MountVolume.SetUp failed: persistentvolume \"{volume_name}\" is {kinds}; the process "
+                              f"kubelet mounts only hostPath and local volumes (tests/k8s/provisioner.py makes them)")
+        path = Path(source["path"])
+        if not path.is_dir():
+            if pv["spec"].get("hostPath", {}).get("type") != "DirectoryOrCreate":
+                raise ConfigError(f"MountVolume.SetUp failed: {path} of persistentvolume \"{volume_name}\" "
+                                  f"is not a directory")
+            path.mkdir(parents=True, exist_ok=True)
+        return str(path)
 
     async def _source_files(self, run: PodRun, kind: str, name: str, source: dict[str, Any]) -> dict[str, bytes]:
         obj = await self._object(run, kind, name)

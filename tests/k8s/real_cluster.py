@@ -29,6 +29,7 @@ from .kubeapi import KubeApi
 from .kubeproxy import KubeProxy
 from .nodekubelet import Kubelet
 from .podnet import PodNetwork
+from .provisioner import LocalPathProvisioner, storage_class
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -56,11 +57,15 @@ class RealCluster:
     """Nodes, pod network and Services of one test module on the session's control plane."""
 
     def __init__(self, control_plane: ControlPlane, workdir: Path, nodes: tuple[str, ...] = ("node-a",),
-                 backoff_s: float = 1.0):
+                 backoff_s: float = 1.0, storage: bool = False):
         self.cp = control_plane
         self.workdir = workdir
         self.node_names = nodes
         self.backoff_s = backoff_s
+        # `storage`: PersistentVolumeClaims work, as on kind: StorageClass `standard` (the default,
+        # reclaimPolicy Delete) and `standard-retain` (Retain), served by a local-path provisioner.
+        self.storage = storage
+        self.provisioner: LocalPathProvisioner | None = None
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="k8s-real-harness", daemon=True)
         self.block: AddressBlock | None = None
@@ -100,6 +105,10 @@ class RealCluster:
         assert self.block is not None and self.network is not None
         self.proxy = KubeProxy(self.api, self.network, self.hosts, self.block.service_prefix, self.api_port)
         await _step("kube-proxy's first sync of the Services", self.proxy.start())
+        if self.storage:
+            self.provisioner = LocalPathProvisioner(self.api, self.workdir / "volumes", [
+                storage_class("standard", "Delete", default=True), storage_class("standard-retain", "Retain")])
+            await _step("the volume provisioner's start", self.provisioner.start())
         for name in self.node_names:
             await _step(f"registering node {name}", self.add_node_async(name))
 
@@ -130,6 +139,8 @@ class RealCluster:
             await kubelet.stop()
         if hasattr(self, "proxy"):
             await self.proxy.stop()
+        if self.provisioner is not None:
+            await self.provisioner.stop()
         for name in self.kubelets:
             try:
                 await self.api.request("DELETE", f"/api/v1/nodes/{name}", ok=(404,))

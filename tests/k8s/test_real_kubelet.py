@@ -22,7 +22,8 @@ PY = "python"  # the harness's images run this checkout's venv Python
 
 @pytest.fixture(scope="module")
 def cluster(real_k8s, tmp_path_factory):
-    c = RealCluster(real_k8s, tmp_path_factory.mktemp("real-kubelet"), nodes=("kubelet-a", "kubelet-b")).start()
+    c = RealCluster(real_k8s, tmp_path_factory.mktemp("real-kubelet"), nodes=("kubelet-a", "kubelet-b"),
+                    storage=True).start()
     try:
         c.make_namespace(NS)
         yield c
@@ -86,7 +87,7 @@ def test_each_pod_has_its_own_ip_and_loopback(cluster):
     """Two pods bind 127.0.0.1:7000 at once (a shared loopback would refuse the second), an
     exec readiness probe run inside each reaches its own, and each pod IP is in the run's CIDR."""
     probe = {"exec": {"command": [PY, "-c", "import socket; socket.create_connection(('127.0.0.1', 7000), 2)"]},
-             "periodSeconds": 1}
+             "periodSeconds": 1, "timeoutSeconds": 30}  # a Python start: over the default 1 s on a loaded machine
     for name in ("loop-a", "loop-b"):
         cluster.core.create_namespaced_pod(NS, pod(name, [py("srv", SERVE_7000, args=["127.0.0.1"],
                                                               readinessProbe=probe)]))
@@ -263,6 +264,89 @@ def test_deletion_honours_the_grace_period_then_removes_the_pod(cluster):
     cluster.wait(lambda: cluster.pod("stubborn", NS) is None, "pod stubborn deleted by its kubelet")
     assert proc.poll() is not None
     assert "TERM" in log_path.read_text()
+
+
+def claim(name: str, storage_class: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name}, "spec": spec}
+
+
+def claim_volume(c: RealCluster, name: str) -> Any:
+    pvc = c.core.read_namespaced_persistent_volume_claim(name, NS)
+    return c.core.read_persistent_volume(pvc.spec.volume_name) if pvc.status.phase == "Bound" else None
+
+
+def gone(read, *args: str) -> bool:
+    try:
+        read(*args)
+        return False
+    except kubernetes.client.ApiException as e:
+        if e.status == 404:
+            return True
+        raise
+
+
+def test_a_claim_is_provisioned_bound_and_mounted_and_its_data_outlives_the_pod(cluster):
+    """The control plane's volume binder hands the claim (default StorageClass) to the harness's
+    provisioner, which makes a hostPath volume; a pod writes into it on one node, a later pod on
+    the other node reads it; the claim's deletion deletes the volume and its directory."""
+    cluster.core.create_namespaced_persistent_volume_claim(NS, claim("data"))
+    pv = cluster.wait(lambda: claim_volume(cluster, "data"), "claim data Bound")
+    assert cluster.core.read_namespaced_persistent_volume_claim("data", NS).spec.storage_class_name == "standard"
+    assert pv.spec.claim_ref.name == "data" and pv.spec.persistent_volume_reclaim_policy == "Delete"
+    mount = [{"name": "data", "mountPath": "/var/lib/kastor-test-data"}]
+    volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
+    write = "open('/var/lib/kastor-test-data/note', 'w').write('kept')"
+    cluster.core.create_namespaced_pod(NS, pod("writer", [py("c", write, volumeMounts=mount)], restartPolicy="Never",
+                                               volumes=volumes, nodeName="kubelet-a"))
+    assert cluster.wait(lambda: finished(cluster, "writer"), "pod writer to finish") == "Succeeded", \
+        cluster.pod_log("writer", NS)
+    directory = Path(pv.spec.host_path.path)
+    assert (directory / "note").read_text() == "kept", "the pod wrote into the volume's directory"
+    assert not Path("/var/lib/kastor-test-data").exists(), "mounted in the pod only"
+    cluster.core.delete_namespaced_pod("writer", NS)
+    read = "print('READ', open('/var/lib/kastor-test-data/note').read())"
+    cluster.core.create_namespaced_pod(NS, pod("reader", [py("c", read, volumeMounts=mount)], restartPolicy="Never",
+                                               volumes=volumes, nodeName="kubelet-b"))
+    assert cluster.wait(lambda: finished(cluster, "reader"), "pod reader to finish") == "Succeeded"
+    assert "READ kept" in cluster.pod_log("reader", NS)
+
+    cluster.core.delete_namespaced_pod("reader", NS)
+    cluster.core.delete_namespaced_persistent_volume_claim("data", NS)
+    cluster.wait(lambda: gone(cluster.core.read_persistent_volume, pv.metadata.name),
+                 "the Released volume deleted (reclaimPolicy Delete)")
+    assert not directory.exists()
+
+
+def test_a_retained_volume_keeps_its_data_after_its_claim_is_deleted(cluster):
+    cluster.core.create_namespaced_persistent_volume_claim(NS, claim("kept", "standard-retain"))
+    pv = cluster.wait(lambda: claim_volume(cluster, "kept"), "claim kept Bound")
+    (Path(pv.spec.host_path.path) / "note").write_text("still here")
+    cluster.core.delete_namespaced_persistent_volume_claim("kept", NS)
+    cluster.wait(lambda: cluster.core.read_persistent_volume(pv.metadata.name).status.phase == "Released",
+                 "the volume Released")
+    assert (Path(pv.spec.host_path.path) / "note").read_text() == "still here"
+    cluster.core.delete_persistent_volume(pv.metadata.name)  # an administrator's part with Retain
+
+
+def test_a_pod_of_an_unbound_claim_waits_in_container_creating(cluster):
+    """A claim of a StorageClass nobody serves stays Pending. The scheduler would not place a pod
+    of it; one bound to the node by name waits, as a real kubelet's volume manager makes it."""
+    cluster.core.create_namespaced_persistent_volume_claim(NS, claim("orphan", "no-such-class"))
+    cluster.core.create_namespaced_pod(NS, pod("waits", [py("c", "print('RAN')")], restartPolicy="Never",
+                                               nodeName="kubelet-a", volumes=[
+        {"name": "v", "persistentVolumeClaim": {"claimName": "orphan"}}]))
+
+    def waiting() -> Any:
+        cs = container_state(cluster, "waits")
+        return cs is not None and cs.state.waiting is not None and cs.state.waiting.reason == "ContainerCreating" \
+            and cs.state.waiting.message and cs.state.waiting
+    assert 'persistentvolumeclaim "orphan" is not bound' in cluster.wait(waiting, "waits ContainerCreating").message
+    assert cluster.pod_log("waits", NS) == ""
+    cluster.core.delete_namespaced_pod("waits", NS)
+    cluster.core.delete_namespaced_persistent_volume_claim("orphan", NS)
 
 
 def test_lost_node_leaves_its_deleted_pods_terminating(cluster):

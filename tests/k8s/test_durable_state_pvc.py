@@ -1,0 +1,153 @@
+"""DetachedActor.spec.state on a PersistentVolumeClaim, end to end on the real control plane.
+
+The operator (`python -m kastor.operator`, a host process with the admin kubeconfig) creates
+the actor's claim; the control plane's volume binder hands it to the harness's local-path
+provisioner (`provisioner.py`), which makes a hostPath volume; the process kubelet mounts it
+in the actor's pod. After `kubectl delete pod`, the new pod's actor continues counting from
+the checkpoint on the volume. Deleting the DetachedActor deletes its claim (its owner, by
+garbage collection), and with the StorageClass's reclaimPolicy Delete the volume and its data.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes
+import pytest
+
+from .real_cluster import RealCluster, netns_problem
+from .test_real_apiserver import api  # noqa: F401 - the fixture: crds/ applied
+
+pytestmark = pytest.mark.skipif(netns_problem() is not None, reason=f"{netns_problem()}")
+NS = "durable-pvc"
+GROUP, VERSION = "kastor.dev", "v1alpha1"
+DEADLINE_S = 240.0  # real processes in pods on a loaded, shared 2-core machine
+POD_ENV = [{"name": "KASTOR_PRESTART_WORKERS", "value": "0"}]
+
+
+@pytest.fixture(scope="module")
+def cluster(real_k8s, api, tmp_path_factory) -> Iterator[RealCluster]:  # noqa: F811 - the fixture imported above
+    c = RealCluster(real_k8s, tmp_path_factory.mktemp("durable-pvc"), nodes=("pvc-a",), storage=True).start()
+    operator = None
+    try:
+        c.make_namespace(NS)
+        env = {**os.environ, "KUBECONFIG": str(real_k8s.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": "2",
+               "PYTHONUNBUFFERED": "1"}
+        with open(c.workdir / "operator.log", "ab") as log:
+            operator = subprocess.Popen(c.command([sys.executable, "-m", "kastor.operator", "--namespace", NS,
+                                                   "--standalone", "--liveness", ""]),
+                                        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        yield c
+    finally:
+        if operator is not None and operator.poll() is None:
+            operator.terminate()
+            try:
+                operator.wait(30)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+                operator.wait()
+        c.stop()
+
+
+def create(c: RealCluster, plural: str, kind: str, name: str, spec: dict[str, Any]) -> None:
+    c.custom.create_namespaced_custom_object(GROUP, VERSION, NS, plural, {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": {"name": name}, "spec": spec})
+
+
+def status(c: RealCluster, plural: str, name: str) -> dict[str, Any]:
+    try:
+        return c.custom.get_namespaced_custom_object(GROUP, VERSION, NS, plural, name).get("status") or {}
+    except kubernetes.client.ApiException as e:
+        if e.status == 404:
+            return {}
+        raise
+
+
+def wait(c: RealCluster, predicate, what: str) -> Any:
+    """c.wait, and on timeout the objects, events and the operator's log tail."""
+    try:
+        return c.wait(predicate, what, DEADLINE_S)
+    except AssertionError as e:
+        objects = c.kubectl("get", "pods,pvc,pv,actorclusters,detachedactors", "-n", NS, "-o", "wide", check=False)
+        events = c.kubectl("get", "events", "-n", NS, "--sort-by=.lastTimestamp", check=False).stdout
+        log = (c.workdir / "operator.log").read_text(errors="replace")[-4000:]
+        raise AssertionError(f"{e}\n--- objects:\n{objects.stdout}{objects.stderr}\n--- events:\n"
+                             f"{chr(10).join(events.splitlines()[-30:])}\n--- operator log:\n{log}") from None
+
+
+def driver(c: RealCluster, code: str) -> str:
+    """A driver on the host, through the head's Service (its name resolves to the host-side address)."""
+    address = status(c, "actorclusters", "vault")["headAddress"]
+    token = base64.b64decode(c.core.read_namespaced_secret("vault-token", NS).data["token"]).decode()
+    program = f"import kastor\nkastor.init(address={address!r})\n" + textwrap.dedent(code)
+    done = subprocess.run(c.command([sys.executable, "-c", program]), env={**os.environ, "KASTOR_TOKEN": token},
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"driver failed:\n{done.stdout}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def claim_volume(c: RealCluster, claim: str) -> Any:
+    try:
+        pvc = c.core.read_namespaced_persistent_volume_claim(claim, NS)
+    except kubernetes.client.ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    return c.core.read_persistent_volume(pvc.spec.volume_name) if pvc.status.phase == "Bound" else None
+
+
+def exists(read, *args: str) -> bool:
+    try:
+        read(*args)
+        return True
+    except kubernetes.client.ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+
+
+INCR = """
+    counter = kastor.get_actor("ledger", namespace="durable-pvc")
+    print(kastor.get([counter.incr.remote() for _ in range(3)])[-1])
+"""
+
+
+def test_a_durable_actor_on_a_claim_continues_counting_after_its_pod_is_deleted(cluster):
+    template = {"spec": {"containers": [{"name": "kastor", "env": POD_ENV}]}}
+    create(cluster, "actorclusters", "ActorCluster", "vault", {
+        "image": "kastor:test", "head": {"template": template},
+        "workerGroups": [{"name": "cpu", "replicas": 0, "template": template}]})
+    wait(cluster, lambda: status(cluster, "actorclusters", "vault").get("phase") == "Ready", "ActorCluster vault Ready")
+    create(cluster, "detachedactors", "DetachedActor", "ledger", {
+        "clusterRef": "vault", "actorClass": "sample_actors:Counter", "args": [100], "maxRestarts": -1,
+        "env": POD_ENV, "state": {"store": "volume", "every": "call", "volume": {"size": "1Gi"}}})
+    pv = wait(cluster, lambda: claim_volume(cluster, "ledger-state"), "the operator's claim ledger-state Bound")
+    assert pv.spec.storage_class_name == "standard", "the default StorageClass"
+    wait(cluster, lambda: status(cluster, "detachedactors", "ledger").get("state") == "Alive", "ledger Alive")
+    assert driver(cluster, INCR).strip() == "103"
+    directory = pv.spec.host_path.path
+    assert os.listdir(directory), f"the checkpoint is on the volume ({directory})"
+
+    first = status(cluster, "detachedactors", "ledger")["podName"]
+    cluster.kubectl("delete", "pod", first, "-n", NS, "--wait=false")  # the operator replaces it
+
+    def replaced() -> bool:
+        st = status(cluster, "detachedactors", "ledger")
+        return st.get("podName") not in (None, first) and st.get("state") == "Alive" and st.get("restarts") == 1
+
+    wait(cluster, replaced, "ledger restarted on a new pod")
+    assert driver(cluster, INCR).strip() == "106", "restored from the checkpoint on the volume, not constructed again"
+    assert claim_volume(cluster, "ledger-state").metadata.name == pv.metadata.name, "the same volume, mounted again"
+
+    cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "detachedactors", "ledger")
+    wait(cluster, lambda: not exists(cluster.core.read_namespaced_persistent_volume_claim, "ledger-state", NS),
+         "the claim deleted with its DetachedActor (garbage collection of its owner)")
+    wait(cluster, lambda: not exists(cluster.core.read_persistent_volume, pv.metadata.name),
+         "the volume deleted (StorageClass reclaimPolicy Delete)")
+    assert not os.path.exists(directory), "and its data with it"
