@@ -59,6 +59,9 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
         self.job_end_hooks: list[Callable[[bytes], None]] = []  # e.g. the client port's object table
         self.pending: set[bytes] = set()
         self.placing: set[bytes] = set()
+        # StartActor calls in flight, per node: a node declared dead has them cancelled, since a
+        # node that vanished (a deleted pod's network gone) may never answer them.
+        self.start_calls: dict[str, set[grpc.aio.UnaryUnaryCall]] = defaultdict(set)
         self._channels = ChannelCache()
         self._next_job = 1
         self.unreconciled: set[str] = set()    # nodes whose live actors we have not yet compared
@@ -233,6 +236,8 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
                     log.warning("node %s missed heartbeats for %.0fs: marking it dead",
                                 node.node_id, config.NODE_DEATH_TIMEOUT_S)
                     await self.store.put(NODES, node.node_id, node.SerializeToString())
+                    for call in list(self.start_calls.get(node.node_id, ())):
+                        call.cancel()  # its actor goes on to another node, or waits as pending
                     for info in list(self.actors.values()):
                         if info.node_id == node.node_id and info.state == pb.ALIVE:
                             await self._actor_failed(info, f"its node {node.node_id} died")
@@ -568,15 +573,27 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
                                             f"soft=False), which is not alive or can never fit it")
                 return
             for node in nodes:
+                if not node.alive:  # declared dead while this placement tried the nodes before it
+                    continue
                 self.starting_on[node.node_id] += 1  # SPREAD counts actors on their way too
+                call = self.node_stub(node.address).StartActor(
+                    pb.StartActorRequest(spec=info.spec, num_restarts=info.num_restarts), metadata=self.metadata)
+                self.start_calls[node.node_id].add(call)
                 try:
-                    reply = await self.node_stub(node.address).StartActor(
-                        pb.StartActorRequest(spec=info.spec, num_restarts=info.num_restarts), metadata=self.metadata)
+                    reply = await call
                 except grpc.aio.AioRpcError as e:
                     log.warning("placing actor on node %s failed: %s", node.node_id, e.code().name)
                     continue
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # this placement itself is being cancelled (the head stops)
+                    log.warning("placing actor %s on node %s was abandoned: the node was declared dead",
+                                actor_id.hex()[:8], node.node_id)
+                    continue
                 finally:
                     self.starting_on[node.node_id] -= 1
+                    self.start_calls[node.node_id].discard(call)
                 if info.state == pb.DEAD:  # killed while it was starting
                     if reply.started:
                         await self.node_stub(node.address).KillWorker(

@@ -181,3 +181,31 @@ def test_a_caller_moves_to_the_new_instance_when_the_head_restarts_its_actor(tmp
         kastor.shutdown()
         proxy.close()
         c.stop()
+
+
+@kastor.remote(max_restarts=-1)
+class Where:
+    def node(self):
+        return kastor.get_runtime_context().get_node_id()
+
+
+def test_an_actor_whose_start_hangs_on_a_node_declared_dead_is_placed_on_another(tmp_path, redis_server,
+                                                                                  monkeypatch):
+    """A node that vanishes (a deleted pod whose network is gone) may never answer the head's
+    StartActor. Once the node is declared dead the call is abandoned and the actor is placed on a
+    node that joined meanwhile, not left "placing" for ever."""
+    with driven_cluster(tmp_path, redis_server, monkeypatch, nodes=("n1",)) as c:
+        first = Where.remote()
+        assert kastor.get(first.node.remote(), timeout=DEADLINE_S) == "n1"  # the head's channel to n1 is open
+        agent = c.nodes["n1"].proc.pid
+        os.kill(agent, signal.SIGSTOP)  # its connection stays open, and nothing on it is answered
+        try:
+            actor = Where.remote()  # placed in the background: the head's StartActor to n1 hangs
+            wait_until(lambda: list_actors(filters=[("actor_id", "=", actor._actor_id.hex())]),
+                       "the head to know the actor (and try n1, its only node)")
+            c.add_node("n2")
+            wait_until(lambda: not next(n for n in kastor.nodes() if n["NodeID"] == "n1")["Alive"],
+                       "the head to declare the stopped n1 dead")
+            assert kastor.get(actor.node.remote(), timeout=DEADLINE_S) == "n2"
+        finally:
+            os.kill(agent, signal.SIGCONT)
