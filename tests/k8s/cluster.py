@@ -20,6 +20,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,15 @@ NEEDS_PRIVATE_HOSTS = pytest.mark.skipif(
     _PRIVATE_HOSTS_PROBLEM is not None,
     reason=f"the kubelet harness gives each process of a run its own /etc/hosts: {_PRIVATE_HOSTS_PROBLEM} "
            f"(run as root, or where user namespaces are enabled)")
+
+
+def live(url: str) -> bool:
+    """Whether a liveness endpoint answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, ConnectionError):
+        return False
 
 
 class EmulatedCluster:
@@ -129,6 +140,15 @@ class EmulatedCluster:
         if log is None:
             self.operator = proc
         return proc
+
+    def wait_for_operator(self, proc: subprocess.Popen | None = None, timeout: float = 300.0) -> None:
+        """Until the operator's liveness endpoint answers: it has imported kopf and Kastor and runs
+        (a new process took 12-80 s to get there on a loaded 2-core machine), so a test's own
+        deadline then covers reconciling only, not the operator's start."""
+        proc = proc or self.operator
+        assert proc is not None
+        self.wait(lambda: live(proc.liveness_url), "the operator's liveness endpoint to answer",  # type: ignore[attr-defined]
+                  timeout=timeout)
 
     def stop(self) -> None:
         if self.operator is not None and self.operator.poll() is None:

@@ -16,6 +16,7 @@ def k8s(tmp_path_factory):
     cluster = EmulatedCluster(tmp_path_factory.mktemp("k8s")).start()
     try:
         cluster.start_operator()
+        cluster.wait_for_operator()
         yield cluster
     finally:
         cluster.stop()

@@ -405,16 +405,6 @@ def test_deleting_a_cluster_does_not_wait_for_a_busy_resync(k8s):
             pass
 
 
-def _healthy(url: str) -> bool:
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(url, timeout=2) as reply:
-            return reply.status == 200
-    except (urllib.error.URLError, ConnectionError):
-        return False
-
-
 def test_every_object_the_operator_created_is_valid_kubernetes(k8s):
     import kubernetes_validate
     made = [b for b in k8s.api.created
@@ -467,7 +457,7 @@ def test_liveness_and_leader_election_by_peering(k8s, tmp_path):
     """Last in the module: it replaces the operator, and the tests before it want the original one.
     Its actor names a cluster that does not exist, so reconciling it needs no pods."""
     import urllib.request
-    k8s.wait(lambda: _healthy(k8s.operator.liveness_url), "the liveness endpoint answers")
+    k8s.wait_for_operator()
     log = tmp_path / "second-operator.log"
     second = k8s.start_operator(priority=50, log=log)
 
@@ -481,7 +471,7 @@ def test_liveness_and_leader_election_by_peering(k8s, tmp_path):
 
     # A new process first imports kopf and kastor: seen taking 80 s at a load average of 170 on
     # 2 cores. Its liveness endpoint answering means it runs; then it must register at once.
-    k8s.wait(lambda: _healthy(second.liveness_url), "the standby operator's liveness endpoint", timeout=300)
+    k8s.wait_for_operator(second)
     k8s.wait(lambda: peers() == 2, "both replicas registered in the peering object")
     # the lower-priority replica stands by: the leader alone reconciles
     create(k8s, "detachedactors", actor_cr("peered", "not-created"))
