@@ -10,26 +10,34 @@ import numbers
 import warnings
 from typing import Any
 
+from kastor import labels
 from kastor.runtime import placement_context
 from kastor.runtime.submission import Scheduling
 
 _COMMON = {"num_cpus", "num_gpus", "resources", "memory", "name", "scheduling_strategy", "runtime_env",
-           "accelerator_type", "label_selector", "enable_task_events", "_metadata", "placement_group",
+           "accelerator_type", "label_selector", "fallback_strategy", "enable_task_events", "_metadata",
+           "placement_group",
            "placement_group_bundle_index", "placement_group_capture_child_tasks"}
 TASK_OPTIONS = _COMMON | {"max_retries", "retry_exceptions", "num_returns", "max_calls"}
 ACTOR_OPTIONS = _COMMON | {"namespace", "lifetime", "get_if_exists", "max_restarts", "max_task_retries",
                            "max_concurrency", "max_pending_calls", "concurrency_groups", "allow_out_of_order_execution",
                            "state"}
 # Accepted for compatibility with Ray programs; they change nothing on Kastor today.
-_IGNORED = {"accelerator_type", "label_selector", "enable_task_events", "_metadata", "allow_out_of_order_execution"}
+_IGNORED = {"accelerator_type", "label_selector", "fallback_strategy", "enable_task_events", "_metadata",
+            "allow_out_of_order_execution"}
 
 
 def validate(options: dict[str, Any], for_actor: bool) -> dict[str, Any]:
     valid = ACTOR_OPTIONS if for_actor else TASK_OPTIONS
     kind = "actors" if for_actor else "remote functions"
-    for key, value in options.items():
+    for key in options:
         if key not in valid:
             raise ValueError(f"Invalid option keyword '{key}' for {kind}. Valid ones are: {', '.join(sorted(valid))}.")
+    if options.get("label_selector") is not None:
+        labels.check_selector(options["label_selector"])
+    if options.get("fallback_strategy") is not None:
+        labels.check_fallback_strategy(options["fallback_strategy"])
+    for key, value in options.items():
         if key in _IGNORED and value not in (None, "DEFAULT", {}):
             warnings.warn(f"Kastor accepts the option '{key}' for Ray compatibility but ignores it.", stacklevel=4)
     env_vars(options.get("runtime_env"))

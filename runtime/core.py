@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -534,6 +535,7 @@ class CoreWorker:
                 f"Could not serialize {kind} {getattr(obj, '__qualname__', obj)!r}: {e}. Everything "
                 f"it captures (globals, closure variables) must be picklable; create unpicklable "
                 f"resources inside the {kind} instead.") from e
+        _check_code_size(obj, kind, len(payload))
         function_id = hashlib.sha256(payload).hexdigest()[:32]
         if function_id not in self._registered:
             paths = [os.getcwd() if p == "" else p for p in sys.path]
@@ -572,6 +574,23 @@ class CoreWorker:
         except serialization.SerializationError:
             raise _name_unpicklable_argument(args, kwargs, what) from None
         return self.store_serialized(ser), refs
+
+
+def _check_code_size(obj: Any, kind: str, size: int) -> None:
+    """Ray's limits on a pickled function or class: over FUNCTION_SIZE_ERROR_BYTES is refused
+    (it almost always captured a large object from its scope by accident, and every worker that
+    runs it would load that object), over FUNCTION_SIZE_WARN_BYTES is warned about."""
+    name = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}"
+    what = f"The actor {getattr(obj, '__qualname__', obj)}" if kind == "actor class" else f"The {kind} {name}"
+    if size > config.FUNCTION_SIZE_ERROR_BYTES:
+        raise ValueError(
+            f"{what} is too large ({size / 2**20:.0f} MiB > KASTOR_FUNCTION_SIZE_ERROR_BYTES = "
+            f"{config.FUNCTION_SIZE_ERROR_BYTES / 2**20:.0f} MiB). Check that its definition is not capturing a large "
+            f"array or other object from its scope; pass it as an argument, or kastor.put() it and pass the ref.")
+    if size > config.FUNCTION_SIZE_WARN_BYTES:
+        warnings.warn(f"{what} is {size / 2**20:.1f} MiB pickled: it probably captures a large object from its "
+                      f"scope, which every worker running it loads; pass large data as arguments or with "
+                      f"kastor.put() instead.", stacklevel=4)
 
 
 def _name_unpicklable_argument(args: tuple, kwargs: dict, what: str) -> serialization.SerializationError:

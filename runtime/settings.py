@@ -200,6 +200,12 @@ IDLE_WORKERS_KEPT = _declare("KASTOR_IDLE_WORKERS_KEPT", "int", None,
 IDLE_WORKER_KILL_S = _declare("KASTOR_IDLE_WORKER_KILL_S", "float", 1.0,
                               "Idle workers beyond those kept are asked to exit after this long (Ray's "
                               "idle_worker_killing_time_threshold_ms).")
+FUNCTION_SIZE_ERROR_BYTES = _declare("KASTOR_FUNCTION_SIZE_ERROR_BYTES", "int", 100_000_000,
+                                     "A remote function or actor class larger than this, pickled, is refused at "
+                                     "`.remote()` with a ValueError (Ray's FUNCTION_SIZE_ERROR_THRESHOLD).")
+FUNCTION_SIZE_WARN_BYTES = _declare("KASTOR_FUNCTION_SIZE_WARN_BYTES", "int", 10_000_000,
+                                    "A remote function or actor class larger than this, pickled, is warned about "
+                                    "(Ray's FUNCTION_SIZE_WARN_THRESHOLD).")
 DEAD_OWNER_SWEEP_S = _declare("KASTOR_DEAD_OWNER_SWEEP_S", "float", 30.0,
                               "How often a node agent checks that the owners of the objects in its store still "
                               "answer; an owner refused twice in a row (it died without freeing them) has its "
