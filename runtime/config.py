@@ -62,6 +62,8 @@ IDLE_WORKER_KILL_S = settings.IDLE_WORKER_KILL_S.get()
 # Pickled functions and classes: refused above the first, warned about above the second (Ray's thresholds).
 FUNCTION_SIZE_ERROR_BYTES = settings.FUNCTION_SIZE_ERROR_BYTES.get()
 FUNCTION_SIZE_WARN_BYTES = settings.FUNCTION_SIZE_WARN_BYTES.get()
+# How long a borrower asks an owner that does not answer before calling it dead (owner_fetch).
+OWNER_UNREACHABLE_S = settings.OWNER_UNREACHABLE_S.get()
 # How often a node agent frees the store files of owners that died (store_owners).
 DEAD_OWNER_SWEEP_S = settings.DEAD_OWNER_SWEEP_S.get()
 # Workers a node starts at once (Ray's maximum_startup_concurrency; 0: its CPU count). A worker

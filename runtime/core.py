@@ -33,6 +33,7 @@ from kastor.runtime import (
     driver_store,
     exceptions,
     head_link,
+    owner_fetch,
     pickler,
     rpc,
     serialization,
@@ -455,15 +456,9 @@ class CoreWorker:
             self._probe_done()
 
     async def _ask_owner(self, stub: pb_grpc.CoreWorkerStub, oid: bytes, wait_s: float) -> pb.Value | None:
-        """The owner's value for oid; with wait_s > 0, None if it is not ready within wait_s."""
-        try:
-            reply = await stub.GetObjects(pb.GetObjectsRequest(object_ids=[oid], timeout_s=wait_s),
-                                          metadata=self.metadata)
-        except grpc.aio.AioRpcError as e:
-            if wait_s and e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                return None
-            raise
-        return reply.values[0]
+        """The owner's value for oid; with wait_s > 0, None if it is not ready within wait_s.
+        A slow owner is asked again; one that refuses the connection is gone (owner_fetch)."""
+        return await owner_fetch.ask_owner(stub, oid, wait_s, self.metadata)
 
     def after_probes(self, fn: Callable[[], None]) -> None:
         """Runs fn (on the loop) once no fetch is still asking an owner for a ready value."""

@@ -206,6 +206,10 @@ FUNCTION_SIZE_ERROR_BYTES = _declare("KASTOR_FUNCTION_SIZE_ERROR_BYTES", "int", 
 FUNCTION_SIZE_WARN_BYTES = _declare("KASTOR_FUNCTION_SIZE_WARN_BYTES", "int", 10_000_000,
                                     "A remote function or actor class larger than this, pickled, is warned about "
                                     "(Ray's FUNCTION_SIZE_WARN_THRESHOLD).")
+OWNER_UNREACHABLE_S = _declare("KASTOR_OWNER_UNREACHABLE_S", "float", 30.0,
+                               "How long a borrower keeps asking a ref's owner that does not answer (slow: a "
+                               "loaded machine, a connection still starting) before the ref fails with "
+                               "OwnerDiedError; an owner that refuses the connection is gone at once.")
 DEAD_OWNER_SWEEP_S = _declare("KASTOR_DEAD_OWNER_SWEEP_S", "float", 30.0,
                               "How often a node agent checks that the owners of the objects in its store still "
                               "answer; an owner refused twice in a row (it died without freeing them) has its "
