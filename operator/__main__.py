@@ -1,18 +1,32 @@
 """`python -m kastor.operator`: run the operator (kopf) with Kastor's defaults.
 
 Peering (kopf's leader election) is on unless --standalone: of two replicas with the
-same peering name, the one with the lower priority pauses. A liveness endpoint serves
-/healthz for the Deployment's probe.
+same peering name, the one with the lower priority pauses. kopf pauses *every* replica when
+two share the highest priority, so `--priority auto` (the chart's default) gives each process
+a random one of its own: `replicaCount: 2` is then an active/standby pair, the standby taking
+over once the leader's peering entry lapses. A liveness endpoint serves /healthz for the
+Deployment's probe.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 
 import kopf
 from kastor.runtime import logging_setup
+
+
+def priority(value: str) -> int:
+    """An integer, or 'auto': random in [1, 2**31), so replicas of one Deployment differ."""
+    if value == "auto":
+        return 1 + secrets.randbelow(2**31 - 1)
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--priority takes an integer or 'auto', got {value!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (cluster-wide)")
     p.add_argument("--peering", default="kastor-operator", help="peering object shared by replicas")
     p.add_argument("--standalone", action="store_true", help="no peering: this is the only replica")
-    p.add_argument("--priority", type=int, default=0, help="of replicas that peer, the highest priority runs")
+    p.add_argument("--priority", type=priority, default=0,
+                   help="of replicas that peer, the highest priority runs; 'auto': a random one for this process "
+                        "(replicas that share one would all pause)")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' for none)")
     p.add_argument("--verbose", action="store_true")
     return p

@@ -120,7 +120,7 @@ class EmulatedCluster:
         self.kubelet = Kubelet(self.url, self.workdir, self.hosts, self.block.pod_prefix, images)
         await self.kubelet.start()
 
-    def start_operator(self, priority: int = 100, log: Path | None = None) -> subprocess.Popen:
+    def start_operator(self, priority: int | str = 100, log: Path | None = None) -> subprocess.Popen:
         """An operator process peering with any other (kopf's leader election), with a liveness endpoint.
         KASTOR_TEST_OPERATOR_VERBOSE=1 makes it log at DEBUG, kopf's reasoning included."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": str(self.resync_s),

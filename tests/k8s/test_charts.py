@@ -91,6 +91,8 @@ def test_helm_template_renders_valid_objects(chart, values):
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert container["command"] == ["python", "-m", "kastor.operator"]
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        if "peering.enabled=false" not in values:  # replicas draw their own priorities (see test_operator_replicas)
+            assert "--priority=auto" in container["args"]
         if "watchNamespaces={team-a,team-b}" in values:
             assert {d["metadata"]["namespace"] for d in docs if d["kind"] == "Role"} == {"team-a", "team-b"}
             assert "--namespace=team-a" in container["args"]
