@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -331,3 +332,58 @@ def test_deployment_makes_a_pod_the_scheduler_reports_unschedulable(api):
         return False
 
     wait_until(unschedulable, "a ReplicaSet-owned pod marked Unschedulable by the scheduler", CONTROLLER_DEADLINE_S)
+
+
+def test_the_documented_crd_upgrade_keeps_objects_and_serves_new_fields(api, real_k8s):
+    """Helm installs crds/ once and never upgrades them (issue 12 defect 17). The upgrade path the
+    operator docs give, `kubectl apply --server-side --force-conflicts -f crds/` before `helm
+    upgrade`, is run here from an older ActorCluster CRD (today's without `upgradeStrategy` and
+    `autoscaling`): an object stored under the old one is kept, and the new fields, pruned
+    before, are kept after."""
+    ext = kubernetes.client.ApiextensionsV1Api(api)
+    objects = kubernetes.client.CustomObjectsApi(api)
+    name = "actorclusters.kastor.dev"
+    current = next(d for d in crd_documents() if d["metadata"]["name"] == name)
+    older = json.loads(json.dumps(current))
+    spec_props = older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    for field in ("upgradeStrategy", "autoscaling"):
+        spec_props.pop(field)
+
+    def established_with(has_field: bool) -> bool:
+        crd = ext.read_custom_resource_definition(name)
+        conditions = crd.status.conditions or []
+        fields = crd.spec.versions[0].schema.open_apiv3_schema.properties["spec"].properties
+        return any(c.type == "Established" and c.status == "True" for c in conditions) and \
+            ("upgradeStrategy" in fields) == has_field
+
+    def upgrade_strategy() -> Any:
+        body = objects.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "upgraded")
+        return body["spec"].get("upgradeStrategy")
+
+    older["metadata"]["resourceVersion"] = ext.read_custom_resource_definition(name).metadata.resource_version
+    ext.replace_custom_resource_definition(name, older)
+    try:
+        wait_until(lambda: established_with(False), "the older CRD served", 60)
+        spec = {"image": "kastor:dev", "upgradeStrategy": {"type": "Recreate"}}
+        objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                                custom_object("actorclusters", "upgraded", spec))
+        assert upgrade_strategy() is None  # an unknown field: pruned by the older schema
+        done = subprocess.run(["kubectl", "--kubeconfig", str(real_k8s.kubeconfig), "apply", "--server-side",
+                               "--force-conflicts", "-f", str(REPO / "crds")], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: established_with(True), "the upgraded CRD served", 60)
+        # the object stored under the older CRD is still there, and takes the new field now
+        objects.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "upgraded",
+                                               {"spec": {"upgradeStrategy": {"type": "Recreate"}}})
+        assert upgrade_strategy() == {"type": "Recreate"}
+    finally:
+        try:
+            objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "upgraded")
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        if not established_with(True):  # leave the session's control plane with today's CRD
+            current["metadata"]["resourceVersion"] = ext.read_custom_resource_definition(name).metadata.resource_version
+            ext.replace_custom_resource_definition(name, current)
+            wait_until(lambda: established_with(True), "today's CRD served again", 60)
