@@ -33,7 +33,7 @@ from kastor.operator.pods import (
     terminating,
     termination_message,
 )
-from kastor.operator.scaling import HeadAccess, group_status, plan_scaling
+from kastor.operator.scaling import HeadAccess, group_status, has_excess, plan_scaling
 from kastor.operator.spec import ClusterSpec, SpecError, parse_cluster
 from kastor.runtime import k8s_contract as contract
 from kastor.runtime import redis_cleanup, settings
@@ -99,7 +99,7 @@ def observe(kube: Kube, head: HeadClient | None, body: dict[str, Any]) -> Observ
     if head is not None and head_ready and not spec.suspend:
         seen.head_asked = True
         seen.registered = _registered_node_ips(kube, head, body, spec, (secret or {}).get(spec.token_key, ""))
-        if spec.autoscaling.enabled and seen.registered is not None:
+        if (spec.autoscaling.enabled or has_excess(spec, _role(seen.pods, "worker"))) and seen.registered is not None:
             seen.demand, seen.head_access = _demand(kube, head, body, spec, (secret or {}).get(spec.token_key, ""))
     seen.scaled_at = datetime.now(UTC).isoformat(timespec="seconds")
     seen.nodes = lost_nodes.observe(kube, seen.pods, _vouched(seen))

@@ -70,11 +70,15 @@ def plan_scaling(body: dict[str, Any], spec: ClusterSpec, workers: list[dict[str
                  out: Plan) -> tuple[dict[str, int], set[str]]:
     """Each group's desired replicas and the pods being drained away (DrainWorker actions in `out`).
 
-    Without autoscaling, the spec's replicas (within min/max). With it, the last decision (or
-    the spec's replicas at first) until the head answers, then `decide`'s.
+    Without autoscaling, the spec's replicas (within min/max), a scale-down draining idle
+    workers through the head (`drain_scale_down`). With it, the last decision (or the spec's
+    replicas at first) until the head answers, then `decide`'s.
     """
     if not spec.autoscaling.enabled:
-        return {g.name: g.desired for g in spec.worker_groups}, set()
+        desired = {g.name: g.desired for g in spec.worker_groups}
+        if demand is None or access is None:
+            return desired, set()
+        return drain_scale_down(spec, workers, desired, demand, access, out)
     previous = _previous_desired(body)
     live = [p for p in workers if not terminating(p) and not finished(p)]
     current = {g.name: max(sum(1 for p in live if _group_of(p) == g.name), previous.get(g.name, g.desired))
@@ -93,6 +97,45 @@ def plan_scaling(body: dict[str, Any], spec: ClusterSpec, workers: list[dict[str
                                        f"{spec.autoscaling.idle_timeout_s:g})", access.ca))
     _note_decision(body, decision, current, now, out)
     return decision.desired, {n.pod for n in decision.remove}
+
+
+def has_excess(spec: ClusterSpec, workers: list[dict[str, Any]]) -> bool:
+    """Whether a group runs more live pods than its spec wants (a scale-down to carry out)."""
+    live = [p for p in workers if not terminating(p) and not finished(p)]
+    return any(sum(1 for p in live if _group_of(p) == g.name) > g.desired for g in spec.worker_groups)
+
+
+def drain_scale_down(spec: ClusterSpec, workers: list[dict[str, Any]], desired: dict[str, int],
+                     demand: pb.ClusterDemand, access: HeadAccess, out: Plan) -> tuple[dict[str, int], set[str]]:
+    """A scale-down (spec.replicas lowered) that kills nothing busy (issue 12 defect 11).
+
+    Pods that are not ready go first, as before (nothing runs on them). Of the ready ones, only
+    workers the head reports idle are removed, longest idle first, each drained through the head
+    before its pod is deleted (DrainWorker: the head refuses a node that runs anything). A busy
+    worker stays until a later reconcile finds it idle. Returns the replicas each group keeps
+    for now (plan_workers then deletes the not-ready excess only) and the pods being drained."""
+    live = [p for p in workers if not terminating(p) and not finished(p)]
+    usage = {pod["metadata"]["name"]: node for node, pod in _nodes_with_pods(demand, live)}
+    keep: dict[str, int] = {}
+    drained: set[str] = set()
+    for g in spec.worker_groups:
+        mine = [p for p in live if _group_of(p) == g.name]
+        excess = len(mine) - desired[g.name]
+        if excess <= 0:
+            keep[g.name] = desired[g.name]
+            continue
+        not_ready = min(excess, sum(1 for p in mine if not ready(p)))
+        idle = sorted((p for p in mine if ready(p) and p["metadata"]["name"] in usage
+                       and usage[p["metadata"]["name"]].idle_s > 0 and not usage[p["metadata"]["name"]].draining),
+                      key=lambda p: -usage[p["metadata"]["name"]].idle_s)
+        for pod in idle[:excess - not_ready]:
+            node = usage[pod["metadata"]["name"]]
+            out.actions.append(DrainWorker(access.address, access.token, node.node_id, pod["metadata"]["name"],
+                                           f"scale-down of group {g.name} to {desired[g.name]} (idle for "
+                                           f"{node.idle_s:.0f}s)", access.ca))
+            drained.add(pod["metadata"]["name"])
+        keep[g.name] = len(mine) - not_ready - len(drained & {p["metadata"]["name"] for p in mine})
+    return keep, drained
 
 
 def _note_decision(body: dict[str, Any], decision: Decision, current: dict[str, int], now: str, out: Plan) -> None:

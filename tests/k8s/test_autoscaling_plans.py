@@ -195,3 +195,48 @@ def test_one_decision_that_adds_and_removes_posts_both_events():
     assert [e.reason for e in out.events] == ["ScaledUp", "ScaledDown"]
     assert [type(a).__name__ for a in out.actions if isinstance(a, (CreatePod, DrainWorker))] == \
         ["DrainWorker", "CreatePod"]
+
+
+# ---- a manual scale-down (spec.replicas lowered, no autoscaling) kills nothing busy ----
+
+MANUAL_SPEC = {"image": "kastor:dev", "workerGroups": [{"name": "cpu", "replicas": 1}]}
+
+
+def manual_plan(demand: pb.ClusterDemand | None, worker_pods: list[dict]):
+    body = cr("ActorCluster", "demo", MANUAL_SPEC, {"phase": "Ready"})
+    pods = [pod("demo-head", "head", ip="10.0.0.1"), *worker_pods]
+    registered = {"10.0.0.1"} | {p["status"]["podIP"] for p in worker_pods if p["status"].get("podIP")}
+    return clusters.plan(clusters.Observed(body, pods, registered=registered, head_asked=True, demand=demand,
+                                           head_access=ACCESS if demand is not None else None))
+
+
+def test_a_scale_down_drains_the_idle_worker_and_keeps_the_busy_one():
+    workers = [pod("busy", "worker", group="cpu", ip="10.0.0.2"), pod("idle", "worker", group="cpu", ip="10.0.0.3")]
+    demand = pb.ClusterDemand(nodes=[usage("n-busy", "10.0.0.2", {"CPU": 1.0}, idle_s=0.0, free={}),
+                                     usage("n-idle", "10.0.0.3", {"CPU": 1.0}, idle_s=12)])
+    out = manual_plan(demand, workers)
+    assert [a.pod for a in out.actions if isinstance(a, DrainWorker)] == ["idle"]
+    assert not [a for a in out.actions if isinstance(a, DeletePod)]  # the busy worker is not killed
+
+
+def test_a_scale_down_waits_while_every_extra_worker_is_busy():
+    workers = [pod("a", "worker", group="cpu", ip="10.0.0.2"), pod("b", "worker", group="cpu", ip="10.0.0.3")]
+    demand = pb.ClusterDemand(nodes=[usage("n-a", "10.0.0.2", {"CPU": 1.0}, idle_s=0.0, free={}),
+                                     usage("n-b", "10.0.0.3", {"CPU": 1.0}, idle_s=0.0, free={})])
+    out = manual_plan(demand, workers)
+    assert not [a for a in out.actions if isinstance(a, (DrainWorker, DeletePod, CreatePod))]
+    # once one is idle, it goes
+    idle_b = pb.ClusterDemand(nodes=[usage("n-a", "10.0.0.2", {"CPU": 1.0}, idle_s=0.0, free={}),
+                                     usage("n-b", "10.0.0.3", {"CPU": 1.0}, idle_s=3)])
+    assert [a.pod for a in manual_plan(idle_b, workers).actions if isinstance(a, DrainWorker)] == ["b"]
+
+
+def test_a_scale_down_removes_a_worker_that_is_not_ready_first_and_without_the_head_deletes_as_before():
+    starting = pod("starting", "worker", group="cpu", ip="10.0.0.4", ready=False)
+    workers = [pod("a", "worker", group="cpu", ip="10.0.0.2"), starting]
+    demand = pb.ClusterDemand(nodes=[usage("n-a", "10.0.0.2", {"CPU": 1.0}, idle_s=0.0, free={})])
+    out = manual_plan(demand, workers)
+    assert [a.name for a in out.actions if isinstance(a, DeletePod)] == ["starting"]
+    assert not [a for a in out.actions if isinstance(a, DrainWorker)]
+    two_ready = [pod("a", "worker", group="cpu", ip="10.0.0.2"), pod("b", "worker", group="cpu", ip="10.0.0.3")]
+    assert len([a for a in manual_plan(None, two_ready).actions if isinstance(a, DeletePod)]) == 1
