@@ -423,6 +423,10 @@ def test_scale_suspend_resume(flow):
     group = custom(flow, "actorclusters", "demo")["spec"]["workerGroups"][0]
     patch(flow, {"workerGroups": [{**group, "replicas": 3}]})
     wait(flow, lambda: status(flow, "actorclusters", "demo").get("readyWorkers") == 3, "3 ready workers")
+    # down to 1: the idle workers are drained through the head, then their pods deleted
+    patch(flow, {"workerGroups": [{**group, "replicas": 1}]})
+    wait(flow, lambda: len(worker_pods(flow)) == 1 and status(flow, "actorclusters", "demo").get("readyWorkers") == 1,
+         "one worker left after the scale-down")
     patch(flow, {"suspend": True})
     wait(flow, lambda: status(flow, "actorclusters", "demo").get("phase") == "Suspended", "demo Suspended")
     wait(flow, lambda: not worker_pods(flow), "no worker pods while suspended")
