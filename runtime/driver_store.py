@@ -39,19 +39,11 @@ class DriverStoreService(pb_grpc.NodeAgentServicer):
         if path is None or not os.path.exists(path):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no object at {request.path} in this driver's store "
                                                            f"(the driver freed it, or it is not the driver's)")
-        total = os.path.getsize(path)
-        with open(path, "rb") as f:
-            while chunk := f.read(config.FETCH_CHUNK_BYTES):
-                yield pb.ObjectChunk(data=chunk, total=total)
+        for chunk, total in store_owners.read_chunks(path, config.FETCH_CHUNK_BYTES):
+            yield pb.ObjectChunk(data=chunk, total=total)
 
     async def FreeObjects(self, request, context):
-        for p in request.paths:
-            path = self._store_path(p)
-            if path is not None:
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+        store_owners.free(self._root, request.paths)
         return pb.Empty()
 
 

@@ -744,10 +744,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         path = self._store_path(request.path)
         if path is None or not os.path.exists(path):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no object at {request.path} in this node's store")
-        total = os.path.getsize(path)
-        with open(path, "rb") as f:
-            while chunk := f.read(config.FETCH_CHUNK_BYTES):
-                yield pb.ObjectChunk(data=chunk, total=total)
+        for chunk, total in store_owners.read_chunks(path, config.FETCH_CHUNK_BYTES):
+            yield pb.ObjectChunk(data=chunk, total=total)
 
     async def PutObject(self, request_iterator, context):
         """Receives a large object from a driver that cannot write this node's store itself."""
@@ -782,13 +780,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         return pb.ObjectLocation(node_id=self.node_id, node_address=self.address, path=path, size=written)
 
     async def FreeObjects(self, request, context):
-        for p in request.paths:
-            path = self._store_path(p)
-            if path is not None:
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+        store_owners.free(self.store_dir, request.paths)
         return pb.Empty()
 
     async def shutdown(self) -> None:

@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 log = logging.getLogger("kastor.store_owners")
 
@@ -77,6 +77,25 @@ def owners(store_dir: str) -> dict[str, str]:
         except FileNotFoundError:  # being made right now: its owner is writing, so alive
             continue
     return found
+
+
+def read_chunks(path: str, chunk_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """(chunk, total size) of an object file, for FetchObject (a node's store or a driver's)."""
+    total = os.path.getsize(path)
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            yield chunk, total
+
+
+def free(store_dir: str, paths: Iterable[str]) -> None:
+    """Deletes the named object files of this store (FreeObjects); anything else is ignored."""
+    for p in paths:
+        path = in_store(store_dir, p)
+        if path is not None:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 class DeadOwnerSweep:
