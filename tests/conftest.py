@@ -2,6 +2,7 @@
 
 import ast
 import functools
+import gc
 import os
 import sys
 import threading
@@ -16,8 +17,13 @@ def _serialize_ast_parse() -> None:
     all threads, so two threads parsing at once (pytest building a failure's report while a
     harness thread formats a traceback, which 3.11 does with `ast.parse` for its ^^^ markers)
     can make pytest crash with "INTERNALERROR ... SystemError: AST constructor recursion depth
-    mismatch", ending the whole run instead of reporting one failed test. An RLock, because a
-    finalizer run inside a parse may parse again on the same thread."""
+    mismatch", ending the whole run instead of reporting one failed test.
+
+    The cyclic garbage collector is off during a parse as well: a collection triggered by the
+    parse's own allocations can run a finalizer on the same thread (a coroutine closed late
+    raising into the unraisable hook, which formats its traceback with `ast.parse`), and that
+    nested parse corrupts the outer one's counter just as another thread would. An RLock, so
+    such a nested parse (should one still happen) cannot deadlock."""
     if sys.version_info >= (3, 12, 1) or (3, 11, 8) <= sys.version_info < (3, 12):
         return
     lock = threading.RLock()
@@ -26,7 +32,13 @@ def _serialize_ast_parse() -> None:
     @functools.wraps(unlocked_parse)
     def parse(*args, **kwargs):
         with lock:
-            return unlocked_parse(*args, **kwargs)
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                return unlocked_parse(*args, **kwargs)
+            finally:
+                if collecting:
+                    gc.enable()
 
     ast.parse = parse
 

@@ -10,7 +10,6 @@ on one machine do not meet.
 
 from __future__ import annotations
 
-import asyncio
 import glob
 import os
 import shutil
@@ -18,7 +17,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +32,7 @@ import yaml
 from .apiserver import ApiServer
 from .isolation import AddressBlock, PrivateHosts
 from .kubelet import Kubelet
+from .loop_thread import LoopThread
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_IMAGE = "kastor:test"
@@ -70,8 +69,7 @@ class EmulatedCluster:
     def __init__(self, workdir: Path, resync_s: float = 1.0):
         self.workdir = workdir
         self.resync_s = resync_s
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="k8s-emulator", daemon=True)
+        self.harness = LoopThread("k8s-emulator")
         self.block: AddressBlock | None = None
         self.hosts = PrivateHosts(workdir / "hosts")
         self.operator: subprocess.Popen | None = None
@@ -82,11 +80,11 @@ class EmulatedCluster:
     # ---- start / stop ----
 
     def _run(self, coro) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
+        return self.harness.run(coro, 60)
 
     def start(self) -> EmulatedCluster:
         self.block = AddressBlock()
-        self.thread.start()
+        self.harness.start()
         self._run(self._start_async())
         self.kubeconfig = self.workdir / "kubeconfig"
         self.kubeconfig.write_text(yaml.safe_dump({
@@ -161,8 +159,7 @@ class EmulatedCluster:
         try:
             self._run(self._stop_async())
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
+            self.harness.stop()
             if self.block is not None:
                 self.block.release()
 

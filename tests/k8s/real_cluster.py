@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -27,6 +26,7 @@ from .controlplane_fixture import ControlPlane
 from .isolation import AddressBlock, PrivateHosts
 from .kubeapi import KubeApi
 from .kubeproxy import KubeProxy
+from .loop_thread import LoopThread
 from .nodekubelet import Kubelet
 from .podnet import PodNetwork
 from .provisioner import LocalPathProvisioner, storage_class
@@ -66,8 +66,7 @@ class RealCluster:
         # reclaimPolicy Delete) and `standard-retain` (Retain), served by a local-path provisioner.
         self.storage = storage
         self.provisioner: LocalPathProvisioner | None = None
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="k8s-real-harness", daemon=True)
+        self.harness = LoopThread("k8s-real-harness")
         self.block: AddressBlock | None = None
         self.network: PodNetwork | None = None
         self.hosts = PrivateHosts(workdir / "hosts")
@@ -82,7 +81,7 @@ class RealCluster:
         self.images = {"*": {"PYTHONPATH": f"{REPO / 'tests' / 'k8s' / 'image'}:{REPO / 'examples'}"}}
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return self.harness.run(coro, timeout)
 
     # ---- start / stop ----
 
@@ -90,7 +89,7 @@ class RealCluster:
         try:
             self.block = AddressBlock()
             self.network = PodNetwork(self.block.number).create()
-            self.thread.start()
+            self.harness.start()
             self._run(self._start_async())
         except BaseException:
             self.stop()
@@ -123,12 +122,10 @@ class RealCluster:
     def stop(self) -> None:
         """Stops every kubelet (their processes die), deletes the Nodes, removes the network."""
         try:
-            if self.thread.is_alive():
+            if self.harness.alive():
                 self._run(self._stop_async())
         finally:
-            if self.thread.is_alive():
-                self.loop.call_soon_threadsafe(self.loop.stop)
-                self.thread.join(10)
+            self.harness.stop()
             if self.network is not None:
                 self.network.destroy()
             if self.block is not None:
