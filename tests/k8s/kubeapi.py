@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -60,13 +60,31 @@ class KubeApi:
     async def merge_patch(self, path: str, body: dict[str, Any], ok: tuple[int, ...] = (404,)) -> dict[str, Any] | None:
         return await self.request("PATCH", path, body, content_type="application/merge-patch+json", ok=ok)
 
-    async def watch(self, path: str, **params: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def watch(self, path: str, on_problem: Callable[[str], None] | None = None,
+                    **params: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """(type, object) of each event of a list-then-watch of `path`, forever: a list first
         (each item as ADDED, then a SYNCED marker with an empty object), and on 410 Gone (the
-        watch history was compacted) a fresh list."""
+        watch history was compacted) a fresh list.
+
+        As client-go's reflector does, a failure the API server may recover from (a broken
+        connection, 429 Too Many Requests, a 5xx of a loaded server) is retried with backoff,
+        never ending the watch: a kubelet whose pod watch ended would leave every pod of its node
+        as it was (Terminating for ever) while its heartbeats keep the node Ready. Each retried
+        failure goes to `on_problem`. Other errors (403, 404: a wrong request) raise."""
         assert self._session is not None
+        failures = 0
         while True:
-            listing = await self.request("GET", path, params=params or None)
+            try:
+                listing = await self.request("GET", path, params=params or None)
+            except Exception as e:
+                if not _transient(e):
+                    raise
+                failures += 1
+                if on_problem is not None:
+                    on_problem(f"list {path} failed ({failures} in a row), retrying: {e!r}")
+                await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures, 5)))
+                continue
+            failures = 0
             assert listing is not None
             for item in listing.get("items", []):
                 yield "ADDED", item
@@ -86,6 +104,7 @@ class KubeApi:
                             continue
                         if r.status >= 300:
                             raise ApiError("WATCH", path, r.status, await r.text())
+                        failures = 0
                         async for line in r.content:
                             if not line.strip():
                                 continue
@@ -97,5 +116,17 @@ class KubeApi:
                             rv = obj["metadata"]["resourceVersion"]
                             if event["type"] != "BOOKMARK":
                                 yield event["type"], obj
-                except (TimeoutError, aiohttp.ClientError):
-                    await asyncio.sleep(0.2)  # the connection broke: watch again from rv
+                except Exception as e:
+                    if not _transient(e):
+                        raise
+                    failures += 1
+                    if failures > 1 and on_problem is not None:  # one broken connection is routine
+                        on_problem(f"watch {path} failed ({failures} in a row), retrying: {e!r}")
+                    await asyncio.sleep(min(5.0, 0.2 * 2 ** min(failures - 1, 5)))  # watch again from rv
+
+
+def _transient(error: BaseException) -> bool:
+    """Whether a loaded or restarting API server may answer the same request later."""
+    if isinstance(error, ApiError):
+        return error.status == 429 or error.status >= 500
+    return isinstance(error, (TimeoutError, aiohttp.ClientError, ConnectionError))

@@ -85,7 +85,7 @@ class KubeProxy:
     # ---- watches ----
 
     async def _watch_services(self) -> None:
-        async for kind, svc in self.api.watch("/api/v1/services"):
+        async for kind, svc in self.api.watch("/api/v1/services", on_problem=self.problems.append):
             if kind == "SYNCED":
                 await self._sync()
                 self._synced.set()
@@ -98,7 +98,8 @@ class KubeProxy:
             await self._sync()
 
     async def _watch_slices(self) -> None:
-        async for kind, es in self.api.watch("/apis/discovery.k8s.io/v1/endpointslices"):
+        async for kind, es in self.api.watch("/apis/discovery.k8s.io/v1/endpointslices",
+                                             on_problem=self.problems.append):
             if kind == "SYNCED":
                 continue
             key = (es["metadata"]["namespace"], es["metadata"]["name"])

@@ -57,7 +57,7 @@ from typing import Any
 
 import aiohttp
 
-from .kubeapi import ApiError, KubeApi
+from .kubeapi import KubeApi
 from .podnet import PodNetwork
 
 KUBERNETES_SERVICE_IP = "10.96.0.1"
@@ -169,6 +169,7 @@ class Kubelet:
         self.heartbeat_s = heartbeat_s
         self.pods: dict[str, PodRun] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        self.terminating: set[asyncio.Task[None]] = set()  # pods being stopped; stop() waits for them
         self.lost = False
         self.log_path = workdir / f"kubelet-{node_name}.log"
 
@@ -177,12 +178,17 @@ class Kubelet:
     async def start(self) -> None:
         await self._register()
         self.tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._watch())]
+        for task in self.tasks:
+            task.add_done_callback(self._loop_done)
 
     async def stop(self) -> None:
         """The test run's end: every pod's processes killed, every pod namespace removed."""
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        for task in self.terminating:
+            task.cancel()
+        await asyncio.gather(*self.terminating, return_exceptions=True)
         runs = list(self.pods.values())
         for run in runs:
             if run.task is not None:
@@ -210,6 +216,13 @@ class Kubelet:
         """A pod's task that failed says why in the kubelet's log (the pod then stays as it was)."""
         if not task.cancelled() and task.exception() is not None:
             self._log(f"pod {run.namespace}/{run.name}: {task.exception()!r}")
+
+    def _loop_done(self, task: asyncio.Task[None]) -> None:
+        """The heartbeat or the pod watch ended: say why (a kubelet that stopped watching leaves
+        its pods as they are while the node stays Ready, which a test would otherwise only see as
+        a pod Terminating for ever)."""
+        if not task.cancelled() and task.exception() is not None:
+            self._log(f"{task.get_coro().__qualname__} ended: {task.exception()!r}")
 
     def _log(self, line: str) -> None:
         with open(self.log_path, "a") as f:
@@ -256,13 +269,14 @@ class Kubelet:
                 await self.api.merge_patch(path, {"spec": {"renewTime": _micro_now()}})
                 await self._post_node_status(ready=True, reason="KubeletReady",
                                              message="kubelet is posting ready status")
-            except (ApiError, aiohttp.ClientError) as e:
+            except Exception as e:  # a heartbeat that stops makes the node NotReady: keep beating
                 self._log(f"heartbeat: {e!r}")
 
     # ---- pods ----
 
     async def _watch(self) -> None:
-        async for kind, pod in self.api.watch("/api/v1/pods", fieldSelector=f"spec.nodeName={self.node}"):
+        async for kind, pod in self.api.watch("/api/v1/pods", on_problem=self._log,
+                                              fieldSelector=f"spec.nodeName={self.node}"):
             if kind == "SYNCED":
                 continue
             try:
@@ -276,7 +290,7 @@ class Kubelet:
         if kind == "DELETED":
             if run is not None and not run.stopping:
                 run.stopping = True
-                asyncio.create_task(self._terminate(run, 0.0, delete=False))
+                self._start_terminating(run, 0.0, delete=False)
             return
         if run is None:
             if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
@@ -284,7 +298,7 @@ class Kubelet:
             run = self.pods[uid] = PodRun(pod)
             if pod["metadata"].get("deletionTimestamp"):
                 run.stopping = True
-                asyncio.create_task(self._terminate(run, 0.0, delete=True))
+                self._start_terminating(run, 0.0, delete=True)
                 return
             run.task = asyncio.create_task(self._run(run))
             run.task.add_done_callback(functools.partial(self._task_done, run))
@@ -295,7 +309,13 @@ class Kubelet:
             grace = pod["metadata"].get("deletionGracePeriodSeconds")
             if grace is None:
                 grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
-            asyncio.create_task(self._terminate(run, float(grace), delete=True))
+            self._start_terminating(run, float(grace), delete=True)
+
+    def _start_terminating(self, run: PodRun, grace: float, delete: bool) -> None:
+        task = asyncio.create_task(self._terminate(run, grace, delete))
+        self.terminating.add(task)
+        task.add_done_callback(self.terminating.discard)
+        task.add_done_callback(functools.partial(self._task_done, run))
 
     async def _terminate(self, run: PodRun, grace: float, delete: bool) -> None:
         if run.task is not None:
@@ -303,7 +323,10 @@ class Kubelet:
             await asyncio.gather(run.task, return_exceptions=True)
         codes = await asyncio.to_thread(self._kill_all, run, grace)
         if run.netns:
-            await asyncio.to_thread(self.network.remove_pod, run.netns)
+            try:
+                await asyncio.to_thread(self.network.remove_pod, run.netns)
+            except Exception as e:  # the pod's deletion still completes; the network is swept at stop
+                self._log(f"pod {run.namespace}/{run.name}: removing its network namespace: {e!r}")
         try:
             if delete and not self.lost:
                 await self._finish_deletion(run, codes)
@@ -322,7 +345,7 @@ class Kubelet:
         if run.started_at:  # a pod deleted before it ever ran has no status to finish
             try:
                 await self._report(run)
-            except (ApiError, aiohttp.ClientError) as e:
+            except Exception as e:  # e.g. a TimeoutError of a loaded API server: the deletion goes on
                 self._log(f"final status of {run.name}: {e!r}")
         path = f"/api/v1/namespaces/{run.namespace}/pods/{run.name}"
         while not self.lost:
@@ -331,7 +354,7 @@ class Kubelet:
                                                         "gracePeriodSeconds": 0,
                                                         "preconditions": {"uid": run.uid}}, ok=(404, 409))
                 return
-            except (ApiError, aiohttp.ClientError) as e:
+            except Exception as e:  # never give up on it: a pod left Terminating blocks its owner for good
                 self._log(f"final delete of {path}: {e!r}")
                 await asyncio.sleep(0.5)
 

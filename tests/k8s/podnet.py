@@ -38,6 +38,7 @@ import ctypes
 import ipaddress
 import os
 import re
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable
@@ -181,11 +182,7 @@ class PodNetwork:
             entry = self.pods.pop(netns, None)
         host = entry[0] if entry else None
         run_ip("netns", "del", netns, check=False)  # its veth goes with it
-        etc = ETC_NETNS / netns
-        if etc.is_dir():
-            for child in etc.iterdir():
-                child.unlink()
-            etc.rmdir()
+        shutil.rmtree(ETC_NETNS / netns, ignore_errors=True)  # idempotent: stop() may race a pod's own teardown
         if host is not None:
             with self._lock:
                 self._free.append(host)
