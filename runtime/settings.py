@@ -168,7 +168,8 @@ RECONCILE_GRACE_S = _declare("KASTOR_RECONCILE_GRACE_S", "float", 3.0,
                              "re-placing actors that were mid-placement when it died.")
 NODE_DEATH_TIMEOUT_S = _declare("KASTOR_NODE_DEATH_TIMEOUT_S", "float", 10.0,
                                 "How long a node may miss heartbeats before the head declares it dead and "
-                                "restarts its actors elsewhere.")
+                                "restarts its actors elsewhere. Counted on the head, only while the head runs: "
+                                "time a starved head did not run is not held against its nodes.")
 GCS_REQUEST_TIMEOUT_S = _declare("KASTOR_GCS_REQUEST_TIMEOUT_S", "float", 60.0,
                                  "How long a query of the head's tables (list_named_actors) waits for an answer "
                                  "(Ray's gcs_server_request_timeout_seconds).")
