@@ -140,6 +140,10 @@ TOKEN_FILE = _declare("KASTOR_TOKEN_FILE", "path", None,
                       "A file holding the cluster token (a mounted Secret, or the file `kastor start` printed).")
 NODE_IP = _declare("KASTOR_NODE_IP", "str", "127.0.0.1",
                    "The address other processes reach this host on (a pod IP in Kubernetes).")
+CONNECT_TIMEOUT_S = _declare("KASTOR_CONNECT_TIMEOUT_S", "float", 20.0,
+                             "How long a new connection to a Kastor process may take to open (its peer sends "
+                             "its first HTTP/2 frame) before calls on it fail with UNAVAILABLE. A loaded or "
+                             "briefly paused peer answers late; a refused connection fails at once.")
 
 # ---- the head ----
 HEAD_PORT = _declare("KASTOR_HEAD_PORT", "int", 6380, "The port the head serves on.")
