@@ -123,6 +123,39 @@ def test_an_actor_starts_on_an_idle_worker_that_was_briefly_paused(tmp_path, red
         c.stop()
 
 
+def test_a_worker_whose_node_agent_is_paused_while_it_registers_asks_again(tmp_path, redis_server, monkeypatch):
+    """A worker registers with its node agent before it serves. The agent, paused for longer
+    than one registration attempt (a loaded machine), is asked again with backoff: the worker
+    neither dies (it used to, with an unhandled error) nor is replaced, and the actor runs on it."""
+    monkeypatch.setenv("KASTOR_TOKEN", TOKEN)
+    c = GcsCluster(tmp_path, redis_server)
+    # Workers are the agent's children, started on demand; the head waits out the paused agent.
+    c.env.update(KASTOR_FORK_SERVER="0", KASTOR_PRESTART_WORKERS="0", KASTOR_NODE_DEATH_TIMEOUT_S="60")
+    paused = False
+    try:
+        c.start_head()
+        c.add_node("n1")
+        agent = c.nodes["n1"].proc.pid
+        kastor.init(address=c.address)
+        actor = Pid.remote()  # the agent starts a worker for it: a fresh interpreter, still importing
+        wait_until(lambda: _workers_of(agent), "the node to start a worker for the actor", timeout=DEADLINE_S)
+        [worker] = _workers_of(agent)
+        os.kill(agent, signal.SIGSTOP)
+        paused = True
+        worker_log = next((tmp_path / "session-n1" / "logs").glob("worker-*.log"))
+        assert "serving on" not in worker_log.read_text(errors="replace"), "caught too late: it registered"
+        wait_until(lambda: "could not register with the node agent" in worker_log.read_text(errors="replace"),
+                   "a registration attempt to time out while the agent is paused", timeout=2 * DEADLINE_S)
+        os.kill(agent, signal.SIGCONT)
+        paused = False
+        assert kastor.get(actor.pid.remote(), timeout=DEADLINE_S) == worker
+    finally:
+        if paused:
+            os.kill(agent, signal.SIGCONT)
+        kastor.shutdown()
+        c.stop()
+
+
 @kastor.remote(max_restarts=-1, max_task_retries=0)
 class Echo:
     def echo(self, x):
