@@ -234,7 +234,8 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
         Silence is measured on the head, and only while the head itself runs: a head starved of
         CPU (a loaded machine, a paused VM) reads no heartbeats, and when it runs again theirs are
         waiting to be read. So time a tick overran by is not counted against any node (see
-        `discount_stall`), and a node is judged only on a tick that came on time.
+        `discount_stall`); a head that stays starved still counts each tick's own second, so a
+        node that really went silent is declared dead all the same, only later.
         """
         last = time.monotonic()
         while True:
@@ -244,7 +245,6 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
             last = now
             if stalled > WATCH_STALL_S:
                 self.discount_stall(stalled)
-                continue
             for node in list(self.nodes.values()):
                 if node.alive and now - self.node_seen.get(node.node_id, now) > config.NODE_DEATH_TIMEOUT_S:
                     node.alive = False
