@@ -13,16 +13,18 @@ to a ledger file. After each fault:
   each block ends before the next one begins.
 
 Real processes throughout: a Redis-backed head, a node agent and its workers, SIGKILL and
-SIGSTOP. Every wait is on a condition (more acknowledged calls, an instance change). These are
-the suite's long tests (`-m reliability` selects them); together they take well under the CI
-budget of about two minutes.
+SIGSTOP, and once a machine loaded by `stress-ng --cpu 2`. Every wait is on a condition (more
+acknowledged calls, an instance change). These are the suite's long tests (`-m reliability`
+selects them); together they take well under the CI budget of about two minutes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -162,6 +164,21 @@ def cluster(tmp_path, redis_server, monkeypatch):
         c.stop()
 
 
+@pytest.fixture
+def cpu_load():
+    """`stress-ng --cpu 2` for the test's duration: the 2-core machine of issue 15's runs, loaded."""
+    exe = shutil.which("stress-ng")
+    if exe is None:
+        pytest.skip("stress-ng is not installed (apt-get install stress-ng)")
+    proc = subprocess.Popen([exe, "--cpu", "2", "--timeout", "600s", "--quiet"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # its own process group: stress-ng and the workers it forked
+        proc.wait()
+
+
 def test_sigkill_of_the_worker_loses_nothing_acknowledged(cluster, tmp_path):
     run = Run(tmp_path)
     for _ in range(3):
@@ -211,3 +228,14 @@ def test_a_head_killed_and_restarted_on_redis_loses_nothing_acknowledged(cluster
     run.caller.wait_for_another_instance(instance)
     run.caller.wait_for_more(20)
     run.check(min_instances=2)
+
+
+def test_sigkill_of_the_worker_on_a_cpu_loaded_machine_loses_nothing_acknowledged(cluster, cpu_load, tmp_path):
+    run = Run(tmp_path)
+    for _ in range(2):
+        run.caller.wait_for_more(10)
+        instance = run.caller.last_instance
+        os.kill(run.current_pid(), signal.SIGKILL)
+        run.caller.wait_for_another_instance(instance)
+    run.caller.wait_for_more(10)
+    run.check(min_instances=3)
