@@ -33,6 +33,8 @@ INLINE_LIMIT = 100 * 1024
 # Largest single gRPC message; big objects never travel inline, so this bounds abuse only.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 FETCH_CHUNK_BYTES = 4 * 1024 * 1024
+# How long a new gRPC connection may take to open (rpc.CHANNEL_OPTIONS).
+CONNECT_TIMEOUT_S = settings.CONNECT_TIMEOUT_S.get()
 
 HEARTBEAT_INTERVAL_S = settings.HEARTBEAT_INTERVAL_S.get()
 NODE_DEATH_TIMEOUT_S = settings.NODE_DEATH_TIMEOUT_S.get()

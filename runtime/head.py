@@ -41,6 +41,12 @@ def _restartable(info: pb.ActorInfo) -> bool:
     return not info.killed and (limit == -1 or info.num_restarts < limit)
 
 
+# watch_nodes looks for silent nodes this often; a tick later than this by more than
+# WATCH_STALL_S means the head itself did not run meanwhile.
+WATCH_TICK_S = 1.0
+WATCH_STALL_S = 1.0
+
+
 class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
     def __init__(self, store: Store, token: str, cluster_id: str):
         self.store = store
@@ -223,10 +229,22 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
         return pb.PickNodeReply(found=False, feasible=bool(candidates))
 
     async def watch_nodes(self) -> None:
-        """Declares silent nodes dead and fails over their actors."""
+        """Declares silent nodes dead and fails over their actors.
+
+        Silence is measured on the head, and only while the head itself runs: a head starved of
+        CPU (a loaded machine, a paused VM) reads no heartbeats, and when it runs again theirs are
+        waiting to be read. So time a tick overran by is not counted against any node (see
+        `discount_stall`); a head that stays starved still counts each tick's own second, so a
+        node that really went silent is declared dead all the same, only later.
+        """
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(WATCH_TICK_S)
             now = time.monotonic()
+            stalled = now - last - WATCH_TICK_S
+            last = now
+            if stalled > WATCH_STALL_S:
+                self.discount_stall(stalled)
             for node in list(self.nodes.values()):
                 if node.alive and now - self.node_seen.get(node.node_id, now) > config.NODE_DEATH_TIMEOUT_S:
                     node.alive = False
@@ -242,6 +260,14 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
                         if info.node_id == node.node_id and info.state == pb.ALIVE:
                             await self._actor_failed(info, f"its node {node.node_id} died")
                     await self.groups_node_died(node.node_id)
+
+    def discount_stall(self, stalled_s: float) -> None:
+        """The head did not run for `stalled_s`: that time is no node's silence (its heartbeats
+        may be queued, unread), so every node's last heartbeat moves forward by as much."""
+        log.warning("the head did not run for %.1fs (a starved machine?): that time does not count against the "
+                    "nodes' heartbeats", stalled_s)
+        for node_id in self.node_seen:
+            self.node_seen[node_id] += stalled_s
 
     # ---- jobs ----
 

@@ -18,8 +18,12 @@ CHANNEL_OPTIONS = [
     ("grpc.enable_retries", 0),
     # Reconnect to a restarted peer (the head) within a second, not gRPC's default two minutes.
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # Despite its name, gRPC reads this as the least time one connection attempt may take (its
+    # handshake deadline), not as a backoff. At 100 ms, a peer that was slow to send its first
+    # frame (a loaded machine) failed the call with "timed out before receiving SETTINGS frame"
+    # although it was alive: a new actor's first call, a worker's registration, StartActor.
+    ("grpc.min_reconnect_backoff_ms", int(config.CONNECT_TIMEOUT_S * 1000)),
 ]
 
 

@@ -140,6 +140,10 @@ TOKEN_FILE = _declare("KASTOR_TOKEN_FILE", "path", None,
                       "A file holding the cluster token (a mounted Secret, or the file `kastor start` printed).")
 NODE_IP = _declare("KASTOR_NODE_IP", "str", "127.0.0.1",
                    "The address other processes reach this host on (a pod IP in Kubernetes).")
+CONNECT_TIMEOUT_S = _declare("KASTOR_CONNECT_TIMEOUT_S", "float", 20.0,
+                             "How long a new connection to a Kastor process may take to open (its peer sends "
+                             "its first HTTP/2 frame) before calls on it fail with UNAVAILABLE. A loaded or "
+                             "briefly paused peer answers late; a refused connection fails at once.")
 
 # ---- the head ----
 HEAD_PORT = _declare("KASTOR_HEAD_PORT", "int", 6380, "The port the head serves on.")
@@ -168,7 +172,8 @@ RECONCILE_GRACE_S = _declare("KASTOR_RECONCILE_GRACE_S", "float", 3.0,
                              "re-placing actors that were mid-placement when it died.")
 NODE_DEATH_TIMEOUT_S = _declare("KASTOR_NODE_DEATH_TIMEOUT_S", "float", 10.0,
                                 "How long a node may miss heartbeats before the head declares it dead and "
-                                "restarts its actors elsewhere.")
+                                "restarts its actors elsewhere. Counted on the head, only while the head runs: "
+                                "time a starved head did not run is not held against its nodes.")
 GCS_REQUEST_TIMEOUT_S = _declare("KASTOR_GCS_REQUEST_TIMEOUT_S", "float", 60.0,
                                  "How long a query of the head's tables (list_named_actors) waits for an answer "
                                  "(Ray's gcs_server_request_timeout_seconds).")

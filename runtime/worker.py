@@ -774,6 +774,42 @@ def _set_environ(variables) -> Callable[[], None]:
     return restore
 
 
+# Registering with the node agent. RegisterWorker is idempotent, so an agent that is slow to
+# answer (a loaded machine) is asked again with backoff until it would give up on this worker
+# anyway (it kills one that has not registered within KASTOR_STARTUP_TIMEOUT_S).
+REGISTER_ATTEMPT_S = 10.0
+REGISTER_RETRY = retry.RetryPolicy(deadline_s=config.STARTUP_TIMEOUT_S, initial_s=0.1, max_s=2.0, jitter=0.2,
+                                   retry_on=(grpc.RpcError,),
+                                   retry_codes=(grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED))
+
+
+def register(core: CoreWorker) -> float:
+    """Registers this worker with its node agent; returns when the accepted request was sent
+    (the lease counts from then). A worker that cannot register exits with a message naming
+    the agent, instead of dying on an unhandled error."""
+    request = pb.RegisterWorkerRequest(worker_id=core.worker_id, address=core.address, pid=os.getpid())
+    sent = time.monotonic()
+
+    def attempt() -> None:
+        nonlocal sent
+        sent = time.monotonic()
+        core.node_call("RegisterWorker", request, timeout=REGISTER_ATTEMPT_S)
+
+    def on_retry(error: BaseException, attempt_no: int, delay: float) -> None:
+        log.warning("could not register with the node agent at %s yet (%s); asking again in %.1fs",
+                    core.node_address, error.code().name if isinstance(error, grpc.RpcError) else error, delay)
+
+    try:
+        retry.call(attempt, REGISTER_RETRY, on_retry=on_retry)
+    except grpc.RpcError as e:
+        log.error("worker %s could not register with its node agent at %s within %.0fs (KASTOR_STARTUP_TIMEOUT_S): "
+                  "%s; exiting (the agent starts another if it still needs one)", core.worker_id.hex()[:8],
+                  core.node_address, config.STARTUP_TIMEOUT_S, e.details() if hasattr(e, "details") else e)
+        logging.shutdown()
+        os._exit(1)
+    return sent
+
+
 def main() -> None:
     logging_setup.configure("worker")
     core = CoreWorker(
@@ -787,9 +823,7 @@ def main() -> None:
     engine = Engine(core, lease)
     core.engine = engine
     LogShipper(core, engine.output_owner).install()
-    registering = time.monotonic()
-    core.node_call("RegisterWorker", pb.RegisterWorkerRequest(
-        worker_id=core.worker_id, address=core.address, pid=os.getpid()), timeout=30)
+    registering = register(core)
     lease.start(registering)  # no call runs without a lease, and none comes before registration
     log.info("worker %s serving on %s (host %s)", core.worker_id.hex()[:8], core.address, socket.gethostname())
     engine.main_loop()
