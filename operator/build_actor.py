@@ -62,7 +62,7 @@ def actor_command(cr: dict[str, Any], actor: ActorSpec, cluster_cr: dict[str, An
 
 
 def state_json(state: StateSpec) -> str:
-    """`spec.state` as `kastor actor-pod --state-json` reads it (runtime/actor_pod.py)."""
+    """`spec.state` as `kastor actor-pod --state-json` reads it (client/kubernetes/actor_pod.py)."""
     return json.dumps({"store": state.store, "every": state.every, "maxBytes": state.max_bytes,
                        "onCorrupt": state.on_corrupt, **({"directory": STATE_DIR} if state.store == "volume" else {})})
 

@@ -21,9 +21,10 @@ from collections import deque
 import grpc
 from kastor.runtime import exceptions, retry, task_events
 from kastor.runtime.exec_stream import ExecStream
+from kastor.runtime.owned_values import OwnedValues
+from kastor.runtime.peers import Peers
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
 from kastor.runtime.protocol import kastor_pb2 as pb
-from kastor.runtime.submitter_core import SubmitterCore
 
 log = logging.getLogger("kastor.actors")
 
@@ -65,8 +66,9 @@ class ActorConn:
 
 
 class ActorSubmitter:
-    def __init__(self, core: SubmitterCore):
-        self.core = core
+    def __init__(self, peers: Peers, owned: OwnedValues):
+        self.peers = peers
+        self.owned = owned
         self.conns: dict[bytes, ActorConn] = {}
         self._closed = False
 
@@ -90,7 +92,7 @@ class ActorSubmitter:
         task_events.submitted(call.spec)
         c = self.conn(call.spec.actor_id)
         if c.death is not None:
-            fail(self.core, call, c.death)
+            fail(self.owned, call, c.death)
             return
         c.queue.append(call)
         if not call.resolved:
@@ -99,7 +101,7 @@ class ActorSubmitter:
             self._flush(c)
 
     async def _deps_then_flush(self, c: ActorConn, call: PendingCall) -> None:
-        await resolve_deps(self.core, call)
+        await resolve_deps(self.owned, call)
         self._flush(c)
 
     def _flush(self, c: ActorConn) -> None:
@@ -113,7 +115,7 @@ class ActorSubmitter:
         while q and q[0].ready:
             call = q.popleft()
             if call.cancelled:
-                fail(self.core, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
+                fail(self.owned, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
                 continue
             c.inflight[call.spec.task_id] = call
             call.stream = c.stream
@@ -138,7 +140,7 @@ class ActorSubmitter:
                     return
                 c.class_name = info.spec.class_name
                 if info.state == pb.DEAD:
-                    self._kill_conn(c, death_error(self.core, info), lost)
+                    self._kill_conn(c, death_error(self.owned, info), lost)
                     return
                 if lost:
                     self._fail_all(lost, exceptions.ActorUnavailableError(
@@ -155,7 +157,7 @@ class ActorSubmitter:
                 if info.state == pb.ALIVE:
                     c.version = info.version
                     c.broken_address = ""
-                    c.stream = ExecStream(self.core.channel(info.address), self.core.metadata,
+                    c.stream = ExecStream(self.peers.channel(info.address), self.peers.metadata,
                                           info.address, self._on_results(c, info.num_restarts), self._on_lost(c))
                     asyncio.get_running_loop().create_task(self._watch_incarnation(c, c.stream, info))
                     break
@@ -181,7 +183,7 @@ class ActorSubmitter:
         async def poll() -> pb.GetActorReply:
             if c.stream is not stream or stream.lost or self._closed:
                 raise StopPolling
-            return await self.core.head_rpc("GetActor", pb.GetActorRequest(
+            return await self.peers.head_rpc("GetActor", pb.GetActorRequest(
                 actor_id=c.actor_id, after_version=after, timeout_s=RESOLVE_POLL_S), timeout=RESOLVE_POLL_S + 30)
 
         while True:
@@ -202,7 +204,7 @@ class ActorSubmitter:
     async def _answers(self, address: str) -> bool:
         """Whether the worker at `address` still serves (a broken stream alone does not tell)."""
         try:
-            await self.core.worker_stub(address).LeaseState(pb.Empty(), metadata=self.core.metadata,
+            await self.peers.worker_stub(address).LeaseState(pb.Empty(), metadata=self.peers.metadata,
                                                             timeout=PROBE_TIMEOUT_S)
         except grpc.aio.AioRpcError as e:
             return e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -223,7 +225,7 @@ class ActorSubmitter:
             log.warning("cannot resolve actor %s yet: %s", actor_id.hex()[:8], error)
 
         async def poll() -> pb.GetActorReply:
-            return await self.core.head_rpc("GetActor", pb.GetActorRequest(
+            return await self.peers.head_rpc("GetActor", pb.GetActorRequest(
                 actor_id=actor_id, after_version=after_version, timeout_s=RESOLVE_POLL_S), timeout=RESOLVE_POLL_S + 30)
 
         while True:
@@ -243,7 +245,7 @@ class ActorSubmitter:
 
     def _fail_all(self, calls: list[PendingCall], error: BaseException) -> None:
         for call in calls:
-            fail(self.core, call, error)
+            fail(self.owned, call, error)
 
     def _on_results(self, c: ActorConn, incarnation: int):
         """Results of the stream to the actor's `incarnation` (its num_restarts when the head
@@ -261,13 +263,13 @@ class ActorSubmitter:
                 if call is None:
                     continue
                 if result.status == pb.TASK_ACTOR_EXITED:
-                    fail(self.core, call, exceptions.ActorDiedError(
+                    fail(self.owned, call, exceptions.ActorDiedError(
                         f"The actor {c.class_name} ({c.actor_id.hex()}) exited: exit_actor() was called.",
                         c.actor_id.hex()))
                 elif call.cancelled and result.status != pb.TASK_OK:
-                    fail(self.core, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
+                    fail(self.owned, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
                 else:
-                    store_result(self.core, call, result)
+                    store_result(self.owned, call, result)
             self._maybe_collect(c)
         return handle
 
@@ -281,7 +283,7 @@ class ActorSubmitter:
                 if not stream.established:  # never written: it did not run, and spends no retry
                     retry.append(call)
                 elif call.cancelled:
-                    fail(self.core, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
+                    fail(self.owned, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
                 elif call.take_retry():
                     retry.append(call)
                 else:
@@ -313,7 +315,7 @@ class ActorSubmitter:
                 call.cancelled = True
                 if call.ready:
                     c.queue.remove(call)
-                    fail(self.core, call, exceptions.TaskCancelledError(task_id.hex()))
+                    fail(self.owned, call, exceptions.TaskCancelledError(task_id.hex()))
                 return True
         call = c.inflight.get(task_id)
         if call is None or call.stream is None:
@@ -324,9 +326,9 @@ class ActorSubmitter:
 
     async def _cancel_remote(self, address: str, task_id: bytes, recursive: bool) -> None:
         try:
-            await self.core.worker_stub(address).CancelTask(
+            await self.peers.worker_stub(address).CancelTask(
                 pb.CancelRequest(task_id=task_id, force=False, recursive=recursive),
-                metadata=self.core.metadata, timeout=10)
+                metadata=self.peers.metadata, timeout=10)
         except grpc.aio.AioRpcError:
             pass
 
@@ -358,7 +360,7 @@ class ActorSubmitter:
 
     async def kill(self, actor_id: bytes, no_restart: bool, reason: str) -> None:
         try:
-            await self.core.head_rpc("KillActor", pb.KillActorRequest(
+            await self.peers.head_rpc("KillActor", pb.KillActorRequest(
                 actor_id=actor_id, no_restart=no_restart, reason=reason), timeout=30)
         except (grpc.aio.AioRpcError, ConnectionError) as e:
             log.warning("could not kill actor %s: %s", actor_id.hex(), e)
@@ -374,11 +376,11 @@ class ActorSubmitter:
                 c.stream.abort()
 
 
-def death_error(core: SubmitterCore, info: pb.ActorInfo) -> exceptions.ActorDiedError:
+def death_error(owned: OwnedValues, info: pb.ActorInfo) -> exceptions.ActorDiedError:
     name = f"{info.spec.class_name} ({info.spec.actor_id.hex()})"
     if info.death_error.data or info.death_error.location.path:
         try:
-            core.decode(info.spec.actor_id, info.death_error)
+            owned.decode(info.spec.actor_id, info.death_error)
         except exceptions.ActorDiedError as died:  # the constructor called exit_actor(): no error of its own
             return died
         except BaseException as cause:

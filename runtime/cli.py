@@ -5,6 +5,9 @@ runs a node agent that joins it. With `--block` they stay in the foreground (wha
 runs); without, they are detached and `kastor stop` ends them (all of this user's, or one
 cluster with `--address`, or one session with `--session`). Settings come from flags or
 the environment (KASTOR_ADDRESS, KASTOR_TOKEN[_FILE], KASTOR_NODE_IP, KASTOR_NUM_CPUS, ...).
+
+The installed `kastor` script is `kastor.cli`: these commands plus the ones written against
+the public API (`kastor actor-pod`), which the runtime may not import.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import grpc
 from kastor.runtime import auth, config, flags, launcher, sessions, settings, tls
@@ -24,15 +29,27 @@ from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.state_rows import actor_row, format_resources, format_shape, group_row, node_row
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass(frozen=True)
+class Command:
+    """A `kastor` subcommand defined above the runtime: `kastor.cli` adds the programs written
+    against the public API (`kastor actor-pod`), which this module may not import."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], object]  # fills the subcommand's parser
+    run: Callable[[argparse.Namespace], int]  # the parsed arguments -> the exit code
+
+
+def main(argv: list[str] | None = None, commands: Sequence[Command] = ()) -> int:
+    """The `kastor` command: the runtime's subcommands, plus `commands` (see `Command`)."""
     try:
-        return _main(argv)
+        return _main(argv, commands)
     except settings.SettingError as e:  # a bad KASTOR_* value: say which, without a traceback
         print(f"kastor: {e}", file=sys.stderr)
         return 2
 
 
-def _main(argv: list[str] | None) -> int:
+def _main(argv: list[str] | None, commands: Sequence[Command]) -> int:
     parser = argparse.ArgumentParser(prog="kastor", description="Kastor: Ray-style actors, Kubernetes-native.")
     parser.add_argument("--version", action="version", version=f"kastor {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,9 +75,10 @@ def _main(argv: list[str] | None) -> int:
     lister = sub.add_parser("list", help="list actors, nodes or placement groups")
     lister.add_argument("what", choices=["actors", "nodes", "placement-groups"])
     _add_query_args(lister)
-    from kastor.runtime import actor_pod, cli_logs
+    from kastor.runtime import cli_logs
     _add_query_args(cli_logs.add_parser(sub))
-    actor_pod.build_parser(sub.add_parser("actor-pod", help="run a DetachedActor's pod (used by the operator)"))
+    for command in commands:
+        command.add_arguments(sub.add_parser(command.name, help=command.help))
 
     clean = sub.add_parser("redis-clean", help="delete one cluster's state from Redis (when the cluster is gone)")
     flags.add_redis_flags(clean, required=True)
@@ -70,8 +88,9 @@ def _main(argv: list[str] | None) -> int:
         return _start(args)
     if args.command == "stop":
         return _stop(args.address, args.session)
-    if args.command == "actor-pod":
-        return actor_pod.main(parsed=args)
+    for command in commands:
+        if args.command == command.name:
+            return command.run(args)
     if args.command == "redis-clean":
         return _redis_clean(args)
     if args.command == "logs":

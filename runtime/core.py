@@ -32,7 +32,6 @@ from kastor.runtime import (
     core_service,
     driver_store,
     exceptions,
-    head_link,
     owner_fetch,
     pickler,
     rpc,
@@ -44,7 +43,9 @@ from kastor.runtime import (
 from kastor.runtime.actor_submitter import ActorSubmitter
 from kastor.runtime.ids import PUT_INDEX, actor_job_id, new_actor_id, new_put_id, new_task_id, return_id
 from kastor.runtime.object_ref import ObjectRef
+from kastor.runtime.owned_values import OwnedValues
 from kastor.runtime.ownership import ObjectTable
+from kastor.runtime.peers import Peers
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.rpc import CHANNEL_OPTIONS, ChannelCache, bind_host
@@ -90,7 +91,8 @@ class CoreWorker:
         self._bind_ip = bind_ip
         self.token = token
         self.metadata = auth.metadata(token)
-        self.node_address = node_address
+        # Channels, stubs and the head's call; also this process's and its node's addresses (see address).
+        self.peers = Peers(ChannelCache(self.transport.connect), self.metadata, head_address, node_address)
         self.node_id = node_id
         self.store_dir = store_dir
         self.ip = ip
@@ -107,14 +109,12 @@ class CoreWorker:
         self.output = None  # a driver's OutputPrinter, when its workers' output is shown here (log_to_driver)
         self.env_vars: dict[str, str] = {}  # the job's runtime_env variables (a driver's init(runtime_env=))
         self.runtime_env: dict[str, Any] = {}  # the job's other runtime_env fields, resolved (runtime/runtime_env.py)
-        self.address = ""
 
         self._fetching: set[bytes] = set()
         self._probes = 0  # fetches asking an owner whether a value is ready now (see _fetch_borrowed)
         self._after_probes: list[Callable[[], None]] = []
         self._registered: set[str] = set()
         self._functions: dict[str, Any] = {}
-        self._channels = ChannelCache(self.transport.connect)
         self._inbox: deque[Callable[[], None]] = deque()
         self._wakeup_pending = False
         self._closed = False
@@ -123,8 +123,10 @@ class CoreWorker:
         self._thread = threading.Thread(target=self._run_loop, name="kastor-core", daemon=True)
         self._thread.start()
 
-        self.tasks = TaskSubmitter(self)
-        self.actors = ActorSubmitter(self)
+        # The submitters get the parts they use, never the core itself (tests/test_layering.py).
+        owned = OwnedValues(self.objects, self.decode, self.value_when_ready, self.free_value)
+        self.tasks = TaskSubmitter(self.peers, owned)
+        self.actors = ActorSubmitter(self.peers, owned)
         self.run(self._start_server())
 
     # ---- the loop thread ----
@@ -170,8 +172,26 @@ class CoreWorker:
             except Exception:
                 log.exception("kastor core: posted callback failed")
 
+    @property
+    def address(self) -> str:
+        """This process's owner address: its server's, or the client port's for a remote client."""
+        return self.peers.address
+
+    @address.setter
+    def address(self, address: str) -> None:
+        self.peers.address = address
+
+    @property
+    def node_address(self) -> str:
+        """The node agent that grants this process's leases (a remote client learns it after connecting)."""
+        return self.peers.node_address
+
+    @node_address.setter
+    def node_address(self, address: str) -> None:
+        self.peers.node_address = address
+
     def channel(self, address: str) -> grpc.aio.Channel:
-        return self._channels.get(address)
+        return self.peers.channel(address)
 
     def head_call(self, method: str, request: Any, timeout: float = 60) -> Any:
         """A blocking unary call to the head, from a user thread (stubs live on the loop)."""
@@ -179,8 +199,7 @@ class CoreWorker:
 
     async def head_rpc(self, method: str, request: Any, timeout: float | None = 60) -> Any:
         """A call to the head that waits through a head restart (see head_link)."""
-        return await head_link.call(getattr(self.head_stub(), method), request, metadata=self.metadata,
-                                    address=self.head_address, timeout=timeout)
+        return await self.peers.head_rpc(method, request, timeout)
 
     def node_call(self, method: str, request: Any, timeout: float = 60) -> Any:
         async def call() -> Any:
@@ -188,13 +207,13 @@ class CoreWorker:
         return self.run(call())
 
     def head_stub(self) -> pb_grpc.HeadStub:
-        return pb_grpc.HeadStub(self.channel(self.head_address))
+        return self.peers.head_stub()
 
     def node_stub(self, address: str | None = None) -> pb_grpc.NodeAgentStub:
-        return pb_grpc.NodeAgentStub(self.channel(address or self.node_address))
+        return self.peers.node_stub(address)
 
     def worker_stub(self, address: str) -> pb_grpc.CoreWorkerStub:
-        return pb_grpc.CoreWorkerStub(self.channel(address))
+        return self.peers.worker_stub(address)
 
     async def _start_server(self) -> None:
         self._server = rpc.server(self.token)
@@ -219,7 +238,7 @@ class CoreWorker:
             self.tasks.close()
             self.actors.close()
             await self._server.stop(grace=0.2)
-            await self._channels.close()
+            await self.peers.close()
             await self.transport.close()
 
         try:

@@ -30,10 +30,12 @@ import threading
 import traceback
 
 # What a worker imports before it serves: imported once here and shared by every forked worker.
+# That includes the public API (`kastor`, which user code imports): Python imports a package
+# before its sub-packages, so importing kastor.runtime runs kastor/__init__.py, which imports
+# the public modules. This module need not (and, being in the runtime, may not) name it.
 import cloudpickle  # noqa: F401
 import grpc  # noqa: F401
 import grpc.aio  # noqa: F401
-import kastor  # noqa: F401  (the public API user code imports in the worker)
 from kastor.runtime import worker
 
 MAX_MESSAGE = 1 << 20

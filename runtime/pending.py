@@ -12,9 +12,9 @@ from collections.abc import Callable
 from kastor.runtime import exceptions, task_events
 from kastor.runtime.memory_store import settling
 from kastor.runtime.object_ref import ObjectRef
+from kastor.runtime.owned_values import OwnedValues
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.serialization import error_value
-from kastor.runtime.submitter_core import SubmitterCore
 
 
 class PendingCall:
@@ -53,33 +53,32 @@ class PendingCall:
         return True
 
 
-async def resolve_deps(core: SubmitterCore, call: PendingCall) -> None:
+async def resolve_deps(owned: OwnedValues, call: PendingCall) -> None:
     """Waits for the call's top-level argument refs and attaches their stored values."""
     loop = asyncio.get_running_loop()
     futures = []
     for ref in call.deps:
         fut = loop.create_future()
-        core.value_when_ready(ref, settling(fut))
+        owned.value_when_ready(ref, settling(fut))
         futures.append(fut)
-    values = await asyncio.gather(*futures)
-    call.spec.ref_args.extend(values)
+    call.spec.ref_args.extend(await asyncio.gather(*futures))
     call.resolved = True
 
 
-def store_result(core: SubmitterCore, call: PendingCall, result: pb.TaskResult) -> None:
+def store_result(owned: OwnedValues, call: PendingCall, result: pb.TaskResult) -> None:
     if result.status == pb.TASK_OK:
-        store_values(core, call, list(result.returns))
+        store_values(owned, call, list(result.returns))
     elif result.status == pb.TASK_CANCELLED:
-        fail(core, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
+        fail(owned, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
     else:
-        store_values(core, call, [result.error] * len(call.return_ids))
+        store_values(owned, call, [result.error] * len(call.return_ids))
 
 
-def fail(core: SubmitterCore, call: PendingCall, exc: BaseException) -> None:
-    store_values(core, call, [error_value(exc)] * len(call.return_ids))
+def fail(owned: OwnedValues, call: PendingCall, exc: BaseException) -> None:
+    store_values(owned, call, [error_value(exc)] * len(call.return_ids))
 
 
-def store_values(core: SubmitterCore, call: PendingCall, values: list[pb.Value]) -> None:
+def store_values(owned: OwnedValues, call: PendingCall, values: list[pb.Value]) -> None:
     call.finished = True
     task_events.finished(call.spec, failed=any(v.is_error for v in values))
     if call.on_done is not None:
@@ -87,5 +86,5 @@ def store_values(core: SubmitterCore, call: PendingCall, values: list[pb.Value])
         call.on_done = None
     call.deps = []  # the argument refs may go now
     call.pins = []  # the worker registered its borrows of the nested ones before it replied
-    core.free_value(call.spec.args)  # a large argument lived in the store for this call only
-    core.objects.store_returns(zip(call.return_ids, values, strict=True))
+    owned.free_value(call.spec.args)  # a large argument lived in the store for this call only
+    owned.objects.store_returns(zip(call.return_ids, values, strict=True))

@@ -21,10 +21,11 @@ from collections import defaultdict, deque
 import grpc
 from kastor.runtime import config, exceptions, task_events
 from kastor.runtime.exec_stream import ExecStream
+from kastor.runtime.owned_values import OwnedValues
+from kastor.runtime.peers import Peers
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
 from kastor.runtime.placement import in_group
 from kastor.runtime.protocol import kastor_pb2 as pb
-from kastor.runtime.submitter_core import SubmitterCore
 
 log = logging.getLogger("kastor.tasks")
 
@@ -48,8 +49,9 @@ class Lease:
 
 
 class TaskSubmitter:
-    def __init__(self, core: SubmitterCore):
-        self.core = core
+    def __init__(self, peers: Peers, owned: OwnedValues):
+        self.peers = peers
+        self.owned = owned
         self.queues: dict[tuple, deque[PendingCall]] = defaultdict(deque)
         self.leases: dict[tuple, list[Lease]] = defaultdict(list)
         self.requesting: dict[tuple, int] = defaultdict(int)
@@ -73,7 +75,7 @@ class TaskSubmitter:
             self._enqueue(call)
 
     async def _submit_after_deps(self, call: PendingCall) -> None:
-        await resolve_deps(self.core, call)
+        await resolve_deps(self.owned, call)
         if call.finished:
             return
         if call.cancelled:
@@ -104,9 +106,9 @@ class TaskSubmitter:
 
     async def _cancel_remote(self, call: PendingCall, force: bool, recursive: bool) -> None:
         try:
-            await self.core.worker_stub(call.stream.address).CancelTask(
+            await self.peers.worker_stub(call.stream.address).CancelTask(
                 pb.CancelRequest(task_id=call.spec.task_id, force=force, recursive=recursive),
-                metadata=self.core.metadata, timeout=10)
+                metadata=self.peers.metadata, timeout=10)
         except grpc.aio.AioRpcError:
             pass  # the worker is gone: the lost stream settles the call
 
@@ -155,12 +157,12 @@ class TaskSubmitter:
         """The node agent to ask for a lease: this host's, the next one in turn (SPREAD), or the
         pinned one. None when a task is pinned (not soft) to a node that is not alive."""
         if where is None:
-            return self.core.node_address
+            return self.peers.node_address
         try:
-            nodes = [n for n in (await self.core.head_rpc("ListNodes", pb.ListRequest())).nodes if n.alive]
+            nodes = [n for n in (await self.peers.head_rpc("ListNodes", pb.ListRequest())).nodes if n.alive]
         except (grpc.aio.AioRpcError, ConnectionError) as e:
             log.warning("cannot list nodes to place a task (%s); asking this host's node", e)
-            return self.core.node_address
+            return self.peers.node_address
         if where.spread and nodes:
             nodes.sort(key=lambda n: n.node_id)
             self._spread_turn += 1
@@ -168,7 +170,7 @@ class TaskSubmitter:
         pinned = [n.address for n in nodes if n.node_id == where.node_id]
         if pinned:
             return pinned[0]
-        return self.core.node_address if where.soft else None
+        return self.peers.node_address if where.soft else None
 
     def _unschedulable(self, key: tuple, where: pb.Placement) -> None:
         q = self.queues[key]
@@ -210,11 +212,11 @@ class TaskSubmitter:
             wait = INFEASIBLE_RETRY_S[0]
             while True:
                 try:
-                    reply = await self.core.node_stub(address).RequestLease(
+                    reply = await self.peers.node_stub(address).RequestLease(
                         pb.LeaseRequest(required=required, job_id=job_id, allow_spillback=spill,
-                                        owner_address=self.core.address, queue_if_busy=queued, report_infeasible=True,
+                                        owner_address=self.peers.address, queue_if_busy=queued, report_infeasible=True,
                                         runtime_env=runtime_env),
-                        metadata=self.core.metadata)
+                        metadata=self.peers.metadata)
                 except grpc.aio.AioRpcError as e:
                     if self._closed:
                         return
@@ -249,7 +251,7 @@ class TaskSubmitter:
             await self._hand_back(address, reply.worker_id)
             return
         lease = Lease(key, reply.worker_id, list(reply.gpu_ids), None, key[-1])  # type: ignore[arg-type]
-        lease.stream = ExecStream(self.core.channel(reply.worker_address), self.core.metadata,
+        lease.stream = ExecStream(self.peers.channel(reply.worker_address), self.peers.metadata,
                                   reply.worker_address, self._on_results(lease), self._on_lost(lease))
         self.leases[key].append(lease)
         if self.queues[key]:
@@ -260,8 +262,8 @@ class TaskSubmitter:
     async def _hand_back(self, address: str, worker_id: bytes) -> None:
         """Returns a lease granted after close(); if this never arrives, the node reclaims it."""
         try:
-            await self.core.node_stub(address).WorkerIdle(pb.WorkerIdleRequest(worker_id=worker_id),
-                                                          metadata=self.core.metadata, timeout=2)
+            await self.peers.node_stub(address).WorkerIdle(pb.WorkerIdleRequest(worker_id=worker_id),
+                                                           metadata=self.peers.metadata, timeout=2)
         except grpc.aio.AioRpcError:
             pass
 
@@ -308,7 +310,7 @@ class TaskSubmitter:
             return False
         if allowed is not True:
             try:
-                err = self.core.decode(call.spec.task_id, result.error)
+                err = self.owned.decode(call.spec.task_id, result.error)
             except BaseException as e:
                 err = getattr(e, "cause", e)
             else:
@@ -341,12 +343,12 @@ class TaskSubmitter:
         self.calls.pop(call.spec.task_id, None)
         self.children.pop(call.spec.task_id, None)
         if exc is not None:
-            fail(self.core, call, exc)
+            fail(self.owned, call, exc)
         elif result is not None:
             if call.cancelled and result.status != pb.TASK_OK:
-                fail(self.core, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
+                fail(self.owned, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
             else:
-                store_result(self.core, call, result)
+                store_result(self.owned, call, result)
 
 
 def _crashed(call: PendingCall, error: BaseException | None, closing: bool) -> exceptions.WorkerCrashedError:

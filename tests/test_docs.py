@@ -101,7 +101,7 @@ def test_every_setting_is_in_the_environment_table(site):
 
 def test_every_cli_command_has_its_help_in_the_cli_page(site):
     page = _text(site / "cli" / "index.html")
-    top = subprocess.run([sys.executable, "-c", "import sys; from kastor.runtime.cli import main; sys.exit(main())",
+    top = subprocess.run([sys.executable, "-c", "import sys; from kastor.cli import main; sys.exit(main())",
                           "--help"], capture_output=True, text=True, timeout=120, check=True).stdout
     commands = re.search(r"\{([\w,-]+)\}", top).group(1).split(",")
     assert "start" in commands

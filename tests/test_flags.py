@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from kastor.runtime import actor_pod, flags, head, node_agent
+from kastor.kubernetes import actor_pod
+from kastor.runtime import flags, head, node_agent
 
 
 @pytest.fixture(autouse=True)

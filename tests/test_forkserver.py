@@ -7,9 +7,11 @@ crashed with SIGKILL, never simulated. Where a worker came from is read from the
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 
 import kastor
@@ -61,6 +63,19 @@ def cluster(monkeypatch):
     yield start
     if started:
         kastor.shutdown()
+
+
+def test_the_fork_server_preloads_the_public_api_its_workers_user_code_imports():
+    """The server names no public module (the runtime may not import `kastor`, see
+    tests/test_layering.py): importing it imports the package `kastor` first, whose
+    __init__ imports the public API, so forked workers share it. Checked in a fresh
+    interpreter, as the node agent starts the server."""
+    code = "import json, sys; import kastor.runtime.forkserver; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout))
+    assert {"kastor.api", "kastor.actor", "kastor.remote_function", "kastor.runtime.worker", "cloudpickle",
+            "grpc.aio"} <= loaded
 
 
 def test_an_actor_is_forked_from_the_fork_server_and_behaves_as_a_fresh_one(cluster):

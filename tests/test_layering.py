@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,30 +75,35 @@ def test_no_module_reads_another_objects_private_attributes():
 
 
 SUBMITTERS = ("runtime/task_submitter.py", "runtime/actor_submitter.py", "runtime/pending.py")
+CORE_NAMES = {"core", "CoreWorker", "SubmitterCore"}
 
 
-def _core_attributes_used(tree: ast.Module) -> set[str]:
-    """The attributes read off the core: `self.core.x`, or `core.x` where a function got it as `core`."""
-    used = set()
+def _mentions_of_the_core(tree: ast.Module) -> list[str]:
+    """Where a module names the core: a `core` variable, parameter or attribute, or its class."""
+    found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute):
-            base = node.value
-            if (isinstance(base, ast.Attribute) and base.attr == "core" and isinstance(base.value, ast.Name)
-                    and base.value.id == "self") or (isinstance(base, ast.Name) and base.id == "core"):
-                used.add(node.attr)
-    return used
+        name = (node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute)
+                else node.arg if isinstance(node, ast.arg) else None)
+        if name in CORE_NAMES:
+            found.append(f"line {node.lineno}: {name}")
+    return found
 
 
-def test_the_submitters_use_only_the_named_interface_of_the_core():
-    """The submitters receive the core but are typed against runtime/submitter_core.py's
-    SubmitterCore: anything else they read of the core must be added there first."""
-    from kastor.runtime.submitter_core import SubmitterCore
-
-    named = set()
-    for cls in SubmitterCore.__mro__:
-        named |= set(vars(cls)) | set(vars(cls).get("__annotations__", {}))
+def test_the_submitters_receive_their_parts_not_the_core():
+    """The submitters get the parts of the core they use, built in core.py, never the core:
+    runtime/peers.py's Peers (channels, stubs, the head's call, the two addresses) and
+    runtime/owned_values.py's OwnedValues (the object table, decode, wait for a value, free)."""
     for path in SUBMITTERS:
-        used = _core_attributes_used(ast.parse((REPO / path).read_text()))
-        assert used, f"{path} no longer reads the core: drop it from SUBMITTERS"
-        assert used <= named, (f"{path} uses {sorted(used - named)} of the core, which SubmitterCore "
-                               f"(runtime/submitter_core.py) does not name: add them there, or pass them in")
+        found = _mentions_of_the_core(ast.parse((REPO / path).read_text()))
+        assert not found, (f"{path} names the core ({', '.join(found)}): pass it the part it needs instead "
+                           f"(Peers, OwnedValues, or a new part that core.py builds)")
+
+    from kastor.runtime.actor_submitter import ActorSubmitter
+    from kastor.runtime.owned_values import OwnedValues
+    from kastor.runtime.peers import Peers
+    from kastor.runtime.task_submitter import TaskSubmitter
+
+    for submitter in (TaskSubmitter, ActorSubmitter):
+        hints = typing.get_type_hints(submitter.__init__)
+        hints.pop("return", None)
+        assert hints == {"peers": Peers, "owned": OwnedValues}, f"{submitter.__name__}.__init__ takes {hints}"

@@ -178,7 +178,8 @@ def test_the_former_hand_written_loops_keep_their_schedules():
     """The long polls moved onto the helper wait as they did: resolving an actor every 0.5 s,
     watching a live stream's incarnation 0.5 s doubling up to a poll (5 s), reopening a job
     session every 0.2 s, and the actor pod's watch every second."""
-    from kastor.runtime import actor_pod, actor_submitter, driver
+    from kastor.kubernetes import actor_pod
+    from kastor.runtime import actor_submitter, driver
 
     assert _schedule(actor_submitter.RESOLVE_RETRY, 4) == [0.5, 0.5, 0.5]
     assert _schedule(actor_submitter.WATCH_RETRY, 7) == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
@@ -189,7 +190,8 @@ def test_the_former_hand_written_loops_keep_their_schedules():
 @pytest.mark.parametrize("stop", ["actor_pod.PodStopping", "actor_pod.NodeExited", "actor_submitter.StopPolling"])
 def test_the_polls_stop_at_once_when_their_reason_is_gone(stop):
     """Their stop signals are Exceptions, which the policies otherwise retry: they must not be."""
-    from kastor.runtime import actor_pod, actor_submitter
+    from kastor.kubernetes import actor_pod
+    from kastor.runtime import actor_submitter
 
     module, name = stop.split(".")
     error_type = getattr({"actor_pod": actor_pod, "actor_submitter": actor_submitter}[module], name)

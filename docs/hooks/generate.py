@@ -228,7 +228,7 @@ def cli_help(command: str, marker: str) -> str:
     Run, not imported, so the page shows exactly what a user sees, at a fixed width.
     """
     argv = [] if command == "-" else [command]
-    code = "import sys; from kastor.runtime.cli import main; sys.exit(main())"
+    code = "import sys; from kastor.cli import main; sys.exit(main())"
     env = {**os.environ, "COLUMNS": "100"}
     try:
         result = subprocess.run([sys.executable, "-c", code, *argv, "--help"], capture_output=True, text=True,

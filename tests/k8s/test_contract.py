@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from kastor.operator import spec as operator_spec
@@ -28,13 +29,13 @@ def _modules_after(*imports: str) -> set[str]:
 
 
 def test_the_runtime_does_not_import_the_operator():
-    loaded = _modules_after("kastor.runtime.cli", "kastor.runtime.actor_pod", "kastor.runtime.k8s_discovery")
+    loaded = _modules_after("kastor.cli", "kastor.kubernetes.actor_pod", "kastor.runtime.k8s_discovery")
     assert not {m for m in loaded if m.startswith("kastor.operator")}
 
 
 def test_the_operator_does_not_import_the_runtime_entry_points():
     loaded = _modules_after("kastor.operator.handlers")
-    entry_points = {"kastor.runtime.cli", "kastor.runtime.actor_pod", "kastor.runtime.head",
+    entry_points = {"kastor.cli", "kastor.runtime.cli", "kastor.kubernetes.actor_pod", "kastor.runtime.head",
                     "kastor.runtime.node_agent", "kastor.runtime.worker"}
     assert not loaded & entry_points
 
@@ -47,8 +48,11 @@ def test_terminal_exit_codes_are_not_the_ones_python_and_argparse_use():
 
 def test_actor_pod_exits_with_the_contract_codes():
     """A usage error (exit 2, e.g. an image whose CLI differs) is not a verdict on the spec;
-    an unimportable class is, and says so with EXIT_BAD_SPEC."""
-    base = [sys.executable, "-m", "kastor.runtime.cli", "actor-pod", "--address", "127.0.0.1:1",
+    an unimportable class is, and says so with EXIT_BAD_SPEC. Run as the pod runs it: the
+    installed `kastor` script (kastor.cli, which adds `actor-pod` to the runtime's commands)."""
+    script = Path(sys.executable).with_name("kastor")
+    assert script.exists(), f"{script}: the `kastor` script is not installed (pip install -e .)"
+    base = [str(script), "actor-pod", "--address", "127.0.0.1:1",
             "--name", "a", "--namespace", "n", "--resource", "r"]
     usage = subprocess.run([*base, "--class", "x:Y", "--no-such-flag"], capture_output=True, text=True, timeout=120,
                            cwd="/")

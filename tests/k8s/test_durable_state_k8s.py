@@ -11,9 +11,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from kastor.kubernetes import actor_pod
 from kastor.operator import build_actor
 from kastor.operator.spec import SpecError, parse_actor, parse_cluster
-from kastor.runtime import actor_pod
 from kastor.runtime import k8s_contract as names
 from kastor.state import Checkpoint, FileStore, RedisStore
 

@@ -1,5 +1,8 @@
 """`kastor actor-pod`: the entrypoint of a DetachedActor's pod (Kubernetes operator).
 
+A driver program written against the public API, so it lives in the public package (the
+runtime may not import `kastor`); `kastor.cli` adds it to the runtime's `kastor` command.
+
 The pod joins the cluster as a node that advertises a resource no other node has (one
 unit of `--resource`), then creates the named detached actor requiring that resource, or
 finds it if it already exists. So the head places the actor on this pod; when the pod
@@ -25,8 +28,11 @@ import sys
 import threading
 from typing import Any
 
-from kastor.runtime import auth, config, flags, launcher, retry
+import kastor
+from kastor.actor import ActorClass, actor_id_of, undecorated
+from kastor.runtime import auth, config, context, flags, launcher, retry
 from kastor.runtime.k8s_contract import EXIT_ACTOR_DEAD, EXIT_BAD_SPEC, EXIT_FAILED
+from kastor.runtime.protocol import kastor_pb2 as pb
 
 
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -99,7 +105,6 @@ def load_class(path: str) -> type:
             obj = getattr(obj, part)
     except Exception as e:  # ImportError, AttributeError, or the module raising on import
         raise BadSpec("ClassNotImportable", f"cannot import {path!r}: {type(e).__name__}: {e}") from None
-    from kastor.actor import ActorClass, undecorated
     if isinstance(obj, ActorClass):  # a class already decorated with @kastor.remote
         obj = undecorated(obj)
     if not isinstance(obj, type):
@@ -175,10 +180,6 @@ def _start_node(args: argparse.Namespace, token: str) -> launcher.Child | None:
 
 def _run_actor(args: argparse.Namespace, token: str, cls: type, ctor_args: list[Any], ctor_kwargs: dict[str, Any],
                node: launcher.Child, stop: threading.Event) -> int:
-    import kastor
-    from kastor.runtime import context
-    from kastor.runtime.protocol import kastor_pb2 as pb
-
     kastor.init(address=args.address, token=token, namespace=args.namespace)
     try:
         actor_class = kastor.remote(cls)
@@ -187,7 +188,7 @@ def _run_actor(args: argparse.Namespace, token: str, cls: type, ctor_args: list[
             max_restarts=args.max_restarts, max_task_retries=args.max_task_retries,
             max_concurrency=args.max_concurrency, num_cpus=args.num_cpus, num_gpus=args.num_gpus or None,
             resources={args.resource: 1}, state=args.state).remote(*ctor_args, **ctor_kwargs)
-        actor_id = kastor.actor.actor_id_of(handle)
+        actor_id = actor_id_of(handle)
         _say(f"actor {args.name!r} (namespace {args.namespace!r}, id {actor_id.hex()}) registered")
         core = context.core
         version, last_state = 0, None
