@@ -114,7 +114,7 @@ class EmulatedCluster:
         self.server = kmock.Server(self.api)
         await self.server.__aenter__()
         self.url = str(self.server.url).rstrip("/")
-        # what the test image "contains": the Dockerfile puts examples/ on PYTHONPATH; tests add their actors
+        # what the test image "contains": examples/ on PYTHONPATH (as the Dockerfile's demo target); tests add actors
         images = {TEST_IMAGE: {"PYTHONPATH": f"{REPO / 'tests' / 'k8s' / 'image'}:{REPO / 'examples'}"}}
         self.kubelet = Kubelet(self.url, self.workdir, self.hosts, self.block.pod_prefix, images)
         await self.kubelet.start()
