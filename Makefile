@@ -2,6 +2,7 @@
 PYTHON ?= python
 KIND_CLUSTER ?= kastor-e2e
 IMAGE ?= kastor:dev
+OPERATOR_IMAGE ?= kastor-operator:dev
 
 .PHONY: test lint docs e2e image kind-up kind-down helm-lint
 
@@ -20,8 +21,10 @@ docs:
 e2e:
 	$(PYTHON) -m pytest -q -m e2e -rs tests/e2e
 
+# The runtime image (head, workers, actors) and the operator image: two targets of one Dockerfile.
 image:
-	docker build -t $(IMAGE) .
+	docker build --target runtime -t $(IMAGE) .
+	docker build --target operator -t $(OPERATOR_IMAGE) .
 
 kind-up:
 	kind create cluster --name $(KIND_CLUSTER) --config kind-config.yaml

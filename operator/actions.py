@@ -39,6 +39,14 @@ class EnsureService:
 
 
 @dataclass(frozen=True)
+class EnsureStatefulSet:
+    """Create the StatefulSet, or, if `patch` is set, merge-patch the existing one of that name
+    with it (its pod template after a spec change: the StatefulSet controller rolls the pod)."""
+    statefulset: dict[str, Any]
+    patch: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class CreateSecret:
     """Create the Secret unless one of that name exists (the token is generated only once)."""
     secret: dict[str, Any]
@@ -80,7 +88,8 @@ class Event:
     message: str
 
 
-Action = CreatePod | DeletePod | EnsureService | CreateSecret | EnsureClaim | KillActor | DrainWorker
+Action = (CreatePod | DeletePod | EnsureService | EnsureStatefulSet | CreateSecret | EnsureClaim | KillActor
+          | DrainWorker)
 
 
 @dataclass
@@ -109,6 +118,13 @@ def apply(kube: Kube, head: HeadClient | None, body: dict[str, Any], plan: Plan)
             if patch is not None:
                 log.info("patching Service %s/%s to %s", ns, action.service["metadata"]["name"], patch["spec"])
                 kube.patch_service(ns, action.service["metadata"]["name"], patch)
+        elif isinstance(action, EnsureStatefulSet):
+            name = action.statefulset["metadata"]["name"]
+            if action.patch is None:
+                kube.create_statefulset(ns, action.statefulset)
+            else:
+                log.info("patching StatefulSet %s/%s: its pod template changed", ns, name)
+                kube.patch_statefulset(ns, name, action.patch)
         elif isinstance(action, CreateSecret):
             kube.create_secret(ns, action.secret)
         elif isinstance(action, EnsureClaim):

@@ -68,25 +68,31 @@ def redis_address(cr: dict[str, Any], spec: ClusterSpec) -> str | None:
 # (`redis-server -`), from the Secret through the environment, never on a command line, where
 # `ps` and /proc/<pid>/cmdline show it to every process on the node. The shell writes the
 # here-document itself (no helper process sees the password); `exec` keeps redis-server the
-# container's main process, so it gets SIGTERM and shuts down cleanly.
+# container's main process, so it gets SIGTERM and shuts down cleanly. The append-only file,
+# fsynced on every write, goes to Redis's working directory, REDIS_DATA_DIR, the data volume:
+# a Redis restart (of the container, or with a claim of the whole pod) loses nothing acknowledged.
 REDIS_START = (f'exec redis-server - --port {contract.REDIS_PORT} --bind "${contract.POD_IP_ENV}" '
                f"--appendonly yes --appendfsync always --save '' <<EOF\n"
                f"requirepass $REDIS_PASSWORD\n"
                f"EOF\n")
+REDIS_VOLUME = "data"
 
 
-def redis_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
-    """A managed Redis for the cluster's GCS; it lives as long as the cluster (its data survives
-    container restarts, in an emptyDir, not the pod's deletion). Its password comes from the
-    token Secret through the environment (see REDIS_START); its resources from
-    spec.gcs.redis.resources."""
+def redis_statefulset(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
+    """The cluster's GCS store: a one-replica StatefulSet running Redis, governed by the Redis
+    Service. With spec.gcs.redis.storage its data is on a PersistentVolumeClaim (a
+    volumeClaimTemplate, kept when the pod goes: a deleted or evicted Redis pod comes back
+    with its data, and so the head's tables); without it, on an emptyDir (kept across
+    container restarts only). Its password comes from the token Secret through the
+    environment (see REDIS_START); its resources from spec.gcs.redis.resources. Annotated
+    with `rollout.redis_hash` (image, resources, auth): a change patches the template and
+    the StatefulSet controller replaces the pod."""
     name, ns = _meta(cr)
+    labels = contract.cluster_labels(name, "redis")
     container: dict[str, Any] = {
         "name": "redis", "image": spec.redis.image, "imagePullPolicy": "IfNotPresent",
-        # The image's working directory (/data) holds the append-only file: fsync on every
-        # write, so a Redis container restart loses nothing acknowledged.
-        "command": ["sh", "-c", REDIS_START],
-        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        "command": ["sh", "-c", REDIS_START], "workingDir": contract.REDIS_DATA_DIR,
+        "volumeMounts": [{"name": REDIS_VOLUME, "mountPath": contract.REDIS_DATA_DIR}],
         "env": [{"name": contract.POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                 secret_env("REDIS_PASSWORD", token_secret_name(cr, spec), contract.REDIS_PASSWORD_KEY)],
         "ports": [{"name": "redis", "containerPort": contract.REDIS_PORT}],
@@ -95,17 +101,49 @@ def redis_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
     }
     if spec.redis.resources:
         container["resources"] = spec.redis.resources
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": object_meta(contract.redis_pod_prefix(name), ns, cr, contract.cluster_labels(name, "redis"),
-                                generate=True),
-        "spec": {
-            "restartPolicy": "Always",
-            "securityContext": pod_security(999),
-            "volumes": [{"name": "data", "emptyDir": {}}],
-            "containers": [container],
-        },
+    pod_spec: dict[str, Any] = {"restartPolicy": "Always", "securityContext": pod_security(999),
+                                "terminationGracePeriodSeconds": 30, "containers": [container]}
+    storage = spec.redis.storage
+    claims: list[dict[str, Any]] = []
+    if storage is None:
+        pod_spec["volumes"] = [{"name": REDIS_VOLUME, "emptyDir": {}}]
+    else:
+        claim_spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
+                                      "resources": {"requests": {"storage": storage.size}}}
+        if storage.storage_class:
+            claim_spec["storageClassName"] = storage.storage_class
+        claims.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                       "metadata": {"name": REDIS_VOLUME, "labels": dict(labels)}, "spec": claim_spec})
+    hash_annotation = {contract.ANNOTATION_SPEC_HASH: rollout.redis_hash(cr.get("spec") or {})}
+    sts_spec: dict[str, Any] = {
+        "replicas": 1, "serviceName": contract.redis_name(name),
+        "selector": {"matchLabels": {contract.LABEL_CLUSTER: name, contract.LABEL_ROLE: "redis"}},
+        # Parallel: the one pod is (re)created without waiting on an ordered start-up.
+        "podManagementPolicy": "Parallel",
+        "updateStrategy": {"type": "RollingUpdate"},
+        "template": {"metadata": {"labels": dict(labels), "annotations": dict(hash_annotation)}, "spec": pod_spec},
     }
+    if claims:
+        sts_spec["volumeClaimTemplates"] = claims
+        # The claim lives as long as the cluster: deleting the ActorCluster deletes the StatefulSet
+        # and, with it, the claim (a namesake created later starts from an empty GCS, as with a
+        # managed Redis on an emptyDir). Kubernetes before 1.27 ignores this policy and keeps it.
+        sts_spec["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": "Delete", "whenScaled": "Retain"}
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": object_meta(contract.redis_statefulset(name), ns, cr, labels,
+                                    {**hash_annotation, ANNOTATION_STORAGE: storage_key(spec)}),
+            "spec": sts_spec}
+
+
+# The storage the StatefulSet was made with: its volumeClaimTemplates cannot change, so a
+# later spec.gcs.redis.storage that differs is reported, not applied.
+ANNOTATION_STORAGE = "kastor.dev/redis-storage"
+
+
+def storage_key(spec: ClusterSpec) -> str:
+    storage = spec.redis.storage
+    return "emptyDir" if storage is None else json.dumps({"size": storage.size, "class": storage.storage_class},
+                                                         sort_keys=True)
 
 
 def redis_service(cr: dict[str, Any]) -> dict[str, Any]:

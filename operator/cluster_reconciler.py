@@ -19,7 +19,7 @@ import grpc
 from kastor.operator import build_cluster as build
 from kastor.operator import lost_nodes, rollout
 from kastor.operator import reconcile as skeleton
-from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureService, Event, Plan
+from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureService, EnsureStatefulSet, Event, Plan
 from kastor.operator.conditions import get_condition, set_condition
 from kastor.operator.head_client import HeadClient, head_ca
 from kastor.operator.kube import Kube
@@ -51,6 +51,8 @@ class Observed:
     # earlier ActorCluster's of the same name, which garbage collection is about to delete.
     token_secret_controller: str | None = None
     redis_password_secret_exists: bool = True
+    # The managed Redis's StatefulSet as stored (None: absent, or no managed Redis).
+    redis_set: dict[str, Any] | None = None
     # The IPs of the nodes alive in the head; None if it was not asked (no ready head pod, no
     # head client) or did not answer. `head_asked` tells the two apart.
     registered: set[str] | None = None
@@ -88,7 +90,10 @@ def observe(kube: Kube, head: HeadClient | None, body: dict[str, Any]) -> Observ
         return seen
     if contract.cluster_name_problem(meta["name"]):
         return seen
-    seen.pods = _ours(kube.list_pods(ns, {contract.LABEL_CLUSTER: meta["name"]}), meta.get("uid"))
+    if spec.redis.managed:
+        seen.redis_set = kube.read_statefulset(ns, contract.redis_statefulset(meta["name"]))
+    seen.pods = _ours(kube.list_pods(ns, {contract.LABEL_CLUSTER: meta["name"]}), meta.get("uid"),
+                      _our_redis_set_uid(seen))
     stored = kube.read_secret(ns, build.token_secret_name(body, spec))
     seen.token_secret_exists = stored is not None
     seen.token_secret_controller = controller_uid(stored) if stored is not None else None
@@ -127,9 +132,18 @@ def _vouched(seen: Observed) -> set[str]:
             if ready(p) and registered is not None and p.get("status", {}).get("podIP") in registered}
 
 
-def _ours(pods: list[dict[str, Any]], uid: str | None) -> list[dict[str, Any]]:
-    """The pods this very ActorCluster controls (not a deleted namesake's, still terminating)."""
-    return [p for p in pods if controller_uid(p) == uid]
+def _ours(pods: list[dict[str, Any]], uid: str | None, redis_set_uid: str | None = None) -> list[dict[str, Any]]:
+    """The pods this very ActorCluster controls (not a deleted namesake's, still terminating),
+    and, given its uid, the pods of its managed Redis StatefulSet."""
+    return [p for p in pods if controller_uid(p) in (uid, redis_set_uid or uid)]
+
+
+def _our_redis_set_uid(seen: Observed) -> str | None:
+    """The uid of the managed Redis StatefulSet if this very ActorCluster controls it."""
+    stored = seen.redis_set
+    if stored is None or controller_uid(stored) != seen.body["metadata"].get("uid"):
+        return None
+    return stored["metadata"].get("uid")
 
 
 def _role(pods: list[dict[str, Any]], role: str) -> list[dict[str, Any]]:
@@ -248,23 +262,56 @@ def _summary(phase: str, head_message: str, ready_workers: int, desired: int) ->
 
 
 def ensure_redis(seen: Observed, spec: ClusterSpec, out: Plan) -> tuple[bool, str, str]:
-    """Plans the managed Redis (Service and pod) and says whether the GCS store is usable."""
-    body = seen.body
+    """Plans the managed Redis (Service and StatefulSet) and says whether the GCS store is usable."""
     if spec.redis.managed:
-        out.actions.append(EnsureService(build.redis_service(body)))
-        live = [p for p in _role(_ours(seen.pods, body["metadata"].get("uid")), "redis") if not terminating(p)]
-        out.actions += [DeletePod(p["metadata"]["name"]) for p in live if finished(p)]
-        if not [p for p in live if not finished(p)]:
-            out.actions.append(CreatePod(build.redis_pod(body, spec)))
-            return False, "RedisStarting", "the managed Redis pod is starting"
-        if any(ready(p) for p in live):
-            return True, "ManagedRedisReady", f"managed Redis at {build.redis_address(body, spec)}"
-        return False, "RedisStarting", "the managed Redis pod is not ready yet"
+        return _ensure_managed_redis(seen, spec, out)
     if spec.redis.address:
         if spec.redis.password_secret and not seen.redis_password_secret_exists:
             return False, "SecretNotFound", f"Secret {spec.redis.password_secret} (Redis password) does not exist"
         return True, "ExternalRedis", f"external Redis at {spec.redis.address}"
     return True, "InMemory", "no spec.gcs.redis: the head keeps its state in memory (lost if the head restarts)"
+
+
+def _ensure_managed_redis(seen: Observed, spec: ClusterSpec, out: Plan) -> tuple[bool, str, str]:
+    """The managed Redis is a StatefulSet the cluster controls; its pod (the StatefulSet's) says
+    whether it is ready. A bare Redis pod the cluster itself controls was made by an operator
+    from before StatefulSets: it goes (its emptyDir with it), so the Service selects one Redis."""
+    body = seen.body
+    uid = body["metadata"].get("uid")
+    out.actions.append(EnsureService(build.redis_service(body)))
+    redis_pods = _role(seen.pods, "redis")
+    out.actions += [DeletePod(p["metadata"]["name"]) for p in redis_pods
+                    if controller_uid(p) == uid and not terminating(p)]
+    wanted = build.redis_statefulset(body, spec)
+    set_name = wanted["metadata"]["name"]
+    stored = seen.redis_set
+    if stored is None:
+        out.actions.append(EnsureStatefulSet(wanted))
+        return False, "RedisStarting", f"creating the managed Redis StatefulSet {set_name}"
+    if controller_uid(stored) != uid:
+        return False, "WaitingForOldRedis", f"StatefulSet {set_name} belongs to an earlier ActorCluster of this " \
+                                            f"name and is being deleted; waiting for it to go"
+    annotations = stored["metadata"].get("annotations") or {}
+    note = ""
+    if annotations.get(build.ANNOTATION_STORAGE, build.storage_key(spec)) != build.storage_key(spec):
+        note = f"; spec.gcs.redis.storage is not applied: StatefulSet {set_name} keeps the storage it was made " \
+               f"with ({annotations[build.ANNOTATION_STORAGE]}), as volumeClaimTemplates cannot change (delete " \
+               f"the StatefulSet, and its claim, to re-create it empty)"
+    else:
+        want_hash = wanted["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH]
+        if annotations.get(contract.ANNOTATION_SPEC_HASH) != want_hash:
+            out.actions.append(EnsureStatefulSet(wanted, {
+                "metadata": {"annotations": {contract.ANNOTATION_SPEC_HASH: want_hash}},
+                "spec": {"template": wanted["spec"]["template"]}}))
+    live = [p for p in redis_pods if controller_uid(p) != uid and not terminating(p)]
+    if any(ready(p) for p in live):
+        return True, "ManagedRedisReady", f"managed Redis at {build.redis_address(body, spec)}{note}"
+    if not live:
+        return False, "RedisStarting", f"waiting for StatefulSet {set_name} to create the Redis pod{note}"
+    stuck = stuck_reason(live[0])
+    if stuck is not None:
+        return False, stuck[0], f"the managed Redis pod {live[0]['metadata']['name']}: {stuck[1]}{note}"
+    return False, "RedisStarting", f"the managed Redis pod {live[0]['metadata']['name']} is not ready yet{note}"
 
 
 @dataclass(frozen=True)

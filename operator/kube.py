@@ -40,6 +40,7 @@ class Kube:
         self._call: dict[str, Any] = {"_preload_content": False, "_request_timeout": request_timeout}
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
+        self.apps = kubernetes.client.AppsV1Api(self.api_client)
 
     @staticmethod
     def _json(response: Any) -> dict[str, Any]:
@@ -86,6 +87,30 @@ class Kube:
                                       f"ClusterRole (the kastor-operator chart does) so it can replace pods on "
                                       f"lost nodes") from None
             raise
+
+    # ---- statefulsets (the managed Redis) ----
+
+    def read_statefulset(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The StatefulSet as stored, or None if it does not exist."""
+        try:
+            return self._json(self.apps.read_namespaced_stateful_set(name, namespace, **self._call))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def create_statefulset(self, namespace: str, statefulset: dict[str, Any]) -> None:
+        """Creates the StatefulSet; one of that name created meanwhile is not an error."""
+        try:
+            self.apps.create_namespaced_stateful_set(namespace, statefulset, **self._call)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    def patch_statefulset(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """Merge-patches a StatefulSet (its pod template after a spec change)."""
+        self.apps.patch_namespaced_stateful_set(name, namespace, patch, _content_type="application/merge-patch+json",
+                                                **self._call)
 
     # ---- services and secrets ----
 

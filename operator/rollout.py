@@ -54,6 +54,14 @@ def head_hash(raw: dict[str, Any]) -> str:
     return _hash({**_shared(raw), "head": head, "gcs": gcs})
 
 
+def redis_hash(raw: dict[str, Any]) -> str:
+    """The managed Redis StatefulSet's template hash: its image and resources, and the token
+    Secret its password comes from. A change patches the StatefulSet's template, and the
+    StatefulSet controller replaces the Redis pod (its data stays on its volume)."""
+    redis = ((raw.get("gcs") or {}).get("redis")) or {}
+    return _hash({"redis": {k: redis.get(k) for k in ("image", "resources")}, "auth": raw.get("auth")})
+
+
 def worker_hash(raw: dict[str, Any], spec: ClusterSpec, group: str) -> str:
     """A worker pod's template hash: the shared fields, the head's control port (its address)
     and the group's entry without its size (replicas, minReplicas, maxReplicas)."""

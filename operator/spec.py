@@ -83,6 +83,14 @@ class AutoscalingSpec:
 
 
 @dataclass(frozen=True)
+class RedisStorage:
+    """`spec.gcs.redis.storage`: the managed Redis's data on a PersistentVolumeClaim (the
+    StatefulSet's volumeClaimTemplate), so its append-only file outlives the Redis pod."""
+    size: str = "1Gi"
+    storage_class: str | None = None
+
+
+@dataclass(frozen=True)
 class RedisSpec:
     managed: bool = False
     image: str = contract.DEFAULT_REDIS_IMAGE
@@ -90,6 +98,7 @@ class RedisSpec:
     password_secret: str | None = None
     password_key: str = "password"
     resources: dict[str, Any] = field(default_factory=dict)  # the managed Redis container's
+    storage: RedisStorage | None = None  # None: an emptyDir (lost with the pod, kept across container restarts)
 
     @property
     def enabled(self) -> bool:
@@ -130,6 +139,15 @@ def _integer(value: Any, what: str, minimum: int) -> int:
     return value
 
 
+def _redis_storage(redis_raw: dict[str, Any]) -> RedisStorage | None:
+    raw = redis_raw.get("storage")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise SpecError("InvalidSpec", "spec.gcs.redis.storage must be an object, e.g. {size: 1Gi}")
+    return RedisStorage(size=str(raw.get("size", "1Gi")), storage_class=raw.get("storageClassName"))
+
+
 def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
     image = spec.get("image")
     if not isinstance(image, str) or not image:
@@ -167,7 +185,7 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
     redis = RedisSpec(managed=bool(redis_raw.get("managed", False)),
                       image=redis_raw.get("image", contract.DEFAULT_REDIS_IMAGE), address=redis_raw.get("address"),
                       password_secret=secret_ref.get("name"), password_key=secret_ref.get("key", "password"),
-                      resources=dict(redis_raw.get("resources") or {}))
+                      resources=dict(redis_raw.get("resources") or {}), storage=_redis_storage(redis_raw))
     if redis.managed and redis.address:
         raise SpecError("InvalidSpec", "spec.gcs.redis: set either managed: true or address, not both")
     upgrade = ((spec.get("upgradeStrategy") or {}).get("type")) or "RollingUpdate"

@@ -11,6 +11,7 @@ entry points.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -100,8 +101,20 @@ def redis_name(cluster: str) -> str:
     return f"{cluster}-redis"
 
 
-def redis_pod_prefix(cluster: str) -> str:
-    return f"{cluster}-redis-"
+def redis_statefulset(cluster: str) -> str:
+    """The managed Redis's StatefulSet: `<cluster>-redis`, its pod `<cluster>-redis-0`.
+
+    The StatefulSet controller labels each pod `controller-revision-hash: <name>-<hash>`,
+    a label value of at most 63 characters, so the name must stay within 52: a longer
+    cluster name is cut and made unique again with a digest of the whole."""
+    name = f"{cluster}-redis"
+    if len(name) <= 52:
+        return name
+    digest = hashlib.sha256(cluster.encode()).hexdigest()[:10]
+    return f"{cluster[:35].rstrip('-')}-{digest}-redis"
+
+
+REDIS_DATA_DIR = "/var/lib/redis"  # the managed Redis's append-only file (its volume's mountPath)
 
 
 def worker_prefix(cluster: str, group: str) -> str:

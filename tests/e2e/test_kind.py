@@ -24,7 +24,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from k8s.helm import find_helm  # noqa: E402
 
 CLUSTER = os.environ.get("KASTOR_E2E_CLUSTER", "kastor-e2e")
-IMAGE = "kastor:dev"
+IMAGE = "kastor:dev"                    # the Dockerfile's `demo` target: the runtime + examples/*.py (bank:Account)
+OPERATOR_IMAGE = "kastor-operator:dev"  # its `operator` target
 CONTEXT = f"kind-{CLUSTER}"
 
 
@@ -62,12 +63,14 @@ def kind_cluster():
     if CLUSTER not in sh("kind", "get", "clusters"):
         sh("kind", "create", "cluster", "--name", CLUSTER, "--config", str(REPO / "kind-config.yaml"), timeout=900)
     try:
-        sh("docker", "build", "-t", IMAGE, str(REPO), timeout=1200)
-        sh("kind", "load", "docker-image", IMAGE, "--name", CLUSTER, timeout=600)
+        sh("docker", "build", "--target", "demo", "-t", IMAGE, str(REPO), timeout=1200)
+        sh("docker", "build", "--target", "operator", "-t", OPERATOR_IMAGE, str(REPO), timeout=1200)
+        sh("kind", "load", "docker-image", IMAGE, OPERATOR_IMAGE, "--name", CLUSTER, timeout=600)
         helm = find_helm()
         sh(helm, "upgrade", "--install", "kastor-operator", str(REPO / "charts" / "kastor-operator"),
            "--kube-context", CONTEXT, "--namespace", "kastor-system", "--create-namespace",
-           "--set", f"image.repository={IMAGE.split(':')[0]}", "--set", f"image.tag={IMAGE.split(':')[1]}",
+           "--set", f"image.repository={OPERATOR_IMAGE.split(':')[0]}",
+           "--set", f"image.tag={OPERATOR_IMAGE.split(':')[1]}",
            "--set", "image.pullPolicy=Never", "--wait", "--timeout", "5m")
         yield
     finally:

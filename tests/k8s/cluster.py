@@ -33,6 +33,7 @@ from .apiserver import ApiServer
 from .isolation import AddressBlock, PrivateHosts
 from .kubelet import Kubelet
 from .loop_thread import LoopThread
+from .statefulsets import StatefulSetController
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_IMAGE = "kastor:test"
@@ -113,10 +114,12 @@ class EmulatedCluster:
         self.server = kmock.Server(self.api)
         await self.server.__aenter__()
         self.url = str(self.server.url).rstrip("/")
-        # what the test image "contains": the Dockerfile puts examples/ on PYTHONPATH; tests add their actors
+        # what the test image "contains": examples/ on PYTHONPATH (as the Dockerfile's demo target); tests add actors
         images = {TEST_IMAGE: {"PYTHONPATH": f"{REPO / 'tests' / 'k8s' / 'image'}:{REPO / 'examples'}"}}
         self.kubelet = Kubelet(self.url, self.workdir, self.hosts, self.block.pod_prefix, images)
         await self.kubelet.start()
+        self.statefulsets = StatefulSetController(self.url, self.workdir / "kubelet.log")
+        await self.statefulsets.start()
 
     def start_operator(self, priority: int | str = 100, log: Path | None = None) -> subprocess.Popen:
         """An operator process peering with any other (kopf's leader election), with a liveness endpoint.
@@ -164,6 +167,7 @@ class EmulatedCluster:
                 self.block.release()
 
     async def _stop_async(self) -> None:
+        await self.statefulsets.stop()
         await self.kubelet.stop()
         await self.api.close_watches()
         await self.server.__aexit__(None, None, None)

@@ -253,15 +253,29 @@ class Kubelet:
         argv[0] = shutil.which(argv[0], path=env["PATH"]) or argv[0]
         argv = self.hosts.wrap(argv)  # the pod's own /etc/hosts: the run's Service names
         pp.started_at = _now()
+        cwd = self._working_dir(pp, container, home)
         try:
             with open(pp.log_path, "ab") as log:
-                pp.proc = subprocess.Popen(argv, env=env, cwd=str(home), stdin=subprocess.DEVNULL, stdout=log,
+                pp.proc = subprocess.Popen(argv, env=env, cwd=str(cwd), stdin=subprocess.DEVNULL, stdout=log,
                                            stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as e:
             await self._finish(pp, 128, "ContainerCannotRun", str(e))
             return
         pp.ready = None
         await self._patch_status(pp, self._running_status(pp, ready=False))
+
+    @staticmethod
+    def _working_dir(pp: PodProcess, container: dict[str, Any], home: Path) -> Path:
+        """The container's workingDir if an emptyDir is mounted there (a directory of the pod's
+        own, kept across container restarts: where Redis writes its data); else the pod's home."""
+        workdir = (container.get("workingDir") or "").rstrip("/")
+        empty = {v["name"] for v in pp.pod["spec"].get("volumes") or [] if "emptyDir" in v}
+        for mount in container.get("volumeMounts") or []:
+            if workdir and mount["mountPath"].rstrip("/") == workdir and mount["name"] in empty:
+                path = home / "volumes" / mount["name"]
+                path.mkdir(parents=True, exist_ok=True)
+                return path
+        return home
 
     def _running_status(self, pp: PodProcess, ready: bool) -> dict[str, Any]:
         container = pp.pod["spec"]["containers"][0]

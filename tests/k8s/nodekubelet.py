@@ -522,7 +522,7 @@ class Kubelet:
             keep = (sys.prefix, os.path.realpath(sys.executable), str(run.home),
                     *full_env.get("PYTHONPATH", "").split(":"))
             wrapped = self.network.exec_argv(run.netns, run.name, argv, mounts, run.home / "scratch" / c.name,
-                                             tuple(k for k in keep if k))
+                                             tuple(k for k in keep if k), c.spec.get("workingDir"))
         except ValueError as e:
             c.state = {"waiting": {"reason": "CreateContainerError", "message": str(e)}}
             c.next_start = time.monotonic() + self.backoff_s

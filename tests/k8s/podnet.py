@@ -38,6 +38,7 @@ import ctypes
 import ipaddress
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import threading
@@ -220,7 +221,7 @@ class PodNetwork:
             os.close(fd)
 
     def exec_argv(self, netns: str, hostname: str, argv: list[str], mounts: list[tuple[str, str, bool]],
-                  scratch: Path, keep: tuple[str, ...] = ()) -> list[str]:
+                  scratch: Path, keep: tuple[str, ...] = (), workdir: str | None = None) -> list[str]:
         """argv as a pod's process: in the pod's network namespace, a UTS namespace with the
         pod's hostname, and a mount namespace of its own (`ip netns exec` makes one, with the
         pod's hosts and resolv.conf), with each (host dir, mountPath, readOnly) bind-mounted.
@@ -237,7 +238,10 @@ class PodNetwork:
         PYTHONPATH entries, the pod's own directory). A volume mounted over a directory that
         holds one of them (an emptyDir on /tmp, where the test's venv lives) becomes an
         overlay with the volume as its upper layer: the pod writes into the volume and still
-        sees its image. That is the one place a pod sees more than its volume's contents."""
+        sees its image. That is the one place a pod sees more than its volume's contents.
+
+        `workdir` (the container's workingDir) becomes the process's working directory once the
+        mounts are made, so a volume mounted there is where the process writes (Redis's data)."""
         overlays: list[str] = []
         mounts = [m for m in mounts if os.path.dirname(os.path.normpath(m[1])) != "/" or os.path.isdir(m[1])]
         # A mount over a directory that holds the volumes' host directories (the pod's /tmp over
@@ -278,6 +282,8 @@ class PodNetwork:
             script.append(f"mkdir -p {dst}; mount --bind {src} {dst}")
             if read_only:
                 script.append(f"mount -o remount,bind,ro {dst}")
+        if workdir:
+            script.append(f"cd {shlex.quote(workdir)}")
         script.append(f'shift {2 * len(mounts)}; exec "$@"')
         flat = [part for src, dst, _ in mounts for part in (src, dst)]
         return ["ip", "netns", "exec", netns, "unshare", "--uts", "sh", "-ec", "\n".join(script), hostname, *flat,

@@ -48,7 +48,10 @@ ACTOR = cr("DetachedActor", "counter", {"clusterRef": "demo", "actorClass": "pkg
 def built_manifests() -> list[dict]:
     spec = parse_cluster(CLUSTER["spec"])
     actor = parse_actor(ACTOR["spec"], "counter", "team")
-    return [build_cluster.token_secret(CLUSTER, spec, "t0ken", "pw"), build_cluster.redis_pod(CLUSTER, spec),
+    stored = parse_cluster({**CLUSTER["spec"], "gcs": {"redis": {"managed": True, "storage": {
+        "size": "2Gi", "storageClassName": "fast"}}}})
+    return [build_cluster.token_secret(CLUSTER, spec, "t0ken", "pw"), build_cluster.redis_statefulset(CLUSTER, spec),
+            build_cluster.redis_statefulset(CLUSTER, stored),
             build_cluster.redis_service(CLUSTER), build_cluster.head_pod(CLUSTER, spec),
             build_cluster.head_service(CLUSTER, spec), build_cluster.worker_pod(CLUSTER, spec, spec.worker_groups[0]),
             build_actor.actor_pod(ACTOR, actor, CLUSTER, spec, 1)]
@@ -378,10 +381,47 @@ def test_the_managed_redis_password_is_on_no_command_line():
     configuration on redis-server's stdin; spec.gcs.redis.resources sizes the container."""
     body = cr("ActorCluster", "demo", {"image": "i", "gcs": {"redis": {
         "managed": True, "resources": {"limits": {"memory": "256Mi"}}}}})
-    container = build_cluster.redis_pod(body, parse_cluster(body["spec"]))["spec"]["containers"][0]
+    sts = build_cluster.redis_statefulset(body, parse_cluster(body["spec"]))
+    container = sts["spec"]["template"]["spec"]["containers"][0]
     argv = container["command"] + container.get("args", [])
     assert not any("$(REDIS_PASSWORD)" in a or "--requirepass" in a for a in argv), argv
     assert "redis-server -" in argv[-1] and "requirepass $REDIS_PASSWORD" in argv[-1]
     env = {e["name"]: e for e in container["env"]}
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "demo-token", "key": "redis-password"}
     assert container["resources"] == {"limits": {"memory": "256Mi"}}
+
+
+def test_the_managed_redis_is_a_statefulset_with_its_data_on_a_claim():
+    """Issue 12 defect 13: one replica, governed by the Redis Service, appendonly in the working
+    directory, which is the data volume: a claim from spec.gcs.redis.storage, else an emptyDir."""
+    body = cr("ActorCluster", "demo", {"image": "i", "gcs": {"redis": {
+        "managed": True, "storage": {"size": "5Gi", "storageClassName": "fast"}}}})
+    sts = build_cluster.redis_statefulset(body, parse_cluster(body["spec"]))
+    assert sts["kind"] == "StatefulSet" and sts["metadata"]["name"] == "demo-redis"
+    assert sts["metadata"]["ownerReferences"][0]["uid"] == body["metadata"]["uid"]
+    spec = sts["spec"]
+    assert spec["replicas"] == 1 and spec["serviceName"] == build_cluster.redis_service(body)["metadata"]["name"]
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert build_cluster.redis_service(body)["spec"]["selector"] == spec["selector"]["matchLabels"]
+    [claim] = spec["volumeClaimTemplates"]
+    assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}},
+                             "storageClassName": "fast"}
+    assert spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+    pod_spec = spec["template"]["spec"]
+    assert "volumes" not in pod_spec
+    container = pod_spec["containers"][0]
+    assert container["volumeMounts"] == [{"name": claim["metadata"]["name"], "mountPath": container["workingDir"]}]
+    assert "--appendonly yes" in container["command"][-1] and "--appendfsync always" in container["command"][-1]
+
+    plain = cr("ActorCluster", "demo", {"image": "i", "gcs": {"redis": {"managed": True}}})
+    sts = build_cluster.redis_statefulset(plain, parse_cluster(plain["spec"]))
+    assert "volumeClaimTemplates" not in sts["spec"]
+    assert sts["spec"]["template"]["spec"]["volumes"] == [{"name": "data", "emptyDir": {}}]
+
+
+def test_a_long_cluster_name_still_names_a_statefulset_whose_pods_can_be_labelled():
+    """The controller-revision-hash label is `<statefulset>-<10 characters>`: at most 63."""
+    longest = "c" + "x" * 52
+    name = contract.redis_statefulset(longest)
+    assert len(name) <= 52 and name != contract.redis_statefulset("c" + "x" * 51 + "y")
+    assert contract.redis_statefulset("demo") == "demo-redis"

@@ -34,13 +34,16 @@ NEEDED = [("get", "actorclusters", ""), ("list", "actorclusters", ""), ("watch",
           ("delete", "pods", ""), ("get", "services", ""), ("create", "services", ""),
           ("patch", "services", ""), ("get", "secrets", ""),
           ("create", "secrets", ""), ("create", "events", ""),
-          ("get", "nodes", "")]
+          ("get", "nodes", ""), ("get", "statefulsets", ""), ("create", "statefulsets", ""),
+          ("patch", "statefulsets", "")]
 NOT_NEEDED = [("update", "actorclusters", ""), ("delete", "actorclusters", ""), ("get", "actorclusters", "status"),
               ("update", "actorclusters", "status"), ("list", "secrets", ""), ("watch", "secrets", ""),
               ("update", "secrets", ""), ("delete", "secrets", ""), ("get", "pods", ""), ("update", "pods", ""),
               ("patch", "pods", ""), ("delete", "services", ""), ("patch", "events", ""),
-              ("create", "pods", "exec"), ("list", "nodes", ""), ("patch", "nodes", ""), ("delete", "nodes", "")]
-API_GROUP = {"actorclusters": GROUP, "detachedactors": GROUP}
+              ("create", "pods", "exec"), ("list", "nodes", ""), ("patch", "nodes", ""), ("delete", "nodes", ""),
+              ("list", "statefulsets", ""), ("watch", "statefulsets", ""), ("update", "statefulsets", ""),
+              ("delete", "statefulsets", "")]
+API_GROUP = {"actorclusters": GROUP, "detachedactors": GROUP, "statefulsets": "apps"}
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import datetime
 from kastor.operator import actor_reconciler as actors
 from kastor.operator import build_actor, build_cluster, lost_nodes
 from kastor.operator import cluster_reconciler as clusters
-from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureService, KillActor
+from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureService, EnsureStatefulSet, KillActor
 from kastor.operator.conditions import get_condition
 from kastor.operator.spec import parse_cluster
 from kastor.runtime import k8s_contract as contract
@@ -153,8 +153,92 @@ def test_a_managed_redis_is_planned_before_the_head():
     out = clusters.plan(clusters.Observed(body))
     services = [a.service["metadata"]["name"] for a in out.actions if isinstance(a, EnsureService)]
     assert services == ["demo-redis", "demo-head"]
-    assert [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(out)] == ["redis", "head"]
+    assert kinds(out).index("EnsureStatefulSet") < kinds(out).index("CreatePod")
+    assert [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(out)] == ["head"]
     assert get_condition(out.status["conditions"], "GcsReady")["reason"] == "RedisStarting"
+
+
+# ---- issue 12 defect 13: the managed Redis is a StatefulSet ----
+
+REDIS_SPEC = {"image": "kastor:dev", "gcs": {"redis": {"managed": True, "storage": {"size": "2Gi"}}}}
+SET_UID = "5e7a0000-0000-4000-8000-000000000005"
+
+
+def stored_set(spec: dict, owner: str = UID, **annotations: str) -> dict:
+    """The StatefulSet as the API server would return it after the operator created it for `spec`."""
+    built = build_cluster.redis_statefulset(cr("ActorCluster", "demo", spec), parse_cluster(spec))
+    stored = copy.deepcopy(built)
+    stored["metadata"]["uid"] = SET_UID
+    stored["metadata"]["ownerReferences"][0]["uid"] = owner
+    stored["metadata"]["annotations"].update(annotations)
+    return stored
+
+
+def set_pod(name: str = "demo-redis-0", **kw) -> dict:
+    """A pod of the Redis StatefulSet: controlled by the StatefulSet, not the cluster."""
+    p = pod(name, "redis", **kw)
+    p["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "demo-redis",
+                                         "uid": SET_UID, "controller": True}]
+    return p
+
+
+def statefulsets(plan) -> list[EnsureStatefulSet]:
+    return [a for a in plan.actions if isinstance(a, EnsureStatefulSet)]
+
+
+def test_the_redis_statefulset_is_created_once_and_its_ready_pod_makes_the_gcs_ready():
+    body = cr("ActorCluster", "demo", REDIS_SPEC)
+    first = clusters.plan(clusters.Observed(body))
+    assert [a.patch for a in statefulsets(first)] == [None]
+    seen = clusters.Observed(body, [set_pod()], redis_set=stored_set(REDIS_SPEC))
+    out = clusters.plan(seen)
+    assert statefulsets(out) == [] and deleted(out) == []
+    gcs = get_condition(out.status["conditions"], "GcsReady")
+    assert (gcs["status"], gcs["reason"]) == ("True", "ManagedRedisReady")
+
+
+def test_a_redis_pod_that_is_not_ready_says_why():
+    body = cr("ActorCluster", "demo", REDIS_SPEC)
+    stuck = set_pod(phase="Pending", ready=False)
+    stuck["status"]["containerStatuses"] = [{"name": "redis", "state": {"waiting": {
+        "reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]
+    out = clusters.plan(clusters.Observed(body, [stuck], redis_set=stored_set(REDIS_SPEC)))
+    gcs = get_condition(out.status["conditions"], "GcsReady")
+    assert gcs["status"] == "False" and gcs["reason"] == "ImagePullBackOff" and "demo-redis-0" in gcs["message"]
+
+
+def test_a_changed_redis_image_patches_the_statefulsets_template():
+    body = cr("ActorCluster", "demo", {**REDIS_SPEC, "gcs": {"redis": {**REDIS_SPEC["gcs"]["redis"],
+                                                                         "image": "redis:7.4"}}})
+    out = clusters.plan(clusters.Observed(body, [set_pod()], redis_set=stored_set(REDIS_SPEC)))
+    [action] = statefulsets(out)
+    assert action.patch["spec"]["template"]["spec"]["containers"][0]["image"] == "redis:7.4"
+    assert action.patch["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH] == \
+        action.statefulset["metadata"]["annotations"][contract.ANNOTATION_SPEC_HASH]
+
+
+def test_a_changed_storage_is_reported_not_applied():
+    """volumeClaimTemplates cannot change: the StatefulSet keeps what it was made with."""
+    body = cr("ActorCluster", "demo", {**REDIS_SPEC, "gcs": {"redis": {"managed": True, "storage": {"size": "9Gi"}}}})
+    out = clusters.plan(clusters.Observed(body, [set_pod()], redis_set=stored_set(REDIS_SPEC)))
+    assert statefulsets(out) == []
+    gcs = get_condition(out.status["conditions"], "GcsReady")
+    assert gcs["status"] == "True" and "storage is not applied" in gcs["message"] and "2Gi" in gcs["message"]
+
+
+def test_an_earlier_clusters_redis_statefulset_is_not_adopted():
+    body = cr("ActorCluster", "demo", REDIS_SPEC)
+    out = clusters.plan(clusters.Observed(body, [], redis_set=stored_set(REDIS_SPEC, owner="an-earlier-uid")))
+    assert statefulsets(out) == []
+    assert get_condition(out.status["conditions"], "GcsReady")["reason"] == "WaitingForOldRedis"
+
+
+def test_a_bare_redis_pod_of_an_older_operator_goes_when_the_statefulset_takes_over():
+    """Else the Redis Service would select two Redis servers."""
+    body = cr("ActorCluster", "demo", REDIS_SPEC)
+    out = clusters.plan(clusters.Observed(body, [pod("demo-redis-q2b9z", "redis"), set_pod()],
+                                          redis_set=stored_set(REDIS_SPEC)))
+    assert deleted(out) == ["demo-redis-q2b9z"]
 
 
 def test_an_external_redis_without_its_password_secret_is_not_ready():
@@ -397,11 +481,14 @@ def test_a_head_stuck_terminating_on_a_lost_node_is_replaced_at_once():
     assert new["generateName"] == "demo-head-" and "name" not in new
 
 
-def test_a_managed_redis_stuck_terminating_is_replaced_at_once():
+def test_a_managed_redis_pod_stuck_terminating_waits_for_its_statefulset():
+    """The StatefulSet makes `demo-redis-0` again once the old one is gone (the lost-node
+    handling force-deletes it); the operator makes no Redis pod of its own."""
     body = cr("ActorCluster", "demo", {"image": "kastor:dev", "gcs": {"redis": {"managed": True}}})
-    out = clusters.plan(clusters.Observed(body, [pod("demo-redis-q2b9z", "redis", deleting=True)]))
-    assert roles_created(out) == ["redis", "head"]
-    assert created_pods(out)[0]["metadata"]["generateName"] == "demo-redis-"
+    spec = body["spec"]
+    out = clusters.plan(clusters.Observed(body, [set_pod(deleting=True)], redis_set=stored_set(spec)))
+    assert roles_created(out) == ["head"] and statefulsets(out) == []
+    assert get_condition(out.status["conditions"], "GcsReady")["reason"] == "RedisStarting"
 
 
 def test_pods_of_an_earlier_cluster_of_the_same_name_are_not_adopted():

@@ -111,8 +111,9 @@ def readme_block(first_line: str) -> list[str]:
 
 def test_helm_install_runs_the_operator_as_the_charts_deployment(flow):
     commands = readme_block("docker build")
-    assert commands[0].startswith("docker build") and commands[1].startswith("kind create") and \
-        commands[2].startswith("kind load"), commands  # the image and the cluster: the harness's part
+    assert commands[0].startswith("docker build") and commands[1].startswith("docker build") and \
+        commands[2].startswith("kind create") and commands[3].startswith("kind load"), \
+        commands  # the images (runtime and operator targets) and the cluster: the harness's part
     helm = [c for c in commands if c.startswith("helm install")]
     assert len(helm) == 1, commands
     user(flow, helm[0])

@@ -56,6 +56,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]  # the managed Redis (spec.gcs.redis.managed)
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]  # a DetachedActor's spec.state volume
   verbs: ["get", "create"]
