@@ -1,8 +1,10 @@
 """Actors: `@kastor.remote class C`, `C.remote(...)` returns an ActorHandle.
 
 A handle is small and picklable: it names the actor and its methods, and the process
-holding it resolves where the actor lives on first use. Like Ray, an unnamed, non-detached
-actor is killed once every handle to it is gone, and its owner's job ending ends it too.
+holding it resolves where the actor lives on first use. Like Ray, a non-detached actor is
+killed once every strong handle to it is gone, in every process that holds one (passed in a
+call's arguments or result, a put() value, another actor's state: runtime/actor_handles.py),
+and its owner's job ending ends it too.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from kastor import signature
 from kastor.dag import ClassMethodNode, ClassNode
 from kastor.exceptions import PendingCallsLimitExceeded
 from kastor.object_ref_generator import STREAMING, returned, yields
-from kastor.runtime import context, submission
+from kastor.runtime import actor_handles, context, submission
 from kastor.runtime.actor_builtins import BUILTIN_METHODS, ActorExit, request_exit  # noqa: F401  (re-exported)
+from kastor.runtime.object_ref import ObjectRef
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.session import current_core
 
@@ -156,13 +159,15 @@ class ActorClass:
             class_id = self._ids[key] = core.register_code(self._cls, "actor class")
         created = submission.create_actor(core, class_id, self.__name__, self._methods, self._is_async, args, kwargs,
                                           options, opts.actor_scheduling(options, self.__name__))
-        detached = options.get("lifetime") == "detached"
+        # As in Ray, a name does not keep a non-detached actor alive: its strong handles do (see
+        # runtime/actor_handles.py). A detached actor's handles, or those of an existing actor that
+        # get_if_exists gave back (another process owns it), are weak.
+        strong = options.get("lifetime") != "detached" and not created.existed
+        token = actor_handles.own(core, created.actor_id) if strong else None
         if created.info is not None:
-            # As in Ray, a name does not keep a non-detached actor alive: its creator's handles
-            # (and those get_actor() gives back in that process) do. A reused actor is another's.
-            return ActorHandle._from_info(created.info, collectable=not detached and not created.existed)
+            return ActorHandle._from_info(created.info, token)
         return ActorHandle(created.actor_id, self.__name__, self._methods, options["max_task_retries"],
-                           collectable=not detached, max_pending_calls=created.max_pending_calls)
+                           token=token, max_pending_calls=created.max_pending_calls)
 
 
 class _BoundActorClass:
@@ -178,26 +183,27 @@ class _BoundActorClass:
 
 
 class ActorHandle:
-    """A reference to an actor; attribute access gives its methods."""
+    """A reference to an actor; attribute access gives its methods.
+
+    A strong handle holds its actor's token (an ObjectRef its owner counts, see
+    runtime/actor_handles.py); a weak one (`token=None`) keeps nothing alive."""
 
     def __init__(self, actor_id: bytes, class_name: str, methods: list[pb.MethodMeta],
-                 max_task_retries: int = 0, collectable: bool = False, max_pending_calls: int = -1):
+                 max_task_retries: int = 0, token: ObjectRef | None = None, max_pending_calls: int = -1):
         self._actor_id = actor_id
+        self._token = token
         self._class_name = class_name
         self._method_meta = {m.name: m for m in methods}
         self._max_task_retries = max_task_retries
         self._max_pending_calls = max_pending_calls if max_pending_calls > 0 else -1
         self._pending_calls = 0
         self._pending_lock = threading.Lock()
-        self._methods_cache: dict[str, ActorMethod] = {}
-        core = context.core
-        if core is not None:
-            core.post(lambda: core.actors.add_handle(actor_id, collectable))
+        self._methods_cache: dict[str, tuple[int | str, str, inspect.Signature | None]] = {}
 
     @classmethod
-    def _from_info(cls, info: pb.ActorInfo, collectable: bool = False) -> ActorHandle:
+    def _from_info(cls, info: pb.ActorInfo, token: ObjectRef | None = None) -> ActorHandle:
         spec = info.spec
-        return cls(spec.actor_id, spec.class_name, list(spec.methods), spec.max_task_retries, collectable,
+        return cls(spec.actor_id, spec.class_name, list(spec.methods), spec.max_task_retries, token,
                    spec.max_pending_calls)
 
     def __getattr__(self, name: str) -> ActorMethod:
@@ -206,16 +212,18 @@ class ActorHandle:
             if meta is None:
                 raise AttributeError(name)
         cached = self._methods_cache.get(name)
-        if cached is not None:
-            return cached
-        meta = self._method_meta.get(name)
-        if meta is None:
-            raise AttributeError(f"'{self._class_name}' actor has no method '{name}'. Its methods are: "
-                                 f"{', '.join(sorted(self._method_meta)) or '(none)'}.")
-        m = self._methods_cache[name] = ActorMethod(self, name, STREAMING if meta.is_generator else meta.num_returns,
-                                                    meta.concurrency_group,
-                                                    signature.from_params(meta.params) if meta.has_signature else None)
-        return m
+        if cached is None:
+            meta = self._method_meta.get(name)
+            if meta is None:
+                raise AttributeError(f"'{self._class_name}' actor has no method '{name}'. Its methods are: "
+                                     f"{', '.join(sorted(self._method_meta)) or '(none)'}.")
+            cached = self._methods_cache[name] = (
+                STREAMING if meta.is_generator else meta.num_returns, meta.concurrency_group,
+                signature.from_params(meta.params) if meta.has_signature else None)
+        # A new method object each time, not a cached one: a handle that held its methods, which
+        # hold it, would be a cycle, freed only by a garbage collection, and its actor kept alive
+        # until then (a worker may not collect for a long time).
+        return ActorMethod(self, name, *cached)
 
     def __dir__(self) -> list[str]:
         return sorted({*self._method_meta, "__init__"})  # as Ray's handles list their constructor
@@ -230,22 +238,11 @@ class ActorHandle:
         return hash(self._actor_id)
 
     def __reduce__(self):
-        core = context.core
-        if core is not None:
-            actor_id = self._actor_id
-            core.post(lambda: core.actors.escape(actor_id))
+        # The token, pickled along, makes the receiver a holder (or escapes): see actor_handles.
         return _rebuild_handle, (self._actor_id, self._class_name,
                                  [m.SerializeToString() for m in self._method_meta.values()],
-                                 self._max_task_retries, self._max_pending_calls)
-
-    def __del__(self):
-        core = context.core
-        if core is not None:
-            actor_id = self._actor_id
-            try:
-                core.post(lambda: core.actors.drop_handle(actor_id))
-            except Exception:
-                pass
+                                 self._max_task_retries, self._max_pending_calls,
+                                 actor_handles.for_pickle(context.core, self._token))
 
     def _take_pending_slot(self, label: str):
         """Counts a call against max_pending_calls; returns what gives the slot back when it ends."""
@@ -266,9 +263,12 @@ class ActorHandle:
         return self._actor_id
 
 
-def handle_from_info(info: pb.ActorInfo, collectable: bool = False) -> ActorHandle:
-    """A handle to the actor the head describes (get_actor, a named creation)."""
-    return ActorHandle._from_info(info, collectable)
+def handle_from_info(info: pb.ActorInfo) -> ActorHandle:
+    """A handle to the actor the head describes (get_actor): weak, as Ray's lookups are, except in
+    the process that owns the actor, where it counts as the creator's own handles do."""
+    core = context.core
+    token = actor_handles.owner_token(core, info.spec.actor_id) if core is not None else None
+    return ActorHandle._from_info(info, token)
 
 
 def actor_id_of(handle: ActorHandle) -> bytes:
@@ -282,9 +282,9 @@ def undecorated(actor_class: ActorClass) -> type:
 
 
 def _rebuild_handle(actor_id: bytes, class_name: str, methods: list[bytes], max_task_retries: int,
-                    max_pending_calls: int = -1) -> ActorHandle:
+                    max_pending_calls: int = -1, token: ObjectRef | None = None) -> ActorHandle:
     return ActorHandle(actor_id, class_name, [pb.MethodMeta.FromString(m) for m in methods], max_task_retries,
-                       max_pending_calls=max_pending_calls)
+                       token=token, max_pending_calls=max_pending_calls)
 
 
 class ActorMethod:
@@ -342,7 +342,7 @@ class ActorMethod:
                 core, handle._actor_id, self._name, label, args, kwargs, num_returns=num_returns,
                 concurrency_group=concurrency_group,
                 max_task_retries=handle._max_task_retries if max_task_retries is None else max_task_retries,
-                on_done=give_back)
+                on_done=give_back, holds=handle._token)
         except BaseException:
             if give_back is not None:
                 give_back()

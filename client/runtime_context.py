@@ -84,9 +84,10 @@ class RuntimeContext:
     def current_actor(self):
         from kastor.actor import ActorHandle
         engine = self._core.engine
-        spec = getattr(engine, "actor_spec", None)
+        spec = engine.running_actor() if engine is not None else None
         if spec is None:
             raise RuntimeError("current_actor is only available inside an actor.")
+        # A weak handle, as Ray's: it keeps nothing alive, here or wherever it is sent.
         return ActorHandle(spec.actor_id, spec.class_name, list(spec.methods), spec.max_task_retries)
 
     @property

@@ -47,7 +47,7 @@ WATCH_RETRY = retry.RetryPolicy(initial_s=0.5, max_s=RESOLVE_POLL_S, retry_on=(E
 
 class ActorConn:
     __slots__ = ("actor_id", "queue", "inflight", "stream", "version", "death", "resolving",
-                 "handles", "collectable", "class_name", "created", "killed", "broken_address")
+                 "released", "class_name", "created", "killed", "broken_address")
 
     def __init__(self, actor_id: bytes):
         self.actor_id = actor_id
@@ -57,8 +57,7 @@ class ActorConn:
         self.version = 0
         self.death: BaseException | None = None
         self.resolving = False
-        self.handles = 0
-        self.collectable = False
+        self.released = False  # its owner (this process) saw its last strong handle go (actor_handles)
         self.class_name = ""
         self.created: asyncio.Future | None = None
         self.killed = False
@@ -334,26 +333,16 @@ class ActorSubmitter:
 
     # ---- handle-based lifetime ----
 
-    def add_handle(self, actor_id: bytes, collectable: bool) -> None:
+    def release(self, actor_id: bytes) -> None:
+        """No strong handle to an actor this process owns is left anywhere (its handle token was
+        released: see runtime/actor_handles.py): like Ray, it is killed once this process's calls
+        to it are done."""
         c = self.conn(actor_id)
-        c.handles += 1
-        c.collectable = c.collectable or collectable
-
-    def drop_handle(self, actor_id: bytes) -> None:
-        c = self.conns.get(actor_id)
-        if c is None:
-            return
-        c.handles -= 1
+        c.released = True
         self._maybe_collect(c)
 
-    def escape(self, actor_id: bytes) -> None:
-        c = self.conns.get(actor_id)
-        if c is not None:
-            c.collectable = False
-
     def _maybe_collect(self, c: ActorConn) -> None:
-        """Like Ray: an unnamed actor whose handles are all gone is killed once idle."""
-        if c.handles > 0 or not c.collectable or c.killed or c.queue or c.inflight or self._closed:
+        if not c.released or c.killed or c.queue or c.inflight or self._closed:
             return
         c.killed = True
         asyncio.get_running_loop().create_task(self.kill(c.actor_id, True, "all handles went out of scope"))

@@ -41,7 +41,15 @@ from kastor.runtime import (
     transport,
 )
 from kastor.runtime.actor_submitter import ActorSubmitter
-from kastor.runtime.ids import PUT_INDEX, actor_job_id, new_actor_id, new_put_id, new_task_id, return_id
+from kastor.runtime.ids import (
+    PUT_INDEX,
+    actor_job_id,
+    handle_token_id,
+    new_actor_id,
+    new_put_id,
+    new_task_id,
+    return_id,
+)
 from kastor.runtime.object_ref import ObjectRef
 from kastor.runtime.owned_values import OwnedValues
 from kastor.runtime.ownership import ObjectTable
@@ -109,6 +117,9 @@ class CoreWorker:
         self.output = None  # a driver's OutputPrinter, when its workers' output is shown here (log_to_driver)
         self.env_vars: dict[str, str] = {}  # the job's runtime_env variables (a driver's init(runtime_env=))
         self.runtime_env: dict[str, Any] = {}  # the job's other runtime_env fields, resolved (runtime/runtime_env.py)
+        # In an actor's process, the token of its own strong handles (runtime/actor_handles.py):
+        # held here without borrowing it, so that an actor never keeps itself alive.
+        self._own_handle_token = b""
 
         self._fetching: set[bytes] = set()
         self._probes = 0  # fetches asking an owner whether a value is ready now (see _fetch_borrowed)
@@ -280,7 +291,13 @@ class CoreWorker:
         return self.transport.reachable
 
     def add_local_ref(self, object_id: bytes, owner: str, borrowed: bool) -> None:
-        self.objects.add_local_ref(object_id, owner if owner != self.address and self.tracks_borrows else None)
+        borrow = owner != self.address and self.tracks_borrows and object_id != self._own_handle_token
+        self.objects.add_local_ref(object_id, owner if borrow else None)
+
+    def become_actor(self, actor_id: bytes) -> None:
+        """This worker now runs `actor_id`: the handles to itself it comes to hold (passed to its
+        methods, kept in its state) do not count as holders, or it would never be collected."""
+        self._own_handle_token = handle_token_id(actor_id)
 
     def on_ref_pickled(self, ref: ObjectRef) -> None:
         """Called while a ref is pickled (no locks): a serialization that tracks borrowers

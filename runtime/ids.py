@@ -11,6 +11,9 @@ import os
 
 # The index a put() object carries in place of a return index (it belongs to no task's returns).
 PUT_INDEX = b"\xff\xff\xff\xff"
+# The index of an actor's handle token (runtime/actor_handles.py): a ref that stands for the
+# actor's strong handles, owned by the actor's owner. It names no value.
+HANDLE_INDEX = b"\xff\xff\xff\xfe"
 
 
 def new_task_id() -> bytes:
@@ -25,6 +28,11 @@ def new_actor_id(job_id: bytes) -> bytes:
 
 def actor_job_id(actor_id: bytes) -> bytes:
     return actor_id[-4:]
+
+
+def handle_token_id(actor_id: bytes) -> bytes:
+    """The id of the token the strong handles of `actor_id` carry (see runtime/actor_handles.py)."""
+    return actor_id + HANDLE_INDEX
 
 
 def return_id(task_id: bytes, index: int) -> bytes:

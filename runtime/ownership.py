@@ -48,6 +48,8 @@ class ObjectTable:
         self._escaped: set[bytes] = set()
         self._lock = threading.Lock()
         self._released: deque[bytes] = deque()
+        # ids whose release something waits for (an actor's handle token: runtime/actor_handles.py)
+        self._watchers: dict[bytes, Callable[[], None]] = {}
 
     # ---- local references ----
 
@@ -103,11 +105,24 @@ class ObjectTable:
         self._forget(object_id, owned)
 
     def _forget(self, object_id: bytes, owned: bool) -> None:
+        if self._watchers:
+            watcher = self._watchers.pop(object_id, None)
+            if watcher is not None:
+                watcher()
         value = self.store.pop(object_id)
         if owned and value is not None:
             self.free_value(value)
             if value.nested:
                 self._release_nested(value)
+
+    def watch(self, object_id: bytes, on_release: Callable[[], None]) -> None:
+        """Calls `on_release` once, when nothing refers to `object_id` any more: no local ref, no
+        borrow, and it never escaped. It may run on any thread, inside no lock of this table."""
+        self._watchers[object_id] = on_release
+
+    def watched(self, object_id: bytes) -> bool:
+        """Whether `on_release` of `watch` is still to come for this id."""
+        return object_id in self._watchers
 
     # ---- borrowers (owner side) ----
 

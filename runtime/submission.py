@@ -94,10 +94,15 @@ def submit_task(core: CoreWorker, function_id: str, name: str, args: tuple, kwar
 
 def submit_actor_call(core: CoreWorker, actor_id: bytes, method: str, label: str, args: tuple, kwargs: dict, *,
                       num_returns: int | str, concurrency_group: str, max_task_retries: int,
-                      on_done: Callable[[], None] | None = None) -> tuple[list[ObjectRef], bool]:
-    """Submits a call of an actor's method; `on_done` runs (on the core's loop) once it finished."""
+                      on_done: Callable[[], None] | None = None,
+                      holds: ObjectRef | None = None) -> tuple[list[ObjectRef], bool]:
+    """Submits a call of an actor's method; `on_done` runs (on the core's loop) once it finished.
+    `holds`: the calling handle's token (runtime/actor_handles.py), kept until the call is done,
+    so that a holder dropping its handle right after a call does not kill the actor under it."""
     pins: list[ObjectRef] = []
     value, deps = core.pack_args(args, kwargs, label, pins)
+    if holds is not None:
+        pins.append(holds)
     task_id = new_task_id()
     generator = num_returns == STREAMING
     count = 1 if generator else int(num_returns)

@@ -112,6 +112,7 @@ class Engine:
         # actor (its thread pools) or an async one (its event loops). See _choose_runner.
         self._runner: Callable[[pb.TaskSpec, _Outbox], None] = self._run_on_main
         self.actor_spec: pb.ActorSpec | None = None
+        self._runs_actor: pb.ActorSpec | None = None  # from the constructor on (actor_spec: once it finished)
         self.restarted = False
         self.instance: Any = None
         self.durable: checkpoint.NoState | checkpoint.Durable = checkpoint.NO_STATE  # state=Checkpoint(...)
@@ -277,10 +278,17 @@ class Engine:
         await flushed
         return reply
 
+    def running_actor(self) -> pb.ActorSpec | None:
+        """The actor this process runs, from the start of its constructor on (what
+        `get_runtime_context().current_actor` names, in `__init__` too, as in Ray)."""
+        return self._runs_actor
+
     def _construct(self, spec: pb.ActorSpec, gpu_ids: list[int]) -> pb.StartActorReply:
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
         # this process is the actor's alone from now on
+        self._runs_actor = spec
+        self.core.become_actor(spec.actor_id)
         os.environ.update({**omp.variables(own_cpus(spec.held), spec.env_vars), **spec.env_vars})
         task_context = context.TaskContext(
             spec.job_id, b"", spec.actor_id, tuple(gpu_ids), spec.job_namespace, spec.class_name,

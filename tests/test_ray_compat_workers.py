@@ -1,7 +1,9 @@
 """What Ray promises about worker processes (issue 13): OMP_NUM_THREADS follows the CPUs a task
-or actor asked for."""
+or actor asked for, and a worker runs few threads (Ray's test_worker_thread_count)."""
 
 import os
+import subprocess
+import sys
 
 import kastor
 import pytest
@@ -71,6 +73,67 @@ def test_workers_run_no_threads_of_their_own_beyond_the_core_loop(embedded_clust
     kastor.get([actor.noisy.remote(i) for i in range(50)])  # output shipping starts no threads
     names = kastor.get(actor.names.remote())
     assert len(names) == expected, names
+
+
+# Ray's test_worker_thread_count pins an actor's worker at a little over 20 threads on its CI
+# machines (it was widened to accept 20); most are gRPC's, as in Kastor.
+RAY_WORKER_THREADS = 20
+
+# gRPC alone, in a process of its own: an aio server and a channel that made a call, as a worker has.
+_GRPC_ONLY = """
+import asyncio, os, grpc
+
+async def main():
+    server = grpc.aio.server()
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            await channel.unary_unary("/none/Call")(b"", timeout=30)
+        except grpc.aio.AioRpcError:
+            pass  # UNIMPLEMENTED: the call went through gRPC's whole stack, which is all this wants
+        print(len(os.listdir("/proc/self/task")))
+    await server.stop(None)
+
+asyncio.run(main())
+"""
+
+
+def _define_counters():
+    def count():
+        import os
+        return len(os.listdir("/proc/self/task"))
+
+    @kastor.remote
+    def task_threads():
+        return count()
+
+    @kastor.remote
+    class Counted:
+        def threads(self):
+            return count()
+
+    return task_threads, Counted
+
+
+task_threads, Counted = _define_counters()
+
+
+def test_a_worker_runs_one_os_thread_more_than_grpc_alone(embedded_cluster):
+    """A worker's OS threads are gRPC's (its poller, and its C core's event engine, timer and
+    lifeguard threads, whose number grows with the machine's cores) plus the core's loop: this
+    pins them to a bare gRPC process's count, and to Ray's figure where gRPC leaves room for it."""
+    out = subprocess.run([sys.executable, "-c", _GRPC_ONLY], capture_output=True, text=True, timeout=120, check=True)
+    grpc_alone = int(out.stdout.strip())  # its main thread included, as a worker's
+    actor = Counted.remote()
+    for where, call in (("a task worker", task_threads.remote), ("an actor", actor.threads.remote)):
+        for _ in range(3):  # calls first: nothing may start threads on the way and keep them
+            kastor.get(call())
+        count = kastor.get(call())
+        # +1, the core's loop; +1 more that gRPC's event engine may add to its pool under load
+        assert count <= grpc_alone + 2, f"{where} runs {count} threads; gRPC alone runs {grpc_alone}"
+        assert count <= max(RAY_WORKER_THREADS, grpc_alone + 2), f"{where} runs {count} threads, more than Ray's"
+    kastor.kill(actor)
 
 
 def _define_readers():
