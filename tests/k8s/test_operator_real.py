@@ -292,3 +292,30 @@ def test_dev_shm_and_advertised_resources_follow_the_containers_resources(api, o
     args = head.spec.containers[0].args
     assert args[args.index("--num-cpus") + 1] == "2" and args[args.index("--memory") + 1] == str(2**30)
     objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "shm")
+
+
+def test_conditions_are_a_list_map_keyed_by_type(api, namespace):  # noqa: F811
+    """Conditions have metav1.Condition's shape: one per type (the API server rejects a second
+    entry of a type), with reason, message and lastTransitionTime required."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    for plural, name, spec in (("actorclusters", "conds", {"image": "kastor:dev"}),
+                               ("detachedactors", "conds", {"clusterRef": "conds", "actorClass": "m:C"})):
+        objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, custom_object(plural, name, spec))
+        try:
+            good = {"type": "Ready", "status": "False", "reason": "Testing", "message": "a test",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}
+
+            def patch(conditions: list, plural: str = plural, name: str = name) -> None:
+                objects.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, NAMESPACE, plural, name, {"status": {"conditions": conditions}},
+                    _content_type="application/merge-patch+json")
+
+            patch([good])
+            with pytest.raises(ApiException) as twice:
+                patch([good, {**good, "status": "True"}])
+            assert twice.value.status == 422 and "Duplicate value" in twice.value.body, twice.value.body
+            with pytest.raises(ApiException) as bare:
+                patch([{"type": "Ready", "status": "True"}])
+            assert bare.value.status == 422 and "reason" in bare.value.body, bare.value.body
+        finally:
+            objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, name)
