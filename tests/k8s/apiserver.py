@@ -72,6 +72,7 @@ BUILTINS = [
     ResourceDef("", "v1", "events", "Event", True, status_subresource=False),
     ResourceDef("events.k8s.io", "v1", "events", "Event", True, status_subresource=False),
     ResourceDef("coordination.k8s.io", "v1", "leases", "Lease", True, status_subresource=False),
+    ResourceDef("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True),
     ResourceDef("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False),
 ]
 
