@@ -793,3 +793,25 @@ def test_every_pod_created_or_deleted_says_why():
     scale_up = clusters.plan(clusters.Observed(body, pods[:1], registered={"10.0.0.1"}, head_asked=True))
     creates = [a for a in scale_up.actions if isinstance(a, CreatePod)]
     assert [a.reason for a in creates] == ["BelowReplicas"] and "wants 1" in creates[0].why
+
+
+def test_every_detached_actor_pod_created_or_deleted_says_why():
+    first = actors.plan(actors.Observed(actor_body(), [], cluster_view()))
+    assert [(a.reason, a.why) for a in first.actions if isinstance(a, CreatePod)] == [("ActorPodMissing", "attempt 1")]
+
+    status = {"podName": "counter-actor-1", "attempt": 1}
+    usage = pod("counter-actor-1", "actor", actor="counter", attempt=1, phase="Failed", exit_code=2)
+    out = actors.plan(actors.Observed(actor_body(status), [usage], cluster_view()))
+    assert [a.reason for a in out.actions if isinstance(a, CreatePod)] == ["ReplacingPod"]
+    assert [(a.reason, a.role) for a in out.actions if isinstance(a, DeletePod)] == [("Replaced", "actor")]
+
+    running = pod("counter-actor-1", "actor", actor="counter", attempt=1)
+    alive = {**status, "state": "Alive"}
+    away = actors.plan(actors.Observed(actor_body(alive), [running], ("ClusterSuspended", "the cluster is suspended")))
+    assert [(a.reason, a.why) for a in away.actions if isinstance(a, DeletePod)] == [
+        ("ClusterSuspended", "the cluster is suspended")]
+
+    body = cr("DetachedActor", "counter", {**ACTOR_SPEC, "args": [5]},
+              {"specHash": build_actor.spec_hash(dict(ACTOR_SPEC)), "actorId": "01" * 16, "state": "Alive"})
+    rolled = actors.plan(actors.Observed(body, [running], cluster_view()))
+    assert [a.reason for a in rolled.actions if isinstance(a, DeletePod)] == ["SpecChanged"]
