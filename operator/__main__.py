@@ -5,7 +5,8 @@ same peering name, the one with the lower priority pauses. kopf pauses *every* r
 two share the highest priority, so `--priority auto` (the chart's default) gives each process
 a random one of its own: `replicaCount: 2` is then an active/standby pair, the standby taking
 over once the leader's peering entry lapses. A liveness endpoint serves /healthz for the
-Deployment's probe.
+Deployment's liveness and readiness probes, and `--metrics-port` serves Prometheus metrics
+(`operator/metrics.py`) for the chart's metrics Service and ServiceMonitor.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="of replicas that peer, the highest priority runs; 'auto': a random one for this process "
                         "(replicas that share one would all pause)")
     p.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL ('' for none)")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve Prometheus metrics on this port at /metrics (0: none)")
+    p.add_argument("--metrics-address", default="0.0.0.0", help="the address the metrics port listens on")
     p.add_argument("--verbose", action="store_true")
     return p
 
@@ -49,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     # kopf logs every successful handler call at INFO, on kopf.objects
     logging_setup.configure(None, verbose=args.verbose, quiet=["kopf.objects"])
     from kastor.operator import handlers  # noqa: F401  (registers the handlers)
+    if args.metrics_port:
+        from kastor.operator import metrics
+        metrics.serve(args.metrics_port, args.metrics_address)
     clusterwide = args.all_namespaces or not args.namespace
     asyncio.run(kopf.operator(
         clusterwide=clusterwide, namespaces=args.namespace, standalone=args.standalone, priority=args.priority,

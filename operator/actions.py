@@ -12,24 +12,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from kastor.operator import events, services
+from kastor.operator import events, pod_events, services
 from kastor.operator.head_client import HeadClient
 from kastor.operator.kube import Kube
+from kastor.operator.pods import controller_uid
 
 log = logging.getLogger("kastor.operator")
 
 
 @dataclass(frozen=True)
 class CreatePod:
+    """Create the pod. `reason` (CamelCase, e.g. ScaleUp) and `why` (a sentence) say why: they
+    become the `CreatedPod` Event on the resource and the metrics' reason label. They take no
+    part in equality, so plans compare by what they do."""
     pod: dict[str, Any]
+    reason: str = field(default="", compare=False)
+    why: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
 class DeletePod:
     """Delete the pod gracefully; `force` deletes it with gracePeriodSeconds=0, which only a pod
-    nothing can still be running may get (its node is gone: see `lost_nodes`)."""
+    nothing can still be running may get (its node is gone: see `lost_nodes`). `reason`, `why`
+    and `role` (head, worker, redis, actor) make the `DeletedPod` Event, as for CreatePod."""
     name: str
     force: bool = False
+    reason: str = field(default="", compare=False)
+    why: str = field(default="", compare=False)
+    role: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,14 @@ class CreateSecret:
 class EnsureClaim:
     """Create the PersistentVolumeClaim unless it exists (a DetachedActor's durable-state volume)."""
     claim: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SyncDisruptionBudget:
+    """Make the PodDisruptionBudget `name` exist as `budget`, or (budget None) delete the one of
+    that name if this resource controls it. An existing budget is left as it is."""
+    name: str
+    budget: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -88,8 +106,8 @@ class Event:
     message: str
 
 
-Action = (CreatePod | DeletePod | EnsureService | EnsureStatefulSet | CreateSecret | EnsureClaim | KillActor
-          | DrainWorker)
+Action = (CreatePod | DeletePod | EnsureService | EnsureStatefulSet | CreateSecret | EnsureClaim
+          | SyncDisruptionBudget | KillActor | DrainWorker)
 
 
 @dataclass
@@ -109,9 +127,10 @@ def apply(kube: Kube, head: HeadClient | None, body: dict[str, Any], plan: Plan)
     ns = body["metadata"]["namespace"]
     for action in plan.actions:
         if isinstance(action, CreatePod):
-            kube.create_pod(ns, action.pod)
+            _create_pod(kube, body, action)
         elif isinstance(action, DeletePod):
-            kube.delete_pod(ns, action.name, 0 if action.force else None)
+            if kube.delete_pod(ns, action.name, 0 if action.force else None):
+                pod_events.deleted(kube, body, action.name, action.role, action.reason, action.why, action.force)
         elif isinstance(action, EnsureService):
             existing = kube.ensure_service(ns, action.service)
             patch = services.service_patch(action.service, existing) if existing is not None else None
@@ -129,6 +148,8 @@ def apply(kube: Kube, head: HeadClient | None, body: dict[str, Any], plan: Plan)
             kube.create_secret(ns, action.secret)
         elif isinstance(action, EnsureClaim):
             kube.ensure_claim(ns, action.claim)
+        elif isinstance(action, SyncDisruptionBudget):
+            _sync_disruption_budget(kube, body, action)
         elif isinstance(action, KillActor):
             if head is None:
                 log.warning("no head client: cannot mark actor %s dead", action.actor_id.hex())
@@ -139,14 +160,14 @@ def apply(kube: Kube, head: HeadClient | None, body: dict[str, Any], plan: Plan)
                 log.warning("could not mark actor %s dead in the GCS at %s: %s", action.actor_id.hex(),
                             action.address, e.code().name)
         elif isinstance(action, DrainWorker):
-            _drain_worker(kube, head, ns, action)
+            _drain_worker(kube, head, body, action)
         else:  # pragma: no cover - a new action type without an executor branch
             raise TypeError(f"no executor for action {action!r}")
     for event in plan.events:
         events.post(kube, body, event.type, event.reason, event.message)
 
 
-def _drain_worker(kube: Kube, head: HeadClient | None, ns: str, action: DrainWorker) -> None:
+def _drain_worker(kube: Kube, head: HeadClient | None, body: dict[str, Any], action: DrainWorker) -> None:
     """Deletes the worker's pod only once the head accepted the drain (it ran nothing, and takes nothing new)."""
     if head is None:
         log.warning("no head client: not removing worker %s", action.pod)
@@ -161,4 +182,27 @@ def _drain_worker(kube: Kube, head: HeadClient | None, ns: str, action: DrainWor
         log.info("not removing worker %s: %s", action.pod, reply.message)
         return
     log.info("removing drained worker %s (%s)", action.pod, action.reason)
-    kube.delete_pod(ns, action.pod)
+    if kube.delete_pod(body["metadata"]["namespace"], action.pod):
+        pod_events.deleted(kube, body, action.pod, "worker", "IdleScaleDown", action.reason)
+
+
+def _sync_disruption_budget(kube: Kube, body: dict[str, Any], action: SyncDisruptionBudget) -> None:
+    """One read; a create or a delete only when something is to change."""
+    ns = body["metadata"]["namespace"]
+    existing = kube.read_pdb(ns, action.name)
+    if action.budget is not None and existing is None:
+        kube.create_pdb(ns, action.budget)
+    elif action.budget is None and existing is not None and controller_uid(existing) == body["metadata"].get("uid"):
+        log.info("deleting PodDisruptionBudget %s/%s (spec.disruptionBudget.enabled is false)", ns, action.name)
+        kube.delete_pdb(ns, action.name)
+
+
+def _create_pod(kube: Kube, body: dict[str, Any], action: CreatePod) -> None:
+    """Creates the pod and says so; a refused create is a Warning Event (then raised: kopf retries)."""
+    try:
+        created = kube.create_pod(body["metadata"]["namespace"], action.pod)
+    except Exception as e:
+        pod_events.failed_create(kube, body, action.pod, action.reason, e)
+        raise
+    if created is not None:
+        pod_events.created(kube, body, created, action.reason, action.why)

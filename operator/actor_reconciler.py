@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from kastor.operator import build_actor, build_cluster, lost_nodes, state_status
+from kastor.operator import build_actor, build_cluster, lost_nodes, pod_events, state_status
 from kastor.operator import reconcile as skeleton
 from kastor.operator.actions import CreatePod, DeletePod, EnsureClaim, Event, KillActor, Plan
 from kastor.operator.conditions import get_condition, set_condition
@@ -167,7 +167,8 @@ def plan(seen: Observed) -> Plan:
         reason, message = cluster
         if reason in _CLUSTER_GONE:
             # Without a head its pod can do nothing: stop it now instead of when its node agent gives up.
-            out.actions += [DeletePod(p["metadata"]["name"]) for p in seen.pods if not terminating(p)]
+            out.actions += [DeletePod(p["metadata"]["name"], reason=reason, why=message, role="actor")
+                            for p in seen.pods if not terminating(p)]
             out.status["podName"] = ""  # stopped on purpose: the next pod is no replacement for a failed one
         return finish("Pending", False, reason, message)
 
@@ -320,7 +321,8 @@ def _replace_pod(body: dict[str, Any], actor: ActorSpec, cluster: Cluster, curre
             status.update(nextPodAfter=int(now + delay), podName="", attempt=attempt(current) if current else
                           int(status.get("attempt", 0)))
             if current is not None:
-                out.actions.append(DeletePod(current["metadata"]["name"]))
+                out.actions.append(DeletePod(current["metadata"]["name"], reason="PodFailed", role="actor",
+                                             why=f"failed ({why}); the next pod starts after a back-off"))
             return "Pending", False, "BackOff", f"pod {lost} failed ({why}), {in_a_row} in a row: the next " \
                                                 f"starts in {delay:.0f} s"
     elif now < float(status.get("nextPodAfter") or 0):
@@ -331,11 +333,14 @@ def _replace_pod(body: dict[str, Any], actor: ActorSpec, cluster: Cluster, curre
     pod = build_actor.actor_pod(body, actor, cluster.body, cluster.spec, next_attempt)
     if actor.state is not None and actor.state.store == "volume":  # durable state on a volume: its claim first
         out.actions.append(EnsureClaim(build_actor.state_claim(body, actor)))
-    out.actions.append(CreatePod(pod))
+    out.actions.append(CreatePod(pod, "ReplacingPod" if current is not None else "ActorPodMissing",
+                                 f"attempt {next_attempt}" + (f", replacing pod {current['metadata']['name']}"
+                                                              if current is not None else "")))
     status["attempt"] = next_attempt
     status["podName"] = pod["metadata"]["name"]
     if current is not None:  # keep one pod per actor; its failure is in the Event
-        out.actions.append(DeletePod(current["metadata"]["name"]))
+        out.actions.append(DeletePod(current["metadata"]["name"], reason="Replaced", role="actor",
+                                     why=f"attempt {next_attempt} replaces it"))
     return None
 
 
@@ -345,7 +350,8 @@ def _roll(seen: Observed, out: Plan, finish, spec_hash: str) -> Plan:
     if status.get("actorId") and isinstance(cluster, Cluster):
         out.actions.append(KillActor(cluster.address, cluster.token, bytes.fromhex(status["actorId"]),
                                      "its spec changed", cluster.ca))
-    out.actions += [DeletePod(p["metadata"]["name"]) for p in seen.pods if not terminating(p)]
+    out.actions += [DeletePod(p["metadata"]["name"], reason="SpecChanged", role="actor",
+                              why="the spec changed: the actor is replaced") for p in seen.pods if not terminating(p)]
     status.update(specHash=spec_hash, restarts=0, earlyPodFailures=0, address="", podName="",
                   actorId=None)  # None: the merge patch removes the old actor's id
     out.events.append(Event("Normal", "Rolling", "spec changed: replacing the actor with a new one"))
@@ -371,4 +377,6 @@ def delete(kube: Kube, head: HeadClient, body: dict[str, Any]) -> None:
                 except grpc.RpcError as e:
                     log.warning("could not kill actor %s on deletion: %s", name, e.code().name)
     for pod in kube.list_pods(ns, {contract.LABEL_ACTOR: name}):
-        kube.delete_pod(ns, pod["metadata"]["name"])
+        if kube.delete_pod(ns, pod["metadata"]["name"]):
+            pod_events.deleted(kube, body, pod["metadata"]["name"], "actor", "ActorDeleted",
+                               "the DetachedActor was deleted")

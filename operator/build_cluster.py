@@ -231,6 +231,25 @@ def head_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
                                {"name": "dashboard", "port": ports.dashboard, "targetPort": "dashboard"}]}}
 
 
+def dashboard_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
+    """The head's HTTP port (Prometheus /metrics, /api/*) alone, as KubeRay's dashboard port: what
+    an Ingress, a ServiceMonitor or `kubectl port-forward svc/<cluster>-dashboard` targets
+    without exposing the control and client ports. Always ClusterIP; the port keeps its place
+    on the head Service too."""
+    name, ns = _meta(cr)
+    labels = {**contract.cluster_labels(name, "head"), "app.kubernetes.io/component": "dashboard"}
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": object_meta(dashboard_service_name(name), ns, cr, labels),
+            "spec": {"type": "ClusterIP",
+                     "selector": {contract.LABEL_CLUSTER: name, contract.LABEL_ROLE: "head"},
+                     "ports": [{"name": "dashboard", "port": spec.head.ports.dashboard, "targetPort": "dashboard"}]}}
+
+
+def dashboard_service_name(cluster: str) -> str:
+    """`<cluster>-dashboard`: at most 63 characters, as a cluster name has at most 53."""
+    return f"{cluster}-dashboard"
+
+
 def worker_pod(cr: dict[str, Any], spec: ClusterSpec, group: WorkerGroup) -> dict[str, Any]:
     """A node agent joining the head through its Service; named by the API server (generateName).
     It advertises the CPUs, GPUs and memory of `spec.advertised` (from its container's resources).

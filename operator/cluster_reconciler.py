@@ -17,12 +17,22 @@ from typing import Any
 
 import grpc
 from kastor.operator import build_cluster as build
-from kastor.operator import lost_nodes, rollout
+from kastor.operator import build_disruption, lost_nodes, pod_events, rollout
 from kastor.operator import reconcile as skeleton
-from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureService, EnsureStatefulSet, Event, Plan
+from kastor.operator.actions import (
+    CreatePod,
+    CreateSecret,
+    DeletePod,
+    EnsureService,
+    EnsureStatefulSet,
+    Event,
+    Plan,
+    SyncDisruptionBudget,
+)
 from kastor.operator.conditions import get_condition, set_condition
 from kastor.operator.head_client import HeadClient, head_ca
 from kastor.operator.kube import Kube
+from kastor.operator.pod_events import role_of
 from kastor.operator.pods import (
     controller_uid,
     finished,
@@ -197,6 +207,8 @@ def plan(seen: Observed) -> Plan:
     seen = _settle_lost_pods(seen, out)
     gcs_ok, gcs_reason, gcs_message = ensure_redis(seen, spec, out)
     out.actions.append(EnsureService(build.head_service(body, spec)))
+    out.actions.append(EnsureService(build.dashboard_service(body, spec)))
+    out.actions += disruption_budgets(body, spec)
     pods = _ours(seen.pods, meta.get("uid"))
     heads, workers = _role(pods, "head"), _role(pods, "worker")
     observed = old.get("observedGeneration")
@@ -205,7 +217,8 @@ def plan(seen: Observed) -> Plan:
     group_desired, drained = plan_scaling(body, spec, workers, seen.demand if seen.head_asked else None,
                                           seen.head_access, seen.scaled_at, out) if not spec.suspend else ({}, set())
     if spec.suspend:
-        out.actions += [DeletePod(p["metadata"]["name"]) for p in heads + workers if not terminating(p)]
+        out.actions += [DeletePod(p["metadata"]["name"], reason="Suspended", why="spec.suspend is true",
+                                  role=role_of(p)) for p in heads + workers if not terminating(p)]
         head_ok, head_reason, head_message = False, "Suspended", "spec.suspend is true: no pods run"
         ready_workers = 0
     else:
@@ -248,6 +261,15 @@ def plan(seen: Observed) -> Plan:
     return out
 
 
+def disruption_budgets(body: dict[str, Any], spec: ClusterSpec) -> list[SyncDisruptionBudget]:
+    """The head's and the managed Redis's PodDisruptionBudgets, or their removal (see build_disruption)."""
+    name = body["metadata"]["name"]
+    return [SyncDisruptionBudget(build_disruption.pdb_name(name, role),
+                                 build_disruption.pod_disruption_budget(body, role)
+                                 if spec.disruption_budgets and (role == "head" or spec.redis.managed) else None)
+            for role in build_disruption.ROLES]
+
+
 def _settle_lost_pods(seen: Observed, out: Plan) -> Observed:
     """Plans what `lost_nodes.settle` decides for the pods; returns what the rest of the plan sees
     (a lost pod Terminating, so the head, worker and Redis plans replace it in this reconcile)."""
@@ -280,8 +302,9 @@ def _ensure_managed_redis(seen: Observed, spec: ClusterSpec, out: Plan) -> tuple
     uid = body["metadata"].get("uid")
     out.actions.append(EnsureService(build.redis_service(body)))
     redis_pods = _role(seen.pods, "redis")
-    out.actions += [DeletePod(p["metadata"]["name"]) for p in redis_pods
-                    if controller_uid(p) == uid and not terminating(p)]
+    out.actions += [DeletePod(p["metadata"]["name"], reason="RedisPodReplaced", role="redis",
+                              why="a bare Redis pod of an older operator: the managed Redis is a StatefulSet now")
+                    for p in redis_pods if controller_uid(p) == uid and not terminating(p)]
     wanted = build.redis_statefulset(body, spec)
     set_name = wanted["metadata"]["name"]
     stored = seen.redis_set
@@ -343,17 +366,17 @@ def _ensure_head(body: dict[str, Any], spec: ClusterSpec, heads: list[dict[str, 
             message = f"head pod {pod['metadata']['name']} {pod['status'].get('phase', '').lower()}: " \
                       f"{termination_message(pod) or 'no message'}; replacing it"
             out.events.append(Event("Warning", "HeadPodFailed", message))
-            out.actions.append(DeletePod(pod["metadata"]["name"]))
+            out.actions.append(DeletePod(pod["metadata"]["name"], reason="HeadPodFailed", why=message, role="head"))
             return False, "HeadPodFailed", message
     if live and roll.how != "None" and rollout.outdated(live[0], rollout.head_hash(body.get("spec") or {}),
                                                       roll.spec_changed):
         # One head per cluster: delete it, and the next reconcile creates it from the new spec.
         message = f"head pod {live[0]['metadata']['name']} was built from an older spec; recreating it"
         out.events.append(Event("Normal", "RollingUpdate", message))
-        out.actions.append(DeletePod(live[0]["metadata"]["name"]))
+        out.actions.append(DeletePod(live[0]["metadata"]["name"], reason="RollingUpdate", why=message, role="head"))
         return False, "HeadUpdating", message
     if not live:  # a head still terminating (say, on a lost node) does not hold back its replacement
-        out.actions.append(CreatePod(build.head_pod(body, spec)))
+        out.actions.append(CreatePod(build.head_pod(body, spec), "HeadMissing", "the cluster has no live head pod"))
         return False, "HeadStarting", "the head pod is starting"
     _note_head_restarts(body, live[0], out)
     if ready(live[0]):
@@ -391,13 +414,20 @@ def _ensure_workers(body: dict[str, Any], spec: ClusterSpec, workers: list[dict[
     would give up and fail, to be replaced at once, over and over."""
     groups = {g.name: g for g in spec.worker_groups}
     ready_count = 0
-    out.actions += [DeletePod(p["metadata"]["name"]) for p in workers  # pods of groups that left the spec
+    out.actions += [DeletePod(p["metadata"]["name"], reason="GroupRemoved", role="worker",  # groups that left the spec
+                              why=f"worker group {p['metadata']['labels'].get(contract.LABEL_GROUP)} is no "
+                                  f"longer in the spec")
+                    for p in workers
                     if p["metadata"]["labels"].get(contract.LABEL_GROUP) not in groups and not terminating(p)]
     for group in spec.worker_groups:
         mine = [p for p in workers if p["metadata"]["labels"].get(contract.LABEL_GROUP) == group.name]
         wanted = group.desired if desired is None else desired[group.name]
         group_plan = plan_workers(mine, wanted)
-        out.actions += [DeletePod(pod_name) for pod_name in group_plan.delete]
+        done = {p["metadata"]["name"] for p in mine if finished(p)}
+        out.actions += [DeletePod(pod_name, reason="PodFinished" if pod_name in done else "ScaleDown", role="worker",
+                                  why="the pod will not run again" if pod_name in done else
+                                  f"group {group.name} wants {wanted} worker pod(s)")
+                        for pod_name in group_plan.delete]
         live = [p for p in mine if not terminating(p) and not finished(p)
                 and p["metadata"]["name"] not in group_plan.delete]
         stale = rollout.workers_to_replace(live, rollout.worker_hash(body.get("spec") or {}, spec, group.name),
@@ -405,10 +435,12 @@ def _ensure_workers(body: dict[str, Any], spec: ClusterSpec, workers: list[dict[
         for pod_name in stale:  # their replacements are created by the next reconcile's plan_workers
             out.events.append(Event("Normal", "RollingUpdate", f"worker pod {pod_name} (group {group.name}) was "
                                                                f"built from an older spec; replacing it"))
-            out.actions.append(DeletePod(pod_name))
+            out.actions.append(DeletePod(pod_name, reason="RollingUpdate", role="worker",
+                                         why="built from an older spec"))
         group_plan = replace(group_plan, delete=group_plan.delete + tuple(stale))
-        out.actions += [CreatePod(build.worker_pod(body, spec, group)) for _ in range(group_plan.create if create
-                                                                                     else 0)]
+        out.actions += [CreatePod(build.worker_pod(body, spec, group), "BelowReplicas",
+                                  f"group {group.name} has {len(live)} live worker pod(s) and wants {wanted}")
+                        for _ in range(group_plan.create if create else 0)]
         ready_count += min(wanted, sum(
             1 for p in mine if ready(p) and p["metadata"]["name"] not in group_plan.delete
             and (registered is None or p.get("status", {}).get("podIP") in registered)))
@@ -434,8 +466,9 @@ def clean_external_redis(kube: Kube, body: dict[str, Any]) -> str:
     running = [p for p in kube.list_pods(meta["namespace"], {contract.LABEL_CLUSTER: meta["name"]})
                if p["metadata"]["labels"].get(contract.LABEL_ROLE) in ("head", "worker")]
     for pod in running:
-        if not terminating(pod):
-            kube.delete_pod(meta["namespace"], pod["metadata"]["name"])
+        if not terminating(pod) and kube.delete_pod(meta["namespace"], pod["metadata"]["name"]):
+            pod_events.deleted(kube, body, pod["metadata"]["name"], role_of(pod), "ClusterDeleted",
+                               "the ActorCluster is being deleted: its head stops before its Redis keys go")
     if running:
         raise StillRunning(f"waiting for {len(running)} head/worker pod(s) to stop before cleaning Redis")
     password = None

@@ -41,6 +41,7 @@ class Kube:
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
         self.apps = kubernetes.client.AppsV1Api(self.api_client)
+        self.policy = kubernetes.client.PolicyV1Api(self.api_client)
 
     @staticmethod
     def _json(response: Any) -> dict[str, Any]:
@@ -142,6 +143,31 @@ class Kube:
             self.core.create_namespaced_persistent_volume_claim(namespace, claim, **self._call)
         except ApiException as e:
             if e.status != 409:
+                raise
+
+    def read_pdb(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The PodDisruptionBudget, or None if it does not exist."""
+        try:
+            return self._json(self.policy.read_namespaced_pod_disruption_budget(name, namespace, **self._call))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def create_pdb(self, namespace: str, budget: dict[str, Any]) -> None:
+        """Creates a PodDisruptionBudget; one of that name already there is not an error."""
+        try:
+            self.policy.create_namespaced_pod_disruption_budget(namespace, budget, **self._call)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    def delete_pdb(self, namespace: str, name: str) -> None:
+        """Deletes a PodDisruptionBudget; one already gone is not an error."""
+        try:
+            self.policy.delete_namespaced_pod_disruption_budget(name, namespace, **self._call)
+        except ApiException as e:
+            if e.status != 404:
                 raise
 
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:

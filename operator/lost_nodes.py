@@ -42,6 +42,7 @@ from typing import Any
 
 from kastor.operator.actions import DeletePod, Event, Plan
 from kastor.operator.kube import Kube
+from kastor.operator.pod_events import role_of
 from kastor.operator.pods import ready, terminating
 
 log = logging.getLogger("kastor.operator.lost_nodes")
@@ -139,13 +140,15 @@ def settle(pods: list[dict[str, Any]], nodes: dict[str, NodeHealth], now: float,
         if fate == FORCE:
             why = "is gone" if not nodes[node].exists else \
                 "is NotReady and the pod is Terminating past its grace period"
-            out.actions.append(DeletePod(name, force=True))
+            out.actions.append(DeletePod(name, force=True, reason="NodeGone" if not nodes[node].exists else "NodeLost",
+                                         why=f"its node {node} {why}", role=role_of(pod)))
             out.events.append(Event("Warning", "PodForceDeleted", f"pod {name}: its node {node} {why}; "
                                                                   f"force-deleted (gracePeriodSeconds=0)"))
             continue
         if fate == LOST:
             since = nodes[node].not_ready_since or now
-            out.actions.append(DeletePod(name))
+            out.actions.append(DeletePod(name, reason="NodeLost", role=role_of(pod),
+                                         why=f"its node {node} has been NotReady for {now - since:.0f} s"))
             out.events.append(Event("Warning", "NodeLost", f"pod {name}: its node {node} has been NotReady for "
                                                            f"{now - since:.0f} s (grace {grace_s:g} s); "
                                                            f"deleting and replacing it"))

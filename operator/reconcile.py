@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from kastor.operator import actions
+from kastor.operator import actions, metrics
 from kastor.operator.conditions import same_ignoring_time
 from kastor.operator.head_client import HeadClient
 from kastor.operator.kube import Kube
@@ -34,6 +34,7 @@ class Locks:
             return self._locks[(plural, namespace, name)]
 
 
+@metrics.counted(plural_arg=3)
 def run(kube: Kube, head: HeadClient | None, locks: Locks, plural: str, body: dict[str, Any],
         step: Callable[[dict[str, Any]], actions.Plan], state_key: str) -> dict[str, Any]:
     """Re-reads the resource under its lock, plans with `step(fresh)`, applies the plan and

@@ -121,6 +121,7 @@ class ClusterSpec:
     tls_secret: str | None = None  # a kubernetes.io/tls Secret with ca.crt: TLS on every port
     autoscaling: AutoscalingSpec = AutoscalingSpec()
     upgrade_strategy: str = "RollingUpdate"  # how a spec change reaches running pods (see operator/rollout.py)
+    disruption_budgets: bool = True  # PodDisruptionBudgets for the head and the managed Redis (build_disruption.py)
 
     @property
     def desired_workers(self) -> int:
@@ -201,7 +202,8 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
                        suspend=bool(spec.get("suspend", False)), head=head, worker_groups=tuple(groups),
                        redis=redis, token_secret=auth.get("secretName"), token_key=contract.token_key(auth),
                        tls_secret=(spec.get("tls") or {}).get("secretName"), autoscaling=scaling,
-                       upgrade_strategy=upgrade)
+                       upgrade_strategy=upgrade,
+                       disruption_budgets=bool((spec.get("disruptionBudget") or {}).get("enabled", True)))
 
 
 @dataclass(frozen=True)

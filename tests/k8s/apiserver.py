@@ -73,6 +73,7 @@ BUILTINS = [
     ResourceDef("events.k8s.io", "v1", "events", "Event", True, status_subresource=False),
     ResourceDef("coordination.k8s.io", "v1", "leases", "Lease", True, status_subresource=False),
     ResourceDef("apps", "v1", "statefulsets", "StatefulSet", True),
+    ResourceDef("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True),
     ResourceDef("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False),
 ]
 

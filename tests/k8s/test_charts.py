@@ -111,3 +111,96 @@ def test_operator_rbac_is_least_privilege():
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
     secrets = [r for r in rules if "secrets" in r["resources"]]
     assert secrets and all(set(r["verbs"]) <= {"get", "create"} for r in secrets)
+
+
+def render(chart: Path, *values: str) -> list[dict]:
+    docs = [d for d in yaml.safe_load_all(helm("template", "rel", str(chart), "--namespace", "kastor", *values)) if d]
+    for doc in docs:
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # prometheus-operator's CRD is not installed here: checked field by field below
+        validate(doc)
+    return docs
+
+
+def one(docs: list[dict], kind: str, name_suffix: str = "") -> dict:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, f"expected one {kind} *{name_suffix}, got {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+@needs_helm
+def test_operator_chart_pod_options():
+    """imagePullSecrets, pod labels/annotations, priorityClassName and ServiceAccount annotations
+    reach the objects; the chart's selector labels cannot be overridden by podLabels."""
+    docs = render(OPERATOR_CHART, "--set", "imagePullSecrets[0].name=regcred", "--set", "podLabels.team=ml",
+                  "--set", "podLabels.app\\.kubernetes\\.io/name=evil", "--set", "podAnnotations.sidecar=off",
+                  "--set", "priorityClassName=system-cluster-critical",
+                  "--set", "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/k")
+    deployment = one(docs, "Deployment")
+    template = deployment["spec"]["template"]
+    assert template["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+    assert template["spec"]["priorityClassName"] == "system-cluster-critical"
+    assert template["metadata"]["labels"]["team"] == "ml"
+    assert template["metadata"]["labels"]["app.kubernetes.io/name"] == "kastor-operator"
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    assert template["metadata"]["annotations"] == {"sidecar": "off"}
+    account = one(docs, "ServiceAccount")
+    assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/k"}
+    # and by default none of them is rendered at all
+    plain = one(render(OPERATOR_CHART), "Deployment")["spec"]["template"]
+    assert not {"imagePullSecrets", "priorityClassName"} & plain["spec"].keys()
+    assert "annotations" not in plain["metadata"]
+
+
+@needs_helm
+def test_operator_chart_readiness_probe_and_metrics():
+    """The pod has a readiness probe; the operator serves metrics on a named port, a Service
+    selects the operator's pod on it, and a ServiceMonitor is rendered only when enabled."""
+    docs = render(OPERATOR_CHART)
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert "--metrics-port=8081" in container["args"]
+    assert {"name": "metrics", "containerPort": 8081} in container["ports"]
+    service = one(docs, "Service", "-metrics")
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 8081, "targetPort": "metrics"}]
+    assert not [d for d in docs if d["kind"] == "ServiceMonitor"]
+
+    docs = render(OPERATOR_CHART, "--set", "metrics.serviceMonitor.enabled=true",
+                  "--set", "metrics.serviceMonitor.labels.release=prometheus")
+    monitor = one(docs, "ServiceMonitor")
+    service = one(docs, "Service", "-metrics")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["kastor"]}
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+
+    docs = render(OPERATOR_CHART, "--set", "metrics.enabled=false", "--set", "metrics.serviceMonitor.enabled=true")
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert not [a for a in container["args"] if a.startswith("--metrics-port")]
+    assert not [d for d in docs if d["kind"] in ("Service", "ServiceMonitor")]
+
+
+@needs_helm
+def test_operator_chart_rbac_create_false_renders_no_operator_rbac():
+    docs = render(OPERATOR_CHART, "--set", "rbac.create=false")
+    rbac = [d["metadata"]["name"] for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role",
+                                                                  "RoleBinding")]
+    assert rbac == ["kastor-edit", "kastor-view"]  # the users' roles are userRoles.create's
+    assert one(docs, "ServiceAccount")
+    namespaced = render(OPERATOR_CHART, "--set", "rbac.create=false", "--set", "watchNamespaces={a}",
+                        "--set", "userRoles.create=false")
+    assert not [d for d in namespaced if d["kind"].endswith(("Role", "RoleBinding"))]
+
+
+@needs_helm
+def test_cluster_chart_renders_auth_and_tls():
+    docs = render(CLUSTER_CHART, "--set", "auth.secretName=my-token", "--set", "auth.secretKey=t",
+                  "--set", "tls.secretName=kastor-tls")
+    spec = one(docs, "ActorCluster")["spec"]
+    assert spec["auth"] == {"secretName": "my-token", "secretKey": "t"}
+    assert spec["tls"] == {"secretName": "kastor-tls"}
+    spec = one(render(CLUSTER_CHART), "ActorCluster")["spec"]
+    assert "auth" not in spec and "tls" not in spec  # the operator generates the token; plain gRPC

@@ -35,15 +35,20 @@ NEEDED = [("get", "actorclusters", ""), ("list", "actorclusters", ""), ("watch",
           ("patch", "services", ""), ("get", "secrets", ""),
           ("create", "secrets", ""), ("create", "events", ""),
           ("get", "nodes", ""), ("get", "statefulsets", ""), ("create", "statefulsets", ""),
-          ("patch", "statefulsets", "")]
+          ("patch", "statefulsets", ""),
+          ("get", "poddisruptionbudgets", ""), ("create", "poddisruptionbudgets", ""),
+          ("delete", "poddisruptionbudgets", "")]
 NOT_NEEDED = [("update", "actorclusters", ""), ("delete", "actorclusters", ""), ("get", "actorclusters", "status"),
               ("update", "actorclusters", "status"), ("list", "secrets", ""), ("watch", "secrets", ""),
               ("update", "secrets", ""), ("delete", "secrets", ""), ("get", "pods", ""), ("update", "pods", ""),
               ("patch", "pods", ""), ("delete", "services", ""), ("patch", "events", ""),
               ("create", "pods", "exec"), ("list", "nodes", ""), ("patch", "nodes", ""), ("delete", "nodes", ""),
               ("list", "statefulsets", ""), ("watch", "statefulsets", ""), ("update", "statefulsets", ""),
-              ("delete", "statefulsets", "")]
-API_GROUP = {"actorclusters": GROUP, "detachedactors": GROUP, "statefulsets": "apps"}
+              ("delete", "statefulsets", ""),
+              ("list", "poddisruptionbudgets", ""), ("watch", "poddisruptionbudgets", ""),
+              ("update", "poddisruptionbudgets", ""), ("patch", "poddisruptionbudgets", "")]
+API_GROUP = {"actorclusters": GROUP, "detachedactors": GROUP, "statefulsets": "apps",
+             "poddisruptionbudgets": "policy"}
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +134,11 @@ def test_the_operator_runs_under_the_charts_service_account(api, chart_account, 
         # No kubelet here: the head never gets ready, so workers and the actor's pod wait for it.
         wait_until(lambda: roles() == {"redis", "head"},
                    f"the Redis and head pods created under the chart's account (log: {log})", CONTROLLER_DEADLINE_S)
+        policy = kubernetes.client.PolicyV1Api(api)
+        wait_until(lambda: {b.metadata.name for b in policy.list_namespaced_pod_disruption_budget(NAMESPACE).items}
+                   == {"rbac-head", "rbac-redis"},
+                   f"the head's and Redis's PodDisruptionBudgets created under the chart's account (log: {log})",
+                   CONTROLLER_DEADLINE_S)
         objects.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "rbac",
                                                {"spec": {"suspend": True}})
         wait_until(lambda: not roles() & {"head", "worker", "actor"}, f"suspended: pods deleted (log: {log})",

@@ -8,8 +8,10 @@ to the API objects, not Kastor processes (the emulated cluster covers those).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 
 import kubernetes
@@ -32,12 +34,12 @@ def namespace(api) -> str:  # noqa: F811 - the fixture imported above
     return NAMESPACE
 
 
-def start_operator(real_k8s, log_path) -> subprocess.Popen:
+def start_operator(real_k8s, log_path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "KUBECONFIG": str(real_k8s.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": "2",
            "PYTHONUNBUFFERED": "1"}
     with open(log_path, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "kastor.operator", "--namespace", NAMESPACE, "--standalone",
-                                 "--liveness", ""], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                 "--liveness", "", *extra], env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, cwd=log_path.parent)
 
 
@@ -292,3 +294,126 @@ def test_dev_shm_and_advertised_resources_follow_the_containers_resources(api, o
     args = head.spec.containers[0].args
     assert args[args.index("--num-cpus") + 1] == "2" and args[args.index("--memory") + 1] == str(2**30)
     objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "shm")
+
+
+def events_on(api, name: str) -> list:  # noqa: F811
+    return [e for e in kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
+            if e.involved_object.name == name]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        return reply.read().decode()
+
+
+def test_disruption_budgets_the_dashboard_service_and_an_event_per_pod(api, namespace, real_k8s,  # noqa: F811
+                                                                       tmp_path):
+    """Issue 12 features: the head and the managed Redis get PodDisruptionBudgets the disruption
+    controller counts them by (and that go when switched off), the dashboard port has a Service
+    of its own, and every pod the operator creates or deletes is an Event on the ActorCluster
+    that names the pod and says why, and a count on the operator's metrics port."""
+    port = free_port()
+    operator = start_operator(real_k8s, tmp_path / "operator.log", "--metrics-port", str(port),
+                              "--metrics-address", "127.0.0.1")
+    operator.log_path = tmp_path / "operator.log"  # type: ignore[attr-defined]
+    try:
+        _budgets_service_and_events(api, operator, port)
+    finally:
+        stop(operator)
+
+
+def _budgets_service_and_events(api, operator, port: int) -> None:  # noqa: F811
+    objects = kubernetes.client.CustomObjectsApi(api)
+    policy = kubernetes.client.PolicyV1Api(api)
+    core = kubernetes.client.CoreV1Api(api)
+    log = operator.log_path
+    spec = {"image": "kastor:dev", "gcs": {"redis": {"managed": True}}}
+    objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters",
+                                            custom_object("actorclusters", "pdb", spec))
+    uid = get(api, "actorclusters", "pdb")["metadata"]["uid"]
+
+    def budgets() -> dict:
+        return {b.metadata.name: b for b in policy.list_namespaced_pod_disruption_budget(NAMESPACE).items
+                if b.metadata.name.startswith("pdb-")}
+
+    # expectedPods is the disruption controller's count of the pods the selector matches
+    wait_until(lambda: {n: b.status and b.status.expected_pods for n, b in budgets().items()}
+               == {"pdb-head": 1, "pdb-redis": 1},
+               f"both budgets, each matching its one pod (log: {log})", CONTROLLER_DEADLINE_S)
+    for role in ("head", "redis"):
+        budget = budgets()[f"pdb-{role}"]
+        assert budget.spec.min_available == 1 and budget.spec.unhealthy_pod_eviction_policy == "AlwaysAllow"
+        assert budget.spec.selector.match_labels == {"kastor.dev/cluster": "pdb", "kastor.dev/role": role}
+        assert budget.metadata.owner_references[0].uid == uid and budget.metadata.owner_references[0].controller
+
+    wait_until(lambda: any(s.metadata.name == "pdb-dashboard" for s in core.list_namespaced_service(NAMESPACE).items),
+               f"the dashboard Service (log: {log})", CONTROLLER_DEADLINE_S)
+    dashboard = core.read_namespaced_service("pdb-dashboard", NAMESPACE)
+    assert [(p.name, p.port) for p in dashboard.spec.ports] == [("dashboard", 8265)]
+    assert dashboard.spec.selector == {"kastor.dev/cluster": "pdb", "kastor.dev/role": "head"}
+    assert dashboard.metadata.owner_references[0].uid == uid
+
+    pods = {p.metadata.labels["kastor.dev/role"]: p.metadata.name
+            for p in core.list_namespaced_pod(NAMESPACE, label_selector="kastor.dev/cluster=pdb").items}
+
+    def created(role: str) -> list:
+        return [e for e in events_on(api, "pdb") if e.reason == "CreatedPod" and pods[role] in e.message]
+
+    wait_until(lambda: created("head") and created("redis"), f"a CreatedPod Event per pod (events: "
+               f"{[(e.reason, e.message) for e in events_on(api, 'pdb')]})", CONTROLLER_DEADLINE_S)
+    assert "HeadMissing" in created("head")[0].message and created("head")[0].type == "Normal"
+    assert "RedisMissing" in created("redis")[0].message
+
+    objects.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "pdb",
+                                           {"spec": {"disruptionBudget": {"enabled": False}}})
+    wait_until(lambda: not budgets(), f"the budgets deleted when switched off (log: {log})", CONTROLLER_DEADLINE_S)
+
+    objects.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "pdb",
+                                           {"spec": {"suspend": True}})
+
+    def deleted_head() -> list:
+        return [e for e in events_on(api, "pdb") if e.reason == "DeletedPod" and pods["head"] in e.message]
+
+    wait_until(deleted_head, f"a DeletedPod Event for the head (events: "
+               f"{[(e.reason, e.message) for e in events_on(api, 'pdb')]})", CONTROLLER_DEADLINE_S)
+    assert "Suspended" in deleted_head()[0].message
+    metrics = scrape(port)
+    for line in ('kastor_operator_pod_actions_total{action="created",reason="HeadMissing",role="head"} 1.0',
+                 'kastor_operator_pod_actions_total{action="created",reason="RedisMissing",role="redis"} 1.0',
+                 'kastor_operator_pod_actions_total{action="deleted",reason="Suspended",role="head"} 1.0'):
+        assert line in metrics, metrics
+    assert 'kastor_operator_reconciles_total{resource="actorclusters",result="ok"}' in metrics, metrics
+    objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "pdb")
+
+
+def test_conditions_are_a_list_map_keyed_by_type(api, namespace):  # noqa: F811
+    """Conditions have metav1.Condition's shape: one per type (the API server rejects a second
+    entry of a type), with reason, message and lastTransitionTime required."""
+    objects = kubernetes.client.CustomObjectsApi(api)
+    for plural, name, spec in (("actorclusters", "conds", {"image": "kastor:dev"}),
+                               ("detachedactors", "conds", {"clusterRef": "conds", "actorClass": "m:C"})):
+        objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, custom_object(plural, name, spec))
+        try:
+            good = {"type": "Ready", "status": "False", "reason": "Testing", "message": "a test",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}
+
+            def patch(conditions: list, plural: str = plural, name: str = name) -> None:
+                objects.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, NAMESPACE, plural, name, {"status": {"conditions": conditions}},
+                    _content_type="application/merge-patch+json")
+
+            patch([good])
+            with pytest.raises(ApiException) as twice:
+                patch([good, {**good, "status": "True"}])
+            assert twice.value.status == 422 and "Duplicate value" in twice.value.body, twice.value.body
+            with pytest.raises(ApiException) as bare:
+                patch([{"type": "Ready", "status": "True"}])
+            assert bare.value.status == 422 and "reason" in bare.value.body, bare.value.body
+        finally:
+            objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, name)

@@ -14,7 +14,15 @@ import datetime
 from kastor.operator import actor_reconciler as actors
 from kastor.operator import build_actor, build_cluster, lost_nodes
 from kastor.operator import cluster_reconciler as clusters
-from kastor.operator.actions import CreatePod, CreateSecret, DeletePod, EnsureService, EnsureStatefulSet, KillActor
+from kastor.operator.actions import (
+    CreatePod,
+    CreateSecret,
+    DeletePod,
+    EnsureService,
+    EnsureStatefulSet,
+    KillActor,
+    SyncDisruptionBudget,
+)
 from kastor.operator.conditions import get_condition
 from kastor.operator.spec import parse_cluster
 from kastor.runtime import k8s_contract as contract
@@ -69,6 +77,8 @@ def reasons(plan) -> list[str]:
     return [e.reason for e in plan.events]
 
 
+# The head and dashboard Services, and the head's and Redis's disruption budgets (or their removal).
+EVERY_RECONCILE = ["EnsureService", "EnsureService", "SyncDisruptionBudget", "SyncDisruptionBudget"]
 CLUSTER_SPEC = {"image": "kastor:dev", "workerGroups": [{"name": "cpu", "replicas": 2}]}
 
 
@@ -77,7 +87,7 @@ CLUSTER_SPEC = {"image": "kastor:dev", "workerGroups": [{"name": "cpu", "replica
 def test_a_new_cluster_gets_its_secret_service_head_and_workers():
     body = cr("ActorCluster", "demo", CLUSTER_SPEC)
     out = clusters.plan(clusters.Observed(body, token_secret_exists=False, new_token="t", new_redis_password="p"))
-    assert kinds(out) == ["CreateSecret", "EnsureService", "CreatePod"]
+    assert kinds(out) == ["CreateSecret", *EVERY_RECONCILE, "CreatePod"]
     secret = next(a.secret for a in out.actions if isinstance(a, CreateSecret))
     assert secret["stringData"] == {contract.TOKEN_KEY: "t", contract.REDIS_PASSWORD_KEY: "p"}
     roles = [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(out)]
@@ -100,7 +110,7 @@ def test_a_ready_cluster_needs_nothing():
             pod("w1", "worker", group="cpu", ip="10.0.0.2"), pod("w2", "worker", group="cpu", ip="10.0.0.3")]
     out = clusters.plan(clusters.Observed(body, pods, registered={"10.0.0.1", "10.0.0.2", "10.0.0.3"},
                                           head_asked=True))
-    assert kinds(out) == ["EnsureService"] and out.events == []
+    assert kinds(out) == EVERY_RECONCILE and out.events == []
     assert out.status["phase"] == "Ready" and out.status["readyWorkers"] == 2
 
 
@@ -152,7 +162,7 @@ def test_a_managed_redis_is_planned_before_the_head():
     body = cr("ActorCluster", "demo", {"image": "kastor:dev", "gcs": {"redis": {"managed": True}}})
     out = clusters.plan(clusters.Observed(body))
     services = [a.service["metadata"]["name"] for a in out.actions if isinstance(a, EnsureService)]
-    assert services == ["demo-redis", "demo-head"]
+    assert services == ["demo-redis", "demo-head", "demo-dashboard"]
     assert kinds(out).index("EnsureStatefulSet") < kinds(out).index("CreatePod")
     assert [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(out)] == ["head"]
     assert get_condition(out.status["conditions"], "GcsReady")["reason"] == "RedisStarting"
@@ -816,3 +826,80 @@ def test_a_detached_actors_pod_is_kept_while_the_gcs_has_its_actor_alive():
     restarting = actors.plan(actors.Observed(body, [stale], cluster_view(), info(pb.RESTARTING),
                                              now=T0 + GRACE + 1, nodes=NOT_READY, lost_node_grace_s=GRACE))
     assert deleted(restarting) == ["counter-actor-1"] and reasons(restarting)[0] == "NodeLost"
+
+
+# ---- PodDisruptionBudgets, the dashboard Service, and why each pod is created or deleted ----
+
+def budgets(plan) -> dict:
+    return {a.name: a.budget for a in plan.actions if isinstance(a, SyncDisruptionBudget)}
+
+
+def test_the_head_and_the_managed_redis_get_disruption_budgets():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev", "gcs": {"redis": {"managed": True}}})
+    wanted = budgets(clusters.plan(clusters.Observed(body)))
+    assert set(wanted) == {"demo-head", "demo-redis"}
+    for role in ("head", "redis"):
+        budget = wanted[f"demo-{role}"]
+        assert budget["spec"] == {"minAvailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow",
+                                  "selector": {"matchLabels": {contract.LABEL_CLUSTER: "demo",
+                                                               contract.LABEL_ROLE: role}}}
+        assert budget["metadata"]["ownerReferences"][0]["uid"] == UID
+    # no managed Redis: no Redis budget (one made earlier goes); switched off: neither
+    assert budgets(clusters.plan(clusters.Observed(cr("ActorCluster", "demo", {"image": "kastor:dev"}))))[
+        "demo-redis"] is None
+    off = {"image": "kastor:dev", "gcs": {"redis": {"managed": True}}, "disruptionBudget": {"enabled": False}}
+    assert budgets(clusters.plan(clusters.Observed(cr("ActorCluster", "demo", off)))) == {
+        "demo-head": None, "demo-redis": None}
+
+
+def test_the_dashboard_port_has_a_service_of_its_own():
+    body = cr("ActorCluster", "demo", {"image": "kastor:dev", "head": {"ports": {"dashboard": 9000}}})
+    service = next(a.service for a in clusters.plan(clusters.Observed(body)).actions
+                   if isinstance(a, EnsureService) and a.service["metadata"]["name"] == "demo-dashboard")
+    assert service["spec"] == {"type": "ClusterIP",
+                               "selector": {contract.LABEL_CLUSTER: "demo", contract.LABEL_ROLE: "head"},
+                               "ports": [{"name": "dashboard", "port": 9000, "targetPort": "dashboard"}]}
+
+
+def test_every_pod_created_or_deleted_says_why():
+    """The reason and sentence each CreatePod/DeletePod carries become its pod's Event."""
+    spec = {"image": "kastor:dev", "workerGroups": [{"name": "cpu", "replicas": 1}]}
+    body = cr("ActorCluster", "demo", spec, {"phase": "Ready"})
+    pods = [pod("demo-head", "head", ip="10.0.0.1"), pod("w1", "worker", group="cpu", ip="10.0.0.2"),
+            pod("w2", "worker", group="cpu", ip="10.0.0.3", created="2026-01-02T00:00:00Z"),
+            pod("w3", "worker", group="gone", ip="10.0.0.4"),
+            pod("w4", "worker", group="cpu", phase="Failed", ready=False)]
+    out = clusters.plan(clusters.Observed(body, pods, registered={"10.0.0.1", "10.0.0.2", "10.0.0.3"},
+                                          head_asked=True))
+    why = {a.name: (a.reason, a.role) for a in out.actions if isinstance(a, DeletePod)}
+    assert why == {"w2": ("ScaleDown", "worker"), "w3": ("GroupRemoved", "worker"), "w4": ("PodFinished", "worker")}
+    suspended = clusters.plan(clusters.Observed(cr("ActorCluster", "demo", {**spec, "suspend": True}), pods[:2]))
+    assert {a.name: a.reason for a in suspended.actions if isinstance(a, DeletePod)} == {
+        "demo-head": "Suspended", "w1": "Suspended"}
+    fresh = clusters.plan(clusters.Observed(cr("ActorCluster", "demo", spec)))
+    assert [(a.reason, bool(a.why)) for a in fresh.actions if isinstance(a, CreatePod)] == [("HeadMissing", True)]
+    scale_up = clusters.plan(clusters.Observed(body, pods[:1], registered={"10.0.0.1"}, head_asked=True))
+    creates = [a for a in scale_up.actions if isinstance(a, CreatePod)]
+    assert [a.reason for a in creates] == ["BelowReplicas"] and "wants 1" in creates[0].why
+
+
+def test_every_detached_actor_pod_created_or_deleted_says_why():
+    first = actors.plan(actors.Observed(actor_body(), [], cluster_view()))
+    assert [(a.reason, a.why) for a in first.actions if isinstance(a, CreatePod)] == [("ActorPodMissing", "attempt 1")]
+
+    status = {"podName": "counter-actor-1", "attempt": 1}
+    usage = pod("counter-actor-1", "actor", actor="counter", attempt=1, phase="Failed", exit_code=2)
+    out = actors.plan(actors.Observed(actor_body(status), [usage], cluster_view()))
+    assert [a.reason for a in out.actions if isinstance(a, CreatePod)] == ["ReplacingPod"]
+    assert [(a.reason, a.role) for a in out.actions if isinstance(a, DeletePod)] == [("Replaced", "actor")]
+
+    running = pod("counter-actor-1", "actor", actor="counter", attempt=1)
+    alive = {**status, "state": "Alive"}
+    away = actors.plan(actors.Observed(actor_body(alive), [running], ("ClusterSuspended", "the cluster is suspended")))
+    assert [(a.reason, a.why) for a in away.actions if isinstance(a, DeletePod)] == [
+        ("ClusterSuspended", "the cluster is suspended")]
+
+    body = cr("DetachedActor", "counter", {**ACTOR_SPEC, "args": [5]},
+              {"specHash": build_actor.spec_hash(dict(ACTOR_SPEC)), "actorId": "01" * 16, "state": "Alive"})
+    rolled = actors.plan(actors.Observed(body, [running], cluster_view()))
+    assert [a.reason for a in rolled.actions if isinstance(a, DeletePod)] == ["SpecChanged"]

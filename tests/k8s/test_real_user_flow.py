@@ -312,6 +312,28 @@ def test_head_killed_and_the_redis_backed_head_comes_back_with_the_actor(flow):
     assert status(flow, "detachedactors", "echo")["actorId"] == before["actorId"]
 
 
+def test_a_drain_cannot_evict_the_ready_head_or_redis(flow):
+    """Issue 12: the head and the managed Redis have PodDisruptionBudgets, so the Eviction API
+    (what `kubectl drain` and a cluster autoscaler call) refuses them while they are Ready, and
+    the cluster keeps its head; the workers have none."""
+    policy = kubernetes.client.PolicyV1Api(flow.api_client)
+    for role in ("head", "redis"):
+        wait(flow, lambda role=role: (b := policy.read_namespaced_pod_disruption_budget(f"demo-{role}", NS)).status
+             and b.status.current_healthy == 1 and b.status.disruptions_allowed == 0
+             and b.status.observed_generation == b.metadata.generation,
+             f"the {role} budget counting its Ready pod")
+        pod = next(p for p in flow.core.list_namespaced_pod(NS, label_selector=f"kastor.dev/cluster=demo,"
+                                                            f"kastor.dev/role={role}").items
+                   if p.metadata.deletion_timestamp is None)
+        eviction = {"apiVersion": "policy/v1", "kind": "Eviction",
+                    "metadata": {"name": pod.metadata.name, "namespace": NS}}
+        with pytest.raises(kubernetes.client.ApiException) as refused:
+            flow.core.create_namespaced_pod_eviction(pod.metadata.name, NS, eviction)
+        assert refused.value.status == 429 and "disruption budget" in refused.value.body, refused.value.body
+        assert flow.core.read_namespaced_pod(pod.metadata.name, NS).metadata.deletion_timestamp is None
+    assert status(flow, "actorclusters", "demo").get("phase") == "Ready"
+
+
 def worker_pods(flow: RealCluster) -> list[Any]:
     return [p for p in flow.core.list_namespaced_pod(NS, label_selector="kastor.dev/cluster=demo,"
                                                      "kastor.dev/role=worker").items

@@ -36,7 +36,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   reconcilers get them and merge-patch status. Owner references with blockOwnerDeletion need
   `update` on <kind>/finalizers where OwnerReferencesPermissionEnforcement is on. Pods: list,
   watch, create, delete; Services: get (read before create: re-creating a NodePort Service is a
-  422, not a 409), create; Secrets: get, create (the token); Events: create. */}}
+  422, not a 409), create; Secrets: get, create (the token); Events: create;
+  PodDisruptionBudgets: get, create, and delete (spec.disruptionBudget.enabled: false). */}}
 {{- define "kastor-operator.namespacedRules" -}}
 - apiGroups: ["kastor.dev"]
   resources: ["actorclusters", "detachedactors"]
@@ -62,6 +63,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]  # a DetachedActor's spec.state volume
   verbs: ["get", "create"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]  # the head's and the managed Redis's
+  verbs: ["get", "create", "delete"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
