@@ -18,7 +18,7 @@ import sys
 import time
 
 import grpc
-from kastor.runtime import auth, config, flags, launcher, sessions, settings, tls
+from kastor.runtime import auth, config, flags, launcher, node_labels, sessions, settings, tls
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.state_rows import actor_row, format_resources, format_shape, group_row, node_row
@@ -102,6 +102,11 @@ def _start(args: argparse.Namespace) -> int:
         print("kastor start: --redis-address needs --cluster-id (or KASTOR_CLUSTER_ID): it names this cluster's "
               "keys, and a restarted head finds its state by it.", file=sys.stderr)
         return 2
+    try:
+        node_labels.parse_node_labels(args.labels, "--labels / KASTOR_NODE_LABELS")
+    except (TypeError, ValueError) as e:
+        print(f"kastor start: {e}", file=sys.stderr)
+        return 2
     session_dir = launcher.new_session_dir("head" if args.head else "node")
     logs = os.path.join(session_dir, "logs")
     token = auth.resolve_token(args.token, args.token_file)
@@ -176,7 +181,7 @@ def _start(args: argparse.Namespace) -> int:
 def _node_args(args: argparse.Namespace, address: str, session_dir: str) -> list[str]:
     out = ["--address", address, "--port", str(args.node_port), "--node-ip", args.node_ip, "--session-dir", session_dir]
     for flag, value in (("--num-cpus", args.num_cpus), ("--num-gpus", args.num_gpus), ("--memory", args.memory),
-                        ("--resources", args.resources)):
+                        ("--resources", args.resources), ("--labels", args.labels)):
         if value is not None:
             out += [flag, str(value)]
     return out

@@ -28,7 +28,7 @@ def node_row(n: pb.NodeInfo) -> dict:
     used = {name: total - n.available.get(name, total) for name, total in n.total.items()}
     return {"node_id": n.node_id, "address": n.address, "alive": n.alive,
             "total": dict(n.total), "available": dict(n.available), "used": used,
-            "object_store_dir": n.store_dir,
+            "object_store_dir": n.store_dir, "labels": dict(n.labels),
             "leases": [lease_row(x) for x in n.leases] if n.alive else [],
             "infeasible": [demand_row(d) for d in n.infeasible] if n.alive else []}
 
