@@ -26,6 +26,7 @@ from kastor.operator.overrides import apply_template
 from kastor.operator.spec import ClusterSpec, WorkerGroup
 from kastor.runtime import k8s_contract as contract
 from kastor.runtime import settings
+from kastor.runtime.node_labels import NODE_GROUP
 
 
 def _meta(cr: dict[str, Any]) -> tuple[str, str]:
@@ -195,7 +196,8 @@ def head_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
 
 def worker_pod(cr: dict[str, Any], spec: ClusterSpec, group: WorkerGroup) -> dict[str, Any]:
     """A node agent joining the head through its Service; named by the API server (generateName).
-    It advertises the CPUs, GPUs and memory of `spec.advertised` (from its container's resources).
+    It advertises the CPUs, GPUs and memory of `spec.advertised` (from its container's resources),
+    and carries the group's `labels` plus `kastor.io/node-group: <group>` for label_selector=.
     Annotated with its template hash (`rollout.worker_hash`): a spec change replaces it."""
     name, ns = _meta(cr)
     args = ["start", "--address", head_address(cr, spec), "--block",
@@ -204,6 +206,8 @@ def worker_pod(cr: dict[str, Any], spec: ClusterSpec, group: WorkerGroup) -> dic
         args += ["--memory", str(group.memory)]
     if group.custom_resources:
         args += ["--resources", json.dumps(group.custom_resources, sort_keys=True)]
+    node_labels = {**group.labels, NODE_GROUP: group.name}  # as KubeRay's ray.io/node-group
+    args += ["--labels", ",".join(f"{k}={v}" for k, v in sorted(node_labels.items()))]
     labels = {**contract.cluster_labels(name, "worker"), contract.LABEL_GROUP: group.name}
     meta = object_meta(contract.worker_prefix(name, group.name), ns, cr, labels,
                        {contract.ANNOTATION_SPEC_HASH: rollout.worker_hash(cr.get("spec") or {}, spec, group.name)},

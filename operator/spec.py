@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kastor.runtime import k8s_contract as contract
+from kastor.runtime.node_labels import check_node_labels
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -61,6 +62,7 @@ class WorkerGroup:
     template: dict[str, Any] = field(default_factory=dict)
     memory: int = 0
     object_store_bytes: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # node labels for label_selector= (runtime/node_labels.py)
 
     @property
     def desired(self) -> int:
@@ -130,6 +132,14 @@ def _integer(value: Any, what: str, minimum: int) -> int:
     return value
 
 
+def _node_labels(raw: Any, where: str) -> dict[str, str]:
+    """A worker group's node labels, checked as `kastor start --labels` checks them."""
+    try:
+        return check_node_labels(raw or {}, where)
+    except (TypeError, ValueError) as e:
+        raise SpecError("InvalidSpec", str(e)) from None
+
+
 def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
     image = spec.get("image")
     if not isinstance(image, str) or not image:
@@ -157,7 +167,8 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
             **advertised(g, where),
             custom_resources={k: _number(v, f"{where}.customResources.{k}")
                               for k, v in (g.get("customResources") or {}).items()},
-            resources=dict(g.get("resources") or {}), template=dict(g.get("template") or {}))
+            resources=dict(g.get("resources") or {}), template=dict(g.get("template") or {}),
+            labels=_node_labels(g.get("labels"), f"{where}.labels"))
         if group.min_replicas > group.max_replicas:
             raise SpecError("InvalidSpec", f"{where}: minReplicas ({group.min_replicas}) exceeds maxReplicas "
                                            f"({group.max_replicas})")
