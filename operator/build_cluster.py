@@ -26,7 +26,6 @@ from kastor.operator.overrides import apply_template
 from kastor.operator.spec import ClusterSpec, WorkerGroup
 from kastor.runtime import k8s_contract as contract
 from kastor.runtime import settings
-from kastor.runtime.node_labels import NODE_GROUP
 
 
 def _meta(cr: dict[str, Any]) -> tuple[str, str]:
@@ -206,8 +205,7 @@ def worker_pod(cr: dict[str, Any], spec: ClusterSpec, group: WorkerGroup) -> dic
         args += ["--memory", str(group.memory)]
     if group.custom_resources:
         args += ["--resources", json.dumps(group.custom_resources, sort_keys=True)]
-    node_labels = {**group.labels, NODE_GROUP: group.name}  # as KubeRay's ray.io/node-group
-    args += ["--labels", ",".join(f"{k}={v}" for k, v in sorted(node_labels.items()))]
+    args += ["--labels", ",".join(f"{k}={v}" for k, v in sorted(group.node_labels.items()))]
     labels = {**contract.cluster_labels(name, "worker"), contract.LABEL_GROUP: group.name}
     meta = object_meta(contract.worker_prefix(name, group.name), ns, cr, labels,
                        {contract.ANNOTATION_SPEC_HASH: rollout.worker_hash(cr.get("spec") or {}, spec, group.name)},

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kastor.runtime import k8s_contract as contract
-from kastor.runtime.node_labels import check_node_labels
+from kastor.runtime.node_labels import NODE_GROUP, check_node_labels
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -68,6 +68,12 @@ class WorkerGroup:
     def desired(self) -> int:
         """replicas, kept within [minReplicas, maxReplicas] (as an autoscaler would)."""
         return max(self.min_replicas, min(self.replicas, self.max_replicas))
+
+    @property
+    def node_labels(self) -> dict[str, str]:
+        """The labels each worker carries: the group's, and `kastor.io/node-group: <name>` (KubeRay's
+        ray.io/node-group); label_selector= picks nodes, and the autoscaler groups, by them."""
+        return {**self.labels, NODE_GROUP: self.name}
 
     @property
     def shape(self) -> dict[str, float]:
