@@ -101,7 +101,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         self.address = ""
         self.workers: dict[bytes, WorkerProc] = {}
         self.idle: deque[WorkerProc] = deque()
-        self.lease_queue: deque[tuple[dict, asyncio.Future]] = deque()
+        # (required, granted, its label selectors as a key: what the demand reports it needs)
+        self.lease_queue: deque[tuple[dict, asyncio.Future, tuple]] = deque()
         self.registrations: dict[bytes, asyncio.Future] = {}
         self.starting = 0
         self.closing = False  # set by shutdown(): no worker is started after it
@@ -267,13 +268,16 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
                 for (shape, labels), (_, jobs) in self.infeasible.items()]
 
     def queued_demands(self) -> list[pb.ResourceDemand]:
-        """The shapes of lease requests waiting here for resources (demand an autoscaler may add nodes for)."""
+        """The shapes of lease requests waiting here for resources (demand an autoscaler may add nodes
+        for), with the labels they need."""
         counts: dict[tuple, int] = {}
-        for required, fut in self.lease_queue:
+        for required, fut, labels in self.lease_queue:
             if not fut.done():
-                shape = tuple(sorted((k, v) for k, v in required.items() if v))
-                counts[shape] = counts.get(shape, 0) + 1
-        return [pb.ResourceDemand(shape=dict(shape), kind="task", count=n) for shape, n in counts.items()]
+                key = (tuple(sorted((k, v) for k, v in required.items() if v)), labels)
+                counts[key] = counts.get(key, 0) + 1
+        return [pb.ResourceDemand(shape=dict(shape), kind="task", count=n,
+                                  labels=[pb.LabelSelector(match=dict(s)) for s in labels])
+                for (shape, labels), n in counts.items()]
 
     def busy_reason(self) -> str:
         """What this node runs or is about to run ("" when nothing): a drain is refused while it runs anything."""
@@ -497,7 +501,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
                 return pb.LeaseReply(spillback_address=elsewhere)
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        entry = (required, fut)
+        entry = (required, fut, _selectors_key(request.labels))
         self.lease_queue.append(entry)
         self._dispatch()
         try:
@@ -542,7 +546,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
     def _infeasible(self, required: dict[str, float], request: pb.LeaseRequest, pinned: bool) -> pb.LeaseReply:
         shape = tuple(sorted((k, v) for k, v in required.items() if v))
         selectors = [s.match for s in request.labels]
-        key = (shape, tuple(tuple(sorted(s.items())) for s in selectors))
+        key = (shape, _selectors_key(request.labels))
         _, jobs = self.infeasible.get(key, (0.0, set()))
         jobs.add(request.job_id)
         self.infeasible[key] = (time.monotonic(), jobs)
@@ -563,7 +567,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
     async def _node_with_room(self, required: dict[str, float], labels=()) -> str:
         """Another alive node (one the work's `labels` pick) that the head last saw with `required`
         free, or "" (cached briefly)."""
-        key = (tuple(sorted(required.items())), tuple(tuple(sorted(s.match.items())) for s in labels))
+        key = (tuple(sorted(required.items())), _selectors_key(labels))
         now = time.monotonic()
         if self._no_free_elsewhere.get(key, 0.0) > now:
             return ""
@@ -580,7 +584,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
 
     def _dispatch(self) -> None:
         for entry in list(self.lease_queue):
-            required, fut = entry
+            required, fut, _ = entry
             if fut.done():
                 self.lease_queue.remove(entry)
             elif fits(self.available, required):
@@ -820,6 +824,11 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         if self.fork_server is not None:  # after the waits: the fork server reports its children's exits
             self.fork_server.close()
         shutil.rmtree(self.store_dir, ignore_errors=True)
+
+
+def _selectors_key(labels) -> tuple:
+    """Label selectors (LabelSelector messages) as a hashable key."""
+    return tuple(tuple(sorted(s.match.items())) for s in labels)
 
 
 def _kill(proc: asyncio.subprocess.Process | ForkedProcess) -> None:

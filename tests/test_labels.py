@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import kastor
+import kastor.util.state
 import pytest
 from gcs_cluster import TOKEN, own_redis_cluster
 from kastor.operator.head_client import HeadClient
@@ -113,6 +114,28 @@ def test_work_no_node_matches_stays_pending_in_the_demand_until_a_matching_node_
     assert kastor.get(task, timeout=DEADLINE_S) == "late"
     wait_until(lambda: not pending_with(head, cluster, "actor", selector), "the actor gone from the demand")
     kastor.kill(actor)
+
+
+@kastor.remote(label_selector={"market": "spot"})
+def hold_until_fed(fifo: str) -> str:
+    with open(fifo) as f:  # blocks, holding its CPU, until the test opens the FIFO for writing
+        return f.read()
+
+
+def test_work_queued_on_a_busy_matching_node_is_reported_with_its_labels(cluster, head, tmp_path):
+    fifo = str(tmp_path / "gate")
+    os.mkfifo(fifo)
+    holders = [hold_until_fed.remote(fifo) for _ in range(2)]  # both of spot's CPUs
+
+    def spot_full() -> bool:
+        return next(n for n in kastor.util.state.list_nodes() if n["node_id"] == "spot")["available"]["CPU"] == 0
+    wait_until(spot_full, "spot's CPUs held")
+    queued = node_of_task.options(label_selector={"market": "spot"}).remote()
+    wait_until(lambda: pending_with(head, cluster, "task", {"market": "spot"}), "the queued task in the demand")
+    with open(fifo, "w") as f:
+        f.write("go")
+    kastor.get(holders, timeout=DEADLINE_S)
+    assert kastor.get(queued, timeout=DEADLINE_S) == "spot"
 
 
 def test_label_syntax_of_nodes():
