@@ -14,6 +14,7 @@ import pytest
 from gcs_cluster import TOKEN, own_redis_cluster
 from kastor.operator.head_client import HeadClient
 from kastor.runtime import node_labels
+from kastor.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from support import wait_until
 
 DEADLINE_S = 60
@@ -136,6 +137,25 @@ def test_work_queued_on_a_busy_matching_node_is_reported_with_its_labels(cluster
         f.write("go")
     kastor.get(holders, timeout=DEADLINE_S)
     assert kastor.get(queued, timeout=DEADLINE_S) == "spot"
+
+
+def test_placement_group_bundles_go_to_nodes_their_selectors_match(cluster):
+    pg = placement_group([{"CPU": 0.5}, {"CPU": 0.5}], strategy="PACK",
+                         bundle_label_selector=[{"market": "spot"}, {"accel": "A100"}])
+    try:
+        assert pg.wait(DEADLINE_S)
+        assert placement_group_table(pg)["bundles_to_node_id"] == {0: "spot", 1: "gpu-a"}
+    finally:
+        remove_placement_group(pg)
+    waiting = placement_group([{"CPU": 0.5}], bundle_label_selector=[{"pool": "reserved"}])
+    try:
+        wait_until(lambda: "bundle_label_selector" in placement_group_table(waiting)["stats"]["scheduling_state"],
+                   "the group pending for its labels")
+        cluster.add_node("reserved", labels={"pool": "reserved"})
+        assert waiting.wait(DEADLINE_S)
+        assert placement_group_table(waiting)["bundles_to_node_id"] == {0: "reserved"}
+    finally:
+        remove_placement_group(waiting)
 
 
 def test_label_syntax_of_nodes():

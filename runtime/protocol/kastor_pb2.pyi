@@ -1071,7 +1071,7 @@ class Bundle(_message.Message):
     def __init__(self, resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class PlacementGroupSpec(_message.Message):
-    __slots__ = ("placement_group_id", "name", "namespace", "bundles", "strategy", "detached", "job_id", "creator_actor_id")
+    __slots__ = ("placement_group_id", "name", "namespace", "bundles", "strategy", "detached", "job_id", "creator_actor_id", "bundle_labels")
     PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
@@ -1080,6 +1080,7 @@ class PlacementGroupSpec(_message.Message):
     DETACHED_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     CREATOR_ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_LABELS_FIELD_NUMBER: _ClassVar[int]
     placement_group_id: bytes
     name: str
     namespace: str
@@ -1088,7 +1089,8 @@ class PlacementGroupSpec(_message.Message):
     detached: bool
     job_id: bytes
     creator_actor_id: bytes
-    def __init__(self, placement_group_id: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[Bundle, _Mapping]]] = ..., strategy: _Optional[str] = ..., detached: _Optional[bool] = ..., job_id: _Optional[bytes] = ..., creator_actor_id: _Optional[bytes] = ...) -> None: ...
+    bundle_labels: _containers.RepeatedCompositeFieldContainer[LabelSelector]
+    def __init__(self, placement_group_id: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[Bundle, _Mapping]]] = ..., strategy: _Optional[str] = ..., detached: _Optional[bool] = ..., job_id: _Optional[bytes] = ..., creator_actor_id: _Optional[bytes] = ..., bundle_labels: _Optional[_Iterable[_Union[LabelSelector, _Mapping]]] = ...) -> None: ...
 
 class PlacementGroupInfo(_message.Message):
     __slots__ = ("spec", "state", "bundle_nodes", "version", "pending_reason", "created_at")
