@@ -326,7 +326,8 @@ def _infeasible(nodes: list[pb.NodeInfo], actors: list[pb.ActorInfo]) -> list[di
     by_shape: dict[tuple, dict] = {}
     for n in nodes:
         for d in node_row(n)["infeasible"]:
-            row = by_shape.setdefault(tuple(sorted(d["shape"].items())), {**d, "jobs": []})
+            key = (tuple(sorted(d["shape"].items())), repr(d.get("labels")))
+            row = by_shape.setdefault(key, {**d, "jobs": []})
             row["jobs"] = sorted(set(row["jobs"]) | set(d["jobs"]))
     rows = list(by_shape.values())
     for a in actors:
@@ -358,7 +359,8 @@ def _print_status(summary: dict) -> None:
         for d in summary["infeasible"]:
             what = f"actor {d['actor']} {d['actor_id'][:8]}" if d["kind"] == "actor" else "tasks"
             jobs = ", ".join(str(j) for j in d["jobs"])
-            print(f"    {format_shape(d['shape'])}: {what} of job {jobs}")
+            labels = f" on nodes labelled {', then '.join(map(str, d['labels']))}" if d.get("labels") else ""
+            print(f"    {format_shape(d['shape'])}{labels}: {what} of job {jobs}")
 
 
 def _fetch_actors(args: argparse.Namespace) -> list[pb.ActorInfo]:

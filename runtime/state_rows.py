@@ -20,8 +20,12 @@ def lease_row(lease: pb.LeaseInfo) -> dict:
 
 
 def demand_row(demand: pb.ResourceDemand) -> dict:
-    """A resource shape that work waits for and no node can fit (infeasible)."""
-    return {"shape": dict(demand.shape), "kind": demand.kind, "jobs": sorted(_job(j) for j in demand.job_ids)}
+    """A resource shape that work waits for and no node can fit (infeasible); with the label
+    selectors it needs, when it has any (no node that fits matches them)."""
+    row = {"shape": dict(demand.shape), "kind": demand.kind, "jobs": sorted(_job(j) for j in demand.job_ids)}
+    if demand.labels:
+        row["labels"] = [dict(s.match) for s in demand.labels]
+    return row
 
 
 def node_row(n: pb.NodeInfo) -> dict:

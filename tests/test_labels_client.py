@@ -4,6 +4,8 @@ KASTOR_NODE_LABELS, and a driver on the client port (kastor://) places work by l
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import kastor
 import pytest
@@ -21,7 +23,7 @@ def client(tmp_path_factory):
     with cli_head(tmp_path_factory.mktemp("sessions"), TOKEN, "--client-port", str(client_port),
                   KASTOR_NODE_LABELS="zone=notebook,tier=gold") as head:
         kastor.init(f"kastor://127.0.0.1:{client_port}", token=TOKEN)
-        yield head["head"]
+        yield head
         kastor.shutdown()
 
 
@@ -47,8 +49,11 @@ def test_label_selected_work_through_the_client_port(client):
     heads = HeadClient()
     try:  # no node matches: it waits, in the demand an autoscaler reads
         wait_until(lambda: any([dict(s.match) for s in d.labels] == [{"zone": "!notebook"}]
-                               for d in heads.cluster_demand(client, TOKEN).pending), "the task in the demand")
+                               for d in heads.cluster_demand(client["head"], TOKEN).pending), "the task in the demand")
     finally:
         heads.close()
+    status = subprocess.run([sys.executable, "-m", "kastor.runtime.cli", "status", "--address", client["head"]],
+                            env=client["env"], capture_output=True, text=True, timeout=DEADLINE_S, check=True).stdout
+    assert "{CPU: 1} on nodes labelled {'zone': '!notebook'}: tasks of job" in status, status
     assert kastor.wait([elsewhere], timeout=0)[0] == []
     kastor.cancel(elsewhere)
