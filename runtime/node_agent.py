@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -483,9 +484,9 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             here = not self.draining and fits(self.total, required)  # a draining node takes nothing new
             if here and not request.labels:
                 break
-            reply = await self.head().PickNode(pb.PickNodeRequest(required=required, exclude_node_id=self.node_id,
-                                                                  labels=request.labels),
-                                               metadata=self.metadata, timeout=10)
+            reply = await self.head().PickNode(pb.PickNodeRequest(
+                required=required, exclude_node_id=self.node_id, labels=request.labels),
+                metadata=self.metadata, timeout=10)
             if here and reply.excluded_matches:  # its labels are the ones the work's selectors pick
                 break
             if reply.found and request.allow_spillback:
@@ -564,7 +565,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             f"it requires {{{wanted}}} and {where}. It stays pending until a node that fits joins; otherwise "
             f"lower its resource request (num_cpus, num_gpus, memory, resources)."))
 
-    async def _node_with_room(self, required: dict[str, float], labels=()) -> str:
+    async def _node_with_room(self, required: dict[str, float], labels: Sequence[pb.LabelSelector] = ()) -> str:
         """Another alive node (one the work's `labels` pick) that the head last saw with `required`
         free, or "" (cached briefly)."""
         key = (tuple(sorted(required.items())), _selectors_key(labels))
@@ -826,7 +827,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         shutil.rmtree(self.store_dir, ignore_errors=True)
 
 
-def _selectors_key(labels) -> tuple:
+def _selectors_key(labels: Sequence[pb.LabelSelector]) -> tuple:
     """Label selectors (LabelSelector messages) as a hashable key."""
     return tuple(tuple(sorted(s.match.items())) for s in labels)
 
