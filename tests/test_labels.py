@@ -88,6 +88,21 @@ def test_fallbacks_are_tried_in_order_only_when_no_node_matches_before(cluster):
     assert anywhere[0] in LABELS and anywhere[1] <= set(LABELS)
 
 
+def test_spread_stays_within_the_nodes_the_selector_matches(cluster):
+    options = {"label_selector": {"region": "in(us-west,us-east)"}, "scheduling_strategy": "SPREAD"}
+    def idle() -> bool:  # SPREAD prefers nodes with room, then the fewest actors: start from equal nodes
+        free = {n["node_id"]: n["available"].get("CPU") for n in kastor.util.state.list_nodes()}
+        return free["gpu-a"] == free["spot"] == 2 and \
+            not [a for a in kastor.util.state.list_actors() if a["state"] != "DEAD"]
+    wait_until(idle, "gpu-a and spot free, the earlier tests' actors gone")
+    actors = [Placed.options(**options).remote() for _ in range(2)]
+    assert sorted(kastor.get([a.node.remote() for a in actors], timeout=DEADLINE_S)) == ["gpu-a", "spot"]
+    for actor in actors:
+        kastor.kill(actor)
+    tasks = kastor.get([node_of_task.options(**options).remote() for _ in range(6)], timeout=DEADLINE_S)
+    assert set(tasks) <= {"gpu-a", "spot"}
+
+
 def test_nodes_report_their_labels(cluster):
     by_id = {n["NodeID"]: n["Labels"] for n in kastor.nodes() if n["Alive"]}
     for node_id, labels in LABELS.items():
