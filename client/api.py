@@ -123,9 +123,10 @@ def get_gpu_ids() -> list[int]:
 
 
 def nodes() -> list[dict[str, Any]]:
-    """The head's node table, one dict per node in Ray's shape (`NodeID`, `Alive`, `Resources`, ...)."""
+    """The head's node table, one dict per node in Ray's shape (`NodeID`, `Alive`, `Resources`,
+    `Labels`, ...)."""
     return [{"NodeID": n.node_id, "Alive": n.alive, "NodeManagerAddress": n.ip, "Address": n.address,
-             "Resources": dict(n.total)} for n in submission.list_nodes(_core())]
+             "Resources": dict(n.total), "Labels": dict(n.labels)} for n in submission.list_nodes(_core())]
 
 
 def cluster_resources() -> dict[str, float]:

@@ -1,38 +1,22 @@
 """Validating `label_selector` and `fallback_strategy` as Ray does, so a program that passes a
-malformed selector fails at the call site here too.
+malformed selector fails at the call site here too, and turning them into the selectors the
+head and the node agents place work by (see kastor.runtime.node_labels for the semantics).
 
 Label keys and values follow Kubernetes' label syntax (a key is an optional DNS-subdomain
 prefix and a name of up to 63 characters; a value is up to 63 characters), and a selector
-value may carry Ray's operators: `!value`, `in(a,b)`, `!in(a,b)`. Kastor nodes carry no labels
-yet, so the options are checked and then ignored (with a warning, see `kastor.options`).
+value may carry Ray's operators: `!value`, `in(a,b)`, `!in(a,b)`.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"
-_PREFIX = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*"
-_KEY = re.compile(rf"(?:(?P<prefix>{_PREFIX})/)?(?P<name>{_NAME})")
-_SELECTOR = re.compile(rf"!?(?:{_NAME}|in\(\s*{_NAME}(?:\s*,\s*{_NAME})*\s*\))")
-_SYNTAX = ("63 characters or less, beginning and ending with an alphanumeric character ([a-z0-9A-Z]) with "
-           "dashes (-), underscores (_), dots (.) and alphanumerics between")
+from kastor.runtime.node_labels import NAME_SYNTAX, SELECTOR_VALUE, check_key
+from kastor.runtime.protocol import kastor_pb2 as pb
+
 FALLBACK_KEYS = ("label_selector",)
 
-
-def check_key(key: Any) -> None:
-    if not isinstance(key, str):
-        raise TypeError(f"Label keys must be strings, got {type(key).__name__} {key!r}.")
-    match = _KEY.fullmatch(key)
-    if match is None:
-        name = key.rsplit("/", 1)[-1]
-        if not re.fullmatch(_NAME, name):
-            raise ValueError(f"Invalid label key name `{name}`. Name must be {_SYNTAX}.")
-        raise ValueError(f"Invalid label key prefix `{key.rsplit('/', 1)[0]}`. The prefix must be a DNS "
-                         f"subdomain: lowercase alphanumerics, dashes and dots, at most 253 characters.")
-    if match.group("prefix") and len(match.group("prefix")) > 253:
-        raise ValueError(f"Invalid label key prefix `{match.group('prefix')}`: longer than 253 characters.")
+__all__ = ["check_key", "check_selector", "check_fallback_strategy", "selectors", "FALLBACK_KEYS"]
 
 
 def check_selector(selector: Any, option: str = "label_selector") -> None:
@@ -45,15 +29,15 @@ def check_selector(selector: Any, option: str = "label_selector") -> None:
         if not isinstance(value, str):
             raise TypeError(f"The value for label key `{key}` in '{option}' must be a string, "
                             f"got {type(value).__name__} {value!r}.")
-        if value and not _SELECTOR.fullmatch(value):
+        if value and not SELECTOR_VALUE.fullmatch(value):
             raise ValueError(f"Invalid label selector value `{value}` for key `{key}`. A selector value is a "
                              f"label value, optionally with the operators ! and in(...), e.g. 'A100', '!A100', "
-                             f"'in(A100,H100)'. A label value must be {_SYNTAX}.")
+                             f"'in(A100,H100)'. A label value must be {NAME_SYNTAX}.")
 
 
 def check_fallback_strategy(strategy: Any) -> None:
-    """A `fallback_strategy`: a list of option dicts tried in order when the first choice cannot
-    be placed; each holds a `label_selector` today."""
+    """A `fallback_strategy`: a list of option dicts tried in order when no node the work could
+    fit matches the ones before; each holds a `label_selector`."""
     if not isinstance(strategy, list):
         raise TypeError(f"The 'fallback_strategy' option must be a list of dicts, got {type(strategy).__name__}.")
     for i, entry in enumerate(strategy):
@@ -65,3 +49,16 @@ def check_fallback_strategy(strategy: Any) -> None:
                              f"may set: {', '.join(FALLBACK_KEYS)}.")
         if "label_selector" in entry:
             check_selector(entry["label_selector"], f"fallback_strategy[{i}].label_selector")
+
+
+def selectors(options: dict[str, Any]) -> list[pb.LabelSelector]:
+    """The validated `label_selector` and its `fallback_strategy` as the ordered selectors work is
+    placed by; [] when there is no label_selector (an empty one matches every node, so no
+    fallback would ever be tried)."""
+    primary = options.get("label_selector")
+    if not primary:
+        return []
+    out = [pb.LabelSelector(match=primary)]
+    for entry in options.get("fallback_strategy") or ():
+        out.append(pb.LabelSelector(match=entry.get("label_selector") or {}))
+    return out

@@ -12,6 +12,7 @@ from typing import Any
 
 from kastor import labels
 from kastor.runtime import placement_context
+from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.submission import Scheduling
 
 _COMMON = {"num_cpus", "num_gpus", "resources", "memory", "name", "scheduling_strategy", "runtime_env",
@@ -23,8 +24,7 @@ ACTOR_OPTIONS = _COMMON | {"namespace", "lifetime", "get_if_exists", "max_restar
                            "max_concurrency", "max_pending_calls", "concurrency_groups", "allow_out_of_order_execution",
                            "state"}
 # Accepted for compatibility with Ray programs; they change nothing on Kastor today.
-_IGNORED = {"accelerator_type", "label_selector", "fallback_strategy", "enable_task_events", "_metadata",
-            "allow_out_of_order_execution"}
+_IGNORED = {"accelerator_type", "enable_task_events", "_metadata", "allow_out_of_order_execution"}
 
 
 def validate(options: dict[str, Any], for_actor: bool) -> dict[str, Any]:
@@ -169,21 +169,19 @@ def _add_rest(out: dict[str, float], options: dict[str, Any]) -> None:
 def task_scheduling(options: dict[str, Any], name: str) -> Scheduling:
     """What validated task options mean for placing the task, as the runtime takes it (plain data)."""
     from kastor.util.placement_group import bundles_of, demand, resolve
-    from kastor.util.scheduling_strategies import placement
 
     asked = task_resources(options)
     required = asked
     group = resolve(options, placement_context.current())
     if group is not None:  # it draws on its bundle's resources instead of the node's
         required = demand(asked, group, f"task {name}", bundles_of(options))
-    return Scheduling(required=required, held=asked, placement=placement(options.get("scheduling_strategy")),
-                      group=group, env_vars=env_vars(options.get("runtime_env")))
+    return Scheduling(required=required, held=asked, placement=_placement(options), group=group,
+                      env_vars=env_vars(options.get("runtime_env")))
 
 
 def actor_scheduling(options: dict[str, Any], class_name: str) -> Scheduling:
     """What validated actor options mean for placing the actor, as the runtime takes it (plain data)."""
     from kastor.util.placement_group import bundles_of, demand, resolve
-    from kastor.util.scheduling_strategies import placement
 
     required, held = actor_resources(options)
     group = resolve(options, placement_context.current())
@@ -191,5 +189,17 @@ def actor_scheduling(options: dict[str, Any], class_name: str) -> Scheduling:
         # The default actor's 1 CPU to be placed is not asked of a bundle: it runs on what it holds.
         required = held if options.get("num_cpus") is None else required
         required, held = demand(required, group, f"actor {class_name}", bundles_of(options)), demand(held, group)
-    return Scheduling(required=required, held=held, placement=placement(options.get("scheduling_strategy")),
-                      group=group, env_vars=env_vars(options.get("runtime_env")))
+    return Scheduling(required=required, held=held, placement=_placement(options), group=group,
+                      env_vars=env_vars(options.get("runtime_env")))
+
+
+def _placement(options: dict[str, Any]) -> pb.Placement | None:
+    """The scheduling_strategy's placement, with the label_selector and fallback_strategy's selectors."""
+    from kastor.util.scheduling_strategies import placement
+
+    where = placement(options.get("scheduling_strategy"))
+    chosen = labels.selectors(options)
+    if chosen:
+        where = where if where is not None else pb.Placement()
+        where.labels.extend(chosen)
+    return where

@@ -23,6 +23,14 @@ class RuntimeContext:
     def get_node_id(self) -> str:
         return self._core.node_id
 
+    def get_node_labels(self) -> dict[str, str]:
+        """The labels of the node this runs on (label_selector= picks nodes by them), as Ray's."""
+        from kastor.runtime import submission
+        for node in submission.list_nodes(self._core):
+            if node.node_id == self._core.node_id:
+                return dict(node.labels)
+        return {}
+
     def get_worker_id(self) -> str:
         return self._core.worker_id.hex()
 

@@ -27,7 +27,7 @@ log = logging.getLogger("kastor")
 _IGNORED_INIT_KWARGS = {
     "include_dashboard", "dashboard_host", "dashboard_port", "object_store_memory",
     "_system_config", "configure_logging", "logging_format", "logging_config", "local_mode", "_temp_dir",
-    "storage", "_node_ip_address", "labels", "_plasma_directory", "_memory",
+    "storage", "_node_ip_address", "_plasma_directory", "_memory",
     "_enable_object_reconstruction",
 }
 
@@ -69,7 +69,8 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
          resources: dict[str, float] | None = None, memory: float | None = None, namespace: str | None = None,
          token: str | None = None, ignore_reinit_error: bool = False, logging_level: int = logging.INFO,
          cluster: str | None = None, k8s_namespace: str | None = None, kube_context: str | None = None,
-         log_to_driver: bool = True, runtime_env: dict[str, Any] | None = None, **kwargs: Any) -> ClusterInfo:
+         log_to_driver: bool = True, runtime_env: dict[str, Any] | None = None,
+         labels: dict[str, str] | None = None, **kwargs: Any) -> ClusterInfo:
     """Starts an embedded local cluster, or joins one at `address` (or KASTOR_ADDRESS).
 
     `address` is the head's `host:port` for a driver inside the cluster network, or
@@ -84,6 +85,9 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
     and actors (theirs override it field by field, env_vars merged): `env_vars`, `working_dir`
     (a local directory, uploaded; workers start in it), `py_modules` (local packages, .py or
     .whl files, put on workers' sys.path), `excludes`, and `pip`/`uv` (a per-node virtualenv).
+
+    `labels` are the embedded cluster's node labels, which `label_selector=` picks nodes by
+    (as Ray's `ray.init(labels=...)`); a cluster's nodes get theirs from `kastor start --labels`.
     """
     global _local_cluster
     job_config = kwargs.pop("job_config", None)
@@ -111,7 +115,10 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
             from kastor.runtime.local_cluster import LocalCluster
             if num_cpus is not None and num_cpus < 0:
                 raise ValueError(f"num_cpus must be >= 0, got {num_cpus}")
-            _local_cluster = LocalCluster(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory, resources=resources)
+            from kastor.runtime.node_labels import check_node_labels
+            node_labels = check_node_labels(labels or {}, "init(labels=...)")
+            _local_cluster = LocalCluster(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory, resources=resources,
+                                          labels=node_labels)
             try:
                 driver.connect(_local_cluster.head_address, _local_cluster.token, namespace,
                                node_address=_local_cluster.node_address, log_to_driver=log_to_driver)
@@ -120,9 +127,9 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
                 _local_cluster = None
                 raise
         else:
-            if any(v is not None for v in (num_cpus, num_gpus, resources, memory)):
-                raise ValueError("num_cpus/num_gpus/resources/memory describe a new local cluster; when joining "
-                                 "one at an address, give them to `kastor start` on its nodes instead.")
+            if any(v is not None for v in (num_cpus, num_gpus, resources, memory, labels)):
+                raise ValueError("num_cpus/num_gpus/resources/memory/labels describe a new local cluster; when "
+                                 "joining one at an address, give them to `kastor start` on its nodes instead.")
             _check_scheme(address)
             remote = address.startswith("kastor://")
             address = address.removeprefix("kastor://")

@@ -8,6 +8,9 @@ It follows Ray's autoscaler v2 (ResourceDemandScheduler) in a small form:
    empty nodes of their group, so a scale-up is not repeated while its pods start).
 2. What does not fit adds nodes: for each shape, the group whose worker fits it with the least
    left over, below its maxReplicas. A shape no group can hold is reported, not scaled for.
+   Work with a label_selector (a `Labelled` shape) goes only on nodes of the groups whose
+   labels match the first of its selectors that any group able to hold it matches, as the
+   head places it (runtime/node_labels.py); none matching is reported like a shape no group holds.
 3. `request_resources()` bundles are fitted onto the nodes' *total* resources (they are a floor
    for the cluster's size, whatever runs), adding nodes the same way.
 4. Every group gets at least minReplicas.
@@ -23,9 +26,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from kastor.runtime import node_labels
 from kastor.runtime.resources import fits
 
 Shape = Mapping[str, float]
+
+
+class Labelled(dict):
+    """A pending shape that needs nodes whose labels match `selectors` (its label_selector, then
+    its fallback_strategy's), tried in order."""
+
+    def __init__(self, shape: Shape, selectors: Sequence[Mapping[str, str]]):
+        super().__init__(shape)
+        self.selectors = tuple(dict(s) for s in selectors)
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,7 @@ class GroupState:
     min_replicas: int
     max_replicas: int
     current: int
+    labels: Mapping[str, str] = field(default_factory=dict)  # each worker's node labels
 
 
 @dataclass(frozen=True)
@@ -113,9 +127,19 @@ def decide(groups: Sequence[GroupState], nodes: Sequence[NodeState], demand: Dem
         slots += [_Slot(g.name, dict(g.shape), dict(g.shape)) for _ in range(max(0, g.current - joined[g.name]))]
     infeasible: list[dict[str, float]] = []
     unmet: dict[str, int] = {}
+    unlabelled: dict[str, dict[str, float]] = {}  # work whose selectors no group's labels match
 
-    def add_node(shape: Shape) -> _Slot | None:
-        fitting = [g for g in groups if fits(g.shape, shape) and count[g.name] < g.max_replicas]
+    def eligible(shape: Shape) -> set[str] | None:
+        """The groups whose nodes labelled work may use (None: any)."""
+        selectors = getattr(shape, "selectors", ())
+        if not selectors:
+            return None
+        holding = [g for g in groups if fits(g.shape, shape)]
+        return {g.name for g in node_labels.choose(selectors, holding, lambda g: g.labels)[1]}
+
+    def add_node(shape: Shape, allowed: set[str] | None) -> _Slot | None:
+        fitting = [g for g in groups if fits(g.shape, shape) and count[g.name] < g.max_replicas
+                   and (allowed is None or g.name in allowed)]
         if not fitting:
             return None
         best = min(fitting, key=lambda g: (sum(g.shape.values()) - sum(shape.values()), g.name))
@@ -127,13 +151,17 @@ def decide(groups: Sequence[GroupState], nodes: Sequence[NodeState], demand: Dem
 
     def place(shape: Shape, pool: str, exclude: set[int] | None = None) -> int | None:
         exclude = exclude if exclude is not None else set()
+        allowed = eligible(shape)
         for i, slot in enumerate(slots):
-            if i not in exclude and fits(getattr(slot, pool), shape):
+            if i not in exclude and (allowed is None or slot.group in allowed) and fits(getattr(slot, pool), shape):
                 _take(slot, shape, pool)
                 return i
-        slot = add_node(shape)
+        slot = add_node(shape, allowed)
         if slot is None:
-            if not any(fits(g.shape, shape) for g in groups):
+            if allowed is not None and not allowed and any(fits(g.shape, shape) for g in groups):
+                selectors = node_labels.describe(getattr(shape, "selectors", ()))
+                unlabelled.setdefault(f"{_describe(shape)} with label_selector {selectors}", dict(shape))
+            elif not any(fits(g.shape, shape) for g in groups):
                 if dict(shape) not in infeasible:
                     infeasible.append(dict(shape))
             else:
@@ -187,4 +215,7 @@ def decide(groups: Sequence[GroupState], nodes: Sequence[NodeState], demand: Dem
         reasons.append(f"{n} x {key} waits: every group that fits is at maxReplicas")
     for shape in infeasible:
         reasons.append(f"{_describe(shape)} fits no worker group: change a group's resources to run it")
-    return Decision(desired=count, remove=tuple(remove), infeasible=tuple(infeasible), reasons=tuple(reasons))
+    for what in unlabelled:
+        reasons.append(f"{what} matches no worker group's labels: add matching `labels` to a group to run it")
+    return Decision(desired=count, remove=tuple(remove), infeasible=(*infeasible, *unlabelled.values()),
+                    reasons=tuple(reasons))

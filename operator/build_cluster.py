@@ -252,7 +252,8 @@ def dashboard_service_name(cluster: str) -> str:
 
 def worker_pod(cr: dict[str, Any], spec: ClusterSpec, group: WorkerGroup) -> dict[str, Any]:
     """A node agent joining the head through its Service; named by the API server (generateName).
-    It advertises the CPUs, GPUs and memory of `spec.advertised` (from its container's resources).
+    It advertises the CPUs, GPUs and memory of `spec.advertised` (from its container's resources),
+    and carries the group's `labels` plus `kastor.io/node-group: <group>` for label_selector=.
     Annotated with its template hash (`rollout.worker_hash`): a spec change replaces it."""
     name, ns = _meta(cr)
     args = ["start", "--address", head_address(cr, spec), "--block",
@@ -261,6 +262,7 @@ def worker_pod(cr: dict[str, Any], spec: ClusterSpec, group: WorkerGroup) -> dic
         args += ["--memory", str(group.memory)]
     if group.custom_resources:
         args += ["--resources", json.dumps(group.custom_resources, sort_keys=True)]
+    args += ["--labels", ",".join(f"{k}={v}" for k, v in sorted(group.node_labels.items()))]
     labels = {**contract.cluster_labels(name, "worker"), contract.LABEL_GROUP: group.name}
     meta = object_meta(contract.worker_prefix(name, group.name), ns, cr, labels,
                        {contract.ANNOTATION_SPEC_HASH: rollout.worker_hash(cr.get("spec") or {}, spec, group.name)},

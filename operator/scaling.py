@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kastor.operator.actions import DrainWorker, Event, Plan
-from kastor.operator.autoscaling import Decision, Demand, GroupState, NodeState, decide
+from kastor.operator.autoscaling import Decision, Demand, GroupState, Labelled, NodeState, decide
 from kastor.operator.pods import finished, ready, terminating
 from kastor.operator.spec import ClusterSpec
 from kastor.runtime import k8s_contract as contract
@@ -28,7 +28,9 @@ class HeadAccess:
 
 
 def _expand(entries: Any) -> list[dict[str, float]]:
-    return [dict(e.shape) for e in entries for _ in range(max(e.count, 1))]
+    """Each waiting shape as often as it waits; one that needs node labels as a `Labelled` shape."""
+    return [Labelled(e.shape, [dict(s.match) for s in e.labels]) if e.labels else dict(e.shape)
+            for e in entries for _ in range(max(e.count, 1))]
 
 
 def demand_of(reply: pb.ClusterDemand) -> Demand:
@@ -88,7 +90,7 @@ def plan_scaling(body: dict[str, Any], spec: ClusterSpec, workers: list[dict[str
     nodes = [NodeState(n.node_id, _group_of(pod), pod["metadata"]["name"], dict(n.total), dict(n.available),
                        n.idle_s, n.draining)
              for n, pod in _nodes_with_pods(demand, live)]
-    groups = [GroupState(g.name, g.shape, g.min_replicas, g.max_replicas, current[g.name])
+    groups = [GroupState(g.name, g.shape, g.min_replicas, g.max_replicas, current[g.name], g.node_labels)
               for g in spec.worker_groups]
     decision = decide(groups, nodes, demand_of(demand), spec.autoscaling.idle_timeout_s)
     for node in decision.remove:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kastor.runtime import k8s_contract as contract
+from kastor.runtime.node_labels import NODE_GROUP, check_node_labels
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -61,11 +62,18 @@ class WorkerGroup:
     template: dict[str, Any] = field(default_factory=dict)
     memory: int = 0
     object_store_bytes: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # node labels for label_selector= (runtime/node_labels.py)
 
     @property
     def desired(self) -> int:
         """replicas, kept within [minReplicas, maxReplicas] (as an autoscaler would)."""
         return max(self.min_replicas, min(self.replicas, self.max_replicas))
+
+    @property
+    def node_labels(self) -> dict[str, str]:
+        """The labels each worker carries: the group's, and `kastor.io/node-group: <name>` (KubeRay's
+        ray.io/node-group); label_selector= picks nodes, and the autoscaler groups, by them."""
+        return {**self.labels, NODE_GROUP: self.name}
 
     @property
     def shape(self) -> dict[str, float]:
@@ -149,6 +157,14 @@ def _redis_storage(redis_raw: dict[str, Any]) -> RedisStorage | None:
     return RedisStorage(size=str(raw.get("size", "1Gi")), storage_class=raw.get("storageClassName"))
 
 
+def _node_labels(raw: Any, where: str) -> dict[str, str]:
+    """A worker group's node labels, checked as `kastor start --labels` checks them."""
+    try:
+        return check_node_labels(raw or {}, where)
+    except (TypeError, ValueError) as e:
+        raise SpecError("InvalidSpec", str(e)) from None
+
+
 def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
     image = spec.get("image")
     if not isinstance(image, str) or not image:
@@ -176,7 +192,8 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
             **advertised(g, where),
             custom_resources={k: _number(v, f"{where}.customResources.{k}")
                               for k, v in (g.get("customResources") or {}).items()},
-            resources=dict(g.get("resources") or {}), template=dict(g.get("template") or {}))
+            resources=dict(g.get("resources") or {}), template=dict(g.get("template") or {}),
+            labels=_node_labels(g.get("labels"), f"{where}.labels"))
         if group.min_replicas > group.max_replicas:
             raise SpecError("InvalidSpec", f"{where}: minReplicas ({group.min_replicas}) exceeds maxReplicas "
                                            f"({group.max_replicas})")

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
-from kastor.runtime import auth, config, flags, launcher, sessions, settings, tls
+from kastor.runtime import auth, config, flags, launcher, node_labels, sessions, settings, tls
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.state_rows import actor_row, format_resources, format_shape, group_row, node_row
@@ -121,6 +121,11 @@ def _start(args: argparse.Namespace) -> int:
         print("kastor start: --redis-address needs --cluster-id (or KASTOR_CLUSTER_ID): it names this cluster's "
               "keys, and a restarted head finds its state by it.", file=sys.stderr)
         return 2
+    try:
+        node_labels.parse_node_labels(args.labels, "--labels / KASTOR_NODE_LABELS")
+    except (TypeError, ValueError) as e:
+        print(f"kastor start: {e}", file=sys.stderr)
+        return 2
     session_dir = launcher.new_session_dir("head" if args.head else "node")
     logs = os.path.join(session_dir, "logs")
     token = auth.resolve_token(args.token, args.token_file)
@@ -195,7 +200,7 @@ def _start(args: argparse.Namespace) -> int:
 def _node_args(args: argparse.Namespace, address: str, session_dir: str) -> list[str]:
     out = ["--address", address, "--port", str(args.node_port), "--node-ip", args.node_ip, "--session-dir", session_dir]
     for flag, value in (("--num-cpus", args.num_cpus), ("--num-gpus", args.num_gpus), ("--memory", args.memory),
-                        ("--resources", args.resources)):
+                        ("--resources", args.resources), ("--labels", args.labels)):
         if value is not None:
             out += [flag, str(value)]
     return out
@@ -340,7 +345,8 @@ def _infeasible(nodes: list[pb.NodeInfo], actors: list[pb.ActorInfo]) -> list[di
     by_shape: dict[tuple, dict] = {}
     for n in nodes:
         for d in node_row(n)["infeasible"]:
-            row = by_shape.setdefault(tuple(sorted(d["shape"].items())), {**d, "jobs": []})
+            key = (tuple(sorted(d["shape"].items())), repr(d.get("labels")))
+            row = by_shape.setdefault(key, {**d, "jobs": []})
             row["jobs"] = sorted(set(row["jobs"]) | set(d["jobs"]))
     rows = list(by_shape.values())
     for a in actors:
@@ -372,7 +378,8 @@ def _print_status(summary: dict) -> None:
         for d in summary["infeasible"]:
             what = f"actor {d['actor']} {d['actor_id'][:8]}" if d["kind"] == "actor" else "tasks"
             jobs = ", ".join(str(j) for j in d["jobs"])
-            print(f"    {format_shape(d['shape'])}: {what} of job {jobs}")
+            labels = f" on nodes labelled {', then '.join(map(str, d['labels']))}" if d.get("labels") else ""
+            print(f"    {format_shape(d['shape'])}{labels}: {what} of job {jobs}")
 
 
 def _fetch_actors(args: argparse.Namespace) -> list[pb.ActorInfo]:

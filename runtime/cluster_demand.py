@@ -5,7 +5,7 @@ the head reports here, as Ray's autoscaler v2 does from the GCS's GetClusterReso
 
 - the work that waits: actors the head could not place, task lease requests queued on a
   node or fitting no node, and placement groups whose bundles are not reserved, each with
-  its resource shape;
+  its resource shape (and the node labels it needs: its label_selector and fallbacks);
 - the standing `request_resources()` bundles, which the cluster must be able to hold at
   once whatever runs (Ray's cluster resource constraints);
 - every alive node's resources and how long it has run nothing.
@@ -37,6 +37,15 @@ REQUESTED = "requested_resources"  # META key: the last request_resources() (a R
 
 def _shape(resources: Any) -> tuple[tuple[str, float], ...]:
     return tuple(sorted((k, float(v)) for k, v in dict(resources).items() if v))
+
+
+def _labels(selectors: Any) -> tuple[tuple[tuple[str, str], ...], ...]:
+    """Label selectors (label_selector and fallbacks) as a hashable key."""
+    return tuple(tuple(sorted(s.match.items())) for s in selectors)
+
+
+def _selectors(key: tuple[tuple[tuple[str, str], ...], ...]) -> list[pb.LabelSelector]:
+    return [pb.LabelSelector(match=dict(items)) for items in key]
 
 
 class DemandMixin:
@@ -92,20 +101,21 @@ class DemandMixin:
     # ---- RPCs ----
 
     async def GetClusterDemand(self, request, context):
-        counts: Counter[tuple[str, tuple]] = Counter()
+        counts: Counter[tuple[str, tuple, tuple]] = Counter()
         for actor_id in self.pending:
             info = self.actors.get(actor_id)
             if info is None or info.state == pb.DEAD or in_group(info.spec.required):
                 continue  # an actor in a placement group waits for its group, reported below
-            counts[("actor", _shape(info.spec.required))] += 1
+            counts[("actor", _shape(info.spec.required), _labels(info.spec.placement.labels))] += 1
         for node in self.nodes.values():
             if not node.alive:
                 continue
             for d in node.infeasible:
-                counts[("task", _shape(d.shape))] += max(d.count, 1)
+                counts[("task", _shape(d.shape), _labels(d.labels))] += max(d.count, 1)
             for d in self.queued.get(node.node_id, ()):
-                counts[("task", _shape(d.shape))] += max(d.count, 1)
-        pending = [pb.ResourceDemand(shape=dict(shape), kind=kind, count=n) for (kind, shape), n in counts.items()]
+                counts[("task", _shape(d.shape), _labels(d.labels))] += max(d.count, 1)
+        pending = [pb.ResourceDemand(shape=dict(shape), kind=kind, count=n, labels=_selectors(labels))
+                   for (kind, shape, labels), n in counts.items()]
         groups = []
         for pg_id, info in self.groups.items():
             if info.state in (pb.PG_PENDING, pb.PG_RESCHEDULING):

@@ -64,12 +64,16 @@ def add_head_flags(p: argparse.ArgumentParser, *, client_port_by_default: bool) 
 
 
 def add_node_resource_flags(p: argparse.ArgumentParser) -> None:
-    """What a node agent offers: --num-cpus (default: the host's count), --num-gpus, --memory, --resources."""
+    """What a node agent offers: --num-cpus (default: the host's count), --num-gpus, --memory, --resources,
+    and the labels work selects it by (--labels)."""
     p.add_argument("--num-cpus", type=float, default=settings.NUM_CPUS.get())
     p.add_argument("--num-gpus", type=float, default=settings.NUM_GPUS.get())
     p.add_argument("--memory", type=float, default=settings.MEMORY.get())
     p.add_argument("--resources", default=settings.RESOURCES.get(),
                    help='custom resources as JSON, e.g. \'{"accelerator": 2}\'')
+    p.add_argument("--labels", default=settings.NODE_LABELS.get(),
+                   help="node labels that label_selector= picks nodes by, as key=value pairs separated by commas, "
+                        "e.g. 'region=us-west,cpu-family=amd' (or KASTOR_NODE_LABELS)")
 
 
 def add_child_flags(p: argparse.ArgumentParser) -> None:

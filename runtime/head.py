@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import grpc
-from kastor.runtime import auth, config, flags, launcher, logging_setup, rpc, settings, tls
+from kastor.runtime import auth, config, flags, launcher, logging_setup, node_labels, rpc, settings, tls
 from kastor.runtime.cluster_demand import DemandMixin
 from kastor.runtime.ids import actor_job_id
 from kastor.runtime.placement import in_group
@@ -221,12 +221,19 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
 
     async def PickNode(self, request, context):
         required = dict(request.required)
-        candidates = [n for n in self.nodes.values() if self.schedulable(n) and fits(n.total, required)]
+        candidates = self.matching_nodes(required, request.labels)
         others = [n for n in candidates if n.node_id != request.exclude_node_id]
         others.sort(key=lambda n: not fits(n.available, required))
+        excluded = len(others) < len(candidates)
         if others:
-            return pb.PickNodeReply(found=True, node=others[0], feasible=True)
-        return pb.PickNodeReply(found=False, feasible=bool(candidates))
+            return pb.PickNodeReply(found=True, node=others[0], feasible=True, excluded_matches=excluded)
+        return pb.PickNodeReply(found=False, feasible=bool(candidates), excluded_matches=excluded)
+
+    def matching_nodes(self, required: dict[str, float], labels) -> list[pb.NodeInfo]:
+        """The schedulable nodes that can ever fit `required` and match the first of the `labels`
+        selectors (label_selector, then its fallbacks) that any of them matches."""
+        feasible = [n for n in self.nodes.values() if self.schedulable(n) and fits(n.total, required)]
+        return node_labels.choose([s.match for s in labels], feasible, lambda n: n.labels)[1]
 
     async def watch_nodes(self) -> None:
         """Declares silent nodes dead and fails over their actors.
@@ -552,8 +559,8 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
         for actor_id in list(self.pending):
             info = self.actors.get(actor_id)
             required = dict(info.spec.required) if info else {}
-            if info is not None and any(self.schedulable(n) and fits(n.available, required)
-                                        for n in self.nodes.values()):
+            if info is not None and any(fits(n.available, required)
+                                        for n in self.matching_nodes(required, info.spec.placement.labels)):
                 self._place(actor_id)
 
     def _infeasible_reason(self, spec: pb.ActorSpec) -> str:
@@ -562,8 +569,15 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
         if in_group(required):
             return ""  # it waits for its placement group, which stays pending as long as it must
         alive = [n for n in self.nodes.values() if n.alive]
-        if any(fits(n.total, required) for n in alive):
+        feasible = [n for n in alive if fits(n.total, required)]
+        selectors = [s.match for s in spec.placement.labels]
+        if feasible and node_labels.choose(selectors, feasible, lambda n: n.labels)[0] >= 0:
             return ""
+        if feasible:
+            seen = "; ".join(str(dict(sorted(n.labels.items()))) for n in feasible[:5])
+            return (f"no alive node that can fit it matches its label_selector {node_labels.describe(selectors)} "
+                    f"(node labels: {seen}). It stays PENDING until a node with matching labels joins "
+                    f"(kastor start --labels, or a worker group's labels).")
         wanted = ", ".join(f"{k}: {v:g}" for k, v in sorted(required.items()))
         have = "; ".join("{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(n.total.items())) + "}" for n in alive)
         return (f"it requires {{{wanted}}} and no alive node has that much (nodes: {have or 'none yet'}). It stays "
@@ -573,7 +587,7 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
     def _candidates(self, spec: pb.ActorSpec) -> list[pb.NodeInfo]:
         """Nodes to try, best first, per the actor's resources and scheduling_strategy."""
         required, where = dict(spec.required), spec.placement
-        nodes = [n for n in self.nodes.values() if self.schedulable(n) and fits(n.total, required)]
+        nodes = self.matching_nodes(required, where.labels)
         if where.spread:
             load = Counter(a.node_id for a in self.actors.values() if a.state == pb.ALIVE) + self.starting_on
             nodes.sort(key=lambda n: (not fits(n.available, required), load[n.node_id], -n.available.get("CPU", 0)))

@@ -14,7 +14,8 @@ from kastor.runtime import auth, config, launcher
 
 class LocalCluster:
     def __init__(self, *, num_cpus: float | None = None, num_gpus: float | None = None,
-                 memory: float | None = None, resources: dict[str, float] | None = None):
+                 memory: float | None = None, resources: dict[str, float] | None = None,
+                 labels: dict[str, str] | None = None):
         self.session_dir = launcher.new_session_dir("local")
         self.token = auth.generate_token()
         env = dict(os.environ)
@@ -34,6 +35,8 @@ class LocalCluster:
             node_args += ["--memory", str(memory)]
         if resources:
             node_args += ["--resources", json.dumps(resources)]
+        if labels:
+            node_args += ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())]
         self.node = launcher.Child("kastor.runtime.node_agent", node_args, env, os.path.join(logs, "node.log"))
         try:
             self.head.wait_ready()

@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -27,6 +28,7 @@ from kastor.runtime import (
     head_link,
     launcher,
     logging_setup,
+    node_labels,
     retry,
     rpc,
     settings,
@@ -84,7 +86,7 @@ INFEASIBLE_TTL_S = 5.0  # an infeasible shape stays reported this long after its
 
 class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
     def __init__(self, *, head_address: str, token: str, ip: str, total: dict[str, float],
-                 store_dir: str, session_dir: str, node_id: str):
+                 store_dir: str, session_dir: str, node_id: str, labels: dict[str, str] | None = None):
         self.head_address = head_address
         self.token = token
         self.metadata = auth.metadata(token)
@@ -96,16 +98,18 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         self.store_dir = store_dir
         self.session_dir = session_dir
         self.node_id = node_id
+        self.labels = node_labels.with_defaults(labels or {}, node_id)
         self.address = ""
         self.workers: dict[bytes, WorkerProc] = {}
         self.idle: deque[WorkerProc] = deque()
-        self.lease_queue: deque[tuple[dict, asyncio.Future]] = deque()
+        # (required, granted, its label selectors as a key: what the demand reports it needs)
+        self.lease_queue: deque[tuple[dict, asyncio.Future, tuple]] = deque()
         self.registrations: dict[bytes, asyncio.Future] = {}
         self.starting = 0
         self.closing = False  # set by shutdown(): no worker is started after it
         self._start_slots = asyncio.Semaphore(max_starting(total))
-        self.infeasible: dict[tuple, tuple[float, set[bytes]]] = {}  # shape -> (last asked, jobs)
-        self._no_free_elsewhere: dict[tuple, float] = {}  # shape -> until when not to ask the head again
+        self.infeasible: dict[tuple, tuple[float, set[bytes]]] = {}  # (shape, labels) -> (last asked, jobs)
+        self._no_free_elsewhere: dict[tuple, float] = {}  # (shape, labels) -> until when not to ask the head again
         self._lease_seq = 0
         self.in_flight = 0       # lease requests and actor starts being answered (busy: no drain)
         self.draining = False    # it accepted a drain (scale-down): it takes no new work
@@ -135,7 +139,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
 
     def node_info(self) -> pb.NodeInfo:
         return pb.NodeInfo(node_id=self.node_id, address=self.address, ip=self.ip, total=self.total,
-                           available=self.available, alive=True, store_dir=self.store_dir)
+                           available=self.available, alive=True, store_dir=self.store_dir, labels=self.labels)
 
     async def register_with_head(self, deadline_s: float) -> None:
         """Joins the cluster, retrying with backoff while the head comes up (a wrong token is final)."""
@@ -260,17 +264,21 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         now = time.monotonic()
         for shape in [s for s, (seen, _) in self.infeasible.items() if now - seen > INFEASIBLE_TTL_S]:
             del self.infeasible[shape]
-        return [pb.ResourceDemand(shape=dict(shape), job_ids=sorted(jobs), kind="task")
-                for shape, (_, jobs) in self.infeasible.items()]
+        return [pb.ResourceDemand(shape=dict(shape), job_ids=sorted(jobs), kind="task",
+                                  labels=[pb.LabelSelector(match=dict(s)) for s in labels])
+                for (shape, labels), (_, jobs) in self.infeasible.items()]
 
     def queued_demands(self) -> list[pb.ResourceDemand]:
-        """The shapes of lease requests waiting here for resources (demand an autoscaler may add nodes for)."""
+        """The shapes of lease requests waiting here for resources (demand an autoscaler may add nodes
+        for), with the labels they need."""
         counts: dict[tuple, int] = {}
-        for required, fut in self.lease_queue:
+        for required, fut, labels in self.lease_queue:
             if not fut.done():
-                shape = tuple(sorted((k, v) for k, v in required.items() if v))
-                counts[shape] = counts.get(shape, 0) + 1
-        return [pb.ResourceDemand(shape=dict(shape), kind="task", count=n) for shape, n in counts.items()]
+                key = (tuple(sorted((k, v) for k, v in required.items() if v)), labels)
+                counts[key] = counts.get(key, 0) + 1
+        return [pb.ResourceDemand(shape=dict(shape), kind="task", count=n,
+                                  labels=[pb.LabelSelector(match=dict(s)) for s in labels])
+                for (shape, labels), n in counts.items()]
 
     def busy_reason(self) -> str:
         """What this node runs or is about to run ("" when nothing): a drain is refused while it runs anything."""
@@ -472,23 +480,29 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         cancelled while its worker starts gives the worker back too.
         """
         required = dict(request.required)
-        while self.draining or not fits(self.total, required):  # a draining node takes nothing new
-            reply = await self.head().PickNode(pb.PickNodeRequest(required=required, exclude_node_id=self.node_id),
-                                               metadata=self.metadata, timeout=10)
+        while True:
+            here = not self.draining and fits(self.total, required)  # a draining node takes nothing new
+            if here and not request.labels:
+                break
+            reply = await self.head().PickNode(pb.PickNodeRequest(
+                required=required, exclude_node_id=self.node_id, labels=request.labels),
+                metadata=self.metadata, timeout=10)
+            if here and reply.excluded_matches:  # its labels are the ones the work's selectors pick
+                break
             if reply.found and request.allow_spillback:
                 return pb.LeaseReply(spillback_address=reply.node.address)
             if request.report_infeasible and not self.draining:
                 if in_group(required):  # its placement group is not (or no longer) reserved: it waits, unlisted
                     return await self.group_not_reserved(required)
-                return self._infeasible(required, request.job_id, pinned=reply.found)
+                return self._infeasible(required, request, pinned=reply.found)
             await asyncio.sleep(1.0)  # infeasible for now: wait for a node that fits to join
         if request.allow_spillback and not request.queue_if_busy and not fits(self.available, required):
-            elsewhere = await self._node_with_room(required)
+            elsewhere = await self._node_with_room(required, request.labels)
             if elsewhere:
                 return pb.LeaseReply(spillback_address=elsewhere)
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        entry = (required, fut)
+        entry = (required, fut, _selectors_key(request.labels))
         self.lease_queue.append(entry)
         self._dispatch()
         try:
@@ -530,38 +544,48 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             if w.state == "idle":
                 self.idle.append(w)
 
-    def _infeasible(self, required: dict[str, float], job_id: bytes, pinned: bool) -> pb.LeaseReply:
+    def _infeasible(self, required: dict[str, float], request: pb.LeaseRequest, pinned: bool) -> pb.LeaseReply:
         shape = tuple(sorted((k, v) for k, v in required.items() if v))
-        _, jobs = self.infeasible.get(shape, (0.0, set()))
-        jobs.add(job_id)
-        self.infeasible[shape] = (time.monotonic(), jobs)
+        selectors = [s.match for s in request.labels]
+        key = (shape, _selectors_key(request.labels))
+        _, jobs = self.infeasible.get(key, (0.0, set()))
+        jobs.add(request.job_id)
+        self.infeasible[key] = (time.monotonic(), jobs)
         wanted = ", ".join(f"{k}: {v:g}" for k, v in shape)
         has = ", ".join(f"{k}: {v:g}" for k, v in sorted(self.total.items()))
+        if selectors:
+            pinned_here = f"; it is pinned to node {self.node_id}, whose labels are {self.labels}" if pinned else ""
+            return pb.LeaseReply(infeasible=True, message=(
+                f"no alive node both has {{{wanted}}} and matches its label_selector "
+                f"{node_labels.describe(selectors)}{pinned_here}. It stays pending until a node with matching "
+                f"labels joins (kastor start --labels, or a worker group's labels)."))
         where = f"it is pinned to node {self.node_id}, which has only {{{has}}}" if pinned else \
             f"no alive node in the cluster has that much (this node has {{{has}}})"
         return pb.LeaseReply(infeasible=True, message=(
             f"it requires {{{wanted}}} and {where}. It stays pending until a node that fits joins; otherwise "
             f"lower its resource request (num_cpus, num_gpus, memory, resources)."))
 
-    async def _node_with_room(self, required: dict[str, float]) -> str:
-        """Another alive node that the head last saw with `required` free, or "" (cached briefly)."""
-        shape = tuple(sorted(required.items()))
+    async def _node_with_room(self, required: dict[str, float], labels: Sequence[pb.LabelSelector] = ()) -> str:
+        """Another alive node (one the work's `labels` pick) that the head last saw with `required`
+        free, or "" (cached briefly)."""
+        key = (tuple(sorted(required.items())), _selectors_key(labels))
         now = time.monotonic()
-        if self._no_free_elsewhere.get(shape, 0.0) > now:
+        if self._no_free_elsewhere.get(key, 0.0) > now:
             return ""
         try:
-            reply = await self.head().PickNode(pb.PickNodeRequest(required=required, exclude_node_id=self.node_id),
+            reply = await self.head().PickNode(pb.PickNodeRequest(required=required, exclude_node_id=self.node_id,
+                                                                  labels=labels),
                                                metadata=self.metadata, timeout=10)
         except grpc.aio.AioRpcError:
             reply = pb.PickNodeReply()
         if reply.found and fits(reply.node.available, required):
             return reply.node.address
-        self._no_free_elsewhere[shape] = now + config.HEARTBEAT_INTERVAL_S
+        self._no_free_elsewhere[key] = now + config.HEARTBEAT_INTERVAL_S
         return ""
 
     def _dispatch(self) -> None:
         for entry in list(self.lease_queue):
-            required, fut = entry
+            required, fut, _ = entry
             if fut.done():
                 self.lease_queue.remove(entry)
             elif fits(self.available, required):
@@ -803,6 +827,11 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         shutil.rmtree(self.store_dir, ignore_errors=True)
 
 
+def _selectors_key(labels: Sequence[pb.LabelSelector]) -> tuple:
+    """Label selectors (LabelSelector messages) as a hashable key."""
+    return tuple(tuple(sorted(s.match.items())) for s in labels)
+
+
 def _kill(proc: asyncio.subprocess.Process | ForkedProcess) -> None:
     """SIGKILL, which also ends a stopped process; one already gone is fine."""
     try:
@@ -826,6 +855,14 @@ def parse_resources(args: argparse.Namespace) -> dict[str, float]:
     return total
 
 
+def parse_labels(args: argparse.Namespace) -> dict[str, str]:
+    """The node's own labels, from --labels / KASTOR_NODE_LABELS (`k=v,k2=v2`)."""
+    try:
+        return node_labels.parse_node_labels(args.labels, "--labels / KASTOR_NODE_LABELS")
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"node agent: {e}") from None
+
+
 async def serve(args: argparse.Namespace) -> int:
     token = auth.resolve_token(args.token, args.token_file)
     if not token:
@@ -836,7 +873,7 @@ async def serve(args: argparse.Namespace) -> int:
     store_dir = os.path.join(args.store_root or config.default_store_root(), f"kastor-{node_id}")
     os.makedirs(store_dir, exist_ok=True)
     agent = NodeAgent(head_address=args.address, token=token, ip=args.node_ip, total=parse_resources(args),
-                      store_dir=store_dir, session_dir=session_dir, node_id=node_id)
+                      store_dir=store_dir, session_dir=session_dir, node_id=node_id, labels=parse_labels(args))
     server = rpc.server(token)
     pb_grpc.add_NodeAgentServicer_to_server(agent, server)
     try:
@@ -853,7 +890,7 @@ async def serve(args: argparse.Namespace) -> int:
     reaper = asyncio.get_running_loop().create_task(agent.reap_idle_forever())
     sweeper = asyncio.get_running_loop().create_task(agent.sweep_dead_owners_forever())
     launcher.announce_ready(args.ready_fd, agent.address)
-    log.info("node agent %s serving on %s with %s", node_id, agent.address, agent.total)
+    log.info("node agent %s serving on %s with %s, labels %s", node_id, agent.address, agent.total, agent.labels)
     stop = asyncio.get_running_loop().create_task(launcher.wait_for_stop(args.exit_with_parent))
     try:
         # Ends on a stop request, or when the heartbeat gives up on a head that is gone for good.

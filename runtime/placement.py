@@ -16,7 +16,7 @@ still lands on the bundle's node.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from kastor.runtime.resources import fits
 
@@ -104,30 +104,37 @@ def own_cpus(held: Mapping[str, float]) -> float:
 
 
 def plan(bundles: Sequence[Mapping[str, float]], strategy: str,
-         nodes: Sequence[tuple[str, Mapping[str, float]]]) -> list[str] | None:
+         nodes: Sequence[tuple[str, Mapping[str, float]]],
+         allowed: Sequence[Collection[str] | None] | None = None) -> list[str] | None:
     """A node id per bundle, or None when the strategy cannot place every bundle now.
 
     `nodes` are (node id, free resources), best first. PACK puts every bundle on one node if
     one fits them all and otherwise packs greedily; STRICT_PACK needs one node for all;
     SPREAD puts each bundle on the node with the fewest of the group's bundles so far;
-    STRICT_SPREAD needs a distinct node per bundle.
+    STRICT_SPREAD needs a distinct node per bundle. `allowed` (one per bundle, None: any)
+    keeps a bundle to the nodes its bundle_label_selector matches.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown placement strategy {strategy!r}")
     free = {node_id: dict(avail) for node_id, avail in nodes}
     order = [node_id for node_id, _ in nodes]
+    limits = list(allowed) if allowed is not None else [None] * len(bundles)
+
+    def may(i: int, node_id: str) -> bool:
+        return limits[i] is None or node_id in limits[i]  # type: ignore[operator]
+
     if strategy in ("PACK", "STRICT_PACK"):
         whole = base_total(bundles)
         for node_id in order:
-            if fits(free[node_id], whole):
+            if fits(free[node_id], whole) and all(may(i, node_id) for i in range(len(bundles))):
                 return [node_id] * len(bundles)
         if strategy == "STRICT_PACK":
             return None
     if strategy == "STRICT_SPREAD":
-        return _distinct(list(bundles), order, free, [])
+        return _distinct(list(bundles), order, free, [], may)
     chosen: list[str] = []
-    for bundle in bundles:
-        fitting = [n for n in order if fits(free[n], bundle)]
+    for i, bundle in enumerate(bundles):
+        fitting = [n for n in order if fits(free[n], bundle) and may(i, n)]
         if not fitting:
             return None
         if strategy == "PACK":
@@ -141,14 +148,14 @@ def plan(bundles: Sequence[Mapping[str, float]], strategy: str,
 
 
 def _distinct(bundles: list[Mapping[str, float]], order: list[str], free: dict[str, dict[str, float]],
-              chosen: list[str]) -> list[str] | None:
+              chosen: list[str], may: Callable[[int, str], bool]) -> list[str] | None:
     """STRICT_SPREAD by backtracking (groups are small): each bundle on a node no other one uses."""
     if len(chosen) == len(bundles):
         return chosen
     bundle = bundles[len(chosen)]
     for node_id in order:
-        if node_id not in chosen and fits(free[node_id], bundle):
-            found = _distinct(bundles, order, free, [*chosen, node_id])
+        if node_id not in chosen and fits(free[node_id], bundle) and may(len(chosen), node_id):
+            found = _distinct(bundles, order, free, [*chosen, node_id], may)
             if found is not None:
                 return found
     return None

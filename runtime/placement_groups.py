@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
 import grpc
-from kastor.runtime import placement
+from kastor.runtime import node_labels, placement
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.resources import fits, release, subtract
@@ -261,7 +261,8 @@ class PlacementGroupsMixin:
             missing = [i for i, where in enumerate(info.bundle_nodes) if not where]
             bundles = [dict(info.spec.bundles[i].resources) for i in missing]
             nodes = self._group_candidates(info)
-            chosen = placement.plan(bundles, info.spec.strategy, [(n.node_id, n.available) for n in nodes])
+            chosen = placement.plan(bundles, info.spec.strategy, [(n.node_id, n.available) for n in nodes],
+                                    _allowed(info, missing, nodes))
             if chosen is None:
                 reason = _pending_reason(info, nodes)
                 if reason != info.pending_reason:
@@ -342,11 +343,24 @@ def _reservation(info: pb.PlacementGroupInfo, idxs: list[int]) -> pb.BundleReser
                                 bundles=[info.spec.bundles[i] for i in idxs])
 
 
+def _allowed(info: pb.PlacementGroupInfo, indexes: list[int], nodes: list[pb.NodeInfo]) -> list[set[str] | None]:
+    """Per bundle (of `indexes`), the nodes its bundle_label_selector matches (None: any node)."""
+    selectors = info.spec.bundle_labels
+    return [{n.node_id for n in nodes if node_labels.matches(n.labels, selectors[i].match)}
+            if i < len(selectors) and selectors[i].match else None for i in indexes]
+
+
 def _pending_reason(info: pb.PlacementGroupInfo, nodes: list[pb.NodeInfo]) -> str:
     bundles = [dict(b.resources) for b in info.spec.bundles]
+    everything = list(range(len(bundles)))
     if not placement.plan(bundles, info.spec.strategy, [(n.node_id, n.total) for n in nodes]):
         return (f"no set of alive nodes can ever hold its bundles with strategy {info.spec.strategy} (it "
                 f"stays pending until nodes that fit join)")
     if not all(any(fits(n.total, b) for n in nodes) for b in bundles):
         return "a bundle is larger than any alive node"
+    if not placement.plan(bundles, info.spec.strategy, [(n.node_id, n.total) for n in nodes],
+                          _allowed(info, everything, nodes)):
+        return (f"no set of alive nodes that match its bundle_label_selector "
+                f"{[dict(s.match) for s in info.spec.bundle_labels]} can hold its bundles with strategy "
+                f"{info.spec.strategy} (it stays pending until nodes with matching labels join)")
     return "waiting for resources to free up"

@@ -184,6 +184,9 @@ NUM_GPUS = _declare("KASTOR_NUM_GPUS", "float", 0.0, "GPUs a node agent offers."
 MEMORY = _declare("KASTOR_MEMORY", "float", 0.0, "Memory (bytes) a node agent offers for `memory=` requests.")
 RESOURCES = _declare("KASTOR_RESOURCES", "str", None,
                      'Custom resources a node agent offers, as JSON, e.g. {"accelerator": 2}.')
+NODE_LABELS = _declare("KASTOR_NODE_LABELS", "str", None,
+                       "Labels a node agent carries for label_selector= scheduling, as key=value pairs separated "
+                       "by commas, e.g. region=us-west,cpu-family=amd (kastor.io/node-id is always set).")
 HEARTBEAT_INTERVAL_S = _declare("KASTOR_HEARTBEAT_INTERVAL_S", "float", 0.5,
                                 "How often a node agent reports to the head.")
 NODE_HEAD_LOSS_TIMEOUT_S = _declare("KASTOR_NODE_HEAD_LOSS_TIMEOUT_S", "float", 600.0,

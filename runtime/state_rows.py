@@ -20,15 +20,19 @@ def lease_row(lease: pb.LeaseInfo) -> dict:
 
 
 def demand_row(demand: pb.ResourceDemand) -> dict:
-    """A resource shape that work waits for and no node can fit (infeasible)."""
-    return {"shape": dict(demand.shape), "kind": demand.kind, "jobs": sorted(_job(j) for j in demand.job_ids)}
+    """A resource shape that work waits for and no node can fit (infeasible); with the label
+    selectors it needs, when it has any (no node that fits matches them)."""
+    row = {"shape": dict(demand.shape), "kind": demand.kind, "jobs": sorted(_job(j) for j in demand.job_ids)}
+    if demand.labels:
+        row["labels"] = [dict(s.match) for s in demand.labels]
+    return row
 
 
 def node_row(n: pb.NodeInfo) -> dict:
     used = {name: total - n.available.get(name, total) for name, total in n.total.items()}
     return {"node_id": n.node_id, "address": n.address, "alive": n.alive,
             "total": dict(n.total), "available": dict(n.available), "used": used,
-            "object_store_dir": n.store_dir,
+            "object_store_dir": n.store_dir, "labels": dict(n.labels),
             "leases": [lease_row(x) for x in n.leases] if n.alive else [],
             "infeasible": [demand_row(d) for d in n.infeasible] if n.alive else []}
 

@@ -84,7 +84,7 @@ def submit_task(core: CoreWorker, function_id: str, name: str, args: tuple, kwar
     call = PendingCall(spec, return_ids, deps, options["max_retries"],
                        tuple(retry) if isinstance(retry, (list, tuple)) else retry,
                        key=(function_id, tuple(sorted(required.items())),
-                            placement.SerializeToString() if placement else b"",
+                            placement.SerializeToString(deterministic=True) if placement else b"",
                             spec.runtime_env, spec.max_calls),  # max_calls last: the task submitter reads key[-1]
                        required=required, placement=placement)
     call.pins = pins

@@ -19,7 +19,7 @@ import time
 from collections import defaultdict, deque
 
 import grpc
-from kastor.runtime import config, exceptions, task_events
+from kastor.runtime import config, exceptions, node_labels, task_events
 from kastor.runtime.exec_stream import ExecStream
 from kastor.runtime.owned_values import OwnedValues
 from kastor.runtime.peers import Peers
@@ -155,14 +155,19 @@ class TaskSubmitter:
 
     async def _first_node(self, where: pb.Placement | None) -> str | None:
         """The node agent to ask for a lease: this host's, the next one in turn (SPREAD), or the
-        pinned one. None when a task is pinned (not soft) to a node that is not alive."""
-        if where is None:
+        pinned one. None when a task is pinned (not soft) to a node that is not alive.
+
+        For work with a label_selector (and no other strategy) this host's agent is asked too:
+        it serves the work when its labels are the ones picked, and otherwise points elsewhere."""
+        if where is None or not (where.spread or where.node_id):
             return self.peers.node_address
         try:
             nodes = [n for n in (await self.peers.head_rpc("ListNodes", pb.ListRequest())).nodes if n.alive]
         except (grpc.aio.AioRpcError, ConnectionError) as e:
             log.warning("cannot list nodes to place a task (%s); asking this host's node", e)
             return self.peers.node_address
+        if where.spread and where.labels:  # SPREAD among the nodes its labels pick
+            nodes = node_labels.choose([s.match for s in where.labels], nodes, lambda n: n.labels)[1]
         if where.spread and nodes:
             nodes.sort(key=lambda n: n.node_id)
             self._spread_turn += 1
@@ -207,15 +212,16 @@ class TaskSubmitter:
             if address is None:
                 self._unschedulable(key, where)
                 return
-            spill = where is None or where.spread or where.soft
-            queued = where is not None  # SPREAD or node affinity chose this node: no spilling for busyness
+            spill = where is None or where.spread or where.soft or not where.node_id
+            # SPREAD or node affinity chose this node: no spilling for busyness.
+            queued = where is not None and bool(where.spread or where.node_id)
             wait = INFEASIBLE_RETRY_S[0]
             while True:
                 try:
                     reply = await self.peers.node_stub(address).RequestLease(
                         pb.LeaseRequest(required=required, job_id=job_id, allow_spillback=spill,
                                         owner_address=self.peers.address, queue_if_busy=queued, report_infeasible=True,
-                                        runtime_env=runtime_env),
+                                        runtime_env=runtime_env, labels=where.labels if where is not None else ()),
                         metadata=self.peers.metadata)
                 except grpc.aio.AioRpcError as e:
                     if self._closed:

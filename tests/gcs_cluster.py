@@ -51,7 +51,7 @@ class GcsCluster:
         sigkill(self.head)
 
     def add_node(self, node_id: str, num_cpus: float = 2, resources: dict | None = None,
-                 head_address: str | None = None) -> None:
+                 head_address: str | None = None, labels: dict[str, str] | None = None) -> None:
         """Starts a node agent; `head_address` lets it reach the head another way (a TcpProxy)."""
         session = self.tmp / f"session-{node_id}"
         (session / "logs").mkdir(parents=True, exist_ok=True)
@@ -59,6 +59,8 @@ class GcsCluster:
                 "--session-dir", str(session)]
         if resources:
             args += ["--resources", json.dumps(resources)]
+        if labels:
+            args += ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())]
         child = launcher.Child("kastor.runtime.node_agent", args, self.env, str(self.tmp / "logs" / f"{node_id}.log"))
         child.wait_ready()
         self.nodes[node_id] = child

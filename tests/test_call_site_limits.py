@@ -1,6 +1,9 @@
 """What Ray refuses at the call site before anything runs (issue 13, group 1): a function or
 actor class too large once pickled (Ray's test_oversized_function), and malformed
-`label_selector` / `fallback_strategy` options (Ray's label-selector argument tests)."""
+`label_selector` / `fallback_strategy` options (Ray's label-selector argument tests); where
+well-formed ones place work, tests/test_labels.py."""
+
+import warnings
 
 import kastor
 import numpy as np
@@ -42,7 +45,8 @@ def test_a_mid_sized_function_is_warned_about_and_runs():
 @pytest.mark.parametrize("selector", [{"ray.io/accelerator-type": "A100"}, {"region": "!us-west"},
                                       {"zone": "in(a, b)"}, {"zone": "!in(a,b)"}, {"example.com/tier": ""}])
 def test_well_formed_label_selectors_are_accepted(selector):
-    with pytest.warns(UserWarning, match="ignores it"):  # nodes carry no labels on Kastor yet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # they are honoured now, not ignored with a warning
         kastor.remote(label_selector=selector)(lambda: 1)
 
 
@@ -62,7 +66,8 @@ def test_malformed_label_selectors_fail_at_the_call_site(selector, error, messag
 
 
 def test_fallback_strategy_is_a_list_of_label_selectors():
-    with pytest.warns(UserWarning, match="'fallback_strategy'"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         kastor.remote(fallback_strategy=[{"label_selector": {"zone": "a"}}, {"label_selector": {}}])(lambda: 1)
     with pytest.raises(TypeError, match="must be a list"):
         kastor.remote(fallback_strategy={"label_selector": {}})(lambda: 1)

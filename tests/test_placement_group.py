@@ -237,8 +237,12 @@ def test_bad_arguments_are_named(cluster):
         placement_group([{"CPU": 0}])
     with pytest.raises(ValueError, match="lifetime"):
         placement_group([{"CPU": 1}], lifetime="forever")
-    with pytest.warns(UserWarning, match="bundle_label_selector"):
-        remove_placement_group(placement_group([{"CPU": 0.1}], bundle_label_selector=[{"zone": "a"}]))
+    with pytest.warns(UserWarning, match="_soft_target_node_id"):
+        remove_placement_group(placement_group([{"CPU": 0.1}], _soft_target_node_id="n1"))
+    with pytest.raises(ValueError, match="1 selector.s. for 2 bundle.s.: give one per bundle"):
+        placement_group([{"CPU": 0.1}] * 2, bundle_label_selector=[{"zone": "a"}])
+    with pytest.raises(ValueError, match="Invalid label key name"):
+        placement_group([{"CPU": 0.1}], bundle_label_selector=[{"-zone": "a"}])
     pg = placement_group([{"CPU": 0.1}])
     try:
         with pytest.raises(ValueError, match="placement_group_bundle_index"):

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
+from kastor import labels
 from kastor.runtime import placement
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.resources import fits
@@ -138,12 +139,30 @@ def _bundle_reservation_check():
     return _check_fn
 
 
+def _check_bundle_selectors(selectors: Any, count: int) -> list[dict[str, str]]:
+    """bundle_label_selector as Ray checks it: a list of label selectors, one per bundle ([]: none)."""
+    if selectors is None:
+        return []
+    if not isinstance(selectors, list):
+        raise ValueError(f"Placement group bundle_label_selector must be a list, got {type(selectors).__name__}.")
+    if selectors and len(selectors) != count:
+        raise ValueError(f"Placement group bundle_label_selector has {len(selectors)} selector(s) for {count} "
+                         f"bundle(s): give one per bundle ({{}} for a bundle that may go on any node).")
+    for selector in selectors:
+        labels.check_selector(selector, "bundle_label_selector")
+    return list(selectors)
+
+
 def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", name: str = "",
                     lifetime: str | None = None, _max_cpu_fraction_per_node: float = 1.0,
                     _soft_target_node_id: str | None = None,
                     bundle_label_selector: list[dict[str, str]] | None = None) -> PlacementGroup:
-    """Asks the head to reserve `bundles` per `strategy`; returns at once (use .ready() or .wait())."""
+    """Asks the head to reserve `bundles` per `strategy`; returns at once (use .ready() or .wait()).
+
+    `bundle_label_selector` (one label selector per bundle, as Ray's) keeps each bundle to the
+    nodes whose labels match it (see kastor.runtime.node_labels)."""
     checked = _check_bundles(bundles)
+    selectors = _check_bundle_selectors(bundle_label_selector, len(checked))
     if strategy not in placement.STRATEGIES:
         raise ValueError(f"Invalid placement group strategy {strategy!r}: use one of "
                          f"{', '.join(placement.STRATEGIES)}.")
@@ -152,11 +171,10 @@ def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", nam
     if not isinstance(name, str):
         raise TypeError(f"Placement group `name` must be a string, got {type(name).__name__}.")
     for option, value, default in (("_max_cpu_fraction_per_node", _max_cpu_fraction_per_node, 1.0),
-                                   ("_soft_target_node_id", _soft_target_node_id, None),
-                                   ("bundle_label_selector", bundle_label_selector, None)):
+                                   ("_soft_target_node_id", _soft_target_node_id, None)):
         if value != default:
             warnings.warn(f"Kastor accepts placement_group()'s {option} for Ray compatibility but ignores it: nodes "
-                          f"are chosen by resources and the strategy only.", stacklevel=2)
+                          f"are chosen by resources, labels and the strategy only.", stacklevel=2)
     from kastor.runtime import context
     from kastor.session import current_core as _core
 
@@ -167,7 +185,8 @@ def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", nam
     spec = pb.PlacementGroupSpec(placement_group_id=pg_id, name=name, namespace=core.current_namespace(),
                                  bundles=[pb.Bundle(resources=b) for b in checked], strategy=strategy,
                                  detached=lifetime == "detached", job_id=job_id,
-                                 creator_actor_id=task.actor_id if task else b"")
+                                 creator_actor_id=task.actor_id if task else b"",
+                                 bundle_labels=[pb.LabelSelector(match=s) for s in selectors])
     try:
         core.head_call("CreatePlacementGroup", spec)
     except grpc.RpcError as e:

@@ -81,14 +81,29 @@ class NestedRef(_message.Message):
     def __init__(self, object_id: _Optional[bytes] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class Placement(_message.Message):
-    __slots__ = ("spread", "node_id", "soft")
+    __slots__ = ("spread", "node_id", "soft", "labels")
     SPREAD_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     SOFT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     spread: bool
     node_id: str
     soft: bool
-    def __init__(self, spread: _Optional[bool] = ..., node_id: _Optional[str] = ..., soft: _Optional[bool] = ...) -> None: ...
+    labels: _containers.RepeatedCompositeFieldContainer[LabelSelector]
+    def __init__(self, spread: _Optional[bool] = ..., node_id: _Optional[str] = ..., soft: _Optional[bool] = ..., labels: _Optional[_Iterable[_Union[LabelSelector, _Mapping]]] = ...) -> None: ...
+
+class LabelSelector(_message.Message):
+    __slots__ = ("match",)
+    class MatchEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    MATCH_FIELD_NUMBER: _ClassVar[int]
+    match: _containers.ScalarMap[str, str]
+    def __init__(self, match: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
     __slots__ = ("task_id", "job_id", "function_id", "method", "args", "ref_args", "num_returns", "name", "parent_task_id", "actor_id", "attempt", "owner_address", "owner_worker_id", "gpu_ids", "namespace", "generator", "env_vars", "concurrency_group", "stream_items", "max_calls", "num_cpus", "runtime_env", "placement_group")
@@ -326,7 +341,7 @@ class ActorInfo(_message.Message):
     def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., state: _Optional[_Union[ActorState, str]] = ..., address: _Optional[str] = ..., node_id: _Optional[str] = ..., pid: _Optional[int] = ..., num_restarts: _Optional[int] = ..., death_cause: _Optional[str] = ..., death_error: _Optional[_Union[Value, _Mapping]] = ..., version: _Optional[int] = ..., worker_id: _Optional[bytes] = ..., killed: _Optional[bool] = ..., pending_reason: _Optional[str] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "address", "ip", "total", "available", "alive", "last_heartbeat", "store_dir", "leases", "infeasible")
+    __slots__ = ("node_id", "address", "ip", "total", "available", "alive", "last_heartbeat", "store_dir", "leases", "infeasible", "labels")
     class TotalEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -341,6 +356,13 @@ class NodeInfo(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     IP_FIELD_NUMBER: _ClassVar[int]
@@ -351,6 +373,7 @@ class NodeInfo(_message.Message):
     STORE_DIR_FIELD_NUMBER: _ClassVar[int]
     LEASES_FIELD_NUMBER: _ClassVar[int]
     INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     ip: str
@@ -361,7 +384,8 @@ class NodeInfo(_message.Message):
     store_dir: str
     leases: _containers.RepeatedCompositeFieldContainer[LeaseInfo]
     infeasible: _containers.RepeatedCompositeFieldContainer[ResourceDemand]
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., ip: _Optional[str] = ..., total: _Optional[_Mapping[str, float]] = ..., available: _Optional[_Mapping[str, float]] = ..., alive: _Optional[bool] = ..., last_heartbeat: _Optional[float] = ..., store_dir: _Optional[str] = ..., leases: _Optional[_Iterable[_Union[LeaseInfo, _Mapping]]] = ..., infeasible: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., ip: _Optional[str] = ..., total: _Optional[_Mapping[str, float]] = ..., available: _Optional[_Mapping[str, float]] = ..., alive: _Optional[bool] = ..., last_heartbeat: _Optional[float] = ..., store_dir: _Optional[str] = ..., leases: _Optional[_Iterable[_Union[LeaseInfo, _Mapping]]] = ..., infeasible: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class LeaseInfo(_message.Message):
     __slots__ = ("worker_id", "pid", "job_id", "owner_address", "resources", "actor_id", "blocked")
@@ -389,7 +413,7 @@ class LeaseInfo(_message.Message):
     def __init__(self, worker_id: _Optional[bytes] = ..., pid: _Optional[int] = ..., job_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., resources: _Optional[_Mapping[str, float]] = ..., actor_id: _Optional[bytes] = ..., blocked: _Optional[bool] = ...) -> None: ...
 
 class ResourceDemand(_message.Message):
-    __slots__ = ("shape", "job_ids", "kind", "count")
+    __slots__ = ("shape", "job_ids", "kind", "count", "labels")
     class ShapeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -401,11 +425,13 @@ class ResourceDemand(_message.Message):
     JOB_IDS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     shape: _containers.ScalarMap[str, float]
     job_ids: _containers.RepeatedScalarFieldContainer[bytes]
     kind: str
     count: int
-    def __init__(self, shape: _Optional[_Mapping[str, float]] = ..., job_ids: _Optional[_Iterable[bytes]] = ..., kind: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+    labels: _containers.RepeatedCompositeFieldContainer[LabelSelector]
+    def __init__(self, shape: _Optional[_Mapping[str, float]] = ..., job_ids: _Optional[_Iterable[bytes]] = ..., kind: _Optional[str] = ..., count: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[LabelSelector, _Mapping]]] = ...) -> None: ...
 
 class RegisterNodeReply(_message.Message):
     __slots__ = ("cluster_id", "node_death_timeout_s")
@@ -654,7 +680,7 @@ class FunctionKey(_message.Message):
     def __init__(self, function_id: _Optional[str] = ...) -> None: ...
 
 class PickNodeRequest(_message.Message):
-    __slots__ = ("required", "exclude_node_id")
+    __slots__ = ("required", "exclude_node_id", "labels")
     class RequiredEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -664,19 +690,23 @@ class PickNodeRequest(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     REQUIRED_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     required: _containers.ScalarMap[str, float]
     exclude_node_id: str
-    def __init__(self, required: _Optional[_Mapping[str, float]] = ..., exclude_node_id: _Optional[str] = ...) -> None: ...
+    labels: _containers.RepeatedCompositeFieldContainer[LabelSelector]
+    def __init__(self, required: _Optional[_Mapping[str, float]] = ..., exclude_node_id: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[LabelSelector, _Mapping]]] = ...) -> None: ...
 
 class PickNodeReply(_message.Message):
-    __slots__ = ("found", "node", "feasible")
+    __slots__ = ("found", "node", "feasible", "excluded_matches")
     FOUND_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     FEASIBLE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_MATCHES_FIELD_NUMBER: _ClassVar[int]
     found: bool
     node: NodeInfo
     feasible: bool
-    def __init__(self, found: _Optional[bool] = ..., node: _Optional[_Union[NodeInfo, _Mapping]] = ..., feasible: _Optional[bool] = ...) -> None: ...
+    excluded_matches: bool
+    def __init__(self, found: _Optional[bool] = ..., node: _Optional[_Union[NodeInfo, _Mapping]] = ..., feasible: _Optional[bool] = ..., excluded_matches: _Optional[bool] = ...) -> None: ...
 
 class ClusterDemand(_message.Message):
     __slots__ = ("pending", "placement_groups", "requested", "nodes")
@@ -763,7 +793,7 @@ class CheckpointStoreReply(_message.Message):
     def __init__(self, redis_address: _Optional[str] = ..., redis_password: _Optional[str] = ..., key_prefix: _Optional[str] = ...) -> None: ...
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("required", "job_id", "allow_spillback", "owner_address", "queue_if_busy", "report_infeasible", "runtime_env")
+    __slots__ = ("required", "job_id", "allow_spillback", "owner_address", "queue_if_busy", "report_infeasible", "runtime_env", "labels")
     class RequiredEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -778,6 +808,7 @@ class LeaseRequest(_message.Message):
     QUEUE_IF_BUSY_FIELD_NUMBER: _ClassVar[int]
     REPORT_INFEASIBLE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_ENV_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     required: _containers.ScalarMap[str, float]
     job_id: bytes
     allow_spillback: bool
@@ -785,7 +816,8 @@ class LeaseRequest(_message.Message):
     queue_if_busy: bool
     report_infeasible: bool
     runtime_env: str
-    def __init__(self, required: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[bytes] = ..., allow_spillback: _Optional[bool] = ..., owner_address: _Optional[str] = ..., queue_if_busy: _Optional[bool] = ..., report_infeasible: _Optional[bool] = ..., runtime_env: _Optional[str] = ...) -> None: ...
+    labels: _containers.RepeatedCompositeFieldContainer[LabelSelector]
+    def __init__(self, required: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[bytes] = ..., allow_spillback: _Optional[bool] = ..., owner_address: _Optional[str] = ..., queue_if_busy: _Optional[bool] = ..., report_infeasible: _Optional[bool] = ..., runtime_env: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[LabelSelector, _Mapping]]] = ...) -> None: ...
 
 class LeaseReply(_message.Message):
     __slots__ = ("granted", "worker_address", "worker_id", "spillback_address", "gpu_ids", "infeasible", "message", "runtime_env_error", "placement_group_removed")
@@ -1039,7 +1071,7 @@ class Bundle(_message.Message):
     def __init__(self, resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class PlacementGroupSpec(_message.Message):
-    __slots__ = ("placement_group_id", "name", "namespace", "bundles", "strategy", "detached", "job_id", "creator_actor_id")
+    __slots__ = ("placement_group_id", "name", "namespace", "bundles", "strategy", "detached", "job_id", "creator_actor_id", "bundle_labels")
     PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
@@ -1048,6 +1080,7 @@ class PlacementGroupSpec(_message.Message):
     DETACHED_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     CREATOR_ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_LABELS_FIELD_NUMBER: _ClassVar[int]
     placement_group_id: bytes
     name: str
     namespace: str
@@ -1056,7 +1089,8 @@ class PlacementGroupSpec(_message.Message):
     detached: bool
     job_id: bytes
     creator_actor_id: bytes
-    def __init__(self, placement_group_id: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[Bundle, _Mapping]]] = ..., strategy: _Optional[str] = ..., detached: _Optional[bool] = ..., job_id: _Optional[bytes] = ..., creator_actor_id: _Optional[bytes] = ...) -> None: ...
+    bundle_labels: _containers.RepeatedCompositeFieldContainer[LabelSelector]
+    def __init__(self, placement_group_id: _Optional[bytes] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[Bundle, _Mapping]]] = ..., strategy: _Optional[str] = ..., detached: _Optional[bool] = ..., job_id: _Optional[bytes] = ..., creator_actor_id: _Optional[bytes] = ..., bundle_labels: _Optional[_Iterable[_Union[LabelSelector, _Mapping]]] = ...) -> None: ...
 
 class PlacementGroupInfo(_message.Message):
     __slots__ = ("spec", "state", "bundle_nodes", "version", "pending_reason", "created_at")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from kastor.operator import cluster_reconciler as clusters
 from kastor.operator.actions import CreatePod, DeletePod, DrainWorker
-from kastor.operator.autoscaling import Demand, GroupState, NodeState, decide
+from kastor.operator.autoscaling import Demand, GroupState, Labelled, NodeState, decide
 from kastor.operator.scaling import HeadAccess
 from kastor.runtime import k8s_contract as contract
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -240,3 +240,47 @@ def test_a_scale_down_removes_a_worker_that_is_not_ready_first_and_without_the_h
     assert not [a for a in out.actions if isinstance(a, DrainWorker)]
     two_ready = [pod("a", "worker", group="cpu", ip="10.0.0.2"), pod("b", "worker", group="cpu", ip="10.0.0.3")]
     assert len([a for a in manual_plan(None, two_ready).actions if isinstance(a, DeletePod)]) == 1
+
+
+# ---- work with a label_selector (runtime/node_labels.py) ----
+
+WEST = GroupState("west", {"CPU": 2.0}, 0, 3, current=0, labels={"region": "us-west", "kastor.io/node-group": "west"})
+EAST = GroupState("east", {"CPU": 4.0}, 0, 3, current=0, labels={"region": "us-east", "kastor.io/node-group": "east"})
+
+
+def test_labelled_work_scales_the_group_whose_labels_match_not_the_least_wasteful():
+    east = Labelled({"CPU": 1.0}, [{"region": "us-east"}])
+    d = decide([WEST, EAST], [node("a", "west")], Demand(pending=[east]), 60)
+    assert d.desired == {"west": 0, "east": 1}  # the free west node does not take it, nor does a west worker
+    assert decide([WEST, EAST], [], Demand(pending=[{"CPU": 1.0}]), 60).desired == {"west": 1, "east": 0}
+
+
+def test_fallbacks_pick_the_first_selector_a_group_matches():
+    work = Labelled({"CPU": 1.0}, [{"region": "eu"}, {"kastor.io/node-group": "!west"}, {"region": "us-west"}])
+    assert decide([WEST, EAST], [], Demand(pending=[work]), 60).desired == {"west": 0, "east": 1}
+    ray_key = Labelled({"CPU": 1.0}, [{"ray.io/node-group": "west"}])
+    assert decide([WEST, EAST], [], Demand(pending=[ray_key]), 60).desired == {"west": 1, "east": 0}
+
+
+def test_labelled_work_no_group_matches_is_reported_not_scaled_for():
+    d = decide([WEST, EAST], [], Demand(pending=[Labelled({"CPU": 1.0}, [{"accel": "H100"}])]), 60)
+    assert d.desired == {"west": 0, "east": 0} and d.infeasible == ({"CPU": 1.0},)
+    assert "{CPU: 1} with label_selector {'accel': 'H100'} matches no worker group's labels" in d.summary
+
+
+def test_a_pending_actors_label_selector_picks_the_group_to_scale():
+    spec = {**SCALING_SPEC, "workerGroups": [*SCALING_SPEC["workerGroups"],
+                                             {"name": "west", "replicas": 0, "maxReplicas": 2,
+                                              "labels": {"region": "us-west"}}]}
+    body = cr("ActorCluster", "demo", spec, {"phase": "Ready"})
+    selector = pb.LabelSelector(match={"region": "us-west"})
+    demand = pb.ClusterDemand(pending=[pb.ResourceDemand(shape={"CPU": 1.0}, kind="actor", count=1,
+                                                         labels=[selector])],
+                              nodes=[usage("w1", "10.0.0.2", {"CPU": 1.0})])  # free, but not us-west
+    pods = [pod("demo-head", "head", ip="10.0.0.1"), pod("w1", "worker", group="cpu", ip="10.0.0.2")]
+    out = clusters.plan(clusters.Observed(body, pods, registered={"10.0.0.1", "10.0.0.2"}, head_asked=True,
+                                          demand=demand, head_access=ACCESS, scaled_at="2026-11-30T00:00:00+00:00"))
+    made = [a.pod for a in out.actions if isinstance(a, CreatePod)]
+    assert [p["metadata"]["labels"][contract.LABEL_GROUP] for p in made] == ["west"]
+    args = made[0]["spec"]["containers"][0]["args"]
+    assert args[args.index("--labels") + 1] == "kastor.io/node-group=west,region=us-west"

@@ -97,6 +97,14 @@ def test_worker_pod_advertises_its_resources_and_joins_through_the_service():
     assert args[args.index("--resources") + 1] == '{"TPU": 2.0}'
 
 
+def test_a_worker_group_labels_its_nodes_for_label_selector():
+    spec = parse_cluster({**CLUSTER["spec"], "workerGroups": [{"name": "gpu", "labels": {"region": "us-west"}}]})
+    args = build_cluster.worker_pod(CLUSTER, spec, spec.worker_groups[0])["spec"]["containers"][0]["args"]
+    assert args[args.index("--labels") + 1] == "kastor.io/node-group=gpu,region=us-west"
+    with pytest.raises(SpecError, match=r"spec.workerGroups\[0\].labels: invalid value `a b` for label `zone`"):
+        parse_cluster({"image": "i", "workerGroups": [{"name": "a", "labels": {"zone": "a b"}}]})
+
+
 def test_the_service_client_port_is_the_heads_client_port():
     spec = parse_cluster(CLUSTER["spec"])
     ports = {p["name"]: p for p in build_cluster.head_service(CLUSTER, spec)["spec"]["ports"]}

@@ -219,6 +219,19 @@ def test_unknown_fields_are_pruned_and_preserved_ones_kept(api):
     assert stored["head"]["ports"]["control"] == 6380
 
 
+def test_a_worker_groups_node_labels_are_kept_and_must_be_strings(api):
+    objects = kubernetes.client.CustomObjectsApi(api)
+    group = {"name": "gpu", "labels": {"region": "us-west", "ray.io/accelerator-type": "H100"}}
+    objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", custom_object(
+        "actorclusters", "labelled", {"image": "kastor:dev", "workerGroups": [group]}))
+    stored = objects.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "labelled")["spec"]
+    assert stored["workerGroups"][0]["labels"] == group["labels"]
+    with pytest.raises(kubernetes.client.ApiException) as e:
+        objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", custom_object(
+            "actorclusters", "badlabels", {"image": "kastor:dev", "workerGroups": [{"name": "a", "labels": {"n": 5}}]}))
+    assert e.value.status == 422 and "labels" in e.value.body
+
+
 def test_service_name_that_is_not_a_dns_label_is_rejected(api):
     core = kubernetes.client.CoreV1Api(api)
 
