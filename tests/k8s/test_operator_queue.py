@@ -97,3 +97,19 @@ def test_the_queue_coalesces_events_requeues_as_told_and_forgets_what_is_gone():
     finally:
         release.set()
         queue.stop()
+
+
+@pytest.mark.parametrize("phase, settled", [("Ready", False), ("Pending", False), ("Degraded", False),
+                                            ("Suspended", True), ("Failed", True)])
+def test_a_running_cluster_is_polled_a_suspended_or_failed_one_waits_for_the_resync(phase, settled):
+    """A running cluster is polled (its head says which nodes it lost, what work waits); a
+    suspended one, or one whose spec cannot run, changes only with its spec."""
+    from kastor.operator import cluster_reconciler
+    assert cluster_reconciler.settled({"phase": phase}) is settled
+
+
+@pytest.mark.parametrize("state, settled", [("Alive", False), ("Pending", False), ("Restarting", False),
+                                            ("Dead", True)])
+def test_only_a_dead_actor_waits_for_the_long_resync(state, settled):
+    from kastor.operator import actor_reconciler
+    assert actor_reconciler.settled({"state": state}) is settled
