@@ -103,7 +103,7 @@ def test_liveness_answers_while_every_reconcile_thread_waits(real_k8s, api, name
         create_cluster(api, "slow-b")
         wait_until(lambda: recorder.held() >= 2, f"two reconciles waiting on the API server (log: {log})",
                    CONTROLLER_DEADLINE_S)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=8) as reply:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=15) as reply:
             assert reply.status == 200
         assert recorder.held() >= 2, "the reconciles were still waiting when the probe answered"
     finally:
