@@ -87,10 +87,17 @@ class Observed:
 
 
 def reconcile(kube: Kube, head: HeadClient, body: dict[str, Any],
-              locks: skeleton.Locks | None = None) -> dict[str, Any]:
-    """Reconciles one DetachedActor (observe, plan, act, write status); returns the status it wrote."""
+              locks: skeleton.Locks | None = None) -> dict[str, Any] | None:
+    """Reconciles one DetachedActor (observe, plan, act, write status); returns the status it wrote
+    (None if it is gone or being deleted)."""
     return skeleton.run(kube, head, locks or skeleton.Locks(), contract.ACTOR_PLURAL, body,
                         lambda fresh: plan(observe(kube, head, fresh)), "state")
+
+
+def settled(status: dict[str, Any]) -> bool:
+    """Whether only a spec change can change this actor (Dead), so the long resync is enough.
+    A live actor's status mirrors the GCS (restarts, checkpoints), which is polled."""
+    return status.get("state") == "Dead"
 
 
 def observe(kube: Kube, head: HeadClient, body: dict[str, Any]) -> Observed:
@@ -376,7 +383,7 @@ def delete(kube: Kube, head: HeadClient, body: dict[str, Any]) -> None:
                                     f"DetachedActor {ns}/{name} was deleted", ca=cluster.ca)
                 except grpc.RpcError as e:
                     log.warning("could not kill actor %s on deletion: %s", name, e.code().name)
-    for pod in kube.list_pods(ns, {contract.LABEL_ACTOR: name}):
+    for pod in kube.list_pods(ns, {contract.LABEL_ACTOR: name}, live=True):
         if kube.delete_pod(ns, pod["metadata"]["name"]):
             pod_events.deleted(kube, body, pod["metadata"]["name"], "actor", "ActorDeleted",
                                "the DetachedActor was deleted")

@@ -83,10 +83,18 @@ class Observed:
 
 
 def reconcile(kube: Kube, body: dict[str, Any], head: HeadClient | None = None,
-              locks: skeleton.Locks | None = None) -> dict[str, Any]:
-    """Reconciles one ActorCluster (observe, plan, act, write status); returns the status it wrote."""
+              locks: skeleton.Locks | None = None) -> dict[str, Any] | None:
+    """Reconciles one ActorCluster (observe, plan, act, write status); returns the status it wrote
+    (None if the cluster is gone or being deleted)."""
     return skeleton.run(kube, head, locks or skeleton.Locks(), contract.CLUSTER_PLURAL, body,
                         lambda fresh: plan(observe(kube, head, fresh)), "phase")
+
+
+def settled(status: dict[str, Any]) -> bool:
+    """Whether only a spec change or a pod event can change this cluster (suspended, or a spec
+    it cannot run), so the long resync is enough. A running cluster is never settled: its head
+    is asked every poll (nodes it lost, autoscaling demand), which costs the API server no LIST."""
+    return status.get("phase") in ("Suspended", "Failed")
 
 
 def observe(kube: Kube, head: HeadClient | None, body: dict[str, Any]) -> Observed:
@@ -463,7 +471,7 @@ def clean_external_redis(kube: Kube, body: dict[str, Any]) -> str:
     if not spec.redis.address:
         return "no external Redis"
     # The head must be gone first, or it could write again after the cleanup.
-    running = [p for p in kube.list_pods(meta["namespace"], {contract.LABEL_CLUSTER: meta["name"]})
+    running = [p for p in kube.list_pods(meta["namespace"], {contract.LABEL_CLUSTER: meta["name"]}, live=True)
                if p["metadata"]["labels"].get(contract.LABEL_ROLE) in ("head", "worker")]
     for pod in running:
         if not terminating(pod) and kube.delete_pod(meta["namespace"], pod["metadata"]["name"]):

@@ -1,9 +1,21 @@
-"""kopf registrations: small functions that hand each event to a reconciler.
+"""kopf registrations: small async functions that hand each event to a reconciler.
 
 Every path into a reconciler is level-triggered (it re-reads the world), so create,
 resume, spec updates, pod events and the periodic resync all call the same function and
 may overlap safely (a per-object lock serialises them). Run with `python -m kastor.operator`
 or `kopf run -m kastor.operator.handlers`.
+
+Handlers are `async def`, so kopf runs them on its event loop; the reconcilers are blocking
+(the kubernetes client, gRPC to the head) and run on the operator's own thread pool
+(`KASTOR_OPERATOR_WORKERS`), so neither kopf's loop nor the liveness probe ever waits for a
+thread a slow reconcile holds.
+
+What the operator asks of the API server: one watch per resource type, and the pod watch is
+filtered by the API server to the operator's own pods (`settings.watching.label_selectors`);
+the pods it sees fill a kopf index (`owned_pods`), which reconcilers read instead of LISTing.
+A pod event queues its owner's reconcile (`operator/resync.py` coalesces bursts); the resync
+of a settled resource comes after `KASTOR_OPERATOR_RESYNC_S` (minutes), that of one still
+settling, or of a running cluster whose head is watched, after `KASTOR_OPERATOR_POLL_S`.
 
 Only resources with something to clean up carry a finalizer: a DetachedActor (its actor
 is killed in the GCS) and an ActorCluster on an external Redis (its keys are deleted).
@@ -14,68 +26,105 @@ and garbage collection removes its children; the resync is therefore not a kopf 
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import kopf
-from kastor.operator import actor_reconciler, cluster_reconciler, kube
+from kastor.operator import actor_reconciler, cluster_reconciler, kube, pod_cache
 from kastor.operator.head_client import HeadClient
 from kastor.operator.reconcile import Locks
 from kastor.operator.resync import Resync
 from kastor.runtime import k8s_contract as contract
 from kastor.runtime import settings
 
-RESYNC_S = settings.OPERATOR_RESYNC_S.get()
 kastor_settings = settings  # kopf names its handlers' OperatorSettings argument `settings` too
 CLUSTERS = dict(group=contract.GROUP, version=contract.VERSION, plural=contract.CLUSTER_PLURAL)
 ACTORS = dict(group=contract.GROUP, version=contract.VERSION, plural=contract.ACTOR_PLURAL)
 OWNED_PODS = dict(labels={contract.LABEL_MANAGED_BY: contract.MANAGER})
+# The API server sends the operator only its own pods (kopf's `labels=` alone filters client side).
+OWNED_PODS_SELECTOR = kube.selector(OWNED_PODS["labels"])
+PROBE_TIMEOUT_S = 10.0
+T = TypeVar("T")
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, owned_pods: kopf.Index, **_: Any) -> None:
     """Annotations under kastor.dev keep kopf's bookkeeping off our status; events are posted for Warnings.
 
-    The API client, the head client and the per-object locks live in kopf's memo (every
-    handler gets a shallow copy of it, so they are shared), not in module globals.
+    The API client, the head client, the per-object locks, the reconcile pool and the pod
+    cache live in kopf's memo (every handler gets a shallow copy of it, so they are shared),
+    not in module globals.
     """
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kastor.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kastor.dev")
     settings.persistence.finalizer = "kastor.dev/finalizer"
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = kastor_settings.OPERATOR_WATCH_TIMEOUT_S.get()
-    settings.execution.max_workers = kastor_settings.OPERATOR_WORKERS.get()
+    settings.watching.label_selectors["v1", "pods"] = OWNED_PODS_SELECTOR
     kube.load_config()
-    memo.kube = kube.Kube()
+    memo.pool = ThreadPoolExecutor(kastor_settings.OPERATOR_WORKERS.get(), thread_name_prefix="kastor-reconcile")
+    memo.probe_pool = ThreadPoolExecutor(1, thread_name_prefix="kastor-probe")
+    memo.kube = kube.Kube(pods=pod_cache.PodCache(asyncio.get_running_loop(), owned_pods))
     memo.head = HeadClient()
     memo.locks = Locks()
-    memo.resync = Resync(lambda plural, ns, name: _reconcile(memo, plural, ns, name), RESYNC_S)
+    poll_s = kastor_settings.OPERATOR_POLL_S.get()
+    memo.resync = Resync(lambda plural, ns, name: _reconcile(memo, plural, ns, name, poll_s),
+                         kastor_settings.OPERATOR_RESYNC_S.get(), retry_s=poll_s)
     memo.resync.start()
 
 
 @kopf.on.cleanup()
-def close(memo: kopf.Memo, **_: Any) -> None:
+async def close(memo: kopf.Memo, **_: Any) -> None:
     if "resync" in memo:
         memo.resync.stop()
     if "head" in memo:
         memo.head.close()
+    for pool in ("pool", "probe_pool"):
+        if pool in memo:
+            memo[pool].shutdown(wait=False, cancel_futures=True)
 
 
-def _reconcile(memo: kopf.Memo, plural: str, namespace: str, name: str) -> None:
-    """Reconciles one resource by name (the reconcilers re-read it under its lock)."""
+async def _blocking(memo: kopf.Memo, fn: Callable[..., T], *args: Any) -> T:
+    """Runs a blocking reconciler call on the operator's reconcile pool, not on kopf's loop."""
+    return await asyncio.get_running_loop().run_in_executor(memo.pool, functools.partial(fn, *args))
+
+
+def _reconcile(memo: kopf.Memo, plural: str, namespace: str, name: str, poll_s: float) -> float | None:
+    """Reconciles one resource by name (the reconcilers re-read it under its lock); returns when
+    it is due again: `poll_s` while it settles or has a head to watch, None (the long resync)
+    once settled, Resync.GONE once it no longer exists."""
     body = {"metadata": {"namespace": namespace, "name": name}}
     if plural == contract.CLUSTER_PLURAL:
-        cluster_reconciler.reconcile(memo.kube, body, memo.head, memo.locks)
+        status = cluster_reconciler.reconcile(memo.kube, body, memo.head, memo.locks)
+        settled = cluster_reconciler.settled
     else:
-        actor_reconciler.reconcile(memo.kube, memo.head, body, memo.locks)
+        status = actor_reconciler.reconcile(memo.kube, memo.head, body, memo.locks)
+        settled = actor_reconciler.settled
+    if status is None:
+        return Resync.GONE
+    return None if settled(status) else poll_s
 
 
 @kopf.on.probe(id="api")
-def api_reachable(memo: kopf.Memo, **_: Any) -> str:
-    """The liveness endpoint answers only while the API server answers us."""
+async def api_reachable(memo: kopf.Memo, **_: Any) -> str:
+    """The liveness endpoint answers only while the API server answers us. The check runs on a
+    thread of its own: with every reconcile thread busy (a slow head, a slow API), the operator
+    is still alive, and a probe that queued behind them would get it restarted for nothing."""
     import kubernetes
-    kubernetes.client.VersionApi(memo.kube.api_client).get_code()
+    call = kubernetes.client.VersionApi(memo.kube.api_client).get_code
+    await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(
+        memo.probe_pool, functools.partial(call, _request_timeout=PROBE_TIMEOUT_S)), PROBE_TIMEOUT_S + 1)
     return "ok"
+
+
+@kopf.index("", "v1", "pods", **OWNED_PODS)
+async def owned_pods(namespace: str, body: kopf.Body, **_: Any) -> dict[pod_cache.IndexKey, dict[str, Any]]:
+    """The cache of the operator's pods (`pod_cache`): reconcilers read it instead of LISTing."""
+    return pod_cache.index_entries(namespace, body)
 
 
 # ---- ActorCluster ----
@@ -83,14 +132,14 @@ def api_reachable(memo: kopf.Memo, **_: Any) -> str:
 @kopf.on.create(**CLUSTERS)
 @kopf.on.resume(**CLUSTERS)
 @kopf.on.update(**CLUSTERS, field="spec")
-def cluster_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    cluster_reconciler.reconcile(memo.kube, dict(body), memo.head, memo.locks)
+async def cluster_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _blocking(memo, cluster_reconciler.reconcile, memo.kube, dict(body), memo.head, memo.locks)
 
 
 @kopf.on.event(**CLUSTERS)
 @kopf.on.event(**ACTORS)
-def track_for_resync(event: dict[str, Any], resource: kopf.Resource, namespace: str, name: str, memo: kopf.Memo,
-                     **_: Any) -> None:
+async def track_for_resync(event: dict[str, Any], resource: kopf.Resource, namespace: str, name: str,
+                           memo: kopf.Memo, **_: Any) -> None:
     """Keeps the resync's set of resources current: watch events cost no finalizer, timers did."""
     if event.get("type") == "DELETED":
         memo.resync.forget(resource.plural, namespace, name)
@@ -103,10 +152,10 @@ def _external_redis(spec: kopf.Spec, **_: Any) -> bool:
 
 
 @kopf.on.delete(**CLUSTERS, when=_external_redis, retries=60, backoff=2)
-def cluster_deleted(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
+async def cluster_deleted(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: Any) -> None:
     """Only clusters on an external Redis get this finalizer: their GCS keys outlive them."""
     try:
-        logger.info(cluster_reconciler.clean_external_redis(memo.kube, dict(body)))
+        logger.info(await _blocking(memo, cluster_reconciler.clean_external_redis, memo.kube, dict(body)))
     except cluster_reconciler.StillRunning as e:
         raise kopf.TemporaryError(str(e), delay=1) from None
 
@@ -116,25 +165,22 @@ def cluster_deleted(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo, **_: 
 @kopf.on.create(**ACTORS)
 @kopf.on.resume(**ACTORS)
 @kopf.on.update(**ACTORS, field="spec")
-def actor_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    actor_reconciler.reconcile(memo.kube, memo.head, dict(body), memo.locks)
+async def actor_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _blocking(memo, actor_reconciler.reconcile, memo.kube, memo.head, dict(body), memo.locks)
 
 
 @kopf.on.delete(**ACTORS)
-def actor_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    actor_reconciler.delete(memo.kube, memo.head, dict(body))
+async def actor_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _blocking(memo, actor_reconciler.delete, memo.kube, memo.head, dict(body))
 
 
-# ---- pods we own: react at once instead of at the next resync ----
+# ---- pods we own: their owner's reconcile is queued at once instead of waiting for a resync ----
 
 @kopf.on.event("", "v1", "pods", **OWNED_PODS)
-def owned_pod_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def owned_pod_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    """No API call here: the queue coalesces a burst of pod events into one reconcile of the owner."""
     labels = body.get("metadata", {}).get("labels", {})
     if contract.LABEL_ACTOR in labels:
-        cr = memo.kube.get_custom(contract.ACTOR_PLURAL, namespace, labels[contract.LABEL_ACTOR])
-        if cr is not None:
-            actor_reconciler.reconcile(memo.kube, memo.head, cr, memo.locks)
+        memo.resync.soon(contract.ACTOR_PLURAL, namespace, labels[contract.LABEL_ACTOR])
     elif contract.LABEL_CLUSTER in labels:
-        cr = memo.kube.get_custom(contract.CLUSTER_PLURAL, namespace, labels[contract.LABEL_CLUSTER])
-        if cr is not None:
-            cluster_reconciler.reconcile(memo.kube, cr, memo.head, memo.locks)
+        memo.resync.soon(contract.CLUSTER_PLURAL, namespace, labels[contract.LABEL_CLUSTER])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, Protocol
 
 import kubernetes
 from kastor.runtime import k8s_contract as contract
@@ -33,10 +33,22 @@ def selector(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
+class PodSource(Protocol):
+    """Where reconcilers read the pods they own (`pod_cache.PodCache`), told of every write."""
+
+    def list(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]: ...
+    def created(self, namespace: str, pod: dict[str, Any]) -> None: ...
+    def deleted(self, namespace: str, name: str) -> None: ...
+
+
 class Kube:
+    """`pods`: the cache reconcilers read their pods from (no LIST per reconcile); without one,
+    every `list_pods` is a LIST (tests, and the cleanup paths that pass `live=True`)."""
+
     def __init__(self, api_client: kubernetes.client.ApiClient | None = None,
-                 request_timeout: tuple[float, float] = REQUEST_TIMEOUT):
+                 request_timeout: tuple[float, float] = REQUEST_TIMEOUT, pods: PodSource | None = None):
         self.api_client = api_client or kubernetes.client.ApiClient()
+        self._pods = pods
         self._call: dict[str, Any] = {"_preload_content": False, "_request_timeout": request_timeout}
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
@@ -49,23 +61,31 @@ class Kube:
 
     # ---- pods ----
 
-    def list_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    def list_pods(self, namespace: str, labels: dict[str, str], live: bool = False) -> list[dict[str, Any]]:
+        """The pods with these labels: from the pod cache if there is one (unless `live`), else a LIST."""
+        if self._pods is not None and not live:
+            return self._pods.list(namespace, labels)
         reply = self.core.list_namespaced_pod(namespace, label_selector=selector(labels), **self._call)
         return self._json(reply)["items"]
 
     def create_pod(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            return self._json(self.core.create_namespaced_pod(namespace, pod, **self._call))
+            created = self._json(self.core.create_namespaced_pod(namespace, pod, **self._call))
         except ApiException as e:
             if e.status == 409:
                 return None
             raise
+        if self._pods is not None:
+            self._pods.created(namespace, created)
+        return created
 
     def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> bool:
         """Deletes the pod (with its own grace period unless `grace_seconds` says otherwise: 0 is a
         force delete, for a pod nothing can still be running); False if it was gone already."""
         try:
             self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds, **self._call)
+            if self._pods is not None:
+                self._pods.deleted(namespace, name)
             return True
         except ApiException as e:
             if e.status == 404:
@@ -138,7 +158,14 @@ class Kube:
                                            **self._call)
 
     def ensure_claim(self, namespace: str, claim: dict[str, Any]) -> None:
-        """Creates a PersistentVolumeClaim unless it exists (a DetachedActor's state volume)."""
+        """Creates a PersistentVolumeClaim unless it exists (a DetachedActor's state volume): a GET
+        first, so a reconcile of an actor whose claim exists writes nothing."""
+        try:
+            self.core.read_namespaced_persistent_volume_claim(claim["metadata"]["name"], namespace, **self._call)
+            return
+        except ApiException as e:
+            if e.status != 404:
+                raise
         try:
             self.core.create_namespaced_persistent_volume_claim(namespace, claim, **self._call)
         except ApiException as e:

@@ -36,16 +36,17 @@ class Locks:
 
 @metrics.counted(plural_arg=3)
 def run(kube: Kube, head: HeadClient | None, locks: Locks, plural: str, body: dict[str, Any],
-        step: Callable[[dict[str, Any]], actions.Plan], state_key: str) -> dict[str, Any]:
+        step: Callable[[dict[str, Any]], actions.Plan], state_key: str) -> dict[str, Any] | None:
     """Re-reads the resource under its lock, plans with `step(fresh)`, applies the plan and
-    writes its status if it changed (ignoring condition timestamps); returns that status.
+    writes its status if it changed (ignoring condition timestamps); returns that status, or
+    None if the resource is gone or being deleted.
     `state_key` names the status field whose transitions are logged (phase, state)."""
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
     with locks.of(plural, ns, name):
         fresh = kube.get_custom(plural, ns, name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            return (fresh or body).get("status") or {}
+            return None
         plan = step(fresh)
         actions.apply(kube, head, fresh, plan)
         old = fresh.get("status") or {}

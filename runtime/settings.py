@@ -263,8 +263,13 @@ TLS_SERVER_NAME = _declare("KASTOR_TLS_SERVER_NAME", "str", "kastor",
                            "The name checked in the server's certificate.")
 
 # ---- the operator ----
-OPERATOR_RESYNC_S = _declare("KASTOR_OPERATOR_RESYNC_S", "float", 5.0,
-                             "How often the operator re-reconciles every resource even without events.")
+OPERATOR_RESYNC_S = _declare("KASTOR_OPERATOR_RESYNC_S", "float", 300.0,
+                             "How often the operator re-reconciles a settled resource without any event (pod "
+                             "events and spec changes act at once); see docs/kubernetes/operator.md.")
+OPERATOR_POLL_S = _declare("KASTOR_OPERATOR_POLL_S", "float", 5.0,
+                           "How often the operator re-reconciles a resource that is still settling, or a running "
+                           "cluster whose head it watches (lost nodes, autoscaling); reads pods from its cache, "
+                           "so it LISTs nothing.")
 OPERATOR_WATCH_TIMEOUT_S = _declare("KASTOR_OPERATOR_WATCH_TIMEOUT_S", "int", 300,
                                     "How long one Kubernetes watch request of the operator lasts before it is "
                                     "reopened.")
@@ -273,7 +278,8 @@ OPERATOR_LOST_NODE_GRACE_S = _declare(
     "How long a node must be NotReady/Unknown before the operator replaces its not-Ready pods (and, past "
     "their grace period, force-deletes them once Terminating); see docs/kubernetes/operator.md.")
 OPERATOR_WORKERS = _declare("KASTOR_OPERATOR_WORKERS", "int", 8,
-                            "Threads the operator runs its (blocking) reconcilers on.")
+                            "Threads the operator runs its (blocking) reconcilers on; kopf's event loop and the "
+                            "liveness probe do not share them.")
 
 # ---- set by Kastor for its own processes ----
 HEAD_ADDRESS = _declare("KASTOR_HEAD_ADDRESS", "str", None, "The head a worker reports to", internal=True)

@@ -125,6 +125,7 @@ class EmulatedCluster:
         """An operator process peering with any other (kopf's leader election), with a liveness endpoint.
         KASTOR_TEST_OPERATOR_VERBOSE=1 makes it log at DEBUG, kopf's reasoning included."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": str(self.resync_s),
+               "KASTOR_OPERATOR_POLL_S": str(self.resync_s),
                "PYTHONUNBUFFERED": "1"}
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -38,7 +38,7 @@ def cluster(real_k8s, api, tmp_path_factory) -> Iterator[RealCluster]:  # noqa: 
     try:
         c.make_namespace(NS)
         env = {**os.environ, "KUBECONFIG": str(real_k8s.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": "2",
-               "PYTHONUNBUFFERED": "1"}
+               "KASTOR_OPERATOR_POLL_S": "2", "PYTHONUNBUFFERED": "1"}
         with open(c.workdir / "operator.log", "ab") as log:
             operator = subprocess.Popen(c.command([sys.executable, "-m", "kastor.operator", "--namespace", NS,
                                                    "--standalone", "--liveness", ""]),

@@ -114,7 +114,8 @@ def test_the_operator_runs_under_the_charts_service_account(api, chart_account, 
         "users": [{"name": "sa", "user": {"token": token}}],
         "contexts": [{"name": "sa", "context": {"cluster": "real", "user": "sa", "namespace": NAMESPACE}}]}))
     log = tmp_path / "operator.log"
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KASTOR_OPERATOR_RESYNC_S": "2", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KASTOR_OPERATOR_RESYNC_S": "2", "KASTOR_OPERATOR_POLL_S": "2",
+           "PYTHONUNBUFFERED": "1"}
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "kastor.operator", "--namespace", NAMESPACE, "--standalone",
                                  "--liveness", ""], env=env, stdout=out, stderr=subprocess.STDOUT,

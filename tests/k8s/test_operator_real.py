@@ -34,12 +34,12 @@ def namespace(api) -> str:  # noqa: F811 - the fixture imported above
     return NAMESPACE
 
 
-def start_operator(real_k8s, log_path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "KUBECONFIG": str(real_k8s.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": "2",
-           "PYTHONUNBUFFERED": "1"}
+def start_operator(real_k8s, log_path, *extra: str, kubeconfig=None, env=None, liveness: str = "") -> subprocess.Popen:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig or real_k8s.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": "2",
+           "KASTOR_OPERATOR_POLL_S": "2", "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_path, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "kastor.operator", "--namespace", NAMESPACE, "--standalone",
-                                 "--liveness", "", *extra], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                 "--liveness", liveness, *extra], env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, cwd=log_path.parent)
 
 

@@ -1,0 +1,115 @@
+"""The operator's work queue (`operator/resync.py`) and pod cache (`operator/pod_cache.py`),
+on real threads and a real event loop: what replaced a LIST and a fixed 5-s timer per
+resource (issue 12 defect 6)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from kastor.operator.pod_cache import PodCache, index_entries
+from kastor.operator.resync import Resync
+from kastor.runtime import k8s_contract as contract
+from support import wait_until
+
+from .loop_thread import LoopThread
+
+NS = "default"
+
+
+def pod(name: str, cluster: str = "c", **meta) -> dict:
+    return {"metadata": {"name": name, "namespace": NS, "labels": {contract.LABEL_CLUSTER: cluster,
+                                                                   contract.LABEL_MANAGED_BY: contract.MANAGER},
+                         **meta}}
+
+
+@pytest.fixture
+def loop():
+    thread = LoopThread("pod-cache-test")
+    thread.start()
+    yield thread
+    thread.stop()
+
+
+class FakeIndex(dict):
+    """A kopf index's shape: key -> the collection of values of every object under that key."""
+
+    def put(self, body: dict) -> None:
+        for key, value in index_entries(NS, body).items():
+            self[key] = [v for v in self.get(key, []) if v["metadata"]["name"] != body["metadata"]["name"]] + [value]
+
+
+def names(pods: list[dict]) -> list[tuple[str, bool]]:
+    return sorted((p["metadata"]["name"], bool(p["metadata"].get("deletionTimestamp"))) for p in pods)
+
+
+def test_the_cache_shows_its_own_writes_until_the_watch_does(loop):
+    index = FakeIndex()
+    index.put(pod("head-1"))
+    cache = PodCache(loop.loop, index)
+    assert names(cache.list(NS, {contract.LABEL_CLUSTER: "c"})) == [("head-1", False)]
+
+    cache.created(NS, pod("worker-1"))  # created, its ADDED event not here yet
+    cache.deleted(NS, "head-1")  # deleted, its MODIFIED (deletionTimestamp) event not here yet
+    assert names(cache.list(NS, {contract.LABEL_CLUSTER: "c"})) == [("head-1", True), ("worker-1", False)]
+    assert cache.list(NS, {contract.LABEL_CLUSTER: "other"}) == []
+
+    index.put(pod("worker-1"))
+    index.put(pod("head-1", deletionTimestamp="2026-01-01T00:00:00Z"))
+    assert names(cache.list(NS, {contract.LABEL_CLUSTER: "c"})) == [("head-1", True), ("worker-1", False)]
+    index.clear()  # the watch says both are gone: nothing of ours is left to overlay
+    assert cache.list(NS, {contract.LABEL_CLUSTER: "c"}) == []
+
+
+def test_the_cache_refuses_a_query_it_cannot_answer(loop):
+    cache = PodCache(loop.loop, FakeIndex())
+    with pytest.raises(ValueError, match="selects by one of"):
+        cache.list(NS, {contract.LABEL_ROLE: "head"})
+
+
+def test_the_queue_coalesces_events_requeues_as_told_and_forgets_what_is_gone():
+    runs: Counter[str] = Counter()
+    release = threading.Event()
+    answers = {"settling": 0.05, "settled": None, "gone": Resync.GONE}
+
+    def reconcile(plural: str, ns: str, name: str) -> float | None:
+        runs[name] += 1
+        if name == "slow":
+            release.wait(30)
+        return answers.get(name)
+
+    queue = Resync(reconcile, interval=3600)
+    queue.start()
+    try:
+        for name in ("settling", "settled", "gone", "slow"):
+            queue.track("actorclusters", NS, name)  # new: reconciled at once
+        wait_until(lambda: runs["slow"] == 1 and runs["settled"] == 1 and runs["gone"] == 1, "the first reconciles")
+        wait_until(lambda: runs["settling"] >= 3, "a settling resource polled again and again")
+        assert ("actorclusters", NS, "gone") not in queue.known()
+        for _ in range(5):  # a burst of pod events while its reconcile runs: one more run, not five
+            queue.soon("actorclusters", NS, "slow")
+        release.set()
+        wait_until(lambda: runs["slow"] == 2, "one more reconcile after the burst")
+        queue.soon("actorclusters", NS, "settled")
+        wait_until(lambda: runs["settled"] == 2, "a pod event reconciles a settled resource at once")
+        assert runs["slow"] == 2 and runs["settled"] == 2, "the long resync is not due yet"
+    finally:
+        release.set()
+        queue.stop()
+
+
+@pytest.mark.parametrize("phase, settled", [("Ready", False), ("Pending", False), ("Degraded", False),
+                                            ("Suspended", True), ("Failed", True)])
+def test_a_running_cluster_is_polled_a_suspended_or_failed_one_waits_for_the_resync(phase, settled):
+    """A running cluster is polled (its head says which nodes it lost, what work waits); a
+    suspended one, or one whose spec cannot run, changes only with its spec."""
+    from kastor.operator import cluster_reconciler
+    assert cluster_reconciler.settled({"phase": phase}) is settled
+
+
+@pytest.mark.parametrize("state, settled", [("Alive", False), ("Pending", False), ("Restarting", False),
+                                            ("Dead", True)])
+def test_only_a_dead_actor_waits_for_the_long_resync(state, settled):
+    from kastor.operator import actor_reconciler
+    assert actor_reconciler.settled({"state": state}) is settled
