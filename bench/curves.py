@@ -660,6 +660,7 @@ def main() -> None:
     ap.add_argument("--curve-budget", type=float, default=600.0,
                     help="seconds after which the actors and named curves stop growing")
     ap.add_argument("--out", default=HERE, help="directory for results-curves-DATE.md and .png")
+    ap.add_argument("--report", metavar="LOG", help="write the table and plot from the saved output of a run")
     ap.add_argument("--backend", help=argparse.SUPPRESS)
     ap.add_argument("--caller", nargs=4, metavar=("BACKEND", "ADDRESS", "NAME", "SECONDS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -675,6 +676,12 @@ def main() -> None:
     if args.backend:
         run_backend(args.backend, sizes, curves)
         return
+    if args.report:
+        with open(args.report) as f:
+            lines = f.readlines()
+        start = next((json.loads(line[5:])["text"] for line in lines if line.startswith("NOTE ")), "")
+        write_report(lines, args, [f"load averages in the notes below; {start}"])
+        return
     if not args.no_ray and not args.ray:
         ap.error("pass --ray /path/to/python (an interpreter with ray installed) or --no-ray")
     passthrough = ["--curves", ",".join(curves), "--max-callers", str(args.max_callers),
@@ -688,6 +695,10 @@ def main() -> None:
     if args.ray:
         lines += run_child(args.ray, "ray", passthrough)
         loads.append(f"after Ray: {loadavg()}")
+    write_report(lines, args, loads)
+
+
+def write_report(lines: list[str], args: argparse.Namespace, loads: list[str]) -> None:
     points, notes = parse_lines(lines)
     date = time.strftime("%Y-%m-%d")
     stem = os.path.join(args.out, f"results-curves-{date}{'-quick' if args.quick else ''}")
@@ -705,7 +716,6 @@ def main() -> None:
         print(f"# wrote {stem}.md and {stem}.png")
     except ImportError:
         print(f"# wrote {stem}.md; no plot: matplotlib is missing (pip install -e '.[bench]')")
-
 
 if __name__ == "__main__":
     main()
