@@ -405,7 +405,7 @@ def curve_actors(rt: ModuleType, c: Cluster, sizes: Sizes) -> None:
             break
         t0 = time.perf_counter()
         batch = [cls.remote() for _ in range(new)]
-        rt.get([a.ping.remote() for a in batch], timeout=1800)
+        rt.get([a.ping.remote() for a in batch], timeout=300)
         create_per_s = new / (time.perf_counter() - t0)
         alive_before = len(live)
         live.extend(batch)
