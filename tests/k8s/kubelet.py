@@ -376,7 +376,8 @@ class Kubelet:
         if isinstance(port, str):
             port = next((p["containerPort"] for p in container.get("ports") or [] if p.get("name") == port), 0)
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(pp.ip, int(port)), 1.0)
+            async with asyncio.timeout(1.0):  # not wait_for: on 3.11 it can swallow a cancellation
+                _, writer = await asyncio.open_connection(pp.ip, int(port))
         except (TimeoutError, OSError):
             return False
         writer.close()

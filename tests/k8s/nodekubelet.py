@@ -63,6 +63,7 @@ from .podnet import PodNetwork
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 RESET_BACKOFF_AFTER_S = 600.0
+STOP_TASK_WAIT_S = 10.0  # how long a deleted pod waits for its task to end before its containers are killed
 # A PersistentVolume's spec fields that are not its volume source.
 PV_COMMON_FIELDS = {"capacity", "accessModes", "claimRef", "persistentVolumeReclaimPolicy", "storageClassName",
                     "volumeMode", "nodeAffinity", "mountOptions", "volumeAttributesClassName"}
@@ -320,7 +321,12 @@ class Kubelet:
     async def _terminate(self, run: PodRun, grace: float, delete: bool) -> None:
         if run.task is not None:
             run.task.cancel()
-            await asyncio.gather(run.task, return_exceptions=True)
+            # Bounded: a pod task that does not end on cancel must not keep its pod Terminating for good
+            # (the processes are killed below either way, as a real kubelet kills containers).
+            done, _ = await asyncio.wait([run.task], timeout=STOP_TASK_WAIT_S)
+            if not done:
+                self._log(f"pod {run.namespace}/{run.name}: its task did not end {STOP_TASK_WAIT_S:g}s after "
+                          f"cancel; stopping its containers anyway")
         codes = await asyncio.to_thread(self._kill_all, run, grace)
         if run.netns:
             try:
@@ -745,7 +751,11 @@ class Kubelet:
         try:
             if "tcpSocket" in spec:
                 port = self._port(c, spec["tcpSocket"]["port"])
-                _, writer = await asyncio.wait_for(asyncio.open_connection(run.ip, port), timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the pod task's
+                # cancellation when the connection completes at the same moment, and the pod's
+                # task then keeps probing while its deletion waits for it.
+                async with asyncio.timeout(timeout):
+                    _, writer = await asyncio.open_connection(run.ip, port)
                 writer.close()
                 return True
             if "httpGet" in spec:
@@ -761,7 +771,8 @@ class Kubelet:
                     "nsenter", "--target", str(c.proc.pid), "--mount", "--net", *spec["exec"]["command"],
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=str(run.home))
                 try:
-                    return await asyncio.wait_for(proc.wait(), timeout) == 0
+                    async with asyncio.timeout(timeout):
+                        return await proc.wait() == 0
                 except TimeoutError:
                     proc.kill()
                     await proc.wait()
