@@ -73,6 +73,11 @@ def _method_table(cls: type) -> tuple[list[pb.MethodMeta], bool]:
     return methods, is_async
 
 
+class ActorClassInheritanceException(TypeError):
+    """Raised by a class statement that inherits from an actor class, as Ray's
+    `ray.actor.ActorClassInheritanceException`: inherit from the plain class instead."""
+
+
 @dataclass(frozen=True)
 class ActorClassMetadata:
     """`Cls.__ray_metadata__`, as Ray's: above all `modified_class`, a plain (local) subclass of
@@ -131,8 +136,9 @@ class ActorClass:
         return sorted({*dir(self._cls), "bind", "options", "remote"})
 
     def __mro_entries__(self, bases: tuple) -> tuple:
-        raise TypeError(f"Inheriting from actor classes is not currently supported (the base {self.__name__} is "
-                        f"one). Inherit from the plain class instead, and decorate the subclass with @kastor.remote.")
+        raise ActorClassInheritanceException(
+            f"Inheriting from actor classes is not currently supported (the base {self.__name__} is one). "
+            f"Inherit from the plain class instead, and decorate the subclass with @kastor.remote.")
 
     def remote(self, *args, **kwargs) -> ActorHandle:
         return self._submit(args, kwargs, self._options)
