@@ -33,6 +33,19 @@ def selector(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
+
+def namespace_terminating(error: BaseException) -> bool:
+    """Whether the API server refused a write because its namespace is being deleted (403 with
+    the cause NamespaceTerminating): nothing can be created there any more, so the resource is
+    not retried soon and the refusal is not an error worth a traceback."""
+    if not isinstance(error, ApiException) or error.status != 403:
+        return False
+    try:
+        details = (json.loads(error.body or "{}") or {}).get("details") or {}
+    except (TypeError, ValueError):
+        return False
+    return any(cause.get("reason") == "NamespaceTerminating" for cause in details.get("causes") or [])
+
 class PodSource(Protocol):
     """Where reconcilers read the pods they own (`pod_cache.PodCache`), told of every write."""
 

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from kastor.operator.kube import namespace_terminating
+
 log = logging.getLogger("kastor.operator.resync")
 
 Key = tuple[str, str, str]  # (plural, namespace, name)
@@ -107,12 +109,16 @@ class Resync:
         delay: float | None = None
         try:
             delay = self._reconcile(*key)
-        except Exception:  # retried soon: an API or head error is usually brief
+        except Exception as e:  # retried soon: an API or head error is usually brief
             if self._stop:  # the operator is stopping: its loop (and the pod cache on it) is going away
                 log.debug("reconcile of %s %s/%s cut short by the operator's stop", *key)
                 return
-            log.exception("reconcile of %s %s/%s failed; retrying in %g s", *key, self._retry_s)
-            delay = self._retry_s
+            if namespace_terminating(e):  # it goes with its namespace: one line, no retry storm
+                log.info("%s %s/%s: its namespace is being deleted, so nothing more is created there", *key)
+                delay = self._interval
+            else:
+                log.exception("reconcile of %s %s/%s failed; retrying in %g s", *key, self._retry_s)
+                delay = self._retry_s
         finally:
             with self._wake:
                 self._busy.discard(key)

@@ -555,12 +555,23 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
         self._place_pending()
 
     def _place_pending(self) -> None:
+        """Places the waiting actors that some node fits now. Runs on every heartbeat, so each
+        distinct shape (resources and label selectors) is tested against the nodes once, not
+        each actor: with thousands of waiting actors of one shape, testing each against every
+        node on every heartbeat took the head's whole loop (bench/README.md, named actors)."""
         self.place_groups()
+        fits_now: dict[tuple[object, ...], bool] = {}
         for actor_id in list(self.pending):
             info = self.actors.get(actor_id)
-            required = dict(info.spec.required) if info else {}
-            if info is not None and any(fits(n.available, required)
-                                        for n in self.matching_nodes(required, info.spec.placement.labels)):
+            if info is None:
+                continue
+            required = dict(info.spec.required)
+            labels = info.spec.placement.labels
+            shape = (tuple(sorted(required.items())),
+                     tuple(selector.SerializeToString(deterministic=True) for selector in labels))
+            if shape not in fits_now:
+                fits_now[shape] = any(fits(n.available, required) for n in self.matching_nodes(required, labels))
+            if fits_now[shape]:
                 self._place(actor_id)
 
     def _infeasible_reason(self, spec: pb.ActorSpec) -> str:

@@ -113,3 +113,33 @@ def test_a_running_cluster_is_polled_a_suspended_or_failed_one_waits_for_the_res
 def test_only_a_dead_actor_waits_for_the_long_resync(state, settled):
     from kastor.operator import actor_reconciler
     assert actor_reconciler.settled({"state": state}) is settled
+
+
+def test_a_namespace_being_deleted_is_one_log_line_not_a_retry_storm(caplog):
+    """A create refused because the namespace is terminating (403 NamespaceTerminating) waits for
+    the long resync with one INFO line; any other failure is retried soon, with its traceback."""
+    from kubernetes.client.exceptions import ApiException
+
+    refused = ApiException(status=403, reason="Forbidden")
+    refused.body = ('{"kind":"Status","reason":"Forbidden","details":{"name":"demo-head-x","kind":"pods",'
+                    '"causes":[{"reason":"NamespaceTerminating","message":"namespace readme is being terminated"}]}}')
+    runs: Counter[str] = Counter()
+
+    def reconcile(plural: str, ns: str, name: str) -> float | None:
+        runs[name] += 1
+        raise refused if name == "doomed" else RuntimeError("the head did not answer")
+
+    queue = Resync(reconcile, interval=3600, retry_s=0.05)
+    caplog.set_level("INFO", logger="kastor.operator.resync")
+    queue.start()
+    try:
+        queue.track("actorclusters", NS, "doomed")
+        queue.track("actorclusters", NS, "flaky")
+        wait_until(lambda: runs["flaky"] >= 4, "an ordinary failure retried soon")
+        assert runs["doomed"] == 1, "a namespace being deleted is not retried before the long resync"
+    finally:
+        queue.stop()
+    doomed = [r for r in caplog.records if "doomed" in r.getMessage()]
+    assert len(doomed) == 1 and doomed[0].levelname == "INFO" and doomed[0].exc_info is None
+    assert "namespace is being deleted" in doomed[0].getMessage()
+    assert any(r.exc_info for r in caplog.records if "flaky" in r.getMessage())
