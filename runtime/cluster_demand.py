@@ -81,14 +81,17 @@ class DemandMixin:
         self.queued[node.node_id] = list(beat.queued)
         if beat.draining:  # e.g. told to a head that restarted since the drain
             self.draining.add(node.node_id)
-        if self.node_busy(node, bool(beat.leases) or bool(beat.queued)):
+        # An actor's worker still running there counts even if the table has the actor dead already:
+        # a killed actor's worker may still be shutting down (`__ray_shutdown__`, atexit handlers),
+        # and the node agent refuses a drain until it is gone.
+        if self.node_busy(node, bool(beat.leases) or bool(beat.queued) or bool(beat.actors)):
             self.idle_since.pop(node.node_id, None)
         else:
             self.idle_since.setdefault(node.node_id, time.monotonic())
 
-    def node_busy(self, node: pb.NodeInfo, has_leases: bool) -> bool:
+    def node_busy(self, node: pb.NodeInfo, has_work: bool) -> bool:
         """Busy: a task lease or a queued request, an actor there or on its way, or a reserved bundle."""
-        return (has_leases or self.starting_on[node.node_id] > 0
+        return (has_work or self.starting_on[node.node_id] > 0
                 or any(group_of(name) for name in node.total)
                 or any(a.node_id == node.node_id and a.state == pb.ALIVE for a in self.actors.values()))
 
