@@ -141,6 +141,10 @@ def apply(kube: Kube, head: HeadClient | None, body: dict[str, Any], plan: Plan)
             name = action.statefulset["metadata"]["name"]
             if action.patch is None:
                 kube.create_statefulset(ns, action.statefulset)
+                # Its pod is the StatefulSet controller's to create, so the Event is for the set.
+                events.post(kube, body, "Normal", "CreatedStatefulSet",
+                            f"Created StatefulSet {name} (RedisMissing: the cluster's managed Redis; "
+                            f"its controller creates the pod {name}-0)")
             else:
                 log.info("patching StatefulSet %s/%s: its pod template changed", ns, name)
                 kube.patch_statefulset(ns, name, action.patch)

@@ -365,10 +365,14 @@ def _budgets_service_and_events(api, operator, port: int) -> None:  # noqa: F811
     def created(role: str) -> list:
         return [e for e in events_on(api, "pdb") if e.reason == "CreatedPod" and pods[role] in e.message]
 
-    wait_until(lambda: created("head") and created("redis"), f"a CreatedPod Event per pod (events: "
-               f"{[(e.reason, e.message) for e in events_on(api, 'pdb')]})", CONTROLLER_DEADLINE_S)
+    def created_redis_set() -> list:  # the managed Redis is a StatefulSet: its controller makes the pod
+        return [e for e in events_on(api, "pdb") if e.reason == "CreatedStatefulSet" and "pdb-redis" in e.message]
+
+    wait_until(lambda: created("head") and created_redis_set(), f"a CreatedPod Event for the head, "
+               f"CreatedStatefulSet for the Redis (events: {[(e.reason, e.message) for e in events_on(api, 'pdb')]})",
+               CONTROLLER_DEADLINE_S)
     assert "HeadMissing" in created("head")[0].message and created("head")[0].type == "Normal"
-    assert "RedisMissing" in created("redis")[0].message
+    assert "RedisMissing" in created_redis_set()[0].message
 
     objects.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorclusters", "pdb",
                                            {"spec": {"disruptionBudget": {"enabled": False}}})
@@ -385,7 +389,6 @@ def _budgets_service_and_events(api, operator, port: int) -> None:  # noqa: F811
     assert "Suspended" in deleted_head()[0].message
     metrics = scrape(port)
     for line in ('kastor_operator_pod_actions_total{action="created",reason="HeadMissing",role="head"} 1.0',
-                 'kastor_operator_pod_actions_total{action="created",reason="RedisMissing",role="redis"} 1.0',
                  'kastor_operator_pod_actions_total{action="deleted",reason="Suspended",role="head"} 1.0'):
         assert line in metrics, metrics
     assert 'kastor_operator_reconciles_total{resource="actorclusters",result="ok"}' in metrics, metrics
