@@ -9,7 +9,9 @@ token travels inside the handle's pickle, so the borrower protocol (runtime/borr
 counts it like any ref nested in a value: the sender pins it until the receiver registered as
 a borrower, the receiver tells the owner `add` and, when its last handle goes, `remove`, and a
 holder that dies lets go of it with its Borrow stream. The owner watches the token in its
-object table; once nothing refers to it, the actor is killed (after this process's calls to it).
+object table; once nothing refers to it, the actor ends (after this process's calls to it) as in
+Ray: gracefully, through its `__ray_terminate__`, and killed only if it is still there after the
+graceful-shutdown timeout.
 
 Weak handles carry no token and keep nothing alive (Ray's weak refs): `current_actor`, a
 `get_actor()` lookup outside the owner's process, a detached actor's handles, an existing
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kastor.runtime import submission
 from kastor.runtime.ids import handle_token_id
 from kastor.runtime.object_ref import ObjectRef
 
@@ -36,7 +39,10 @@ def own(core: CoreWorker, actor_id: bytes) -> ObjectRef:
     """The token of an actor this process just created (non-detached): when nothing refers to
     it any more, the actor is released (ActorSubmitter.release)."""
     token_id = handle_token_id(actor_id)
-    core.objects.watch(token_id, lambda: core.post(lambda: core.actors.release(actor_id)))
+    def released() -> None:
+        core.actors.release(actor_id, lambda: _terminate(core, actor_id))
+
+    core.objects.watch(token_id, lambda: core.post(released))
     return ObjectRef(token_id, core.address)
 
 
@@ -60,3 +66,9 @@ def for_pickle(core: CoreWorker | None, token: ObjectRef | None) -> ObjectRef | 
         return token
     core.objects.escape(token.binary())
     return None
+
+
+def _terminate(core: CoreWorker, actor_id: bytes) -> None:
+    """Queues the released actor's `__ray_terminate__`, behind nothing: the owner's calls are done."""
+    submission.submit_actor_call(core, actor_id, "__ray_terminate__", "__ray_terminate__", (), {}, num_returns=1,
+                                 concurrency_group="", max_task_retries=0)

@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import grpc
-from kastor.runtime import exceptions, retry, task_events
+from kastor.runtime import config, exceptions, retry, task_events
 from kastor.runtime.exec_stream import ExecStream
 from kastor.runtime.owned_values import OwnedValues
 from kastor.runtime.peers import Peers
@@ -42,12 +43,13 @@ RESOLVE_RETRY = retry.RetryPolicy(initial_s=0.5, max_s=0.5, retry_on=(grpc.aio.A
                                   fatal=(StopPolling,))
 # Watching a live stream's incarnation: any error (the head away, this process shutting down)
 # is waited out, 0.5 s doubling up to a poll's length; calls keep flowing meanwhile.
+RELEASED_KILL_MARGIN_S = 5.0  # after the graceful-shutdown timeout, before a released actor still there is killed
 WATCH_RETRY = retry.RetryPolicy(initial_s=0.5, max_s=RESOLVE_POLL_S, retry_on=(Exception,), fatal=(StopPolling,))
 
 
 class ActorConn:
     __slots__ = ("actor_id", "queue", "inflight", "stream", "version", "death", "resolving",
-                 "released", "class_name", "created", "killed", "broken_address")
+                 "released", "end_gracefully", "class_name", "created", "killed", "broken_address")
 
     def __init__(self, actor_id: bytes):
         self.actor_id = actor_id
@@ -58,6 +60,7 @@ class ActorConn:
         self.death: BaseException | None = None
         self.resolving = False
         self.released = False  # its owner (this process) saw its last strong handle go (actor_handles)
+        self.end_gracefully: Callable[[], None] | None = None  # queues its __ray_terminate__ (given at release)
         self.class_name = ""
         self.created: asyncio.Future | None = None
         self.killed = False
@@ -333,19 +336,31 @@ class ActorSubmitter:
 
     # ---- handle-based lifetime ----
 
-    def release(self, actor_id: bytes) -> None:
+    def release(self, actor_id: bytes, end_gracefully: Callable[[], None]) -> None:
         """No strong handle to an actor this process owns is left anywhere (its handle token was
-        released: see runtime/actor_handles.py): like Ray, it is killed once this process's calls
-        to it are done."""
+        released: see runtime/actor_handles.py). As in Ray, it ends once this process's calls to
+        it are done, gracefully: `end_gracefully` queues its `__ray_terminate__` (its
+        `__ray_shutdown__` and atexit handlers run, and what it printed reaches the driver); it
+        is killed only if it is still there after the graceful-shutdown timeout."""
         c = self.conn(actor_id)
         c.released = True
+        c.end_gracefully = end_gracefully
         self._maybe_collect(c)
 
     def _maybe_collect(self, c: ActorConn) -> None:
         if not c.released or c.killed or c.queue or c.inflight or self._closed:
             return
         c.killed = True
-        asyncio.get_running_loop().create_task(self.kill(c.actor_id, True, "all handles went out of scope"))
+        if c.death is not None or c.end_gracefully is None:
+            return
+        c.end_gracefully()
+        asyncio.get_running_loop().create_task(self._kill_if_still_there(c))
+
+    async def _kill_if_still_there(self, c: ActorConn) -> None:
+        await asyncio.sleep(config.actor_graceful_shutdown_timeout_s() + RELEASED_KILL_MARGIN_S)
+        info = await self.actor_info(c.actor_id)
+        if not self._closed and info is not None and info.state != pb.DEAD:
+            await self.kill(c.actor_id, True, "all handles went out of scope, and it did not end gracefully in time")
 
     async def kill(self, actor_id: bytes, no_restart: bool, reason: str) -> None:
         try:

@@ -206,3 +206,32 @@ def test_weak_handles_keep_nothing_alive():
     del named
     gc.collect()
     wait_until(lambda: process_gone(pid), "the named actor to exit although another process looked it up")
+
+
+@kastor.remote
+class Tidy:
+    """Writes `marker` when it shuts down gracefully (Ray's __ray_shutdown__)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def say(self, text: str):
+        print(text)
+        return os.getpid()
+
+    def __ray_shutdown__(self):
+        with open(self.marker, "w") as f:
+            f.write("shut down")
+
+
+def test_an_actor_whose_last_handle_goes_ends_gracefully(tmp_path, capfd):
+    """As in Ray: an actor no handle refers to any more finishes the calls made before and then
+    exits gracefully, so its __ray_shutdown__ runs and what it printed still reaches the driver
+    (a kill would lose both)."""
+    marker = tmp_path / "shutdown"
+    pid = kastor.get(Tidy.remote(str(marker)).say.remote("tidy says goodbye"))  # the handle is gone at once
+    wait_until(marker.exists, "__ray_shutdown__ ran on the released actor", 60)
+    wait_until(lambda: process_gone(pid), "the released actor's process gone", 60)
+    seen: list[str] = []
+    wait_until(lambda: seen.append(capfd.readouterr().out) or "tidy says goodbye" in "".join(seen),
+               "its output on the driver", 30)
