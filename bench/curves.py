@@ -708,6 +708,7 @@ def write_report(lines: list[str], args: argparse.Namespace, loads: list[str]) -
               f"{'; '.join(loads)}. The machine is shared with other sessions' tests: "
               f"rates depend on their load, memory does not. Plot: `{os.path.basename(stem)}.png`."]
     text = markdown(points, notes, header)
+    os.makedirs(os.path.dirname(stem) or ".", exist_ok=True)  # --out may name a directory not made yet
     with open(stem + ".md", "w") as f:
         f.write(text)
     print("\n" + text)
