@@ -226,16 +226,22 @@ def run_backend(name: str, quick: bool) -> None:
 
     figure("actor_creations_per_s", actor_creations)
     figure("pss_per_idle_actor_mib", pss_per_idle_actor)
+    after_shutdown: list[Callable[[], None]] = []
     if name == "kastor":
-        durable_calls(rt, q(5_000, 300), budget)
+        durable_calls(rt, q(5_000, 300), budget, after_shutdown)
     if "a" in holder:
         rt.kill(holder.pop("a"))
     rt.shutdown()
+    for stop in after_shutdown:
+        stop()
 
 
-def durable_calls(rt: ModuleType, rounds: int, budget: float) -> None:
+def durable_calls(rt: ModuleType, rounds: int, budget: float, after_shutdown: list[Callable[[], None]]) -> None:
     """``durable_actor_calls_per_s``, ``durable_cost_x`` and ``durable_fsync_cost_x``: a checkpoint
-    per call on Redis, against the same actor without state, measured back to back in this run."""
+    per call on Redis, against the same actor without state, measured back to back in this run.
+    Each Redis server it starts is stopped by a callable it appends to `after_shutdown`, which the
+    caller runs after `shutdown()`: `kill` deletes a durable actor's checkpoint after it returns,
+    and `shutdown` deletes the job's, so Redis must outlive both."""
     import shutil
 
     binary = shutil.which("redis-server")
@@ -244,7 +250,7 @@ def durable_calls(rt: ModuleType, rounds: int, budget: float) -> None:
         return
     for fsync, figure in (("everysec", "durable_cost_x"), ("always", "durable_fsync_cost_x")):
         try:
-            plain, durable = _durable_vs_plain(rt, binary, fsync, rounds, budget)
+            plain, durable = _durable_vs_plain(rt, binary, fsync, rounds, budget, after_shutdown)
         except Exception as exc:
             emit("kastor", figure, float("nan"), f"error: {type(exc).__name__}: {str(exc)[:200]!r}")
             continue
@@ -254,7 +260,8 @@ def durable_calls(rt: ModuleType, rounds: int, budget: float) -> None:
                                                 f"calls/s; aim <= 2")
 
 
-def _durable_vs_plain(rt: ModuleType, binary: str, fsync: str, rounds: int, budget: float) -> tuple[float, float]:
+def _durable_vs_plain(rt: ModuleType, binary: str, fsync: str, rounds: int, budget: float,
+                      after_shutdown: list[Callable[[], None]]) -> tuple[float, float]:
     import shutil
     import socket
     import tempfile
@@ -266,24 +273,26 @@ def _durable_vs_plain(rt: ModuleType, binary: str, fsync: str, rounds: int, budg
     server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", data, "--save", "",
                                "--appendonly", "yes", "--appendfsync", fsync],
                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        from kastor.state import Checkpoint, RedisStore
-        plain = rt.remote(Counter).remote()
-        durable = rt.remote(state=Checkpoint(store=RedisStore(f"127.0.0.1:{port}"), every="call"))(Counter).remote()
-        # Interleaved slices, so that a change in the machine's load weighs on both alike.
-        slices = 6
-        rates: dict[str, list[float]] = {"plain": [], "durable": []}
-        for i in range(slices):
-            for label, a in (("plain", plain), ("durable", durable)):
-                rates[label].append(rate(lambda a=a: rt.get(a.inc.remote()) * 0 + 1, max(1, rounds // slices),
-                                         budget / slices, warmup=100 if i == 0 else 10))
-        rt.kill(plain)
-        rt.kill(durable)
-        return sorted(rates["plain"])[slices // 2], sorted(rates["durable"])[slices // 2]  # medians
-    finally:
+
+    def stop() -> None:
         server.terminate()
         server.wait(10)
         shutil.rmtree(data, ignore_errors=True)
+
+    after_shutdown.append(stop)
+    from kastor.state import Checkpoint, RedisStore
+    plain = rt.remote(Counter).remote()
+    durable = rt.remote(state=Checkpoint(store=RedisStore(f"127.0.0.1:{port}"), every="call"))(Counter).remote()
+    # Interleaved slices, so that a change in the machine's load weighs on both alike.
+    slices = 6
+    rates: dict[str, list[float]] = {"plain": [], "durable": []}
+    for i in range(slices):
+        for label, a in (("plain", plain), ("durable", durable)):
+            rates[label].append(rate(lambda a=a: rt.get(a.inc.remote()) * 0 + 1, max(1, rounds // slices),
+                                     budget / slices, warmup=100 if i == 0 else 10))
+    rt.kill(plain)
+    rt.kill(durable)
+    return sorted(rates["plain"])[slices // 2], sorted(rates["durable"])[slices // 2]  # medians
 
 
 def parse(lines: list[str], backend: str) -> dict[str, float]:
