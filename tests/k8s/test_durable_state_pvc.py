@@ -3,7 +3,7 @@
 The operator (`python -m kastor.operator`, a host process with the admin kubeconfig) creates
 the actor's claim; the control plane's volume binder hands it to the harness's local-path
 provisioner (`provisioner.py`), which makes a hostPath volume; the process kubelet mounts it
-in the actor's pod. After `kubectl delete pod`, the new pod's actor continues counting from
+in the actor's pod. After `kubectl delete pod`, the new pod's actor keeps its balance from
 the checkpoint on the volume. Deleting the DetachedActor deletes its claim (its owner, by
 garbage collection), and with the StorageClass's reclaimPolicy Delete the volume and its data.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+import yaml
 
 from .real_cluster import RealCluster, netns_problem
 from .test_real_apiserver import api  # noqa: F401 - the fixture: crds/ applied
@@ -112,41 +114,50 @@ def exists(read, *args: str) -> bool:
         raise
 
 
-INCR = """
-    counter = kastor.get_actor("ledger", namespace="durable-pvc")
-    print(kastor.get([counter.incr.remote() for _ in range(3)])[-1])
+DEPOSIT_3 = """
+    account = kastor.get_actor("ada", namespace="durable-pvc")
+    print(kastor.get([account.deposit.remote(1) for _ in range(3)])[-1])
 """
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "kubernetes" / "durable-account.yaml"
 
 
-def test_a_durable_actor_on_a_claim_continues_counting_after_its_pod_is_deleted(cluster):
+def the_examples_account(cluster_name: str) -> dict[str, Any]:
+    """examples/kubernetes/durable-account.yaml (examples/durable_account.py's Account on a claim),
+    pointed at this test's cluster."""
+    manifest = yaml.safe_load(EXAMPLE.read_text())
+    assert manifest["spec"]["state"]["store"] == "volume"
+    manifest["spec"].update(clusterRef=cluster_name, env=POD_ENV)
+    return manifest
+
+
+def test_the_examples_durable_account_on_a_claim_keeps_its_balance_after_its_pod_is_deleted(cluster):
     template = {"spec": {"containers": [{"name": "kastor", "env": POD_ENV}]}}
     create(cluster, "actorclusters", "ActorCluster", "vault", {
         "image": "kastor:test", "head": {"template": template},
         "workerGroups": [{"name": "cpu", "replicas": 0, "template": template}]})
     wait(cluster, lambda: status(cluster, "actorclusters", "vault").get("phase") == "Ready", "ActorCluster vault Ready")
-    create(cluster, "detachedactors", "DetachedActor", "ledger", {
-        "clusterRef": "vault", "actorClass": "sample_actors:Counter", "args": [100], "maxRestarts": -1,
-        "env": POD_ENV, "state": {"store": "volume", "every": "call", "volume": {"size": "1Gi"}}})
-    pv = wait(cluster, lambda: claim_volume(cluster, "ledger-state"), "the operator's claim ledger-state Bound")
+    account = the_examples_account("vault")
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, NS, "detachedactors", account)
+    pv = wait(cluster, lambda: claim_volume(cluster, "ada-state"), "the operator's claim ada-state Bound")
     assert pv.spec.storage_class_name == "standard", "the default StorageClass"
-    wait(cluster, lambda: status(cluster, "detachedactors", "ledger").get("state") == "Alive", "ledger Alive")
-    assert driver(cluster, INCR).strip() == "103"
+    wait(cluster, lambda: status(cluster, "detachedactors", "ada").get("state") == "Alive", "ada Alive")
+    assert driver(cluster, DEPOSIT_3).strip() == "103"
     directory = pv.spec.host_path.path
     assert os.listdir(directory), f"the checkpoint is on the volume ({directory})"
 
-    first = status(cluster, "detachedactors", "ledger")["podName"]
+    first = status(cluster, "detachedactors", "ada")["podName"]
     cluster.kubectl("delete", "pod", first, "-n", NS, "--wait=false")  # the operator replaces it
 
     def replaced() -> bool:
-        st = status(cluster, "detachedactors", "ledger")
+        st = status(cluster, "detachedactors", "ada")
         return st.get("podName") not in (None, first) and st.get("state") == "Alive" and st.get("restarts") == 1
 
-    wait(cluster, replaced, "ledger restarted on a new pod")
-    assert driver(cluster, INCR).strip() == "106", "restored from the checkpoint on the volume, not constructed again"
-    assert claim_volume(cluster, "ledger-state").metadata.name == pv.metadata.name, "the same volume, mounted again"
+    wait(cluster, replaced, "ada restarted on a new pod")
+    assert driver(cluster, DEPOSIT_3).strip() == "106", "restored from the checkpoint on the volume, not constructed"
+    assert claim_volume(cluster, "ada-state").metadata.name == pv.metadata.name, "the same volume, mounted again"
 
-    cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "detachedactors", "ledger")
-    wait(cluster, lambda: not exists(cluster.core.read_namespaced_persistent_volume_claim, "ledger-state", NS),
+    cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "detachedactors", "ada")
+    wait(cluster, lambda: not exists(cluster.core.read_namespaced_persistent_volume_claim, "ada-state", NS),
          "the claim deleted with its DetachedActor (garbage collection of its owner)")
     wait(cluster, lambda: not exists(cluster.core.read_persistent_volume, pv.metadata.name),
          "the volume deleted (StorageClass reclaimPolicy Delete)")
