@@ -25,6 +25,7 @@ import pytest
 import redis
 
 from .real_cluster import RealCluster, netns_problem
+from .test_operator_real import running_operator
 from .test_real_apiserver import api  # noqa: F401 - the fixture: crds/ applied
 
 pytestmark = pytest.mark.skipif(netns_problem() is not None, reason=f"{netns_problem()}")
@@ -38,24 +39,11 @@ REDIS_PODS = "kastor.dev/cluster=gcs,kastor.dev/role=redis"
 @pytest.fixture(scope="module")
 def cluster(real_k8s, api, tmp_path_factory) -> Iterator[RealCluster]:  # noqa: F811 - the fixture imported above
     c = RealCluster(real_k8s, tmp_path_factory.mktemp("redis-sts"), nodes=("sts-a",), storage=True).start()
-    operator = None
     try:
         c.make_namespace(NS)
-        env = {**os.environ, "KUBECONFIG": str(real_k8s.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": "2",
-               "PYTHONUNBUFFERED": "1"}
-        with open(c.workdir / "operator.log", "ab") as log:
-            operator = subprocess.Popen(c.command([sys.executable, "-m", "kastor.operator", "--namespace", NS,
-                                                   "--standalone", "--liveness", ""]),
-                                        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        yield c
+        with running_operator(real_k8s, c.workdir / "operator.log", namespace=NS, wrap=c.command):
+            yield c
     finally:
-        if operator is not None and operator.poll() is None:
-            operator.terminate()
-            try:
-                operator.wait(30)
-            except subprocess.TimeoutExpired:
-                operator.kill()
-                operator.wait()
         c.stop()
 
 
