@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
 import pytest
 
+from .host_flows import run_driver, wait_explained
 from .real_cluster import RealCluster, netns_problem
 from .test_operator_real import running_operator
 from .test_real_apiserver import api  # noqa: F401 - the fixture: crds/ applied
@@ -59,25 +57,13 @@ def status(c: RealCluster, plural: str, name: str) -> dict[str, Any]:
 
 def wait(c: RealCluster, predicate, what: str) -> Any:
     """c.wait, and on timeout the objects, events and the operator's log tail."""
-    try:
-        return c.wait(predicate, what, DEADLINE_S)
-    except AssertionError as e:
-        objects = c.kubectl("get", "pods,pvc,pv,actorclusters,detachedactors", "-n", NS, "-o", "wide", check=False)
-        events = c.kubectl("get", "events", "-n", NS, "--sort-by=.lastTimestamp", check=False).stdout
-        log = (c.workdir / "operator.log").read_text(errors="replace")[-4000:]
-        raise AssertionError(f"{e}\n--- objects:\n{objects.stdout}{objects.stderr}\n--- events:\n"
-                             f"{chr(10).join(events.splitlines()[-30:])}\n--- operator log:\n{log}") from None
+    return wait_explained(c, predicate, what, DEADLINE_S, NS, "pods,pvc,pv,actorclusters,detachedactors")
 
 
 def driver(c: RealCluster, code: str) -> str:
     """A driver on the host, through the head's Service (its name resolves to the host-side address)."""
-    address = status(c, "actorclusters", "vault")["headAddress"]
     token = base64.b64decode(c.core.read_namespaced_secret("vault-token", NS).data["token"]).decode()
-    program = f"import kastor\nkastor.init(address={address!r})\n" + textwrap.dedent(code)
-    done = subprocess.run(c.command([sys.executable, "-c", program]), env={**os.environ, "KASTOR_TOKEN": token},
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, f"driver failed:\n{done.stdout}\n{done.stderr[-3000:]}"
-    return done.stdout
+    return run_driver(c, status(c, "actorclusters", "vault")["headAddress"], token, code)
 
 
 def claim_volume(c: RealCluster, claim: str) -> Any:
