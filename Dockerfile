@@ -47,9 +47,8 @@ RUN python /usr/local/bin/requirements.py > requirements.txt \
     && pip install -r requirements.txt -c constraints.txt
 
 FROM runtime-deps AS runtime
-# The wheel is mounted, not copied: no layer of the image keeps it.
-RUN --mount=type=bind,from=wheel,source=/opt/kastor/dist,target=/tmp/kastor-dist \
-    pip install --no-deps /tmp/kastor-dist/*.whl
+COPY --from=wheel /opt/kastor/dist/ /tmp/kastor-dist/
+RUN pip install --no-deps /tmp/kastor-dist/*.whl && rm -rf /tmp/kastor-dist
 USER 1000:1000
 WORKDIR /home/kastor
 # Pods set the command: `kastor start --head ...`, `kastor start --address ...`, `kastor actor-pod ...`.
@@ -67,8 +66,8 @@ RUN python /usr/local/bin/requirements.py operator > requirements.txt \
     && pip install -r requirements.txt -c constraints.txt
 
 FROM operator-deps AS operator
-RUN --mount=type=bind,from=wheel,source=/opt/kastor/dist,target=/tmp/kastor-dist \
-    pip install --no-deps /tmp/kastor-dist/*.whl
+COPY --from=wheel /opt/kastor/dist/ /tmp/kastor-dist/
+RUN pip install --no-deps /tmp/kastor-dist/*.whl && rm -rf /tmp/kastor-dist
 USER 1000:1000
 WORKDIR /home/kastor
 ENTRYPOINT ["/usr/bin/tini", "--"]
