@@ -7,9 +7,11 @@
 # a PYTHONPATH that every pod shares.
 #
 # The base is pinned to a patch release of Python on one Debian release; pin it to a digest
-# (python:3.11.11-slim-bookworm@sha256:...) in a release pipeline. Each stage installs its
-# dependencies from pyproject.toml's ranges within constraints.txt's exact versions *before* the
-# source is copied, so a source change rebuilds only the last, small layer.
+# (python:3.11.11-slim-bookworm@sha256:...) in a release pipeline. Each image installs its
+# dependencies from pyproject.toml's ranges within constraints.txt's exact versions *before* it
+# takes Kastor itself, which the `wheel` stage builds once, from the source alone, for both
+# images: a source change rebuilds the wheel and each image's last, small layer, never the
+# dependency layers.
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS base
@@ -31,17 +33,22 @@ RUN printf '%s\n' \
       'print("\n".join(p["dependencies"] + [d for e in sys.argv[1:] for d in p["optional-dependencies"][e]]))' \
       > /usr/local/bin/requirements.py
 
+# ---- wheel: Kastor itself, built once for both images from the source alone ----
+FROM base AS wheel
+COPY README.md ./
+COPY client ./client
+COPY runtime ./runtime
+COPY operator ./operator
+RUN pip wheel --no-deps --wheel-dir /opt/kastor/dist .
+
 # ---- runtime: Kastor without the operator's dependencies ----
 FROM base AS runtime-deps
 RUN python /usr/local/bin/requirements.py > requirements.txt \
     && pip install -r requirements.txt -c constraints.txt
 
 FROM runtime-deps AS runtime
-COPY README.md ./
-COPY client ./client
-COPY runtime ./runtime
-COPY operator ./operator
-RUN pip install --no-deps . && rm -rf build
+COPY --from=wheel /opt/kastor/dist/ /tmp/kastor-dist/
+RUN pip install --no-deps /tmp/kastor-dist/*.whl && rm -rf /tmp/kastor-dist
 USER 1000:1000
 WORKDIR /home/kastor
 # Pods set the command: `kastor start --head ...`, `kastor start --address ...`, `kastor actor-pod ...`.
@@ -59,11 +66,8 @@ RUN python /usr/local/bin/requirements.py operator > requirements.txt \
     && pip install -r requirements.txt -c constraints.txt
 
 FROM operator-deps AS operator
-COPY README.md ./
-COPY client ./client
-COPY runtime ./runtime
-COPY operator ./operator
-RUN pip install --no-deps . && rm -rf build
+COPY --from=wheel /opt/kastor/dist/ /tmp/kastor-dist/
+RUN pip install --no-deps /tmp/kastor-dist/*.whl && rm -rf /tmp/kastor-dist
 USER 1000:1000
 WORKDIR /home/kastor
 ENTRYPOINT ["/usr/bin/tini", "--"]

@@ -1,6 +1,7 @@
 """Polling helpers shared by the tests: they wait on a condition with a deadline, never a bare sleep."""
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +29,36 @@ def process_gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+class PersistedSeqs:
+    """The state of the fault-injection suites' actors (test_fencing's Ledger, the reliability
+    ledger's PersistingCounter): every sequence number a call applied, persisted atomically after
+    each call (a checkpoint the constructor reloads, so a restarted instance resumes from it),
+    plus one line per call in a windows file, `<instance> <start> <end>` on the monotonic clock
+    (one clock for every process on the host), so that two live instances show up both as
+    overlapping windows and as acknowledged calls missing from the persisted list."""
+
+    def __init__(self, state_path: str, windows_path: str, instance: str):
+        self.state_path, self.windows_path, self.instance = state_path, windows_path, instance
+        try:
+            with open(state_path) as f:
+                self.seqs: list[int] = json.load(f)
+        except FileNotFoundError:
+            self.seqs = []
+
+    def apply(self, seq: int) -> int:
+        """Appends `seq`, persists the whole list, logs the call's window; returns how many are held."""
+        start = time.monotonic()
+        self.seqs.append(seq)
+        tmp = f"{self.state_path}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(self.seqs, f)
+        os.replace(tmp, self.state_path)
+        end = time.monotonic()
+        with open(self.windows_path, "a") as f:
+            f.write(f"{self.instance} {start} {end}\n")
+        return len(self.seqs)
 
 
 class Captured:

@@ -116,18 +116,44 @@ def test_the_targets_exist_and_run_under_tini(target):
     assert users and users[-1].split(":")[0] == "1000", "the image runs as a non-root user"
 
 
+def source_stages(stages: dict[str, Stage]) -> list[str]:
+    """The stages that COPY Kastor's source."""
+    return [stage.name for stage in stages.values()
+            if any(i == "COPY" and a.split()[0] in SOURCES for i, a in stage.instructions)]
+
+
+def taken_from(arguments: str) -> list[str]:
+    """The stages an instruction reads from: `COPY --from=<stage>`, `RUN --mount=...,from=<stage>,...`."""
+    return re.findall(r"(?:^|[\s,])(?:--)?from=([\w.-]+)", arguments)
+
+
 @pytest.mark.parametrize("target", ["runtime", "operator"])
-def test_dependencies_are_installed_before_the_source_is_copied(target):
+def test_dependencies_are_installed_before_kastor_itself(target):
     seq = steps(target)
-    copies = [n for n, (i, a) in enumerate(seq) if i == "COPY" and a.split()[0] in SOURCES]
-    assert {seq[n][1].split()[0] for n in copies} == set(SOURCES), seq
+    assert not [a for i, a in seq if i == "COPY" and a.split()[0] in SOURCES], \
+        "the image's own stages never copy the source: a source change would rebuild its dependency layers"
     deps = [n for n, (i, a) in enumerate(seq) if i == "RUN" and "pip install -r requirements.txt" in a
             and "-c constraints.txt" in a]
     assert deps, "a dependency layer installs the pinned requirements"
-    assert max(deps) < min(copies), "every dependency layer comes before the first COPY of source"
-    source_installs = [a for n, (i, a) in enumerate(seq) if i == "RUN" and "pip install" in a and n > min(copies)]
-    assert source_installs and all("--no-deps" in a for a in source_installs), \
-        "after the source, pip installs only Kastor itself (a dependency there would defeat the layer)"
+    taken = [n for n, (_, a) in enumerate(seq) if source_stages(STAGES)[0] in taken_from(a)]
+    assert taken, f"{target} takes the wheel the source stage builds: {seq}"
+    assert max(deps) < min(taken), "every dependency layer comes before Kastor itself"
+    installs = [a for n, (i, a) in enumerate(seq) if i == "RUN" and "pip install" in a and n >= min(taken)]
+    assert installs and all("--no-deps" in a for a in installs), \
+        "pip installs only Kastor itself from the wheel (a dependency there would defeat the layer)"
+
+
+def test_one_stage_builds_kastor_for_both_images():
+    """The source is copied and built once (no copy of those steps per image), from the base alone."""
+    stages = source_stages(STAGES)
+    assert len(stages) == 1, f"one stage copies the source, not {stages}"
+    [stage] = stages
+    copied = {a.split()[0] for i, a in STAGES[stage].instructions if i == "COPY"}
+    assert set(SOURCES) <= copied, copied
+    assert [s.name for s in chain(stage)] == ["base", stage], "the wheel needs no dependency layer"
+    assert [a for i, a in STAGES[stage].instructions if i == "RUN" and "pip wheel --no-deps" in a]
+    for target in ("runtime", "operator"):
+        assert [a for i, a in steps(target) if stage in taken_from(a)], f"{target} does not take the wheel"
 
 
 def test_the_runtime_image_has_no_operator_dependencies_and_the_operator_image_has_them():
@@ -169,3 +195,10 @@ def test_the_parser_sees_what_a_broken_dockerfile_breaks():
     assert stage.parent == "python:3.11-slim"
     assert ("ENV", "PYTHONPATH=/opt/kastor/examples") in stage.instructions
     assert re.findall(r"pip install [^&]*\.\[([\w,]+)\]", stage.instructions[3][1]) == ["operator"]
+    # Two images that each copied and installed the source repeated those steps (the stage check fails on it).
+    twice = ("FROM python:3.11-slim AS deps\nFROM deps AS runtime\nCOPY client ./client\n"
+             "FROM deps AS operator\nCOPY client ./client\nCOPY --from=runtime /a /b\n")
+    _, stages = parse(twice)
+    assert source_stages(stages) == ["runtime", "operator"]
+    assert taken_from(stages["operator"].instructions[1][1]) == ["runtime"]
+    assert taken_from("--mount=type=bind,from=wheel,source=/d,target=/t pip install /t/*.whl") == ["wheel"]

@@ -15,14 +15,13 @@ import json
 import os
 import signal
 import threading
-import time
 
 import kastor
 import pytest
 from gcs_cluster import TOKEN, GcsCluster, driven_cluster
 from kastor.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from kastor.util.state import list_actors
-from support import DEADLINE_S, process_gone, wait_until
+from support import DEADLINE_S, PersistedSeqs, process_gone, wait_until
 from tcp_proxy import TcpProxy
 
 
@@ -38,23 +37,10 @@ class Ledger:
     """Holds the sequence numbers it was given; persists all of them after every call."""
 
     def __init__(self, state_path: str, windows_path: str):
-        self.state_path, self.windows_path = state_path, windows_path
-        try:
-            with open(state_path) as f:
-                self.seqs = json.load(f)  # restarted: resume from the checkpoint
-        except FileNotFoundError:
-            self.seqs = []
+        self.state = PersistedSeqs(state_path, windows_path, str(os.getpid()))
 
     def record(self, seq: int) -> tuple[int, int]:
-        start = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process on the host
-        self.seqs.append(seq)
-        tmp = f"{self.state_path}.{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(self.seqs, f)
-        os.replace(tmp, self.state_path)
-        end = time.monotonic()
-        with open(self.windows_path, "a") as f:
-            f.write(f"{os.getpid()} {start} {end}\n")
+        self.state.apply(seq)
         return seq, os.getpid()
 
     def node(self) -> str:

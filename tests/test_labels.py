@@ -95,13 +95,9 @@ def test_spread_stays_within_the_nodes_the_selector_matches(cluster):
         return free["gpu-a"] == free["spot"] == 2 and \
             not [a for a in kastor.util.state.list_actors() if a["state"] != "DEAD"]
     wait_until(idle, "gpu-a and spot free, the earlier tests' actors gone")
-    # One after the other: SPREAD is best effort for creations in flight at once (as Ray's), so
-    # the second is created once the first runs and counts on its node.
-    actors = [Placed.options(**options).remote()]
-    first = kastor.get(actors[0].node.remote(), timeout=DEADLINE_S)
-    actors.append(Placed.options(**options).remote())
-    second = kastor.get(actors[1].node.remote(), timeout=DEADLINE_S)
-    assert sorted([first, second]) == ["gpu-a", "spot"]
+    # Created at once: the head counts the placements it has in flight.
+    actors = [Placed.options(**options).remote() for _ in range(2)]
+    assert sorted(kastor.get([a.node.remote() for a in actors], timeout=DEADLINE_S)) == ["gpu-a", "spot"]
     for actor in actors:
         kastor.kill(actor)
     tasks = kastor.get([node_of_task.options(**options).remote() for _ in range(6)], timeout=DEADLINE_S)

@@ -33,7 +33,7 @@ from pathlib import Path
 import kastor
 import pytest
 from gcs_cluster import TOKEN, GcsCluster
-from support import DEADLINE_S, wait_until
+from support import DEADLINE_S, PersistedSeqs, wait_until
 
 pytestmark = pytest.mark.reliability
 
@@ -43,25 +43,11 @@ class PersistingCounter:
     """Counts calls; persists every applied sequence number after each one."""
 
     def __init__(self, state_path: str, windows_path: str):
-        self.state_path, self.windows_path = state_path, windows_path
         self.instance = f"{os.getpid()}:{uuid.uuid4().hex[:8]}"  # pid + this incarnation
-        try:
-            with open(state_path) as f:
-                self.seqs = json.load(f)  # restarted: resume from the checkpoint
-        except FileNotFoundError:
-            self.seqs = []
+        self.state = PersistedSeqs(state_path, windows_path, self.instance)
 
     def incr(self, seq: int) -> tuple[int, int, str]:
-        start = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process on the host
-        self.seqs.append(seq)
-        tmp = f"{self.state_path}.{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(self.seqs, f)
-        os.replace(tmp, self.state_path)
-        end = time.monotonic()
-        with open(self.windows_path, "a") as f:
-            f.write(f"{self.instance} {start} {end}\n")
-        return seq, len(self.seqs), self.instance
+        return seq, self.state.apply(seq), self.instance
 
 
 class Caller:

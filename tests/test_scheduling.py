@@ -118,3 +118,23 @@ def test_bad_strategies_are_named(cluster):
         Placed.options(scheduling_strategy=NodeAffinitySchedulingStrategy(None, soft=False))
     with pytest.raises(TypeError, match="PlacementGroup"):
         node_of_task.options(scheduling_strategy=PlacementGroupSchedulingStrategy(object()))
+
+
+def idle_nodes() -> bool:
+    """No live actor, and every node's CPUs free in the head's view (SPREAD weighs both)."""
+    return not [a for a in list_actors() if a["state"] != "DEAD"] and \
+        all(n["available"].get("CPU") == 2 for n in list_nodes() if n["alive"])
+
+
+@pytest.mark.parametrize(("selector", "nodes"), [(None, NODES), ({"kastor.io/node-id": "in(n2,n3)"}, {"n2", "n3"})])
+def test_spread_actors_created_at_once_land_on_distinct_nodes(cluster, selector, nodes):
+    """Creations in flight together (one placement pass) count each other, as in Ray: every
+    round of len(nodes) SPREAD actors created back to back covers every node it may use."""
+    options = {"scheduling_strategy": "SPREAD", **({"label_selector": selector} if selector else {})}
+    for round_ in range(5):
+        wait_until(idle_nodes, "idle nodes, the last round's actors gone", DEADLINE_S)
+        actors = [Placed.options(**options).remote() for _ in nodes]
+        placed = sorted(kastor.get([a.node.remote() for a in actors], timeout=DEADLINE_S))
+        for actor in actors:
+            kastor.kill(actor)
+        assert placed == sorted(nodes), f"round {round_}: SPREAD actors created at once shared a node: {placed}"

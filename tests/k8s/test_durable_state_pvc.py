@@ -13,9 +13,6 @@ from __future__ import annotations
 import base64
 import os
 import pathlib
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +20,9 @@ import kubernetes
 import pytest
 import yaml
 
+from .host_flows import run_driver, wait_explained
 from .real_cluster import RealCluster, netns_problem
+from .test_operator_real import running_operator
 from .test_real_apiserver import api  # noqa: F401 - the fixture: crds/ applied
 
 pytestmark = pytest.mark.skipif(netns_problem() is not None, reason=f"{netns_problem()}")
@@ -36,24 +35,11 @@ POD_ENV = [{"name": "KASTOR_PRESTART_WORKERS", "value": "0"}]
 @pytest.fixture(scope="module")
 def cluster(real_k8s, api, tmp_path_factory) -> Iterator[RealCluster]:  # noqa: F811 - the fixture imported above
     c = RealCluster(real_k8s, tmp_path_factory.mktemp("durable-pvc"), nodes=("pvc-a",), storage=True).start()
-    operator = None
     try:
         c.make_namespace(NS)
-        env = {**os.environ, "KUBECONFIG": str(real_k8s.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": "2",
-               "KASTOR_OPERATOR_POLL_S": "2", "PYTHONUNBUFFERED": "1"}
-        with open(c.workdir / "operator.log", "ab") as log:
-            operator = subprocess.Popen(c.command([sys.executable, "-m", "kastor.operator", "--namespace", NS,
-                                                   "--standalone", "--liveness", ""]),
-                                        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        yield c
+        with running_operator(real_k8s, c.workdir / "operator.log", namespace=NS, wrap=c.command):
+            yield c
     finally:
-        if operator is not None and operator.poll() is None:
-            operator.terminate()
-            try:
-                operator.wait(30)
-            except subprocess.TimeoutExpired:
-                operator.kill()
-                operator.wait()
         c.stop()
 
 
@@ -73,25 +59,13 @@ def status(c: RealCluster, plural: str, name: str) -> dict[str, Any]:
 
 def wait(c: RealCluster, predicate, what: str) -> Any:
     """c.wait, and on timeout the objects, events and the operator's log tail."""
-    try:
-        return c.wait(predicate, what, DEADLINE_S)
-    except AssertionError as e:
-        objects = c.kubectl("get", "pods,pvc,pv,actorclusters,detachedactors", "-n", NS, "-o", "wide", check=False)
-        events = c.kubectl("get", "events", "-n", NS, "--sort-by=.lastTimestamp", check=False).stdout
-        log = (c.workdir / "operator.log").read_text(errors="replace")[-4000:]
-        raise AssertionError(f"{e}\n--- objects:\n{objects.stdout}{objects.stderr}\n--- events:\n"
-                             f"{chr(10).join(events.splitlines()[-30:])}\n--- operator log:\n{log}") from None
+    return wait_explained(c, predicate, what, DEADLINE_S, NS, "pods,pvc,pv,actorclusters,detachedactors")
 
 
 def driver(c: RealCluster, code: str) -> str:
     """A driver on the host, through the head's Service (its name resolves to the host-side address)."""
-    address = status(c, "actorclusters", "vault")["headAddress"]
     token = base64.b64decode(c.core.read_namespaced_secret("vault-token", NS).data["token"]).decode()
-    program = f"import kastor\nkastor.init(address={address!r})\n" + textwrap.dedent(code)
-    done = subprocess.run(c.command([sys.executable, "-c", program]), env={**os.environ, "KASTOR_TOKEN": token},
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, f"driver failed:\n{done.stdout}\n{done.stderr[-3000:]}"
-    return done.stdout
+    return run_driver(c, status(c, "actorclusters", "vault")["headAddress"], token, code)
 
 
 def claim_volume(c: RealCluster, claim: str) -> Any:

@@ -7,12 +7,14 @@ to the API objects, not Kastor processes (the emulated cluster covers those).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import kubernetes
 import pytest
@@ -34,13 +36,28 @@ def namespace(api) -> str:  # noqa: F811 - the fixture imported above
     return NAMESPACE
 
 
-def start_operator(real_k8s, log_path, *extra: str, kubeconfig=None, env=None, liveness: str = "") -> subprocess.Popen:
+def start_operator(real_k8s, log_path, *extra: str, kubeconfig=None, env=None, liveness: str = "",
+                   namespace: str = NAMESPACE, wrap: Callable[[list[str]], list[str]] = list) -> subprocess.Popen:
+    """`python -m kastor.operator --standalone` on the host, watching `namespace`, its output in
+    `log_path`; `wrap` turns its argv into the command to run (RealCluster.command: outside the
+    pod network, resolving Services' names)."""
     env = {**os.environ, "KUBECONFIG": str(kubeconfig or real_k8s.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": "2",
            "KASTOR_OPERATOR_POLL_S": "2", "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_path, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "kastor.operator", "--namespace", NAMESPACE, "--standalone",
-                                 "--liveness", liveness, *extra], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=log_path.parent)
+        return subprocess.Popen(wrap([sys.executable, "-m", "kastor.operator", "--namespace", namespace,
+                                      "--standalone", "--liveness", liveness, *extra]),
+                                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=log_path.parent)
+
+
+@contextlib.contextmanager
+def running_operator(real_k8s, log_path, *extra: str, **options: Any) -> Iterator[subprocess.Popen]:
+    """start_operator (same arguments) for the duration of a `with`, stopped at its end."""
+    proc = start_operator(real_k8s, log_path, *extra, **options)
+    try:
+        yield proc
+    finally:
+        stop(proc)
 
 
 @pytest.fixture

@@ -13,10 +13,6 @@ writes again, and the actor still answers.
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +20,9 @@ import kubernetes
 import pytest
 import redis
 
+from .host_flows import run_driver, wait_explained
 from .real_cluster import RealCluster, netns_problem
+from .test_operator_real import running_operator
 from .test_real_apiserver import api  # noqa: F401 - the fixture: crds/ applied
 
 pytestmark = pytest.mark.skipif(netns_problem() is not None, reason=f"{netns_problem()}")
@@ -38,24 +36,11 @@ REDIS_PODS = "kastor.dev/cluster=gcs,kastor.dev/role=redis"
 @pytest.fixture(scope="module")
 def cluster(real_k8s, api, tmp_path_factory) -> Iterator[RealCluster]:  # noqa: F811 - the fixture imported above
     c = RealCluster(real_k8s, tmp_path_factory.mktemp("redis-sts"), nodes=("sts-a",), storage=True).start()
-    operator = None
     try:
         c.make_namespace(NS)
-        env = {**os.environ, "KUBECONFIG": str(real_k8s.kubeconfig), "KASTOR_OPERATOR_RESYNC_S": "2",
-               "PYTHONUNBUFFERED": "1"}
-        with open(c.workdir / "operator.log", "ab") as log:
-            operator = subprocess.Popen(c.command([sys.executable, "-m", "kastor.operator", "--namespace", NS,
-                                                   "--standalone", "--liveness", ""]),
-                                        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        yield c
+        with running_operator(real_k8s, c.workdir / "operator.log", namespace=NS, wrap=c.command):
+            yield c
     finally:
-        if operator is not None and operator.poll() is None:
-            operator.terminate()
-            try:
-                operator.wait(30)
-            except subprocess.TimeoutExpired:
-                operator.kill()
-                operator.wait()
         c.stop()
 
 
@@ -74,14 +59,7 @@ def condition(c: RealCluster, kind: str) -> dict[str, Any]:
 
 def wait(c: RealCluster, predicate, what: str) -> Any:
     """c.wait, and on timeout the objects, events and the operator's log tail."""
-    try:
-        return c.wait(predicate, what, DEADLINE_S)
-    except AssertionError as e:
-        objects = c.kubectl("get", "pods,pvc,pv,statefulsets,actorclusters", "-n", NS, "-o", "wide", check=False)
-        events = c.kubectl("get", "events", "-n", NS, "--sort-by=.lastTimestamp", check=False).stdout
-        log = (c.workdir / "operator.log").read_text(errors="replace")[-4000:]
-        raise AssertionError(f"{e}\n--- objects:\n{objects.stdout}{objects.stderr}\n--- events:\n"
-                             f"{chr(10).join(events.splitlines()[-30:])}\n--- operator log:\n{log}") from None
+    return wait_explained(c, predicate, what, DEADLINE_S, NS, "pods,pvc,pv,statefulsets,actorclusters")
 
 
 def secret(c: RealCluster, key: str) -> str:
@@ -90,12 +68,7 @@ def secret(c: RealCluster, key: str) -> str:
 
 def driver(c: RealCluster, code: str) -> str:
     """A driver on the host, through the head's Service (its name resolves to the host-side address)."""
-    program = f"import kastor\nkastor.init(address={status(c)['headAddress']!r})\n" + textwrap.dedent(code)
-    done = subprocess.run(c.command([sys.executable, "-c", program]),
-                          env={**os.environ, "KASTOR_TOKEN": secret(c, "token")},
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, f"driver failed:\n{done.stdout}\n{done.stderr[-3000:]}"
-    return done.stdout
+    return run_driver(c, status(c)["headAddress"], secret(c, "token"), code)
 
 
 def gcs_actors(c: RealCluster) -> bytes | None:
