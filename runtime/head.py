@@ -600,8 +600,12 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
         required, where = dict(spec.required), spec.placement
         nodes = self.matching_nodes(required, where.labels)
         if where.spread:
+            # Fewest actors first, alive or on their way, even before what the last heartbeats say
+            # is free: that view lags (resources a killed actor frees show a heartbeat later), and
+            # trusting it put two SPREAD actors on one node. A node that really is full answers
+            # no_resources and the next one is tried.
             load = Counter(a.node_id for a in self.actors.values() if a.state == pb.ALIVE) + self.starting_on
-            nodes.sort(key=lambda n: (not fits(n.available, required), load[n.node_id], -n.available.get("CPU", 0)))
+            nodes.sort(key=lambda n: (load[n.node_id], not fits(n.available, required), -n.available.get("CPU", 0)))
         else:
             nodes.sort(key=lambda n: (not fits(n.available, required), -n.available.get("CPU", 0)))
         if where.node_id:
