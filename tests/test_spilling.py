@@ -153,6 +153,38 @@ kastor.shutdown()
 '''
 
 
+CLIENT = COMMON + '''
+from kastor.runtime import launcher
+
+work = sys.argv[1]
+token = "spill-" + os.urandom(6).hex()
+env = dict(os.environ, KASTOR_TOKEN=token, KASTOR_CLIENT_PORT=str(launcher.free_port()))
+env.pop("KASTOR_ADDRESS", None)
+port = launcher.free_port()
+head = launcher.Child("kastor.runtime.head", ["--port", str(port)], env, f"{work}/head.log")
+head.wait_ready()
+spill = f"{work}/spill"
+node = launcher.Child("kastor.runtime.node_agent",
+                      ["--address", f"127.0.0.1:{port}", "--num-cpus", "1", "--session-dir", f"{work}/session",
+                       "--object-spilling-directory", spill], env, f"{work}/node.log")
+node.wait_ready()
+kastor.init(f"kastor://127.0.0.1:{env['KASTOR_CLIENT_PORT']}", token=token)
+MiB = 2**20
+arrays = [kastor.put(np.full(MiB, float(i))) for i in range(4)]   # uploaded to the node: 32 MiB, 16 MiB store
+print("UPLOADS SPILLED", len(object_files(spill)) >= 2)
+print("CLIENT VALUES", all(np.array_equal(kastor.get(r, timeout=60), np.full(MiB, float(i)))
+                           for i, r in enumerate(arrays)))
+_, got = kastor.get(check.remote(*arrays), timeout=120)
+print("TASK", got == [(float(i), float(i)) for i in range(4)])
+del arrays
+wait_until(lambda: not object_files(spill), "the client's freed uploads are gone from the spill directory")
+print("FREED OK")
+kastor.shutdown()
+node.stop(grace=120)
+head.stop()
+'''
+
+
 def _run_in_namespace(tmp_path, script: str, mounts: str = "", **env: str) -> str:
     if not _namespaces_work():
         pytest.skip("needs `unshare -rm` (user and mount namespaces) to give the store a small tmpfs")
@@ -204,3 +236,9 @@ def test_a_dead_sessions_spilled_objects_are_deleted_even_when_its_logs_are_kept
     session_dirs.prune(keep=5)
     assert (dead / "logs").is_dir(), "a dead session's logs are kept"
     assert not (dead / session_dirs.SPILL_FOLDER).exists(), "but not what its nodes spilled"
+
+
+def test_a_clients_uploads_spill_too(tmp_path):
+    out = _run_in_namespace(tmp_path, CLIENT)
+    for line in ("UPLOADS SPILLED True", "CLIENT VALUES True", "TASK True", "FREED OK"):
+        assert line in out, out
