@@ -834,6 +834,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         procs = [w.proc for w in self.workers.values()]
         for proc in procs:
             _kill(proc)
+        if self.spill_dir:  # before the wait, which a supervisor's grace may cut short: a killed worker writes no more
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
         if procs:
             done, _ = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in procs], timeout=SHUTDOWN_REAP_S)
             if len(done) < len(procs):
@@ -842,8 +844,6 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         if self.fork_server is not None:  # after the waits: the fork server reports its children's exits
             self.fork_server.close()
         shutil.rmtree(self.store_dir, ignore_errors=True)
-        if self.spill_dir:
-            shutil.rmtree(self.spill_dir, ignore_errors=True)
 
 
 def _selectors_key(labels: Sequence[pb.LabelSelector]) -> tuple:

@@ -185,6 +185,43 @@ head.stop()
 '''
 
 
+DEAD_OWNER = COMMON + '''
+import subprocess
+from kastor.runtime import launcher
+
+work = sys.argv[1]
+env = dict(os.environ, KASTOR_TOKEN="spill-" + os.urandom(6).hex(), KASTOR_DEAD_OWNER_SWEEP_S="0.5")
+env.pop("KASTOR_ADDRESS", None)
+port = launcher.free_port()
+spill = f"{work}/spill"
+head = subprocess.Popen([sys.executable, "-m", "kastor.runtime.cli", "start", "--head", "--block", "--port", str(port),
+                         "--client-port", "-1", "--num-cpus", "1", "--object-spilling-directory", spill],
+                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+line = head.stdout.readline()
+assert "started" in line, line + head.stdout.read()
+PUTTER = f"""
+import sys, kastor, numpy as np
+kastor.init(address="127.0.0.1:{port}")
+refs = [kastor.put(np.ones(2**20)) for _ in range(4)]  # 32 MiB into a 16 MiB store
+print("PUT", flush=True)
+sys.stdin.readline()
+"""
+try:
+    driver = subprocess.Popen([sys.executable, "-c", PUTTER], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    assert driver.stdout.readline().strip() == "PUT"
+    print("SPILLED", len(object_files(spill)) >= 2)  # under `kastor start --object-spilling-directory`
+    driver.kill()
+    driver.wait(60)
+    wait_until(lambda: not object_files(spill), "the killed driver's spilled objects are swept")
+    print("SWEPT OK")
+finally:
+    head.terminate()
+    head.wait(120)
+print("DIRS LEFT", os.listdir(spill))  # the stopped node deleted its kastor-<node id> folder
+'''
+
+
 def _run_in_namespace(tmp_path, script: str, mounts: str = "", **env: str) -> str:
     if not _namespaces_work():
         pytest.skip("needs `unshare -rm` (user and mount namespaces) to give the store a small tmpfs")
@@ -241,4 +278,10 @@ def test_a_dead_sessions_spilled_objects_are_deleted_even_when_its_logs_are_kept
 def test_a_clients_uploads_spill_too(tmp_path):
     out = _run_in_namespace(tmp_path, CLIENT)
     for line in ("UPLOADS SPILLED True", "CLIENT VALUES True", "TASK True", "FREED OK"):
+        assert line in out, out
+
+
+def test_a_dead_owners_spilled_objects_are_swept(tmp_path):
+    out = _run_in_namespace(tmp_path, DEAD_OWNER)
+    for line in ("SPILLED True", "SWEPT OK", "DIRS LEFT []"):
         assert line in out, out
