@@ -27,7 +27,9 @@ own).
 from __future__ import annotations
 
 import errno
+import json
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from kastor.runtime import session_dirs, settings, store_owners
@@ -50,6 +52,35 @@ def node_spill_dir(flag: str | None, session_dir: str, node_id: str) -> str | No
         return None
     root = flag or settings.OBJECT_SPILLING_DIR.get() or os.path.join(session_dir, SESSION_FOLDER)
     return os.path.join(os.path.abspath(root), f"kastor-{node_id}")
+
+
+def from_ray_system_config(system_config: Mapping[str, object] | None) -> tuple[bool | None, str | None]:
+    """(spilling on?, its directory) from Ray's `ray.init(_system_config=...)`, each None if not given there.
+
+    Ray's keys: `automatic_object_spilling_enabled`, and `object_spilling_config`, a JSON string
+    such as `{"type": "filesystem", "params": {"directory_path": "/mnt/spill"}}`. Kastor spills to
+    a local directory only, so another type (Ray's `smart_open`, for S3) is refused rather than
+    ignored."""
+    system_config = system_config or {}
+    enabled = system_config.get("automatic_object_spilling_enabled")
+    raw = system_config.get("object_spilling_config")
+    if raw is None:
+        return (None if enabled is None else bool(enabled)), None
+    try:
+        spec = json.loads(raw) if isinstance(raw, str) else raw
+        kind = spec.get("type", "filesystem")
+        path = spec.get("params", {}).get("directory_path")
+    except (ValueError, AttributeError):
+        raise ValueError(f"_system_config['object_spilling_config'] is not valid: {raw!r}. Expected a JSON object "
+                         f'such as {{"type": "filesystem", "params": {{"directory_path": "/mnt/spill"}}}}.') from None
+    if kind != "filesystem":
+        raise ValueError(f"_system_config['object_spilling_config'] asks for spilling of type {kind!r}: Kastor "
+                         f"spills to a local directory only (type 'filesystem', params.directory_path).")
+    if isinstance(path, list):  # Ray accepts several directories; Kastor uses the first
+        path = path[0] if path else None
+    if path is not None and not isinstance(path, str):
+        raise ValueError(f"_system_config['object_spilling_config']: directory_path must be a path, got {path!r}.")
+    return (None if enabled is None else bool(enabled)), path
 
 
 def attach(store_dir: str, spill_dir: str) -> None:

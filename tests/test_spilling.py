@@ -10,10 +10,12 @@ fails with ObjectStoreFullError, and its message names the setting to change.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
+import kastor
 import pytest
 from kastor.runtime import session_dirs
 from test_store_full import STORE_MIB, _namespaces_work
@@ -222,6 +224,26 @@ print("DIRS LEFT", os.listdir(spill))  # the stopped node deleted its kastor-<no
 '''
 
 
+RAY_CONFIG = COMMON + '''
+import json
+
+work = sys.argv[1]
+spill = f"{work}/ray-spill"
+kastor.init(num_cpus=1, _system_config={
+    "object_spilling_config": json.dumps({"type": "filesystem", "params": {"directory_path": spill}})})
+refs = [kastor.put(np.full(2**20, float(i))) for i in range(3)]  # 24 MiB into a 16 MiB store
+print("RAY DIR", len(object_files(spill)) >= 1,
+      all(float(kastor.get(r, timeout=60)[0]) == i for i, r in enumerate(refs)))
+kastor.shutdown()
+kastor.init(num_cpus=1, _system_config={"automatic_object_spilling_enabled": False})
+try:
+    [kastor.put(np.ones(2**20)) for _ in range(3)]
+except exceptions.ObjectStoreFullError as e:
+    print("RAY OFF:", e)
+kastor.shutdown()
+'''
+
+
 def _run_in_namespace(tmp_path, script: str, mounts: str = "", **env: str) -> str:
     if not _namespaces_work():
         pytest.skip("needs `unshare -rm` (user and mount namespaces) to give the store a small tmpfs")
@@ -285,3 +307,20 @@ def test_a_dead_owners_spilled_objects_are_swept(tmp_path):
     out = _run_in_namespace(tmp_path, DEAD_OWNER)
     for line in ("SPILLED True", "SWEPT OK", "DIRS LEFT []"):
         assert line in out, out
+
+
+def test_rays_system_config_sets_the_embedded_clusters_spilling(tmp_path):
+    out = _run_in_namespace(tmp_path, RAY_CONFIG)
+    assert "RAY DIR True True" in out, out
+    assert "RAY OFF: Could not store an object of" in out and "KASTOR_OBJECT_SPILLING=1" in out, out
+
+
+@pytest.mark.parametrize("config, complaint", [
+    ({"object_spilling_config": json.dumps({"type": "smart_open", "params": {"uri": "s3://bucket/spill"}})},
+     "spills to a local directory only"),
+    ({"object_spilling_config": "{not json"}, "is not valid"),
+])
+def test_a_spilling_config_kastor_cannot_honour_is_refused_at_init(config, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        kastor.init(num_cpus=1, _system_config=config)
+    assert not kastor.is_initialized()
