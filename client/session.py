@@ -88,6 +88,10 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
 
     `labels` are the embedded cluster's node labels, which `label_selector=` picks nodes by
     (as Ray's `ray.init(labels=...)`); a cluster's nodes get theirs from `kastor start --labels`.
+
+    Of Ray's `_system_config`, the embedded cluster reads the spilling keys
+    (`object_spilling_config` with a `filesystem` directory, `automatic_object_spilling_enabled`;
+    see docs/semantics.md, Object spilling); the other keys are ignored.
     """
     global _local_cluster
     job_config = kwargs.pop("job_config", None)
@@ -116,9 +120,12 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
             if num_cpus is not None and num_cpus < 0:
                 raise ValueError(f"num_cpus must be >= 0, got {num_cpus}")
             from kastor.runtime.node_labels import check_node_labels
+            from kastor.runtime.spilling import from_ray_system_config
             node_labels = check_node_labels(labels or {}, "init(labels=...)")
+            spilling, spill_dir = from_ray_system_config(kwargs.get("_system_config"))
             _local_cluster = LocalCluster(num_cpus=num_cpus, num_gpus=num_gpus, memory=memory, resources=resources,
-                                          labels=node_labels)
+                                          labels=node_labels, object_spilling=spilling,
+                                          object_spilling_directory=spill_dir)
             try:
                 driver.connect(_local_cluster.head_address, _local_cluster.token, namespace,
                                node_address=_local_cluster.node_address, log_to_driver=log_to_driver)

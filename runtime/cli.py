@@ -61,6 +61,7 @@ def _main(argv: list[str] | None, commands: Sequence[Command]) -> int:
     start.add_argument("--node-port", type=int, default=0, help="node agent port (0: any free port)")
     flags.add_node_ip_flag(start)
     flags.add_node_resource_flags(start)
+    flags.add_spilling_flag(start)
     start.add_argument("--no-node", action="store_true", help="with --head: run no node agent beside the head")
     start.add_argument("--block", action="store_true", help="stay in the foreground until stopped (for pods)")
 
@@ -200,7 +201,8 @@ def _start(args: argparse.Namespace) -> int:
 def _node_args(args: argparse.Namespace, address: str, session_dir: str) -> list[str]:
     out = ["--address", address, "--port", str(args.node_port), "--node-ip", args.node_ip, "--session-dir", session_dir]
     for flag, value in (("--num-cpus", args.num_cpus), ("--num-gpus", args.num_gpus), ("--memory", args.memory),
-                        ("--resources", args.resources), ("--labels", args.labels)):
+                        ("--resources", args.resources), ("--labels", args.labels),
+                        ("--object-spilling-directory", args.object_spilling_directory)):
         if value is not None:
             out += [flag, str(value)]
     return out

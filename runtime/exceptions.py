@@ -178,7 +178,8 @@ class OwnerDiedError(ObjectLostError):
 
 
 class ObjectStoreFullError(KastorError):
-    """A large object could not be stored (the node's store is full or unreachable).
+    """A large object could not be stored: the node's store is full and so is its spill directory
+    on disk (or spilling is off, KASTOR_OBJECT_SPILLING=0), or the node is unreachable.
 
     Raised by `put()` (and `.remote()` for a large argument); a task whose return value does
     not fit fails, and its `get()` raises a TaskError that is also an ObjectStoreFullError."""

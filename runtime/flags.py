@@ -76,6 +76,13 @@ def add_node_resource_flags(p: argparse.ArgumentParser) -> None:
                         "e.g. 'region=us-west,cpu-family=amd' (or KASTOR_NODE_LABELS)")
 
 
+def add_spilling_flag(p: argparse.ArgumentParser) -> None:
+    """--object-spilling-directory: where a node agent spills objects its store cannot hold (see spilling)."""
+    p.add_argument("--object-spilling-directory", default=settings.OBJECT_SPILLING_DIR.get(),
+                   help="where the node writes objects that do not fit in its shared-memory store (a local disk "
+                        "with room; or KASTOR_OBJECT_SPILLING_DIR; default: the session folder's spill/)")
+
+
 def add_child_flags(p: argparse.ArgumentParser) -> None:
     """Hidden flags a parent passes to the processes it starts (see launcher.Child)."""
     p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)

@@ -9,16 +9,21 @@ from __future__ import annotations
 import json
 import os
 
-from kastor.runtime import auth, config, launcher
+from kastor.runtime import auth, config, launcher, settings
 
 
 class LocalCluster:
     def __init__(self, *, num_cpus: float | None = None, num_gpus: float | None = None,
                  memory: float | None = None, resources: dict[str, float] | None = None,
-                 labels: dict[str, str] | None = None):
+                 labels: dict[str, str] | None = None, object_spilling: bool | None = None,
+                 object_spilling_directory: str | None = None):
+        """`object_spilling` / `object_spilling_directory`: the node's spilling, when not left to its
+        settings (from Ray's `_system_config`, see spilling.from_ray_system_config)."""
         self.session_dir = launcher.new_session_dir("local")
         self.token = auth.generate_token()
         env = dict(os.environ)
+        if object_spilling is not None:
+            env[settings.OBJECT_SPILLING.name] = "1" if object_spilling else "0"
         env[config.ENV_TOKEN] = self.token
         env.pop(config.ENV_TOKEN_FILE, None)
         self.head_address = f"127.0.0.1:{launcher.free_port()}"
@@ -37,6 +42,8 @@ class LocalCluster:
             node_args += ["--resources", json.dumps(resources)]
         if labels:
             node_args += ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())]
+        if object_spilling_directory:
+            node_args += ["--object-spilling-directory", object_spilling_directory]
         self.node = launcher.Child("kastor.runtime.node_agent", node_args, env, os.path.join(logs, "node.log"))
         try:
             self.head.wait_ready()

@@ -32,6 +32,7 @@ from kastor.runtime import (
     retry,
     rpc,
     settings,
+    spilling,
     store_owners,
     tls,
 )
@@ -86,7 +87,8 @@ INFEASIBLE_TTL_S = 5.0  # an infeasible shape stays reported this long after its
 
 class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
     def __init__(self, *, head_address: str, token: str, ip: str, total: dict[str, float],
-                 store_dir: str, session_dir: str, node_id: str, labels: dict[str, str] | None = None):
+                 store_dir: str, session_dir: str, node_id: str, labels: dict[str, str] | None = None,
+                 spill_dir: str | None = None):
         self.head_address = head_address
         self.token = token
         self.metadata = auth.metadata(token)
@@ -96,6 +98,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         self.free_gpus = list(range(int(total.get("GPU", 0))))
         self.init_bundles()
         self.store_dir = store_dir
+        self.spill_dir = spill_dir  # where objects that do not fit in the store go (spilling), if anywhere
         self.session_dir = session_dir
         self.node_id = node_id
         self.labels = node_labels.with_defaults(labels or {}, node_id)
@@ -740,8 +743,16 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
 
     # ---- objects ----
 
+    def _object_dirs(self) -> list[str]:
+        """The store, and the spill directory if spilling is on: both hold this node's object files."""
+        return [self.store_dir] + ([self.spill_dir] if self.spill_dir else [])
+
     def _store_path(self, path: str) -> str | None:
-        return store_owners.in_store(self.store_dir, path)
+        for d in self._object_dirs():
+            found = store_owners.in_store(d, path)
+            if found is not None:
+                return found
+        return None
 
     async def owner_answers(self, address: str) -> bool | None:
         """Whether the owner at `address` still serves its objects: True if it answered, False
@@ -756,11 +767,12 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
 
     async def sweep_dead_owners_forever(self) -> None:
         """Frees the store files of owners that died without freeing them (store_owners)."""
-        sweep = store_owners.DeadOwnerSweep(self.store_dir, self.owner_answers)
+        sweeps = [store_owners.DeadOwnerSweep(d, self.owner_answers) for d in self._object_dirs()]
         while True:
             await asyncio.sleep(config.DEAD_OWNER_SWEEP_S)
             try:
-                await sweep.sweep()
+                for sweep in sweeps:
+                    await sweep.sweep()
             except OSError as e:  # e.g. the store directory is being removed at shutdown
                 log.warning("sweeping dead owners' objects failed: %s", e)
 
@@ -781,11 +793,15 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
                     if not _OBJECT_NAME.fullmatch(chunk.name):
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                             f"bad object name {chunk.name!r}: expected 40 hex digits")
-                    if chunk.total > shutil.disk_usage(self.store_dir).free:
+                    target = spilling.pick_dir(self.store_dir, chunk.total)
+                    if target is None:
+                        spill = (f"nor in its spill directory ({self.spill_dir}; set KASTOR_OBJECT_SPILLING_DIR on "
+                                 f"the node for a disk with more room)" if self.spill_dir else
+                                 "and spilling to disk is off (KASTOR_OBJECT_SPILLING=0 on the node)")
                         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                             f"an object of {chunk.total} bytes does not fit in this node's "
-                                            f"store ({self.store_dir})")
-                    path = os.path.join(self.store_dir, chunk.name)
+                                            f"store ({self.store_dir}), {spill}")
+                    path = os.path.join(target, chunk.name)
                     tmp = path + ".upload"
                     f = open(tmp, "wb")
                 written += len(chunk.data)
@@ -804,7 +820,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         return pb.ObjectLocation(node_id=self.node_id, node_address=self.address, path=path, size=written)
 
     async def FreeObjects(self, request, context):
-        store_owners.free(self.store_dir, request.paths)
+        for d in self._object_dirs():
+            store_owners.free(d, request.paths)
         return pb.Empty()
 
     async def shutdown(self) -> None:
@@ -817,6 +834,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         procs = [w.proc for w in self.workers.values()]
         for proc in procs:
             _kill(proc)
+        if self.spill_dir:  # before the wait, which a supervisor's grace may cut short: a killed worker writes no more
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
         if procs:
             done, _ = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in procs], timeout=SHUTDOWN_REAP_S)
             if len(done) < len(procs):
@@ -872,8 +891,12 @@ async def serve(args: argparse.Namespace) -> int:
     os.makedirs(os.path.join(session_dir, "logs"), exist_ok=True)
     store_dir = os.path.join(args.store_root or config.default_store_root(), f"kastor-{node_id}")
     os.makedirs(store_dir, exist_ok=True)
+    spill_dir = spilling.node_spill_dir(args.object_spilling_directory, session_dir, node_id)
+    if spill_dir:
+        spilling.attach(store_dir, spill_dir)
     agent = NodeAgent(head_address=args.address, token=token, ip=args.node_ip, total=parse_resources(args),
-                      store_dir=store_dir, session_dir=session_dir, node_id=node_id, labels=parse_labels(args))
+                      store_dir=store_dir, session_dir=session_dir, node_id=node_id, labels=parse_labels(args),
+                      spill_dir=spill_dir)
     server = rpc.server(token)
     pb_grpc.add_NodeAgentServicer_to_server(agent, server)
     try:
@@ -914,6 +937,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-id", default=None)
     flags.add_node_resource_flags(p)
     p.add_argument("--store-root", default=None)
+    flags.add_spilling_flag(p)
     p.add_argument("--session-dir", default=None)
     flags.add_child_flags(p)
     return p

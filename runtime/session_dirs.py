@@ -5,7 +5,8 @@ dead one by a lock, not by PIDs (which are reused): the process that makes the f
 shared flock on its `.lock` file and hands that open file to the processes it starts (see
 `held_fds`), so the lock lasts as long as any of them runs. Starting a session prunes the
 folders whose lock nobody holds, keeping the newest SESSIONS_KEPT of them for their logs, as
-Ray keeps its recent session folders.
+Ray keeps its recent session folders (but not the objects their nodes spilled to disk, which
+a node agent killed without a clean stop left behind).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from kastor.runtime import config, settings
 SESSIONS_KEPT = settings.SESSIONS_KEPT.get()
 LOCK_NAME = ".lock"
 PREFIX = "session_"
+SPILL_FOLDER = "spill"  # the default root of the session's nodes' spilled objects (spilling.node_spill_dir)
 
 _held: dict[str, int] = {}  # session folder -> the open, shared-locked .lock of a session we made
 
@@ -73,6 +75,8 @@ def prune(keep: int = SESSIONS_KEPT) -> list[str]:
         return []
     paths = sorted((os.path.join(config.SESSION_ROOT, n) for n in names), key=_mtime, reverse=True)
     dead = [p for p in paths if p not in _held and _ours(p) and not is_live(p)]
+    for path in dead[:keep]:  # kept for their logs; objects spilled to disk are of no use once it ended
+        shutil.rmtree(os.path.join(path, SPILL_FOLDER), ignore_errors=True)
     removed = []
     for path in dead[keep:]:
         shutil.rmtree(path, ignore_errors=True)

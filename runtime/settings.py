@@ -228,6 +228,14 @@ MAX_STARTING_WORKERS = _declare("KASTOR_MAX_STARTING_WORKERS", "int", 0,
 STARTUP_TIMEOUT_S = _declare("KASTOR_STARTUP_TIMEOUT_S", "float", 30.0,
                              "A worker (or a head or node agent started by `kastor start`) that is not ready "
                              "this long after starting is killed; raise it on an overloaded host.")
+OBJECT_SPILLING = _declare("KASTOR_OBJECT_SPILLING", "bool", True,
+                          "A node agent writes objects that do not fit in its shared-memory store to its spill "
+                          "directory on local disk (as Ray spills them); 0: such an object fails with "
+                          "ObjectStoreFullError.")
+OBJECT_SPILLING_DIR = _declare("KASTOR_OBJECT_SPILLING_DIR", "path", None,
+                               "Where a node agent spills objects that do not fit in its store (each node uses "
+                               "a kastor-<node id> folder in it; unset: the session folder's spill/). Put it on "
+                               "a local disk with room (`kastor start --object-spilling-directory`).")
 SESSION_ROOT = _declare("KASTOR_SESSION_ROOT", "path", "/tmp/kastor_sessions",
                         "Where session folders (logs, token files) are made.")
 SESSIONS_KEPT = _declare("KASTOR_SESSIONS_KEPT", "int", 5,

@@ -16,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import grpc
-from kastor.runtime import config, exceptions, gateway_client, serialization, store_owners
+from kastor.runtime import config, exceptions, gateway_client, serialization, spilling
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.rpc import CHANNEL_OPTIONS, direct_channel
@@ -44,9 +44,9 @@ class DirectTransport:
                     owner: str) -> pb.ObjectLocation:
         """Writes a value too large to inline into this node's store (or the driver's own, which
         readers then fetch from the driver's address), under its owner's directory there
-        (freed by the node if the owner dies without freeing it)."""
-        path = store_owners.object_path(core.store_dir, owner, name)
-        size = ser.write_file(path)
+        (freed by the node if the owner dies without freeing it). One that does not fit goes
+        to the node's spill directory on disk instead (spilling)."""
+        path, size = spilling.write(ser, core.store_dir, owner, name)
         served_by = core.address if self.serves_own_store else core.node_address
         return pb.ObjectLocation(node_id=core.node_id, node_address=served_by, path=path, size=size)
 

@@ -1,5 +1,6 @@
-"""A full object store fails the put (or the task's get) with ObjectStoreFullError; no
-object is ever stored truncated.
+"""With spilling off, a full object store fails the put (or the task's get) with
+ObjectStoreFullError; no object is ever stored truncated. (With spilling on, the default, such
+objects go to disk instead: test_spilling.)
 
 The object store is the node's /dev/shm. The cluster test runs a driver, with its embedded
 cluster, in a user and mount namespace of its own with a 16 MiB tmpfs over /dev/shm, so
@@ -8,6 +9,7 @@ such a namespace here are skipped. The short-write test needs no namespace: a fi
 limit makes the kernel stop a write part-way, as a full tmpfs does.
 """
 
+import os
 import shutil
 import subprocess
 import sys
@@ -79,11 +81,12 @@ def test_full_store_fails_put_and_the_tasks_get(tmp_path):
     result = subprocess.run(
         ["unshare", "-rm", "sh", "-c",
          f'mount -t tmpfs -o size={STORE_MIB}m tmpfs /dev/shm && exec "$0" "$1"', sys.executable, str(script)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=dict(os.environ, KASTOR_OBJECT_SPILLING="0"))
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
     assert "PUT FULL: Could not store an object of" in out, out
     assert "in the object store at /dev/shm/" in out and "larger than the whole store" in out, out
+    assert "Spilling to disk is off for this store: run its node agent with KASTOR_OBJECT_SPILLING=1" in out, out
     assert "RESULT FULL: True" in out, out
     assert "SECOND FULL" in out, out
     assert "HELD OK [0.0, 1.0, 2.0, 3.0]" in out, out
