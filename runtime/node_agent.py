@@ -119,6 +119,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         self.worker_lease_s = self.death_timeout_s * config.WORKER_LEASE_FRACTION
         self.fenced = False
         self.head_confirmed_at = 0.0  # time.monotonic() when the last heartbeat the head knew was sent
+        self.rpcs = rpc.CallCounter()  # the calls this agent served, by method (Stats)
         self._channels = ChannelCache()
         self.runtime_envs = RuntimeEnvAgent(os.path.join(session_dir, "runtime_resources"), self._fetch_package)
         self.fork_server: ForkServer | None = None
@@ -241,6 +242,11 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             return pb.WorkerLeaseReply(granted=False)
         fresh = self.head_confirmed_at + self.death_timeout_s - time.monotonic()
         return pb.WorkerLeaseReply(granted=True, lease_s=self.worker_lease_s, fresh_for_s=fresh)
+
+    async def Stats(self, request, context):
+        """What this agent has served (RPCs by method), with its clock and lease length."""
+        return pb.NodeAgentStats(rpcs_served=self.rpcs.counts(), lease_s=self.worker_lease_s,
+                                 monotonic_s=time.monotonic())
 
     def _log_head_lost(self, code: grpc.StatusCode) -> None:
         if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -874,7 +880,7 @@ async def serve(args: argparse.Namespace) -> int:
     os.makedirs(store_dir, exist_ok=True)
     agent = NodeAgent(head_address=args.address, token=token, ip=args.node_ip, total=parse_resources(args),
                       store_dir=store_dir, session_dir=session_dir, node_id=node_id, labels=parse_labels(args))
-    server = rpc.server(token)
+    server = rpc.server(token, counter=agent.rpcs)
     pb_grpc.add_NodeAgentServicer_to_server(agent, server)
     try:
         port = tls.add_port(server, f"{bind_host(args.node_ip)}:{args.port}", "node agent",

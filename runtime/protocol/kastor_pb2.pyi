@@ -913,6 +913,23 @@ class WorkerLeaseReply(_message.Message):
     fresh_for_s: float
     def __init__(self, granted: _Optional[bool] = ..., lease_s: _Optional[float] = ..., fresh_for_s: _Optional[float] = ...) -> None: ...
 
+class NodeAgentStats(_message.Message):
+    __slots__ = ("rpcs_served", "lease_s", "monotonic_s")
+    class RpcsServedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    RPCS_SERVED_FIELD_NUMBER: _ClassVar[int]
+    LEASE_S_FIELD_NUMBER: _ClassVar[int]
+    MONOTONIC_S_FIELD_NUMBER: _ClassVar[int]
+    rpcs_served: _containers.ScalarMap[str, int]
+    lease_s: float
+    monotonic_s: float
+    def __init__(self, rpcs_served: _Optional[_Mapping[str, int]] = ..., lease_s: _Optional[float] = ..., monotonic_s: _Optional[float] = ...) -> None: ...
+
 class FetchObjectRequest(_message.Message):
     __slots__ = ("path",)
     PATH_FIELD_NUMBER: _ClassVar[int]

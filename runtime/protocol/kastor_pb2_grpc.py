@@ -1261,6 +1261,11 @@ class NodeAgentStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseReply.FromString,
                 _registered_method=True)
+        self.Stats = channel.unary_unary(
+                '/kastor.NodeAgent/Stats',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.NodeAgentStats.FromString,
+                _registered_method=True)
         self.FetchObject = channel.unary_stream(
                 '/kastor.NodeAgent/FetchObject',
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.FetchObjectRequest.SerializeToString,
@@ -1333,6 +1338,12 @@ class NodeAgentServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RenewWorkerLease(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Stats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1415,6 +1426,11 @@ def add_NodeAgentServicer_to_server(servicer, server):
                     servicer.RenewWorkerLease,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseReply.SerializeToString,
+            ),
+            'Stats': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stats,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.NodeAgentStats.SerializeToString,
             ),
             'FetchObject': grpc.unary_stream_rpc_method_handler(
                     servicer.FetchObject,
@@ -1636,6 +1652,33 @@ class NodeAgent:
             '/kastor.NodeAgent/RenewWorkerLease',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseRequest.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kastor.NodeAgent/Stats',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.NodeAgentStats.FromString,
             options,
             channel_credentials,
             insecure,
