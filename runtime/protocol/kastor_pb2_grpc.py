@@ -1256,11 +1256,6 @@ class NodeAgentStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BlockedRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
                 _registered_method=True)
-        self.RenewWorkerLease = channel.unary_unary(
-                '/kastor.NodeAgent/RenewWorkerLease',
-                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseRequest.SerializeToString,
-                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseReply.FromString,
-                _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/kastor.NodeAgent/Stats',
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
@@ -1332,12 +1327,6 @@ class NodeAgentServicer:
         raise NotImplementedError('Method not implemented!')
 
     def NotifyBlocked(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def RenewWorkerLease(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1421,11 +1410,6 @@ def add_NodeAgentServicer_to_server(servicer, server):
                     servicer.NotifyBlocked,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BlockedRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
-            ),
-            'RenewWorkerLease': grpc.unary_unary_rpc_method_handler(
-                    servicer.RenewWorkerLease,
-                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseRequest.FromString,
-                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseReply.SerializeToString,
             ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
@@ -1625,33 +1609,6 @@ class NodeAgent:
             '/kastor.NodeAgent/NotifyBlocked',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BlockedRequest.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RenewWorkerLease(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/kastor.NodeAgent/RenewWorkerLease',
-            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseRequest.SerializeToString,
-            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseReply.FromString,
             options,
             channel_credentials,
             insecure,
