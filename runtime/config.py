@@ -19,7 +19,7 @@ ENV_NODE_ID = settings.NODE_ID.name
 ENV_WORKER_ID = settings.WORKER_ID.name
 ENV_STORE_DIR = settings.STORE_DIR.name
 ENV_SESSION_DIR = settings.SESSION_DIR.name
-ENV_WORKER_LEASE_S = settings.WORKER_LEASE_S.name  # set by a node agent for its workers (fencing)
+ENV_NODE_LEASE_FILE = settings.NODE_LEASE_FILE.name  # set by a node agent for its workers (fencing)
 
 TOKEN_METADATA_KEY = "kastor-token"
 # Through the client port, the cluster address a call is for: `kastor-target` metadata, or a
@@ -38,10 +38,13 @@ CONNECT_TIMEOUT_S = settings.CONNECT_TIMEOUT_S.get()
 
 HEARTBEAT_INTERVAL_S = settings.HEARTBEAT_INTERVAL_S.get()
 NODE_DEATH_TIMEOUT_S = settings.NODE_DEATH_TIMEOUT_S.get()
-# Fencing: a worker runs calls only while its node agent renews its lease, which lasts this
-# fraction of the head's node death timeout. A frozen or dead-declared node's workers thus stop
-# before the head restarts their actors elsewhere (see NodeAgent.RenewWorkerLease).
+# Fencing: a worker runs calls only while its node agent renews the node's lease, which lasts
+# this fraction of the head's node death timeout. A frozen or dead-declared node's workers thus
+# stop before the head restarts their actors elsewhere (see runtime/node_lease.py).
 WORKER_LEASE_FRACTION = 0.5
+# The agent renews the node's lease this often per lease period, so a few late renewals (a
+# loaded machine) do no harm.
+LEASE_RENEWALS_PER_PERIOD = 5
 # How long an owner keeps an idle task lease before handing the worker back: long enough
 # for a tight `get(f.remote())` loop to reuse it, short enough not to starve others.
 LEASE_LINGER_S = 0.05

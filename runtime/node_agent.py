@@ -29,6 +29,7 @@ from kastor.runtime import (
     launcher,
     logging_setup,
     node_labels,
+    node_lease,
     retry,
     rpc,
     settings,
@@ -116,12 +117,15 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         self._lease_seq = 0
         self.in_flight = 0       # lease requests and actor starts being answered (busy: no drain)
         self.draining = False    # it accepted a drain (scale-down): it takes no new work
-        # Fencing (see RenewWorkerLease): how long a worker's lease lasts, from the head's node
-        # death timeout once registered; and whether the head declared this node dead.
+        # Fencing (see renew_node_lease): how long the node's lease lasts, from the head's node
+        # death timeout once registered; whether the head declared this node dead; and the file
+        # the lease is published in (one per registration, made by register_with_head).
         self.death_timeout_s = config.NODE_DEATH_TIMEOUT_S
         self.worker_lease_s = self.death_timeout_s * config.WORKER_LEASE_FRACTION
         self.fenced = False
         self.head_confirmed_at = 0.0  # time.monotonic() when the last heartbeat the head knew was sent
+        self.node_lease: node_lease.NodeLeaseWriter | None = None
+        self.rpcs = rpc.CallCounter()  # the calls this agent served, by method (Stats)
         self._channels = ChannelCache()
         self.runtime_envs = RuntimeEnvAgent(os.path.join(session_dir, "runtime_resources"), self._fetch_package)
         self.fork_server: ForkServer | None = None
@@ -160,7 +164,14 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             raise SystemExit(f"node agent: cannot join head {self.head_address}: {e.details()}") from e
         self.death_timeout_s = reply.node_death_timeout_s or config.NODE_DEATH_TIMEOUT_S
         self.worker_lease_s = self.death_timeout_s * config.WORKER_LEASE_FRACTION
-        self.head_confirmed_at, self.fenced = sent, False
+        self.head_confirmed_at = sent
+        if self.node_lease is None or self.fenced:
+            # A fresh file per registration: no worker of a fenced one can ever see a renewal.
+            old, self.node_lease = self.node_lease, node_lease.NodeLeaseWriter(self.session_dir, self.death_timeout_s)
+            if old is not None:
+                old.close()
+        self.fenced = False
+        self.renew_node_lease()
         log.info("node %s registered with head %s", self.node_id, self.head_address)
 
     async def heartbeat_forever(self) -> None:
@@ -213,6 +224,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         node registers again, so that no actor ever has two live instances; until then no
         worker's lease is renewed."""
         self.fenced = True
+        if self.node_lease is not None:
+            self.node_lease.fence()  # its workers exit at once, even one this kill misses
         live = [w for w in self.workers.values() if w.proc.returncode is None]
         log.error("the head does not know this node: it declared it dead (missed heartbeats for "
                   "KASTOR_NODE_DEATH_TIMEOUT_S, e.g. the agent was frozen or cut off) or restarted without its "
@@ -224,26 +237,39 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             except ProcessLookupError:
                 pass
 
-    async def RenewWorkerLease(self, request, context):
-        """Fencing by lease: a worker runs calls only while this agent keeps renewing its lease.
+    def renew_node_lease(self) -> None:
+        """Fencing by lease: a worker starts calls only while this agent keeps renewing the
+        node's lease, one lease for all its workers, published in a shared file (node_lease,
+        whose docstring has the argument in full).
 
-        The lease lasts WORKER_LEASE_FRACTION (a half) of the head's node death timeout D,
-        counted by the worker from when it *sent* the request. If this agent freezes or dies at
-        time F, no lease is renewed after F, so every worker stops by F + D/2. The head declares
-        the node dead no sooner than D after the last heartbeat it received, which the agent
-        sent at most one heartbeat interval before F, so no sooner than about F + D - 0.5s: the
-        old instance of an actor has stopped before the head restarts it elsewhere. A node the
-        head declared dead renews nothing (`fenced`) and kills its workers (`fence_workers`).
+        The lease lasts WORKER_LEASE_FRACTION (a half) of the head's node death timeout D from
+        the renewal. If this agent freezes or dies at time F, nothing is renewed after F, so
+        every worker stops by F + D/2. The head declares the node dead no sooner than D after
+        the last heartbeat it received, which the agent sent at most one heartbeat interval
+        before F, so no sooner than about F + D - 0.5s: the old instance of an actor has
+        stopped before the head restarts it elsewhere. A node the head declared dead renews
+        nothing (`fenced`) and kills its workers (`fence_workers`).
 
-        A worker whose lease ran out (this agent was slow, not frozen) resumes only within
-        `fresh_for_s`: until D after the last heartbeat the head acknowledged was sent, the head
-        cannot have declared this node dead, even if this agent has not heard so yet.
+        A lease that ran out (this agent was slow, not frozen) is renewed only up to D after
+        the last heartbeat the head acknowledged was sent: until then the head cannot have
+        declared this node dead, even if this agent has not heard so yet.
         """
-        known = request.worker_id in self.workers or request.worker_id in self.registrations
-        if self.fenced or not known:
-            return pb.WorkerLeaseReply(granted=False)
-        fresh = self.head_confirmed_at + self.death_timeout_s - time.monotonic()
-        return pb.WorkerLeaseReply(granted=True, lease_s=self.worker_lease_s, fresh_for_s=fresh)
+        if self.fenced or self.node_lease is None:
+            return
+        self.node_lease.renew(self.worker_lease_s, self.death_timeout_s, self.head_confirmed_at + self.death_timeout_s)
+
+    async def renew_node_lease_forever(self) -> None:
+        """Renews the node's lease LEASE_RENEWALS_PER_PERIOD times per lease period, on the event
+        loop that heartbeats the head: an agent too frozen to heartbeat renews nothing either."""
+        while True:
+            await asyncio.sleep(self.worker_lease_s / config.LEASE_RENEWALS_PER_PERIOD)
+            self.renew_node_lease()
+
+    async def Stats(self, request, context):
+        """What this agent has served (RPCs by method) and how often it renewed the node's lease."""
+        return pb.NodeAgentStats(rpcs_served=self.rpcs.counts(),
+                                 node_lease_renewals=self.node_lease.state.renewals if self.node_lease else 0,
+                                 lease_s=self.worker_lease_s, monotonic_s=time.monotonic())
 
     def _log_head_lost(self, code: grpc.StatusCode) -> None:
         if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -315,6 +341,11 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
 
     # ---- workers ----
 
+    def _lease_path(self) -> str:
+        if self.node_lease is None:
+            raise RuntimeError("the node agent starts workers only once it has registered with the head")
+        return self.node_lease.path
+
     async def _fetch_package(self, uri: str) -> bytes:
         reply = await self.head().GetPackage(pb.PackageKey(uri=uri), metadata=self.metadata, timeout=600)
         return reply.data
@@ -327,7 +358,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             config.ENV_NODE_ADDRESS: self.address, config.ENV_NODE_ID: self.node_id,
             config.ENV_STORE_DIR: self.store_dir, config.ENV_NODE_IP: self.ip,
             config.ENV_WORKER_ID: worker_id.hex(), config.ENV_SESSION_DIR: self.session_dir,
-            config.ENV_WORKER_LEASE_S: str(self.worker_lease_s),
+            config.ENV_NODE_LEASE_FILE: self._lease_path(),
         })
         env.pop(config.ENV_TOKEN_FILE, None)
         runtime_env = runtime_env or WorkerEnv("")
@@ -843,6 +874,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
                             SHUTDOWN_REAP_S)
         if self.fork_server is not None:  # after the waits: the fork server reports its children's exits
             self.fork_server.close()
+        if self.node_lease is not None:
+            self.node_lease.close()
         shutil.rmtree(self.store_dir, ignore_errors=True)
 
 
@@ -897,7 +930,7 @@ async def serve(args: argparse.Namespace) -> int:
     agent = NodeAgent(head_address=args.address, token=token, ip=args.node_ip, total=parse_resources(args),
                       store_dir=store_dir, session_dir=session_dir, node_id=node_id, labels=parse_labels(args),
                       spill_dir=spill_dir)
-    server = rpc.server(token)
+    server = rpc.server(token, counter=agent.rpcs)
     pb_grpc.add_NodeAgentServicer_to_server(agent, server)
     try:
         port = tls.add_port(server, f"{bind_host(args.node_ip)}:{args.port}", "node agent",
@@ -909,6 +942,7 @@ async def serve(args: argparse.Namespace) -> int:
     await agent.register_with_head(config.STARTUP_TIMEOUT_S)
     agent._prestart()
     heartbeat = asyncio.get_running_loop().create_task(agent.heartbeat_forever())
+    lease_renewer = asyncio.get_running_loop().create_task(agent.renew_node_lease_forever())
     reconciler = asyncio.get_running_loop().create_task(agent.reconcile_leases_forever())
     reaper = asyncio.get_running_loop().create_task(agent.reap_idle_forever())
     sweeper = asyncio.get_running_loop().create_task(agent.sweep_dead_owners_forever())
@@ -921,6 +955,7 @@ async def serve(args: argparse.Namespace) -> int:
     finally:
         stop.cancel()
         heartbeat.cancel()
+        lease_renewer.cancel()
         reconciler.cancel()
         reaper.cancel()
         sweeper.cancel()

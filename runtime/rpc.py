@@ -61,6 +61,24 @@ class ChannelCache:
             await ch.close()
 
 
-def server(token: str) -> grpc.aio.Server:
-    """A server with Kastor's message limits that admits only calls carrying the cluster token."""
-    return tls.server(CHANNEL_OPTIONS, [auth.TokenInterceptor(token)])
+def server(token: str, counter: CallCounter | None = None) -> grpc.aio.Server:
+    """A server with Kastor's message limits that admits only calls carrying the cluster token;
+    `counter` counts the calls it admits, by method."""
+    return tls.server(CHANNEL_OPTIONS, [auth.TokenInterceptor(token), *([counter] if counter else [])])
+
+
+class CallCounter(grpc.aio.ServerInterceptor):
+    """Counts the calls a server admits, by method: what a process serves is then a number a
+    test or an operator can read (a node agent's Stats), not a guess from its CPU time."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        self._counts[method] = self._counts.get(method, 0) + 1
+        return await continuation(handler_call_details)
+
+    def counts(self) -> dict[str, int]:
+        """Calls admitted so far, by method name (e.g. "RequestLease")."""
+        return dict(self._counts)

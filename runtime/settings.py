@@ -300,8 +300,9 @@ STORE_DIR = _declare("KASTOR_STORE_DIR", "path", None, "The node's shared-memory
                      internal=True)
 SESSION_DIR = _declare("KASTOR_SESSION_DIR", "path", None, "The node's session folder (its workers' logs)",
                        internal=True)
-WORKER_LEASE_S = _declare("KASTOR_WORKER_LEASE_S", "float", None,
-                          "How long a worker's lease from its node agent lasts (fencing)", internal=True)
+NODE_LEASE_FILE = _declare("KASTOR_NODE_LEASE_FILE", "path", None,
+                           "The file in which a worker's node agent publishes the node's lease (fencing)",
+                           internal=True)
 POD_IP = _declare("KASTOR_POD_IP", "str", None,
                   "A pod's IP, from the Kubernetes downward API, that the operator passes on as KASTOR_NODE_IP",
                   internal=True)

@@ -791,16 +791,12 @@ REGISTER_RETRY = retry.RetryPolicy(deadline_s=config.STARTUP_TIMEOUT_S, initial_
                                    retry_codes=(grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED))
 
 
-def register(core: CoreWorker) -> float:
-    """Registers this worker with its node agent; returns when the accepted request was sent
-    (the lease counts from then). A worker that cannot register exits with a message naming
-    the agent, instead of dying on an unhandled error."""
+def register(core: CoreWorker) -> None:
+    """Registers this worker with its node agent. A worker that cannot register exits with a
+    message naming the agent, instead of dying on an unhandled error."""
     request = pb.RegisterWorkerRequest(worker_id=core.worker_id, address=core.address, pid=os.getpid())
-    sent = time.monotonic()
 
     def attempt() -> None:
-        nonlocal sent
-        sent = time.monotonic()
         core.node_call("RegisterWorker", request, timeout=REGISTER_ATTEMPT_S)
 
     def on_retry(error: BaseException, attempt_no: int, delay: float) -> None:
@@ -815,7 +811,6 @@ def register(core: CoreWorker) -> float:
                   core.node_address, config.STARTUP_TIMEOUT_S, e.details() if hasattr(e, "details") else e)
         logging.shutdown()
         os._exit(1)
-    return sent
 
 
 def main() -> None:
@@ -827,12 +822,12 @@ def main() -> None:
         worker_id=bytes.fromhex(settings.WORKER_ID.require()), is_driver=False)
     context.core = core
     core.post(lambda: launcher.watch_parent(core.loop, lambda: os._exit(0)))  # the node agent holds our stdin
-    lease = WorkerLease(core, settings.WORKER_LEASE_S.require())
+    lease = WorkerLease(core, settings.NODE_LEASE_FILE.require())
     engine = Engine(core, lease)
     core.engine = engine
     LogShipper(core, engine.output_owner).install()
-    registering = register(core)
-    lease.start(registering)  # no call runs without a lease, and none comes before registration
+    register(core)
+    lease.start()  # no call runs without the node's lease, and none comes before registration
     log.info("worker %s serving on %s (host %s)", core.worker_id.hex()[:8], core.address, socket.gethostname())
     engine.main_loop()
 

@@ -897,21 +897,24 @@ class BlockedRequest(_message.Message):
     blocked: bool
     def __init__(self, worker_id: _Optional[bytes] = ..., blocked: _Optional[bool] = ...) -> None: ...
 
-class WorkerLeaseRequest(_message.Message):
-    __slots__ = ("worker_id",)
-    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
-    worker_id: bytes
-    def __init__(self, worker_id: _Optional[bytes] = ...) -> None: ...
-
-class WorkerLeaseReply(_message.Message):
-    __slots__ = ("granted", "lease_s", "fresh_for_s")
-    GRANTED_FIELD_NUMBER: _ClassVar[int]
+class NodeAgentStats(_message.Message):
+    __slots__ = ("rpcs_served", "lease_s", "monotonic_s", "node_lease_renewals")
+    class RpcsServedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    RPCS_SERVED_FIELD_NUMBER: _ClassVar[int]
     LEASE_S_FIELD_NUMBER: _ClassVar[int]
-    FRESH_FOR_S_FIELD_NUMBER: _ClassVar[int]
-    granted: bool
+    MONOTONIC_S_FIELD_NUMBER: _ClassVar[int]
+    NODE_LEASE_RENEWALS_FIELD_NUMBER: _ClassVar[int]
+    rpcs_served: _containers.ScalarMap[str, int]
     lease_s: float
-    fresh_for_s: float
-    def __init__(self, granted: _Optional[bool] = ..., lease_s: _Optional[float] = ..., fresh_for_s: _Optional[float] = ...) -> None: ...
+    monotonic_s: float
+    node_lease_renewals: int
+    def __init__(self, rpcs_served: _Optional[_Mapping[str, int]] = ..., lease_s: _Optional[float] = ..., monotonic_s: _Optional[float] = ..., node_lease_renewals: _Optional[int] = ...) -> None: ...
 
 class FetchObjectRequest(_message.Message):
     __slots__ = ("path",)

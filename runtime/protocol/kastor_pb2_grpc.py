@@ -1256,10 +1256,10 @@ class NodeAgentStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BlockedRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
                 _registered_method=True)
-        self.RenewWorkerLease = channel.unary_unary(
-                '/kastor.NodeAgent/RenewWorkerLease',
-                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseRequest.SerializeToString,
-                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseReply.FromString,
+        self.Stats = channel.unary_unary(
+                '/kastor.NodeAgent/Stats',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.NodeAgentStats.FromString,
                 _registered_method=True)
         self.FetchObject = channel.unary_stream(
                 '/kastor.NodeAgent/FetchObject',
@@ -1332,7 +1332,7 @@ class NodeAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def RenewWorkerLease(self, request, context):
+    def Stats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1411,10 +1411,10 @@ def add_NodeAgentServicer_to_server(servicer, server):
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.BlockedRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
             ),
-            'RenewWorkerLease': grpc.unary_unary_rpc_method_handler(
-                    servicer.RenewWorkerLease,
-                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseRequest.FromString,
-                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseReply.SerializeToString,
+            'Stats': grpc.unary_unary_rpc_method_handler(
+                    servicer.Stats,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.NodeAgentStats.SerializeToString,
             ),
             'FetchObject': grpc.unary_stream_rpc_method_handler(
                     servicer.FetchObject,
@@ -1620,7 +1620,7 @@ class NodeAgent:
             _registered_method=True)
 
     @staticmethod
-    def RenewWorkerLease(request,
+    def Stats(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1633,9 +1633,9 @@ class NodeAgent:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/kastor.NodeAgent/RenewWorkerLease',
-            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseRequest.SerializeToString,
-            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WorkerLeaseReply.FromString,
+            '/kastor.NodeAgent/Stats',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.NodeAgentStats.FromString,
             options,
             channel_credentials,
             insecure,
