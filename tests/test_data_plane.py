@@ -1,0 +1,158 @@
+"""The worker's data port (runtime/frames.py): actor calls as frames on a plain socket.
+
+Calls from a process in the cluster go there; a peer without the cluster token is cut off
+before any frame of its is parsed; a frame that stops arriving part-way is dropped at the
+receive deadline (2 s for this module's cluster) while an idle connection is kept; one
+caller's calls run in the order it made them.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import time
+
+import kastor
+import pytest
+from kastor.runtime import receive_deadline
+from kastor.runtime.protocol import kastor_pb2 as pb
+from support import DEADLINE_S
+
+RECEIVE_TIMEOUT_S = 2.0
+GIVE_UP_S = 30.0  # a connection still open this long after a stall is open for good
+
+
+@pytest.fixture(scope="module")
+def embedded_cluster():
+    """This module's own cluster, whose workers drop a stalled frame after 2 s."""
+    old = os.environ.get(receive_deadline.ENV_RECEIVE_TIMEOUT)
+    os.environ[receive_deadline.ENV_RECEIVE_TIMEOUT] = str(RECEIVE_TIMEOUT_S)
+    try:
+        info = kastor.init(num_cpus=2)
+    finally:
+        if old is None:
+            del os.environ[receive_deadline.ENV_RECEIVE_TIMEOUT]
+        else:
+            os.environ[receive_deadline.ENV_RECEIVE_TIMEOUT] = old
+    yield info
+    kastor.shutdown()
+
+
+pytestmark = pytest.mark.usefixtures("embedded_cluster")
+
+
+@kastor.remote
+class Log:
+    def __init__(self):
+        self.seen = []
+
+    def add(self, x):
+        self.seen.append(x)
+
+    def items(self):
+        return self.seen
+
+    def data_address(self) -> str:
+        from kastor.runtime import context
+        host = context.core.address.rpartition(":")[0]
+        return f"{host}:{context.core.data_port()}"
+
+    def accepted(self) -> int:
+        """Data-port connections that passed the token check."""
+        from kastor.runtime import context
+        return context.core.data_server.accepted
+
+
+class PickleBomb:
+    """Unpickling this creates a file: proof of whether anyone unpickled it."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def until_closed(s: socket.socket) -> tuple[bytes, float]:
+    """Reads until the worker closes the connection; what it sent, and after how long."""
+    start, received = time.monotonic(), b""
+    s.settimeout(GIVE_UP_S)
+    try:
+        while data := s.recv(65536):
+            received += data
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        pytest.fail(f"the worker kept the connection open for {GIVE_UP_S}s")
+    return received, time.monotonic() - start
+
+
+def connect(address: str) -> socket.socket:
+    host, port = address.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def test_calls_from_the_cluster_use_the_data_port():
+    log = Log.remote()
+    assert kastor.get(log.accepted.remote(), timeout=DEADLINE_S) == 1  # this call's own connection
+    kastor.get([log.add.remote(i) for i in range(5)], timeout=DEADLINE_S)
+    assert kastor.get(log.accepted.remote(), timeout=DEADLINE_S) == 1  # one connection per caller
+
+
+def test_one_callers_calls_run_in_order():
+    log = Log.remote()
+    refs = [log.add.remote(i) for i in range(500)]
+    kastor.get(refs, timeout=DEADLINE_S)
+    assert kastor.get(log.items.remote(), timeout=DEADLINE_S) == list(range(500))
+
+
+def test_without_the_token_nothing_is_parsed(tmp_path):
+    log = Log.remote()
+    address = kastor.get(log.data_address.remote(), timeout=DEADLINE_S)
+    marker = tmp_path / "unpickled"
+    spec = pb.TaskSpec(task_id=os.urandom(16), actor_id=b"x" * 16, method="add",
+                       args=pb.Value(data=b"\x00" + pickle.dumps(PickleBomb(str(marker)))))
+    request = frame(pb.ExecuteRequest(tasks=[spec]).SerializeToString())
+    for first in (frame(b"wrong-token"), frame(b""), request, os.urandom(4096), b"\xff\xff\xff\xff" + b"x" * 64):
+        with connect(address) as s:
+            s.sendall(first + request)
+            received, after = until_closed(s)
+        assert received == b"", f"the worker answered a peer without the token: {received[:40]!r}"
+        assert after < RECEIVE_TIMEOUT_S, f"a peer without the token was cut off only after {after:.1f}s"
+    assert not marker.exists(), "a peer without the token got a pickle loaded"
+    assert kastor.get(log.accepted.remote(), timeout=DEADLINE_S) == 1  # only the driver's own
+    kastor.get(log.add.remote("alive"), timeout=DEADLINE_S)
+    assert kastor.get(log.items.remote(), timeout=DEADLINE_S) == ["alive"]
+
+
+def test_a_stalled_token_is_dropped_at_the_receive_deadline():
+    log = Log.remote()
+    address = kastor.get(log.data_address.remote(), timeout=DEADLINE_S)
+    with connect(address) as s:
+        s.sendall(b"\x00\x00")  # half a length
+        received, after = until_closed(s)
+    assert received == b""
+    assert after >= RECEIVE_TIMEOUT_S * 0.9, f"dropped after {after:.1f}s, before the receive deadline"
+
+
+def test_a_truncated_frame_is_dropped_at_the_receive_deadline_and_an_idle_connection_is_not():
+    from kastor.runtime import context
+    log = Log.remote()
+    address = kastor.get(log.data_address.remote(), timeout=DEADLINE_S)  # the driver's connection, idle from now
+    with connect(address) as stalled:
+        stalled.sendall(frame(context.core.token.encode()))
+        stalled.settimeout(DEADLINE_S)
+        assert stalled.recv(4) == b"\x00\x00\x00\x00", "the worker did not accept a caller with the token"
+        stalled.sendall((200).to_bytes(4, "big") + b"\x0a\x03abc")  # 5 of the 200 bytes it announces
+        received, after = until_closed(stalled)
+    assert received == b""
+    assert after >= RECEIVE_TIMEOUT_S * 0.9, f"dropped after {after:.1f}s, before the receive deadline"
+    # The driver's connection, idle for longer than the stalled one waited, still carries its calls.
+    kastor.get(log.add.remote("alive"), timeout=DEADLINE_S)
+    assert kastor.get(log.items.remote(), timeout=DEADLINE_S) == ["alive"]
+    assert kastor.get(log.accepted.remote(), timeout=DEADLINE_S) == 2, "the idle caller had to reconnect"
