@@ -1,11 +1,16 @@
 """One caller's framed stream to an actor's worker: ExecStream's contract over frames.
 
 Same interface and guarantees as exec_stream.ExecStream (which the actor submitter uses when
-it cannot use this): calls written in submission order on one connection, calls queued in one
-loop iteration (or while the socket is backed up) sent together in one frame, nothing written
+it cannot use this): calls written in submission order on one connection, nothing written
 before the worker accepted (`established`), results handed to `on_results` and the end of the
 connection to `on_lost` exactly once. Frames are read in the core loop's protocol callback:
 no gRPC threads between the socket and the submitter.
+
+Batching under load, as Nagle's algorithm: a call made while none is unanswered goes out at
+once (a synchronous caller never waits), and calls made while some are unanswered wait for
+the next results frame, or FLUSH_DELAY_S at most, and go out together. gRPC's stream batched
+the same way by accident (its write took a trip through its own threads); without it, 5,000
+pipelined calls went out as ~700 small frames, each waking both loops, and ran 2x slower.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from kastor.runtime.frames import DATA_PORT_METADATA_KEY, FrameProtocol, frame
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.frame_stream")
+
+FLUSH_DELAY_S = 0.001  # the longest a call waits for earlier calls' results before it goes out anyway
 
 OnResults = Callable[["FrameStream", list[pb.TaskResult]], None]
 OnLost = Callable[["FrameStream", BaseException | None], None]
@@ -49,7 +56,8 @@ class FrameStream:
         self.data_address = data_address
         self._token = token.encode()
         self._outbox: list[pb.TaskSpec] = []
-        self._flush_scheduled = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._unanswered = 0  # calls written whose results have not come back
         self._closing = False
         self._lost = False
         self.established = False  # the worker accepted the stream: calls written from now on may run
@@ -65,9 +73,9 @@ class FrameStream:
 
     def send(self, specs: list[pb.TaskSpec]) -> None:
         self._outbox.extend(specs)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush) if not self._unanswered \
+                else self._loop.call_later(FLUSH_DELAY_S, self._flush)
 
     def close(self) -> None:
         """Ends the stream after queued specs are written; the worker then closes it."""
@@ -107,15 +115,20 @@ class FrameStream:
         except Exception:
             proto.close("an ExecuteReply frame did not parse")
             return
+        self._unanswered -= len(reply.results)
         self._on_results(self, list(reply.results))
+        if self._outbox and self._flush_handle is not None:  # results came: send what waited for them
+            self._flush_handle.cancel()
+            self._flush()
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        self._flush_handle = None
         proto = self._proto
         if not self.established or proto is None or not proto.writable or self._lost:
             return
         if self._outbox:
             batch, self._outbox = self._outbox, []
+            self._unanswered += len(batch)
             proto.write(pb.ExecuteRequest(tasks=batch).SerializeToString())
         if self._closing and proto.transport is not None:
             proto.transport.write(frame(b""))
