@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from kastor.runtime import auth, receive_deadline, tls
-from kastor.runtime.frames import MAX_TOKEN_BYTES, FrameProtocol
+from kastor.runtime.frames import MAX_TOKEN_BYTES, FrameProtocol, listening_socket
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.data_server")
@@ -117,9 +117,10 @@ class DataServer:
         def connection() -> _Connection:
             return _Connection(self._token, self._engine, timeout, self._accepted)
 
+        sock = listening_socket(host)
+        self.port = sock.getsockname()[1]
         self._server = await asyncio.get_running_loop().create_server(
-            connection, host, 0, ssl=tls.server_ssl_context())
-        self.port = self._server.sockets[0].getsockname()[1]
+            connection, sock=sock, ssl=tls.server_ssl_context())
         return self.port
 
     async def stop(self) -> None:

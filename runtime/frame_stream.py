@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import grpc
 from kastor.runtime import config, receive_deadline, tls
-from kastor.runtime.frames import DATA_PORT_METADATA_KEY, FrameProtocol, frame
+from kastor.runtime.frames import DATA_PORT_METADATA_KEY, FrameProtocol, connected_socket, frame
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.frame_stream")
@@ -91,11 +91,15 @@ class FrameStream:
     async def _connect(self) -> None:
         host, _, port = self.data_address.rpartition(":")
         ctx = tls.client_ssl_context()
+        sock = None
         try:
+            sock = await connected_socket(host, int(port), config.CONNECT_TIMEOUT_S)
             _, proto = await asyncio.wait_for(self._loop.create_connection(
-                lambda: _Client(self, receive_deadline.receive_timeout_s()), host, int(port), ssl=ctx,
+                lambda: _Client(self, receive_deadline.receive_timeout_s()), sock=sock, ssl=ctx,
                 server_hostname=tls.server_name() if ctx is not None else None), config.CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError, asyncio.CancelledError) as e:
+            if sock is not None:
+                sock.close()  # a no-op once a transport has taken it
             self._report_lost(e)
             return
         self._proto = proto

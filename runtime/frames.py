@@ -7,14 +7,15 @@ uvloop protocol callback reach the dispatch code with no thread hop at all.
 
 Who uses which path:
 
-- a driver or worker inside the cluster calls an actor over frames (frame_stream.FrameStream)
-  to the worker's data port (data_server.DataServer), learnt from the worker itself
-  (`data_port_of`); `KASTOR_FRAMED_CALLS=0` keeps these calls on gRPC;
-- a remote client (`kastor://`) calls actors through the client port's gRPC relay
-  (client_gateway.py), i.e. over the gRPC `Execute` stream (exec_stream.ExecStream), which
-  every worker keeps serving; so does a caller that cannot learn a worker's data port;
-- task pushes, the control plane (head, node agents, leases, registration), objects,
-  cancellation and generator items stay on gRPC.
+- a driver or worker inside the cluster sends actor calls, and pushes tasks to the workers it
+  leased, over frames (frame_stream.FrameStream) to the worker's data port
+  (data_server.DataServer), which it learns from the worker itself (`data_port_of`, once per
+  stream); `KASTOR_FRAMED_CALLS=0` keeps these on gRPC;
+- a remote client (`kastor://`) calls actors and pushes tasks through the client port's gRPC
+  relay (client_gateway.py), i.e. over the gRPC `Execute` stream (exec_stream.ExecStream),
+  which every worker keeps serving; so does a caller that cannot learn a worker's data port;
+- the control plane (head, node agents, leases, registration), objects, cancellation and
+  generator items stay on gRPC.
 
 A frame is a 4-byte big-endian length and that many bytes. A connection is:
 
@@ -33,7 +34,10 @@ between calls, which the gRPC stream could not tell from a stalled message.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
+import socket
 
 from kastor.runtime import config, settings
 
@@ -143,3 +147,46 @@ class FrameProtocol(asyncio.Protocol):
             log.debug("closing a data connection: %s", reason)
             self.transport.abort()
 
+
+# Sockets are made here, not by the loop from a host name: uvloop resolves even a numeric
+# host in libuv's thread pool, which would start four threads in every worker for nothing.
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def listening_socket(host: str) -> socket.socket:
+    """A socket listening on `host` (an IP address) at a port the kernel picks."""
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def connected_socket(host: str, port: int, timeout: float) -> socket.socket:
+    """A socket connected to `host` (an IP address):`port`, within `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex((host, port))
+        if err == errno.EINPROGRESS:
+            writable = loop.create_future()
+            loop.add_writer(sock.fileno(), lambda: writable.done() or writable.set_result(None))
+            try:
+                await asyncio.wait_for(writable, timeout)
+            finally:
+                loop.remove_writer(sock.fileno())
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"cannot connect to {host}:{port}: {os.strerror(err)}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
