@@ -21,11 +21,14 @@ from collections.abc import Callable
 
 import grpc
 from kastor.runtime import config, receive_deadline, tls
+from kastor.runtime.exec_stream import ExecStream
 from kastor.runtime.frames import DATA_PORT_METADATA_KEY, FrameProtocol, connected_socket, frame
+from kastor.runtime.peers import Peers
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.frame_stream")
 
+PROBE_TIMEOUT_S = 5.0  # asking a worker for its data port: past this, the call goes over gRPC
 FLUSH_DELAY_S = 0.001  # the longest a call waits for earlier calls' results before it goes out anyway
 
 OnResults = Callable[["FrameStream", list[pb.TaskResult]], None]
@@ -149,6 +152,20 @@ class FrameStream:
             return
         self._lost = True
         self._on_lost(self, error)
+
+
+CallStream = FrameStream | ExecStream  # one contract: frames in the cluster, gRPC through the client port
+
+
+async def open_call_stream(peers: Peers, address: str, on_results: Callable, on_lost: Callable,
+                           probe_timeout: float = PROBE_TIMEOUT_S) -> CallStream:
+    """A stream of calls to the worker at `address`: framed to its data port when this process
+    may (`peers.framed_calls`) and the worker names one, else gRPC's Execute stream."""
+    if peers.framed_calls:
+        port = await data_port_of(peers.worker_stub(address), peers.metadata, probe_timeout)
+        if port:
+            return FrameStream(address, f"{address.rpartition(':')[0]}:{port}", peers.token, on_results, on_lost)
+    return ExecStream(peers.channel(address), peers.metadata, address, on_results, on_lost)
 
 
 async def data_port_of(stub, metadata, timeout: float) -> int | None:
