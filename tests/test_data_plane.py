@@ -8,6 +8,7 @@ caller's calls run in the order it made them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import socket
@@ -171,3 +172,47 @@ def test_a_truncated_frame_is_dropped_at_the_receive_deadline_and_an_idle_connec
     kastor.get(log.add.remote("alive"), timeout=DEADLINE_S)
     assert kastor.get(log.items.remote(), timeout=DEADLINE_S) == ["alive"]
     assert kastor.get(log.accepted.remote(), timeout=DEADLINE_S) == accepted + 1, "the idle caller had to reconnect"
+
+
+def test_calls_made_while_others_are_unanswered_go_out_together(monkeypatch):
+    """Batching under load (frame_stream's Nagle rule): the first call goes out at once; calls
+    made while it is unanswered wait and go out in one frame when its result arrives."""
+    from kastor.runtime import frame_stream
+    monkeypatch.setattr(frame_stream, "FLUSH_DELAY_S", 60.0)  # here only a result releases them
+    assert asyncio.run(_frames_for_calls_made_one_by_one(50)) == [1, 50]
+
+
+async def _frames_for_calls_made_one_by_one(n: int) -> list[int]:
+    """How many calls each request frame a worker-side peer received carried."""
+    from kastor.runtime.frame_stream import FrameStream
+    frames: list[int] = []
+    first_seen, all_seen = asyncio.Event(), asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def read_frame(reader: asyncio.StreamReader) -> bytes:
+        return await reader.readexactly(int.from_bytes(await reader.readexactly(4), "big"))
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await read_frame(reader)  # the token
+        writer.write(frame(b""))  # accepted
+        while sum(frames) < n + 1:
+            frames.append(len(pb.ExecuteRequest.FromString(await read_frame(reader)).tasks))
+            first_seen.set()
+        all_seen.set()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    stream = FrameStream("127.0.0.1:1", f"127.0.0.1:{port}", "token", lambda s, r: None, lambda s, e: None)
+    try:
+        stream.send([pb.TaskSpec(task_id=b"first")])
+        await asyncio.wait_for(first_seen.wait(), DEADLINE_S)
+        for i in range(n):
+            stream.send([pb.TaskSpec(task_id=b"%d" % i)])
+            await asyncio.sleep(0)  # a loop turn between calls, as when a thread makes them one by one
+        writers[0].write(frame(pb.ExecuteReply(results=[pb.TaskResult(task_id=b"first")]).SerializeToString()))
+        await asyncio.wait_for(all_seen.wait(), DEADLINE_S)
+    finally:
+        stream.abort()
+        server.close()
+    return frames
