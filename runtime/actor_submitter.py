@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import grpc
 from kastor.runtime import config, exceptions, retry, task_events
-from kastor.runtime.exec_stream import ExecStream
+from kastor.runtime.frame_stream import CallStream, open_call_stream
 from kastor.runtime.owned_values import OwnedValues
 from kastor.runtime.peers import Peers
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
@@ -55,7 +55,7 @@ class ActorConn:
         self.actor_id = actor_id
         self.queue: deque[PendingCall] = deque()
         self.inflight: dict[bytes, PendingCall] = {}
-        self.stream: ExecStream | None = None
+        self.stream: CallStream | None = None
         self.version = 0
         self.death: BaseException | None = None
         self.resolving = False
@@ -159,8 +159,8 @@ class ActorSubmitter:
                 if info.state == pb.ALIVE:
                     c.version = info.version
                     c.broken_address = ""
-                    c.stream = ExecStream(self.peers.channel(info.address), self.peers.metadata,
-                                          info.address, self._on_results(c, info.num_restarts), self._on_lost(c))
+                    c.stream = await open_call_stream(self.peers, info.address, self._on_results(
+                        c, info.num_restarts), self._on_lost(c), PROBE_TIMEOUT_S)
                     asyncio.get_running_loop().create_task(self._watch_incarnation(c, c.stream, info))
                     break
                 after = info.version
@@ -172,7 +172,7 @@ class ActorSubmitter:
             c.resolving = False
         self._flush(c)
 
-    async def _watch_incarnation(self, c: ActorConn, stream: ExecStream, info: pb.ActorInfo) -> None:
+    async def _watch_incarnation(self, c: ActorConn, stream: CallStream, info: pb.ActorInfo) -> None:
         """Drops `stream` once the head has restarted its actor: the instance it reaches is stale.
 
         A worker whose node the head declared dead stops by itself (see worker_lease), except on
@@ -254,7 +254,7 @@ class ActorSubmitter:
         named its address). A result another instance made is never acknowledged: a stale
         instance (one the head already replaced) or a new one at a reused address. The stream is
         then dropped, and its calls are retried or failed as for a lost stream."""
-        def handle(stream: ExecStream, results: list[pb.TaskResult]) -> None:
+        def handle(stream: CallStream, results: list[pb.TaskResult]) -> None:
             for result in results:
                 if result.incarnation != incarnation:
                     log.warning("discarding a result from incarnation %d of actor %s %s; expected %d: dropping "
@@ -276,7 +276,7 @@ class ActorSubmitter:
         return handle
 
     def _on_lost(self, c: ActorConn):
-        def handle(stream: ExecStream, error: BaseException | None) -> None:
+        def handle(stream: CallStream, error: BaseException | None) -> None:
             if c.stream is not stream:
                 return
             retry, lost = [], []

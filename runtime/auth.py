@@ -69,7 +69,12 @@ _last_refusal_logged: dict[tuple[str, str], float] = {}
 def _log_refusal(context, method: str, reason: str) -> None:
     """Logs a refused peer once a minute per (host, reason): a node with a stale token heartbeats
     twice a second, and one line says enough."""
-    peer = context.peer() or "unknown peer"
+    log_refused_peer(context.peer() or "unknown peer", method, reason)
+
+
+def log_refused_peer(peer: str, method: str, reason: str) -> None:
+    """Logs a peer refused for its token, at most once a minute per (host, reason); also for
+    the data port (data_server.py), whose connections have no gRPC context."""
     host = peer.rsplit(":", 1)[0]
     now = time.monotonic()
     if now - _last_refusal_logged.get((host, reason), -_REFUSAL_LOG_INTERVAL_S) < _REFUSAL_LOG_INTERVAL_S:

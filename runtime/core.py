@@ -41,6 +41,7 @@ from kastor.runtime import (
     transport,
 )
 from kastor.runtime.actor_submitter import ActorSubmitter
+from kastor.runtime.data_server import DataServer
 from kastor.runtime.ids import (
     PUT_INDEX,
     actor_job_id,
@@ -100,7 +101,10 @@ class CoreWorker:
         self.token = token
         self.metadata = auth.metadata(token)
         # Channels, stubs and the head's call; also this process's and its node's addresses (see address).
-        self.peers = Peers(ChannelCache(self.transport.connect), self.metadata, head_address, node_address)
+        # Framed actor calls need a direct route to the worker: a remote client's go through the
+        # client port's gRPC relay (see runtime/frames.py).
+        self.peers = Peers(ChannelCache(self.transport.connect), self.metadata, head_address, node_address,
+                           token=token, framed_calls=self.transport.reachable and settings.FRAMED_CALLS.get())
         self.node_id = node_id
         self.store_dir = store_dir
         self.ip = ip
@@ -138,6 +142,7 @@ class CoreWorker:
         owned = OwnedValues(self.objects, self.decode, self.value_when_ready, self.free_value)
         self.tasks = TaskSubmitter(self.peers, owned)
         self.actors = ActorSubmitter(self.peers, owned)
+        self.data_server: DataServer | None = None  # a worker's data port (framed actor calls)
         self.run(self._start_server())
 
     # ---- the loop thread ----
@@ -234,6 +239,13 @@ class CoreWorker:
         port = tls.add_port(self._server, f"{self._bind_ip or bind_host(self.ip)}:0", "worker's call port")
         await self._server.start()
         self.address = f"{self.ip}:{port}"
+        if not self.is_driver:
+            self.data_server = DataServer(self.token, lambda: self.engine)
+            await self.data_server.start(self._bind_ip or bind_host(self.ip))
+
+    def data_port(self) -> int:
+        """The port this worker takes framed actor calls on (0: none, a driver)."""
+        return self.data_server.port if self.data_server is not None else 0
 
     def serves_own_store(self) -> bool:
         """Whether this process serves its store folder itself (no node agent does)."""
@@ -248,6 +260,8 @@ class CoreWorker:
             await self.borrows.close()
             self.tasks.close()
             self.actors.close()
+            if self.data_server is not None:
+                await self.data_server.stop()
             await self._server.stop(grace=0.2)
             await self.peers.close()
             await self.transport.close()

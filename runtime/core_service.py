@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from kastor.runtime import borrowing, exceptions
 from kastor.runtime.cancel import cancel_owned
+from kastor.runtime.frames import DATA_PORT_METADATA_KEY
 from kastor.runtime.memory_store import settling
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
@@ -94,7 +95,13 @@ class ExecutorService(pb_grpc.CoreWorkerServicer):
         return await (await self._engine(context)).start_actor(request)
 
     async def LeaseState(self, request, context):
-        return (await self._engine(context)).lease_state()
+        """What this worker does for its lease; its trailing metadata names its data port, where
+        callers send actor calls as frames (see runtime/frames.py)."""
+        state = (await self._engine(context)).lease_state()
+        port = self.core.data_port()
+        if port:
+            context.set_trailing_metadata(((DATA_PORT_METADATA_KEY, str(port)),))
+        return state
 
     async def Exit(self, request, context):
         """The node reaping an idle worker: it exits unless it is busy or still needed."""

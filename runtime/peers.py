@@ -22,8 +22,12 @@ class Peers:
     """Channels and stubs to the head, the node agents and the workers, made with one cache."""
 
     def __init__(self, channels: ChannelCache, metadata: tuple[tuple[str, str], ...], head_address: str,
-                 node_address: str) -> None:
+                 node_address: str, token: str = "", framed_calls: bool = False) -> None:
+        """`framed_calls`: actor calls may go to a worker's data port as frames (runtime/frames.py),
+        which needs a direct route to it (not a remote client's); `token` opens those connections."""
         self.metadata = metadata  # the cluster token, for every call
+        self.token = token
+        self.framed_calls = framed_calls
         self.head_address = head_address
         self.node_address = node_address  # the node agent that grants leases and stores large values
         self.address = ""  # this process's owner address: results and borrowers come back to it

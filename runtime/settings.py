@@ -259,6 +259,9 @@ ACTOR_GRACEFUL_SHUTDOWN_TIMEOUT_S = _declare(
     "exits anyway (Ray's actor_graceful_shutdown_timeout_ms).")
 RECEIVE_TIMEOUT_S = _declare("KASTOR_RECEIVE_TIMEOUT_S", "float", 60.0,
                              "A request whose message stops arriving part-way is dropped after this long.")
+FRAMED_CALLS = _declare("KASTOR_FRAMED_CALLS", "bool", True,
+                        "Send actor calls to a worker's data port as length-prefixed frames (runtime/frames.py); "
+                        "0 keeps them on gRPC's Execute stream.")
 UVLOOP = _declare("KASTOR_UVLOOP", "bool", True,
                   "Run Kastor's own event loops on uvloop when installed; 0 falls back to asyncio's loop.")
 

@@ -20,7 +20,7 @@ from collections import defaultdict, deque
 
 import grpc
 from kastor.runtime import config, exceptions, node_labels, task_events
-from kastor.runtime.exec_stream import ExecStream
+from kastor.runtime.frame_stream import CallStream, open_call_stream
 from kastor.runtime.owned_values import OwnedValues
 from kastor.runtime.peers import Peers
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
@@ -38,7 +38,7 @@ INFEASIBLE_RETRY_S = (0.5, 2.0)  # first and longest wait before asking again fo
 class Lease:
     __slots__ = ("key", "worker_id", "gpu_ids", "stream", "inflight", "closing", "calls_left")
 
-    def __init__(self, key: tuple, worker_id: bytes, gpu_ids: list[int], stream: ExecStream, max_calls: int = 0):
+    def __init__(self, key: tuple, worker_id: bytes, gpu_ids: list[int], stream: CallStream, max_calls: int = 0):
         self.key = key
         self.worker_id = worker_id
         self.gpu_ids = gpu_ids
@@ -257,8 +257,12 @@ class TaskSubmitter:
             await self._hand_back(address, reply.worker_id)
             return
         lease = Lease(key, reply.worker_id, list(reply.gpu_ids), None, key[-1])  # type: ignore[arg-type]
-        lease.stream = ExecStream(self.peers.channel(reply.worker_address), self.peers.metadata,
-                                  reply.worker_address, self._on_results(lease), self._on_lost(lease))
+        lease.stream = await open_call_stream(self.peers, reply.worker_address, self._on_results(lease),
+                                              self._on_lost(lease))
+        if self._closed:
+            lease.stream.abort()
+            await self._hand_back(address, reply.worker_id)
+            return
         self.leases[key].append(lease)
         if self.queues[key]:
             self._pump(key)
@@ -287,7 +291,7 @@ class TaskSubmitter:
     # ---- results ----
 
     def _on_results(self, lease: Lease):
-        def handle(stream: ExecStream, results: list[pb.TaskResult]) -> None:
+        def handle(stream: CallStream, results: list[pb.TaskResult]) -> None:
             now = time.monotonic()
             for result in results:
                 entry = lease.inflight.pop(result.task_id, None)
@@ -326,7 +330,7 @@ class TaskSubmitter:
         return call.take_retry()
 
     def _on_lost(self, lease: Lease):
-        def handle(stream: ExecStream, error: BaseException | None) -> None:
+        def handle(stream: CallStream, error: BaseException | None) -> None:
             leases = self.leases[lease.key]
             if lease in leases:
                 leases.remove(lease)

@@ -79,6 +79,31 @@ def port_in_use_message(address: str, what: str, fix: str, detail: str = "") -> 
             f"{f' ({detail})' if detail else ''}. {fix}").strip()
 
 
+def server_ssl_context() -> ssl.SSLContext | None:
+    """The data port's TLS (see data_server.py): this process's certificate, as `add_port` uses."""
+    cert, key = settings.TLS_CERT.get(), settings.TLS_KEY.get()
+    if not cert:
+        return None
+    if not key:
+        raise ValueError(f"{ENV_CERT} is set but {ENV_KEY} is not: TLS needs the private key too.")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def client_ssl_context() -> ssl.SSLContext | None:
+    """A data-port connection's TLS (see frame_stream.py): trusting KASTOR_TLS_CA, as channels do."""
+    ca = _read(ENV_CA)
+    if ca is None:
+        return None
+    return ssl.create_default_context(cadata=ca.decode())
+
+
+def server_name() -> str:
+    """The name checked in a server's certificate (pod IPs change; one name serves them all)."""
+    return settings.TLS_SERVER_NAME.get()
+
+
 def _secure_options(options: list | tuple) -> list:
     return [*options, ("grpc.ssl_target_name_override", settings.TLS_SERVER_NAME.get())]
 

@@ -4,6 +4,7 @@ and plain-text peers that get nowhere."""
 from __future__ import annotations
 
 import os
+import socket
 
 import grpc
 import kastor
@@ -68,3 +69,40 @@ def test_internal_ports_serve_only_tls(cluster, certs, monkeypatch):
         with pytest.raises(grpc.RpcError) as info:
             pb_grpc.NodeAgentStub(ch).FreeObjects(pb.FreeObjectsRequest(), metadata=auth.metadata(TOKEN), timeout=5)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_actor_calls_inside_the_cluster_are_tls_frames(cluster, certs, monkeypatch):
+    """An actor calling another goes to its data port (runtime/frames.py), with TLS; a plain-text
+    peer holding the token gets no answer there."""
+    monkeypatch.setenv(tls.ENV_CA, certs["ca"])
+    kastor.init(f"kastor://{cluster['client']}", token=TOKEN)
+    try:
+        @kastor.remote
+        class Callee:
+            def hi(self, who):
+                return f"hi {who}"
+
+            def data_port(self):
+                from kastor.runtime import context
+                return context.core.address.rpartition(":")[0], context.core.data_port(), \
+                    context.core.data_server.accepted
+
+        @kastor.remote
+        class Caller:
+            def call(self, callee):
+                return kastor.get(callee.hi.remote("over frames"))
+
+        callee = Callee.remote()
+        assert kastor.get(Caller.remote().call.remote(callee)) == "hi over frames"
+        host, port, accepted = kastor.get(callee.data_port.remote())
+        assert accepted == 1, "the caller actor did not reach its callee on the data port"
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(len(TOKEN).to_bytes(4, "big") + TOKEN.encode())
+            s.settimeout(10)
+            try:
+                answer = s.recv(4)
+            except ConnectionResetError:
+                answer = b""
+            assert answer != b"\x00\x00\x00\x00", "the data port accepted a plain-text peer"
+    finally:
+        kastor.shutdown()
