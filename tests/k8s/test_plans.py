@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 import datetime
 
+import pytest
 from kastor.operator import actor_reconciler as actors
-from kastor.operator import build_actor, build_cluster, lost_nodes
+from kastor.operator import build_actor, build_cluster, lost_nodes, rollout
 from kastor.operator import cluster_reconciler as clusters
 from kastor.operator.actions import (
     CreatePod,
@@ -24,7 +25,7 @@ from kastor.operator.actions import (
     SyncDisruptionBudget,
 )
 from kastor.operator.conditions import get_condition
-from kastor.operator.spec import parse_cluster
+from kastor.operator.spec import SpecError, parse_cluster
 from kastor.runtime import k8s_contract as contract
 from kastor.runtime.protocol import kastor_pb2 as pb
 
@@ -859,6 +860,19 @@ def test_the_dashboard_port_has_a_service_of_its_own():
     assert service["spec"] == {"type": "ClusterIP",
                                "selector": {contract.LABEL_CLUSTER: "demo", contract.LABEL_ROLE: "head"},
                                "ports": [{"name": "dashboard", "port": 9000, "targetPort": "dashboard"}]}
+
+
+def test_the_dashboard_service_type_is_the_specs_and_restarts_nothing():
+    spec = {"image": "kastor:dev", "head": {"dashboardServiceType": "LoadBalancer"}}
+    body = cr("ActorCluster", "demo", spec)
+    services = {a.service["metadata"]["name"]: a.service for a in clusters.plan(clusters.Observed(body)).actions
+                if isinstance(a, EnsureService)}
+    assert services["demo-dashboard"]["spec"]["type"] == "LoadBalancer"
+    assert services["demo-head"]["spec"]["type"] == "ClusterIP"  # the head's own type is serviceType's
+    # only a Service changes: the head's template hash (what rolls the head) is the same
+    assert rollout.head_hash(spec) == rollout.head_hash({"image": "kastor:dev", "head": {}})
+    with pytest.raises(SpecError, match="dashboardServiceType must be one of ClusterIP, NodePort, LoadBalancer"):
+        parse_cluster({"image": "kastor:dev", "head": {"dashboardServiceType": "External"}})
 
 
 def test_every_pod_created_or_deleted_says_why():
