@@ -13,7 +13,7 @@ import datetime
 
 import pytest
 from kastor.operator import actor_reconciler as actors
-from kastor.operator import build_actor, build_cluster, lost_nodes, rollout
+from kastor.operator import build_actor, build_cluster, lost_nodes, rollout, worker_groups
 from kastor.operator import cluster_reconciler as clusters
 from kastor.operator.actions import (
     CreatePod,
@@ -88,7 +88,8 @@ CLUSTER_SPEC = {"image": "kastor:dev", "workerGroups": [{"name": "cpu", "replica
 def test_a_new_cluster_gets_its_secret_service_head_and_workers():
     body = cr("ActorCluster", "demo", CLUSTER_SPEC)
     out = clusters.plan(clusters.Observed(body, token_secret_exists=False, new_token="t", new_redis_password="p"))
-    assert kinds(out) == ["CreateSecret", *EVERY_RECONCILE, "CreatePod"]
+    # each group's ActorWorkerGroup (its scale subresource) is created with the cluster
+    assert kinds(out) == ["CreateSecret", *EVERY_RECONCILE, "CreatePod", "SyncWorkerGroup"]
     secret = next(a.secret for a in out.actions if isinstance(a, CreateSecret))
     assert secret["stringData"] == {contract.TOKEN_KEY: "t", contract.REDIS_PASSWORD_KEY: "p"}
     roles = [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(out)]
@@ -109,8 +110,13 @@ def test_a_ready_cluster_needs_nothing():
     body = cr("ActorCluster", "demo", CLUSTER_SPEC, {"phase": "Ready"})
     pods = [pod("demo-head", "head", ip="10.0.0.1"),
             pod("w1", "worker", group="cpu", ip="10.0.0.2"), pod("w2", "worker", group="cpu", ip="10.0.0.3")]
+    group = worker_groups.build(body, parse_cluster(CLUSTER_SPEC).worker_groups[0], 2)
+    group["metadata"]["generation"] = 1
+    group["status"] = {"replicas": 2, "readyReplicas": 2, "desiredReplicas": 2, "minReplicas": 0,
+                       "maxReplicas": 1000, "autoscaling": False, "observedGeneration": 1,
+                       "selector": "kastor.dev/cluster=demo,kastor.dev/role=worker,kastor.dev/worker-group=cpu"}
     out = clusters.plan(clusters.Observed(body, pods, registered={"10.0.0.1", "10.0.0.2", "10.0.0.3"},
-                                          head_asked=True))
+                                          head_asked=True, worker_groups={"cpu": group}))
     assert kinds(out) == EVERY_RECONCILE and out.events == []
     assert out.status["phase"] == "Ready" and out.status["readyWorkers"] == 2
 

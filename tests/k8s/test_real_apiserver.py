@@ -89,6 +89,12 @@ TRANSITION_CASES: dict[str, tuple[str, dict[str, Any], list[dict[str, Any]], lis
         [{"gcs": {"redis": {"image": "redis:7.4-alpine"}}},
          {"gcs": {"redis": {"managed": False, "storage": None}}}],
     ),
+    "spec.cluster and spec.group name the worker group this object sizes and cannot change": (
+        "actorworkergroups",
+        {"cluster": "demo", "group": "cpu", "replicas": 1},
+        [{"cluster": "other"}, {"group": "gpu"}],
+        [{"replicas": 3}],
+    ),
 }
 # Rules on metadata.name (issue 12 defect 9): the plural, a name the rule must reject and a
 # valid spec, which the server must accept under a good name.
@@ -98,7 +104,7 @@ NAME_CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "a DetachedActor name must be at most 63 characters (it is a label value on its pods)": (
         "detachedactors", "a" * 64, {"clusterRef": "demo", "actorClass": "m:C"}),
 }
-KINDS = {"actorclusters": "ActorCluster", "detachedactors": "DetachedActor"}
+KINDS = {"actorclusters": "ActorCluster", "detachedactors": "DetachedActor", "actorworkergroups": "ActorWorkerGroup"}
 
 
 def custom_object(plural: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
