@@ -16,6 +16,7 @@ from kastor.operator import events, pod_events, services
 from kastor.operator.head_client import HeadClient
 from kastor.operator.kube import Kube
 from kastor.operator.pods import controller_uid
+from kastor.runtime import k8s_contract as contract
 
 log = logging.getLogger("kastor.operator")
 
@@ -77,6 +78,22 @@ class SyncDisruptionBudget:
 
 
 @dataclass(frozen=True)
+class SyncWorkerGroup:
+    """An ActorWorkerGroup (operator/worker_groups.py): create it (`create`, unless it exists),
+    or merge-patch its object (`patch`: spec.replicas, annotations) and then its status."""
+    name: str
+    create: dict[str, Any] | None = None
+    patch: dict[str, Any] | None = None
+    status: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DeleteWorkerGroup:
+    """Delete the ActorWorkerGroup of a group that left the cluster's spec."""
+    name: str
+
+
+@dataclass(frozen=True)
 class KillActor:
     """Mark the actor dead in its cluster's GCS (no restart), so callers get ActorDiedError."""
     address: str
@@ -107,7 +124,7 @@ class Event:
 
 
 Action = (CreatePod | DeletePod | EnsureService | EnsureStatefulSet | CreateSecret | EnsureClaim
-          | SyncDisruptionBudget | KillActor | DrainWorker)
+          | SyncDisruptionBudget | KillActor | DrainWorker | SyncWorkerGroup | DeleteWorkerGroup)
 
 
 @dataclass
@@ -165,6 +182,11 @@ def apply(kube: Kube, head: HeadClient | None, body: dict[str, Any], plan: Plan)
                             action.address, e.code().name)
         elif isinstance(action, DrainWorker):
             _drain_worker(kube, head, body, action)
+        elif isinstance(action, SyncWorkerGroup):
+            _sync_worker_group(kube, ns, action)
+        elif isinstance(action, DeleteWorkerGroup):
+            log.info("deleting ActorWorkerGroup %s/%s: its group left the cluster's spec", ns, action.name)
+            kube.delete_custom(contract.WORKER_GROUP_PLURAL, ns, action.name)
         else:  # pragma: no cover - a new action type without an executor branch
             raise TypeError(f"no executor for action {action!r}")
     for event in plan.events:
@@ -188,6 +210,17 @@ def _drain_worker(kube: Kube, head: HeadClient | None, body: dict[str, Any], act
     log.info("removing drained worker %s (%s)", action.pod, action.reason)
     if kube.delete_pod(body["metadata"]["namespace"], action.pod):
         pod_events.deleted(kube, body, action.pod, "worker", "IdleScaleDown", action.reason)
+
+
+def _sync_worker_group(kube: Kube, ns: str, action: SyncWorkerGroup) -> None:
+    if action.create is not None:
+        kube.create_custom(contract.WORKER_GROUP_PLURAL, ns, action.create)
+        return
+    if action.patch is not None:
+        log.info("patching ActorWorkerGroup %s/%s: %s", ns, action.name, action.patch)
+        kube.patch_custom(contract.WORKER_GROUP_PLURAL, ns, action.name, action.patch)
+    if action.status is not None:
+        kube.patch_status(contract.WORKER_GROUP_PLURAL, ns, action.name, action.status)
 
 
 def _sync_disruption_budget(kube: Kube, body: dict[str, Any], action: SyncDisruptionBudget) -> None:

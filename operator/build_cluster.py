@@ -234,13 +234,14 @@ def head_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
 def dashboard_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
     """The head's HTTP port (Prometheus /metrics, /api/*) alone, as KubeRay's dashboard port: what
     an Ingress, a ServiceMonitor or `kubectl port-forward svc/<cluster>-dashboard` targets
-    without exposing the control and client ports. Always ClusterIP; the port keeps its place
-    on the head Service too."""
+    without exposing the control and client ports. Its type is `spec.head.dashboardServiceType`
+    (ClusterIP unless set: a NodePort or LoadBalancer exposes the dashboard alone, not the head);
+    the port keeps its place on the head Service too."""
     name, ns = _meta(cr)
     labels = {**contract.cluster_labels(name, "head"), "app.kubernetes.io/component": "dashboard"}
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": object_meta(dashboard_service_name(name), ns, cr, labels),
-            "spec": {"type": "ClusterIP",
+            "spec": {"type": spec.head.dashboard_service_type,
                      "selector": {contract.LABEL_CLUSTER: name, contract.LABEL_ROLE: "head"},
                      "ports": [{"name": "dashboard", "port": spec.head.ports.dashboard, "targetPort": "dashboard"}]}}
 

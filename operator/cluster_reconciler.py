@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 from kastor.operator import build_cluster as build
-from kastor.operator import build_disruption, lost_nodes, pod_events, rollout
+from kastor.operator import build_disruption, lost_nodes, pod_events, rollout, worker_groups
 from kastor.operator import reconcile as skeleton
 from kastor.operator.actions import (
     CreatePod,
@@ -80,6 +80,8 @@ class Observed:
     nodes: dict[str, lost_nodes.NodeHealth] = field(default_factory=dict)
     now: float = field(default_factory=time.time)
     lost_node_grace_s: float = 60.0
+    # Each worker group's ActorWorkerGroup as stored (None: absent), by group name (worker_groups.py).
+    worker_groups: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
 def reconcile(kube: Kube, body: dict[str, Any], head: HeadClient | None = None,
@@ -108,6 +110,9 @@ def observe(kube: Kube, head: HeadClient | None, body: dict[str, Any]) -> Observ
         return seen
     if contract.cluster_name_problem(meta["name"]):
         return seen
+    seen.worker_groups = {g: kube.get_custom(contract.WORKER_GROUP_PLURAL, ns, contract.worker_group(meta["name"], g))
+                          for g in worker_groups.names_to_read(body, spec)}
+    spec = worker_groups.requested(body, spec, seen.worker_groups)
     if spec.redis.managed:
         seen.redis_set = kube.read_statefulset(ns, contract.redis_statefulset(meta["name"]))
     seen.pods = _ours(kube.list_pods(ns, {contract.LABEL_CLUSTER: meta["name"]}), meta.get("uid"),
@@ -191,7 +196,7 @@ def plan(seen: Observed) -> Plan:
         problem = contract.cluster_name_problem(name)
         if problem:
             raise SpecError("InvalidName", problem)
-        spec = parse_cluster(body.get("spec") or {})
+        own_spec = parse_cluster(body.get("spec") or {})
     except SpecError as e:
         conditions = set_condition(conditions, "Ready", False, e.reason, e.message, generation)
         out.status.update(phase="Failed", conditions=conditions)
@@ -200,6 +205,7 @@ def plan(seen: Observed) -> Plan:
             out.events.append(Event("Warning", e.reason, e.message))
         return out
     conditions = [c for c in conditions if not (c["type"] == "Ready" and c["reason"] == "InvalidSpec")]
+    spec = worker_groups.requested(body, own_spec, seen.worker_groups)  # sizes from the ActorWorkerGroups
 
     secret_name = build.token_secret_name(body, spec)
     if seen.token_secret_exists and seen.token_secret_controller not in (None, meta.get("uid")):
@@ -263,6 +269,8 @@ def plan(seen: Observed) -> Plan:
                                _summary(phase, head_message, ready_workers, desired), generation)
     out.status.update(workerGroups=group_status(spec, group_desired, workers,
                                                 seen.registered if seen.head_asked else None))
+    worker_groups.plan(body, own_spec, seen.worker_groups, group_desired, workers,
+                       seen.registered if seen.head_asked else None, out)
     out.status.update(phase=phase, conditions=conditions, readyWorkers=ready_workers, desiredWorkers=desired,
                       headAddress=build.head_address(body, spec), clientAddress=build.client_address(body, spec),
                       clusterId=contract.cluster_id(ns, name))

@@ -44,6 +44,7 @@ from kastor.runtime import settings
 kastor_settings = settings  # kopf names its handlers' OperatorSettings argument `settings` too
 CLUSTERS = dict(group=contract.GROUP, version=contract.VERSION, plural=contract.CLUSTER_PLURAL)
 ACTORS = dict(group=contract.GROUP, version=contract.VERSION, plural=contract.ACTOR_PLURAL)
+WORKER_GROUPS = dict(group=contract.GROUP, version=contract.VERSION, plural=contract.WORKER_GROUP_PLURAL)
 OWNED_PODS = dict(labels={contract.LABEL_MANAGED_BY: contract.MANAGER})
 # The API server sends the operator only its own pods (kopf's `labels=` alone filters client side).
 OWNED_PODS_SELECTOR = kube.selector(OWNED_PODS["labels"])
@@ -158,6 +159,18 @@ async def cluster_deleted(body: kopf.Body, logger: kopf.Logger, memo: kopf.Memo,
         logger.info(await _blocking(memo, cluster_reconciler.clean_external_redis, memo.kube, dict(body)))
     except cluster_reconciler.StillRunning as e:
         raise kopf.TemporaryError(str(e), delay=1) from None
+
+
+@kopf.on.event(**WORKER_GROUPS)
+async def worker_group_changed(event: dict[str, Any], namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    """A `kubectl scale` or an HPA changed an ActorWorkerGroup (operator/worker_groups.py), or it was
+    deleted: its cluster's reconcile is queued at once. The operator's own status writes leave
+    generation == status.observedGeneration, so they queue nothing."""
+    obj = event.get("object") or {}
+    meta, cluster = obj.get("metadata") or {}, (obj.get("spec") or {}).get("cluster")
+    if cluster and (event.get("type") == "DELETED"
+                    or meta.get("generation") != (obj.get("status") or {}).get("observedGeneration")):
+        memo.resync.soon(contract.CLUSTER_PLURAL, namespace, cluster)
 
 
 # ---- DetachedActor ----

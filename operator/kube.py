@@ -254,6 +254,34 @@ class Kube:
                 return None
             raise
 
+    def create_custom(self, plural: str, namespace: str, body: dict[str, Any]) -> None:
+        """Creates one of our custom resources; one of that name existing already is not an error."""
+        try:
+            self.custom.create_namespaced_custom_object(contract.GROUP, contract.VERSION, namespace, plural, body,
+                                                        **self._call)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+
+    def patch_custom(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """Merge-patches one of our custom resources (not its status); one deleted meanwhile is not an error."""
+        try:
+            self.custom.patch_namespaced_custom_object(contract.GROUP, contract.VERSION, namespace, plural, name,
+                                                       patch, _content_type="application/merge-patch+json",
+                                                       **self._call)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def delete_custom(self, plural: str, namespace: str, name: str) -> None:
+        """Deletes one of our custom resources; one already gone is not an error."""
+        try:
+            self.custom.delete_namespaced_custom_object(contract.GROUP, contract.VERSION, namespace, plural, name,
+                                                        **self._call)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
     def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patches the status subresource; a resource deleted meanwhile is not an error."""
         try:

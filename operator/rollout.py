@@ -12,8 +12,8 @@ spec's is outdated and is replaced as `spec.upgradeStrategy.type` says:
 
 The hash covers the operator's *input* (the spec fields that shape the pod), not the pod it
 builds, so an operator upgrade that builds pods differently restarts nothing (as KubeRay);
-a field that only shapes the Service (serviceType, clientNodePort) or the group's size
-restarts nothing either. A field added to one of the hashed sections later must not carry
+a field that only shapes a Service (serviceType, dashboardServiceType, clientNodePort) or the
+group's size restarts nothing either. A field added to one of the hashed sections later must not carry
 a schema default, or every stored cluster would change hash on the CRD upgrade and roll.
 
 A pod without the annotation was made by an operator from before hashes: it is outdated
@@ -46,6 +46,7 @@ def head_hash(raw: dict[str, Any]) -> str:
     Service, and the GCS fields the head is started with."""
     head = dict(raw.get("head") or {})
     head.pop("serviceType", None)
+    head.pop("dashboardServiceType", None)
     ports = dict(head.get("ports") or {})
     ports.pop("clientNodePort", None)
     head["ports"] = ports

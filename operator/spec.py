@@ -45,6 +45,7 @@ class HeadSpec:
     memory: int = 0  # bytes the node advertises for memory= requests (0: none)
     object_store_bytes: int | None = None  # the /dev/shm sizeLimit (None: unbounded)
     service_type: str = "ClusterIP"
+    dashboard_service_type: str = "ClusterIP"  # the <cluster>-dashboard Service's type
     ports: Ports = Ports()
     template: dict[str, Any] = field(default_factory=dict)
 
@@ -157,6 +158,15 @@ def _redis_storage(redis_raw: dict[str, Any]) -> RedisStorage | None:
     return RedisStorage(size=str(raw.get("size", "1Gi")), storage_class=raw.get("storageClassName"))
 
 
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+
+
+def _service_type(value: Any, where: str) -> str:
+    if value not in SERVICE_TYPES:
+        raise SpecError("InvalidSpec", f"{where} must be one of {', '.join(SERVICE_TYPES)}, got {value!r}")
+    return value
+
+
 def _node_labels(raw: Any, where: str) -> dict[str, str]:
     """A worker group's node labels, checked as `kastor start --labels` checks them."""
     try:
@@ -175,7 +185,10 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
                      for k in ("control", "client", "dashboard")},
                   client_node_port=ports_raw.get("clientNodePort"))
     head = HeadSpec(**advertised(head_raw, "spec.head"), resources=dict(head_raw.get("resources") or {}),
-                    service_type=head_raw.get("serviceType", "ClusterIP"), ports=ports,
+                    service_type=head_raw.get("serviceType", "ClusterIP"),
+                    dashboard_service_type=_service_type(head_raw.get("dashboardServiceType", "ClusterIP"),
+                                                         "spec.head.dashboardServiceType"),
+                    ports=ports,
                     template=dict(head_raw.get("template") or {}))
     groups: list[WorkerGroup] = []
     for i, g in enumerate(spec.get("workerGroups") or []):

@@ -24,6 +24,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 CLUSTER_PLURAL = "actorclusters"
 ACTOR_PLURAL = "detachedactors"
 CLUSTER_KIND = "ActorCluster"
+WORKER_GROUP_PLURAL = "actorworkergroups"  # one per worker group, with a scale subresource (operator/worker_groups.py)
+WORKER_GROUP_KIND = "ActorWorkerGroup"
 ACTOR_KIND = "DetachedActor"
 
 LABEL_CLUSTER = "kastor.dev/cluster"
@@ -119,6 +121,11 @@ REDIS_DATA_DIR = "/var/lib/redis"  # the managed Redis's append-only file (its v
 
 def worker_prefix(cluster: str, group: str) -> str:
     return f"{cluster}-worker-{group}-"
+
+
+def worker_group(cluster: str, group: str) -> str:
+    """The ActorWorkerGroup of a cluster's worker group: `<cluster>-<group>`, what `kubectl scale` names."""
+    return f"{cluster}-{group}"
 
 
 def actor_pod(actor: str, attempt: int) -> str:

@@ -37,7 +37,10 @@ NEEDED = [("get", "actorclusters", ""), ("list", "actorclusters", ""), ("watch",
           ("get", "nodes", ""), ("get", "statefulsets", ""), ("create", "statefulsets", ""),
           ("patch", "statefulsets", ""),
           ("get", "poddisruptionbudgets", ""), ("create", "poddisruptionbudgets", ""),
-          ("delete", "poddisruptionbudgets", "")]
+          ("delete", "poddisruptionbudgets", ""),
+          ("get", "actorworkergroups", ""), ("list", "actorworkergroups", ""), ("watch", "actorworkergroups", ""),
+          ("create", "actorworkergroups", ""), ("patch", "actorworkergroups", ""),
+          ("delete", "actorworkergroups", ""), ("patch", "actorworkergroups", "status")]
 NOT_NEEDED = [("update", "actorclusters", ""), ("delete", "actorclusters", ""), ("get", "actorclusters", "status"),
               ("update", "actorclusters", "status"), ("list", "secrets", ""), ("watch", "secrets", ""),
               ("update", "secrets", ""), ("delete", "secrets", ""), ("get", "pods", ""), ("update", "pods", ""),
@@ -46,8 +49,11 @@ NOT_NEEDED = [("update", "actorclusters", ""), ("delete", "actorclusters", ""), 
               ("list", "statefulsets", ""), ("watch", "statefulsets", ""), ("update", "statefulsets", ""),
               ("delete", "statefulsets", ""),
               ("list", "poddisruptionbudgets", ""), ("watch", "poddisruptionbudgets", ""),
-              ("update", "poddisruptionbudgets", ""), ("patch", "poddisruptionbudgets", "")]
-API_GROUP = {"actorclusters": GROUP, "detachedactors": GROUP, "statefulsets": "apps",
+              ("update", "poddisruptionbudgets", ""), ("patch", "poddisruptionbudgets", ""),
+              ("update", "actorworkergroups", ""), ("deletecollection", "actorworkergroups", ""),
+              ("get", "actorworkergroups", "scale"), ("update", "actorworkergroups", "scale"),
+              ("patch", "actorworkergroups", "scale"), ("update", "actorworkergroups", "status")]
+API_GROUP = {"actorclusters": GROUP, "detachedactors": GROUP, "actorworkergroups": GROUP, "statefulsets": "apps",
              "poddisruptionbudgets": "policy"}
 
 
@@ -103,6 +109,34 @@ def test_the_chart_grants_what_the_operator_calls_and_nothing_else(api, chart_ac
     assert not extra, f"the chart grants what the operator never calls: {extra}"
 
 
+def user_allowed(api, user: str, verb: str, resource: str, subresource: str) -> bool:  # noqa: F811
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+              "spec": {"user": user, "resourceAttributes": {"namespace": NAMESPACE, "verb": verb, "group": GROUP,
+                                                            "resource": resource, "subresource": subresource}}}
+    return bool(kubernetes.client.AuthorizationV1Api(api).create_subject_access_review(review).status.allowed)
+
+
+def test_kastor_edit_may_scale_a_worker_group_and_kastor_view_may_read_its_scale(api, chart_account):  # noqa: F811
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+    for role in ("kastor-edit", "kastor-view"):
+        binding = {"metadata": {"name": f"test-{role}"}, "subjects": [
+            {"kind": "User", "name": f"{role}-user", "apiGroup": "rbac.authorization.k8s.io"}],
+            "roleRef": {"kind": "ClusterRole", "name": role, "apiGroup": "rbac.authorization.k8s.io"}}
+        try:
+            rbac.create_namespaced_role_binding(NAMESPACE, binding)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+    for verb in ("get", "update", "patch"):
+        assert user_allowed(api, "kastor-edit-user", verb, "actorworkergroups", "scale"), verb
+    assert user_allowed(api, "kastor-view-user", "get", "actorworkergroups", "scale")
+    assert user_allowed(api, "kastor-view-user", "list", "actorworkergroups", "")
+    assert not user_allowed(api, "kastor-view-user", "update", "actorworkergroups", "scale")
+    # the operator makes and deletes them: people only resize
+    assert not user_allowed(api, "kastor-edit-user", "create", "actorworkergroups", "")
+    assert not user_allowed(api, "kastor-edit-user", "delete", "actorworkergroups", "")
+
+
 def test_the_operator_runs_under_the_charts_service_account(api, chart_account, real_k8s, tmp_path):  # noqa: F811
     token = kubernetes.client.CoreV1Api(api).create_namespaced_service_account_token(
         chart_account, NAMESPACE, {"spec": {"expirationSeconds": 3600}}).status.token
@@ -132,6 +166,9 @@ def test_the_operator_runs_under_the_charts_service_account(api, chart_account, 
         def roles() -> set[str]:
             return {p.metadata.labels.get("kastor.dev/role") for p in core.list_namespaced_pod(NAMESPACE).items}
 
+        # The worker group's ActorWorkerGroup (its scale subresource) is made under the chart's account.
+        wait_until(lambda: objects.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "actorworkergroups")[
+                   "items"], f"the ActorWorkerGroup rbac-cpu created (log: {log})", CONTROLLER_DEADLINE_S)
         # No kubelet here: the head never gets ready, so workers and the actor's pod wait for it.
         wait_until(lambda: roles() == {"redis", "head"},
                    f"the Redis and head pods created under the chart's account (log: {log})", CONTROLLER_DEADLINE_S)

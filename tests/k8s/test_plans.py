@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 import datetime
 
+import pytest
 from kastor.operator import actor_reconciler as actors
-from kastor.operator import build_actor, build_cluster, lost_nodes
+from kastor.operator import build_actor, build_cluster, lost_nodes, rollout, worker_groups
 from kastor.operator import cluster_reconciler as clusters
 from kastor.operator.actions import (
     CreatePod,
@@ -24,7 +25,7 @@ from kastor.operator.actions import (
     SyncDisruptionBudget,
 )
 from kastor.operator.conditions import get_condition
-from kastor.operator.spec import parse_cluster
+from kastor.operator.spec import SpecError, parse_cluster
 from kastor.runtime import k8s_contract as contract
 from kastor.runtime.protocol import kastor_pb2 as pb
 
@@ -87,7 +88,8 @@ CLUSTER_SPEC = {"image": "kastor:dev", "workerGroups": [{"name": "cpu", "replica
 def test_a_new_cluster_gets_its_secret_service_head_and_workers():
     body = cr("ActorCluster", "demo", CLUSTER_SPEC)
     out = clusters.plan(clusters.Observed(body, token_secret_exists=False, new_token="t", new_redis_password="p"))
-    assert kinds(out) == ["CreateSecret", *EVERY_RECONCILE, "CreatePod"]
+    # each group's ActorWorkerGroup (its scale subresource) is created with the cluster
+    assert kinds(out) == ["CreateSecret", *EVERY_RECONCILE, "CreatePod", "SyncWorkerGroup"]
     secret = next(a.secret for a in out.actions if isinstance(a, CreateSecret))
     assert secret["stringData"] == {contract.TOKEN_KEY: "t", contract.REDIS_PASSWORD_KEY: "p"}
     roles = [p["metadata"]["labels"][contract.LABEL_ROLE] for p in created_pods(out)]
@@ -108,8 +110,13 @@ def test_a_ready_cluster_needs_nothing():
     body = cr("ActorCluster", "demo", CLUSTER_SPEC, {"phase": "Ready"})
     pods = [pod("demo-head", "head", ip="10.0.0.1"),
             pod("w1", "worker", group="cpu", ip="10.0.0.2"), pod("w2", "worker", group="cpu", ip="10.0.0.3")]
+    group = worker_groups.build(body, parse_cluster(CLUSTER_SPEC).worker_groups[0], 2)
+    group["metadata"]["generation"] = 1
+    group["status"] = {"replicas": 2, "readyReplicas": 2, "desiredReplicas": 2, "minReplicas": 0,
+                       "maxReplicas": 1000, "autoscaling": False, "observedGeneration": 1,
+                       "selector": "kastor.dev/cluster=demo,kastor.dev/role=worker,kastor.dev/worker-group=cpu"}
     out = clusters.plan(clusters.Observed(body, pods, registered={"10.0.0.1", "10.0.0.2", "10.0.0.3"},
-                                          head_asked=True))
+                                          head_asked=True, worker_groups={"cpu": group}))
     assert kinds(out) == EVERY_RECONCILE and out.events == []
     assert out.status["phase"] == "Ready" and out.status["readyWorkers"] == 2
 
@@ -859,6 +866,19 @@ def test_the_dashboard_port_has_a_service_of_its_own():
     assert service["spec"] == {"type": "ClusterIP",
                                "selector": {contract.LABEL_CLUSTER: "demo", contract.LABEL_ROLE: "head"},
                                "ports": [{"name": "dashboard", "port": 9000, "targetPort": "dashboard"}]}
+
+
+def test_the_dashboard_service_type_is_the_specs_and_restarts_nothing():
+    spec = {"image": "kastor:dev", "head": {"dashboardServiceType": "LoadBalancer"}}
+    body = cr("ActorCluster", "demo", spec)
+    services = {a.service["metadata"]["name"]: a.service for a in clusters.plan(clusters.Observed(body)).actions
+                if isinstance(a, EnsureService)}
+    assert services["demo-dashboard"]["spec"]["type"] == "LoadBalancer"
+    assert services["demo-head"]["spec"]["type"] == "ClusterIP"  # the head's own type is serviceType's
+    # only a Service changes: the head's template hash (what rolls the head) is the same
+    assert rollout.head_hash(spec) == rollout.head_hash({"image": "kastor:dev", "head": {}})
+    with pytest.raises(SpecError, match="dashboardServiceType must be one of ClusterIP, NodePort, LoadBalancer"):
+        parse_cluster({"image": "kastor:dev", "head": {"dashboardServiceType": "External"}})
 
 
 def test_every_pod_created_or_deleted_says_why():

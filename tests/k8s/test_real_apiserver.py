@@ -71,6 +71,31 @@ CEL_CASES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"image": "kastor:dev", "gcs": {"redis": {"managed": False, "address": "redis.example:6379"}}},
     ),
 }
+# Transition rules (they see oldSelf, so only an update can break them): the plural, the spec
+# created, an update the rule must reject, and an update it must let through.
+STORAGE_MESSAGE = ("spec.gcs.redis.storage cannot change while the Redis is managed: the managed Redis's "
+                   "StatefulSet keeps the volumeClaimTemplate it was created with. To change it, delete and "
+                   "re-create the ActorCluster (its GCS data goes with it), or create a new cluster with the new "
+                   "storage and migrate to it")
+TRANSITION_CASES: dict[str, tuple[str, dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]] = {
+    STORAGE_MESSAGE: (
+        "actorclusters",
+        {"image": "kastor:dev", "gcs": {"redis": {"managed": True, "storage": {"size": "1Gi"}}}},
+        # a new size, a StorageClass set, the storage removed: each rejected
+        [{"gcs": {"redis": {"storage": {"size": "2Gi"}}}},
+         {"gcs": {"redis": {"storage": {"storageClassName": "fast"}}}},
+         {"gcs": {"redis": {"storage": None}}}],
+        # the rest of the Redis spec still changes; no longer managed, storage may go
+        [{"gcs": {"redis": {"image": "redis:7.4-alpine"}}},
+         {"gcs": {"redis": {"managed": False, "storage": None}}}],
+    ),
+    "spec.cluster and spec.group name the worker group this object sizes and cannot change": (
+        "actorworkergroups",
+        {"cluster": "demo", "group": "cpu", "replicas": 1},
+        [{"cluster": "other"}, {"group": "gpu"}],
+        [{"replicas": 3}],
+    ),
+}
 # Rules on metadata.name (issue 12 defect 9): the plural, a name the rule must reject and a
 # valid spec, which the server must accept under a good name.
 NAME_CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -79,7 +104,7 @@ NAME_CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "a DetachedActor name must be at most 63 characters (it is a label value on its pods)": (
         "detachedactors", "a" * 64, {"clusterRef": "demo", "actorClass": "m:C"}),
 }
-KINDS = {"actorclusters": "ActorCluster", "detachedactors": "DetachedActor"}
+KINDS = {"actorclusters": "ActorCluster", "detachedactors": "DetachedActor", "actorworkergroups": "ActorWorkerGroup"}
 
 
 def custom_object(plural: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -155,9 +180,9 @@ def test_control_plane_listens_on_127_0_0_1_only(real_k8s):
 def test_every_cel_rule_in_crds_has_a_case():
     rules = all_cel_rules()
     assert rules, "crds/ has no x-kubernetes-validations rule at all; the cases below would test nothing"
-    missing = sorted(set(rules) - set(CEL_CASES) - set(NAME_CASES))
+    missing = sorted(set(rules) - set(CEL_CASES) - set(NAME_CASES) - set(TRANSITION_CASES))
     assert not missing, f"CEL rules without a rejection case in CEL_CASES: {[(m, rules[m]) for m in missing]}"
-    stale = sorted((set(CEL_CASES) | set(NAME_CASES)) - set(rules))
+    stale = sorted((set(CEL_CASES) | set(NAME_CASES) | set(TRANSITION_CASES)) - set(rules))
     assert not stale, f"CEL_CASES for rules no longer in crds/: {stale}"
 
 
@@ -177,6 +202,24 @@ def test_cel_rule_rejects_with_its_message(api, message):
     )
     assert created["metadata"]["name"] == name
     objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, name)
+
+
+@pytest.mark.parametrize("message", sorted(TRANSITION_CASES))
+def test_transition_rule_rejects_an_update_with_its_message(api, message):
+    plural, created, rejected_updates, accepted_updates = TRANSITION_CASES[message]
+    objects = kubernetes.client.CustomObjectsApi(api)
+    name = "transition-" + str(sorted(TRANSITION_CASES).index(message))
+    objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, custom_object(plural, name, created))
+    try:
+        for update in rejected_updates:
+            with pytest.raises(ApiException) as rejected:
+                objects.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, name, {"spec": update})
+            assert rejected.value.status == 422, (update, rejected.value.body)
+            assert message in json.loads(rejected.value.body)["message"], rejected.value.body
+        for update in accepted_updates:
+            objects.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, name, {"spec": update})
+    finally:
+        objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, name)
 
 
 @pytest.mark.parametrize("message", sorted(NAME_CASES))

@@ -48,6 +48,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["kastor.dev"]
   resources: ["actorclusters/finalizers", "detachedactors/finalizers"]
   verbs: ["update"]
+- apiGroups: ["kastor.dev"]
+  resources: ["actorworkergroups"]  # one per worker group, made, resized and deleted with it
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["kastor.dev"]
+  resources: ["actorworkergroups/status"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "create", "delete"]
