@@ -99,20 +99,27 @@ def test_the_queue_coalesces_events_requeues_as_told_and_forgets_what_is_gone():
         queue.stop()
 
 
-@pytest.mark.parametrize("phase, settled", [("Ready", False), ("Pending", False), ("Degraded", False),
-                                            ("Suspended", True), ("Failed", True)])
-def test_a_running_cluster_is_polled_a_suspended_or_failed_one_waits_for_the_resync(phase, settled):
-    """A running cluster is polled (its head says which nodes it lost, what work waits); a
-    suspended one, or one whose spec cannot run, changes only with its spec."""
+@pytest.mark.parametrize("phase, watched, recheck, due", [
+    ("Ready", True, None, None),       # its head says when something changes: the long resync only
+    ("Ready", True, 12.0, 12.0),       # ... and a deadline no event reports (an idle timeout)
+    ("Ready", False, None, 5.0),       # no watch open (yet): polled as before
+    ("Pending", True, None, 5.0),      # settling: re-checked soon
+    ("Degraded", True, 1.5, 1.5),      # settling, with a deadline sooner than the re-check
+    ("Suspended", False, None, None),  # only a spec change or a pod event changes it
+    ("Failed", False, None, None)])
+def test_a_ready_watched_cluster_waits_for_its_head_a_settling_one_is_polled(phase, watched, recheck, due):
+    """Issue 12 defect 6: a running cluster is no longer polled every 5 s once its head is watched."""
     from kastor.operator import cluster_reconciler
-    assert cluster_reconciler.settled({"phase": phase}) is settled
+    from kastor.operator.actions import Plan
+    assert cluster_reconciler.due_in(Plan(status={"phase": phase}, recheck_s=recheck), watched, 5.0) == due
 
 
-@pytest.mark.parametrize("state, settled", [("Alive", False), ("Pending", False), ("Restarting", False),
-                                            ("Dead", True)])
-def test_only_a_dead_actor_waits_for_the_long_resync(state, settled):
+@pytest.mark.parametrize("state, watched, checkpoints, due", [
+    ("Alive", True, False, None), ("Alive", False, False, 5.0), ("Alive", True, True, 5.0),
+    ("Pending", True, False, 5.0), ("Restarting", True, False, 5.0), ("Dead", False, False, None)])
+def test_a_live_actor_of_a_watched_cluster_waits_for_its_head(state, watched, checkpoints, due):
     from kastor.operator import actor_reconciler
-    assert actor_reconciler.settled({"state": state}) is settled
+    assert actor_reconciler.due_in({"state": state}, watched, 5.0, checkpoints) == due
 
 
 def test_a_namespace_being_deleted_is_one_log_line_not_a_retry_storm(caplog):
