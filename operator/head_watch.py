@@ -141,8 +141,8 @@ class HeadWatches:
                             (a.namespace, a.name) for a in message.actors)))
             except asyncio.CancelledError:
                 raise
-            except (grpc.RpcError, TimeoutError, ConnectionError) as e:
-                why = e.code().name if isinstance(e, grpc.RpcError) else type(e).__name__
+            except Exception as e:  # an RPC error, silence (TimeoutError), an ended stream: reopen it
+                why = e.code().name if isinstance(e, grpc.RpcError) else f"{type(e).__name__}: {e}"
                 if opened and self._set_synced(cluster, target, False):
                     log.info("the watch of %s/%s's head dropped (%s); reopening it", *cluster, why)
                     self._tell(cluster, Change(resync=True))

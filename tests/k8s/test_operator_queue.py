@@ -150,3 +150,34 @@ def test_a_namespace_being_deleted_is_one_log_line_not_a_retry_storm(caplog):
     assert len(doomed) == 1 and doomed[0].levelname == "INFO" and doomed[0].exc_info is None
     assert "namespace is being deleted" in doomed[0].getMessage()
     assert any(r.exc_info for r in caplog.records if "flaky" in r.getMessage())
+
+
+def test_the_deadlines_no_event_reports_are_when_the_next_reconcile_is_due():
+    """A Ready, watched cluster is not polled, so what changes with time alone must be asked for:
+    a NotReady node reaching the lost-node grace, a Terminating pod reaching its deletion
+    deadline, an idle worker reaching idleTimeoutSeconds."""
+    import datetime
+
+    from kastor.operator import lost_nodes, scaling
+    from kastor.operator.spec import parse_cluster
+    from kastor.runtime.protocol import kastor_pb2 as pb
+
+    now = 1_000_000.0
+    on = {"spec": {"nodeName": "n-lost"}, "metadata": {"name": "w"}}
+    stamp = datetime.datetime.fromtimestamp(now + 7, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    dying = {"spec": {"nodeName": "n-lost"}, "metadata": {"name": "x", "deletionTimestamp": stamp}}
+    fresh = {"n-lost": lost_nodes.NodeHealth(exists=True, ready=False, not_ready_since=now - 20)}
+    old = {"n-lost": lost_nodes.NodeHealth(exists=True, ready=False, not_ready_since=now - 100)}
+    assert lost_nodes.next_deadline([on], fresh, now, 60) == 40
+    assert lost_nodes.next_deadline([on, dying], old, now, 60) == 7
+    assert lost_nodes.next_deadline([on], {}, now, 60) is None
+
+    spec = parse_cluster({"image": "i", "autoscaling": {"enabled": True, "idleTimeoutSeconds": 30},
+                          "workerGroups": [{"name": "cpu", "replicas": 1, "maxReplicas": 2}]})
+    demand = pb.ClusterDemand(nodes=[pb.NodeUsage(node_id="busy", idle_s=0), pb.NodeUsage(node_id="a", idle_s=10),
+                                     pb.NodeUsage(node_id="b", idle_s=25), pb.NodeUsage(node_id="c", idle_s=99),
+                                     pb.NodeUsage(node_id="d", idle_s=29, draining=True)])
+    assert scaling.next_idle_deadline(spec, demand) == 5 + scaling.IDLE_MARGIN_S
+    assert scaling.next_idle_deadline(spec, None) is None
+    no_autoscaling = parse_cluster({"image": "i", "workerGroups": [{"name": "cpu", "replicas": 1}]})
+    assert scaling.next_idle_deadline(no_autoscaling, demand) is None
