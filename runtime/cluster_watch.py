@@ -25,10 +25,13 @@ replaced the polling.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 
 from kastor.runtime.protocol import kastor_pb2 as pb
+
+log = logging.getLogger("kastor.head")
 
 WATCH_KEEPALIVE_S = 10.0
 WATCH_MIN_INTERVAL_S = 2.0
@@ -74,7 +77,11 @@ class ClusterWatchMixin:
         """Called on every watch_nodes tick: tells the watchers if the scaling facts changed."""
         if not self.watchers:
             return
-        signature = self._signature()
+        try:
+            signature = self._signature()
+        except Exception:  # never let the operator's watch stop watch_nodes, which declares nodes dead
+            log.exception("could not compare the cluster's state for the operator's watch")
+            return
         if signature != self.scaling_signature:
             self.scaling_signature = signature
             for w in self.watchers:
