@@ -8,9 +8,10 @@ import time
 
 import kastor
 import pytest
-from gcs_cluster import TOKEN, own_redis_cluster
+from gcs_cluster import TOKEN, GcsCluster, own_redis_cluster
 from kastor.operator.head_watch import Change, HeadWatches, Target
 from kastor.runtime import cluster_watch
+from redis_server import RedisServer
 from support import wait_until
 
 DEADLINE_S = 60
@@ -97,16 +98,31 @@ def test_the_head_says_what_changed_and_nothing_while_nothing_does(cluster, watc
     kastor.kill(actor)
 
 
-def test_a_watch_dropped_by_a_head_restart_reconnects_and_resyncs(cluster, watch):
-    watches, seen = watch
-    mark = seen.mark()
-    cluster.kill_head()
-    wait_until(lambda: not watches.synced(CLUSTER), "the watch dropped with the head", DEADLINE_S)
-    assert Change(resync=True) in seen.since(mark), "a dropped watch asks for a reconcile"
-    mark = seen.mark()
-    cluster.start_head()
-    wait_until(lambda: watches.synced(CLUSTER), "the watch reopened on the new head", DEADLINE_S)
-    assert seen.since(mark)[0] == Change(resync=True)
+def test_a_watch_dropped_by_a_head_restart_reconnects_and_resyncs(tmp_path):
+    """A head of its own, with no driver: this one is killed and started again."""
+    redis = RedisServer(tmp_path / "redis-data")
+    redis.data_dir.mkdir()
+    redis.start()
+    restarted = GcsCluster(tmp_path, redis, cluster_id="restarted")
+    seen = Seen()
+    watches = HeadWatches(seen)
+    try:
+        restarted.start_head()
+        watches.start()
+        watches.ensure(CLUSTER, Target(restarted.address, TOKEN))
+        wait_until(lambda: watches.synced(CLUSTER), "the watch open", DEADLINE_S)
+        mark = seen.mark()
+        restarted.kill_head()
+        wait_until(lambda: not watches.synced(CLUSTER), "the watch dropped with the head", DEADLINE_S)
+        assert Change(resync=True) in seen.since(mark), "a dropped watch asks for a reconcile"
+        mark = seen.mark()
+        restarted.start_head()
+        wait_until(lambda: watches.synced(CLUSTER), "the watch reopened on the new head", DEADLINE_S)
+        assert seen.since(mark)[0] == Change(resync=True)
+    finally:
+        watches.stop()
+        restarted.stop()
+        redis.stop()
 
 
 def test_a_watch_with_a_wrong_token_is_refused(cluster):
