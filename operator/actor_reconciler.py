@@ -99,7 +99,8 @@ def due_in(status: dict[str, Any], watched: bool, poll_s: float, checkpoints: bo
 
     Dead: only a spec change changes it. Alive, with its cluster's head watched (`head_watch`:
     the head says when the actor's record changes): nothing to poll either, unless its status
-    mirrors checkpoints (`checkpoints`), which the actor writes to Redis behind the head's back.
+    mirrors checkpoints (`checkpoints`), which the actor writes to Redis behind the head's back
+    and no `checkpoint_watch` reads for it.
     Anything else (starting, restarting, a back-off) is settling: in `poll_s`."""
     state = status.get("state")
     if state == "Dead":

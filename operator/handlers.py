@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 import kopf
 from kastor.operator import actor_reconciler, cluster_reconciler, kube, pod_cache
+from kastor.operator.checkpoint_watch import CheckpointWatch
 from kastor.operator.head_client import HeadClient
 from kastor.operator.head_watch import Change, ClusterKey, Follower, Followers, HeadWatches
 from kastor.operator.reconcile import Locks
@@ -83,6 +84,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, owned_pods
     memo.followers = Followers()
     memo.watches = HeadWatches(lambda cluster, change: _head_changed(memo, cluster, change))
     memo.watches.start()
+    memo.checkpoints = CheckpointWatch(memo.head, lambda ns, name: memo.resync.soon(contract.ACTOR_PLURAL, ns, name),
+                                       poll_s)
+    memo.checkpoints.start()
     memo.resync.start()
 
 
@@ -92,6 +96,8 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         memo.resync.stop()
     if "watches" in memo:
         memo.watches.stop()
+    if "checkpoints" in memo:
+        memo.checkpoints.stop()
     if "head" in memo:
         memo.head.close()
     for pool in ("pool", "probe_pool"):
@@ -124,6 +130,11 @@ def _reconcile(memo: kopf.Memo, plural: str, namespace: str, name: str, poll_s: 
         return Resync.GONE
     follower = memo.followers.of(namespace, name)
     watched = follower is not None and memo.watches.synced((namespace, follower.cluster))
+    head = memo.watches.target((namespace, follower.cluster)) if follower is not None else None
+    if watched and head is not None and follower.checkpoints and done.status.get("state") == "Alive":
+        memo.checkpoints.follow(namespace, name, head, follower.actor, done.status)  # read from Redis, not polled
+        return actor_reconciler.due_in(done.status, watched, poll_s)
+    memo.checkpoints.forget(namespace, name)
     return actor_reconciler.due_in(done.status, watched, poll_s, follower is not None and follower.checkpoints)
 
 
@@ -185,6 +196,8 @@ async def track_for_resync(event: dict[str, Any], resource: kopf.Resource, names
                                                                                 name))
     if deleted:
         memo.resync.forget(resource.plural, namespace, name)
+        if resource.plural == contract.ACTOR_PLURAL:
+            memo.checkpoints.forget(namespace, name)
     else:
         memo.resync.track(resource.plural, namespace, name)
 

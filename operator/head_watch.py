@@ -104,6 +104,12 @@ class HeadWatches:
         with self._lock:
             return cluster in self._synced
 
+    def target(self, cluster: ClusterKey) -> Target | None:
+        """The head the cluster's watch is on (None: not watched)."""
+        with self._lock:
+            current = self._tasks.get(cluster)
+            return current[0] if current is not None else None
+
     def watched(self) -> set[ClusterKey]:
         with self._lock:
             return set(self._tasks)

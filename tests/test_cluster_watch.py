@@ -142,3 +142,39 @@ def test_a_watch_with_a_wrong_token_is_refused(cluster):
     finally:
         watches.stop()
 
+
+
+def test_a_checkpoint_is_noticed_in_redis_without_polling_the_head(cluster):
+    """A DetachedActor whose status mirrors its checkpoints (spec.state.store: redis): the actor
+    writes them to Redis behind the head's back, so the operator reads the checkpoint's header
+    there, asks the head where it is only once, and hands the actor to its reconcile when the
+    header differs from the status."""
+    from kastor.operator.checkpoint_watch import CheckpointWatch
+    from kastor.operator.head_client import HeadClient
+    from kastor.runtime import checkpoint
+    from kastor.runtime.checkpoint_stores import RedisStore
+
+    class CountingHead(HeadClient):
+        asked = 0
+
+        def checkpoint_store(self, *args, **kwargs):
+            CountingHead.asked += 1
+            return super().checkpoint_store(*args, **kwargs)
+
+    client = CountingHead()
+    changed: list[tuple[str, str]] = []
+    watch = CheckpointWatch(client, lambda ns, name: changed.append((ns, name)), period_s=0.2)
+    watch.start()
+    try:
+        watch.follow("default", "ledger", Target(cluster.address, TOKEN), ("ckpt", "ledger"), {})
+        time.sleep(2)  # an absence is only seen over a window: ten reads, nothing saved yet
+        assert changed == [] and CountingHead.asked == 1, "the head asked once, not at every read"
+        where = HeadClient().checkpoint_store(cluster.address, TOKEN)
+        store = RedisStore(where.redis_address, prefix=where.key_prefix, password=where.redis_password or None)
+        store.save("ckpt/ledger", store.claim("ckpt/ledger"), checkpoint.encode(b"state", 1, "ledger.Ledger"))
+        wait_until(lambda: changed == [("default", "ledger")], "the saved checkpoint noticed", DEADLINE_S)
+        assert ("default", "ledger") not in watch.followed(), "handed to its reconcile, which follows it anew"
+        assert CountingHead.asked == 1
+    finally:
+        watch.stop()
+        client.close()
