@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from kastor.operator import events, pod_events, services
 from kastor.operator.head_client import HeadClient
+from kastor.operator.head_watch import Target
 from kastor.operator.kube import Kube
 from kastor.operator.pods import controller_uid
 from kastor.runtime import k8s_contract as contract
@@ -129,10 +130,14 @@ Action = (CreatePod | DeletePod | EnsureService | EnsureStatefulSet | CreateSecr
 
 @dataclass
 class Plan:
-    """A plan's whole answer: the actions in order, the status to write, the Events to post."""
+    """A plan's whole answer: the actions in order, the status to write, the Events to post;
+    and for the work queue, the head to watch (`watch`) and the seconds until something is due
+    that no event will report (`recheck_s`: a lost node's grace ending, an idle timeout)."""
     actions: list[Action] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    watch: Target | None = None
+    recheck_s: float | None = None
 
 
 def apply(kube: Kube, head: HeadClient | None, body: dict[str, Any], plan: Plan) -> None:

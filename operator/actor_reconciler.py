@@ -87,17 +87,27 @@ class Observed:
 
 
 def reconcile(kube: Kube, head: HeadClient, body: dict[str, Any],
-              locks: skeleton.Locks | None = None) -> dict[str, Any] | None:
-    """Reconciles one DetachedActor (observe, plan, act, write status); returns the status it wrote
-    (None if it is gone or being deleted)."""
+              locks: skeleton.Locks | None = None) -> Plan | None:
+    """Reconciles one DetachedActor (observe, plan, act, write status); returns the plan it carried
+    out, its status as written (None if it is gone or being deleted)."""
     return skeleton.run(kube, head, locks or skeleton.Locks(), contract.ACTOR_PLURAL, body,
                         lambda fresh: plan(observe(kube, head, fresh)), "state")
 
 
-def settled(status: dict[str, Any]) -> bool:
-    """Whether only a spec change can change this actor (Dead), so the long resync is enough.
-    A live actor's status mirrors the GCS (restarts, checkpoints), which is polled."""
-    return status.get("state") == "Dead"
+def due_in(status: dict[str, Any], watched: bool, poll_s: float, checkpoints: bool = False) -> float | None:
+    """Seconds until the actor must be reconciled again with no event (None: the long resync).
+
+    Dead: only a spec change changes it. Alive, with its cluster's head watched (`head_watch`:
+    the head says when the actor's record changes): nothing to poll either, unless its status
+    mirrors checkpoints (`checkpoints`), which the actor writes to Redis behind the head's back
+    and no `checkpoint_watch` reads for it.
+    Anything else (starting, restarting, a back-off) is settling: in `poll_s`."""
+    state = status.get("state")
+    if state == "Dead":
+        return None
+    if state == "Alive" and watched and not checkpoints:
+        return None
+    return poll_s
 
 
 def observe(kube: Kube, head: HeadClient, body: dict[str, Any]) -> Observed:

@@ -31,6 +31,7 @@ from kastor.operator.actions import (
 )
 from kastor.operator.conditions import get_condition, set_condition
 from kastor.operator.head_client import HeadClient, head_ca
+from kastor.operator.head_watch import Target
 from kastor.operator.kube import Kube
 from kastor.operator.pod_events import role_of
 from kastor.operator.pods import (
@@ -43,7 +44,7 @@ from kastor.operator.pods import (
     terminating,
     termination_message,
 )
-from kastor.operator.scaling import HeadAccess, group_status, has_excess, plan_scaling
+from kastor.operator.scaling import HeadAccess, group_status, has_excess, next_idle_deadline, plan_scaling
 from kastor.operator.spec import ClusterSpec, SpecError, parse_cluster
 from kastor.runtime import k8s_contract as contract
 from kastor.runtime import redis_cleanup, settings
@@ -82,21 +83,31 @@ class Observed:
     lost_node_grace_s: float = 60.0
     # Each worker group's ActorWorkerGroup as stored (None: absent), by group name (worker_groups.py).
     worker_groups: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    # The head to watch (`head_watch`): set while a head pod is ready and the cluster runs.
+    watch: Target | None = None
 
 
 def reconcile(kube: Kube, body: dict[str, Any], head: HeadClient | None = None,
-              locks: skeleton.Locks | None = None) -> dict[str, Any] | None:
-    """Reconciles one ActorCluster (observe, plan, act, write status); returns the status it wrote
-    (None if the cluster is gone or being deleted)."""
+              locks: skeleton.Locks | None = None) -> Plan | None:
+    """Reconciles one ActorCluster (observe, plan, act, write status); returns the plan it carried
+    out, its status as written (None if the cluster is gone or being deleted)."""
     return skeleton.run(kube, head, locks or skeleton.Locks(), contract.CLUSTER_PLURAL, body,
                         lambda fresh: plan(observe(kube, head, fresh)), "phase")
 
 
-def settled(status: dict[str, Any]) -> bool:
-    """Whether only a spec change or a pod event can change this cluster (suspended, or a spec
-    it cannot run), so the long resync is enough. A running cluster is never settled: its head
-    is asked every poll (nodes it lost, autoscaling demand), which costs the API server no LIST."""
-    return status.get("phase") in ("Suspended", "Failed")
+def due_in(done: Plan, watched: bool, poll_s: float) -> float | None:
+    """Seconds until the cluster must be reconciled again with no event (None: the long resync).
+
+    Suspended or Failed: only a spec change or a pod event changes it. Ready with its head
+    watched (`head_watch`: the head says when its nodes, their idleness or its demand change):
+    only at a deadline no event reports (`Plan.recheck_s`). Anything else is still settling
+    (pods starting, a head not answering, a node going NotReady): in `poll_s`, or earlier."""
+    phase = done.status.get("phase")
+    if phase in ("Suspended", "Failed"):
+        return None
+    if phase == "Ready" and watched:
+        return done.recheck_s
+    return poll_s if done.recheck_s is None else min(poll_s, done.recheck_s)
 
 
 def observe(kube: Kube, head: HeadClient | None, body: dict[str, Any]) -> Observed:
@@ -126,6 +137,8 @@ def observe(kube: Kube, head: HeadClient | None, body: dict[str, Any]) -> Observ
     head_ready = any(ready(p) for p in _role(seen.pods, "head"))
     if head is not None and head_ready and not spec.suspend:
         seen.head_asked = True
+        seen.watch = Target(build.head_address(body, spec), (secret or {}).get(spec.token_key, ""),
+                            head_ca(kube, ns, spec))
         seen.registered = _registered_node_ips(kube, head, body, spec, (secret or {}).get(spec.token_key, ""))
         if (spec.autoscaling.enabled or has_excess(spec, _role(seen.pods, "worker"))) and seen.registered is not None:
             seen.demand, seen.head_access = _demand(kube, head, body, spec, (secret or {}).get(spec.token_key, ""))
@@ -274,6 +287,10 @@ def plan(seen: Observed) -> Plan:
     out.status.update(phase=phase, conditions=conditions, readyWorkers=ready_workers, desiredWorkers=desired,
                       headAddress=build.head_address(body, spec), clientAddress=build.client_address(body, spec),
                       clusterId=contract.cluster_id(ns, name))
+    out.watch = None if spec.suspend else seen.watch
+    waits = [lost_nodes.next_deadline(seen.pods, seen.nodes, seen.now, seen.lost_node_grace_s),
+             next_idle_deadline(spec, seen.demand if seen.head_asked else None)]
+    out.recheck_s = min((w for w in waits if w is not None), default=None)
     return out
 
 

@@ -13,9 +13,13 @@ thread a slow reconcile holds.
 What the operator asks of the API server: one watch per resource type, and the pod watch is
 filtered by the API server to the operator's own pods (`settings.watching.label_selectors`);
 the pods it sees fill a kopf index (`owned_pods`), which reconcilers read instead of LISTing.
-A pod event queues its owner's reconcile (`operator/resync.py` coalesces bursts); the resync
-of a settled resource comes after `KASTOR_OPERATOR_RESYNC_S` (minutes), that of one still
-settling, or of a running cluster whose head is watched, after `KASTOR_OPERATOR_POLL_S`.
+A pod event queues its owner's reconcile (`operator/resync.py` coalesces bursts). What a
+running cluster's head knows (nodes lost, idle or draining, unmet demand, a DetachedActor's
+actor restarting) arrives on one watch stream per cluster (`operator/head_watch.py`), which
+queues the reconciles it concerns. A resource still settling is re-checked after
+`KASTOR_OPERATOR_POLL_S`; a settled one (a Ready cluster whose head is watched, a live actor,
+a suspended cluster) only at a deadline no event reports (an idle timeout, a lost node's
+grace) and at the long resync, `KASTOR_OPERATOR_RESYNC_S` (minutes), the safety net.
 
 Only resources with something to clean up carry a finalizer: a DetachedActor (its actor
 is killed in the GCS) and an ActorCluster on an external Redis (its keys are deleted).
@@ -35,9 +39,12 @@ from typing import Any, TypeVar
 
 import kopf
 from kastor.operator import actor_reconciler, cluster_reconciler, kube, pod_cache
+from kastor.operator.checkpoint_watch import CheckpointWatch
 from kastor.operator.head_client import HeadClient
+from kastor.operator.head_watch import Change, ClusterKey, Follower, Followers, HeadWatches
 from kastor.operator.reconcile import Locks
 from kastor.operator.resync import Resync
+from kastor.operator.spec import SpecError, parse_actor
 from kastor.runtime import k8s_contract as contract
 from kastor.runtime import settings
 
@@ -75,6 +82,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, owned_pods
     poll_s = kastor_settings.OPERATOR_POLL_S.get()
     memo.resync = Resync(lambda plural, ns, name: _reconcile(memo, plural, ns, name, poll_s),
                          kastor_settings.OPERATOR_RESYNC_S.get(), retry_s=poll_s)
+    memo.followers = Followers()
+    memo.watches = HeadWatches(lambda cluster, change: _head_changed(memo, cluster, change))
+    memo.watches.start()
+    memo.checkpoints = CheckpointWatch(memo.head, lambda ns, name: memo.resync.soon(contract.ACTOR_PLURAL, ns, name),
+                                       poll_s)
+    memo.checkpoints.start()
     memo.resync.start()
 
 
@@ -82,6 +95,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, owned_pods
 async def close(memo: kopf.Memo, **_: Any) -> None:
     if "resync" in memo:
         memo.resync.stop()
+    if "watches" in memo:
+        memo.watches.stop()
+    if "checkpoints" in memo:
+        memo.checkpoints.stop()
     if "head" in memo:
         memo.head.close()
     for pool in ("pool", "probe_pool"):
@@ -95,19 +112,50 @@ async def _blocking(memo: kopf.Memo, fn: Callable[..., T], *args: Any) -> T:
 
 
 def _reconcile(memo: kopf.Memo, plural: str, namespace: str, name: str, poll_s: float) -> float | None:
-    """Reconciles one resource by name (the reconcilers re-read it under its lock); returns when
-    it is due again: `poll_s` while it settles or has a head to watch, None (the long resync)
-    once settled, Resync.GONE once it no longer exists."""
+    """Reconciles one resource by name (the reconcilers re-read it under its lock), keeps its
+    cluster's head watched while it runs, and returns when it is due again (`due_in`: None for
+    the long resync, Resync.GONE once it no longer exists)."""
     body = {"metadata": {"namespace": namespace, "name": name}}
     if plural == contract.CLUSTER_PLURAL:
-        status = cluster_reconciler.reconcile(memo.kube, body, memo.head, memo.locks)
-        settled = cluster_reconciler.settled
-    else:
-        status = actor_reconciler.reconcile(memo.kube, memo.head, body, memo.locks)
-        settled = actor_reconciler.settled
-    if status is None:
+        key: ClusterKey = (namespace, name)
+        done = cluster_reconciler.reconcile(memo.kube, body, memo.head, memo.locks)
+        if done is None or done.status.get("phase") in ("Suspended", "Failed"):
+            memo.watches.forget(key)
+        elif done.watch is not None:
+            memo.watches.ensure(key, done.watch)
+        if done is None:
+            return Resync.GONE
+        return cluster_reconciler.due_in(done, memo.watches.synced(key), poll_s)
+    done = actor_reconciler.reconcile(memo.kube, memo.head, body, memo.locks)
+    if done is None:
         return Resync.GONE
-    return None if settled(status) else poll_s
+    follower = memo.followers.of(namespace, name)
+    watched = follower is not None and memo.watches.synced((namespace, follower.cluster))
+    head = memo.watches.target((namespace, follower.cluster)) if follower is not None else None
+    if watched and head is not None and follower.checkpoints and done.status.get("state") == "Alive":
+        memo.checkpoints.follow(namespace, name, head, follower.actor, done.status)  # read from Redis, not polled
+        return actor_reconciler.due_in(done.status, watched, poll_s)
+    memo.checkpoints.forget(namespace, name)
+    return actor_reconciler.due_in(done.status, watched, poll_s, follower is not None and follower.checkpoints)
+
+
+def _head_changed(memo: kopf.Memo, cluster: ClusterKey, change: Change) -> None:
+    """A watched head says something changed: queue the reconciles it concerns (no API call here)."""
+    namespace, name = cluster
+    if change.scaling or change.resync:
+        memo.resync.soon(contract.CLUSTER_PLURAL, namespace, name)
+    for actor in memo.followers.affected(cluster, change):
+        memo.resync.soon(contract.ACTOR_PLURAL, namespace, actor)
+
+
+def _follower(body: dict[str, Any], namespace: str, name: str) -> Follower | None:
+    """What the watches need of a DetachedActor (None: a spec that cannot run)."""
+    try:
+        actor = parse_actor(body.get("spec") or {}, name, namespace)
+    except SpecError:
+        return None
+    return Follower(actor.cluster, (actor.namespace, actor.name),
+                    checkpoints=actor.state is not None and actor.state.store == "redis")
 
 
 @kopf.on.probe(id="api")
@@ -141,9 +189,16 @@ async def cluster_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(**ACTORS)
 async def track_for_resync(event: dict[str, Any], resource: kopf.Resource, namespace: str, name: str,
                            memo: kopf.Memo, **_: Any) -> None:
-    """Keeps the resync's set of resources current: watch events cost no finalizer, timers did."""
-    if event.get("type") == "DELETED":
+    """Keeps the resync's set of resources current (watch events cost no finalizer, timers did),
+    and which cluster each DetachedActor follows."""
+    deleted = event.get("type") == "DELETED"
+    if resource.plural == contract.ACTOR_PLURAL:
+        memo.followers.follow(namespace, name, None if deleted else _follower(event.get("object") or {}, namespace,
+                                                                                name))
+    if deleted:
         memo.resync.forget(resource.plural, namespace, name)
+        if resource.plural == contract.ACTOR_PLURAL:
+            memo.checkpoints.forget(namespace, name)
     else:
         memo.resync.track(resource.plural, namespace, name)
 

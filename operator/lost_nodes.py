@@ -155,3 +155,22 @@ def settle(pods: list[dict[str, Any]], nodes: dict[str, NodeHealth], now: float,
             pod = {**pod, "metadata": {**pod["metadata"], "deletionTimestamp": deleting}}
         kept.append(pod)
     return kept
+
+
+def next_deadline(pods: list[dict[str, Any]], nodes: dict[str, NodeHealth], now: float,
+                  grace_s: float) -> float | None:
+    """Seconds until `verdict` may change for one of the pods with no event to say so (a node
+    NotReady reaching the grace, a Terminating pod reaching its deletion deadline); None if
+    none is waiting. The operator reconciles then, instead of polling until it happens."""
+    waits = []
+    for pod in pods:
+        health = nodes.get((pod.get("spec") or {}).get("nodeName") or "")
+        if health is None or health.ready or not health.exists or health.not_ready_since is None:
+            continue
+        if now - health.not_ready_since < grace_s:
+            waits.append(health.not_ready_since + grace_s - now)
+        elif terminating(pod):
+            deadline = timestamp(pod["metadata"].get("deletionTimestamp"))
+            if deadline is not None and now < deadline:
+                waits.append(deadline - now)
+    return min(waits) if waits else None

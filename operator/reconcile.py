@@ -36,10 +36,10 @@ class Locks:
 
 @metrics.counted(plural_arg=3)
 def run(kube: Kube, head: HeadClient | None, locks: Locks, plural: str, body: dict[str, Any],
-        step: Callable[[dict[str, Any]], actions.Plan], state_key: str) -> dict[str, Any] | None:
+        step: Callable[[dict[str, Any]], actions.Plan], state_key: str) -> actions.Plan | None:
     """Re-reads the resource under its lock, plans with `step(fresh)`, applies the plan and
-    writes its status if it changed (ignoring condition timestamps); returns that status, or
-    None if the resource is gone or being deleted.
+    writes its status if it changed (ignoring condition timestamps); returns the plan (its
+    status as written), or None if the resource is gone or being deleted.
     `state_key` names the status field whose transitions are logged (phase, state)."""
     meta = body["metadata"]
     ns, name = meta["namespace"], meta["name"]
@@ -56,4 +56,4 @@ def run(kube: Kube, head: HeadClient | None, locks: Locks, plural: str, body: di
                      plan.status.get(state_key), f" ({message})" if message else "")
         if not same_ignoring_time(old, plan.status):
             kube.patch_status(plural, ns, name, plan.status)
-        return plan.status
+        return plan

@@ -168,3 +168,17 @@ def group_status(spec: ClusterSpec, desired: dict[str, int], workers: list[dict[
         rows.append({"name": g.name, "desired": desired.get(g.name, 0), "ready": ready_n,
                      "minReplicas": g.min_replicas, "maxReplicas": g.max_replicas})
     return rows
+
+
+# Past the idle timeout by this much when the reconcile asks again: the head's idle_s has crossed it.
+IDLE_MARGIN_S = 1.0
+
+
+def next_idle_deadline(spec: ClusterSpec, demand: pb.ClusterDemand | None) -> float | None:
+    """Seconds until an idle node reaches idleTimeoutSeconds (autoscaling only; None: no node is
+    on its way). No event says so (the node stays idle), so the operator reconciles then."""
+    if not spec.autoscaling.enabled or demand is None:
+        return None
+    timeout = spec.autoscaling.idle_timeout_s
+    waits = [timeout - n.idle_s for n in demand.nodes if 0 < n.idle_s < timeout and not n.draining]
+    return min(waits) + IDLE_MARGIN_S if waits else None

@@ -127,7 +127,7 @@ def _unauthenticated_handler(details, reason: str) -> grpc.RpcMethodHandler:
 def _is_stream(details) -> bool:
     # Only these stream; aborting through the unary shape works for
     # unary-unary calls, the streaming shape for the rest.
-    return details.method.rsplit("/", 1)[-1] in {"Execute", "JobSession", "FetchObject", "PutObject"}
+    return details.method.rsplit("/", 1)[-1] in {"Execute", "JobSession", "FetchObject", "PutObject", "WatchCluster"}
 
 
 def _reject_stream(message: str, method: str, reason: str):

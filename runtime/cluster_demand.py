@@ -58,6 +58,7 @@ class DemandMixin:
     pending: set[bytes]
     starting_on: Counter[str]
     metadata: tuple
+    requests: Counter[str]
     node_stub: Callable[[str], pb_grpc.NodeAgentStub]
 
     def init_demand(self) -> None:
@@ -104,6 +105,11 @@ class DemandMixin:
     # ---- RPCs ----
 
     async def GetClusterDemand(self, request, context):
+        self.requests["GetClusterDemand"] += 1
+        return self.cluster_demand()
+
+    def cluster_demand(self) -> pb.ClusterDemand:
+        """The work that waits, the standing request and every alive node's usage (GetClusterDemand)."""
         counts: Counter[tuple[str, tuple, tuple]] = Counter()
         for actor_id in self.pending:
             info = self.actors.get(actor_id)
@@ -147,6 +153,7 @@ class DemandMixin:
 
     async def DrainNode(self, request, context):
         """Asks an idle node to take no new work, so it can be removed; refused while it runs anything."""
+        self.requests["DrainNode"] += 1
         node = self.nodes.get(request.node_id)
         if node is None or not node.alive:
             return pb.DrainNodeReply(accepted=True, message=f"node {request.node_id} is not alive")

@@ -1,7 +1,8 @@
 """The head's HTTP port (8265 in a pod, as Ray's dashboard): Prometheus metrics and the live tables.
 
 - `GET /metrics`: Prometheus text. Nodes, actors by state, restarts and jobs, read from the
-  head's tables when scraped (nothing is counted on the hot path).
+  head's tables when scraped (nothing is counted on the hot path), and the calls of the RPCs
+  an operator makes (`kastor_head_operator_requests_total`, by method).
 - `GET /api/actors`, `GET /api/nodes`, `GET /api/placement_groups`: the same rows as `kastor list ... --json`.
 - `GET /-/healthy`: 200 while the head's loop answers.
 
@@ -19,10 +20,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from kastor.runtime import settings, tls
+from kastor.runtime.cluster_watch import OPERATOR_METHODS
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.state_rows import actor_row, group_row, node_row
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
@@ -54,6 +56,12 @@ class _HeadCollector:
                                 value=len(head.jobs))
         yield GaugeMetricFamily("kastor_named_actors", "Names registered, over all namespaces",
                                 value=len(head.names))
+        served = CounterMetricFamily("kastor_head_operator_requests",
+                                     "Calls of the RPCs an operator makes (runtime/cluster_watch.py), by method",
+                                     labels=["method"])
+        for method in OPERATOR_METHODS:
+            served.add_metric([method], head.requests.get(method, 0))
+        yield served
 
 
 def build_app(head: Head, token: str) -> web.Application:

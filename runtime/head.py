@@ -20,6 +20,7 @@ from collections.abc import Callable
 import grpc
 from kastor.runtime import auth, config, flags, launcher, logging_setup, node_labels, rpc, settings, tls
 from kastor.runtime.cluster_demand import DemandMixin
+from kastor.runtime.cluster_watch import ClusterWatchMixin
 from kastor.runtime.ids import actor_job_id
 from kastor.runtime.placement import in_group
 from kastor.runtime.placement_groups import PlacementGroupsMixin
@@ -47,7 +48,7 @@ WATCH_TICK_S = 1.0
 WATCH_STALL_S = 1.0
 
 
-class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
+class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadServicer):
     def __init__(self, store: Store, token: str, cluster_id: str):
         self.store = store
         self.package_uris: set[str] = set()  # runtime_env packages known to be in the store
@@ -76,6 +77,7 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
         self.state_redis: tuple[str, str | None] = ("", None)  # its Redis (address, password), for durable actors
         self.init_groups()
         self.init_demand()
+        self.init_watch()
 
     def is_node_host(self, host: str) -> bool:
         """Whether `host` runs a live node agent (and so its workers): the client port forwards there only."""
@@ -143,6 +145,7 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
         for fut in self.waiters.pop(info.spec.actor_id, ()):
             if not fut.done():
                 fut.set_result(None)
+        self.note_actor_saved(info)
 
     # ---- nodes ----
 
@@ -217,6 +220,7 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
         return kill
 
     async def ListNodes(self, request, context):
+        self.requests["ListNodes"] += 1
         return pb.NodeList(nodes=list(self.nodes.values()))
 
     async def PickNode(self, request, context):
@@ -267,6 +271,7 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
                         if info.node_id == node.node_id and info.state == pb.ALIVE:
                             await self._actor_failed(info, f"its node {node.node_id} died")
                     await self.groups_node_died(node.node_id)
+            self.check_watch()  # the operator's watch: did what it acts on change?
 
     def discount_stall(self, stalled_s: float) -> None:
         """The head did not run for `stalled_s`: that time is no node's silence (its heartbeats
@@ -422,6 +427,7 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
         return pb.CreateActorReply(info=info)
 
     async def GetActor(self, request, context):
+        self.requests["GetActor"] += 1
         actor_id = request.actor_id
         if not actor_id:
             actor_id = self.names.get((request.namespace, request.name), b"")
@@ -453,6 +459,7 @@ class Head(PlacementGroupsMixin, DemandMixin, pb_grpc.HeadServicer):
     async def GetCheckpointStore(self, request, context):
         """Where `kastor.state.RedisStore()` keeps actor checkpoints: this cluster's Redis, under
         its key prefix (an empty address: the head keeps its state in memory, so there is none)."""
+        self.requests["GetCheckpointStore"] += 1
         address, password = self.state_redis
         return pb.CheckpointStoreReply(redis_address=address, redis_password=password or "",
                                        key_prefix=f"kastor:{self.cluster_id}:checkpoint")

@@ -275,12 +275,13 @@ TLS_SERVER_NAME = _declare("KASTOR_TLS_SERVER_NAME", "str", "kastor",
 
 # ---- the operator ----
 OPERATOR_RESYNC_S = _declare("KASTOR_OPERATOR_RESYNC_S", "float", 300.0,
-                             "How often the operator re-reconciles a settled resource without any event (pod "
-                             "events and spec changes act at once); see docs/kubernetes/operator.md.")
+                             "How often the operator re-reconciles a settled resource (a Ready cluster whose head "
+                             "it watches, a live actor) without any event: pod events, spec changes and the "
+                             "head's watch act at once; see docs/kubernetes/operator.md.")
 OPERATOR_POLL_S = _declare("KASTOR_OPERATOR_POLL_S", "float", 5.0,
-                           "How often the operator re-reconciles a resource that is still settling, or a running "
-                           "cluster whose head it watches (lost nodes, autoscaling); reads pods from its cache, "
-                           "so it LISTs nothing.")
+                           "How often the operator re-reconciles a resource that is still settling (pods "
+                           "starting, a head not answering or not watched yet, a back-off, a node going "
+                           "NotReady); a Ready cluster whose head it watches is not polled.")
 OPERATOR_WATCH_TIMEOUT_S = _declare("KASTOR_OPERATOR_WATCH_TIMEOUT_S", "int", 300,
                                     "How long one Kubernetes watch request of the operator lasts before it is "
                                     "reopened.")

@@ -114,6 +114,12 @@ def channel_trusting(target: str, ca: bytes, options: list | tuple = ()) -> grpc
                                options=_secure_options(options))
 
 
+def aio_channel_trusting(target: str, ca: bytes, options: list | tuple = ()) -> grpc.aio.Channel:
+    """An asyncio channel that checks the server against `ca` (the operator's watch of a TLS cluster's head)."""
+    return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca),
+                                   options=_secure_options(options))
+
+
 def aio_channel(target: str, options: list | tuple = ()) -> grpc.aio.Channel:
     ca = _read(ENV_CA)
     if ca is None:

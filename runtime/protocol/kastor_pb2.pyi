@@ -708,6 +708,30 @@ class PickNodeReply(_message.Message):
     excluded_matches: bool
     def __init__(self, found: _Optional[bool] = ..., node: _Optional[_Union[NodeInfo, _Mapping]] = ..., feasible: _Optional[bool] = ..., excluded_matches: _Optional[bool] = ...) -> None: ...
 
+class WatchClusterRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterChange(_message.Message):
+    __slots__ = ("initial", "keepalive", "scaling", "actors")
+    INITIAL_FIELD_NUMBER: _ClassVar[int]
+    KEEPALIVE_FIELD_NUMBER: _ClassVar[int]
+    SCALING_FIELD_NUMBER: _ClassVar[int]
+    ACTORS_FIELD_NUMBER: _ClassVar[int]
+    initial: bool
+    keepalive: bool
+    scaling: bool
+    actors: _containers.RepeatedCompositeFieldContainer[ActorName]
+    def __init__(self, initial: _Optional[bool] = ..., keepalive: _Optional[bool] = ..., scaling: _Optional[bool] = ..., actors: _Optional[_Iterable[_Union[ActorName, _Mapping]]] = ...) -> None: ...
+
+class ActorName(_message.Message):
+    __slots__ = ("namespace", "name")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    name: str
+    def __init__(self, namespace: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
 class ClusterDemand(_message.Message):
     __slots__ = ("pending", "placement_groups", "requested", "nodes")
     PENDING_FIELD_NUMBER: _ClassVar[int]

@@ -169,6 +169,11 @@ class HeadStub:
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeRequest.SerializeToString,
                 response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeReply.FromString,
                 _registered_method=True)
+        self.WatchCluster = channel.unary_stream(
+                '/kastor.Head/WatchCluster',
+                request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WatchClusterRequest.SerializeToString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ClusterChange.FromString,
+                _registered_method=True)
 
 
 class HeadServicer:
@@ -338,6 +343,13 @@ class HeadServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchCluster(self, request, context):
+        """The operator's watch of a running cluster (runtime/cluster_watch.py): one stream per cluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HeadServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -475,6 +487,11 @@ def add_HeadServicer_to_server(servicer, server):
                     servicer.DrainNode,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeRequest.FromString,
                     response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeReply.SerializeToString,
+            ),
+            'WatchCluster': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCluster,
+                    request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WatchClusterRequest.FromString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ClusterChange.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1206,6 +1223,33 @@ class Head:
             '/kastor.Head/DrainNode',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeRequest.SerializeToString,
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.DrainNodeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kastor.Head/WatchCluster',
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.WatchClusterRequest.SerializeToString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.ClusterChange.FromString,
             options,
             channel_credentials,
             insecure,

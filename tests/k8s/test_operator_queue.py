@@ -99,20 +99,27 @@ def test_the_queue_coalesces_events_requeues_as_told_and_forgets_what_is_gone():
         queue.stop()
 
 
-@pytest.mark.parametrize("phase, settled", [("Ready", False), ("Pending", False), ("Degraded", False),
-                                            ("Suspended", True), ("Failed", True)])
-def test_a_running_cluster_is_polled_a_suspended_or_failed_one_waits_for_the_resync(phase, settled):
-    """A running cluster is polled (its head says which nodes it lost, what work waits); a
-    suspended one, or one whose spec cannot run, changes only with its spec."""
+@pytest.mark.parametrize("phase, watched, recheck, due", [
+    ("Ready", True, None, None),       # its head says when something changes: the long resync only
+    ("Ready", True, 12.0, 12.0),       # ... and a deadline no event reports (an idle timeout)
+    ("Ready", False, None, 5.0),       # no watch open (yet): polled as before
+    ("Pending", True, None, 5.0),      # settling: re-checked soon
+    ("Degraded", True, 1.5, 1.5),      # settling, with a deadline sooner than the re-check
+    ("Suspended", False, None, None),  # only a spec change or a pod event changes it
+    ("Failed", False, None, None)])
+def test_a_ready_watched_cluster_waits_for_its_head_a_settling_one_is_polled(phase, watched, recheck, due):
+    """Issue 12 defect 6: a running cluster is no longer polled every 5 s once its head is watched."""
     from kastor.operator import cluster_reconciler
-    assert cluster_reconciler.settled({"phase": phase}) is settled
+    from kastor.operator.actions import Plan
+    assert cluster_reconciler.due_in(Plan(status={"phase": phase}, recheck_s=recheck), watched, 5.0) == due
 
 
-@pytest.mark.parametrize("state, settled", [("Alive", False), ("Pending", False), ("Restarting", False),
-                                            ("Dead", True)])
-def test_only_a_dead_actor_waits_for_the_long_resync(state, settled):
+@pytest.mark.parametrize("state, watched, checkpoints, due", [
+    ("Alive", True, False, None), ("Alive", False, False, 5.0), ("Alive", True, True, 5.0),
+    ("Pending", True, False, 5.0), ("Restarting", True, False, 5.0), ("Dead", False, False, None)])
+def test_a_live_actor_of_a_watched_cluster_waits_for_its_head(state, watched, checkpoints, due):
     from kastor.operator import actor_reconciler
-    assert actor_reconciler.settled({"state": state}) is settled
+    assert actor_reconciler.due_in({"state": state}, watched, 5.0, checkpoints) == due
 
 
 def test_a_namespace_being_deleted_is_one_log_line_not_a_retry_storm(caplog):
@@ -143,3 +150,34 @@ def test_a_namespace_being_deleted_is_one_log_line_not_a_retry_storm(caplog):
     assert len(doomed) == 1 and doomed[0].levelname == "INFO" and doomed[0].exc_info is None
     assert "namespace is being deleted" in doomed[0].getMessage()
     assert any(r.exc_info for r in caplog.records if "flaky" in r.getMessage())
+
+
+def test_the_deadlines_no_event_reports_are_when_the_next_reconcile_is_due():
+    """A Ready, watched cluster is not polled, so what changes with time alone must be asked for:
+    a NotReady node reaching the lost-node grace, a Terminating pod reaching its deletion
+    deadline, an idle worker reaching idleTimeoutSeconds."""
+    import datetime
+
+    from kastor.operator import lost_nodes, scaling
+    from kastor.operator.spec import parse_cluster
+    from kastor.runtime.protocol import kastor_pb2 as pb
+
+    now = 1_000_000.0
+    on = {"spec": {"nodeName": "n-lost"}, "metadata": {"name": "w"}}
+    stamp = datetime.datetime.fromtimestamp(now + 7, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    dying = {"spec": {"nodeName": "n-lost"}, "metadata": {"name": "x", "deletionTimestamp": stamp}}
+    fresh = {"n-lost": lost_nodes.NodeHealth(exists=True, ready=False, not_ready_since=now - 20)}
+    old = {"n-lost": lost_nodes.NodeHealth(exists=True, ready=False, not_ready_since=now - 100)}
+    assert lost_nodes.next_deadline([on], fresh, now, 60) == 40
+    assert lost_nodes.next_deadline([on, dying], old, now, 60) == 7
+    assert lost_nodes.next_deadline([on], {}, now, 60) is None
+
+    spec = parse_cluster({"image": "i", "autoscaling": {"enabled": True, "idleTimeoutSeconds": 30},
+                          "workerGroups": [{"name": "cpu", "replicas": 1, "maxReplicas": 2}]})
+    demand = pb.ClusterDemand(nodes=[pb.NodeUsage(node_id="busy", idle_s=0), pb.NodeUsage(node_id="a", idle_s=10),
+                                     pb.NodeUsage(node_id="b", idle_s=25), pb.NodeUsage(node_id="c", idle_s=99),
+                                     pb.NodeUsage(node_id="d", idle_s=29, draining=True)])
+    assert scaling.next_idle_deadline(spec, demand) == 5 + scaling.IDLE_MARGIN_S
+    assert scaling.next_idle_deadline(spec, None) is None
+    no_autoscaling = parse_cluster({"image": "i", "workerGroups": [{"name": "cpu", "replicas": 1}]})
+    assert scaling.next_idle_deadline(no_autoscaling, demand) is None
