@@ -13,6 +13,10 @@ reconciles only when a message says something changed (issue 12 defect 6):
   The head compares a signature of those facts once per `watch_nodes` tick, and only while
   somebody watches.
 - `actors`: the names of named actors whose record was saved (state, restarts, address).
+- the head's store going unreachable or coming back (`scaling` too): a managed Redis on a lost
+  node is noticed by nothing else, since its pod reports nothing and the head keeps answering;
+  the reconcile that follows finds the pod's node lost and replaces it. While somebody
+  watches, the head PINGs its store once per tick (GCS_PROBE_TIMEOUT_S), one probe at a time.
 
 Messages to one watcher are coalesced and sent at most once per WATCH_MIN_INTERVAL_S (the
 first at once), so a busy cluster costs the operator no more than the old poll did; a
@@ -30,12 +34,14 @@ import time
 from collections import Counter
 
 from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.store import Store
 
 log = logging.getLogger("kastor.head")
 
 WATCH_KEEPALIVE_S = 10.0
 WATCH_MIN_INTERVAL_S = 2.0
 IDLE_SETTLE_S = 2.0
+GCS_PROBE_TIMEOUT_S = 3.0
 # The head RPCs an operator makes, counted for /metrics.
 OPERATOR_METHODS = ("WatchCluster", "ListNodes", "GetClusterDemand", "GetActor", "GetCheckpointStore", "DrainNode")
 
@@ -50,14 +56,17 @@ class _Watcher:
 
 
 class ClusterWatchMixin:
-    """The Head's WatchCluster RPC (the Head provides `cluster_demand` and `idle_since`)."""
+    """The Head's WatchCluster RPC (the Head provides `cluster_demand`, `idle_since` and `store`)."""
 
     idle_since: dict[str, float]
+    store: Store
 
     def init_watch(self) -> None:
         self.watchers: set[_Watcher] = set()
         self.scaling_signature = b""
         self.requests: Counter[str] = Counter()  # OPERATOR_METHODS -> calls served
+        self.store_reachable = True
+        self.store_probe: asyncio.Task[None] | None = None
 
     def cluster_demand(self) -> pb.ClusterDemand:  # provided by DemandMixin
         raise NotImplementedError
@@ -71,12 +80,21 @@ class ClusterWatchMixin:
         pending = sorted(d.SerializeToString(deterministic=True) for d in demand.pending)
         groups = sorted(g.SerializeToString(deterministic=True) for g in demand.placement_groups)
         requested = [d.SerializeToString(deterministic=True) for d in demand.requested]
-        return repr((nodes, pending, groups, requested)).encode()
+        return repr((nodes, pending, groups, requested, self.store_reachable)).encode()
+
+    async def _probe_store(self) -> None:
+        reachable = await self.store.reachable(GCS_PROBE_TIMEOUT_S)
+        if reachable != self.store_reachable:
+            log.warning("the head's store is %s", "reachable again" if reachable else
+                        f"not answering (no PING reply within {GCS_PROBE_TIMEOUT_S:.0f}s)")
+            self.store_reachable = reachable
 
     def check_watch(self) -> None:
         """Called on every watch_nodes tick: tells the watchers if the scaling facts changed."""
         if not self.watchers:
             return
+        if self.store_probe is None or self.store_probe.done():
+            self.store_probe = asyncio.get_running_loop().create_task(self._probe_store())
         try:
             signature = self._signature()
         except Exception:  # never let the operator's watch stop watch_nodes, which declares nodes dead

@@ -10,6 +10,8 @@ acknowledgements wait rather than fail.
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import dataclasses
 import logging
 import re
@@ -128,6 +130,16 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._r.aclose()
+
+    async def reachable(self, timeout_s: float) -> bool:
+        """One PING within `timeout_s`. The client retries a lost connection with backoff, so
+        the deadline, not an error, is what says a Redis on a lost node is gone."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._r.ping()
+            return True
+        except (builtins.TimeoutError, RedisError, OSError):  # this module's TimeoutError is redis' own
+            return False
 
 
 async def delete_cluster(address: str, cluster_id: str, password: str | None = None) -> int:

@@ -22,6 +22,10 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    async def reachable(self, timeout_s: float) -> bool:
+        """Whether the store answers within `timeout_s` (the operator's watch reports a change)."""
+        ...
+
 
 class InMemoryStore:
     """Process-local tables: the state lives exactly as long as the head process."""
@@ -43,3 +47,6 @@ class InMemoryStore:
 
     async def close(self) -> None:
         self._tables.clear()
+
+    async def reachable(self, timeout_s: float) -> bool:
+        return True  # it lives in the head itself

@@ -3,6 +3,8 @@ real multi-process cluster: the head tells what changed (a node joining or dying
 actor's record) on one open stream, says nothing while nothing changes, and a watch that drops
 with a restarted head reconnects and asks for one full reconcile (issue 12 defect 6)."""
 
+import os
+import signal
 import threading
 import time
 
@@ -122,6 +124,37 @@ def test_a_watch_dropped_by_a_head_restart_reconnects_and_resyncs(tmp_path):
     finally:
         watches.stop()
         restarted.stop()
+        redis.stop()
+
+
+def test_a_store_that_stops_answering_is_a_change_and_so_is_its_return(tmp_path):
+    """A managed Redis on a lost node: its pod reports nothing and the head keeps answering, so
+    the head's PING of its store is what tells the operator to reconcile (and find the node
+    lost). SIGSTOP freezes the Redis as a lost node does: connections stay open, nothing answers."""
+    redis = RedisServer(tmp_path / "redis-data")
+    redis.data_dir.mkdir()
+    redis.start()
+    frozen = GcsCluster(tmp_path, redis, cluster_id="frozen")
+    seen = Seen()
+    watches = HeadWatches(seen)
+    try:
+        frozen.start_head()
+        watches.start()
+        watches.ensure(CLUSTER, Target(frozen.address, TOKEN))
+        wait_until(lambda: watches.synced(CLUSTER), "the watch open", DEADLINE_S)
+        mark = seen.mark()
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: any(c.scaling for c in seen.since(mark)), "a change for the store gone silent",
+                       DEADLINE_S)
+        finally:
+            os.kill(redis.proc.pid, signal.SIGCONT)
+        mark = seen.mark()
+        wait_until(lambda: any(c.scaling for c in seen.since(mark)), "a change for the store back", DEADLINE_S)
+        assert watches.synced(CLUSTER), "the head itself kept answering"
+    finally:
+        watches.stop()
+        frozen.stop()
         redis.stop()
 
 
