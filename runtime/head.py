@@ -627,62 +627,73 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
 
     async def _try_place(self, actor_id: bytes) -> None:
         try:
-            info = self.actors[actor_id]
-            nodes = self._candidates(info.spec)
-            where = info.spec.placement
-            if where.node_id and not where.soft and not nodes:
-                await self._mark_dead(info, f"it is pinned to node {where.node_id} (NodeAffinitySchedulingStrategy, "
-                                            f"soft=False), which is not alive or can never fit it")
-                return
-            for node in nodes:
-                if not node.alive:  # declared dead while this placement tried the nodes before it
-                    continue
-                self.starting_on[node.node_id] += 1  # SPREAD counts actors on their way too
-                call = self.node_stub(node.address).StartActor(
-                    pb.StartActorRequest(spec=info.spec, num_restarts=info.num_restarts), metadata=self.metadata)
-                self.start_calls[node.node_id].add(call)
-                try:
-                    reply = await call
-                except grpc.aio.AioRpcError as e:
-                    log.warning("placing actor on node %s failed: %s", node.node_id, e.code().name)
-                    continue
-                except asyncio.CancelledError:
-                    task = asyncio.current_task()
-                    if task is not None and task.cancelling():
-                        raise  # this placement itself is being cancelled (the head stops)
-                    log.warning("placing actor %s on node %s was abandoned: the node was declared dead",
-                                actor_id.hex()[:8], node.node_id)
-                    continue
-                finally:
-                    self.starting_on[node.node_id] -= 1
-                    self.start_calls[node.node_id].discard(call)
-                if info.state == pb.DEAD:  # killed while it was starting
-                    if reply.started:
-                        await self.node_stub(node.address).KillWorker(
-                            pb.KillWorkerRequest(worker_id=reply.worker_id), metadata=self.metadata)
-                    return
-                if reply.no_resources:
-                    continue
-                if reply.started:
-                    info.state = pb.ALIVE
-                    info.pending_reason = ""
-                    info.address, info.node_id, info.pid, info.worker_id = \
-                        reply.address, node.node_id, reply.pid, reply.worker_id
-                    await self._save(info)
-                    return
-                if reply.error.data or reply.error.location.path:
-                    what = ("its runtime_env could not be set up" if reply.runtime_env_failed
-                            else "its constructor raised")
-                    await self._mark_dead(info, f"{what}: {reply.message}", reply.error)
-                    return
-                log.warning("node %s could not start actor %s: %s", node.node_id, actor_id.hex()[:8], reply.message)
-            self.pending.add(actor_id)
-            reason = self._infeasible_reason(info.spec)
-            if reason != info.pending_reason:
-                info.pending_reason = reason
-                await self._save(info)
+            failure = await self._place_once(actor_id)
         finally:
             self.placing.discard(actor_id)
+        info = self.actors.get(actor_id)
+        if failure and info is not None and info.state != pb.DEAD:
+            await self._actor_failed(info, failure)  # restarts it (placing again) or ends it
+
+    async def _place_once(self, actor_id: bytes) -> str:
+        """One pass over the candidate nodes. Returns why the actor failed if its worker died in
+        the constructor (an actor failure, which counts against max_restarts), else ""."""
+        info = self.actors[actor_id]
+        nodes = self._candidates(info.spec)
+        where = info.spec.placement
+        if where.node_id and not where.soft and not nodes:
+            await self._mark_dead(info, f"it is pinned to node {where.node_id} (NodeAffinitySchedulingStrategy, "
+                                        f"soft=False), which is not alive or can never fit it")
+            return ""
+        for node in nodes:
+            if not node.alive:  # declared dead while this placement tried the nodes before it
+                continue
+            self.starting_on[node.node_id] += 1  # SPREAD counts actors on their way too
+            call = self.node_stub(node.address).StartActor(
+                pb.StartActorRequest(spec=info.spec, num_restarts=info.num_restarts), metadata=self.metadata)
+            self.start_calls[node.node_id].add(call)
+            try:
+                reply = await call
+            except grpc.aio.AioRpcError as e:
+                log.warning("placing actor on node %s failed: %s", node.node_id, e.code().name)
+                continue
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # this placement itself is being cancelled (the head stops)
+                log.warning("placing actor %s on node %s was abandoned: the node was declared dead",
+                            actor_id.hex()[:8], node.node_id)
+                continue
+            finally:
+                self.starting_on[node.node_id] -= 1
+                self.start_calls[node.node_id].discard(call)
+            if info.state == pb.DEAD:  # killed while it was starting
+                if reply.started:
+                    await self.node_stub(node.address).KillWorker(
+                        pb.KillWorkerRequest(worker_id=reply.worker_id), metadata=self.metadata)
+                return ""
+            if reply.no_resources:
+                continue
+            if reply.worker_died:
+                return reply.message
+            if reply.started:
+                info.state = pb.ALIVE
+                info.pending_reason = ""
+                info.address, info.node_id, info.pid, info.worker_id = \
+                    reply.address, node.node_id, reply.pid, reply.worker_id
+                await self._save(info)
+                return ""
+            if reply.error.data or reply.error.location.path:
+                what = ("its runtime_env could not be set up" if reply.runtime_env_failed
+                        else "its constructor raised")
+                await self._mark_dead(info, f"{what}: {reply.message}", reply.error)
+                return ""
+            log.warning("node %s could not start actor %s: %s", node.node_id, actor_id.hex()[:8], reply.message)
+        self.pending.add(actor_id)
+        reason = self._infeasible_reason(info.spec)
+        if reason != info.pending_reason:
+            info.pending_reason = reason
+            await self._save(info)
+        return ""
 
 
 async def serve(args: argparse.Namespace) -> None:

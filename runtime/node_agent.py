@@ -753,12 +753,19 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
                 pb.StartActorRequest(spec=spec, gpu_ids=gpu_ids, num_restarts=request.num_restarts),
                 metadata=self.metadata)
         except grpc.aio.AioRpcError as e:
-            # Whether the constructor began is unknown: end the worker (its watcher returns what it
-            # held) rather than leave it marked as the actor's, holding resources, for good.
-            w.proc.kill()
-            return pb.StartActorReply(started=False, message=f"the actor's worker failed while starting: {e.details()}")
+            # The worker died in the constructor (os._exit, a crash, the OOM killer), or stopped
+            # answering: end it (its watcher returns what it held) and report an actor failure,
+            # which the head restarts within max_restarts or ends, as Ray does. Retrying it as a
+            # placement instead ran a constructor that kills its process for ever.
+            try:  # a worker that died is reaped within moments: say how it ended
+                how = describe_exit(w.proc, await asyncio.wait_for(w.proc.wait(), 2))
+            except TimeoutError:
+                _kill(w.proc)
+                how = f"it stopped answering ({e.code().name}: {e.details()}) and was killed"
+            return pb.StartActorReply(started=False, worker_died=True,
+                                      message=f"its worker died in its constructor on node {self.node_id}: {how}")
         if not reply.started:
-            w.proc.kill()  # a failed constructor leaves the process in an unknown state
+            _kill(w.proc)  # a failed constructor leaves the process in an unknown state
             return reply
         return pb.StartActorReply(started=True, address=w.address, pid=w.proc.pid, worker_id=w.worker_id)
 

@@ -231,3 +231,39 @@ def test_calls_whose_stream_never_opened_are_resent_without_a_retry():
         os.kill(pid, signal.SIGKILL)
     assert kastor.get(first, timeout=DEADLINE_S) == 1, "the call ran once, on the restarted actor"
     assert kastor.get(actor.pid.remote(), timeout=DEADLINE_S) != pid
+
+
+@kastor.remote
+class DiesInItsConstructor:
+    """Its process exits in `__init__` until `tries` file has `survive_after` lines."""
+
+    def __init__(self, tries: str, survive_after: int):
+        with open(tries, "a") as f:
+            f.write("try\n")
+        if len(Path(tries).read_text().splitlines()) <= survive_after:
+            os._exit(3)
+
+    def ping(self) -> str:
+        return "pong"
+
+
+def test_a_worker_that_dies_in_the_constructor_is_an_actor_failure_not_a_retried_placement(tmp_path):
+    """As in Ray: the process dying in `__init__` (os._exit, a crash, the OOM killer) fails the
+    actor, which restarts within max_restarts and then dies. It used to stay PENDING, its
+    constructor run again for ever."""
+    tries = tmp_path / "tries"
+    doomed = DiesInItsConstructor.remote(str(tries), 1_000)
+    with pytest.raises(ActorDiedError, match="exited with code 3"):
+        kastor.get(doomed.ping.remote(), timeout=DEADLINE_S)
+    assert len(tries.read_text().splitlines()) == 1, "max_restarts=0: one attempt"
+
+    tries = tmp_path / "tries-2"
+    comes_back = DiesInItsConstructor.options(max_restarts=2).remote(str(tries), 2)
+    assert kastor.get(comes_back.ping.remote(), timeout=DEADLINE_S) == "pong"
+    assert row(comes_back)["restarts"] == 2 and len(tries.read_text().splitlines()) == 3
+
+    tries = tmp_path / "tries-3"
+    used_up = DiesInItsConstructor.options(max_restarts=1).remote(str(tries), 1_000)
+    with pytest.raises(ActorDiedError, match="max_restarts=1 used up"):
+        kastor.get(used_up.ping.remote(), timeout=DEADLINE_S)
+    assert len(tries.read_text().splitlines()) == 2

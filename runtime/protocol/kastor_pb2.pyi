@@ -866,7 +866,7 @@ class LeaseReply(_message.Message):
     def __init__(self, granted: _Optional[bool] = ..., worker_address: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., spillback_address: _Optional[str] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., infeasible: _Optional[bool] = ..., message: _Optional[str] = ..., runtime_env_error: _Optional[str] = ..., placement_group_removed: _Optional[bool] = ...) -> None: ...
 
 class StartActorReply(_message.Message):
-    __slots__ = ("started", "no_resources", "address", "pid", "worker_id", "error", "message", "runtime_env_failed")
+    __slots__ = ("started", "no_resources", "address", "pid", "worker_id", "error", "message", "runtime_env_failed", "worker_died")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     NO_RESOURCES_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -875,6 +875,7 @@ class StartActorReply(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_ENV_FAILED_FIELD_NUMBER: _ClassVar[int]
+    WORKER_DIED_FIELD_NUMBER: _ClassVar[int]
     started: bool
     no_resources: bool
     address: str
@@ -883,7 +884,8 @@ class StartActorReply(_message.Message):
     error: Value
     message: str
     runtime_env_failed: bool
-    def __init__(self, started: _Optional[bool] = ..., no_resources: _Optional[bool] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., worker_id: _Optional[bytes] = ..., error: _Optional[_Union[Value, _Mapping]] = ..., message: _Optional[str] = ..., runtime_env_failed: _Optional[bool] = ...) -> None: ...
+    worker_died: bool
+    def __init__(self, started: _Optional[bool] = ..., no_resources: _Optional[bool] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., worker_id: _Optional[bytes] = ..., error: _Optional[_Union[Value, _Mapping]] = ..., message: _Optional[str] = ..., runtime_env_failed: _Optional[bool] = ..., worker_died: _Optional[bool] = ...) -> None: ...
 
 class KillWorkerRequest(_message.Message):
     __slots__ = ("worker_id", "actor_id", "reason", "intentional")
