@@ -182,7 +182,13 @@ class PodNetwork:
         with self._lock:
             entry = self.pods.pop(netns, None)
         host = entry[0] if entry else None
-        run_ip("netns", "del", netns, check=False)  # its veth goes with it
+        if host is not None:
+            # The veth first: `ip netns del` only drops the name, and a process of the pod that
+            # outlived its process group's kill keeps the namespace, and the veth named after
+            # this address, alive; the next pod given the address then failed ("File exists").
+            # Deleting one end of a veth pair deletes both, as a kubelet's sandbox teardown does.
+            run_ip("link", "del", f"{self.prefix}h{host}", check=False)
+        run_ip("netns", "del", netns, check=False)
         shutil.rmtree(ETC_NETNS / netns, ignore_errors=True)  # idempotent: stop() may race a pod's own teardown
         if host is not None:
             with self._lock:
