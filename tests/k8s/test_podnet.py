@@ -1,7 +1,8 @@
-"""The pod network's own bookkeeping, without a control plane: a removed pod's address is
-reused by a later pod even while a process of the removed pod lingers (a process that
-escaped the kubelet's kill of its process group keeps its network namespace alive after
-`ip netns del`, and with it the veth named after the address)."""
+"""The pod network's own bookkeeping, without a control plane: removing a pod ends every
+process still in its network namespace (a process that left its container's process group
+escaped the kubelet's kill, kept talking to its head, and kept the namespace alive after
+`ip netns del`, with the veth named after the address), and the address goes to the next
+pod."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from .real_cluster import netns_problem
 pytestmark = pytest.mark.skipif(netns_problem() is not None, reason=f"{netns_problem()}")
 
 
-def test_a_removed_pods_address_is_reused_while_one_of_its_processes_lingers():
+def test_removing_a_pod_ends_its_stray_processes_and_frees_its_address():
     block = AddressBlock()
     network = PodNetwork(block.number).create()
     lingering = None
@@ -26,6 +27,7 @@ def test_a_removed_pods_address_is_reused_while_one_of_its_processes_lingers():
                                      stdout=subprocess.PIPE, text=True)
         assert lingering.stdout is not None and lingering.stdout.readline() == "in\n"  # inside the namespace
         network.remove_pod(netns)
+        assert lingering.wait(10) == -9, "the stray process dies with its pod"
         again, again_ip = network.add_pod("second", "default")  # failed: veth "File exists"
         assert again_ip == ip, "the address is reused"
         eth0 = subprocess.run(["ip", "-n", again, "-o", "addr", "show", "eth0"], capture_output=True, text=True)
