@@ -308,26 +308,6 @@ def test_bad_detached_actors_end_in_a_condition_and_an_event(env, name, spec, st
     delete(c, "detachedactors", name)
 
 
-def test_a_constructor_failure_reads_the_same_whoever_sees_it_first(env, tmp_path):
-    """The operator (from the GCS) and the actor's pod (its exit message) both see a constructor
-    fail; the condition must not depend on which is first. Here the operator sees the actor
-    registered before its constructor fails, so it reads the death from the GCS."""
-    c = env.cluster
-    release = tmp_path / "release"  # the pod's processes share the host's file system
-    create(c, "detachedactors", actor_cr("stalled", actorClass="sample_actors:FailsWhenReleased",
-                                         args=[str(release)], maxRestarts=3))
-    try:
-        wait(env, lambda: status(c, "detachedactors", "stalled").get("actorId"),
-             "the operator sees the actor registered")
-        release.touch()
-        wait(env, lambda: status(c, "detachedactors", "stalled").get("state") == "Dead", "stalled Dead")
-        assert condition(c, "detachedactors", "stalled")["reason"] == "ConstructorFailed"
-        wait(env, lambda: "ConstructorFailed" in event_reasons(c, "stalled"), "a ConstructorFailed Event")
-    finally:
-        release.touch()
-        delete(c, "detachedactors", "stalled")
-
-
 def test_init_by_an_unknown_cluster_name_is_a_clear_error(env):
     done = outside(env.cluster, """
         import kastor
@@ -347,39 +327,6 @@ REDIS_SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ex
                  "spec": {"selector": {"app": "ext-redis"}, "ports": [{"name": "redis", "port": 6379}]}}
 
 
-def test_a_durable_actor_on_an_external_redis_continues_after_its_pod_is_deleted(env):
-    """DetachedActor.spec.state with the Redis store: after `kubectl delete pod` the recreated
-    actor continues counting from its checkpoint. The cluster's GCS is an external Redis (a
-    pod and Service of the user's), which the next test cleans."""
-    c = env.cluster
-    c.core.create_namespaced_pod(NS, REDIS_POD)
-    c.core.create_namespaced_service(NS, REDIS_SERVICE)
-    c.core.create_namespaced_secret(NS, {"metadata": {"name": "ext-redis"}, "stringData": {"password": "s3cret"}})
-    create(c, "actorclusters", cluster_cr("ext", replicas=0, gcs={"redis": {
-        "address": f"ext-redis.{NS}.svc:6379", "passwordSecret": {"name": "ext-redis"}}}))
-    wait(env, lambda: status(c, "actorclusters", "ext").get("phase") == "Ready", "external-Redis cluster Ready")
-    assert "kastor.dev/finalizer" in custom(c, "actorclusters", "ext")["metadata"]["finalizers"]
-
-    create(c, "detachedactors", actor_cr("ledger", "ext", args=[100], maxRestarts=-1,
-                                         state={"store": "redis", "every": "call"}))
-    wait(env, lambda: status(c, "detachedactors", "ledger").get("state") == "Alive", "ledger Alive")
-    incr = """
-        counter = kastor.get_actor("ledger", namespace="real-op")
-        print(kastor.get([counter.incr.remote() for _ in range(3)])[-1])
-    """
-    assert driver(c, "ext", incr).strip() == "103"
-    wait(env, lambda: status(c, "detachedactors", "ledger").get("lastCheckpointBytes", 0) > 0,
-         "the checkpoint's time and size in the status")
-    assert status(c, "detachedactors", "ledger")["lastCheckpointTime"].endswith("Z")
-    first = status(c, "detachedactors", "ledger")["podName"]
-    c.core.delete_namespaced_pod(first, NS)  # `kubectl delete pod`: the operator replaces it
-    wait(env, lambda: (st := status(c, "detachedactors", "ledger")).get("podName") not in (None, first) and
-         st.get("state") == "Alive" and st.get("restarts") == 1, "ledger restarted on a new pod")
-    assert driver(c, "ext", incr).strip() == "106", "restored from its checkpoint, not constructed again"
-    delete(c, "detachedactors", "ledger")
-    wait(env, lambda: custom(c, "detachedactors", "ledger") is None, "ledger gone")
-
-
 HEAD_GRACE_S = 10  # the head pod's terminationGracePeriodSeconds (operator/build_cluster.py, _kastor_pod)
 
 
@@ -392,10 +339,23 @@ def test_deleting_a_cluster_with_a_hung_head_cleans_its_redis_keys_without_waiti
     import redis
 
     c = env.cluster
+    c.core.create_namespaced_pod(NS, REDIS_POD)
+    c.core.create_namespaced_service(NS, REDIS_SERVICE)
+    c.core.create_namespaced_secret(NS, {"metadata": {"name": "ext-redis"}, "stringData": {"password": "s3cret"}})
+    create(c, "actorclusters", cluster_cr("ext", replicas=0, gcs={"redis": {
+        "address": f"ext-redis.{NS}.svc:6379", "passwordSecret": {"name": "ext-redis"}}}))
+    wait(env, lambda: status(c, "actorclusters", "ext").get("phase") == "Ready", "external-Redis cluster Ready")
+    assert "kastor.dev/finalizer" in custom(c, "actorclusters", "ext")["metadata"]["finalizers"]
     client = redis.Redis(host=c.service_host_address("ext-redis", NS), port=6379, password="s3cret",
                          socket_timeout=10)
     [head] = pods(c, "kastor.dev/cluster=ext,kastor.dev/role=head")
     try:
+        driver(c, "ext", """
+            @kastor.remote
+            class Keep:
+                pass
+            Keep.options(name="kept", lifetime="detached").remote()
+        """)
         assert client.keys(f"kastor:{NS}.ext:*"), "the head keeps its state in the external Redis"
         kill_processes(c, head.metadata.name, signal.SIGSTOP)
         wait(env, lambda: condition(c, "actorclusters", "ext", "HeadReady").get("reason") == "HeadUnreachable",
