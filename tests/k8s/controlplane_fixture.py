@@ -2,9 +2,9 @@
 kube-controller-manager and kube-scheduler from Kubernetes' own Go modules, in one process),
 started once per test session.
 
-The emulated API server (`apiserver.py`) is fast but skips what only the real one does: CEL
-rules, RBAC, name validation of every kind, garbage collection by the real controller. Tests
-that need those take the `real_k8s` fixture.
+Every Kubernetes test that needs an API server takes the `real_k8s` fixture: real CEL rules,
+RBAC, validation of every kind, garbage collection by the real controller. Reconcile
+decisions are tested without any server, on the pure plans (test_plans.py).
 
 The binary is built by `tests/k8s/controlplane/build.sh` (CI does it in `.ci/run`). When it
 is absent the fixture skips, unless `KASTOR_REQUIRE_CONTROLPLANE` is set (CI sets it): then

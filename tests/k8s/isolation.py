@@ -1,4 +1,4 @@
-"""What keeps emulated-Kubernetes runs on one machine apart: each run claims its own
+"""What keeps test runs of the Kubernetes harness on one machine apart: each run claims its own
 loopback address block, and resolves Service names through its own hosts file.
 
 Several test runs (other checkouts, other helpers, `pytest -n`) share this machine. If
@@ -11,13 +11,13 @@ cluster. So:
   leaks its block. Block n owns 127.(BASE+2n).0.0/16 for pod IPs and 127.(BASE+2n+1).0.0/16
   for ClusterIPs (Linux routes all of 127/8 to lo, so any of them can be bound). Ports
   need no claim: every pod and Service listens on its own address.
-- `PrivateHosts` is the run's hosts file. Every process of the run (pods, the operator,
-  drivers) starts through `wrap()`: in its own mount namespace, with that file
+- `PrivateHosts` is the run's hosts file. Every host process of the run (an operator,
+  drivers, `kastor.init(cluster=...)` clients) starts through `wrap()`: in its own mount namespace, with that file
   bind-mounted on /etc/hosts, as each Kubernetes pod gets its own /etc/hosts. glibc,
   gRPC's resolvers and everything else then resolve Service names as usual, and the
   machine's /etc/hosts is never written. The file is append-only: a Service keeps its
-  ClusterIP for the whole run, even when re-created (see `ApiServer`), so a name never
-  changes address and a reader never sees a half-rewritten file.
+  host-side address for the whole run, even when re-created (`kubeproxy.KubeProxy` keys it
+  by namespace and name), so a name never changes address and a reader never sees a half-rewritten file.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class PrivateHosts:
         self.names: dict[str, str] = {}
         base = Path(machine_hosts).read_text() if os.path.exists(machine_hosts) else "127.0.0.1 localhost\n"
         base = re.sub(OLD_HARNESS_BLOCK, "\n", base, flags=re.S)  # another checkout's names must not shadow ours
-        path.write_text(base.rstrip("\n") + "\n# Services of this emulated cluster (tests/k8s/isolation.py)\n")
+        path.write_text(base.rstrip("\n") + "\n# Services of this test run (tests/k8s/isolation.py)\n")
         root = os.geteuid() == 0
         self._prefix = [shutil.which("unshare") or "unshare", *([] if root else ["--user", "--map-root-user"]),
                         "--mount", "--propagation", "private", shutil.which("sh") or "/bin/sh", "-c",

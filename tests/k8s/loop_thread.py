@@ -1,5 +1,5 @@
-"""An asyncio loop on a thread of its own, for the harnesses (emulated and real cluster) whose
-parts are asyncio code driven from synchronous tests."""
+"""An asyncio loop on a thread of its own, for the real-cluster harness (kubelets, proxy,
+provisioner) whose parts are asyncio code driven from synchronous tests."""
 
 from __future__ import annotations
 

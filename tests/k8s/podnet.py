@@ -40,6 +40,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Callable
@@ -182,7 +183,20 @@ class PodNetwork:
         with self._lock:
             entry = self.pods.pop(netns, None)
         host = entry[0] if entry else None
-        run_ip("netns", "del", netns, check=False)  # its veth goes with it
+        # A container runtime kills every process of a pod's sandbox, not just each container's
+        # process group: a process that left its group (a worker in a session of its own) would
+        # outlive the pod, still talking to its head, and keep the namespace alive after `ip
+        # netns del`, with the veth named after this address; the next pod given the address
+        # then failed ("File exists"). So: every process still in the namespace, then the veth
+        # (deleting one end of a pair deletes both), then the name.
+        for pid in run_ip("netns", "pids", netns, check=False).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if host is not None:
+            run_ip("link", "del", f"{self.prefix}h{host}", check=False)
+        run_ip("netns", "del", netns, check=False)
         shutil.rmtree(ETC_NETNS / netns, ignore_errors=True)  # idempotent: stop() may race a pod's own teardown
         if host is not None:
             with self._lock:

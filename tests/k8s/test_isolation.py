@@ -1,6 +1,7 @@
-"""Two emulated clusters at once, as two test runs on one machine: each has its own pod and
-Service addresses, its processes resolve its own Service names, and the machine's
-/etc/hosts is left alone (isolation.py)."""
+"""Two harness runs at once on one machine (other checkouts, other helpers): each `RealCluster`
+claims its own loopback block, so one Service gets a different host-side address in each, its
+processes resolve the Service's name to their own run's address, and the machine's /etc/hosts
+is left alone (isolation.py)."""
 
 from __future__ import annotations
 
@@ -8,32 +9,38 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .cluster import NEEDS_PRIVATE_HOSTS, EmulatedCluster
+import pytest
 
-pytestmark = NEEDS_PRIVATE_HOSTS
+from .real_cluster import RealCluster, netns_problem
+
+pytestmark = pytest.mark.skipif(netns_problem() is not None, reason=f"{netns_problem()}")
+NS = "isolation"
 
 
-def resolve(cluster: EmulatedCluster, name: str) -> str | None:
-    """What `name` resolves to for a process of the cluster (None if it does not)."""
+def resolve(cluster: RealCluster, name: str) -> str | None:
+    """What `name` resolves to for a host process of the run (None if it does not)."""
     program = f"import socket; print(socket.gethostbyname({name!r}))"
     done = subprocess.run(cluster.command([sys.executable, "-c", program]), capture_output=True, text=True, timeout=60)
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def test_two_runs_at_once_keep_their_addresses_and_names_apart(tmp_path):
+def test_two_runs_at_once_keep_their_addresses_and_names_apart(real_k8s, tmp_path):
     machine_hosts = Path("/etc/hosts").read_text()
-    clusters: list[EmulatedCluster] = []
+    clusters: list[RealCluster] = []
     try:
         for name in ("one", "two"):
             (tmp_path / name).mkdir()
-            clusters.append(EmulatedCluster(tmp_path / name).start())
+            clusters.append(RealCluster(real_k8s, tmp_path / name, nodes=()).start())
+        clusters[0].make_namespace(NS)
         service = {"metadata": {"name": "demo-head"},
                    "spec": {"selector": {"app": "head"}, "ports": [{"name": "gcs", "port": 6380}]}}
-        ips = [c.core.create_namespaced_service("default", service).spec.cluster_ip for c in clusters]
+        clusters[0].core.create_namespaced_service(NS, service)
+        ips = [c.wait(lambda c=c: c.service_host_address("demo-head", NS), "the Service's host-side address")
+               for c in clusters]
         assert ips[0] != ips[1], ips
         for cluster, ip in zip(clusters, ips, strict=True):
-            cluster.wait(lambda c=cluster, ip=ip: resolve(c, "demo-head.default.svc") == ip,
-                         f"demo-head.default.svc resolving to {ip} in its own run")
+            cluster.wait(lambda c=cluster, ip=ip: resolve(c, f"demo-head.{NS}.svc") == ip,
+                         f"demo-head.{NS}.svc resolving to {ip} in its own run")
         assert Path("/etc/hosts").read_text() == machine_hosts
     finally:
         for cluster in reversed(clusters):

@@ -2,8 +2,8 @@
 
 No API server and no head: each case builds what `observe` would have seen and checks
 the decision (`plan(observed) -> actions, status, events`), as KubeRay tests its
-reconcilers against a fake client. The emulated- and real-cluster suites prove the
-executor and the wiring; these prove the decisions, fast.
+reconcilers against a fake client. The real-control-plane suites (test_real_*.py,
+test_operator_real.py) prove the executor and the wiring; these prove the decisions, fast.
 """
 
 from __future__ import annotations
