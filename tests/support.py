@@ -106,3 +106,25 @@ def cli_head(session_root, token: str, *args: str, **env_extra: str) -> Iterator
     finally:
         head.terminate()
         head.wait(30)
+
+
+@contextlib.contextmanager
+def embedded_cluster_with_receive_timeout(seconds: float) -> Iterator[dict]:
+    """`kastor.init()` whose processes drop a stalled request or frame after `seconds` (they read
+    KASTOR_RECEIVE_TIMEOUT_S when they start); the variable is put back at once."""
+    import kastor
+    from kastor.runtime import receive_deadline
+
+    old = os.environ.get(receive_deadline.ENV_RECEIVE_TIMEOUT)
+    os.environ[receive_deadline.ENV_RECEIVE_TIMEOUT] = str(seconds)
+    try:
+        info = kastor.init(num_cpus=2)
+    finally:
+        if old is None:
+            del os.environ[receive_deadline.ENV_RECEIVE_TIMEOUT]
+        else:
+            os.environ[receive_deadline.ENV_RECEIVE_TIMEOUT] = old
+    try:
+        yield info
+    finally:
+        kastor.shutdown()

@@ -3,10 +3,12 @@ real multi-process cluster: the head tells what changed (a node joining or dying
 actor's record) on one open stream, says nothing while nothing changes, and a watch that drops
 with a restarted head reconnects and asks for one full reconcile (issue 12 defect 6)."""
 
+import contextlib
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import kastor
 import pytest
@@ -100,19 +102,31 @@ def test_the_head_says_what_changed_and_nothing_while_nothing_does(cluster, watc
     kastor.kill(actor)
 
 
-def test_a_watch_dropped_by_a_head_restart_reconnects_and_resyncs(tmp_path):
-    """A head of its own, with no driver: this one is killed and started again."""
+@contextlib.contextmanager
+def watched_head_of_its_own(tmp_path, cluster_id: str) -> Iterator[tuple[GcsCluster, RedisServer, Seen, HeadWatches]]:
+    """A Redis and a head of their own (no node, no driver), for a test that kills or freezes
+    one of them, and an open watch of that head."""
     redis = RedisServer(tmp_path / "redis-data")
     redis.data_dir.mkdir()
     redis.start()
-    restarted = GcsCluster(tmp_path, redis, cluster_id="restarted")
+    head = GcsCluster(tmp_path, redis, cluster_id=cluster_id)
     seen = Seen()
     watches = HeadWatches(seen)
     try:
-        restarted.start_head()
+        head.start_head()
         watches.start()
-        watches.ensure(CLUSTER, Target(restarted.address, TOKEN))
+        watches.ensure(CLUSTER, Target(head.address, TOKEN))
         wait_until(lambda: watches.synced(CLUSTER), "the watch open", DEADLINE_S)
+        yield head, redis, seen, watches
+    finally:
+        watches.stop()
+        head.stop()
+        redis.stop()
+
+
+def test_a_watch_dropped_by_a_head_restart_reconnects_and_resyncs(tmp_path):
+    """A head of its own, with no driver: this one is killed and started again."""
+    with watched_head_of_its_own(tmp_path, "restarted") as (restarted, _, seen, watches):
         mark = seen.mark()
         restarted.kill_head()
         wait_until(lambda: not watches.synced(CLUSTER), "the watch dropped with the head", DEADLINE_S)
@@ -121,27 +135,13 @@ def test_a_watch_dropped_by_a_head_restart_reconnects_and_resyncs(tmp_path):
         restarted.start_head()
         wait_until(lambda: watches.synced(CLUSTER), "the watch reopened on the new head", DEADLINE_S)
         assert seen.since(mark)[0] == Change(resync=True)
-    finally:
-        watches.stop()
-        restarted.stop()
-        redis.stop()
 
 
 def test_a_store_that_stops_answering_is_a_change_and_so_is_its_return(tmp_path):
     """A managed Redis on a lost node: its pod reports nothing and the head keeps answering, so
     the head's PING of its store is what tells the operator to reconcile (and find the node
     lost). SIGSTOP freezes the Redis as a lost node does: connections stay open, nothing answers."""
-    redis = RedisServer(tmp_path / "redis-data")
-    redis.data_dir.mkdir()
-    redis.start()
-    frozen = GcsCluster(tmp_path, redis, cluster_id="frozen")
-    seen = Seen()
-    watches = HeadWatches(seen)
-    try:
-        frozen.start_head()
-        watches.start()
-        watches.ensure(CLUSTER, Target(frozen.address, TOKEN))
-        wait_until(lambda: watches.synced(CLUSTER), "the watch open", DEADLINE_S)
+    with watched_head_of_its_own(tmp_path, "frozen") as (_, redis, seen, watches):
         mark = seen.mark()
         os.kill(redis.proc.pid, signal.SIGSTOP)
         try:
@@ -152,10 +152,6 @@ def test_a_store_that_stops_answering_is_a_change_and_so_is_its_return(tmp_path)
         mark = seen.mark()
         wait_until(lambda: any(c.scaling for c in seen.since(mark)), "a change for the store back", DEADLINE_S)
         assert watches.synced(CLUSTER), "the head itself kept answering"
-    finally:
-        watches.stop()
-        frozen.stop()
-        redis.stop()
 
 
 def test_a_watch_with_a_wrong_token_is_refused(cluster):

@@ -16,9 +16,8 @@ import time
 
 import kastor
 import pytest
-from kastor.runtime import receive_deadline
 from kastor.runtime.protocol import kastor_pb2 as pb
-from support import DEADLINE_S
+from support import DEADLINE_S, embedded_cluster_with_receive_timeout
 
 RECEIVE_TIMEOUT_S = 2.0
 GIVE_UP_S = 30.0  # a connection still open this long after a stall is open for good
@@ -27,17 +26,8 @@ GIVE_UP_S = 30.0  # a connection still open this long after a stall is open for 
 @pytest.fixture(scope="module")
 def embedded_cluster():
     """This module's own cluster, whose workers drop a stalled frame after 2 s."""
-    old = os.environ.get(receive_deadline.ENV_RECEIVE_TIMEOUT)
-    os.environ[receive_deadline.ENV_RECEIVE_TIMEOUT] = str(RECEIVE_TIMEOUT_S)
-    try:
-        info = kastor.init(num_cpus=2)
-    finally:
-        if old is None:
-            del os.environ[receive_deadline.ENV_RECEIVE_TIMEOUT]
-        else:
-            os.environ[receive_deadline.ENV_RECEIVE_TIMEOUT] = old
-    yield info
-    kastor.shutdown()
+    with embedded_cluster_with_receive_timeout(RECEIVE_TIMEOUT_S) as info:
+        yield info
 
 
 pytestmark = pytest.mark.usefixtures("embedded_cluster")

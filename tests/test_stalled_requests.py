@@ -8,16 +8,15 @@ answers its pings. Every server must end such a stream once the receive deadline
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 import time
 
 import kastor
 import pytest
-from kastor.runtime import context, receive_deadline
+from kastor.runtime import context
 from kastor.util.state import list_nodes
-from support import DEADLINE_S
+from support import DEADLINE_S, embedded_cluster_with_receive_timeout
 
 RECEIVE_TIMEOUT_S = 2.0
 GIVE_UP_S = 30.0  # a stream still open this long after the stall is open for good
@@ -26,17 +25,8 @@ GIVE_UP_S = 30.0  # a stream still open this long after the stall is open for go
 @pytest.fixture(scope="module")
 def embedded_cluster():
     """This module's own cluster, whose servers all drop a stalled request after 2 s."""
-    old = os.environ.get(receive_deadline.ENV_RECEIVE_TIMEOUT)
-    os.environ[receive_deadline.ENV_RECEIVE_TIMEOUT] = str(RECEIVE_TIMEOUT_S)
-    try:
-        info = kastor.init(num_cpus=2)
-    finally:
-        if old is None:
-            del os.environ[receive_deadline.ENV_RECEIVE_TIMEOUT]
-        else:
-            os.environ[receive_deadline.ENV_RECEIVE_TIMEOUT] = old
-    yield info
-    kastor.shutdown()
+    with embedded_cluster_with_receive_timeout(RECEIVE_TIMEOUT_S) as info:
+        yield info
 
 
 pytestmark = pytest.mark.usefixtures("embedded_cluster")

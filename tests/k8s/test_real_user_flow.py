@@ -25,13 +25,12 @@ import pytest
 import yaml
 
 from .helm import find_helm
+from .helm_operator import GROUP, OPERATOR_NS, VERSION
 from .real_cluster import REPO, RealCluster, netns_problem
 
 pytestmark = pytest.mark.skipif(netns_problem() is not None, reason=f"{netns_problem()}")
 NS = "default"
-OPERATOR_NS = "kastor-system"
 EXAMPLES = REPO / "charts" / "kastor-cluster" / "examples"
-GROUP, VERSION = "kastor.dev", "v1alpha1"
 # pods of real processes on a loaded, shared 2-core machine
 DEADLINE_S = float(os.environ.get("KASTOR_TEST_FLOW_DEADLINE_S", "240"))
 
