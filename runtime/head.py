@@ -15,7 +15,8 @@ import os
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import grpc
 from kastor.runtime import auth, config, flags, launcher, logging_setup, node_labels, rpc, settings, tls
@@ -479,6 +480,14 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
         return pb.Empty()
 
     async def ReportWorkerDeath(self, request, context):
+        # Shielded: the reporting node agent may be shutting down (its pod deleted) and go away
+        # before the reply. Its call is then cancelled, and so was this handler, between marking
+        # the actor RESTARTING and placing it: the actor was neither placing nor pending, and
+        # stayed RESTARTING for ever.
+        await _finish_even_if_cancelled(self._worker_died(request))
+        return pb.Empty()
+
+    async def _worker_died(self, request: pb.WorkerDeath) -> None:
         info = self.actors.get(request.actor_id) if request.actor_id else None
         if info is not None and info.worker_id == request.worker_id and info.state == pb.ALIVE:
             if request.intentional:
@@ -486,7 +495,6 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
             else:
                 await self._actor_failed(info, request.cause)
         await self._kill_owned_by(request.worker_id, "its owner worker died")
-        return pb.Empty()
 
     async def _actor_failed(self, info: pb.ActorInfo, cause: str) -> None:
         if not _restartable(info):
@@ -694,6 +702,19 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
             info.pending_reason = reason
             await self._save(info)
         return ""
+
+
+async def _finish_even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
+    """Runs `work` to its end even if the caller is cancelled meanwhile (a client that went away
+    cancels its call's handler): a state change the head began (an actor marked RESTARTING) must
+    reach its next step (placing it), or the actor is stuck where nothing looks at it again."""
+    task = asyncio.get_running_loop().create_task(work)
+    _unfinished.add(task)
+    task.add_done_callback(_unfinished.discard)
+    await asyncio.shield(task)
+
+
+_unfinished: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -250,3 +250,48 @@ def test_a_node_agent_that_shuts_down_leaves_no_starting_worker_behind(tmp_path,
         for pid in _processes_marked(marker):  # leave nothing behind, whatever the outcome
             os.kill(pid, signal.SIGKILL)
         c.stop()
+
+
+def test_an_actor_whose_death_reporter_goes_away_mid_report_is_still_restarted(tmp_path, redis_server, monkeypatch):
+    """A node agent whose pod is deleted reports its actor's worker dead and exits before the
+    reply, so its call is cancelled. The head's handler was cancelled with it, after marking the
+    actor RESTARTING and before placing it: nothing ever placed it (a DetachedActor stayed
+    RESTARTING for ever on its replacement pod). Here the report's deadline passes while the head
+    writes to its Redis (SIGSTOPped), which cancels the handler at the same point."""
+    import grpc
+    from kastor.actor import actor_id_of
+    from kastor.runtime import auth
+    from kastor.runtime.protocol import kastor_pb2 as pb
+    from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+
+    monkeypatch.setenv("KASTOR_TOKEN", TOKEN)
+    c = GcsCluster(tmp_path, redis_server)
+    c.start_head()
+    c.add_node("n1")
+    kastor.init(address=c.address)
+    channel = grpc.insecure_channel(c.address)
+    try:
+        head, metadata = pb_grpc.HeadStub(channel), auth.metadata(TOKEN)
+        a = Counter.options(name="reported", lifetime="detached", max_restarts=-1).remote()
+        assert kastor.get(a.add.remote(1)) == 1
+        actor_id = actor_id_of(a)
+
+        def info() -> pb.ActorInfo:
+            return head.GetActor(pb.GetActorRequest(actor_id=actor_id), metadata=metadata, timeout=10).info
+
+        worker_id = info().worker_id
+        os.kill(redis_server.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(grpc.RpcError) as gone:
+                head.ReportWorkerDeath(pb.WorkerDeath(node_id="n1", worker_id=worker_id, actor_id=actor_id,
+                                                      cause="its node agent went away"), metadata=metadata, timeout=1)
+            assert gone.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        finally:
+            os.kill(redis_server.proc.pid, signal.SIGCONT)
+        wait_until(lambda: (now := info()).state == pb.ALIVE and now.num_restarts == 1,
+                   "the actor restarted (ALIVE again, 1 restart), not RESTARTING for ever")
+        assert kastor.get(a.add.remote(1)) == 1, "a new incarnation (constructed again)"
+    finally:
+        channel.close()
+        kastor.shutdown()
+        c.stop()

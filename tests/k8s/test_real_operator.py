@@ -327,6 +327,48 @@ REDIS_SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ex
                  "spec": {"selector": {"app": "ext-redis"}, "ports": [{"name": "redis", "port": 6379}]}}
 
 
+def test_a_durable_actor_on_an_external_redis_continues_after_its_pod_is_deleted(env):
+    """DetachedActor.spec.state with the Redis store: after `kubectl delete pod` the recreated
+    actor continues counting from its checkpoint. The cluster's GCS is an external Redis (a
+    pod and Service of the user's, under names of its own: the hung-head test makes another)."""
+    c = env.cluster
+    redis_pod = {**REDIS_POD, "metadata": {"name": "dur-redis", "labels": {"app": "dur-redis"}}}
+    service = {**REDIS_SERVICE, "metadata": {"name": "dur-redis"},
+               "spec": {**REDIS_SERVICE["spec"], "selector": {"app": "dur-redis"}}}
+    c.core.create_namespaced_pod(NS, redis_pod)
+    c.core.create_namespaced_service(NS, service)
+    c.core.create_namespaced_secret(NS, {"metadata": {"name": "dur-redis"}, "stringData": {"password": "s3cret"}})
+    try:
+        create(c, "actorclusters", cluster_cr("dur", replicas=0, gcs={"redis": {
+            "address": f"dur-redis.{NS}.svc:6379", "passwordSecret": {"name": "dur-redis"}}}))
+        wait(env, lambda: status(c, "actorclusters", "dur").get("phase") == "Ready", "external-Redis cluster Ready")
+        create(c, "detachedactors", actor_cr("ledger", "dur", args=[100], maxRestarts=-1,
+                                             state={"store": "redis", "every": "call"}))
+        wait(env, lambda: status(c, "detachedactors", "ledger").get("state") == "Alive", "ledger Alive")
+        incr = """
+            counter = kastor.get_actor("ledger", namespace="real-op")
+            print(kastor.get([counter.incr.remote() for _ in range(3)])[-1])
+        """
+        assert driver(c, "dur", incr).strip() == "103"
+        wait(env, lambda: status(c, "detachedactors", "ledger").get("lastCheckpointBytes", 0) > 0,
+             "the checkpoint's time and size in the status")
+        assert status(c, "detachedactors", "ledger")["lastCheckpointTime"].endswith("Z")
+        first = status(c, "detachedactors", "ledger")["podName"]
+        c.core.delete_namespaced_pod(first, NS)  # `kubectl delete pod`: the operator replaces it
+        wait(env, lambda: (st := status(c, "detachedactors", "ledger")).get("podName") not in (None, first) and
+             st.get("state") == "Alive" and st.get("restarts") == 1, "ledger restarted on a new pod")
+        assert driver(c, "dur", incr).strip() == "106", "restored from its checkpoint, not constructed again"
+        delete(c, "detachedactors", "ledger")
+        wait(env, lambda: custom(c, "detachedactors", "ledger") is None, "ledger gone")
+    finally:
+        if custom(c, "actorclusters", "dur") is not None:
+            delete(c, "actorclusters", "dur")
+            wait(env, lambda: custom(c, "actorclusters", "dur") is None, "the dur cluster gone")
+        c.core.delete_namespaced_pod("dur-redis", NS)
+        c.core.delete_namespaced_service("dur-redis", NS)
+        c.core.delete_namespaced_secret("dur-redis", NS)
+
+
 HEAD_GRACE_S = 10  # the head pod's terminationGracePeriodSeconds (operator/build_cluster.py, _kastor_pod)
 
 
