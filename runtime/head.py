@@ -419,13 +419,19 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
         self.actors[spec.actor_id] = info
         if spec.name:
             self.names[(spec.namespace, spec.name)] = spec.actor_id
-        await self._save(info)
-        if self.group_removed(spec.placement_group.placement_group_id):
-            await self._mark_dead(info, f"its placement group {spec.placement_group.placement_group_id.hex()} "
-                                        f"was removed before the actor could be placed")
-            return pb.CreateActorReply(info=info)
-        self._place(spec.actor_id)
+        # A caller that goes away (its deadline, a dropped connection) must not leave the actor
+        # recorded but never placed: its retry finds it and answers `existed`.
+        await _finish_even_if_cancelled(self._save_and_place(info))
         return pb.CreateActorReply(info=info)
+
+    async def _save_and_place(self, info: pb.ActorInfo) -> None:
+        await self._save(info)
+        group = info.spec.placement_group.placement_group_id
+        if self.group_removed(group):
+            await self._mark_dead(info, f"its placement group {group.hex()} was removed before the actor could be "
+                                        f"placed")
+            return
+        self._place(info.spec.actor_id)
 
     async def GetActor(self, request, context):
         self.requests["GetActor"] += 1

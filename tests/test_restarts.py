@@ -295,3 +295,43 @@ def test_an_actor_whose_death_reporter_goes_away_mid_report_is_still_restarted(t
         channel.close()
         kastor.shutdown()
         c.stop()
+
+
+def test_an_actor_whose_creator_goes_away_mid_create_is_still_placed(tmp_path, redis_server, monkeypatch):
+    """The same for CreateActor: a creator whose deadline passes while the head saves the new
+    actor cancelled the handler between the save and the placement, and a retry of the create
+    answered `existed` without placing it: the actor stayed PENDING for ever."""
+    import grpc
+    from kastor.actor import actor_id_of
+    from kastor.runtime import auth
+    from kastor.runtime.protocol import kastor_pb2 as pb
+    from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+
+    monkeypatch.setenv("KASTOR_TOKEN", TOKEN)
+    c = GcsCluster(tmp_path, redis_server)
+    c.start_head()
+    c.add_node("n1")
+    kastor.init(address=c.address)
+    channel = grpc.insecure_channel(c.address)
+    try:
+        head, metadata = pb_grpc.HeadStub(channel), auth.metadata(TOKEN)
+        model = Counter.options(name="model", lifetime="detached").remote()
+        assert kastor.get(model.add.remote(1)) == 1
+        spec = pb.ActorSpec()
+        spec.CopyFrom(head.GetActor(pb.GetActorRequest(actor_id=actor_id_of(model)), metadata=metadata,
+                                    timeout=10).info.spec)
+        spec.actor_id, spec.name = os.urandom(len(spec.actor_id)), "late"
+        os.kill(redis_server.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(grpc.RpcError) as gone:
+                head.CreateActor(pb.CreateActorRequest(spec=spec), metadata=metadata, timeout=1)
+            assert gone.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        finally:
+            os.kill(redis_server.proc.pid, signal.SIGCONT)
+        wait_until(lambda: head.GetActor(pb.GetActorRequest(actor_id=spec.actor_id), metadata=metadata,
+                                         timeout=10).info.state == pb.ALIVE,
+                   "the actor placed and ALIVE, not PENDING for ever")
+    finally:
+        channel.close()
+        kastor.shutdown()
+        c.stop()
