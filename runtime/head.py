@@ -692,6 +692,7 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
             if reply.started:
                 info.state = pb.ALIVE
                 info.pending_reason = ""
+                self.idle_since.pop(node.node_id, None)  # busy now, not only from its next heartbeat on
                 info.address, info.node_id, info.pid, info.worker_id = \
                     reply.address, node.node_id, reply.pid, reply.worker_id
                 await self._save(info)

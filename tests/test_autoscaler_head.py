@@ -100,6 +100,9 @@ def test_an_idle_node_reports_its_idle_time_and_a_busy_one_none(cluster, head):
 def test_a_drain_is_refused_while_the_node_runs_anything_and_then_takes_no_new_work(cluster, head):
     actor = Holder.options(resources={"special": 1}).remote()
     assert kastor.get(actor.ping.remote(), timeout=DEADLINE_S) == "pong"
+    # Busy from its placement on: an idle time left from before the actor, until the next
+    # heartbeat, let the wait below pass at once and the drain meet the actor's exiting worker.
+    assert node(cluster, head, "special").idle_s == 0.0, "busy as soon as an actor is placed there"
     refused = head.drain_node(cluster.address, TOKEN, "special", "idle")
     assert not refused.accepted and "busy" in refused.message
     kastor.kill(actor)
