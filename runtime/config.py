@@ -38,6 +38,7 @@ CONNECT_TIMEOUT_S = settings.CONNECT_TIMEOUT_S.get()
 
 HEARTBEAT_INTERVAL_S = settings.HEARTBEAT_INTERVAL_S.get()
 NODE_DEATH_TIMEOUT_S = settings.NODE_DEATH_TIMEOUT_S.get()
+NODE_RECONNECT_GRACE_S = settings.NODE_RECONNECT_GRACE_S.get()
 # Fencing: a worker runs calls only while its node agent renews the node's lease, which lasts
 # this fraction of the head's node death timeout. A frozen or dead-declared node's workers thus
 # stop before the head restarts their actors elsewhere (see runtime/node_lease.py).

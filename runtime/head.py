@@ -91,16 +91,21 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
         """Rebuilds the tables from the store: empty for a fresh store, everything after a restart.
 
         A restarted head then reconciles: nodes that heartbeat report their live actors (see
-        `_reconcile`), nodes that stay silent are declared dead by `watch_nodes`, actors caught
+        `_reconcile`), nodes silent for NODE_RECONNECT_GRACE_S are declared dead by `watch_nodes`, actors caught
         mid-placement are placed again after RECONCILE_GRACE_S, and jobs whose driver does not
         reopen its session within JOB_RECONNECT_GRACE_S are finished.
         """
+        # A recovered node is declared dead only NODE_RECONNECT_GRACE_S after this load, not
+        # NODE_DEATH_TIMEOUT_S: its agent can reach this head only once the head's Service routes
+        # here (readiness probe, endpoints), and a live node declared dead loses every actor it
+        # runs that has no restarts left. Declaring it dead later never weakens fencing.
         now = time.monotonic()
+        reconnect_by = now + max(0.0, config.NODE_RECONNECT_GRACE_S - config.NODE_DEATH_TIMEOUT_S)
         for raw in (await self.store.get_all(NODES)).values():
             node = pb.NodeInfo.FromString(raw)
             self.nodes[node.node_id] = node
             if node.alive:
-                self.node_seen[node.node_id] = now
+                self.node_seen[node.node_id] = reconnect_by
                 self.unreconciled.add(node.node_id)
         unplaced = []
         for raw in (await self.store.get_all(ACTORS)).values():

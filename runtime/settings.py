@@ -174,6 +174,11 @@ NODE_DEATH_TIMEOUT_S = _declare("KASTOR_NODE_DEATH_TIMEOUT_S", "float", 10.0,
                                 "How long a node may miss heartbeats before the head declares it dead and "
                                 "restarts its actors elsewhere. Counted on the head, only while the head runs: "
                                 "time a starved head did not run is not held against its nodes.")
+NODE_RECONNECT_GRACE_S = _declare("KASTOR_NODE_RECONNECT_GRACE_S", "float", 30.0,
+                                  "How long a restarted head waits for the nodes it recovered from the store to "
+                                  "heartbeat before it declares them dead (at least KASTOR_NODE_DEATH_TIMEOUT_S). "
+                                  "A new head pod is reachable only once its Service routes to it, which takes "
+                                  "its readiness probe and the endpoints' propagation.")
 GCS_REQUEST_TIMEOUT_S = _declare("KASTOR_GCS_REQUEST_TIMEOUT_S", "float", 60.0,
                                  "How long a query of the head's tables (list_named_actors) waits for an answer "
                                  "(Ray's gcs_server_request_timeout_seconds).")

@@ -22,6 +22,7 @@ TOKEN = "gcs-test-token-" + os.urandom(8).hex()
 # Failure detection tuned for tests; the defaults are for real clusters.
 FAST_FAILOVER = {
     "KASTOR_NODE_DEATH_TIMEOUT_S": "3",
+    "KASTOR_NODE_RECONNECT_GRACE_S": "3",
     "KASTOR_RECONCILE_GRACE_S": "1",
     "KASTOR_JOB_RECONNECT_GRACE_S": "4",
 }

@@ -21,6 +21,7 @@ import redis
 from gcs_cluster import TOKEN, driven_cluster
 from kastor.util.state import list_actors
 from support import DEADLINE_S, process_gone, wait_until
+from tcp_proxy import TcpProxy
 
 
 @pytest.fixture
@@ -203,6 +204,38 @@ def test_node_lost_while_head_is_down_is_failed_over(cluster):
                "the head to notice the silent node and restart its actor")
     assert kastor.get(acct.node.remote(), timeout=DEADLINE_S) == "n3"
     assert kastor.get(acct.deposit.remote(1)) == 4
+
+
+def test_a_node_that_reaches_the_restarted_head_late_keeps_its_actors(cluster):
+    """A new head pod is reachable only once its Service routes to it, so a node's first
+    heartbeat can come later than the node death timeout after the head loaded its tables.
+    The head waits KASTOR_NODE_RECONNECT_GRACE_S for recovered nodes, and an actor with no
+    restarts left survives (CI lost a DetachedActor this way when the head's node was lost)."""
+    proxy = TcpProxy(("127.0.0.1", cluster.port))
+    try:
+        cluster.add_node("late", resources={"slot": 1}, head_address=f"127.0.0.1:{proxy.port}")
+        acct = Account.options(name="late-acct", lifetime="detached", resources={"slot": 1}).remote(5)
+        pid = kastor.get(acct.pid.remote())
+        cluster.kill_head()
+        proxy.cut()
+        cluster.env["KASTOR_NODE_RECONNECT_GRACE_S"] = "120"
+        cluster.start_head()
+        # A node that joins the new head and dies: once the head declares it dead, more than the
+        # node death timeout has passed since the head loaded, and "late" has not been heard from.
+        cluster.add_node("witness")
+        cluster.kill_node("witness")
+        wait_until(lambda: not alive_nodes()["witness"], "the new head to declare the killed witness node dead")
+        assert alive_nodes()["late"], "a recovered node is declared dead within its reconnect grace"
+        proxy.restore()
+        assert kastor.get(acct.deposit.remote(1), timeout=DEADLINE_S) == 6
+        assert kastor.get(acct.pid.remote()) == pid, "the actor's worker was never restarted"
+        assert row(acct)["state"] == "ALIVE"
+    finally:
+        proxy.close()
+
+
+def alive_nodes() -> dict[str, bool]:
+    return {n["NodeID"]: n["Alive"] for n in kastor.nodes()}
 
 
 def test_redis_restart_while_the_head_runs_loses_nothing(cluster, redis_server):
