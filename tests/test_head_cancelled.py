@@ -30,7 +30,9 @@ from kastor.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from redis_server import RedisServer
 from support import DEADLINE_S, process_gone, wait_until
 
-CUT_OFF_S = 2.0  # the caller's deadline: passes while the head waits on its stopped Redis
+# The caller's deadline: long enough for a loaded head to begin the handler, which then waits on
+# the stopped Redis until the deadline cancels it.
+CUT_OFF_S = 4.0
 
 
 @kastor.remote
