@@ -12,7 +12,6 @@ actor's reconcile only when it differs from what its status shows. Where the che
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from kastor.operator import state_status
 from kastor.operator.head_client import HeadClient
 from kastor.operator.head_watch import Target
+from kastor.operator.wakeable import WakeableThread
 
 log = logging.getLogger("kastor.operator.checkpoint_watch")
 
@@ -43,18 +43,14 @@ class CheckpointWatch:
         self._period_s = period_s
         self._followed: dict[tuple[str, str], _Followed] = {}
         self._where: dict[Target, Any] = {}  # head -> its CheckpointStoreReply
-        self._wake = threading.Condition()
-        self._stop = False
-        self._thread = threading.Thread(target=self._loop, name="kastor-checkpoint-watch", daemon=True)
+        self._runner = WakeableThread("kastor-checkpoint-watch", self._loop)
+        self._wake = self._runner.wake
 
     def start(self) -> None:
-        self._thread.start()
+        self._runner.start()
 
     def stop(self) -> None:
-        with self._wake:
-            self._stop = True
-            self._wake.notify_all()
-        self._thread.join(5)
+        self._runner.stop()
 
     def follow(self, namespace: str, name: str, head: Target, actor: tuple[str, str], status: dict[str, Any]) -> None:
         with self._wake:
@@ -73,7 +69,7 @@ class CheckpointWatch:
         while True:
             with self._wake:
                 self._wake.wait(self._period_s)
-                if self._stop:
+                if self._runner.stopping:
                     return
                 todo = list(self._followed.items())
             for key, followed in todo:

@@ -17,12 +17,12 @@ two of one resource at once (as controller-runtime's work queue does):
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from kastor.operator.kube import namespace_terminating
+from kastor.operator.wakeable import WakeableThread
 
 log = logging.getLogger("kastor.operator.resync")
 
@@ -44,19 +44,15 @@ class Resync:
         self._due: dict[Key, float] = {}  # key -> monotonic time it is due
         self._busy: set[Key] = set()
         self._again: set[Key] = set()  # asked for while busy: run once more when done
-        self._wake = threading.Condition()
-        self._stop = False
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="kastor-resync")
-        self._thread = threading.Thread(target=self._loop, name="kastor-resync", daemon=True)
+        self._runner = WakeableThread("kastor-resync", self._loop)
+        self._wake = self._runner.wake
 
     def start(self) -> None:
-        self._thread.start()
+        self._runner.start()
 
     def stop(self) -> None:
-        with self._wake:
-            self._stop = True
-            self._wake.notify_all()
-        self._thread.join(timeout=5)
+        self._runner.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def track(self, plural: str, namespace: str, name: str) -> None:
@@ -95,7 +91,7 @@ class Resync:
 
     def _loop(self) -> None:
         with self._wake:
-            while not self._stop:
+            while not self._runner.stopping:
                 now = time.monotonic()
                 due = [k for k, at in self._due.items() if at <= now and k not in self._busy]
                 for key in due:
@@ -110,7 +106,7 @@ class Resync:
         try:
             delay = self._reconcile(*key)
         except Exception as e:  # retried soon: an API or head error is usually brief
-            if self._stop:  # the operator is stopping: its loop (and the pod cache on it) is going away
+            if self._runner.stopping:  # the operator is stopping: its loop (and the pod cache on it) is going away
                 log.debug("reconcile of %s %s/%s cut short by the operator's stop", *key)
                 return
             if namespace_terminating(e):  # it goes with its namespace: one line, no retry storm

@@ -15,8 +15,7 @@ import os
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 import grpc
 from kastor.runtime import auth, config, flags, launcher, logging_setup, node_labels, rpc, settings, tls
@@ -29,6 +28,7 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.resources import fits
 from kastor.runtime.rpc import ChannelCache, bind_host
+from kastor.runtime.run_to_end import finish_even_if_cancelled
 from kastor.runtime.store import InMemoryStore, Store
 
 log = logging.getLogger("kastor.head")
@@ -193,11 +193,20 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
         kill: list[bytes] = []
         if request.node_id in self.unreconciled:
             self.unreconciled.discard(request.node_id)
-            kill = await self._reconcile(node, list(request.actors))
-            if request.total:  # the bundles it really holds, after a head restart that may have lost track
-                await self.groups_node_registered(node)
+            try:  # runs to its end: an actor it marked RESTARTING must still be placed
+                kill = await finish_even_if_cancelled(self._compare_node(node, request))
+            except asyncio.CancelledError:
+                self.unreconciled.add(request.node_id)  # the stale workers to stop went with the reply
+                raise
         self._place_pending()
         return pb.HeartbeatReply(known=True, kill_worker_ids=kill)
+
+    async def _compare_node(self, node: pb.NodeInfo, beat: pb.HeartbeatRequest) -> list[bytes]:
+        """A (re)joined node's first heartbeat: its actors and bundles against the tables."""
+        kill = await self._reconcile(node, list(beat.actors))
+        if beat.total:  # the bundles it really holds, after a head restart that may have lost track
+            await self.groups_node_registered(node)
+        return kill
 
     async def _reconcile(self, node: pb.NodeInfo, live: list[pb.LiveActor]) -> list[bytes]:
         """Compares what a node runs with the actor table (after a head restart or a rejoin).
@@ -352,8 +361,8 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
         return pb.Empty()
 
     async def FinishJob(self, request, context):
-        if request.job_id in self.jobs:
-            await self._job_finished(request.job_id)
+        if request.job_id in self.jobs:  # dropped from the table first: nothing would find its actors again
+            await finish_even_if_cancelled(self._job_finished(request.job_id))
         return pb.Empty()
 
     async def _job_finished(self, job_id: bytes) -> None:
@@ -426,7 +435,7 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
             self.names[(spec.namespace, spec.name)] = spec.actor_id
         # A caller that goes away (its deadline, a dropped connection) must not leave the actor
         # recorded but never placed: its retry finds it and answers `existed`.
-        await _finish_even_if_cancelled(self._save_and_place(info))
+        await finish_even_if_cancelled(self._save_and_place(info))
         return pb.CreateActorReply(info=info)
 
     async def _save_and_place(self, info: pb.ActorInfo) -> None:
@@ -484,8 +493,8 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
         if info is None or info.state == pb.DEAD:
             return pb.Empty()
         reason = request.reason or "killed by kastor.kill()"
-        if request.no_restart:
-            await self._kill(info, reason)
+        if request.no_restart:  # marked DEAD first: a retry finds it so, so the worker must be stopped regardless
+            await finish_even_if_cancelled(self._kill(info, reason))
         elif info.state == pb.ALIVE:
             await self._kill_worker(info, reason)  # its death report restarts it per max_restarts
         return pb.Empty()
@@ -495,7 +504,7 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
         # before the reply. Its call is then cancelled, and so was this handler, between marking
         # the actor RESTARTING and placing it: the actor was neither placing nor pending, and
         # stayed RESTARTING for ever.
-        await _finish_even_if_cancelled(self._worker_died(request))
+        await finish_even_if_cancelled(self._worker_died(request))
         return pb.Empty()
 
     async def _worker_died(self, request: pb.WorkerDeath) -> None:
@@ -714,19 +723,6 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
             info.pending_reason = reason
             await self._save(info)
         return ""
-
-
-async def _finish_even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
-    """Runs `work` to its end even if the caller is cancelled meanwhile (a client that went away
-    cancels its call's handler): a state change the head began (an actor marked RESTARTING) must
-    reach its next step (placing it), or the actor is stuck where nothing looks at it again."""
-    task = asyncio.get_running_loop().create_task(work)
-    _unfinished.add(task)
-    task.add_done_callback(_unfinished.discard)
-    await asyncio.shield(task)
-
-
-_unfinished: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -23,6 +23,7 @@ from kastor.runtime import node_labels, placement
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.resources import fits, release, subtract
+from kastor.runtime.run_to_end import finish_even_if_cancelled
 from kastor.runtime.store import Store
 
 log = logging.getLogger("kastor.head")
@@ -90,8 +91,8 @@ class PlacementGroupsMixin:
 
     async def RemovePlacementGroup(self, request: pb.PlacementGroupRequest, context) -> pb.Empty:
         info = self._find_group(request)
-        if info is not None:
-            await self.remove_group(info, "removed by remove_placement_group()")
+        if info is not None:  # marked REMOVED first: a retry finds it so, so its actors must still be killed
+            await finish_even_if_cancelled(self.remove_group(info, "removed by remove_placement_group()"))
         return pb.Empty()
 
     async def GetPlacementGroup(self, request: pb.PlacementGroupRequest, context) -> pb.PlacementGroupReply:

@@ -82,15 +82,17 @@ def sigkill(child: launcher.Child) -> None:
 
 
 @contextmanager
-def driven_cluster(tmp: Path, redis: RedisServer, monkeypatch,
-                   nodes: tuple[str, ...] = ("n1",)) -> Iterator[GcsCluster]:
+def driven_cluster(tmp: Path, redis: RedisServer, monkeypatch, nodes: tuple[str, ...] = ("n1",),
+                   env: dict[str, str] | None = None) -> Iterator[GcsCluster]:
     """A Redis-backed head plus `nodes`, with this test process connected as their driver.
 
     The fixture body the fault-injection suites share: the driver takes the cluster's token from
-    the environment, as a pod would from its Secret.
+    the environment, as a pod would from its Secret. `env` overrides the head's and the nodes'
+    settings (FAST_FAILOVER's, say).
     """
     monkeypatch.setenv("KASTOR_TOKEN", TOKEN)
     c = GcsCluster(tmp, redis)
+    c.env.update(env or {})
     c.start_head()
     for node_id in nodes:
         c.add_node(node_id)

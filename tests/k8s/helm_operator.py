@@ -7,6 +7,7 @@ import contextlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import kubernetes
 import pytest
@@ -17,6 +18,17 @@ from .real_cluster import REPO, RealCluster
 
 GROUP, VERSION = "kastor.dev", "v1alpha1"
 OPERATOR_NS = "kastor-system"
+
+
+def custom(flow: RealCluster, plural: str, name: str, namespace: str = "default") -> dict[str, Any]:
+    """The kastor.dev object `plural`/`name` as the API server has it now; {} while there is none
+    (not created yet, or deleted), so a test can wait for either."""
+    try:
+        return flow.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+    except kubernetes.client.ApiException as e:
+        if e.status == 404:
+            return {}
+        raise
 
 
 @contextlib.contextmanager

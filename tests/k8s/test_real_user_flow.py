@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from .helm import find_helm
-from .helm_operator import GROUP, OPERATOR_NS, VERSION
+from .helm_operator import GROUP, OPERATOR_NS, VERSION, custom
 from .real_cluster import REPO, RealCluster, netns_problem
 
 pytestmark = pytest.mark.skipif(netns_problem() is not None, reason=f"{netns_problem()}")
@@ -58,15 +58,6 @@ def user(flow: RealCluster, command: str, check: bool = True) -> subprocess.Comp
     if check and done.returncode != 0:
         raise AssertionError(f"`{command}` failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
-
-
-def custom(flow: RealCluster, plural: str, name: str) -> dict[str, Any]:
-    try:
-        return flow.custom.get_namespaced_custom_object(GROUP, VERSION, NS, plural, name)
-    except kubernetes.client.ApiException as e:
-        if e.status == 404:
-            return {}
-        raise
 
 
 def status(flow: RealCluster, plural: str, name: str) -> dict[str, Any]:

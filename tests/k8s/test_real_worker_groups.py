@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import kubernetes
 import pytest
 from kastor.runtime import k8s_contract as contract
 
-from .helm_operator import GROUP, OPERATOR_NS, VERSION, operator_installed_by_helm
+from .helm_operator import GROUP, OPERATOR_NS, VERSION, custom, operator_installed_by_helm
 from .real_cluster import RealCluster, netns_problem
 from .test_real_user_flow import DEADLINE_S
 
@@ -36,15 +35,6 @@ def flow(real_k8s, tmp_path_factory):
     nodes = ("awg-1", "awg-2")
     with operator_installed_by_helm(real_k8s, tmp_path_factory.mktemp("worker-groups"), nodes, (NS, NAME)) as c:
         yield c
-
-
-def custom(flow: RealCluster, plural: str, name: str) -> dict[str, Any]:
-    try:
-        return flow.custom.get_namespaced_custom_object(GROUP, VERSION, NS, plural, name)
-    except kubernetes.client.ApiException as e:
-        if e.status == 404:
-            return {}
-        raise
 
 
 def cluster_status(flow: RealCluster) -> dict[str, Any]:
