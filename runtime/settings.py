@@ -262,6 +262,9 @@ RECEIVE_TIMEOUT_S = _declare("KASTOR_RECEIVE_TIMEOUT_S", "float", 60.0,
 FRAMED_CALLS = _declare("KASTOR_FRAMED_CALLS", "bool", True,
                         "Send actor calls to a worker's data port as length-prefixed frames (runtime/frames.py); "
                         "0 keeps them on gRPC's Execute stream.")
+FRAME_RELAY = _declare("KASTOR_FRAME_RELAY", "bool", True,
+                       "Serve the client port's frame relay (runtime/frame_relay.py), and have kastor:// clients "
+                       "send actor calls through it; 0 keeps their calls on the client port's gRPC relay.")
 UVLOOP = _declare("KASTOR_UVLOOP", "bool", True,
                   "Run Kastor's own event loops on uvloop when installed; 0 falls back to asyncio's loop.")
 
