@@ -12,7 +12,11 @@ the client itself. The rest of the core does not ask which of the two it is.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import shutil
+import tempfile
 from typing import TYPE_CHECKING
 
 import grpc
@@ -53,6 +57,13 @@ class DirectTransport:
     def on_escaped(self, core: CoreWorker, object_id: bytes) -> None:
         """A ref this process owns was handed to another process; its owner serves it from here."""
 
+    def local_copy(self, node_path: str) -> str | None:
+        """A copy, on this host, of the stored value at `node_path` (GatewayTransport)."""
+        return None
+
+    def forget_copy(self, node_path: str) -> None:
+        """The value at `node_path` was freed: so is any local copy of it."""
+
     async def close(self) -> None:
         pass
 
@@ -66,6 +77,11 @@ class GatewayTransport:
     def __init__(self, gateway: str) -> None:
         self.gateway = gateway
         self._own_channel: grpc.aio.Channel | None = None
+        # The large values this client uploaded, also kept on its own disk: a get of its own
+        # put reads them here (mapped, as in the cluster) instead of downloading them back.
+        # Node path -> local path; written by putting threads, read by getting ones.
+        self._copies: dict[str, str] = {}
+        self._copies_dir = ""
 
     def connect(self, address: str) -> grpc.aio.Channel:
         return gateway_client.channel(self.gateway, address, CHANNEL_OPTIONS)
@@ -73,8 +89,36 @@ class GatewayTransport:
     def store_large(self, core: CoreWorker, ser: serialization.Serialized, name: str,
                     owner: str) -> pb.ObjectLocation:
         """Uploads through the node agent (the client cannot write the node's store); the
-        client port's job ending frees what the client owns."""
-        return core.run(self._upload(core, ser, name))
+        client port's job ending frees what the client owns. The local copy is written while
+        the upload runs on the core's loop; a copy that cannot be written (a full disk) is
+        just not kept."""
+        upload = asyncio.run_coroutine_threadsafe(self._upload(core, ser, name), core.loop)
+        local = self._write_copy(ser, name)
+        try:
+            loc = upload.result()
+        except BaseException:
+            _unlink(local)
+            raise
+        if local:
+            self._copies[loc.path] = local
+        return loc
+
+    def _write_copy(self, ser: serialization.Serialized, name: str) -> str:
+        try:
+            if not self._copies_dir:
+                self._copies_dir = tempfile.mkdtemp(prefix="kastor-client-copies-")
+            path = os.path.join(self._copies_dir, name)
+            ser.write_file(path)
+        except (OSError, exceptions.ObjectStoreFullError) as e:
+            log.warning("not keeping a local copy of a %d-byte value (a get of it downloads it): %s", ser.size, e)
+            return ""
+        return path
+
+    def local_copy(self, node_path: str) -> str | None:
+        return self._copies.get(node_path)
+
+    def forget_copy(self, node_path: str) -> None:
+        _unlink(self._copies.pop(node_path, ""))
 
     async def _upload(self, core: CoreWorker, ser: serialization.Serialized, name: str) -> pb.ObjectLocation:
         def chunks():
@@ -112,6 +156,17 @@ class GatewayTransport:
     async def close(self) -> None:
         if self._own_channel is not None:
             await self._own_channel.close()
+        self._copies.clear()
+        if self._copies_dir:
+            shutil.rmtree(self._copies_dir, ignore_errors=True)
+
+
+def _unlink(path: str) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 Transport = DirectTransport | GatewayTransport

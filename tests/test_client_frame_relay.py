@@ -205,3 +205,31 @@ def test_a_port_that_is_not_the_relay_never_gets_the_token(relay_route, client):
         thread.join(DEADLINE_S)
     assert TOKEN.encode() not in received
     assert relay_route.frame_relay is None
+
+
+def _node_rpcs(cluster) -> dict[str, int]:
+    """The calls the cluster's node agent has served, by method (its Stats), asked through the client port."""
+    [node] = [n for n in kastor.nodes() if n["Alive"]]
+    with grpc.insecure_channel(cluster["client"], options=[
+            ("grpc.primary_user_agent", f"kastor-target/{node['Address']}")]) as ch:
+        stats = pb_grpc.NodeAgentStub(ch).Stats(pb.Empty(), metadata=auth.metadata(TOKEN), timeout=DEADLINE_S)
+    return dict(stats.rpcs_served)
+
+
+def test_a_get_of_the_notebooks_own_large_put_is_not_downloaded_back(client):
+    """The notebook keeps a copy of what it uploads; workers still read the node's."""
+    import numpy as np
+    big = np.arange(4 * 1024 * 1024, dtype=np.int64)  # 32 MiB: stored on the node, not inline
+    before = _node_rpcs(client)
+    ref = kastor.put(big)
+    assert np.array_equal(kastor.get(ref, timeout=DEADLINE_S), big)
+    after = _node_rpcs(client)
+    assert after.get("PutObject", 0) == before.get("PutObject", 0) + 1
+    assert after.get("FetchObject", 0) == before.get("FetchObject", 0), "the notebook downloaded its own value"
+
+    @kastor.remote
+    def total(arr) -> int:
+        return int(arr.sum())
+
+    assert kastor.get(total.remote(ref), timeout=DEADLINE_S) == int(big.sum())
+    del ref
