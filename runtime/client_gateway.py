@@ -174,10 +174,19 @@ async def start(port: int, host: str, advertise_ip: str, token: str, head_addres
     server = rpc.server(token)
     bound = tls.add_port(server, f"{host}:{port}", "client port (kastor://)",
                          "Choose another with --client-port / KASTOR_CLIENT_PORT (0: any free port, -1: none).")
-    relay_port = 0
-    if settings.FRAME_RELAY.get():
+    relay_port = settings.FRAME_RELAY_PORT.get()
+    if relay_port >= 0:
         forwarder.relay = FrameRelay(token, cluster_id, allowed_host)
-        relay_port = await forwarder.relay.start(host)
+        try:
+            relay_port = await forwarder.relay.start(host, relay_port)
+        except OSError as e:
+            await server.stop(None)
+            raise tls.PortInUseError(tls.port_in_use_message(
+                f"{host}:{relay_port}", "client port's frame relay",
+                f"Choose another with {settings.FRAME_RELAY_PORT.name} (0: any free port, -1: none).",
+                str(e))) from None
+    else:
+        relay_port = 0
     pb_grpc.add_ClientGatewayServicer_to_server(
         Greeter(cluster_id, head_address, f"{advertise_ip}:{bound}", directory, relay_port), server)
     server.add_generic_rpc_handlers((forwarder,))

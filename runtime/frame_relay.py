@@ -234,9 +234,10 @@ class FrameRelay:
     def closed(self, conn: _Inbound) -> None:
         self._connections.discard(conn)
 
-    async def start(self, host: str) -> int:
+    async def start(self, host: str, port: int = 0) -> int:
+        """Listens on `host`:`port` (0: a free port the kernel picks); returns the port."""
         self._owner_loop = asyncio.get_running_loop()
-        sock = listening_socket(host)
+        sock = listening_socket(host, port)
         self.port = sock.getsockname()[1]
         loop = self._loop = _new_loop()
         self._thread = threading.Thread(target=loop.run_forever, name="kastor-frame-relay", daemon=True)

@@ -13,7 +13,7 @@ Who uses which path:
   stream); `KASTOR_FRAMED_CALLS=0` keeps these on gRPC;
 - a remote client (`kastor://`) sends the same frames through the client port's frame relay
   (frame_relay.py), which splices them to the worker's data port undecoded; with the relay
-  off (KASTOR_FRAME_RELAY=0 on the head) it uses the client port's gRPC relay
+  off (KASTOR_FRAME_RELAY_PORT=-1 on the head), or not reachable, it uses the client port's gRPC relay
   (client_gateway.py), i.e. the gRPC `Execute` stream (exec_stream.ExecStream), which every
   worker keeps serving; so does a caller that cannot learn a worker's data port;
 - the control plane (head, node agents, leases, registration), objects, cancellation and
@@ -178,11 +178,13 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def listening_socket(host: str) -> socket.socket:
-    """A socket listening on `host` (an IP address) at a port the kernel picks."""
+def listening_socket(host: str, port: int = 0) -> socket.socket:
+    """A socket listening on `host` (an IP address) at `port` (0: a port the kernel picks)."""
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
-        sock.bind((host, 0))
+        if port:  # a fixed port is taken again at once after a restart (no TIME_WAIT wait)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
         sock.listen(128)
         sock.setblocking(False)
     except OSError:

@@ -233,3 +233,27 @@ def test_a_get_of_the_notebooks_own_large_put_is_not_downloaded_back(client):
 
     assert kastor.get(total.remote(ref), timeout=DEADLINE_S) == int(big.sum())
     del ref
+
+
+def _hello(client_address: str) -> pb.HelloReply:
+    with grpc.insecure_channel(client_address) as ch:
+        return pb_grpc.ClientGatewayStub(ch).Hello(pb.HelloRequest(client_version="0.1"),
+                                                   metadata=auth.metadata(TOKEN), timeout=DEADLINE_S)
+
+
+def test_the_relay_port_can_be_fixed_and_a_busy_one_is_named(tmp_path):
+    """KASTOR_FRAME_RELAY_PORT fixes the relay's port, so it can be exposed beside the client port."""
+    import subprocess
+    import sys
+    client_port, relay_port = launcher.free_port(), launcher.free_port()
+    with cli_head(tmp_path / "a", TOKEN, "--client-port", str(client_port),
+                  KASTOR_FRAME_RELAY_PORT=str(relay_port)):
+        assert _hello(f"127.0.0.1:{client_port}").frame_relay_port == relay_port
+        # A second head wanting the same relay port fails at start, naming the setting.
+        env = dict(os.environ, KASTOR_TOKEN=TOKEN, KASTOR_SESSION_ROOT=str(tmp_path / "b"),
+                   KASTOR_FRAME_RELAY_PORT=str(relay_port))
+        other = subprocess.run([sys.executable, "-m", "kastor.runtime.cli", "start", "--head", "--block", "--port",
+                                str(launcher.free_port()), "--client-port", str(launcher.free_port())],
+                               env=env, capture_output=True, text=True, timeout=DEADLINE_S * 2)
+        assert other.returncode != 0
+        assert "KASTOR_FRAME_RELAY_PORT" in other.stdout + other.stderr, other.stdout + other.stderr
