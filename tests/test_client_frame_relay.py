@@ -207,24 +207,33 @@ def test_a_port_that_is_not_the_relay_never_gets_the_token(relay_route, client):
     assert relay_route.frame_relay is None
 
 
-def _node_rpcs(cluster) -> dict[str, int]:
-    """The calls the cluster's node agent has served, by method (its Stats), asked through the client port."""
+def _node_stats(cluster) -> tuple[dict[str, int], int]:
+    """The calls the cluster's node agent has served, by method (its Stats, asked through the
+    client port; uploads through its upload port counted as "UploadPort"), and its upload port."""
     [node] = [n for n in kastor.nodes() if n["Alive"]]
     with grpc.insecure_channel(cluster["client"], options=[
             ("grpc.primary_user_agent", f"kastor-target/{node['Address']}")]) as ch:
-        stats = pb_grpc.NodeAgentStub(ch).Stats(pb.Empty(), metadata=auth.metadata(TOKEN), timeout=DEADLINE_S)
-    return dict(stats.rpcs_served)
+        stats, call = pb_grpc.NodeAgentStub(ch).Stats.with_call(pb.Empty(), metadata=auth.metadata(TOKEN),
+                                                                timeout=DEADLINE_S)
+    port = next(int(v) for k, v in call.trailing_metadata() if k == "kastor-upload-port")
+    return dict(stats.rpcs_served), port
 
 
-def test_a_get_of_the_notebooks_own_large_put_is_not_downloaded_back(client):
-    """The notebook keeps a copy of what it uploads; workers still read the node's."""
+def _node_rpcs(cluster) -> dict[str, int]:
+    return _node_stats(cluster)[0]
+
+
+def test_a_large_put_goes_as_raw_bytes_and_its_get_is_not_downloaded_back(client):
+    """The notebook uploads through the frame relay to the node's upload port (not gRPC
+    PutObject) and keeps a copy of what it uploads; workers read the node's."""
     import numpy as np
     big = np.arange(4 * 1024 * 1024, dtype=np.int64)  # 32 MiB: stored on the node, not inline
     before = _node_rpcs(client)
     ref = kastor.put(big)
     assert np.array_equal(kastor.get(ref, timeout=DEADLINE_S), big)
     after = _node_rpcs(client)
-    assert after.get("PutObject", 0) == before.get("PutObject", 0) + 1
+    assert after.get("UploadPort", 0) == before.get("UploadPort", 0) + 1
+    assert after.get("PutObject", 0) == before.get("PutObject", 0)
     assert after.get("FetchObject", 0) == before.get("FetchObject", 0), "the notebook downloaded its own value"
 
     @kastor.remote
@@ -257,3 +266,43 @@ def test_the_relay_port_can_be_fixed_and_a_busy_one_is_named(tmp_path):
                                env=env, capture_output=True, text=True, timeout=DEADLINE_S * 2)
         assert other.returncode != 0
         assert "KASTOR_FRAME_RELAY_PORT" in other.stdout + other.stderr, other.stdout + other.stderr
+
+
+def _upload_port(cluster) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", _node_stats(cluster)[1]), timeout=DEADLINE_S)
+
+
+def _header(total: int) -> bytes:
+    return _frame(pb.ObjectChunk(name=os.urandom(20).hex(), total=total).SerializeToString())
+
+
+def test_the_upload_port_wants_the_token_first(client):
+    before = _node_rpcs(client).get("UploadPort", 0)
+    with _upload_port(client) as s:
+        s.sendall(_frame(b"not-the-token") + _header(10) + b"x" * 10)
+        assert _closed(s)
+    with _upload_port(client) as s:  # a first frame too long for a token: cut off unread
+        s.sendall((1 << 20).to_bytes(4, "big") + b"x" * 100)
+        assert _closed(s)
+    assert _node_rpcs(client).get("UploadPort", 0) == before, "a refused upload was stored"
+
+
+def test_an_upload_that_stalls_or_overruns_is_dropped(client):
+    before = _node_rpcs(client).get("UploadPort", 0)
+    with _upload_port(client) as s:
+        s.sendall(_frame(TOKEN.encode()) + _header(1000))
+        assert _read_frame(s) == b"", "the upload was not accepted"
+        s.sendall(b"x" * 10)  # then nothing: dropped at the receive deadline
+        assert _closed(s)
+    with _upload_port(client) as s:
+        s.sendall(_frame(TOKEN.encode()) + _header(10))
+        assert _read_frame(s) == b""
+        s.sendall(b"x" * 20)  # more than announced
+        assert _closed(s)
+    with _upload_port(client) as s:  # a whole one is stored and answered with its location
+        s.sendall(_frame(TOKEN.encode()) + _header(10))
+        assert _read_frame(s) == b""
+        s.sendall(b"x" * 10)
+        outcome = _read_frame(s)
+        assert outcome[:1] == b"\x00" and pb.ObjectLocation.FromString(outcome[1:]).size == 10
+    assert _node_rpcs(client).get("UploadPort", 0) == before + 1

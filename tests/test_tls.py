@@ -128,9 +128,19 @@ def test_notebook_calls_go_through_the_frame_relay_with_tls(cluster, certs, monk
                 from kastor.runtime import context
                 return context.core.data_server.accepted
 
+            def total(self, arr):
+                return int(arr.sum())
+
         callee = Callee.remote()
         assert kastor.get(callee.hi.remote("relayed")) == "hi relayed"
         assert kastor.get(callee.accepted.remote()) == 1, "the notebook's calls did not come as frames"
+        import numpy as np
+        big = np.ones(2 * 1024 * 1024, dtype=np.uint8)  # uploaded as raw bytes to the node's upload port
+        assert kastor.get(callee.total.remote(kastor.put(big))) == big.size
+        [node] = [n for n in kastor.nodes() if n["Alive"]]
+        with tls.channel(node["Address"]) as ch:
+            stats = pb_grpc.NodeAgentStub(ch).Stats(pb.Empty(), metadata=auth.metadata(TOKEN), timeout=10)
+        assert stats.rpcs_served["UploadPort"] >= 1 and "PutObject" not in stats.rpcs_served
     finally:
         kastor.shutdown()
     with socket.create_connection(("127.0.0.1", relay_port), timeout=10) as s:
