@@ -12,8 +12,9 @@ A connection is:
     relay -> client: a greeting frame, `RELAY_GREETING + cluster id` (so a client that reached some
                      other program at this port never sends it the token)
     client -> relay: the cluster token (compared in constant time before anything else the
-                     client sent is looked at), then the target frame: the data port's
-                     `host:port`, which must be a registered node's host (not an open proxy)
+                     client sent is looked at), then the target frame: a worker's data port
+                     or a node agent's upload port (upload_server.py) as `host:port`, which
+                     must be a registered node's host (not an open proxy)
     relay -> worker: the cluster token; from then on both directions are spliced as bytes:
                      the worker's acceptance, the caller's ExecuteRequest frames, the
                      worker's ExecuteReply frames, the caller's end frame
@@ -84,6 +85,7 @@ class _Inbound(FrameProtocol):
         self._upstream: _Upstream | None = None
         self._early: list[bytes] = []  # bytes after the target frame, until the worker's leg is open
         self._splicing = False
+        self._opening: asyncio.Task | None = None  # connecting to the target (held: the loop keeps weak refs)
         self._peer = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -117,7 +119,7 @@ class _Inbound(FrameProtocol):
         rest = self.take_buffered()
         if rest:
             self._early.append(rest)
-        asyncio.get_running_loop().create_task(self._open_upstream(payload))
+        self._opening = asyncio.get_running_loop().create_task(self._open_upstream(payload))
 
     async def _open_upstream(self, target_frame: bytes) -> None:
         try:
