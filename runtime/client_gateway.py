@@ -7,6 +7,10 @@ metadata, or the channel's user agent, see gateway_client): the head, a node age
 worker. The client therefore runs the same CoreWorker as an in-cluster driver, with the same
 semantics.
 
+Actor calls do not take the gRPC relay when the client can use the frame relay beside it
+(frame_relay.py, announced in Hello): the same frames as in the cluster, spliced to the
+worker's data port without being decoded.
+
 Safety: the token interceptor runs first, so nothing from an unauthenticated peer is parsed or
 forwarded; the gateway never unpickles anything (it does not even parse the forwarded
 protobufs); and it only forwards to the head and to hosts of registered nodes, so it is not an
@@ -19,9 +23,10 @@ import logging
 from collections.abc import Callable
 
 import grpc
-from kastor.runtime import auth, rpc, tls
+from kastor.runtime import auth, rpc, settings, tls
 from kastor.runtime.client_objects import ObjectDirectory
 from kastor.runtime.config import TARGET_METADATA_KEY, TARGET_USER_AGENT_PREFIX
+from kastor.runtime.frame_relay import FrameRelay
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.rpc import ChannelCache
@@ -68,6 +73,7 @@ class Forwarder(grpc.GenericRpcHandler):
         self._allowed_host = allowed_host
         self._kinds = _method_kinds()
         self._channels = ChannelCache()
+        self.relay: FrameRelay | None = None  # the frame relay served beside (start), closed with this
 
     def service(self, details):
         kind = self._kinds.get(details.method)
@@ -102,7 +108,12 @@ class Forwarder(grpc.GenericRpcHandler):
             ch = await self._channel(context)
             call = getattr(ch, kind)(method, request_serializer=_identity, response_deserializer=_identity)
             try:
-                return await call(request, metadata=self._metadata, timeout=context.time_remaining())
+                reply_call = call(request, metadata=self._metadata, timeout=context.time_remaining())
+                reply = await reply_call
+                # Trailers are relayed too: a worker's LeaseState names its data port in them,
+                # which the client's frame relay route needs (frame_stream.data_port_of).
+                context.set_trailing_metadata(await reply_call.trailing_metadata() or ())
+                return reply
             except grpc.aio.AioRpcError as e:
                 await context.abort(e.code(), e.details())
         return relay
@@ -126,13 +137,17 @@ class Forwarder(grpc.GenericRpcHandler):
         return relay
 
     async def close(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()
         await self._channels.close()
 
 
 class Greeter(pb_grpc.ClientGatewayServicer):
     """Tells a connecting client what it talks to, so version skew fails clearly and early."""
 
-    def __init__(self, cluster_id: str, head_address: str, owner_address: str, directory: ObjectDirectory):
+    def __init__(self, cluster_id: str, head_address: str, owner_address: str, directory: ObjectDirectory,
+                 frame_relay_port: int = 0):
+        self._frame_relay_port = frame_relay_port
         self._cluster_id = cluster_id
         self._head_address = head_address
         self._owner_address = owner_address
@@ -140,7 +155,7 @@ class Greeter(pb_grpc.ClientGatewayServicer):
 
     async def Hello(self, request, context):
         return pb.HelloReply(server_version=VERSION, cluster_id=self._cluster_id, head_address=self._head_address,
-                             owner_address=self._owner_address)
+                             owner_address=self._owner_address, frame_relay_port=self._frame_relay_port)
 
     async def PublishObjects(self, request, context):
         self._directory.publish(request.job_id, request.object_ids, request.values)
@@ -159,10 +174,24 @@ async def start(port: int, host: str, advertise_ip: str, token: str, head_addres
     server = rpc.server(token)
     bound = tls.add_port(server, f"{host}:{port}", "client port (kastor://)",
                          "Choose another with --client-port / KASTOR_CLIENT_PORT (0: any free port, -1: none).")
+    relay_port = settings.FRAME_RELAY_PORT.get()
+    if relay_port >= 0:
+        forwarder.relay = FrameRelay(token, cluster_id, allowed_host)
+        try:
+            relay_port = await forwarder.relay.start(host, relay_port)
+        except OSError as e:
+            await server.stop(None)
+            raise tls.PortInUseError(tls.port_in_use_message(
+                f"{host}:{relay_port}", "client port's frame relay",
+                f"Choose another with {settings.FRAME_RELAY_PORT.name} (0: any free port, -1: none).",
+                str(e))) from None
+    else:
+        relay_port = 0
     pb_grpc.add_ClientGatewayServicer_to_server(
-        Greeter(cluster_id, head_address, f"{advertise_ip}:{bound}", directory), server)
+        Greeter(cluster_id, head_address, f"{advertise_ip}:{bound}", directory, relay_port), server)
     server.add_generic_rpc_handlers((forwarder,))
     await server.start()
-    log.info("client port serving on %s:%d (forwarding to %s and its nodes)", host, bound, head_address)
+    log.info("client port serving on %s:%d (forwarding to %s and its nodes; frame relay on port %d)",
+             host, bound, head_address, relay_port)
     return server, forwarder, bound
 

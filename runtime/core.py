@@ -361,6 +361,7 @@ class CoreWorker:
             except FileNotFoundError:
                 pass
         elif not self._closed:
+            self.transport.forget_copy(loc.path)
             self.post(lambda: self.loop.create_task(self._free_remote(loc)))
 
     async def _free_remote(self, loc: pb.ObjectLocation) -> None:
@@ -428,6 +429,8 @@ class CoreWorker:
                     obj = serialization.load_file(value.location.path)
                 except FileNotFoundError:
                     raise exceptions.ObjectLostError(object_id.hex()) from None
+            elif (copy := self.transport.local_copy(value.location.path)) is not None:
+                obj = serialization.load_file(copy)  # a remote client's own upload, kept on its disk
             else:
                 data = self.run(self._fetch_remote(value.location))
                 obj = serialization.loads(data)

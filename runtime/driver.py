@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import grpc
 from kastor.runtime import config, context, retry, settings, tls
 from kastor.runtime.core import CoreWorker
+from kastor.runtime.frames import RelayRoute
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 
@@ -111,6 +112,9 @@ def connect_remote(gateway: str, token: str, namespace: str | None, timeout: flo
     core = CoreWorker(head_address=hello.head_address, token=token, node_address="", node_id=f"client-{os.getpid()}",
                       store_dir=tempfile.mkdtemp(prefix="kastor-client-"), ip="127.0.0.1", gateway=gateway)
     core.address = hello.owner_address  # borrowers in the cluster ask the gateway for this client's objects
+    if hello.frame_relay_port and settings.FRAMED_CALLS.get():  # actor calls go as frames, spliced by the relay
+        core.peers.frame_relay = RelayRoute(f"{gateway.rpartition(':')[0]}:{hello.frame_relay_port}",
+                                            hello.cluster_id)
     try:
         nodes = [n for n in core.head_call("ListNodes", pb.ListRequest(), timeout).nodes if n.alive]
         if not nodes:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import grpc
 from kastor.runtime import config, receive_deadline, tls
 from kastor.runtime.exec_stream import ExecStream
-from kastor.runtime.frames import DATA_PORT_METADATA_KEY, FrameProtocol, connected_socket, frame
+from kastor.runtime.frames import DATA_PORT_METADATA_KEY, FrameProtocol, RelayRoute, connected_socket, frame
 from kastor.runtime.peers import Peers
 from kastor.runtime.protocol import kastor_pb2 as pb
 
@@ -52,10 +52,17 @@ class _Client(FrameProtocol):
 
 
 class FrameStream:
-    def __init__(self, address: str, data_address: str, token: str, on_results: OnResults, on_lost: OnLost):
+    def __init__(self, address: str, data_address: str, token: str, on_results: OnResults, on_lost: OnLost,
+                 relay: RelayRoute | None = None, on_relay_failed: Callable[[str], None] | None = None):
         """`address`: the worker's gRPC address (what cancellation and logs name);
-        `data_address`: its data port's host:port."""
+        `data_address`: its data port's host:port; `relay`: reach it through the client port's
+        frame relay (a remote client), which must greet first; `on_relay_failed(reason)`: the
+        relay could not be reached or is not this cluster's (the stream is then lost before it
+        was established, so its calls are re-sent)."""
         self.address = address
+        self._relay = relay
+        self._on_relay_failed = on_relay_failed
+        self._greeted = relay is None
         self.data_address = data_address
         self._token = token.encode()
         self._outbox: list[pb.TaskSpec] = []
@@ -68,6 +75,7 @@ class FrameStream:
         self._on_lost = on_lost
         self._proto: _Client | None = None
         self._loop = asyncio.get_running_loop()
+        self._handshake: asyncio.Future[bool] = self._loop.create_future()  # established, or lost before
         self._connecting = self._loop.create_task(self._connect())
 
     @property
@@ -92,7 +100,8 @@ class FrameStream:
             self._connecting.cancel()
 
     async def _connect(self) -> None:
-        host, _, port = self.data_address.rpartition(":")
+        host, _, port = (self._relay.address if self._relay is not None else self.data_address).rpartition(":")
+        host = host.strip("[]")
         ctx = tls.client_ssl_context()
         sock = None
         try:
@@ -103,18 +112,37 @@ class FrameStream:
         except (OSError, TimeoutError, asyncio.CancelledError) as e:
             if sock is not None:
                 sock.close()  # a no-op once a transport has taken it
+            if self._relay is not None and not isinstance(e, asyncio.CancelledError):
+                self._relay_failed(f"cannot connect to it: {e!r}")
             self._report_lost(e)
             return
         self._proto = proto
-        proto.write(self._token)
-        proto.arm_deadline()  # the worker's acceptance must come in time too
+        if self._relay is None:  # (through a relay, the token goes once it greeted: _on_frame)
+            proto.write(self._token)
+        if not self.established:
+            proto.arm_deadline()  # the worker's acceptance (the relay's greeting) must come in time too
 
     def _on_frame(self, proto: _Client, payload: bytes) -> None:
+        if not self._greeted:
+            # Only a relay that names this cluster is given the token (not some other program
+            # that took the port, e.g. behind a port-forward).
+            if payload != self._relay.greeting():  # type: ignore[union-attr]
+                reason = f"it is not this cluster's frame relay (it greeted with {payload[:60]!r})"
+                self._relay_failed(reason)
+                proto.close(reason)
+                return
+            self._greeted = True
+            proto.write(self._token)
+            proto.write(self.data_address.encode())
+            proto.arm_deadline()
+            return
         if not self.established:
             if payload:
                 proto.close("the worker did not accept the stream with an empty frame")
                 return
             self.established = True
+            if not self._handshake.done():
+                self._handshake.set_result(True)
             self._flush()
             return
         try:
@@ -127,6 +155,11 @@ class FrameStream:
         if self._outbox and self._flush_handle is not None:  # results came: send what waited for them
             self._flush_handle.cancel()
             self._flush()
+
+    def _relay_failed(self, reason: str) -> None:
+        if self._on_relay_failed is not None:
+            self._on_relay_failed(f"the client port's frame relay at {self._relay.address}: "  # type: ignore[union-attr]
+                                  f"{reason}")
 
     def _flush(self) -> None:
         self._flush_handle = None
@@ -151,7 +184,13 @@ class FrameStream:
         if self._lost:
             return
         self._lost = True
+        if not self._handshake.done():
+            self._handshake.set_result(False)
         self._on_lost(self, error)
+
+    async def handshake(self) -> bool:
+        """Whether the worker accepted the stream (False: it was lost before)."""
+        return await self._handshake
 
 
 CallStream = FrameStream | ExecStream  # one contract: frames in the cluster, gRPC through the client port
@@ -160,12 +199,42 @@ CallStream = FrameStream | ExecStream  # one contract: frames in the cluster, gR
 async def open_call_stream(peers: Peers, address: str, on_results: Callable, on_lost: Callable,
                            probe_timeout: float = PROBE_TIMEOUT_S) -> CallStream:
     """A stream of calls to the worker at `address`: framed to its data port when this process
-    may (`peers.framed_calls`) and the worker names one, else gRPC's Execute stream."""
-    if peers.framed_calls:
+    may (`peers.framed_calls`, or a remote client's `peers.frame_relay`) and the worker names
+    one, else gRPC's Execute stream."""
+    if peers.framed_calls or peers.frame_relay is not None:
         port = await data_port_of(peers.worker_stub(address), peers.metadata, probe_timeout)
-        if port:
-            return FrameStream(address, f"{address.rpartition(':')[0]}:{port}", peers.token, on_results, on_lost)
+        data_address = f"{address.rpartition(':')[0]}:{port}"
+        if port and peers.frame_relay is not None:
+            stream = await _through_relay(peers, address, data_address, on_results, on_lost)
+            if stream is not None:
+                return stream
+        elif port:
+            return FrameStream(address, data_address, peers.token, on_results, on_lost)
     return ExecStream(peers.channel(address), peers.metadata, address, on_results, on_lost)
+
+
+async def _through_relay(peers: Peers, address: str, data_address: str, on_results: Callable,
+                         on_lost: Callable) -> FrameStream | None:
+    """A remote client's stream through the client port's frame relay, once the handshake is
+    over; None if the relay failed (`peers.drop_frame_relay` then sends this and later calls
+    through the client port's gRPC relay), so the caller never sees a stream lost for it."""
+    handed = False
+    early_loss: list[BaseException | None] = []
+
+    def lost(stream: FrameStream, error: BaseException | None) -> None:
+        if handed:
+            on_lost(stream, error)
+        else:
+            early_loss.append(error)
+
+    stream = FrameStream(address, data_address, peers.token, on_results, lost, relay=peers.frame_relay,
+                         on_relay_failed=peers.drop_frame_relay)
+    if not await stream.handshake() and peers.frame_relay is None:
+        return None
+    handed = True
+    if early_loss:  # lost for another reason (e.g. the worker refused it): reported as any loss
+        asyncio.get_running_loop().call_soon(on_lost, stream, early_loss[0])
+    return stream
 
 
 async def data_port_of(stub, metadata, timeout: float) -> int | None:

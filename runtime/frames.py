@@ -11,9 +11,11 @@ Who uses which path:
   leased, over frames (frame_stream.FrameStream) to the worker's data port
   (data_server.DataServer), which it learns from the worker itself (`data_port_of`, once per
   stream); `KASTOR_FRAMED_CALLS=0` keeps these on gRPC;
-- a remote client (`kastor://`) calls actors and pushes tasks through the client port's gRPC
-  relay (client_gateway.py), i.e. over the gRPC `Execute` stream (exec_stream.ExecStream),
-  which every worker keeps serving; so does a caller that cannot learn a worker's data port;
+- a remote client (`kastor://`) sends the same frames through the client port's frame relay
+  (frame_relay.py), which splices them to the worker's data port undecoded; with the relay
+  off (KASTOR_FRAME_RELAY_PORT=-1 on the head), or not reachable, it uses the client port's gRPC relay
+  (client_gateway.py), i.e. the gRPC `Execute` stream (exec_stream.ExecStream), which every
+  worker keeps serving; so does a caller that cannot learn a worker's data port;
 - the control plane (head, node agents, leases, registration), objects, cancellation and
   generator items stay on gRPC.
 
@@ -38,6 +40,7 @@ import errno
 import logging
 import os
 import socket
+from dataclasses import dataclass
 
 from kastor.runtime import config, settings
 
@@ -47,6 +50,19 @@ HEADER_BYTES = 4
 MAX_FRAME_BYTES = config.MAX_MESSAGE_BYTES  # as gRPC's message limit
 MAX_TOKEN_BYTES = 1024  # a longer first frame is not a token: the connection is closed unread
 DATA_PORT_METADATA_KEY = "kastor-data-port"  # a worker's LeaseState reply names its data port in this
+RELAY_GREETING = b"kastor-frame-relay/1 "  # + the cluster id: the client port's frame relay speaks first
+
+
+@dataclass(frozen=True)
+class RelayRoute:
+    """How a remote client reaches workers' data ports: the client port's frame relay
+    (frame_relay.py) at `address`, which greets with RELAY_GREETING + `cluster_id`."""
+
+    address: str
+    cluster_id: str
+
+    def greeting(self) -> bytes:
+        return RELAY_GREETING + self.cluster_id.encode()
 
 
 def frame(payload: bytes) -> bytes:
@@ -120,6 +136,13 @@ class FrameProtocol(asyncio.Protocol):
 
     # ---- helpers ----
 
+    def take_buffered(self) -> bytes:
+        """The bytes received after the last whole frame, removed: a subclass that stops parsing
+        frames (the client port's relay, after its handshake) passes them on as they are."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
+
     def arm_deadline(self) -> None:
         """Starts the receive deadline now (the token's, at the connection's start)."""
         self.clear_deadline()
@@ -155,11 +178,13 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def listening_socket(host: str) -> socket.socket:
-    """A socket listening on `host` (an IP address) at a port the kernel picks."""
+def listening_socket(host: str, port: int = 0) -> socket.socket:
+    """A socket listening on `host` (an IP address) at `port` (0: a port the kernel picks)."""
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
-        sock.bind((host, 0))
+        if port:  # a fixed port is taken again at once after a restart (no TIME_WAIT wait)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
         sock.listen(128)
         sock.setblocking(False)
     except OSError:

@@ -47,6 +47,7 @@ from kastor.runtime.resources import fits, subtract
 from kastor.runtime.rpc import ChannelCache, bind_host
 from kastor.runtime.runtime_env_agent import RuntimeEnvAgent, RuntimeEnvSetupFailed, WorkerEnv
 from kastor.runtime.serialization import error_value
+from kastor.runtime.upload_server import UPLOAD_PORT_METADATA_KEY, UploadServer
 
 log = logging.getLogger("kastor.node")
 
@@ -126,6 +127,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         self.head_confirmed_at = 0.0  # time.monotonic() when the last heartbeat the head knew was sent
         self.node_lease: node_lease.NodeLeaseWriter | None = None
         self.rpcs = rpc.CallCounter()  # the calls this agent served, by method (Stats)
+        # Remote clients' large values, as raw bytes through the client port's frame relay.
+        self.uploads = UploadServer(token, store_dir, node_id)
         self._channels = ChannelCache()
         self.runtime_envs = RuntimeEnvAgent(os.path.join(session_dir, "runtime_resources"), self._fetch_package)
         self.fork_server: ForkServer | None = None
@@ -266,8 +269,12 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             self.renew_node_lease()
 
     async def Stats(self, request, context):
-        """What this agent has served (RPCs by method) and how often it renewed the node's lease."""
-        return pb.NodeAgentStats(rpcs_served=self.rpcs.counts(),
+        """What this agent has served (RPCs by method; uploads through its upload port counted as
+        "UploadPort") and how often it renewed the node's lease. Its trailers name the upload
+        port (upload_server.py), which is how a remote client learns it."""
+        if self.uploads.port:
+            context.set_trailing_metadata(((UPLOAD_PORT_METADATA_KEY, str(self.uploads.port)),))
+        return pb.NodeAgentStats(rpcs_served={**self.rpcs.counts(), "UploadPort": self.uploads.uploads},
                                  node_lease_renewals=self.node_lease.state.renewals if self.node_lease else 0,
                                  lease_s=self.worker_lease_s, monotonic_s=time.monotonic())
 
@@ -946,6 +953,8 @@ async def serve(args: argparse.Namespace) -> int:
         raise SystemExit(f"node agent: {e}") from None
     await server.start()
     agent.address = f"{args.node_ip}:{port}"
+    agent.uploads.address = agent.address
+    await agent.uploads.start(bind_host(args.node_ip))
     await agent.register_with_head(config.STARTUP_TIMEOUT_S)
     agent._prestart()
     heartbeat = asyncio.get_running_loop().create_task(agent.heartbeat_forever())
@@ -967,6 +976,7 @@ async def serve(args: argparse.Namespace) -> int:
         reaper.cancel()
         sweeper.cancel()
         await agent.shutdown()
+        await agent.uploads.stop()
         await server.stop(grace=0.5)
     return 0 if stop.done() and not stop.cancelled() else 1
 

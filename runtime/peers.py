@@ -10,12 +10,16 @@ learns from the head after it connected).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import grpc
 from kastor.runtime import head_link
+from kastor.runtime.frames import RelayRoute
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.rpc import ChannelCache
+
+log = logging.getLogger("kastor.peers")
 
 
 class Peers:
@@ -28,10 +32,20 @@ class Peers:
         self.metadata = metadata  # the cluster token, for every call
         self.token = token
         self.framed_calls = framed_calls
+        # A remote client's route to data ports: the client port's frame relay (set once connected).
+        self.frame_relay: RelayRoute | None = None
         self.head_address = head_address
         self.node_address = node_address  # the node agent that grants leases and stores large values
         self.address = ""  # this process's owner address: results and borrowers come back to it
         self._channels = channels
+
+    def drop_frame_relay(self, reason: str) -> None:
+        """A remote client's calls go back to the client port's gRPC relay for good: the frame
+        relay failed (its port not exposed where the client is, e.g. behind a port-forward or
+        a Service that carries only the client port; or the head restarted on another one)."""
+        if self.frame_relay is not None:
+            log.warning("%s; actor calls go through the client port's gRPC relay from now on (slower)", reason)
+            self.frame_relay = None
 
     def channel(self, address: str) -> grpc.aio.Channel:
         """The one channel to `address` (made on first use, on the core's loop)."""

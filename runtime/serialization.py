@@ -85,6 +85,11 @@ class Serialized:
         if pending:
             yield bytes(pending)
 
+    def segments(self) -> list:
+        """The frame as the pieces it is made of (the value's own buffers among them, uncopied),
+        for writing it out with one gather or send per piece."""
+        return self._segments()
+
     def _segments(self) -> list:
         if not self.buffers:
             return [_PLAIN, self.inband]

@@ -267,6 +267,11 @@ RECEIVE_TIMEOUT_S = _declare("KASTOR_RECEIVE_TIMEOUT_S", "float", 60.0,
 FRAMED_CALLS = _declare("KASTOR_FRAMED_CALLS", "bool", True,
                         "Send actor calls to a worker's data port as length-prefixed frames (runtime/frames.py); "
                         "0 keeps them on gRPC's Execute stream.")
+FRAME_RELAY_PORT = _declare("KASTOR_FRAME_RELAY_PORT", "int", 0,
+                            "The port of the client port's frame relay (runtime/frame_relay.py), which carries "
+                            "kastor:// clients' actor calls: 0 any free port, -1 none (their calls then take the "
+                            "client port's gRPC relay). Fix it to expose it beside the client port (a Service, a "
+                            "port-forward); clients that cannot reach it fall back to the gRPC relay.")
 UVLOOP = _declare("KASTOR_UVLOOP", "bool", True,
                   "Run Kastor's own event loops on uvloop when installed; 0 falls back to asyncio's loop.")
 

@@ -12,14 +12,19 @@ the client itself. The rest of the core does not ask which of the two it is.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import os
+import shutil
+import tempfile
 from typing import TYPE_CHECKING
 
 import grpc
-from kastor.runtime import config, exceptions, gateway_client, serialization, spilling
+from kastor.runtime import config, exceptions, gateway_client, relay_upload, serialization, spilling
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.rpc import CHANNEL_OPTIONS, direct_channel
+from kastor.runtime.upload_server import UPLOAD_PORT_METADATA_KEY
 
 if TYPE_CHECKING:  # the core hands itself in: importing it here would be a cycle
     from kastor.runtime.core import CoreWorker
@@ -53,6 +58,13 @@ class DirectTransport:
     def on_escaped(self, core: CoreWorker, object_id: bytes) -> None:
         """A ref this process owns was handed to another process; its owner serves it from here."""
 
+    def local_copy(self, node_path: str) -> str | None:
+        """A copy, on this host, of the stored value at `node_path` (GatewayTransport)."""
+        return None
+
+    def forget_copy(self, node_path: str) -> None:
+        """The value at `node_path` was freed: so is any local copy of it."""
+
     async def close(self) -> None:
         pass
 
@@ -66,6 +78,14 @@ class GatewayTransport:
     def __init__(self, gateway: str) -> None:
         self.gateway = gateway
         self._own_channel: grpc.aio.Channel | None = None
+        # The large values this client uploaded, also kept on its own disk: a get of its own
+        # put reads them here (mapped, as in the cluster) instead of downloading them back.
+        # Node path -> local path; written by putting threads, read by getting ones.
+        self._copies: dict[str, str] = {}
+        self._copies_dir = ""
+        self._copier: concurrent.futures.ThreadPoolExecutor | None = None
+        self._raw_uploads = True  # until the raw route fails once (relay_upload.py)
+        self._upload_ports: dict[str, int] = {}  # node agent address -> its upload port (0: none)
 
     def connect(self, address: str) -> grpc.aio.Channel:
         return gateway_client.channel(self.gateway, address, CHANNEL_OPTIONS)
@@ -73,8 +93,63 @@ class GatewayTransport:
     def store_large(self, core: CoreWorker, ser: serialization.Serialized, name: str,
                     owner: str) -> pb.ObjectLocation:
         """Uploads through the node agent (the client cannot write the node's store); the
-        client port's job ending frees what the client owns."""
-        return core.run(self._upload(core, ser, name))
+        client port's job ending frees what the client owns. The local copy is written while
+        the upload runs on the core's loop; a copy that cannot be written (a full disk) is
+        just not kept."""
+        if self._copier is None:
+            self._copier = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kastor-client-copy")
+        copy = self._copier.submit(self._write_copy, ser, name)
+        try:
+            loc = self._raw_upload(core, ser, name)
+            if loc is None:
+                loc = core.run(self._upload(core, ser, name))
+        except BaseException:
+            _unlink(copy.result())
+            raise
+        local = copy.result()
+        if local:
+            self._copies[loc.path] = local
+        return loc
+
+    def _raw_upload(self, core: CoreWorker, ser: serialization.Serialized, name: str) -> pb.ObjectLocation | None:
+        """The value sent as raw bytes through the client port's frame relay to the node's upload
+        port (relay_upload.py), or None when that route is not there (the caller uses gRPC)."""
+        route = core.peers.frame_relay
+        if route is None or not self._raw_uploads:
+            return None
+        node = core.node_address
+        if node not in self._upload_ports:
+            self._upload_ports[node] = core.run(_upload_port_of(core))
+        port = self._upload_ports[node]
+        if not port:
+            return None
+        try:
+            return relay_upload.upload(route, core.token, f"{node.rpartition(':')[0]}:{port}", ser, name)
+        except relay_upload.UploadRefused as e:
+            raise exceptions.ObjectStoreFullError(
+                f"Could not upload a {ser.size}-byte object to node {node}: {e}") from None
+        except relay_upload.RelayUploadFailed as e:
+            log.warning("%s; large values are uploaded through the client port's gRPC relay from now on "
+                        "(slower)", e)
+            self._raw_uploads = False
+            return None
+
+    def _write_copy(self, ser: serialization.Serialized, name: str) -> str:
+        try:
+            if not self._copies_dir:
+                self._copies_dir = tempfile.mkdtemp(prefix="kastor-client-copies-")
+            path = os.path.join(self._copies_dir, name)
+            ser.write_file(path)
+        except (OSError, exceptions.ObjectStoreFullError) as e:
+            log.warning("not keeping a local copy of a %d-byte value (a get of it downloads it): %s", ser.size, e)
+            return ""
+        return path
+
+    def local_copy(self, node_path: str) -> str | None:
+        return self._copies.get(node_path)
+
+    def forget_copy(self, node_path: str) -> None:
+        _unlink(self._copies.pop(node_path, ""))
 
     async def _upload(self, core: CoreWorker, ser: serialization.Serialized, name: str) -> pb.ObjectLocation:
         def chunks():
@@ -112,6 +187,32 @@ class GatewayTransport:
     async def close(self) -> None:
         if self._own_channel is not None:
             await self._own_channel.close()
+        self._copies.clear()
+        if self._copier is not None:
+            self._copier.shutdown(wait=False)
+        if self._copies_dir:
+            shutil.rmtree(self._copies_dir, ignore_errors=True)
+
+
+async def _upload_port_of(core: CoreWorker) -> int:
+    """The upload port of the client's node agent (its Stats trailers name it), 0 if none."""
+    try:
+        call = core.node_stub().Stats(pb.Empty(), metadata=core.metadata, timeout=config.CONNECT_TIMEOUT_S)
+        await call
+        for key, value in await call.trailing_metadata() or ():
+            if key == UPLOAD_PORT_METADATA_KEY:
+                return int(value)
+    except (grpc.aio.AioRpcError, ValueError):
+        pass
+    return 0
+
+
+def _unlink(path: str) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 Transport = DirectTransport | GatewayTransport

@@ -95,7 +95,8 @@ def test_actor_calls_inside_the_cluster_are_tls_frames(cluster, certs, monkeypat
         callee = Callee.remote()
         assert kastor.get(Caller.remote().call.remote(callee)) == "hi over frames"
         host, port, accepted = kastor.get(callee.data_port.remote())
-        assert accepted == 1, "the caller actor did not reach its callee on the data port"
+        # Two streams: the caller actor's, and the notebook's own (through the client port's frame relay).
+        assert accepted == 2, "the caller actor did not reach its callee on the data port"
         with socket.create_connection((host, port), timeout=10) as s:
             s.sendall(len(TOKEN).to_bytes(4, "big") + TOKEN.encode())
             s.settimeout(10)
@@ -106,3 +107,47 @@ def test_actor_calls_inside_the_cluster_are_tls_frames(cluster, certs, monkeypat
             assert answer != b"\x00\x00\x00\x00", "the data port accepted a plain-text peer"
     finally:
         kastor.shutdown()
+
+
+def test_notebook_calls_go_through_the_frame_relay_with_tls(cluster, certs, monkeypatch):
+    """The client port's frame relay (runtime/frame_relay.py) serves TLS: the notebook's calls reach
+    the worker's data port through it, and a plain-text peer is not even greeted."""
+    monkeypatch.setenv(tls.ENV_CA, certs["ca"])
+    with tls.channel(cluster["client"]) as ch:
+        relay_port = pb_grpc.ClientGatewayStub(ch).Hello(pb.HelloRequest(client_version="0.1"),
+                                                         metadata=auth.metadata(TOKEN), timeout=10).frame_relay_port
+    assert relay_port
+    kastor.init(f"kastor://{cluster['client']}", token=TOKEN)
+    try:
+        @kastor.remote
+        class Callee:
+            def hi(self, who):
+                return f"hi {who}"
+
+            def accepted(self):
+                from kastor.runtime import context
+                return context.core.data_server.accepted
+
+            def total(self, arr):
+                return int(arr.sum())
+
+        callee = Callee.remote()
+        assert kastor.get(callee.hi.remote("relayed")) == "hi relayed"
+        assert kastor.get(callee.accepted.remote()) == 1, "the notebook's calls did not come as frames"
+        import numpy as np
+        big = np.ones(2 * 1024 * 1024, dtype=np.uint8)  # uploaded as raw bytes to the node's upload port
+        assert kastor.get(callee.total.remote(kastor.put(big))) == big.size
+        [node] = [n for n in kastor.nodes() if n["Alive"]]
+        with tls.channel(node["Address"]) as ch:
+            stats = pb_grpc.NodeAgentStub(ch).Stats(pb.Empty(), metadata=auth.metadata(TOKEN), timeout=10)
+        assert stats.rpcs_served["UploadPort"] >= 1 and "PutObject" not in stats.rpcs_served
+    finally:
+        kastor.shutdown()
+    with socket.create_connection(("127.0.0.1", relay_port), timeout=10) as s:
+        s.sendall(len(TOKEN).to_bytes(4, "big") + TOKEN.encode())
+        s.settimeout(10)
+        try:
+            answer = s.recv(64)
+        except ConnectionResetError:
+            answer = b""
+        assert b"kastor-frame-relay" not in answer, "the relay greeted a plain-text peer"

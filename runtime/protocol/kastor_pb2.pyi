@@ -1035,16 +1035,18 @@ class HelloRequest(_message.Message):
     def __init__(self, client_version: _Optional[str] = ...) -> None: ...
 
 class HelloReply(_message.Message):
-    __slots__ = ("server_version", "cluster_id", "head_address", "owner_address")
+    __slots__ = ("server_version", "cluster_id", "head_address", "owner_address", "frame_relay_port")
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     HEAD_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_RELAY_PORT_FIELD_NUMBER: _ClassVar[int]
     server_version: str
     cluster_id: str
     head_address: str
     owner_address: str
-    def __init__(self, server_version: _Optional[str] = ..., cluster_id: _Optional[str] = ..., head_address: _Optional[str] = ..., owner_address: _Optional[str] = ...) -> None: ...
+    frame_relay_port: int
+    def __init__(self, server_version: _Optional[str] = ..., cluster_id: _Optional[str] = ..., head_address: _Optional[str] = ..., owner_address: _Optional[str] = ..., frame_relay_port: _Optional[int] = ...) -> None: ...
 
 class PublishObjectsRequest(_message.Message):
     __slots__ = ("object_ids", "values", "job_id")
