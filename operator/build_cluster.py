@@ -210,14 +210,20 @@ def head_pod(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
                        {contract.ANNOTATION_SPEC_HASH: rollout.head_hash(cr.get("spec") or {})}, generate=True)
     container_ports = [{"name": "control", "containerPort": ports.control},
                        {"name": "client", "containerPort": ports.client},
+                       {"name": "relay", "containerPort": ports.relay},
                        {"name": "dashboard", "containerPort": ports.dashboard}]
-    return _kastor_pod(cr, spec, meta, args, _redis_env(cr, spec), spec.head.resources, container_ports,
+    # The frame relay on a fixed port the head Service carries too: the client port announces
+    # it, and a notebook that reaches the Service reaches both (settings.FRAME_RELAY_PORT).
+    relay_env = [{"name": settings.FRAME_RELAY_PORT.name, "value": str(ports.relay)}]
+    return _kastor_pod(cr, spec, meta, args, _redis_env(cr, spec) + relay_env, spec.head.resources, container_ports,
                        tcp_probe(ports.control), spec.head.template, spec.head.object_store_bytes)
 
 
 def head_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
     """Control (in-cluster drivers and nodes), client (`kastor.init("kastor://<service>:<client>")`
-    from outside the cluster network: the head's gateway) and dashboard ports."""
+    from outside the cluster network: the head's gateway), relay (the client port's frame relay,
+    on the same port number as in the pod, since the client port announces that number) and
+    dashboard ports."""
     name, ns = _meta(cr)
     ports = spec.head.ports
     return {"apiVersion": "v1", "kind": "Service",
@@ -228,6 +234,7 @@ def head_service(cr: dict[str, Any], spec: ClusterSpec) -> dict[str, Any]:
                                {"name": "client", "port": ports.client, "targetPort": "client",
                                 **({"nodePort": ports.client_node_port}
                                    if ports.client_node_port and spec.head.service_type != "ClusterIP" else {})},
+                               {"name": "relay", "port": ports.relay, "targetPort": "relay"},
                                {"name": "dashboard", "port": ports.dashboard, "targetPort": "dashboard"}]}}
 
 

@@ -34,6 +34,7 @@ class Ports:
     control: int = 6380
     client: int = 10001
     dashboard: int = 8265
+    relay: int = 10002  # the client port's frame relay (a notebook's actor calls and uploads)
     client_node_port: int | None = None  # with a NodePort Service: where clients outside reach the head
 
 
@@ -182,7 +183,7 @@ def parse_cluster(spec: dict[str, Any]) -> ClusterSpec:
     head_raw = spec.get("head") or {}
     ports_raw = head_raw.get("ports") or {}
     ports = Ports(**{k: _integer(ports_raw.get(k, getattr(Ports, k)), f"spec.head.ports.{k}", 1)
-                     for k in ("control", "client", "dashboard")},
+                     for k in ("control", "client", "dashboard", "relay")},
                   client_node_port=ports_raw.get("clientNodePort"))
     head = HeadSpec(**advertised(head_raw, "spec.head"), resources=dict(head_raw.get("resources") or {}),
                     service_type=head_raw.get("serviceType", "ClusterIP"),

@@ -114,6 +114,18 @@ def test_the_service_client_port_is_the_heads_client_port():
     assert args[args.index("--dashboard-port") + 1] == str(ports["dashboard"]["port"]) == "8265"
 
 
+def test_the_service_carries_the_frame_relay_on_the_port_the_head_announces():
+    """The client port announces its frame relay's port number, and a notebook dials that number
+    on the Service's host: the Service port and the head's relay port must be the same."""
+    for raw, want in ((CLUSTER["spec"], 10002), ({**CLUSTER["spec"], "head": {"ports": {"relay": 12000}}}, 12000)):
+        spec = parse_cluster(raw)
+        ports = {p["name"]: p for p in build_cluster.head_service(CLUSTER, spec)["spec"]["ports"]}
+        assert (ports["relay"]["port"], ports["relay"]["targetPort"]) == (want, "relay")
+        container = build_cluster.head_pod(CLUSTER, spec)["spec"]["containers"][0]
+        assert {"name": "relay", "containerPort": want} in container["ports"]
+        assert {"name": "KASTOR_FRAME_RELAY_PORT", "value": str(want)} in container["env"]
+
+
 def test_actor_pod_creates_the_actor_with_its_own_resource():
     spec = parse_cluster(CLUSTER["spec"])
     actor = parse_actor(ACTOR["spec"], "counter", "team")
