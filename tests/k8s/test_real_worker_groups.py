@@ -2,7 +2,8 @@
 (`real_cluster.py`): the operator installed by its chart (in a pod, under its ServiceAccount),
 an ActorCluster, and its ActorWorkerGroup (operator/worker_groups.py). `kubectl get` shows
 the group's columns, `kubectl scale` changes its worker pods, `kubectl get --subresource=scale`
-answers (what an HPA reads), and a later edit of the cluster's replicas wins in turn.
+answers (what an HPA reads), a later edit of the cluster's replicas wins in turn, and an
+HPA (the real kube-controller-manager's) sizes the group through its scale subresource.
 
 The tests of this module run in order and share one cluster.
 """
@@ -119,6 +120,81 @@ def test_a_later_edit_of_the_clusters_replicas_wins(flow):
                                                {"spec": {"workerGroups": [{**group, "replicas": 2}]}})
     wait(flow, lambda: worker_group(flow)["spec"]["replicas"] == 2 and ready_workers(flow, 2),
          "the group down to the cluster's new replicas 2, copied into its ActorWorkerGroup")
+
+
+HPA = "sized-cpu"
+
+
+def hpas(flow: RealCluster) -> kubernetes.client.AutoscalingV2Api:
+    return kubernetes.client.AutoscalingV2Api(flow.api_client)
+
+
+def hpa(flow: RealCluster) -> dict[str, Any]:
+    """The HorizontalPodAutoscaler as the API server has it ({} if absent)."""
+    try:
+        return flow.api_client.sanitize_for_serialization(hpas(flow).read_namespaced_horizontal_pod_autoscaler(HPA, NS))
+    except kubernetes.client.ApiException as e:
+        if e.status == 404:
+            return {}
+        raise
+
+
+def hpa_condition(flow: RealCluster, kind: str) -> dict[str, Any]:
+    return next((x for x in (hpa(flow).get("status") or {}).get("conditions") or [] if x["type"] == kind), {})
+
+
+def set_hpa(flow: RealCluster, min_replicas: int, max_replicas: int) -> None:
+    """Creates the HPA on the group's ActorWorkerGroup (no metrics given: autoscaling/v2 defaults
+    to 80 % CPU utilisation) or changes its bounds."""
+    body = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": HPA},
+            "spec": {"scaleTargetRef": {"apiVersion": f"{GROUP}/{VERSION}", "kind": contract.WORKER_GROUP_KIND,
+                                        "name": f"{NAME}-cpu"},
+                     "minReplicas": min_replicas, "maxReplicas": max_replicas}}
+    if hpa(flow):
+        hpas(flow).patch_namespaced_horizontal_pod_autoscaler(HPA, NS, {"spec": body["spec"]})
+    else:
+        hpas(flow).create_namespaced_horizontal_pod_autoscaler(NS, body)
+
+
+def test_an_hpa_sizes_the_group_through_its_scale_subresource(flow):
+    """A HorizontalPodAutoscaler (autoscaling/v2) on the group's ActorWorkerGroup, driven by the
+    real kube-controller-manager's HPA controller (the control plane runs every controller).
+
+    What this proves: the HPA controller reads the group's scale (AbleToScale=True,
+    SucceededGetScale; status.currentReplicas is the group's spec.replicas), parses the
+    selector the scale carries from `status.selector` (labelSelectorPath: an unusable one would
+    be ScalingActive=False, InvalidSelector; that selector lists exactly the group's worker
+    pods), and writes the scale: minReplicas above the group's size raises it, maxReplicas below
+    lowers it, and the operator starts and stops the worker pods to match. The HPA controller
+    does both without reading a metric (pkg/controller/podautoscaler/horizontal.go: a size
+    outside minReplicas..maxReplicas is corrected before any metric is computed).
+
+    What it does not prove: scaling on a metric. The control plane has no metrics server (nor a
+    custom or external metrics API), so within the bounds the HPA reports ScalingActive=False,
+    FailedGetResourceMetric, and keeps the size, which this test asserts too."""
+    assert worker_group(flow)["spec"]["replicas"] == 2 and ready_workers(flow, 2)
+    set_hpa(flow, 3, 3)
+    wait(flow, lambda: hpa_condition(flow, "AbleToScale").get("reason") in ("SucceededGetScale", "SucceededRescale"),
+         "the HPA controller reads (or writes) the group's scale")
+    wait(flow, lambda: worker_group(flow)["spec"]["replicas"] == 3 and ready_workers(flow, 3),
+         "the HPA raises the group to its minReplicas 3, and the operator starts the third worker")
+    wait(flow, lambda: "SuccessfulRescale" in {e.reason for e in flow.core.list_namespaced_event(NS).items
+                                               if e.involved_object.kind == "HorizontalPodAutoscaler"},
+         "the HPA's SuccessfulRescale Event")
+    wait(flow, lambda: hpa_condition(flow, "AbleToScale").get("reason") == "SucceededGetScale" and
+         (hpa(flow).get("status") or {}).get("currentReplicas") == 3,
+         "the HPA reads the group's scale at 3 on its next sync")
+    active = wait(flow, lambda: hpa_condition(flow, "ScalingActive") or None, "the HPA's ScalingActive condition")
+    assert (active["status"], active["reason"]) == ("False", "FailedGetResourceMetric"), active  # no metrics server
+    scale = json.loads(flow.kubectl("get", SCALE_TARGET, "-n", NS, "--subresource=scale", "-o", "json").stdout)
+    assert {p.metadata.name for p in workers(flow)} == {
+        p.metadata.name for p in flow.core.list_namespaced_pod(NS, label_selector=scale["status"]["selector"]).items
+        if p.metadata.deletion_timestamp is None}, scale
+    set_hpa(flow, 1, 2)
+    wait(flow, lambda: worker_group(flow)["spec"]["replicas"] == 2 and ready_workers(flow, 2),
+         "the HPA lowers the group to its maxReplicas 2, and the operator stops a worker")
+    hpas(flow).delete_namespaced_horizontal_pod_autoscaler(HPA, NS)
+    wait(flow, lambda: not hpa(flow), "the HPA gone")
 
 
 def test_a_group_removed_from_the_spec_loses_its_object(flow):
