@@ -16,6 +16,7 @@ what needs no pod (finalizers, rolls of the head, PodDisruptionBudgets) in test_
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import socket
@@ -306,6 +307,46 @@ def test_bad_detached_actors_end_in_a_condition_and_an_event(env, name, spec, st
         made = c.core.list_namespaced_pod(NS, label_selector=f"kastor.dev/detached-actor={name}").items
         assert [p.metadata.name for p in made] == [f"{name}-actor-1"]
     delete(c, "detachedactors", name)
+
+
+def in_pod(c: RealCluster, pod: str, path: str) -> Path | None:
+    """`path` as the pod's processes see it, reached from the host through their mount namespace
+    (/proc/<pid>/root); None until a kubelet runs the pod's container. A pod's /tmp is its own
+    volume, or an overlay of the host's /tmp with the volume on top: a file the test puts in
+    the host's /tmp is not there, or (written behind the overlay's back) not reliably seen."""
+    for kubelet in c.kubelets.values():
+        run = kubelet.find(NS, pod)
+        if run is not None:
+            procs = run.processes()
+            return Path(f"/proc/{procs[0].pid}/root") / path.lstrip("/") if procs else None
+    return None
+
+
+def test_a_constructor_failure_reads_the_same_whoever_sees_it_first(env):
+    """The operator (from the GCS) and the actor's pod (its exit message) both see a constructor
+    fail; the condition must not depend on which is first. Here the operator sees the actor
+    registered (status.actorId, while its constructor still runs) before the constructor fails,
+    so it reads the death from the GCS."""
+    c = env.cluster
+    create(c, "detachedactors", actor_cr("stalled", actorClass="sample_actors:FailsWhenReleased",
+                                         args=["/tmp/release"], maxRestarts=3))
+    release: Path | None = None
+    try:
+        wait(env, lambda: status(c, "detachedactors", "stalled").get("actorId"),
+             "the operator sees the actor registered while its constructor runs")
+        assert status(c, "detachedactors", "stalled")["state"] == "Pending"
+        release = in_pod(c, status(c, "detachedactors", "stalled")["podName"], "/tmp/release")
+        assert release is not None
+        release.touch()
+        wait(env, lambda: status(c, "detachedactors", "stalled").get("state") == "Dead", "stalled Dead")
+        assert condition(c, "detachedactors", "stalled")["reason"] == "ConstructorFailed"
+        wait(env, lambda: "ConstructorFailed" in event_reasons(c, "stalled"), "a ConstructorFailed Event")
+    finally:
+        release = release or in_pod(c, "stalled-actor-1", "/tmp/release")
+        if release is not None:  # a wait above failed: the constructor ends, if its pod still runs
+            with contextlib.suppress(OSError):
+                release.touch()
+        delete(c, "detachedactors", "stalled")
 
 
 def test_init_by_an_unknown_cluster_name_is_a_clear_error(env):
