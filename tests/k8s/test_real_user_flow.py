@@ -243,10 +243,14 @@ def test_a_client_outside_connects_with_kastor_url_through_the_service(flow):
     assert address == "kastor://demo-head.default.svc:10001"
     out = outside(flow, f"""
         import kastor
+        from kastor.runtime import context
         kastor.init({address!r})
         print(kastor.get(kastor.get_actor("alice", namespace="default").balance.remote()))
+        print("frame relay" if context.core.peers.frame_relay is not None else "gRPC relay")
     """)
-    assert out.strip() == "100"
+    # The call went as frames through the relay port the head Service carries (spec.head.ports.relay):
+    # a relay it could not reach would have sent it back to the client port's gRPC relay.
+    assert out.splitlines() == ["100", "frame relay"]
 
 
 def test_a_client_outside_connects_by_cluster_name(flow):
