@@ -262,6 +262,10 @@ RECEIVE_TIMEOUT_S = _declare("KASTOR_RECEIVE_TIMEOUT_S", "float", 60.0,
 FRAMED_CALLS = _declare("KASTOR_FRAMED_CALLS", "bool", True,
                         "Send actor calls to a worker's data port as length-prefixed frames (runtime/frames.py); "
                         "0 keeps them on gRPC's Execute stream.")
+FAST_ACTOR_CALLS = _declare("KASTOR_FAST_ACTOR_CALLS", "bool", True,
+                            "A sync get of a single actor call, made while nothing else of this process is in flight "
+                            "to that actor, is sent and read by the calling thread on its own connection "
+                            "(runtime/fast_lane.py); 0 sends every call through the core loop.")
 UVLOOP = _declare("KASTOR_UVLOOP", "bool", True,
                   "Run Kastor's own event loops on uvloop when installed; 0 falls back to asyncio's loop.")
 

@@ -115,7 +115,8 @@ def submit_actor_call(core: CoreWorker, actor_id: bytes, method: str, label: str
     call = PendingCall(spec, return_ids, deps, max_task_retries)
     call.on_done = on_done
     call.pins = pins
-    core.post(lambda: core.actors.submit(call))
+    if not core.actors.send_from_thread(call, not core.on_loop_thread()):  # see runtime/fast_lane.py
+        core.post(lambda: core.actors.submit(call))
     return refs, generator
 
 
