@@ -11,7 +11,8 @@ When the fast path is taken (ActorSubmitter.send_from_thread decides; every cond
 checked under the lane's lock):
 
 - the call: one return, not a generator, no ref among its top-level arguments (a call that
-  waits for its arguments goes through the loop), made on a user thread (never the core loop);
+  waits for its arguments goes through the loop), made on a user thread that runs no event
+  loop (not the core's, and not an async actor's or the user's: there the ref is awaited);
 - the actor: a serial one (max_concurrency=1, not async, no concurrency groups). It runs one
   call at a time in order anyway, so a call that waits for the one on the lane to finish loses
   no concurrency; an async or threaded actor's calls overlap, and stay on the loop;

@@ -211,3 +211,21 @@ def test_a_fast_call_is_retried_on_the_restarted_actor(tmp_path):
     assert kastor.get(ref, timeout=DEADLINE_S) == "retried"
     killer.join(DEADLINE_S)
     assert kastor.get(log.pid.remote(), timeout=DEADLINE_S) != pid
+
+
+def test_a_call_made_inside_an_event_loop_goes_through_the_core_loop():
+    """There its ref is awaited, not read by a get on the same thread: a lane would only cost
+    a hand-over thread per call."""
+    import asyncio
+
+    log = Log.remote()
+    kastor.get(log.add.remote("warm"), timeout=DEADLINE_S)
+    before = fast_sent()
+
+    async def calls():
+        return [await log.add.remote(i) for i in range(5)]
+
+    assert asyncio.run(calls()) == list(range(5))
+    assert fast_sent() == before
+    assert kastor.get(log.add.remote("sync"), timeout=DEADLINE_S) == "sync"
+    assert fast_sent() == before + 1
