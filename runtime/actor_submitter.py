@@ -25,7 +25,7 @@ from collections.abc import Callable
 import grpc
 from kastor.runtime import config, exceptions, receive_deadline, retry, settings, task_events
 from kastor.runtime.exceptions import GetTimeoutError
-from kastor.runtime.fast_lane import FastLane, LaneLost
+from kastor.runtime.fast_lane import FastLane, LaneBudget, LaneLost
 from kastor.runtime.frame_stream import CallStream, FrameStream, open_call_stream
 from kastor.runtime.ids import return_id
 from kastor.runtime.owned_values import OwnedValues
@@ -86,6 +86,7 @@ class ActorSubmitter:
         self._closed = False
         self._fast_on = settings.FAST_ACTOR_CALLS.get() and peers.framed_calls
         self._lanes: dict[bytes, FastLane] = {}
+        self._lane_budget = LaneBudget()
         self._fast: dict[bytes, tuple[FastLane, PendingCall]] = {}  # return id -> a call on a lane
         self.fast_sent = 0  # calls sent on a lane (tests and diagnostics read it)
 
@@ -272,6 +273,9 @@ class ActorSubmitter:
 
     def _kill_conn(self, c: ActorConn, error: BaseException, lost: list[PendingCall] | None) -> None:
         c.death = error
+        lane = self._lanes.get(c.actor_id)
+        if lane is not None:
+            lane.close_if_idle()  # no call takes it again
         self._fail_all(list(lost or ()) + c.orphans + list(c.queue), error)
         c.orphans = []
         c.queue.clear()
@@ -436,7 +440,8 @@ class ActorSubmitter:
         lane = self._lanes.get(actor_id)
         if lane is None:
             lane = self._lanes.setdefault(actor_id, FastLane(
-                self.peers.token.encode(), receive_deadline.receive_timeout_s(), self._lane_result, self._lane_lost))
+                self.peers.token.encode(), receive_deadline.receive_timeout_s(), self._lane_budget, self._lane_result,
+                self._lane_lost))
         return lane
 
     def send_from_thread(self, call: PendingCall, may_block: bool) -> bool:

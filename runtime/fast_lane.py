@@ -59,6 +59,30 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 log = logging.getLogger("kastor.fast_lane")
 
 
+MAX_OPEN_LANES = 64  # lanes open at once per process: past this, calls to more actors take the loop's path
+
+
+class LaneBudget:
+    """How many lanes a process may hold open: each is a socket here and a connection at the
+    worker, beside the loop's stream, and a driver calling a thousand actors must not need
+    twice the file descriptors it did."""
+
+    def __init__(self, limit: int = MAX_OPEN_LANES) -> None:
+        self._lock = threading.Lock()
+        self._left = limit
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._left <= 0:
+                return False
+            self._left -= 1
+            return True
+
+    def give(self) -> None:
+        with self._lock:
+            self._left += 1
+
+
 class LaneLost(Exception):
     """The lane's connection can no longer be used; the call on it is handled as lost."""
 
@@ -70,10 +94,11 @@ class FastLane:
     in its get, or the hand-over thread), written only by the sending thread under the lock.
     """
 
-    def __init__(self, token: bytes, receive_timeout: float,
+    def __init__(self, token: bytes, receive_timeout: float, budget: LaneBudget,
                  on_result: Callable[[FastLane, object, pb.TaskResult], None],
                  on_lost: Callable[[FastLane, object, BaseException], None]) -> None:
         self.lock = threading.Lock()
+        self._budget = budget
         self._token = token
         self._receive_timeout = receive_timeout
         self._on_result = on_result
@@ -101,11 +126,15 @@ class FastLane:
         if self._sock is not None and self.data_address == data_address and self.incarnation == incarnation:
             return True
         self.close()
-        if self._refused == (data_address, incarnation):
+        if self._refused == (data_address, incarnation) or not self._budget.take():
             return False
         host, _, port = data_address.rpartition(":")
         try:
-            sock = socket.create_connection((host.strip("[]"), int(port)), timeout)
+            try:
+                sock = socket.create_connection((host.strip("[]"), int(port)), timeout)
+            except BaseException:
+                self._budget.give()
+                raise
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             ctx = tls.client_ssl_context()
             if ctx is not None:
@@ -252,6 +281,16 @@ class FastLane:
                 self._frame_started = time.monotonic()
             buf += data
 
+    def close_if_idle(self) -> None:
+        """Closes the lane unless a call is on it (that call's reader then sees it end)."""
+        if not self.lock.acquire(blocking=False):
+            return  # a thread is sending on it: that call's end deals with it
+        try:
+            if self.call is None and not self.reading:
+                self.close()
+        finally:
+            self.lock.release()
+
     def close(self) -> None:
         """Closes the connection; a thread blocked reading it sees its end (shutdown wakes it)."""
         sock, self._sock = self._sock, None
@@ -259,6 +298,7 @@ class FastLane:
         self.data_address = ""
         self.incarnation = -1
         if sock is not None:
+            self._budget.give()
             for end in (lambda: sock.shutdown(socket.SHUT_RDWR), sock.close):
                 try:
                     end()

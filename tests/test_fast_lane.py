@@ -39,6 +39,11 @@ class Log:
     def pid(self):
         return os.getpid()
 
+    def addresses(self):
+        from kastor.runtime import context
+        host = context.core.address.rpartition(":")[0]
+        return context.core.address, f"{host}:{context.core.data_port()}"
+
     def hold(self, gate: str, x):
         """Marks that it runs, then runs until the file `gate` exists (or it is interrupted)."""
         open(gate + ".started", "w").close()
@@ -229,3 +234,23 @@ def test_a_call_made_inside_an_event_loop_goes_through_the_core_loop():
     assert fast_sent() == before
     assert kastor.get(log.add.remote("sync"), timeout=DEADLINE_S) == "sync"
     assert fast_sent() == before + 1
+
+
+def test_a_process_opens_no_more_lanes_than_its_budget():
+    """Each lane is a socket beside the loop's stream: past the budget, calls take the loop."""
+    from kastor.runtime import context
+    from kastor.runtime.fast_lane import FastLane, LaneBudget
+    token = context.core.token.encode()
+    actors = [Log.remote(), Log.remote()]  # held: a released actor ends
+    (a_addr, a_data), (b_addr, b_data) = kastor.get([a.addresses.remote() for a in actors], timeout=DEADLINE_S)
+    budget = LaneBudget(1)
+
+    def lane() -> FastLane:
+        return FastLane(token, 5.0, budget, lambda *a: None, lambda *a: None)
+
+    first, second = lane(), lane()
+    assert first.connect(a_addr, a_data, 0, DEADLINE_S), "the first lane did not open"
+    assert not second.connect(b_addr, b_data, 0, DEADLINE_S), "a lane opened past the budget"
+    first.close()
+    assert second.connect(b_addr, b_data, 0, DEADLINE_S), "the budget was not given back on close"
+    second.close()
