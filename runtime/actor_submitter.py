@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -36,6 +38,10 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 log = logging.getLogger("kastor.actors")
 
 RESOLVE_POLL_S = 5.0
+# A loop-path call queued behind a call on the actor's lane waits this long for the lane's
+# sender to read that result itself (a get of several refs does) before a thread is started
+# to read it (see fast_lane.py).
+HANDOVER_DELAY_S = 0.002
 PROBE_TIMEOUT_S = 5.0  # a worker that does not answer this fast is treated as gone until the head says more
 
 
@@ -89,6 +95,7 @@ class ActorSubmitter:
         self._lane_budget = LaneBudget()
         self._fast: dict[bytes, tuple[FastLane, PendingCall]] = {}  # return id -> a call on a lane
         self.fast_sent = 0  # calls sent on a lane (tests and diagnostics read it)
+        self._handovers_due: set[FastLane] = set()
 
     def conn(self, actor_id: bytes) -> ActorConn:
         c = self.conns.get(actor_id)
@@ -132,7 +139,7 @@ class ActorSubmitter:
         q = c.queue
         lane = self._lanes.get(c.actor_id)
         if q and lane is not None and lane.call is not None:
-            lane.request_handover()  # a call on the lane goes first; its result flushes these
+            self._handover_later(lane)  # a call on the lane goes first; its result flushes these
             return
         batch = []
         while q and q[0].ready:
@@ -477,6 +484,10 @@ class ActorSubmitter:
         call.on_done = done
         return False
 
+    def handovers(self) -> int:
+        """Reader threads started so far for lane calls their senders did not read themselves."""
+        return sum(lane.handovers for lane in list(self._lanes.values()))
+
     def has_fast_calls(self) -> bool:
         return bool(self._fast)
 
@@ -516,6 +527,26 @@ class ActorSubmitter:
         if c is not None and (c.queue or c.released):
             self._post(lambda: self._after_fast(c))
         return value
+
+    def read_own_lanes(self, object_ids: list[bytes], timeout: float | None) -> None:
+        """For a get of several refs: reads on this thread the results of the lane calls among
+        them that this thread sent (the get needs them all anyway), instead of a thread each."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        me = threading.get_ident()
+        for object_id in object_ids:
+            fast = self._fast.get(object_id)
+            if fast is not None and fast[0].sender == me:
+                self.fast_get(object_id, None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def _handover_later(self, lane: FastLane) -> None:
+        if lane in self._handovers_due:
+            return
+        self._handovers_due.add(lane)
+
+        def handover() -> None:
+            self._handovers_due.discard(lane)
+            lane.request_handover()  # a no-op if its sender read it meanwhile
+        asyncio.get_running_loop().call_later(HANDOVER_DELAY_S, handover)
 
     def need(self, object_id: bytes) -> None:
         """Something waits for `object_id` in the memory store (any thread): if it is a call on a

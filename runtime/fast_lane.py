@@ -28,13 +28,15 @@ Otherwise the call goes to the core loop as before. So at most one call per (pro
 is on a lane, and a loop-path call made while it is in flight waits (ActorSubmitter._flush)
 until its result is read: no call overtakes another, in either direction.
 
-Who reads the result: the sending thread, in a `get` of that one ref (CoreWorker.get). In every
-other case the lane is *handed over* (`request_handover`): a short-lived daemon thread reads
-the result and posts it to the loop, which stores it as for any call. That happens when the
-`get` times out or is interrupted (Ctrl-C), when anything else waits for the ref (another
-thread's get, `wait`, an argument of another call, a borrower: the memory store's missing
-hook), when a loop-path call to the actor waits behind it, on `cancel`, and on the handle's
-release. Only a plain result is decoded on the thread (status OK, inline, no nested refs); an
+Who reads the result: the sending thread, in a `get` of that ref (CoreWorker.get; a get of
+several refs first reads, in turn, the lanes of those this thread sent, as it needs them all).
+In every other case the lane is *handed over* (`request_handover`): a short-lived daemon
+thread reads the result and posts it to the loop, which stores it as for any call. That
+happens when the `get` times out or is interrupted (Ctrl-C), when anything else waits for the
+ref (another thread's get, `wait`, an argument of another call, a borrower: the memory store's
+missing hook), when a loop-path call to the actor has waited behind it for
+HANDOVER_DELAY_S (2 ms: time for its sender's get to come and read it), on `cancel`, and on
+the handle's release. Only a plain result is decoded on the thread (status OK, inline, no nested refs); an
 error, a cancelled call, a big (stored) result or one holding refs is posted to the loop and
 read from the memory store, so those keep their one code path.
 
@@ -114,6 +116,7 @@ class FastLane:
         self.sender = 0  # the ident of the thread that sent it
         self.reading = False
         self.handing_over = False
+        self.handovers = 0  # reader threads started for it (tests and diagnostics read it)
         # Calls of this process to the actor on the loop's path: counted by the threads that post
         # them (under the lock) and by the loop as they finish; a fast call needs the two equal.
         self.loop_sent = 0
@@ -218,6 +221,7 @@ class FastLane:
             if self.reading:
                 return  # the reader finishes it, or hands over when it stops
             self.reading = True
+            self.handovers += 1
         threading.Thread(target=self._drain, name="kastor-lane", daemon=True).start()
 
     def _drain(self) -> None:

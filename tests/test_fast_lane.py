@@ -254,3 +254,18 @@ def test_a_process_opens_no_more_lanes_than_its_budget():
     first.close()
     assert second.connect(b_addr, b_data, 0, DEADLINE_S), "the budget was not given back on close"
     second.close()
+
+
+def test_a_get_of_several_lane_calls_reads_them_on_its_own_thread():
+    """A fan-out to several actors, and a burst to one (its first call on the lane, the rest
+    queued behind it): the get reads the lanes itself, with no reader thread."""
+    from kastor.runtime import context
+    actors = [Log.remote() for _ in range(3)]
+    kastor.get([a.add.remote("warm") for a in actors], timeout=DEADLINE_S)
+    kastor.get([a.add.remote("warm 2") for a in actors], timeout=DEADLINE_S)
+    before, handovers = fast_sent(), context.core.actors.handovers()
+    assert kastor.get([a.add.remote(i) for i, a in enumerate(actors)], timeout=DEADLINE_S) == [0, 1, 2]
+    assert fast_sent() == before + 3
+    assert kastor.get([actors[0].add.remote(i) for i in range(10)], timeout=DEADLINE_S) == list(range(10))
+    assert context.core.actors.handovers() == handovers, "a reader thread read what the get could read itself"
+    assert kastor.get(actors[0].items.remote(), timeout=DEADLINE_S) == ["warm", "warm 2", 0, *range(10)]
