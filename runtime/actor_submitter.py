@@ -42,6 +42,11 @@ RESOLVE_POLL_S = 5.0
 # sender to read that result itself (a get of several refs does) before a thread is started
 # to read it (see fast_lane.py).
 HANDOVER_DELAY_S = 0.002
+# A lane is used once this many calls in a row to the actor found nothing of this process in
+# flight to it: a caller that makes calls one at a time. A burst (calls made before the
+# earlier ones came back) stays on the loop, which sends it in one frame; on a lane its first
+# call would hold the others for a round trip.
+SYNC_STREAK = 2
 PROBE_TIMEOUT_S = 5.0  # a worker that does not answer this fast is treated as gone until the head says more
 
 
@@ -94,6 +99,8 @@ class ActorSubmitter:
         self._lanes: dict[bytes, FastLane] = {}
         self._lane_budget = LaneBudget()
         self._fast: dict[bytes, tuple[FastLane, PendingCall]] = {}  # return id -> a call on a lane
+        self._sent_by: dict[bytes, int] = {}  # return id of a call on a lane -> the thread that sent it
+        self._busy_senders: set[int] = set()  # threads with a call on a lane: their next calls take the loop
         self.fast_sent = 0  # calls sent on a lane (tests and diagnostics read it)
         self._handovers_due: set[FastLane] = set()
 
@@ -460,20 +467,25 @@ class ActorSubmitter:
         with lane.lock:
             c = self.conns.get(spec.actor_id)
             stream = c.stream if c is not None else None
-            if (may_block and self._fast_on and not self._closed and self._loop is not None
+            idle = lane.call is None and not lane.reading and lane.loop_sent == lane.loop_done \
+                and (c is None or (not c.queue and not c.inflight))
+            lane.idle_streak = lane.idle_streak + 1 if idle else 0
+            if (idle and lane.idle_streak >= SYNC_STREAK and may_block and self._fast_on and not self._closed
+                    and self._loop is not None and threading.get_ident() not in self._busy_senders
                     and isinstance(stream, FrameStream)
                     and stream.established and not stream.lost and c is not None and c.serial and not c.resolving
-                    and c.death is None and not c.released and not c.queue and not c.inflight
-                    and lane.call is None and not lane.reading and lane.loop_sent == lane.loop_done
+                    and c.death is None and not c.released
                     and call.resolved and not spec.generator and len(call.return_ids) == 1
                     and lane.connect(stream.address, stream.data_address, c.incarnation, config.CONNECT_TIMEOUT_S)):
                 task_events.submitted(spec)
                 task_events.running(spec, lane.address)
                 self._fast[call.return_ids[0]] = (lane, call)
+                self._sent_by[call.return_ids[0]] = me = threading.get_ident()
+                self._busy_senders.add(me)
                 if lane.send(call, spec):
                     self.fast_sent += 1
                     return True
-                del self._fast[call.return_ids[0]]
+                self._forget_fast(call.return_ids[0])
             lane.loop_sent += 1
         on_done = call.on_done
 
@@ -521,7 +533,7 @@ class ActorSubmitter:
         # A plain value is stored here, as put() stores one on its caller's thread (this thread
         # holds the ref, so it cannot be freed meanwhile); the loop is woken only when it has
         # something to do: calls queued behind this one, or a released handle to collect.
-        self._fast.pop(object_id, None)
+        self._forget_fast(object_id)
         store_result(self.owned, call, result)
         c = self.conns.get(call.spec.actor_id)
         if c is not None and (c.queue or c.released):
@@ -555,6 +567,13 @@ class ActorSubmitter:
         if fast is not None:
             fast[0].request_handover()
 
+    def _forget_fast(self, object_id: bytes) -> None:
+        """A lane call's result is in hand: its sender may take a lane again."""
+        self._fast.pop(object_id, None)
+        sender = self._sent_by.pop(object_id, None)
+        if sender is not None:
+            self._busy_senders.discard(sender)
+
     def _post(self, fn: Callable[[], None]) -> None:
         """Hands `fn` to the core loop from a lane's reader."""
         try:
@@ -563,11 +582,11 @@ class ActorSubmitter:
             pass
 
     def _lane_result(self, lane: FastLane, call: PendingCall, result: pb.TaskResult) -> None:
-        self._fast.pop(call.return_ids[0], None)
+        self._forget_fast(call.return_ids[0])
         self._post(lambda: self._fast_done(call, result))
 
     def _lane_lost(self, lane: FastLane, call: PendingCall, error: BaseException) -> None:
-        self._fast.pop(call.return_ids[0], None)
+        self._forget_fast(call.return_ids[0])
         log.info("fast lane to actor %s broke: %s", call.spec.actor_id.hex()[:8], error)
         self._post(lambda: self._fast_lost(call))
         # (the lane is closed now: the next fast call opens a new one, or the loop's path is used)
