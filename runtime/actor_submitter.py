@@ -463,6 +463,11 @@ class ActorSubmitter:
         as a loop-path call (False: the caller posts it to `submit`). From any thread;
         `may_block`: the caller is a user thread (never the core loop)."""
         spec = call.spec
+        if not self._fast_on:
+            return False
+        known = self.conns.get(spec.actor_id)
+        if known is not None and known.stream is not None and not known.serial:
+            return False  # an async or threaded actor: never on a lane, so nothing to count either
         lane = self._lane(spec.actor_id)
         with lane.lock:
             c = self.conns.get(spec.actor_id)
