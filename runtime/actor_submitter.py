@@ -10,18 +10,26 @@ keeps reporting the old address until it declares the node dead. So the incarnat
 stream broke is reconnected only if its worker still answers a probe (a blip, or a slow
 worker); otherwise the queue waits for the head to report a new incarnation, and calls
 that were never sent are never failed for it.
+
+A sync call may skip the loop altogether: see fast_lane.py for when, and how its calls keep
+their order with the loop's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
 import grpc
-from kastor.runtime import config, exceptions, retry, task_events
-from kastor.runtime.frame_stream import CallStream, open_call_stream
+from kastor.runtime import config, exceptions, receive_deadline, retry, settings, task_events
+from kastor.runtime.exceptions import GetTimeoutError
+from kastor.runtime.fast_lane import FastLane, LaneBudget, LaneLost
+from kastor.runtime.frame_stream import CallStream, FrameStream, open_call_stream
+from kastor.runtime.ids import return_id
 from kastor.runtime.owned_values import OwnedValues
 from kastor.runtime.peers import Peers
 from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
@@ -30,6 +38,15 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 log = logging.getLogger("kastor.actors")
 
 RESOLVE_POLL_S = 5.0
+# A loop-path call queued behind a call on the actor's lane waits this long for the lane's
+# sender to read that result itself (a get of several refs does) before a thread is started
+# to read it (see fast_lane.py).
+HANDOVER_DELAY_S = 0.002
+# A lane is used once this many calls in a row to the actor found nothing of this process in
+# flight to it: a caller that makes calls one at a time. A burst (calls made before the
+# earlier ones came back) stays on the loop, which sends it in one frame; on a lane its first
+# call would hold the others for a round trip.
+SYNC_STREAK = 2
 PROBE_TIMEOUT_S = 5.0  # a worker that does not answer this fast is treated as gone until the head says more
 
 
@@ -49,7 +66,8 @@ WATCH_RETRY = retry.RetryPolicy(initial_s=0.5, max_s=RESOLVE_POLL_S, retry_on=(E
 
 class ActorConn:
     __slots__ = ("actor_id", "queue", "inflight", "stream", "version", "death", "resolving",
-                 "released", "end_gracefully", "class_name", "created", "killed", "broken_address")
+                 "released", "end_gracefully", "class_name", "created", "killed", "broken_address",
+                 "incarnation", "orphans", "serial")
 
     def __init__(self, actor_id: bytes):
         self.actor_id = actor_id
@@ -65,14 +83,26 @@ class ActorConn:
         self.created: asyncio.Future | None = None
         self.killed = False
         self.broken_address = ""  # the address whose stream last broke: not reused unless it answers
+        self.incarnation = -1  # the num_restarts of the instance `stream` reaches
+        self.orphans: list[PendingCall] = []  # calls a broken fast lane carried, spent their retries
+        self.serial = False  # it runs one call at a time, in order (no async, no threads, no groups)
 
 
 class ActorSubmitter:
     def __init__(self, peers: Peers, owned: OwnedValues):
         self.peers = peers
         self.owned = owned
+        self._loop: asyncio.AbstractEventLoop | None = None  # the core loop, known from the first submit
         self.conns: dict[bytes, ActorConn] = {}
         self._closed = False
+        self._fast_on = settings.FAST_ACTOR_CALLS.get() and peers.framed_calls
+        self._lanes: dict[bytes, FastLane] = {}
+        self._lane_budget = LaneBudget()
+        self._fast: dict[bytes, tuple[FastLane, PendingCall]] = {}  # return id -> a call on a lane
+        self._sent_by: dict[bytes, int] = {}  # return id of a call on a lane -> the thread that sent it
+        self._busy_senders: set[int] = set()  # threads with a call on a lane: their next calls take the loop
+        self.fast_sent = 0  # calls sent on a lane (tests and diagnostics read it)
+        self._handovers_due: set[FastLane] = set()
 
     def conn(self, actor_id: bytes) -> ActorConn:
         c = self.conns.get(actor_id)
@@ -91,6 +121,7 @@ class ActorSubmitter:
     # ---- calls ----
 
     def submit(self, call: PendingCall) -> None:
+        self._loop = asyncio.get_running_loop()
         task_events.submitted(call.spec)
         c = self.conn(call.spec.actor_id)
         if c.death is not None:
@@ -112,8 +143,12 @@ class ActorSubmitter:
                 c.resolving = True
                 asyncio.get_running_loop().create_task(self._connect(c))
             return
-        batch = []
         q = c.queue
+        lane = self._lanes.get(c.actor_id)
+        if q and lane is not None and lane.call is not None:
+            self._handover_later(lane)  # a call on the lane goes first; its result flushes these
+            return
+        batch = []
         while q and q[0].ready:
             call = q.popleft()
             if call.cancelled:
@@ -135,6 +170,8 @@ class ActorSubmitter:
             after = c.version
             while not self._closed:
                 info = await self._get_actor(c.actor_id, after)
+                if c.orphans:
+                    lost, c.orphans = list(lost or ()) + c.orphans, []
                 if info is None:
                     self._kill_conn(c, exceptions.ActorDiedError(
                         f"Actor {c.actor_id.hex()} does not exist (it may belong to a finished job).",
@@ -159,6 +196,9 @@ class ActorSubmitter:
                 if info.state == pb.ALIVE:
                     c.version = info.version
                     c.broken_address = ""
+                    c.incarnation = info.num_restarts
+                    c.serial = info.spec.max_concurrency == 1 and not info.spec.is_async \
+                        and not info.spec.concurrency_groups
                     c.stream = await open_call_stream(self.peers, info.address, self._on_results(
                         c, info.num_restarts), self._on_lost(c), PROBE_TIMEOUT_S)
                     asyncio.get_running_loop().create_task(self._watch_incarnation(c, c.stream, info))
@@ -170,6 +210,11 @@ class ActorSubmitter:
             return
         finally:
             c.resolving = False
+        if c.orphans:  # a lane broke while the stream was being opened: as for calls lost at the start
+            orphans, c.orphans = c.orphans, []
+            self._fail_all(orphans, exceptions.ActorUnavailableError(
+                f"The actor {c.class_name} ({c.actor_id.hex()}) was unreachable (ALIVE now); the call may or may "
+                f"not have run. Set max_task_retries to retry such calls.", c.actor_id.hex()))
         self._flush(c)
 
     async def _watch_incarnation(self, c: ActorConn, stream: CallStream, info: pb.ActorInfo) -> None:
@@ -242,7 +287,11 @@ class ActorSubmitter:
 
     def _kill_conn(self, c: ActorConn, error: BaseException, lost: list[PendingCall] | None) -> None:
         c.death = error
-        self._fail_all(list(lost or ()) + list(c.queue), error)
+        lane = self._lanes.get(c.actor_id)
+        if lane is not None:
+            lane.close_if_idle()  # no call takes it again
+        self._fail_all(list(lost or ()) + c.orphans + list(c.queue), error)
+        c.orphans = []
         c.queue.clear()
 
     def _fail_all(self, calls: list[PendingCall], error: BaseException) -> None:
@@ -264,16 +313,19 @@ class ActorSubmitter:
                 call = c.inflight.pop(result.task_id, None)
                 if call is None:
                     continue
-                if result.status == pb.TASK_ACTOR_EXITED:
-                    fail(self.owned, call, exceptions.ActorDiedError(
-                        f"The actor {c.class_name} ({c.actor_id.hex()}) exited: exit_actor() was called.",
-                        c.actor_id.hex()))
-                elif call.cancelled and result.status != pb.TASK_OK:
-                    fail(self.owned, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
-                else:
-                    store_result(self.owned, call, result)
+                self._finish(c, call, result)
             self._maybe_collect(c)
         return handle
+
+    def _finish(self, c: ActorConn, call: PendingCall, result: pb.TaskResult) -> None:
+        if result.status == pb.TASK_ACTOR_EXITED:
+            fail(self.owned, call, exceptions.ActorDiedError(
+                f"The actor {c.class_name} ({c.actor_id.hex()}) exited: exit_actor() was called.",
+                c.actor_id.hex()))
+        elif call.cancelled and result.status != pb.TASK_OK:
+            fail(self.owned, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
+        else:
+            store_result(self.owned, call, result)
 
     def _on_lost(self, c: ActorConn):
         def handle(stream: CallStream, error: BaseException | None) -> None:
@@ -303,12 +355,22 @@ class ActorSubmitter:
 
     def actor_of_task(self, task_id: bytes) -> bytes | None:
         """The actor a call this process sent (queued or in flight) goes to, if any."""
+        fast = self._fast.get(return_id(task_id, 0))
+        if fast is not None:
+            return fast[1].spec.actor_id
         for actor_id, c in self.conns.items():
             if task_id in c.inflight or any(call.spec.task_id == task_id for call in c.queue):
                 return actor_id
         return None
 
     def cancel(self, actor_id: bytes, task_id: bytes, recursive: bool) -> bool:
+        fast = self._fast.get(return_id(task_id, 0))
+        if fast is not None:  # on a lane: the worker cancels it; the lane's reader stores the outcome
+            lane, call = fast
+            call.cancelled = True
+            asyncio.get_running_loop().create_task(self._cancel_remote(lane.address, task_id, recursive))
+            lane.request_handover()
+            return True
         c = self.conns.get(actor_id)
         if c is None:
             return False
@@ -345,10 +407,15 @@ class ActorSubmitter:
         c = self.conn(actor_id)
         c.released = True
         c.end_gracefully = end_gracefully
+        lane = self._lanes.get(actor_id)
+        if lane is not None:
+            lane.request_handover()  # its call finishes without its caller's get
         self._maybe_collect(c)
 
     def _maybe_collect(self, c: ActorConn) -> None:
-        if not c.released or c.killed or c.queue or c.inflight or self._closed:
+        lane = self._lanes.get(c.actor_id)
+        if not c.released or c.killed or c.queue or c.inflight or self._closed \
+                or (lane is not None and lane.call is not None):
             return
         c.killed = True
         if c.death is not None or c.end_gracefully is None:
@@ -378,6 +445,191 @@ class ActorSubmitter:
         for c in self.conns.values():
             if c.stream is not None:
                 c.stream.abort()
+        for lane in list(self._lanes.values()):
+            lane.close()  # a reader blocked on it sees the end
+
+    # ---- the fast path: a sync call its own thread sends and reads (fast_lane.py) ----
+
+    def _lane(self, actor_id: bytes) -> FastLane:
+        lane = self._lanes.get(actor_id)
+        if lane is None:
+            lane = self._lanes.setdefault(actor_id, FastLane(
+                self.peers.token.encode(), receive_deadline.receive_timeout_s(), self._lane_budget, self._lane_result,
+                self._lane_lost))
+        return lane
+
+    def send_from_thread(self, call: PendingCall, may_block: bool) -> bool:
+        """Sends a new call on the actor's lane when the fast path applies (True), else counts it
+        as a loop-path call (False: the caller posts it to `submit`). From any thread;
+        `may_block`: the caller is a user thread (never the core loop)."""
+        spec = call.spec
+        if not self._fast_on:
+            return False
+        known = self.conns.get(spec.actor_id)
+        if known is not None and known.stream is not None and not known.serial:
+            return False  # an async or threaded actor: never on a lane, so nothing to count either
+        lane = self._lane(spec.actor_id)
+        with lane.lock:
+            c = self.conns.get(spec.actor_id)
+            stream = c.stream if c is not None else None
+            idle = lane.call is None and not lane.reading and lane.loop_sent == lane.loop_done \
+                and (c is None or (not c.queue and not c.inflight))
+            lane.idle_streak = lane.idle_streak + 1 if idle else 0
+            if (idle and lane.idle_streak >= SYNC_STREAK and may_block and self._fast_on and not self._closed
+                    and self._loop is not None and threading.get_ident() not in self._busy_senders
+                    and isinstance(stream, FrameStream)
+                    and stream.established and not stream.lost and c is not None and c.serial and not c.resolving
+                    and c.death is None and not c.released
+                    and call.resolved and not spec.generator and len(call.return_ids) == 1
+                    and lane.connect(stream.address, stream.data_address, c.incarnation, config.CONNECT_TIMEOUT_S)):
+                task_events.submitted(spec)
+                task_events.running(spec, lane.address)
+                self._fast[call.return_ids[0]] = (lane, call)
+                self._sent_by[call.return_ids[0]] = me = threading.get_ident()
+                self._busy_senders.add(me)
+                if lane.send(call, spec):
+                    self.fast_sent += 1
+                    return True
+                self._forget_fast(call.return_ids[0])
+            lane.loop_sent += 1
+        on_done = call.on_done
+
+        def done() -> None:
+            lane.loop_done += 1  # on the loop only: one writer
+            if on_done is not None:
+                on_done()
+        call.on_done = done
+        return False
+
+    def handovers(self) -> int:
+        """Reader threads started so far for lane calls their senders did not read themselves."""
+        return sum(lane.handovers for lane in list(self._lanes.values()))
+
+    def has_fast_calls(self) -> bool:
+        return bool(self._fast)
+
+    def fast_get(self, object_id: bytes, timeout: float | None) -> pb.Value | None:
+        """The value of `object_id` read off its lane by the thread that sent the call, when it is
+        a plain one (see fast_lane.py); None: wait for it in the memory store instead."""
+        fast = self._fast.get(object_id)
+        if fast is None:
+            return None
+        lane, call = fast
+        if not lane.claim_read(call):
+            return None
+        try:
+            result = lane.read(timeout)
+        except TimeoutError:
+            lane.done_reading(False)
+            raise GetTimeoutError(f"Get timed out after {timeout}s: object {object_id.hex()} is not ready "
+                                  f"(1 of 1 pending).") from None
+        except LaneLost as e:
+            lane.finish_lost(call, e)
+            return None
+        except BaseException:  # Ctrl-C: the call stays in flight, its result is stored when it comes
+            lane.done_reading(False)
+            raise
+        lane.done_reading(True)
+        value = result.returns[0] if result.status == pb.TASK_OK and len(result.returns) == 1 else None
+        if value is None or value.is_error or value.location.path or value.nested or value.pinned_at \
+                or call.on_done is not None:
+            self._lane_result(lane, call, result)  # the loop stores it, with its one code path
+            return None
+        # A plain value is stored here, as put() stores one on its caller's thread (this thread
+        # holds the ref, so it cannot be freed meanwhile); the loop is woken only when it has
+        # something to do: calls queued behind this one, or a released handle to collect.
+        self._forget_fast(object_id)
+        store_result(self.owned, call, result)
+        c = self.conns.get(call.spec.actor_id)
+        if c is not None and (c.queue or c.released):
+            self._post(lambda: self._after_fast(c))
+        return value
+
+    def read_own_lanes(self, object_ids: list[bytes], timeout: float | None) -> None:
+        """For a get of several refs: reads on this thread the results of the lane calls among
+        them that this thread sent (the get needs them all anyway), instead of a thread each."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        me = threading.get_ident()
+        for object_id in object_ids:
+            fast = self._fast.get(object_id)
+            if fast is not None and fast[0].sender == me:
+                self.fast_get(object_id, None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def _handover_later(self, lane: FastLane) -> None:
+        if lane in self._handovers_due:
+            return
+        self._handovers_due.add(lane)
+
+        def handover() -> None:
+            self._handovers_due.discard(lane)
+            lane.request_handover()  # a no-op if its sender read it meanwhile
+        asyncio.get_running_loop().call_later(HANDOVER_DELAY_S, handover)
+
+    def need(self, object_id: bytes) -> None:
+        """Something waits for `object_id` in the memory store (any thread): if it is a call on a
+        lane, its result is read for the store now rather than by its sender's get."""
+        fast = self._fast.get(object_id)
+        if fast is not None:
+            fast[0].request_handover()
+
+    def _forget_fast(self, object_id: bytes) -> None:
+        """A lane call's result is in hand: its sender may take a lane again."""
+        self._fast.pop(object_id, None)
+        sender = self._sent_by.pop(object_id, None)
+        if sender is not None:
+            self._busy_senders.discard(sender)
+
+    def _post(self, fn: Callable[[], None]) -> None:
+        """Hands `fn` to the core loop from a lane's reader."""
+        try:
+            self._loop.call_soon_threadsafe(fn)  # type: ignore[union-attr]
+        except RuntimeError:  # the loop closed: this process is shutting down
+            pass
+
+    def _lane_result(self, lane: FastLane, call: PendingCall, result: pb.TaskResult) -> None:
+        self._forget_fast(call.return_ids[0])
+        self._post(lambda: self._fast_done(call, result))
+
+    def _lane_lost(self, lane: FastLane, call: PendingCall, error: BaseException) -> None:
+        self._forget_fast(call.return_ids[0])
+        log.info("fast lane to actor %s broke: %s", call.spec.actor_id.hex()[:8], error)
+        self._post(lambda: self._fast_lost(call))
+        # (the lane is closed now: the next fast call opens a new one, or the loop's path is used)
+
+    def _fast_done(self, call: PendingCall, result: pb.TaskResult) -> None:
+        c = self.conn(call.spec.actor_id)
+        self._finish(c, call, result)
+        self._after_fast(c)
+
+    def _after_fast(self, c: ActorConn) -> None:
+        self._maybe_collect(c)
+        if c.queue:
+            self._flush(c)
+
+    def _fast_lost(self, call: PendingCall) -> None:
+        """A call whose lane broke, as a call in flight on a lost stream: retried, or failed
+        with the typed error once the head tells what became of the actor (see _connect)."""
+        c = self.conn(call.spec.actor_id)
+        if call.cancelled:
+            fail(self.owned, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
+        elif c.death is not None:
+            fail(self.owned, call, c.death)
+        else:
+            if call.take_retry():
+                c.queue.appendleft(call)
+            else:
+                c.orphans.append(call)
+            if self._closed or c.resolving:
+                return  # the connect under way takes them
+            if c.stream is not None and not c.stream.lost:
+                c.stream.abort()  # its loss reconnects, as the head tells (_on_lost, _connect)
+            else:
+                c.resolving = True
+                asyncio.get_running_loop().create_task(self._connect(c))
+            return
+        self._maybe_collect(c)
+        if c.queue:
+            self._flush(c)
 
 
 def death_error(owned: OwnedValues, info: pb.ActorInfo) -> exceptions.ActorDiedError:

@@ -37,6 +37,13 @@ class MemoryStore:
         self._cond = threading.Condition(threading.Lock())
         self._values: dict[bytes, pb.Value] = {}
         self._callbacks: dict[bytes, list[Callback]] = {}
+        self._missing_hook: Callable[[bytes], None] | None = None
+
+    def set_missing_hook(self, hook: Callable[[bytes], None]) -> None:
+        """`hook(object_id)` runs (on the waiting thread, no lock held) whenever something starts
+        waiting for a value that is not here: a value that only one thread would otherwise fetch
+        (a call in flight on a fast lane, see fast_lane.py) is then fetched for every waiter."""
+        self._missing_hook = hook
 
     def put(self, object_id: bytes, value: pb.Value) -> None:
         self.put_many(((object_id, value),))
@@ -65,6 +72,8 @@ class MemoryStore:
 
     def on_ready(self, object_id: bytes, callback: Callback) -> None:
         """Calls back (possibly right away, on this thread) once the value is present."""
+        if self._missing_hook is not None and object_id not in self._values:
+            self._missing_hook(object_id)
         with self._cond:
             value = self._values.get(object_id)
             if value is None:
@@ -77,6 +86,10 @@ class MemoryStore:
         """Blocks until `num_ready` of the ids have values or the timeout passes."""
         deadline = None if timeout is None else time.monotonic() + timeout
         values = self._values
+        if self._missing_hook is not None:
+            for i in object_ids:
+                if i not in values:
+                    self._missing_hook(i)
         blocked = False
         try:
             with self._cond:

@@ -272,6 +272,10 @@ FRAME_RELAY_PORT = _declare("KASTOR_FRAME_RELAY_PORT", "int", 0,
                             "kastor:// clients' actor calls: 0 any free port, -1 none (their calls then take the "
                             "client port's gRPC relay). Fix it to expose it beside the client port (a Service, a "
                             "port-forward); clients that cannot reach it fall back to the gRPC relay.")
+FAST_ACTOR_CALLS = _declare("KASTOR_FAST_ACTOR_CALLS", "bool", True,
+                            "A sync get of a single actor call, made while nothing else of this process is in flight "
+                            "to that actor, is sent and read by the calling thread on its own connection "
+                            "(runtime/fast_lane.py); 0 sends every call through the core loop.")
 UVLOOP = _declare("KASTOR_UVLOOP", "bool", True,
                   "Run Kastor's own event loops on uvloop when installed; 0 falls back to asyncio's loop.")
 

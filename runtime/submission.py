@@ -115,8 +115,21 @@ def submit_actor_call(core: CoreWorker, actor_id: bytes, method: str, label: str
     call = PendingCall(spec, return_ids, deps, max_task_retries)
     call.on_done = on_done
     call.pins = pins
-    core.post(lambda: core.actors.submit(call))
+    if not core.actors.send_from_thread(call, _may_block(core)):  # see runtime/fast_lane.py
+        core.post(lambda: core.actors.submit(call))
     return refs, generator
+
+
+def _may_block(core: CoreWorker) -> bool:
+    """Whether this thread may send on a lane (and block reading it in get): not the core's
+    loop, and no event loop of the user's either (there the ref is awaited, not read by a get)."""
+    if core.on_loop_thread():
+        return False
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
 
 
 @dataclass(frozen=True)

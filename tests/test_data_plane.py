@@ -94,7 +94,11 @@ def test_calls_from_the_cluster_use_the_data_port():
     first = kastor.get(log.accepted.remote(), timeout=DEADLINE_S)
     assert first >= 1  # this call's own connection
     kastor.get([log.add.remote(i) for i in range(5)], timeout=DEADLINE_S)
-    assert kastor.get(log.accepted.remote(), timeout=DEADLINE_S) == first  # one connection per caller
+    # At most one more: the lane this caller's sync calls take (runtime/fast_lane.py).
+    second = kastor.get(log.accepted.remote(), timeout=DEADLINE_S)
+    assert second <= first + 1
+    kastor.get([log.add.remote(i) for i in range(5)], timeout=DEADLINE_S)
+    assert kastor.get(log.accepted.remote(), timeout=DEADLINE_S) == second  # and no more, however it calls
 
 
 @kastor.remote

@@ -151,3 +151,27 @@ def test_notebook_calls_go_through_the_frame_relay_with_tls(cluster, certs, monk
         except ConnectionResetError:
             answer = b""
         assert b"kastor-frame-relay" not in answer, "the relay greeted a plain-text peer"
+
+
+def test_sync_calls_inside_the_cluster_take_a_tls_lane(cluster, certs, monkeypatch):
+    """An actor's sync calls to another go on its lane (runtime/fast_lane.py), over TLS too."""
+    monkeypatch.setenv(tls.ENV_CA, certs["ca"])
+    kastor.init(f"kastor://{cluster['client']}", token=TOKEN)
+    try:
+        @kastor.remote
+        class Callee:
+            def twice(self, x):
+                return 2 * x
+
+        @kastor.remote
+        class Caller:
+            def call(self, callee, n):
+                from kastor.runtime import context
+                results = [kastor.get(callee.twice.remote(i)) for i in range(n)]
+                return results, context.core.actors.fast_sent
+
+        results, fast = kastor.get(Caller.remote().call.remote(Callee.remote(), 10))
+        assert results == [2 * i for i in range(10)]
+        assert fast >= 9, f"only {fast} of the 9 calls after the first took the lane"
+    finally:
+        kastor.shutdown()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import kubernetes
 import pytest
 from kastor.runtime import k8s_contract as contract
 
