@@ -332,9 +332,10 @@ class ActorSubmitter:
             if c.stream is not stream:
                 return
             retry, lost = [], []
+            unwritten = stream.unwritten()
             for call in c.inflight.values():
                 call.stream = None
-                if not stream.established:  # never written: it did not run, and spends no retry
+                if not stream.established or call.spec.task_id in unwritten:  # it did not run: no retry spent
                     retry.append(call)
                 elif call.cancelled:
                     fail(self.owned, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))

@@ -47,6 +47,11 @@ class ExecStream:
         self._outbox.extend(specs)
         self._wake.set()
 
+    def unwritten(self) -> set[bytes]:
+        """The task ids of the calls handed to this stream that it has not written (they
+        cannot have run, so a lost stream's caller re-sends them without spending a retry)."""
+        return {spec.task_id for spec in self._outbox}
+
     def close(self) -> None:
         """Half-closes after queued specs are written; the worker then ends the stream."""
         self._closing = True

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 
 import grpc
@@ -74,6 +75,7 @@ class FrameStream:
         self._on_results = on_results
         self._on_lost = on_lost
         self._proto: _Client | None = None
+        self._sock: socket.socket | None = None  # the connected socket, to see a peer that closed it (_peer_closed)
         self._loop = asyncio.get_running_loop()
         self._handshake: asyncio.Future[bool] = self._loop.create_future()  # established, or lost before
         self._connecting = self._loop.create_task(self._connect())
@@ -87,6 +89,11 @@ class FrameStream:
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush) if not self._unanswered \
                 else self._loop.call_later(FLUSH_DELAY_S, self._flush)
+
+    def unwritten(self) -> set[bytes]:
+        """The task ids of the calls handed to this stream that it has not written (they
+        cannot have run, so a lost stream's caller re-sends them without spending a retry)."""
+        return {spec.task_id for spec in self._outbox}
 
     def close(self) -> None:
         """Ends the stream after queued specs are written; the worker then closes it."""
@@ -117,6 +124,7 @@ class FrameStream:
             self._report_lost(e)
             return
         self._proto = proto
+        self._sock = sock
         if self._relay is None:  # (through a relay, the token goes once it greeted: _on_frame)
             proto.write(self._token)
         if not self.established:
@@ -166,6 +174,12 @@ class FrameStream:
         proto = self._proto
         if not self.established or proto is None or not proto.writable or self._lost:
             return
+        if self._outbox and self._peer_closed():
+            # The peer is gone (a killed worker, or the head whose frame relay carried this
+            # stream) but the loop has not read its FIN yet: what is written now cannot reach
+            # it. Kept unwritten, these calls are re-sent on the next stream as never sent.
+            proto.transport.abort()  # type: ignore[union-attr]
+            return
         if self._outbox:
             batch, self._outbox = self._outbox, []
             self._unanswered += len(batch)
@@ -173,6 +187,18 @@ class FrameStream:
         if self._closing and proto.transport is not None:
             proto.transport.write(frame(b""))
             self._closing = False
+
+    def _peer_closed(self) -> bool:
+        """Whether the peer has closed the connection, as far as the kernel knows: a peek that
+        reads the end of the stream (a frame or TLS record waiting to be read is not the end)."""
+        if self._sock is None:
+            return False
+        try:
+            return self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True  # reset by the peer
 
     def _on_connection_lost(self, exc: Exception | None, reason: str) -> None:
         error: BaseException | None = exc

@@ -210,3 +210,35 @@ async def _frames_for_calls_made_one_by_one(n: int) -> list[int]:
         stream.abort()
         server.close()
     return frames
+
+
+def test_a_call_made_after_the_peer_closed_is_kept_unwritten():
+    """A call made once the peer has closed the connection, before the loop has read its FIN (a
+    head whose frame relay carried the stream was just killed): writing it would lose it for a
+    call that "may have run", though it cannot reach anyone. The stream keeps it unwritten, and
+    the submitter re-sends it as never sent (test_client_head_restart once failed this way)."""
+    assert asyncio.run(_calls_left_unwritten_after_the_peer_closed()) == {b"late"}
+
+
+async def _calls_left_unwritten_after_the_peer_closed() -> set[bytes]:
+    from kastor.runtime.frame_stream import FrameStream
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    lost = asyncio.Event()
+    stream = FrameStream("127.0.0.1:1", f"127.0.0.1:{listener.getsockname()[1]}", "token", lambda s, r: None,
+                         lambda s, e: lost.set())
+    peer, _ = await loop.sock_accept(listener)
+    try:
+        token = b""
+        while len(token) < 4 + len("token"):
+            token += await loop.sock_recv(peer, 64)
+        await loop.sock_sendall(peer, frame(b""))  # accepted
+        assert await asyncio.wait_for(stream.handshake(), DEADLINE_S)
+        peer.close()  # its FIN is in this side's kernel at once (loopback); the loop reads it next turn
+        stream.send([pb.TaskSpec(task_id=b"late")])  # flushed on that turn, before the FIN is read
+        await asyncio.wait_for(lost.wait(), DEADLINE_S)
+        return stream.unwritten()
+    finally:
+        stream.abort()
+        listener.close()
