@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import select
 import signal
 import socket
@@ -29,9 +30,39 @@ def new_session_dir(kind: str) -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on or connects from now, for a server that binds it later.
+
+    Chosen below the kernel's ephemeral range: `bind(0)` hands out an ephemeral port, and any
+    outgoing connection on the machine may take that port before the server binds it (a test's
+    operator once failed to start with "address already in use" that way). Outside the range
+    only another server choosing the same port at random can collide.
+    """
+    low = _ephemeral_low()
+    if low > _LOWEST_CHOSEN_PORT + 1000:
+        rng = random.SystemRandom()
+        for _ in range(100):
+            port = rng.randrange(_LOWEST_CHOSEN_PORT, low)
+            with socket.socket() as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+_LOWEST_CHOSEN_PORT = 10000  # below: well-known and commonly configured service ports
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux; 32768 where it cannot be read)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def announce_ready(fd: int | None, address: str, **extra: str) -> None:

@@ -5,6 +5,7 @@ SO_REUSEPORT default would let two heads split one port's connections between th
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,15 @@ def test_node_agent_on_a_busy_port_fails(running):
                           ["--address", f"127.0.0.1:{running['port']}", "--port", str(running["port"]),
                            "--session-dir", str(tmp)], _env(tmp), str(tmp / "node.log"))
     _fails(node, f"127.0.0.1:{running['port']} for the node agent", "--node-port")
+
+
+def test_a_free_port_is_chosen_below_the_ephemeral_range():
+    """bind(0) would hand out an ephemeral port, which any outgoing connection may take before
+    the server binds it: free_port chooses below the kernel's ephemeral range instead."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+    for _ in range(20):
+        port = launcher.free_port()
+        assert 10000 <= port < ephemeral_low
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # free indeed

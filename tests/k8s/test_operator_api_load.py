@@ -7,7 +7,6 @@ its liveness probe answers while every reconcile thread waits on a slow API serv
 from __future__ import annotations
 
 import os
-import socket
 import time
 import urllib.request
 from collections import Counter
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 
 import kubernetes
 import pytest
+from kastor.runtime.launcher import free_port
 from support import wait_until
 
 from .apirecorder import ApiRecorder
@@ -29,12 +29,6 @@ def recorder(real_k8s, tmp_path) -> Iterator[ApiRecorder]:
     rec = ApiRecorder(real_k8s.api_client, tmp_path).start()
     yield rec
     rec.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def create_cluster(api, name: str) -> None:  # noqa: F811

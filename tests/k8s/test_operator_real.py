@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -18,6 +17,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+from kastor.runtime.launcher import free_port
 from kubernetes.client.rest import ApiException
 from support import wait_until
 
@@ -262,7 +262,7 @@ def test_a_spec_change_rolls_the_head_and_patches_the_service(api, operator):  #
         spec = core.read_namespaced_service("roll-head", NAMESPACE).spec
         return spec.type, {p.name: p.port for p in spec.ports}
 
-    wait_until(lambda: service() == ("NodePort", {"control": 7000, "client": 10001, "dashboard": 8265}),
+    wait_until(lambda: service() == ("NodePort", {"control": 7000, "client": 10001, "relay": 10002, "dashboard": 8265}),
                f"the Service patched (log: {log})", CONTROLLER_DEADLINE_S)
     patched = core.read_namespaced_service("roll-head", NAMESPACE).spec
     assert patched.cluster_ip == cluster_ip, "patched in place, not re-created"
@@ -316,12 +316,6 @@ def test_dev_shm_and_advertised_resources_follow_the_containers_resources(api, o
 def events_on(api, name: str) -> list:  # noqa: F811
     return [e for e in kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
             if e.involved_object.name == name]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(port: int) -> str:
