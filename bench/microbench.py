@@ -4,6 +4,7 @@
     python bench/microbench.py --ray-python /opt/rayvenv/bin/python   # kastor vs Ray from another venv
     python bench/microbench.py --backend ray           # Ray only
     python bench/microbench.py --quick                 # small counts, for smoke tests
+    python bench/microbench.py --only actor_creations_per_s   # just these figures (comma-separated)
 
 Every figure is printed as one greppable line ``<backend> <figure> <value>`` (``nan`` plus a
 ``# error`` comment when that figure failed). Each is measured after a warm-up, as wall time over
@@ -71,6 +72,7 @@ FIGURES = [
     "actor_creations_per_s",
     "pss_per_idle_actor_mib",
 ]
+DURABLE_FIGURES = {"durable_actor_calls_per_s", "durable_cost_x", "durable_fsync_cost_x"}  # Kastor only
 LOWER_IS_BETTER = {"init_s", "pss_per_idle_actor_mib"}
 LINE_RE = re.compile(r"^(\w+)\s+(\w+)\s+(\S+)")
 
@@ -120,7 +122,8 @@ def rate(step: Callable[[], float], rounds: int, budget: float, warmup: int = 1)
             return units / elapsed
 
 
-def run_backend(name: str, quick: bool) -> None:
+def run_backend(name: str, quick: bool, only: frozenset[str] = frozenset()) -> None:
+    """Every figure for backend module `name`, or only those named in `only` (init_s always)."""
     rt: ModuleType = importlib.import_module(name)
     version = getattr(rt, "__version__", "?")
     print(
@@ -135,6 +138,8 @@ def run_backend(name: str, quick: bool) -> None:
     budget = 1.0 if quick else 3.0
 
     def figure(fig: str, fn: Callable[[], float]) -> None:
+        if only and fig not in only:
+            return
         try:
             emit(name, fig, fn())
         except Exception as exc:  # record failures honestly, keep going
@@ -227,7 +232,7 @@ def run_backend(name: str, quick: bool) -> None:
     figure("actor_creations_per_s", actor_creations)
     figure("pss_per_idle_actor_mib", pss_per_idle_actor)
     after_shutdown: list[Callable[[], None]] = []
-    if name == "kastor":
+    if name == "kastor" and (not only or only & DURABLE_FIGURES):
         durable_calls(rt, q(5_000, 300), budget, after_shutdown)
     if "a" in holder:
         rt.kill(holder.pop("a"))
@@ -329,7 +334,7 @@ def side_by_side(kastor: dict[str, float], ray: dict[str, float]) -> None:
 def compare(a: dict[str, float], b: dict[str, float]) -> None:
     print("\n# comparison (speedup = kastor/ray for rates, ray/kastor for init_s and memory; aim >= 2x)")
     print(f"# {'figure':<30} {'kastor':>12} {'ray':>12} {'kastor/ray':>11} {'speedup':>8}")
-    for fig in FIGURES:
+    for fig in [f for f in FIGURES if f in a or f in b]:  # (--only measures some)
         k, r = a.get(fig, float("nan")), b.get(fig, float("nan"))
         ratio = k / r if r else float("nan")
         speed = 1 / ratio if fig in LOWER_IS_BETTER and ratio else ratio
@@ -342,19 +347,27 @@ def main() -> None:
     ap.add_argument("--ray-python", help="interpreter with ray installed, to compare against")
     ap.add_argument("--no-ray", action="store_true", help="do not run the Ray comparison")
     ap.add_argument("--quick", action="store_true", help="tiny iteration counts (smoke test)")
+    ap.add_argument("--only", default="", help="comma-separated figures to measure (default: all; init_s always), "
+                                               "e.g. actor_creations_per_s")
     args = ap.parse_args()
+    only = frozenset(f for f in args.only.split(",") if f)
+    unknown = only - set(FIGURES) - DURABLE_FIGURES
+    if unknown:
+        ap.error(f"--only: unknown figure(s) {', '.join(sorted(unknown))}; known: {', '.join(FIGURES)}")
     if args.backend or args.no_ray:
-        run_backend(args.backend or "kastor", args.quick)
+        run_backend(args.backend or "kastor", args.quick, only)
         return
+    extra = ["--only", args.only] if only else []
     ray_python = args.ray_python
     if ray_python is None:
         probe = subprocess.run([sys.executable, "-c", "import ray"], capture_output=True)
         ray_python = sys.executable if probe.returncode == 0 else None
     # Each backend runs in its own process so neither's leftovers skew the other.
-    kastor_lines = run_subprocess(sys.executable, "kastor", args.quick)
+    kastor_lines = run_subprocess(sys.executable, "kastor", args.quick, extra=extra)
     if ray_python is None:
         return
-    kastor, ray = parse(kastor_lines, "kastor"), parse(run_subprocess(ray_python, "ray", args.quick), "ray")
+    ray_lines = run_subprocess(ray_python, "ray", args.quick, extra=extra)
+    kastor, ray = parse(kastor_lines, "kastor"), parse(ray_lines, "ray")
     if any(v == v for v in kastor.values()) and any(v == v for v in ray.values()):
         compare(kastor, ray)
 

@@ -1,7 +1,8 @@
 """Submitting actor calls: one ordered stream per (caller, actor), straight to its worker.
 
 The head is asked where the actor lives (a long poll on the actor's version), never to
-carry a call. When the stream breaks, calls in flight are re-sent to the restarted actor
+carry a call; for an actor this process created, CreateActor's reply is the first answer.
+When the stream breaks, calls in flight are re-sent to the restarted actor
 while `max_task_retries` allows, else fail with ActorUnavailableError (it is coming back)
 or ActorDiedError (it is not). Calls queued meanwhile wait and keep their order.
 
@@ -113,7 +114,8 @@ class ActorSubmitter:
     # ---- creation (called on the loop) ----
 
     def expect_creation(self, actor_id: bytes) -> asyncio.Future:
-        """Calls to a new actor wait until its CreateActor reached the head."""
+        """Calls to a new actor wait until its CreateActor reached the head; the future's result
+        is the head's record as CreateActor answered it (see _connect)."""
         c = self.conn(actor_id)
         c.created = asyncio.get_running_loop().create_future()
         return c.created
@@ -165,11 +167,15 @@ class ActorSubmitter:
     async def _connect(self, c: ActorConn, lost: list[PendingCall] | None = None) -> None:
         """Finds the actor's live address (waiting through PENDING/RESTARTING) and connects."""
         try:
-            if c.created is not None:
-                await c.created
+            # The head's record from CreateActor's reply serves as the first answer: asking
+            # GetActor for it again cost the head and this process a call per creation.
+            known = await c.created if c.created is not None else None
             after = c.version
             while not self._closed:
-                info = await self._get_actor(c.actor_id, after)
+                if known is not None and known.version > after:
+                    info, known = known, None
+                else:
+                    info = await self._get_actor(c.actor_id, after)
                 if c.orphans:
                     lost, c.orphans = list(lost or ()) + c.orphans, []
                 if info is None:

@@ -56,6 +56,9 @@ class _HeadCollector:
                                 value=len(head.jobs))
         yield GaugeMetricFamily("kastor_named_actors", "Names registered, over all namespaces",
                                 value=len(head.names))
+        yield GaugeMetricFamily("kastor_head_actor_long_polls",
+                                "GetActor long polls waiting for an actor's next change (a caller of an actor "
+                                "keeps one open)", value=sum(len(w) for w in head.waiters.values()))
         served = CounterMetricFamily("kastor_head_operator_requests",
                                      "Calls of the RPCs an operator makes (runtime/cluster_watch.py), by method",
                                      labels=["method"])

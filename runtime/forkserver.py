@@ -38,14 +38,30 @@ import grpc  # noqa: F401
 import grpc.aio  # noqa: F401
 from kastor.runtime import worker
 
+try:  # the core's loop (core._new_loop): ~10 ms of import per worker if each one did it after the fork
+    import uvloop  # noqa: F401
+except ImportError:
+    pass
+
 MAX_MESSAGE = 1 << 20
 # Set in a worker that this server forked: what tells an actor (and the tests) where it came from.
 FORKED_FROM: int | None = None
+# The modules the server had imported when it began to serve (set once, shared by its children):
+# what a worker imports after its fork is start time that every actor pays (imported_since_fork).
+SERVER_MODULES: frozenset[str] = frozenset()
 
 
 def forked_from() -> int | None:
     """The pid of the fork server this process was forked from, or None if it started fresh."""
     return FORKED_FROM
+
+
+def imported_since_fork() -> list[str]:
+    """The modules this process imported after the fork server forked it ([] if it started
+    fresh): each one costs every forked worker its import, so the server should preload it."""
+    if FORKED_FROM is None:
+        return []
+    return sorted(set(sys.modules) - SERVER_MODULES)
 
 
 def _threads() -> int:
@@ -143,6 +159,8 @@ def serve(fd: int) -> int:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     # Move everything imported so far out of the collector's reach: a child's collections then do
     # not write to (and so copy) the pages it shares with this server and its siblings.
+    global SERVER_MODULES
+    SERVER_MODULES = frozenset(sys.modules)
     gc.freeze()
     _send(sock, {"ready": os.getpid()})
     server_fds = [sock.fileno(), wake_r, wake_w]

@@ -230,7 +230,7 @@ def _create_async(core: CoreWorker, spec: pb.ActorSpec, deps: list[ObjectRef], p
         try:
             await _attach_deps(core, spec, deps)
             reply = await core.head_rpc("CreateActor", pb.CreateActorRequest(spec=spec))
-            created.set_result(None)
+            created.set_result(reply.info)
             _warn_if_infeasible(reply)
         except Exception as e:
             created.set_exception(e)

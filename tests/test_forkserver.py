@@ -38,6 +38,7 @@ class Probe:
             "stdin_is_pipe": stat.S_ISFIFO(os.fstat(0).st_mode), "argv0": sys.argv[0], "cwd": os.getcwd(),
             "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "worker_id": os.environ.get("KASTOR_WORKER_ID"),
             "threads": len(os.listdir("/proc/self/task")),
+            "imported_since_fork": forkserver.imported_since_fork(),
         }
 
 
@@ -90,6 +91,10 @@ def test_an_actor_is_forked_from_the_fork_server_and_behaves_as_a_fresh_one(clus
     assert o["stdout"] == o["stderr"] and f"worker-{o['worker_id'][:12]}.log" in o["stdout"], o
     assert o["stdin_is_pipe"] and o["argv0"].endswith(os.path.join("runtime", "worker.py")), o
     assert o["cuda"] == "0", o
+    # Everything the runtime needs was imported before the fork (an import after it is start time
+    # every actor pays: uvloop, for the core's loop, was one). The test module's imports follow.
+    runtime = ("kastor.runtime", "grpc", "google", "cloudpickle", "uvloop", "asyncio", "concurrent")
+    assert [m for m in o["imported_since_fork"] if m.startswith(runtime)] == [], o
     wait_until(lambda: "probe says hello" in open(o["stdout"]).read(), "the actor's output in its log file")
     # The agent knows the worker's pid, and notices its death: a killed actor restarts, again forked.
     restartable = Probe.options(max_restarts=1, max_task_retries=1).remote()

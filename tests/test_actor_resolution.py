@@ -1,0 +1,64 @@
+"""How a caller learns a new actor's address: the head's record from CreateActor's reply is its
+first answer, then one GetActor long poll until the actor is ALIVE (issue 16: every call the
+head serves per creation is CPU that bounds actor creations per second).
+
+A real head (with its HTTP port, for the metrics), node agent and worker; the constructor is held
+until the test lets it go, so the caller is still waiting when the head's counters are read.
+"""
+
+from __future__ import annotations
+
+import os
+
+import kastor
+import pytest
+import requests
+from kastor.runtime import launcher
+from support import DEADLINE_S, cli_head, wait_until
+
+TOKEN = "resolution-test-" + os.urandom(8).hex()
+
+
+@kastor.remote
+class HeldInConstructor:
+    def __init__(self, release: str):
+        import time
+
+        while not os.path.exists(release):  # the test creates the file: wait for that condition
+            time.sleep(0.01)
+
+    def ping(self) -> str:
+        return "pong"
+
+
+@pytest.fixture(scope="module")
+def metrics(tmp_path_factory):
+    http_port = launcher.free_port()
+    with cli_head(tmp_path_factory.mktemp("sessions"), TOKEN, "--client-port", "-1",
+                  "--dashboard-port", str(http_port)) as head:
+        kastor.init(head["head"], token=TOKEN)
+
+        def read(name: str) -> float:
+            text = requests.get(f"http://127.0.0.1:{http_port}/metrics", timeout=DEADLINE_S,
+                                headers={"Authorization": f"Bearer {TOKEN}"}).text
+            for line in text.splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[-1])
+            raise AssertionError(f"{name} not in the metrics:\n{text}")
+
+        yield read
+        kastor.shutdown()
+
+
+def test_a_new_actor_costs_its_caller_one_long_poll_and_no_getactor_before_it(metrics, tmp_path):
+    get_actor = 'kastor_head_operator_requests_total{method="GetActor"}'
+    before = metrics(get_actor)
+    release = str(tmp_path / "release")
+    actor = HeldInConstructor.remote(release)
+    ref = actor.ping.remote()
+    wait_until(lambda: metrics("kastor_head_actor_long_polls") >= 1, "the caller's long poll on the new actor")
+    # CreateActor's reply said PENDING (with its version): the caller long-polls from there, and
+    # did not first ask GetActor for what the reply already said.
+    assert metrics(get_actor) - before == 1
+    open(release, "w").close()
+    assert kastor.get(ref, timeout=DEADLINE_S) == "pong"
