@@ -32,6 +32,7 @@ from kastor.runtime import (
     context,
     core_service,
     driver_store,
+    event_loops,
     exceptions,
     owner_fetch,
     pickler,
@@ -70,21 +71,6 @@ __all__ = ["CHANNEL_OPTIONS", "PUT_INDEX", "CoreWorker", "actor_job_id", "bind_h
 
 # How long a borrower's first ask waits for an owner's value to be ready (see _fetch_borrowed).
 PROBE_S = 0.05
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """The core's own loop (user code never runs on it). uvloop cuts the cost of a loop
-    iteration, which every call pays several times: about +40% batched tasks and a few
-    percent sync actor calls on the 2-core bench machine. KASTOR_UVLOOP=0 falls back to
-    asyncio's loop."""
-    if settings.UVLOOP.get():
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
 
 
 class CoreWorker:
@@ -135,7 +121,7 @@ class CoreWorker:
         self._wakeup_pending = False
         self._closed = False
 
-        self.loop = _new_loop()
+        self.loop = event_loops.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="kastor-core", daemon=True)
         self._thread.start()
 

@@ -38,7 +38,7 @@ import grpc  # noqa: F401
 import grpc.aio  # noqa: F401
 from kastor.runtime import worker
 
-try:  # the core's loop (core._new_loop): ~10 ms of import per worker if each one did it after the fork
+try:  # the core's loop (event_loops.new_event_loop): ~10 ms of import per worker if each one did it after the fork
     import uvloop  # noqa: F401
 except ImportError:
     pass

@@ -36,7 +36,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from kastor.runtime import auth, config, receive_deadline, settings, tls
+from kastor.runtime import auth, config, event_loops, receive_deadline, tls
 from kastor.runtime.frames import (
     MAX_TOKEN_BYTES,
     RELAY_GREETING,
@@ -241,7 +241,7 @@ class FrameRelay:
         self._owner_loop = asyncio.get_running_loop()
         sock = listening_socket(host, port)
         self.port = sock.getsockname()[1]
-        loop = self._loop = _new_loop()
+        loop = self._loop = event_loops.new_event_loop()
         self._thread = threading.Thread(target=loop.run_forever, name="kastor-frame-relay", daemon=True)
         self._thread.start()
 
@@ -274,13 +274,3 @@ class FrameRelay:
         if not thread.is_alive():
             loop.close()
 
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    if settings.UVLOOP.get():
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
