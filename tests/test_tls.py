@@ -97,14 +97,7 @@ def test_actor_calls_inside_the_cluster_are_tls_frames(cluster, certs, monkeypat
         host, port, accepted = kastor.get(callee.data_port.remote())
         # Two streams: the caller actor's, and the notebook's own (through the client port's frame relay).
         assert accepted == 2, "the caller actor did not reach its callee on the data port"
-        with socket.create_connection((host, port), timeout=10) as s:
-            s.sendall(len(TOKEN).to_bytes(4, "big") + TOKEN.encode())
-            s.settimeout(10)
-            try:
-                answer = s.recv(4)
-            except ConnectionResetError:
-                answer = b""
-            assert answer != b"\x00\x00\x00\x00", "the data port accepted a plain-text peer"
+        assert plain_text_answer(host, port, 4) != b"\x00\x00\x00\x00", "the data port accepted a plain-text peer"
     finally:
         kastor.shutdown()
 
@@ -143,14 +136,20 @@ def test_notebook_calls_go_through_the_frame_relay_with_tls(cluster, certs, monk
         assert stats.rpcs_served["UploadPort"] >= 1 and "PutObject" not in stats.rpcs_served
     finally:
         kastor.shutdown()
-    with socket.create_connection(("127.0.0.1", relay_port), timeout=10) as s:
+    assert b"kastor-frame-relay" not in plain_text_answer("127.0.0.1", relay_port, 64), \
+        "the relay greeted a plain-text peer"
+
+
+def plain_text_answer(host: str, port: int, size: int) -> bytes:
+    """What a TLS port answers a plain-text peer that sends the cluster's token as a frame
+    (nothing, or a TLS alert: never a frame)."""
+    with socket.create_connection((host, port), timeout=10) as s:
         s.sendall(len(TOKEN).to_bytes(4, "big") + TOKEN.encode())
         s.settimeout(10)
         try:
-            answer = s.recv(64)
+            return s.recv(size)
         except ConnectionResetError:
-            answer = b""
-        assert b"kastor-frame-relay" not in answer, "the relay greeted a plain-text peer"
+            return b""
 
 
 def test_sync_calls_inside_the_cluster_take_a_tls_lane(cluster, certs, monkeypatch):
