@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
 from kastor.runtime import config, context, retry, settings, tls
@@ -27,6 +27,7 @@ log = logging.getLogger("kastor.driver")
 # A worker ships what it printed every SHIP_DELAY_S (worker_logs); this covers that and a round trip.
 OUTPUT_QUIET_S = 0.2
 OUTPUT_LINGER_MAX_S = 1.0
+RELAY_RELEARN_TIMEOUT_S = 10.0  # a restarted head's client port asked where its frame relay is
 
 
 def connect(head_address: str, token: str, namespace: str | None, node_address: str | None = None,
@@ -112,9 +113,7 @@ def connect_remote(gateway: str, token: str, namespace: str | None, timeout: flo
     core = CoreWorker(head_address=hello.head_address, token=token, node_address="", node_id=f"client-{os.getpid()}",
                       store_dir=tempfile.mkdtemp(prefix="kastor-client-"), ip="127.0.0.1", gateway=gateway)
     core.address = hello.owner_address  # borrowers in the cluster ask the gateway for this client's objects
-    if hello.frame_relay_port and settings.FRAMED_CALLS.get():  # actor calls go as frames, spliced by the relay
-        core.peers.frame_relay = RelayRoute(f"{gateway.rpartition(':')[0]}:{hello.frame_relay_port}",
-                                            hello.cluster_id)
+    core.peers.use_frame_relay(_frame_relay_route(gateway, hello))
     try:
         nodes = [n for n in core.head_call("ListNodes", pb.ListRequest(), timeout).nodes if n.alive]
         if not nodes:
@@ -128,10 +127,32 @@ def connect_remote(gateway: str, token: str, namespace: str | None, timeout: flo
     core.job_id = reply.job_id
     core.namespace = reply.namespace
     core.output = OutputPrinter(core.ip) if log_to_driver else None
-    core.spawn(_hold_session(core, reconnect_grace_s=config.CLIENT_RECONNECT_GRACE_S))
+    core.spawn(_hold_session(core, reconnect_grace_s=config.CLIENT_RECONNECT_GRACE_S,
+                             on_restored=lambda: _relearn_frame_relay(core, gateway, token)))
     context.core = core
     log.info("connected to cluster %s through kastor://%s", hello.cluster_id, gateway)
     return core
+
+
+def _frame_relay_route(gateway: str, hello: pb.HelloReply) -> RelayRoute | None:
+    """Where a remote client's actor calls go as frames (spliced by the head's frame relay), if
+    the client port announces a relay and frames are on; None sends them through its gRPC relay."""
+    if not hello.frame_relay_port or not settings.FRAMED_CALLS.get():
+        return None
+    return RelayRoute(f"{gateway.rpartition(':')[0]}:{hello.frame_relay_port}", hello.cluster_id)
+
+
+async def _relearn_frame_relay(core: CoreWorker, gateway: str, token: str) -> None:
+    """Asks the client port again where its frame relay is, once the session with a restarted
+    head is back: a head started with a random relay port (KASTOR_FRAME_RELAY_PORT=0) comes back
+    on another one, and the calls that failed on the old one went to the gRPC relay."""
+    try:
+        hello = await _hello(gateway, token, timeout=RELAY_RELEARN_TIMEOUT_S)
+    except (ConnectionError, PermissionError, RuntimeError) as e:
+        log.warning("could not ask kastor://%s for its frame relay after the head came back (%s); actor calls "
+                    "keep their present route", gateway, e)
+        return
+    core.peers.use_frame_relay(_frame_relay_route(gateway, hello))
 
 
 async def _hello(gateway: str, token: str, timeout: float) -> pb.HelloReply:
@@ -193,12 +214,14 @@ class SessionDropped(Exception):
 SESSION_RETRY = retry.RetryPolicy(initial_s=0.2, max_s=0.2, retry_on=(SessionDropped,))
 
 
-async def _hold_session(core: CoreWorker, reconnect_grace_s: float = 0.0) -> None:
+async def _hold_session(core: CoreWorker, reconnect_grace_s: float = 0.0,
+                        on_restored: Callable[[], Awaitable[None]] | None = None) -> None:
     """The head notices the driver is gone when this stream drops; the job's worker output arrives on it.
 
     If the head restarts, the stream breaks from the head's side: reopen it, so the new head
     knows this job lives on (it waits JOB_RECONNECT_GRACE_S for that before cleaning up). An
     outage ends when the reopened stream delivers an event; the next drop starts a new one.
+    `on_restored` runs once at the end of each outage (a remote client re-learns its relay).
     """
     loop = asyncio.get_running_loop()
     lost_at: float | None = None
@@ -221,6 +244,8 @@ async def _hold_session(core: CoreWorker, reconnect_grace_s: float = 0.0) -> Non
                 if lost_at is not None:
                     log.warning("job session with the head restored after %.1fs", loop.time() - lost_at)
                     lost_at = None
+                    if on_restored is not None:
+                        core.spawn(on_restored())
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.UNAVAILABLE:
                 if e.code() != grpc.StatusCode.CANCELLED:

@@ -39,6 +39,15 @@ class Peers:
         self.address = ""  # this process's owner address: results and borrowers come back to it
         self._channels = channels
 
+    def use_frame_relay(self, route: RelayRoute | None) -> None:
+        """A remote client's calls go to data ports through `route` from now on (None: through the
+        client port's gRPC relay). Set at connect, and again once a restarted head is back, as
+        its relay may listen on another port."""
+        if route != self.frame_relay:
+            log.info("actor calls go %s", f"as frames through the relay at {route.address}" if route
+                     else "through the client port's gRPC relay")
+        self.frame_relay = route
+
     def drop_frame_relay(self, reason: str) -> None:
         """A remote client's calls go back to the client port's gRPC relay for good: the frame
         relay failed (its port not exposed where the client is, e.g. behind a port-forward or

@@ -4,11 +4,14 @@ go on, and so do the actors."""
 
 from __future__ import annotations
 
+import grpc
 import kastor
 import pytest
 from gcs_cluster import TOKEN, GcsCluster
-from kastor.runtime import launcher
-from support import DEADLINE_S
+from kastor.runtime import auth, context, launcher
+from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+from support import DEADLINE_S, wait_until
 
 
 class ClientPortCluster(GcsCluster):
@@ -47,6 +50,10 @@ class Counter:
         self.n += k
         return self.n
 
+    def data_port_connections(self) -> int:
+        """Connections this worker's data port accepted: frames come there, the gRPC relay's calls do not."""
+        return context.core.data_server.accepted
+
 
 def test_notebook_calls_resume_after_the_head_restarts(notebook):
     detached = Counter.options(name="kept", lifetime="detached").remote()
@@ -60,3 +67,34 @@ def test_notebook_calls_resume_after_the_head_restarts(notebook):
     assert kastor.get(pending, timeout=DEADLINE_S) == [2, 2]
     assert kastor.get(kastor.get_actor("kept").add.remote(1), timeout=DEADLINE_S) == 3
     assert kastor.get(mine.add.remote(1), timeout=DEADLINE_S) == 3
+
+
+def _announced_relay_port(client_port: int) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{client_port}") as ch:
+        hello = pb_grpc.ClientGatewayStub(ch).Hello(pb.HelloRequest(client_version="0.1"),
+                                                    metadata=auth.metadata(TOKEN), timeout=DEADLINE_S)
+    return hello.frame_relay_port
+
+
+def test_a_notebook_goes_back_to_the_frame_relay_of_a_restarted_head(notebook):
+    """The head's frame relay listens on a random port unless one is fixed, so a restarted head's
+    relay is elsewhere. Calls made meanwhile fall back to the client port's gRPC relay; once the
+    session is back, the notebook asks the client port again and its calls go as frames."""
+    peers = context.core.peers
+    assert peers.frame_relay is not None, "the notebook starts without the frame relay"
+    mine = Counter.remote()
+    assert kastor.get(mine.add.remote(1), timeout=DEADLINE_S) == 1
+
+    notebook.kill_head()
+    pending = mine.add.remote(1)  # its relay is gone: the call falls back to the gRPC relay
+    notebook.start_head()
+    assert kastor.get(pending, timeout=DEADLINE_S) == 2
+
+    announced = _announced_relay_port(notebook.client_port)
+    wait_until(lambda: peers.frame_relay is not None
+               and peers.frame_relay.address == f"127.0.0.1:{announced}",
+               "the notebook re-learns the restarted head's frame relay")
+    fresh = Counter.remote()
+    assert kastor.get(fresh.add.remote(5), timeout=DEADLINE_S) == 5
+    assert kastor.get(fresh.data_port_connections.remote(), timeout=DEADLINE_S) > 0, \
+        "calls to a new actor went through the gRPC relay, not the frame relay"
