@@ -105,6 +105,7 @@ NODE_HEAD_LOSS_TIMEOUT_S = settings.NODE_HEAD_LOSS_TIMEOUT_S.get()
 # A restarted head gives drivers this long to reopen their job sessions before it treats
 # their jobs as finished (and kills their non-detached actors).
 JOB_RECONNECT_GRACE_S = settings.JOB_RECONNECT_GRACE_S.get()
+JOB_SESSION_OPEN_TIMEOUT_S = settings.JOB_SESSION_OPEN_TIMEOUT_S.get()
 # A restarted head waits this long for nodes to report their actors before re-placing
 # actors that were mid-placement when it died (so none is started twice).
 RECONCILE_GRACE_S = settings.RECONCILE_GRACE_S.get()

@@ -143,6 +143,12 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
             log.info("job %d did not reopen its session in time; finishing it", int.from_bytes(job_id, "big"))
             asyncio.get_running_loop().create_task(self._job_finished(job_id))
 
+    def _expire_unopened_job(self, job_id: bytes) -> None:
+        """A job registered JOB_SESSION_OPEN_TIMEOUT_S ago whose driver never opened its session."""
+        if job_id in self.jobs and job_id not in self.job_sessions:
+            log.info("job %d: its driver never opened its session; finishing it", int.from_bytes(job_id, "big"))
+            asyncio.get_running_loop().create_task(self._job_finished(job_id))
+
     # ---- persistence and notification ----
 
     async def _save(self, info: pb.ActorInfo) -> None:
@@ -299,14 +305,21 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
     # ---- jobs ----
 
     async def RegisterJob(self, request, context):
+        """A new job. Its driver opens the job's session next; a job whose session never opens
+        within JOB_SESSION_OPEN_TIMEOUT_S (the driver died first, or this reply reached nobody and
+        the driver registered again) is finished, as a restarted head finishes jobs nobody reopens."""
         job_id = self._next_job.to_bytes(4, "big")
         self._next_job += 1
-        await self.store.put(META, "next_job", str(self._next_job).encode())
         if not request.namespace:
             request.namespace = f"anonymous-{uuid.uuid4().hex[:12]}"
         self.jobs[job_id] = request
-        await self.store.put(JOBS, str(int.from_bytes(job_id, "big")), request.SerializeToString())
+        asyncio.get_running_loop().call_later(config.JOB_SESSION_OPEN_TIMEOUT_S, self._expire_unopened_job, job_id)
+        await finish_even_if_cancelled(self._save_job(job_id, request))
         return pb.RegisterJobReply(job_id=job_id, namespace=request.namespace, cluster_id=self.cluster_id)
+
+    async def _save_job(self, job_id: bytes, request: pb.RegisterJobRequest) -> None:
+        await self.store.put(META, "next_job", str(self._next_job).encode())
+        await self.store.put(JOBS, str(int.from_bytes(job_id, "big")), request.SerializeToString())
 
     async def ListJobs(self, request, context):
         """The running jobs, for util.state.list_jobs(); `connected`: its driver's session is open."""

@@ -255,6 +255,10 @@ JOB_RECONNECT_GRACE_S = _declare(
     "How long a restarted head gives drivers to reopen their job sessions before it ends their jobs "
     "(default: KASTOR_HEAD_RECONNECT_TIMEOUT_S + 10).",
     default_factory=lambda: HEAD_RECONNECT_TIMEOUT_S.get() + 10)
+JOB_SESSION_OPEN_TIMEOUT_S = _declare(
+    "KASTOR_JOB_SESSION_OPEN_TIMEOUT_S", "float", 60.0,
+    "How long a new job's driver has to open its job session. A job whose session never opens (its "
+    "driver died first, or the registration's reply reached nobody) is finished after it.")
 CLIENT_RECONNECT_GRACE_S = _declare("KASTOR_CLIENT_RECONNECT_GRACE_S", "float", 120.0,
                                     "How long a kastor:// client's job, refs and actors are kept while it "
                                     "reconnects (laptop sleep, a port-forward restarting).")

@@ -182,3 +182,22 @@ def _cut_off_reconcile(line: HeadLine) -> None:
                "the actor restarted (ALIVE again, 1 restart), not RESTARTING for ever")
     assert kastor.get(a.pid.remote(), timeout=DEADLINE_S) != old_pid, "calls reach the new incarnation"
     wait_until(lambda: process_gone(old_pid), "the stale incarnation's worker stopped (n1 compared again)")
+
+
+def test_a_job_whose_driver_never_opens_its_session_is_finished(tmp_path, redis_server, monkeypatch):
+    """A RegisterJob whose reply reached nobody (its caller's deadline passed, or the driver died
+    before opening the job's session) left a job that no driver holds, in list_jobs() and in the
+    head's Redis until the head restarted. It is finished after JOB_SESSION_OPEN_TIMEOUT_S; a driver
+    that holds its session keeps its job."""
+    with head_line(tmp_path, redis_server, monkeypatch, KASTOR_JOB_SESSION_OPEN_TIMEOUT_S="2") as line:
+        def jobs_by_pid() -> dict[int, bytes]:
+            return {j.pid: j.job_id for j in line.stub.ListJobs(pb.ListRequest(), metadata=line.metadata,
+                                                                 timeout=10).jobs}
+
+        orphan_pid = 2 ** 22 + 1  # above any pid on the machine: no driver has it
+        line.stub.RegisterJob(pb.RegisterJobRequest(namespace="orphan", pid=orphan_pid),
+                              metadata=line.metadata, timeout=10)
+        assert orphan_pid in jobs_by_pid()
+        wait_until(lambda: orphan_pid not in jobs_by_pid(), "the job nobody opened a session for to be finished")
+        assert os.getpid() in jobs_by_pid(), "the job of a driver that holds its session was finished too"
+        assert kastor.get(Probe.remote().pid.remote(), timeout=DEADLINE_S) > 0
