@@ -36,7 +36,8 @@ INFEASIBLE_RETRY_S = (0.5, 2.0)  # first and longest wait before asking again fo
 
 
 class Lease:
-    __slots__ = ("key", "worker_id", "gpu_ids", "stream", "inflight", "closing", "calls_left")
+    __slots__ = ("key", "worker_id", "gpu_ids", "stream", "inflight", "closing", "calls_left", "idle_since",
+                 "linger_timer")
 
     def __init__(self, key: tuple, worker_id: bytes, gpu_ids: list[int], stream: CallStream, max_calls: int = 0):
         self.key = key
@@ -46,6 +47,8 @@ class Lease:
         self.inflight: dict[bytes, tuple[PendingCall, float]] = {}
         self.closing = False
         self.calls_left = max_calls or -1  # max_calls: the worker exits after that many; -1: no limit
+        self.idle_since = 0.0  # when its last call finished with nothing else to do (time.monotonic())
+        self.linger_timer: asyncio.TimerHandle | None = None  # the one pending check for an idle lease
 
 
 class TaskSubmitter:
@@ -278,15 +281,38 @@ class TaskSubmitter:
             pass
 
     def _release(self, lease: Lease) -> None:
+        if lease.linger_timer is not None:
+            lease.linger_timer.cancel()
+            lease.linger_timer = None
         lease.closing = True
         lease.stream.close()
         leases = self.leases[lease.key]
         if lease in leases:
             leases.remove(lease)
 
+    def _linger(self, lease: Lease, now: float) -> None:
+        """The lease went idle at `now`: it is handed back once it stayed idle LEASE_LINGER_S.
+
+        Why from the moment it went idle, and one timer per lease: a tight loop of `get(f.remote())`
+        leaves its lease idle for a moment between every two tasks. Released whenever a timer set by
+        an earlier task happened to fire in such a moment, the loop paid a lease round trip every
+        ~50 tasks and moved between workers; Ray's owner likewise keeps its worker while it has
+        work of that shape coming."""
+        lease.idle_since = now
+        if lease.linger_timer is None:
+            lease.linger_timer = asyncio.get_running_loop().call_later(
+                config.LEASE_LINGER_S, self._maybe_release, lease)
+
     def _maybe_release(self, lease: Lease) -> None:
-        if not lease.inflight and not lease.closing and not self.queues[lease.key]:
-            self._release(lease)
+        lease.linger_timer = None
+        if lease.inflight or lease.closing or self.queues[lease.key]:
+            return  # busy again: its next idle moment sets a new timer
+        idle = time.monotonic() - lease.idle_since
+        if idle < config.LEASE_LINGER_S:  # it worked since the timer was set
+            lease.linger_timer = asyncio.get_running_loop().call_later(
+                config.LEASE_LINGER_S - idle, self._maybe_release, lease)
+            return
+        self._release(lease)
 
     # ---- results ----
 
@@ -311,7 +337,7 @@ class TaskSubmitter:
                 self._release(lease)  # its worker retires (max_calls); the queue gets a new lease
                 self._pump(lease.key)
             elif not lease.inflight and not self.queues[lease.key]:
-                asyncio.get_running_loop().call_later(config.LEASE_LINGER_S, self._maybe_release, lease)
+                self._linger(lease, now)
         return handle
 
     def _retry_app_error(self, call: PendingCall, result: pb.TaskResult) -> bool:
