@@ -2,6 +2,8 @@
 
     python bench/callpath.py              # 20,000 calls (or 10 s), Kastor
     python bench/callpath.py --calls 2000
+    python bench/callpath.py --tasks      # get(f.remote()) of a stateless task instead
+    python bench/callpath.py --batched    # get([f.remote() for _ in range(1000)]), per task
 
 `get(a.f.remote())` runs in a loop on one actor of an embedded cluster. Before and after the
 window it reads, for every thread of the driver and of the actor's worker, the CPU time
@@ -52,9 +54,52 @@ class ThreadReading:
     involuntary: int  # preempted
 
 
+@kastor.remote
+def task_f() -> int:
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under `pid` (the head, node agents, workers, the fork server of an
+    embedded cluster), from /proc's parent links."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def process_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return str(pid)
+    for a in args:
+        for word in (b"head", b"node_agent", b"forkserver", b"worker"):
+            if word in a:
+                return f"{word.decode()}:{pid}"
+    return f"proc:{pid}"
+
+
 def threads(pid: int, names: dict[int, str]) -> dict[int, ThreadReading]:
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    out: dict[int, ThreadReading] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out  # it exited
+    for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 cpu_ns, runq_ns, _ = (int(v) for v in f.read().split())
@@ -71,25 +116,45 @@ def threads(pid: int, names: dict[int, str]) -> dict[int, ThreadReading]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=20_000)
+    ap.add_argument("--tasks", action="store_true",
+                    help="time get(f.remote()) of a task; read every process of the cluster")
+    ap.add_argument("--batched", action="store_true",
+                    help="time batches of 1,000 tasks submitted, then got; figures per task")
     ap.add_argument("--seconds", type=float, default=10.0, help="stop earlier than --calls after this long")
     args = ap.parse_args()
     kastor.init(num_cpus=2)
-    a = Target.remote()
-    worker = kastor.get(a.pid.remote())
-    for _ in range(500):
-        kastor.get(a.f.remote())
-    procs = {"caller": os.getpid(), "worker": worker}
-    names = {"caller": python_thread_names(), "worker": kastor.get(a.thread_names.remote())}
-    before = {who: threads(pid, names[who]) for who, pid in procs.items()}
+    batch = 1000 if args.batched else 1
+    if args.tasks or args.batched:
+        def one() -> None:
+            if args.batched:
+                kastor.get([task_f.remote() for _ in range(batch)])
+            else:
+                kastor.get(task_f.remote())
+        for _ in range(500 // batch + 2):
+            one()
+        procs = {"caller": os.getpid(), **{process_name(p): p for p in descendants(os.getpid())}}
+        names = {"caller": python_thread_names()}
+    else:
+        a = Target.remote()
+        worker = kastor.get(a.pid.remote())
+
+        def one() -> None:
+            kastor.get(a.f.remote())
+        for _ in range(500):
+            one()
+        procs = {"caller": os.getpid(), "worker": worker}
+        names = {"caller": python_thread_names(), "worker": kastor.get(a.thread_names.remote())}
+    before = {who: threads(pid, names.get(who, {})) for who, pid in procs.items()}
     n, t0 = 0, time.perf_counter()
     while n < args.calls and time.perf_counter() - t0 < args.seconds:
-        kastor.get(a.f.remote())
-        n += 1
+        one()
+        n += batch
     wall = time.perf_counter() - t0
-    after = {who: threads(pid, names[who]) for who, pid in procs.items()}
-    print(f"# {n} sync calls in {wall:.2f} s: {n / wall:.0f} calls/s, {wall / n * 1e6:.0f} us per call; loadavg "
+    after = {who: threads(pid, names.get(who, {})) for who, pid in procs.items()}
+    what = "tasks" if batch > 1 else "sync calls"
+    print(f"# {n} {what} in {wall:.2f} s: {n / wall:.0f}/s, {wall / n * 1e6:.0f} us each; loadavg "
           f"{' '.join(open('/proc/loadavg').read().split()[:3])}")
-    print(f"# {'process':<7} {'thread':<26} {'cpu_us':>8} {'runq_us':>8} {'vol_sw':>7} {'invol_sw':>8}   (per call)")
+    print(f"# {'process':<18} {'thread':<26} {'cpu_us':>8} {'runq_us':>8} {'vol_sw':>7} {'invol_sw':>8}   (per call)")
     cpu_total = 0
     for who in procs:
         for tid, r in sorted(after[who].items()):
@@ -97,10 +162,11 @@ def main() -> None:
             if r0 is None or (r.cpu_ns == r0.cpu_ns and r.voluntary == r0.voluntary):
                 continue
             cpu_total += r.cpu_ns - r0.cpu_ns
-            print(f"  {who:<7} {r.name[:26]:<26} {(r.cpu_ns - r0.cpu_ns) / n / 1e3:>8.1f} "
+            print(f"  {who[:18]:<18} {r.name[:26]:<26} {(r.cpu_ns - r0.cpu_ns) / n / 1e3:>8.1f} "
                   f"{(r.runq_ns - r0.runq_ns) / n / 1e3:>8.1f} {(r.voluntary - r0.voluntary) / n:>7.2f} "
                   f"{(r.involuntary - r0.involuntary) / n:>8.2f}")
-    print(f"# CPU of both processes per call: {cpu_total / n / 1e3:.0f} us; wall per call: {wall / n * 1e6:.0f} us")
+    print(f"# CPU of the processes read, per call: {cpu_total / n / 1e3:.0f} us; "
+          f"wall per call: {wall / n * 1e6:.0f} us")
     kastor.shutdown()
 
 

@@ -179,6 +179,15 @@ def task_scheduling(options: dict[str, Any], name: str) -> Scheduling:
                       env_vars=env_vars(options.get("runtime_env")))
 
 
+def scheduling_is_fixed(options: dict[str, Any]) -> bool:
+    """Whether task_scheduling(options, ...) depends on the options alone, so a function's
+    `.remote()` may work it out once: not when the work may go into a placement group (its own,
+    whose bundles a handle learns later, or the caller's, which captures child tasks)."""
+    strategy = options.get("scheduling_strategy")
+    return (placement_context.current() is None and (strategy is None or isinstance(strategy, str))
+            and options.get("placement_group") in (None, "default"))
+
+
 def actor_scheduling(options: dict[str, Any], class_name: str) -> Scheduling:
     """What validated actor options mean for placing the actor, as the runtime takes it (plain data)."""
     from kastor.util.placement_group import bundles_of, demand, resolve

@@ -47,8 +47,9 @@ WORKER_LEASE_FRACTION = 0.5
 # loaded machine) do no harm.
 LEASE_RENEWALS_PER_PERIOD = 5
 # How long an owner keeps an idle task lease before handing the worker back: long enough
-# for a tight `get(f.remote())` loop to reuse it, short enough not to starve others.
-LEASE_LINGER_S = 0.05
+# for a tight `get(f.remote())` loop to reuse it, short enough not to starve others. Counted
+# from the moment the lease went idle (TaskSubmitter._linger).
+LEASE_LINGER_S = settings.LEASE_LINGER_S.get()
 # A node agent checks its task leases this often, and takes back one whose worker has had no
 # stream and no call for LEASE_RECLAIM_GRACE_S (a lost WorkerIdle, an owner gone before its first call).
 LEASE_CHECK_INTERVAL_S = settings.LEASE_CHECK_INTERVAL_S.get()

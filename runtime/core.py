@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
 import itertools
 import logging
@@ -609,6 +610,8 @@ class CoreWorker:
         """The call's packed arguments and its top-level refs. Refs nested inside the arguments
         go to `pins`, which the caller keeps until the call's results are back (by then the
         worker has registered its borrows); without `pins` they escape (kept for good)."""
+        if not args and not kwargs:  # a call without arguments: their bytes are always the same
+            return pb.Value(data=_no_args()), []
         args, kwargs, refs = argpack.split_refs(args, kwargs)
         try:
             if pins is not None and self.tracks_borrows:
@@ -620,6 +623,13 @@ class CoreWorker:
         except serialization.SerializationError:
             raise _name_unpicklable_argument(args, kwargs, what) from None
         return self.store_serialized(ser), refs
+
+
+@functools.cache
+def _no_args() -> bytes:
+    """The packed arguments of a call that has none. Packed per call, they were a fifth of what
+    submitting a task without arguments cost the calling thread (a pickler made and run each time)."""
+    return serialization.serialize(((), {}), "no arguments").to_bytes()
 
 
 def _check_code_size(obj: Any, kind: str, size: int) -> None:

@@ -199,6 +199,9 @@ NODE_HEAD_LOSS_TIMEOUT_S = _declare("KASTOR_NODE_HEAD_LOSS_TIMEOUT_S", "float", 
                                     "replaced).")
 LEASE_CHECK_INTERVAL_S = _declare("KASTOR_LEASE_CHECK_INTERVAL_S", "float", 1.0,
                                   "How often a node agent looks for task leases nobody uses.")
+LEASE_LINGER_S = _declare("KASTOR_LEASE_LINGER_S", "float", 0.05,
+                          "How long a task's owner keeps a leased worker after its last task of that shape "
+                          "finished, so the next one skips the lease round trip.")
 LEASE_RECLAIM_GRACE_S = _declare("KASTOR_LEASE_RECLAIM_GRACE_S", "float", 5.0,
                                  "A leased worker with no stream and no call for this long is taken back.")
 PRESTART_WORKERS = _declare("KASTOR_PRESTART_WORKERS", "int", 2,

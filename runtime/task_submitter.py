@@ -31,12 +31,16 @@ log = logging.getLogger("kastor.tasks")
 
 MAX_LEASE_REQUESTS = 8      # outstanding lease requests per scheduling key
 SHORT_TASK_S = 0.005        # tasks faster than this are pipelined
-PIPELINE_DEPTH = 8
+# Calls in flight per lease for short tasks. 32 rather than 8: a burst of 1,000 no-op tasks then
+# goes in frames 4x as large, which cut the CPU per task by ~20% over all processes (driver, both
+# workers: bench/README.md, "Tasks"); a short task holds the rest of its frame for < 5 ms.
+PIPELINE_DEPTH = 32
 INFEASIBLE_RETRY_S = (0.5, 2.0)  # first and longest wait before asking again for an infeasible shape
 
 
 class Lease:
-    __slots__ = ("key", "worker_id", "gpu_ids", "stream", "inflight", "closing", "calls_left")
+    __slots__ = ("key", "worker_id", "gpu_ids", "stream", "inflight", "closing", "calls_left", "idle_since",
+                 "linger_timer", "last_result")
 
     def __init__(self, key: tuple, worker_id: bytes, gpu_ids: list[int], stream: CallStream, max_calls: int = 0):
         self.key = key
@@ -46,6 +50,9 @@ class Lease:
         self.inflight: dict[bytes, tuple[PendingCall, float]] = {}
         self.closing = False
         self.calls_left = max_calls or -1  # max_calls: the worker exits after that many; -1: no limit
+        self.idle_since = 0.0  # when its last call finished with nothing else to do (time.monotonic())
+        self.linger_timer: asyncio.TimerHandle | None = None  # the one pending check for an idle lease
+        self.last_result = 0.0  # when its last frame of results arrived (time.monotonic())
 
 
 class TaskSubmitter:
@@ -278,29 +285,55 @@ class TaskSubmitter:
             pass
 
     def _release(self, lease: Lease) -> None:
+        if lease.linger_timer is not None:
+            lease.linger_timer.cancel()
+            lease.linger_timer = None
         lease.closing = True
         lease.stream.close()
         leases = self.leases[lease.key]
         if lease in leases:
             leases.remove(lease)
 
+    def _linger(self, lease: Lease, now: float) -> None:
+        """The lease went idle at `now`: it is handed back once it stayed idle LEASE_LINGER_S.
+
+        Why from the moment it went idle, and one timer per lease: a tight loop of `get(f.remote())`
+        leaves its lease idle for a moment between every two tasks. Released whenever a timer set by
+        an earlier task happened to fire in such a moment, the loop paid a lease round trip every
+        ~50 tasks and moved between workers; Ray's owner likewise keeps its worker while it has
+        work of that shape coming."""
+        lease.idle_since = now
+        if lease.linger_timer is None:
+            lease.linger_timer = asyncio.get_running_loop().call_later(
+                config.LEASE_LINGER_S, self._maybe_release, lease)
+
     def _maybe_release(self, lease: Lease) -> None:
-        if not lease.inflight and not lease.closing and not self.queues[lease.key]:
-            self._release(lease)
+        lease.linger_timer = None
+        if lease.inflight or lease.closing or self.queues[lease.key]:
+            return  # busy again: its next idle moment sets a new timer
+        idle = time.monotonic() - lease.idle_since
+        if idle < config.LEASE_LINGER_S:  # it worked since the timer was set
+            lease.linger_timer = asyncio.get_running_loop().call_later(
+                config.LEASE_LINGER_S - idle, self._maybe_release, lease)
+            return
+        self._release(lease)
 
     # ---- results ----
 
     def _on_results(self, lease: Lease):
         def handle(stream: CallStream, results: list[pb.TaskResult]) -> None:
             now = time.monotonic()
-            for result in results:
-                entry = lease.inflight.pop(result.task_id, None)
+            done = [(result, lease.inflight.pop(result.task_id, None)) for result in results]
+            sent = [entry[1] for _, entry in done if entry is not None]
+            if sent:
+                took = per_task_runtime(min(sent), lease.last_result, now, len(sent))
+                ema = self.runtime_ema.get(lease.key)
+                self.runtime_ema[lease.key] = took if ema is None else 0.8 * ema + 0.2 * took
+            lease.last_result = now
+            for result, entry in done:
                 if entry is None:
                     continue
-                call, started = entry
-                ema = self.runtime_ema.get(lease.key)
-                elapsed = now - started
-                self.runtime_ema[lease.key] = elapsed if ema is None else 0.8 * ema + 0.2 * elapsed
+                call, _ = entry
                 if result.status == pb.TASK_APP_ERROR and self._retry_app_error(call, result):
                     call.stream = None
                     self._enqueue(call, front=True)
@@ -311,7 +344,7 @@ class TaskSubmitter:
                 self._release(lease)  # its worker retires (max_calls); the queue gets a new lease
                 self._pump(lease.key)
             elif not lease.inflight and not self.queues[lease.key]:
-                asyncio.get_running_loop().call_later(config.LEASE_LINGER_S, self._maybe_release, lease)
+                self._linger(lease, now)
         return handle
 
     def _retry_app_error(self, call: PendingCall, result: pb.TaskResult) -> bool:
@@ -359,6 +392,16 @@ class TaskSubmitter:
                 fail(self.owned, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
             else:
                 store_result(self.owned, call, result)
+
+
+def per_task_runtime(first_sent: float, last_result: float, now: float, count: int) -> float:
+    """How long each of `count` tasks whose results arrived together at `now` took to run.
+
+    Timed from the later of the frame's first send and the lease's previous results, and shared
+    among the frame's tasks: pipelined tasks queue at the worker behind the ones sent before them,
+    and timed from their own send, 32 no-op tasks in flight looked like 4 ms each and could pass
+    SHORT_TASK_S, which turned pipelining off for the very tasks it is for."""
+    return max(0.0, now - max(first_sent, last_result)) / max(1, count)
 
 
 def _crashed(call: PendingCall, error: BaseException | None, closing: bool) -> exceptions.WorkerCrashedError:

@@ -132,7 +132,6 @@ class Engine:
         self._blocked_sent = False
         self._blocked_sending = False
         self._exiting = False
-        self.calls_by_function: dict[str, int] = {}
         self.retiring = False  # a task's max_calls was reached: exit when this lease ends
         self._main_ident = threading.main_thread().ident
         self._outboxes: set[_Outbox] = set()  # streams open, or closed with calls still running
@@ -476,8 +475,10 @@ class Engine:
 
     def _count_call(self, spec: pb.TaskSpec) -> None:
         if spec.max_calls and not spec.actor_id:
-            n = self.calls_by_function[spec.function_id] = self.calls_by_function.get(spec.function_id, 0) + 1
-            self.retiring = self.retiring or n >= spec.max_calls
+            # It leaves when this lease ends even with calls left: the owner of its next lease would
+            # count max_calls afresh (a lingering lease handed back after one call, then granted
+            # again, ran a max_calls=2 function three times).
+            self.retiring = True
 
     def _start_async(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
         loop = asyncio.get_running_loop()

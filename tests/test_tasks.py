@@ -536,6 +536,16 @@ def test_max_calls_retires_a_worker_after_that_many_calls():
         wait_until(lambda pid=pid: process_gone(pid), f"worker {pid} to exit after its second call")
 
 
+def test_a_max_calls_worker_leaves_when_its_lease_ends_with_calls_left():
+    """The owner counts max_calls per lease; a worker handed back after one of its three calls
+    (its lease idle past KASTOR_LEASE_LINGER_S) would start its next lease with three again, so
+    it leaves instead (Ray's max_calls: at most that many calls per worker)."""
+    from support import process_gone, wait_until
+
+    _, pid = kastor.get(worker_with_max_calls.options(max_calls=3).remote(), timeout=60)
+    wait_until(lambda: process_gone(pid), f"worker {pid} to exit when its lease ended, with 2 of 3 calls left")
+
+
 def test_max_calls_is_checked():
     with pytest.raises(ValueError, match="max_calls"):
         worker_with_max_calls.options(max_calls=-1)
