@@ -51,7 +51,7 @@ class DirectTransport:
         readers then fetch from the driver's address), under its owner's directory there
         (freed by the node if the owner dies without freeing it). One that does not fit goes
         to the node's spill directory on disk instead (spilling)."""
-        path, size = spilling.write(ser, core.store_dir, owner, name)
+        path, size = spilling.write(ser, core.store_dir, owner, name, core.recycle_pool)
         served_by = core.address if self.serves_own_store else core.node_address
         return pb.ObjectLocation(node_id=core.node_id, node_address=served_by, path=path, size=size)
 
