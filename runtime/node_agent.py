@@ -865,8 +865,9 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         return pb.ObjectLocation(node_id=self.node_id, node_address=self.address, path=path, size=written)
 
     async def FreeObjects(self, request, context):
+        paths = self.uploads.keep_freed(list(request.paths))  # a freed upload's file serves the next (store_recycle)
         for d in self._object_dirs():
-            store_owners.free(d, request.paths)
+            store_owners.free(d, paths)
         return pb.Empty()
 
     async def shutdown(self) -> None:

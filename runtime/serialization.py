@@ -72,8 +72,8 @@ class Serialized:
 
     def write_fd(self, fd: int, old_size: int, store: str) -> None:
         """Overwrites the open file `fd`, now `old_size` bytes long, with the frame, from its
-        start, and cuts it to the frame's size: a freed object file reused for a new object
-        (store_recycle), whose pages are already allocated. Fails with ObjectStoreFullError
+        start: a freed object file reused for a new object (store_recycle), whose pages are
+        already allocated (the caller cuts it to `size`). Fails with ObjectStoreFullError
         before writing when the store (the directory `store`) cannot hold the growth."""
         if self.size > old_size:
             _check_room(store, self.size - old_size)
@@ -81,7 +81,6 @@ class Serialized:
         try:
             for chunk in _chunks(self._segments()):
                 offset = _writev_all(fd, chunk, offset)
-            os.ftruncate(fd, self.size)
         except OSError as e:
             if e.errno in _FULL:
                 raise _store_full(store, self.size, e.strerror) from None

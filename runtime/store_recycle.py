@@ -91,27 +91,34 @@ class RecyclePool:
     def write(self, ser: Serialized, path: str) -> int | None:
         """Writes `ser` into a pooled file no process reads any more and renames it to `path`;
         returns its size, or None when no pooled file could be used (write a new file)."""
-        while (taken := self._take(ser.size)) is not None:
+        reused = self.open_reused(ser.size)
+        if reused is None:
+            return None
+        try:
+            ser.write_fd(reused.fd, reused.old_size, self.store_dir)
+        except BaseException:
+            reused.abort()
+            raise
+        reused.commit(path, ser.size)
+        return ser.size
+
+    def open_reused(self, size: int) -> Reused | None:
+        """A pooled file for an object of `size` bytes, open for writing from its start and
+        locked so that no reader maps it until `commit`; None if the pool has none that no
+        process reads any more (those are deleted on the way)."""
+        while (taken := self._take(size)) is not None:
             kept, old_size = taken
             try:
                 fd = os.open(kept, os.O_WRONLY)
             except OSError:
                 continue
             try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:  # still mapped or read somewhere: that reader keeps its bytes
-                    _unlink(kept)
-                    continue
-                try:
-                    ser.write_fd(fd, old_size, self.store_dir)
-                    os.rename(kept, path)  # still locked: a reader of `path` waits for the whole write
-                except BaseException:
-                    _unlink(kept)
-                    raise
-                return ser.size
-            finally:
-                os.close(fd)  # releases the lock
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # still mapped or read somewhere: that reader keeps its bytes
+                os.close(fd)
+                _unlink(kept)
+                continue
+            return Reused(fd, kept, old_size)
         return None
 
     def drain(self) -> bool:
@@ -132,6 +139,32 @@ class RecyclePool:
 
     def _bytes(self) -> int:
         return sum(size for _, size in self._files)
+
+
+class Reused:
+    """A pooled file being overwritten with a new object: `fd` is open for writing at offset 0
+    and holds the exclusive lock until `commit` (or `abort`) closes it."""
+
+    def __init__(self, fd: int, kept: str, old_size: int) -> None:
+        self.fd = fd
+        self.kept = kept
+        self.old_size = old_size
+
+    def commit(self, path: str, size: int) -> None:
+        """Cuts the file to the new object's `size` and renames it to `path`, still locked (a
+        reader of `path` waits for the whole object), then lets go of it."""
+        try:
+            os.ftruncate(self.fd, size)
+            os.rename(self.kept, path)
+        except BaseException:
+            self.abort()
+            raise
+        os.close(self.fd)
+
+    def abort(self) -> None:
+        """Deletes the half-written file: no part of the new object is left behind."""
+        os.close(self.fd)
+        _unlink(self.kept)
 
 
 def _unlink(path: str) -> None:

@@ -17,6 +17,10 @@ A connection is:
 Receive deadline: the token and the header must arrive within the receive timeout of the
 connection's start, and the body may not pause longer than it; a stalled upload is dropped
 and its partial file deleted.
+
+Freed uploads (FreeObjects, when the client drops its ref) are kept in the node agent's pool
+of freed files (store_recycle, `<store>/.recycle/`), and the next upload overwrites one in
+place: writing into pages a file already holds costs about a third of fresh tmpfs pages.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import logging
 import os
 import re
 
-from kastor.runtime import auth, receive_deadline, spilling, tls
+from kastor.runtime import auth, receive_deadline, settings, spilling, store_recycle, tls
 from kastor.runtime.frames import MAX_TOKEN_BYTES, FrameProtocol, frame, listening_socket
 from kastor.runtime.protocol import kastor_pb2 as pb
 
@@ -45,6 +49,7 @@ class _Upload(FrameProtocol):
         self._server = server
         self._authenticated = False
         self._fd = -1
+        self._reused: store_recycle.Reused | None = None  # the pooled file being overwritten, if one is
         self._tmp = self._path = ""
         self._left = 0
         self._total = 0
@@ -105,9 +110,14 @@ class _Upload(FrameProtocol):
                                    f"directory").encode())
             return
         self._path = os.path.join(target, header.name)
-        self._tmp = self._path + ".upload"
+        pool = self._server.pool
+        self._reused = pool.open_reused(header.total) if pool is not None and target == pool.store_dir else None
         try:
-            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            if self._reused is not None:
+                self._fd = self._reused.fd
+            else:
+                self._tmp = self._path + ".upload"
+                self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         except OSError as e:
             self._finish(FAILED + f"could not create the object on node {self._server.node_id}: {e}".encode())
             return
@@ -118,15 +128,19 @@ class _Upload(FrameProtocol):
             self.data_received(rest)
 
     def _complete(self) -> None:
-        os.close(self._fd)
-        self._fd = -1
+        fd, reused = self._fd, self._reused
+        self._fd, self._reused = -1, None
         try:
-            os.rename(self._tmp, self._path)
+            if reused is not None:
+                reused.commit(self._path, self._total)  # deletes the file if it fails
+            else:
+                os.close(fd)
+                os.rename(self._tmp, self._path)
         except OSError as e:
             self._finish(FAILED + f"could not store the object on node {self._server.node_id}: {e}".encode())
             return
         self._tmp = ""
-        self._server.uploads += 1
+        self._server.stored(self._path)
         self._finish(OK + pb.ObjectLocation(node_id=self._server.node_id, node_address=self._server.address,
                                             path=self._path, size=self._total).SerializeToString())
 
@@ -138,6 +152,10 @@ class _Upload(FrameProtocol):
             self.transport.close()
 
     def _drop_partial(self) -> None:
+        if self._reused is not None:
+            self._reused.abort()
+            self._reused = None
+            self._fd = -1
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -163,6 +181,11 @@ class UploadServer:
         self.address = ""  # the node agent's gRPC address, which the stored object's location names
         self.receive_timeout = receive_deadline.receive_timeout_s()
         self.uploads = 0  # objects stored through this port (Stats; tests read it)
+        # Freed uploads, reused for the next ones (store_recycle); only files uploaded here are
+        # kept (_uploaded), so a node that gets no uploads keeps no freed file.
+        self.pool = store_recycle.RecyclePool(store_dir, lambda: os.path.join(store_dir, store_recycle.POOL_DIR)) \
+            if settings.STORE_RECYCLE.get() else None
+        self._uploaded: set[str] = set()
         self._server: asyncio.AbstractServer | None = None
         self.port = 0
 
@@ -173,9 +196,33 @@ class UploadServer:
             lambda: _Upload(self), sock=sock, ssl=tls.server_ssl_context())
         return self.port
 
+    def stored(self, path: str) -> None:
+        """An upload was stored at `path`."""
+        self.uploads += 1
+        if self.pool is not None:
+            if len(self._uploaded) >= 100_000:  # freed some other way (a job's end): forget them
+                self._uploaded.clear()
+            self._uploaded.add(path)
+
+    def keep_freed(self, paths: list[str]) -> list[str]:
+        """Keeps the freed uploads among `paths` for reuse (FreeObjects); returns the paths still
+        to delete."""
+        if self.pool is None:
+            return list(paths)
+        rest = []
+        for path in paths:
+            if path in self._uploaded:
+                self._uploaded.discard(path)
+                if self.pool.keep(path):
+                    continue
+            rest.append(path)
+        return rest
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self.pool is not None:
+            self.pool.drain()
 
 
 def upload_frames(token: str, header: pb.ObjectChunk) -> bytes:
