@@ -361,3 +361,35 @@ def test_a_notebooks_views_of_its_freed_puts_stay_intact_while_it_keeps_putting(
         out = kastor.get(kastor.put(np.full(4 << 20, i, dtype=np.uint8)), timeout=DEADLINE_S)
         assert out.min() == out.max() == i
     assert mine.min() == mine.max() == 7
+
+
+def test_a_large_uploads_body_is_spliced_and_still_checked(client):
+    """Without TLS the node agent moves a large body socket -> file with splice(2)
+    (splice_copy.py); the size check and the receive deadline hold on that path too."""
+    import numpy as np
+    big = np.arange(2 * 1024 * 1024, dtype=np.int64)  # 16 MiB
+    before = _node_rpcs(client)
+    assert np.array_equal(kastor.get(kastor.put(big), timeout=DEADLINE_S), big)
+    after = _node_rpcs(client)
+    assert after.get("UploadPortSpliced", 0) == before.get("UploadPortSpliced", 0) + 1
+
+    mib = 1 << 20
+    body = os.urandom(2 * mib)
+    path = _upload(client, body)
+    with open(path, "rb") as f:
+        assert f.read() == body
+    _free_on_node(client, path)
+
+    stored = _node_rpcs(client).get("UploadPort", 0)
+    with _upload_port(client) as s:  # stalls mid-body: dropped at the receive deadline, nothing stored
+        s.sendall(_frame(TOKEN.encode()) + _header(2 * mib))
+        assert _read_frame(s) == b""
+        s.sendall(b"x" * mib)
+        assert _closed(s)
+    with _upload_port(client) as s:  # more than announced: the last byte and 10 more come in one send
+        s.sendall(_frame(TOKEN.encode()) + _header(2 * mib))
+        assert _read_frame(s) == b""
+        s.sendall(b"x" * (2 * mib - 1))
+        s.sendall(b"x" * 11)
+        assert _closed(s)
+    assert _node_rpcs(client).get("UploadPort", 0) == stored, "a broken upload was stored"
