@@ -73,7 +73,7 @@ class _Upload(FrameProtocol):
     def data_received(self, data: bytes) -> None:
         if self._fd < 0:
             super().data_received(data)
-            if self._fd >= 0:
+            if self._fd >= 0 and self._stop_splice is None:  # (a splice thread times the body itself)
                 self.arm_deadline()  # accepted: the body's first bytes are due within the timeout too
             return
         self.arm_deadline()  # the body may pause no longer than the receive timeout

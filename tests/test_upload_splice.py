@@ -101,3 +101,24 @@ def test_a_malformed_upload_target_is_refused(servers):
         s.sendall(frame(TOKEN.encode()) + frame(f"{upload_address} upload=lots".encode()))
         s.settimeout(DEADLINE_S)
         assert s.recv(1) == b""
+
+
+def test_a_slow_but_steady_spliced_body_outlives_the_receive_timeout(servers):
+    """The receive deadline bounds the body's pauses, not its length: a body that takes longer
+    than the timeout (3 s here) but never pauses that long is stored."""
+    import time
+    _, uploads, _, upload_address, store = servers
+    total, pieces = 2 * 2**20, 10
+    header = pb.ObjectChunk(name="12" * 20, total=total).SerializeToString()
+    body = os.urandom(total)
+    with socket.create_connection(_host_port(upload_address), timeout=DEADLINE_S) as s:
+        s.sendall(frame(TOKEN.encode()) + frame(header))
+        assert _read_frame(s) == b""
+        step = total // pieces
+        for i in range(pieces):  # 10 x 0.4 s: 4 s in all, never a 3-s pause
+            s.sendall(body[i * step:(i + 1) * step if i < pieces - 1 else total])
+            time.sleep(0.4)  # the slow sender under test, not a synchronisation
+        outcome = _read_frame(s)
+    assert outcome[:1] == b"\x00", outcome
+    assert (store / ("12" * 20)).read_bytes() == body
+    assert uploads.spliced == 1
