@@ -40,6 +40,8 @@ from kastor.runtime import (
     rpc,
     serialization,
     settings,
+    store_owners,
+    store_recycle,
     tls,
     transport,
 )
@@ -95,6 +97,10 @@ class CoreWorker:
                            token=token, framed_calls=self.transport.reachable and settings.FRAMED_CALLS.get())
         self.node_id = node_id
         self.store_dir = store_dir
+        # This process's freed store files, reused for its next large puts (store_recycle).
+        self.recycle_pool = store_recycle.RecyclePool(
+            store_dir, lambda: os.path.join(store_owners.owner_dir(store_dir, self.address), store_recycle.POOL_DIR)
+        ) if settings.STORE_RECYCLE.get() else None
         self.ip = ip
         self.job_id = job_id
         self.namespace = namespace
@@ -261,6 +267,8 @@ class CoreWorker:
             log.debug("core shutdown: close failed", exc_info=True)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+        if self.recycle_pool is not None:
+            self.recycle_pool.drain()
 
     @property
     def closed(self) -> bool:
@@ -345,6 +353,8 @@ class CoreWorker:
         if not loc.path:
             return
         if loc.node_id == self.node_id:
+            if self.recycle_pool is not None and self.recycle_pool.keep(loc.path):
+                return
             try:
                 os.unlink(loc.path)
             except FileNotFoundError:

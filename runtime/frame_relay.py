@@ -14,7 +14,8 @@ A connection is:
     client -> relay: the cluster token (compared in constant time before anything else the
                      client sent is looked at), then the target frame: a worker's data port
                      or a node agent's upload port (upload_server.py) as `host:port`, which
-                     must be a registered node's host (not an open proxy)
+                     must be a registered node's host (not an open proxy); an upload's is
+                     `host:port upload=<body bytes>`
     relay -> worker: the cluster token; from then on both directions are spliced as bytes:
                      the worker's acceptance, the caller's ExecuteRequest frames, the
                      worker's ExecuteReply frames, the caller's end frame
@@ -26,6 +27,11 @@ worker drop its connection, so the relay drops the client's); TLS on both legs w
 cluster serves it; the end of either connection ends the other (a client that goes away
 ends its call stream at the worker, as gRPC's relay cancelled it). Back-pressure: a leg
 whose send buffer is full pauses reading the other.
+
+An upload's body (a notebook's large value, relay_upload.py) of a MiB or more is not copied
+through Python: once its header frame is forwarded, the body's announced bytes move client
+socket -> pipe -> node socket by `splice(2)` on a thread of their own (splice_copy.py), the
+client's transport paused meanwhile. Not with TLS on either leg (splice moves ciphertext).
 """
 
 from __future__ import annotations
@@ -33,10 +39,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
+import re
 import threading
 from collections.abc import Callable
 
-from kastor.runtime import auth, config, event_loops, receive_deadline, tls
+from kastor.runtime import auth, config, event_loops, receive_deadline, settings, splice_copy, tls
 from kastor.runtime.frames import (
     MAX_TOKEN_BYTES,
     RELAY_GREETING,
@@ -49,6 +57,8 @@ from kastor.runtime.frames import (
 log = logging.getLogger("kastor.frame_relay")
 
 MAX_TARGET_BYTES = 300  # "host:port"; a longer target frame closes the connection unread
+MAX_UPLOAD_HEADER_BYTES = 256  # an upload's header frame (upload_server.MAX_HEADER_BYTES)
+_UPLOAD = re.compile(r"upload=([0-9]{1,15})")
 
 
 class _Upstream(asyncio.Protocol):
@@ -87,6 +97,9 @@ class _Inbound(FrameProtocol):
         self._splicing = False
         self._opening: asyncio.Task | None = None  # connecting to the target (held: the loop keeps weak refs)
         self._peer = ""
+        self._upload_body: int | None = None  # an upload's body bytes not yet relayed, once its header is
+        self._upload_head_sent = False
+        self._splice_stop: threading.Event | None = None  # set while a thread splices the body
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -123,12 +136,17 @@ class _Inbound(FrameProtocol):
 
     async def _open_upstream(self, target_frame: bytes) -> None:
         try:
-            target = target_frame.decode()
+            target, _, kind = target_frame.decode().partition(" ")
             host, _, port = target.rpartition(":")
             host = host.strip("[]")
             port_number = int(port)
+            if kind:
+                upload = _UPLOAD.fullmatch(kind)
+                if upload is None:
+                    raise ValueError(kind)
+                self._upload_body = int(upload.group(1))
         except ValueError:
-            self.close("the target frame is not host:port")
+            self.close("the target frame is not host:port (or host:port upload=<bytes>)")
             return
         if not await self._relay.allowed_host(host):
             log.warning("frame relay: %s asked for %s, which is not a node of this cluster", self._peer, target)
@@ -151,6 +169,9 @@ class _Inbound(FrameProtocol):
             return
         self._upstream = upstream
         upstream.transport.write(frame(self._relay.token))
+        if self._upload_body is not None:
+            self._send_upload_head()
+            return
         for data in self._early:
             upstream.transport.write(data)
         self._early.clear()
@@ -159,8 +180,71 @@ class _Inbound(FrameProtocol):
         upstream = self._upstream
         if upstream is None or upstream.transport is None:
             self._early.append(data)
+        elif self._upload_body is not None and not self._upload_head_sent:
+            self._early.append(data)
+            self._send_upload_head()
         else:
             upstream.transport.write(data)
+
+    def _send_upload_head(self) -> None:
+        """Forwards an upload's header frame once it is whole, then splices its body (if worth it)."""
+        assert self._upstream is not None and self._upstream.transport is not None and self._upload_body is not None
+        buf = b"".join(self._early)
+        self._early = [buf] if buf else []
+        if len(buf) < 4:
+            return
+        size = int.from_bytes(buf[:4], "big")
+        if size > MAX_UPLOAD_HEADER_BYTES:
+            self.close("an upload header frame too long")
+            return
+        if len(buf) < 4 + size:
+            return
+        self._early.clear()
+        self._upload_head_sent = True
+        upstream = self._upstream.transport
+        upstream.write(buf)  # the header, and any body bytes that came with it
+        body = self._upload_body - (len(buf) - 4 - size)
+        if (body >= splice_copy.MIN_BYTES and self._relay.splice and not upstream.get_write_buffer_size()
+                and self.transport is not None and not self.transport.is_closing()):
+            self._splice_body(body)
+
+    def _splice_body(self, count: int) -> None:
+        """Moves `count` body bytes client -> node inside the kernel, on a thread; the client's
+        transport stays paused until they are through."""
+        assert self.transport is not None and self._upstream is not None and self._upstream.transport is not None
+        src, dst = self.transport.get_extra_info("socket"), self._upstream.transport.get_extra_info("socket")
+        if src is None or dst is None:
+            return
+        self.transport.pause_reading()
+        loop = asyncio.get_running_loop()
+        stop = self._splice_stop = threading.Event()
+        # The thread's own descriptors: either transport may close its fd meanwhile.
+        src_fd, dst_fd = os.dup(src.fileno()), os.dup(dst.fileno())
+        timeout = self._relay.receive_timeout * 2  # the node times the body; this only ends a forgotten thread
+
+        def run() -> None:
+            error: BaseException | None = None
+            try:
+                splice_copy.copy_exactly(src_fd, dst_fd, count, timeout, stop)
+            except (OSError, splice_copy.SpliceStopped) as e:
+                error = e
+            finally:
+                os.close(src_fd)
+                os.close(dst_fd)
+            try:
+                loop.call_soon_threadsafe(self._body_spliced, error)
+            except RuntimeError:  # the relay's loop is gone: so are the connections
+                pass
+        threading.Thread(target=run, name="kastor-relay-splice", daemon=True).start()
+
+    def _body_spliced(self, error: BaseException | None) -> None:
+        self._splice_stop = None
+        if error is not None:
+            self.close(f"the upload's body did not go through: {error}")
+            return
+        self._relay.spliced += 1
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()  # anything more goes through Python (the node refuses it)
 
     def send_down(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -171,7 +255,7 @@ class _Inbound(FrameProtocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self.transport.is_closing() and self._splice_stop is None:
             self.transport.resume_reading()
 
     def pause_writing(self) -> None:  # the client reads slower than the worker answers
@@ -187,11 +271,15 @@ class _Inbound(FrameProtocol):
     def upstream_lost(self) -> None:
         """The worker closed (every result went out, or it died): so does the client's leg,
         after what the worker sent was written."""
+        if self._splice_stop is not None:
+            self._splice_stop.set()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self._splice_stop is not None:
+            self._splice_stop.set()
         self._relay.closed(self)
         if self._upstream is not None and self._upstream.transport is not None:
             # The client went away: its stream to the worker ends too (the worker then cancels
@@ -221,6 +309,8 @@ class FrameRelay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[_Inbound] = set()
+        self.splice = False  # uploads' bodies go by splice (no TLS on either leg; set by start)
+        self.spliced = 0  # upload bodies relayed so (tests read it)
         self.port = 0
 
     async def allowed_host(self, host: str) -> bool:
@@ -241,6 +331,8 @@ class FrameRelay:
         self._owner_loop = asyncio.get_running_loop()
         sock = listening_socket(host, port)
         self.port = sock.getsockname()[1]
+        self.splice = (tls.server_ssl_context() is None and tls.client_ssl_context() is None
+                       and splice_copy.available() and settings.UPLOAD_SPLICE.get())
         loop = self._loop = event_loops.new_event_loop()
         self._thread = threading.Thread(target=loop.run_forever, name="kastor-frame-relay", daemon=True)
         self._thread.start()

@@ -270,11 +270,13 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
 
     async def Stats(self, request, context):
         """What this agent has served (RPCs by method; uploads through its upload port counted as
-        "UploadPort") and how often it renewed the node's lease. Its trailers name the upload
-        port (upload_server.py), which is how a remote client learns it."""
+        "UploadPort", those whose body was spliced as "UploadPortSpliced") and how often it renewed
+        the node's lease. Its trailers name the upload port (upload_server.py), which is how a
+        remote client learns it."""
         if self.uploads.port:
             context.set_trailing_metadata(((UPLOAD_PORT_METADATA_KEY, str(self.uploads.port)),))
-        return pb.NodeAgentStats(rpcs_served={**self.rpcs.counts(), "UploadPort": self.uploads.uploads},
+        uploads = {"UploadPort": self.uploads.uploads, "UploadPortSpliced": self.uploads.spliced}
+        return pb.NodeAgentStats(rpcs_served={**self.rpcs.counts(), **uploads},
                                  node_lease_renewals=self.node_lease.state.renewals if self.node_lease else 0,
                                  lease_s=self.worker_lease_s, monotonic_s=time.monotonic())
 
@@ -865,8 +867,9 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         return pb.ObjectLocation(node_id=self.node_id, node_address=self.address, path=path, size=written)
 
     async def FreeObjects(self, request, context):
+        paths = self.uploads.keep_freed(list(request.paths))  # a freed upload's file serves the next (store_recycle)
         for d in self._object_dirs():
-            store_owners.free(d, request.paths)
+            store_owners.free(d, paths)
         return pb.Empty()
 
     async def shutdown(self) -> None:

@@ -41,7 +41,8 @@ def upload(route: RelayRoute, token: str, node_upload_address: str, ser: Seriali
         if _read_frame(sock) != route.greeting():
             raise RelayUploadFailed(f"{route.address} is not this cluster's frame relay")
         header = pb.ObjectChunk(name=name, total=ser.size)
-        sock.sendall(frame(token.encode()) + frame(node_upload_address.encode()) + frame(header.SerializeToString()))
+        target = f"{node_upload_address} upload={ser.size}"  # the relay splices a body it knows the size of
+        sock.sendall(frame(token.encode()) + frame(target.encode()) + frame(header.SerializeToString()))
         answer = _read_frame(sock)
         if answer[:1] == FAILED:
             raise UploadRefused(answer[1:].decode(errors="replace"))

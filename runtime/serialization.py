@@ -15,7 +15,7 @@ import pickle
 import struct
 from collections.abc import Sequence
 
-from kastor.runtime import pickler
+from kastor.runtime import pickler, store_owners
 from kastor.runtime.exceptions import ObjectStoreFullError
 from kastor.runtime.protocol import kastor_pb2 as pb
 
@@ -70,6 +70,22 @@ class Serialized:
         os.rename(tmp, path)  # readers never see a half-written object
         return self.size
 
+    def write_fd(self, fd: int, old_size: int, store: str) -> None:
+        """Overwrites the open file `fd`, now `old_size` bytes long, with the frame, from its
+        start: a freed object file reused for a new object (store_recycle), whose pages are
+        already allocated (the caller cuts it to `size`). Fails with ObjectStoreFullError
+        before writing when the store (the directory `store`) cannot hold the growth."""
+        if self.size > old_size:
+            _check_room(store, self.size - old_size)
+        offset = 0
+        try:
+            for chunk in _chunks(self._segments()):
+                offset = _writev_all(fd, chunk, offset)
+        except OSError as e:
+            if e.errno in _FULL:
+                raise _store_full(store, self.size, e.strerror) from None
+            raise
+
     def iter_chunks(self, size: int):
         """The frame, in pieces of at most `size` bytes, for streaming it to another node."""
         pending = bytearray()
@@ -115,12 +131,15 @@ class Serialized:
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def _writev_all(fd: int, buffers: list) -> None:
-    """`os.writev` until every byte is written: a short count (a full tmpfs returns one
-    before it fails with ENOSPC) must never leave a silently truncated object."""
+def _writev_all(fd: int, buffers: list, offset: int | None = None) -> int:
+    """`os.writev` (`os.pwritev` at `offset`, if given) until every byte is written: a short
+    count (a full tmpfs returns one before it fails with ENOSPC) must never leave a silently
+    truncated object. Returns the offset after the last byte (with `offset`)."""
     views = [memoryview(b).cast("B") for b in buffers]
     while views:
-        written = os.writev(fd, views)
+        written = os.writev(fd, views) if offset is None else os.pwritev(fd, views, offset)
+        if offset is not None:
+            offset += written
         if written == 0:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         while views and written >= len(views[0]):
@@ -128,6 +147,7 @@ def _writev_all(fd: int, buffers: list) -> None:
             views.pop(0)
         if written:
             views[0] = views[0][written:]
+    return offset or 0
 
 
 def _check_room(store: str, size: int) -> None:
@@ -217,8 +237,12 @@ def loads(frame: bytes | memoryview) -> object:
 
 
 def load_file(path: str) -> object:
-    """Maps the file read-only: numpy arrays in it come back as zero-copy, read-only views."""
+    """Maps the file read-only: numpy arrays in it come back as zero-copy, read-only views.
+
+    The mapping holds a shared lock on the file for as long as it lives (store_recycle), so a
+    freed object's file is never reused under these views."""
     with open(path, "rb") as f:
+        store_owners.lock_for_reading(f.fileno(), path)
         size = os.fstat(f.fileno()).st_size
         mm = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
     return loads(memoryview(mm))

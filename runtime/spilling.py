@@ -37,6 +37,7 @@ from kastor.runtime.exceptions import ObjectStoreFullError
 
 if TYPE_CHECKING:  # the node agent uses this module too, and needs no pickler
     from kastor.runtime.serialization import Serialized
+    from kastor.runtime.store_recycle import RecyclePool
 
 LINK = ".spill"          # in a store directory: a symlink to the node's spill directory
 SESSION_FOLDER = session_dirs.SPILL_FOLDER  # the default spill root, inside the node's session folder
@@ -103,19 +104,28 @@ def spill_dir_of(store_dir: str) -> str | None:
         return None
 
 
-def write(ser: Serialized, store_dir: str, owner: str, name: str) -> tuple[str, int]:
+def write(ser: Serialized, store_dir: str, owner: str, name: str,
+          pool: RecyclePool | None = None) -> tuple[str, int]:
     """Writes a serialized object into the store, or into the spill directory if the store is full.
 
-    Returns (path, size). Raises ObjectStoreFullError, with no part of the object left behind,
-    when it fits in neither, or when the store is full and has no spill directory."""
+    `pool`: this process's freed store files, reused when one is free (store_recycle), and
+    deleted before the object goes to disk for want of room. Returns (path, size). Raises
+    ObjectStoreFullError, with no part of the object left behind, when it fits in neither, or
+    when the store is full and has no spill directory."""
     try:
-        return _write_in(store_dir, ser, owner, name)
-    except ObjectStoreFullError as full:
-        spill_dir = spill_dir_of(store_dir)
-        if spill_dir is None:
-            raise ObjectStoreFullError(
-                f"{full} Spilling to disk is off for this store: run its node agent with "
-                f"KASTOR_OBJECT_SPILLING=1 (the default) to write objects that do not fit to local disk.") from None
+        return _write_in(store_dir, ser, owner, name, pool)
+    except ObjectStoreFullError as e:
+        full = e
+    if pool is not None and pool.drain():
+        try:
+            return _write_in(store_dir, ser, owner, name)
+        except ObjectStoreFullError as e:
+            full = e
+    spill_dir = spill_dir_of(store_dir)
+    if spill_dir is None:
+        raise ObjectStoreFullError(
+            f"{full} Spilling to disk is off for this store: run its node agent with "
+            f"KASTOR_OBJECT_SPILLING=1 (the default) to write objects that do not fit to local disk.") from None
     try:
         return _write_in(spill_dir, ser, owner, name)
     except ObjectStoreFullError:
@@ -127,7 +137,8 @@ def write(ser: Serialized, store_dir: str, owner: str, name: str) -> tuple[str, 
             f"`kastor start --object-spilling-directory`) on the node.") from None
 
 
-def _write_in(directory: str, ser: Serialized, owner: str, name: str) -> tuple[str, int]:
+def _write_in(directory: str, ser: Serialized, owner: str, name: str,
+              pool: RecyclePool | None = None) -> tuple[str, int]:
     """(path, size) of the object written under its owner's folder of `directory`. A file system too
     full for even the owner's folder is full for the object too."""
     try:
@@ -137,6 +148,8 @@ def _write_in(directory: str, ser: Serialized, owner: str, name: str) -> tuple[s
             raise ObjectStoreFullError(f"Could not store an object of {ser.size} bytes in {directory}: it is full "
                                        f"({_room(directory)}).") from None
         raise
+    if pool is not None and (size := pool.write(ser, path)) is not None:
+        return path, size
     return path, ser.write_file(path)
 
 

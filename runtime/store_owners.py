@@ -14,6 +14,8 @@ connection, not a slow reply): a loaded owner is slow, not dead, and keeps its o
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import re
@@ -79,10 +81,28 @@ def owners(store_dir: str) -> dict[str, str]:
     return found
 
 
+def lock_for_reading(fd: int, path: str) -> None:
+    """Takes a shared lock on the open object file `fd` and checks that `path` still names it.
+
+    Raises FileNotFoundError when the object was freed (and its file possibly reused for
+    another object, store_recycle) since `path` was opened. The lock lasts as long as the
+    open file (and any mmap made from it, which keeps a duplicate of `fd`)."""
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    opened = os.fstat(fd)
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "the object was freed while it was being opened", path) from None
+    if (now.st_ino, now.st_dev) != (opened.st_ino, opened.st_dev):
+        raise FileNotFoundError(errno.ENOENT, "the object was freed while it was being opened", path)
+
+
 def read_chunks(path: str, chunk_bytes: int) -> Iterator[tuple[bytes, int]]:
-    """(chunk, total size) of an object file, for FetchObject (a node's store or a driver's)."""
-    total = os.path.getsize(path)
+    """(chunk, total size) of an object file, for FetchObject (a node's store or a driver's);
+    the file stays locked for reading until the last chunk (lock_for_reading)."""
     with open(path, "rb") as f:
+        lock_for_reading(f.fileno(), path)
+        total = os.fstat(f.fileno()).st_size
         while chunk := f.read(chunk_bytes):
             yield chunk, total
 

@@ -20,7 +20,16 @@ import tempfile
 from typing import TYPE_CHECKING
 
 import grpc
-from kastor.runtime import config, exceptions, gateway_client, relay_upload, serialization, spilling
+from kastor.runtime import (
+    config,
+    exceptions,
+    gateway_client,
+    relay_upload,
+    serialization,
+    settings,
+    spilling,
+    store_recycle,
+)
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.rpc import CHANNEL_OPTIONS, direct_channel
@@ -51,7 +60,7 @@ class DirectTransport:
         readers then fetch from the driver's address), under its owner's directory there
         (freed by the node if the owner dies without freeing it). One that does not fit goes
         to the node's spill directory on disk instead (spilling)."""
-        path, size = spilling.write(ser, core.store_dir, owner, name)
+        path, size = spilling.write(ser, core.store_dir, owner, name, core.recycle_pool)
         served_by = core.address if self.serves_own_store else core.node_address
         return pb.ObjectLocation(node_id=core.node_id, node_address=served_by, path=path, size=size)
 
@@ -83,6 +92,7 @@ class GatewayTransport:
         # Node path -> local path; written by putting threads, read by getting ones.
         self._copies: dict[str, str] = {}
         self._copies_dir = ""
+        self._copy_pool: store_recycle.RecyclePool | None = None  # freed copies, reused for the next (store_recycle)
         self._copier: concurrent.futures.ThreadPoolExecutor | None = None
         self._raw_uploads = True  # until the raw route fails once (relay_upload.py)
         self._upload_ports: dict[str, int] = {}  # node agent address -> its upload port (0: none)
@@ -138,8 +148,12 @@ class GatewayTransport:
         try:
             if not self._copies_dir:
                 self._copies_dir = tempfile.mkdtemp(prefix="kastor-client-copies-")
+                if settings.STORE_RECYCLE.get():
+                    pool_dir = os.path.join(self._copies_dir, store_recycle.POOL_DIR)
+                    self._copy_pool = store_recycle.RecyclePool(self._copies_dir, lambda: pool_dir)
             path = os.path.join(self._copies_dir, name)
-            ser.write_file(path)
+            if self._copy_pool is None or self._copy_pool.write(ser, path) is None:
+                ser.write_file(path)
         except (OSError, exceptions.ObjectStoreFullError) as e:
             log.warning("not keeping a local copy of a %d-byte value (a get of it downloads it): %s", ser.size, e)
             return ""
@@ -149,7 +163,9 @@ class GatewayTransport:
         return self._copies.get(node_path)
 
     def forget_copy(self, node_path: str) -> None:
-        _unlink(self._copies.pop(node_path, ""))
+        local = self._copies.pop(node_path, "")
+        if local and (self._copy_pool is None or not self._copy_pool.keep(local)):
+            _unlink(local)
 
     async def _upload(self, core: CoreWorker, ser: serialization.Serialized, name: str) -> pb.ObjectLocation:
         def chunks():

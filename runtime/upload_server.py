@@ -17,6 +17,14 @@ A connection is:
 Receive deadline: the token and the header must arrive within the receive timeout of the
 connection's start, and the body may not pause longer than it; a stalled upload is dropped
 and its partial file deleted.
+
+Without TLS, a body of a MiB or more is moved socket -> pipe -> file by `splice(2)` on a thread
+of its own (splice_copy.py), with no copy through Python; the size check, the token and the
+receive deadline are as above (the splice thread times the body's pauses).
+
+Freed uploads (FreeObjects, when the client drops its ref) are kept in the node agent's pool
+of freed files (store_recycle, `<store>/.recycle/`), and the next upload overwrites one in
+place: writing into pages a file already holds costs about a third of fresh tmpfs pages.
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ import hmac
 import logging
 import os
 import re
+import threading
 
-from kastor.runtime import auth, receive_deadline, spilling, tls
+from kastor.runtime import auth, receive_deadline, settings, spilling, splice_copy, store_recycle, tls
 from kastor.runtime.frames import MAX_TOKEN_BYTES, FrameProtocol, frame, listening_socket
 from kastor.runtime.protocol import kastor_pb2 as pb
 
@@ -45,6 +54,8 @@ class _Upload(FrameProtocol):
         self._server = server
         self._authenticated = False
         self._fd = -1
+        self._reused: store_recycle.Reused | None = None  # the pooled file being overwritten, if one is
+        self._stop_splice: threading.Event | None = None  # set: a splice thread owns the file (_splice_body)
         self._tmp = self._path = ""
         self._left = 0
         self._total = 0
@@ -62,7 +73,7 @@ class _Upload(FrameProtocol):
     def data_received(self, data: bytes) -> None:
         if self._fd < 0:
             super().data_received(data)
-            if self._fd >= 0:
+            if self._fd >= 0 and self._stop_splice is None:  # (a splice thread times the body itself)
                 self.arm_deadline()  # accepted: the body's first bytes are due within the timeout too
             return
         self.arm_deadline()  # the body may pause no longer than the receive timeout
@@ -105,9 +116,14 @@ class _Upload(FrameProtocol):
                                    f"directory").encode())
             return
         self._path = os.path.join(target, header.name)
-        self._tmp = self._path + ".upload"
+        pool = self._server.pool
+        self._reused = pool.open_reused(header.total) if pool is not None and target == pool.store_dir else None
         try:
-            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            if self._reused is not None:
+                self._fd = self._reused.fd
+            else:
+                self._tmp = self._path + ".upload"
+                self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         except OSError as e:
             self._finish(FAILED + f"could not create the object on node {self._server.node_id}: {e}".encode())
             return
@@ -116,17 +132,70 @@ class _Upload(FrameProtocol):
         rest = self.take_buffered()
         if rest:
             self.data_received(rest)
+        if self._fd >= 0 and self._left >= splice_copy.MIN_BYTES and self._server.splice:
+            self._splice_body()
+
+    def _splice_body(self) -> None:
+        """Moves the rest of the body to the file inside the kernel (splice_copy), on a thread,
+        with this transport paused; then answers as data_received would."""
+        assert self.transport is not None
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return
+        self.transport.pause_reading()
+        self.clear_deadline()  # the thread times the body's pauses
+        loop = asyncio.get_running_loop()
+        stop = self._stop_splice = threading.Event()
+        fd, left, timeout = self._fd, self._left, self._server.receive_timeout
+
+        sock_fd = os.dup(sock.fileno())  # the thread's own: the transport may close its fd meanwhile
+
+        def run() -> None:
+            try:
+                splice_copy.copy_exactly(sock_fd, fd, left, timeout, stop)
+                outcome: BaseException | int = splice_copy.readable_bytes(sock_fd)
+            except (OSError, splice_copy.SpliceStopped) as e:
+                outcome = e
+            finally:
+                os.close(sock_fd)
+            try:
+                loop.call_soon_threadsafe(self._body_spliced, outcome)
+            except RuntimeError:  # the node agent's loop is gone: so is the connection
+                pass
+        threading.Thread(target=run, name="kastor-upload-splice", daemon=True).start()
+
+    def _body_spliced(self, outcome: BaseException | int) -> None:
+        self._stop_splice = None
+        if self.transport is None or self.transport.is_closing():
+            self._drop_partial()
+            return
+        if isinstance(outcome, OSError):
+            self._finish(FAILED + f"could not write the object on node {self._server.node_id}: {outcome}".encode())
+        elif isinstance(outcome, BaseException):
+            self.close(f"the upload's body did not come whole: {outcome}")
+            self._drop_partial()
+        elif outcome:
+            self.close("more bytes than the object's announced size")
+            self._drop_partial()
+        else:
+            self._left = 0
+            self._server.spliced += 1
+            self._complete()
 
     def _complete(self) -> None:
-        os.close(self._fd)
-        self._fd = -1
+        fd, reused = self._fd, self._reused
+        self._fd, self._reused = -1, None
         try:
-            os.rename(self._tmp, self._path)
+            if reused is not None:
+                reused.commit(self._path, self._total)  # deletes the file if it fails
+            else:
+                os.close(fd)
+                os.rename(self._tmp, self._path)
         except OSError as e:
             self._finish(FAILED + f"could not store the object on node {self._server.node_id}: {e}".encode())
             return
         self._tmp = ""
-        self._server.uploads += 1
+        self._server.stored(self._path)
         self._finish(OK + pb.ObjectLocation(node_id=self._server.node_id, node_address=self._server.address,
                                             path=self._path, size=self._total).SerializeToString())
 
@@ -138,6 +207,13 @@ class _Upload(FrameProtocol):
             self.transport.close()
 
     def _drop_partial(self) -> None:
+        if self._stop_splice is not None:  # the splice thread still writes the file: it drops it when it ends
+            self._stop_splice.set()
+            return
+        if self._reused is not None:
+            self._reused.abort()
+            self._reused = None
+            self._fd = -1
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -163,19 +239,51 @@ class UploadServer:
         self.address = ""  # the node agent's gRPC address, which the stored object's location names
         self.receive_timeout = receive_deadline.receive_timeout_s()
         self.uploads = 0  # objects stored through this port (Stats; tests read it)
+        self.spliced = 0  # of those, the ones whose body was spliced to the file
+        # Freed uploads, reused for the next ones (store_recycle); only files uploaded here are
+        # kept (_uploaded), so a node that gets no uploads keeps no freed file.
+        self.pool = store_recycle.RecyclePool(store_dir, lambda: os.path.join(store_dir, store_recycle.POOL_DIR)) \
+            if settings.STORE_RECYCLE.get() else None
+        self._uploaded: set[str] = set()
+        self.splice = False  # large bodies go socket -> file by splice (no TLS; set by start)
         self._server: asyncio.AbstractServer | None = None
         self.port = 0
 
     async def start(self, host: str) -> int:
         sock = listening_socket(host)
         self.port = sock.getsockname()[1]
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Upload(self), sock=sock, ssl=tls.server_ssl_context())
+        ssl = tls.server_ssl_context()
+        self.splice = ssl is None and splice_copy.available() and settings.UPLOAD_SPLICE.get()
+        self._server = await asyncio.get_running_loop().create_server(lambda: _Upload(self), sock=sock, ssl=ssl)
         return self.port
+
+    def stored(self, path: str) -> None:
+        """An upload was stored at `path`."""
+        self.uploads += 1
+        if self.pool is not None:
+            if len(self._uploaded) >= 100_000:  # freed some other way (a job's end): forget them
+                self._uploaded.clear()
+            self._uploaded.add(path)
+
+    def keep_freed(self, paths: list[str]) -> list[str]:
+        """Keeps the freed uploads among `paths` for reuse (FreeObjects); returns the paths still
+        to delete."""
+        if self.pool is None:
+            return list(paths)
+        rest = []
+        for path in paths:
+            if path in self._uploaded:
+                self._uploaded.discard(path)
+                if self.pool.keep(path):
+                    continue
+            rest.append(path)
+        return rest
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self.pool is not None:
+            self.pool.drain()
 
 
 def upload_frames(token: str, header: pb.ObjectChunk) -> bytes:

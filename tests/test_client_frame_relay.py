@@ -306,3 +306,90 @@ def test_an_upload_that_stalls_or_overruns_is_dropped(client):
         outcome = _read_frame(s)
         assert outcome[:1] == b"\x00" and pb.ObjectLocation.FromString(outcome[1:]).size == 10
     assert _node_rpcs(client).get("UploadPort", 0) == before + 1
+
+
+def _upload(cluster, payload: bytes) -> str:
+    """Uploads `payload` through the node's upload port; returns the stored file's path."""
+    with _upload_port(cluster) as s:
+        s.sendall(_frame(TOKEN.encode()) + _header(len(payload)))
+        assert _read_frame(s) == b""
+        s.sendall(payload)
+        outcome = _read_frame(s)
+    assert outcome[:1] == b"\x00", outcome
+    return pb.ObjectLocation.FromString(outcome[1:]).path
+
+
+def _free_on_node(cluster, path: str) -> None:
+    [node] = [n for n in kastor.nodes() if n["Alive"]]
+    with grpc.insecure_channel(cluster["client"], options=[
+            ("grpc.primary_user_agent", f"kastor-target/{node['Address']}")]) as ch:
+        pb_grpc.NodeAgentStub(ch).FreeObjects(pb.FreeObjectsRequest(paths=[path]), metadata=auth.metadata(TOKEN),
+                                              timeout=DEADLINE_S)
+
+
+def test_a_freed_upload_is_reused_for_the_next_unless_something_still_maps_it(client):
+    """The node agent keeps a freed upload's file and writes the next upload into it in place
+    (store_recycle), but never one a reader still maps: that reader keeps its bytes."""
+    import mmap
+
+    from kastor.runtime import store_owners
+    mib = 1 << 20
+    first = _upload(client, b"a" * (3 * mib))
+    inode = os.stat(first).st_ino
+    _free_on_node(client, first)
+    second = _upload(client, b"b" * (2 * mib))
+    assert os.stat(second).st_ino == inode, "the freed upload's file was not reused"
+    with open(second, "rb") as f:
+        assert f.read() == b"b" * (2 * mib)  # cut to the new size: no byte of the old upload is left
+
+    with open(second, "rb") as f:  # a reader maps it, as a worker's get does
+        store_owners.lock_for_reading(f.fileno(), second)
+        view = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    _free_on_node(client, second)
+    third = _upload(client, b"c" * (2 * mib))
+    assert os.stat(third).st_ino != inode, "a file still mapped was reused"
+    assert view[:] == b"b" * (2 * mib)
+    view.close()
+    _free_on_node(client, third)
+
+
+def test_a_notebooks_views_of_its_freed_puts_stay_intact_while_it_keeps_putting(client):
+    """The notebook's local copies are reused too (store_recycle), never under its own views."""
+    import numpy as np
+    mine = kastor.get(kastor.put(np.full(4 << 20, 7, dtype=np.uint8)), timeout=DEADLINE_S)
+    for i in range(6):
+        out = kastor.get(kastor.put(np.full(4 << 20, i, dtype=np.uint8)), timeout=DEADLINE_S)
+        assert out.min() == out.max() == i
+    assert mine.min() == mine.max() == 7
+
+
+def test_a_large_uploads_body_is_spliced_and_still_checked(client):
+    """Without TLS the node agent moves a large body socket -> file with splice(2)
+    (splice_copy.py); the size check and the receive deadline hold on that path too."""
+    import numpy as np
+    big = np.arange(2 * 1024 * 1024, dtype=np.int64)  # 16 MiB
+    before = _node_rpcs(client)
+    assert np.array_equal(kastor.get(kastor.put(big), timeout=DEADLINE_S), big)
+    after = _node_rpcs(client)
+    assert after.get("UploadPortSpliced", 0) == before.get("UploadPortSpliced", 0) + 1
+
+    mib = 1 << 20
+    body = os.urandom(2 * mib)
+    path = _upload(client, body)
+    with open(path, "rb") as f:
+        assert f.read() == body
+    _free_on_node(client, path)
+
+    stored = _node_rpcs(client).get("UploadPort", 0)
+    with _upload_port(client) as s:  # stalls mid-body: dropped at the receive deadline, nothing stored
+        s.sendall(_frame(TOKEN.encode()) + _header(2 * mib))
+        assert _read_frame(s) == b""
+        s.sendall(b"x" * mib)
+        assert _closed(s)
+    with _upload_port(client) as s:  # more than announced: the last byte and 10 more come in one send
+        s.sendall(_frame(TOKEN.encode()) + _header(2 * mib))
+        assert _read_frame(s) == b""
+        s.sendall(b"x" * (2 * mib - 1))
+        s.sendall(b"x" * 11)
+        assert _closed(s)
+    assert _node_rpcs(client).get("UploadPort", 0) == stored, "a broken upload was stored"
