@@ -4,16 +4,19 @@ same bytes as cloudpickle makes, while anything else still goes through cloudpic
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import inspect
 import os
 import pickle
+import threading
 
 import cloudpickle
 import pytest
 from kastor import signature
 from kastor.runtime import pickler, serialization
 from kastor.runtime.ids import new_put_id, new_task_id
+from kastor.runtime.loop_inbox import LoopInbox
 from kastor.runtime.object_ref import ObjectRef
 
 
@@ -105,3 +108,31 @@ def test_the_positional_shortcut_agrees_with_bind(sig: inspect.Signature) -> Non
         if not binds:
             with pytest.raises(TypeError, match="must fit the signature"):
                 signature.check(sig, tuple(range(count)), {}, "f")
+
+
+def test_a_loop_inbox_runs_every_posted_callable_once_in_order() -> None:
+    """Posts from two threads while the loop drains (the race the wake-up flag must survive)."""
+    loop = asyncio.new_event_loop()
+    inbox = LoopInbox(loop)
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+    done = threading.Event()
+    total = 20_000
+
+    def poster(name: str) -> None:
+        for i in range(total):
+            inbox.post(lambda i=i: seen[name].append(i))
+        inbox.post(lambda: done.set() if len(seen["a"]) + len(seen["b"]) == 2 * total else None)
+
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    posters = [threading.Thread(target=poster, args=(n,)) for n in seen]
+    for t in posters:
+        t.start()
+    for t in posters:
+        t.join()
+    inbox.post(lambda: done.set())
+    assert done.wait(30)
+    loop.call_soon_threadsafe(loop.stop)
+    runner.join(30)
+    loop.close()
+    assert seen == {"a": list(range(total)), "b": list(range(total))}
