@@ -33,7 +33,7 @@ from kastor.runtime.frame_stream import CallStream, FrameStream, open_call_strea
 from kastor.runtime.ids import return_id
 from kastor.runtime.owned_values import OwnedValues
 from kastor.runtime.peers import Peers
-from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result
+from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result, store_results
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.actors")
@@ -158,9 +158,9 @@ class ActorSubmitter:
                 continue
             c.inflight[call.spec.task_id] = call
             call.stream = c.stream
-            task_events.running(call.spec, c.stream.address)
             batch.append(call.spec)
         if batch:
+            task_events.running_many(batch, c.stream.address)
             c.stream.send(batch)
         self._maybe_collect(c)
 
@@ -310,16 +310,24 @@ class ActorSubmitter:
         instance (one the head already replaced) or a new one at a reused address. The stream is
         then dropped, and its calls are retried or failed as for a lost stream."""
         def handle(stream: CallStream, results: list[pb.TaskResult]) -> None:
-            for result in results:
-                if result.incarnation != incarnation:
-                    log.warning("discarding a result from incarnation %d of actor %s %s; expected %d: dropping "
-                                "the stream", result.incarnation, c.class_name, c.actor_id.hex()[:8], incarnation)
-                    stream.abort()
-                    return
-                call = c.inflight.pop(result.task_id, None)
-                if call is None:
-                    continue
-                self._finish(c, call, result)
+            plain: list[tuple[PendingCall, pb.TaskResult]] = []  # stored together: one lock, one wake-up
+            try:
+                for result in results:
+                    if result.incarnation != incarnation:
+                        log.warning("discarding a result from incarnation %d of actor %s %s; expected %d: "
+                                    "dropping the stream", result.incarnation, c.class_name, c.actor_id.hex()[:8],
+                                    incarnation)
+                        stream.abort()
+                        return
+                    call = c.inflight.pop(result.task_id, None)
+                    if call is None:
+                        continue
+                    if result.status == pb.TASK_ACTOR_EXITED or (call.cancelled and result.status != pb.TASK_OK):
+                        self._finish(c, call, result)
+                    else:
+                        plain.append((call, result))
+            finally:
+                store_results(self.owned, plain)
             self._maybe_collect(c)
         return handle
 

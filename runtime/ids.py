@@ -7,8 +7,8 @@ core worker.
 
 from __future__ import annotations
 
-import itertools
 import os
+import random
 
 # The index a put() object carries in place of a return index (it belongs to no task's returns).
 PUT_INDEX = b"\xff\xff\xff\xff"
@@ -17,33 +17,30 @@ PUT_INDEX = b"\xff\xff\xff\xff"
 HANDLE_INDEX = b"\xff\xff\xff\xfe"
 
 
-# A task id is this process's random prefix and a counter. Why not 16 random bytes a call, as
-# before: os.urandom releases the GIL, and a driver submitting 1,000 tasks then waited, on each
-# one, for its core thread to give the GIL back (0.1 ms per task under cProfile, the largest
-# cost of submitting). A forked process (a worker from the fork server) draws a prefix of its own.
-_task_prefix = os.urandom(8)
-_task_counter = itertools.count()
+# Ids come from a pseudo-random generator seeded from os.urandom, not from os.urandom itself:
+# os.urandom releases the GIL around its getrandom() call, and on a caller that submits a burst
+# of calls while its core loop sends them, each release handed the GIL to the loop, so that
+# 5,000 pipelined calls spent about a quarter of the caller's time getting the GIL back
+# (bench/README.md, "Pipelined calls"). Ids need to be unique, not secret (every data and
+# control connection is authenticated by the cluster token). A forked child (every worker
+# the fork server starts) reseeds, so it never repeats its parent's ids.
+_ids = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
 
 
-def _new_task_prefix() -> None:
-    global _task_prefix, _task_counter
-    _task_prefix = os.urandom(8)
-    _task_counter = itertools.count()
-
-
-os.register_at_fork(after_in_child=_new_task_prefix)
+def random_bytes(n: int) -> bytes:
+    """`n` unique-with-overwhelming-probability bytes, without releasing the GIL."""
+    return _ids.getrandbits(8 * n).to_bytes(n, "little")
 
 
 def new_task_id() -> bytes:
-    """Unique across processes: 8 random bytes per process, then a count (`next` of an
-    itertools.count is atomic under the GIL, so threads that submit at once get distinct ids)."""
-    return _task_prefix + next(_task_counter).to_bytes(8, "big")
+    return random_bytes(16)
 
 
 def new_actor_id(job_id: bytes) -> bytes:
     """Random, ending in the creating job's id (as Ray's ActorID does), so the head can tell a
     handle that outran its actor's registration (job still running: wait) from a stray one."""
-    return os.urandom(12) + job_id
+    return random_bytes(12) + job_id
 
 
 def actor_job_id(actor_id: bytes) -> bytes:
@@ -66,4 +63,4 @@ def task_of(object_id: bytes) -> bytes:
 
 
 def new_put_id() -> bytes:
-    return os.urandom(16) + PUT_INDEX
+    return random_bytes(16) + PUT_INDEX

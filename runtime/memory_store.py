@@ -91,15 +91,19 @@ class MemoryStore:
                 if i not in values:
                     self._missing_hook(i)
         blocked = False
+        # Only the ids still missing are looked at again on each wake-up: a get of 5,000 refs
+        # is woken once per results frame, and checking all 5,000 each time made it quadratic.
+        object_ids = list(dict.fromkeys(object_ids))  # each id counts once, as a set of the ready ones did
+        missing = object_ids
         try:
             with self._cond:
                 while True:
-                    ready = {i for i in object_ids if i in values}
-                    if len(ready) >= num_ready:
-                        return ready
+                    missing = [i for i in missing if i not in values]
+                    if len(object_ids) - len(missing) >= num_ready:
+                        return set(object_ids).difference(missing)
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
-                        return ready
+                        return set(object_ids).difference(missing)
                     if not blocked and on_block is not None:
                         blocked = True
                         on_block(True)

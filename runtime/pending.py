@@ -7,7 +7,7 @@ travel on an Execute stream, and finish by storing results (or an error) under t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from kastor.runtime import exceptions, task_events
 from kastor.runtime.memory_store import settling
@@ -66,12 +66,23 @@ async def resolve_deps(owned: OwnedValues, call: PendingCall) -> None:
 
 
 def store_result(owned: OwnedValues, call: PendingCall, result: pb.TaskResult) -> None:
-    if result.status == pb.TASK_OK:
-        store_values(owned, call, list(result.returns))
-    elif result.status == pb.TASK_CANCELLED:
-        fail(owned, call, exceptions.TaskCancelledError(call.spec.task_id.hex()))
-    else:
-        store_values(owned, call, [result.error] * len(call.return_ids))
+    store_results(owned, ((call, result),))
+
+
+def store_results(owned: OwnedValues, finished: Iterable[tuple[PendingCall, pb.TaskResult]]) -> None:
+    """`store_result` for the calls of one results frame: their values go into the store in
+    one batch, which takes the store's lock and wakes its waiters once, not once per call
+    (bench/README.md, "Pipelined calls")."""
+    items: list[tuple[bytes, pb.Value]] = []
+    for call, result in finished:
+        if result.status == pb.TASK_OK:
+            values = list(result.returns)
+        elif result.status == pb.TASK_CANCELLED:
+            values = [error_value(exceptions.TaskCancelledError(call.spec.task_id.hex()))] * len(call.return_ids)
+        else:
+            values = [result.error] * len(call.return_ids)
+        items.extend(_settle(owned, call, values))
+    owned.objects.store_returns(items)
 
 
 def fail(owned: OwnedValues, call: PendingCall, exc: BaseException) -> None:
@@ -79,6 +90,11 @@ def fail(owned: OwnedValues, call: PendingCall, exc: BaseException) -> None:
 
 
 def store_values(owned: OwnedValues, call: PendingCall, values: list[pb.Value]) -> None:
+    owned.objects.store_returns(_settle(owned, call, values))
+
+
+def _settle(owned: OwnedValues, call: PendingCall, values: list[pb.Value]) -> zip:
+    """Everything finishing a call takes but the storing: its (return id, value) pairs to store."""
     call.finished = True
     task_events.finished(call.spec, failed=any(v.is_error for v in values))
     if call.on_done is not None:
@@ -87,4 +103,4 @@ def store_values(owned: OwnedValues, call: PendingCall, values: list[pb.Value]) 
     call.deps = []  # the argument refs may go now
     call.pins = []  # the worker registered its borrows of the nested ones before it replied
     owned.free_value(call.spec.args)  # a large argument lived in the store for this call only
-    owned.objects.store_returns(zip(call.return_ids, values, strict=True))
+    return zip(call.return_ids, values, strict=True)

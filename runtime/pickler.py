@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import linecache
+import pickle
 import types
 from collections import ChainMap
 
@@ -67,8 +68,47 @@ class _SourcePickler(cloudpickle.Pickler):
     dispatch_table = ChainMap({types.CodeType: _reduce_code_with_source}, cloudpickle.Pickler.dispatch_table)
 
 
+# Values made only of these exact types (and tuples, lists and dicts of them) pickle to the
+# same bytes with the C pickler as with cloudpickle's, whose Pickler is built in Python for
+# every value: for a call's `((), {})` or a small int result that construction was most of the
+# pickling (bench/README.md, "Pipelined calls"). Exact types only: a subclass (an IntEnum, a
+# str subclass) may reduce itself in its own way, and an ObjectRef must pass through its
+# __reduce__ (the borrow bookkeeping sees it there). bytearray is not here: it travels
+# out of band.
+_PLAIN_SCALARS = frozenset({type(None), bool, int, float, complex, str, bytes})
+_PLAIN_CONTAINERS = frozenset({tuple, list, dict})
+PLAIN_MAX_ITEMS = 64  # a larger value is checked no further: cloudpickle's fixed cost no longer dominates
+
+
+def is_plain(obj: object) -> bool:
+    """Whether `obj` is a small value of builtin scalars and containers (see _PLAIN_SCALARS)."""
+    if type(obj) in _PLAIN_SCALARS:
+        return True
+    todo = [obj]
+    seen = 0
+    while todo:
+        item = todo.pop()
+        kind = type(item)
+        if kind in _PLAIN_SCALARS:
+            continue
+        if kind not in _PLAIN_CONTAINERS:
+            return False
+        seen += len(item) + 1
+        if seen > PLAIN_MAX_ITEMS:
+            return False
+        if kind is dict:
+            todo.extend(item.keys())  # type: ignore[union-attr]
+            todo.extend(item.values())  # type: ignore[union-attr]
+        else:
+            todo.extend(item)  # type: ignore[arg-type]
+    return True
+
+
 def dumps(obj: object, protocol: int | None = None, buffer_callback=None) -> bytes:
-    """`cloudpickle.dumps`, keeping the file names of code pickled by value."""
+    """`cloudpickle.dumps`, keeping the file names of code pickled by value (a plain value:
+    the same bytes, from the C pickler)."""
+    if is_plain(obj):
+        return pickle.dumps(obj, protocol=cloudpickle.DEFAULT_PROTOCOL if protocol is None else protocol)
     return _dump(_Pickler, obj, protocol, buffer_callback)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -21,16 +22,17 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 MAX_TASKS = 10_000
 
 _lock = threading.Lock()
-# task id -> [spec fields as bytes..., state, worker, attempt, submitted, start, end]: kept raw and
-# formatted in rows(), since recording a task is on every submission's path and reading them
-# is rare (a dict with five hex strings per task was ~10 us of the core loop's time per task).
+# task id -> [name, job id, actor id, parent task id, state, worker address, attempt,
+# submitted_at, start_time, end_time]: raw fields, recorded on every call's path; the dict
+# rows (hex ids and all) are built only when someone reads them (`rows`). Building them per
+# call cost the pipelined path about a tenth of its caller's loop (bench/README.md).
 _tasks: OrderedDict[bytes, list[Any]] = OrderedDict()
-_STATE, _WORKER, _ATTEMPT, _START, _END = 6, 7, 8, 9, 10
+_NAME, _JOB, _ACTOR, _PARENT, _STATE, _WORKER, _ATTEMPT, _SUBMITTED, _START, _END = range(10)
 
 
 def submitted(spec: pb.TaskSpec) -> None:
-    row = [spec.task_id, spec.name, spec.job_id, spec.actor_id, spec.parent_task_id, time.time(),
-           "PENDING_NODE_ASSIGNMENT", None, spec.attempt, None, None]
+    row = [spec.name, spec.job_id, spec.actor_id, spec.parent_task_id, "PENDING_NODE_ASSIGNMENT", None,
+           spec.attempt, time.time(), None, None]
     with _lock:
         _tasks[spec.task_id] = row
         while len(_tasks) > MAX_TASKS:
@@ -38,32 +40,35 @@ def submitted(spec: pb.TaskSpec) -> None:
 
 
 def running(spec: pb.TaskSpec, worker: str) -> None:
+    running_many((spec,), worker)
+
+
+def running_many(specs: Iterable[pb.TaskSpec], worker: str) -> None:
+    """`running` for a batch of calls sent together: one lock, one clock reading."""
+    now = time.time()
     with _lock:
-        row = _tasks.get(spec.task_id)
-        if row is not None:
-            row[_STATE], row[_WORKER], row[_ATTEMPT], row[_START] = "RUNNING", worker, spec.attempt, time.time()
+        for spec in specs:
+            row = _tasks.get(spec.task_id)
+            if row is not None:
+                row[_STATE], row[_WORKER], row[_ATTEMPT], row[_START] = "RUNNING", worker, spec.attempt, now
 
 
 def finished(spec: pb.TaskSpec, failed: bool) -> None:
+    now = time.time()
     with _lock:
         row = _tasks.get(spec.task_id)
         if row is not None:
-            row[_STATE], row[_END] = "FAILED" if failed else "FINISHED", time.time()
-
-
-def _row(r: list[Any]) -> dict[str, Any]:
-    task_id, name, job_id, actor_id, parent_task_id, submitted_at, state, worker, attempt, start, end = r
-    return {"task_id": task_id.hex(), "name": name, "state": state,
-            "type": "ACTOR_TASK" if actor_id else "NORMAL_TASK", "job_id": job_id.hex(),
-            "actor_id": actor_id.hex() or None, "parent_task_id": parent_task_id.hex() or None,
-            "worker_address": worker, "attempt": attempt,
-            "submitted_at": submitted_at, "start_time": start, "end_time": end}
+            row[_STATE], row[_END] = "FAILED" if failed else "FINISHED", now
 
 
 def rows() -> list[dict[str, Any]]:
     with _lock:
-        raw = [list(r) for r in _tasks.values()]
-    return [_row(r) for r in raw]
+        raw = [(task_id, list(row)) for task_id, row in _tasks.items()]
+    return [{"task_id": task_id.hex(), "name": r[_NAME], "state": r[_STATE],
+             "type": "ACTOR_TASK" if r[_ACTOR] else "NORMAL_TASK", "job_id": r[_JOB].hex(),
+             "actor_id": r[_ACTOR].hex() or None, "parent_task_id": r[_PARENT].hex() or None,
+             "worker_address": r[_WORKER], "attempt": r[_ATTEMPT],
+             "submitted_at": r[_SUBMITTED], "start_time": r[_START], "end_time": r[_END]} for task_id, r in raw]
 
 
 def chrome_trace() -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ from kastor.runtime.actor_builtins import BUILTIN_METHODS, ActorExit
 from kastor.runtime.core import CoreWorker, error_value
 from kastor.runtime.generated import GeneratedItems
 from kastor.runtime.ids import return_id
+from kastor.runtime.loop_inbox import LoopInbox
 from kastor.runtime.placement import own_cpus
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.worker_lease import WorkerLease
@@ -122,6 +123,7 @@ class Engine:
         # thread of its own, and a limit, so a group whose calls block does not stall the others.
         self.group_loops: dict[str, asyncio.AbstractEventLoop] = {}
         self.group_limits: dict[str, asyncio.Semaphore] = {}
+        self.group_inboxes: dict[str, LoopInbox] = {}  # calls handed to each group's loop
         self.group_pools: dict[str, ThreadPoolExecutor] = {}  # threaded actors: one per concurrency group
         self.async_tasks: dict[bytes, tuple[asyncio.AbstractEventLoop, asyncio.Task]] = {}
         self._exit_lock = threading.Lock()
@@ -240,7 +242,8 @@ class Engine:
             pool.submit(self._run_and_post, spec, outbox)
 
     def _run_on_actor_loop(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
-        self.group_loops[spec.concurrency_group].call_soon_threadsafe(self._start_async, spec, outbox)
+        # One wake-up of the group's loop per burst of calls, not one per call (loop_inbox.py).
+        self.group_inboxes[spec.concurrency_group].post(lambda: self._start_async(spec, outbox))
 
     def _knows_group(self, name: str) -> bool:
         return self.actor_spec is not None and name in self.actor_spec.concurrency_groups
@@ -348,6 +351,7 @@ class Engine:
     def _start_actor_loops(self, concurrency: int, groups: dict[str, int]) -> None:
         for name, limit in {"": concurrency, **groups}.items():
             self.group_loops[name], self.group_limits[name] = self._start_loop(name, limit)
+            self.group_inboxes[name] = LoopInbox(self.group_loops[name])
         self.actor_loop = self.group_loops[""]
 
     @staticmethod
