@@ -64,6 +64,7 @@ from collections.abc import Callable
 
 from kastor.runtime import tls
 from kastor.runtime.frames import HEADER_BYTES, MAX_FRAME_BYTES, frame
+from kastor.runtime.lane_host import LANE_MARK
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.fast_lane")
@@ -154,7 +155,7 @@ class FastLane:
             self._sock = sock
             self._buf.clear()
             sock.settimeout(timeout)
-            sock.sendall(frame(self._token))
+            sock.sendall(frame(self._token + LANE_MARK))  # a serial actor's thread may serve it (lane_host.py)
             if self._read_frame(timeout) != b"":
                 raise LaneLost("the worker did not accept the lane with an empty frame")
         except (OSError, ValueError, LaneLost, TimeoutError) as e:
