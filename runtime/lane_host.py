@@ -92,7 +92,11 @@ class LaneHost:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._ready: collections.deque[LaneCall] = collections.deque()
         self._lanes: set[ServedLane] = set()
-        self.active = False  # a lane is open: `main_queue.put` must wake the selector
+        self.active = False  # a lane is open: the main thread waits on the selector, not on main_queue
+        # Set by the main thread before it last looks at main_queue and waits on the selector,
+        # cleared after: a put that finds it False needs no wake-up (the main thread looks at
+        # the queue again before it next waits), so a busy main thread costs a put no syscall.
+        self.waiting = False
         self.calls = 0  # calls read from lanes and answered on them (tests and diagnostics read it)
         self.adopted = 0  # lanes taken over from the data port
 
@@ -100,7 +104,7 @@ class LaneHost:
 
     def wake(self) -> None:
         """Called after each `main_queue.put`: the main thread may be waiting on its lanes."""
-        if self.active:
+        if self.waiting:
             try:
                 os.write(self._wake_w, b"\0")
             except (BlockingIOError, OSError):

@@ -286,13 +286,21 @@ class Engine:
         if self._lane_turn and (call := lanes.next_call(block=False)) is not None:
             return call
         while True:
+            lanes.waiting = True  # before the queue is looked at: a put from now on wakes the selector
             try:
-                return self.main_queue.get_nowait()
+                item = self.main_queue.get_nowait()
             except queue.Empty:
                 pass
+            else:
+                lanes.waiting = False
+                return item
             if not lanes.active:
+                lanes.waiting = False
                 return self.main_queue.get()
-            call = lanes.next_call(block=True)
+            try:
+                call = lanes.next_call(block=True)
+            finally:
+                lanes.waiting = False
             if call is not None:
                 return call
 
