@@ -105,6 +105,7 @@ class LaneHost:
     def wake(self) -> None:
         """Called after each `main_queue.put`: the main thread may be waiting on its lanes."""
         if self.waiting:
+            self.waiting = False  # one wake-up is enough: the main thread looks at the queue before it waits again
             try:
                 os.write(self._wake_w, b"\0")
             except (BlockingIOError, OSError):
@@ -191,8 +192,7 @@ class LaneHost:
 
     def _drain_wake(self) -> None:
         try:
-            while os.read(self._wake_r, 4096):
-                pass
+            os.read(self._wake_r, 65536)  # one read: any byte left over only makes the next select return at once
         except BlockingIOError:
             pass
 
