@@ -157,11 +157,16 @@ class LaneHost:
             return
         payload = frame(pb.ExecuteReply(results=[result]).SerializeToString())
         try:
-            lane.sock.settimeout(self._timeout)  # a caller that stops reading cannot hold the actor for ever
             try:
-                lane.sock.sendall(payload)
-            finally:
-                lane.sock.setblocking(False)
+                sent = lane.sock.send(payload)  # the socket is non-blocking: a result fits its buffer in one go
+            except BlockingIOError:
+                sent = 0
+            if sent < len(payload):  # a big result, or a caller slow to read: wait, within the receive timeout
+                lane.sock.settimeout(self._timeout)  # a caller that stops reading cannot hold the actor for ever
+                try:
+                    lane.sock.sendall(payload[sent:])
+                finally:
+                    lane.sock.setblocking(False)
         except OSError as e:
             log.debug("a lane broke while its result was written: %s", e)
             lane.outbox.delivered += 1  # nobody will read it: the caller handles the call as lost

@@ -55,6 +55,9 @@ class Log:
         host = context.core.address.rpartition(":")[0]
         return context.core.address, f"{host}:{context.core.data_port()}"
 
+    def blob(self, n: int) -> bytes:
+        return b"x" * n
+
     def on_main_thread(self):
         return threading.current_thread() is threading.main_thread()
 
@@ -113,6 +116,14 @@ def test_lane_calls_are_read_run_and_answered_on_the_actors_main_thread():
     assert stats["calls"] - first["calls"] == 22, (first, stats)
     assert stats["adopted"] == 1, "each call opened a lane of its own"
     assert kastor.get(log.items.remote(), timeout=DEADLINE_S) == ["warm", *range(20)]
+
+
+def test_a_lane_carries_results_larger_than_one_socket_send():
+    log = Log.remote()
+    first = on_a_lane(log)
+    for n in (1, 64 * 1024, 90 * 1024):  # inline results (a bigger one is stored, and fetched by ref)
+        assert kastor.get(log.blob.remote(n), timeout=DEADLINE_S) == b"x" * n
+    assert kastor.get(log.lanes.remote(), timeout=DEADLINE_S)["calls"] - first["calls"] == 4
 
 
 def test_a_loop_path_caller_is_served_while_the_main_thread_waits_on_an_idle_lane():
