@@ -55,6 +55,10 @@ class Log:
         host = context.core.address.rpartition(":")[0]
         return context.core.address, f"{host}:{context.core.data_port()}"
 
+    def leave(self):
+        from kastor.actor import exit_actor
+        exit_actor()
+
     def blob(self, n: int) -> bytes:
         return b"x" * n
 
@@ -195,6 +199,30 @@ def test_a_lane_call_is_retried_on_the_restarted_actor(tmp_path):
     assert kastor.get(ref, timeout=DEADLINE_S) == "retried"
     killer.join(DEADLINE_S)
     assert kastor.get(log.pid.remote(), timeout=DEADLINE_S) != pid
+
+
+def test_exit_actor_in_a_lane_call_ends_the_actor_without_a_restart():
+    log = Log.options(max_restarts=1).remote()
+    on_a_lane(log)
+    before = fast_sent()
+    with pytest.raises(ActorDiedError, match=r"exit_actor\(\)"):
+        kastor.get(log.leave.remote(), timeout=DEADLINE_S)
+    assert fast_sent() == before + 1, "exit_actor() was not called on a lane"
+    with pytest.raises(ActorDiedError):
+        kastor.get(log.add.remote("after"), timeout=DEADLINE_S)
+
+
+def test_ray_terminate_on_a_lane_ends_the_actor_after_the_calls_before_it():
+    log = Log.options(max_restarts=1).remote()
+    on_a_lane(log)
+    assert kastor.get(log.add.remote("before"), timeout=DEADLINE_S) == "before"
+    before = fast_sent()
+    terminate = log.__ray_terminate__.remote()
+    assert fast_sent() == before + 1, "__ray_terminate__ was not sent on a lane"
+    with pytest.raises(ActorDiedError):  # as on the loop's path: the call ends the actor it ran on
+        kastor.get(terminate, timeout=DEADLINE_S)
+    with pytest.raises(ActorDiedError):
+        kastor.get(log.add.remote("after"), timeout=DEADLINE_S)
 
 
 class Account:
