@@ -99,6 +99,7 @@ class LaneHost:
         self.waiting = False
         self.calls = 0  # calls read from lanes and answered on them (tests and diagnostics read it)
         self.adopted = 0  # lanes taken over from the data port
+        self.flush_waits = 0  # lane results that waited for borrows to be acknowledged (Engine._serve_lane_call)
 
     # ---- any thread ----
 

@@ -266,12 +266,14 @@ class Engine:
 
     def lane_stats(self) -> dict[str, int]:
         """Lanes taken over and open, calls answered on them by the main thread, and calls
-        waiting in `main_queue` (from the loop's path) (tests and diagnostics)."""
+        waiting in `main_queue` (from the loop's path), and lane results that waited for the
+        owners to acknowledge the borrows their calls' arguments made (tests and diagnostics)."""
         lanes = self._lanes
         queued = self.main_queue.qsize()
         if lanes is None:
-            return {"adopted": 0, "open": 0, "calls": 0, "queued": queued}
-        return {"adopted": lanes.adopted, "open": lanes.open_lanes(), "calls": lanes.calls, "queued": queued}
+            return {"adopted": 0, "open": 0, "calls": 0, "flush_waits": 0, "queued": queued}
+        return {"adopted": lanes.adopted, "open": lanes.open_lanes(), "calls": lanes.calls,
+                "flush_waits": lanes.flush_waits, "queued": queued}
 
     def _to_main(self, item: _Run | _Construct | _AdoptLane | None) -> None:
         self.main_queue.put(item)
@@ -324,6 +326,7 @@ class Engine:
         if result is None:
             result = self.durable.after_call(self.execute(spec), self.instance, self._checkpoint_failed)
             if not self.core.borrows.settled():
+                self._lanes.flush_waits += 1  # type: ignore[union-attr]
                 flushed = threading.Event()
                 self.core.post(lambda: self.core.borrows.after_flush(flushed.set))
                 flushed.wait()

@@ -130,6 +130,26 @@ def test_a_lane_carries_results_larger_than_one_socket_send():
     assert kastor.get(log.lanes.remote(), timeout=DEADLINE_S)["calls"] - first["calls"] == 4
 
 
+def test_a_lane_result_goes_once_the_borrows_its_arguments_made_are_acknowledged():
+    """A ref nested in a lane call's arguments makes the actor a borrower: its result waits
+    for the owner's acknowledgement (as the loop's `borrows.after_flush` does), so the object
+    outlives the caller's own ref."""
+    import gc
+    log = Log.remote()
+    first = on_a_lane(log)
+    value = kastor.put("kept")
+    before = fast_sent()
+    assert kastor.get(log.add.remote([value]), timeout=DEADLINE_S) == [value]
+    assert fast_sent() == before + 1, "the call with a nested ref did not take the lane"
+    del value
+    gc.collect()
+    [kept] = kastor.get(log.items.remote(), timeout=DEADLINE_S)[1]
+    assert kastor.get(kept, timeout=DEADLINE_S) == "kept"
+    # (Whether the result had to wait depends on how fast the owner acknowledged: `flush_waits`
+    # counts those that did; it is not asserted, as that race is the scheduler's.)
+    assert kastor.get(log.lanes.remote(), timeout=DEADLINE_S)["calls"] - first["calls"] == 3  # lanes, add, items
+
+
 def test_a_loop_path_caller_is_served_while_the_main_thread_waits_on_an_idle_lane():
     log = Log.remote()
     on_a_lane(log)  # the lane stays open and idle: the main thread waits on it
