@@ -171,6 +171,33 @@ def test_a_lane_caller_and_a_loop_path_caller_run_in_arrival_order():
     assert kastor.get(log.items.remote(), timeout=DEADLINE_S) == ["warm", "held", "other", "after"]
 
 
+@kastor.remote(num_cpus=0)
+def calls_one_at_a_time(actor, caller: str, n: int) -> int:
+    """Another process's sync calls: after its first, they take its own lane to the actor."""
+    from kastor.runtime import context
+    for i in range(n):
+        assert kastor.get(actor.add.remote((caller, i)), timeout=DEADLINE_S) == (caller, i)
+    return context.core.actors.fast_sent
+
+
+def test_several_lanes_and_the_loop_path_keep_each_callers_order():
+    log = Log.remote()
+    on_a_lane(log)
+    n = 60
+    others = [calls_one_at_a_time.remote(log, name, n) for name in ("a", "b")]
+    for i in range(n // 10):  # the driver's bursts, on the loop's path
+        assert kastor.get([log.add.remote(("driver", 10 * i + k)) for k in range(10)], timeout=DEADLINE_S) == \
+            [("driver", 10 * i + k) for k in range(10)]
+    sent = kastor.get(others, timeout=DEADLINE_S)
+    assert all(count >= n - 2 for count in sent), f"the other callers' calls did not take their lanes: {sent}"
+    seen = kastor.get(log.items.remote(), timeout=DEADLINE_S)[1:]
+    for caller in ("a", "b", "driver"):
+        mine = [i for who, i in map(tuple, seen) if who == caller]
+        assert mine == list(range(n)), f"{caller}'s calls ran out of order or not once each: {mine}"
+    stats = kastor.get(log.lanes.remote(), timeout=DEADLINE_S)
+    assert stats["adopted"] >= 3, stats
+
+
 def test_a_lane_call_is_cancelled_on_the_main_thread(tmp_path):
     log = Log.remote()
     first = on_a_lane(log)
