@@ -248,7 +248,9 @@ class Engine:
     def takes_lanes(self) -> bool:
         """On the core loop: whether the main thread serves callers' lanes itself (a constructed
         serial actor, not exiting, KASTOR_LANE_EXECUTION on); else the loop serves them."""
-        return bool(settings.LANE_EXECUTION.get() and self.actor_spec is not None and not self._exiting
+        spec = self.actor_spec
+        return bool(settings.LANE_EXECUTION.get() and spec is not None and not self._exiting
+                    and not spec.is_async and spec.max_concurrency <= 1 and not spec.concurrency_groups
                     and self._runner == self._run_on_main)
 
     def adopt_lane(self, sock: socket.socket) -> None:
