@@ -37,6 +37,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import queue
 import selectors
 import socket
 import time
@@ -49,6 +50,7 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.lane_host")
 
+LANE_POLL_EVERY = 16  # while lanes are open, the main thread looks at them after this many queued calls
 LANE_MARK = b"\x00kastor-lane/1"  # after the token in a lane's first frame: "serve me on the actor's thread"
 
 
@@ -97,6 +99,7 @@ class LaneHost:
         # cleared after: a put that finds it False needs no wake-up (the main thread looks at
         # the queue again before it next waits), so a busy main thread costs a put no syscall.
         self.waiting = False
+        self._queue_streak = 0  # main_queue items run in a row while lanes are open (LANE_POLL_EVERY)
         self.calls = 0  # calls read from lanes and answered on them (tests and diagnostics read it)
         self.adopted = 0  # lanes taken over from the data port
         self.flush_waits = 0  # lane results that waited for borrows to be acknowledged (Engine._serve_lane_call)
@@ -128,6 +131,38 @@ class LaneHost:
         self._lanes.add(lane)
         self.adopted += 1
         self.active = True
+
+    def next_item(self, main_queue: queue.SimpleQueue) -> Any:
+        """The main thread's next work while a lane is open: an item of `main_queue`, or a call
+        read from a lane. Queued items go first, but the lanes are looked at after every
+        LANE_POLL_EVERY of them, so a lane's caller waits behind a stream of queued calls for
+        a bounded number of them. (Not after each: a look is a syscall that lets go of the GIL,
+        and with the core loop busy feeding the queue, taking it back cost the main thread a
+        wait per call: 0.35 voluntary switches per call instead of 0.09 in a 5,000-call burst.)"""
+        self._queue_streak += 1
+        if self._queue_streak >= LANE_POLL_EVERY:
+            self._queue_streak = 0
+            if (call := self.next_call(block=False)) is not None:
+                return call
+        while True:
+            self.waiting = True  # before the queue is looked at: a put from now on wakes the selector
+            try:
+                item = main_queue.get_nowait()
+            except queue.Empty:
+                pass
+            else:
+                self.waiting = False
+                return item
+            if not self.active:
+                self.waiting = False
+                return main_queue.get()
+            try:
+                call = self.next_call(block=True)
+            finally:
+                self.waiting = False
+            if call is not None:
+                self._queue_streak = 0
+                return call
 
     def next_call(self, block: bool) -> LaneCall | None:
         """A call read from a lane; None when there is none (block=False), or when the wait was
