@@ -84,17 +84,18 @@ class _Connection(FrameProtocol):
         self._pump = asyncio.get_running_loop().create_task(self._serve(engine))
 
     def _hand_over(self, engine: Any) -> bool:
-        """A lane to a serial actor: its socket goes to the actor's main thread (lane_host.py).
-        Only a plain-TCP connection with nothing read past the token; else False (the loop
-        serves it)."""
+        """A lane to a serial actor: its socket goes to the actor's main thread (lane_host.py),
+        with any bytes already read past the token. Only a plain-TCP connection; else False
+        (the loop serves it)."""
         transport = self.transport
-        if transport is None or transport.get_extra_info("sslcontext") is not None or self.take_buffered():
+        if transport is None or transport.get_extra_info("sslcontext") is not None:
             return False
         raw = transport.get_extra_info("socket")
         if raw is None or not engine.takes_lanes():
             return False
         sock = socket.socket(fileno=os.dup(raw.fileno()))  # the transport's own descriptor closes below
         transport.pause_reading()
+        rest = self.take_buffered()  # a caller writes its calls only after the accept frame: normally nothing
         transport.abort()  # closes the loop's descriptor only: the connection lives on in `sock`
         self.clear_deadline()
         try:
@@ -102,7 +103,7 @@ class _Connection(FrameProtocol):
         except OSError:
             sock.close()
             return True
-        engine.adopt_lane(sock)
+        engine.adopt_lane(sock, rest)
         return True
 
     async def _each_request(self) -> AsyncIterator[pb.ExecuteRequest]:

@@ -131,6 +131,9 @@ class LaneHost:
         self._lanes.add(lane)
         self.adopted += 1
         self.active = True
+        if lane.buf:  # bytes the data server read past the token
+            lane.frame_started = time.monotonic()
+            self._frames(lane)
 
     def next_item(self, main_queue: queue.SimpleQueue) -> Any:
         """The main thread's next work while a lane is open: an item of `main_queue`, or a call

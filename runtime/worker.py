@@ -249,9 +249,10 @@ class Engine:
                     and not spec.is_async and spec.max_concurrency <= 1 and not spec.concurrency_groups
                     and self._runner == self._run_on_main)
 
-    def adopt_lane(self, sock: socket.socket) -> None:
+    def adopt_lane(self, sock: socket.socket, received: bytes = b"") -> None:
         """On the core loop: a plain-TCP lane whose token the data server checked and accepted
-        (after `takes_lanes`); the socket is the main thread's from now on."""
+        (after `takes_lanes`), and the bytes it read past the token; the socket is the main
+        thread's from now on."""
         outbox = _Outbox(lambda: self.incarnation)
         outbox.reader_done = True  # no stream reader: the main thread counts the lane's calls itself
         self._outboxes.add(outbox)
@@ -259,8 +260,11 @@ class Engine:
         loop = self.core.loop
 
         def closed() -> None:  # on the main thread; the outboxes are the loop's
-            loop.call_soon_threadsafe(self._outboxes.discard, outbox)
-        self._to_main(_AdoptLane(ServedLane(sock, outbox, closed)))
+            try:
+                loop.call_soon_threadsafe(self._outboxes.discard, outbox)
+            except RuntimeError:  # the loop is closed: the process is ending
+                pass
+        self._to_main(_AdoptLane(ServedLane(sock, outbox, closed, bytearray(received))))
 
     def lane_stats(self) -> dict[str, int]:
         """Lanes taken over and open, calls answered on them by the main thread, and calls

@@ -331,3 +331,25 @@ def test_a_threaded_actors_lane_is_served_on_the_loop_and_a_serial_ones_on_its_m
     _open_lane(serial)
     wait_until(lambda: kastor.get(serial.lanes.remote(), timeout=DEADLINE_S)["adopted"] == before + 1,
                "the serial actor's main thread to take the lane over")
+
+
+def test_bytes_sent_with_the_lanes_token_reach_the_main_thread():
+    """A peer that writes past its token before the accept frame (ours never does) loses
+    nothing: here the end-of-calls frame comes in the same write, and the lane is closed."""
+    import socket
+
+    from kastor.runtime import context
+    from kastor.runtime.frames import frame
+    from kastor.runtime.lane_host import LANE_MARK
+    log = Log.remote()
+    before = on_a_lane(log)["adopted"]
+    _, data_address = kastor.get(log.addresses.remote(), timeout=DEADLINE_S)
+    host, _, port = data_address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=DEADLINE_S) as sock:
+        sock.sendall(frame(context.core.token.encode() + LANE_MARK) + frame(b""))
+        received = b""
+        while chunk := sock.recv(64):  # the accept frame, then the end of the stream
+            received += chunk
+    assert received == frame(b""), received
+    stats = kastor.get(log.lanes.remote(), timeout=DEADLINE_S)
+    assert stats["adopted"] == before + 1 and stats["open"] == 1, stats  # the driver's lane is the one open
