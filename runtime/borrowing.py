@@ -170,6 +170,13 @@ class Links:
             link.task = self.core.loop.create_task(self._run(link))
         link.wake.set()
 
+    def settled(self) -> bool:
+        """Whether every borrow (and unpin) queued so far was acknowledged: then `after_flush`
+        would run its function at once. Any thread (a serial actor's main thread asks it
+        before it writes a lane's result itself; see lane_host.py)."""
+        with self._lock:
+            return all(link.settled(link.last_add) for link in self._links.values())
+
     def after_flush(self, fn: Callable[[], None]) -> None:
         """Runs fn (on the loop) once every owner acknowledged the borrows (and unpins) queued so
         far; a release needs no wait, so one slow owner does not hold replies that only let go."""

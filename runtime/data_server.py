@@ -5,6 +5,10 @@ requests go to the same `Engine.serve_stream` (so dispatch, ordering, concurrenc
 fencing by incarnation and the end-of-stream rules are shared), and its replies come back in
 the order the engine hands them out. The cluster token is checked on the first frame before
 anything else the peer sent is looked at, and a peer that fails it is cut off unread.
+
+A caller's *lane* (fast_lane.py) marks its token frame (lane_host.LANE_MARK): to a serial
+actor's worker, its plain-TCP socket is then handed to the actor's main thread, which reads
+and answers its calls itself (lane_host.py); otherwise it is served here as any connection.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from kastor.runtime import auth, receive_deadline, tls
-from kastor.runtime.frames import MAX_TOKEN_BYTES, FrameProtocol, listening_socket
+from kastor.runtime.frames import MAX_TOKEN_BYTES, FrameProtocol, frame, listening_socket
+from kastor.runtime.lane_host import split_lane_mark
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.data_server")
@@ -59,7 +66,8 @@ class _Connection(FrameProtocol):
             return
         self._requests.put_nowait(request)
 
-    def _authenticate(self, given: bytes) -> None:
+    def _authenticate(self, first: bytes) -> None:
+        given, lane = split_lane_mark(first)
         if not hmac.compare_digest(given, self._token):
             auth.log_refused_peer(self._peer, "a data-port connection", "a wrong" if given else "no")
             self.close("wrong cluster token")
@@ -70,8 +78,33 @@ class _Connection(FrameProtocol):
             return
         self._authenticated = True
         self._on_accepted()
+        if lane and self._hand_over(engine):
+            return
         self.write(b"")  # accepted: the caller writes its calls only after this
         self._pump = asyncio.get_running_loop().create_task(self._serve(engine))
+
+    def _hand_over(self, engine: Any) -> bool:
+        """A lane to a serial actor: its socket goes to the actor's main thread (lane_host.py),
+        with any bytes already read past the token. Only a plain-TCP connection; else False
+        (the loop serves it)."""
+        transport = self.transport
+        if transport is None or transport.get_extra_info("sslcontext") is not None:
+            return False
+        raw = transport.get_extra_info("socket")
+        if raw is None or not engine.takes_lanes():
+            return False
+        sock = socket.socket(fileno=os.dup(raw.fileno()))  # the transport's own descriptor closes below
+        transport.pause_reading()
+        rest = self.take_buffered()  # a caller writes its calls only after the accept frame: normally nothing
+        transport.abort()  # closes the loop's descriptor only: the connection lives on in `sock`
+        self.clear_deadline()
+        try:
+            sock.send(frame(b""))  # accepted (4 bytes into a fresh connection's empty send buffer)
+        except OSError:
+            sock.close()
+            return True
+        engine.adopt_lane(sock, rest)
+        return True
 
     async def _each_request(self) -> AsyncIterator[pb.ExecuteRequest]:
         while True:

@@ -5,7 +5,9 @@ on the caller's side (the calling thread posts the call to the core loop, and th
 the thread when the result is stored: hops 1 and 8 in bench/README.md, "The remaining gap").
 A lane is one actor's second connection to its worker's data port, owned by no loop: the
 thread that makes the call writes the frame at `.remote()`, and the same thread blocks in
-`recv` on it in `get`. The worker side is the data port's ordinary stream (data_server.py).
+`recv` on it in `get`. At the worker, a serial actor's main thread reads the lane, runs the call
+and writes the result itself (lane_host.py, step three); other actors, and TLS lanes, are
+served by the data port's ordinary stream (data_server.py).
 
 When the fast path is taken (ActorSubmitter.send_from_thread decides; every condition is
 checked under the lane's lock):
@@ -64,6 +66,7 @@ from collections.abc import Callable
 
 from kastor.runtime import tls
 from kastor.runtime.frames import HEADER_BYTES, MAX_FRAME_BYTES, frame
+from kastor.runtime.lane_host import LANE_MARK
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.fast_lane")
@@ -154,7 +157,7 @@ class FastLane:
             self._sock = sock
             self._buf.clear()
             sock.settimeout(timeout)
-            sock.sendall(frame(self._token))
+            sock.sendall(frame(self._token + LANE_MARK))  # a serial actor's thread may serve it (lane_host.py)
             if self._read_frame(timeout) != b"":
                 raise LaneLost("the worker did not accept the lane with an empty frame")
         except (OSError, ValueError, LaneLost, TimeoutError) as e:

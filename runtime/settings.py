@@ -291,6 +291,10 @@ FAST_ACTOR_CALLS = _declare("KASTOR_FAST_ACTOR_CALLS", "bool", True,
                             "A sync get of a single actor call, made while nothing else of this process is in flight "
                             "to that actor, is sent and read by the calling thread on its own connection "
                             "(runtime/fast_lane.py); 0 sends every call through the core loop.")
+LANE_EXECUTION = _declare("KASTOR_LANE_EXECUTION", "bool", True,
+                          "A serial actor's worker reads the calls of a caller's lane (KASTOR_FAST_ACTOR_CALLS) on "
+                          "the actor's main thread, runs them there and writes the results on the same socket "
+                          "(runtime/lane_host.py); 0 serves lanes on the core loop like any other connection.")
 UVLOOP = _declare("KASTOR_UVLOOP", "bool", True,
                   "Run Kastor's own event loops on uvloop when installed; 0 falls back to asyncio's loop.")
 

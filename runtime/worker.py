@@ -36,6 +36,7 @@ from kastor.runtime import (
     logging_setup,
     omp,
     placement_context,
+    receive_deadline,
     retry,
     serialization,
     settings,
@@ -44,6 +45,7 @@ from kastor.runtime.actor_builtins import BUILTIN_METHODS, ActorExit
 from kastor.runtime.core import CoreWorker, error_value
 from kastor.runtime.generated import GeneratedItems
 from kastor.runtime.ids import return_id
+from kastor.runtime.lane_host import LaneCall, LaneHost, ServedLane
 from kastor.runtime.loop_inbox import LoopInbox
 from kastor.runtime.placement import own_cpus
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -102,13 +104,21 @@ class _Construct:
     reply: asyncio.Future
 
 
+@dataclass(frozen=True)
+class _AdoptLane:
+    """A caller's lane the data server handed over: the main thread serves it (lane_host.py)."""
+
+    lane: ServedLane
+
+
 class Engine:
     def __init__(self, core: CoreWorker, lease: WorkerLease):
         self.core = core
         self.lease = lease  # checked before every call: fencing (see worker_lease)
         self.incarnation = 0  # the actor's num_restarts when this instance started
         self.pid = os.getpid()
-        self.main_queue: queue.SimpleQueue[_Run | _Construct | None] = queue.SimpleQueue()
+        self.main_queue: queue.SimpleQueue[_Run | _Construct | _AdoptLane | None] = queue.SimpleQueue()
+        self._lanes: LaneHost | None = None  # a serial actor's lanes, once one was handed over
         # Where a call runs, chosen once: the main thread, until this worker becomes a threaded
         # actor (its thread pools) or an async one (its event loops). See _choose_runner.
         self._runner: Callable[[pb.TaskSpec, _Outbox], None] = self._run_on_main
@@ -185,9 +195,10 @@ class Engine:
 
     def lease_state(self) -> pb.LeaseStateReply:
         """What this worker is doing for its lease (see NodeAgent.reconcile_leases_forever)."""
-        running = sum(o.expected - o.delivered for o in self._outboxes)
-        streams = sum(1 for o in self._outboxes if not o.reader_done)
-        busy = bool(self._outboxes)
+        outboxes = list(self._outboxes)
+        running = sum(o.expected - o.delivered for o in outboxes)
+        streams = sum(1 for o in outboxes if not o.reader_done)
+        busy = bool(outboxes)
         return pb.LeaseStateReply(streams=streams, running=running,
                                   idle_s=0.0 if busy else time.monotonic() - self._last_active)
 
@@ -211,15 +222,93 @@ class Engine:
                         "back when it next reconciles", e.code().name)
 
     def dispatch(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
-        if self._exiting:
-            outbox.add(pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED))
-        elif spec.concurrency_group and not self._knows_group(spec.concurrency_group):
-            outbox.add(self._failed(spec, ValueError(
-                f"{spec.name} asks for concurrency group {spec.concurrency_group!r}, which the actor does not "
-                f"define; its groups are: {', '.join(sorted(self.actor_spec.concurrency_groups)) or '(none)'}. "
-                f"Pass concurrency_groups={{...}} when creating the actor.")))
+        turned_away = self._turned_away(spec)
+        if turned_away is not None:
+            outbox.add(turned_away)
         else:
             self._runner(spec, outbox)
+
+    def _turned_away(self, spec: pb.TaskSpec) -> pb.TaskResult | None:
+        """The result of a call that is not even queued: its actor is exiting, or it names a
+        concurrency group the actor does not have."""
+        if self._exiting:
+            return pb.TaskResult(task_id=spec.task_id, status=pb.TASK_ACTOR_EXITED)
+        if spec.concurrency_group and not self._knows_group(spec.concurrency_group):
+            return self._failed(spec, ValueError(
+                f"{spec.name} asks for concurrency group {spec.concurrency_group!r}, which the actor does not "
+                f"define; its groups are: {', '.join(sorted(self.actor_spec.concurrency_groups)) or '(none)'}. "
+                f"Pass concurrency_groups={{...}} when creating the actor."))
+        return None
+
+    # ---- lanes: a serial actor's main thread reads and answers them (lane_host.py) ----
+
+    def takes_lanes(self) -> bool:
+        """On the core loop: whether the main thread serves callers' lanes itself (a constructed
+        serial actor, not exiting, KASTOR_LANE_EXECUTION on); else the loop serves them."""
+        spec = self.actor_spec
+        return bool(settings.LANE_EXECUTION.get() and spec is not None and not self._exiting
+                    and not spec.is_async and spec.max_concurrency <= 1 and not spec.concurrency_groups
+                    and self._runner == self._run_on_main)
+
+    def adopt_lane(self, sock: socket.socket, received: bytes = b"") -> None:
+        """On the core loop: a plain-TCP lane whose token the data server checked and accepted
+        (after `takes_lanes`), and the bytes it read past the token; the socket is the main
+        thread's from now on."""
+        outbox = _Outbox(lambda: self.incarnation)
+        outbox.reader_done = True  # no stream reader: the main thread counts the lane's calls itself
+        self._outboxes.add(outbox)
+        self._last_active = time.monotonic()
+        loop = self.core.loop
+
+        def closed() -> None:  # on the main thread; the outboxes are the loop's
+            try:
+                loop.call_soon_threadsafe(self._outboxes.discard, outbox)
+            except RuntimeError:  # the loop is closed: the process is ending
+                pass
+        self._to_main(_AdoptLane(ServedLane(sock, outbox, closed, bytearray(received))))
+
+    def lane_stats(self) -> dict[str, int]:
+        """Lanes taken over and open, calls answered on them by the main thread, and calls
+        waiting in `main_queue` (from the loop's path), and lane results that waited for the
+        owners to acknowledge the borrows their calls' arguments made (tests and diagnostics)."""
+        lanes = self._lanes
+        queued = self.main_queue.qsize()
+        if lanes is None:
+            return {"adopted": 0, "open": 0, "calls": 0, "flush_waits": 0, "queued": queued}
+        return {"adopted": lanes.adopted, "open": lanes.open_lanes(), "calls": lanes.calls,
+                "flush_waits": lanes.flush_waits, "queued": queued}
+
+    def _to_main(self, item: _Run | _Construct | _AdoptLane | None) -> None:
+        self.main_queue.put(item)
+        lanes = self._lanes
+        if lanes is not None:
+            lanes.wake()  # the main thread may be waiting on its lanes, not on the queue
+
+    def _next_for_main(self) -> _Run | _Construct | _AdoptLane | LaneCall | None:
+        """The main thread's next work: from `main_queue`, or, while lanes are open, a call read
+        from one of them (LaneHost.next_item says in which order)."""
+        lanes = self._lanes
+        if lanes is None or not lanes.active:
+            return self.main_queue.get()
+        return lanes.next_item(self.main_queue)
+
+    def _serve_lane_call(self, call: LaneCall) -> None:
+        """Runs a lane's call on this (main) thread and writes its result on the lane, keeping
+        the loop path's rules: refused when exiting or cancelled, fenced by the lease check, the
+        durable checkpoint before the result, and the borrows its arguments made acknowledged
+        by their owners before the result goes (see _post)."""
+        spec = call.spec
+        result = self._turned_away(spec)
+        if result is None:
+            result = self.durable.after_call(self.execute(spec), self.instance, self._checkpoint_failed)
+            if not self.core.borrows.settled():
+                self._lanes.flush_waits += 1  # type: ignore[union-attr]
+                flushed = threading.Event()
+                self.core.post(lambda: self.core.borrows.after_flush(flushed.set))
+                flushed.wait()
+        result.incarnation = self.incarnation
+        self._lanes.answer(call, result)  # type: ignore[union-attr]
+        self._last_active = time.monotonic()
 
     # ---- runners: one per mode ----
 
@@ -232,7 +321,7 @@ class Engine:
             self._runner = self._run_on_pool
 
     def _run_on_main(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
-        self.main_queue.put(_Run(spec, outbox))
+        self._to_main(_Run(spec, outbox))
 
     def _run_on_pool(self, spec: pb.TaskSpec, outbox: _Outbox) -> None:
         pool = self.group_pools[spec.concurrency_group] if spec.concurrency_group else self.pool
@@ -271,7 +360,7 @@ class Engine:
         self.restarted = request.num_restarts > 0
         self.incarnation = request.num_restarts
         fut = asyncio.get_running_loop().create_future()
-        self.main_queue.put(_Construct(request.spec, list(request.gpu_ids), fut))
+        self._to_main(_Construct(request.spec, list(request.gpu_ids), fut))
         reply = await fut
         # Started only once the owners acknowledged the borrows the constructor's arguments made:
         # the creator keeps those refs until then (see runtime/borrowing.py).
@@ -380,12 +469,18 @@ class Engine:
     def main_loop(self) -> None:
         signal.signal(signal.SIGINT, self._on_sigint)
         while True:
-            item = self.main_queue.get()
+            item = self._next_for_main()
             if item is None:
                 return
-            if isinstance(item, _Construct):
+            if isinstance(item, LaneCall):
+                self._serve_lane_call(item)
+            elif isinstance(item, _Construct):
                 reply = self._construct(item.spec, item.gpu_ids)
                 self.core.loop.call_soon_threadsafe(item.reply.set_result, reply)
+            elif isinstance(item, _AdoptLane):
+                if self._lanes is None:
+                    self._lanes = LaneHost(receive_deadline.receive_timeout_s())
+                self._lanes.adopt(item.lane)
             else:
                 self._post(item.outbox, self.execute(item.spec))
 

@@ -195,3 +195,51 @@ def test_an_actor_whose_start_hangs_on_a_node_declared_dead_is_placed_on_another
             assert kastor.get(actor.node.remote(), timeout=DEADLINE_S) == "n2"
         finally:
             os.kill(agent, signal.SIGCONT)
+
+
+@kastor.remote
+class Marks:
+    """Appends what each call was given to a file: what ran, even in a worker that later died."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def mark(self, what: str) -> str:
+        with open(self.path, "a") as f:
+            f.write(what + "\n")
+        return what
+
+    def where(self) -> tuple[str, int, dict]:
+        from kastor.runtime import context, settings
+        return settings.NODE_LEASE_FILE.get(), os.getpid(), context.core.engine.lane_stats()
+
+
+def test_a_call_on_a_lane_does_not_start_once_the_workers_lease_lapsed(cluster, tmp_path):
+    """The lane's call runs on the actor's main thread (lane_host.py), which checks the node's
+    lease before it starts it, as the loop's path does: with the node agent frozen past the
+    lease, the call never runs there; the worker exits once fenced and the caller hears so."""
+    import time
+
+    from kastor.exceptions import ActorDiedError, ActorUnavailableError
+    from kastor.runtime import context
+    from kastor.runtime.node_lease import NodeLeaseReader
+    marks = tmp_path / "marks.txt"
+    actor = Marks.options(max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy("n1", soft=False)).remote(
+        str(marks))
+    kastor.get(actor.mark.remote("warm"), timeout=DEADLINE_S)
+    before = context.core.actors.fast_sent
+    lease_file, pid, lanes = kastor.get(actor.where.remote(), timeout=DEADLINE_S)
+    assert context.core.actors.fast_sent == before + 1 and lanes["adopted"] == 1, "the call did not take a lane"
+    reader = NodeLeaseReader(lease_file)
+    agent = cluster.nodes["n1"].proc.pid
+    os.kill(agent, signal.SIGSTOP)
+    try:
+        wait_until(lambda: reader.read().deadline < time.monotonic(), "the node's lease to lapse")
+        ref = actor.mark.remote("after the lapse")
+        assert context.core.actors.fast_sent == before + 2, "the call after the lapse did not take the lane"
+        wait_until(lambda: process_gone(pid), "the worker to exit once its lease stayed lapsed", timeout=2 * DEADLINE_S)
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    with pytest.raises((ActorDiedError, ActorUnavailableError)):
+        kastor.get(ref, timeout=DEADLINE_S)
+    assert marks.read_text().split() == ["warm"], "a call started on a worker whose lease had lapsed"

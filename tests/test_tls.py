@@ -162,6 +162,10 @@ def test_sync_calls_inside_the_cluster_take_a_tls_lane(cluster, certs, monkeypat
             def twice(self, x):
                 return 2 * x
 
+            def lanes(self):
+                from kastor.runtime import context
+                return context.core.engine.lane_stats()
+
         @kastor.remote
         class Caller:
             def call(self, callee, n):
@@ -169,8 +173,11 @@ def test_sync_calls_inside_the_cluster_take_a_tls_lane(cluster, certs, monkeypat
                 results = [kastor.get(callee.twice.remote(i)) for i in range(n)]
                 return results, context.core.actors.fast_sent
 
-        results, fast = kastor.get(Caller.remote().call.remote(Callee.remote(), 10))
+        callee = Callee.remote()
+        results, fast = kastor.get(Caller.remote().call.remote(callee, 10))
         assert results == [2 * i for i in range(10)]
         assert fast >= 9, f"only {fast} of the 9 calls after the first took the lane"
+        # A TLS lane stays on the worker's loop (its TLS state is the loop's; lane_host.py)
+        assert kastor.get(callee.lanes.remote())["adopted"] == 0
     finally:
         kastor.shutdown()
