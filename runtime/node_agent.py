@@ -757,7 +757,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         w.job_id, w.owner_address = spec.job_id, spec.owner_address
         try:
             reply = await self.worker_stub(w.address).StartActor(
-                pb.StartActorRequest(spec=spec, gpu_ids=gpu_ids, num_restarts=request.num_restarts),
+                pb.StartActorRequest(spec=spec, gpu_ids=gpu_ids, num_restarts=request.num_restarts,
+                                     actor_class=request.actor_class if request.HasField("actor_class") else None),
                 metadata=self.metadata)
         except grpc.aio.AioRpcError as e:
             # The worker died in the constructor (os._exit, a crash, the OOM killer), or stopped

@@ -99,6 +99,7 @@ class _Construct:
     spec: pb.ActorSpec
     gpu_ids: list[int]
     reply: asyncio.Future
+    actor_class: pb.FunctionEntry | None = None  # its pickled class, if StartActor carried it
 
 
 class Engine:
@@ -269,7 +270,8 @@ class Engine:
         self.restarted = request.num_restarts > 0
         self.incarnation = request.num_restarts
         fut = asyncio.get_running_loop().create_future()
-        self.main_queue.put(_Construct(request.spec, list(request.gpu_ids), fut))
+        shipped = request.actor_class if request.HasField("actor_class") else None
+        self.main_queue.put(_Construct(request.spec, list(request.gpu_ids), fut, shipped))
         reply = await fut
         # Started only once the owners acknowledged the borrows the constructor's arguments made:
         # the creator keeps those refs until then (see runtime/borrowing.py).
@@ -283,7 +285,8 @@ class Engine:
         `get_runtime_context().current_actor` names, in `__init__` too, as in Ray)."""
         return self._runs_actor
 
-    def _construct(self, spec: pb.ActorSpec, gpu_ids: list[int]) -> pb.StartActorReply:
+    def _construct(self, spec: pb.ActorSpec, gpu_ids: list[int],
+                   actor_class: pb.FunctionEntry | None = None) -> pb.StartActorReply:
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
         # this process is the actor's alone from now on
@@ -297,7 +300,7 @@ class Engine:
         placement_context.enter_actor(spec.placement_group)
         instance = None
         try:
-            cls = self.core.load_code(spec.class_id)
+            cls = self.core.load_code(spec.class_id, actor_class)
             args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.actor_id)
             self.durable = checkpoint.attach(spec, self.exit)  # restores from its checkpoint, if it has one
             if spec.is_async:
@@ -381,7 +384,7 @@ class Engine:
             if item is None:
                 return
             if isinstance(item, _Construct):
-                reply = self._construct(item.spec, item.gpu_ids)
+                reply = self._construct(item.spec, item.gpu_ids, item.actor_class)
                 self.core.loop.call_soon_threadsafe(item.reply.set_result, reply)
             else:
                 self._post(item.outbox, self.execute(item.spec))

@@ -62,3 +62,37 @@ def test_a_new_actor_costs_its_caller_one_long_poll_and_no_getactor_before_it(me
     assert metrics(get_actor) - before == 1
     open(release, "w").close()
     assert kastor.get(ref, timeout=DEADLINE_S) == "pong"
+
+
+@kastor.remote
+class Pinged:
+    def ping(self) -> int:
+        return os.getpid()
+
+
+def test_a_new_actor_gets_its_class_with_its_start_and_never_asks_getfunction(metrics):
+    """The head sends the pickled class with StartActor (issue 16): a new worker's constructor
+    costs no GetFunction round trip to the head, whichever worker (prestarted, or started for it
+    and forked) it lands on."""
+    fetches = "kastor_head_code_fetches_total"
+    before = metrics(fetches)
+    actors = [Pinged.remote() for _ in range(3)]
+    pids = kastor.get([a.ping.remote() for a in actors], timeout=DEADLINE_S)
+    assert len(set(pids)) == 3  # three worker processes, each of which unpickled the class
+    assert metrics(fetches) - before == 0
+    for a in actors:
+        kastor.kill(a)
+
+
+@kastor.remote
+def plain_task() -> int:
+    return 7
+
+
+def test_a_task_function_is_still_fetched_by_the_worker_that_runs_it(metrics):
+    """Tasks keep GetFunction (a leased worker runs many functions): the counter counts it, so
+    the test above could see a fetch if an actor's start made one."""
+    fetches = "kastor_head_code_fetches_total"
+    before = metrics(fetches)
+    assert kastor.get(plain_task.remote(), timeout=DEADLINE_S) == 7
+    assert metrics(fetches) - before >= 1

@@ -1009,14 +1009,16 @@ class CancelRequest(_message.Message):
     def __init__(self, task_id: _Optional[bytes] = ..., force: _Optional[bool] = ..., recursive: _Optional[bool] = ...) -> None: ...
 
 class StartActorRequest(_message.Message):
-    __slots__ = ("spec", "gpu_ids", "num_restarts")
+    __slots__ = ("spec", "gpu_ids", "num_restarts", "actor_class")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     NUM_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_CLASS_FIELD_NUMBER: _ClassVar[int]
     spec: ActorSpec
     gpu_ids: _containers.RepeatedScalarFieldContainer[int]
     num_restarts: int
-    def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., num_restarts: _Optional[int] = ...) -> None: ...
+    actor_class: FunctionEntry
+    def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., num_restarts: _Optional[int] = ..., actor_class: _Optional[_Union[FunctionEntry, _Mapping]] = ...) -> None: ...
 
 class LeaseStateReply(_message.Message):
     __slots__ = ("streams", "running", "idle_s")
