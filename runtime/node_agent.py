@@ -48,6 +48,7 @@ from kastor.runtime.rpc import ChannelCache, bind_host
 from kastor.runtime.runtime_env_agent import RuntimeEnvAgent, RuntimeEnvSetupFailed, WorkerEnv
 from kastor.runtime.serialization import error_value
 from kastor.runtime.upload_server import UPLOAD_PORT_METADATA_KEY, UploadServer
+from kastor.runtime.worker_registration import RegistrationPipe
 
 log = logging.getLogger("kastor.node")
 
@@ -384,15 +385,22 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         so a slow node never piles up processes that nobody will use."""
         if self.closing:  # a start queued behind others (for its slot) when the agent began to stop
             raise RuntimeError("the node agent is shutting down; it starts no more workers")
+        pipe = RegistrationPipe(worker_id)  # how it registers (RegisterWorker stays its fallback)
         fut = asyncio.get_running_loop().create_future()
         self.registrations[worker_id] = fut
         try:
-            proc = await self._fork(env, log_path, runtime_env)
-            if proc is None:
-                with open(log_path, "ab") as log_file:
-                    proc = await asyncio.create_subprocess_exec(
-                        runtime_env.python, "-m", "kastor.runtime.worker", env=env, stdin=asyncio.subprocess.PIPE,
-                        stdout=log_file, stderr=asyncio.subprocess.STDOUT, cwd=runtime_env.cwd)
+            env = {**env, config.ENV_REGISTER_FD: str(pipe.child_fd)}
+            try:
+                proc = await self._fork(env, log_path, runtime_env, pipe.child_fd)
+                if proc is None:
+                    with open(log_path, "ab") as log_file:
+                        proc = await asyncio.create_subprocess_exec(
+                            runtime_env.python, "-m", "kastor.runtime.worker", env=env,
+                            stdin=asyncio.subprocess.PIPE, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                            cwd=runtime_env.cwd, pass_fds=(pipe.child_fd,))
+            finally:
+                pipe.started()
+            pipe.listen(fut)
             w = WorkerProc(worker_id, proc, runtime_env=runtime_env.key)
             self.workers[worker_id] = w
             asyncio.get_running_loop().create_task(self._watch(w))
@@ -416,9 +424,11 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             w.state, w.idle_since = "idle", time.monotonic()
             return w
         finally:
+            pipe.close()
             self.registrations.pop(worker_id, None)
 
-    async def _fork(self, env: dict[str, str], log_path: str, runtime_env: WorkerEnv) -> ForkedProcess | None:
+    async def _fork(self, env: dict[str, str], log_path: str, runtime_env: WorkerEnv,
+                    register_fd: int) -> ForkedProcess | None:
         """A worker forked from the fork server, or None: it is off, or cannot start one (then the
         worker starts fresh). Only workers in the node's own environment fork: a runtime_env may
         change the interpreter, the import path or the settings read at import, which a process
@@ -426,7 +436,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         if self.fork_server is None or runtime_env.key or runtime_env.python != sys.executable or runtime_env.cwd:
             return None
         try:
-            return await self.fork_server.spawn(env, log_path)
+            return await self.fork_server.spawn(env, log_path, register_fd=register_fd)
         except ForkServerUnavailable as e:
             log.warning("starting a worker fresh: %s", e)
             return None

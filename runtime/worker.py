@@ -39,6 +39,7 @@ from kastor.runtime import (
     retry,
     serialization,
     settings,
+    worker_registration,
 )
 from kastor.runtime.actor_builtins import BUILTIN_METHODS, ActorExit
 from kastor.runtime.core import CoreWorker, error_value
@@ -797,6 +798,8 @@ REGISTER_RETRY = retry.RetryPolicy(deadline_s=config.STARTUP_TIMEOUT_S, initial_
 def register(core: CoreWorker) -> None:
     """Registers this worker with its node agent. A worker that cannot register exits with a
     message naming the agent, instead of dying on an unhandled error."""
+    if worker_registration.announce(core.worker_id, core.address):
+        return  # on the pipe its agent gave it: no channel to open, no call for the agent to serve
     request = pb.RegisterWorkerRequest(worker_id=core.worker_id, address=core.address, pid=os.getpid())
 
     def attempt() -> None:

@@ -1,0 +1,107 @@
+"""A new worker registers with its node agent on a pipe the agent made for it, not with a
+RegisterWorker call (issue 16: a channel and a call fewer per actor creation), whether it was
+forked by the fork server or started as a fresh interpreter; RegisterWorker stays the fallback.
+
+The cluster tests run real embedded clusters and read what the node agent served from its
+Stats; the module tests use real pipes and a real event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import grpc
+import kastor
+import pytest
+from kastor.runtime import auth, context, settings
+from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+from kastor.runtime.worker_registration import RegistrationPipe, announce
+from support import DEADLINE_S
+
+
+@kastor.remote
+class Where:
+    def pid(self) -> int:
+        return os.getpid()
+
+    def register_fd(self) -> str | None:
+        return os.environ.get(settings.REGISTER_FD.name)
+
+
+def _served(method: str) -> int:
+    [node] = kastor.nodes()
+    with grpc.insecure_channel(node["Address"]) as channel:
+        stats = pb_grpc.NodeAgentStub(channel).Stats(pb.Empty(), metadata=auth.metadata(context.core.token),
+                                                     timeout=DEADLINE_S)
+    return stats.rpcs_served.get(method, 0)
+
+
+@pytest.mark.parametrize("fork_server", ["1", "0"])
+def test_new_workers_register_on_their_pipe_and_make_no_registerworker_call(monkeypatch, fork_server):
+    monkeypatch.setenv("KASTOR_FORK_SERVER", fork_server)
+    kastor.init(num_cpus=2)
+    try:
+        actors = [Where.remote() for _ in range(4)]  # more than the prestarted workers: new ones start
+        pids = kastor.get([a.pid.remote() for a in actors], timeout=DEADLINE_S)
+        assert len(set(pids)) == 4
+        assert _served("StartActor") >= 4  # the agent's counter works and saw these starts
+        assert _served("RegisterWorker") == 0
+        # The worker took the pipe's number out of its environment: what it starts does not inherit it.
+        assert kastor.get(actors[0].register_fd.remote(), timeout=DEADLINE_S) is None
+    finally:
+        kastor.shutdown()
+
+
+def test_a_worker_without_a_pipe_or_with_a_broken_one_falls_back(monkeypatch):
+    monkeypatch.delenv(settings.REGISTER_FD.name, raising=False)
+    assert announce(b"\x01" * 16, "127.0.0.1:1") is False
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # nobody reads: the write fails (EPIPE) and the worker uses RegisterWorker
+    monkeypatch.setenv(settings.REGISTER_FD.name, str(write_fd))
+    assert announce(b"\x01" * 16, "127.0.0.1:1") is False
+    with pytest.raises(OSError):
+        os.fstat(write_fd)  # closed either way
+    assert settings.REGISTER_FD.name not in os.environ
+
+
+def test_the_agent_takes_only_its_own_workers_registration(monkeypatch):
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        # A line for another worker id is not this worker's registration.
+        other = RegistrationPipe(b"\x02" * 16)
+        monkeypatch.setenv(settings.REGISTER_FD.name, str(os.dup(other.child_fd)))
+        other.started()
+        fut = loop.create_future()
+        other.listen(fut)
+        assert announce(b"\x03" * 16, "127.0.0.1:2") is True
+        await _until(lambda: other.closed)
+        assert not fut.done()
+
+        # Its own line resolves the wait with its address.
+        own = RegistrationPipe(b"\x04" * 16)
+        monkeypatch.setenv(settings.REGISTER_FD.name, str(os.dup(own.child_fd)))
+        own.started()
+        fut = loop.create_future()
+        own.listen(fut)
+        assert announce(b"\x04" * 16, "127.0.0.1:4") is True
+        assert await asyncio.wait_for(fut, DEADLINE_S) == "127.0.0.1:4"
+
+        # A pipe that ends with nothing on it (the worker exited) leaves the wait to the exit.
+        silent = RegistrationPipe(b"\x05" * 16)
+        silent.started()  # no child holds it: it reads as ended at once
+        fut = loop.create_future()
+        silent.listen(fut)
+        await _until(lambda: silent.closed)
+        assert not fut.done()
+
+    asyncio.run(scenario())
+
+
+async def _until(condition) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), DEADLINE_S)
