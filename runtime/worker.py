@@ -795,11 +795,13 @@ REGISTER_RETRY = retry.RetryPolicy(deadline_s=config.STARTUP_TIMEOUT_S, initial_
                                    retry_codes=(grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED))
 
 
-def register(core: CoreWorker) -> None:
-    """Registers this worker with its node agent. A worker that cannot register exits with a
-    message naming the agent, instead of dying on an unhandled error."""
-    if worker_registration.announce(core.worker_id, core.address):
-        return  # on the pipe its agent gave it: no channel to open, no call for the agent to serve
+def register(core: CoreWorker) -> int | None:
+    """Registers this worker with its node agent; returns the socket pair it registered on, if
+    any (worker_registration). A worker that cannot register exits with a message naming the
+    agent, instead of dying on an unhandled error."""
+    pair = worker_registration.announce(core.worker_id, core.address)
+    if pair is not None:
+        return pair  # on the pair its agent gave it: no channel to open, no call for the agent to serve
     request = pb.RegisterWorkerRequest(worker_id=core.worker_id, address=core.address, pid=os.getpid())
 
     def attempt() -> None:
@@ -817,6 +819,7 @@ def register(core: CoreWorker) -> None:
                   core.node_address, config.STARTUP_TIMEOUT_S, e.details() if hasattr(e, "details") else e)
         logging.shutdown()
         os._exit(1)
+    return None
 
 
 def main() -> None:
@@ -832,10 +835,14 @@ def main() -> None:
     engine = Engine(core, lease)
     core.engine = engine
     LogShipper(core, engine.output_owner).install()
-    register(core)
+    pair = register(core)
+    # The agent sends StartActor on the pair (gRPC's StartActor serves the others). Held here for
+    # the process's life: the loop keeps only a weak reference to a task, which a collection ends.
+    serving_pair = core.spawn(worker_registration.serve(pair, engine.start_actor)) if pair is not None else None
     lease.start()  # no call runs without the node's lease, and none comes before registration
     log.info("worker %s serving on %s (host %s)", core.worker_id.hex()[:8], core.address, socket.gethostname())
     engine.main_loop()
+    del serving_pair
 
 
 if __name__ == "__main__":
