@@ -494,14 +494,17 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
 
     async def KillActor(self, request, context):
         info = self.actors.get(request.actor_id)
-        if info is None or info.state == pb.DEAD:
-            return pb.Empty()
+        if info is None:
+            return pb.KillActorReply()
+        answer = pb.KillActorReply(known=True, has_state=bool(info.spec.state))  # kastor.kill asks no GetActor
+        if info.state == pb.DEAD:
+            return answer
         reason = request.reason or "killed by kastor.kill()"
         if request.no_restart:  # marked DEAD first: a retry finds it so, so the worker must be stopped regardless
             await finish_even_if_cancelled(self._kill(info, reason))
         elif info.state == pb.ALIVE:
             await self._kill_worker(info, reason)  # its death report restarts it per max_restarts
-        return pb.Empty()
+        return answer
 
     async def ReportWorkerDeath(self, request, context):
         # Shielded: the reporting node agent may be shutting down (its pod deleted) and go away

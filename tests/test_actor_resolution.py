@@ -96,3 +96,19 @@ def test_a_task_function_is_still_fetched_by_the_worker_that_runs_it(metrics):
     before = metrics(fetches)
     assert kastor.get(plain_task.remote(), timeout=DEADLINE_S) == 7
     assert metrics(fetches) - before >= 1
+
+
+def test_killing_a_stateless_actor_asks_the_head_nothing_but_killactor(metrics):
+    """KillActor's reply says whether the actor has durable state, so kastor.kill looks up no
+    checkpoint (it asked GetActor for that after every kill: one more head call per actor in
+    microbench's create, ping, kill). The actor is never called, so no watch of its caller's
+    asks GetActor either."""
+    get_actor = 'kastor_head_operator_requests_total{method="GetActor"}'
+    alive, dead = 'kastor_actors{state="ALIVE"}', 'kastor_actors{state="DEAD"}'
+    alive_before, dead_before = metrics(alive), metrics(dead)
+    actor = Pinged.remote()
+    wait_until(lambda: metrics(alive) > alive_before, "the new actor to be ALIVE")
+    before = metrics(get_actor)
+    kastor.kill(actor)
+    wait_until(lambda: metrics(dead) > dead_before, "the killed actor to be DEAD")
+    assert metrics(get_actor) - before == 0

@@ -613,6 +613,14 @@ class KillActorRequest(_message.Message):
     reason: str
     def __init__(self, actor_id: _Optional[bytes] = ..., no_restart: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class KillActorReply(_message.Message):
+    __slots__ = ("known", "has_state")
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    HAS_STATE_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    has_state: bool
+    def __init__(self, known: _Optional[bool] = ..., has_state: _Optional[bool] = ...) -> None: ...
+
 class WorkerDeath(_message.Message):
     __slots__ = ("node_id", "worker_id", "actor_id", "intentional", "cause")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
