@@ -126,7 +126,7 @@ class ForkServer:
     async def spawn(self, env: dict[str, str], log_path: str, cwd: str | None = None,
                     register_fd: int | None = None) -> ForkedProcess:
         """A worker forked with environment `env`, output appended to `log_path`; `register_fd`,
-        the write end of its registration pipe (worker_registration), is passed on to it."""
+        its end of its registration socket pair (worker_registration), is passed on to it."""
         for attempt in range(2):
             await self._ensure_started()
             try:

@@ -11,7 +11,7 @@ It talks only to its node agent, over a Unix socket pair the agent created and p
 path in the filesystem, so nothing else can reach it). Each request carries the worker's
 environment and working directory, and two or three file descriptors: the read end of a pipe
 whose write end the agent keeps (the worker's stdin, which `launcher.watch_parent` watches), the
-worker's log file (its stdout and stderr) and, if sent, the write end of the pipe the worker
+worker's log file (its stdout and stderr) and, if sent, the worker's end of the socket pair it
 registers on (`worker_registration`; its number in the child goes into KASTOR_REGISTER_FD). The
 reply carries a pidfd of the child, through which the agent signals it and notices its exit even
 if this server dies; while it lives, the server reaps its children and sends each exit code. The

@@ -48,7 +48,7 @@ from kastor.runtime.rpc import ChannelCache, bind_host
 from kastor.runtime.runtime_env_agent import RuntimeEnvAgent, RuntimeEnvSetupFailed, WorkerEnv
 from kastor.runtime.serialization import error_value
 from kastor.runtime.upload_server import UPLOAD_PORT_METADATA_KEY, UploadServer
-from kastor.runtime.worker_registration import ControlLost, RegistrationPipe, WorkerControl
+from kastor.runtime.worker_registration import ControlLost, RegistrationPair, WorkerControl
 
 log = logging.getLogger("kastor.node")
 
@@ -386,7 +386,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         so a slow node never piles up processes that nobody will use."""
         if self.closing:  # a start queued behind others (for its slot) when the agent began to stop
             raise RuntimeError("the node agent is shutting down; it starts no more workers")
-        pipe = RegistrationPipe(worker_id)  # how it registers (RegisterWorker stays its fallback)
+        pipe = RegistrationPair(worker_id)  # how it registers and is started (gRPC stays the fallback)
         fut = asyncio.get_running_loop().create_future()
         self.registrations[worker_id] = fut
         try:

@@ -322,8 +322,8 @@ NODE_LEASE_FILE = _declare("KASTOR_NODE_LEASE_FILE", "path", None,
                            "The file in which a worker's node agent publishes the node's lease (fencing)",
                            internal=True)
 REGISTER_FD = _declare("KASTOR_REGISTER_FD", "int", None,
-                       "The pipe a new worker announces its address to its node agent on "
-                       "(runtime/worker_registration.py)", internal=True)
+                       "The socket pair a new worker registers with its node agent on, and is started "
+                       "as an actor on (runtime/worker_registration.py)", internal=True)
 POD_IP = _declare("KASTOR_POD_IP", "str", None,
                   "A pod's IP, from the Kubernetes downward API, that the operator passes on as KASTOR_NODE_IP",
                   internal=True)

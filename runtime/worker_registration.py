@@ -125,7 +125,7 @@ class WorkerControl:
             self._sock.close()
 
 
-class RegistrationPipe:
+class RegistrationPair:
     """In the node agent: the socket pair one worker announces itself on. `child_fd` goes to the
     child (as KASTOR_REGISTER_FD), `started` closes the agent's copy of it once the child holds
     it, `listen` resolves `registered` (the future the agent waits on) with the worker's address,

@@ -19,7 +19,7 @@ import pytest
 from kastor.runtime import auth, context, settings
 from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
-from kastor.runtime.worker_registration import ControlLost, RegistrationPipe, WorkerControl, announce, serve
+from kastor.runtime.worker_registration import ControlLost, RegistrationPair, WorkerControl, announce, serve
 from support import DEADLINE_S
 
 
@@ -87,7 +87,7 @@ def test_the_agent_takes_only_its_own_workers_registration(monkeypatch):
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         # A line for another worker id is not this worker's registration.
-        other = RegistrationPipe(b"\x02" * 16)
+        other = RegistrationPair(b"\x02" * 16)
         monkeypatch.setenv(settings.REGISTER_FD.name, str(os.dup(other.child_fd)))
         other.started()
         fut = loop.create_future()
@@ -98,7 +98,7 @@ def test_the_agent_takes_only_its_own_workers_registration(monkeypatch):
         assert other.take_control() is None
 
         # Its own line resolves the wait with its address.
-        own = RegistrationPipe(b"\x04" * 16)
+        own = RegistrationPair(b"\x04" * 16)
         monkeypatch.setenv(settings.REGISTER_FD.name, str(os.dup(own.child_fd)))
         own.started()
         fut = loop.create_future()
@@ -130,7 +130,7 @@ def test_the_agent_takes_only_its_own_workers_registration(monkeypatch):
         with pytest.raises(asyncio.CancelledError):
             await served
         control.close()
-        own2 = RegistrationPipe(b"\x06" * 16)
+        own2 = RegistrationPair(b"\x06" * 16)
         monkeypatch.setenv(settings.REGISTER_FD.name, str(os.dup(own2.child_fd)))
         own2.started()
         fut = loop.create_future()
@@ -145,7 +145,7 @@ def test_the_agent_takes_only_its_own_workers_registration(monkeypatch):
         control.close()
 
         # A pipe that ends with nothing on it (the worker exited) leaves the wait to the exit.
-        silent = RegistrationPipe(b"\x05" * 16)
+        silent = RegistrationPair(b"\x05" * 16)
         silent.started()  # no child holds it: it reads as ended at once
         fut = loop.create_future()
         silent.listen(fut)
