@@ -444,12 +444,14 @@ class ActorSubmitter:
         if not self._closed and info is not None and info.state != pb.DEAD:
             await self.kill(c.actor_id, True, "all handles went out of scope, and it did not end gracefully in time")
 
-    async def kill(self, actor_id: bytes, no_restart: bool, reason: str) -> None:
+    async def kill(self, actor_id: bytes, no_restart: bool, reason: str) -> pb.KillActorReply | None:
+        """The head's answer (None if it could not be reached: the kill is only logged)."""
         try:
-            await self.peers.head_rpc("KillActor", pb.KillActorRequest(
+            return await self.peers.head_rpc("KillActor", pb.KillActorRequest(
                 actor_id=actor_id, no_restart=no_restart, reason=reason), timeout=30)
         except (grpc.aio.AioRpcError, ConnectionError) as e:
             log.warning("could not kill actor %s: %s", actor_id.hex(), e)
+            return None
 
     def owns_actors(self) -> bool:
         """Whether this process created an actor that is not known dead (it dies with its owner)."""

@@ -17,6 +17,7 @@ ENV_HEAD_ADDRESS = settings.HEAD_ADDRESS.name
 ENV_NODE_ADDRESS = settings.NODE_ADDRESS.name
 ENV_NODE_ID = settings.NODE_ID.name
 ENV_WORKER_ID = settings.WORKER_ID.name
+ENV_REGISTER_FD = settings.REGISTER_FD.name  # set by a node agent: the pipe its new worker registers on
 ENV_STORE_DIR = settings.STORE_DIR.name
 ENV_SESSION_DIR = settings.SESSION_DIR.name
 ENV_NODE_LEASE_FILE = settings.NODE_LEASE_FILE.name  # set by a node agent for its workers (fencing)

@@ -602,10 +602,16 @@ class CoreWorker:
             self._functions[function_id] = obj
         return function_id
 
-    def load_code(self, function_id: str) -> Any:
+    def load_code(self, function_id: str, shipped: pb.FunctionEntry | None = None) -> Any:
+        """The function or class `function_id`, unpickled once per process. `shipped` is its
+        registry entry when the caller already has it (an actor's class comes with StartActor),
+        which saves the GetFunction round trip to the head; otherwise the head is asked."""
         obj = self._functions.get(function_id)
         if obj is None:
-            entry = self.head_call("GetFunction", pb.FunctionKey(function_id=function_id))
+            if shipped is not None and shipped.function_id == function_id:
+                entry = shipped
+            else:
+                entry = self.head_call("GetFunction", pb.FunctionKey(function_id=function_id))
             for p in entry.code_paths:
                 if p not in sys.path:
                     sys.path.append(p)

@@ -59,6 +59,10 @@ class _HeadCollector:
         yield GaugeMetricFamily("kastor_head_actor_long_polls",
                                 "GetActor long polls waiting for an actor's next change (a caller of an actor "
                                 "keeps one open)", value=sum(len(w) for w in head.waiters.values()))
+        yield CounterMetricFamily("kastor_head_code_fetches",
+                                  "GetFunction calls served: workers fetching a function's code (an actor's class "
+                                  "comes with its StartActor, so creating actors adds none)",
+                                  value=head.code_fetches)
         served = CounterMetricFamily("kastor_head_operator_requests",
                                      "Calls of the RPCs an operator makes (runtime/cluster_watch.py), by method",
                                      labels=["method"])

@@ -123,12 +123,14 @@ class ForkServer:
         """The running server's pid (None when none runs)."""
         return self._proc.pid if self._proc is not None and self._sock is not None else None
 
-    async def spawn(self, env: dict[str, str], log_path: str, cwd: str | None = None) -> ForkedProcess:
-        """A worker forked with environment `env`, output appended to `log_path`."""
+    async def spawn(self, env: dict[str, str], log_path: str, cwd: str | None = None,
+                    register_fd: int | None = None) -> ForkedProcess:
+        """A worker forked with environment `env`, output appended to `log_path`; `register_fd`,
+        its end of its registration socket pair (worker_registration), is passed on to it."""
         for attempt in range(2):
             await self._ensure_started()
             try:
-                return await self._request(env, log_path, cwd)
+                return await self._request(env, log_path, cwd, register_fd)
             except (BrokenPipeError, ConnectionError):
                 # It died and the agent has not read the end of its socket yet: that is now; one
                 # new server is tried.
@@ -138,7 +140,8 @@ class ForkServer:
                     raise ForkServerUnavailable("the fork server died twice in a row") from None
         raise AssertionError("unreachable")
 
-    async def _request(self, env: dict[str, str], log_path: str, cwd: str | None) -> ForkedProcess:
+    async def _request(self, env: dict[str, str], log_path: str, cwd: str | None,
+                       register_fd: int | None) -> ForkedProcess:
         assert self._sock is not None
         stdin_r, stdin_w = os.pipe()
         self._next_id += 1
@@ -148,7 +151,8 @@ class ForkServer:
             out_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 data = json.dumps({"id": request_id, "env": env, "cwd": cwd}).encode()
-                socket.send_fds(self._sock, [data], [stdin_r, out_fd])
+                fds = [stdin_r, out_fd] + ([register_fd] if register_fd is not None else [])
+                socket.send_fds(self._sock, [data], fds)
             finally:
                 os.close(out_fd)
         except (BrokenPipeError, ConnectionError):

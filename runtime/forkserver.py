@@ -9,11 +9,13 @@ has one thread before it announces itself ready, and refuses to serve otherwise.
 
 It talks only to its node agent, over a Unix socket pair the agent created and passed down (no
 path in the filesystem, so nothing else can reach it). Each request carries the worker's
-environment and working directory, and two file descriptors: the read end of a pipe whose write
-end the agent keeps (the worker's stdin, which `launcher.watch_parent` watches) and the worker's
-log file (its stdout and stderr). The reply carries a pidfd of the child, through which the agent
-signals it and notices its exit even if this server dies; while it lives, the server reaps its
-children and sends each exit code. The agent side is `fork_client`.
+environment and working directory, and two or three file descriptors: the read end of a pipe
+whose write end the agent keeps (the worker's stdin, which `launcher.watch_parent` watches), the
+worker's log file (its stdout and stderr) and, if sent, the worker's end of the socket pair it
+registers on (`worker_registration`; its number in the child goes into KASTOR_REGISTER_FD). The
+reply carries a pidfd of the child, through which the agent signals it and notices its exit even
+if this server dies; while it lives, the server reaps its children and sends each exit code. The
+agent side is `fork_client`.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import traceback
 import cloudpickle  # noqa: F401
 import grpc  # noqa: F401
 import grpc.aio  # noqa: F401
-from kastor.runtime import worker
+from kastor.runtime import settings, worker
 
 try:  # the core's loop (event_loops.new_event_loop): ~10 ms of import per worker if each one did it after the fork
     import uvloop  # noqa: F401
@@ -79,7 +81,7 @@ def _send(sock: socket.socket, message: dict, fds: list[int] = ()) -> None:
         sock.send(data)
 
 
-def _run_child(request: dict, stdin_fd: int, out_fd: int, server_fds: list[int]) -> None:
+def _run_child(request: dict, stdin_fd: int, out_fd: int, register_fd: int | None, server_fds: list[int]) -> None:
     """In the forked child: become a worker as `python -m kastor.runtime.worker` would. Never returns."""
     global FORKED_FROM
     code = 1
@@ -98,6 +100,8 @@ def _run_child(request: dict, stdin_fd: int, out_fd: int, server_fds: list[int])
             os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        if register_fd is not None:  # the agent named its own number for it; this is the child's
+            os.environ[settings.REGISTER_FD.name] = str(register_fd)
         sys.argv = [worker.__file__]
         gc.enable()  # the server froze its imports (gc.freeze), so collecting does not touch their pages
         worker.main()
@@ -115,19 +119,20 @@ def _run_child(request: dict, stdin_fd: int, out_fd: int, server_fds: list[int])
 
 
 def _spawn(sock: socket.socket, request: dict, fds: list[int], server_fds: list[int]) -> None:
-    if len(fds) != 2:
+    if len(fds) not in (2, 3):
         for fd in fds:
             os.close(fd)
-        _send(sock, {"id": request.get("id"), "error": f"expected 2 file descriptors, got {len(fds)}"})
+        _send(sock, {"id": request.get("id"), "error": f"expected 2 or 3 file descriptors, got {len(fds)}"})
         return
-    stdin_fd, out_fd = fds
+    stdin_fd, out_fd = fds[:2]
+    register_fd = fds[2] if len(fds) == 3 else None
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        _run_child(request, stdin_fd, out_fd, server_fds)
-    os.close(stdin_fd)
-    os.close(out_fd)
+        _run_child(request, stdin_fd, out_fd, register_fd, server_fds)
+    for fd in fds:
+        os.close(fd)
     pidfd = os.pidfd_open(pid)  # not yet reaped (only this loop reaps), so it is this child's
     try:
         _send(sock, {"id": request["id"], "pid": pid}, [pidfd])
@@ -174,7 +179,7 @@ def serve(fd: int) -> int:
                 pass
             _reap(sock)
         if sock in readable:
-            data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 2)
+            data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 3)
             if not data:
                 return 0  # the agent is gone; its workers see their stdin close and exit on their own
             _spawn(sock, json.loads(data), fds, server_fds)

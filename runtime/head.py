@@ -61,6 +61,9 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
         self.names: dict[tuple[str, str], bytes] = {}
         self.jobs: dict[bytes, pb.RegisterJobRequest] = {}
         self.code: dict[str, pb.FunctionEntry] = {}
+        # GetFunction calls served: a worker fetching code. An actor's class goes with its
+        # StartActor instead, so creating actors adds none (kastor_head_code_fetches).
+        self.code_fetches = 0
         self.waiters: dict[bytes, list[asyncio.Future]] = defaultdict(list)
         self.log_listeners: dict[bytes, set[asyncio.Queue]] = defaultdict(set)
         self.starting_on: Counter[str] = Counter()  # node id -> actors being started there
@@ -398,6 +401,7 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
         return pb.Empty()
 
     async def GetFunction(self, request, context):
+        self.code_fetches += 1
         entry = self.code.get(request.function_id)
         if entry is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no function or class {request.function_id} registered")
@@ -503,14 +507,17 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
 
     async def KillActor(self, request, context):
         info = self.actors.get(request.actor_id)
-        if info is None or info.state == pb.DEAD:
-            return pb.Empty()
+        if info is None:
+            return pb.KillActorReply()
+        answer = pb.KillActorReply(known=True, has_state=bool(info.spec.state))  # kastor.kill asks no GetActor
+        if info.state == pb.DEAD:
+            return answer
         reason = request.reason or "killed by kastor.kill()"
         if request.no_restart:  # marked DEAD first: a retry finds it so, so the worker must be stopped regardless
             await finish_even_if_cancelled(self._kill(info, reason))
         elif info.state == pb.ALIVE:
             await self._kill_worker(info, reason)  # its death report restarts it per max_restarts
-        return pb.Empty()
+        return answer
 
     async def ReportWorkerDeath(self, request, context):
         # Shielded: the reporting node agent may be shutting down (its pod deleted) and go away
@@ -689,8 +696,10 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
             if not node.alive:  # declared dead while this placement tried the nodes before it
                 continue
             self.starting_on[node.node_id] += 1  # SPREAD counts actors on their way too
+            # The class goes with the request, so the constructor does not ask GetFunction for it.
             call = self.node_stub(node.address).StartActor(
-                pb.StartActorRequest(spec=info.spec, num_restarts=info.num_restarts), metadata=self.metadata)
+                pb.StartActorRequest(spec=info.spec, num_restarts=info.num_restarts,
+                                     actor_class=self.code.get(info.spec.class_id)), metadata=self.metadata)
             self.start_calls[node.node_id].add(call)
             try:
                 reply = await call

@@ -48,6 +48,7 @@ from kastor.runtime.rpc import ChannelCache, bind_host
 from kastor.runtime.runtime_env_agent import RuntimeEnvAgent, RuntimeEnvSetupFailed, WorkerEnv
 from kastor.runtime.serialization import error_value
 from kastor.runtime.upload_server import UPLOAD_PORT_METADATA_KEY, UploadServer
+from kastor.runtime.worker_registration import ControlLost, RegistrationPair, WorkerControl
 
 log = logging.getLogger("kastor.node")
 
@@ -72,6 +73,7 @@ class WorkerProc:
     idle_since: float = 0.0          # time.monotonic() when it last became idle
     keep_until: float = 0.0          # it declined to exit: not asked again before then
     runtime_env: str = ""            # the resolved runtime_env it was started in: only work in that one reuses it
+    control: WorkerControl | None = None  # its socket pair, to send StartActor on (None: gRPC's)
 
 
 def max_starting(total: dict[str, float]) -> int:
@@ -386,15 +388,22 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         so a slow node never piles up processes that nobody will use."""
         if self.closing:  # a start queued behind others (for its slot) when the agent began to stop
             raise RuntimeError("the node agent is shutting down; it starts no more workers")
+        pipe = RegistrationPair(worker_id)  # how it registers and is started (gRPC stays the fallback)
         fut = asyncio.get_running_loop().create_future()
         self.registrations[worker_id] = fut
         try:
-            proc = await self._fork(env, log_path, runtime_env)
-            if proc is None:
-                with open(log_path, "ab") as log_file:
-                    proc = await asyncio.create_subprocess_exec(
-                        runtime_env.python, "-m", "kastor.runtime.worker", env=env, stdin=asyncio.subprocess.PIPE,
-                        stdout=log_file, stderr=asyncio.subprocess.STDOUT, cwd=runtime_env.cwd)
+            env = {**env, config.ENV_REGISTER_FD: str(pipe.child_fd)}
+            try:
+                proc = await self._fork(env, log_path, runtime_env, pipe.child_fd)
+                if proc is None:
+                    with open(log_path, "ab") as log_file:
+                        proc = await asyncio.create_subprocess_exec(
+                            runtime_env.python, "-m", "kastor.runtime.worker", env=env,
+                            stdin=asyncio.subprocess.PIPE, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                            cwd=runtime_env.cwd, pass_fds=(pipe.child_fd,))
+            finally:
+                pipe.started()
+            pipe.listen(fut)
             w = WorkerProc(worker_id, proc, runtime_env=runtime_env.key)
             self.workers[worker_id] = w
             asyncio.get_running_loop().create_task(self._watch(w))
@@ -416,11 +425,14 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
                 _kill(proc)
                 raise
             w.state, w.idle_since = "idle", time.monotonic()
+            w.control = pipe.take_control()
             return w
         finally:
+            pipe.close()
             self.registrations.pop(worker_id, None)
 
-    async def _fork(self, env: dict[str, str], log_path: str, runtime_env: WorkerEnv) -> ForkedProcess | None:
+    async def _fork(self, env: dict[str, str], log_path: str, runtime_env: WorkerEnv,
+                    register_fd: int) -> ForkedProcess | None:
         """A worker forked from the fork server, or None: it is off, or cannot start one (then the
         worker starts fresh). Only workers in the node's own environment fork: a runtime_env may
         change the interpreter, the import path or the settings read at import, which a process
@@ -428,7 +440,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         if self.fork_server is None or runtime_env.key or runtime_env.python != sys.executable or runtime_env.cwd:
             return None
         try:
-            return await self.fork_server.spawn(env, log_path)
+            return await self.fork_server.spawn(env, log_path, register_fd=register_fd)
         except ForkServerUnavailable as e:
             log.warning("starting a worker fresh: %s", e)
             return None
@@ -467,6 +479,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         code = await w.proc.wait()
         previous = w.state
         w.state = "dead"
+        if w.control is not None:
+            w.control.close()
         self.workers.pop(w.worker_id, None)
         fut = self.registrations.get(w.worker_id)
         if fut is not None and not fut.done():
@@ -757,11 +771,14 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         w.state, w.held, w.gpu_ids, w.actor_id = "actor", held, gpu_ids, spec.actor_id
         w.incarnation = request.num_restarts
         w.job_id, w.owner_address = spec.job_id, spec.owner_address
+        start = pb.StartActorRequest(spec=spec, gpu_ids=gpu_ids, num_restarts=request.num_restarts,
+                                     actor_class=request.actor_class if request.HasField("actor_class") else None)
         try:
-            reply = await self.worker_stub(w.address).StartActor(
-                pb.StartActorRequest(spec=spec, gpu_ids=gpu_ids, num_restarts=request.num_restarts),
-                metadata=self.metadata)
-        except grpc.aio.AioRpcError as e:
+            if w.control is not None:  # on the pair it registered on: no channel to open to it
+                reply = await w.control.start_actor(start)
+            else:
+                reply = await self.worker_stub(w.address).StartActor(start, metadata=self.metadata)
+        except (grpc.aio.AioRpcError, ControlLost) as e:
             # The worker died in the constructor (os._exit, a crash, the OOM killer), or stopped
             # answering: end it (its watcher returns what it held) and report an actor failure,
             # which the head restarts within max_restarts or ends, as Ray does. Retrying it as a
@@ -770,7 +787,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
                 how = describe_exit(w.proc, await asyncio.wait_for(w.proc.wait(), 2))
             except TimeoutError:
                 _kill(w.proc)
-                how = f"it stopped answering ({e.code().name}: {e.details()}) and was killed"
+                why = f"{e.code().name}: {e.details()}" if isinstance(e, grpc.aio.AioRpcError) else str(e)
+                how = f"it stopped answering ({why}) and was killed"
             return pb.StartActorReply(started=False, worker_died=True,
                                       message=f"its worker died in its constructor on node {self.node_id}: {how}")
         if not reply.started:

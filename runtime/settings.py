@@ -340,6 +340,9 @@ SESSION_DIR = _declare("KASTOR_SESSION_DIR", "path", None, "The node's session f
 NODE_LEASE_FILE = _declare("KASTOR_NODE_LEASE_FILE", "path", None,
                            "The file in which a worker's node agent publishes the node's lease (fencing)",
                            internal=True)
+REGISTER_FD = _declare("KASTOR_REGISTER_FD", "int", None,
+                       "The socket pair a new worker registers with its node agent on, and is started "
+                       "as an actor on (runtime/worker_registration.py)", internal=True)
 POD_IP = _declare("KASTOR_POD_IP", "str", None,
                   "A pod's IP, from the Kubernetes downward API, that the operator passes on as KASTOR_NODE_IP",
                   internal=True)

@@ -40,6 +40,7 @@ from kastor.runtime import (
     retry,
     serialization,
     settings,
+    worker_registration,
 )
 from kastor.runtime.actor_builtins import BUILTIN_METHODS, ActorExit
 from kastor.runtime.core import CoreWorker, error_value
@@ -102,6 +103,7 @@ class _Construct:
     spec: pb.ActorSpec
     gpu_ids: list[int]
     reply: asyncio.Future
+    actor_class: pb.FunctionEntry | None = None  # its pickled class, if StartActor carried it
 
 
 @dataclass(frozen=True)
@@ -360,7 +362,8 @@ class Engine:
         self.restarted = request.num_restarts > 0
         self.incarnation = request.num_restarts
         fut = asyncio.get_running_loop().create_future()
-        self._to_main(_Construct(request.spec, list(request.gpu_ids), fut))
+        shipped = request.actor_class if request.HasField("actor_class") else None
+        self._to_main(_Construct(request.spec, list(request.gpu_ids), fut, shipped))
         reply = await fut
         # Started only once the owners acknowledged the borrows the constructor's arguments made:
         # the creator keeps those refs until then (see runtime/borrowing.py).
@@ -374,7 +377,8 @@ class Engine:
         `get_runtime_context().current_actor` names, in `__init__` too, as in Ray)."""
         return self._runs_actor
 
-    def _construct(self, spec: pb.ActorSpec, gpu_ids: list[int]) -> pb.StartActorReply:
+    def _construct(self, spec: pb.ActorSpec, gpu_ids: list[int],
+                   actor_class: pb.FunctionEntry | None = None) -> pb.StartActorReply:
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
         # this process is the actor's alone from now on
@@ -388,7 +392,7 @@ class Engine:
         placement_context.enter_actor(spec.placement_group)
         instance = None
         try:
-            cls = self.core.load_code(spec.class_id)
+            cls = self.core.load_code(spec.class_id, actor_class)
             args, kwargs = self.load_args(spec.args, list(spec.ref_args), spec.actor_id)
             self.durable = checkpoint.attach(spec, self.exit)  # restores from its checkpoint, if it has one
             if spec.is_async:
@@ -475,7 +479,7 @@ class Engine:
             if isinstance(item, LaneCall):
                 self._serve_lane_call(item)
             elif isinstance(item, _Construct):
-                reply = self._construct(item.spec, item.gpu_ids)
+                reply = self._construct(item.spec, item.gpu_ids, item.actor_class)
                 self.core.loop.call_soon_threadsafe(item.reply.set_result, reply)
             elif isinstance(item, _AdoptLane):
                 if self._lanes is None:
@@ -891,9 +895,13 @@ REGISTER_RETRY = retry.RetryPolicy(deadline_s=config.STARTUP_TIMEOUT_S, initial_
                                    retry_codes=(grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED))
 
 
-def register(core: CoreWorker) -> None:
-    """Registers this worker with its node agent. A worker that cannot register exits with a
-    message naming the agent, instead of dying on an unhandled error."""
+def register(core: CoreWorker) -> int | None:
+    """Registers this worker with its node agent; returns the socket pair it registered on, if
+    any (worker_registration). A worker that cannot register exits with a message naming the
+    agent, instead of dying on an unhandled error."""
+    pair = worker_registration.announce(core.worker_id, core.address)
+    if pair is not None:
+        return pair  # on the pair its agent gave it: no channel to open, no call for the agent to serve
     request = pb.RegisterWorkerRequest(worker_id=core.worker_id, address=core.address, pid=os.getpid())
 
     def attempt() -> None:
@@ -911,6 +919,7 @@ def register(core: CoreWorker) -> None:
                   core.node_address, config.STARTUP_TIMEOUT_S, e.details() if hasattr(e, "details") else e)
         logging.shutdown()
         os._exit(1)
+    return None
 
 
 def main() -> None:
@@ -926,10 +935,14 @@ def main() -> None:
     engine = Engine(core, lease)
     core.engine = engine
     LogShipper(core, engine.output_owner).install()
-    register(core)
+    pair = register(core)
+    # The agent sends StartActor on the pair (gRPC's StartActor serves the others). Held here for
+    # the process's life: the loop keeps only a weak reference to a task, which a collection ends.
+    serving_pair = core.spawn(worker_registration.serve(pair, engine.start_actor)) if pair is not None else None
     lease.start()  # no call runs without the node's lease, and none comes before registration
     log.info("worker %s serving on %s (host %s)", core.worker_id.hex()[:8], core.address, socket.gethostname())
     engine.main_loop()
+    del serving_pair
 
 
 if __name__ == "__main__":

@@ -62,3 +62,53 @@ def test_a_new_actor_costs_its_caller_one_long_poll_and_no_getactor_before_it(me
     assert metrics(get_actor) - before == 1
     open(release, "w").close()
     assert kastor.get(ref, timeout=DEADLINE_S) == "pong"
+
+
+@kastor.remote
+class Pinged:
+    def ping(self) -> int:
+        return os.getpid()
+
+
+def test_a_new_actor_gets_its_class_with_its_start_and_never_asks_getfunction(metrics):
+    """The head sends the pickled class with StartActor (issue 16): a new worker's constructor
+    costs no GetFunction round trip to the head, whichever worker (prestarted, or started for it
+    and forked) it lands on."""
+    fetches = "kastor_head_code_fetches_total"
+    before = metrics(fetches)
+    actors = [Pinged.remote() for _ in range(3)]
+    pids = kastor.get([a.ping.remote() for a in actors], timeout=DEADLINE_S)
+    assert len(set(pids)) == 3  # three worker processes, each of which unpickled the class
+    assert metrics(fetches) - before == 0
+    for a in actors:
+        kastor.kill(a)
+
+
+@kastor.remote
+def plain_task() -> int:
+    return 7
+
+
+def test_a_task_function_is_still_fetched_by_the_worker_that_runs_it(metrics):
+    """Tasks keep GetFunction (a leased worker runs many functions): the counter counts it, so
+    the test above could see a fetch if an actor's start made one."""
+    fetches = "kastor_head_code_fetches_total"
+    before = metrics(fetches)
+    assert kastor.get(plain_task.remote(), timeout=DEADLINE_S) == 7
+    assert metrics(fetches) - before >= 1
+
+
+def test_killing_a_stateless_actor_asks_the_head_nothing_but_killactor(metrics):
+    """KillActor's reply says whether the actor has durable state, so kastor.kill looks up no
+    checkpoint (it asked GetActor for that after every kill: one more head call per actor in
+    microbench's create, ping, kill). The actor is never called, so no watch of its caller's
+    asks GetActor either."""
+    get_actor = 'kastor_head_operator_requests_total{method="GetActor"}'
+    alive, dead = 'kastor_actors{state="ALIVE"}', 'kastor_actors{state="DEAD"}'
+    alive_before, dead_before = metrics(alive), metrics(dead)
+    actor = Pinged.remote()
+    wait_until(lambda: metrics(alive) > alive_before, "the new actor to be ALIVE")
+    before = metrics(get_actor)
+    kastor.kill(actor)
+    wait_until(lambda: metrics(dead) > dead_before, "the killed actor to be DEAD")
+    assert metrics(get_actor) - before == 0

@@ -613,6 +613,14 @@ class KillActorRequest(_message.Message):
     reason: str
     def __init__(self, actor_id: _Optional[bytes] = ..., no_restart: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class KillActorReply(_message.Message):
+    __slots__ = ("known", "has_state")
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    HAS_STATE_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    has_state: bool
+    def __init__(self, known: _Optional[bool] = ..., has_state: _Optional[bool] = ...) -> None: ...
+
 class WorkerDeath(_message.Message):
     __slots__ = ("node_id", "worker_id", "actor_id", "intentional", "cause")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -1009,14 +1017,16 @@ class CancelRequest(_message.Message):
     def __init__(self, task_id: _Optional[bytes] = ..., force: _Optional[bool] = ..., recursive: _Optional[bool] = ...) -> None: ...
 
 class StartActorRequest(_message.Message):
-    __slots__ = ("spec", "gpu_ids", "num_restarts")
+    __slots__ = ("spec", "gpu_ids", "num_restarts", "actor_class")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     GPU_IDS_FIELD_NUMBER: _ClassVar[int]
     NUM_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_CLASS_FIELD_NUMBER: _ClassVar[int]
     spec: ActorSpec
     gpu_ids: _containers.RepeatedScalarFieldContainer[int]
     num_restarts: int
-    def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., num_restarts: _Optional[int] = ...) -> None: ...
+    actor_class: FunctionEntry
+    def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., num_restarts: _Optional[int] = ..., actor_class: _Optional[_Union[FunctionEntry, _Mapping]] = ...) -> None: ...
 
 class LeaseStateReply(_message.Message):
     __slots__ = ("streams", "running", "idle_s")

@@ -77,7 +77,7 @@ class HeadStub:
         self.KillActor = channel.unary_unary(
                 '/kastor.Head/KillActor',
                 request_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.KillActorRequest.SerializeToString,
-                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+                response_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.KillActorReply.FromString,
                 _registered_method=True)
         self.ReportWorkerDeath = channel.unary_unary(
                 '/kastor.Head/ReportWorkerDeath',
@@ -396,7 +396,7 @@ def add_HeadServicer_to_server(servicer, server):
             'KillActor': grpc.unary_unary_rpc_method_handler(
                     servicer.KillActor,
                     request_deserializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.KillActorRequest.FromString,
-                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.SerializeToString,
+                    response_serializer=kastor_dot_runtime_dot_protocol_dot_kastor__pb2.KillActorReply.SerializeToString,
             ),
             'ReportWorkerDeath': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportWorkerDeath,
@@ -736,7 +736,7 @@ class Head:
             target,
             '/kastor.Head/KillActor',
             kastor_dot_runtime_dot_protocol_dot_kastor__pb2.KillActorRequest.SerializeToString,
-            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.Empty.FromString,
+            kastor_dot_runtime_dot_protocol_dot_kastor__pb2.KillActorReply.FromString,
             options,
             channel_credentials,
             insecure,
