@@ -383,7 +383,7 @@ class CoreWorker:
         owner), they are also kept here under `object_id` until the owner holds them. `owner`:
         the address of the process that owns the object (a task's caller for its returns), if
         not this one (its store file goes under that owner's directory)."""
-        if not self.tracks_borrows or object_id is None:
+        if not self.tracks_borrows or object_id is None or pickler.is_plain(value):  # plain: holds no refs
             return self.store_serialized(serialization.serialize(value, what), object_id, owner)
         with borrowing.Collector() as collected:
             ser = serialization.serialize(value, what)
