@@ -106,3 +106,14 @@ def test_a_returned_ref_inside_a_plain_looking_list_is_still_borrowed(embedded_c
     del inner
     got = kastor.get(outer)
     assert kastor.get(got[0]) == "payload" and got[1] == 1
+
+
+@pytest.mark.parametrize("value", [None, 0, 2**100, -1.5, 1j, True, "", "é\ud800", b"", (1, ("a", None)),
+                                   [1, [2, 3]], {"k": (None, 2.0), 3: [b"x"]}, list(range(60))],
+                         ids=lambda v: type(v).__name__)
+def test_a_plain_frame_is_the_serialized_frame(value):
+    """The worker packs a plain return with plain_frame: the same bytes as the general path."""
+    from kastor.runtime import pickler, serialization
+    assert pickler.is_plain(value)
+    assert serialization.plain_frame(value) == serialization.serialize(value).to_bytes()
+    assert serialization.loads(serialization.plain_frame(value)) == value
