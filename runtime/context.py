@@ -7,8 +7,7 @@ without importing it (and its gRPC machinery) at import time.
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from kastor.runtime.core import CoreWorker
@@ -16,9 +15,11 @@ if TYPE_CHECKING:
 core: CoreWorker | None = None
 
 
-@dataclass(frozen=True)
-class TaskContext:
-    """What is running on this thread (or asyncio task) right now, for nested calls."""
+class TaskContext(NamedTuple):
+    """What is running on this thread (or asyncio task) right now, for nested calls.
+
+    A NamedTuple rather than a frozen dataclass: one is built for every call a worker runs, and
+    the dataclass's __init__ (an object.__setattr__ per field) cost several times as much."""
 
     job_id: bytes
     task_id: bytes

@@ -383,7 +383,12 @@ class CoreWorker:
         owner), they are also kept here under `object_id` until the owner holds them. `owner`:
         the address of the process that owns the object (a task's caller for its returns), if
         not this one (its store file goes under that owner's directory)."""
-        if not self.tracks_borrows or object_id is None:
+        plain = pickler.is_plain(value)  # builtin scalars and containers: no refs in it, no buffers
+        if plain:
+            frame = serialization.plain_frame(value)
+            if len(frame) <= config.INLINE_LIMIT:  # a task's usual small result: no Serialized to lay out
+                return pb.Value(data=frame)
+        if plain or not self.tracks_borrows or object_id is None:
             return self.store_serialized(serialization.serialize(value, what), object_id, owner)
         with borrowing.Collector() as collected:
             ser = serialization.serialize(value, what)

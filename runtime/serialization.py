@@ -206,6 +206,13 @@ def serialize(value: object, what: str = "value") -> Serialized:
     return Serialized(inband, buffers)
 
 
+def plain_frame(value: object) -> bytes:
+    """The frame of a value pickler.is_plain accepts, as serialize(value).to_bytes() lays it out
+    (the same bytes), without building a Serialized: one per task return was a measurable part
+    of a no-op task's cost on its worker (bench/README.md, "Tasks")."""
+    return _PLAIN + pickle.dumps(value, protocol=5)
+
+
 def dumps(value: object, what: str = "value") -> bytes:
     return serialize(value, what).to_bytes()
 

@@ -498,7 +498,7 @@ class Engine:
     def _env_vars(self, spec: pb.TaskSpec) -> tuple[tuple[str, str], ...]:
         """The runtime_env variables this call runs with: its own (a task), or its actor's."""
         env = self.actor_spec.env_vars if self.actor_spec is not None else spec.env_vars
-        return tuple(env.items())
+        return tuple(env.items()) if env else ()
 
     def output_owner(self) -> tuple[bytes, str] | None:
         """Whose job hears lines printed outside any call: an actor's own threads belong to it."""
@@ -521,7 +521,9 @@ class Engine:
         return None
 
     def _task_context(self, spec: pb.TaskSpec) -> context.TaskContext:
-        return context.TaskContext(spec.job_id, spec.task_id, spec.actor_id, tuple(spec.gpu_ids), spec.namespace,
+        # Built for every call, so the common case is kept cheap: no tuple of an empty map or list.
+        return context.TaskContext(spec.job_id, spec.task_id, spec.actor_id,
+                                   tuple(spec.gpu_ids) if spec.gpu_ids else (), spec.namespace,
                                    self._label(spec), self._env_vars(spec), spec.name)
 
     def _invoke(self, spec: pb.TaskSpec) -> Any:
@@ -553,9 +555,9 @@ class Engine:
         placement_context.enter_task(spec.placement_group)  # reset by the next task this thread runs
         if on_main:
             self.current_main_task = spec.task_id
-        task_env = spec.env_vars if self.actor_spec is not None else \
-            {**omp.variables(spec.num_cpus, spec.env_vars), **spec.env_vars}
-        restore_env = _set_environ(task_env)
+        if self.actor_spec is None:  # an actor's worker keeps the value its creation set
+            omp.apply_for_task(spec.num_cpus, spec.env_vars)
+        restore_env = _set_environ(spec.env_vars)
         try:
             if spec.gpu_ids:
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, spec.gpu_ids))
