@@ -123,10 +123,11 @@ def test_an_actor_starts_on_an_idle_worker_that_was_briefly_paused(tmp_path, red
         c.stop()
 
 
-def test_a_worker_whose_node_agent_is_paused_while_it_registers_asks_again(tmp_path, redis_server, monkeypatch):
-    """A worker registers with its node agent before it serves. The agent, paused for longer
-    than one registration attempt (a loaded machine), is asked again with backoff: the worker
-    neither dies (it used to, with an unhandled error) nor is replaced, and the actor runs on it."""
+def test_a_worker_whose_node_agent_is_paused_while_it_registers_still_serves(tmp_path, redis_server, monkeypatch):
+    """A worker registers with its node agent before it serves, by a line on the socket pair the
+    agent made for it (runtime/worker_registration.py), which needs no answer. The agent, paused
+    meanwhile (a loaded machine), cannot fail it: the worker neither dies (it used to, with an
+    unhandled error) nor is replaced, and the actor runs on it once the agent is back."""
     monkeypatch.setenv("KASTOR_TOKEN", TOKEN)
     c = GcsCluster(tmp_path, redis_server)
     # Workers are the agent's children, started on demand; the head waits out the paused agent.
@@ -144,8 +145,9 @@ def test_a_worker_whose_node_agent_is_paused_while_it_registers_asks_again(tmp_p
         paused = True
         worker_log = next((tmp_path / "session-n1" / "logs").glob("worker-*.log"))
         assert "serving on" not in worker_log.read_text(errors="replace"), "caught too late: it registered"
-        wait_until(lambda: "could not register with the node agent" in worker_log.read_text(errors="replace"),
-                   "a registration attempt to time out while the agent is paused", timeout=2 * DEADLINE_S)
+        wait_until(lambda: "serving on" in worker_log.read_text(errors="replace"),
+                   "the worker to register and serve while its agent is paused", timeout=2 * DEADLINE_S)
+        assert not process_gone(worker)
         os.kill(agent, signal.SIGCONT)
         paused = False
         assert kastor.get(actor.pid.remote(), timeout=DEADLINE_S) == worker
@@ -154,6 +156,41 @@ def test_a_worker_whose_node_agent_is_paused_while_it_registers_asks_again(tmp_p
             os.kill(agent, signal.SIGCONT)
         kastor.shutdown()
         c.stop()
+
+
+class _Unavailable(grpc.RpcError):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return "the agent did not answer"
+
+
+class _RegisteringCore:
+    """What `worker.register` uses of a worker's core, with an agent that fails `fails` times."""
+
+    worker_id, address, node_address = b"\x01" * 16, "127.0.0.1:1", "127.0.0.1:2"
+
+    def __init__(self, fails: int):
+        self.fails, self.calls = fails, []
+
+    def node_call(self, method: str, request, timeout: float) -> None:
+        self.calls.append(method)
+        if len(self.calls) <= self.fails:
+            raise _Unavailable()
+
+
+def test_a_worker_without_a_registration_pair_asks_its_paused_agent_again(monkeypatch, caplog):
+    """The fallback for a worker that has no socket pair (or could not write to it): RegisterWorker,
+    asked again with backoff while the agent does not answer, instead of dying on the first error."""
+    from kastor.runtime import worker
+
+    monkeypatch.delenv("KASTOR_REGISTER_FD", raising=False)
+    core = _RegisteringCore(fails=2)
+    with caplog.at_level(logging.WARNING, logger="kastor.worker"):
+        assert worker.register(core) is None
+    assert core.calls == ["RegisterWorker"] * 3
+    assert caplog.text.count("could not register with the node agent") == 2
 
 
 @kastor.remote(max_restarts=-1, max_task_retries=0)
