@@ -45,13 +45,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kastor.runtime.frames import HEADER_BYTES, MAX_FRAME_BYTES, frame
+from kastor.runtime.frames import HEADER_BYTES, MAX_FRAME_BYTES
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.lane_host")
 
 LANE_POLL_EVERY = 16  # while lanes are open, the main thread looks at them after this many queued calls
 LANE_MARK = b"\x00kastor-lane/1"  # after the token in a lane's first frame: "serve me on the actor's thread"
+
+
+def one_item_frame(item: bytes) -> bytes:
+    """The frame of an ExecuteRequest (or ExecuteReply) holding one serialized TaskSpec (or
+    TaskResult): the bytes protobuf writes for it (field 1, length-delimited), without first
+    copying the message into a wrapper. Why: `ExecuteRequest(tasks=[spec])` deep-copies the
+    spec, ~4 µs of a lane call's caller (and ~1 µs of the worker's reply), every call."""
+    n = len(item)
+    if n < 0x80:
+        tag = bytes((0x0A, n))
+    else:
+        head = bytearray(b"\x0a")
+        while n >= 0x80:
+            head.append((n & 0x7F) | 0x80)
+            n >>= 7
+        head.append(n)
+        tag = bytes(head)
+    return (len(tag) + len(item)).to_bytes(HEADER_BYTES, "big") + tag + item
 
 
 def split_lane_mark(first_frame: bytes) -> tuple[bytes, bool]:
@@ -194,7 +212,7 @@ class LaneHost:
         lane = call.lane
         if lane.sock.fileno() < 0:
             return
-        payload = frame(pb.ExecuteReply(results=[result]).SerializeToString())
+        payload = one_item_frame(result.SerializeToString())
         try:
             try:
                 sent = lane.sock.send(payload)  # the socket is non-blocking: a result fits its buffer in one go
