@@ -66,7 +66,7 @@ from collections.abc import Callable
 
 from kastor.runtime import tls
 from kastor.runtime.frames import HEADER_BYTES, MAX_FRAME_BYTES, frame
-from kastor.runtime.lane_host import LANE_MARK
+from kastor.runtime.lane_host import LANE_MARK, one_item_frame
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.fast_lane")
@@ -117,6 +117,10 @@ class FastLane:
         self._on_result = on_result
         self._on_lost = on_lost
         self._sock: socket.socket | None = None
+        self._tls = False  # an SSL socket takes no send flags: it sends as it always did
+        # The socket's timeout as last set (settimeout is a syscall even when nothing changes):
+        # a sync call keeps it blocking (None), so its send and its recv are one syscall each.
+        self._sock_timeout: float | None = None
         self._buf = bytearray()
         self._frame_started = 0.0
         self.data_address = ""
@@ -155,8 +159,10 @@ class FastLane:
             if ctx is not None:
                 sock = ctx.wrap_socket(sock, server_hostname=tls.server_name())
             self._sock = sock
+            self._tls = ctx is not None
             self._buf.clear()
             sock.settimeout(timeout)
+            self._sock_timeout = timeout
             sock.sendall(frame(self._token + LANE_MARK))  # a serial actor's thread may serve it (lane_host.py)
             if self._read_frame(timeout) != b"":
                 raise LaneLost("the worker did not accept the lane with an empty frame")
@@ -170,9 +176,17 @@ class FastLane:
 
     def send(self, call, spec: pb.TaskSpec) -> bool:
         """Writes the call; False (nothing the worker could parse was sent) if the lane broke."""
+        payload = one_item_frame(spec.SerializeToString())
         try:
-            self._sock.settimeout(self._receive_timeout)  # type: ignore[union-attr]
-            self._sock.sendall(frame(pb.ExecuteRequest(tasks=[spec]).SerializeToString()))  # type: ignore[union-attr]
+            sent = 0
+            if not self._tls:
+                try:  # a call fits the socket's buffer: one syscall, whatever the socket's timeout
+                    sent = self._sock.send(payload, socket.MSG_DONTWAIT)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    pass
+            if sent < len(payload):  # a big call, or a worker slow to read: within the receive timeout
+                self._settimeout(self._receive_timeout)
+                self._sock.sendall(payload[sent:])  # type: ignore[union-attr]
         except OSError as e:
             log.debug("fast lane to %s broke on send: %s", self.data_address, e)
             self.close()
@@ -260,6 +274,10 @@ class FastLane:
         """The next frame. TimeoutError if none began within `timeout`; LaneLost if the
         connection ended, or a frame begun did not finish within the receive deadline."""
         buf = self._buf
+        if not buf and timeout is None and self._sock is not None:
+            whole = self._read_whole_frame(self._sock)
+            if whole is not None:
+                return whole
         first_by = None if timeout is None else time.monotonic() + timeout
         while True:
             if len(buf) >= HEADER_BYTES:
@@ -285,7 +303,7 @@ class FastLane:
             if sock is None:
                 raise LaneLost("the lane is closed")
             try:
-                sock.settimeout(None if wait_until is None else wait_until - now)
+                self._settimeout(None if wait_until is None else wait_until - now)
                 data = sock.recv(1 << 16)
             except TimeoutError:
                 continue
@@ -296,6 +314,29 @@ class FastLane:
             if not buf:
                 self._frame_started = time.monotonic()
             buf += data
+
+    def _read_whole_frame(self, sock: socket.socket) -> bytes | None:
+        """A sync get's usual read (nothing buffered, no deadline): one blocking recv that holds
+        the whole result frame, returned without going through the buffer. None when the recv
+        brought less or more (then buffered, for `_read_frame` to go on with)."""
+        self._settimeout(None)
+        try:
+            data = sock.recv(1 << 16)
+        except OSError as e:
+            raise LaneLost(f"the connection broke: {e}") from e
+        if not data:
+            raise LaneLost("the worker closed the connection")
+        if len(data) >= HEADER_BYTES and int.from_bytes(data[:HEADER_BYTES], "big") == len(data) - HEADER_BYTES:
+            return data[HEADER_BYTES:]
+        self._frame_started = time.monotonic()
+        self._buf += data
+        return None
+
+    def _settimeout(self, timeout: float | None) -> None:
+        if timeout is None and self._sock_timeout is None:
+            return
+        self._sock.settimeout(timeout)  # type: ignore[union-attr]
+        self._sock_timeout = timeout
 
     def close_if_idle(self) -> None:
         """Closes the lane unless a call is on it (that call's reader then sees it end)."""

@@ -168,6 +168,28 @@ def test_a_truncated_frame_is_dropped_at_the_receive_deadline_and_an_idle_connec
     assert kastor.get(log.accepted.remote(), timeout=DEADLINE_S) == accepted + 1, "the idle caller had to reconnect"
 
 
+def test_a_truncated_frame_on_a_lane_the_actors_main_thread_serves_is_dropped_at_the_receive_deadline():
+    """The same deadline where a serial actor's main thread reads the lane (lane_host.py): the
+    stalled lane is closed, and calls on the loop's path are served meanwhile and after."""
+    from kastor.runtime import context
+    from kastor.runtime.lane_host import LANE_MARK
+    log = Log.remote()
+    address = kastor.get(log.data_address.remote(), timeout=DEADLINE_S)  # constructed: lanes go to its main thread
+    with connect(address) as stalled:
+        stalled.sendall(frame(context.core.token.encode() + LANE_MARK))
+        stalled.settimeout(DEADLINE_S)
+        assert stalled.recv(4) == b"\x00\x00\x00\x00", "the worker did not accept the lane"
+        stalled.sendall((200).to_bytes(4, "big") + b"\x0a\x03abc")  # 5 of the 200 bytes it announces
+        sent = time.monotonic()
+        kastor.get(log.add.remote("while stalled"), timeout=DEADLINE_S)
+        received, _ = until_closed(stalled)
+        after = time.monotonic() - sent
+    assert received == b""
+    assert after >= RECEIVE_TIMEOUT_S * 0.9, f"dropped after {after:.1f}s, before the receive deadline"
+    kastor.get(log.add.remote("after"), timeout=DEADLINE_S)
+    assert kastor.get(log.items.remote(), timeout=DEADLINE_S) == ["while stalled", "after"]
+
+
 def test_calls_made_while_others_are_unanswered_go_out_together(monkeypatch):
     """Batching under load (frame_stream's Nagle rule): the first call goes out at once; calls
     made while it is unanswered wait and go out in one frame when its result arrives."""
