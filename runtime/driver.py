@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
-from kastor.runtime import config, context, retry, settings, tls
+from kastor.runtime import config, context, retry, settings, startup_gc, tls
 from kastor.runtime.core import CoreWorker
 from kastor.runtime.frames import RelayRoute
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -67,6 +67,7 @@ def connect(head_address: str, token: str, namespace: str | None, node_address: 
     core.output = OutputPrinter(core.ip) if log_to_driver else None
     core.spawn(_hold_session(core))
     context.core = core
+    startup_gc.freeze_startup_objects()
     return core
 
 
@@ -130,6 +131,7 @@ def connect_remote(gateway: str, token: str, namespace: str | None, timeout: flo
     core.spawn(_hold_session(core, reconnect_grace_s=config.CLIENT_RECONNECT_GRACE_S,
                              on_restored=lambda: _relearn_frame_relay(core, gateway, token)))
     context.core = core
+    startup_gc.freeze_startup_objects()
     log.info("connected to cluster %s through kastor://%s", hello.cluster_id, gateway)
     return core
 
@@ -287,6 +289,7 @@ def disconnect(core: CoreWorker) -> None:
     from kastor.runtime import checkpoint
     checkpoint.job_ended(core)  # the checkpoints of its unnamed durable actors, dead with the job
     _close(core)
+    startup_gc.unfreeze()
 
 
 class OutputPrinter:

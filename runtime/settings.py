@@ -207,6 +207,10 @@ LEASE_RECLAIM_GRACE_S = _declare("KASTOR_LEASE_RECLAIM_GRACE_S", "float", 5.0,
 PRESTART_WORKERS = _declare("KASTOR_PRESTART_WORKERS", "int", 2,
                             "Idle workers a node agent keeps started ahead, so actor creation skips process "
                             "start-up.")
+GC_FREEZE = _declare("KASTOR_GC_FREEZE", "bool", True,
+                     "A driver freezes the objects alive once it connected (gc.freeze), so the cyclic "
+                     "collector stops walking them during pipelined calls; 0 turns it off "
+                     "(runtime/startup_gc.py).")
 FORK_SERVER = _declare("KASTOR_FORK_SERVER", "bool", True,
                        "Node agents fork workers from a pre-imported fork server (an actor start costs a "
                        "fork, and workers share the runtime's pages); 0: every worker is a fresh interpreter.")

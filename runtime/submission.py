@@ -46,6 +46,26 @@ class Scheduling:
     env_vars: dict[str, str] = field(default_factory=dict)
 
 
+# Specs already built, by every field a call sets but its task id and (unless it has none) its
+# arguments: copying a prebuilt TaskSpec costs upb about a third of building one from a dozen
+# keyword arguments, and a loop of `.remote()` calls repeats the same fields every time.
+_TEMPLATES: dict[tuple, pb.TaskSpec] = {}
+_TEMPLATES_MAX = 4096  # many distinct (actor, method, parent task) keys: start over rather than grow
+
+
+def _from_template(key: tuple, build: Callable[[], pb.TaskSpec]) -> pb.TaskSpec:
+    """A new spec holding the fields of `build()`'s, which is built once per `key`. The caller
+    sets the task id (and the arguments); the cached template itself is never handed out."""
+    template = _TEMPLATES.get(key)
+    if template is None:
+        if len(_TEMPLATES) >= _TEMPLATES_MAX:
+            _TEMPLATES.clear()
+        template = _TEMPLATES[key] = build()
+    spec = pb.TaskSpec()
+    spec.CopyFrom(template)
+    return spec
+
+
 def max_calls(options: dict[str, Any]) -> int:
     """As in Ray: no limit, except that a GPU task's worker exits after one call (freeing GPU memory)."""
     if options.get("max_calls") is not None:
@@ -65,16 +85,33 @@ def submit_task(core: CoreWorker, function_id: str, name: str, args: tuple, kwar
     `options` are the validated task options (num_returns, max_retries, retry_exceptions,
     runtime_env, max_calls), `where` what they mean for placing it."""
     pins: list[ObjectRef] = []
-    value, deps = core.pack_args(args, kwargs, f"task {name}", pins)
+    no_args = not args and not kwargs  # then the template holds the (constant) packed arguments
+    value, deps = (None, []) if no_args else core.pack_args(args, kwargs, f"task {name}", pins)
     task_id = new_task_id()
     generator = options["num_returns"] == STREAMING
     num_returns = 1 if generator else options["num_returns"]
-    spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), function_id=function_id, args=value,
-                       num_returns=num_returns, name=name, parent_task_id=core.current_task_id(),
-                       owner_address=core.address, namespace=core.current_namespace(), generator=generator,
-                       stream_items=generator and core.transport.reachable, max_calls=max_calls(options),
-                       env_vars={**core.current_env_vars(), **where.env_vars},
-                       runtime_env=runtime_env.for_call(core, options.get("runtime_env")))
+    stream_items = generator and core.transport.reachable
+    job_id, parent, owner, namespace = core.current_job_id(), core.current_task_id(), core.address, \
+        core.current_namespace()
+    inherited, own_env = core.current_env_vars(), where.env_vars
+    env_key = (tuple(inherited.items()), tuple(own_env.items())) if inherited or own_env else ()
+    renv = runtime_env.for_call(core, options.get("runtime_env"))
+    calls = max_calls(options)
+
+    def build() -> pb.TaskSpec:
+        return pb.TaskSpec(job_id=job_id, function_id=function_id,
+                           args=core.pack_args((), {}, name)[0] if no_args else None,
+                           num_returns=num_returns, name=name, parent_task_id=parent, owner_address=owner,
+                           namespace=namespace, generator=generator, stream_items=stream_items, max_calls=calls,
+                           env_vars={**inherited, **own_env}, runtime_env=renv)
+    if where.group is None:  # a placement group's message is no cache key; such tasks are built each time
+        spec = _from_template(("task", function_id, name, num_returns, generator, stream_items, calls, job_id,
+                               parent, owner, namespace, env_key, renv, no_args), build)
+    else:
+        spec = build()
+    spec.task_id = task_id
+    if not no_args:
+        spec.args.CopyFrom(value)
     return_ids, refs = _returns(core, task_id, num_returns)
     spec.num_cpus = where.held.get("CPU", 0)
     if where.group is not None:  # it draws on its bundle's resources instead of the node's
@@ -100,17 +137,27 @@ def submit_actor_call(core: CoreWorker, actor_id: bytes, method: str, label: str
     `holds`: the calling handle's token (runtime/actor_handles.py), kept until the call is done,
     so that a holder dropping its handle right after a call does not kill the actor under it."""
     pins: list[ObjectRef] = []
-    value, deps = core.pack_args(args, kwargs, label, pins)
+    no_args = not args and not kwargs  # then the template holds the (constant) packed arguments
+    value, deps = (None, []) if no_args else core.pack_args(args, kwargs, label, pins)
     if holds is not None:
         pins.append(holds)
     task_id = new_task_id()
     generator = num_returns == STREAMING
     count = 1 if generator else int(num_returns)
-    spec = pb.TaskSpec(task_id=task_id, job_id=core.current_job_id(), method=method, args=value,
-                       num_returns=count, name=label, actor_id=actor_id,
-                       parent_task_id=core.current_task_id(), owner_address=core.address,
-                       namespace=core.current_namespace(), generator=generator,
-                       stream_items=generator and core.transport.reachable, concurrency_group=concurrency_group)
+    stream_items = generator and core.transport.reachable
+    job_id, parent, owner, namespace = core.current_job_id(), core.current_task_id(), core.address, \
+        core.current_namespace()
+    spec = _from_template(
+        ("actor", actor_id, method, label, count, generator, stream_items, concurrency_group, job_id, parent,
+         owner, namespace, no_args),
+        lambda: pb.TaskSpec(job_id=job_id, method=method, args=core.pack_args((), {}, label)[0] if no_args else None,
+                            num_returns=count,
+                            name=label, actor_id=actor_id, parent_task_id=parent, owner_address=owner,
+                            namespace=namespace, generator=generator, stream_items=stream_items,
+                            concurrency_group=concurrency_group))
+    spec.task_id = task_id
+    if not no_args:
+        spec.args.CopyFrom(value)
     return_ids, refs = _returns(core, task_id, count)
     call = PendingCall(spec, return_ids, deps, max_task_retries)
     call.on_done = on_done
