@@ -18,21 +18,9 @@ import os
 import time
 
 import kastor
-from callpath import python_thread_names, threads
+from callpath import Target, python_thread_names, threads
 
 CALLS = 5_000
-
-
-@kastor.remote
-class Plain:
-    def f(self) -> int:
-        return 0
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def thread_names(self) -> dict[int, str]:
-        return python_thread_names()
 
 
 @kastor.remote
@@ -53,7 +41,7 @@ def main() -> None:
     ap.add_argument("--async-def", action="store_true", help="an actor whose method is `async def`")
     args = ap.parse_args()
     kastor.init(num_cpus=2)
-    a = (AsyncDef if args.async_def else Plain).remote()
+    a = (AsyncDef if args.async_def else Target).remote()
     worker = kastor.get(a.pid.remote())
     for _ in range(3):  # warm-up
         kastor.get([a.f.remote() for _ in range(CALLS)])

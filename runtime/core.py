@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -56,6 +55,7 @@ from kastor.runtime.ids import (
     new_task_id,
     return_id,
 )
+from kastor.runtime.loop_inbox import LoopInbox
 from kastor.runtime.object_ref import ObjectRef
 from kastor.runtime.owned_values import OwnedValues
 from kastor.runtime.ownership import ObjectTable
@@ -124,11 +124,10 @@ class CoreWorker:
         self._after_probes: list[Callable[[], None]] = []
         self._registered: set[str] = set()
         self._functions: dict[str, Any] = {}
-        self._inbox: deque[Callable[[], None]] = deque()
-        self._wakeup_pending = False
         self._closed = False
 
         self.loop = event_loops.new_event_loop()
+        self._inbox = LoopInbox(self.loop)  # what other threads hand the loop (post)
         self._thread = threading.Thread(target=self._run_loop, name="kastor-core", daemon=True)
         self._thread.start()
 
@@ -164,24 +163,8 @@ class CoreWorker:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def post(self, fn: Callable[[], None]) -> None:
-        """Hands `fn` to the loop; a burst of posts costs one wake-up."""
-        self._inbox.append(fn)
-        if not self._wakeup_pending:
-            self._wakeup_pending = True
-            try:
-                self.loop.call_soon_threadsafe(self._drain_inbox)
-            except RuntimeError:  # loop closed during shutdown
-                pass
-
-    def _drain_inbox(self) -> None:
-        self._wakeup_pending = False
-        inbox = self._inbox
-        while inbox:
-            fn = inbox.popleft()
-            try:
-                fn()
-            except Exception:
-                log.exception("kastor core: posted callback failed")
+        """Hands `fn` to the loop; a burst of posts costs one wake-up (loop_inbox.py)."""
+        self._inbox.post(fn)
 
     @property
     def address(self) -> str:
