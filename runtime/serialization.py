@@ -70,16 +70,22 @@ class Serialized:
         os.rename(tmp, path)  # readers never see a half-written object
         return self.size
 
-    def write_fd(self, fd: int, old_size: int, store: str) -> None:
+    def write_fd(self, fd: int, old_size: int, store: str, mapped: memoryview | None = None) -> None:
         """Overwrites the open file `fd`, now `old_size` bytes long, with the frame, from its
         start: a freed object file reused for a new object (store_recycle), whose pages are
-        already allocated (the caller cuts it to `size`). Fails with ObjectStoreFullError
-        before writing when the store (the directory `store`) cannot hold the growth."""
+        already allocated (the caller cuts it to `size`). `mapped`, if given, is a writable
+        mapping of the file's first bytes (no longer than `old_size`, so every page it covers
+        exists): the frame's head goes there by `memcpy`, the rest by `pwritev`. Fails with
+        ObjectStoreFullError before writing when the store (the directory `store`) cannot hold
+        the growth."""
         if self.size > old_size:
             _check_room(store, self.size - old_size)
+        segments = self._segments()
         offset = 0
+        if mapped is not None:
+            segments, offset = _copy_into(mapped, segments)
         try:
-            for chunk in _chunks(self._segments()):
+            for chunk in _chunks(segments):
                 offset = _writev_all(fd, chunk, offset)
         except OSError as e:
             if e.errno in _FULL:
@@ -129,6 +135,20 @@ class Serialized:
 
 
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _copy_into(out: memoryview, segments: list) -> tuple[list, int]:
+    """Copies the leading `segments` into `out` while they fit; returns what is left of them
+    (the one cut short, then the rest) and how many bytes were copied."""
+    pos = 0
+    for i, seg in enumerate(segments):
+        view = memoryview(seg).cast("B")
+        take = min(len(view), len(out) - pos)
+        out[pos:pos + take] = view[:take]
+        pos += take
+        if take < len(view):
+            return [view[take:], *segments[i + 1:]], pos
+    return [], pos
 
 
 def _writev_all(fd: int, buffers: list, offset: int | None = None) -> int:

@@ -248,6 +248,10 @@ STORE_RECYCLE = _declare("KASTOR_STORE_RECYCLE", "bool", True,
                         "A process reuses the files of its freed large objects for its next large puts "
                         "(pages already allocated: a 100 MiB put about 3x faster), never while any process "
                         "still maps them (runtime/store_recycle.py); 0: every freed file is deleted.")
+STORE_MAPPED_WRITES = _declare("KASTOR_STORE_MAPPED_WRITES", "bool", True,
+                        "A reused store file (KASTOR_STORE_RECYCLE) is written through a writable mapping the "
+                        "process keeps while the file lives, by memcpy (about half the CPU of pwritev); 0: "
+                        "pwritev (runtime/store_recycle.py).")
 UPLOAD_SPLICE = _declare("KASTOR_UPLOAD_SPLICE", "bool", True,
                         "A node agent and the client port's frame relay move a large upload's bytes with "
                         "splice(2), inside the kernel, on connections without TLS (runtime/splice_copy.py); "

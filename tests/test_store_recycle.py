@@ -181,3 +181,98 @@ def test_views_of_freed_objects_stay_intact_while_the_driver_keeps_putting(embed
     assert mine.min() == mine.max() == 7
     assert kastor.get(holder.seen.remote()) == (9, 9)
 
+
+
+def _mapped_paths() -> set[str]:
+    """Files this process maps, as /proc/self/maps names them (" (deleted)" once unlinked)."""
+    with open("/proc/self/maps") as f:
+        return {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
+
+
+def _reuse(store, pool, value, name) -> str:
+    """A put that must go into the one pooled file."""
+    assert pool.stats()["files"] == 1
+    path = _put(store, pool, value, name)
+    assert pool.stats()["files"] == 0
+    return path
+
+
+def test_a_file_reused_again_is_written_through_its_kept_mapping(tmp_path):
+    pool = _pool(tmp_path)
+    path = _put(tmp_path, pool, np.full(4 * MIB, 1, dtype=np.uint8), "a" * 40)
+    sizes = [4 * MIB, 4 * MIB, 2 * MIB, 6 * MIB, 3 * MIB]  # the same, smaller, larger than the mapping
+    for i, size in enumerate(sizes):
+        assert pool.keep(path)
+        path = _reuse(tmp_path, pool, np.full(size, 10 + i, dtype=np.uint8), f"{i:040d}")
+        out = serialization.load_file(path)
+        assert out.nbytes == size and out.min() == out.max() == 10 + i
+        assert os.path.getsize(path) == serialization.serialize(np.zeros(size, dtype=np.uint8)).size
+        del out
+    assert pool.stats()["mapped_writes"] == len(sizes)
+    assert pool.stats()["mappings"] == 1  # one file, mapped again only when it outgrew its mapping
+
+
+def test_a_reused_file_written_without_mappings_has_the_same_bytes(tmp_path):
+    values = [np.arange(5 * MIB, dtype=np.uint8), {"x": np.ones(3 * MIB), "y": "tail"}]
+    frames = []
+    for mapped in (True, False):
+        pool = store_recycle.RecyclePool(
+            str(tmp_path), lambda: os.path.join(store_owners.owner_dir(str(tmp_path), OWNER), store_recycle.POOL_DIR),
+            mapped_writes=mapped)
+        path = _put(tmp_path, pool, np.zeros(6 * MIB, dtype=np.uint8), "z" * 40)
+        for i, value in enumerate(values):
+            assert pool.keep(path)
+            path = _reuse(tmp_path, pool, value, f"{i:040d}")
+            with open(path, "rb") as f:
+                frames.append(f.read())
+        assert pool.stats()["mapped_writes"] == (len(values) if mapped else 0)
+        pool.keep(path)
+        pool.drain()
+    assert frames[:2] == frames[2:]
+    assert frames[0] == serialization.serialize(values[0]).to_bytes()
+
+
+def test_a_kept_mapping_goes_with_its_file(tmp_path):
+    pool = _pool(tmp_path)
+    path = _put(tmp_path, pool, np.ones(4 * MIB, dtype=np.uint8), "a" * 40)
+    assert pool.keep(path)
+    path = _reuse(tmp_path, pool, np.ones(4 * MIB, dtype=np.uint8), "b" * 40)
+    assert path in _mapped_paths()  # kept for the file's next reuse, as an object in the meantime
+    # its free is not kept (the pool is full): the caller deletes it, and the mapping must go first,
+    # or its pages would stay allocated in the store after the delete
+    others = [_put(tmp_path, None, np.ones(2 * MIB, dtype=np.uint8), f"{i:040d}")
+              for i in range(store_recycle.MAX_FILES)]
+    assert all(pool.keep(p) for p in others)
+    assert not pool.keep(path)
+    os.unlink(path)
+    assert not [p for p in _mapped_paths() if str(tmp_path) in p]
+    assert pool.stats()["mappings"] == 0
+
+    # a mapped file in the pool: drained (a full store, or the process stops) with its mapping
+    pool.drain()
+    path = _put(tmp_path, pool, np.ones(4 * MIB, dtype=np.uint8), "c" * 40)
+    assert pool.keep(path)
+    path = _reuse(tmp_path, pool, np.ones(4 * MIB, dtype=np.uint8), "d" * 40)
+    assert pool.keep(path) and pool.stats()["mappings"] == 1
+    assert pool.drain()
+    assert not [p for p in _mapped_paths() if str(tmp_path) in p]
+
+
+def test_a_kept_mapping_holds_no_lock_against_readers(tmp_path):
+    pool = _pool(tmp_path)
+    path = _put(tmp_path, pool, np.ones(4 * MIB, dtype=np.uint8), "a" * 40)
+    assert pool.keep(path)
+    path = _reuse(tmp_path, pool, np.full(4 * MIB, 5, dtype=np.uint8), "b" * 40)
+    reader = subprocess.Popen([sys.executable, "-c", READER, path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "MAPPED"  # it took its shared lock
+        assert pool.keep(path)
+        # the reader maps it: not reused, though this process has it mapped for writing
+        other = _put(tmp_path, pool, np.full(4 * MIB, 6, dtype=np.uint8), "c" * 40)
+        assert serialization.load_file(other).min() == 6
+        out, _ = reader.communicate("go\n", timeout=60)
+    finally:
+        reader.kill()
+    assert "SEEN 5 5" in out, out
+    assert pool.stats()["mappings"] == 0  # the file the reader kept was deleted, and unmapped
