@@ -5,6 +5,7 @@
     python bench/microbench.py --backend ray           # Ray only
     python bench/microbench.py --quick                 # small counts, for smoke tests
     python bench/microbench.py --only actor_creations_per_s   # just these figures (comma-separated)
+    python bench/microbench.py --ray-python ... --rounds 4      # 4 pairs, then medians and per-round ratios
 
 Every figure is printed as one greppable line ``<backend> <figure> <value>`` (``nan`` plus a
 ``# error`` comment when that figure failed). Each is measured after a warm-up, as wall time over
@@ -51,6 +52,7 @@ import importlib
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -361,12 +363,32 @@ def compare(a: dict[str, float], b: dict[str, float]) -> None:
         print(f"# {fig:<30} {k:>12.4g} {r:>12.4g} {ratio:>11.3f} {speed:>7.2f}x")
 
 
+def summarize(rounds: list[tuple[dict[str, float], dict[str, float]]]) -> None:
+    """Several rounds' figures: the median of each side, the ratio of those medians, and each
+    round's own ratio. Ray's rate on a shared machine moves 2x between minutes, so one round's
+    ratio says little; the medians of rounds run back to back say more."""
+    print(f"\n# summary of {len(rounds)} rounds (speedup as above: ratio of the medians; then each round's)")
+    print(f"# {'figure':<30} {'kastor':>12} {'ray':>12} {'speedup':>8}   per round")
+    for fig in [f for f in FIGURES if any(f in k or f in r for k, r in rounds)]:
+        ks = [k[fig] for k, _ in rounds if fig in k]
+        rs = [r[fig] for _, r in rounds if fig in r]
+        if not ks or not rs:
+            continue
+        k, r = statistics.median(ks), statistics.median(rs)
+        each = [(a / b if fig not in LOWER_IS_BETTER else b / a) for a, b in zip(ks, rs, strict=False) if a and b]
+        speed = (k / r if fig not in LOWER_IS_BETTER else r / k) if k and r else float("nan")
+        print(f"# {fig:<30} {k:>12.4g} {r:>12.4g} {speed:>7.2f}x   " + ", ".join(f"{x:.2f}" for x in each))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", help="benchmark only this module (kastor or ray), in this process")
     ap.add_argument("--ray-python", help="interpreter with ray installed, to compare against")
     ap.add_argument("--no-ray", action="store_true", help="do not run the Ray comparison")
     ap.add_argument("--quick", action="store_true", help="tiny iteration counts (smoke test)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="with Ray: this many Kastor/Ray pairs back to back (the order swapped every other "
+                         "round), then a summary of medians and of each round's ratio")
     ap.add_argument("--only", default="", help="comma-separated figures to measure (default: all; init_s always), "
                                                "e.g. actor_creations_per_s")
     args = ap.parse_args()
@@ -383,13 +405,20 @@ def main() -> None:
         probe = subprocess.run([sys.executable, "-c", "import ray"], capture_output=True)
         ray_python = sys.executable if probe.returncode == 0 else None
     # Each backend runs in its own process so neither's leftovers skew the other.
-    kastor_lines = run_subprocess(sys.executable, "kastor", args.quick, extra=extra)
     if ray_python is None:
+        run_subprocess(sys.executable, "kastor", args.quick, extra=extra)
         return
-    ray_lines = run_subprocess(ray_python, "ray", args.quick, extra=extra)
-    kastor, ray = parse(kastor_lines, "kastor"), parse(ray_lines, "ray")
-    if any(v == v for v in kastor.values()) and any(v == v for v in ray.values()):
-        compare(kastor, ray)
+    rounds = []
+    for i in range(max(1, args.rounds)):
+        order = [("kastor", sys.executable), ("ray", ray_python)]
+        lines = {name: run_subprocess(python, name, args.quick, extra=extra)
+                 for name, python in (order if i % 2 == 0 else order[::-1])}
+        kastor, ray = parse(lines["kastor"], "kastor"), parse(lines["ray"], "ray")
+        if any(v == v for v in kastor.values()) and any(v == v for v in ray.values()):
+            compare(kastor, ray)
+            rounds.append((kastor, ray))
+    if len(rounds) > 1:
+        summarize(rounds)
 
 
 if __name__ == "__main__":
