@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import kastor
 import numpy as np
@@ -42,7 +43,7 @@ def _node_files(ref: kastor.ObjectRef) -> list[str]:
 
 def _local_files(ref: kastor.ObjectRef) -> list[str]:
     """The notebook's local copies of the object (named by its id, in its copies folder)."""
-    return glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"), "kastor-client-copies-*", ref.hex()))
+    return glob.glob(os.path.join(tempfile.gettempdir(), "kastor-client-copies-*", ref.hex()))
 
 
 def _checksum(x) -> int:
