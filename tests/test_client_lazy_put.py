@@ -31,7 +31,7 @@ def notebook(tmp_path_factory):
     client_port = launcher.free_port()
     with cli_head(tmp_path_factory.mktemp("sessions"), TOKEN, "--client-port", str(client_port)):
         kastor.init(f"kastor://127.0.0.1:{client_port}", token=TOKEN)
-        yield
+        yield f"kastor://127.0.0.1:{client_port}"
         kastor.shutdown()
 
 
@@ -142,6 +142,29 @@ def test_lazy_puts_can_be_turned_off(notebook, monkeypatch):
     location = eager.store_put(core, serialization.serialize(_value(4)), os.urandom(20), core.address)
     assert location.node_id != core.node_id and os.path.exists(location.path)
     core.run(eager.close())
+
+
+GRPC_NOTEBOOK = """
+import sys
+import kastor, numpy as np
+kastor.init(sys.argv[1], token=sys.argv[2])
+value = np.arange(3 * 2**20, dtype=np.int64)  # 24 MiB: several gRPC chunks
+ref = kastor.put(value)
+print("TASK", kastor.get(kastor.remote(lambda a: int(a.sum())).remote(ref), timeout=120) == int(value.sum()))
+print("LOCAL", np.array_equal(kastor.get(ref), value))
+kastor.shutdown()
+"""
+
+
+def test_a_deferred_upload_takes_grpc_where_the_frame_relay_is_off(notebook, tmp_path):
+    """Without the frame relay (KASTOR_FRAMED_CALLS=0) the upload goes by gRPC PutObject, in
+    chunks read from the local copy (lazy_puts.StoredFrame), and arrives whole."""
+    script = tmp_path / "grpc_notebook.py"
+    script.write_text(GRPC_NOTEBOOK)
+    result = subprocess.run([sys.executable, str(script), notebook, TOKEN], capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, KASTOR_FRAMED_CALLS="0"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "TASK True" in result.stdout and "LOCAL True" in result.stdout, result.stdout + result.stderr[-3000:]
 
 
 FULL_STORE_MIB = 16
