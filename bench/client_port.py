@@ -1,6 +1,8 @@
 """The head's client port (kastor://) against the same work done in-cluster, on one
 CLI-started cluster, measured alternately in the same minutes. Issue 16's aims: sync calls
 through the client port at >= 0.9x in-cluster; 100 MiB put+get and 100 MiB by ref at >= 0.5x.
+A fourth figure, a 100 MiB put whose first use is an actor call, shows what a notebook's put
+costs once the cluster needs it (its upload is deferred to then: runtime/lazy_puts.py).
 
     python bench/client_port.py [--calls 2000] [--rounds 2]
 
@@ -17,8 +19,12 @@ import tempfile
 
 from kastor.runtime import launcher
 
-FIGURES = ("sync_actor_calls_per_s", "put_get_100MiB_GiB_per_s", "pass_by_ref_100MiB_GiB_per_s")
-AIMS = {"sync_actor_calls_per_s": 0.9, "put_get_100MiB_GiB_per_s": 0.5, "pass_by_ref_100MiB_GiB_per_s": 0.5}
+FIGURES = ("sync_actor_calls_per_s", "put_get_100MiB_GiB_per_s", "pass_by_ref_100MiB_GiB_per_s",
+           "put_then_actor_use_100MiB_GiB_per_s")
+# The last has no aim of its own: a notebook's put is uploaded at its first use by the cluster
+# (runtime/lazy_puts.py), so that is where its upload is paid, shown here rather than hidden.
+AIMS = {"sync_actor_calls_per_s": 0.9, "put_get_100MiB_GiB_per_s": 0.5, "pass_by_ref_100MiB_GiB_per_s": 0.5,
+        "put_then_actor_use_100MiB_GiB_per_s": 0.0}
 
 
 def measure(address: str, calls: int) -> dict[str, float]:
@@ -50,6 +56,11 @@ n, t = 10, time.perf_counter()
 for _ in range(n):
     assert kastor.get(a.nbytes.remote(ref)) == big.nbytes + 1
 print("pass_by_ref_100MiB_GiB_per_s", n * 100 / 1024 / (time.perf_counter() - t))
+del ref
+n, t = 5, time.perf_counter()
+for _ in range(n):
+    assert kastor.get(a.nbytes.remote(kastor.put(big))) == big.nbytes + 1
+print("put_then_actor_use_100MiB_GiB_per_s", n * 100 / 1024 / (time.perf_counter() - t))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     if out.returncode:
@@ -87,8 +98,8 @@ def main() -> None:
         head.wait(30)
     for name in FIGURES:
         inside, remote = best[("in-cluster", name)], best[("client-port", name)]
-        print(f"# {name}: client port {remote:.3f} / in-cluster {inside:.3f} = {remote / inside:.2f} "
-              f"(aim >= {AIMS[name]})")
+        aim = f"(aim >= {AIMS[name]})" if AIMS[name] else "(no aim: the deferred upload, shown)"
+        print(f"# {name}: client port {remote:.3f} / in-cluster {inside:.3f} = {remote / inside:.2f} {aim}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@
     python bench/put_get_cpu.py ray             # the same loop on Ray (run with Ray's Python)
     python bench/put_get_cpu.py client-port     # a notebook through kastor://, with the CPU of the
                                                 # head (its frame relay), the node agent and the notebook
+    python bench/put_get_cpu.py MODE --actor    # each put's first use an actor call that reads it
+                                                # (a notebook's put is uploaded then: lazy_puts.py)
 
 Wall times on a machine shared with other work swing 1.5-3x from run to run; the CPU a put+get
 costs each process does not, so A/B comparisons (e.g. KASTOR_STORE_RECYCLE=0 or
@@ -20,19 +22,28 @@ import sys
 import tempfile
 
 ROUNDS = 15
+PUT_GET = ("", "out = rt.get(rt.put(big))")
+ACTOR_USE = ("""
+@rt.remote
+class Reader:
+    def nbytes(self, arr):
+        return arr.nbytes
+reader = Reader.remote()
+""", "out = big if rt.get(reader.nbytes.remote(rt.put(big))) == big.nbytes else None")
 LOOP = f"""
 import os, resource, statistics, sys, time
 import numpy as np
 big = np.ones(100 * 2**20, dtype=np.uint8)
+SETUP
 for _ in range(3):
-    rt.get(rt.put(big))
+    OP
 print("READY", flush=True)
 sys.stdin.readline()
 walls, cpus = [], []
 for _ in range({ROUNDS}):
     r = resource.getrusage(resource.RUSAGE_SELF)
     c, t = r.ru_utime + r.ru_stime, time.perf_counter()
-    out = rt.get(rt.put(big))
+    OP
     assert out.nbytes == big.nbytes
     del out
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -63,15 +74,16 @@ def _name(pid: int) -> str:
     return next((a.rsplit(".", 1)[-1] for a in args if a.startswith("kastor.runtime.")), "driver")
 
 
-def run_driver(init: str, env: dict[str, str], others: list[int]) -> str:
+def run_driver(init: str, env: dict[str, str], others: list[int], op: tuple[str, str] = PUT_GET) -> str:
     """Runs the loop in a driver process; returns the result line with every process's CPU."""
-    driver = subprocess.Popen([sys.executable, "-c", init + LOOP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    code = init + LOOP.replace("SETUP", op[0]).replace("OP", op[1])
+    driver = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, env=env)
     try:
         line = driver.stdout.readline()
         if line.strip() != "READY":
             raise RuntimeError(f"the measuring driver did not start: {line!r}")
-        pids = [p for p in others if p != driver.pid] + [driver.pid]
+        pids = [p for p in others if p != driver.pid] + _tree(driver.pid)  # an embedded cluster is its children
         names = {p: _name(p) for p in pids}
         before = {p: _cpu_s(p) for p in pids}
         driver.stdin.write("go\n")
@@ -88,13 +100,14 @@ def run_driver(init: str, env: dict[str, str], others: list[int]) -> str:
 
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else "in-cluster"
+    op = ACTOR_USE if "--actor" in sys.argv[2:] else PUT_GET
     if mode == "ray":
         init = "import ray as rt\nrt.init(num_cpus=1, include_dashboard=False)\n"
-        print("ray", run_driver(init, dict(os.environ), []))
+        print("ray", run_driver(init, dict(os.environ), [], op))
         return
     if mode == "in-cluster":
         init = "import kastor as rt\nrt.init(num_cpus=1)\n"
-        print("in-cluster", run_driver(init, dict(os.environ), []))
+        print("in-cluster", run_driver(init, dict(os.environ), [], op))
         return
     if mode != "client-port":
         raise SystemExit(f"unknown mode {mode!r}: in-cluster, ray or client-port")
@@ -107,7 +120,7 @@ def main() -> None:
     try:
         head.stdout.readline()
         init = f"import kastor as rt\nrt.init('kastor://127.0.0.1:{client_port}')\n"
-        print("client-port", run_driver(init, env, [p for p in _tree(head.pid) if p != head.pid]))
+        print("client-port", run_driver(init, env, [p for p in _tree(head.pid) if p != head.pid], op))
     finally:
         head.terminate()
         head.wait(30)

@@ -72,7 +72,11 @@ def wait(object_refs: Sequence[ObjectRef], *, num_returns: int = 1, timeout: flo
 
 
 def put(value: Any, *, _owner: Any = None) -> ObjectRef:
-    """Stores a copy of the value in the cluster; returns its ref."""
+    """Stores a copy of the value in the cluster; returns its ref.
+
+    A store with no room raises ObjectStoreFullError. Through the client port (kastor://) a
+    large value is kept on the notebook and uploaded the first time the cluster needs it
+    (docs/notebooks.md): that error then comes from the submission that passes the ref on."""
     return _core(auto_init=True).put(value)
 
 

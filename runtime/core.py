@@ -302,6 +302,8 @@ class CoreWorker:
 
     def on_ref_escaped(self, object_id: bytes, owner: str = "") -> None:
         """Called while a ref is pickled (no locks may be taken: see remove_local_ref)."""
+        if owner == self.address:  # first, so that a failed upload is tried again at the next use
+            self.transport.upload_deferred(self, object_id)  # a remote client's put (lazy_puts.py)
         # Pickled where no borrower will register (see runtime/borrowing.py): keep it for good.
         if not self.objects.escape(object_id):
             return
@@ -336,6 +338,8 @@ class CoreWorker:
         if not loc.path:
             return
         if loc.node_id == self.node_id:
+            if self.transport.free_local(loc.path):  # a remote client's put never uploaded
+                return
             if self.recycle_pool is not None and self.recycle_pool.keep(loc.path):
                 return
             try:
@@ -360,19 +364,20 @@ class CoreWorker:
     # ---- values ----
 
     def make_value(self, value: Any, what: str, object_id: bytes | None = None, pin: bool = False,
-                   owner: str | None = None) -> pb.Value:
+                   owner: str | None = None, put: bool = False) -> pb.Value:
         """Serializes; large values go to this node's shared-memory store. The refs inside are
         recorded in the value (Value.nested); with `pin` (a value this worker returns to its
         owner), they are also kept here under `object_id` until the owner holds them. `owner`:
         the address of the process that owns the object (a task's caller for its returns), if
-        not this one (its store file goes under that owner's directory)."""
+        not this one (its store file goes under that owner's directory). `put`: the value of a
+        put() (a remote client defers its upload: runtime/lazy_puts.py)."""
         plain = pickler.is_plain(value)  # builtin scalars and containers: no refs in it, no buffers
         if plain:
             frame = serialization.plain_frame(value)
             if len(frame) <= config.INLINE_LIMIT:  # a task's usual small result: no Serialized to lay out
                 return pb.Value(data=frame)
         if plain or not self.tracks_borrows or object_id is None:
-            return self.store_serialized(serialization.serialize(value, what), object_id, owner)
+            return self.store_serialized(serialization.serialize(value, what), object_id, owner, put)
         with borrowing.Collector() as collected:
             ser = serialization.serialize(value, what)
         stored = self.store_serialized(ser, object_id, owner)
@@ -384,9 +389,11 @@ class CoreWorker:
         return stored
 
     def store_serialized(self, ser: serialization.Serialized, object_id: bytes | None = None,
-                         owner: str | None = None) -> pb.Value:
+                         owner: str | None = None, put: bool = False) -> pb.Value:
         if ser.size <= config.INLINE_LIMIT:
             return pb.Value(data=ser.to_bytes())
+        if put and object_id is not None:
+            return pb.Value(location=self.transport.store_put(self, ser, object_id, owner or self.address))
         name = (object_id or os.urandom(20)).hex()
         # A return whose spec names no owner goes to the store's root, never under this worker,
         # which may exit while the caller still holds the ref.
@@ -443,7 +450,7 @@ class CoreWorker:
         if isinstance(value, ObjectRef):
             raise TypeError("Calling put() on an ObjectRef is not allowed: pass the ref itself instead.")
         object_id = new_put_id()
-        stored = self.make_value(value, "the value passed to put()", object_id)
+        stored = self.make_value(value, "the value passed to put()", object_id, put=True)
         self.objects.own(object_id, stored)
         return ObjectRef(object_id, self.address)
 
@@ -617,6 +624,8 @@ class CoreWorker:
         if not args and not kwargs:  # a call without arguments: their bytes are always the same
             return pb.Value(data=_no_args()), []
         args, kwargs, refs = argpack.split_refs(args, kwargs)
+        for ref in refs:  # the submission carries their stored values: a remote client's puts are uploaded first
+            self.transport.upload_deferred(self, ref.binary())
         try:
             if pins is not None and self.tracks_borrows:
                 with borrowing.Collector() as collected:

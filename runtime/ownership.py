@@ -179,6 +179,13 @@ class ObjectTable:
         self._owned.add(object_id)
         self.store.put(object_id, value)
 
+    def replace(self, object_id: bytes, value: pb.Value) -> None:
+        """An owned value now stored elsewhere (a remote client's put, uploaded on first use:
+        runtime/lazy_puts.py): readers from now on get the new location. A value freed
+        meanwhile stays freed."""
+        if self.store.contains(object_id):
+            self.store.put(object_id, value)
+
     def store_returns(self, items: Iterable[tuple[bytes, pb.Value]]) -> None:
         """Stores a finished call's returns; those nobody refers to any more are freed at once."""
         keep = []

@@ -10,12 +10,23 @@ upload).
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from typing import Protocol
 
 from kastor.runtime import config, receive_deadline, tls
 from kastor.runtime.frames import RelayRoute, frame
 from kastor.runtime.protocol import kastor_pb2 as pb
-from kastor.runtime.serialization import Serialized
 from kastor.runtime.upload_server import FAILED, OK
+
+
+class Frame(Protocol):
+    """A value's frame as uploaded: a Serialized, or one already in a file (lazy_puts.StoredFrame)."""
+
+    size: int
+
+    def segments(self) -> list: ...
+
+    def iter_chunks(self, size: int) -> Iterator[bytes]: ...
 
 
 class RelayUploadFailed(Exception):
@@ -26,7 +37,7 @@ class UploadRefused(Exception):
     """The node took the upload and refused it (e.g. no room): gRPC would be refused too."""
 
 
-def upload(route: RelayRoute, token: str, node_upload_address: str, ser: Serialized, name: str) -> pb.ObjectLocation:
+def upload(route: RelayRoute, token: str, node_upload_address: str, ser: Frame, name: str) -> pb.ObjectLocation:
     host, _, port = route.address.rpartition(":")
     try:
         sock = socket.create_connection((host.strip("[]"), int(port)), timeout=config.CONNECT_TIMEOUT_S)

@@ -217,6 +217,8 @@ def serialize(value: object, what: str = "value") -> Serialized:
     buffers: list[pickle.PickleBuffer] = []
     try:
         inband = pickler.dumps(value, protocol=5, buffer_callback=buffers.append)
+    except ObjectStoreFullError:  # a ref inside it could not be uploaded (runtime/lazy_puts.py): said as is
+        raise
     except Exception as e:  # pickling runs arbitrary __reduce__ code, any error can surface
         raise SerializationError(
             f"Could not serialize {what}: {type(e).__name__}: {e}. Kastor ships arguments and "

@@ -281,6 +281,10 @@ JOB_SESSION_OPEN_TIMEOUT_S = _declare(
 CLIENT_RECONNECT_GRACE_S = _declare("KASTOR_CLIENT_RECONNECT_GRACE_S", "float", 120.0,
                                     "How long a kastor:// client's job, refs and actors are kept while it "
                                     "reconnects (laptop sleep, a port-forward restarting).")
+CLIENT_LAZY_PUT = _declare("KASTOR_CLIENT_LAZY_PUT", "bool", True,
+                            "A kastor:// client's large put() writes only its local copy; the value is uploaded "
+                            "to a node the first time the cluster needs it (a ref passed to a task, an actor or "
+                            "another value: runtime/lazy_puts.py). 0: uploaded at put(), as Ray Client does.")
 ACTOR_GRACEFUL_SHUTDOWN_TIMEOUT_S = _declare(
     "KASTOR_ACTOR_GRACEFUL_SHUTDOWN_TIMEOUT_S", "float", 30.0,
     "How long an actor ended gracefully may run __ray_shutdown__ and atexit handlers before its process "

@@ -24,6 +24,7 @@ from kastor.runtime import (
     config,
     exceptions,
     gateway_client,
+    lazy_puts,
     relay_upload,
     serialization,
     settings,
@@ -64,6 +65,18 @@ class DirectTransport:
         served_by = core.address if self.serves_own_store else core.node_address
         return pb.ObjectLocation(node_id=core.node_id, node_address=served_by, path=path, size=size)
 
+    def store_put(self, core: CoreWorker, ser: serialization.Serialized, object_id: bytes,
+                  owner: str) -> pb.ObjectLocation:
+        """A put()'s large value: stored at once (store_large)."""
+        return self.store_large(core, ser, object_id.hex(), owner)
+
+    def upload_deferred(self, core: CoreWorker, object_id: bytes) -> None:
+        """A ref this process owns is about to leave it: its value is where others can read it."""
+
+    def free_local(self, path: str) -> bool:
+        """Whether `path` was a remote client's put never uploaded (GatewayTransport), now deleted."""
+        return False
+
     def on_escaped(self, core: CoreWorker, object_id: bytes) -> None:
         """A ref this process owns was handed to another process; its owner serves it from here."""
 
@@ -96,6 +109,8 @@ class GatewayTransport:
         self._copier: concurrent.futures.ThreadPoolExecutor | None = None
         self._raw_uploads = True  # until the raw route fails once (relay_upload.py)
         self._upload_ports: dict[str, int] = {}  # node agent address -> its upload port (0: none)
+        # Puts kept only on this disk until the cluster needs them (lazy_puts.py); None: off.
+        self._lazy = lazy_puts.LazyPuts() if settings.CLIENT_LAZY_PUT.get() else None
 
     def connect(self, address: str) -> grpc.aio.Channel:
         return gateway_client.channel(self.gateway, address, CHANNEL_OPTIONS)
@@ -110,9 +125,7 @@ class GatewayTransport:
             self._copier = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kastor-client-copy")
         copy = self._copier.submit(self._write_copy, ser, name)
         try:
-            loc = self._raw_upload(core, ser, name)
-            if loc is None:
-                loc = core.run(self._upload(core, ser, name))
+            loc = self._upload_now(core, ser, name)
         except BaseException:
             _unlink(copy.result())
             raise
@@ -121,7 +134,48 @@ class GatewayTransport:
             self._copies[loc.path] = local
         return loc
 
-    def _raw_upload(self, core: CoreWorker, ser: serialization.Serialized, name: str) -> pb.ObjectLocation | None:
+    def store_put(self, core: CoreWorker, ser: serialization.Serialized, object_id: bytes,
+                  owner: str) -> pb.ObjectLocation:
+        """A put()'s large value: only the local copy is written, and stands as its location
+        (on this client's own node id) until the cluster needs the value (lazy_puts.py). One
+        whose copy cannot be written is uploaded now."""
+        if self._lazy is None:
+            return self.store_large(core, ser, object_id.hex(), owner)
+        local = self._write_copy(ser, object_id.hex())
+        if not local:
+            return self._upload_now(core, ser, object_id.hex())
+        self._lazy.add(object_id, local)
+        return pb.ObjectLocation(node_id=core.node_id, path=local, size=ser.size)
+
+    def upload_deferred(self, core: CoreWorker, object_id: bytes) -> None:
+        """Uploads a put kept local so far (on this thread: a full store's ObjectStoreFullError
+        reaches the submission that needed it), and records where it went."""
+        if self._lazy is None or not self._lazy.pending(object_id):
+            return
+
+        def settle(oid: bytes, local: str, loc: pb.ObjectLocation) -> None:
+            self._copies[loc.path] = local  # gets here keep reading the local copy
+            core.objects.replace(oid, pb.Value(location=loc))
+        try:
+            self._lazy.upload(object_id, lambda frame, name: self._upload_now(core, frame, name), settle)
+        except exceptions.ObjectStoreFullError as e:
+            raise exceptions.ObjectStoreFullError(
+                f"{e}. The value of put() stays on this client until the cluster first needs it (this "
+                f"submission did): drop refs to objects you no longer need so the node frees them, or give the "
+                f"node's store more room; KASTOR_CLIENT_LAZY_PUT=0 uploads at put() instead.") from None
+
+    def free_local(self, path: str) -> bool:
+        if self._lazy is None or not self._lazy.discard(path):
+            return False
+        if self._copy_pool is None or not self._copy_pool.keep(path):
+            _unlink(path)
+        return True
+
+    def _upload_now(self, core: CoreWorker, frame: relay_upload.Frame, name: str) -> pb.ObjectLocation:
+        loc = self._raw_upload(core, frame, name)
+        return loc if loc is not None else core.run(self._upload(core, frame, name))
+
+    def _raw_upload(self, core: CoreWorker, ser: relay_upload.Frame, name: str) -> pb.ObjectLocation | None:
         """The value sent as raw bytes through the client port's frame relay to the node's upload
         port (relay_upload.py), or None when that route is not there (the caller uses gRPC)."""
         route = core.peers.frame_relay
@@ -167,7 +221,7 @@ class GatewayTransport:
         if local and (self._copy_pool is None or not self._copy_pool.keep(local)):
             _unlink(local)
 
-    async def _upload(self, core: CoreWorker, ser: serialization.Serialized, name: str) -> pb.ObjectLocation:
+    async def _upload(self, core: CoreWorker, ser: relay_upload.Frame, name: str) -> pb.ObjectLocation:
         def chunks():
             first = True
             for data in ser.iter_chunks(config.FETCH_CHUNK_BYTES):

@@ -225,23 +225,25 @@ def _node_rpcs(cluster) -> dict[str, int]:
 
 def test_a_large_put_goes_as_raw_bytes_and_its_get_is_not_downloaded_back(client):
     """The notebook uploads through the frame relay to the node's upload port (not gRPC
-    PutObject) and keeps a copy of what it uploads; workers read the node's."""
+    PutObject), when a worker first needs the value (runtime/lazy_puts.py), and keeps a copy of
+    what it uploads; workers read the node's."""
     import numpy as np
     big = np.arange(4 * 1024 * 1024, dtype=np.int64)  # 32 MiB: stored on the node, not inline
     before = _node_rpcs(client)
     ref = kastor.put(big)
     assert np.array_equal(kastor.get(ref, timeout=DEADLINE_S), big)
+    assert kastor.get(_total.remote(ref), timeout=DEADLINE_S) == int(big.sum())
+    assert np.array_equal(kastor.get(ref, timeout=DEADLINE_S), big)
     after = _node_rpcs(client)
     assert after.get("UploadPort", 0) == before.get("UploadPort", 0) + 1
     assert after.get("PutObject", 0) == before.get("PutObject", 0)
     assert after.get("FetchObject", 0) == before.get("FetchObject", 0), "the notebook downloaded its own value"
-
-    @kastor.remote
-    def total(arr) -> int:
-        return int(arr.sum())
-
-    assert kastor.get(total.remote(ref), timeout=DEADLINE_S) == int(big.sum())
     del ref
+
+
+@kastor.remote
+def _total(arr) -> int:
+    return int(arr.sum())
 
 
 def _hello(client_address: str) -> pb.HelloReply:
@@ -369,7 +371,7 @@ def test_a_large_uploads_body_is_spliced_and_still_checked(client):
     import numpy as np
     big = np.arange(2 * 1024 * 1024, dtype=np.int64)  # 16 MiB
     before = _node_rpcs(client)
-    assert np.array_equal(kastor.get(kastor.put(big), timeout=DEADLINE_S), big)
+    assert kastor.get(_total.remote(kastor.put(big)), timeout=DEADLINE_S) == int(big.sum())  # uploads it
     after = _node_rpcs(client)
     assert after.get("UploadPortSpliced", 0) == before.get("UploadPortSpliced", 0) + 1
 

@@ -172,12 +172,12 @@ node = launcher.Child("kastor.runtime.node_agent",
 node.wait_ready()
 kastor.init(f"kastor://127.0.0.1:{env['KASTOR_CLIENT_PORT']}", token=token)
 MiB = 2**20
-arrays = [kastor.put(np.full(MiB, float(i))) for i in range(4)]   # uploaded to the node: 32 MiB, 16 MiB store
-print("UPLOADS SPILLED", len(object_files(spill)) >= 2)
+arrays = [kastor.put(np.full(MiB, float(i))) for i in range(4)]   # 32 MiB, for a 16 MiB store
 print("CLIENT VALUES", all(np.array_equal(kastor.get(r, timeout=60), np.full(MiB, float(i)))
                            for i, r in enumerate(arrays)))
-_, got = kastor.get(check.remote(*arrays), timeout=120)
+_, got = kastor.get(check.remote(*arrays), timeout=120)  # uploaded to the node for it (lazy_puts.py)
 print("TASK", got == [(float(i), float(i)) for i in range(4)])
+print("UPLOADS SPILLED", len(object_files(spill)) >= 2)
 del arrays
 wait_until(lambda: not object_files(spill), "the client's freed uploads are gone from the spill directory")
 print("FREED OK")
