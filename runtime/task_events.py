@@ -61,6 +61,16 @@ def finished(spec: pb.TaskSpec, failed: bool) -> None:
             row[_STATE], row[_END] = "FAILED" if failed else "FINISHED", now
 
 
+def finished_many(ended: Iterable[tuple[bytes, bool]]) -> None:
+    """`finished` for the calls of one results frame, by (task id, failed): one lock, one clock reading."""
+    now = time.time()
+    with _lock:
+        for task_id, failed in ended:
+            row = _tasks.get(task_id)
+            if row is not None:
+                row[_STATE], row[_END] = "FAILED" if failed else "FINISHED", now
+
+
 def rows() -> list[dict[str, Any]]:
     with _lock:
         raw = [(task_id, list(row)) for task_id, row in _tasks.items()]
