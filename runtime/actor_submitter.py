@@ -33,7 +33,7 @@ from kastor.runtime.frame_stream import CallStream, FrameStream, open_call_strea
 from kastor.runtime.ids import return_id
 from kastor.runtime.owned_values import OwnedValues
 from kastor.runtime.peers import Peers
-from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result, store_results
+from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_plain, store_result, store_results
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.actors")
@@ -510,8 +510,7 @@ class ActorSubmitter:
                     and c.death is None and not c.released
                     and call.resolved and not spec.generator and len(call.return_ids) == 1
                     and lane.connect(stream.address, stream.data_address, c.incarnation, config.CONNECT_TIMEOUT_S)):
-                task_events.submitted(spec)
-                task_events.running(spec, lane.address)
+                task_events.submitted_running(spec, lane.address)
                 self._fast[call.return_ids[0]] = (lane, call)
                 self._sent_by[call.return_ids[0]] = me = threading.get_ident()
                 self._busy_senders.add(me)
@@ -561,7 +560,7 @@ class ActorSubmitter:
         # holds the ref, so it cannot be freed meanwhile); the loop is woken only when it has
         # something to do: calls queued behind this one, or a released handle to collect.
         self._forget_fast(object_id)
-        store_result(self.owned, call, result)
+        store_plain(self.owned, call, value)
         c = self.conns.get(call.spec.actor_id)
         if c is not None and (c.queue or c.released):
             self._post(lambda: self._after_fast(c))

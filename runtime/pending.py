@@ -92,6 +92,20 @@ def store_results(owned: OwnedValues, finished: Iterable[tuple[PendingCall, pb.T
     owned.objects.store_returns(items)
 
 
+def store_plain(owned: OwnedValues, call: PendingCall, value: pb.Value) -> None:
+    """`store_result` for a call with one return whose value is plain (inline, no refs, no
+    error) and no `on_done`: a lane call's result read by its caller's get. Its ref stays
+    gettable, and served to borrowers, as any owned value (ObjectTable.store_plain_return)."""
+    call.finished = True
+    task_events.finished(call.spec, False)
+    call.deps = []
+    call.pins = []
+    args = call.spec.args
+    if args.location.path:
+        owned.free_value(args)
+    owned.objects.store_plain_return(call.return_ids[0], value)
+
+
 def fail(owned: OwnedValues, call: PendingCall, exc: BaseException) -> None:
     store_values(owned, call, [error_value(exc)] * len(call.return_ids))
 
