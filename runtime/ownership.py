@@ -111,7 +111,8 @@ class ObjectTable:
                 watcher()
         value = self.store.pop(object_id)
         if owned and value is not None:
-            self.free_value(value)
+            if value.location.path:  # an inline value has no file: no call to free it
+                self.free_value(value)
             if value.nested:
                 self._release_nested(value)
 
