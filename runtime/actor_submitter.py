@@ -33,7 +33,7 @@ from kastor.runtime.frame_stream import CallStream, FrameStream, open_call_strea
 from kastor.runtime.ids import return_id
 from kastor.runtime.owned_values import OwnedValues
 from kastor.runtime.peers import Peers
-from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_result, store_results
+from kastor.runtime.pending import PendingCall, fail, resolve_deps, store_plain, store_result, store_results
 from kastor.runtime.protocol import kastor_pb2 as pb
 
 log = logging.getLogger("kastor.actors")
@@ -68,7 +68,7 @@ WATCH_RETRY = retry.RetryPolicy(initial_s=0.5, max_s=RESOLVE_POLL_S, retry_on=(E
 class ActorConn:
     __slots__ = ("actor_id", "queue", "inflight", "stream", "version", "death", "resolving",
                  "released", "end_gracefully", "class_name", "created", "killed", "broken_address",
-                 "incarnation", "orphans", "serial")
+                 "incarnation", "orphans", "serial", "flush_due")
 
     def __init__(self, actor_id: bytes):
         self.actor_id = actor_id
@@ -87,6 +87,7 @@ class ActorConn:
         self.incarnation = -1  # the num_restarts of the instance `stream` reaches
         self.orphans: list[PendingCall] = []  # calls a broken fast lane carried, spent their retries
         self.serial = False  # it runs one call at a time, in order (no async, no threads, no groups)
+        self.flush_due = False  # a _flush is scheduled for this loop turn (ActorSubmitter.submit)
 
 
 class ActorSubmitter:
@@ -131,9 +132,19 @@ class ActorSubmitter:
             return
         c.queue.append(call)
         if not call.resolved:
-            asyncio.get_running_loop().create_task(self._deps_then_flush(c, call))
-        else:
-            self._flush(c)
+            self._loop.create_task(self._deps_then_flush(c, call))
+        elif c.stream is None or c.stream.lost:
+            self._flush(c)  # starts finding the actor (once)
+        elif not c.flush_due:
+            # One flush per actor per loop turn: the core's inbox hands the loop a burst of
+            # `.remote()`s in one turn, and flushing after each call cost a pipelined call a
+            # pass over the queue, a task-event update and a stream send of its own.
+            c.flush_due = True
+            self._loop.call_soon(self._due_flush, c)
+
+    def _due_flush(self, c: ActorConn) -> None:
+        c.flush_due = False
+        self._flush(c)
 
     async def _deps_then_flush(self, c: ActorConn, call: PendingCall) -> None:
         await resolve_deps(self.owned, call)
@@ -499,8 +510,7 @@ class ActorSubmitter:
                     and c.death is None and not c.released
                     and call.resolved and not spec.generator and len(call.return_ids) == 1
                     and lane.connect(stream.address, stream.data_address, c.incarnation, config.CONNECT_TIMEOUT_S)):
-                task_events.submitted(spec)
-                task_events.running(spec, lane.address)
+                task_events.submitted_running(spec, lane.address)
                 self._fast[call.return_ids[0]] = (lane, call)
                 self._sent_by[call.return_ids[0]] = me = threading.get_ident()
                 self._busy_senders.add(me)
@@ -509,13 +519,7 @@ class ActorSubmitter:
                     return True
                 self._forget_fast(call.return_ids[0])
             lane.loop_sent += 1
-        on_done = call.on_done
-
-        def done() -> None:
-            lane.loop_done += 1  # on the loop only: one writer
-            if on_done is not None:
-                on_done()
-        call.on_done = done
+        call.lane = lane  # its end counts it in lane.loop_done (pending._settle)
         return False
 
     def handovers(self) -> int:
@@ -556,7 +560,7 @@ class ActorSubmitter:
         # holds the ref, so it cannot be freed meanwhile); the loop is woken only when it has
         # something to do: calls queued behind this one, or a released handle to collect.
         self._forget_fast(object_id)
-        store_result(self.owned, call, result)
+        store_plain(self.owned, call, value)
         c = self.conns.get(call.spec.actor_id)
         if c is not None and (c.queue or c.released):
             self._post(lambda: self._after_fast(c))

@@ -142,7 +142,7 @@ class CoreWorker:
     # ---- the loop thread ----
 
     def on_loop_thread(self) -> bool:
-        return threading.current_thread() is self._thread
+        return threading.get_ident() == self._thread.ident  # (current_thread() is a Python call)
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)

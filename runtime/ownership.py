@@ -111,7 +111,8 @@ class ObjectTable:
                 watcher()
         value = self.store.pop(object_id)
         if owned and value is not None:
-            self.free_value(value)
+            if value.location.path:  # an inline value has no file: no call to free it
+                self.free_value(value)
             if value.nested:
                 self._release_nested(value)
 
@@ -199,6 +200,14 @@ class ObjectTable:
                 self.free_value(value)
         self._owned.update(object_id for object_id, _ in keep)
         self.store.put_many(keep)
+
+    def store_plain_return(self, object_id: bytes, value: pb.Value) -> None:
+        """`store_returns` for one value that is inline, holds no refs and is no error (a lane
+        call's result read by its caller's get): kept while anything refers to it, else
+        dropped (an inline value has no file to free)."""
+        if object_id in self._refcounts or object_id in self._borrows or object_id in self._escaped:
+            self._owned.add(object_id)
+            self.store.put(object_id, value)
 
     def drop(self, object_id: bytes) -> pb.Value | None:
         """Removes an owned value nobody will read (and frees its file); returns it, or None."""

@@ -19,7 +19,8 @@ from kastor.runtime.serialization import error_value
 
 class PendingCall:
     __slots__ = ("spec", "return_ids", "deps", "resolved", "retries_left", "retry_exceptions", "cancelled",
-                 "key", "required", "stream", "force_cancel", "finished", "placement", "on_done", "pins")
+                 "key", "required", "stream", "force_cancel", "finished", "placement", "on_done", "pins",
+                 "lane")
 
     def __init__(self, spec: pb.TaskSpec, return_ids: list[bytes], deps: list[ObjectRef],
                  retries_left: int, retry_exceptions: bool | tuple = False,
@@ -39,6 +40,10 @@ class PendingCall:
         self.on_done: Callable[[], None] | None = None  # e.g. a handle counting its pending calls
         self.stream = None
         self.pins: list[ObjectRef] = []  # refs nested in the arguments, held until the call's results are back
+        # The actor's lane (fast_lane.FastLane) that counts this call as one on the loop's path:
+        # its `loop_done` goes up when the call finishes. A slot, not a closure wrapping
+        # `on_done`: every pipelined call paid for one (bench/README.md, "Pipelined calls").
+        self.lane = None
 
     @property
     def ready(self) -> bool:
@@ -71,9 +76,10 @@ def store_result(owned: OwnedValues, call: PendingCall, result: pb.TaskResult) -
 
 def store_results(owned: OwnedValues, finished: Iterable[tuple[PendingCall, pb.TaskResult]]) -> None:
     """`store_result` for the calls of one results frame: their values go into the store in
-    one batch, which takes the store's lock and wakes its waiters once, not once per call
-    (bench/README.md, "Pipelined calls")."""
+    one batch, which takes the store's lock and wakes its waiters once, not once per call, and
+    their task events are recorded under one lock (bench/README.md, "Pipelined calls")."""
     items: list[tuple[bytes, pb.Value]] = []
+    ended: list[tuple[bytes, bool]] = []
     for call, result in finished:
         if result.status == pb.TASK_OK:
             values = list(result.returns)
@@ -81,8 +87,23 @@ def store_results(owned: OwnedValues, finished: Iterable[tuple[PendingCall, pb.T
             values = [error_value(exceptions.TaskCancelledError(call.spec.task_id.hex()))] * len(call.return_ids)
         else:
             values = [result.error] * len(call.return_ids)
-        items.extend(_settle(owned, call, values))
+        items.extend(_settle(owned, call, values, ended))
+    task_events.finished_many(ended)
     owned.objects.store_returns(items)
+
+
+def store_plain(owned: OwnedValues, call: PendingCall, value: pb.Value) -> None:
+    """`store_result` for a call with one return whose value is plain (inline, no refs, no
+    error) and no `on_done`: a lane call's result read by its caller's get. Its ref stays
+    gettable, and served to borrowers, as any owned value (ObjectTable.store_plain_return)."""
+    call.finished = True
+    task_events.finished(call.spec, False)
+    call.deps = []
+    call.pins = []
+    args = call.spec.args
+    if args.location.path:
+        owned.free_value(args)
+    owned.objects.store_plain_return(call.return_ids[0], value)
 
 
 def fail(owned: OwnedValues, call: PendingCall, exc: BaseException) -> None:
@@ -93,14 +114,26 @@ def store_values(owned: OwnedValues, call: PendingCall, values: list[pb.Value]) 
     owned.objects.store_returns(_settle(owned, call, values))
 
 
-def _settle(owned: OwnedValues, call: PendingCall, values: list[pb.Value]) -> zip:
-    """Everything finishing a call takes but the storing: its (return id, value) pairs to store."""
+def _settle(owned: OwnedValues, call: PendingCall, values: list[pb.Value],
+            ended: list[tuple[bytes, bool]] | None = None) -> zip:
+    """Everything finishing a call takes but the storing: its (return id, value) pairs to store.
+    Its task event goes to `ended` when given (the caller records a batch), else is recorded."""
     call.finished = True
-    task_events.finished(call.spec, failed=any(v.is_error for v in values))
+    failed = any(v.is_error for v in values)
+    if ended is None:
+        task_events.finished(call.spec, failed)
+    else:
+        ended.append((call.spec.task_id, failed))
+    lane = call.lane
+    if lane is not None:  # on the loop only: the one writer of loop_done
+        call.lane = None
+        lane.loop_done += 1
     if call.on_done is not None:
         call.on_done()
         call.on_done = None
     call.deps = []  # the argument refs may go now
     call.pins = []  # the worker registered its borrows of the nested ones before it replied
-    owned.free_value(call.spec.args)  # a large argument lived in the store for this call only
+    args = call.spec.args
+    if args.location.path:  # a large argument lived in the store for this call only
+        owned.free_value(args)
     return zip(call.return_ids, values, strict=True)

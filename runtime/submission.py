@@ -73,9 +73,12 @@ def max_calls(options: dict[str, Any]) -> int:
     return 1 if (options.get("num_gpus") or 0) > 0 else 0
 
 
-def _returns(core: CoreWorker, task_id: bytes, num_returns: int) -> tuple[list[bytes], list[ObjectRef]]:
+def _returns(owner: str, task_id: bytes, num_returns: int) -> tuple[list[bytes], list[ObjectRef]]:
+    if num_returns == 1:  # most calls: no comprehensions
+        oid = return_id(task_id, 0)
+        return [oid], [ObjectRef(oid, owner)]
     return_ids = [return_id(task_id, i) for i in range(num_returns)]
-    return return_ids, [ObjectRef(oid, core.address) for oid in return_ids]
+    return return_ids, [ObjectRef(oid, owner) for oid in return_ids]
 
 
 def submit_task(core: CoreWorker, function_id: str, name: str, args: tuple, kwargs: dict,
@@ -112,7 +115,7 @@ def submit_task(core: CoreWorker, function_id: str, name: str, args: tuple, kwar
     spec.task_id = task_id
     if not no_args:
         spec.args.CopyFrom(value)
-    return_ids, refs = _returns(core, task_id, num_returns)
+    return_ids, refs = _returns(owner, task_id, num_returns)
     spec.num_cpus = where.held.get("CPU", 0)
     if where.group is not None:  # it draws on its bundle's resources instead of the node's
         spec.placement_group.CopyFrom(where.group)
@@ -158,7 +161,7 @@ def submit_actor_call(core: CoreWorker, actor_id: bytes, method: str, label: str
     spec.task_id = task_id
     if not no_args:
         spec.args.CopyFrom(value)
-    return_ids, refs = _returns(core, task_id, count)
+    return_ids, refs = _returns(owner, task_id, count)
     call = PendingCall(spec, return_ids, deps, max_task_retries)
     call.on_done = on_done
     call.pins = pins

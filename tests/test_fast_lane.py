@@ -292,3 +292,59 @@ def test_bursts_stay_on_the_loop_and_calls_one_at_a_time_take_the_lane(tmp_path)
     assert fast_sent() == before + 2, "calls made one at a time again did not take the lane"
     assert kastor.get(log.items.remote(), timeout=DEADLINE_S) == \
         [0, 1, 2, "held 0", *range(20), "held 1", *range(20), "one", "two"]
+
+
+@kastor.remote
+class Holder:
+    """Keeps a box of refs it was given, and reads the ref in it later."""
+
+    def keep(self, box):
+        self.box = box
+        return True
+
+    def read(self):
+        return kastor.get(self.box[0])
+
+    def drop(self):
+        self.box = None
+        return True
+
+
+def test_a_lane_calls_ref_outlives_its_get_for_a_borrower_and_goes_with_the_last_ref():
+    """A lane call's plain result is stored by its sender's get without the general settling
+    (pending.store_plain): the ref stays gettable, a borrower it is passed to after the get reads
+    the value from this process, and the value goes once the last ref and borrow are gone."""
+    from kastor.runtime import context
+    log, holder = Log.remote(), Holder.remote()
+    for i in range(3):
+        kastor.get(log.add.remote(i), timeout=DEADLINE_S)
+    before = fast_sent()
+    ref = log.add.remote("kept")
+    assert kastor.get(ref, timeout=DEADLINE_S) == "kept"
+    assert fast_sent() == before + 1, "the call did not take the lane"
+    assert kastor.get(ref, timeout=DEADLINE_S) == "kept", "a second get of the same ref"
+    object_id, table = ref.binary(), context.core.objects
+    assert kastor.get(holder.keep.remote([ref]), timeout=DEADLINE_S)
+    del ref
+    wait_until(lambda: table.counts(object_id) == (0, 1), "only the holder's borrow to be left")
+    assert table.known(object_id), "the value went while a borrower holds its ref"
+    assert kastor.get(holder.read.remote(), timeout=DEADLINE_S) == "kept", "the borrower reads it from its owner"
+    assert kastor.get(holder.drop.remote(), timeout=DEADLINE_S)
+    wait_until(lambda: not table.known(object_id), "the value to go once its last borrower let go")
+
+
+def test_a_lane_calls_value_goes_when_its_ref_dies():
+    """Nothing but its ref keeps a lane call's result: dropped with it, as a loop call's is."""
+    from kastor.runtime import context
+    log = Log.remote()
+    for i in range(3):
+        kastor.get(log.add.remote(i), timeout=DEADLINE_S)
+    before = fast_sent()
+    ref = log.add.remote("once")
+    assert kastor.get(ref, timeout=DEADLINE_S) == "once" and fast_sent() == before + 1
+    object_id, table = ref.binary(), context.core.objects
+    assert table.store.contains(object_id)
+    del ref
+    kastor.get(log.add.remote("next"), timeout=DEADLINE_S)  # a new ref drains the released ones
+    wait_until(lambda: not table.known(object_id), "the value to go with its only ref")
+
