@@ -214,6 +214,13 @@ class TaskSubmitter:
 
     async def _lease(self, key: tuple, required: dict, job_id: bytes, where: pb.Placement | None,
                      name: str = "", runtime_env: str = "") -> None:
+        """One lease for `key`'s queue: asked for, its stream opened, then put to work.
+
+        It counts in `requesting` until it is in `leases`, its stream open, not merely until it
+        was granted: a `_pump` in between (another lease of the key opening) saw the queue not
+        yet served and no request for it, and asked for one more lease. Under SPREAD that extra
+        request took the next node's turn, and whichever of the two leases opened first took the
+        task, so three tasks that had to run at once ran on n2, n2, n3 (tests/test_scheduling.py)."""
         try:
             address = await self._first_node(where)
             if address is None:
@@ -258,19 +265,19 @@ class TaskSubmitter:
                         return  # shut down, or the work was cancelled meanwhile
                     continue
                 break
+            if self._closed:
+                await self._hand_back(address, reply.worker_id)
+                return
+            lease = Lease(key, reply.worker_id, list(reply.gpu_ids), None, key[-1])  # type: ignore[arg-type]
+            lease.stream = await open_call_stream(self.peers, reply.worker_address, self._on_results(lease),
+                                                  self._on_lost(lease))
+            if self._closed:
+                lease.stream.abort()
+                await self._hand_back(address, reply.worker_id)
+                return
+            self.leases[key].append(lease)
         finally:
             self.requesting[key] -= 1
-        if self._closed:
-            await self._hand_back(address, reply.worker_id)
-            return
-        lease = Lease(key, reply.worker_id, list(reply.gpu_ids), None, key[-1])  # type: ignore[arg-type]
-        lease.stream = await open_call_stream(self.peers, reply.worker_address, self._on_results(lease),
-                                              self._on_lost(lease))
-        if self._closed:
-            lease.stream.abort()
-            await self._hand_back(address, reply.worker_id)
-            return
-        self.leases[key].append(lease)
         if self.queues[key]:
             self._pump(key)
         else:

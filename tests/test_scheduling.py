@@ -3,10 +3,14 @@
 import asyncio
 import time
 
+import grpc
 import kastor
 import pytest
 from gcs_cluster import own_redis_cluster
 from kastor.exceptions import ActorDiedError, TaskUnschedulableError
+from kastor.runtime import auth, context
+from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 from kastor.util.state import list_actors, list_nodes
 from support import wait_until
@@ -95,8 +99,15 @@ def test_spread_uses_every_node(cluster):
     # nodes in turn: one lease each. (Tasks that finish on their own may all reuse the first
     # leases granted, however busy the machine is, so they would prove nothing.)
     barrier = Barrier.remote(len(NODES))
+    before = lease_requests()
     tasks = [node_after_barrier.options(scheduling_strategy="SPREAD").remote(barrier) for _ in NODES]
     assert sorted(kastor.get(tasks, timeout=DEADLINE_S)) == sorted(NODES)
+    # One lease asked for per task. A lease granted but whose stream was still opening once did not
+    # count as asked for, so the tasks still queued asked again: each extra request took the next
+    # SPREAD turn, and when the extra lease's stream opened first it took the task of the node whose
+    # turn it was (tasks on n2, n2, n3).
+    asked = {node: count - before[node] for node, count in lease_requests().items()}
+    assert asked == dict.fromkeys(NODES, 1), f"lease requests per node for {len(NODES)} SPREAD tasks: {asked}"
 
 
 def test_default_tasks_stay_on_the_drivers_node_while_it_has_room(cluster):
@@ -118,6 +129,17 @@ def test_bad_strategies_are_named(cluster):
         Placed.options(scheduling_strategy=NodeAffinitySchedulingStrategy(None, soft=False))
     with pytest.raises(TypeError, match="PlacementGroup"):
         node_of_task.options(scheduling_strategy=PlacementGroupSchedulingStrategy(object()))
+
+
+def lease_requests() -> dict[str, int]:
+    """Each node agent's count of RequestLease calls served (its Stats); only task owners call it."""
+    counts = {}
+    for node in [n for n in kastor.nodes() if n["Alive"]]:
+        with grpc.insecure_channel(node["Address"]) as channel:
+            stats = pb_grpc.NodeAgentStub(channel).Stats(pb.Empty(), metadata=auth.metadata(context.core.token),
+                                                         timeout=DEADLINE_S)
+        counts[node["NodeID"]] = stats.rpcs_served.get("RequestLease", 0)
+    return counts
 
 
 def idle_nodes() -> bool:
