@@ -21,6 +21,7 @@ from kastor.runtime.task_submitter import TaskSubmitter
 from kastor.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 from kastor.util.state import list_actors, list_nodes
 from support import wait_until
+from test_submitter_parts import _until
 
 DEADLINE_S = 60
 NODES = {"n1", "n2", "n3"}
@@ -188,16 +189,6 @@ async def _spread_task_on_refused_streams(head: str, total_requests: int) -> Tas
     await _until(lambda: not sum(tasks.requesting.values()), "the lease requests to end after close()")
     await peers.close()
     return tasks
-
-
-async def _until(condition, what: str) -> None:
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.05)
-    try:
-        await asyncio.wait_for(poll(), DEADLINE_S)
-    except TimeoutError:
-        pytest.fail(f"timed out after {DEADLINE_S}s waiting for {what}")
 
 
 def idle_nodes() -> bool:
