@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 import kastor
+from proctree import descendants
 
 
 @kastor.remote
@@ -57,27 +58,6 @@ class ThreadReading:
 @kastor.remote
 def task_f() -> int:
     return 0
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process under `pid` (the head, node agents, workers, the fork server of an
-    embedded cluster), from /proc's parent links."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def process_name(pid: int) -> str:

@@ -29,16 +29,17 @@ def _children_by_parent() -> dict[int, list[int]]:
         try:
             with open(f"/proc/{entry}/stat") as f:
                 stat = f.read()
-        except OSError:  # exited while we looked
+            # The command name may hold spaces and parentheses: the fields after the last ')' are fixed.
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # exited while we looked (an empty read)
             continue
-        # The command name may hold spaces and parentheses: the fields after the last ')' are fixed.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry))
     return children
 
 
 def descendants(root: int) -> list[int]:
-    """Every live process below `root` (not `root` itself)."""
+    """Every live process below `root` (not `root` itself): for an embedded cluster's driver, the
+    head, node agents, fork server and workers. (tests/ reads it too, through support.proctree.)"""
     children, out, todo = _children_by_parent(), [], [root]
     while todo:
         for child in children.get(todo.pop(), []):

@@ -40,9 +40,10 @@ INFEASIBLE_RETRY_S = (0.5, 2.0)  # first and longest wait before asking again fo
 
 class Lease:
     __slots__ = ("key", "worker_id", "gpu_ids", "stream", "inflight", "closing", "calls_left", "idle_since",
-                 "linger_timer", "last_result")
+                 "linger_timer", "last_result", "node", "granted_at")
 
-    def __init__(self, key: tuple, worker_id: bytes, gpu_ids: list[int], stream: CallStream, max_calls: int = 0):
+    def __init__(self, key: tuple, worker_id: bytes, gpu_ids: list[int], stream: CallStream, max_calls: int = 0,
+                 node: str = ""):
         self.key = key
         self.worker_id = worker_id
         self.gpu_ids = gpu_ids
@@ -53,6 +54,8 @@ class Lease:
         self.idle_since = 0.0  # when its last call finished with nothing else to do (time.monotonic())
         self.linger_timer: asyncio.TimerHandle | None = None  # the one pending check for an idle lease
         self.last_result = 0.0  # when its last frame of results arrived (time.monotonic())
+        self.node = node  # the node agent that granted it (where it goes back)
+        self.granted_at = time.monotonic()
 
 
 class TaskSubmitter:
@@ -66,6 +69,10 @@ class TaskSubmitter:
         self.calls: dict[bytes, PendingCall] = {}
         self.children: dict[bytes, list[bytes]] = defaultdict(list)
         self._spread_turn = 0
+        # SPREAD turns given back: the nodes whose lease's stream was lost before its worker
+        # accepted it, which the next lease request of that key asks again (_lost_before_accepted).
+        self._turns_back: dict[tuple, deque[str]] = defaultdict(deque)
+        self.handed_back = 0  # leases given back to their node unused (tests and diagnostics read it)
         self._closed = False
         self._warned_infeasible: set[tuple] = set()
 
@@ -160,7 +167,7 @@ class TaskSubmitter:
                 self._lease(key, q[0].required, q[0].spec.job_id, q[0].placement, q[0].spec.name,
                             q[0].spec.runtime_env))
 
-    async def _first_node(self, where: pb.Placement | None) -> str | None:
+    async def _first_node(self, where: pb.Placement | None, key: tuple = ()) -> str | None:
         """The node agent to ask for a lease: this host's, the next one in turn (SPREAD), or the
         pinned one. None when a task is pinned (not soft) to a node that is not alive.
 
@@ -168,6 +175,8 @@ class TaskSubmitter:
         it serves the work when its labels are the ones picked, and otherwise points elsewhere."""
         if where is None or not (where.spread or where.node_id):
             return self.peers.node_address
+        if where.spread and self._turns_back.get(key):
+            return self._turns_back[key].popleft()  # (a node since gone fails the request: the next turn then)
         try:
             nodes = [n for n in (await self.peers.head_rpc("ListNodes", pb.ListRequest())).nodes if n.alive]
         except (grpc.aio.AioRpcError, ConnectionError) as e:
@@ -214,8 +223,15 @@ class TaskSubmitter:
 
     async def _lease(self, key: tuple, required: dict, job_id: bytes, where: pb.Placement | None,
                      name: str = "", runtime_env: str = "") -> None:
+        """One lease for `key`'s queue: asked for, its stream opened, then put to work.
+
+        It counts in `requesting` until it is in `leases`, its stream open, not merely until it
+        was granted: a `_pump` in between (another lease of the key opening) saw the queue not
+        yet served and no request for it, and asked for one more lease. Under SPREAD that extra
+        request took the next node's turn, and whichever of the two leases opened first took the
+        task, so three tasks that had to run at once ran on n2, n2, n3 (tests/test_scheduling.py)."""
         try:
-            address = await self._first_node(where)
+            address = await self._first_node(where, key)
             if address is None:
                 self._unschedulable(key, where)
                 return
@@ -235,7 +251,7 @@ class TaskSubmitter:
                         return
                     log.warning("lease request to %s failed (%s); retrying", address, e.code().name)
                     await asyncio.sleep(0.5)
-                    address = await self._first_node(where)
+                    address = await self._first_node(where, key)
                     if address is None:
                         self._unschedulable(key, where)
                         return
@@ -258,31 +274,33 @@ class TaskSubmitter:
                         return  # shut down, or the work was cancelled meanwhile
                     continue
                 break
+            if self._closed:
+                await self._hand_back(address, reply.worker_id)
+                return
+            lease = Lease(key, reply.worker_id, list(reply.gpu_ids), None, key[-1], address)  # type: ignore[arg-type]
+            lease.stream = await open_call_stream(self.peers, reply.worker_address, self._on_results(lease),
+                                                  self._on_lost(lease))
+            if self._closed:
+                lease.stream.abort()
+                await self._hand_back(address, reply.worker_id)
+                return
+            self.leases[key].append(lease)
         finally:
             self.requesting[key] -= 1
-        if self._closed:
-            await self._hand_back(address, reply.worker_id)
-            return
-        lease = Lease(key, reply.worker_id, list(reply.gpu_ids), None, key[-1])  # type: ignore[arg-type]
-        lease.stream = await open_call_stream(self.peers, reply.worker_address, self._on_results(lease),
-                                              self._on_lost(lease))
-        if self._closed:
-            lease.stream.abort()
-            await self._hand_back(address, reply.worker_id)
-            return
-        self.leases[key].append(lease)
         if self.queues[key]:
             self._pump(key)
         else:
             self._release(lease)
 
     async def _hand_back(self, address: str, worker_id: bytes) -> None:
-        """Returns a lease granted after close(); if this never arrives, the node reclaims it."""
+        """Returns a lease granted after close() or whose stream was lost before it was
+        accepted; if this never arrives, the node reclaims it."""
         try:
             await self.peers.node_stub(address).WorkerIdle(pb.WorkerIdleRequest(worker_id=worker_id),
                                                            metadata=self.peers.metadata, timeout=2)
         except grpc.aio.AioRpcError:
-            pass
+            return
+        self.handed_back += 1
 
     def _release(self, lease: Lease) -> None:
         if lease.linger_timer is not None:
@@ -377,9 +395,30 @@ class TaskSubmitter:
                     self.queues[call.key].appendleft(call)  # never written to the worker: no retry spent
                 else:
                     self._finish(call, exc=_crashed(call, error, self._closed))
+            if not stream.established and not self._closed:
+                self._lost_before_accepted(lease, error, lost)
             if not self._closed and self.queues[lease.key]:
                 self._pump(lease.key)
         return handle
+
+    def _lost_before_accepted(self, lease: Lease, error: BaseException | None, calls: list[PendingCall]) -> None:
+        """The worker never accepted the stream, so it ran none of the calls (those not cancelled
+        are queued again, no retry spent) and its node still counts the lease as ours: hand it
+        back now rather than leave the node to reclaim it after LEASE_RECLAIM_GRACE_S. Only soon
+        after the grant, though: later the node may have reclaimed it already and leased the
+        worker to someone else, whose lease a WorkerIdle would end. The SPREAD turn the lease took
+        goes back to its key, so its calls ask the same node again rather than the next one."""
+        requeued = [call for call in calls if not call.cancelled]
+        spread = bool(requeued) and requeued[0].placement is not None and requeued[0].placement.spread
+        if spread:
+            self._turns_back[lease.key].append(lease.node)
+        handing_back = time.monotonic() - lease.granted_at < config.LEASE_RECLAIM_GRACE_S / 2
+        tasks = f"; its {len(requeued)} task(s) ask{' that node' if spread else ''} for a new lease" if requeued else ""
+        log.warning("the stream to worker %s (leased from node %s) was lost before the worker accepted it (%s): %s%s",
+                    lease.stream.address, lease.node, _describe(error),
+                    "its lease goes back to the node" if handing_back else "the node reclaims its lease", tasks)
+        if handing_back:
+            asyncio.get_running_loop().create_task(self._hand_back(lease.node, lease.worker_id))
 
     def _finish(self, call: PendingCall, result: pb.TaskResult | None = None,
                 exc: BaseException | None = None) -> None:

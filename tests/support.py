@@ -1,16 +1,32 @@
 """Polling helpers shared by the tests: they wait on a condition with a deadline, never a bare sleep."""
 
 import contextlib
+import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 DEADLINE_S = 30.0
+
+
+def _bench_module(name: str):
+    """A module of bench/ (not a package, and not on the tests' path), loaded once by file."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (its dataclasses look their module up there)
+    spec.loader.exec_module(module)
+    return module
+
+
+proctree = _bench_module("proctree")  # the process tree below a pid, from /proc (one reader for bench and tests)
 
 
 def wait_until(predicate, what: str, timeout: float = DEADLINE_S) -> None:
@@ -59,6 +75,62 @@ class PersistedSeqs:
         with open(self.windows_path, "a") as f:
             f.write(f"{self.instance} {start} {end}\n")
         return len(self.seqs)
+
+
+class SerialLog:
+    """A serial actor's state (the default kind: the one whose calls take a caller's lane and run
+    on its worker's main thread) that logs what it was given. A plain class: each module makes
+    its actor with `@kastor.remote class Log(SerialLog)` (an actor class cannot be subclassed),
+    adding the methods only it needs."""
+
+    def __init__(self):
+        self.seen = []
+
+    def add(self, x):
+        self.seen.append(x)
+        return x
+
+    def items(self):
+        return self.seen
+
+    def pid(self):
+        return os.getpid()
+
+    def data_address(self) -> str:
+        """Its worker's data port, host:port."""
+        from kastor.runtime import context
+        host = context.core.address.rpartition(":")[0]
+        return f"{host}:{context.core.data_port()}"
+
+    def addresses(self):
+        """Its worker's gRPC address and data port."""
+        from kastor.runtime import context
+        return context.core.address, self.data_address()
+
+    def hold(self, gate: str, x):
+        """Marks that it runs, then runs until the file `gate` exists (or it is interrupted)."""
+        open(gate + ".started", "w").close()
+        while not os.path.exists(gate):
+            time.sleep(0.005)
+        self.seen.append(x)
+        return x
+
+    def once(self, gate: str):
+        """Holds for ever on its first run (it is killed there); answers on the retry."""
+        if os.path.exists(gate + ".ran"):
+            return "retried"
+        open(gate + ".ran", "w").close()
+        return self.hold(gate, "first run")
+
+
+def kill_once_started(gate: str, pid: int) -> threading.Thread:
+    """SIGKILLs `pid` once SerialLog.hold's call on `gate` started, from a thread (started; join it)."""
+    def kill() -> None:
+        wait_until(lambda: os.path.exists(gate + ".started"), "the held call to start")
+        os.kill(pid, signal.SIGKILL)
+    t = threading.Thread(target=kill)
+    t.start()
+    return t
 
 
 class Captured:

@@ -17,7 +17,7 @@ import time
 import kastor
 import pytest
 from kastor.runtime.protocol import kastor_pb2 as pb
-from support import DEADLINE_S, embedded_cluster_with_receive_timeout
+from support import DEADLINE_S, SerialLog, embedded_cluster_with_receive_timeout
 
 RECEIVE_TIMEOUT_S = 2.0
 GIVE_UP_S = 30.0  # a connection still open this long after a stall is open for good
@@ -34,21 +34,7 @@ pytestmark = pytest.mark.usefixtures("embedded_cluster")
 
 
 @kastor.remote
-class Log:
-    def __init__(self):
-        self.seen = []
-
-    def add(self, x):
-        self.seen.append(x)
-
-    def items(self):
-        return self.seen
-
-    def data_address(self) -> str:
-        from kastor.runtime import context
-        host = context.core.address.rpartition(":")[0]
-        return f"{host}:{context.core.data_port()}"
-
+class Log(SerialLog):
     def accepted(self) -> int:
         """Data-port connections that passed the token check."""
         from kastor.runtime import context

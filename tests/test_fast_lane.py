@@ -12,52 +12,18 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 
 import kastor
 import pytest
 from kastor.exceptions import ActorDiedError, GetTimeoutError, TaskCancelledError
-from support import DEADLINE_S, wait_until
+from support import DEADLINE_S, SerialLog, kill_once_started, wait_until
 
 pytestmark = pytest.mark.usefixtures("embedded_cluster")
 
 
 @kastor.remote
-class Log:
+class Log(SerialLog):
     """A serial actor (the default): the fast path's kind."""
-
-    def __init__(self):
-        self.seen = []
-
-    def add(self, x):
-        self.seen.append(x)
-        return x
-
-    def items(self):
-        return self.seen
-
-    def pid(self):
-        return os.getpid()
-
-    def addresses(self):
-        from kastor.runtime import context
-        host = context.core.address.rpartition(":")[0]
-        return context.core.address, f"{host}:{context.core.data_port()}"
-
-    def hold(self, gate: str, x):
-        """Marks that it runs, then runs until the file `gate` exists (or it is interrupted)."""
-        open(gate + ".started", "w").close()
-        while not os.path.exists(gate):
-            time.sleep(0.005)
-        self.seen.append(x)
-        return x
-
-    def once(self, gate: str):
-        """Holds for ever on its first run (it is killed there); answers on the retry."""
-        if os.path.exists(gate + ".ran"):
-            return "retried"
-        open(gate + ".ran", "w").close()
-        return self.hold(gate, "first run")
 
 
 def fast_sent() -> int:
@@ -183,15 +149,6 @@ def test_a_fast_calls_result_reaches_other_waiters():
     assert kastor.get(ref, timeout=DEADLINE_S) == 1
 
 
-def _kill_once_started(gate: str, pid: int) -> threading.Thread:
-    def kill() -> None:
-        wait_until(lambda: os.path.exists(gate + ".started"), "the held call to start")
-        os.kill(pid, signal.SIGKILL)
-    t = threading.Thread(target=kill)
-    t.start()
-    return t
-
-
 def test_an_actor_killed_under_a_fast_call_raises_actor_died(tmp_path):
     log = Log.options(max_restarts=0).remote()
     pid = kastor.get(log.pid.remote(), timeout=DEADLINE_S)
@@ -199,7 +156,7 @@ def test_an_actor_killed_under_a_fast_call_raises_actor_died(tmp_path):
     before = fast_sent()
     ref = log.hold.remote(gate, "never")
     assert fast_sent() == before + 1
-    killer = _kill_once_started(gate, pid)
+    killer = kill_once_started(gate, pid)
     with pytest.raises(ActorDiedError):
         kastor.get(ref, timeout=DEADLINE_S)
     killer.join(DEADLINE_S)
@@ -214,7 +171,7 @@ def test_a_fast_call_is_retried_on_the_restarted_actor(tmp_path):
     before = fast_sent()
     ref = log.once.remote(gate)
     assert fast_sent() == before + 1
-    killer = _kill_once_started(gate, pid)
+    killer = kill_once_started(gate, pid)
     assert kastor.get(ref, timeout=DEADLINE_S) == "retried"
     killer.join(DEADLINE_S)
     assert kastor.get(log.pid.remote(), timeout=DEADLINE_S) != pid

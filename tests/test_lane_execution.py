@@ -12,7 +12,6 @@ without max_task_retries), durable state checkpointed before the result, and the
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 
@@ -20,7 +19,7 @@ import kastor
 import pytest
 from kastor.exceptions import ActorDiedError, TaskCancelledError
 from kastor.state import Checkpoint, FileStore
-from support import DEADLINE_S, wait_until
+from support import DEADLINE_S, SerialLog, kill_once_started, wait_until
 
 pytestmark = pytest.mark.usefixtures("embedded_cluster")
 
@@ -31,29 +30,11 @@ def _engine():
 
 
 @kastor.remote
-class Log:
+class Log(SerialLog):
     """A serial actor (the default): the kind whose main thread serves lanes."""
-
-    def __init__(self):
-        self.seen = []
-
-    def add(self, x):
-        self.seen.append(x)
-        return x
-
-    def items(self):
-        return self.seen
-
-    def pid(self):
-        return os.getpid()
 
     def lanes(self):
         return _engine().lane_stats()
-
-    def addresses(self):
-        from kastor.runtime import context
-        host = context.core.address.rpartition(":")[0]
-        return context.core.address, f"{host}:{context.core.data_port()}"
 
     def leave(self):
         from kastor.actor import exit_actor
@@ -71,19 +52,6 @@ class Log:
             time.sleep(0.005)
         self.seen.append(x)
         return x
-
-    def hold(self, gate: str, x):
-        open(gate + ".started", "w").close()
-        while not os.path.exists(gate):
-            time.sleep(0.005)
-        self.seen.append(x)
-        return x
-
-    def once(self, gate: str):
-        if os.path.exists(gate + ".ran"):
-            return "retried"
-        open(gate + ".ran", "w").close()
-        return self.hold(gate, "first run")
 
 
 @kastor.remote
@@ -249,22 +217,13 @@ def test_a_lane_call_is_cancelled_on_the_main_thread(tmp_path):
     assert kastor.get(log.items.remote(), timeout=DEADLINE_S) == ["warm", "after"]
 
 
-def _kill_once_started(gate: str, pid: int) -> threading.Thread:
-    def kill() -> None:
-        wait_until(lambda: os.path.exists(gate + ".started"), "the held call to start")
-        os.kill(pid, signal.SIGKILL)
-    t = threading.Thread(target=kill)
-    t.start()
-    return t
-
-
 def test_an_actor_killed_under_a_lane_call_raises_actor_died(tmp_path):
     log = Log.options(max_restarts=0).remote()
     assert on_a_lane(log)["adopted"] == 1
     pid = kastor.get(log.pid.remote(), timeout=DEADLINE_S)
     gate = str(tmp_path / "gate")
     ref = log.hold.remote(gate, "never")
-    killer = _kill_once_started(gate, pid)
+    killer = kill_once_started(gate, pid)
     with pytest.raises(ActorDiedError):
         kastor.get(ref, timeout=DEADLINE_S)
     killer.join(DEADLINE_S)
@@ -276,7 +235,7 @@ def test_a_lane_call_is_retried_on_the_restarted_actor(tmp_path):
     pid = kastor.get(log.pid.remote(), timeout=DEADLINE_S)
     gate = str(tmp_path / "gate")
     ref = log.once.remote(gate)
-    killer = _kill_once_started(gate, pid)
+    killer = kill_once_started(gate, pid)
     assert kastor.get(ref, timeout=DEADLINE_S) == "retried"
     killer.join(DEADLINE_S)
     assert kastor.get(log.pid.remote(), timeout=DEADLINE_S) != pid

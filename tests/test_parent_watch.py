@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 
-from support import process_gone, wait_until
+from support import process_gone, proctree, wait_until
 
 DRIVER = textwrap.dedent("""
     import sys
@@ -33,31 +33,12 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def _descendants(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
 def test_embedded_head_node_and_workers_exit_when_the_driver_is_killed():
     driver = subprocess.Popen([sys.executable, "-c", DRIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True)
     try:
         actor_pid = int(driver.stdout.readline())
-        started = _descendants(driver.pid)
+        started = set(proctree.descendants(driver.pid))
         assert actor_pid in started and len(started) >= 3, "a head, a node agent and the actor's worker"
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()

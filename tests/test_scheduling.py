@@ -3,13 +3,25 @@
 import asyncio
 import time
 
+import grpc
 import kastor
 import pytest
 from gcs_cluster import own_redis_cluster
 from kastor.exceptions import ActorDiedError, TaskUnschedulableError
+from kastor.runtime import auth, context
+from kastor.runtime.ids import new_task_id, return_id
+from kastor.runtime.owned_values import OwnedValues
+from kastor.runtime.ownership import ObjectTable
+from kastor.runtime.peers import Peers
+from kastor.runtime.pending import PendingCall
+from kastor.runtime.protocol import kastor_pb2 as pb
+from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
+from kastor.runtime.rpc import ChannelCache
+from kastor.runtime.task_submitter import TaskSubmitter
 from kastor.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 from kastor.util.state import list_actors, list_nodes
 from support import wait_until
+from test_submitter_parts import _until
 
 DEADLINE_S = 60
 NODES = {"n1", "n2", "n3"}
@@ -95,8 +107,15 @@ def test_spread_uses_every_node(cluster):
     # nodes in turn: one lease each. (Tasks that finish on their own may all reuse the first
     # leases granted, however busy the machine is, so they would prove nothing.)
     barrier = Barrier.remote(len(NODES))
+    before = lease_requests()
     tasks = [node_after_barrier.options(scheduling_strategy="SPREAD").remote(barrier) for _ in NODES]
     assert sorted(kastor.get(tasks, timeout=DEADLINE_S)) == sorted(NODES)
+    # One lease asked for per task. A lease granted but whose stream was still opening once did not
+    # count as asked for, so the tasks still queued asked again: each extra request took the next
+    # SPREAD turn, and when the extra lease's stream opened first it took the task of the node whose
+    # turn it was (tasks on n2, n2, n3).
+    asked = {node: count - before[node] for node, count in lease_requests().items()}
+    assert asked == dict.fromkeys(NODES, 1), f"lease requests per node for {len(NODES)} SPREAD tasks: {asked}"
 
 
 def test_default_tasks_stay_on_the_drivers_node_while_it_has_room(cluster):
@@ -118,6 +137,58 @@ def test_bad_strategies_are_named(cluster):
         Placed.options(scheduling_strategy=NodeAffinitySchedulingStrategy(None, soft=False))
     with pytest.raises(TypeError, match="PlacementGroup"):
         node_of_task.options(scheduling_strategy=PlacementGroupSchedulingStrategy(object()))
+
+
+def lease_requests(method: str = "RequestLease") -> dict[str, int]:
+    """Each node agent's count of `method` calls served (its Stats): RequestLease is called only
+    by task owners, WorkerIdle by a worker done with its lease or an owner handing one back."""
+    counts = {}
+    for node in [n for n in kastor.nodes() if n["Alive"]]:
+        with grpc.insecure_channel(node["Address"]) as channel:
+            stats = pb_grpc.NodeAgentStub(channel).Stats(pb.Empty(), metadata=auth.metadata(context.core.token),
+                                                         timeout=DEADLINE_S)
+        counts[node["NodeID"]] = stats.rpcs_served.get(method, 0)
+    return counts
+
+
+def test_a_spread_task_whose_streams_are_refused_keeps_its_node_and_hands_each_lease_back(cluster):
+    """A stream lost before its worker accepted it (here: a data-port token the workers refuse)
+    ran nothing, so its task asks again; it asks the node it was given, not the next SPREAD
+    turn, and the lease goes back to that node at once rather than when the node reclaims it."""
+    wait_until(idle_nodes, "idle nodes")
+    requests, idles = lease_requests(), lease_requests("WorkerIdle")
+    submitter = asyncio.run(_spread_task_on_refused_streams(cluster.address, sum(requests.values()) + 4))
+    asked = {node: count - requests[node] for node, count in lease_requests().items()}
+    assert len([n for n, count in asked.items() if count]) == 1, f"lease requests per node: {asked}"
+    assert submitter.handed_back >= 1
+    wait_until(lambda: sum(lease_requests("WorkerIdle").values()) - sum(idles.values()) >= submitter.handed_back,
+               "the handed-back leases to reach their node")
+    wait_until(idle_nodes, "every lease back")
+
+
+async def _spread_task_on_refused_streams(head: str, total_requests: int) -> TaskSubmitter:
+    """One SPREAD task submitted by a TaskSubmitter of its own whose data-port token is wrong,
+    until the nodes served `total_requests` lease requests; then it is cancelled and closed."""
+    nodes = [n for n in kastor.nodes() if n["Alive"]]
+    peers = Peers(ChannelCache(), auth.metadata(context.core.token), head_address=head,
+                  node_address=nodes[0]["Address"], token="not-this-clusters-token", framed_calls=True)
+    peers.address = context.core.address  # the owner the leases name: this driver, which is alive
+    objects = ObjectTable(free_value=lambda value: None)
+    owned = OwnedValues(objects, lambda object_id, value: None,
+                        lambda ref, callback: objects.store.on_ready(ref.binary(), callback), objects.free_value)
+    tasks = TaskSubmitter(peers, owned)
+    task_id = new_task_id()
+    objects.add_local_ref(return_id(task_id, 1))
+    spec = pb.TaskSpec(task_id=task_id, name="refused", num_returns=1)
+    tasks.submit(PendingCall(spec, [return_id(task_id, 1)], [], 0, key=("refused", (("CPU", 1.0),), b"", "", 0),
+                             required={"CPU": 1.0}, placement=pb.Placement(spread=True)))
+    await _until(lambda: sum(lease_requests().values()) >= total_requests, "the task's streams to be refused")
+    tasks.cancel(task_id, force=False, recursive=False)
+    await _until(lambda: task_id not in tasks.calls, "the cancelled task to finish")
+    tasks.close()
+    await _until(lambda: not sum(tasks.requesting.values()), "the lease requests to end after close()")
+    await peers.close()
+    return tasks
 
 
 def idle_nodes() -> bool:

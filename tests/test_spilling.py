@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import kastor
 import pytest
 from kastor.runtime import session_dirs
-from test_store_full import STORE_MIB, _namespaces_work
+from test_store_full import STORE_MIB, run_with_small_store
 
 COMMON = '''
 import os, sys, time
@@ -245,17 +243,11 @@ kastor.shutdown()
 
 
 def _run_in_namespace(tmp_path, script: str, mounts: str = "", **env: str) -> str:
-    if not _namespaces_work():
-        pytest.skip("needs `unshare -rm` (user and mount namespaces) to give the store a small tmpfs")
     path = tmp_path / "driver.py"
     path.write_text(script)
     full_env = dict(os.environ, KASTOR_SESSION_ROOT=str(tmp_path / "sessions"), **env)
     full_env.pop("KASTOR_ADDRESS", None)
-    result = subprocess.run(
-        ["unshare", "-rm", "sh", "-c",
-         f'mount -t tmpfs -o size={STORE_MIB}m tmpfs /dev/shm && {mounts} exec "$0" "$1" "$2"',
-         sys.executable, str(path), str(tmp_path)],
-        capture_output=True, text=True, timeout=540, cwd=tmp_path, env=full_env)
+    result = run_with_small_store(path, STORE_MIB, 540, str(tmp_path), mounts=mounts, cwd=tmp_path, env=full_env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result.stdout
 

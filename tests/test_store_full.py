@@ -73,15 +73,23 @@ def _namespaces_work() -> bool:
     return probe.returncode == 0
 
 
-def test_full_store_fails_put_and_the_tasks_get(tmp_path):
+def run_with_small_store(script, store_mib: int, timeout: float, *args: str, mounts: str = "",
+                         **run: object) -> subprocess.CompletedProcess:
+    """Runs the Python file `script` (with `args`) in new user and mount namespaces whose /dev/shm,
+    the object store, is a tmpfs of `store_mib` MiB, after the shell commands `mounts` (each ending
+    in `&&`); `run` goes to subprocess.run. Skips the test where such namespaces cannot be made."""
     if not _namespaces_work():
         pytest.skip("needs `unshare -rm` (user and mount namespaces) to give the store a small tmpfs")
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size={store_mib}m tmpfs /dev/shm && {mounts} exec "$0" "$@"',
+         sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout, **run)
+
+
+def test_full_store_fails_put_and_the_tasks_get(tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
-    result = subprocess.run(
-        ["unshare", "-rm", "sh", "-c",
-         f'mount -t tmpfs -o size={STORE_MIB}m tmpfs /dev/shm && exec "$0" "$1"', sys.executable, str(script)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=dict(os.environ, KASTOR_OBJECT_SPILLING="0"))
+    result = run_with_small_store(script, STORE_MIB, 300, cwd=tmp_path,
+                                  env=dict(os.environ, KASTOR_OBJECT_SPILLING="0"))
     out = result.stdout
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
     assert "PUT FULL: Could not store an object of" in out, out

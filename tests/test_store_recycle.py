@@ -19,7 +19,7 @@ import kastor
 import numpy as np
 import pytest
 from kastor.runtime import serialization, spilling, store_owners, store_recycle
-from test_store_full import _namespaces_work
+from test_store_full import run_with_small_store
 
 MIB = 2**20
 OWNER = "127.0.0.1:1"
@@ -146,13 +146,9 @@ print("POOL", os.listdir(os.path.join(store_owners.owner_dir(store, owner), ".re
 
 
 def test_a_full_store_empties_the_pool_before_the_put_fails(tmp_path):
-    if not _namespaces_work():
-        pytest.skip("needs `unshare -rm` (user and mount namespaces) to give the store a small tmpfs")
     script = tmp_path / "full.py"
     script.write_text(FULL_STORE)
-    result = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=32m tmpfs /dev/shm && exec "$0" "$1"',
-         sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    result = run_with_small_store(script, 32, 120)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     # 3 MiB pooled + 29 MiB do not fit in 32 MiB: the pool went, and the object is in the store
     assert "KEPT True" in result.stdout and "STORED True True" in result.stdout, result.stdout

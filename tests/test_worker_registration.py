@@ -87,22 +87,14 @@ def test_the_agent_takes_only_its_own_workers_registration(monkeypatch):
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         # A line for another worker id is not this worker's registration.
-        other = RegistrationPair(b"\x02" * 16)
-        monkeypatch.setenv(settings.REGISTER_FD.name, str(os.dup(other.child_fd)))
-        other.started()
-        fut = loop.create_future()
-        other.listen(fut)
+        other, fut = _listening(monkeypatch, b"\x02" * 16)
         assert announce(b"\x03" * 16, "127.0.0.1:2") is not None
         await _until(lambda: other.closed)
         assert not fut.done()
         assert other.take_control() is None
 
         # Its own line resolves the wait with its address.
-        own = RegistrationPair(b"\x04" * 16)
-        monkeypatch.setenv(settings.REGISTER_FD.name, str(os.dup(own.child_fd)))
-        own.started()
-        fut = loop.create_future()
-        own.listen(fut)
+        own, fut = _listening(monkeypatch, b"\x04" * 16)
         worker_end = announce(b"\x04" * 16, "127.0.0.1:4")
         assert worker_end is not None
         assert await asyncio.wait_for(fut, DEADLINE_S) == "127.0.0.1:4"
@@ -130,11 +122,7 @@ def test_the_agent_takes_only_its_own_workers_registration(monkeypatch):
         with pytest.raises(asyncio.CancelledError):
             await served
         control.close()
-        own2 = RegistrationPair(b"\x06" * 16)
-        monkeypatch.setenv(settings.REGISTER_FD.name, str(os.dup(own2.child_fd)))
-        own2.started()
-        fut = loop.create_future()
-        own2.listen(fut)
+        own2, fut = _listening(monkeypatch, b"\x06" * 16)
         worker_end = announce(b"\x06" * 16, "127.0.0.1:6")
         await asyncio.wait_for(fut, DEADLINE_S)
         control = own2.take_control()
@@ -153,6 +141,17 @@ def test_the_agent_takes_only_its_own_workers_registration(monkeypatch):
         assert not fut.done()
 
     asyncio.run(scenario())
+
+
+def _listening(monkeypatch, worker_id: bytes) -> tuple[RegistrationPair, asyncio.Future]:
+    """The agent's side of a new worker's pair, waiting for its registration (the future); the
+    worker's end is named in this process's environment, as a started worker finds it."""
+    pair = RegistrationPair(worker_id)
+    monkeypatch.setenv(settings.REGISTER_FD.name, str(os.dup(pair.child_fd)))
+    pair.started()
+    fut = asyncio.get_running_loop().create_future()
+    pair.listen(fut)
+    return pair, fut
 
 
 async def _until(condition) -> None:
