@@ -206,7 +206,7 @@ class ActorSubmitter:
                     c.serial = info.spec.max_concurrency == 1 and not info.spec.is_async \
                         and not info.spec.concurrency_groups
                     c.stream = await open_call_stream(self.peers, info.address, self._on_results(
-                        c, info.num_restarts), self._on_lost(c), PROBE_TIMEOUT_S)
+                        c, info.num_restarts), self._on_lost(c), PROBE_TIMEOUT_S, data_port=info.data_port)
                     asyncio.get_running_loop().create_task(self._watch_incarnation(c, c.stream, info))
                     break
                 after = info.version

@@ -85,6 +85,27 @@ def test_a_new_actor_gets_its_class_with_its_start_and_never_asks_getfunction(me
 
 
 @kastor.remote
+class OwnAddress:
+    def address(self) -> str:
+        from kastor.runtime import context
+
+        return context.core.address
+
+
+def test_calling_a_new_actor_opens_no_grpc_channel_to_its_worker(metrics):
+    """The actor's record carries its worker's data port (from StartActor's reply), so a caller
+    opens its framed stream there at once: no LeaseState call to ask the worker for the port,
+    and so no gRPC channel from the caller to every actor it calls (issue 16)."""
+    from kastor.runtime import context
+
+    actors = [OwnAddress.remote() for _ in range(2)]
+    addresses = kastor.get([a.address.remote() for a in actors], timeout=DEADLINE_S)
+    assert not set(addresses) & set(context.core.peers.channel_addresses())
+    for a in actors:
+        kastor.kill(a)
+
+
+@kastor.remote
 def plain_task() -> int:
     return 7
 
