@@ -229,7 +229,8 @@ class ActorSubmitter:
         A worker whose node the head declared dead stops by itself (see worker_lease), except on
         a node cut off from the head but not from its callers. A caller that hears of the new
         incarnation from the head moves to it at once: the stream is dropped, and its calls are
-        retried on the new instance or failed, as for any lost stream.
+        retried on the new instance or failed, as for any lost stream. The watch ends when the
+        head says DEAD, which is final: asking again only parked a long poll on the head.
         """
         after = info.version
 
@@ -252,6 +253,8 @@ class ActorSubmitter:
                             info.num_restarts, stream.address)
                 stream.abort()
                 return
+            if reply.info.state == pb.DEAD:
+                return  # final: no later record to move to (the stream's loss fails or retries its calls)
             after = reply.info.version
 
     async def _answers(self, address: str) -> bool:
