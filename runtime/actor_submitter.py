@@ -217,7 +217,7 @@ class ActorSubmitter:
                     c.serial = info.spec.max_concurrency == 1 and not info.spec.is_async \
                         and not info.spec.concurrency_groups
                     c.stream = await open_call_stream(self.peers, info.address, self._on_results(
-                        c, info.num_restarts), self._on_lost(c), PROBE_TIMEOUT_S)
+                        c, info.num_restarts), self._on_lost(c), PROBE_TIMEOUT_S, data_port=info.data_port)
                     asyncio.get_running_loop().create_task(self._watch_incarnation(c, c.stream, info))
                     break
                 after = info.version
@@ -240,7 +240,8 @@ class ActorSubmitter:
         A worker whose node the head declared dead stops by itself (see worker_lease), except on
         a node cut off from the head but not from its callers. A caller that hears of the new
         incarnation from the head moves to it at once: the stream is dropped, and its calls are
-        retried on the new instance or failed, as for any lost stream.
+        retried on the new instance or failed, as for any lost stream. The watch ends when the
+        head says DEAD, which is final: asking again only parked a long poll on the head.
         """
         after = info.version
 
@@ -263,6 +264,8 @@ class ActorSubmitter:
                             info.num_restarts, stream.address)
                 stream.abort()
                 return
+            if reply.info.state == pb.DEAD:
+                return  # final: no later record to move to (the stream's loss fails or retries its calls)
             after = reply.info.version
 
     async def _answers(self, address: str) -> bool:

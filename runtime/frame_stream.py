@@ -223,12 +223,13 @@ CallStream = FrameStream | ExecStream  # one contract: frames in the cluster, gR
 
 
 async def open_call_stream(peers: Peers, address: str, on_results: Callable, on_lost: Callable,
-                           probe_timeout: float = PROBE_TIMEOUT_S) -> CallStream:
+                           probe_timeout: float = PROBE_TIMEOUT_S, data_port: int = 0) -> CallStream:
     """A stream of calls to the worker at `address`: framed to its data port when this process
     may (`peers.framed_calls`, or a remote client's `peers.frame_relay`) and the worker names
-    one, else gRPC's Execute stream."""
+    one, else gRPC's Execute stream. `data_port`: the port when the caller knows it already (an
+    actor's record has it), which spares a LeaseState call and a gRPC channel to the worker."""
     if peers.framed_calls or peers.frame_relay is not None:
-        port = await data_port_of(peers.worker_stub(address), peers.metadata, probe_timeout)
+        port = data_port or await data_port_of(peers.worker_stub(address), peers.metadata, probe_timeout)
         data_address = f"{address.rpartition(':')[0]}:{port}"
         if port and peers.frame_relay is not None:
             stream = await _through_relay(peers, address, data_address, on_results, on_lost)

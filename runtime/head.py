@@ -236,6 +236,7 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
                 log.info("adopting actor %s found running on node %s", a.actor_id.hex()[:8], node.node_id)
                 info.state, info.pending_reason = pb.ALIVE, ""
                 info.address, info.node_id, info.pid, info.worker_id = a.address, node.node_id, a.pid, a.worker_id
+                info.data_port = 0  # not in a node's LiveActor: its callers ask the worker (LeaseState)
                 self.pending.discard(a.actor_id)
                 await self._save(info)
         for info in list(self.actors.values()):
@@ -545,7 +546,7 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
         info.num_restarts += 1
         info.state = pb.RESTARTING
         info.death_cause = cause
-        info.address, info.node_id, info.pid, info.worker_id = "", "", 0, b""
+        info.address, info.node_id, info.pid, info.worker_id, info.data_port = "", "", 0, b"", 0
         log.info("actor %s (%s) failed: %s; restarting (%d/%s)", info.spec.class_name,
                  info.spec.actor_id.hex()[:8], cause, info.num_restarts,
                  "inf" if info.spec.max_restarts == -1 else info.spec.max_restarts)
@@ -729,8 +730,8 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
                 info.state = pb.ALIVE
                 info.pending_reason = ""
                 self.idle_since.pop(node.node_id, None)  # busy now, not only from its next heartbeat on
-                info.address, info.node_id, info.pid, info.worker_id = \
-                    reply.address, node.node_id, reply.pid, reply.worker_id
+                info.address, info.node_id, info.pid, info.worker_id, info.data_port = \
+                    reply.address, node.node_id, reply.pid, reply.worker_id, reply.data_port
                 await self._save(info)
                 return ""
             if reply.error.data or reply.error.location.path:

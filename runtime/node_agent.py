@@ -794,7 +794,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         if not reply.started:
             _kill(w.proc)  # a failed constructor leaves the process in an unknown state
             return reply
-        return pb.StartActorReply(started=True, address=w.address, pid=w.proc.pid, worker_id=w.worker_id)
+        return pb.StartActorReply(started=True, address=w.address, pid=w.proc.pid, worker_id=w.worker_id,
+                                  data_port=reply.data_port)
 
     async def KillWorker(self, request, context):
         for w in list(self.workers.values()):

@@ -60,6 +60,10 @@ class Peers:
         """The one channel to `address` (made on first use, on the core's loop)."""
         return self._channels.get(address)
 
+    def channel_addresses(self) -> list[str]:
+        """The addresses this process holds a gRPC channel to."""
+        return self._channels.addresses()
+
     def head_stub(self) -> pb_grpc.HeadStub:
         return pb_grpc.HeadStub(self.channel(self.head_address))
 

@@ -55,6 +55,10 @@ class ChannelCache:
             ch = self._channels[address] = self._connect(address)
         return ch
 
+    def addresses(self) -> list[str]:
+        """The addresses this cache holds a channel to (what a process has connected to)."""
+        return list(self._channels)
+
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}
         for ch in channels:

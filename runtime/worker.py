@@ -423,8 +423,9 @@ class Engine:
             self.group_pools = {name: ThreadPoolExecutor(limit, thread_name_prefix=f"kastor-{name}")
                                 for name, limit in spec.concurrency_groups.items()}
         self._choose_runner()
+        # The data port goes into the actor's record, so that its callers need not ask for it.
         return pb.StartActorReply(started=True, pid=self.pid, address=self.core.address,
-                                  worker_id=self.core.worker_id)
+                                  worker_id=self.core.worker_id, data_port=self.core.data_port())
 
     def _construct_on_loop(self, cls: type, args: tuple, kwargs: dict, task_context: context.TaskContext) -> Any:
         """An async actor's constructor runs on its default loop, as in Ray: it may create asyncio

@@ -85,6 +85,27 @@ def test_a_new_actor_gets_its_class_with_its_start_and_never_asks_getfunction(me
 
 
 @kastor.remote
+class OwnAddress:
+    def address(self) -> str:
+        from kastor.runtime import context
+
+        return context.core.address
+
+
+def test_calling_a_new_actor_opens_no_grpc_channel_to_its_worker(metrics):
+    """The actor's record carries its worker's data port (from StartActor's reply), so a caller
+    opens its framed stream there at once: no LeaseState call to ask the worker for the port,
+    and so no gRPC channel from the caller to every actor it calls (issue 16)."""
+    from kastor.runtime import context
+
+    actors = [OwnAddress.remote() for _ in range(2)]
+    addresses = kastor.get([a.address.remote() for a in actors], timeout=DEADLINE_S)
+    assert not set(addresses) & set(context.core.peers.channel_addresses())
+    for a in actors:
+        kastor.kill(a)
+
+
+@kastor.remote
 def plain_task() -> int:
     return 7
 
@@ -112,3 +133,22 @@ def test_killing_a_stateless_actor_asks_the_head_nothing_but_killactor(metrics):
     kastor.kill(actor)
     wait_until(lambda: metrics(dead) > dead_before, "the killed actor to be DEAD")
     assert metrics(get_actor) - before == 0
+
+
+
+def test_a_callers_watch_ends_when_the_head_says_its_actor_is_dead(metrics):
+    """A caller watches each actor it called with a GetActor long poll (a restart moves it to
+    the new instance). DEAD is final, so the watch ends there: it used to ask again and leave
+    a long poll parked on the head for the dead actor until the poll's timeout (5 s), two
+    GetActor calls per killed actor and caller. One call remains allowed: the caller's stream
+    to the dead worker breaks, and the caller asks the head once whether it was restarted."""
+    get_actor = 'kastor_head_operator_requests_total{method="GetActor"}'
+    polls, dead = "kastor_head_actor_long_polls", 'kastor_actors{state="DEAD"}'
+    actor = Pinged.remote()
+    kastor.get(actor.ping.remote(), timeout=DEADLINE_S)
+    wait_until(lambda: metrics(polls) >= 1, "the caller's watch on the actor")
+    dead_before, before = metrics(dead), metrics(get_actor)
+    kastor.kill(actor)
+    wait_until(lambda: metrics(dead) > dead_before, "the killed actor to be DEAD")
+    wait_until(lambda: metrics(polls) == 0, "no long poll left on the head for the dead actor")
+    assert metrics(get_actor) - before <= 1

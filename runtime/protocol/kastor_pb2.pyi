@@ -313,7 +313,7 @@ class ActorSpec(_message.Message):
     def __init__(self, actor_id: _Optional[bytes] = ..., job_id: _Optional[bytes] = ..., class_id: _Optional[str] = ..., class_name: _Optional[str] = ..., args: _Optional[_Union[Value, _Mapping]] = ..., ref_args: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., max_task_retries: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., is_async: _Optional[bool] = ..., required: _Optional[_Mapping[str, float]] = ..., held: _Optional[_Mapping[str, float]] = ..., owner_worker_id: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[MethodMeta, _Mapping]]] = ..., job_namespace: _Optional[str] = ..., env_vars: _Optional[_Mapping[str, str]] = ..., concurrency_groups: _Optional[_Mapping[str, int]] = ..., placement: _Optional[_Union[Placement, _Mapping]] = ..., max_pending_calls: _Optional[int] = ..., state: _Optional[bytes] = ..., runtime_env: _Optional[str] = ..., placement_group: _Optional[_Union[PlacementGroupRef, _Mapping]] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
-    __slots__ = ("spec", "state", "address", "node_id", "pid", "num_restarts", "death_cause", "death_error", "version", "worker_id", "killed", "pending_reason")
+    __slots__ = ("spec", "state", "address", "node_id", "pid", "num_restarts", "death_cause", "death_error", "version", "worker_id", "killed", "pending_reason", "data_port")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -326,6 +326,7 @@ class ActorInfo(_message.Message):
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     KILLED_FIELD_NUMBER: _ClassVar[int]
     PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
+    DATA_PORT_FIELD_NUMBER: _ClassVar[int]
     spec: ActorSpec
     state: ActorState
     address: str
@@ -338,7 +339,8 @@ class ActorInfo(_message.Message):
     worker_id: bytes
     killed: bool
     pending_reason: str
-    def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., state: _Optional[_Union[ActorState, str]] = ..., address: _Optional[str] = ..., node_id: _Optional[str] = ..., pid: _Optional[int] = ..., num_restarts: _Optional[int] = ..., death_cause: _Optional[str] = ..., death_error: _Optional[_Union[Value, _Mapping]] = ..., version: _Optional[int] = ..., worker_id: _Optional[bytes] = ..., killed: _Optional[bool] = ..., pending_reason: _Optional[str] = ...) -> None: ...
+    data_port: int
+    def __init__(self, spec: _Optional[_Union[ActorSpec, _Mapping]] = ..., state: _Optional[_Union[ActorState, str]] = ..., address: _Optional[str] = ..., node_id: _Optional[str] = ..., pid: _Optional[int] = ..., num_restarts: _Optional[int] = ..., death_cause: _Optional[str] = ..., death_error: _Optional[_Union[Value, _Mapping]] = ..., version: _Optional[int] = ..., worker_id: _Optional[bytes] = ..., killed: _Optional[bool] = ..., pending_reason: _Optional[str] = ..., data_port: _Optional[int] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
     __slots__ = ("node_id", "address", "ip", "total", "available", "alive", "last_heartbeat", "store_dir", "leases", "infeasible", "labels")
@@ -874,7 +876,7 @@ class LeaseReply(_message.Message):
     def __init__(self, granted: _Optional[bool] = ..., worker_address: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., spillback_address: _Optional[str] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., infeasible: _Optional[bool] = ..., message: _Optional[str] = ..., runtime_env_error: _Optional[str] = ..., placement_group_removed: _Optional[bool] = ...) -> None: ...
 
 class StartActorReply(_message.Message):
-    __slots__ = ("started", "no_resources", "address", "pid", "worker_id", "error", "message", "runtime_env_failed", "worker_died")
+    __slots__ = ("started", "no_resources", "address", "pid", "worker_id", "error", "message", "runtime_env_failed", "worker_died", "data_port")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     NO_RESOURCES_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -884,6 +886,7 @@ class StartActorReply(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_ENV_FAILED_FIELD_NUMBER: _ClassVar[int]
     WORKER_DIED_FIELD_NUMBER: _ClassVar[int]
+    DATA_PORT_FIELD_NUMBER: _ClassVar[int]
     started: bool
     no_resources: bool
     address: str
@@ -893,7 +896,8 @@ class StartActorReply(_message.Message):
     message: str
     runtime_env_failed: bool
     worker_died: bool
-    def __init__(self, started: _Optional[bool] = ..., no_resources: _Optional[bool] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., worker_id: _Optional[bytes] = ..., error: _Optional[_Union[Value, _Mapping]] = ..., message: _Optional[str] = ..., runtime_env_failed: _Optional[bool] = ..., worker_died: _Optional[bool] = ...) -> None: ...
+    data_port: int
+    def __init__(self, started: _Optional[bool] = ..., no_resources: _Optional[bool] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., worker_id: _Optional[bytes] = ..., error: _Optional[_Union[Value, _Mapping]] = ..., message: _Optional[str] = ..., runtime_env_failed: _Optional[bool] = ..., worker_died: _Optional[bool] = ..., data_port: _Optional[int] = ...) -> None: ...
 
 class KillWorkerRequest(_message.Message):
     __slots__ = ("worker_id", "actor_id", "reason", "intentional")
