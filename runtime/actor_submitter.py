@@ -24,12 +24,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Literal
 
 import grpc
 from kastor.runtime import config, exceptions, receive_deadline, retry, settings, task_events
 from kastor.runtime.exceptions import GetTimeoutError
 from kastor.runtime.fast_lane import FastLane, LaneBudget, LaneLost
 from kastor.runtime.frame_stream import CallStream, FrameStream, open_call_stream
+from kastor.runtime.frames import RelayRoute
 from kastor.runtime.ids import return_id
 from kastor.runtime.owned_values import OwnedValues
 from kastor.runtime.peers import Peers
@@ -97,7 +99,7 @@ class ActorSubmitter:
         self._loop: asyncio.AbstractEventLoop | None = None  # the core loop, known from the first submit
         self.conns: dict[bytes, ActorConn] = {}
         self._closed = False
-        self._fast_on = settings.FAST_ACTOR_CALLS.get() and peers.framed_calls
+        self._fast_on = settings.FAST_ACTOR_CALLS.get()  # and framed calls, direct or relayed (_lane_route)
         self._lanes: dict[bytes, FastLane] = {}
         self._lane_budget = LaneBudget()
         self._fast: dict[bytes, tuple[FastLane, PendingCall]] = {}  # return id -> a call on a lane
@@ -512,7 +514,9 @@ class ActorSubmitter:
                     and stream.established and not stream.lost and c is not None and c.serial and not c.resolving
                     and c.death is None and not c.released
                     and call.resolved and not spec.generator and len(call.return_ids) == 1
-                    and lane.connect(stream.address, stream.data_address, c.incarnation, config.CONNECT_TIMEOUT_S)):
+                    and (route := self._lane_route()) is not False
+                    and lane.connect(stream.address, stream.data_address, c.incarnation, config.CONNECT_TIMEOUT_S,
+                                     relay=route)):
                 task_events.submitted_running(spec, lane.address)
                 self._fast[call.return_ids[0]] = (lane, call)
                 self._sent_by[call.return_ids[0]] = me = threading.get_ident()
@@ -524,6 +528,14 @@ class ActorSubmitter:
             lane.loop_sent += 1
         call.lane = lane  # its end counts it in lane.loop_done (pending._settle)
         return False
+
+    def _lane_route(self) -> RelayRoute | None | Literal[False]:
+        """How a lane reaches workers: directly (None), through the client port's frame relay (a
+        remote client, which has no direct route), or not at all (False: calls go by gRPC)."""
+        if self.peers.framed_calls:
+            return None
+        relay = self.peers.frame_relay
+        return relay if relay is not None else False
 
     def handovers(self) -> int:
         """Reader threads started so far for lane calls their senders did not read themselves."""

@@ -18,9 +18,10 @@ checked under the lane's lock):
 - the actor: a serial one (max_concurrency=1, not async, no concurrency groups). It runs one
   call at a time in order anyway, so a call that waits for the one on the lane to finish loses
   no concurrency; an async or threaded actor's calls overlap, and stay on the loop;
-- this process has a framed stream to the actor (`KASTOR_FRAMED_CALLS` on, not a remote
-  client) that the worker accepted and that is not lost: the first call to an actor, and the
-  first after it restarted, go through the loop, which learns where it lives;
+- this process has a framed stream to the actor (`KASTOR_FRAMED_CALLS` on, or a remote client's
+  through the client port's frame relay, whose lanes the relay opens as lanes at the worker;
+  not with TLS) that the worker accepted and that is not lost: the first call to an actor, and
+  the first after it restarted, go through the loop, which learns where it lives;
 - no call of this process to the actor is queued, in flight or unfinished on the loop's path
   (a per-lane count of them, taken under the lock before they are posted), no other call is on
   the lane, and the actor's handle is not released;
@@ -65,7 +66,7 @@ import time
 from collections.abc import Callable
 
 from kastor.runtime import tls
-from kastor.runtime.frames import HEADER_BYTES, MAX_FRAME_BYTES, frame
+from kastor.runtime.frames import HEADER_BYTES, MAX_FRAME_BYTES, RELAY_LANE, RelayRoute, frame
 from kastor.runtime.lane_host import LANE_MARK, one_item_frame
 from kastor.runtime.protocol import kastor_pb2 as pb
 
@@ -140,14 +141,22 @@ class FastLane:
 
     # ---- sending (the calling thread, lock held) ----
 
-    def connect(self, address: str, data_address: str, incarnation: int, timeout: float) -> bool:
-        """Makes sure the lane reaches `data_address` at `incarnation`; False if it cannot."""
+    def connect(self, address: str, data_address: str, incarnation: int, timeout: float,
+                relay: RelayRoute | None = None) -> bool:
+        """Makes sure the lane reaches `data_address` at `incarnation`; False if it cannot.
+        `relay`: a remote client's route, the client port's frame relay, which is greeted,
+        given the token and the target marked `lane`, and sends the worker the lane's first
+        frame itself (frame_relay.py); not with TLS (the relay's leg would need its own)."""
         if self._sock is not None and self.data_address == data_address and self.incarnation == incarnation:
             return True
         self.close()
         if self._refused == (data_address, incarnation) or not self._budget.take():
             return False
-        host, _, port = data_address.rpartition(":")
+        ctx = tls.client_ssl_context()
+        if relay is not None and ctx is not None:
+            self._budget.give()
+            return False
+        host, _, port = (relay.address if relay is not None else data_address).rpartition(":")
         try:
             try:
                 sock = socket.create_connection((host.strip("[]"), int(port)), timeout)
@@ -155,7 +164,6 @@ class FastLane:
                 self._budget.give()
                 raise
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            ctx = tls.client_ssl_context()
             if ctx is not None:
                 sock = ctx.wrap_socket(sock, server_hostname=tls.server_name())
             self._sock = sock
@@ -163,7 +171,12 @@ class FastLane:
             self._buf.clear()
             sock.settimeout(timeout)
             self._sock_timeout = timeout
-            sock.sendall(frame(self._token + LANE_MARK))  # a serial actor's thread may serve it (lane_host.py)
+            if relay is None:
+                sock.sendall(frame(self._token + LANE_MARK))  # a serial actor's thread may serve it (lane_host.py)
+            else:
+                if self._read_frame(timeout) != relay.greeting():  # only this cluster's relay gets the token
+                    raise LaneLost(f"{relay.address} is not this cluster's frame relay")
+                sock.sendall(frame(self._token) + frame(f"{data_address} {RELAY_LANE}".encode()))
             if self._read_frame(timeout) != b"":
                 raise LaneLost("the worker did not accept the lane with an empty frame")
         except (OSError, ValueError, LaneLost, TimeoutError) as e:

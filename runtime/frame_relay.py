@@ -15,8 +15,9 @@ A connection is:
                      client sent is looked at), then the target frame: a worker's data port
                      or a node agent's upload port (upload_server.py) as `host:port`, which
                      must be a registered node's host (not an open proxy); an upload's is
-                     `host:port upload=<body bytes>`
-    relay -> worker: the cluster token; from then on both directions are spliced as bytes:
+                     `host:port upload=<body bytes>`, a lane's (fast_lane.py) `host:port lane`
+    relay -> worker: the cluster token (followed by LANE_MARK for a lane, so a serial actor's
+                     thread serves it: lane_host.py); from then on both directions are spliced as bytes:
                      the worker's acceptance, the caller's ExecuteRequest frames, the
                      worker's ExecuteReply frames, the caller's end frame
 
@@ -48,11 +49,13 @@ from kastor.runtime import auth, config, event_loops, receive_deadline, settings
 from kastor.runtime.frames import (
     MAX_TOKEN_BYTES,
     RELAY_GREETING,
+    RELAY_LANE,
     FrameProtocol,
     connected_socket,
     frame,
     listening_socket,
 )
+from kastor.runtime.lane_host import LANE_MARK
 
 log = logging.getLogger("kastor.frame_relay")
 
@@ -140,13 +143,14 @@ class _Inbound(FrameProtocol):
             host, _, port = target.rpartition(":")
             host = host.strip("[]")
             port_number = int(port)
-            if kind:
+            lane = kind == RELAY_LANE
+            if kind and not lane:
                 upload = _UPLOAD.fullmatch(kind)
                 if upload is None:
                     raise ValueError(kind)
                 self._upload_body = int(upload.group(1))
         except ValueError:
-            self.close("the target frame is not host:port (or host:port upload=<bytes>)")
+            self.close("the target frame is not host:port (or host:port upload=<bytes>, or host:port lane)")
             return
         if not await self._relay.allowed_host(host):
             log.warning("frame relay: %s asked for %s, which is not a node of this cluster", self._peer, target)
@@ -168,7 +172,8 @@ class _Inbound(FrameProtocol):
             upstream.transport.close()  # the client went away meanwhile
             return
         self._upstream = upstream
-        upstream.transport.write(frame(self._relay.token))
+        # A lane's first frame asks a serial actor's worker to serve it on the actor's thread (lane_host.py).
+        upstream.transport.write(frame(self._relay.token + (LANE_MARK if lane else b"")))
         if self._upload_body is not None:
             self._send_upload_head()
             return

@@ -51,6 +51,7 @@ MAX_FRAME_BYTES = config.MAX_MESSAGE_BYTES  # as gRPC's message limit
 MAX_TOKEN_BYTES = 1024  # a longer first frame is not a token: the connection is closed unread
 DATA_PORT_METADATA_KEY = "kastor-data-port"  # a worker's LeaseState reply names its data port in this
 RELAY_GREETING = b"kastor-frame-relay/1 "  # + the cluster id: the client port's frame relay speaks first
+RELAY_LANE = "lane"  # after the target in a relay's target frame: open the worker's leg as a lane (fast_lane.py)
 
 
 @dataclass(frozen=True)

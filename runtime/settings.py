@@ -285,6 +285,10 @@ CLIENT_LAZY_PUT = _declare("KASTOR_CLIENT_LAZY_PUT", "bool", True,
                             "A kastor:// client's large put() writes only its local copy; the value is uploaded "
                             "to a node the first time the cluster needs it (a ref passed to a task, an actor or "
                             "another value: runtime/lazy_puts.py). 0: uploaded at put(), as Ray Client does.")
+CLIENT_COPIES_DIR = _declare("KASTOR_CLIENT_COPIES_DIR", "str", None,
+                              "Where a kastor:// client keeps the local copies of its large puts; unset: "
+                              "/dev/shm when it is at least 1 GiB (copies in memory, kept to half of it), else "
+                              "the temp directory (runtime/client_copies.py).")
 ACTOR_GRACEFUL_SHUTDOWN_TIMEOUT_S = _declare(
     "KASTOR_ACTOR_GRACEFUL_SHUTDOWN_TIMEOUT_S", "float", 30.0,
     "How long an actor ended gracefully may run __ray_shutdown__ and atexit handlers before its process "

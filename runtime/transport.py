@@ -16,11 +16,11 @@ import concurrent.futures
 import logging
 import os
 import shutil
-import tempfile
 from typing import TYPE_CHECKING
 
 import grpc
 from kastor.runtime import (
+    client_copies,
     config,
     exceptions,
     gateway_client,
@@ -201,10 +201,12 @@ class GatewayTransport:
     def _write_copy(self, ser: serialization.Serialized, name: str) -> str:
         try:
             if not self._copies_dir:
-                self._copies_dir = tempfile.mkdtemp(prefix="kastor-client-copies-")
+                self._copies_dir = client_copies.make_dir(client_copies.root())
                 if settings.STORE_RECYCLE.get():
                     pool_dir = os.path.join(self._copies_dir, store_recycle.POOL_DIR)
                     self._copy_pool = store_recycle.RecyclePool(self._copies_dir, lambda: pool_dir)
+            if not client_copies.has_room(self._copies_dir, ser.size):
+                return ""  # memory is shared with the rest of the machine (client_copies.py)
             path = os.path.join(self._copies_dir, name)
             if self._copy_pool is None or self._copy_pool.write(ser, path) is None:
                 ser.write_file(path)

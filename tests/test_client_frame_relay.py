@@ -109,7 +109,8 @@ def test_actor_calls_reach_the_data_port_through_the_relay_in_order(client):
     assert kastor.get(refs, timeout=DEADLINE_S) == list(range(300))
     assert kastor.get(r.history.remote(), timeout=DEADLINE_S) == list(range(300))
     _, _, accepted, _ = kastor.get(r.where.remote(), timeout=DEADLINE_S)
-    assert accepted == 1, "the notebook's calls did not come to the worker's data port (one relayed stream)"
+    # one relayed stream, and a relayed lane for the calls made one at a time (history, then where)
+    assert accepted == 2, "the notebook's calls did not come to the worker's data port (stream and lane)"
 
 
 def test_an_actor_killed_mid_call_fails_the_call_with_actor_died(client, tmp_path):
@@ -125,6 +126,7 @@ def test_an_actor_killed_mid_call_fails_the_call_with_actor_died(client, tmp_pat
 
 def test_a_wrong_token_is_cut_off_and_nothing_reaches_the_worker(client):
     r = Recorder.remote()
+    kastor.get(r.where.remote(), timeout=DEADLINE_S)  # the second call one at a time opens the lane
     host, port, before, _ = kastor.get(r.where.remote(), timeout=DEADLINE_S)
     with _greeted(client) as s:
         s.sendall(_frame(b"not-the-token") + _frame(f"{host}:{port}".encode()) + _frame(b"\x0a\x00"))
@@ -395,3 +397,28 @@ def test_a_large_uploads_body_is_spliced_and_still_checked(client):
         s.sendall(b"x" * 11)
         assert _closed(s)
     assert _node_rpcs(client).get("UploadPort", 0) == stored, "a broken upload was stored"
+
+
+def test_a_notebooks_sync_calls_take_a_lane_through_the_relay(client):
+    """A notebook's calls made one at a time go on a lane (fast_lane.py) like an in-cluster
+    caller's: through the relay, which opens the worker's leg as a lane, so the actor's thread
+    serves them (lane_host.py); in order with the relayed stream's calls."""
+    from kastor.runtime import context
+    r = Recorder.remote()
+    assert kastor.get([r.add.remote(i) for i in range(5)], timeout=DEADLINE_S) == list(range(5))
+    before = context.core.actors.fast_sent
+    for i in range(5, 25):
+        assert kastor.get(r.add.remote(i), timeout=DEADLINE_S) == i
+    assert context.core.actors.fast_sent - before >= 15, "the notebook's sync calls did not take a lane"
+    assert kastor.get(r.history.remote(), timeout=DEADLINE_S) == list(range(25))
+    _, _, accepted, _ = kastor.get(r.where.remote(), timeout=DEADLINE_S)
+    assert accepted == 2, "one relayed stream and one relayed lane"
+
+
+def test_a_relay_lane_needs_the_token_and_a_node_of_this_cluster(client):
+    s = _greeted(client)
+    s.sendall(_frame(b"wrong-token") + _frame(b"127.0.0.1:1 lane"))
+    assert _closed(s)
+    s = _greeted(client)
+    s.sendall(_frame(TOKEN.encode()) + _frame(b"192.0.2.1:9 lane"))
+    assert _closed(s)

@@ -14,12 +14,11 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import kastor
 import numpy as np
 import pytest
-from kastor.runtime import config, context, launcher, serialization, transport
+from kastor.runtime import client_copies, config, context, launcher, serialization, transport
 from support import DEADLINE_S, cli_head, wait_until
 
 TOKEN = "lazy-put-test-" + os.urandom(8).hex()
@@ -38,12 +37,13 @@ def notebook(tmp_path_factory):
 def _node_files(ref: kastor.ObjectRef) -> list[str]:
     """The node's store files of the object (named by its id, under the node's store folder)."""
     root = config.default_store_root()
-    return glob.glob(os.path.join(root, "kastor-*", "**", ref.hex()), recursive=True)
+    found = glob.glob(os.path.join(root, "kastor-*", "**", ref.hex()), recursive=True)
+    return [p for p in found if client_copies.PREFIX not in p]  # the notebook's copies may share the root
 
 
 def _local_files(ref: kastor.ObjectRef) -> list[str]:
     """The notebook's local copies of the object (named by its id, in its copies folder)."""
-    return glob.glob(os.path.join(tempfile.gettempdir(), "kastor-client-copies-*", ref.hex()))
+    return glob.glob(os.path.join(client_copies.root(), "kastor-client-copies-*", ref.hex()))
 
 
 def _checksum(x) -> int:
