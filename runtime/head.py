@@ -199,7 +199,7 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
         del node.infeasible[:]
         node.infeasible.extend(request.infeasible)
         self.note_usage(node, request)
-        kill: list[bytes] = []
+        kill = self._superseded_workers(request.actors)
         if request.node_id in self.unreconciled:
             self.unreconciled.discard(request.node_id)
             try:  # runs to its end: an actor it marked RESTARTING must still be placed
@@ -209,6 +209,26 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
                 raise
         self._place_pending()
         return pb.HeartbeatReply(known=True, kill_worker_ids=kill)
+
+    def _superseded_workers(self, live) -> list[bytes]:
+        """The workers a node reports whose actor the table has moved past: an older (or other)
+        incarnation than the table's, or not the worker the table has for an ALIVE actor.
+
+        Checked on every heartbeat, not only a (re)joined node's first: the reply of that first
+        comparison can be lost after the head finished it (the caller's deadline passes first,
+        the head's own one later), and a restart decided there (the node said the worker was
+        gone) must still stop the worker if the node reports it afterwards. The head has given
+        such an incarnation up and placed another, so no actor keeps two live instances. Workers
+        of DEAD or unknown actors are left to the first comparison: one may be finishing a
+        graceful exit, and only a head that lost its table has none for a live worker."""
+        stale = []
+        for a in live:
+            info = self.actors.get(a.actor_id)
+            if info is not None and info.state != pb.DEAD and (
+                    a.num_restarts != info.num_restarts or
+                    (info.state == pb.ALIVE and info.worker_id != a.worker_id)):
+                stale.append(a.worker_id)
+        return stale
 
     async def _compare_node(self, node: pb.NodeInfo, beat: pb.HeartbeatRequest) -> list[bytes]:
         """A (re)joined node's first heartbeat: its actors and bundles against the tables."""

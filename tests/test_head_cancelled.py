@@ -163,25 +163,40 @@ def test_a_heartbeat_cut_off_mid_reconcile_still_restarts_the_lost_actor_and_sto
     heartbeats without the actor it runs, as if its worker had died while the head was away. The
     node death timeout is long enough that n1, stopped for the cut-off, is not declared dead."""
     with head_line(tmp_path, redis_server, monkeypatch, KASTOR_NODE_DEATH_TIMEOUT_S="15") as line:
-        _cut_off_reconcile(line)
+        _first_heartbeat_without_the_actor(line, lambda beat: line.cut_off(line.stub.Heartbeat, beat))
 
 
-def _cut_off_reconcile(line: HeadLine) -> None:
+def test_a_stale_worker_a_node_reports_after_its_comparison_is_still_stopped(tmp_path, redis_server, monkeypatch):
+    """The comparison can finish and its reply still go nowhere: the caller's deadline passes
+    first and the head's own one later (it counts from when the head read the request), so the
+    handler is not cancelled and the node is not compared again. A restart decided there (the
+    node's heartbeat said the worker was gone) left the old incarnation running for good when the
+    node reported it afterwards (this failed CI once). Every heartbeat now stops a worker of an
+    incarnation the table has moved past. Here the comparing heartbeat is answered in full; the
+    node's real heartbeats that follow still list the old worker."""
+    with head_line(tmp_path, redis_server, monkeypatch, KASTOR_NODE_DEATH_TIMEOUT_S="15") as line:
+        _first_heartbeat_without_the_actor(
+            line, lambda beat: line.stub.Heartbeat(beat, metadata=line.metadata, timeout=DEADLINE_S))
+
+
+def _first_heartbeat_without_the_actor(line: HeadLine, send: Callable[[pb.HeartbeatRequest], object]) -> None:
+    """n1 registers again and its first heartbeat (sent by `send`) lists no actor, although its
+    agent (stopped meanwhile, so that its own heartbeat does not compare first) still runs one."""
     a = Probe.options(name="lost", lifetime="detached", max_restarts=-1).remote()
     old_pid = kastor.get(a.pid.remote(), timeout=DEADLINE_S)
     actor_id = actor_id_of(a)
     [n1] = line.stub.ListNodes(pb.ListRequest(), metadata=line.metadata, timeout=10).nodes
     agent = line.cluster.nodes["n1"].proc.pid
-    os.kill(agent, signal.SIGSTOP)  # its own heartbeat must not do the comparison first
+    os.kill(agent, signal.SIGSTOP)
     try:
         line.stub.RegisterNode(n1, metadata=line.metadata, timeout=10)
-        line.cut_off(line.stub.Heartbeat, pb.HeartbeatRequest(node_id="n1", available=n1.available))
+        send(pb.HeartbeatRequest(node_id="n1", available=n1.available))
     finally:
         os.kill(agent, signal.SIGCONT)
     wait_until(lambda: (now := line.actor(actor_id)).state == pb.ALIVE and now.num_restarts == 1,
                "the actor restarted (ALIVE again, 1 restart), not RESTARTING for ever")
     assert kastor.get(a.pid.remote(), timeout=DEADLINE_S) != old_pid, "calls reach the new incarnation"
-    wait_until(lambda: process_gone(old_pid), "the stale incarnation's worker stopped (n1 compared again)")
+    wait_until(lambda: process_gone(old_pid), "the stale incarnation's worker stopped (the node reports it)")
 
 
 def test_a_job_whose_driver_never_opens_its_session_is_finished(tmp_path, redis_server, monkeypatch):
