@@ -41,6 +41,9 @@ until its result is read: no call overtakes another, in either direction.
 
 Who reads the result: the sending thread, in a `get` of that ref (CoreWorker.get; a get of
 several refs first reads, in turn, the lanes of those this thread sent, as it needs them all).
+It polls the socket for a short window before it blocks (spin_wait.py: the wake-up from a
+blocking `recv` cost more than the call), unless another thread of this process waits on a
+lane too (spinning threads would pass the GIL back and forth).
 In every other case the lane is *handed over* (`request_handover`): a short-lived daemon
 thread reads the result and posts it to the loop, which stores it as for any call. That
 happens when the `get` times out or is interrupted (Ctrl-C), when anything else waits for the
@@ -65,7 +68,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from kastor.runtime import tls
+from kastor.runtime import spin_wait, tls
 from kastor.runtime.frames import HEADER_BYTES, MAX_FRAME_BYTES, RELAY_LANE, RelayRoute, frame
 from kastor.runtime.lane_host import LANE_MARK, one_item_frame
 from kastor.runtime.protocol import kastor_pb2 as pb
@@ -138,6 +141,7 @@ class FastLane:
         self.loop_sent = 0
         self.loop_done = 0
         self.idle_streak = 0  # calls in a row that found nothing in flight (ActorSubmitter.SYNC_STREAK)
+        self.spin = spin_wait.SpinPolicy()  # the sender's wait for its result polls first (spin_wait.py)
 
     # ---- sending (the calling thread, lock held) ----
 
@@ -218,14 +222,18 @@ class FastLane:
             self.reading = True
             return True
 
-    def read(self, timeout: float | None) -> pb.TaskResult:
+    def read(self, timeout: float | None, spin: bool = False) -> pb.TaskResult:
         """The result of the lane's call (the reader only). TimeoutError: not within `timeout`
-        (the call stays in flight; hand the lane over). LaneLost: the lane broke."""
+        (the call stays in flight; hand the lane over). LaneLost: the lane broke. `spin`: the
+        sender's get, which polls the socket for a short window before it sleeps (spin_wait.py);
+        a hand-over thread just blocks."""
         call = self.call
         deadline = None if timeout is None else time.monotonic() + timeout
+        payload = self._spin_for_result(timeout) if spin and not self._buf else None
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            payload = self._read_frame(remaining)
+            if payload is None:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                payload = self._read_frame(remaining)
             try:
                 reply = pb.ExecuteReply.FromString(payload)
             except Exception as e:
@@ -237,6 +245,31 @@ class FastLane:
                     raise LaneLost(f"a result from incarnation {result.incarnation}; the lane reaches "
                                    f"{self.incarnation}")
                 return result
+            payload = None
+
+    def _spin_for_result(self, timeout: float | None) -> bytes | None:
+        """The result frame's payload if it came within the spin window; None when it did not
+        (or spinning is off, stopped, or the lane is TLS, whose socket takes no flags): the
+        bytes that did come, if any, are buffered for `_read_frame`."""
+        policy, sock = self.spin, self._sock
+        if self._tls or sock is None or not policy.should_spin():
+            return None
+        window = policy.window_s if timeout is None else min(policy.window_s, timeout)
+        self._settimeout(None)  # blocking: with a timeout set, Python polls before each recv
+        try:
+            data = spin_wait.recv(sock, window)
+        except OSError as e:
+            raise LaneLost(f"the connection broke: {e}") from e
+        policy.record(data is not None)
+        if data is None:
+            return None
+        if not data:
+            raise LaneLost("the worker closed the connection")
+        if len(data) >= HEADER_BYTES and int.from_bytes(data[:HEADER_BYTES], "big") == len(data) - HEADER_BYTES:
+            return data[HEADER_BYTES:]
+        self._frame_started = time.monotonic()
+        self._buf += data
+        return None
 
     def done_reading(self, finished: bool) -> None:
         """The reader stops: the call is finished (its result or loss is being handled), or

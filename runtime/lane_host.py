@@ -20,6 +20,9 @@ The main thread then waits on a selector over its lanes and a pipe: every `main_
 writes a byte to the pipe while a lane is open (`LaneHost.wake`), so calls of other callers
 (the loop's path) are not stuck behind an idle lane. With no lane open nothing is written and
 the main thread blocks in `main_queue.get()` as before, so an actor without lanes pays nothing.
+Before it sleeps on the selector, the main thread polls it for a short window (spin_wait.py):
+a lane's caller usually sends its next call within it, and the wake-up would cost more than the
+call's work.
 
 Fallbacks to the loop's path, each kept on purpose:
 
@@ -45,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kastor.runtime import spin_wait
 from kastor.runtime.frames import HEADER_BYTES, MAX_FRAME_BYTES
 from kastor.runtime.protocol import kastor_pb2 as pb
 
@@ -127,6 +131,7 @@ class LaneHost:
         self.calls = 0  # calls read from lanes and answered on them (tests and diagnostics read it)
         self.adopted = 0  # lanes taken over from the data port
         self.flush_waits = 0  # lane results that waited for borrows to be acknowledged (Engine._serve_lane_call)
+        self.spin = spin_wait.SpinPolicy()  # the wait for the next call polls first (spin_wait.py)
 
     # ---- any thread ----
 
@@ -199,10 +204,12 @@ class LaneHost:
             if self._ready:
                 return self._ready.popleft()
             timeout = self._select_timeout() if block else 0.0
-            try:
-                events = self._poll.poll(-1 if timeout is None else timeout)
-            except InterruptedError:  # PEP 475 retries; kept for a signal handler that returns
-                events = []
+            events = self._spin(timeout) if block else []
+            if not events:
+                try:
+                    events = self._poll.poll(-1 if timeout is None else timeout)
+                except InterruptedError:  # PEP 475 retries; kept for a signal handler that returns
+                    events = []
             woken = False
             for fd, _ in events:
                 lane = self._by_fd.get(fd)
@@ -218,6 +225,16 @@ class LaneHost:
                 continue
             if woken or not block or not self._lanes:
                 return None
+
+    def _spin(self, timeout: float | None) -> list[tuple[int, int]]:
+        """The lanes' (and the wake pipe's) events if any came within the spin window, before
+        the main thread sleeps: a lane's caller usually sends its next call within it."""
+        if not self.spin.should_spin():
+            return []
+        window = self.spin.window_s if timeout is None else min(self.spin.window_s, timeout)
+        events = spin_wait.poll(self._poll, window)
+        self.spin.record(bool(events))
+        return events
 
     def answer(self, call: LaneCall, result: pb.TaskResult) -> None:
         """Writes the result frame on the call's lane; a lane that cannot take it is closed

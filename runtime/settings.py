@@ -311,6 +311,10 @@ LANE_EXECUTION = _declare("KASTOR_LANE_EXECUTION", "bool", True,
                           "A serial actor's worker reads the calls of a caller's lane (KASTOR_FAST_ACTOR_CALLS) on "
                           "the actor's main thread, runs them there and writes the results on the same socket "
                           "(runtime/lane_host.py); 0 serves lanes on the core loop like any other connection.")
+SPIN_US = _declare("KASTOR_SPIN_US", "int", 200,
+                   "Microseconds a lane's caller and a serial actor's main thread poll their socket before they "
+                   "sleep (runtime/spin_wait.py): a sync call's wake-ups cost more than its work. Spinning stops "
+                   "by itself while waits last longer; 0 turns it off.")
 UVLOOP = _declare("KASTOR_UVLOOP", "bool", True,
                   "Run Kastor's own event loops on uvloop when installed; 0 falls back to asyncio's loop.")
 

@@ -271,14 +271,17 @@ class Engine:
 
     def lane_stats(self) -> dict[str, int]:
         """Lanes taken over and open, calls answered on them by the main thread, and calls
-        waiting in `main_queue` (from the loop's path), and lane results that waited for the
-        owners to acknowledge the borrows their calls' arguments made (tests and diagnostics)."""
+        waiting in `main_queue` (from the loop's path), lane results that waited for the
+        owners to acknowledge the borrows their calls' arguments made, and the main thread's
+        waits for a lane's next call that spun and that found it spinning (tests and diagnostics)."""
         lanes = self._lanes
         queued = self.main_queue.qsize()
         if lanes is None:
-            return {"adopted": 0, "open": 0, "calls": 0, "flush_waits": 0, "queued": queued}
+            return {"adopted": 0, "open": 0, "calls": 0, "flush_waits": 0, "queued": queued, "spins": 0,
+                    "spin_hits": 0}
         return {"adopted": lanes.adopted, "open": lanes.open_lanes(), "calls": lanes.calls,
-                "flush_waits": lanes.flush_waits, "queued": queued}
+                "flush_waits": lanes.flush_waits, "queued": queued, "spins": lanes.spin.spins,
+                "spin_hits": lanes.spin.hits}
 
     def _to_main(self, item: _Run | _Construct | _AdoptLane | None) -> None:
         self.main_queue.put(item)

@@ -90,6 +90,24 @@ def test_lane_calls_are_read_run_and_answered_on_the_actors_main_thread():
     assert kastor.get(log.items.remote(), timeout=DEADLINE_S) == ["warm", *range(20)]
 
 
+def test_both_ends_of_a_lane_spin_before_they_sleep():
+    """The caller's wait for a result and the actor's wait for the next call poll their socket
+    first (spin_wait.py). Whether a spin finds its data depends on the machine's load (a busy
+    CPU ends it), so what is checked is that both ends spun and every answer is right."""
+    from kastor.runtime import context
+    log = Log.remote()
+    first = on_a_lane(log)
+    caller_before = context.core.actors.lane_spins()
+    for i in range(20):
+        assert kastor.get(log.add.remote(i)) == i  # no timeout: the usual sync get
+    stats = kastor.get(log.lanes.remote(), timeout=DEADLINE_S)
+    caller_spins, caller_hits = context.core.actors.lane_spins()
+    assert caller_spins > caller_before[0], "the caller's get did not spin before it slept"
+    assert stats["spins"] > first["spins"], "the actor's main thread did not spin for the next call"
+    assert caller_hits <= caller_spins and stats["spin_hits"] <= stats["spins"]
+    assert kastor.get(log.items.remote(), timeout=DEADLINE_S) == ["warm", *range(20)]
+
+
 def test_a_lane_carries_results_larger_than_one_socket_send():
     log = Log.remote()
     first = on_a_lane(log)

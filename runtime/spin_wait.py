@@ -1,0 +1,114 @@
+"""A short spin before a lane's thread sleeps: a sync call's wake-ups, not its work, were its cost.
+
+Why: a thread asleep in `recv` or `epoll_wait` on an idle CPU is woken by the other side's send
+through the scheduler, and on the VMs Kastor runs on that wake-up costs tens of microseconds (the
+idle vCPU halts and must be woken). A sync actor call pays two: the worker's main thread woken
+by the call, the caller's thread by the result. Measured on the 2-core VM (bench/README.md,
+"Spinning before sleeping"): a blocking Python ping-pong over loopback TCP with 40 µs of work on
+each side took 216-230 µs per round trip; polling the socket for up to 100 µs before blocking,
+on both sides, 96-100 µs, the sum of the work. So a lane's two ends poll for a short window
+before they block (fast_lane.py: the caller waiting for its result; lane_host.py: the actor's
+main thread waiting for the next call).
+
+Bounded, so an actor or a caller that waits longer pays almost nothing:
+
+- a spin lasts at most the window (`KASTOR_SPIN_US`, 200 µs; 0 turns spinning off);
+- `SpinPolicy` stops spinning after MISSES_BEFORE_BACKOFF waits in a row outlasted the window
+  (a slow method, a caller that thinks between calls), then spins once every PROBE_EVERY
+  waits to notice when the waits are short again;
+- each turn of the loop is a syscall that lets go of the GIL, then `sched_yield`, so another
+  thread of the process, or a process with work on this CPU, runs before the spinner goes on;
+  a yield that gave the CPU away (it took longer than CONTENDED_YIELD_S) ends the spin as a
+  miss: on a busy machine a spinner takes the CPU from work (8 caller processes and their 8
+  actors on 2 cores ran ~15% slower while they spun through their yields).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+
+from kastor.runtime import settings
+
+MISSES_BEFORE_BACKOFF = 1  # waits in a row longer than the window before spinning stops
+PROBE_EVERY = 16  # while stopped, one wait in this many spins again
+CONTENDED_YIELD_S = 20e-6  # a sched_yield this long ran something else: the CPU has other work
+CONTENDED_YIELDS = 3  # yields in one spin that ran something else before it stops
+
+
+class SpinPolicy:
+    """Whether the next wait of one lane end spins, from how its last waits went. Used by one
+    thread at a time (a lane's reader, or the actor's main thread), so it takes no lock."""
+
+    def __init__(self, window_s: float | None = None) -> None:
+        self.window_s = settings.SPIN_US.get() / 1e6 if window_s is None else window_s
+        self._misses = 0  # waits in a row the window did not cover
+        self._skipped = 0  # waits not spun since spinning stopped
+        self.spins = 0  # waits that spun (tests and diagnostics read them)
+        self.hits = 0  # spins that found what they waited for
+
+    def should_spin(self) -> bool:
+        if self.window_s <= 0:
+            return False
+        if self._misses < MISSES_BEFORE_BACKOFF:
+            return True
+        self._skipped += 1
+        if self._skipped >= PROBE_EVERY:
+            self._skipped = 0
+            return True
+        return False
+
+    def record(self, hit: bool) -> None:
+        """The outcome of a spin: `hit` if what it waited for came within the window."""
+        self.spins += 1
+        if hit:
+            self.hits += 1
+            self._misses = 0
+        else:
+            self._misses += 1
+
+
+def recv(sock: socket.socket, window_s: float, size: int = 1 << 16) -> bytes | None:
+    """What `sock` (a blocking socket: no timeout set, or Python polls before each recv) has
+    within `window_s`, b"" at its end; None if nothing came: then block as usual."""
+    spin = _Spin(window_s)
+    while True:
+        try:
+            return sock.recv(size, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+        if spin.over:
+            return None
+        spin.yield_once()  # then one more look, even when over: what ran meanwhile may have been the peer
+
+
+def poll(epoll: select.epoll, window_s: float) -> list[tuple[int, int]]:
+    """The events `epoll` has within `window_s`; [] if none came: then wait on it as usual."""
+    spin = _Spin(window_s)
+    while True:
+        events = epoll.poll(0)
+        if events or spin.over:
+            return events
+        spin.yield_once()  # then one more look, even when over: what ran meanwhile may have been the peer
+
+
+class _Spin:
+    """One spin's clock: over once the window has passed or CONTENDED_YIELDS yields gave the
+    CPU to something else (the CPU is wanted)."""
+
+    def __init__(self, window_s: float) -> None:
+        self._end = time.perf_counter() + window_s
+        self._contended = 0
+        self.over = False
+
+    def yield_once(self) -> None:
+        before = time.perf_counter()
+        if before >= self._end:
+            self.over = True
+            return
+        os.sched_yield()
+        if time.perf_counter() - before >= CONTENDED_YIELD_S:
+            self._contended += 1
+            self.over = self._contended >= CONTENDED_YIELDS
