@@ -261,15 +261,7 @@ class FastLane:
         except OSError as e:
             raise LaneLost(f"the connection broke: {e}") from e
         policy.record(data is not None)
-        if data is None:
-            return None
-        if not data:
-            raise LaneLost("the worker closed the connection")
-        if len(data) >= HEADER_BYTES and int.from_bytes(data[:HEADER_BYTES], "big") == len(data) - HEADER_BYTES:
-            return data[HEADER_BYTES:]
-        self._frame_started = time.monotonic()
-        self._buf += data
-        return None
+        return None if data is None else self._whole_frame_or_buffer(data)
 
     def done_reading(self, finished: bool) -> None:
         """The reader stops: the call is finished (its result or loss is being handled), or
@@ -370,6 +362,11 @@ class FastLane:
             data = sock.recv(1 << 16)
         except OSError as e:
             raise LaneLost(f"the connection broke: {e}") from e
+        return self._whole_frame_or_buffer(data)
+
+    def _whole_frame_or_buffer(self, data: bytes) -> bytes | None:
+        """The payload when `data`, read with nothing buffered, is exactly one frame; else None,
+        with `data` buffered for `_read_frame` (LaneLost when it is the connection's end)."""
         if not data:
             raise LaneLost("the worker closed the connection")
         if len(data) >= HEADER_BYTES and int.from_bytes(data[:HEADER_BYTES], "big") == len(data) - HEADER_BYTES:
