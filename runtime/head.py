@@ -28,7 +28,7 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.resources import fits
 from kastor.runtime.rpc import ChannelCache, bind_host
-from kastor.runtime.run_to_end import finish_even_if_cancelled, run_in_background
+from kastor.runtime.run_to_end import finish_even_if_cancelled
 from kastor.runtime.store import InMemoryStore, Store
 
 log = logging.getLogger("kastor.head")
@@ -583,11 +583,7 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
         was_alive = info.state == pb.ALIVE
         await self._mark_dead(info, reason)
         if was_alive:
-            # Not waited for: once DEAD is recorded (its name free, its callers told), the
-            # node's stop of the worker is the node's round trip, ~1 ms of every kastor.kill
-            # (Ray's kill does not wait for it either). A head that dies before it reached the
-            # node stops the worker when it compares the node again (_reconcile).
-            run_in_background(self._kill_worker(info, reason))
+            await self._kill_worker(info, reason)
 
     async def _kill_worker(self, info: pb.ActorInfo, reason: str) -> None:
         node = self.nodes.get(info.node_id)

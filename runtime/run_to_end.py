@@ -25,13 +25,7 @@ async def finish_even_if_cancelled(work: Coroutine[Any, Any, T]) -> T:
     The caller's cancellation still reaches the caller (CancelledError is raised in it once it
     is cancelled); only `work` goes on, in a task of its own that the module keeps alive.
     """
-    return await asyncio.shield(run_in_background(work))
-
-
-def run_in_background(work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-    """Runs `work` to its end on the running loop without anyone waiting for it: a step whose
-    result the caller does not need, kept alive by this module as `finish_even_if_cancelled`'s are."""
     task = asyncio.get_running_loop().create_task(work)
     _unfinished.add(task)
     task.add_done_callback(_unfinished.discard)
-    return task
+    return await asyncio.shield(task)

@@ -29,6 +29,7 @@ import os
 import select
 import socket
 import time
+from collections.abc import Callable
 
 from kastor.runtime import settings
 
@@ -91,6 +92,17 @@ def poll(epoll: select.epoll, window_s: float) -> list[tuple[int, int]]:
         events = epoll.poll(0)
         if events or spin.over:
             return events
+        spin.yield_once()  # then one more look, even when over: what ran meanwhile may have been the peer
+
+
+def until(ready: Callable[[], bool], window_s: float) -> bool:
+    """Whether `ready()` came true within `window_s` (asked between yields); False: block as usual."""
+    spin = _Spin(window_s)
+    while True:
+        if ready():
+            return True
+        if spin.over:
+            return False
         spin.yield_once()  # then one more look, even when over: what ran meanwhile may have been the peer
 
 

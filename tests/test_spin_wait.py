@@ -103,3 +103,12 @@ def test_spinning_is_off_with_a_window_of_zero(monkeypatch):
     assert not SpinPolicy().should_spin()
     monkeypatch.setenv("KASTOR_SPIN_US", "150")
     assert SpinPolicy().window_s == pytest.approx(150e-6)
+
+
+def test_a_spin_on_a_condition_returns_once_it_holds_and_gives_up_at_its_window(clock):
+    """What the durable-state save spins on (RedisStore: the reply readable)."""
+    fake = clock(per_yield=1e-6)
+    answers = iter([False, False, True])
+    assert spin_wait.until(lambda: next(answers), 100e-6)
+    assert fake.yields == 2
+    assert not spin_wait.until(lambda: False, 100e-6)
