@@ -4,11 +4,12 @@ Why: a thread asleep in `recv` or `epoll_wait` on an idle CPU is woken by the ot
 through the scheduler, and on the VMs Kastor runs on that wake-up costs tens of microseconds (the
 idle vCPU halts and must be woken). A sync actor call pays two: the worker's main thread woken
 by the call, the caller's thread by the result. Measured on the 2-core VM (bench/README.md,
-"Spinning before sleeping"): a blocking Python ping-pong over loopback TCP with 40 µs of work on
-each side took 216-230 µs per round trip; polling the socket for up to 100 µs before blocking,
-on both sides, 96-100 µs, the sum of the work. So a lane's two ends poll for a short window
-before they block (fast_lane.py: the caller waiting for its result; lane_host.py: the actor's
-main thread waiting for the next call).
+"Step four: both ends of a lane spin before they sleep"): a blocking Python ping-pong over
+loopback TCP with 40 µs of work on each side took 216-230 µs per round trip; polling the socket
+for up to 100 µs before blocking, on both sides, 96-100 µs, the sum of the work. So a lane's two
+ends poll for a short window before they block (fast_lane.py: the caller waiting for its
+result; lane_host.py: the actor's main thread waiting for the next call), and so does a durable
+actor's save waiting for Redis's reply (checkpoint_stores.RedisStore).
 
 Bounded, so an actor or a caller that waits longer pays almost nothing:
 
@@ -18,9 +19,11 @@ Bounded, so an actor or a caller that waits longer pays almost nothing:
   waits to notice when the waits are short again;
 - each turn of the loop is a syscall that lets go of the GIL, then `sched_yield`, so another
   thread of the process, or a process with work on this CPU, runs before the spinner goes on;
-  a yield that gave the CPU away (it took longer than CONTENDED_YIELD_S) ends the spin as a
-  miss: on a busy machine a spinner takes the CPU from work (8 caller processes and their 8
-  actors on 2 cores ran ~15% slower while they spun through their yields).
+  CONTENDED_YIELDS yields that gave the CPU away (each took longer than CONTENDED_YIELD_S) end
+  the spin as a miss: on a busy machine a spinner takes the CPU from work (8 caller processes
+  and their 8 actors on 2 cores ran ~15% slower while they spun through their yields). One
+  such yield is not enough: it often ran the peer, which is why a spin looks once more after
+  its last yield.
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ import select
 import socket
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from kastor.runtime import settings
+
+T = TypeVar("T")
 
 MISSES_BEFORE_BACKOFF = 1  # waits in a row longer than the window before spinning stops
 PROBE_EVERY = 16  # while stopped, one wait in this many spins again
@@ -74,35 +80,31 @@ class SpinPolicy:
 def recv(sock: socket.socket, window_s: float, size: int = 1 << 16) -> bytes | None:
     """What `sock` (a blocking socket: no timeout set, or Python polls before each recv) has
     within `window_s`, b"" at its end; None if nothing came: then block as usual."""
-    spin = _Spin(window_s)
-    while True:
+    def look() -> bytes | None:
         try:
             return sock.recv(size, socket.MSG_DONTWAIT)
         except BlockingIOError:
-            pass
-        if spin.over:
             return None
-        spin.yield_once()  # then one more look, even when over: what ran meanwhile may have been the peer
+    return _first(look, window_s)
 
 
 def poll(epoll: select.epoll, window_s: float) -> list[tuple[int, int]]:
     """The events `epoll` has within `window_s`; [] if none came: then wait on it as usual."""
-    spin = _Spin(window_s)
-    while True:
-        events = epoll.poll(0)
-        if events or spin.over:
-            return events
-        spin.yield_once()  # then one more look, even when over: what ran meanwhile may have been the peer
+    return _first(lambda: epoll.poll(0) or None, window_s) or []
 
 
 def until(ready: Callable[[], bool], window_s: float) -> bool:
     """Whether `ready()` came true within `window_s` (asked between yields); False: block as usual."""
+    return _first(lambda: True if ready() else None, window_s) is not None
+
+
+def _first(look: Callable[[], T | None], window_s: float) -> T | None:
+    """The first thing `look()` finds (not None), looking between yields for up to `window_s`."""
     spin = _Spin(window_s)
     while True:
-        if ready():
-            return True
-        if spin.over:
-            return False
+        found = look()
+        if found is not None or spin.over:
+            return found
         spin.yield_once()  # then one more look, even when over: what ran meanwhile may have been the peer
 
 
