@@ -335,9 +335,7 @@ class RedisStore(CheckpointStore):
         """Polls for the save's reply for a short window before `read_response` blocks
         (spin_wait.py): Redis answers a save in tens of microseconds, and on a VM the wake-up
         from a blocking read cost as much again, on every call of an `every="call"` actor."""
-        policy = self._save_spin
-        if policy.should_spin():
-            policy.record(spin_wait.until(lambda: conn.can_read(timeout=0), policy.window_s))
+        self._save_spin.wait(lambda: True if conn.can_read(timeout=0) else None)
 
     def load(self, key: str) -> bytes | None:
         return self._call(f"load the checkpoint {key!r}", lambda r: r.hget(self._key(key), "data"))

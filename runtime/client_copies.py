@@ -12,23 +12,27 @@ Memory is shared with everything else on the notebook's machine, so a copy goes 
 only while at least half of it stays free (`has_room`); a value that does not fit keeps no
 local copy, and is uploaded at put instead (its get then downloads it, as with Ray Client).
 A notebook killed before it could clean up leaves its folder behind; the next client on the
-machine deletes the folders of processes that no longer exist (`make_dir`).
+machine deletes it (`make_dir`). A folder is told live or dead as session folders are, by a
+lock its process holds (session_dirs.is_live), not by its PID, which the machine reuses.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
 import tempfile
 
-from kastor.runtime import settings
+from kastor.runtime import session_dirs, settings
 
 log = logging.getLogger("kastor.client_copies")
 
 SHM = "/dev/shm"
 MIN_SHM_BYTES = 1 << 30
 PREFIX = "kastor-client-copies-"
+
+_locks: dict[str, int] = {}  # this process's folders -> their open, locked lock file
 
 
 def root() -> str:
@@ -46,9 +50,24 @@ def root() -> str:
 
 
 def make_dir(where: str) -> str:
-    """A new folder for this process's copies in `where`, after deleting those of dead processes."""
+    """A new, locked folder for this process's copies in `where`, after deleting those of dead
+    processes. It is locked before it gets its name, so a sweeping client never sees it unlocked."""
     _sweep_dead(where)
-    return tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=where)
+    staging = tempfile.mkdtemp(prefix=f".{PREFIX}", dir=where)
+    fd = os.open(os.path.join(staging, session_dirs.LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    path = os.path.join(where, f"{PREFIX}{os.getpid()}-{os.path.basename(staging)[len(PREFIX) + 1:]}")
+    os.rename(staging, path)
+    _locks[path] = fd
+    return path
+
+
+def remove_dir(path: str) -> None:
+    """Deletes this process's folder and lets go of its lock."""
+    shutil.rmtree(path, ignore_errors=True)
+    fd = _locks.pop(path, None)
+    if fd is not None:
+        os.close(fd)
 
 
 def has_room(where: str, size: int) -> bool:
@@ -69,20 +88,7 @@ def _sweep_dead(where: str) -> None:
     except OSError:
         return
     for entry in entries:
-        if not entry.name.startswith(PREFIX):
-            continue
-        pid_text = entry.name[len(PREFIX):].split("-", 1)[0]
-        if not pid_text.isdigit() or _alive(int(pid_text)):
+        if not entry.name.startswith(PREFIX) or entry.path in _locks or session_dirs.is_live(entry.path):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
-        log.info("deleted %s, the local copies of a client process that no longer exists", entry.path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process: not ours to judge
-    return True
+        log.info("deleted %s, the local copies of a client process that no longer runs", entry.path)

@@ -251,16 +251,14 @@ class FastLane:
         """The result frame's payload if it came within the spin window; None when it did not
         (or spinning is off, stopped, or the lane is TLS, whose socket takes no flags): the
         bytes that did come, if any, are buffered for `_read_frame`."""
-        policy, sock = self.spin, self._sock
-        if self._tls or sock is None or not policy.should_spin():
+        sock = self._sock
+        if self._tls or sock is None:
             return None
-        window = policy.window_s if timeout is None else min(policy.window_s, timeout)
         self._settimeout(None)  # blocking: with a timeout set, Python polls before each recv
         try:
-            data = spin_wait.recv(sock, window)
+            data = self.spin.wait(lambda: spin_wait.recv_now(sock), timeout)
         except OSError as e:
             raise LaneLost(f"the connection broke: {e}") from e
-        policy.record(data is not None)
         return None if data is None else self._whole_frame_or_buffer(data)
 
     def done_reading(self, finished: bool) -> None:

@@ -204,7 +204,9 @@ class LaneHost:
             if self._ready:
                 return self._ready.popleft()
             timeout = self._select_timeout() if block else 0.0
-            events = self._spin(timeout) if block else []
+            # The lanes' (and the wake pipe's) events if any came within the spin window, before
+            # the main thread sleeps: a lane's caller usually sends its next call within it.
+            events = (self.spin.wait(lambda: spin_wait.events_now(self._poll), timeout) if block else None) or []
             if not events:
                 try:
                     events = self._poll.poll(-1 if timeout is None else timeout)
@@ -225,16 +227,6 @@ class LaneHost:
                 continue
             if woken or not block or not self._lanes:
                 return None
-
-    def _spin(self, timeout: float | None) -> list[tuple[int, int]]:
-        """The lanes' (and the wake pipe's) events if any came within the spin window, before
-        the main thread sleeps: a lane's caller usually sends its next call within it."""
-        if not self.spin.should_spin():
-            return []
-        window = self.spin.window_s if timeout is None else min(self.spin.window_s, timeout)
-        events = spin_wait.poll(self._poll, window)
-        self.spin.record(bool(events))
-        return events
 
     def answer(self, call: LaneCall, result: pb.TaskResult) -> None:
         """Writes the result frame on the call's lane; a lane that cannot take it is closed

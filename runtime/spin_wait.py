@@ -76,29 +76,31 @@ class SpinPolicy:
         else:
             self._misses += 1
 
-
-def recv(sock: socket.socket, window_s: float, size: int = 1 << 16) -> bytes | None:
-    """What `sock` (a blocking socket: no timeout set, or Python polls before each recv) has
-    within `window_s`, b"" at its end; None if nothing came: then block as usual."""
-    def look() -> bytes | None:
-        try:
-            return sock.recv(size, socket.MSG_DONTWAIT)
-        except BlockingIOError:
+    def wait(self, look: Callable[[], T | None], timeout: float | None = None) -> T | None:
+        """What `look()` finds (not None) within the window, or within `timeout` if shorter;
+        None when this wait does not spin or nothing came: then the caller blocks as usual."""
+        if not self.should_spin():
             return None
-    return _first(look, window_s)
+        found = first(look, self.window_s if timeout is None else min(self.window_s, timeout))
+        self.record(found is not None)
+        return found
 
 
-def poll(epoll: select.epoll, window_s: float) -> list[tuple[int, int]]:
-    """The events `epoll` has within `window_s`; [] if none came: then wait on it as usual."""
-    return _first(lambda: epoll.poll(0) or None, window_s) or []
+def recv_now(sock: socket.socket, size: int = 1 << 16) -> bytes | None:
+    """What `sock` (a blocking socket: no timeout set, or Python polls before each recv) has
+    now, b"" at its end; None if nothing."""
+    try:
+        return sock.recv(size, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
 
 
-def until(ready: Callable[[], bool], window_s: float) -> bool:
-    """Whether `ready()` came true within `window_s` (asked between yields); False: block as usual."""
-    return _first(lambda: True if ready() else None, window_s) is not None
+def events_now(epoll: select.epoll) -> list[tuple[int, int]] | None:
+    """The events `epoll` has now; None if none."""
+    return epoll.poll(0) or None
 
 
-def _first(look: Callable[[], T | None], window_s: float) -> T | None:
+def first(look: Callable[[], T | None], window_s: float) -> T | None:
     """The first thing `look()` finds (not None), looking between yields for up to `window_s`."""
     spin = _Spin(window_s)
     while True:

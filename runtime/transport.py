@@ -15,7 +15,6 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-import shutil
 from typing import TYPE_CHECKING
 
 import grpc
@@ -263,7 +262,7 @@ class GatewayTransport:
         if self._copier is not None:
             self._copier.shutdown(wait=False)
         if self._copies_dir:
-            shutil.rmtree(self._copies_dir, ignore_errors=True)
+            client_copies.remove_dir(self._copies_dir)
 
 
 async def _upload_port_of(core: CoreWorker) -> int:

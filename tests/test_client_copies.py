@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -34,11 +35,18 @@ def test_the_folders_of_dead_clients_are_deleted_and_live_ones_kept(tmp_path):
     left = tmp_path / f"{client_copies.PREFIX}{dead_pid}-abc"
     left.mkdir()
     (left / ("0" * 40)).write_bytes(b"x")
-    live = tmp_path / f"{client_copies.PREFIX}{os.getppid()}-def"
+    live = tmp_path / f"{client_copies.PREFIX}{os.getppid()}-def"  # a live client's: it holds its lock
     live.mkdir()
+    held = os.open(live / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_SH)
+    reused = tmp_path / f"{client_copies.PREFIX}{os.getppid()}-ghi"  # its PID runs again, as another process
+    reused.mkdir()
     other = tmp_path / "someone-else"
     other.mkdir()
     mine = client_copies.make_dir(str(tmp_path))
     assert os.path.basename(mine).startswith(f"{client_copies.PREFIX}{os.getpid()}-")
     assert not left.exists()
+    assert not reused.exists(), "a folder whose PID was reused was kept: liveness is the lock, not the PID"
     assert live.exists() and other.exists()
+    os.close(held)
+    client_copies.remove_dir(mine)

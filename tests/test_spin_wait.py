@@ -15,6 +15,21 @@ from kastor.runtime import spin_wait
 from kastor.runtime.spin_wait import MISSES_BEFORE_BACKOFF, PROBE_EVERY, SpinPolicy
 
 
+def recv(sock: socket.socket, window_s: float) -> bytes | None:
+    """A spin on a lane caller's socket (FastLane._spin_for_result, without its policy)."""
+    return spin_wait.first(lambda: spin_wait.recv_now(sock), window_s)
+
+
+def events(epoll: select.epoll, window_s: float) -> list[tuple[int, int]]:
+    """A spin on the actor's lanes (LaneHost.next_call, without its policy)."""
+    return spin_wait.first(lambda: spin_wait.events_now(epoll), window_s) or []
+
+
+def until(ready, window_s: float) -> bool:
+    """A spin on a condition (RedisStore's save, without its policy)."""
+    return spin_wait.first(lambda: True if ready() else None, window_s) is not None
+
+
 class FakeClock:
     """perf_counter for spin_wait; each sched_yield advances it by `per_yield` seconds."""
 
@@ -52,20 +67,20 @@ def pair():
 def test_a_spin_returns_what_has_come_and_the_end_of_the_connection(pair):
     a, b = pair
     b.sendall(b"result")
-    assert spin_wait.recv(a, 0.001) == b"result"
+    assert recv(a, 0.001) == b"result"
     b.close()
-    assert spin_wait.recv(a, 0.001) == b""
+    assert recv(a, 0.001) == b""
 
 
 def test_a_spin_over_an_idle_socket_ends_at_its_window_and_says_nothing_came(pair, clock):
     fake = clock(per_yield=1e-6)  # an idle CPU: a yield comes straight back
-    assert spin_wait.recv(pair[0], 100e-6) is None
+    assert recv(pair[0], 100e-6) is None
     assert 99 <= fake.yields <= 101, "the spin yielded once per microsecond of its window"
 
 
 def test_a_spin_stops_once_its_yields_give_the_cpu_away(pair, clock):
     fake = clock(per_yield=50e-6)  # each yield ran something else for 50 µs: the CPU is wanted
-    assert spin_wait.recv(pair[0], 1.0) is None
+    assert recv(pair[0], 1.0) is None
     assert fake.yields == spin_wait.CONTENDED_YIELDS
 
 
@@ -75,9 +90,9 @@ def test_the_actors_spin_returns_the_events_that_came(clock):
     r, w = socket.socketpair()
     try:
         poll.register(r.fileno(), select.EPOLLIN)
-        assert spin_wait.poll(poll, 50e-6) == []
+        assert events(poll, 50e-6) == []
         w.sendall(b"call")
-        assert spin_wait.poll(poll, 50e-6) == [(r.fileno(), select.EPOLLIN)]
+        assert events(poll, 50e-6) == [(r.fileno(), select.EPOLLIN)]
         assert fake.yields <= 51
     finally:
         poll.close()
@@ -109,6 +124,17 @@ def test_a_spin_on_a_condition_returns_once_it_holds_and_gives_up_at_its_window(
     """What the durable-state save spins on (RedisStore: the reply readable)."""
     fake = clock(per_yield=1e-6)
     answers = iter([False, False, True])
-    assert spin_wait.until(lambda: next(answers), 100e-6)
+    assert until(lambda: next(answers), 100e-6)
     assert fake.yields == 2
-    assert not spin_wait.until(lambda: False, 100e-6)
+    assert not until(lambda: False, 100e-6)
+
+
+def test_a_policys_wait_records_what_its_spin_found(pair, clock):
+    clock(per_yield=1e-6)
+    a, b = pair
+    policy = SpinPolicy(100e-6)
+    assert policy.wait(lambda: spin_wait.recv_now(a)) is None  # nothing came: a miss, and spinning stops
+    assert not policy.should_spin()
+    b.sendall(b"x")
+    assert SpinPolicy(100e-6).wait(lambda: spin_wait.recv_now(a), timeout=1.0) == b"x"
+    assert (policy.spins, policy.hits) == (1, 0)
