@@ -83,6 +83,9 @@ def put(value: Any, *, _owner: Any = None) -> ObjectRef:
 def kill(actor: ActorHandle, *, no_restart: bool = True, keep_state: bool = False) -> None:
     """Kills the actor's process at once; with no_restart=False it restarts per max_restarts.
 
+    As Ray's, it returns once the head has marked the actor DEAD, while its node stops the
+    worker: this process's later calls fail with ActorDiedError from then on (docs/semantics.md).
+
     An actor with durable state (`state=kastor.state.Checkpoint(...)`) killed for good also loses
     its checkpoint, unless `keep_state=True`: then a new actor of the same name resumes from it."""
     if not isinstance(actor, ActorHandle):

@@ -361,6 +361,10 @@ class ActorSubmitter:
         def handle(stream: CallStream, error: BaseException | None) -> None:
             if c.stream is not stream:
                 return
+            if c.death is not None:  # known dead (killed from here): final, so no head to ask
+                self._fail_all(list(c.inflight.values()), c.death)
+                c.inflight.clear()
+                return
             retry, lost = [], []
             unwritten = stream.unwritten()
             for call in c.inflight.values():
@@ -461,13 +465,22 @@ class ActorSubmitter:
             await self.kill(c.actor_id, True, "all handles went out of scope, and it did not end gracefully in time")
 
     async def kill(self, actor_id: bytes, no_restart: bool, reason: str) -> pb.KillActorReply | None:
-        """The head's answer (None if it could not be reached: the kill is only logged)."""
+        """The head's answer (None if it could not be reached: the kill is only logged).
+
+        A kill for good is final here once the head has answered: this process's later calls
+        fail at once, since the head (as Ray's GCS) answers before the node has stopped the
+        worker, which could otherwise still serve them on their lane or stream."""
         try:
-            return await self.peers.head_rpc("KillActor", pb.KillActorRequest(
+            reply = await self.peers.head_rpc("KillActor", pb.KillActorRequest(
                 actor_id=actor_id, no_restart=no_restart, reason=reason), timeout=30)
         except (grpc.aio.AioRpcError, ConnectionError) as e:
             log.warning("could not kill actor %s: %s", actor_id.hex(), e)
             return None
+        c = self.conns.get(actor_id)
+        if no_restart and reply.known and c is not None and c.death is None:
+            name = f"{c.class_name} ({actor_id.hex()})" if c.class_name else actor_id.hex()
+            self._kill_conn(c, exceptions.ActorDiedError(f"The actor {name} is dead: {reason}", actor_id.hex()), None)
+        return reply
 
     def owns_actors(self) -> bool:
         """Whether this process created an actor that is not known dead (it dies with its owner)."""

@@ -28,7 +28,7 @@ from kastor.runtime.protocol import kastor_pb2 as pb
 from kastor.runtime.protocol import kastor_pb2_grpc as pb_grpc
 from kastor.runtime.resources import fits
 from kastor.runtime.rpc import ChannelCache, bind_host
-from kastor.runtime.run_to_end import finish_even_if_cancelled
+from kastor.runtime.run_to_end import finish_even_if_cancelled, run_to_end
 from kastor.runtime.store import InMemoryStore, Store
 
 log = logging.getLogger("kastor.head")
@@ -535,7 +535,11 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
             return answer
         reason = request.reason or "killed by kastor.kill()"
         if request.no_restart:  # marked DEAD first: a retry finds it so, so the worker must be stopped regardless
-            await finish_even_if_cancelled(self._kill(info, reason))
+            # As Ray's GCS does, the answer does not wait for the node to stop the worker: the
+            # caller's own handle fails its later calls from the answer on (ActorSubmitter.kill),
+            # and other callers' once the worker is gone. A durable actor's answer waits, since
+            # its caller deletes the checkpoint next, which a worker still running could rewrite.
+            await finish_even_if_cancelled(self._kill(info, reason, wait_for_worker=bool(info.spec.state)))
         elif info.state == pb.ALIVE:
             await self._kill_worker(info, reason)  # its death report restarts it per max_restarts
         return answer
@@ -578,12 +582,16 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
         """Ends an actor for good (no restart), e.g. when its placement group is removed."""
         await self._kill(info, reason)
 
-    async def _kill(self, info: pb.ActorInfo, reason: str) -> None:
+    async def _kill(self, info: pb.ActorInfo, reason: str, wait_for_worker: bool = True) -> None:
         info.killed = True
         was_alive = info.state == pb.ALIVE
         await self._mark_dead(info, reason)
-        if was_alive:
+        if not was_alive:
+            return
+        if wait_for_worker:
             await self._kill_worker(info, reason)
+        else:
+            run_to_end(self._kill_worker(info, reason))
 
     async def _kill_worker(self, info: pb.ActorInfo, reason: str) -> None:
         node = self.nodes.get(info.node_id)

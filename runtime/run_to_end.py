@@ -19,13 +19,19 @@ T = TypeVar("T")
 _unfinished: set[asyncio.Task[Any]] = set()  # strong references: the loop keeps only weak ones
 
 
+def run_to_end(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Starts `work` in a task of its own that the module keeps alive until it ends: for a step
+    the caller need not wait for, which must still not be dropped half done."""
+    task = asyncio.get_running_loop().create_task(work)
+    _unfinished.add(task)
+    task.add_done_callback(_unfinished.discard)
+    return task
+
+
 async def finish_even_if_cancelled(work: Coroutine[Any, Any, T]) -> T:
     """Runs `work` to its end even if the caller is cancelled meanwhile, and returns its result.
 
     The caller's cancellation still reaches the caller (CancelledError is raised in it once it
     is cancelled); only `work` goes on, in a task of its own that the module keeps alive.
     """
-    task = asyncio.get_running_loop().create_task(work)
-    _unfinished.add(task)
-    task.add_done_callback(_unfinished.discard)
-    return await asyncio.shield(task)
+    return await asyncio.shield(run_to_end(work))
