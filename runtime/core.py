@@ -55,6 +55,7 @@ from kastor.runtime.ids import (
     new_task_id,
     return_id,
 )
+from kastor.runtime.lazy_grpc_server import LazyGrpcServer
 from kastor.runtime.loop_inbox import LoopInbox
 from kastor.runtime.object_ref import ObjectRef
 from kastor.runtime.owned_values import OwnedValues
@@ -209,17 +210,31 @@ class CoreWorker:
     def worker_stub(self, address: str) -> pb_grpc.CoreWorkerStub:
         return self.peers.worker_stub(address)
 
-    async def _start_server(self) -> None:
-        self._server = rpc.server(self.token)
-        core_service.register(self._server, self, executes=not self.is_driver)
+    def _build_server(self) -> grpc.aio.Server:
+        server = rpc.server(self.token)
+        core_service.register(server, self, executes=not self.is_driver)
         if self.serves_own_store():
-            driver_store.register(self._server, self.store_dir)
-        port = tls.add_port(self._server, f"{self._bind_ip or bind_host(self.ip)}:0", "worker's call port")
-        await self._server.start()
+            driver_store.register(server, self.store_dir)
+        return server
+
+    async def _start_server(self) -> None:
+        host = self._bind_ip or bind_host(self.ip)
+        if self.is_driver or not settings.LAZY_GRPC_SERVER.get():
+            self._server = self._build_server()
+            port = tls.add_port(self._server, f"{host}:0", "worker's call port")
+            await self._server.start()
+        else:  # most workers never need gRPC, and starting it was a quarter of a creation's CPU
+            self._server = LazyGrpcServer(host, self._build_server, "worker's call port")
+            port = self._server.port
         self.address = f"{self.ip}:{port}"
         if not self.is_driver:
             self.data_server = DataServer(self.token, lambda: self.engine)
             await self.data_server.start(self._bind_ip or bind_host(self.ip))
+
+    def serves_grpc(self) -> bool:
+        """Whether this process's gRPC server runs: a worker starts it when its port first gets a
+        connection (lazy_grpc_server.py), a driver at once."""
+        return not isinstance(self._server, LazyGrpcServer) or self._server.started
 
     def data_port(self) -> int:
         """The port this worker takes framed actor calls on (0: none, a driver)."""

@@ -60,6 +60,7 @@ class WorkerProc:
     worker_id: bytes
     proc: asyncio.subprocess.Process | ForkedProcess
     address: str = ""
+    data_port: int = 0               # where its calls and task pushes go (0: unknown, its lease holder asks it)
     state: str = "starting"          # starting | idle | leased | actor | dead
     held: dict[str, float] = field(default_factory=dict)
     gpu_ids: list[int] = field(default_factory=list)
@@ -410,7 +411,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
             try:
                 if self.closing:  # shutdown() ran while the process was being spawned: it missed this one
                     raise RuntimeError("the node agent is shutting down; it starts no more workers")
-                w.address = await asyncio.wait_for(asyncio.shield(fut), config.STARTUP_TIMEOUT_S)
+                w.address, w.data_port = await asyncio.wait_for(asyncio.shield(fut), config.STARTUP_TIMEOUT_S)
             except TimeoutError:
                 log.warning("worker %s did not register within %.0fs (KASTOR_STARTUP_TIMEOUT_S); killing it (its "
                             "log: %s)", worker_id.hex()[:8], config.STARTUP_TIMEOUT_S, log_path)
@@ -587,7 +588,8 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
         w.state, w.held, w.gpu_ids = "leased", required, gpu_ids
         w.job_id, w.owner_address = request.job_id, request.owner_address
         w.lease_seq, w.leased_at = self._lease_seq, time.monotonic()
-        return pb.LeaseReply(granted=True, worker_address=w.address, worker_id=w.worker_id, gpu_ids=gpu_ids)
+        return pb.LeaseReply(granted=True, worker_address=w.address, worker_id=w.worker_id, gpu_ids=gpu_ids,
+                             worker_data_port=w.data_port)
 
     def _unallocate(self, required: dict[str, float], gpu_ids: list[int]) -> None:
         self.release_held(required)
@@ -737,7 +739,7 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
     async def RegisterWorker(self, request, context):
         fut = self.registrations.get(request.worker_id)
         if fut is not None and not fut.done():
-            fut.set_result(request.address)
+            fut.set_result((request.address, request.data_port))
         return pb.Empty()
 
     # ---- actors ----

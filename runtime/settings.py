@@ -315,6 +315,9 @@ SPIN_US = _declare("KASTOR_SPIN_US", "int", 200,
                    "Microseconds a lane's caller and a serial actor's main thread poll their socket before they "
                    "sleep (runtime/spin_wait.py): a sync call's wake-ups cost more than its work. Spinning stops "
                    "by itself while waits last longer; 0 turns it off.")
+LAZY_GRPC_SERVER = _declare("KASTOR_LAZY_GRPC_SERVER", "bool", True,
+                            "A worker starts its gRPC server when the first connection reaches its port, not at "
+                            "start (runtime/lazy_grpc_server.py): most workers never need it. 0 starts it at once.")
 UVLOOP = _declare("KASTOR_UVLOOP", "bool", True,
                   "Run Kastor's own event loops on uvloop when installed; 0 falls back to asyncio's loop.")
 

@@ -279,7 +279,7 @@ class TaskSubmitter:
                 return
             lease = Lease(key, reply.worker_id, list(reply.gpu_ids), None, key[-1], address)  # type: ignore[arg-type]
             lease.stream = await open_call_stream(self.peers, reply.worker_address, self._on_results(lease),
-                                                  self._on_lost(lease))
+                                                  self._on_lost(lease), data_port=reply.worker_data_port)
             if self._closed:
                 lease.stream.abort()
                 await self._hand_back(address, reply.worker_id)

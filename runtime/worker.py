@@ -905,10 +905,11 @@ def register(core: CoreWorker) -> int | None:
     """Registers this worker with its node agent; returns the socket pair it registered on, if
     any (worker_registration). A worker that cannot register exits with a message naming the
     agent, instead of dying on an unhandled error."""
-    pair = worker_registration.announce(core.worker_id, core.address)
+    pair = worker_registration.announce(core.worker_id, core.address, core.data_port())
     if pair is not None:
         return pair  # on the pair its agent gave it: no channel to open, no call for the agent to serve
-    request = pb.RegisterWorkerRequest(worker_id=core.worker_id, address=core.address, pid=os.getpid())
+    request = pb.RegisterWorkerRequest(worker_id=core.worker_id, address=core.address, pid=os.getpid(),
+                                       data_port=core.data_port())
 
     def attempt() -> None:
         core.node_call("RegisterWorker", request, timeout=REGISTER_ATTEMPT_S)

@@ -10,7 +10,7 @@ worker's stdin: the agent creates it and hands one end to that one child (throug
 server, or `pass_fds` for a fresh interpreter), so no other process can reach it, and no token
 is needed to trust it.
 
-The protocol: the worker writes one JSON line (its id and address); then the agent may send
+The protocol: the worker writes one JSON line (its id, address and data port); then the agent may send
 StartActorRequest messages, each answered by a StartActorReply, both as a 4-byte big-endian
 length and the protobuf. The agent still serves RegisterWorker and the worker still serves
 StartActor on gRPC: a worker without the pair (started by something else than its agent), or
@@ -44,7 +44,7 @@ def started_by() -> str:
     return STARTED_BY
 
 
-def announce(worker_id: bytes, address: str) -> int | None:
+def announce(worker_id: bytes, address: str, data_port: int) -> int | None:
     """In the worker: writes its registration to the socket KASTOR_REGISTER_FD names. Returns
     that socket's fd, for `serve`; None when there is none or writing failed (the fd is then
     closed, and the worker registers with RegisterWorker)."""
@@ -52,7 +52,7 @@ def announce(worker_id: bytes, address: str) -> int | None:
     os.environ.pop(settings.REGISTER_FD.name, None)  # not inherited by the processes it starts
     if fd is None:
         return None
-    line = json.dumps({"worker_id": worker_id.hex(), "address": address}).encode() + b"\n"
+    line = json.dumps({"worker_id": worker_id.hex(), "address": address, "data_port": data_port}).encode() + b"\n"
     try:
         if len(line) <= MAX_LINE and os.write(fd, line) == len(line):
             return fd
@@ -128,7 +128,8 @@ class WorkerControl:
 class RegistrationPair:
     """In the node agent: the socket pair one worker announces itself on. `child_fd` goes to the
     child (as KASTOR_REGISTER_FD), `started` closes the agent's copy of it once the child holds
-    it, `listen` resolves `registered` (the future the agent waits on) with the worker's address,
+    it, `listen` resolves `registered` (the future the agent waits on) with the worker's address
+    and data port,
     and `take_control` then hands over the agent's end, to start an actor on."""
 
     def __init__(self, worker_id: bytes):
@@ -165,11 +166,12 @@ class RegistrationPair:
             line = self._buffer.split(b"\n", 1)[0]
             try:
                 message = json.loads(line)
-                valid = message.get("worker_id") == self._worker_id.hex() and isinstance(message.get("address"), str)
+                valid = message.get("worker_id") == self._worker_id.hex() and isinstance(message.get("address"), str) \
+                    and isinstance(message.get("data_port", 0), int)
             except (ValueError, AttributeError):
                 valid = False
             if valid and self._registered is not None and not self._registered.done():
-                self._registered.set_result(message["address"])
+                self._registered.set_result((message["address"], message.get("data_port", 0)))
                 self._stop_listening()
                 self._control = WorkerControl(self._ours)  # the agent's now, for StartActor
                 self._read_fd = -1

@@ -174,6 +174,9 @@ class _RegisteringCore:
     def __init__(self, fails: int):
         self.fails, self.calls = fails, []
 
+    def data_port(self) -> int:
+        return 3
+
     def node_call(self, method: str, request, timeout: float) -> None:
         self.calls.append(method)
         if len(self.calls) <= self.fails:

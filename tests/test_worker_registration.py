@@ -73,11 +73,11 @@ def test_new_workers_register_and_are_started_on_their_pair_with_no_registerwork
 
 def test_a_worker_without_a_pipe_or_with_a_broken_one_falls_back(monkeypatch):
     monkeypatch.delenv(settings.REGISTER_FD.name, raising=False)
-    assert announce(b"\x01" * 16, "127.0.0.1:1") is None
+    assert announce(b"\x01" * 16, "127.0.0.1:1", 11) is None
     read_fd, write_fd = os.pipe()
     os.close(read_fd)  # nobody reads: the write fails (EPIPE) and the worker uses RegisterWorker
     monkeypatch.setenv(settings.REGISTER_FD.name, str(write_fd))
-    assert announce(b"\x01" * 16, "127.0.0.1:1") is None
+    assert announce(b"\x01" * 16, "127.0.0.1:1", 11) is None
     with pytest.raises(OSError):
         os.fstat(write_fd)  # closed either way
     assert settings.REGISTER_FD.name not in os.environ
@@ -88,16 +88,16 @@ def test_the_agent_takes_only_its_own_workers_registration(monkeypatch):
         loop = asyncio.get_running_loop()
         # A line for another worker id is not this worker's registration.
         other, fut = _listening(monkeypatch, b"\x02" * 16)
-        assert announce(b"\x03" * 16, "127.0.0.1:2") is not None
+        assert announce(b"\x03" * 16, "127.0.0.1:2", 12) is not None
         await _until(lambda: other.closed)
         assert not fut.done()
         assert other.take_control() is None
 
-        # Its own line resolves the wait with its address.
+        # Its own line resolves the wait with its address and data port.
         own, fut = _listening(monkeypatch, b"\x04" * 16)
-        worker_end = announce(b"\x04" * 16, "127.0.0.1:4")
+        worker_end = announce(b"\x04" * 16, "127.0.0.1:4", 14)
         assert worker_end is not None
-        assert await asyncio.wait_for(fut, DEADLINE_S) == "127.0.0.1:4"
+        assert await asyncio.wait_for(fut, DEADLINE_S) == ("127.0.0.1:4", 14)
         control = own.take_control()
         own.close()  # the pair is the control's now: closing the registration leaves it open
         assert isinstance(control, WorkerControl)
@@ -123,7 +123,7 @@ def test_the_agent_takes_only_its_own_workers_registration(monkeypatch):
             await served
         control.close()
         own2, fut = _listening(monkeypatch, b"\x06" * 16)
-        worker_end = announce(b"\x06" * 16, "127.0.0.1:6")
+        worker_end = announce(b"\x06" * 16, "127.0.0.1:6", 16)
         await asyncio.wait_for(fut, DEADLINE_S)
         control = own2.take_control()
         served = loop.create_task(serve(worker_end, crashing))

@@ -854,7 +854,7 @@ class LeaseRequest(_message.Message):
     def __init__(self, required: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[bytes] = ..., allow_spillback: _Optional[bool] = ..., owner_address: _Optional[str] = ..., queue_if_busy: _Optional[bool] = ..., report_infeasible: _Optional[bool] = ..., runtime_env: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[LabelSelector, _Mapping]]] = ...) -> None: ...
 
 class LeaseReply(_message.Message):
-    __slots__ = ("granted", "worker_address", "worker_id", "spillback_address", "gpu_ids", "infeasible", "message", "runtime_env_error", "placement_group_removed")
+    __slots__ = ("granted", "worker_address", "worker_id", "spillback_address", "gpu_ids", "infeasible", "message", "runtime_env_error", "placement_group_removed", "worker_data_port")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
     WORKER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -864,6 +864,7 @@ class LeaseReply(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_ENV_ERROR_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_GROUP_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    WORKER_DATA_PORT_FIELD_NUMBER: _ClassVar[int]
     granted: bool
     worker_address: str
     worker_id: bytes
@@ -873,7 +874,8 @@ class LeaseReply(_message.Message):
     message: str
     runtime_env_error: str
     placement_group_removed: bool
-    def __init__(self, granted: _Optional[bool] = ..., worker_address: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., spillback_address: _Optional[str] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., infeasible: _Optional[bool] = ..., message: _Optional[str] = ..., runtime_env_error: _Optional[str] = ..., placement_group_removed: _Optional[bool] = ...) -> None: ...
+    worker_data_port: int
+    def __init__(self, granted: _Optional[bool] = ..., worker_address: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., spillback_address: _Optional[str] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., infeasible: _Optional[bool] = ..., message: _Optional[str] = ..., runtime_env_error: _Optional[str] = ..., placement_group_removed: _Optional[bool] = ..., worker_data_port: _Optional[int] = ...) -> None: ...
 
 class StartActorReply(_message.Message):
     __slots__ = ("started", "no_resources", "address", "pid", "worker_id", "error", "message", "runtime_env_failed", "worker_died", "data_port")
@@ -912,14 +914,16 @@ class KillWorkerRequest(_message.Message):
     def __init__(self, worker_id: _Optional[bytes] = ..., actor_id: _Optional[bytes] = ..., reason: _Optional[str] = ..., intentional: _Optional[bool] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("worker_id", "address", "pid")
+    __slots__ = ("worker_id", "address", "pid", "data_port")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
+    DATA_PORT_FIELD_NUMBER: _ClassVar[int]
     worker_id: bytes
     address: str
     pid: int
-    def __init__(self, worker_id: _Optional[bytes] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+    data_port: int
+    def __init__(self, worker_id: _Optional[bytes] = ..., address: _Optional[str] = ..., pid: _Optional[int] = ..., data_port: _Optional[int] = ...) -> None: ...
 
 class WorkerIdleRequest(_message.Message):
     __slots__ = ("worker_id",)
