@@ -476,8 +476,9 @@ class ActorSubmitter:
         except (grpc.aio.AioRpcError, ConnectionError) as e:
             log.warning("could not kill actor %s: %s", actor_id.hex(), e)
             return None
-        c = self.conns.get(actor_id)
-        if no_restart and reply.known and c is not None and c.death is None:
+        c = self.conns.get(actor_id)  # a live stream (and lane) could still reach the worker: not any more
+        if no_restart and reply.known and c is not None and c.death is None and c.stream is not None \
+                and not c.stream.lost:
             name = f"{c.class_name} ({actor_id.hex()})" if c.class_name else actor_id.hex()
             self._kill_conn(c, exceptions.ActorDiedError(f"The actor {name} is dead: {reason}", actor_id.hex()), None)
         return reply

@@ -179,12 +179,19 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def listening_socket(host: str, port: int = 0) -> socket.socket:
-    """A socket listening on `host` (an IP address) at `port` (0: a port the kernel picks)."""
+def listening_socket(host: str, port: int = 0, share_port: bool = False) -> socket.socket:
+    """A socket listening on `host` (an IP address) at `port` (0: a port the kernel picks).
+
+    `share_port`: with SO_REUSEPORT, so that another socket of this user may listen on the same
+    port beside it (lazy_grpc_server.py); an IPv6 one then takes IPv4 connections too."""
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
         if port:  # a fixed port is taken again at once after a restart (no TIME_WAIT wait)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if share_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if sock.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((host, port))
         sock.listen(128)
         sock.setblocking(False)

@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import grpc
 from kastor.runtime import tls
+from kastor.runtime.frames import listening_socket
 
 log = logging.getLogger("kastor.lazy_grpc_server")
 
@@ -55,27 +56,11 @@ def _bind_like_grpc(host: str) -> socket.socket:
     """A listening socket on `host` in the family gRPC binds it in (IPv6: v4-mapped for an IPv4
     address, dual-stack for the wildcard), so that the two share one reuseport group."""
     if socket.has_ipv6 and ":" not in host:
-        mapped = "::" if host == "0.0.0.0" else f"::ffff:{host}"
         try:
-            return _listen(socket.AF_INET6, mapped)
+            return listening_socket("::" if host == "0.0.0.0" else f"::ffff:{host}", share_port=True)
         except OSError:  # IPv6 off in this network namespace: gRPC then binds IPv4 too
             pass
-    return _listen(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-
-
-def _listen(family: socket.AddressFamily, host: str) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind((host, 0))
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return listening_socket(host, share_port=True)
 
 
 class _Copy(asyncio.Protocol):
