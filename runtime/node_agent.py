@@ -87,6 +87,7 @@ def max_starting(total: dict[str, float]) -> int:
 JOIN_RETRY = retry.RetryPolicy(initial_s=0.05, max_s=2.0, jitter=0.2, retry_on=(grpc.aio.AioRpcError,),
                                fatal_codes={grpc.StatusCode.UNAUTHENTICATED})
 SHUTDOWN_REAP_S = 10.0  # how long shutdown() waits for the SIGKILLed workers to be gone
+EXIT_ANSWER_TIMEOUT_S = 10.0  # an idle worker asked to exit that says nothing for this long is kept, asked later
 INFEASIBLE_TTL_S = 5.0  # an infeasible shape stays reported this long after its owner last asked for it
 
 
@@ -711,17 +712,35 @@ class NodeAgent(BundleMixin, pb_grpc.NodeAgentServicer):
                 asyncio.get_running_loop().create_task(self._ask_to_exit(w))
 
     async def _ask_to_exit(self, w: WorkerProc) -> None:
+        """On the worker's socket pair when it has one (its gRPC may not run yet: asking there
+        would start it just to stop the worker), else by gRPC's Exit."""
+        unanswered = ""
         try:
-            await self.worker_stub(w.address).Exit(pb.Empty(), metadata=self.metadata, timeout=10)
-            log.info("stopped idle worker %s (more than %d idle)", w.worker_id.hex()[:8], self.idle_kept())
+            if w.control is not None:
+                refused = await asyncio.wait_for(w.control.ask_to_exit(), EXIT_ANSWER_TIMEOUT_S)
+            else:
+                await self.worker_stub(w.address).Exit(pb.Empty(), metadata=self.metadata,
+                                                       timeout=EXIT_ANSWER_TIMEOUT_S)
+                refused = ""
         except grpc.aio.AioRpcError as e:
-            if w.state != "exiting":
-                return  # it died meanwhile
-            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:  # slow is not dead: ask again later
-                log.info("idle worker %s did not answer an exit request (%s); keeping it for now",
-                         w.worker_id.hex()[:8], e.code().name)
-            w.state, w.keep_until = "idle", time.monotonic() + 10 * config.IDLE_WORKER_KILL_S
-            self.idle.append(w)
+            refused = e.details() or "refused"
+            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                unanswered = e.code().name
+        except (TimeoutError, ControlLost) as e:
+            refused = unanswered = type(e).__name__
+            if w.control is not None:  # a request may still be unanswered on it: start actors by gRPC
+                w.control.close()
+                w.control = None
+        if not refused:
+            log.info("stopped idle worker %s (more than %d idle)", w.worker_id.hex()[:8], self.idle_kept())
+            return
+        if w.state != "exiting":
+            return  # it died meanwhile
+        if unanswered:  # slow is not dead: ask again later
+            log.info("idle worker %s did not answer an exit request (%s); keeping it for now",
+                     w.worker_id.hex()[:8], unanswered)
+        w.state, w.keep_until = "idle", time.monotonic() + 10 * config.IDLE_WORKER_KILL_S
+        self.idle.append(w)
 
     async def NotifyBlocked(self, request, context):
         w = self.workers.get(request.worker_id)

@@ -943,9 +943,10 @@ def main() -> None:
     core.engine = engine
     LogShipper(core, engine.output_owner).install()
     pair = register(core)
-    # The agent sends StartActor on the pair (gRPC's StartActor serves the others). Held here for
+    # The agent sends StartActor and Exit on the pair (gRPC's serve the others). Held here for
     # the process's life: the loop keeps only a weak reference to a task, which a collection ends.
-    serving_pair = core.spawn(worker_registration.serve(pair, engine.start_actor)) if pair is not None else None
+    serving_pair = core.spawn(worker_registration.serve(pair, engine.start_actor, engine.exit_if_idle)) \
+        if pair is not None else None
     lease.start()  # no call runs without the node's lease, and none comes before registration
     log.info("worker %s serving on %s (host %s)", core.worker_id.hex()[:8], core.address, socket.gethostname())
     engine.main_loop()

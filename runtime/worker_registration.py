@@ -10,11 +10,14 @@ worker's stdin: the agent creates it and hands one end to that one child (throug
 server, or `pass_fds` for a fresh interpreter), so no other process can reach it, and no token
 is needed to trust it.
 
-The protocol: the worker writes one JSON line (its id, address and data port); then the agent may send
-StartActorRequest messages, each answered by a StartActorReply, both as a 4-byte big-endian
-length and the protobuf. The agent still serves RegisterWorker and the worker still serves
-StartActor on gRPC: a worker without the pair (started by something else than its agent), or
-that could not write to it, registers and is started that way.
+The protocol: the worker writes one JSON line (its id, address and data port); then the agent
+sends requests, each answered before the next, as a 4-byte big-endian length, then a kind byte
+and its body: `S` and a StartActorRequest, answered by a StartActorReply; `X` (reaping an idle
+worker), answered by why it stays (UTF-8, empty: it exits), so that a worker's gRPC, started
+only on its first connection (lazy_grpc_server.py), is not started just to stop it. The agent
+still serves RegisterWorker and the worker still serves StartActor and Exit on gRPC: a worker
+without the pair (started by something else than its agent), or that could not write to it,
+registers and is started and stopped that way.
 """
 
 from __future__ import annotations
@@ -65,26 +68,37 @@ def announce(worker_id: bytes, address: str, data_port: int) -> int | None:
     return None
 
 
-async def serve(fd: int, start_actor: Callable[[pb.StartActorRequest], Awaitable[pb.StartActorReply]]) -> None:
-    """In the worker, on its core loop: answers the agent's StartActor requests on the pair until
-    the agent closes it. A start that raises closes the pair: the agent reads that as a worker
-    that stopped answering, as it would a failed gRPC call, and ends it."""
+_START, _EXIT = b"S", b"X"
+
+
+async def serve(fd: int, start_actor: Callable[[pb.StartActorRequest], Awaitable[pb.StartActorReply]],
+                exit_if_idle: Callable[[], str]) -> None:
+    """In the worker, on its core loop: answers the agent's requests on the pair until the agent
+    closes it. A start that raises closes the pair: the agent reads that as a worker that stopped
+    answering, as it would a failed gRPC call, and ends it."""
     global STARTED_BY
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=fd))
     try:
         while True:
             try:
                 size = int.from_bytes(await reader.readexactly(4), "big")
-                request = pb.StartActorRequest.FromString(await reader.readexactly(size))
+                message = await reader.readexactly(size)
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
-            STARTED_BY = "pair"
-            try:
-                reply = await start_actor(request)
-            except Exception:
-                log.exception("starting the actor failed")
+            kind, body = message[:1], message[1:]
+            if kind == _EXIT:
+                data = exit_if_idle().encode()
+            elif kind == _START:
+                STARTED_BY = "pair"
+                try:
+                    reply = await start_actor(pb.StartActorRequest.FromString(body))
+                except Exception:
+                    log.exception("starting the actor failed")
+                    return
+                data = reply.SerializeToString()
+            else:
+                log.error("unknown request %r from the node agent on the socket pair; closing it", kind)
                 return
-            data = reply.SerializeToString()
             writer.write(len(data).to_bytes(4, "big") + data)
             await writer.drain()
     finally:
@@ -96,7 +110,8 @@ class ControlLost(ConnectionError):
 
 
 class WorkerControl:
-    """In the node agent: its end of one registered worker's pair, to start an actor on."""
+    """In the node agent: its end of one registered worker's pair, to start an actor on, or to
+    ask an idle worker to exit."""
 
     def __init__(self, sock: socket.socket):
         self._sock = sock
@@ -105,16 +120,23 @@ class WorkerControl:
 
     async def start_actor(self, request: pb.StartActorRequest) -> pb.StartActorReply:
         """The worker's answer; raises ControlLost if it closes the pair first (it died)."""
+        return pb.StartActorReply.FromString(await self._ask(_START + request.SerializeToString()))
+
+    async def ask_to_exit(self) -> str:
+        """Asks an idle worker to exit: "" if it does, else why it stays (it owns objects others
+        may still use, say). Raises ControlLost if the pair closed first."""
+        return (await self._ask(_EXIT)).decode()
+
+    async def _ask(self, message: bytes) -> bytes:
         async with self._lock:
             try:
                 if self._streams is None:
                     self._streams = await asyncio.open_unix_connection(sock=self._sock)
                 reader, writer = self._streams
-                data = request.SerializeToString()
-                writer.write(len(data).to_bytes(4, "big") + data)
+                writer.write(len(message).to_bytes(4, "big") + message)
                 await writer.drain()
                 size = int.from_bytes(await reader.readexactly(4), "big")
-                return pb.StartActorReply.FromString(await reader.readexactly(size))
+                return await reader.readexactly(size)
             except (asyncio.IncompleteReadError, ConnectionError, OSError) as e:
                 raise ControlLost(f"its socket pair closed ({type(e).__name__})") from e
 

@@ -1,7 +1,8 @@
 """A new worker registers with its node agent on a socket pair the agent made for it, not with a
 RegisterWorker call, and the agent starts an actor on it there, not over a gRPC channel to the
 worker (issue 16: two channels and two calls fewer per actor creation), whether the worker was
-forked by the fork server or started as a fresh interpreter; gRPC stays the fallback.
+forked by the fork server or started as a fresh interpreter; gRPC stays the fallback. The
+agent asks an idle worker to exit there too, so that its gRPC is not started just for that.
 
 The cluster tests run real embedded clusters and read what the node agent served from its
 Stats, and from the actor how it was started; the module tests use real sockets and pipes and a
@@ -109,10 +110,16 @@ def test_the_agent_takes_only_its_own_workers_registration(monkeypatch):
             seen.append(request.spec.class_name)
             return pb.StartActorReply(started=True, pid=1234)
 
-        served = loop.create_task(serve(worker_end, start_actor))
+        stays = ["it owns objects that may still be used", ""]  # what exit_if_idle says, in turn
+
+        served = loop.create_task(serve(worker_end, start_actor, lambda: stays.pop(0)))
         reply = await asyncio.wait_for(
             control.start_actor(pb.StartActorRequest(spec=pb.ActorSpec(class_name="A"))), DEADLINE_S)
         assert reply.started and reply.pid == 1234 and seen == ["A"]
+
+        # ... and the agent's reaping of an idle worker: why it stays, then "" (it exits).
+        assert await asyncio.wait_for(control.ask_to_exit(), DEADLINE_S) == "it owns objects that may still be used"
+        assert await asyncio.wait_for(control.ask_to_exit(), DEADLINE_S) == ""
 
         # ... and a worker whose start raises closes the pair: the agent reads a lost worker.
         async def crashing(request: pb.StartActorRequest) -> pb.StartActorReply:
@@ -126,7 +133,7 @@ def test_the_agent_takes_only_its_own_workers_registration(monkeypatch):
         worker_end = announce(b"\x06" * 16, "127.0.0.1:6", 16)
         await asyncio.wait_for(fut, DEADLINE_S)
         control = own2.take_control()
-        served = loop.create_task(serve(worker_end, crashing))
+        served = loop.create_task(serve(worker_end, crashing, lambda: ""))
         with pytest.raises(ControlLost):
             await asyncio.wait_for(control.start_actor(pb.StartActorRequest()), DEADLINE_S)
         await asyncio.wait_for(served, DEADLINE_S)
