@@ -4,8 +4,8 @@ Why: starting gRPC was most of what was left of a forked actor worker's start (i
 bench/README "actor creation"): gRPC core's init, the server and its threads, ~5 ms of CPU of
 the ~12 ms a new worker spent before serving, a quarter of a creation's CPU over the whole
 tree. Most workers never need it: actor calls and task pushes reach them on the data port
-(data_server.py), their start on the socket pair (worker_registration.py), their stop by a
-signal. Some do, later: a caller cancelling a call, a borrower of an object the worker owns,
+(data_server.py), their start and an idle worker's exit on the socket pair
+(worker_registration.py), a kill by a signal. Some do, later: a caller cancelling a call, a borrower of an object the worker owns,
 the node agent's probe of a lease nobody handed back.
 
 How. The worker's address must answer from the start (it is registered, and written into the
