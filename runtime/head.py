@@ -218,15 +218,20 @@ class Head(PlacementGroupsMixin, DemandMixin, ClusterWatchMixin, pb_grpc.HeadSer
         comparison can be lost after the head finished it (the caller's deadline passes first,
         the head's own one later), and a restart decided there (the node said the worker was
         gone) must still stop the worker if the node reports it afterwards. The head has given
-        such an incarnation up and placed another, so no actor keeps two live instances. Workers
-        of DEAD or unknown actors are left to the first comparison: one may be finishing a
-        graceful exit, and only a head that lost its table has none for a live worker."""
+        such an incarnation up and placed another, so no actor keeps two live instances. So is a
+        killed actor's worker: the node's KillWorker, sent after KillActor's answer, may have
+        been lost. Workers of other DEAD or of unknown actors are left to the first comparison:
+        one may be finishing a graceful exit, and only a head that lost its table has none for
+        a live worker."""
         stale = []
         for a in live:
             info = self.actors.get(a.actor_id)
-            if info is not None and info.state != pb.DEAD and (
-                    a.num_restarts != info.num_restarts or
-                    (info.state == pb.ALIVE and info.worker_id != a.worker_id)):
+            if info is None:
+                continue
+            if info.state == pb.DEAD:
+                if info.killed:
+                    stale.append(a.worker_id)
+            elif a.num_restarts != info.num_restarts or (info.state == pb.ALIVE and info.worker_id != a.worker_id):
                 stale.append(a.worker_id)
         return stale
 
