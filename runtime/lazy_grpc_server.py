@@ -5,8 +5,8 @@ bench/README "actor creation"): gRPC core's init, the server and its threads, ~5
 the ~12 ms a new worker spent before serving, a quarter of a creation's CPU over the whole
 tree. Most workers never need it: actor calls and task pushes reach them on the data port
 (data_server.py), their start and an idle worker's exit on the socket pair
-(worker_registration.py), a kill by a signal. Some do, later: a caller cancelling a call, a borrower of an object the worker owns,
-the node agent's probe of a lease nobody handed back.
+(worker_registration.py), a kill by a signal. Some do, later: a caller cancelling a call, a
+borrower of an object the worker owns, the node agent's probe of a lease nobody handed back.
 
 How. The worker's address must answer from the start (it is registered, and written into the
 refs it owns), so its port is bound and listened on at once, by a plain socket with
