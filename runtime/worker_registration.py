@@ -151,8 +151,7 @@ class RegistrationPair:
     """In the node agent: the socket pair one worker announces itself on. `child_fd` goes to the
     child (as KASTOR_REGISTER_FD), `started` closes the agent's copy of it once the child holds
     it, `listen` resolves `registered` (the future the agent waits on) with the worker's address
-    and data port,
-    and `take_control` then hands over the agent's end, to start an actor on."""
+    and data port, and `take_control` then hands over the agent's end, to start an actor on."""
 
     def __init__(self, worker_id: bytes):
         self._worker_id = worker_id
