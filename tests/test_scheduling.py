@@ -126,8 +126,11 @@ def test_default_tasks_stay_on_the_drivers_node_while_it_has_room(cluster):
 def test_a_busy_node_spills_tasks_to_nodes_with_room(cluster):
     """As in Ray: the driver's node grants what fits, and sends the rest to idle nodes instead of queueing."""
     wait_until(lambda: all(n["available"].get("CPU") == 2 for n in list_nodes() if n["alive"]), "idle nodes")
+    before = lease_requests()
     nodes = kastor.get([slow_node_of_task.remote(3.0) for _ in range(6)], timeout=DEADLINE_S)
-    assert len(set(nodes)) >= 2, f"6 tasks of 3s on a 2-CPU node, and all ran there: {nodes}"
+    asked = {node: count - before[node] for node, count in lease_requests().items()}
+    assert len(set(nodes)) >= 2, f"6 tasks of 3s on a 2-CPU node, and all ran there: {nodes} (lease requests " \
+        f"per node: {asked}; WorkerIdle per node since the start: {lease_requests('WorkerIdle')})"
 
 
 def test_bad_strategies_are_named(cluster):
