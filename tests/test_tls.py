@@ -181,3 +181,35 @@ def test_sync_calls_inside_the_cluster_take_a_tls_lane(cluster, certs, monkeypat
         assert kastor.get(callee.lanes.remote())["adopted"] == 0
     finally:
         kastor.shutdown()
+
+
+def test_a_workers_grpc_started_on_its_first_connection_serves_only_tls(cluster, certs, monkeypatch):
+    """A worker starts gRPC when its port first gets a connection (runtime/lazy_grpc_server.py):
+    the connections that started it are copied to gRPC unread, the later ones steered to it.
+    Either way TLS is gRPC's own: a TLS peer is served, a plain-text one is not."""
+    monkeypatch.setenv(tls.ENV_CA, certs["ca"])
+    kastor.init(f"kastor://{cluster['client']}", token=TOKEN)
+    try:
+        @kastor.remote
+        class Worker:
+            def grpc(self):
+                from kastor.runtime import context
+                return context.core.address, context.core.serves_grpc()
+
+        worker = Worker.remote()
+        address, serving = kastor.get(worker.grpc.remote())
+        assert not serving, "actor calls started the worker's gRPC"
+
+        def lease_state(channel) -> None:
+            pb_grpc.CoreWorkerStub(channel).LeaseState(pb.Empty(), metadata=auth.metadata(TOKEN), timeout=10)
+
+        for _ in range(2):  # the first starts gRPC (a copied connection), the second is steered to it
+            with tls.channel(address) as ch:
+                lease_state(ch)
+            with grpc.insecure_channel(address) as ch:
+                with pytest.raises(grpc.RpcError) as info:
+                    lease_state(ch)
+                assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert kastor.get(worker.grpc.remote())[1]
+    finally:
+        kastor.shutdown()
